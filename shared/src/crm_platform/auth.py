@@ -1,0 +1,174 @@
+"""JWT bearer authentication and the visibility rules every service enforces.
+
+The directory service (or an external identity provider) signs access tokens; the
+services verify them locally, never calling back on a request path. HS256 with a
+shared secret is the embedded default; RS256 with a PEM public key or a JWKS URL
+is for production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field
+
+from crm_platform.errors import Forbidden, Unauthorized
+from crm_platform.settings import ServiceSettings
+
+_BEARER = re.compile(r"^Bearer\s+(?P<token>\S+)$", re.IGNORECASE)
+
+
+class Role(StrEnum):
+    admin = "admin"
+    manager = "manager"
+    rep = "rep"
+
+
+class Principal(BaseModel):
+    """Who is calling, as the token says."""
+
+    user_id: str
+    name: str | None = None
+    roles: frozenset[Role] = Field(default_factory=frozenset)
+    department_id: str | None = None
+    department_path: str | None = None  # "/hq/east/team-1": ids from the root, for prefix checks
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.admin in self.roles
+
+    @property
+    def is_manager(self) -> bool:
+        return Role.manager in self.roles
+
+    def manages_path(self, path: str | None) -> bool:
+        """True if ``path`` is this manager's department or one below it."""
+        mine = self.department_path
+        if not self.is_manager or not mine or not path:
+            return False
+        return path == mine or path.startswith(mine.rstrip("/") + "/")
+
+    def can_see_owned(self, owner_id: str | None, department_path: str | None) -> bool:
+        """Records owned by someone: admins see all, managers their subtree, reps their own."""
+        return self.is_admin or owner_id == self.user_id or self.manages_path(department_path)
+
+    def mongo_visibility(self, owner_field: str = "owner_id", path_field: str = "department_path") -> dict[str, Any]:
+        """The same rule as a MongoDB filter (an anchored regex uses the index)."""
+        if self.is_admin:
+            return {}
+        clauses: list[dict[str, Any]] = [{owner_field: self.user_id}]
+        if self.is_manager and self.department_path:
+            mine = self.department_path.rstrip("/")
+            clauses.append({path_field: {"$regex": f"^{re.escape(mine)}(/|$)"}})
+        return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+    def require_role(self, *roles: Role) -> None:
+        if not self.roles.intersection(roles):
+            wanted = " or ".join(r.value for r in roles)
+            raise Forbidden(f"This action needs the role {wanted}.")
+
+
+class TokenVerifier:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+        if settings.jwt_algorithm == "HS256" and not settings.jwt_secret.get_secret_value():
+            raise ValueError("CRM_JWT_SECRET must be set when CRM_JWT_ALGORITHM is HS256")
+        if settings.jwt_algorithm == "RS256" and not (self._jwks or settings.jwt_public_key):
+            raise ValueError("RS256 needs CRM_JWT_JWKS_URL or CRM_JWT_PUBLIC_KEY")
+
+    async def _key(self, token: str) -> Any:
+        s = self._settings
+        if s.jwt_algorithm == "HS256":
+            return s.jwt_secret.get_secret_value()
+        if self._jwks is not None:
+            # PyJWKClient caches keys; a miss fetches over HTTP, so keep it off the event loop.
+            signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            return signing_key.key
+        return s.jwt_public_key
+
+    async def verify(self, token: str) -> Principal:
+        s = self._settings
+        try:
+            claims = jwt.decode(
+                token,
+                await self._key(token),
+                algorithms=[s.jwt_algorithm],
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired.", headers=_challenge("invalid_token")) from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise Unauthorized(f"The access token is invalid: {exc}", headers=_challenge("invalid_token")) from exc
+        try:
+            roles = frozenset(Role(r) for r in claims.get("roles", []))
+        except ValueError as exc:
+            raise Unauthorized(f"The access token names an unknown role: {exc}") from exc
+        return Principal(
+            user_id=str(claims["sub"]),
+            name=claims.get("name"),
+            roles=roles,
+            department_id=claims.get("dept"),
+            department_path=claims.get("dept_path"),
+        )
+
+
+def _challenge(error: str | None = None) -> dict[str, str]:
+    value = 'Bearer realm="crm"' + (f', error="{error}"' if error else "")
+    return {"WWW-Authenticate": value}
+
+
+def mint_token(
+    *,
+    secret_or_private_key: str,
+    user_id: str,
+    roles: list[str],
+    department_id: str | None = None,
+    department_path: str | None = None,
+    name: str | None = None,
+    algorithm: str = "HS256",
+    issuer: str = "crm-directory",
+    audience: str = "crm",
+    ttl: timedelta = timedelta(hours=8),
+    now: datetime | None = None,
+) -> str:
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "roles": roles,
+        "iss": issuer,
+        "aud": audience,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    if name:
+        claims["name"] = name
+    if department_id:
+        claims["dept"] = department_id
+    if department_path:
+        claims["dept_path"] = department_path
+    return jwt.encode(claims, secret_or_private_key, algorithm=algorithm)
+
+
+async def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("Send an access token: Authorization: Bearer <token>.", headers=_challenge())
+    match = _BEARER.match(header)
+    if match is None:
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'.", headers=_challenge("invalid_request"))
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(match.group("token"))
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

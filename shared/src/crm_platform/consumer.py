@@ -1,0 +1,193 @@
+"""Idempotent event consumers with retries, backoff and a dead-letter topic.
+
+A service declares handlers per event type; :class:`EventConsumer` subscribes a
+consumer group to the topics, decodes each CloudEvent, calls the handler, retries
+failures with exponential backoff (in place, so one aggregate's events stay in
+order) and, when the attempts are spent, publishes the original message to the
+group's dead-letter topic with the reason in its headers. Offsets are committed
+only after the handler (or the dead-letter publish) has finished: a crash means
+redelivery, which the idempotency helpers below turn into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from crm_platform.events import EventEnvelope, decode_event
+from crm_platform.kafka import dead_letter_topic
+from crm_platform.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[EventEnvelope], Awaitable[None]]
+Document = dict[str, Any]
+
+
+class PermanentError(Exception):
+    """Raised by a handler when retrying cannot help (the event is invalid for us)."""
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        max_attempts: int = 5,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.handlers = dict(handlers)
+        self.dlq_topic = dead_letter_topic(group_id)
+        self._broker = broker
+        self._max_attempts = max_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self.subscriber = broker.subscriber(
+            *self.topics,
+            group_id=group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+            title=f"{group_id}:consume",
+            description=f"Consumer group {group_id}: handles {', '.join(sorted(self.handlers))}",
+        )
+        self.subscriber(self._on_message)
+
+    async def _on_message(self, body: bytes, message: KafkaMessage) -> None:
+        try:
+            event = decode_event(body)
+        except Exception as exc:  # not a CloudEvent we can read: retrying will not help
+            await self._dead_letter(message, body, "undecodable", f"{type(exc).__name__}: {exc}", attempts=1)
+            return
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            EVENTS_CONSUMED.labels(self.group_id, event.type, "ignored").inc()
+            return
+        await self.handle(event, handler, message, body)
+
+    async def handle(self, event: EventEnvelope, handler: Handler, message: KafkaMessage | None, body: bytes) -> None:
+        delay = self._backoff_initial
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await handler(event)
+                EVENTS_CONSUMED.labels(self.group_id, event.type, "ok").inc()
+                return
+            except PermanentError as exc:
+                await self._dead_letter(message, body, event.type, f"PermanentError: {exc}", attempt)
+                return
+            except Exception as exc:
+                if attempt == self._max_attempts:
+                    await self._dead_letter(message, body, event.type, f"{type(exc).__name__}: {exc}", attempt)
+                    return
+                log.warning(
+                    "event handler failed; retrying",
+                    group=self.group_id, type=event.type, event_id=event.id, attempt=attempt, error=str(exc),
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+
+    async def _dead_letter(
+        self, message: KafkaMessage | None, body: bytes, event_type: str, reason: str, attempts: int
+    ) -> None:
+        headers = dict(message.headers) if message is not None else {}
+        raw = message.raw_message if message is not None else None
+        headers.update(
+            {
+                "x-dlq-reason": reason[:2000],
+                "x-dlq-group": self.group_id,
+                "x-dlq-attempts": str(attempts),
+                "x-dlq-source-topic": str(getattr(raw, "topic", "")),
+                "x-dlq-source-partition": str(getattr(raw, "partition", "")),
+                "x-dlq-source-offset": str(getattr(raw, "offset", "")),
+            }
+        )
+        key = getattr(raw, "key", None)
+        # If this publish fails the handler raises, the offset is not committed and the event comes back.
+        await self._broker.publish(body, self.dlq_topic, key=key, headers={k: str(v) for k, v in headers.items()})
+        EVENTS_CONSUMED.labels(self.group_id, event_type, "dead_lettered").inc()
+        EVENTS_DEAD_LETTERED.labels(self.group_id, event_type).inc()
+        log.error("event dead-lettered", group=self.group_id, type=event_type, reason=reason, attempts=attempts)
+
+    def assigned(self) -> bool:
+        """True once the group has given this member its partitions (readiness)."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        return bool(consumer is not None and consumer.assignment())
+
+
+async def _raw_body(message: Any) -> bytes:
+    # FastStream's default decoder does not treat application/cloudevents+json as JSON;
+    # we take the bytes and parse the envelope ourselves.
+    body: bytes = message.body
+    return body
+
+
+async def apply_versioned(collection: AsyncCollection[Document], event: EventEnvelope, state: Document) -> bool:
+    """Store a read copy from an event unless a newer (or the same) version is already there.
+
+    One conditional write: the filter only matches a copy older than the event, so a
+    stale or repeated event finds nothing and its upsert collides on ``_id``
+    (DuplicateKeyError), which we read as "already applied".
+    """
+    doc = {**state, "_id": state.get("_id", event.subject), "source_version": event.aggregateversion, "source_event_id": event.id}
+    try:
+        result = await collection.replace_one(
+            {"_id": doc["_id"], "$or": [{"source_version": {"$lt": event.aggregateversion}}, {"source_version": {"$exists": False}}]},
+            doc,
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        return False
+    return result.matched_count > 0 or result.upserted_id is not None
+
+
+APPLIED_EVENTS_KEPT = 500
+
+
+async def apply_once(
+    collection: AsyncCollection[Document],
+    doc_id: Any,
+    event_id: str,
+    change: Callable[[Document | None], Document | None],
+) -> bool:
+    """Apply ``change`` to one document at most once per event id, recorded in that same document.
+
+    ``change`` gets the current document (None if absent) and returns the new one (None: skip).
+    The write is a replace guarded by the document's ``rev``, retried if someone else wrote first.
+    """
+    for _ in range(8):
+        current = await collection.find_one({"_id": doc_id})
+        applied: list[str] = list((current or {}).get("applied_events", []))
+        if event_id in applied:
+            return False
+        new = change(None if current is None else dict(current))
+        if new is None:
+            return False
+        new["_id"] = doc_id
+        new["applied_events"] = (applied + [event_id])[-APPLIED_EVENTS_KEPT:]
+        rev = int((current or {}).get("rev", 0))
+        new["rev"] = rev + 1
+        if current is None:
+            try:
+                await collection.insert_one(new)
+                return True
+            except DuplicateKeyError:
+                continue
+        result = await collection.replace_one({"_id": doc_id, "rev": rev}, new)
+        if result.matched_count:
+            return True
+    raise RuntimeError(f"could not apply event {event_id} to {doc_id}: too much contention")

@@ -1,0 +1,166 @@
+"""Events of the customers service, on ``crm.customers.v1`` (key: customer id)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from crm_platform.events import define
+
+TOPIC = "crm.customers.v1"
+
+CustomerStatus = Literal["active", "deleted", "merged", "purged"]
+
+
+class Address(BaseModel):
+    country: str | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    street: str | None = None
+    postal_code: str | None = None
+
+
+class CustomerSnapshot(BaseModel):
+    """The customer as it stands after the change: every customers event carries it,
+    so a consumer keeps a read copy from any single event (apply by ``aggregateversion``)."""
+
+    customer_id: str
+    kind: Literal["company", "person"]
+    name: str
+    uscc: str | None = None
+    industry: str | None = None
+    size: str | None = None
+    address: Address | None = None
+    source: str | None = None
+    tier: str | None = None
+    lifecycle_stage: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    owner_id: str | None = None
+    department_id: str | None = None
+    department_path: str | None = None
+    in_pool: bool = False
+    locked: bool = False
+    status: CustomerStatus = "active"
+    merged_into: str | None = None
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+    contact_count: int = 0
+
+
+class ContactData(BaseModel):
+    contact_id: str
+    name: str
+    role: str | None = None
+    title: str | None = None
+    phones: list[str] = Field(default_factory=list)
+    emails: list[str] = Field(default_factory=list)
+    is_primary: bool = False
+
+
+class FieldChange(BaseModel):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class CustomerCreated(BaseModel):
+    customer: CustomerSnapshot
+    contacts: list[ContactData] = Field(default_factory=list)
+    via: Literal["api", "import"] = "api"
+
+
+class CustomerUpdated(BaseModel):
+    customer: CustomerSnapshot
+    changes: list[FieldChange]
+
+
+class ContactAdded(BaseModel):
+    customer: CustomerSnapshot
+    contact: ContactData
+
+
+class ContactChanged(BaseModel):
+    customer: CustomerSnapshot
+    contact: ContactData
+    changes: list[FieldChange]
+
+
+class ContactRemoved(BaseModel):
+    customer: CustomerSnapshot
+    contact_id: str
+
+
+class OwnerChanged(BaseModel):
+    customer: CustomerSnapshot
+    previous_owner_id: str | None
+    owner_id: str | None
+    reason: str | None = None
+
+
+class ReleasedToPool(BaseModel):
+    customer: CustomerSnapshot
+    previous_owner_id: str | None
+    reason: str
+
+
+class Claimed(BaseModel):
+    customer: CustomerSnapshot
+    owner_id: str
+
+
+class Locked(BaseModel):
+    customer: CustomerSnapshot
+    reason: str | None = None
+
+
+class Unlocked(BaseModel):
+    customer: CustomerSnapshot
+
+
+class Deleted(BaseModel):
+    customer: CustomerSnapshot
+    reason: str | None = None
+
+
+class Restored(BaseModel):
+    customer: CustomerSnapshot
+
+
+class Purged(BaseModel):
+    customer_id: str
+
+
+class Merged(BaseModel):
+    """On the survivor: ``merged_customer_id`` now lives on as ``customer``; move its references."""
+
+    customer: CustomerSnapshot
+    merged_customer_id: str
+    moved_contact_ids: list[str] = Field(default_factory=list)
+
+
+class MergedAway(BaseModel):
+    """On the duplicate: it was merged into ``survivor_id`` and is no longer active."""
+
+    customer: CustomerSnapshot
+    survivor_id: str
+
+
+CUSTOMER_CREATED = define("crm.customer.created", CustomerCreated, TOPIC, description="A customer was created (by hand or by an import).")
+CUSTOMER_UPDATED = define("crm.customer.updated", CustomerUpdated, TOPIC, description="Profile fields changed; `changes` lists field, old and new.")
+CONTACT_ADDED = define("crm.customer.contact_added", ContactAdded, TOPIC, description="A contact was added to the customer.")
+CONTACT_CHANGED = define("crm.customer.contact_changed", ContactChanged, TOPIC, description="A contact's fields changed.")
+CONTACT_REMOVED = define("crm.customer.contact_removed", ContactRemoved, TOPIC, description="A contact was removed from the customer.")
+OWNER_CHANGED = define("crm.customer.owner_changed", OwnerChanged, TOPIC, description="The customer was assigned to another owner.")
+RELEASED = define("crm.customer.released", ReleasedToPool, TOPIC, description="The customer went to the public pool (公海) and has no owner.")
+CLAIMED = define("crm.customer.claimed", Claimed, TOPIC, description="A rep claimed the customer from the public pool.")
+LOCKED = define("crm.customer.locked", Locked, TOPIC, description="The customer was locked: read-only until unlocked.")
+UNLOCKED = define("crm.customer.unlocked", Unlocked, TOPIC, description="The customer was unlocked.")
+DELETED = define("crm.customer.deleted", Deleted, TOPIC, description="The customer went to the recycle bin; references should be hidden.")
+RESTORED = define("crm.customer.restored", Restored, TOPIC, description="The customer came back from the recycle bin.")
+PURGED = define("crm.customer.purged", Purged, TOPIC, description="An admin purged the customer from the recycle bin; its personal data is gone.")
+MERGED = define("crm.customer.merged", Merged, TOPIC, description="Another customer was merged into this one: move references from merged_customer_id to subject.")
+MERGED_AWAY = define("crm.customer.merged_away", MergedAway, TOPIC, description="This customer was merged into survivor_id and is no longer active.")

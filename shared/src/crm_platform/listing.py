@@ -1,0 +1,119 @@
+"""List views: multi-key sort, opaque keyset cursors.
+
+Keyset (not offset) pagination keeps page N as fast as page 1 and stable while
+records change. The cursor holds the sort-key values of the last row returned,
+plus its id as the final tie-breaker. Nulls sort first in MongoDB and compare
+only with nulls, so the "after" condition treats them explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crm_platform.errors import FieldError, ValidationFailed
+
+MAX_SORT_KEYS = 4
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: str
+    direction: int  # 1 ascending, -1 descending
+
+    def __str__(self) -> str:
+        return ("-" if self.direction < 0 else "") + self.field
+
+
+def parse_sort(raw: str | None, allowed: dict[str, str], default: str) -> list[SortKey]:
+    """Parse ``-updated_at,name`` into sort keys; ``allowed`` maps API names to stored fields."""
+    text = raw if raw else default
+    keys: list[SortKey] = []
+    seen: set[str] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        direction = -1 if part.startswith("-") else 1
+        name = part.lstrip("+-")
+        if name not in allowed:
+            raise ValidationFailed(
+                f"Cannot sort on '{name}'.",
+                errors=[FieldError(field="sort", reason=f"unknown sort key '{name}'; use one of {', '.join(sorted(allowed))}", location="query")],
+            )
+        if name in seen:
+            raise ValidationFailed.for_field("sort", f"'{name}' is named twice", "query")
+        seen.add(name)
+        keys.append(SortKey(allowed[name], direction))
+    if len(keys) > MAX_SORT_KEYS:
+        raise ValidationFailed.for_field("sort", f"at most {MAX_SORT_KEYS} sort keys", "query")
+    if not any(k.field == "_id" for k in keys):
+        keys.append(SortKey("_id", 1))
+    return keys
+
+
+def mongo_sort(keys: list[SortKey]) -> list[tuple[str, int]]:
+    return [(k.field, k.direction) for k in keys]
+
+
+def _get(doc: dict[str, Any], dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$dt": value.isoformat()}
+    return value
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict) and "$dt" in value:
+        return datetime.fromisoformat(value["$dt"])
+    return value
+
+
+def values_of(doc: dict[str, Any], keys: list[SortKey]) -> list[Any]:
+    """The sort-key values of a row: where the next page starts."""
+    return [_get(doc, k.field) for k in keys]
+
+
+def encode_cursor(doc: dict[str, Any], keys: list[SortKey]) -> str:
+    payload = {"s": [str(k) for k in keys], "v": [_encode_value(v) for v in values_of(doc, keys)]}
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, keys: list[SortKey]) -> list[Any]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        values = [_decode_value(v) for v in payload["v"]]
+        if payload["s"] != [str(k) for k in keys] or len(values) != len(keys):
+            raise ValueError("sort changed")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValidationFailed.for_field(
+            "cursor", "not a cursor for this list and sort; start again without it", "query"
+        ) from exc
+    return values
+
+
+def _after(field: str, direction: int, value: Any) -> dict[str, Any]:
+    if direction > 0:
+        return {field: {"$ne": None}} if value is None else {field: {"$gt": value}}
+    if value is None:
+        return {field: {"$in": []}}  # nothing sorts before null
+    return {"$or": [{field: {"$lt": value}}, {field: None}]}
+
+
+def keyset_filter(keys: list[SortKey], values: list[Any]) -> dict[str, Any]:
+    """Rows strictly after the cursor row in the given order."""
+    branches: list[dict[str, Any]] = []
+    for i, key in enumerate(keys):
+        clause: list[dict[str, Any]] = [{k.field: values[j]} for j, k in enumerate(keys[:i])]
+        clause.append(_after(key.field, key.direction, values[i]))
+        branches.append({"$and": clause} if len(clause) > 1 else clause[0])
+    return {"$or": branches}

@@ -1,0 +1,242 @@
+"""The service kit: wires settings, MongoDB, the broker, the outbox relay, consumers,
+health, metrics and the event catalogue into one FastAPI app.
+
+A service creates a :class:`ServiceKit`, registers what it owns (outbox
+collections, consumers, index set-up) and calls :meth:`ServiceKit.build_app` with
+its routers. Everything starts in the app's lifespan and stops in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from faststream.specification import AsyncAPI
+from faststream.specification.asyncapi import get_asyncapi_html
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from crm_platform.auth import TokenVerifier
+from crm_platform.clock import Clock, SystemClock
+from crm_platform.consumer import EventConsumer, Handler
+from crm_platform.errors import install_error_handlers
+from crm_platform.events import registry
+from crm_platform.kafka import broker_publisher, dead_letter_topic, ensure_topics, make_broker, topic_for
+from crm_platform.logging import configure_logging
+from crm_platform.metrics import HTTP_LATENCY, HTTP_REQUESTS, OUTBOX_PENDING
+from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
+from crm_platform.settings import ServiceSettings
+from crm_platform.tracing import accept_traceparent, current_traceparent
+
+log = structlog.get_logger(__name__)
+Document = dict[str, Any]
+StartupHook = Callable[["ServiceKit"], Awaitable[None]]
+
+
+class ServiceKit:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        title: str,
+        description: str,
+        version: str = "1.0.0",
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.title = title
+        self.description = description
+        self.version = version
+        self.clock: Clock = clock or SystemClock()
+        self.topic = topic_for(settings.service_name)
+        self.source = f"/crm/{settings.service_name}"
+        self.broker = make_broker(settings)
+        self.mongo: AsyncMongoClient[Document] = AsyncMongoClient(
+            settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000, appname=f"crm-{settings.service_name}"
+        )
+        self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_database]
+        self.event_log: AsyncCollection[Document] = self.db["event_log"]
+        self.consumers: list[EventConsumer] = []
+        self._outbox_collections: list[AsyncCollection[Document]] = []
+        self._startup_hooks: list[StartupHook] = []
+        self._relay: OutboxRelay | None = None
+        self._document_publishers()
+
+    # --- what a service registers -------------------------------------------------
+
+    def outbox(self, collection: AsyncCollection[Document]) -> AsyncCollection[Document]:
+        """Declare a collection whose documents carry an outbox."""
+        self._outbox_collections.append(collection)
+        return collection
+
+    def on_startup(self, hook: StartupHook) -> StartupHook:
+        self._startup_hooks.append(hook)
+        return hook
+
+    def consume(self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = "") -> EventConsumer:
+        s = self.settings
+        consumer = EventConsumer(
+            self.broker,
+            group_id=f"crm.{s.service_name}{group_suffix}",
+            topics=topics,
+            handlers=handlers,
+            max_attempts=s.consumer_max_attempts,
+            backoff_initial=s.consumer_backoff_initial_seconds,
+            backoff_max=s.consumer_backoff_max_seconds,
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    def wake_relay(self) -> None:
+        """Called right after a write that queued events, so they leave in milliseconds."""
+        if self._relay is not None:
+            self._relay.wake()
+
+    @property
+    def relay(self) -> OutboxRelay | None:
+        return self._relay
+
+    # --- the event catalogue ------------------------------------------------------
+
+    def _document_publishers(self) -> None:
+        # One documented publisher per event type, so the AsyncAPI document lists each
+        # type with its schema; the relay itself publishes through the broker.
+        for event_type in registry.for_topic(self.topic):
+            self.broker.publisher(
+                self.topic,
+                title=f"{self.topic}:{event_type.name}",
+                description=event_type.description or event_type.name,
+                schema=event_type.envelope_model(),
+            )
+
+    def asyncapi(self) -> Any:
+        return AsyncAPI(
+            self.broker, title=f"{self.title} events", version=self.version, description=self.description
+        ).to_specification()
+
+    # --- the app ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        s = self.settings
+        configure_logging(s.log_level, s.log_format)
+        await self.mongo.admin.command("ping")
+        for collection in self._outbox_collections:
+            await ensure_outbox_indexes(collection)
+        await ensure_event_log_indexes(self.event_log)
+        for hook in self._startup_hooks:
+            await hook(self)
+        topics = {self.topic, *(dead_letter_topic(c.group_id) for c in self.consumers)}
+        topics.update(t for c in self.consumers for t in c.topics)
+        await ensure_topics(s.kafka_bootstrap_servers, sorted(topics), s.kafka_topic_partitions)
+        await self.broker.start()
+        self._relay = OutboxRelay(
+            self._outbox_collections,
+            broker_publisher(self.broker),
+            self.clock,
+            event_log=self.event_log,
+            lease_seconds=s.outbox_lease_seconds,
+            poll_seconds=s.outbox_poll_seconds,
+            batch_size=s.outbox_batch_size,
+        )
+        self._relay.start()
+        log.info("service started", service=s.service_name, topic=self.topic)
+        try:
+            yield
+        finally:
+            await self._relay.stop()
+            await self.broker.stop()
+            await self.mongo.close()
+
+    def build_app(self, routers: Sequence[APIRouter]) -> FastAPI:
+        app = FastAPI(
+            title=self.title, description=self.description, version=self.version, lifespan=self.lifespan
+        )
+        app.state.kit = self
+        app.state.token_verifier = TokenVerifier(self.settings)
+        install_error_handlers(app)
+        self._install_middleware(app)
+        for router in routers:
+            app.include_router(router)
+        app.include_router(self._ops_router())
+        return app
+
+    def _install_middleware(self, app: FastAPI) -> None:
+        @app.middleware("http")
+        async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            traceparent = accept_traceparent(request.headers.get("traceparent"))
+            token = current_traceparent.set(traceparent)
+            structlog.contextvars.bind_contextvars(request_id=request_id, traceparent=traceparent)
+            started = time.perf_counter()
+            try:
+                response = await call_next(request)
+            finally:
+                current_traceparent.reset(token)
+                structlog.contextvars.unbind_contextvars("request_id", "traceparent")
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+            HTTP_LATENCY.labels(request.method, route).observe(elapsed)
+            response.headers["x-request-id"] = request_id
+            response.headers["traceparent"] = traceparent
+            return response
+
+    def _ops_router(self) -> APIRouter:
+        router = APIRouter(tags=["operations"])
+
+        @router.get("/healthz", summary="Liveness: the process is up")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.settings.service_name}
+
+        @router.get("/readyz", summary="Readiness: MongoDB and Kafka reachable, consumers assigned, outbox draining")
+        async def readyz() -> JSONResponse:
+            checks: dict[str, Any] = {}
+            ok = True
+            try:
+                await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2)
+                checks["mongo"] = "ok"
+            except Exception as exc:
+                ok, checks["mongo"] = False, f"unreachable: {exc}"
+            try:
+                kafka_ok = await self.broker.ping(timeout=2)
+            except Exception:
+                kafka_ok = False
+            checks["kafka"] = "ok" if kafka_ok else "unreachable"
+            ok = ok and kafka_ok
+            checks["consumers"] = {c.group_id: ("assigned" if c.assigned() else "waiting for partitions") for c in self.consumers}
+            ok = ok and all(c.assigned() for c in self.consumers)
+            pending = {}
+            for collection in self._outbox_collections:
+                try:
+                    n = await pending_count(collection)
+                except Exception:
+                    n = -1
+                pending[collection.name] = n
+                OUTBOX_PENDING.labels(collection.name).set(n)
+            checks["outbox_pending"] = pending
+            checks["relay_error"] = self._relay.last_error if self._relay else "not started"
+            return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+
+        @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        @router.get("/asyncapi.json", summary="The event catalogue (AsyncAPI 3.0)")
+        async def asyncapi_json() -> JSONResponse:
+            return JSONResponse(self.asyncapi().to_jsonable())
+
+        @router.get("/asyncapi", summary="The event catalogue, as a page", response_class=HTMLResponse)
+        async def asyncapi_html() -> HTMLResponse:
+            return HTMLResponse(get_asyncapi_html(self.asyncapi(), try_it_out_path=None))
+
+        return router

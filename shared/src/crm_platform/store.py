@@ -1,0 +1,105 @@
+"""Aggregates in MongoDB: optimistic read-modify-replace with the outbox in the same write.
+
+:meth:`VersionedStore.mutate` reads the aggregate, lets the caller compute the new
+state and its events from it, and replaces the document only if neither its
+version nor its ``outbox_rev`` moved meanwhile. A version that moved is a real
+conflict (412 when the client sent If-Match; otherwise the change is recomputed
+on the fresh state); an ``outbox_rev`` that moved only means the relay published
+something, so the write is retried on the fresh document.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from crm_platform.clock import Clock
+from crm_platform.concurrency import stale
+from crm_platform.errors import Conflict, NotFound
+from crm_platform.events import EventEnvelope
+from crm_platform.outbox import BOOKKEEPING, PENDING, REV, outbox_entries
+
+Document = dict[str, Any]
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class Change:
+    """What a use case decided: the new state (None: nothing to change) and the events it causes."""
+
+    state: Document | None
+    events: Sequence[tuple[str, EventEnvelope]] = field(default_factory=list)
+
+
+Decide = Callable[[Document, int], Change | Awaitable[Change]]
+
+
+def public(doc: Document) -> Document:
+    """The aggregate without the outbox bookkeeping."""
+    return {k: v for k, v in doc.items() if k not in BOOKKEEPING}
+
+
+class VersionedStore:
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        clock: Clock,
+        *,
+        wake_relay: Callable[[], None] = lambda: None,
+        not_found: Callable[[str], Exception] = lambda i: NotFound(f"No record with id {i}."),
+    ) -> None:
+        self.collection = collection
+        self._clock = clock
+        self._wake = wake_relay
+        self._not_found = not_found
+
+    async def get(self, aggregate_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": aggregate_id})
+
+    async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
+        """Insert a new aggregate at version 1 with its creation events (one write)."""
+        doc = {**state, "version": 1, REV: 0, "outbox": outbox_entries(events)}
+        if events:
+            doc[PENDING] = self._clock.now()
+        await self.collection.insert_one(doc)
+        if events:
+            self._wake()
+        return doc
+
+    async def mutate(self, aggregate_id: str, decide: Decide, *, expected_version: int | None = None) -> Document:
+        """Apply ``decide`` to the current state and store the result atomically with its events.
+
+        ``decide(current, next_version)`` gets a private copy of the document and returns a
+        :class:`Change`; it may raise a domain error, in which case nothing is written.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            current = await self.get(aggregate_id)
+            if current is None:
+                raise self._not_found(aggregate_id)
+            version = int(current.get("version", 0))
+            if expected_version is not None and version != expected_version:
+                raise stale(version, expected_version)
+            decided = decide(copy.deepcopy(current), version + 1)
+            change = await decided if isinstance(decided, Awaitable) else decided
+            if change.state is None:
+                return current  # nothing changed: no new version, no event
+            doc = {k: v for k, v in change.state.items() if k not in BOOKKEEPING}
+            doc["_id"] = current["_id"]
+            doc["version"] = version + 1
+            doc[REV] = current.get(REV, 0)
+            doc["outbox"] = list(current.get("outbox") or []) + outbox_entries(change.events)
+            pending = current.get(PENDING)
+            if doc["outbox"]:
+                doc[PENDING] = pending or self._clock.now()
+            result = await self.collection.replace_one(
+                {"_id": current["_id"], "version": version, REV: current.get(REV, 0)}, doc
+            )
+            if result.matched_count:
+                if change.events:
+                    self._wake()
+                return doc
+        raise Conflict("The record is changing too fast; retry in a moment.")

@@ -1,0 +1,152 @@
+"""Pytest fixtures: one Kafka and one MongoDB per test session, tokens, event collectors.
+
+The broker and the store start once (embedded by default, real ones in Docker with
+CRM_TEST_BACKEND=docker); each test isolates itself with its own ids, names and
+database names, and waits on conditions with deadlines rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from crm_platform.auth import mint_token
+from crm_platform.testing.backends import Backend, start_backend
+
+TEST_JWT_SECRET = "test-secret-for-the-suite-only-0123456789"
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    started = start_backend()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def make_token(
+    user_id: str,
+    roles: list[str] | None = None,
+    department_path: str | None = "/hq",
+    secret: str = TEST_JWT_SECRET,
+) -> str:
+    department_id = department_path.rstrip("/").rsplit("/", 1)[-1] if department_path else None
+    return mint_token(
+        secret_or_private_key=secret,
+        user_id=user_id,
+        roles=roles or ["rep"],
+        department_id=department_id,
+        department_path=department_path,
+    )
+
+
+def auth(user_id: str, roles: list[str] | None = None, department_path: str | None = "/hq") -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(user_id, roles, department_path)}"}
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def eventually(
+    probe: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"
+) -> Any:
+    """Await ``probe()`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = probe()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Collected:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: dict[str, bytes]
+    value: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.value)
+        return loaded
+
+
+@dataclass
+class EventCollector:
+    """Reads topics with a plain aiokafka consumer (not our consumer code) and keeps every record."""
+
+    records: list[Collected] = field(default_factory=list)
+
+    def matching(self, **attrs: Any) -> list[Collected]:
+        out = []
+        for record in self.records:
+            try:
+                event = record.event
+            except ValueError:
+                continue
+            if all(event.get(k) == v for k, v in attrs.items()):
+                out.append(record)
+        return out
+
+    async def wait_for(self, count: int = 1, timeout: float = 15.0, **attrs: Any) -> list[Collected]:
+        await eventually(lambda: len(self.matching(**attrs)) >= count, timeout=timeout, message=f"{count} event(s) {attrs}")
+        return self.matching(**attrs)
+
+
+async def collect(bootstrap: str, topics: list[str], collector: EventCollector, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        # Assign every partition explicitly from the beginning: no group, no rebalance wait.
+        partitions: list[TopicPartition] = []
+        for topic in topics:
+            await eventually(lambda t=topic: consumer.partitions_for_topic(t) or _refresh(consumer, t), timeout=30, message=f"topic {topic}")
+            partitions += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            for tp_records in batch.values():
+                for r in tp_records:
+                    collector.records.append(
+                        Collected(r.topic, r.partition, r.offset, r.key, dict(r.headers or []), r.value or b"")
+                    )
+    finally:
+        await consumer.stop()
+
+
+async def _refresh(consumer: AIOKafkaConsumer, topic: str) -> bool:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+    return bool(consumer.partitions_for_topic(topic))
+
+
+@pytest.fixture(scope="session")
+async def producer(backend: Backend) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap, acks="all")
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@pytest.fixture(scope="session")
+def test_jwt_secret() -> str:
+    return TEST_JWT_SECRET
