@@ -1,0 +1,107 @@
+"""The customers collection: indexes, the versioned store, and the queries list views make."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from crm_platform.clock import Clock
+from crm_platform.errors import NotFound
+from crm_platform.store import VersionedStore
+
+Document = dict[str, Any]
+
+INDEXES = [
+    # "First entered owns": sparse unique keys, present only on active customers.
+    IndexModel([("unique_name", ASCENDING)], name="unique_name", unique=True, sparse=True),
+    IndexModel([("unique_uscc", ASCENDING)], name="unique_uscc", unique=True, sparse=True),
+    # Duplicate checks and search.
+    IndexModel([("name_normalised", ASCENDING)], name="name_normalised"),
+    IndexModel([("name_grams", ASCENDING)], name="name_grams"),
+    IndexModel([("match_phones", ASCENDING)], name="match_phones"),
+    IndexModel([("match_emails", ASCENDING)], name="match_emails"),
+    # List views: the visibility prefix (owner, department, pool) plus the default sort.
+    IndexModel([("status", ASCENDING), ("s.updated_at", DESCENDING)], name="status_updated"),
+    IndexModel([("owner_id", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="owner_status_updated"),
+    IndexModel([("department_path", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="dept_status_updated"),
+    IndexModel([("in_pool", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="pool_status_updated"),
+    IndexModel([("tags", ASCENDING)], name="tags"),
+    IndexModel([("s.last_followed_up_at", ASCENDING)], name="last_followed_up"),
+    IndexModel([("s.created_at", ASCENDING)], name="created"),
+    IndexModel([("s.name", ASCENDING)], name="sort_name"),
+    IndexModel([("industry", ASCENDING)], name="industry"),
+    IndexModel([("tier", ASCENDING)], name="tier"),
+    IndexModel([("lifecycle_stage", ASCENDING)], name="lifecycle_stage"),
+    IndexModel([("address.city", ASCENDING)], name="city"),
+]
+
+
+class CustomerRepository:
+    def __init__(self, db: AsyncDatabase[Document], clock: Clock, wake_relay: Any) -> None:
+        self.collection: AsyncCollection[Document] = db["customers"]
+        self.views: AsyncCollection[Document] = db["saved_views"]
+        self.store = VersionedStore(
+            self.collection, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No customer with id {i}.")
+        )
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_indexes(INDEXES)
+        await self.views.create_index([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)
+
+    async def get(self, customer_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": customer_id})
+
+    async def exact_matches(
+        self,
+        *,
+        kind: str | None,
+        name_normalised: str | None,
+        uscc: str | None,
+        phones: Sequence[str],
+        emails: Sequence[str],
+        exclude_id: str | None = None,
+        limit: int = 20,
+    ) -> list[Document]:
+        """Customers (active or in the recycle bin) that share a key with the given values."""
+        clauses: list[Document] = []
+        if name_normalised and kind == "company":
+            clauses.append({"name_normalised": name_normalised, "kind": "company"})
+        if uscc:
+            clauses.append({"uscc": uscc})
+        if phones:
+            clauses.append({"match_phones": {"$in": list(phones)}})
+        if emails:
+            clauses.append({"match_emails": {"$in": list(emails)}})
+        if not clauses:
+            return []
+        query: Document = {"$or": clauses, "status": {"$in": ["active", "deleted"]}}
+        if exclude_id:
+            query["_id"] = {"$ne": exclude_id}
+        return [d async for d in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit)]
+
+    async def gram_candidates(self, grams: Sequence[str], exclude_id: str | None, limit: int = 500) -> list[Document]:
+        if not grams:
+            return []
+        query: Document = {"name_grams": {"$in": list(grams)}, "status": "active"}
+        if exclude_id:
+            query["_id"] = {"$ne": exclude_id}
+        return [d async for d in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit)]
+
+    async def active_count_for_owner(self, owner_id: str) -> int:
+        return await self.collection.count_documents({"owner_id": owner_id, "status": "active"})
+
+    def find(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
+        return self.collection.find(query, projection={"outbox": 0, "name_grams": 0}).sort(sort).limit(limit)
+
+    async def count(self, query: Document) -> int:
+        return await self.collection.count_documents(query)
+
+
+MATCH_PROJECTION = {
+    "_id": 1, "name": 1, "kind": 1, "uscc": 1, "name_normalised": 1, "match_phones": 1, "match_emails": 1,
+    "owner_id": 1, "department_id": 1, "department_path": 1, "in_pool": 1, "status": 1,
+}

@@ -1,0 +1,444 @@
+"""Use cases of the customers service, one method each.
+
+Each reads what it needs, applies the domain rules, and stores the new state with
+its events in one write (through :class:`VersionedStore`). A rule that fails raises
+before anything is written, so there is never a half-done change nor an event for
+a change that did not happen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from pymongo.errors import DuplicateKeyError
+
+from crm_platform.auth import Principal, Role
+from crm_platform.clock import Clock
+from crm_platform.contracts import customers as ev
+from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
+from crm_platform.events import EventEnvelope, EventType
+from crm_platform.store import Change
+from crm_platform.tracing import current_traceparent
+
+from crm_customers.adapters.repository import CustomerRepository
+from crm_customers.application.duplicates import DuplicateFinder, describe_match
+from crm_customers.domain import rules
+from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
+from crm_customers.settings import CustomersSettings
+
+Document = dict[str, Any]
+
+
+class Customers:
+    def __init__(
+        self, repo: CustomerRepository, clock: Clock, settings: CustomersSettings, source: str
+    ) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.settings = settings
+        self.source = source
+        self.duplicates = DuplicateFinder(repo, settings.similar_name_threshold)
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _event(self, event_type: EventType[Any], doc: Document, data: BaseModel, version: int, actor: str) -> tuple[str, EventEnvelope]:
+        return event_type.topic, event_type.build(
+            source=self.source,
+            subject=doc["_id"],
+            data=data,
+            aggregate_version=version,
+            time=self.clock.now(),
+            actor=actor,
+            traceparent=current_traceparent.get(),
+        )
+
+    async def _visible(self, principal: Principal, customer_id: str) -> Document:
+        return rules.ensure_visible(principal, await self.repo.get(customer_id), customer_id)
+
+    async def _check_owner_limit(self, owner_id: str) -> None:
+        held = await self.repo.active_count_for_owner(owner_id)
+        if held >= self.settings.max_customers_per_rep:
+            raise Conflict(
+                f"{owner_id} already holds {held} customers, the limit is {self.settings.max_customers_per_rep}; "
+                "release some to the pool first.",
+                extra={"owner_id": owner_id, "held": held, "limit": self.settings.max_customers_per_rep},
+            )
+
+    @staticmethod
+    def _unique_violation(exc: DuplicateKeyError, doc: Document) -> Duplicate:
+        field = "uscc" if "uscc" in str(exc) else "name"
+        return Duplicate(
+            f"Another active customer has this {field} ({doc.get(field)}); it was entered first.",
+            errors=[FieldError(field=field, reason="already used by another active customer")],
+        )
+
+    # --- create and read -------------------------------------------------------------
+
+    async def create(self, principal: Principal, data: CustomerCreate, *, via: str = "api") -> Document:
+        now = self.clock.now()
+        doc = rules.new_customer(data, principal, now)
+        matches = await self.repo.exact_matches(
+            kind=doc["kind"], name_normalised=doc["name_normalised"], uscc=doc.get("uscc"),
+            phones=doc["match_phones"], emails=doc["match_emails"],
+        )
+        if matches:
+            raise self._duplicate_error(doc, matches)
+        await self._check_owner_limit(doc["owner_id"])
+        event = self._event(
+            ev.CUSTOMER_CREATED, doc,
+            ev.CustomerCreated(
+                customer=rules.snapshot(doc), contacts=[rules.contact_data(c) for c in doc["contacts"]], via=via
+            ),
+            1, principal.user_id,
+        )
+        try:
+            return await self.repo.store.insert(doc, [event])
+        except DuplicateKeyError as exc:
+            # Lost a race with another create of the same customer: the unique keys decide.
+            matches = await self.repo.exact_matches(
+                kind=doc["kind"], name_normalised=doc["name_normalised"], uscc=doc.get("uscc"), phones=[], emails=[]
+            )
+            raise (self._duplicate_error(doc, matches) if matches else self._unique_violation(exc, doc)) from exc
+
+    def _duplicate_error(self, doc: Document, matches: Sequence[Document]) -> Duplicate:
+        first = matches[0]
+        described = [describe_match(doc, m) for m in matches]
+        owner = first.get("owner_id")
+        where = "in the recycle bin" if first.get("status") == "deleted" else (
+            "in the public pool" if first.get("in_pool") else f"owned by {owner}"
+        )
+        return Duplicate(
+            f"This customer already exists as '{first['name']}' ({first['_id']}), {where}; "
+            "the first to enter a customer owns it.",
+            errors=[FieldError(field=f, reason=f"matches existing customer {first['_id']}") for f in described[0]["matched_on"]],
+            extra={"existing": described},
+        )
+
+    async def get(self, principal: Principal, customer_id: str) -> Document:
+        doc = await self._visible(principal, customer_id)
+        if doc.get("status") == "deleted" and not (principal.is_admin or principal.is_manager):
+            raise NotFound(f"No customer with id {customer_id}.")
+        return doc
+
+    # --- profile ---------------------------------------------------------------------
+
+    async def update(self, principal: Principal, customer_id: str, patch: CustomerPatch, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_can_edit(principal, doc)
+            changes = rules.apply_patch(doc, patch)
+            if not changes:
+                return Change(None)
+            rules.touch(doc, principal, self.clock.now())
+            data = ev.CustomerUpdated(customer=rules.snapshot(doc), changes=changes)
+            return Change(doc, [self._event(ev.CUSTOMER_UPDATED, doc, data, version, principal.user_id)])
+
+        doc = await self._visible(principal, customer_id)
+        await self._ensure_no_conflicting_keys(doc, patch)
+        try:
+            return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        except DuplicateKeyError as exc:
+            raise self._unique_violation(exc, patch.model_dump()) from exc
+
+    async def _ensure_no_conflicting_keys(self, doc: Document, patch: CustomerPatch) -> None:
+        sent = patch.model_fields_set
+        probe = dict(doc)
+        probe.update({k: v for k, v in patch.model_dump(mode="json").items() if k in sent})
+        probe = rules.refresh_derived(probe)
+        matches = await self.repo.exact_matches(
+            kind=probe["kind"],
+            name_normalised=probe["name_normalised"] if "name" in sent else None,
+            uscc=probe.get("uscc") if "uscc" in sent else None,
+            phones=[p for p in probe["match_phones"] if p not in doc.get("match_phones", [])],
+            emails=[e for e in probe["match_emails"] if e not in doc.get("match_emails", [])],
+            exclude_id=doc["_id"],
+        )
+        if matches:
+            raise self._duplicate_error(probe, matches)
+
+    # --- contacts ----------------------------------------------------------------------
+
+    async def add_contact(self, principal: Principal, customer_id: str, data: ContactIn, expected_version: int | None) -> tuple[Document, Document]:
+        contact = rules.new_contact(data, self.clock.now(), principal.user_id)
+
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_can_edit(principal, doc)
+            if len(doc.get("contacts") or []) >= 100:
+                raise ValidationFailed.for_field("contacts", "a customer has at most 100 contacts")
+            if contact["is_primary"]:
+                for other in doc["contacts"]:
+                    other["is_primary"] = False
+            doc["contacts"].append(contact)
+            rules.touch(doc, principal, self.clock.now())
+            data_ = ev.ContactAdded(customer=rules.snapshot(doc), contact=rules.contact_data(contact))
+            return Change(doc, [self._event(ev.CONTACT_ADDED, doc, data_, version, principal.user_id)])
+
+        doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return doc, contact
+
+    async def update_contact(self, principal: Principal, customer_id: str, contact_id: str, patch: ContactPatch, expected_version: int | None) -> tuple[Document, Document]:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_can_edit(principal, doc)
+            contact, changes = rules.apply_contact_patch(doc, contact_id, patch, self.clock.now())
+            if not changes:
+                return Change(None)
+            rules.touch(doc, principal, self.clock.now())
+            data = ev.ContactChanged(customer=rules.snapshot(doc), contact=rules.contact_data(contact), changes=changes)
+            return Change(doc, [self._event(ev.CONTACT_CHANGED, doc, data, version, principal.user_id)])
+
+        doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return doc, rules.find_contact(doc, contact_id)
+
+    async def remove_contact(self, principal: Principal, customer_id: str, contact_id: str, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_can_edit(principal, doc)
+            rules.find_contact(doc, contact_id)
+            doc["contacts"] = [c for c in doc["contacts"] if c["contact_id"] != contact_id]
+            rules.touch(doc, principal, self.clock.now())
+            data = ev.ContactRemoved(customer=rules.snapshot(doc), contact_id=contact_id)
+            return Change(doc, [self._event(ev.CONTACT_REMOVED, doc, data, version, principal.user_id)])
+
+        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+
+    # --- ownership and the public pool -----------------------------------------------------
+
+    async def assign(
+        self, principal: Principal, customer_id: str, owner_id: str, department_id: str | None,
+        department_path: str, reason: str | None, expected_version: int | None,
+    ) -> Document:
+        principal.require_role(Role.admin, Role.manager)
+        if not (principal.is_admin or principal.manages_path(department_path)):
+            raise Forbidden("You may only assign customers to people in your department.")
+
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_active(doc)
+            rules.ensure_manager_of(principal, doc, "assign this customer")
+            rules.ensure_unlocked(doc)
+            if doc.get("owner_id") == owner_id and doc.get("department_path") == department_path:
+                return Change(None)
+            now = self.clock.now()
+            previous = rules.change_owner(doc, owner_id, department_id, department_path, now)
+            rules.touch(doc, principal, now)
+            data = ev.OwnerChanged(customer=rules.snapshot(doc), previous_owner_id=previous, owner_id=owner_id, reason=reason)
+            return Change(doc, [self._event(ev.OWNER_CHANGED, doc, data, version, principal.user_id)])
+
+        await self._check_owner_limit(owner_id)
+        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+
+    async def release(self, principal: Principal, customer_id: str, reason: str, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_active(doc)
+            if doc.get("in_pool"):
+                raise Conflict("The customer is already in the public pool.")
+            if not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path")):
+                raise Forbidden("Only the owner, their managers and admins may release this customer.")
+            rules.ensure_unlocked(doc)
+            now = self.clock.now()
+            previous = rules.change_owner(doc, None, None, None, now)
+            doc["in_pool"] = True
+            doc["pool_since"] = now
+            doc["release_reason"] = reason
+            rules.touch(doc, principal, now)
+            data = ev.ReleasedToPool(customer=rules.snapshot(doc), previous_owner_id=previous, reason=reason)
+            return Change(doc, [self._event(ev.RELEASED, doc, data, version, principal.user_id)])
+
+        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+
+    async def claim(self, principal: Principal, customer_id: str) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_active(doc)
+            if not doc.get("in_pool"):
+                if doc.get("owner_id") == principal.user_id:
+                    raise Conflict("You already own this customer.")
+                raise Conflict(
+                    f"The customer is not in the public pool: it is owned by {doc.get('owner_id')}.",
+                    extra={"owner_id": doc.get("owner_id")},
+                )
+            rules.ensure_unlocked(doc)
+            now = self.clock.now()
+            rules.change_owner(doc, principal.user_id, principal.department_id, principal.department_path, now)
+            rules.touch(doc, principal, now)
+            data = ev.Claimed(customer=rules.snapshot(doc), owner_id=principal.user_id)
+            return Change(doc, [self._event(ev.CLAIMED, doc, data, version, principal.user_id)])
+
+        await self._check_owner_limit(principal.user_id)
+        # No If-Match: the pool itself is the precondition, so of two reps claiming at once exactly one wins.
+        return await self.repo.store.mutate(customer_id, decide)
+
+    # --- lock -------------------------------------------------------------------------------
+
+    async def lock(self, principal: Principal, customer_id: str, reason: str | None, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_can_edit(principal, doc)
+            now = self.clock.now()
+            doc["locked"] = {"by": principal.user_id, "at": now, "reason": reason}
+            rules.touch(doc, principal, now)
+            data = ev.Locked(customer=rules.snapshot(doc), reason=reason)
+            return Change(doc, [self._event(ev.LOCKED, doc, data, version, principal.user_id)])
+
+        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+
+    async def unlock(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            lock = doc.get("locked")
+            if not lock:
+                return Change(None)
+            if lock.get("by") != principal.user_id:
+                rules.ensure_manager_of(principal, doc, "unlock a customer someone else locked")
+            doc["locked"] = None
+            rules.touch(doc, principal, self.clock.now())
+            data = ev.Unlocked(customer=rules.snapshot(doc))
+            return Change(doc, [self._event(ev.UNLOCKED, doc, data, version, principal.user_id)])
+
+        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+
+    # --- recycle bin --------------------------------------------------------------------------
+
+    async def delete(self, principal: Principal, customer_id: str, reason: str | None, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            rules.ensure_active(doc)
+            if not (principal.is_admin or principal.is_manager):
+                if not (self.settings.reps_may_delete and doc.get("owner_id") == principal.user_id):
+                    raise Forbidden("Only managers and admins may delete customers.")
+            else:
+                rules.ensure_manager_of(principal, doc, "delete this customer")
+            rules.ensure_unlocked(doc)
+            now = self.clock.now()
+            doc["status"] = "deleted"
+            doc["deleted"] = {"by": principal.user_id, "at": now, "reason": reason}
+            rules.touch(doc, principal, now)
+            data = ev.Deleted(customer=rules.snapshot(doc), reason=reason)
+            return Change(doc, [self._event(ev.DELETED, doc, data, version, principal.user_id)])
+
+        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+
+    async def restore(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
+        principal.require_role(Role.admin, Role.manager)
+
+        def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)
+            if doc.get("status") != "deleted":
+                raise Conflict("The customer is not in the recycle bin.")
+            rules.ensure_manager_of(principal, doc, "restore this customer")
+            doc["status"] = "active"
+            doc["deleted"] = None
+            rules.touch(doc, principal, self.clock.now())
+            data = ev.Restored(customer=rules.snapshot(doc))
+            return Change(doc, [self._event(ev.RESTORED, doc, data, version, principal.user_id)])
+
+        try:
+            return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        except DuplicateKeyError as exc:
+            raise Duplicate(
+                "An active customer with the same name or USCC was entered while this one was in the recycle bin; "
+                "merge them instead of restoring.",
+            ) from exc
+
+    async def purge(self, principal: Principal, customer_id: str) -> Document:
+        principal.require_role(Role.admin)
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc.get("status") != "deleted":
+                raise Conflict("Only customers in the recycle bin can be purged; delete it first.")
+            now = self.clock.now()
+            # Keep a tombstone (id, version, who and when) so the id is never reused; the data is gone.
+            tombstone = {"_id": doc["_id"], "status": "purged", "purged": {"by": principal.user_id, "at": now}}
+            data = ev.Purged(customer_id=doc["_id"])
+            return Change(tombstone, [self._event(ev.PURGED, doc, data, version, principal.user_id)])
+
+        doc = await self.repo.store.mutate(customer_id, decide)
+        return doc
+
+    # --- merge --------------------------------------------------------------------------------
+
+    async def merge(self, principal: Principal, survivor_id: str, duplicate_id: str, expected_version: int | None) -> Document:
+        """Merge ``duplicate_id`` into ``survivor_id``.
+
+        Two documents, so two writes, each atomic with its event, in an order that can be
+        resumed: first the duplicate is marked merged (its unique keys freed), then the
+        survivor takes its contacts and fields. Running the merge again after a crash
+        finishes what is missing and repeats nothing.
+        """
+        principal.require_role(Role.admin, Role.manager)
+        if survivor_id == duplicate_id:
+            raise ValidationFailed.for_field("duplicate_id", "a customer cannot be merged into itself")
+        survivor = await self._visible(principal, survivor_id)
+        duplicate = await self._visible(principal, duplicate_id)
+        rules.ensure_active(survivor)
+        rules.ensure_unlocked(survivor)
+        rules.ensure_manager_of(principal, survivor, "merge customers")
+        rules.ensure_manager_of(principal, duplicate, "merge customers")
+        if expected_version is not None and survivor["version"] != expected_version:
+            from crm_platform.concurrency import stale
+
+            raise stale(survivor["version"], expected_version)
+        if duplicate.get("status") == "merged" and duplicate.get("merged_into") != survivor_id:
+            raise Conflict(f"{duplicate_id} was already merged into {duplicate.get('merged_into')}.")
+        if duplicate.get("status") == "active":
+            rules.ensure_unlocked(duplicate)
+            if survivor.get("kind") != duplicate.get("kind"):
+                raise ValidationFailed.for_field("duplicate_id", "a company and a person cannot be merged")
+
+            def mark_merged(doc: Document, version: int) -> Change:
+                if doc.get("status") != "active":
+                    raise Conflict("The duplicate changed meanwhile; try again.")
+                doc["status"] = "merged"
+                doc["merged_into"] = survivor_id
+                rules.touch(doc, principal, self.clock.now())
+                data = ev.MergedAway(customer=rules.snapshot(doc), survivor_id=survivor_id)
+                return Change(doc, [self._event(ev.MERGED_AWAY, doc, data, version, principal.user_id)])
+
+            duplicate = await self.repo.store.mutate(duplicate_id, mark_merged)
+        elif duplicate.get("status") != "merged":
+            raise Conflict("Only active customers can be merged.")
+
+        def absorb(doc: Document, version: int) -> Change:
+            if duplicate_id in (doc.get("merged_from") or []):
+                return Change(None)  # done before: the merge is being resumed
+            rules.ensure_active(doc)
+            moved = rules.merge_into(doc, duplicate)
+            rules.touch(doc, principal, self.clock.now())
+            data = ev.Merged(customer=rules.snapshot(doc), merged_customer_id=duplicate_id, moved_contact_ids=moved)
+            return Change(doc, [self._event(ev.MERGED, doc, data, version, principal.user_id)])
+
+        return await self.repo.store.mutate(survivor_id, absorb)
+
+    # --- fed by other services' events ---------------------------------------------------------
+
+    async def record_follow_up(self, customer_id: str, occurred_at: datetime, author_id: str) -> bool:
+        """Keep 'last followed up' fresh. Derived data: no new version (ETags stay valid), no event."""
+        for _ in range(8):
+            doc = await self.repo.get(customer_id)
+            if doc is None or doc.get("status") == "purged":
+                return False
+            last = doc.get("last_followed_up_at")
+            if last is not None and last >= occurred_at:
+                return False  # an older or repeated event: nothing to do
+            doc["last_followed_up_at"] = occurred_at
+            doc["last_followed_up_by"] = author_id
+            doc["s"] = rules.sort_keys(doc)
+            rev = doc.get("outbox_rev", 0)
+            doc["outbox_rev"] = rev + 1
+            result = await self.repo.collection.replace_one(
+                {"_id": customer_id, "version": doc["version"], "outbox_rev": rev}, doc
+            )
+            if result.matched_count:
+                return True
+        raise Conflict(f"could not record the follow-up on {customer_id}: too much contention")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

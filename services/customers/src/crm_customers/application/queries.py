@@ -1,0 +1,140 @@
+"""List views: filters on any profile field, tags all-of/any-of, multi-key sort, keyset cursors."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from crm_platform.auth import Principal
+from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+
+from crm_customers.adapters.repository import CustomerRepository
+from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
+from crm_customers.domain.names import normalise_name
+from crm_customers.domain.rules import SORT_FIELDS
+
+Document = dict[str, Any]
+DEFAULT_SORT = "-updated_at"
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+class CustomerFilter(BaseModel):
+    """Query parameters of a customer list; every one is optional and they combine with AND."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: str | None = Field(default=None, max_length=100, description="Name contains (normalised: case, width and company suffixes ignored).")
+    kind: Kind | None = None
+    industry: str | None = None
+    size: Size | None = None
+    source: Source | None = None
+    tier: Tier | None = None
+    lifecycle_stage: LifecycleStage | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    owner_id: str | None = None
+    department_id: str | None = None
+    in_pool: bool | None = None
+    locked: bool | None = None
+    uscc: str | None = None
+    phone: str | None = Field(default=None, description="E.164, matches customer and contact phones.")
+    email: str | None = None
+    tags_all: str | None = Field(default=None, description="Comma-separated: customers with every one of these tags.")
+    tags_any: str | None = Field(default=None, description="Comma-separated: customers with at least one of these tags.")
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    updated_from: datetime | None = None
+    updated_to: datetime | None = None
+    followed_up_from: datetime | None = None
+    followed_up_to: datetime | None = None
+    never_followed_up: bool | None = None
+
+    @field_validator("created_from", "created_to", "updated_from", "updated_to", "followed_up_from", "followed_up_to")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-01-31T00:00:00+08:00")
+        return value
+
+    def to_mongo(self, principal: Principal, status: Literal["active", "deleted"] = "active") -> Document:
+        clauses: list[Document] = [{"status": status}]
+        visibility = principal.mongo_visibility()
+        if status == "active" and visibility:
+            clauses.append({"$or": [visibility, {"in_pool": True}]} if "$or" not in visibility else {"$or": [*visibility["$or"], {"in_pool": True}]})
+        elif visibility:
+            clauses.append(visibility)
+        for name in ("kind", "industry", "size", "source", "tier", "lifecycle_stage", "owner_id", "department_id", "uscc"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append({name: str(value)})
+        for name in ("province", "city", "district"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append({f"address.{name}": value})
+        if self.in_pool is not None:
+            clauses.append({"in_pool": self.in_pool})
+        if self.locked is not None:
+            clauses.append({"locked": {"$ne": None}} if self.locked else {"locked": None})
+        if self.phone:
+            clauses.append({"match_phones": self.phone})
+        if self.email:
+            clauses.append({"match_emails": self.email.lower()})
+        if tags := _split(self.tags_all):
+            clauses.append({"tags": {"$all": tags}})
+        if tags := _split(self.tags_any):
+            clauses.append({"tags": {"$in": tags}})
+        if self.q:
+            needle = normalise_name(self.q)
+            if needle:
+                clauses.append({"name_normalised": {"$regex": re.escape(needle)}})
+        for field, low, high in (
+            ("s.created_at", self.created_from, self.created_to),
+            ("s.updated_at", self.updated_from, self.updated_to),
+            ("s.last_followed_up_at", self.followed_up_from, self.followed_up_to),
+        ):
+            bounds: Document = {}
+            if low is not None:
+                bounds["$gte"] = low
+            if high is not None:
+                bounds["$lt"] = high
+            if bounds:
+                clauses.append({field: bounds})
+        if self.never_followed_up is not None:
+            clauses.append({"last_followed_up_at": None} if self.never_followed_up else {"last_followed_up_at": {"$ne": None}})
+        return {"$and": clauses} if len(clauses) > 1 else clauses[0]
+
+
+class Page(BaseModel):
+    items: list[Document]
+    next_cursor: str | None
+    total: int | None = None
+
+
+async def list_customers(
+    repo: CustomerRepository,
+    principal: Principal,
+    filters: CustomerFilter,
+    *,
+    sort: str | None,
+    cursor: str | None,
+    limit: int,
+    with_total: bool,
+    status: Literal["active", "deleted"] = "active",
+) -> Page:
+    keys: list[SortKey] = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
+    base = filters.to_mongo(principal, status)
+    query = base
+    if cursor:
+        query = {"$and": [base, keyset_filter(keys, decode_cursor(cursor, keys))]}
+    docs = [d async for d in repo.find(query, mongo_sort(keys), limit + 1)]
+    next_cursor = encode_cursor(docs[limit - 1], keys) if len(docs) > limit else None
+    # Counting is the slow part at 100k records, so it is on demand.
+    total = await repo.count(base) if with_total else None
+    return Page(items=docs[:limit], next_cursor=next_cursor, total=total)

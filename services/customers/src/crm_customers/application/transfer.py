@@ -1,0 +1,333 @@
+"""CSV import (with a dry run that reports every bad row and every duplicate) and CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pymongo.errors import DuplicateKeyError
+
+from crm_platform.auth import Principal
+from crm_platform.contracts import customers as ev
+from crm_platform.errors import ValidationFailed, field_errors_from_pydantic
+from crm_platform.listing import keyset_filter, mongo_sort, parse_sort, values_of
+
+from crm_customers.application.customers import Customers
+from crm_customers.application.duplicates import describe_match
+from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter
+from crm_customers.domain import rules
+from crm_customers.domain.model import CustomerCreate
+from crm_customers.domain.rules import SORT_FIELDS
+
+Document = dict[str, Any]
+
+#: CSV column -> accepted headers (English API names and the Chinese ones people type).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "kind": ("kind", "类型", "客户类型"),
+    "name": ("name", "名称", "客户名称", "公司名称"),
+    "uscc": ("uscc", "统一社会信用代码", "信用代码"),
+    "industry": ("industry", "行业"),
+    "size": ("size", "规模", "人员规模"),
+    "source": ("source", "来源", "客户来源"),
+    "tier": ("tier", "等级", "客户等级"),
+    "lifecycle_stage": ("lifecycle_stage", "阶段", "客户阶段"),
+    "tags": ("tags", "标签"),
+    "phones": ("phones", "phone", "电话"),
+    "emails": ("emails", "email", "邮箱"),
+    "province": ("province", "省份"),
+    "city": ("city", "城市"),
+    "district": ("district", "区县"),
+    "street": ("street", "地址", "详细地址"),
+    "postal_code": ("postal_code", "邮编"),
+    "website": ("website", "网址"),
+    "description": ("description", "备注"),
+    "contact_name": ("contact_name", "联系人"),
+    "contact_role": ("contact_role", "联系人角色"),
+    "contact_title": ("contact_title", "职务"),
+    "contact_phone": ("contact_phone", "联系人电话"),
+    "contact_email": ("contact_email", "联系人邮箱"),
+    "owner_id": ("owner_id", "负责人"),
+    "department_id": ("department_id", "部门"),
+    "department_path": ("department_path", "部门路径"),
+}
+_HEADER_TO_COLUMN = {alias.lower(): column for column, aliases in COLUMNS.items() for alias in aliases}
+_LIST_SPLIT = re.compile(r"[;；|,，]")
+
+
+class RowError(BaseModel):
+    line: int
+    field: str
+    reason: str
+
+
+class RowDuplicate(BaseModel):
+    line: int
+    name: str
+    matched_on: list[str]
+    existing_customer_id: str | None = None
+    existing_owner_id: str | None = None
+    existing_status: str | None = None
+    same_as_line: int | None = Field(default=None, description="The earlier line of this file it repeats.")
+
+
+class ImportReport(BaseModel):
+    dry_run: bool
+    total_rows: int
+    valid_rows: int
+    imported: int
+    created_ids: list[str] = []
+    errors: list[RowError]
+    duplicates: list[RowDuplicate]
+
+
+def decode_csv(raw: bytes) -> str:
+    """UTF-8 (with or without BOM), else GB18030: Excel in China saves CSV as GBK."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            return raw.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed.for_field("body", "the file is neither UTF-8 nor GBK/GB18030 text") from exc
+
+
+def _split_list(value: str) -> list[str]:
+    return [v.strip() for v in _LIST_SPLIT.split(value) if v.strip()]
+
+
+def row_to_payload(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row as the JSON body the create endpoint would take."""
+    get = {k: (v or "").strip() for k, v in row.items()}
+    payload: dict[str, Any] = {}
+    for name in ("kind", "name", "uscc", "industry", "size", "source", "tier", "lifecycle_stage", "website", "description",
+                 "owner_id", "department_id", "department_path"):
+        if get.get(name):
+            payload[name] = get[name]
+    for name in ("tags", "phones", "emails"):
+        if get.get(name):
+            payload[name] = _split_list(get[name])
+    address = {k: get[k] for k in ("province", "city", "district", "street", "postal_code") if get.get(k)}
+    if address:
+        payload["address"] = address
+    if get.get("contact_name"):
+        contact: dict[str, Any] = {"name": get["contact_name"]}
+        if get.get("contact_role"):
+            contact["role"] = get["contact_role"]
+        if get.get("contact_title"):
+            contact["title"] = get["contact_title"]
+        if get.get("contact_phone"):
+            contact["phones"] = _split_list(get["contact_phone"])
+        if get.get("contact_email"):
+            contact["emails"] = _split_list(get["contact_email"])
+        payload["contacts"] = [contact]
+    return payload
+
+
+def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration as exc:
+        raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
+    columns: list[str | None] = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
+    unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
+    if unknown:
+        raise ValidationFailed.for_field("header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+    if "name" not in columns:
+        raise ValidationFailed.for_field("header", "a 'name' (名称) column is required")
+    count = 0
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue
+        count += 1
+        if count > max_rows:
+            raise ValidationFailed.for_field("body", f"at most {max_rows} rows per import; split the file")
+        yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c is not None}
+
+
+class Importer:
+    def __init__(self, customers: Customers) -> None:
+        self._customers = customers
+        self._repo = customers.repo
+
+    async def run(self, principal: Principal, raw: bytes, *, dry_run: bool) -> ImportReport:
+        text = decode_csv(raw)
+        errors: list[RowError] = []
+        parsed: list[tuple[int, CustomerCreate, Document]] = []
+        total = 0
+        now = self._customers.clock.now()
+        for line, row in _rows(text, self._customers.settings.import_max_rows):
+            total += 1
+            try:
+                data = CustomerCreate.model_validate(row_to_payload(row))
+                doc = rules.new_customer(data, principal, now)
+            except ValidationError as exc:
+                errors += [RowError(line=line, field=e.field, reason=e.reason) for e in field_errors_from_pydantic(exc.errors())]
+                continue
+            except ValidationFailed as exc:
+                errors += [RowError(line=line, field=e.field, reason=e.reason) for e in exc.errors] or [
+                    RowError(line=line, field="row", reason=exc.detail)
+                ]
+                continue
+            except Exception as exc:  # Forbidden (owner of another department) and the like
+                errors.append(RowError(line=line, field="owner_id", reason=str(exc)))
+                continue
+            parsed.append((line, data, doc))
+
+        duplicates, unique_rows = await self._find_duplicates(parsed)
+        unique_rows = await self._apply_owner_limits(unique_rows, errors)
+        report = ImportReport(
+            dry_run=dry_run, total_rows=total, valid_rows=len(unique_rows), imported=0,
+            errors=sorted(errors, key=lambda e: e.line), duplicates=duplicates,
+        )
+        if dry_run:
+            return report
+        for line, _data, doc in unique_rows:
+            try:
+                created = await self._insert(principal, doc)
+            except DuplicateKeyError:
+                report.duplicates.append(RowDuplicate(line=line, name=doc["name"], matched_on=["name"], existing_status="active"))
+                continue
+            report.imported += 1
+            report.created_ids.append(created["_id"])
+        return report
+
+    async def _insert(self, principal: Principal, doc: Document) -> Document:
+        c = self._customers
+        event = c._event(
+            ev.CUSTOMER_CREATED, doc,
+            ev.CustomerCreated(customer=rules.snapshot(doc), contacts=[rules.contact_data(x) for x in doc["contacts"]], via="import"),
+            1, principal.user_id,
+        )
+        return await self._repo.store.insert(doc, [event])
+
+    async def _find_duplicates(
+        self, parsed: list[tuple[int, CustomerCreate, Document]]
+    ) -> tuple[list[RowDuplicate], list[tuple[int, CustomerCreate, Document]]]:
+        duplicates: list[RowDuplicate] = []
+        keep: list[tuple[int, CustomerCreate, Document]] = []
+        seen: dict[str, int] = {}
+        existing = await self._existing_matches([doc for _, _, doc in parsed])
+        for line, data, doc in parsed:
+            keys = _match_keys(doc)
+            earlier = next((seen[k] for k in keys if k in seen), None)
+            if earlier is not None:
+                duplicates.append(RowDuplicate(line=line, name=doc["name"], matched_on=sorted({k.split(":", 1)[0] for k in keys if k in seen}), same_as_line=earlier))
+                continue
+            hit = next((existing[k] for k in keys if k in existing), None)
+            if hit is not None:
+                described = describe_match(doc, hit)
+                duplicates.append(RowDuplicate(
+                    line=line, name=doc["name"], matched_on=described["matched_on"], existing_customer_id=hit["_id"],
+                    existing_owner_id=hit.get("owner_id"), existing_status=hit.get("status"),
+                ))
+                continue
+            for k in keys:
+                seen[k] = line
+            keep.append((line, data, doc))
+        return duplicates, keep
+
+    async def _existing_matches(self, docs: list[Document]) -> dict[str, Document]:
+        found: dict[str, Document] = {}
+        names = sorted({d["name_normalised"] for d in docs if d["kind"] == "company"})
+        usccs = sorted({d["uscc"] for d in docs if d.get("uscc")})
+        phones = sorted({p for d in docs for p in d["match_phones"]})
+        emails = sorted({e for d in docs for e in d["match_emails"]})
+        for field, values, extra in (
+            ("name_normalised", names, {"kind": "company"}),
+            ("uscc", usccs, {}),
+            ("match_phones", phones, {}),
+            ("match_emails", emails, {}),
+        ):
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                query = {field: {"$in": chunk}, "status": {"$in": ["active", "deleted"]}, **extra}
+                async for hit in self._repo.collection.find(query, projection={"outbox": 0}):
+                    for key in _match_keys(hit):
+                        found.setdefault(key, hit)
+        return found
+
+    async def _apply_owner_limits(
+        self, rows: list[tuple[int, CustomerCreate, Document]], errors: list[RowError]
+    ) -> list[tuple[int, CustomerCreate, Document]]:
+        limit = self._customers.settings.max_customers_per_rep
+        held: dict[str, int] = {}
+        keep = []
+        for line, data, doc in rows:
+            owner = doc["owner_id"]
+            if owner not in held:
+                held[owner] = await self._repo.active_count_for_owner(owner)
+            if held[owner] >= limit:
+                errors.append(RowError(line=line, field="owner_id", reason=f"{owner} would hold more than {limit} customers"))
+                continue
+            held[owner] += 1
+            keep.append((line, data, doc))
+        return keep
+
+
+def _match_keys(doc: Document) -> list[str]:
+    keys = []
+    if doc.get("kind") == "company":
+        keys.append(f"name:{doc['name_normalised']}")
+    if doc.get("uscc"):
+        keys.append(f"uscc:{doc['uscc']}")
+    keys += [f"phones:{p}" for p in doc.get("match_phones") or []]
+    keys += [f"emails:{e}" for e in doc.get("match_emails") or []]
+    return keys
+
+
+# --- export ------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = [
+    "id", "kind", "name", "uscc", "industry", "size", "source", "tier", "lifecycle_stage", "tags", "phones", "emails",
+    "province", "city", "district", "street", "owner_id", "department_id", "in_pool", "locked", "contact_count",
+    "created_at", "updated_at", "last_followed_up_at",
+]
+_NUMBERISH = re.compile(r"^[+-][\d\s().]+$")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = ";".join(str(v) for v in value)
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    # Spreadsheet formula injection: a cell starting with = + - @ would run as a formula.
+    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not _NUMBERISH.match(text)):
+        text = "'" + text
+    return text
+
+
+def export_row(doc: Document) -> list[str]:
+    address = doc.get("address") or {}
+    values = {
+        "id": doc["_id"], "contact_count": len(doc.get("contacts") or []), "locked": bool(doc.get("locked")),
+        **{k: address.get(k) for k in ("province", "city", "district", "street")},
+    }
+    return [_cell(values[c] if c in values else doc.get(c)) for c in EXPORT_COLUMNS]
+
+
+async def export_csv(customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None) -> AsyncIterator[bytes]:
+    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
+    base = filters.to_mongo(principal)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    yield b"\xef\xbb\xbf" + buffer.getvalue().encode()  # BOM: Excel then reads UTF-8 Chinese correctly
+    query = base
+    while True:
+        docs = [d async for d in customers.repo.find(query, mongo_sort(keys), 500)]
+        if not docs:
+            return
+        buffer.seek(0)
+        buffer.truncate()
+        for doc in docs:
+            writer.writerow(export_row(doc))
+        yield buffer.getvalue().encode()
+        if len(docs) < 500:
+            return
+        query = {"$and": [base, keyset_filter(keys, values_of(docs[-1], keys))]}

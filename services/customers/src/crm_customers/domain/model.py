@@ -1,0 +1,227 @@
+"""The customer's fields as the API takes them, with the validation a person can rely on.
+
+Formats are checked here (USCC check character, phone numbers to E.164, emails),
+so a bad value is refused with the field and the reason before anything is written.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from crm_customers.domain.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
+from crm_customers.domain.names import display_name
+from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
+
+
+class Kind(StrEnum):
+    company = "company"
+    person = "person"
+
+
+class Size(StrEnum):
+    """Head count bands (人员规模)."""
+
+    s1_20 = "1-20"
+    s21_100 = "21-100"
+    s101_500 = "101-500"
+    s501_1000 = "501-1000"
+    s1000_plus = "1000+"
+
+
+class Source(StrEnum):
+    """Source channel (客户来源)."""
+
+    website = "website"
+    inbound_call = "inbound_call"
+    cold_call = "cold_call"
+    referral = "referral"
+    campaign = "campaign"
+    exhibition = "exhibition"
+    social = "social"
+    partner = "partner"
+    advertising = "advertising"
+    lead_conversion = "lead_conversion"
+    other = "other"
+
+
+class Tier(StrEnum):
+    """Value tier (客户等级)."""
+
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class LifecycleStage(StrEnum):
+    lead = "lead"
+    prospect = "prospect"
+    customer = "customer"
+    repeat_customer = "repeat_customer"
+    dormant = "dormant"
+    churned = "churned"
+
+
+class ContactRole(StrEnum):
+    decision_maker = "decision_maker"  # 决策人
+    handler = "handler"  # 经办人
+    influencer = "influencer"
+    user = "user"
+
+
+def _uscc(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return validate_uscc(value)
+    except InvalidUSCC as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _phone(value: str) -> str:
+    try:
+        return normalise_phone(value)
+    except InvalidPhone as exc:
+        raise ValueError(f"'{value}' is not a valid phone number: {exc}") from exc
+
+
+def _email(value: str) -> str:
+    try:
+        return normalise_email(value)
+    except InvalidEmail as exc:
+        raise ValueError(f"'{value}' is not a valid email address: {exc}") from exc
+
+
+def _name(value: str) -> str:
+    cleaned = display_name(value)
+    if not cleaned:
+        raise ValueError("must not be empty")
+    return cleaned
+
+
+def _tag(value: str) -> str:
+    cleaned = " ".join(value.split())
+    if not cleaned:
+        raise ValueError("a tag must not be empty")
+    return cleaned
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_name)]
+Phone = Annotated[str, Field(min_length=3, max_length=40), AfterValidator(_phone)]
+Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
+Tag = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(_tag)]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    country: ShortText | None = "CN"
+    province: ShortText | None = None
+    city: ShortText | None = None
+    district: ShortText | None = None
+    street: Annotated[str, Field(max_length=500)] | None = None
+    postal_code: Annotated[str, Field(max_length=20)] | None = None
+
+
+class ContactIn(BaseModel):
+    """A contact as the API takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    role: ContactRole | None = None
+    title: ShortText | None = None
+    phones: Annotated[list[Phone], Field(max_length=10)] = []
+    emails: Annotated[list[Email], Field(max_length=10)] = []
+    is_primary: bool = False
+    notes: Annotated[str, Field(max_length=2000)] | None = None
+
+    _dedupe = field_validator("phones", "emails")(_unique)
+
+
+class ContactPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    role: ContactRole | None = None
+    title: ShortText | None = None
+    phones: Annotated[list[Phone], Field(max_length=10)] | None = None
+    emails: Annotated[list[Email], Field(max_length=10)] | None = None
+    is_primary: bool | None = None
+    notes: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ProfileFields(BaseModel):
+    """Fields shared by create and patch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    industry: ShortText | None = None
+    size: Size | None = None
+    address: Address | None = None
+    source: Source | None = None
+    tier: Tier | None = None
+    lifecycle_stage: LifecycleStage | None = None
+    website: Annotated[str, Field(max_length=300)] | None = None
+    description: Annotated[str, Field(max_length=5000)] | None = None
+
+
+class CustomerCreate(ProfileFields):
+    kind: Kind
+    name: Name
+    uscc: Annotated[str | None, AfterValidator(_uscc)] = Field(
+        default=None, description="Unified social credit code (统一社会信用代码), companies only; checked against GB 32100-2015."
+    )
+    tags: Annotated[list[Tag], Field(max_length=50)] = []
+    phones: Annotated[list[Phone], Field(max_length=10)] = []
+    emails: Annotated[list[Email], Field(max_length=10)] = []
+    contacts: Annotated[list[ContactIn], Field(max_length=100)] = []
+    lifecycle_stage: LifecycleStage | None = LifecycleStage.prospect
+    owner_id: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="Managers and admins may create for someone else; reps own what they create."
+    )
+    department_id: Annotated[str, Field(max_length=100)] | None = None
+    department_path: Annotated[str, Field(max_length=500)] | None = None
+
+    _dedupe = field_validator("tags", "phones", "emails")(_unique)
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> CustomerCreate:
+        if self.kind == Kind.person and self.uscc:
+            raise ValueError("uscc: only companies have a unified social credit code")
+        if self.owner_id and not self.department_path:
+            raise ValueError("department_path: required when owner_id is given (the owner's department)")
+        return self
+
+
+class CustomerPatch(ProfileFields):
+    """Only the fields sent are changed; send null to clear an optional field."""
+
+    name: Name | None = None
+    uscc: Annotated[str | None, AfterValidator(_uscc)] = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
+    phones: Annotated[list[Phone], Field(max_length=10)] | None = None
+    emails: Annotated[list[Email], Field(max_length=10)] | None = None
+
+    @field_validator("tags", "phones", "emails")
+    @classmethod
+    def _dedupe(cls, value: list[Any] | None) -> list[Any] | None:
+        return None if value is None else _unique(value)
+
+
+#: Profile fields a patch may touch, in the order history shows them.
+PATCHABLE = (
+    "name", "uscc", "industry", "size", "address", "source", "tier", "lifecycle_stage",
+    "website", "description", "tags", "phones", "emails",
+)

@@ -1,0 +1,336 @@
+"""The customer aggregate's rules: plain functions over the stored document, no I/O.
+
+The application layer reads a document, calls these to decide the new state and
+the events, and stores both in one write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from crm_platform.auth import Principal
+from crm_platform.contracts.customers import Address as AddressData
+from crm_platform.contracts.customers import ContactData, CustomerSnapshot, FieldChange
+from crm_platform.errors import Conflict, FieldError, Forbidden, Locked, NotFound, ValidationFailed
+
+from crm_customers.domain.model import PATCHABLE, ContactIn, ContactPatch, CustomerCreate, CustomerPatch, Kind
+from crm_customers.domain.names import normalise_name
+
+Document = dict[str, Any]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: API sort keys -> stored, never-null fields (nulls compare badly across stores; see listing.py).
+SORT_FIELDS = {
+    "name": "s.name",
+    "created_at": "s.created_at",
+    "updated_at": "s.updated_at",
+    "last_followed_up_at": "s.last_followed_up_at",
+    "industry": "s.industry",
+    "tier": "s.tier",
+    "lifecycle_stage": "s.lifecycle_stage",
+    "size": "s.size",
+    "source": "s.source",
+    "owner_id": "s.owner_id",
+    "province": "s.province",
+    "city": "s.city",
+    "kind": "s.kind",
+}
+
+
+def name_grams(normalised: str) -> list[str]:
+    """Character bigrams of a normalised name: the prefilter for fuzzy duplicate candidates."""
+    text = normalised.replace(" ", "")
+    if len(text) < 2:
+        return [text] if text else []
+    return sorted({text[i : i + 2] for i in range(len(text) - 1)})
+
+
+def sort_keys(doc: Document) -> Document:
+    address = doc.get("address") or {}
+    return {
+        "name": doc.get("name_normalised") or "",
+        "created_at": doc.get("created_at") or EPOCH,
+        "updated_at": doc.get("updated_at") or EPOCH,
+        "last_followed_up_at": doc.get("last_followed_up_at") or EPOCH,
+        "industry": doc.get("industry") or "",
+        "tier": doc.get("tier") or "",
+        "lifecycle_stage": doc.get("lifecycle_stage") or "",
+        "size": doc.get("size") or "",
+        "source": doc.get("source") or "",
+        "owner_id": doc.get("owner_id") or "",
+        "province": address.get("province") or "",
+        "city": address.get("city") or "",
+        "kind": doc.get("kind") or "",
+    }
+
+
+def refresh_derived(doc: Document) -> Document:
+    """Recompute what is derived from the profile: match keys, unique keys, sort keys."""
+    doc["name_normalised"] = normalise_name(doc["name"])
+    doc["name_grams"] = name_grams(doc["name_normalised"])
+    phones = list(doc.get("phones") or [])
+    emails = list(doc.get("emails") or [])
+    for contact in doc.get("contacts") or []:
+        phones += contact.get("phones") or []
+        emails += contact.get("emails") or []
+    doc["match_phones"] = sorted(set(phones))
+    doc["match_emails"] = sorted(set(emails))
+    active = doc.get("status") == "active"
+    # Sparse unique indexes on these keys enforce "first entered owns" even under races;
+    # they are removed when the customer leaves the active set (recycle bin, merge).
+    if active and doc.get("kind") == Kind.company:
+        doc["unique_name"] = f"company:{doc['name_normalised']}"
+    else:
+        doc.pop("unique_name", None)
+    if active and doc.get("uscc"):
+        doc["unique_uscc"] = doc["uscc"]
+    else:
+        doc.pop("unique_uscc", None)
+    doc["s"] = sort_keys(doc)
+    return doc
+
+
+def new_contact(data: ContactIn, now: datetime, actor: str) -> Document:
+    return {
+        "contact_id": str(uuid.uuid4()),
+        **data.model_dump(mode="json"),
+        "created_at": now,
+        "created_by": actor,
+        "updated_at": now,
+    }
+
+
+def new_customer(data: CustomerCreate, principal: Principal, now: datetime, customer_id: str | None = None) -> Document:
+    owner_id, department_id, department_path = principal.user_id, principal.department_id, principal.department_path
+    if data.owner_id:
+        if not (principal.is_admin or principal.is_manager):
+            raise Forbidden("Only managers and admins create customers for someone else.")
+        if not (principal.is_admin or principal.manages_path(data.department_path)):
+            raise Forbidden("You may only give customers to people in your department.")
+        owner_id, department_id, department_path = data.owner_id, data.department_id, data.department_path
+    contacts = [new_contact(c, now, principal.user_id) for c in data.contacts]
+    _one_primary(contacts)
+    profile = data.model_dump(mode="json", exclude={"contacts", "owner_id", "department_id", "department_path"})
+    doc: Document = {
+        "_id": customer_id or str(uuid.uuid4()),
+        **profile,
+        "contacts": contacts,
+        "owner_id": owner_id,
+        "department_id": department_id,
+        "department_path": department_path,
+        "owner_since": now,
+        "in_pool": False,
+        "locked": None,
+        "status": "active",
+        "created_at": now,
+        "created_by": principal.user_id,
+        "updated_at": now,
+        "updated_by": principal.user_id,
+        "last_followed_up_at": None,
+        "merged_from": [],
+    }
+    return refresh_derived(doc)
+
+
+def _one_primary(contacts: list[Document]) -> None:
+    primaries = [c for c in contacts if c.get("is_primary")]
+    if len(primaries) > 1:
+        raise ValidationFailed(
+            "Only one contact can be the primary contact.",
+            errors=[FieldError(field="contacts", reason="more than one contact has is_primary=true")],
+        )
+
+
+def snapshot(doc: Document) -> CustomerSnapshot:
+    return CustomerSnapshot(
+        customer_id=doc["_id"],
+        kind=doc["kind"],
+        name=doc["name"],
+        uscc=doc.get("uscc"),
+        industry=doc.get("industry"),
+        size=doc.get("size"),
+        address=AddressData(**doc["address"]) if doc.get("address") else None,
+        source=doc.get("source"),
+        tier=doc.get("tier"),
+        lifecycle_stage=doc.get("lifecycle_stage"),
+        tags=list(doc.get("tags") or []),
+        owner_id=doc.get("owner_id"),
+        department_id=doc.get("department_id"),
+        department_path=doc.get("department_path"),
+        in_pool=bool(doc.get("in_pool")),
+        locked=bool(doc.get("locked")),
+        status=doc.get("status", "active"),
+        merged_into=doc.get("merged_into"),
+        created_at=doc["created_at"],
+        created_by=doc.get("created_by"),
+        updated_at=doc["updated_at"],
+        contact_count=len(doc.get("contacts") or []),
+    )
+
+
+def contact_data(contact: Document) -> ContactData:
+    return ContactData(
+        contact_id=contact["contact_id"],
+        name=contact["name"],
+        role=contact.get("role"),
+        title=contact.get("title"),
+        phones=list(contact.get("phones") or []),
+        emails=list(contact.get("emails") or []),
+        is_primary=bool(contact.get("is_primary")),
+    )
+
+
+# --- who may do what ---------------------------------------------------------------
+
+
+def can_view(principal: Principal, doc: Document) -> bool:
+    if doc.get("in_pool") and doc.get("status") == "active":
+        return True  # the public pool is open to everyone
+    return principal.can_see_owned(doc.get("owner_id"), doc.get("department_path"))
+
+
+def ensure_visible(principal: Principal, doc: Document | None, customer_id: str) -> Document:
+    # A customer you may not see is reported as missing: its existence is not yours to learn here.
+    if doc is None or doc.get("status") == "purged" or not can_view(principal, doc):
+        raise NotFound(f"No customer with id {customer_id}.")
+    return doc
+
+
+def ensure_active(doc: Document) -> None:
+    status = doc.get("status")
+    if status == "deleted":
+        raise Conflict("The customer is in the recycle bin; restore it first.", extra={"status": status})
+    if status == "merged":
+        raise Conflict(
+            f"The customer was merged into {doc.get('merged_into')}; edit that one.",
+            extra={"status": status, "merged_into": doc.get("merged_into")},
+        )
+    if status != "active":
+        raise NotFound(f"No customer with id {doc['_id']}.")
+
+
+def ensure_unlocked(doc: Document) -> None:
+    lock = doc.get("locked")
+    if lock:
+        raise Locked(
+            f"The customer was locked by {lock.get('by')} ({lock.get('reason') or 'no reason given'}); unlock it first.",
+            extra={"locked_by": lock.get("by"), "locked_at": str(lock.get("at")), "lock_reason": lock.get("reason")},
+        )
+
+
+def ensure_can_edit(principal: Principal, doc: Document) -> None:
+    ensure_active(doc)
+    if doc.get("in_pool") and not (principal.is_admin or principal.is_manager):
+        raise Forbidden("The customer is in the public pool; claim it before editing.")
+    if not doc.get("in_pool") and not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path")):
+        raise Forbidden("Only the owner, their managers and admins may change this customer.")
+    ensure_unlocked(doc)
+
+
+def ensure_manager_of(principal: Principal, doc: Document, action: str) -> None:
+    if principal.is_admin:
+        return
+    if principal.is_manager and (principal.manages_path(doc.get("department_path")) or doc.get("in_pool")):
+        return
+    raise Forbidden(f"Only admins and the department's managers may {action}.")
+
+
+# --- changes ----------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def apply_patch(doc: Document, patch: CustomerPatch) -> list[FieldChange]:
+    """Apply the fields the client sent; return what really changed (possibly nothing)."""
+    sent = patch.model_fields_set
+    values = patch.model_dump(mode="json")
+    changes: list[FieldChange] = []
+    for name in PATCHABLE:
+        if name not in sent:
+            continue
+        new = values[name]
+        if name == "name" and new is None:
+            raise ValidationFailed.for_field("name", "a customer must have a name")
+        if name in ("tags", "phones", "emails") and new is None:
+            new = []
+        if name == "uscc" and new and doc.get("kind") != Kind.company:
+            raise ValidationFailed.for_field("uscc", "only companies have a unified social credit code")
+        old = doc.get(name)
+        if old != new:
+            changes.append(FieldChange(field=name, old=_jsonable(old), new=new))
+            doc[name] = new
+    return changes
+
+
+def find_contact(doc: Document, contact_id: str) -> Document:
+    for contact in doc.get("contacts") or []:
+        if contact["contact_id"] == contact_id:
+            return contact
+    raise NotFound(f"The customer has no contact with id {contact_id}.")
+
+
+def apply_contact_patch(doc: Document, contact_id: str, patch: ContactPatch, now: datetime) -> tuple[Document, list[FieldChange]]:
+    contact = find_contact(doc, contact_id)
+    values = patch.model_dump(mode="json")
+    changes: list[FieldChange] = []
+    for name in patch.model_fields_set:
+        new = values[name]
+        if name == "name" and new is None:
+            raise ValidationFailed.for_field("name", "a contact must have a name")
+        if name in ("phones", "emails") and new is None:
+            new = []
+        if contact.get(name) != new:
+            changes.append(FieldChange(field=name, old=contact.get(name), new=new))
+            contact[name] = new
+    if changes:
+        contact["updated_at"] = now
+        if contact.get("is_primary"):
+            for other in doc["contacts"]:
+                if other is not contact:
+                    other["is_primary"] = False
+    return contact, changes
+
+
+def touch(doc: Document, principal: Principal, now: datetime) -> Document:
+    doc["updated_at"] = now
+    doc["updated_by"] = principal.user_id
+    return refresh_derived(doc)
+
+
+def change_owner(doc: Document, owner_id: str | None, department_id: str | None, department_path: str | None, now: datetime) -> str | None:
+    previous = doc.get("owner_id")
+    doc["previous_owner_id"] = previous
+    doc["owner_id"] = owner_id
+    if owner_id is not None:
+        doc["department_id"] = department_id
+        doc["department_path"] = department_path
+        doc["owner_since"] = now
+        doc["in_pool"] = False
+        doc["pool_since"] = None
+    return previous
+
+
+def merge_into(survivor: Document, duplicate: Document) -> list[str]:
+    """Move the duplicate's contacts and fill the survivor's empty fields; the survivor wins conflicts."""
+    existing = {c["contact_id"] for c in survivor.get("contacts") or []}
+    moved = [c for c in duplicate.get("contacts") or [] if c["contact_id"] not in existing]
+    for contact in moved:
+        contact["is_primary"] = False if any(c.get("is_primary") for c in survivor["contacts"]) else contact.get("is_primary", False)
+    survivor["contacts"] = list(survivor.get("contacts") or []) + moved
+    for name in ("uscc", "industry", "size", "address", "source", "tier", "website", "description"):
+        if not survivor.get(name) and duplicate.get(name):
+            survivor[name] = duplicate[name]
+    for name in ("tags", "phones", "emails"):
+        merged = list(survivor.get(name) or [])
+        merged += [v for v in duplicate.get(name) or [] if v not in merged]
+        survivor[name] = merged
+    if duplicate.get("last_followed_up_at") and (
+        not survivor.get("last_followed_up_at") or duplicate["last_followed_up_at"] > survivor["last_followed_up_at"]
+    ):
+        survivor["last_followed_up_at"] = duplicate["last_followed_up_at"]
+    survivor.setdefault("merged_from", []).append(duplicate["_id"])
+    return [c["contact_id"] for c in moved]

@@ -1,0 +1,151 @@
+"""What the HTTP API returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from crm_platform.clock import as_utc
+from crm_platform.contracts.customers import Address
+
+
+class ContactOut(BaseModel):
+    contact_id: str
+    name: str
+    role: str | None = None
+    title: str | None = None
+    phones: list[str] = []
+    emails: list[str] = []
+    is_primary: bool = False
+    notes: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class LockOut(BaseModel):
+    by: str
+    at: datetime
+    reason: str | None = None
+
+
+class DeletedOut(BaseModel):
+    by: str
+    at: datetime
+    reason: str | None = None
+
+
+class Freshness(BaseModel):
+    """How fresh the record is: the seeds ask that every record shows it."""
+
+    days_since_update: int
+    days_since_follow_up: int | None = Field(description="None when never followed up.")
+
+
+class CustomerOut(BaseModel):
+    id: str
+    version: int
+    kind: str
+    name: str
+    uscc: str | None = None
+    industry: str | None = None
+    size: str | None = None
+    address: Address | None = None
+    source: str | None = None
+    tier: str | None = None
+    lifecycle_stage: str | None = None
+    tags: list[str] = []
+    phones: list[str] = []
+    emails: list[str] = []
+    website: str | None = None
+    description: str | None = None
+    contacts: list[ContactOut] = []
+    owner_id: str | None = None
+    department_id: str | None = None
+    department_path: str | None = None
+    owner_since: datetime | None = None
+    in_pool: bool = False
+    pool_since: datetime | None = None
+    previous_owner_id: str | None = None
+    release_reason: str | None = None
+    locked: LockOut | None = None
+    status: str
+    deleted: DeletedOut | None = None
+    merged_into: str | None = None
+    merged_from: list[str] = []
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+    updated_by: str | None = None
+    last_followed_up_at: datetime | None = None
+    last_followed_up_by: str | None = None
+    freshness: Freshness
+
+
+def customer_out(doc: dict[str, Any], now: datetime) -> CustomerOut:
+    updated = as_utc(doc["updated_at"])
+    followed = doc.get("last_followed_up_at")
+    fields = {k: v for k, v in doc.items() if k in CustomerOut.model_fields}
+    return CustomerOut(
+        **fields,
+        id=doc["_id"],
+        freshness=Freshness(
+            days_since_update=max((now - updated).days, 0),
+            days_since_follow_up=None if followed is None else max((now - as_utc(followed)).days, 0),
+        ),
+    )
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+    total: int | None = Field(default=None, description="Only with ?include_total=true (counting costs time).")
+
+
+class HistoryEntry(BaseModel):
+    event_id: str
+    type: str
+    version: int
+    at: datetime
+    actor: str | None
+    changes: list[dict[str, Any]] = []
+    summary: str
+    published: bool = Field(description="False while the event still waits in the outbox.")
+
+
+class AssignIn(BaseModel):
+    owner_id: str = Field(min_length=1, max_length=100)
+    department_id: str | None = Field(default=None, max_length=100)
+    department_path: str = Field(min_length=1, max_length=500, description="The new owner's department path, e.g. /hq/east.")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class OptionalReasonIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class MergeIn(BaseModel):
+    duplicate_id: str = Field(min_length=1, max_length=100, description="The customer that disappears into this one.")
+
+
+class DuplicateCheckIn(BaseModel):
+    kind: str | None = Field(default=None, pattern="^(company|person)$")
+    name: str | None = Field(default=None, max_length=200)
+    uscc: str | None = None
+    phones: list[str] = []
+    emails: list[str] = []
+
+
+class SavedViewIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    query: dict[str, str] = Field(description="The list's query parameters: filters, sort.")
+
+
+class SavedViewOut(SavedViewIn):
+    id: str
+    created_at: datetime

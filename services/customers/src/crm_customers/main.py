@@ -1,0 +1,36 @@
+"""The customers service's app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from crm_platform.clock import Clock
+from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
+from crm_platform.contracts import interactions
+from crm_platform.service import ServiceKit
+
+from crm_customers.adapters.repository import CustomerRepository
+from crm_customers.application.customers import Customers
+from crm_customers.entrypoints import events, http
+from crm_customers.settings import CustomersSettings
+
+DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
+("first entered owns"), ownership and the public pool (公海), locks, field-level history and the
+recycle bin. Every change is published on Kafka topic `crm.customers.v1` as a CloudEvent: see /asyncapi."""
+
+
+def create_app(settings: CustomersSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or CustomersSettings()
+    kit = ServiceKit(settings, title="CRM customers", description=DESCRIPTION, clock=clock)
+    repo = CustomerRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(repo.collection)
+    service = Customers(repo, kit.clock, settings, kit.source)
+
+    async def setup(_: ServiceKit) -> None:
+        await repo.ensure_indexes()
+
+    kit.on_startup(setup)
+    kit.consume([interactions.TOPIC], events.handlers(service))
+    app = kit.build_app([http.router, http.views_router])
+    app.state.customers = service
+    return app

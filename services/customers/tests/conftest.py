@@ -1,0 +1,66 @@
+"""The customers service in-process, once per test session, against the session's Kafka and MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from crm_platform.kafka import ensure_topics
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collect
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from crm_customers.main import create_app
+from crm_customers.settings import CustomersSettings
+
+
+@pytest.fixture(scope="session")
+def customers_settings(backend: Backend) -> CustomersSettings:
+    return CustomersSettings(
+        kafka_bootstrap_servers=backend.kafka_bootstrap,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+        mongo_url=backend.mongo_url,
+        mongo_database=f"crm_customers_{uuid.uuid4().hex[:8]}",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        log_format="console",
+        log_level="WARNING",
+        max_customers_per_rep=25,
+        consumer_backoff_initial_seconds=0.05,
+        consumer_max_attempts=3,
+    )
+
+
+@pytest.fixture(scope="session")
+async def customers_app(customers_settings: CustomersSettings) -> AsyncIterator[FastAPI]:
+    app = create_app(customers_settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture(scope="session")
+async def client(customers_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=customers_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://customers.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def customer_events(backend: Backend, customers_app: FastAPI) -> AsyncIterator[EventCollector]:
+    collector = EventCollector()
+    stop = asyncio.Event()
+    await ensure_topics(backend.kafka_bootstrap, ["crm.customers.v1"])
+    task = asyncio.create_task(collect(backend.kafka_bootstrap, ["crm.customers.v1"], collector, stop))
+    yield collector
+    stop.set()
+    await task
+
+
+@pytest.fixture(scope="session")
+async def customers_db(backend: Backend, customers_settings: CustomersSettings) -> AsyncIterator[object]:
+    client = AsyncMongoClient(backend.mongo_url, tz_aware=True)
+    yield client[customers_settings.mongo_database]
+    await client.close()
