@@ -10,7 +10,9 @@ something, so the write is retried on the fresh document.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,13 @@ from crm_platform.events import EventEnvelope
 from crm_platform.outbox import BOOKKEEPING, PENDING, REV, outbox_entries
 
 Document = dict[str, Any]
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 50
+MAX_BACKOFF_SECONDS = 0.05
+
+
+async def _back_off(attempt: int) -> None:
+    # Jittered exponential backoff, so writers racing for one document spread out.
+    await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.001 * 2**attempt)))
 
 
 @dataclass
@@ -76,7 +84,9 @@ class VersionedStore:
         ``decide(current, next_version)`` gets a private copy of the document and returns a
         :class:`Change`; it may raise a domain error, in which case nothing is written.
         """
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                await _back_off(attempt)
             current = await self.get(aggregate_id)
             if current is None:
                 raise self._not_found(aggregate_id)
