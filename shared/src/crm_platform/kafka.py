@@ -23,8 +23,12 @@ def topic_for(service: str) -> str:
 
 
 def dead_letter_topic(group_id: str) -> str:
-    """Where a consumer group parks events it could not handle: ``<group>.dlq``."""
-    return f"{group_id}.dlq"
+    """Where a consumer group parks events it could not handle.
+
+    Group ``crm.customers`` (the customers service's consumers) -> ``crm.customers.v1.dlq``,
+    next to the service's own topic ``crm.customers.v1``.
+    """
+    return f"{group_id}.v1.dlq"
 
 
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
@@ -50,18 +54,41 @@ def broker_publisher(broker: KafkaBroker) -> Any:
     return publish
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
-    """Create the topics this service publishes to, if they are missing (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+class TopicCreationError(RuntimeError):
+    """The broker refused to create a topic for another reason than its existing already."""
+
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], partitions: int = 3, replication_factor: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); return the ones created.
+
+    An existing topic is left as it is (its partition count included). Tansu reports
+    "already exists" as an error code in the response rather than raising, so the
+    codes are checked here: a race with another replica is fine, anything else is not.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another replica created it first
-            log.info("topics created", topics=[t.name for t in missing])
+        wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not wanted:
+            return []
+        try:
+            response = await admin.create_topics([NewTopic(t, partitions, replication_factor) for t in wanted])
+        except TopicAlreadyExistsError:
+            return []  # another replica created them first
+        failures = [
+            f"{topic}: error {code} {message or ''}".strip()
+            for topic, code, message in response.topic_errors
+            if code not in (0, _TOPIC_ALREADY_EXISTS)
+        ]
+        if failures:
+            raise TopicCreationError("could not create topics: " + "; ".join(failures))
+        log.info("topics created", topics=wanted)
+        return wanted
     finally:
         await admin.close()

@@ -1,0 +1,109 @@
+"""The registry of CRM services, and how to start one as a real process.
+
+Adding a service to the local stack (and to the compose checks) is one line in
+SERVICES. Planned ports: customers 8001, pipeline 8002, interactions 8003,
+pool 8004, notifications 8005, reporting 8006, directory 8007.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from crm_platform.devstack.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    http_status,
+    wait_until,
+)
+from crm_platform.kafka import dead_letter_topic, topic_for
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # short name, also the compose service name: "customers"
+    module: str  # started with `python -m <module>`
+    http_port: int
+    database: str  # the MongoDB database it owns
+
+    @property
+    def topic(self) -> str:
+        """The topic this service owns and publishes its events to."""
+        return topic_for(self.name)
+
+    @property
+    def dlq_topic(self) -> str:
+        """Where this service's consumers park events they gave up on."""
+        return dead_letter_topic(f"crm.{self.name}")
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return (self.topic, self.dlq_topic)
+
+    def url(self, path: str = "", host: str = LOOPBACK) -> str:
+        return f"http://{host}:{self.http_port}{path}"
+
+
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec(
+        name="customers",
+        module="crm_customers",
+        http_port=8001,
+        database="crm_customers",
+    ),
+]
+
+
+def service_env(
+    spec: ServiceSpec,
+    *,
+    kafka_bootstrap: str,
+    mongo_url: str,
+    jwt_secret: str,
+    kafka_enable_idempotence: bool = False,
+    http_host: str = LOOPBACK,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The CRM_* environment a service reads through pydantic-settings.
+
+    Addresses and the secret are always set; log settings only default, so a
+    developer's `CRM_LOG_LEVEL=DEBUG crm up` still wins.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("CRM_LOG_LEVEL", "INFO")
+    env.setdefault("CRM_LOG_FORMAT", "console")
+    env |= {
+        "CRM_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        # Tansu fails InitProducerId, so the idempotent producer is off on it.
+        "CRM_KAFKA_ENABLE_IDEMPOTENCE": "true" if kafka_enable_idempotence else "false",
+        "CRM_MONGO_URL": mongo_url,
+        "CRM_MONGO_DATABASE": spec.database,
+        "CRM_HTTP_HOST": http_host,
+        "CRM_HTTP_PORT": str(spec.http_port),
+        "CRM_JWT_ALGORITHM": "HS256",
+        "CRM_JWT_SECRET": jwt_secret,
+        "PYTHONUNBUFFERED": "1",  # log lines reach the log file as they happen
+        "NO_COLOR": "1",  # the output goes to a file, not a terminal
+    }
+    return env
+
+
+def start_service(spec: ServiceSpec, env: Mapping[str, str], log_dir: Path, timeout: float = 60.0) -> ManagedProcess:
+    """`python -m <module>`; ready once GET /readyz answers 200 (its dependencies are reachable)."""
+    argv = [sys.executable, "-m", spec.module]
+    proc = ManagedProcess(spec.name, argv, log_dir / f"{spec.name}.log", env=env, port=spec.http_port)
+    try:
+        wait_until(
+            f"{spec.name}: GET /readyz",
+            lambda: http_status(spec.url("/readyz")) == 200,
+            timeout=timeout,
+            process=proc,
+        )
+    except BaseException:
+        proc.stop()
+        raise
+    proc.mark_ready()
+    return proc
