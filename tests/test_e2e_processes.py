@@ -66,6 +66,8 @@ async def test_http_write_reaches_a_consumer_in_another_process(backend: Backend
             assert refused.headers["content-type"] == "application/problem+json"
             readiness = (await http.get("/readyz")).json()
             assert readiness["checks"]["mongo"] == "ok" and readiness["checks"]["kafka"] == "ok"
+            group = readiness["checks"]["consumers"]["crm.customers"]
+            assert group["assigned"] is True and isinstance(group["lag"], dict)
             catalogue = (await http.get("/asyncapi.json")).json()
             assert any("crm.customer.created" in name for name in catalogue["components"]["messages"])
             metrics = (await http.get("/metrics")).text

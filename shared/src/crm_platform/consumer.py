@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_platform.events import EventEnvelope, decode_event
 from crm_platform.kafka import dead_letter_topic
-from crm_platform.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from crm_platform.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,16 @@ class EventConsumer:
 
     async def handle(self, event: EventEnvelope, handler: Handler, message: KafkaMessage | None, body: bytes) -> None:
         delay = self._backoff_initial
+        # The event's trace context follows it into this service's logs.
+        structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type, traceparent=event.traceparent)
+        try:
+            await self._attempt(event, handler, message, body, delay)
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "event_type", "traceparent")
+
+    async def _attempt(
+        self, event: EventEnvelope, handler: Handler, message: KafkaMessage | None, body: bytes, delay: float
+    ) -> None:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await handler(event)
@@ -122,6 +132,22 @@ class EventConsumer:
         EVENTS_CONSUMED.labels(self.group_id, event_type, "dead_lettered").inc()
         EVENTS_DEAD_LETTERED.labels(self.group_id, event_type).inc()
         log.error("event dead-lettered", group=self.group_id, type=event_type, reason=reason, attempts=attempts)
+
+    async def lag(self) -> dict[str, int]:
+        """Messages not yet consumed, per topic (0 for partitions not assigned to this member)."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        lag: dict[str, int] = {}
+        if consumer is None:
+            return lag
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue  # nothing fetched yet from this partition
+            position = await consumer.position(tp)
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(highwater - position, 0)
+        for topic, value in lag.items():
+            CONSUMER_LAG.labels(self.group_id, topic).set(value)
+        return lag
 
     def assigned(self) -> bool:
         """True once the group has given this member its partitions (readiness)."""

@@ -213,7 +213,11 @@ class ServiceKit:
                 kafka_ok = False
             checks["kafka"] = "ok" if kafka_ok else "unreachable"
             ok = ok and kafka_ok
-            checks["consumers"] = {c.group_id: ("assigned" if c.assigned() else "waiting for partitions") for c in self.consumers}
+            consumers: dict[str, Any] = {}
+            for c in self.consumers:
+                lag = await c.lag() if c.assigned() else {}
+                consumers[c.group_id] = {"assigned": c.assigned(), "lag": lag}
+            checks["consumers"] = consumers
             ok = ok and all(c.assigned() for c in self.consumers)
             pending = {}
             for collection in self._outbox_collections:
