@@ -17,12 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
+
 from crm_platform.devstack.embedded import start_broker
 from crm_platform.devstack.processes import ManagedProcess, free_port
 from crm_platform.devstack.services import SERVICES, service_env, start_service
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, eventually, unique
-from pymongo import AsyncMongoClient
 
 pytestmark = pytest.mark.process
 CUSTOMERS = next(s for s in SERVICES if s.name == "customers")
@@ -46,9 +47,25 @@ def logs() -> Iterator[Path]:
 def tail_process(bootstrap: str, count: int, timeout: float) -> subprocess.Popen[str]:
     """`crm events tail`: an independent consumer process, as an integrator would run one."""
     return subprocess.Popen(
-        [sys.executable, "-m", "crm_platform.cli", "events", "tail", "--topic", "crm.customers.v1",
-         "--bootstrap", bootstrap, "--from-beginning", "--count", str(count), "--timeout", str(timeout)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "crm_platform.cli",
+            "events",
+            "tail",
+            "--topic",
+            "crm.customers.v1",
+            "--bootstrap",
+            bootstrap,
+            "--from-beginning",
+            "--count",
+            str(count),
+            "--timeout",
+            str(timeout),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -58,7 +75,11 @@ async def test_http_write_reaches_a_consumer_in_another_process(backend: Backend
     try:
         name = unique("E2E 贸易") + " 有限公司"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            created = await http.post("/v1/customers", json={"kind": "company", "name": name, "phones": ["13800138000"]}, headers=auth("rep-e2e"))
+            created = await http.post(
+                "/v1/customers",
+                json={"kind": "company", "name": name, "phones": ["13800138000"]},
+                headers=auth("rep-e2e"),
+            )
             assert created.status_code == 201, created.text
             customer_id = created.json()["id"]
             refused = await http.post("/v1/customers", json={"kind": "company", "name": ""}, headers=auth("rep-e2e"))
@@ -97,7 +118,9 @@ async def test_event_survives_broker_outage_and_service_crash(backend: Backend, 
         kafka.stop()  # the broker goes down
         name = unique("Crash Test") + " Co., Ltd."
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
-            created = await http.post("/v1/customers", json={"kind": "company", "name": name}, headers=auth("rep-crash"))
+            created = await http.post(
+                "/v1/customers", json={"kind": "company", "name": name}, headers=auth("rep-crash")
+            )
         assert created.status_code == 201, "writes do not depend on the broker"
         customer_id = created.json()["id"]
         stored = await mongo[database]["customers"].find_one({"_id": customer_id})

@@ -10,11 +10,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from crm_platform.auth import Principal, Role, TokenVerifier, mint_token
 from crm_platform.errors import Forbidden, Unauthorized
 from crm_platform.settings import ServiceSettings
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 
@@ -24,7 +25,9 @@ def hs_settings(**kw: object) -> ServiceSettings:
 
 
 async def test_hs256_token_round_trip():
-    token = mint_token(secret_or_private_key=SECRET, user_id="u1", roles=["manager"], department_id="east", department_path="/hq/east")
+    token = mint_token(
+        secret_or_private_key=SECRET, user_id="u1", roles=["manager"], department_id="east", department_path="/hq/east"
+    )
     p = await TokenVerifier(hs_settings()).verify(token)
     assert p.user_id == "u1" and p.roles == {Role.manager} and p.department_path == "/hq/east"
 
@@ -62,7 +65,7 @@ def jwks_server() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
     body = json.dumps({"keys": [jwk]}).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -80,16 +83,29 @@ def jwks_server() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
 
 async def test_rs256_tokens_verified_against_a_jwks_url(jwks_server):
     url, key = jwks_server
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     now = datetime.now(UTC)
     token = jwt.encode(
-        {"sub": "idp-user", "roles": ["admin"], "iss": "corp-idp", "aud": "crm", "exp": now + timedelta(minutes=5), "iat": now},
-        pem, algorithm="RS256", headers={"kid": "k1"},
+        {
+            "sub": "idp-user",
+            "roles": ["admin"],
+            "iss": "corp-idp",
+            "aud": "crm",
+            "exp": now + timedelta(minutes=5),
+            "iat": now,
+        },
+        pem,
+        algorithm="RS256",
+        headers={"kid": "k1"},
     )
     verifier = TokenVerifier(ServiceSettings(jwt_algorithm="RS256", jwt_jwks_url=url, jwt_issuer="corp-idp"))
     principal = await verifier.verify(token)
     assert principal.user_id == "idp-user" and principal.is_admin
-    forged = jwt.encode({"sub": "x", "iss": "corp-idp", "aud": "crm", "exp": now + timedelta(minutes=5)}, SECRET, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "iss": "corp-idp", "aud": "crm", "exp": now + timedelta(minutes=5)}, SECRET, algorithm="HS256"
+    )
     with pytest.raises(Unauthorized):
         await verifier.verify(forged)
 
@@ -104,7 +120,9 @@ def test_visibility_rules():
     assert not manager.can_see_owned("r2", "/hq/west")
     assert admin.can_see_owned("anyone", None)
     assert rep.mongo_visibility() == {"owner_id": "r1"}
-    assert manager.mongo_visibility() == {"$or": [{"owner_id": "m1"}, {"department_path": {"$regex": "^/hq/east(/|$)"}}]}
+    assert manager.mongo_visibility() == {
+        "$or": [{"owner_id": "m1"}, {"department_path": {"$regex": "^/hq/east(/|$)"}}]
+    }
     assert admin.mongo_visibility() == {}
     with pytest.raises(Forbidden):
         rep.require_role(Role.admin, Role.manager)

@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
+from pymongo import AsyncMongoClient
+
 from crm_platform.clock import SystemClock
 from crm_platform.consumer import EventConsumer, PermanentError, apply_once, apply_versioned
 from crm_platform.events import EventEnvelope, define, to_kafka
 from crm_platform.kafka import dead_letter_topic, ensure_topics
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import EventCollector, collect, eventually
-from faststream.kafka import KafkaBroker
-from pydantic import BaseModel
-from pymongo import AsyncMongoClient
 
 TOPIC = f"crm.consumertest-{uuid.uuid4().hex[:6]}.v1"
 GROUP = f"crm.consumertest-{uuid.uuid4().hex[:6]}"
@@ -31,7 +32,9 @@ NOTED = define("crm.note.noted", Noted, TOPIC)
 
 
 def envelope(subject: str, note: str, version: int = 1) -> EventEnvelope:
-    return NOTED.build(source="/test", subject=subject, data=Noted(note=note), aggregate_version=version, time=clock.now(), actor="t")
+    return NOTED.build(
+        source="/test", subject=subject, data=Noted(note=note), aggregate_version=version, time=clock.now(), actor="t"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,9 @@ async def running(backend: Backend, db: Any) -> AsyncIterator[dict[str, Any]]:
 
         await apply_once(effects, event.subject, event.id, add)
 
-    consumer = EventConsumer(broker, group_id=GROUP, topics=[TOPIC], handlers={NOTED.name: handle}, max_attempts=3, backoff_initial=0.01)
+    consumer = EventConsumer(
+        broker, group_id=GROUP, topics=[TOPIC], handlers={NOTED.name: handle}, max_attempts=3, backoff_initial=0.01
+    )
     await broker.start()
     await eventually(consumer.assigned, timeout=60, message="partitions assigned")
     dlq = EventCollector()
@@ -116,7 +121,9 @@ async def test_redelivered_event_changes_nothing_the_second_time(running):
     await send(running["broker"], env)
     await send(running["broker"], env)  # a replay of the very same event
     await send(running["broker"], envelope(subject, "after"))
-    doc = await eventually(lambda: running["effects"].find_one({"_id": subject, "notes": "after"}), message="both handled")
+    doc = await eventually(
+        lambda: running["effects"].find_one({"_id": subject, "notes": "after"}), message="both handled"
+    )
     assert doc["notes"] == ["hello", "after"]
 
 
@@ -141,7 +148,9 @@ async def test_an_event_that_keeps_failing_goes_to_the_dead_letter_topic_with_th
     assert headers["x-dlq-source-topic"] == TOPIC.encode()
     assert dead[0].key == subject.encode()
     assert dead[0].event["id"] == bad.id, "the original message is kept whole"
-    await eventually(lambda: running["effects"].find_one({"_id": subject, "notes": "next one"}), message="later event handled")
+    await eventually(
+        lambda: running["effects"].find_one({"_id": subject, "notes": "next one"}), message="later event handled"
+    )
 
 
 async def test_permanent_errors_and_unreadable_messages_skip_the_retries(running):
@@ -152,6 +161,9 @@ async def test_permanent_errors_and_unreadable_messages_skip_the_retries(running
     assert dead[0].headers["x-dlq-attempts"] == b"1"
     await running["broker"].publish(b"{not json", TOPIC, key=b"garbage")
     await eventually(
-        lambda: any(r.key == b"garbage" and r.headers.get("x-dlq-reason", b"").startswith(b"JSONDecodeError") for r in running["dlq"].records),
+        lambda: any(
+            r.key == b"garbage" and r.headers.get("x-dlq-reason", b"").startswith(b"JSONDecodeError")
+            for r in running["dlq"].records
+        ),
         message="garbage dead-lettered",
     )

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from crm_platform.contracts import customers
 from crm_platform.errors import ValidationFailed
 from crm_platform.events import decode_event, registry, to_kafka
@@ -20,15 +21,30 @@ def snapshot() -> customers.CustomerSnapshot:
 
 def test_structured_cloudevent_on_the_wire():
     env = customers.CUSTOMER_CREATED.build(
-        source="/crm/customers", subject="c1", data=customers.CustomerCreated(customer=snapshot()),
-        aggregate_version=1, time=NOW, actor="u1", traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        source="/crm/customers",
+        subject="c1",
+        data=customers.CustomerCreated(customer=snapshot()),
+        aggregate_version=1,
+        time=NOW,
+        actor="u1",
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
     )
     key, value, headers = to_kafka(env.model_dump(mode="json"))
     assert key == b"c1"
     assert headers["content-type"] == "application/cloudevents+json"
     assert headers["traceparent"].startswith("00-aaaa")
     wire = json.loads(value)
-    for attribute in ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "schemaversion", "aggregateversion"):
+    for attribute in (
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "schemaversion",
+        "aggregateversion",
+    ):
         assert attribute in wire
     assert wire["type"] == "crm.customer.created" and wire["schemaversion"] == 1
     assert wire["data"]["customer"]["name"] == "华为"
@@ -38,10 +54,22 @@ def test_structured_cloudevent_on_the_wire():
 
 def test_every_customer_event_type_is_registered_with_a_schema():
     names = {t.name for t in registry.for_topic(customers.TOPIC)}
-    assert {"crm.customer.created", "crm.customer.updated", "crm.customer.owner_changed", "crm.customer.released",
-            "crm.customer.claimed", "crm.customer.locked", "crm.customer.unlocked", "crm.customer.deleted",
-            "crm.customer.restored", "crm.customer.merged", "crm.customer.contact_added",
-            "crm.customer.contact_changed", "crm.customer.contact_removed", "crm.customer.purged"} <= names
+    assert {
+        "crm.customer.created",
+        "crm.customer.updated",
+        "crm.customer.owner_changed",
+        "crm.customer.released",
+        "crm.customer.claimed",
+        "crm.customer.locked",
+        "crm.customer.unlocked",
+        "crm.customer.deleted",
+        "crm.customer.restored",
+        "crm.customer.merged",
+        "crm.customer.contact_added",
+        "crm.customer.contact_changed",
+        "crm.customer.contact_removed",
+        "crm.customer.purged",
+    } <= names
     for event_type in registry.for_topic(customers.TOPIC):
         schema = event_type.envelope_model().model_json_schema()
         assert schema["properties"]["type"]["const"] == event_type.name
@@ -51,9 +79,17 @@ ALLOWED = {"name": "s.name", "updated_at": "s.updated_at", "tier": "s.tier", "ci
 
 
 def test_parse_sort():
-    assert parse_sort("-updated_at,name", ALLOWED, "name") == [SortKey("s.updated_at", -1), SortKey("s.name", 1), SortKey("_id", 1)]
+    assert parse_sort("-updated_at,name", ALLOWED, "name") == [
+        SortKey("s.updated_at", -1),
+        SortKey("s.name", 1),
+        SortKey("_id", 1),
+    ]
     assert parse_sort(None, ALLOWED, "-tier") == [SortKey("s.tier", -1), SortKey("_id", 1)]
-    for bad, reason in (("nope", "unknown sort key"), ("name,-name", "named twice"), ("name,tier,city,kind,updated_at", "at most 4")):
+    for bad, reason in (
+        ("nope", "unknown sort key"),
+        ("name,-name", "named twice"),
+        ("name,tier,city,kind,updated_at", "at most 4"),
+    ):
         with pytest.raises(ValidationFailed) as info:
             parse_sort(bad, ALLOWED, "name")
         assert info.value.errors[0].field == "sort" and reason in info.value.errors[0].reason
@@ -72,4 +108,6 @@ def test_cursor_round_trip_and_tamper_detection():
 
 def test_keyset_filter_shape():
     keys = [SortKey("s.tier", 1), SortKey("_id", 1)]
-    assert keyset_filter(keys, ["B", "c5"]) == {"$or": [{"s.tier": {"$gt": "B"}}, {"$and": [{"s.tier": "B"}, {"_id": {"$gt": "c5"}}]}]}
+    assert keyset_filter(keys, ["B", "c5"]) == {
+        "$or": [{"s.tier": {"$gt": "B"}}, {"$and": [{"s.tier": "B"}, {"_id": {"$gt": "c5"}}]}]
+    }

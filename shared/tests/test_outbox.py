@@ -7,18 +7,18 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
+from pymongo import AsyncMongoClient
+
 from crm_platform.clock import SystemClock
 from crm_platform.errors import PreconditionFailed, ValidationFailed
 from crm_platform.events import EventEnvelope, define
 from crm_platform.kafka import broker_publisher, ensure_topics
 from crm_platform.outbox import PENDING, OutboxRelay
-from crm_platform.settings import ServiceSettings
 from crm_platform.store import Change, VersionedStore
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import EventCollector, collect, eventually
-from faststream.kafka import KafkaBroker
-from pydantic import BaseModel
-from pymongo import AsyncMongoClient
 
 TOPIC = f"crm.outboxtest-{uuid.uuid4().hex[:6]}.v1"
 
@@ -32,7 +32,9 @@ clock = SystemClock()
 
 
 def event(subject: str, n: int, version: int) -> tuple[str, EventEnvelope]:
-    return TOPIC, COUNTED.build(source="/test", subject=subject, data=Counted(n=n), aggregate_version=version, time=clock.now(), actor="tester")
+    return TOPIC, COUNTED.build(
+        source="/test", subject=subject, data=Counted(n=n), aggregate_version=version, time=clock.now(), actor="tester"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +130,7 @@ async def test_concurrent_writers_lose_no_update_and_no_event_while_the_relay_ru
     versions = [r.event["aggregateversion"] for r in got]
     assert sorted(versions) == list(range(1, 32)), "every version published exactly once"
     assert versions == sorted(versions), "one aggregate's events stay in order"
+
     async def drained() -> bool:
         return (await collection.find_one({"_id": aggregate}))["outbox"] == []
 
@@ -150,10 +153,11 @@ async def test_two_relay_replicas_publish_each_event_exactly_once(db, broker, ev
 
 async def test_events_written_while_the_broker_is_down_arrive_once_it_is_back(backend, db):
     """The broker dies, writes go on; the relay keeps the events and publishes them when it returns."""
-    from crm_platform.devstack.embedded import start_broker
-    from crm_platform.devstack.processes import free_port
     import tempfile
     from pathlib import Path
+
+    from crm_platform.devstack.embedded import start_broker
+    from crm_platform.devstack.processes import free_port
 
     port = free_port()
     logs = Path(tempfile.mkdtemp(prefix="relay-broker-"))

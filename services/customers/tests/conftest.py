@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from crm_platform.kafka import ensure_topics
-from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collect
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from crm_customers.main import create_app
 from crm_customers.settings import CustomersSettings
+from crm_platform.kafka import ensure_topics
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collect
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ console = Console()
 @app.command()
 def up(
     data_dir: Annotated[Path | None, typer.Option(help="Where data lives (default: ./var in the repository).")] = None,
-    memory: Annotated[bool, typer.Option("--memory", help="Keep Kafka in memory (events are lost on restart).")] = False,
+    memory: Annotated[
+        bool, typer.Option("--memory", help="Keep Kafka in memory (events are lost on restart).")
+    ] = False,
     kafka_port: Annotated[int, typer.Option(help="Kafka port.")] = 19092,
     mongo_port: Annotated[int, typer.Option(help="MongoDB port.")] = 27018,
 ) -> None:
@@ -41,7 +43,9 @@ def token(
     department_path: Annotated[str | None, typer.Option(help="Department path from the root, e.g. /hq/east.")] = None,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     hours: Annotated[float, typer.Option(help="Lifetime in hours.")] = 8.0,
-    secret: Annotated[str | None, typer.Option(help="HS256 secret (default: CRM_JWT_SECRET, else the local stack's).")] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="HS256 secret (default: CRM_JWT_SECRET, else the local stack's).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="The local stack's data directory.")] = None,
 ) -> None:
     """Mint an access token for local use (HS256, the embedded default)."""
@@ -68,7 +72,9 @@ def token(
 @events_app.command("tail")
 def tail(
     topic: Annotated[list[str], typer.Option(help="Topic; repeat for several.")] = ["crm.customers.v1"],  # noqa: B006
-    bootstrap: Annotated[str, typer.Option(envvar="CRM_KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers.")] = "127.0.0.1:19092",
+    bootstrap: Annotated[
+        str, typer.Option(envvar="CRM_KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers.")
+    ] = "127.0.0.1:19092",
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest event.")] = False,
     count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
     timeout: Annotated[float, typer.Option(help="Stop after this many seconds without an event (0: never).")] = 0,
@@ -81,8 +87,11 @@ async def _tail(topics: list[str], bootstrap: str, from_beginning: bool, count: 
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False, group_id=None,
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     seen = 0
@@ -94,9 +103,19 @@ async def _tail(topics: list[str], bootstrap: str, from_beginning: bool, count: 
             for records in batch.values():
                 for record in records:
                     value = json.loads(record.value) if record.value else None
-                    print(json.dumps({"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                                      "key": record.key.decode() if record.key else None, "event": value},
-                                     ensure_ascii=False), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "topic": record.topic,
+                                "partition": record.partition,
+                                "offset": record.offset,
+                                "key": record.key.decode() if record.key else None,
+                                "event": value,
+                            },
+                            ensure_ascii=False,
+                        ),
+                        flush=True,
+                    )
                     seen += 1
     finally:
         await consumer.stop()

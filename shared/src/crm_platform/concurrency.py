@@ -28,7 +28,7 @@ def expected_version(request: Request, *, required: bool) -> int | None:
     value = value.strip('"')
     if not value.isdigit():
         raise ValidationFailed(
-            "If-Match must be an ETag returned by this API, such as \"3\".",
+            'If-Match must be an ETag returned by this API, such as "3".',
             errors=[FieldError(field="If-Match", reason="not an ETag of this API", location="header")],
         )
     return int(value)

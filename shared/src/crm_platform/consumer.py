@@ -106,7 +106,11 @@ class EventConsumer:
                     return
                 log.warning(
                     "event handler failed; retrying",
-                    group=self.group_id, type=event.type, event_id=event.id, attempt=attempt, error=str(exc),
+                    group=self.group_id,
+                    type=event.type,
+                    event_id=event.id,
+                    attempt=attempt,
+                    error=str(exc),
                 )
                 await self._sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
@@ -169,10 +173,18 @@ async def apply_versioned(collection: AsyncCollection[Document], event: EventEnv
     stale or repeated event finds nothing and its upsert collides on ``_id``
     (DuplicateKeyError), which we read as "already applied".
     """
-    doc = {**state, "_id": state.get("_id", event.subject), "source_version": event.aggregateversion, "source_event_id": event.id}
+    doc = {
+        **state,
+        "_id": state.get("_id", event.subject),
+        "source_version": event.aggregateversion,
+        "source_event_id": event.id,
+    }
     try:
         result = await collection.replace_one(
-            {"_id": doc["_id"], "$or": [{"source_version": {"$lt": event.aggregateversion}}, {"source_version": {"$exists": False}}]},
+            {
+                "_id": doc["_id"],
+                "$or": [{"source_version": {"$lt": event.aggregateversion}}, {"source_version": {"$exists": False}}],
+            },
             doc,
             upsert=True,
         )
@@ -204,7 +216,7 @@ async def apply_once(
         if new is None:
             return False
         new["_id"] = doc_id
-        new["applied_events"] = (applied + [event_id])[-APPLIED_EVENTS_KEPT:]
+        new["applied_events"] = [*applied, event_id][-APPLIED_EVENTS_KEPT:]
         rev = int((current or {}).get("rev", 0))
         new["rev"] = rev + 1
         if current is None:

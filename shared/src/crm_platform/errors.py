@@ -198,7 +198,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=str(request.url.path))
-        return problem_response(500, "internal", "Internal error", "An unexpected error occurred; it has been logged.", request)
+        return problem_response(
+            500, "internal", "Internal error", "An unexpected error occurred; it has been logged.", request
+        )
 
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)

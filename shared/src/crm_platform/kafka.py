@@ -46,9 +46,7 @@ def broker_publisher(broker: KafkaBroker) -> Any:
     """The relay's publish function: sends without waiting and returns the broker's ack."""
 
     async def publish(topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> Awaitable[Any]:
-        future: asyncio.Future[Any] = await broker.publish(
-            value, topic, key=key, headers=headers, no_confirm=True
-        )
+        future: asyncio.Future[Any] = await broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
         return future
 
     return publish

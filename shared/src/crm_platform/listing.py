@@ -41,7 +41,13 @@ def parse_sort(raw: str | None, allowed: dict[str, str], default: str) -> list[S
         if name not in allowed:
             raise ValidationFailed(
                 f"Cannot sort on '{name}'.",
-                errors=[FieldError(field="sort", reason=f"unknown sort key '{name}'; use one of {', '.join(sorted(allowed))}", location="query")],
+                errors=[
+                    FieldError(
+                        field="sort",
+                        reason=f"unknown sort key '{name}'; use one of {', '.join(sorted(allowed))}",
+                        location="query",
+                    )
+                ],
             )
         if name in seen:
             raise ValidationFailed.for_field("sort", f"'{name}' is named twice", "query")

@@ -160,7 +160,11 @@ class OutboxRelay:
         async with self._semaphore:
             now = self._clock.now().timestamp()
             leased = await collection.find_one_and_update(
-                {"_id": aggregate_id, PENDING: {"$exists": True}, "$or": [{LEASE: {"$exists": False}}, {LEASE: {"$lt": now}}]},
+                {
+                    "_id": aggregate_id,
+                    PENDING: {"$exists": True},
+                    "$or": [{LEASE: {"$exists": False}}, {LEASE: {"$lt": now}}],
+                },
                 {"$set": {LEASE: now + self._lease.total_seconds(), LEASE_OWNER: self._owner}, "$inc": {REV: 1}},
                 return_document=ReturnDocument.AFTER,
             )
@@ -172,12 +176,17 @@ class OutboxRelay:
                     await self._archive(entries)
                     await self._send(entries)
             except BaseException:
-                await collection.update_one({"_id": aggregate_id, LEASE_OWNER: self._owner}, {"$unset": {LEASE: "", LEASE_OWNER: ""}, "$inc": {REV: 1}})
+                await collection.update_one(
+                    {"_id": aggregate_id, LEASE_OWNER: self._owner},
+                    {"$unset": {LEASE: "", LEASE_OWNER: ""}, "$inc": {REV: 1}},
+                )
                 raise
             await self._remove_published(collection, leased, {e["envelope"]["id"] for e in entries})
             return len(entries)
 
-    async def _remove_published(self, collection: AsyncCollection[Document], doc: Document, published: set[str]) -> None:
+    async def _remove_published(
+        self, collection: AsyncCollection[Document], doc: Document, published: set[str]
+    ) -> None:
         """Drop what we published from the outbox with a guarded replace (writers may append meanwhile)."""
         current: Document | None = doc
         while current is not None:

@@ -82,7 +82,9 @@ class ServiceKit:
         self._startup_hooks.append(hook)
         return hook
 
-    def consume(self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = "") -> EventConsumer:
+    def consume(
+        self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = ""
+    ) -> EventConsumer:
         s = self.settings
         consumer = EventConsumer(
             self.broker,
@@ -158,9 +160,7 @@ class ServiceKit:
             await self.mongo.close()
 
     def build_app(self, routers: Sequence[APIRouter]) -> FastAPI:
-        app = FastAPI(
-            title=self.title, description=self.description, version=self.version, lifespan=self.lifespan
-        )
+        app = FastAPI(title=self.title, description=self.description, version=self.version, lifespan=self.lifespan)
         app.state.kit = self
         app.state.token_verifier = TokenVerifier(self.settings)
         install_error_handlers(app)
@@ -229,7 +229,9 @@ class ServiceKit:
                 OUTBOX_PENDING.labels(collection.name).set(n)
             checks["outbox_pending"] = pending
             checks["relay_error"] = self._relay.last_error if self._relay else "not started"
-            return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+            return JSONResponse(
+                {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+            )
 
         @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
         async def metrics() -> Response:

@@ -10,7 +10,9 @@ from crm_customers.settings import CustomersSettings
 
 def main() -> None:
     settings = CustomersSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
 
 
 if __name__ == "__main__":

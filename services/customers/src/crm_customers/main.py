@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crm_platform.clock import Clock
-from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
-from crm_platform.contracts import interactions
-from crm_platform.service import ServiceKit
-
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
 from crm_customers.entrypoints import events, http
 from crm_customers.settings import CustomersSettings
+from crm_platform.clock import Clock
+from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
+from crm_platform.contracts import interactions
+from crm_platform.service import ServiceKit
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
 ("first entered owns"), ownership and the public pool (公海), locks, field-level history and the

@@ -13,7 +13,9 @@ class CustomersSettings(ServiceSettings):
     mongo_database: str = "crm_customers"
 
     max_customers_per_rep: int = Field(default=300, ge=1, description="How many active customers one owner may hold.")
-    reps_may_delete: bool = Field(default=False, description="Whether reps may move their own customers to the recycle bin.")
+    reps_may_delete: bool = Field(
+        default=False, description="Whether reps may move their own customers to the recycle bin."
+    )
     similar_name_threshold: float = Field(default=85.0, ge=0, le=100)
     import_max_rows: int = Field(default=50_000, ge=1)
     default_phone_region: str = "CN"

@@ -114,20 +114,11 @@ def test_only_punctuation_normalises_to_empty() -> None:
 
 
 def _full_width(text: str) -> str:
-    return "".join(
-        "\u3000" if ch == " " else chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch
-        for ch in text
-    )
+    return "".join("\u3000" if ch == " " else chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
 
 
-_PRINTABLE_ASCII = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E)
-)
-_MIXED = st.text(
-    alphabet=st.sampled_from(
-        [*"AbcXyz ,.()-'", "有", "限", "公", "司", "集", "团", "华", "为"]
-    )
-)
+_PRINTABLE_ASCII = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E))
+_MIXED = st.text(alphabet=st.sampled_from([*"AbcXyz ,.()-'", "有", "限", "公", "司", "集", "团", "华", "为"]))
 
 
 @given(st.text())

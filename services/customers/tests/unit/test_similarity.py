@@ -110,9 +110,7 @@ def test_rank_candidates_keeps_input_order_for_ties() -> None:
 
 
 def test_rank_candidates_reports_each_id_once_at_its_best() -> None:
-    ranked = rank_candidates(
-        "华为", [("a", "华为技术"), ("b", "华为终端"), ("a", "华为")]
-    )
+    ranked = rank_candidates("华为", [("a", "华为技术"), ("b", "华为终端"), ("a", "华为")])
     assert [cid for cid, _ in ranked] == ["a", "b"]
     assert ranked[0] == ("a", 100.0)
 

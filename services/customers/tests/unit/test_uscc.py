@@ -127,9 +127,7 @@ def test_division_code_must_be_digits() -> None:
 
 
 def test_wrong_check_character_says_which_was_expected() -> None:
-    with pytest.raises(
-        InvalidUSCC, match=r"wrong check character '7' at position 18.*give '6'"
-    ):
+    with pytest.raises(InvalidUSCC, match=r"wrong check character '7' at position 18.*give '6'"):
         validate_uscc("914403001922038217")
 
 
@@ -138,9 +136,7 @@ def test_wrong_organisation_check_digit_is_refused() -> None:
     # the GB 11714 check can catch it.
     first17 = "9144030019220382" + "2"
     code = first17 + uscc_check_character(first17)
-    with pytest.raises(
-        InvalidUSCC, match=r"position 17 \(GB 11714\): positions 9-16 give '1'"
-    ):
+    with pytest.raises(InvalidUSCC, match=r"position 17 \(GB 11714\): positions 9-16 give '1'"):
         validate_uscc(code)
 
 
@@ -193,9 +189,7 @@ def test_every_single_substitution_of_a_published_code_is_refused(code: str) -> 
     st.integers(min_value=0, max_value=17),
     st.sampled_from(USCC_ALPHABET),
 )
-def test_single_substitution_of_a_generated_code_is_refused(
-    code: str, index: int, replacement: str
-) -> None:
+def test_single_substitution_of_a_generated_code_is_refused(code: str, index: int, replacement: str) -> None:
     mutated = code[:index] + replacement + code[index + 1 :]
     if mutated == code:
         assert validate_uscc(mutated) == code

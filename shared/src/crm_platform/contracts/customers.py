@@ -149,18 +149,58 @@ class MergedAway(BaseModel):
     survivor_id: str
 
 
-CUSTOMER_CREATED = define("crm.customer.created", CustomerCreated, TOPIC, description="A customer was created (by hand or by an import).")
-CUSTOMER_UPDATED = define("crm.customer.updated", CustomerUpdated, TOPIC, description="Profile fields changed; `changes` lists field, old and new.")
-CONTACT_ADDED = define("crm.customer.contact_added", ContactAdded, TOPIC, description="A contact was added to the customer.")
-CONTACT_CHANGED = define("crm.customer.contact_changed", ContactChanged, TOPIC, description="A contact's fields changed.")
-CONTACT_REMOVED = define("crm.customer.contact_removed", ContactRemoved, TOPIC, description="A contact was removed from the customer.")
-OWNER_CHANGED = define("crm.customer.owner_changed", OwnerChanged, TOPIC, description="The customer was assigned to another owner.")
-RELEASED = define("crm.customer.released", ReleasedToPool, TOPIC, description="The customer went to the public pool (公海) and has no owner.")
+CUSTOMER_CREATED = define(
+    "crm.customer.created", CustomerCreated, TOPIC, description="A customer was created (by hand or by an import)."
+)
+CUSTOMER_UPDATED = define(
+    "crm.customer.updated",
+    CustomerUpdated,
+    TOPIC,
+    description="Profile fields changed; `changes` lists field, old and new.",
+)
+CONTACT_ADDED = define(
+    "crm.customer.contact_added", ContactAdded, TOPIC, description="A contact was added to the customer."
+)
+CONTACT_CHANGED = define(
+    "crm.customer.contact_changed", ContactChanged, TOPIC, description="A contact's fields changed."
+)
+CONTACT_REMOVED = define(
+    "crm.customer.contact_removed", ContactRemoved, TOPIC, description="A contact was removed from the customer."
+)
+OWNER_CHANGED = define(
+    "crm.customer.owner_changed", OwnerChanged, TOPIC, description="The customer was assigned to another owner."
+)
+RELEASED = define(
+    "crm.customer.released",
+    ReleasedToPool,
+    TOPIC,
+    description="The customer went to the public pool (公海) and has no owner.",
+)
 CLAIMED = define("crm.customer.claimed", Claimed, TOPIC, description="A rep claimed the customer from the public pool.")
 LOCKED = define("crm.customer.locked", Locked, TOPIC, description="The customer was locked: read-only until unlocked.")
 UNLOCKED = define("crm.customer.unlocked", Unlocked, TOPIC, description="The customer was unlocked.")
-DELETED = define("crm.customer.deleted", Deleted, TOPIC, description="The customer went to the recycle bin; references should be hidden.")
+DELETED = define(
+    "crm.customer.deleted",
+    Deleted,
+    TOPIC,
+    description="The customer went to the recycle bin; references should be hidden.",
+)
 RESTORED = define("crm.customer.restored", Restored, TOPIC, description="The customer came back from the recycle bin.")
-PURGED = define("crm.customer.purged", Purged, TOPIC, description="An admin purged the customer from the recycle bin; its personal data is gone.")
-MERGED = define("crm.customer.merged", Merged, TOPIC, description="Another customer was merged into this one: move references from merged_customer_id to subject.")
-MERGED_AWAY = define("crm.customer.merged_away", MergedAway, TOPIC, description="This customer was merged into survivor_id and is no longer active.")
+PURGED = define(
+    "crm.customer.purged",
+    Purged,
+    TOPIC,
+    description="An admin purged the customer from the recycle bin; its personal data is gone.",
+)
+MERGED = define(
+    "crm.customer.merged",
+    Merged,
+    TOPIC,
+    description="Another customer was merged into this one: move references from merged_customer_id to subject.",
+)
+MERGED_AWAY = define(
+    "crm.customer.merged_away",
+    MergedAway,
+    TOPIC,
+    description="This customer was merged into survivor_id and is no longer active.",
+)

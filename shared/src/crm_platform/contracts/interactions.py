@@ -26,6 +26,8 @@ class InteractionLogged(BaseModel):
 
 
 INTERACTION_LOGGED = define(
-    "crm.interaction.logged", InteractionLogged, TOPIC,
+    "crm.interaction.logged",
+    InteractionLogged,
+    TOPIC,
     description="A follow-up (call, email, meeting, visit, chat, note) was logged for a customer.",
 )

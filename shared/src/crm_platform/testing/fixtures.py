@@ -106,7 +106,9 @@ class EventCollector:
         return out
 
     async def wait_for(self, count: int = 1, timeout: float = 15.0, **attrs: Any) -> list[Collected]:
-        await eventually(lambda: len(self.matching(**attrs)) >= count, timeout=timeout, message=f"{count} event(s) {attrs}")
+        await eventually(
+            lambda: len(self.matching(**attrs)) >= count, timeout=timeout, message=f"{count} event(s) {attrs}"
+        )
         return self.matching(**attrs)
 
 
@@ -117,7 +119,11 @@ async def collect(bootstrap: str, topics: list[str], collector: EventCollector, 
         # Assign every partition explicitly from the beginning: no group, no rebalance wait.
         partitions: list[TopicPartition] = []
         for topic in topics:
-            await eventually(lambda t=topic: consumer.partitions_for_topic(t) or _refresh(consumer, t), timeout=30, message=f"topic {topic}")
+
+            async def known(t: str = topic) -> bool:
+                return bool(consumer.partitions_for_topic(t)) or await _refresh(consumer, t)
+
+            await eventually(known, timeout=30, message=f"topic {topic}")
             partitions += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -133,7 +139,7 @@ async def collect(bootstrap: str, topics: list[str], collector: EventCollector, 
 
 
 async def _refresh(consumer: AIOKafkaConsumer, topic: str) -> bool:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+    await consumer._client.force_metadata_update()
     return bool(consumer.partitions_for_topic(topic))
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from crm_platform.clock import Clock
-from crm_platform.errors import NotFound
+from crm_platform.errors import Conflict, NotFound
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
@@ -22,13 +27,21 @@ INDEXES = [
     # Duplicate checks and search.
     IndexModel([("name_normalised", ASCENDING)], name="name_normalised"),
     IndexModel([("name_grams", ASCENDING)], name="name_grams"),
+    IndexModel([("merged_names", ASCENDING)], name="merged_names"),
     IndexModel([("match_phones", ASCENDING)], name="match_phones"),
     IndexModel([("match_emails", ASCENDING)], name="match_emails"),
     # List views: the visibility prefix (owner, department, pool) plus the default sort.
     IndexModel([("status", ASCENDING), ("s.updated_at", DESCENDING)], name="status_updated"),
-    IndexModel([("owner_id", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="owner_status_updated"),
-    IndexModel([("department_path", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="dept_status_updated"),
-    IndexModel([("in_pool", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="pool_status_updated"),
+    IndexModel(
+        [("owner_id", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="owner_status_updated"
+    ),
+    IndexModel(
+        [("department_path", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)],
+        name="dept_status_updated",
+    ),
+    IndexModel(
+        [("in_pool", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="pool_status_updated"
+    ),
     IndexModel([("tags", ASCENDING)], name="tags"),
     IndexModel([("s.last_followed_up_at", ASCENDING)], name="last_followed_up"),
     IndexModel([("s.created_at", ASCENDING)], name="created"),
@@ -44,6 +57,10 @@ class CustomerRepository:
     def __init__(self, db: AsyncDatabase[Document], clock: Clock, wake_relay: Any) -> None:
         self.collection: AsyncCollection[Document] = db["customers"]
         self.views: AsyncCollection[Document] = db["saved_views"]
+        self.owner_locks: AsyncCollection[Document] = db["owner_locks"]
+        self._clock = clock
+        # In-process queue in front of the lease, so waiters here do not poll the store.
+        self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.store = VersionedStore(
             self.collection, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No customer with id {i}.")
         )
@@ -70,6 +87,9 @@ class CustomerRepository:
         clauses: list[Document] = []
         if name_normalised and kind == "company":
             clauses.append({"name_normalised": name_normalised, "kind": "company"})
+            # Names of duplicates merged into a customer. $in, not equality: the embedded store's
+            # equality on an indexed array field can miss array elements.
+            clauses.append({"merged_names": {"$in": [name_normalised]}, "kind": "company"})
         if uscc:
             clauses.append({"uscc": uscc})
         if phones:
@@ -94,6 +114,49 @@ class CustomerRepository:
     async def active_count_for_owner(self, owner_id: str) -> int:
         return await self.collection.count_documents({"owner_id": owner_id, "status": "active"})
 
+    @asynccontextmanager
+    async def owner_lock(
+        self, owner_id: str, lease_seconds: float = 10.0, wait_seconds: float = 10.0
+    ) -> AsyncIterator[None]:
+        """Hold one owner's lease while counting what they hold and giving them one more.
+
+        Count-then-write is a race: concurrent creates or claims for one rep would all see
+        room under the limit. A lease on a per-owner document (a conditional update, atomic
+        on MongoDB and on the embedded store, and safe across replicas) serialises them; a
+        crashed holder's lease simply expires.
+        """
+        local = self._local_locks.get(owner_id)
+        if local is None:
+            local = self._local_locks[owner_id] = asyncio.Lock()
+        async with local, self._owner_lease(owner_id, lease_seconds, wait_seconds):
+            yield
+
+    @asynccontextmanager
+    async def _owner_lease(self, owner_id: str, lease_seconds: float, wait_seconds: float) -> AsyncIterator[None]:
+        token = uuid.uuid4().hex
+        try:
+            await self.owner_locks.insert_one({"_id": owner_id, "until": 0.0, "token": None})
+        except DuplicateKeyError:
+            pass  # the owner's lock document exists already
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            now = self._clock.now().timestamp()
+            result = await self.owner_locks.update_one(
+                {"_id": owner_id, "until": {"$lt": now}}, {"$set": {"until": now + lease_seconds, "token": token}}
+            )
+            if result.modified_count:
+                break
+            if loop.time() > deadline:
+                raise Conflict(f"Another change for {owner_id} is in progress; retry in a moment.")
+            await asyncio.sleep(0.005)
+        try:
+            yield
+        finally:
+            await self.owner_locks.update_one(
+                {"_id": owner_id, "token": token}, {"$set": {"until": 0.0, "token": None}}
+            )
+
     def find(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
         return self.collection.find(query, projection={"outbox": 0, "name_grams": 0}).sort(sort).limit(limit)
 
@@ -102,6 +165,17 @@ class CustomerRepository:
 
 
 MATCH_PROJECTION = {
-    "_id": 1, "name": 1, "kind": 1, "uscc": 1, "name_normalised": 1, "match_phones": 1, "match_emails": 1,
-    "owner_id": 1, "department_id": 1, "department_path": 1, "in_pool": 1, "status": 1,
+    "_id": 1,
+    "name": 1,
+    "kind": 1,
+    "uscc": 1,
+    "name_normalised": 1,
+    "merged_names": 1,
+    "match_phones": 1,
+    "match_emails": 1,
+    "owner_id": 1,
+    "department_id": 1,
+    "department_path": 1,
+    "in_pool": 1,
+    "status": 1,
 }

@@ -11,11 +11,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
+from crm_customers.adapters.repository import CustomerRepository
+from crm_customers.application.duplicates import DuplicateFinder, describe_match
+from crm_customers.domain import rules
+from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
+from crm_customers.settings import CustomersSettings
 from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as ev
@@ -24,19 +29,11 @@ from crm_platform.events import EventEnvelope, EventType
 from crm_platform.store import Change
 from crm_platform.tracing import current_traceparent
 
-from crm_customers.adapters.repository import CustomerRepository
-from crm_customers.application.duplicates import DuplicateFinder, describe_match
-from crm_customers.domain import rules
-from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
-from crm_customers.settings import CustomersSettings
-
 Document = dict[str, Any]
 
 
 class Customers:
-    def __init__(
-        self, repo: CustomerRepository, clock: Clock, settings: CustomersSettings, source: str
-    ) -> None:
+    def __init__(self, repo: CustomerRepository, clock: Clock, settings: CustomersSettings, source: str) -> None:
         self.repo = repo
         self.clock = clock
         self.settings = settings
@@ -45,7 +42,9 @@ class Customers:
 
     # --- helpers -------------------------------------------------------------------
 
-    def _event(self, event_type: EventType[Any], doc: Document, data: BaseModel, version: int, actor: str) -> tuple[str, EventEnvelope]:
+    def _event(
+        self, event_type: EventType[Any], doc: Document, data: BaseModel, version: int, actor: str
+    ) -> tuple[str, EventEnvelope]:
         return event_type.topic, event_type.build(
             source=self.source,
             subject=doc["_id"],
@@ -78,43 +77,56 @@ class Customers:
 
     # --- create and read -------------------------------------------------------------
 
-    async def create(self, principal: Principal, data: CustomerCreate, *, via: str = "api") -> Document:
+    async def create(
+        self, principal: Principal, data: CustomerCreate, *, via: Literal["api", "import"] = "api"
+    ) -> Document:
         now = self.clock.now()
         doc = rules.new_customer(data, principal, now)
         matches = await self.repo.exact_matches(
-            kind=doc["kind"], name_normalised=doc["name_normalised"], uscc=doc.get("uscc"),
-            phones=doc["match_phones"], emails=doc["match_emails"],
+            kind=doc["kind"],
+            name_normalised=doc["name_normalised"],
+            uscc=doc.get("uscc"),
+            phones=doc["match_phones"],
+            emails=doc["match_emails"],
         )
         if matches:
             raise self._duplicate_error(doc, matches)
-        await self._check_owner_limit(doc["owner_id"])
         event = self._event(
-            ev.CUSTOMER_CREATED, doc,
+            ev.CUSTOMER_CREATED,
+            doc,
             ev.CustomerCreated(
                 customer=rules.snapshot(doc), contacts=[rules.contact_data(c) for c in doc["contacts"]], via=via
             ),
-            1, principal.user_id,
+            1,
+            principal.user_id,
         )
-        try:
-            return await self.repo.store.insert(doc, [event])
-        except DuplicateKeyError as exc:
-            # Lost a race with another create of the same customer: the unique keys decide.
-            matches = await self.repo.exact_matches(
-                kind=doc["kind"], name_normalised=doc["name_normalised"], uscc=doc.get("uscc"), phones=[], emails=[]
-            )
-            raise (self._duplicate_error(doc, matches) if matches else self._unique_violation(exc, doc)) from exc
+        async with self.repo.owner_lock(doc["owner_id"]):
+            await self._check_owner_limit(doc["owner_id"])
+            try:
+                return await self.repo.store.insert(doc, [event])
+            except DuplicateKeyError as exc:
+                # Lost a race with another create of the same customer: the unique keys decide.
+                matches = await self.repo.exact_matches(
+                    kind=doc["kind"], name_normalised=doc["name_normalised"], uscc=doc.get("uscc"), phones=[], emails=[]
+                )
+                raise (self._duplicate_error(doc, matches) if matches else self._unique_violation(exc, doc)) from exc
 
     def _duplicate_error(self, doc: Document, matches: Sequence[Document]) -> Duplicate:
         first = matches[0]
         described = [describe_match(doc, m) for m in matches]
         owner = first.get("owner_id")
-        where = "in the recycle bin" if first.get("status") == "deleted" else (
-            "in the public pool" if first.get("in_pool") else f"owned by {owner}"
+        where = (
+            "in the recycle bin"
+            if first.get("status") == "deleted"
+            else ("in the public pool" if first.get("in_pool") else f"owned by {owner}")
         )
         return Duplicate(
             f"This customer already exists as '{first['name']}' ({first['_id']}), {where}; "
             "the first to enter a customer owns it.",
-            errors=[FieldError(field=f, reason=f"matches existing customer {first['_id']}") for f in described[0]["matched_on"]],
+            errors=[
+                FieldError(field=f, reason=f"matches existing customer {first['_id']}")
+                for f in described[0]["matched_on"]
+            ],
             extra={"existing": described},
         )
 
@@ -126,7 +138,9 @@ class Customers:
 
     # --- profile ---------------------------------------------------------------------
 
-    async def update(self, principal: Principal, customer_id: str, patch: CustomerPatch, expected_version: int | None) -> Document:
+    async def update(
+        self, principal: Principal, customer_id: str, patch: CustomerPatch, expected_version: int | None
+    ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
@@ -162,7 +176,9 @@ class Customers:
 
     # --- contacts ----------------------------------------------------------------------
 
-    async def add_contact(self, principal: Principal, customer_id: str, data: ContactIn, expected_version: int | None) -> tuple[Document, Document]:
+    async def add_contact(
+        self, principal: Principal, customer_id: str, data: ContactIn, expected_version: int | None
+    ) -> tuple[Document, Document]:
         contact = rules.new_contact(data, self.clock.now(), principal.user_id)
 
         def decide(doc: Document, version: int) -> Change:
@@ -181,7 +197,9 @@ class Customers:
         doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
         return doc, contact
 
-    async def update_contact(self, principal: Principal, customer_id: str, contact_id: str, patch: ContactPatch, expected_version: int | None) -> tuple[Document, Document]:
+    async def update_contact(
+        self, principal: Principal, customer_id: str, contact_id: str, patch: ContactPatch, expected_version: int | None
+    ) -> tuple[Document, Document]:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
@@ -195,7 +213,9 @@ class Customers:
         doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
         return doc, rules.find_contact(doc, contact_id)
 
-    async def remove_contact(self, principal: Principal, customer_id: str, contact_id: str, expected_version: int | None) -> Document:
+    async def remove_contact(
+        self, principal: Principal, customer_id: str, contact_id: str, expected_version: int | None
+    ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
@@ -210,8 +230,14 @@ class Customers:
     # --- ownership and the public pool -----------------------------------------------------
 
     async def assign(
-        self, principal: Principal, customer_id: str, owner_id: str, department_id: str | None,
-        department_path: str, reason: str | None, expected_version: int | None,
+        self,
+        principal: Principal,
+        customer_id: str,
+        owner_id: str,
+        department_id: str | None,
+        department_path: str,
+        reason: str | None,
+        expected_version: int | None,
     ) -> Document:
         principal.require_role(Role.admin, Role.manager)
         if not (principal.is_admin or principal.manages_path(department_path)):
@@ -227,13 +253,18 @@ class Customers:
             now = self.clock.now()
             previous = rules.change_owner(doc, owner_id, department_id, department_path, now)
             rules.touch(doc, principal, now)
-            data = ev.OwnerChanged(customer=rules.snapshot(doc), previous_owner_id=previous, owner_id=owner_id, reason=reason)
+            data = ev.OwnerChanged(
+                customer=rules.snapshot(doc), previous_owner_id=previous, owner_id=owner_id, reason=reason
+            )
             return Change(doc, [self._event(ev.OWNER_CHANGED, doc, data, version, principal.user_id)])
 
-        await self._check_owner_limit(owner_id)
-        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        async with self.repo.owner_lock(owner_id):
+            await self._check_owner_limit(owner_id)
+            return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
 
-    async def release(self, principal: Principal, customer_id: str, reason: str, expected_version: int | None) -> Document:
+    async def release(
+        self, principal: Principal, customer_id: str, reason: str, expected_version: int | None
+    ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_active(doc)
@@ -254,8 +285,11 @@ class Customers:
         return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
 
     async def claim(self, principal: Principal, customer_id: str) -> Document:
+        # Visibility is checked on the state the rep asked about (in the pool, hence visible);
+        # if another rep claims it first, the retry below must say who won (409), not 404.
+        await self._visible(principal, customer_id)
+
         def decide(doc: Document, version: int) -> Change:
-            rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_active(doc)
             if not doc.get("in_pool"):
                 if doc.get("owner_id") == principal.user_id:
@@ -271,13 +305,16 @@ class Customers:
             data = ev.Claimed(customer=rules.snapshot(doc), owner_id=principal.user_id)
             return Change(doc, [self._event(ev.CLAIMED, doc, data, version, principal.user_id)])
 
-        await self._check_owner_limit(principal.user_id)
-        # No If-Match: the pool itself is the precondition, so of two reps claiming at once exactly one wins.
-        return await self.repo.store.mutate(customer_id, decide)
+        async with self.repo.owner_lock(principal.user_id):
+            await self._check_owner_limit(principal.user_id)
+            # No If-Match: the pool itself is the precondition, so of two reps claiming at once exactly one wins.
+            return await self.repo.store.mutate(customer_id, decide)
 
     # --- lock -------------------------------------------------------------------------------
 
-    async def lock(self, principal: Principal, customer_id: str, reason: str | None, expected_version: int | None) -> Document:
+    async def lock(
+        self, principal: Principal, customer_id: str, reason: str | None, expected_version: int | None
+    ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
@@ -306,7 +343,9 @@ class Customers:
 
     # --- recycle bin --------------------------------------------------------------------------
 
-    async def delete(self, principal: Principal, customer_id: str, reason: str | None, expected_version: int | None) -> Document:
+    async def delete(
+        self, principal: Principal, customer_id: str, reason: str | None, expected_version: int | None
+    ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_active(doc)
@@ -351,6 +390,7 @@ class Customers:
         principal.require_role(Role.admin)
 
         def decide(doc: Document, version: int) -> Change:
+            rules.ensure_visible(principal, doc, customer_id)  # a purged customer is gone: 404
             if doc.get("status") != "deleted":
                 raise Conflict("Only customers in the recycle bin can be purged; delete it first.")
             now = self.clock.now()
@@ -364,7 +404,9 @@ class Customers:
 
     # --- merge --------------------------------------------------------------------------------
 
-    async def merge(self, principal: Principal, survivor_id: str, duplicate_id: str, expected_version: int | None) -> Document:
+    async def merge(
+        self, principal: Principal, survivor_id: str, duplicate_id: str, expected_version: int | None
+    ) -> Document:
         """Merge ``duplicate_id`` into ``survivor_id``.
 
         Two documents, so two writes, each atomic with its event, in an order that can be
@@ -420,6 +462,9 @@ class Customers:
 
     async def record_follow_up(self, customer_id: str, occurred_at: datetime, author_id: str) -> bool:
         """Keep 'last followed up' fresh. Derived data: no new version (ETags stay valid), no event."""
+        # The store keeps milliseconds: compare at that precision, or a redelivered event (or an
+        # older one within the same millisecond) would look newer than what was stored from it.
+        occurred_at = occurred_at.replace(microsecond=occurred_at.microsecond // 1000 * 1000)
         for _ in range(8):
             doc = await self.repo.get(customer_id)
             if doc is None or doc.get("status") == "purged":

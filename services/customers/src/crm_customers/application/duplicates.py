@@ -33,8 +33,13 @@ class DuplicateReport(BaseModel):
 
 def describe_match(candidate: Document, existing: Document) -> dict[str, Any]:
     matched: list[str] = []
-    if candidate.get("kind") == "company" and existing.get("kind") == "company" and (
-        candidate.get("name_normalised") == existing.get("name_normalised")
+    if (
+        candidate.get("kind") == "company"
+        and existing.get("kind") == "company"
+        and (
+            candidate.get("name_normalised") == existing.get("name_normalised")
+            or candidate.get("name_normalised") in (existing.get("merged_names") or [])
+        )
     ):
         matched.append("name")
     if candidate.get("uscc") and candidate.get("uscc") == existing.get("uscc"):
@@ -72,8 +77,11 @@ class DuplicateFinder:
     ) -> DuplicateReport:
         normalised = normalise_name(name) if name else None
         candidate = {
-            "kind": kind, "name_normalised": normalised, "uscc": uscc,
-            "match_phones": phones, "match_emails": emails,
+            "kind": kind,
+            "name_normalised": normalised,
+            "uscc": uscc,
+            "match_phones": phones,
+            "match_emails": emails,
         }
         exact_docs = await self._repo.exact_matches(
             kind=kind, name_normalised=normalised, uscc=uscc, phones=phones, emails=emails, exclude_id=exclude_id

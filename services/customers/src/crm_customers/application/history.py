@@ -16,7 +16,21 @@ from crm_platform.clock import as_utc
 from crm_platform.events import EventEnvelope
 
 Document = dict[str, Any]
-_PROFILE = ("name", "uscc", "industry", "size", "address", "source", "tier", "lifecycle_stage", "tags", "phones", "emails", "website", "description")
+_PROFILE = (
+    "name",
+    "uscc",
+    "industry",
+    "size",
+    "address",
+    "source",
+    "tier",
+    "lifecycle_stage",
+    "tags",
+    "phones",
+    "emails",
+    "website",
+    "description",
+)
 
 
 def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
@@ -24,7 +38,9 @@ def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
     customer = data.get("customer") or {}
     kind = event.type.removeprefix("crm.customer.")
     if kind == "created":
-        changes = [{"field": f, "old": None, "new": customer.get(f)} for f in _PROFILE if customer.get(f) not in (None, [], "")]
+        changes = [
+            {"field": f, "old": None, "new": customer.get(f)} for f in _PROFILE if customer.get(f) not in (None, [], "")
+        ]
         return f"created ({data.get('via', 'api')})", changes
     if kind == "updated":
         changes = data.get("changes", [])
@@ -33,14 +49,20 @@ def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
         return f"added contact {data['contact']['name']}", [{"field": "contacts", "old": None, "new": data["contact"]}]
     if kind == "contact_changed":
         name = data["contact"]["name"]
-        changes = [{**c, "field": f"contacts[{data['contact']['contact_id']}].{c['field']}"} for c in data.get("changes", [])]
+        changes = [
+            {**c, "field": f"contacts[{data['contact']['contact_id']}].{c['field']}"} for c in data.get("changes", [])
+        ]
         return f"changed contact {name}", changes
     if kind == "contact_removed":
         return "removed a contact", [{"field": "contacts", "old": data["contact_id"], "new": None}]
     if kind == "owner_changed":
-        return f"assigned to {data.get('owner_id')}", [{"field": "owner_id", "old": data.get("previous_owner_id"), "new": data.get("owner_id")}]
+        return f"assigned to {data.get('owner_id')}", [
+            {"field": "owner_id", "old": data.get("previous_owner_id"), "new": data.get("owner_id")}
+        ]
     if kind == "released":
-        return f"released to the public pool: {data.get('reason')}", [{"field": "owner_id", "old": data.get("previous_owner_id"), "new": None}]
+        return f"released to the public pool: {data.get('reason')}", [
+            {"field": "owner_id", "old": data.get("previous_owner_id"), "new": None}
+        ]
     if kind == "claimed":
         return "claimed from the public pool", [{"field": "owner_id", "old": None, "new": data.get("owner_id")}]
     if kind == "merged":
@@ -52,7 +74,9 @@ def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
     if kind == "unlocked":
         return "unlocked", [{"field": "locked", "old": True, "new": False}]
     if kind == "deleted":
-        return f"moved to the recycle bin ({data.get('reason') or 'no reason given'})", [{"field": "status", "old": "active", "new": "deleted"}]
+        return f"moved to the recycle bin ({data.get('reason') or 'no reason given'})", [
+            {"field": "status", "old": "active", "new": "deleted"}
+        ]
     if kind == "restored":
         return "restored from the recycle bin", [{"field": "status", "old": "deleted", "new": "active"}]
     return kind, []
@@ -72,8 +96,16 @@ async def history(event_log: AsyncCollection[Document], doc: Document, limit: in
     for item in sorted(entries.values(), key=lambda e: (e["event"].aggregateversion, e["event"].time)):
         event: EventEnvelope = item["event"]
         summary, changes = _summary(event)
-        out.append({
-            "event_id": event.id, "type": event.type, "version": event.aggregateversion, "at": event.time,
-            "actor": event.actor, "changes": changes, "summary": summary, "published": item["published"],
-        })
+        out.append(
+            {
+                "event_id": event.id,
+                "type": event.type,
+                "version": event.aggregateversion,
+                "at": event.time,
+                "actor": event.actor,
+                "changes": changes,
+                "summary": summary,
+                "published": item["published"],
+            }
+        )
     return out

@@ -8,13 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crm_platform.auth import Principal
-from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
-
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
-from crm_customers.domain.rules import SORT_FIELDS
+from crm_customers.domain.rules import EPOCH, SORT_FIELDS
+from crm_platform.auth import Principal
+from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
@@ -29,7 +28,11 @@ class CustomerFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    q: str | None = Field(default=None, max_length=100, description="Name contains (normalised: case, width and company suffixes ignored).")
+    q: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Name contains (normalised: case, width and company suffixes ignored).",
+    )
     kind: Kind | None = None
     industry: str | None = None
     size: Size | None = None
@@ -47,7 +50,9 @@ class CustomerFilter(BaseModel):
     phone: str | None = Field(default=None, description="E.164, matches customer and contact phones.")
     email: str | None = None
     tags_all: str | None = Field(default=None, description="Comma-separated: customers with every one of these tags.")
-    tags_any: str | None = Field(default=None, description="Comma-separated: customers with at least one of these tags.")
+    tags_any: str | None = Field(
+        default=None, description="Comma-separated: customers with at least one of these tags."
+    )
     created_from: datetime | None = None
     created_to: datetime | None = None
     updated_from: datetime | None = None
@@ -67,10 +72,24 @@ class CustomerFilter(BaseModel):
         clauses: list[Document] = [{"status": status}]
         visibility = principal.mongo_visibility()
         if status == "active" and visibility:
-            clauses.append({"$or": [visibility, {"in_pool": True}]} if "$or" not in visibility else {"$or": [*visibility["$or"], {"in_pool": True}]})
+            clauses.append(
+                {"$or": [visibility, {"in_pool": True}]}
+                if "$or" not in visibility
+                else {"$or": [*visibility["$or"], {"in_pool": True}]}
+            )
         elif visibility:
             clauses.append(visibility)
-        for name in ("kind", "industry", "size", "source", "tier", "lifecycle_stage", "owner_id", "department_id", "uscc"):
+        for name in (
+            "kind",
+            "industry",
+            "size",
+            "source",
+            "tier",
+            "lifecycle_stage",
+            "owner_id",
+            "department_id",
+            "uscc",
+        ):
             value = getattr(self, name)
             if value is not None:
                 clauses.append({name: str(value)})
@@ -80,8 +99,10 @@ class CustomerFilter(BaseModel):
                 clauses.append({f"address.{name}": value})
         if self.in_pool is not None:
             clauses.append({"in_pool": self.in_pool})
+        # Null tests as $in/$nin [None] (null or missing / neither): on the embedded store
+        # {"f": None} inside $and misses explicit nulls and {"$ne": None} keeps missing fields.
         if self.locked is not None:
-            clauses.append({"locked": {"$ne": None}} if self.locked else {"locked": None})
+            clauses.append({"locked": {"$nin": [None]}} if self.locked else {"locked": {"$in": [None]}})
         if self.phone:
             clauses.append({"match_phones": self.phone})
         if self.email:
@@ -107,7 +128,9 @@ class CustomerFilter(BaseModel):
             if bounds:
                 clauses.append({field: bounds})
         if self.never_followed_up is not None:
-            clauses.append({"last_followed_up_at": None} if self.never_followed_up else {"last_followed_up_at": {"$ne": None}})
+            # The never-null sort key (EPOCH when never followed up): indexed, and no null test at all.
+            never = {"s.last_followed_up_at": EPOCH}
+            clauses.append(never if self.never_followed_up else {"s.last_followed_up_at": {"$gt": EPOCH}})
         return {"$and": clauses} if len(clauses) > 1 else clauses[0]
 
 

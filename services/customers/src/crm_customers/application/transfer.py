@@ -11,17 +11,16 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from pymongo.errors import DuplicateKeyError
 
-from crm_platform.auth import Principal
-from crm_platform.contracts import customers as ev
-from crm_platform.errors import ValidationFailed, field_errors_from_pydantic
-from crm_platform.listing import keyset_filter, mongo_sort, parse_sort, values_of
-
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import describe_match
 from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter
 from crm_customers.domain import rules
 from crm_customers.domain.model import CustomerCreate
 from crm_customers.domain.rules import SORT_FIELDS
+from crm_platform.auth import Principal
+from crm_platform.contracts import customers as ev
+from crm_platform.errors import ValidationFailed, field_errors_from_pydantic
+from crm_platform.listing import keyset_filter, mongo_sort, parse_sort, values_of
 
 Document = dict[str, Any]
 
@@ -102,9 +101,23 @@ def _split_list(value: str) -> list[str]:
 def row_to_payload(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row as the JSON body the create endpoint would take."""
     get = {k: (v or "").strip() for k, v in row.items()}
-    payload: dict[str, Any] = {}
-    for name in ("kind", "name", "uscc", "industry", "size", "source", "tier", "lifecycle_stage", "website", "description",
-                 "owner_id", "department_id", "department_path"):
+    # Files without a kind column (the usual 名称/电话/标签 template) hold companies: B2B is the default.
+    payload: dict[str, Any] = {"kind": "company"}
+    for name in (
+        "kind",
+        "name",
+        "uscc",
+        "industry",
+        "size",
+        "source",
+        "tier",
+        "lifecycle_stage",
+        "website",
+        "description",
+        "owner_id",
+        "department_id",
+        "department_path",
+    ):
         if get.get(name):
             payload[name] = get[name]
     for name in ("tags", "phones", "emails"):
@@ -136,7 +149,9 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
     columns: list[str | None] = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
     if unknown:
-        raise ValidationFailed.for_field("header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+        raise ValidationFailed.for_field(
+            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)}"
+        )
     if "name" not in columns:
         raise ValidationFailed.for_field("header", "a 'name' (名称) column is required")
     count = 0
@@ -166,7 +181,10 @@ class Importer:
                 data = CustomerCreate.model_validate(row_to_payload(row))
                 doc = rules.new_customer(data, principal, now)
             except ValidationError as exc:
-                errors += [RowError(line=line, field=e.field, reason=e.reason) for e in field_errors_from_pydantic(exc.errors())]
+                errors += [
+                    RowError(line=line, field=e.field, reason=e.reason)
+                    for e in field_errors_from_pydantic(exc.errors())
+                ]
                 continue
             except ValidationFailed as exc:
                 errors += [RowError(line=line, field=e.field, reason=e.reason) for e in exc.errors] or [
@@ -181,8 +199,12 @@ class Importer:
         duplicates, unique_rows = await self._find_duplicates(parsed)
         unique_rows = await self._apply_owner_limits(unique_rows, errors)
         report = ImportReport(
-            dry_run=dry_run, total_rows=total, valid_rows=len(unique_rows), imported=0,
-            errors=sorted(errors, key=lambda e: e.line), duplicates=duplicates,
+            dry_run=dry_run,
+            total_rows=total,
+            valid_rows=len(unique_rows),
+            imported=0,
+            errors=sorted(errors, key=lambda e: e.line),
+            duplicates=duplicates,
         )
         if dry_run:
             return report
@@ -190,7 +212,9 @@ class Importer:
             try:
                 created = await self._insert(principal, doc)
             except DuplicateKeyError:
-                report.duplicates.append(RowDuplicate(line=line, name=doc["name"], matched_on=["name"], existing_status="active"))
+                report.duplicates.append(
+                    RowDuplicate(line=line, name=doc["name"], matched_on=["name"], existing_status="active")
+                )
                 continue
             report.imported += 1
             report.created_ids.append(created["_id"])
@@ -199,9 +223,13 @@ class Importer:
     async def _insert(self, principal: Principal, doc: Document) -> Document:
         c = self._customers
         event = c._event(
-            ev.CUSTOMER_CREATED, doc,
-            ev.CustomerCreated(customer=rules.snapshot(doc), contacts=[rules.contact_data(x) for x in doc["contacts"]], via="import"),
-            1, principal.user_id,
+            ev.CUSTOMER_CREATED,
+            doc,
+            ev.CustomerCreated(
+                customer=rules.snapshot(doc), contacts=[rules.contact_data(x) for x in doc["contacts"]], via="import"
+            ),
+            1,
+            principal.user_id,
         )
         return await self._repo.store.insert(doc, [event])
 
@@ -216,15 +244,28 @@ class Importer:
             keys = _match_keys(doc)
             earlier = next((seen[k] for k in keys if k in seen), None)
             if earlier is not None:
-                duplicates.append(RowDuplicate(line=line, name=doc["name"], matched_on=sorted({k.split(":", 1)[0] for k in keys if k in seen}), same_as_line=earlier))
+                duplicates.append(
+                    RowDuplicate(
+                        line=line,
+                        name=doc["name"],
+                        matched_on=sorted({k.split(":", 1)[0] for k in keys if k in seen}),
+                        same_as_line=earlier,
+                    )
+                )
                 continue
             hit = next((existing[k] for k in keys if k in existing), None)
             if hit is not None:
                 described = describe_match(doc, hit)
-                duplicates.append(RowDuplicate(
-                    line=line, name=doc["name"], matched_on=described["matched_on"], existing_customer_id=hit["_id"],
-                    existing_owner_id=hit.get("owner_id"), existing_status=hit.get("status"),
-                ))
+                duplicates.append(
+                    RowDuplicate(
+                        line=line,
+                        name=doc["name"],
+                        matched_on=described["matched_on"],
+                        existing_customer_id=hit["_id"],
+                        existing_owner_id=hit.get("owner_id"),
+                        existing_status=hit.get("status"),
+                    )
+                )
                 continue
             for k in keys:
                 seen[k] = line
@@ -239,6 +280,7 @@ class Importer:
         emails = sorted({e for d in docs for e in d["match_emails"]})
         for field, values, extra in (
             ("name_normalised", names, {"kind": "company"}),
+            ("merged_names", names, {"kind": "company"}),
             ("uscc", usccs, {}),
             ("match_phones", phones, {}),
             ("match_emails", emails, {}),
@@ -262,7 +304,9 @@ class Importer:
             if owner not in held:
                 held[owner] = await self._repo.active_count_for_owner(owner)
             if held[owner] >= limit:
-                errors.append(RowError(line=line, field="owner_id", reason=f"{owner} would hold more than {limit} customers"))
+                errors.append(
+                    RowError(line=line, field="owner_id", reason=f"{owner} would hold more than {limit} customers")
+                )
                 continue
             held[owner] += 1
             keep.append((line, data, doc))
@@ -273,6 +317,7 @@ def _match_keys(doc: Document) -> list[str]:
     keys = []
     if doc.get("kind") == "company":
         keys.append(f"name:{doc['name_normalised']}")
+        keys += [f"name:{n}" for n in doc.get("merged_names") or []]  # names of customers merged into it
     if doc.get("uscc"):
         keys.append(f"uscc:{doc['uscc']}")
     keys += [f"phones:{p}" for p in doc.get("match_phones") or []]
@@ -283,9 +328,30 @@ def _match_keys(doc: Document) -> list[str]:
 # --- export ------------------------------------------------------------------------------
 
 EXPORT_COLUMNS = [
-    "id", "kind", "name", "uscc", "industry", "size", "source", "tier", "lifecycle_stage", "tags", "phones", "emails",
-    "province", "city", "district", "street", "owner_id", "department_id", "in_pool", "locked", "contact_count",
-    "created_at", "updated_at", "last_followed_up_at",
+    "id",
+    "kind",
+    "name",
+    "uscc",
+    "industry",
+    "size",
+    "source",
+    "tier",
+    "lifecycle_stage",
+    "tags",
+    "phones",
+    "emails",
+    "province",
+    "city",
+    "district",
+    "street",
+    "owner_id",
+    "department_id",
+    "in_pool",
+    "locked",
+    "contact_count",
+    "created_at",
+    "updated_at",
+    "last_followed_up_at",
 ]
 _NUMBERISH = re.compile(r"^[+-][\d\s().]+$")
 
@@ -305,13 +371,17 @@ def _cell(value: Any) -> str:
 def export_row(doc: Document) -> list[str]:
     address = doc.get("address") or {}
     values = {
-        "id": doc["_id"], "contact_count": len(doc.get("contacts") or []), "locked": bool(doc.get("locked")),
+        "id": doc["_id"],
+        "contact_count": len(doc.get("contacts") or []),
+        "locked": bool(doc.get("locked")),
         **{k: address.get(k) for k in ("province", "city", "district", "street")},
     }
     return [_cell(values[c] if c in values else doc.get(c)) for c in EXPORT_COLUMNS]
 
 
-async def export_csv(customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None) -> AsyncIterator[bytes]:
+async def export_csv(
+    customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None
+) -> AsyncIterator[bytes]:
     keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
     base = filters.to_mongo(principal)
     buffer = io.StringIO()

@@ -9,11 +9,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from crm_customers.domain.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_customers.domain.names import display_name
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
+from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 
 
 class Kind(StrEnum):
@@ -181,7 +181,8 @@ class CustomerCreate(ProfileFields):
     kind: Kind
     name: Name
     uscc: Annotated[str | None, AfterValidator(_uscc)] = Field(
-        default=None, description="Unified social credit code (统一社会信用代码), companies only; checked against GB 32100-2015."
+        default=None,
+        description="Unified social credit code (统一社会信用代码), companies only; checked against GB 32100-2015.",
     )
     tags: Annotated[list[Tag], Field(max_length=50)] = []
     phones: Annotated[list[Phone], Field(max_length=10)] = []
@@ -192,17 +193,26 @@ class CustomerCreate(ProfileFields):
         default=None, description="Managers and admins may create for someone else; reps own what they create."
     )
     department_id: Annotated[str, Field(max_length=100)] | None = None
-    department_path: Annotated[str, Field(max_length=500)] | None = None
+    # validate_default: the rule below must also run when department_path is left out.
+    department_path: Annotated[str, Field(max_length=500)] | None = Field(default=None, validate_default=True)
 
     _dedupe = field_validator("tags", "phones", "emails")(_unique)
 
-    @model_validator(mode="after")
-    def _kind_rules(self) -> CustomerCreate:
-        if self.kind == Kind.person and self.uscc:
-            raise ValueError("uscc: only companies have a unified social credit code")
-        if self.owner_id and not self.department_path:
-            raise ValueError("department_path: required when owner_id is given (the owner's department)")
-        return self
+    # Cross-field rules as field validators (they see the fields declared before them), so the
+    # error names the field at fault; a model validator would report it against the whole body.
+    @field_validator("uscc")
+    @classmethod
+    def _only_companies(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("kind") == Kind.person:
+            raise ValueError("only companies have a unified social credit code")
+        return value
+
+    @field_validator("department_path")
+    @classmethod
+    def _owner_needs_department(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("owner_id") and not value:
+            raise ValueError("required when owner_id is given (the owner's department)")
+        return value
 
 
 class CustomerPatch(ProfileFields):
@@ -219,9 +229,28 @@ class CustomerPatch(ProfileFields):
     def _dedupe(cls, value: list[Any] | None) -> list[Any] | None:
         return None if value is None else _unique(value)
 
+    @field_validator("name")
+    @classmethod
+    def _name_not_cleared(cls, value: str | None) -> str:
+        # Runs only when the client sent the field: null would leave the customer without a name.
+        if value is None:
+            raise ValueError("a customer must have a name")
+        return value
+
 
 #: Profile fields a patch may touch, in the order history shows them.
 PATCHABLE = (
-    "name", "uscc", "industry", "size", "address", "source", "tier", "lifecycle_stage",
-    "website", "description", "tags", "phones", "emails",
+    "name",
+    "uscc",
+    "industry",
+    "size",
+    "address",
+    "source",
+    "tier",
+    "lifecycle_stage",
+    "website",
+    "description",
+    "tags",
+    "phones",
+    "emails",
 )

@@ -41,9 +41,7 @@ _BRANCH: Final = "分公司"
 # reasoning applies to all of them.
 _BRANCH_MARKERS: Final = (_BRANCH, "分行", "支行", "分店", "办事处")
 # Where a branch name says which company it belongs to: "X有限公司上海分公司".
-_PARENT_LEGAL_FORM: Final = re.compile(
-    "|".join(s for s in _CJK_SUFFIXES if s.endswith("公司"))
-)
+_PARENT_LEGAL_FORM: Final = re.compile("|".join(s for s in _CJK_SUFFIXES if s.endswith("公司")))
 
 # English legal-form words, matched as whole tokens at the end of the name.
 # Multi-word forms ("co ltd", "company limited") fall out of repeated

@@ -10,13 +10,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_customers.domain.model import PATCHABLE, ContactIn, ContactPatch, CustomerCreate, CustomerPatch, Kind
+from crm_customers.domain.names import normalise_name
 from crm_platform.auth import Principal
 from crm_platform.contracts.customers import Address as AddressData
 from crm_platform.contracts.customers import ContactData, CustomerSnapshot, FieldChange
 from crm_platform.errors import Conflict, FieldError, Forbidden, Locked, NotFound, ValidationFailed
-
-from crm_customers.domain.model import PATCHABLE, ContactIn, ContactPatch, CustomerCreate, CustomerPatch, Kind
-from crm_customers.domain.names import normalise_name
 
 Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -215,7 +214,8 @@ def ensure_unlocked(doc: Document) -> None:
     lock = doc.get("locked")
     if lock:
         raise Locked(
-            f"The customer was locked by {lock.get('by')} ({lock.get('reason') or 'no reason given'}); unlock it first.",
+            f"The customer was locked by {lock.get('by')} ({lock.get('reason') or 'no reason given'}); "
+            "unlock it first.",
             extra={"locked_by": lock.get("by"), "locked_at": str(lock.get("at")), "lock_reason": lock.get("reason")},
         )
 
@@ -269,11 +269,14 @@ def apply_patch(doc: Document, patch: CustomerPatch) -> list[FieldChange]:
 def find_contact(doc: Document, contact_id: str) -> Document:
     for contact in doc.get("contacts") or []:
         if contact["contact_id"] == contact_id:
-            return contact
+            found: Document = contact
+            return found
     raise NotFound(f"The customer has no contact with id {contact_id}.")
 
 
-def apply_contact_patch(doc: Document, contact_id: str, patch: ContactPatch, now: datetime) -> tuple[Document, list[FieldChange]]:
+def apply_contact_patch(
+    doc: Document, contact_id: str, patch: ContactPatch, now: datetime
+) -> tuple[Document, list[FieldChange]]:
     contact = find_contact(doc, contact_id)
     values = patch.model_dump(mode="json")
     changes: list[FieldChange] = []
@@ -301,7 +304,9 @@ def touch(doc: Document, principal: Principal, now: datetime) -> Document:
     return refresh_derived(doc)
 
 
-def change_owner(doc: Document, owner_id: str | None, department_id: str | None, department_path: str | None, now: datetime) -> str | None:
+def change_owner(
+    doc: Document, owner_id: str | None, department_id: str | None, department_path: str | None, now: datetime
+) -> str | None:
     previous = doc.get("owner_id")
     doc["previous_owner_id"] = previous
     doc["owner_id"] = owner_id
@@ -319,7 +324,9 @@ def merge_into(survivor: Document, duplicate: Document) -> list[str]:
     existing = {c["contact_id"] for c in survivor.get("contacts") or []}
     moved = [c for c in duplicate.get("contacts") or [] if c["contact_id"] not in existing]
     for contact in moved:
-        contact["is_primary"] = False if any(c.get("is_primary") for c in survivor["contacts"]) else contact.get("is_primary", False)
+        contact["is_primary"] = (
+            False if any(c.get("is_primary") for c in survivor["contacts"]) else contact.get("is_primary", False)
+        )
     survivor["contacts"] = list(survivor.get("contacts") or []) + moved
     for name in ("uscc", "industry", "size", "address", "source", "tier", "website", "description"):
         if not survivor.get(name) and duplicate.get(name):
@@ -332,5 +339,12 @@ def merge_into(survivor: Document, duplicate: Document) -> list[str]:
         not survivor.get("last_followed_up_at") or duplicate["last_followed_up_at"] > survivor["last_followed_up_at"]
     ):
         survivor["last_followed_up_at"] = duplicate["last_followed_up_at"]
+    if survivor.get("kind") == Kind.company:
+        # The duplicate's name is another name of the survivor now: keep it as a match key so that
+        # entering "the duplicate" again is refused naming the survivor (first entered owns).
+        names = set(survivor.get("merged_names") or []) | set(duplicate.get("merged_names") or [])
+        names.add(duplicate["name_normalised"])
+        names.discard(survivor.get("name_normalised"))
+        survivor["merged_names"] = sorted(names)
     survivor.setdefault("merged_from", []).append(duplicate["_id"])
     return [c["contact_id"] for c in moved]

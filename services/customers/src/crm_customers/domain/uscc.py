@@ -87,17 +87,11 @@ def organisation_code_check_character(first8: str) -> str:
     ``first8`` is positions 9-16 of a USCC (already normalised).
     """
     if len(first8) != len(_ORG_CODE_WEIGHTS):
-        raise InvalidUSCC(
-            f"an organisation code body has 8 characters, got {len(first8)}"
-        )
+        raise InvalidUSCC(f"an organisation code body has 8 characters, got {len(first8)}")
     for offset, ch in enumerate(first8):
         if not ("0" <= ch <= "9" or "A" <= ch <= "Z"):
-            raise InvalidUSCC(
-                f"illegal character {ch!r} at position {offset + 1} of the organisation code"
-            )
-    total = sum(
-        _org_code_value(ch) * w for ch, w in zip(first8, _ORG_CODE_WEIGHTS, strict=True)
-    )
+            raise InvalidUSCC(f"illegal character {ch!r} at position {offset + 1} of the organisation code")
+    total = sum(_org_code_value(ch) * w for ch, w in zip(first8, _ORG_CODE_WEIGHTS, strict=True))
     check = 11 - total % 11
     if check == 10:
         return "X"
@@ -109,9 +103,7 @@ def organisation_code_check_character(first8: str) -> str:
 def uscc_check_character(first17: str) -> str:
     """Return the GB 32100 check character (position 18) for 17 normalised characters."""
     if len(first17) != _LENGTH - 1:
-        raise InvalidUSCC(
-            f"the check character is computed over 17 characters, got {len(first17)}"
-        )
+        raise InvalidUSCC(f"the check character is computed over 17 characters, got {len(first17)}")
     for index, ch in enumerate(first17):
         if ch not in _VALUE:
             raise InvalidUSCC(_illegal_character_reason(ch, index + 1))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from crm_customers.application.customers import Customers
 from crm_platform.clock import as_utc
 from crm_platform.consumer import Handler
 from crm_platform.contracts import interactions
 from crm_platform.events import EventEnvelope
-
-from crm_customers.application.customers import Customers
 
 
 def handlers(service: Customers) -> Mapping[str, Handler]:

@@ -10,22 +10,31 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
-from crm_platform.auth import CurrentPrincipal, Role
-from crm_platform.concurrency import etag, expected_version
-from crm_platform.errors import Conflict, NotFound, ValidationFailed
-
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
 from crm_customers.application.queries import CustomerFilter, list_customers
-from crm_customers.application.transfer import ImportReport, Importer, export_csv
-from crm_customers.domain.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
+from crm_customers.application.transfer import Importer, ImportReport, export_csv
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
 from crm_customers.entrypoints.schemas import (
-    AssignIn, ContactOut, CustomerOut, CustomerPage, DuplicateCheckIn, HistoryEntry, MergeIn,
-    OptionalReasonIn, ReasonIn, SavedViewIn, SavedViewOut, customer_out,
+    AssignIn,
+    ContactOut,
+    CustomerOut,
+    CustomerPage,
+    DuplicateCheckIn,
+    HistoryEntry,
+    MergeIn,
+    OptionalReasonIn,
+    ReasonIn,
+    SavedViewIn,
+    SavedViewOut,
+    customer_out,
 )
+from crm_platform.auth import CurrentPrincipal, Role
+from crm_platform.concurrency import etag, expected_version
+from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
+from crm_platform.errors import Conflict, NotFound, ValidationFailed
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 Document = dict[str, Any]
@@ -48,18 +57,29 @@ class ListParams(CustomerFilter):
     include_total: bool = False
 
 
-def _respond(service: Customers, doc: Document, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+def _respond(
+    service: Customers, doc: Document, status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = customer_out(doc, service.clock.now()).model_dump(mode="json")
     return JSONResponse(body, status_code=status, headers={"ETag": etag(doc["version"]), **(headers or {})})
 
 
-@router.post("/customers", status_code=201, response_model=CustomerOut, summary="Create a customer (refused with 409 if it already exists)")
+@router.post(
+    "/customers",
+    status_code=201,
+    response_model=CustomerOut,
+    summary="Create a customer (refused with 409 if it already exists)",
+)
 async def create_customer(body: CustomerCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.create(principal, body)
     return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
 
 
-@router.post("/customers/duplicate-check", response_model=DuplicateReport, summary="Find existing customers before creating one (查重)")
+@router.post(
+    "/customers/duplicate-check",
+    response_model=DuplicateReport,
+    summary="Find existing customers before creating one (查重)",
+)
 async def duplicate_check(body: DuplicateCheckIn, principal: CurrentPrincipal, service: Service) -> DuplicateReport:
     errors = []
     phones, emails, uscc = [], [], None
@@ -81,20 +101,34 @@ async def duplicate_check(body: DuplicateCheckIn, principal: CurrentPrincipal, s
     if errors:
         from crm_platform.errors import FieldError
 
-        raise ValidationFailed("; ".join(f"{f}: {r}" for f, r in errors), errors=[FieldError(field=f, reason=r) for f, r in errors])
+        raise ValidationFailed(
+            "; ".join(f"{f}: {r}" for f, r in errors), errors=[FieldError(field=f, reason=r) for f, r in errors]
+        )
     if not (body.name or uscc or phones or emails):
         raise ValidationFailed.for_field("name", "give at least a name, USCC, phone or email to check")
     return await service.duplicates.check(kind=body.kind, name=body.name, uscc=uscc, phones=phones, emails=emails)
 
 
-@router.get("/customers", response_model=CustomerPage, summary="List customers: filter on any field, sort on up to four keys, page with a cursor")
+@router.get(
+    "/customers",
+    response_model=CustomerPage,
+    summary="List customers: filter on any field, sort on up to four keys, page with a cursor",
+)
 async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> CustomerPage:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     page = await list_customers(
-        service.repo, principal, filters, sort=params.sort, cursor=params.cursor, limit=params.limit, with_total=params.include_total
+        service.repo,
+        principal,
+        filters,
+        sort=params.sort,
+        cursor=params.cursor,
+        limit=params.limit,
+        with_total=params.include_total,
     )
     now = service.clock.now()
-    return CustomerPage(items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total)
+    return CustomerPage(
+        items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
+    )
 
 
 class ExportParams(CustomerFilter):
@@ -103,14 +137,19 @@ class ExportParams(CustomerFilter):
     sort: str | None = None
 
 
-@router.get("/customers/export.csv", summary="Export any list view as CSV (UTF-8 with BOM, opens in Excel)", response_class=StreamingResponse)
-async def export(params: Annotated[ExportParams, Query()], principal: CurrentPrincipal, service: Service) -> StreamingResponse:
+@router.get(
+    "/customers/export.csv",
+    summary="Export any list view as CSV (UTF-8 with BOM, opens in Excel)",
+    response_class=StreamingResponse,
+)
+async def export(
+    params: Annotated[ExportParams, Query()], principal: CurrentPrincipal, service: Service
+) -> StreamingResponse:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
-    from crm_platform.listing import parse_sort
-
     from crm_customers.application.queries import DEFAULT_SORT
     from crm_customers.domain.rules import SORT_FIELDS
+    from crm_platform.listing import parse_sort
 
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
     return StreamingResponse(
@@ -126,7 +165,9 @@ async def export(params: Annotated[ExportParams, Query()], principal: CurrentPri
     summary="Import customers from CSV; ?dry_run=true reports bad rows and duplicates without writing",
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
-async def import_(request: Request, principal: CurrentPrincipal, service: Service, dry_run: bool = True) -> ImportReport:
+async def import_(
+    request: Request, principal: CurrentPrincipal, service: Service, dry_run: bool = True
+) -> ImportReport:
     raw = await request.body()
     if not raw.strip():
         raise ValidationFailed.for_field("body", "send the CSV file as the request body (Content-Type: text/csv)")
@@ -139,17 +180,26 @@ async def get_customer(customer_id: str, principal: CurrentPrincipal, service: S
 
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut, summary="Change fields (send If-Match)")
-async def patch_customer(customer_id: str, body: CustomerPatch, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
+async def patch_customer(
+    customer_id: str, body: CustomerPatch, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
     doc = await service.update(principal, customer_id, body, expected_version(request, required=True))
     return _respond(service, doc)
 
 
-@router.delete("/customers/{customer_id}", response_model=CustomerOut, summary="Move to the recycle bin (managers and admins)")
+@router.delete(
+    "/customers/{customer_id}", response_model=CustomerOut, summary="Move to the recycle bin (managers and admins)"
+)
 async def delete_customer(
-    customer_id: str, request: Request, principal: CurrentPrincipal, service: Service,
+    customer_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JSONResponse:
-    return _respond(service, await service.delete(principal, customer_id, reason, expected_version(request, required=False)))
+    return _respond(
+        service, await service.delete(principal, customer_id, reason, expected_version(request, required=False))
+    )
 
 
 @router.post("/customers/{customer_id}/restore", response_model=CustomerOut, summary="Restore from the recycle bin")
@@ -158,15 +208,25 @@ async def restore(customer_id: str, request: Request, principal: CurrentPrincipa
 
 
 @router.get("/recycle-bin", response_model=CustomerPage, summary="Customers in the recycle bin (managers and admins)")
-async def recycle_bin(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> CustomerPage:
+async def recycle_bin(
+    params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service
+) -> CustomerPage:
     principal.require_role(Role.admin, Role.manager)
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     page = await list_customers(
-        service.repo, principal, filters, sort=params.sort, cursor=params.cursor, limit=params.limit,
-        with_total=params.include_total, status="deleted",
+        service.repo,
+        principal,
+        filters,
+        sort=params.sort,
+        cursor=params.cursor,
+        limit=params.limit,
+        with_total=params.include_total,
+        status="deleted",
     )
     now = service.clock.now()
-    return CustomerPage(items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total)
+    return CustomerPage(
+        items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
+    )
 
 
 @router.delete("/recycle-bin/{customer_id}", status_code=204, summary="Purge for good (admins only)")
@@ -175,48 +235,113 @@ async def purge(customer_id: str, principal: CurrentPrincipal, service: Service)
     return Response(status_code=204)
 
 
-@router.get("/customers/{customer_id}/history", response_model=list[HistoryEntry], summary="Field-level history: who, when, old and new")
-async def get_history(customer_id: str, principal: CurrentPrincipal, service: Service, request: Request) -> list[dict[str, Any]]:
+@router.get(
+    "/customers/{customer_id}/history",
+    response_model=list[HistoryEntry],
+    summary="Field-level history: who, when, old and new",
+)
+async def get_history(
+    customer_id: str, principal: CurrentPrincipal, service: Service, request: Request
+) -> list[dict[str, Any]]:
     doc = await service.get(principal, customer_id)
     return await history_.history(request.app.state.kit.event_log, doc)
 
 
 @router.post("/customers/{customer_id}/contacts", status_code=201, response_model=ContactOut, summary="Add a contact")
-async def add_contact(customer_id: str, body: ContactIn, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
+async def add_contact(
+    customer_id: str, body: ContactIn, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
     doc, contact = await service.add_contact(principal, customer_id, body, expected_version(request, required=False))
-    return JSONResponse(ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])})
+    return JSONResponse(
+        ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])}
+    )
 
 
-@router.patch("/customers/{customer_id}/contacts/{contact_id}", response_model=ContactOut, summary="Change a contact (send the customer's If-Match)")
-async def patch_contact(customer_id: str, contact_id: str, body: ContactPatch, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc, contact = await service.update_contact(principal, customer_id, contact_id, body, expected_version(request, required=True))
+@router.patch(
+    "/customers/{customer_id}/contacts/{contact_id}",
+    response_model=ContactOut,
+    summary="Change a contact (send the customer's If-Match)",
+)
+async def patch_contact(
+    customer_id: str,
+    contact_id: str,
+    body: ContactPatch,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
+) -> JSONResponse:
+    doc, contact = await service.update_contact(
+        principal, customer_id, contact_id, body, expected_version(request, required=True)
+    )
     return JSONResponse(ContactOut(**contact).model_dump(mode="json"), headers={"ETag": etag(doc["version"])})
 
 
 @router.delete("/customers/{customer_id}/contacts/{contact_id}", response_model=CustomerOut, summary="Remove a contact")
-async def delete_contact(customer_id: str, contact_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.remove_contact(principal, customer_id, contact_id, expected_version(request, required=False)))
+async def delete_contact(
+    customer_id: str, contact_id: str, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    return _respond(
+        service,
+        await service.remove_contact(principal, customer_id, contact_id, expected_version(request, required=False)),
+    )
 
 
-@router.post("/customers/{customer_id}/assign", response_model=CustomerOut, summary="Give the customer to another owner (managers and admins)")
-async def assign(customer_id: str, body: AssignIn, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc = await service.assign(principal, customer_id, body.owner_id, body.department_id, body.department_path, body.reason, expected_version(request, required=False))
+@router.post(
+    "/customers/{customer_id}/assign",
+    response_model=CustomerOut,
+    summary="Give the customer to another owner (managers and admins)",
+)
+async def assign(
+    customer_id: str, body: AssignIn, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    doc = await service.assign(
+        principal,
+        customer_id,
+        body.owner_id,
+        body.department_id,
+        body.department_path,
+        body.reason,
+        expected_version(request, required=False),
+    )
     return _respond(service, doc)
 
 
-@router.post("/customers/{customer_id}/release", response_model=CustomerOut, summary="Put the customer into the public pool (公海)")
-async def release(customer_id: str, body: ReasonIn, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.release(principal, customer_id, body.reason, expected_version(request, required=False)))
+@router.post(
+    "/customers/{customer_id}/release",
+    response_model=CustomerOut,
+    summary="Put the customer into the public pool (公海)",
+)
+async def release(
+    customer_id: str, body: ReasonIn, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    return _respond(
+        service, await service.release(principal, customer_id, body.reason, expected_version(request, required=False))
+    )
 
 
-@router.post("/customers/{customer_id}/claim", response_model=CustomerOut, summary="Claim a customer from the public pool; of two claims at once exactly one wins")
+@router.post(
+    "/customers/{customer_id}/claim",
+    response_model=CustomerOut,
+    summary="Claim a customer from the public pool; of two claims at once exactly one wins",
+)
 async def claim(customer_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     return _respond(service, await service.claim(principal, customer_id))
 
 
 @router.post("/customers/{customer_id}/lock", response_model=CustomerOut, summary="Lock: read-only until unlocked")
-async def lock(customer_id: str, request: Request, principal: CurrentPrincipal, service: Service, body: Annotated[OptionalReasonIn | None, Body()] = None) -> JSONResponse:
-    return _respond(service, await service.lock(principal, customer_id, body.reason if body else None, expected_version(request, required=False)))
+async def lock(
+    customer_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
+    body: Annotated[OptionalReasonIn | None, Body()] = None,
+) -> JSONResponse:
+    return _respond(
+        service,
+        await service.lock(
+            principal, customer_id, body.reason if body else None, expected_version(request, required=False)
+        ),
+    )
 
 
 @router.post("/customers/{customer_id}/unlock", response_model=CustomerOut, summary="Unlock")
@@ -224,9 +349,18 @@ async def unlock(customer_id: str, request: Request, principal: CurrentPrincipal
     return _respond(service, await service.unlock(principal, customer_id, expected_version(request, required=False)))
 
 
-@router.post("/customers/{customer_id}/merge", response_model=CustomerOut, summary="Merge a duplicate into this customer (managers and admins)")
-async def merge(customer_id: str, body: MergeIn, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.merge(principal, customer_id, body.duplicate_id, expected_version(request, required=False)))
+@router.post(
+    "/customers/{customer_id}/merge",
+    response_model=CustomerOut,
+    summary="Merge a duplicate into this customer (managers and admins)",
+)
+async def merge(
+    customer_id: str, body: MergeIn, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    return _respond(
+        service,
+        await service.merge(principal, customer_id, body.duplicate_id, expected_version(request, required=False)),
+    )
 
 
 # --- saved views -------------------------------------------------------------------------
@@ -246,7 +380,13 @@ async def save_view(body: SavedViewIn, principal: CurrentPrincipal, service: Ser
         ListParams.model_validate({k: v for k, v in body.query.items() if k not in ("cursor",)})
     except Exception as exc:
         raise ValidationFailed.for_field("query", f"not a valid customer list query: {exc}") from exc
-    doc = {"_id": str(uuid.uuid4()), "owner_id": principal.user_id, "name": body.name, "query": body.query, "created_at": service.clock.now()}
+    doc = {
+        "_id": str(uuid.uuid4()),
+        "owner_id": principal.user_id,
+        "name": body.name,
+        "query": body.query,
+        "created_at": service.clock.now(),
+    }
     try:
         await service.repo.views.insert_one(doc)
     except DuplicateKeyError as exc:

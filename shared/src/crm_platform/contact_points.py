@@ -1,4 +1,4 @@
-"""Phone numbers and email addresses of customers and contacts.
+"""Phone numbers and email addresses (of customers, contacts and users): shared by every service.
 
 Both are normalised to one canonical string so that the duplicate check can
 compare them with ``==`` and an index: phones to E.164, emails to a lower-cased
@@ -128,9 +128,7 @@ def normalise_phone(raw: str, default_region: str = "CN") -> str:
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
-        raise InvalidPhone(
-            _PARSE_REASONS.get(exc.error_type, "not a phone number")
-        ) from exc
+        raise InvalidPhone(_PARSE_REASONS.get(exc.error_type, "not a phone number")) from exc
     if number.extension:
         raise InvalidPhone(_extension_reason(number.extension))
     # phonenumbers reads letters as keypad digits ("1-800-FLOWERS"), which turns
@@ -146,9 +144,7 @@ def normalise_phone(raw: str, default_region: str = "CN") -> str:
     if possible == ValidationResult.INVALID_COUNTRY_CODE:
         raise InvalidPhone("unknown country calling code")
     if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
-        raise InvalidPhone(
-            f"a local number only; add the area code for region {number_region}"
-        )
+        raise InvalidPhone(f"a local number only; add the area code for region {number_region}")
     if possible == ValidationResult.INVALID_LENGTH:
         raise InvalidPhone(f"wrong number of digits for region {number_region}")
     if not phonenumbers.is_valid_number(number):
