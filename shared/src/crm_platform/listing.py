@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.collection import AsyncCollection
+
 from crm_platform.errors import FieldError, ValidationFailed
 
 MAX_SORT_KEYS = 4
@@ -123,3 +126,43 @@ def keyset_filter(keys: list[SortKey], values: list[Any]) -> dict[str, Any]:
         clause.append(_after(key.field, key.direction, values[i]))
         branches.append({"$and": clause} if len(clause) > 1 else clause[0])
     return {"$or": branches}
+
+
+class PageParams(BaseModel):
+    """The paging part of every list endpoint's query; a service's filter model extends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sort: str | None = Field(default=None, description="Up to four keys, '-' for descending: e.g. -tier,name.")
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
+    limit: int = Field(default=50, ge=1, le=500)
+    include_total: bool = Field(default=False, description="Count every match too (costs time on large lists).")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    total: int | None
+
+
+async def fetch_page(
+    collection: AsyncCollection[dict[str, Any]],
+    base_query: dict[str, Any],
+    paging: PageParams,
+    *,
+    sort_fields: dict[str, str],
+    default_sort: str,
+    projection: dict[str, Any] | None = None,
+) -> Page:
+    """One page of a list view: keyset after the cursor, one extra row to know if there is more."""
+    keys = parse_sort(paging.sort, sort_fields, default_sort)
+    query = base_query
+    if paging.cursor:
+        query = {"$and": [base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys))]}
+    found = collection.find(query, projection=projection).sort(mongo_sort(keys)).limit(paging.limit + 1)
+    docs = [d async for d in found]
+    next_cursor = encode_cursor(docs[paging.limit - 1], keys) if len(docs) > paging.limit else None
+    # Counting is the slow part at 100k records, so it is on demand.
+    total = await collection.count_documents(base_query) if paging.include_total else None
+    return Page(items=docs[: paging.limit], next_cursor=next_cursor, total=total)

@@ -158,11 +158,14 @@ class CustomerRepository:
             )
 
     def find(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
-        return self.collection.find(query, projection={"outbox": 0, "name_grams": 0}).sort(sort).limit(limit)
+        return self.collection.find(query, projection=LIST_PROJECTION).sort(sort).limit(limit)
 
     async def count(self, query: Document) -> int:
         return await self.collection.count_documents(query)
 
+
+#: What list views read: not the outbox nor the search grams.
+LIST_PROJECTION = {"outbox": 0, "name_grams": 0}
 
 MATCH_PROJECTION = {
     "_id": 1,

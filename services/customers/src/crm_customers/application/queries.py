@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crm_customers.adapters.repository import CustomerRepository
+from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import EPOCH, SORT_FIELDS
 from crm_platform.auth import Principal
-from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.listing import Page, PageParams, fetch_page
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
@@ -134,30 +134,18 @@ class CustomerFilter(BaseModel):
         return {"$and": clauses} if len(clauses) > 1 else clauses[0]
 
 
-class Page(BaseModel):
-    items: list[Document]
-    next_cursor: str | None
-    total: int | None = None
-
-
 async def list_customers(
     repo: CustomerRepository,
     principal: Principal,
     filters: CustomerFilter,
-    *,
-    sort: str | None,
-    cursor: str | None,
-    limit: int,
-    with_total: bool,
+    paging: PageParams,
     status: Literal["active", "deleted"] = "active",
 ) -> Page:
-    keys: list[SortKey] = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
-    base = filters.to_mongo(principal, status)
-    query = base
-    if cursor:
-        query = {"$and": [base, keyset_filter(keys, decode_cursor(cursor, keys))]}
-    docs = [d async for d in repo.find(query, mongo_sort(keys), limit + 1)]
-    next_cursor = encode_cursor(docs[limit - 1], keys) if len(docs) > limit else None
-    # Counting is the slow part at 100k records, so it is on demand.
-    total = await repo.count(base) if with_total else None
-    return Page(items=docs[:limit], next_cursor=next_cursor, total=total)
+    return await fetch_page(
+        repo.collection,
+        filters.to_mongo(principal, status),
+        paging,
+        sort_fields=SORT_FIELDS,
+        default_sort=DEFAULT_SORT,
+        projection=LIST_PROJECTION,
+    )

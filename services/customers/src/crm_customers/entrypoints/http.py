@@ -7,15 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict
 from pymongo.errors import DuplicateKeyError
 
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
-from crm_customers.application.queries import CustomerFilter, list_customers
+from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers
 from crm_customers.application.transfer import Importer, ImportReport, export_csv
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
+from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
 from crm_customers.entrypoints.schemas import (
     AssignIn,
@@ -35,6 +36,7 @@ from crm_platform.auth import CurrentPrincipal, Role
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
+from crm_platform.listing import PageParams, parse_sort
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 Document = dict[str, Any]
@@ -48,13 +50,15 @@ def customers(request: Request) -> Customers:
 Service = Annotated[Customers, Depends(customers)]
 
 
-class ListParams(CustomerFilter):
+class ListParams(CustomerFilter, PageParams):
+    """A customer list's query: the filters and the paging."""
+
     model_config = ConfigDict(extra="forbid")
 
-    sort: str | None = Field(default=None, description="Up to four keys, '-' for descending: e.g. -tier,name.")
-    cursor: str | None = None
-    limit: int = Field(default=50, ge=1, le=500)
-    include_total: bool = False
+
+def _split(params: ListParams) -> tuple[CustomerFilter, PageParams]:
+    filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
+    return filters, PageParams.model_validate(params.model_dump(include=set(PageParams.model_fields)))
 
 
 def _respond(
@@ -115,16 +119,7 @@ async def duplicate_check(body: DuplicateCheckIn, principal: CurrentPrincipal, s
     summary="List customers: filter on any field, sort on up to four keys, page with a cursor",
 )
 async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> CustomerPage:
-    filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
-    page = await list_customers(
-        service.repo,
-        principal,
-        filters,
-        sort=params.sort,
-        cursor=params.cursor,
-        limit=params.limit,
-        with_total=params.include_total,
-    )
+    page = await list_customers(service.repo, principal, *_split(params))
     now = service.clock.now()
     return CustomerPage(
         items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
@@ -147,10 +142,6 @@ async def export(
 ) -> StreamingResponse:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
-    from crm_customers.application.queries import DEFAULT_SORT
-    from crm_customers.domain.rules import SORT_FIELDS
-    from crm_platform.listing import parse_sort
-
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
     return StreamingResponse(
         export_csv(service, principal, filters, params.sort),
@@ -212,17 +203,7 @@ async def recycle_bin(
     params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service
 ) -> CustomerPage:
     principal.require_role(Role.admin, Role.manager)
-    filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
-    page = await list_customers(
-        service.repo,
-        principal,
-        filters,
-        sort=params.sort,
-        cursor=params.cursor,
-        limit=params.limit,
-        with_total=params.include_total,
-        status="deleted",
-    )
+    page = await list_customers(service.repo, principal, *_split(params), status="deleted")
     now = service.clock.now()
     return CustomerPage(
         items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
