@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
-from crm_platform.clock import as_utc
 from crm_platform.events import EventEnvelope
+from crm_platform.history import HistoryEntry
+from crm_platform.history import history as platform_history
 
 Document = dict[str, Any]
 _PROFILE = (
@@ -82,30 +82,5 @@ def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
     return kind, []
 
 
-async def history(event_log: AsyncCollection[Document], doc: Document, limit: int = 500) -> list[dict[str, Any]]:
-    entries: dict[str, dict[str, Any]] = {}
-    async for stored in event_log.find({"subject": doc["_id"]}).sort([("time", ASCENDING)]).limit(limit):
-        stored.pop("_id", None)
-        stored.pop("topic", None)
-        stored["time"] = as_utc(stored["time"])
-        entries[stored["id"]] = {"event": EventEnvelope.model_validate(stored), "published": True}
-    for pending in doc.get("outbox") or []:
-        env = EventEnvelope.model_validate(pending["envelope"])
-        entries.setdefault(env.id, {"event": env, "published": False})
-    out = []
-    for item in sorted(entries.values(), key=lambda e: (e["event"].aggregateversion, e["event"].time)):
-        event: EventEnvelope = item["event"]
-        summary, changes = _summary(event)
-        out.append(
-            {
-                "event_id": event.id,
-                "type": event.type,
-                "version": event.aggregateversion,
-                "at": event.time,
-                "actor": event.actor,
-                "changes": changes,
-                "summary": summary,
-                "published": item["published"],
-            }
-        )
-    return out
+async def history(event_log: AsyncCollection[Document], doc: Document) -> list[HistoryEntry]:
+    return await platform_history(event_log, doc, _summary)

@@ -24,7 +24,6 @@ from crm_customers.entrypoints.schemas import (
     CustomerOut,
     CustomerPage,
     DuplicateCheckIn,
-    HistoryEntry,
     MergeIn,
     OptionalReasonIn,
     ReasonIn,
@@ -36,6 +35,7 @@ from crm_platform.auth import CurrentPrincipal, Role
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
+from crm_platform.history import HistoryEntry
 from crm_platform.listing import PageParams, parse_sort
 
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -223,7 +223,7 @@ async def purge(customer_id: str, principal: CurrentPrincipal, service: Service)
 )
 async def get_history(
     customer_id: str, principal: CurrentPrincipal, service: Service, request: Request
-) -> list[dict[str, Any]]:
+) -> list[HistoryEntry]:
     doc = await service.get(principal, customer_id)
     return await history_.history(request.app.state.kit.event_log, doc)
 

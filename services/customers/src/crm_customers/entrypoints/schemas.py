@@ -103,17 +103,6 @@ class CustomerPage(BaseModel):
     total: int | None = Field(default=None, description="Only with ?include_total=true (counting costs time).")
 
 
-class HistoryEntry(BaseModel):
-    event_id: str
-    type: str
-    version: int
-    at: datetime
-    actor: str | None
-    changes: list[dict[str, Any]] = []
-    summary: str
-    published: bool = Field(description="False while the event still waits in the outbox.")
-
-
 class AssignIn(BaseModel):
     owner_id: str = Field(min_length=1, max_length=100)
     department_id: str | None = Field(default=None, max_length=100)
