@@ -48,12 +48,8 @@ class ServiceSpec:
 
 
 SERVICES: list[ServiceSpec] = [
-    ServiceSpec(
-        name="customers",
-        module="crm_customers",
-        http_port=8001,
-        database="crm_customers",
-    ),
+    ServiceSpec(name="customers", module="crm_customers", http_port=8001, database="crm_customers"),
+    ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The directory service: users, departments and sign-in."""

@@ -1,0 +1,178 @@
+"""The directory's collections: users and departments (aggregates, written through the
+versioned store with their outbox), sign-in bookkeeping, and the tree lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from crm_platform.clock import Clock, as_utc
+from crm_platform.errors import Conflict, NotFound
+from crm_platform.store import VersionedStore
+
+Document = dict[str, Any]
+
+USER_INDEXES = [
+    # Case-insensitive uniqueness: emails are stored lower-cased.
+    IndexModel([("email", ASCENDING)], name="email", unique=True, sparse=True),
+    IndexModel([("department_id", ASCENDING)], name="department_id"),
+    IndexModel([("department_path", ASCENDING), ("s.name", ASCENDING)], name="department_path_name"),
+    IndexModel([("status", ASCENDING), ("s.name", ASCENDING)], name="status_name"),
+    IndexModel([("roles", ASCENDING)], name="roles"),
+    IndexModel([("s.name", ASCENDING)], name="sort_name"),
+    IndexModel([("s.created_at", ASCENDING)], name="sort_created"),
+    IndexModel([("s.updated_at", DESCENDING)], name="sort_updated"),
+]
+DEPARTMENT_INDEXES = [
+    IndexModel([("parent_id", ASCENDING)], name="parent_id"),
+    IndexModel([("path", ASCENDING)], name="path"),
+    IndexModel([("status", ASCENDING), ("path", ASCENDING)], name="status_path"),
+    IndexModel([("manager_id", ASCENDING)], name="manager_id"),
+    IndexModel([("s.name", ASCENDING)], name="sort_name"),
+]
+PUBLIC_PROJECTION = {"outbox": 0, "password": 0}
+
+
+class DirectoryRepository:
+    def __init__(self, db: AsyncDatabase[Document], clock: Clock, wake_relay: Callable[[], None]) -> None:
+        self.users: AsyncCollection[Document] = db["users"]
+        self.departments: AsyncCollection[Document] = db["departments"]
+        self.sign_ins: AsyncCollection[Document] = db["sign_ins"]
+        self.tree_jobs: AsyncCollection[Document] = db["tree_jobs"]
+        self.locks: AsyncCollection[Document] = db["locks"]
+        self._clock = clock
+        self.user_store = VersionedStore(
+            self.users, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No user with id {i}.")
+        )
+        self.department_store = VersionedStore(
+            self.departments, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No department with id {i}.")
+        )
+
+    async def ensure_indexes(self) -> None:
+        await self.users.create_indexes(USER_INDEXES)
+        await self.departments.create_indexes(DEPARTMENT_INDEXES)
+        await self.tree_jobs.create_index([("created_at", ASCENDING)], name="created_at")
+
+    # --- users -------------------------------------------------------------------------
+
+    async def user(self, user_id: str) -> Document | None:
+        return await self.users.find_one({"_id": user_id})
+
+    async def user_by_email(self, email: str) -> Document | None:
+        return await self.users.find_one({"email": email})
+
+    async def count_active_admins(self, excluding: str | None = None) -> int:
+        query: Document = {"status": "active", "roles": {"$in": ["admin"]}}
+        if excluding:
+            query["_id"] = {"$nin": [excluding]}
+        return await self.users.count_documents(query)
+
+    def find_users(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
+        return self.users.find(query, projection=PUBLIC_PROJECTION).sort(sort).limit(limit)
+
+    async def count_users(self, query: Document) -> int:
+        return await self.users.count_documents(query)
+
+    async def user_ids_in(self, department_id: str) -> list[str]:
+        return [d["_id"] async for d in self.users.find({"department_id": department_id}, projection={"_id": 1})]
+
+    # --- sign-ins (not part of the aggregate: a sign-in must not bump the user's version) ------
+
+    async def record_sign_in(self, user_id: str, at: datetime) -> None:
+        await self.sign_ins.replace_one({"_id": user_id}, {"_id": user_id, "last_sign_in_at": at}, upsert=True)
+
+    async def last_sign_ins(self, user_ids: list[str]) -> dict[str, datetime]:
+        if not user_ids:
+            return {}
+        return {
+            d["_id"]: as_utc(d["last_sign_in_at"])
+            async for d in self.sign_ins.find({"_id": {"$in": user_ids}})
+            if isinstance(d.get("last_sign_in_at"), datetime)
+        }
+
+    # --- departments --------------------------------------------------------------------------
+
+    async def department(self, department_id: str) -> Document | None:
+        return await self.departments.find_one({"_id": department_id})
+
+    def find_departments(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
+        return self.departments.find(query, projection={"outbox": 0}).sort(sort).limit(limit)
+
+    async def child_ids(self, department_id: str) -> list[str]:
+        return [
+            d["_id"]
+            async for d in self.departments.find(
+                {"parent_id": department_id, "status": "active"}, projection={"_id": 1}
+            )
+        ]
+
+    async def count_children(self, department_id: str) -> int:
+        return await self.departments.count_documents({"parent_id": department_id, "status": "active"})
+
+    async def count_members(self, department_id: str) -> int:
+        """Users in the department, active or not: deactivated users keep their department."""
+        return await self.users.count_documents({"department_id": department_id})
+
+    # --- tree jobs: the intent of a move, written before it, removed once its subtree is done ----
+
+    async def add_tree_job(self, department_id: str, actor: str) -> str:
+        job_id = uuid.uuid4().hex
+        await self.tree_jobs.insert_one(
+            {"_id": job_id, "department_id": department_id, "actor": actor, "created_at": self._clock.now()}
+        )
+        return job_id
+
+    async def pending_tree_jobs(self) -> list[Document]:
+        return [d async for d in self.tree_jobs.find({}).sort([("created_at", ASCENDING)])]
+
+    async def remove_tree_job(self, job_id: str) -> None:
+        await self.tree_jobs.delete_one({"_id": job_id})
+
+    # --- the tree lease ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def tree_lease(self, lease_seconds: float, wait_seconds: float) -> AsyncIterator[Callable[[], Any]]:
+        """Hold the department tree's lease; yields ``renew()`` for long subtree rewrites.
+
+        Structure changes (create, move, delete) run one at a time across all replicas,
+        so two moves can never build a cycle between them, and a department is never
+        created under a path a move is rewriting. The lease is a conditional update on
+        one document (atomic on MongoDB and the embedded store); a crashed holder's
+        lease simply expires.
+        """
+        token = uuid.uuid4().hex
+        try:
+            await self.locks.insert_one({"_id": "tree", "until": 0.0, "token": None})
+        except DuplicateKeyError:
+            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            now = self._clock.now().timestamp()
+            result = await self.locks.update_one(
+                {"_id": "tree", "until": {"$lt": now}}, {"$set": {"until": now + lease_seconds, "token": token}}
+            )
+            if result.modified_count:
+                break
+            if loop.time() > deadline:
+                raise Conflict("Another change to the department tree is in progress; retry in a moment.")
+            await asyncio.sleep(0.01)
+
+        async def renew() -> None:
+            now = self._clock.now().timestamp()
+            await self.locks.update_one({"_id": "tree", "token": token}, {"$set": {"until": now + lease_seconds}})
+
+        try:
+            yield renew
+        finally:
+            await self.locks.update_one({"_id": "tree", "token": token}, {"$set": {"until": 0.0, "token": None}})

@@ -1,0 +1,149 @@
+"""What people send: the request models of the directory (pydantic, validated at the edge).
+
+Emails and phones are normalised by the application layer (the phone's default
+region is a setting), which reports a bad value as a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from crm_platform.auth import Role
+from crm_platform.contracts.directory import Language
+
+
+def _clean_text(value: str) -> str:
+    text = unicodedata.normalize("NFC", value).strip()
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise ValueError("must not contain control characters")
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean_text)]
+
+
+def _roles(value: list[Role]) -> list[Role]:
+    if not value:
+        raise ValueError("give at least one role: admin, manager or rep")
+    return sorted(set(value), key=lambda r: r.value)
+
+
+Roles = Annotated[list[Role], Field(min_length=1, max_length=3), AfterValidator(_roles)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class UserCreate(_Strict):
+    email: str = Field(max_length=254, examples=["zhang.san@example.com"])
+    name: Name
+    phone: str | None = Field(default=None, max_length=40, description="Any common notation; stored as E.164.")
+    language: Language = "zh-CN"
+    roles: Roles
+    department_id: str = Field(max_length=63)
+    password: SecretStr | None = Field(
+        default=None,
+        description="Initial password (min. 10 characters, not the email). Without one the user cannot sign "
+        "in until an administrator sets one (POST /v1/users/{id}/password) or an identity provider is used.",
+    )
+
+
+class UserPatch(_Strict):
+    """Fields an administrator may change; send only those that change."""
+
+    email: str | None = Field(default=None, max_length=254)
+    name: Name | None = None
+    phone: str | None = Field(default=None, max_length=40, description="null removes the phone.")
+    language: Language | None = None
+    roles: Roles | None = None
+    department_id: str | None = Field(default=None, max_length=63)
+
+    @field_validator("email", "name", "language", "roles", "department_id")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class SelfPatch(_Strict):
+    """What every user may change on their own profile."""
+
+    name: Name | None = None
+    phone: str | None = Field(default=None, max_length=40, description="null removes the phone.")
+    language: Language | None = None
+
+    @field_validator("name", "language")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class UserUpsert(_Strict):
+    """The whole user as an identity provider (or any sync job) knows it: PUT is idempotent."""
+
+    email: str = Field(max_length=254)
+    name: Name
+    phone: str | None = Field(default=None, max_length=40)
+    language: Language = "zh-CN"
+    roles: Roles
+    department_id: str = Field(max_length=63)
+    active: bool = True
+
+
+class DeactivateIn(_Strict):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class PasswordChange(_Strict):
+    current_password: SecretStr = Field(max_length=1024)
+    new_password: SecretStr = Field(max_length=1024)
+
+
+class PasswordReset(_Strict):
+    new_password: SecretStr = Field(max_length=1024)
+
+
+class DepartmentCreate(_Strict):
+    id: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Slug (a-z, 0-9, '-', '_'); generated from the name when omitted.",
+        examples=["sh-team-1"],
+    )
+    name: Name
+    parent_id: str | None = Field(default=None, max_length=63, description="None: a root (e.g. the company).")
+    manager_id: str | None = Field(default=None, max_length=128)
+
+
+class DepartmentPatch(_Strict):
+    name: Name | None = None
+    manager_id: str | None = Field(default=None, max_length=128, description="null removes the manager.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class MoveIn(_Strict):
+    parent_id: str | None = Field(max_length=63, description="The new parent; null makes it a root.")
+
+
+class SignIn(_Strict):
+    email: str = Field(max_length=254)
+    password: SecretStr = Field(max_length=1024)
+
+
+class RefreshIn(_Strict):
+    refresh_token: SecretStr = Field(max_length=512)

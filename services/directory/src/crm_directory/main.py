@@ -1,0 +1,46 @@
+"""The directory service's app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from crm_directory.adapters.signing import public_pem
+from crm_directory.application.bootstrap import bootstrap_admin
+from crm_directory.application.directory import Directory
+from crm_directory.entrypoints import http
+from crm_directory.settings import DirectorySettings
+from crm_platform.clock import Clock
+from crm_platform.contracts import directory as _directory_events  # noqa: F401  (registers the event types)
+from crm_platform.service import ServiceKit
+
+DESCRIPTION = """Users (name, email, phone, language, roles, department), departments as a tree (公司 / 区域 /
+团队, each with a manager), and sign-in: email and password give a short-lived JWT access token, which
+every service verifies locally, and a rotating refresh token. Every change is published on Kafka topic
+`crm.directory.v1` as a CloudEvent with the full snapshot (see /asyncapi), so other services keep read copies."""
+
+
+def _settings_for_verification(settings: DirectorySettings) -> DirectorySettings:
+    """With RS256 and our own private key, verify our own tokens with its public half."""
+    key = settings.directory_jwt_private_key
+    if settings.jwt_algorithm == "RS256" and key and not (settings.jwt_public_key or settings.jwt_jwks_url):
+        return settings.model_copy(update={"jwt_public_key": public_pem(key.get_secret_value())})
+    return settings
+
+
+def create_app(settings: DirectorySettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = _settings_for_verification(settings or DirectorySettings())
+    kit = ServiceKit(settings, title="CRM directory", description=DESCRIPTION, clock=clock)
+    directory = Directory(kit.db, kit.clock, settings, kit.source, kit.wake_relay)
+    kit.outbox(directory.repo.users)
+    kit.outbox(directory.repo.departments)
+
+    async def start(_: ServiceKit) -> None:
+        await directory.ensure_indexes()
+        # Finish department moves a crashed process left half done, then the first admin.
+        await directory.departments.repair()
+        await bootstrap_admin(directory)
+
+    kit.on_startup(start)
+    app = kit.build_app(http.ROUTERS)
+    app.state.directory = directory
+    return app

@@ -1,0 +1,60 @@
+"""Settings of the directory service (environment, prefix ``CRM_``).
+
+Tokens are signed with the platform's JWT settings, unchanged, so every service
+verifies them with the same ``CRM_JWT_*`` variables: HS256 with ``CRM_JWT_SECRET``
+(the embedded default), or RS256 with ``CRM_DIRECTORY_JWT_PRIVATE_KEY`` (PEM) here
+and ``CRM_JWT_JWKS_URL=http://directory:8007/.well-known/jwks.json`` everywhere else.
+RS256 without a private key means an external identity provider signs the tokens:
+the directory then only holds users (fed through ``PUT /v1/users/{id}``) and refuses
+sign-in.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from crm_platform.settings import ServiceSettings
+
+
+class DirectorySettings(ServiceSettings):
+    service_name: str = "directory"
+    http_port: int = 8007
+    mongo_database: str = "crm_directory"
+
+    directory_jwt_private_key: SecretStr | None = Field(
+        default=None, description="PEM private key for RS256 (with CRM_JWT_ALGORITHM=RS256)."
+    )
+    directory_access_token_minutes: float = Field(default=15, gt=0, description="Lifetime of access tokens.")
+    directory_refresh_token_days: float = Field(default=14, gt=0, description="Lifetime of refresh tokens.")
+
+    # Passwords: argon2id. The defaults are argon2-cffi's (RFC 9106 "low memory" profile);
+    # raising them makes every older hash be rehashed at its owner's next sign-in.
+    directory_argon2_time_cost: int = Field(default=3, ge=1)
+    directory_argon2_memory_kib: int = Field(default=65536, ge=8)
+    directory_argon2_parallelism: int = Field(default=4, ge=1)
+    directory_password_min_length: int = Field(default=10, ge=8)
+
+    # Failed sign-ins (per email, and per client address): after max_failures within the
+    # window, attempts are refused (429) for base_delay, doubling with every further
+    # failure up to max_delay. The per-address limit is higher because a whole office
+    # often signs in from one NAT address.
+    directory_signin_max_failures: int = Field(default=5, ge=1)
+    directory_signin_max_failures_per_ip: int = Field(default=20, ge=1)
+    directory_signin_window_seconds: float = Field(default=15 * 60, gt=0)
+    directory_signin_base_delay_seconds: float = Field(default=30, gt=0)
+    directory_signin_max_delay_seconds: float = Field(default=15 * 60, gt=0)
+    directory_trust_forwarded_for: bool = Field(
+        default=False,
+        description="Take the client address from X-Forwarded-For (only behind a proxy that sets it).",
+    )
+
+    # The first administrator, on first start (printed once to stdout, never hard-coded).
+    directory_bootstrap_admin_email: str | None = None
+    directory_bootstrap_admin_name: str = "Administrator"
+    directory_bootstrap_department_path: str = "/hq"
+
+    # Department moves: one at a time (a lease), renewed while the move rewrites the subtree.
+    directory_tree_lease_seconds: float = Field(default=60, gt=0)
+    directory_tree_lock_wait_seconds: float = Field(default=10, ge=0)
+
+    default_phone_region: str = "CN"

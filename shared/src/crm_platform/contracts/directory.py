@@ -1,0 +1,185 @@
+"""Events of the directory service, on ``crm.directory.v1`` (key: the user or department id).
+
+Two aggregates publish here: users and departments. Every event carries the full
+snapshot of its aggregate as it stands after the change, so another service keeps
+a read copy from any single event with ``consumer.apply_versioned`` (by
+``aggregateversion``). The snapshots never hold password data; they do hold each
+user's email and language (the notifications service writes to people in their
+language) and each department's path (``/hq/east/sh-team-1``: ids from the root,
+so "this department and everything below it" is a prefix test).
+
+Users and departments have separate id spaces: tell them apart by the event type
+(``crm.user.*`` or ``crm.department.*``), not by the subject.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from crm_platform.events import define
+
+TOPIC = "crm.directory.v1"
+
+Language = Literal["zh-CN", "en"]
+RoleName = Literal["admin", "manager", "rep"]
+UserStatus = Literal["active", "deactivated"]
+DepartmentStatus = Literal["active", "deleted"]
+CreatedVia = Literal["api", "sync", "cli", "bootstrap"]
+ChangedBy = Literal["self", "admin"]
+
+
+class UserSnapshot(BaseModel):
+    """A user after the change (no password data, ever)."""
+
+    user_id: str
+    email: str = Field(description="Lower-cased, unique.")
+    name: str
+    phone: str | None = Field(default=None, description="E.164, e.g. +8613800138000.")
+    language: Language = "zh-CN"
+    roles: list[RoleName]
+    department_id: str
+    department_path: str = Field(description="Ids from the root joined by '/', e.g. /hq/east/sh-team-1.")
+    status: UserStatus = "active"
+    deactivated_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DepartmentSnapshot(BaseModel):
+    """A department after the change."""
+
+    department_id: str
+    name: str
+    parent_id: str | None = None
+    path: str = Field(description="Ids from the root joined by '/', e.g. /hq/east/sh-team-1.")
+    manager_id: str | None = None
+    status: DepartmentStatus = "active"
+    created_at: datetime
+    updated_at: datetime
+
+
+class FieldChange(BaseModel):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+# --- users ----------------------------------------------------------------------------
+
+
+class UserCreated(BaseModel):
+    user: UserSnapshot
+    via: CreatedVia = "api"
+
+
+class UserUpdated(BaseModel):
+    user: UserSnapshot
+    changes: list[FieldChange]
+    cause: str | None = Field(
+        default=None, description="Why, when not a person's edit: e.g. 'department_moved:<department id>'."
+    )
+
+
+class UserDeactivated(BaseModel):
+    user: UserSnapshot
+    reason: str | None = None
+
+
+class UserReactivated(BaseModel):
+    user: UserSnapshot
+
+
+class UserPasswordChanged(BaseModel):
+    """The password changed (no secret in it): every refresh token of the user was revoked."""
+
+    user: UserSnapshot
+    by: ChangedBy
+
+
+# --- departments ----------------------------------------------------------------------------
+
+
+class DepartmentCreated(BaseModel):
+    department: DepartmentSnapshot
+
+
+class DepartmentRenamed(BaseModel):
+    department: DepartmentSnapshot
+    old_name: str
+    new_name: str
+
+
+class DepartmentMoved(BaseModel):
+    """The department's path changed: it was moved, or a department above it was.
+
+    ``moved_department_id`` is the department an administrator moved; for the
+    departments below it (whose parent did not change) it names that ancestor.
+    """
+
+    department: DepartmentSnapshot
+    moved_department_id: str
+    old_parent_id: str | None
+    new_parent_id: str | None
+    old_path: str
+    new_path: str
+
+
+class DepartmentManagerChanged(BaseModel):
+    department: DepartmentSnapshot
+    old_manager_id: str | None
+    new_manager_id: str | None
+
+
+class DepartmentDeleted(BaseModel):
+    department: DepartmentSnapshot
+
+
+USER_CREATED = define("crm.user.created", UserCreated, TOPIC, description="A user was created.")
+USER_UPDATED = define(
+    "crm.user.updated",
+    UserUpdated,
+    TOPIC,
+    description="A user's profile, roles or department changed (also when their department moved).",
+)
+USER_DEACTIVATED = define(
+    "crm.user.deactivated",
+    UserDeactivated,
+    TOPIC,
+    description="A user was deactivated: they cannot sign in; their records and history are kept.",
+)
+USER_REACTIVATED = define("crm.user.reactivated", UserReactivated, TOPIC, description="A user was reactivated.")
+USER_PASSWORD_CHANGED = define(
+    "crm.user.password_changed",
+    UserPasswordChanged,
+    TOPIC,
+    description="A user's password changed (by themselves or an administrator); no secret is carried.",
+)
+DEPARTMENT_CREATED = define("crm.department.created", DepartmentCreated, TOPIC, description="A department was created.")
+DEPARTMENT_RENAMED = define("crm.department.renamed", DepartmentRenamed, TOPIC, description="A department was renamed.")
+DEPARTMENT_MOVED = define(
+    "crm.department.moved",
+    DepartmentMoved,
+    TOPIC,
+    description="A department's path changed: it (or a department above it) moved under another parent.",
+)
+DEPARTMENT_MANAGER_CHANGED = define(
+    "crm.department.manager_changed",
+    DepartmentManagerChanged,
+    TOPIC,
+    description="A department's manager changed.",
+)
+DEPARTMENT_DELETED = define(
+    "crm.department.deleted", DepartmentDeleted, TOPIC, description="An empty department was deleted."
+)
+
+USER_EVENTS = (USER_CREATED, USER_UPDATED, USER_DEACTIVATED, USER_REACTIVATED, USER_PASSWORD_CHANGED)
+DEPARTMENT_EVENTS = (
+    DEPARTMENT_CREATED,
+    DEPARTMENT_RENAMED,
+    DEPARTMENT_MOVED,
+    DEPARTMENT_MANAGER_CHANGED,
+    DEPARTMENT_DELETED,
+)
