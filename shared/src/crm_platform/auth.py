@@ -140,7 +140,12 @@ def mint_token(
     audience: str = "crm",
     ttl: timedelta = timedelta(hours=8),
     now: datetime | None = None,
+    key_id: str | None = None,
 ) -> str:
+    """Sign an access token with the claims every service reads.
+
+    ``key_id`` goes into the ``kid`` header: RS256 verifiers using a JWKS look the key up by it.
+    """
     issued = now or datetime.now(UTC)
     claims: dict[str, Any] = {
         "sub": user_id,
@@ -157,7 +162,7 @@ def mint_token(
         claims["dept"] = department_id
     if department_path:
         claims["dept_path"] = department_path
-    return jwt.encode(claims, secret_or_private_key, algorithm=algorithm)
+    return jwt.encode(claims, secret_or_private_key, algorithm=algorithm, headers={"kid": key_id} if key_id else None)
 
 
 async def current_principal(request: Request) -> Principal:

@@ -2,9 +2,8 @@
 
 Claims come from ``crm_platform.auth.mint_token`` with the platform's settings
 (``CRM_JWT_ALGORITHM``, ``CRM_JWT_ISSUER``, ``CRM_JWT_AUDIENCE``), so every service
-verifies them with its unchanged ``TokenVerifier``. RS256 tokens also need a ``kid``
-header (``PyJWKClient`` looks the key up by it) which ``mint_token`` cannot set; we
-re-sign the very claims it produced with the header added.
+verifies them with its unchanged ``TokenVerifier``. RS256 tokens carry the key's
+``kid`` header (``PyJWKClient`` looks the key up by it).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
@@ -74,7 +72,7 @@ class TokenSigner:
 
     def access_token(self, user: dict[str, Any], now: datetime) -> str:
         assert self._key is not None, "check can_sign first"
-        token = mint_token(
+        return mint_token(
             secret_or_private_key=self._key,
             user_id=user["_id"],
             roles=list(user.get("roles") or []),
@@ -86,8 +84,5 @@ class TokenSigner:
             audience=self.audience,
             ttl=self.ttl,
             now=now,
+            key_id=self.jwk["kid"] if self.jwk else None,
         )
-        if self.jwk is None:
-            return token
-        claims = jwt.decode(token, options={"verify_signature": False})
-        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers={"kid": self.jwk["kid"]})
