@@ -40,6 +40,9 @@ class Problem(BaseModel):
     errors: list[FieldError] = []
 
 
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors"})
+
+
 def problem_type(code: str) -> str:
     return f"urn:crm:problem:{code}"
 
@@ -128,7 +131,10 @@ def problem_response(
         instance=str(request.url.path),
         errors=list(errors),
     ).model_dump(exclude_none=True)
-    body.update(extra or {})
+    for key, value in (extra or {}).items():
+        # An extension member must not overwrite a standard one (RFC 9457 §3.2): a record's
+        # own "status" becomes "current_status" rather than replacing the HTTP status.
+        body[f"current_{key}" if key in _STANDARD_MEMBERS else key] = value
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -88,7 +88,7 @@ class ServiceKit:
         s = self.settings
         consumer = EventConsumer(
             self.broker,
-            group_id=f"crm.{s.service_name}{group_suffix}",
+            group_id=f"crm.{s.service_name}{s.consumer_group_suffix}{group_suffix}",
             topics=topics,
             handlers=handlers,
             max_attempts=s.consumer_max_attempts,

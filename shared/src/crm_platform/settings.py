@@ -41,6 +41,11 @@ class ServiceSettings(BaseSettings):
     outbox_lease_seconds: float = Field(default=30.0, gt=0)
     outbox_batch_size: int = Field(default=200, gt=0)
 
+    # Appended to the consumer group (crm.<service>): lets a second, independent copy of a
+    # service (a test, a migration, a rebuild) read the topics without taking partitions
+    # from the running one.
+    consumer_group_suffix: str = ""
+
     # Consumers: in-process retries with exponential backoff, then the dead-letter topic.
     consumer_max_attempts: int = Field(default=5, ge=1)
     consumer_backoff_initial_seconds: float = Field(default=0.2, ge=0)

@@ -23,6 +23,16 @@ class Address(BaseModel):
     postal_code: str | None = None
 
 
+class ContactSummary(BaseModel):
+    """Who the customer's contacts are, as every snapshot lists them (phones and emails are in contact events)."""
+
+    contact_id: str
+    name: str
+    role: str | None = None
+    title: str | None = None
+    is_primary: bool = False
+
+
 class CustomerSnapshot(BaseModel):
     """The customer as it stands after the change: every customers event carries it,
     so a consumer keeps a read copy from any single event (apply by ``aggregateversion``)."""
@@ -49,6 +59,8 @@ class CustomerSnapshot(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     contact_count: int = 0
+    # Added in schema 1 without a version bump (additive): None in events published before it.
+    contacts: list[ContactSummary] | None = None
 
 
 class ContactData(BaseModel):

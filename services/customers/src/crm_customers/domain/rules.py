@@ -14,7 +14,7 @@ from crm_customers.domain.model import PATCHABLE, ContactIn, ContactPatch, Custo
 from crm_customers.domain.names import normalise_name
 from crm_platform.auth import Principal
 from crm_platform.contracts.customers import Address as AddressData
-from crm_platform.contracts.customers import ContactData, CustomerSnapshot, FieldChange
+from crm_platform.contracts.customers import ContactData, ContactSummary, CustomerSnapshot, FieldChange
 from crm_platform.errors import Conflict, FieldError, Forbidden, Locked, NotFound, ValidationFailed
 
 Document = dict[str, Any]
@@ -166,6 +166,16 @@ def snapshot(doc: Document) -> CustomerSnapshot:
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
         contact_count=len(doc.get("contacts") or []),
+        contacts=[
+            ContactSummary(
+                contact_id=c["contact_id"],
+                name=c["name"],
+                role=c.get("role"),
+                title=c.get("title"),
+                is_primary=bool(c.get("is_primary")),
+            )
+            for c in doc.get("contacts") or []
+        ],
     )
 
 

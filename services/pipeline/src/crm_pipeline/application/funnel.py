@@ -1,0 +1,68 @@
+"""The funnel query: one indexed read of the cohort, then the maths in domain/funnel.py.
+
+Python over an indexed query rather than an aggregation: the embedded store's
+``$sum`` of a missing field gives null and ``$dateTrunc`` a string, and the
+"reached" rule needs each opportunity's whole stage history anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from crm_pipeline.adapters.repository import Repository
+from crm_pipeline.application.pipelines import Pipelines
+from crm_pipeline.application.queries import subtree
+from crm_pipeline.application.targets import currency_from
+from crm_pipeline.domain import funnel as fn
+from crm_pipeline.settings import PipelineSettings
+from crm_platform.auth import Principal
+from crm_platform.errors import Forbidden, ValidationFailed
+
+Document = dict[str, Any]
+PROJECTION = {"stage_id": 1, "status": 1, "amount_minor": 1, "currency": 1, "stage_history": 1}
+
+
+async def funnel(
+    repo: Repository,
+    pipelines: Pipelines,
+    settings: PipelineSettings,
+    principal: Principal,
+    *,
+    pipeline_id: str | None,
+    date_from: date | None,
+    date_to: date | None,
+    rep: str | None,
+    department: str | None,
+    currency_raw: str | None,
+) -> tuple[Document, fn.Funnel, str]:
+    currency = currency_from(currency_raw, settings.default_currency, location="query")
+    if rep and department:
+        raise ValidationFailed.for_field("department", "give either rep or department, not both", "query")
+    if date_from and date_to and date_to < date_from:
+        raise ValidationFailed.for_field("to", "must not be before 'from'", "query")
+    try:
+        pipeline = await pipelines.resolve(pipeline_id)
+    except ValidationFailed as exc:
+        raise ValidationFailed.for_field("pipeline", exc.errors[0].reason if exc.errors else str(exc), "query") from exc
+    clauses: list[Document] = [{"pipeline_id": pipeline["_id"]}, {"hidden": False}]
+    created: Document = {}
+    if date_from:
+        created["$gte"] = date_from.isoformat()
+    if date_to:
+        created["$lte"] = date_to.isoformat()
+    if created:
+        clauses.append({"created_on": created})
+    if rep:
+        if rep != principal.user_id and not (principal.is_admin or principal.is_manager):
+            raise Forbidden("Reps see their own funnel; managers their team's.")
+        clauses.append({"owner_id": rep})
+    if department:
+        if not (principal.is_admin or principal.manages_path(department)):
+            raise Forbidden("Only admins and the department's managers see its funnel.")
+        clauses.append({"department_path": subtree(department)})
+    visibility = principal.mongo_visibility()
+    if visibility:
+        clauses.append(visibility)
+    cohort = await repo.opportunities_where({"$and": clauses}, projection=PROJECTION)
+    return pipeline, fn.compute(pipeline, cohort, currency), currency

@@ -1,0 +1,123 @@
+"""List views of opportunities: filters, multi-key sort, keyset cursors."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from crm_pipeline.adapters.repository import Repository
+from crm_pipeline.domain import money
+from crm_pipeline.domain.opportunities import SORT_FIELDS
+from crm_platform.auth import Principal
+from crm_platform.errors import ValidationFailed
+from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+
+Document = dict[str, Any]
+DEFAULT_SORT = "-updated_at"
+
+
+def subtree(path: str) -> Document:
+    """A department and everything below it (an anchored regex uses the index)."""
+    return {"$regex": f"^{re.escape(path.rstrip('/'))}(/|$)"}
+
+
+class OpportunityFilter(BaseModel):
+    """Query parameters of an opportunity list; every one is optional and they combine with AND."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline_id: str | None = None
+    stage_id: str | None = None
+    status: Literal["open", "won", "lost"] | None = None
+    owner_id: str | None = None
+    department: str | None = Field(default=None, pattern=r"^/", description="A department path: it and its subtree.")
+    customer_id: str | None = None
+    currency: str | None = Field(
+        default=None, description="Only this currency (amount_min/max compare within it; default CNY)."
+    )
+    expected_close_from: date | None = Field(default=None, description="Expected close date on or after.")
+    expected_close_to: date | None = Field(default=None, description="Expected close date on or before (inclusive).")
+    amount_min: str | None = Field(default=None, description="Decimal string, e.g. '100000.00' (inclusive).")
+    amount_max: str | None = Field(default=None, description="Decimal string (inclusive).")
+    q: str | None = Field(default=None, max_length=100, description="Name contains (case-insensitive).")
+    pending_approval: bool | None = Field(default=None, description="Waiting for a manager's approval.")
+    source_campaign: str | None = None
+
+    def to_mongo(self, principal: Principal, default_currency: str) -> Document:
+        clauses: list[Document] = [{"hidden": False}]
+        visibility = principal.mongo_visibility()
+        if visibility:
+            clauses.append(visibility)
+        for name in ("pipeline_id", "stage_id", "status", "owner_id", "customer_id", "source_campaign"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append({name: value})
+        if self.department:
+            clauses.append({"department_path": subtree(self.department)})
+        if self.pending_approval is not None:
+            clauses.append({"pending_approval": self.pending_approval})
+        if self.q:
+            clauses.append({"name": {"$regex": re.escape(self.q.strip()), "$options": "i"}})
+        dates: Document = {}
+        if self.expected_close_from:
+            dates["$gte"] = self.expected_close_from.isoformat()
+        if self.expected_close_to:
+            dates["$lte"] = self.expected_close_to.isoformat()
+        if dates:
+            # ISO dates compare as text; an opportunity without one is a null and matches no range.
+            clauses.append({"expected_close_date": dates})
+        currency = None
+        if self.currency:
+            currency = self._currency(self.currency)
+            clauses.append({"currency": currency})
+        amounts: Document = {}
+        for field, op in (("amount_min", "$gte"), ("amount_max", "$lte")):
+            text = getattr(self, field)
+            if text is None:
+                continue
+            currency = currency or default_currency
+            try:
+                amounts[op] = money.parse_money(text, currency)
+            except money.InvalidMoney as exc:
+                raise ValidationFailed.for_field(field, str(exc), "query") from exc
+        if amounts:
+            if not self.currency:
+                clauses.append({"currency": currency})
+            clauses.append({"amount_minor": amounts})
+        return {"$and": clauses} if len(clauses) > 1 else clauses[0]
+
+    @staticmethod
+    def _currency(raw: str) -> str:
+        try:
+            return money.currency_code(raw)
+        except money.InvalidMoney as exc:
+            raise ValidationFailed.for_field("currency", str(exc), "query") from exc
+
+
+class Page(BaseModel):
+    items: list[Document]
+    next_cursor: str | None
+    total: int | None = None
+
+
+async def list_opportunities(
+    repo: Repository,
+    principal: Principal,
+    filters: OpportunityFilter,
+    *,
+    sort: str | None,
+    cursor: str | None,
+    limit: int,
+    with_total: bool,
+    default_currency: str,
+) -> Page:
+    keys: list[SortKey] = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
+    base = filters.to_mongo(principal, default_currency)
+    query = {"$and": [base, keyset_filter(keys, decode_cursor(cursor, keys))]} if cursor else base
+    docs = [d async for d in repo.find_opportunities(query, mongo_sort(keys), limit + 1)]
+    next_cursor = encode_cursor(docs[limit - 1], keys) if len(docs) > limit else None
+    total = await repo.count_opportunities(base) if with_total else None  # counting is the slow part: on demand
+    return Page(items=docs[:limit], next_cursor=next_cursor, total=total)

@@ -1,0 +1,52 @@
+"""The pipeline service's app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from crm_pipeline.adapters.repository import Repository
+from crm_pipeline.application.customer_events import CustomerReactions
+from crm_pipeline.application.events import EventFactory
+from crm_pipeline.application.opportunities import Opportunities
+from crm_pipeline.application.pipelines import Pipelines
+from crm_pipeline.application.targets import Targets
+from crm_pipeline.entrypoints import events, http
+from crm_pipeline.settings import PipelineSettings
+from crm_platform.clock import Clock
+from crm_platform.contracts import customers
+from crm_platform.contracts import pipeline as _pipeline_events  # noqa: F401  (registers the event types)
+from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.service import ServiceKit
+
+DESCRIPTION = """Pipelines and sales stages (销售阶段) with entry requirements, opportunities (商机) and their
+stage moves, targets and the forecast (目标/预测), and the funnel (销售漏斗). Customers come from the
+customers service's events (a read copy). Every change is published on Kafka topic `crm.pipeline.v1` as a
+CloudEvent: see /asyncapi."""
+
+
+def create_app(settings: PipelineSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or PipelineSettings()
+    kit = ServiceKit(settings, title="CRM pipeline", description=DESCRIPTION, clock=clock)
+    repo = Repository(kit.db, kit.clock, kit.wake_relay)
+    for collection in (repo.pipelines, repo.opportunities, repo.targets):
+        kit.outbox(collection)
+    factory = EventFactory(kit.source, kit.clock)
+    read_model = CustomerReadModel(repo.customers)
+    pipelines = Pipelines(repo, kit.clock, factory)
+    opportunities = Opportunities(repo, pipelines, read_model, kit.clock, settings, factory)
+    targets = Targets(repo, kit.clock, settings, factory)
+
+    async def setup(_: ServiceKit) -> None:
+        await repo.ensure_indexes()
+        await read_model.ensure_indexes()
+        await pipelines.seed_default()
+
+    kit.on_startup(setup)
+    kit.consume(
+        [customers.TOPIC],
+        events.customer_handlers(read_model, CustomerReactions(repo, opportunities)),
+    )
+    app = kit.build_app([http.pipelines_router, http.router, http.reports_router])
+    app.state.pipeline = http.Services(pipelines, opportunities, targets, settings)
+    app.state.customer_read_model = read_model
+    return app

@@ -1,0 +1,31 @@
+"""Settings of the pipeline service (environment, prefix ``CRM_``)."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+
+from crm_platform.settings import ServiceSettings
+
+
+class PipelineSettings(ServiceSettings):
+    service_name: str = "pipeline"
+    http_port: int = 8002
+    mongo_database: str = "crm_pipeline"
+
+    default_currency: str = Field(default="CNY", description="Currency of amounts and targets when none is given.")
+    business_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="Where the day a deal is won, and the months of targets, begin and end.",
+    )
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises on an unknown zone: fail at start, not on the first win
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.business_timezone)
