@@ -9,36 +9,23 @@ database; neither calls the other. The pipeline service knows the customer only 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from crm_pipeline.main import create_app as create_pipeline_app
-from crm_pipeline.settings import PipelineSettings
 
 from crm_customers.main import create_app as create_customers_app
 from crm_customers.settings import CustomersSettings
+from crm_pipeline.main import create_app as create_pipeline_app
+from crm_pipeline.settings import PipelineSettings
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, eventually, unique
-
-
-def _common(backend: Backend, service: str) -> dict[str, Any]:
-    return {
-        "kafka_bootstrap_servers": backend.kafka_bootstrap,
-        "kafka_enable_idempotence": backend.kafka_enable_idempotence,
-        "mongo_url": backend.mongo_url,
-        "mongo_database": f"crm_{service}_{uuid.uuid4().hex[:8]}",
-        "jwt_secret": TEST_JWT_SECRET,
-        "log_format": "console",
-        "log_level": "WARNING",
-    }
+from crm_platform.testing.fixtures import auth, eventually, service_settings, unique
 
 
 @pytest.fixture(scope="module")
 async def customers(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_customers_app(CustomersSettings(**_common(backend, "customers")))
+    app = create_customers_app(CustomersSettings(**service_settings(backend, "customers")))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://customers.e2e") as c:
             yield c
@@ -47,7 +34,7 @@ async def customers(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 async def pipeline(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
     # Its own consumer group: a pipeline app of another suite may be running in this session.
-    settings = PipelineSettings(**_common(backend, "pipeline"), consumer_group_suffix=f".e2e-{uuid.uuid4().hex[:6]}")
+    settings = PipelineSettings(**service_settings(backend, "pipeline"))
     app = create_pipeline_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pipeline.e2e") as c:

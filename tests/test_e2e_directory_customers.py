@@ -7,7 +7,6 @@ database and the same JWT secret, as they would be deployed; neither calls the o
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -18,27 +17,15 @@ from crm_customers.settings import CustomersSettings
 from crm_directory.main import create_app as create_directory_app
 from crm_directory.settings import DirectorySettings
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, unique
+from crm_platform.testing.fixtures import auth, service_settings, unique
 
 PASSWORD = "a long enough passphrase"
-
-
-def _common(backend: Backend, service: str) -> dict[str, object]:
-    return {
-        "kafka_bootstrap_servers": backend.kafka_bootstrap,
-        "kafka_enable_idempotence": backend.kafka_enable_idempotence,
-        "mongo_url": backend.mongo_url,
-        "mongo_database": f"crm_{service}_{uuid.uuid4().hex[:8]}",
-        "jwt_secret": TEST_JWT_SECRET,
-        "log_format": "console",
-        "log_level": "WARNING",
-    }
 
 
 @pytest.fixture(scope="module")
 async def directory(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
     settings = DirectorySettings(
-        **_common(backend, "directory"),  # type: ignore[arg-type]
+        **service_settings(backend, "directory"),  # type: ignore[arg-type]
         directory_argon2_time_cost=1,
         directory_argon2_memory_kib=256,
         directory_argon2_parallelism=1,
@@ -51,7 +38,7 @@ async def directory(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="module")
 async def customers(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_customers_app(CustomersSettings(**_common(backend, "customers")))  # type: ignore[arg-type]
+    app = create_customers_app(CustomersSettings(**service_settings(backend, "customers")))  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://customers.e2e") as c:
             yield c

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -42,6 +42,14 @@ Document = dict[str, Any]
 StartupHook = Callable[["ServiceKit"], Awaitable[None]]
 
 
+class Background(Protocol):
+    """A loop that runs while the service runs (a scheduler, a projector): started, then stopped."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class ServiceKit:
     def __init__(
         self,
@@ -68,6 +76,7 @@ class ServiceKit:
         self.consumers: list[EventConsumer] = []
         self._outbox_collections: list[AsyncCollection[Document]] = []
         self._startup_hooks: list[StartupHook] = []
+        self._background: list[Background] = []
         self._relay: OutboxRelay | None = None
         self._document_publishers()
 
@@ -81,6 +90,11 @@ class ServiceKit:
     def on_startup(self, hook: StartupHook) -> StartupHook:
         self._startup_hooks.append(hook)
         return hook
+
+    def background(self, component: Background) -> Background:
+        """Run ``component`` once everything else runs; stop it first, before the broker and the store."""
+        self._background.append(component)
+        return component
 
     def consume(
         self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = ""
@@ -151,10 +165,14 @@ class ServiceKit:
             batch_size=s.outbox_batch_size,
         )
         self._relay.start()
+        for component in self._background:
+            component.start()
         log.info("service started", service=s.service_name, topic=self.topic)
         try:
             yield
         finally:
+            for component in reversed(self._background):
+                await component.stop()
             await self._relay.stop()
             await self.broker.stop()
             await self.mongo.close()

@@ -50,6 +50,7 @@ class ServiceSpec:
 SERVICES: list[ServiceSpec] = [
     ServiceSpec(name="customers", module="crm_customers", http_port=8001, database="crm_customers"),
     ServiceSpec(name="pipeline", module="crm_pipeline", http_port=8002, database="crm_pipeline"),
+    ServiceSpec(name="interactions", module="crm_interactions", http_port=8003, database="crm_interactions"),
     ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
 ]
 

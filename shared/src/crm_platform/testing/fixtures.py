@@ -11,9 +11,11 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -156,3 +158,29 @@ async def producer(backend: Backend) -> AsyncIterator[AIOKafkaProducer]:
 @pytest.fixture(scope="session")
 def test_jwt_secret() -> str:
     return TEST_JWT_SECRET
+
+
+def service_settings(backend: Backend, service: str) -> dict[str, Any]:
+    """Settings for one in-process copy of a service: its own database and its own consumer group,
+    so it neither shares data with nor takes partitions from another copy in the same session."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "kafka_bootstrap_servers": backend.kafka_bootstrap,
+        "kafka_enable_idempotence": backend.kafka_enable_idempotence,
+        "mongo_url": backend.mongo_url,
+        "mongo_database": f"crm_{service}_{suffix}",
+        "consumer_group_suffix": f".test-{suffix}",
+        "jwt_secret": TEST_JWT_SECRET,
+        "log_format": "console",
+        "log_level": "WARNING",
+    }
+
+
+@asynccontextmanager
+async def running(app: Any, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan, wait until its consumers have partitions, and give an HTTP client to it."""
+    async with app.router.lifespan_context(app):
+        kit = app.state.kit
+        await eventually(lambda: all(c.assigned() for c in kit.consumers), timeout=60, message="consumers assigned")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:
+            yield client

@@ -1,0 +1,173 @@
+"""Use cases of customer feedback: record, change, move through its statuses, list.
+
+Who sees and acts on feedback: the customer's owner and the managers of its
+department subtree (from the read copy), the person who recorded it, its handler,
+managers of either one's department subtree, admins.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from crm_interactions.adapters.repository import Repository
+from crm_interactions.application.events import EventFactory
+from crm_interactions.application.interactions import sees_customer_records
+from crm_interactions.application.references import References
+from crm_interactions.domain import feedback as rules
+from crm_interactions.domain.model import FeedbackIn, FeedbackPatch, TransitionIn
+from crm_platform.auth import Principal
+from crm_platform.clock import Clock
+from crm_platform.contracts import interactions as ev
+from crm_platform.errors import NotFound, ValidationFailed
+from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.store import Change
+
+Document = dict[str, Any]
+
+
+def involved(principal: Principal, doc: Document) -> bool:
+    if principal.is_admin or principal.user_id in (doc.get("reported_by"), doc.get("handler_id")):
+        return True
+    return principal.manages_path(doc.get("reporter_department_path")) or principal.manages_path(
+        doc.get("handler_department_path")
+    )
+
+
+class Feedback:
+    def __init__(self, repo: Repository, refs: References, clock: Clock, event: EventFactory) -> None:
+        self.repo = repo
+        self.refs = refs
+        self.clock = clock
+        self.event = event
+
+    def _event(self, event_type: Any, doc: Document, version: int, actor: str | None, **fields: Any) -> Any:
+        data = event_type.data_model(feedback=rules.snapshot(doc), **fields)
+        return self.event(event_type, doc["_id"], data, version, actor)
+
+    async def open(self, principal: Principal, data: FeedbackIn) -> Document:
+        customer = await self.refs.customer(principal, data.customer_id)
+        if data.contact_id:
+            self.refs.contacts(customer, [data.contact_id], "contact_id")
+        handler_path = None
+        if data.handler_id:
+            handler_path = await self.refs.user_department(principal, data.handler_id, "handler_id")
+        doc = rules.new_feedback(
+            str(uuid.uuid4()),
+            kind=data.kind,
+            title=data.title,
+            description=data.description,
+            priority=data.priority,
+            customer_id=data.customer_id,
+            contact_id=data.contact_id,
+            handler_id=data.handler_id,
+            handler_department_path=handler_path,
+            principal=principal,
+            now=self.clock.now(),
+        )
+        return await self.repo.feedback_store.insert(doc, [self._event(ev.FEEDBACK_OPENED, doc, 1, principal.user_id)])
+
+    async def _visible(self, principal: Principal, doc: Document) -> bool:
+        if involved(principal, doc):
+            return True
+        return sees_customer_records(principal, await self.refs.customers.get(doc["customer_id"]))
+
+    async def get(self, principal: Principal, feedback_id: str) -> Document:
+        doc = await self.repo.feedback_store.get(feedback_id)
+        if doc is None or doc.get("hidden") or not await self._visible(principal, doc):
+            raise NotFound(f"No feedback with id {feedback_id}.")
+        return doc
+
+    @staticmethod
+    def _guard(doc: Document, feedback_id: str) -> None:
+        if doc.get("hidden"):
+            raise NotFound(f"No feedback with id {feedback_id}.")
+
+    async def update(
+        self, principal: Principal, feedback_id: str, patch: FeedbackPatch, expected_version: int | None
+    ) -> Document:
+        current = await self.get(principal, feedback_id)
+        values = patch.model_dump(include=patch.model_fields_set)
+        for name in ("kind", "title", "description", "priority"):
+            if name in values and values[name] is None:
+                raise ValidationFailed.for_field(name, "cannot be cleared")
+        if values.get("contact_id"):
+            customer = await self.refs.customers.get(current["customer_id"])
+            self.refs.contacts(customer or {"_id": current["customer_id"]}, [values["contact_id"]], "contact_id")
+        if values.get("handler_id"):
+            values["handler_department_path"] = await self.refs.user_department(
+                principal, values["handler_id"], "handler_id"
+            )
+        elif "handler_id" in values:
+            values["handler_department_path"] = None
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(doc, feedback_id)
+            rules.ensure_editable(doc)
+            changes = rules.apply_values(doc, values)
+            if not changes:
+                return Change(None)
+            doc["updated_at"] = now
+            return Change(doc, [self._event(ev.FEEDBACK_UPDATED, doc, version, principal.user_id, changes=changes)])
+
+        return await self.repo.feedback_store.mutate(feedback_id, decide, expected_version=expected_version)
+
+    async def transition(
+        self, principal: Principal, feedback_id: str, move: TransitionIn, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, feedback_id)
+        handler_path = None
+        if move.handler_id is not None:
+            handler_path = await self.refs.user_department(principal, move.handler_id, "handler_id")
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(doc, feedback_id)
+            previous = rules.transition(doc, move, principal, now, handler_department_path=handler_path)
+            if move.status == "resolved":
+                event = self._event(
+                    ev.FEEDBACK_RESOLVED,
+                    doc,
+                    version,
+                    principal.user_id,
+                    from_status=previous,
+                    resolution=doc["resolution"],
+                    satisfaction=doc.get("satisfaction"),
+                    note=move.note,
+                )
+            else:
+                event = self._event(
+                    ev.FEEDBACK_STATUS_CHANGED,
+                    doc,
+                    version,
+                    principal.user_id,
+                    from_status=previous,
+                    to_status=move.status,
+                    note=move.note,
+                )
+            return Change(doc, [event])
+
+        return await self.repo.feedback_store.mutate(feedback_id, decide, expected_version=expected_version)
+
+    async def list(
+        self, principal: Principal, filters: Document, sort: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Document], str | None]:
+        clauses: list[Document] = [{"hidden": False}, filters]
+        if not principal.is_admin:
+            options: list[Document] = [{"reported_by": principal.user_id}, {"handler_id": principal.user_id}]
+            if principal.is_manager and principal.department_path:
+                reporters = principal.mongo_visibility("reported_by", "reporter_department_path")
+                handlers = principal.mongo_visibility("handler_id", "handler_department_path")
+                options += [*reporters.get("$or", [reporters]), *handlers.get("$or", [handlers])]
+            owned = await self.repo.customer_ids_owned_by(principal.user_id)
+            if owned:
+                options.append({"customer_id": {"$in": owned}})
+            clauses.append({"$or": options})
+        keys = parse_sort(sort, rules.SORT_FIELDS, rules.DEFAULT_SORT)
+        if cursor:
+            clauses.append(keyset_filter(keys, decode_cursor(cursor, keys)))
+        query = {"$and": [c for c in clauses if c]}
+        rows = [d async for d in self.repo.find(self.repo.feedback, query, mongo_sort(keys), limit + 1)]
+        next_cursor = encode_cursor(rows[limit - 1], keys) if len(rows) > limit else None
+        return rows[:limit], next_cursor

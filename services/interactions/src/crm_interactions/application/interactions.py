@@ -1,0 +1,231 @@
+"""Use cases of interactions (跟进记录): log, read, change, delete, list a customer's history.
+
+Who sees an interaction: its customer's owner and the managers of the customer's
+department subtree (from the customer read copy, as it stands now), admins, and
+its author (with the author's managers). Who changes or deletes it: its author,
+the author's managers, admins.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from crm_interactions.adapters.repository import Repository
+from crm_interactions.application.events import EventFactory
+from crm_interactions.application.references import References
+from crm_interactions.domain import interactions as rules
+from crm_interactions.domain.model import EmailIn, InteractionIn, InteractionPatch
+from crm_interactions.settings import InteractionsSettings
+from crm_platform.auth import Principal
+from crm_platform.clock import Clock
+from crm_platform.contracts import interactions as ev
+from crm_platform.errors import Conflict, NotFound
+from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.store import Change
+
+Document = dict[str, Any]
+
+
+def sees_customer_records(principal: Principal, customer: Document | None) -> bool:
+    """The customer's owner, managers of its department subtree, admins: they see every record of it."""
+    if principal.is_admin:
+        return True
+    if customer is None:
+        return False
+    return principal.can_see_owned(customer.get("owner_id"), customer.get("department_path"))
+
+
+def author_visibility(principal: Principal) -> Document:
+    """Records one authored, and (for a manager) those authored in one's department subtree."""
+    return principal.mongo_visibility(owner_field="author_id", path_field="author_department_path")
+
+
+class Interactions:
+    def __init__(
+        self,
+        repo: Repository,
+        refs: References,
+        clock: Clock,
+        settings: InteractionsSettings,
+        event: EventFactory,
+    ) -> None:
+        self.repo = repo
+        self.refs = refs
+        self.clock = clock
+        self.event = event
+        self.late_after = timedelta(hours=settings.late_after_hours)
+        self.skew = timedelta(seconds=settings.future_skew_seconds)
+
+    # --- log -----------------------------------------------------------------------------
+
+    async def log(self, principal: Principal, data: InteractionIn) -> tuple[Document, bool]:
+        """Log one interaction; returns (record, created). An email synced again returns the first record."""
+        if isinstance(data, EmailIn) and data.message_id:
+            existing = await self.repo.interaction_by_message(data.message_id)
+            if existing is not None:
+                return await self._already_logged(principal, existing), False
+        customer = await self.refs.customer(principal, data.customer_id)
+        self.refs.contacts(customer, data.contact_ids)
+        if data.opportunity_id:
+            await self.refs.opportunity(principal, data.opportunity_id, customer)
+        now = self.clock.now()
+        doc = rules.new_interaction(str(uuid.uuid4()), data, principal, now, late_after=self.late_after, skew=self.skew)
+        snap = rules.snapshot(doc)
+        logged = ev.InteractionLogged(
+            interaction_id=doc["_id"],
+            customer_id=doc["customer_id"],
+            author_id=doc["author_id"],
+            channel=doc["channel"],
+            occurred_at=doc["occurred_at"],
+            contact_ids=doc["contact_ids"],
+            opportunity_id=doc["opportunity_id"],
+            recorded_late=doc["recorded_late"],
+            interaction=snap,
+        )
+        try:
+            stored = await self.repo.interaction_store.insert(
+                doc, [self.event(ev.INTERACTION_LOGGED, doc["_id"], logged, 1, principal.user_id)]
+            )
+        except DuplicateKeyError:
+            # Two syncs of one email at once: the unique Message-ID key let exactly one in.
+            existing = await self.repo.interaction_by_message(doc.get("message_key") or "")
+            if existing is None:
+                raise
+            return await self._already_logged(principal, existing), False
+        return stored, True
+
+    async def _already_logged(self, principal: Principal, existing: Document) -> Document:
+        if existing.get("status") == "deleted" or existing.get("hidden"):
+            raise Conflict(
+                "This email was logged before and that interaction was deleted.",
+                extra={"existing_id": existing["_id"]},
+            )
+        if not await self._visible(principal, existing):
+            raise Conflict(
+                "This email is already logged, by someone whose records you may not see.",
+                extra={"existing_id": existing["_id"]},
+            )
+        return existing
+
+    # --- read ----------------------------------------------------------------------------
+
+    async def _visible(self, principal: Principal, doc: Document) -> bool:
+        if rules.can_edit(principal, doc):
+            return True
+        return sees_customer_records(principal, await self.refs.customers.get(doc["customer_id"]))
+
+    async def get(self, principal: Principal, interaction_id: str) -> Document:
+        doc = await self.repo.interaction_store.get(interaction_id)
+        if doc is None or doc.get("status") != "active" or doc.get("hidden") or not await self._visible(principal, doc):
+            raise NotFound(f"No interaction with id {interaction_id}.")
+        return doc
+
+    # --- change --------------------------------------------------------------------------
+
+    async def update(
+        self, principal: Principal, interaction_id: str, patch: InteractionPatch, expected_version: int | None
+    ) -> Document:
+        current = await self.get(principal, interaction_id)
+        rules.ensure_can_edit(principal, current)
+        values = rules.patch_changes(current, patch)
+        now = self.clock.now()
+        if values.get("occurred_at") is not None:
+            rules.check_occurred_at(values["occurred_at"], now, self.skew)
+        if values.get("contact_ids") or values.get("opportunity_id"):
+            customer = await self.refs.customers.get(current["customer_id"])
+            if customer is None:
+                raise NotFound(f"No interaction with id {interaction_id}.")
+            if values.get("contact_ids"):
+                self.refs.contacts(customer, values["contact_ids"])
+            if values.get("opportunity_id"):
+                await self.refs.opportunity(principal, values["opportunity_id"], customer)
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc.get("status") != "active" or doc.get("hidden"):
+                raise NotFound(f"No interaction with id {interaction_id}.")
+            rules.ensure_can_edit(principal, doc)
+            changes = rules.apply_values(doc, values, self.late_after)
+            if not changes:
+                return Change(None)
+            doc["updated_at"], doc["updated_by"] = now, principal.user_id
+            data = ev.InteractionUpdated(interaction=rules.snapshot(doc), changes=changes)
+            return Change(doc, [self.event(ev.INTERACTION_UPDATED, doc["_id"], data, version, principal.user_id)])
+
+        return await self.repo.interaction_store.mutate(interaction_id, decide, expected_version=expected_version)
+
+    async def delete(
+        self, principal: Principal, interaction_id: str, reason: str | None, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, interaction_id)
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc.get("status") != "active" or doc.get("hidden"):
+                raise NotFound(f"No interaction with id {interaction_id}.")
+            rules.ensure_can_edit(principal, doc)
+            doc["status"] = "deleted"
+            doc["deleted"] = {"by": principal.user_id, "at": now, "reason": reason}
+            doc["updated_at"], doc["updated_by"] = now, principal.user_id
+            data = ev.InteractionDeleted(interaction=rules.snapshot(doc), reason=reason)
+            return Change(doc, [self.event(ev.INTERACTION_DELETED, doc["_id"], data, version, principal.user_id)])
+
+        return await self.repo.interaction_store.mutate(interaction_id, decide, expected_version=expected_version)
+
+    # --- lists -----------------------------------------------------------------------------
+
+    async def customer_history(
+        self,
+        principal: Principal,
+        customer_id: str,
+        filters: Document,
+        sort: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Document], str | None]:
+        """What a rep reads before a visit: every interaction with the customer, in time order."""
+        customer = await self.refs.customers.get(customer_id)
+        if customer is None or customer.get("status") == "purged":
+            raise NotFound(f"No customer with id {customer_id}.")
+        if customer.get("status") == "merged":
+            raise NotFound(
+                f"Customer {customer_id} was merged into {customer.get('merged_into')}; its history moved there.",
+                extra={"merged_into": customer.get("merged_into")},
+            )
+        clauses = [{"customer_id": customer_id}, filters]
+        if not sees_customer_records(principal, customer):
+            clauses.append(author_visibility(principal))
+        items, next_cursor = await self._page({"$and": clauses}, sort, cursor, limit)
+        if not items and cursor is None and not sees_customer_records(principal, customer):
+            if not CustomerReadModel.visible_to(principal, customer):
+                raise NotFound(f"No customer with id {customer_id}.")
+        return items, next_cursor
+
+    async def search(
+        self, principal: Principal, filters: Document, sort: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Document], str | None]:
+        """Interactions across customers: one's own, one's team's (managers), one's customers'."""
+        clauses = [filters]
+        if not principal.is_admin:
+            owned = await self.repo.customer_ids_owned_by(principal.user_id)
+            mine = author_visibility(principal)
+            options = [*mine.get("$or", [mine])]
+            if owned:
+                options.append({"customer_id": {"$in": owned}})
+            clauses.append({"$or": options})
+        return await self._page({"$and": clauses}, sort, cursor, limit)
+
+    async def _page(
+        self, query: Document, sort: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Document], str | None]:
+        keys = parse_sort(sort, rules.SORT_FIELDS, rules.DEFAULT_SORT)
+        if cursor:
+            query = {"$and": [query, keyset_filter(keys, decode_cursor(cursor, keys))]}
+        query = {"$and": [query, {"status": "active", "hidden": False}]}
+        rows = [d async for d in self.repo.find(self.repo.interactions, query, mongo_sort(keys), limit + 1)]
+        next_cursor = encode_cursor(rows[limit - 1], keys) if len(rows) > limit else None
+        return rows[:limit], next_cursor

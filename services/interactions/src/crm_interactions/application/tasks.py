@@ -1,0 +1,238 @@
+"""Use cases of follow-up tasks (待办): create, change, reschedule, complete, reopen, delete, list.
+
+Who sees and acts on a task: its assignee and creator, managers of either one's
+department subtree, admins. Reminders and overdue notices are sent by the
+scheduler (see scheduler.py), not here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any, Literal
+
+from crm_interactions.adapters.repository import Repository
+from crm_interactions.application.events import EventFactory
+from crm_interactions.application.references import References
+from crm_interactions.domain import tasks as rules
+from crm_interactions.domain.calendar import to_millis, zone
+from crm_interactions.domain.model import RescheduleIn, TaskIn, TaskPatch
+from crm_interactions.settings import InteractionsSettings
+from crm_platform.auth import Principal
+from crm_platform.clock import Clock
+from crm_platform.contracts import interactions as ev
+from crm_platform.errors import Forbidden, NotFound, ValidationFailed
+from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.store import Change
+
+Document = dict[str, Any]
+Scope = Literal["mine", "created", "team", "all"]
+StatusFilter = Literal["open", "done", "all"]
+
+
+class Tasks:
+    def __init__(
+        self,
+        repo: Repository,
+        refs: References,
+        clock: Clock,
+        settings: InteractionsSettings,
+        event: EventFactory,
+    ) -> None:
+        self.repo = repo
+        self.refs = refs
+        self.clock = clock
+        self.settings = settings
+        self.event = event
+        self.skew = timedelta(seconds=settings.future_skew_seconds)
+
+    def _snapshot_event(self, event_type: Any, doc: Document, version: int, actor: str | None, **fields: Any) -> Any:
+        data = event_type.data_model(task=rules.snapshot(doc), **fields)
+        return self.event(event_type, doc["_id"], data, version, actor)
+
+    async def create(self, principal: Principal, data: TaskIn) -> Document:
+        now = self.clock.now()
+        rules.check_future(data.due_at, now, self.skew, "due_at")
+        if data.remind_at is not None:
+            rules.check_future(data.remind_at, now, self.skew, "remind_at")
+        assignee_id = data.assignee_id or principal.user_id
+        assignee_path = await self.refs.user_department(principal, assignee_id, "assignee_id")
+        rules.ensure_may_assign(principal, assignee_id, assignee_path)
+        customer_id = data.customer_id
+        if data.interaction_id:
+            source = await self.repo.interaction_store.get(data.interaction_id)
+            if source is None or source.get("status") != "active" or source.get("hidden"):
+                raise ValidationFailed.for_field("interaction_id", f"no interaction {data.interaction_id}")
+            if customer_id and customer_id != source["customer_id"]:
+                raise ValidationFailed.for_field("interaction_id", "belongs to another customer")
+            customer_id = source["customer_id"]
+        if data.opportunity_id and not customer_id:
+            raise ValidationFailed.for_field("customer_id", "give the customer of the opportunity")
+        if customer_id:
+            customer = await self.refs.customer(principal, customer_id)
+            if data.opportunity_id:
+                await self.refs.opportunity(principal, data.opportunity_id, customer)
+        doc = rules.new_task(
+            str(uuid.uuid4()),
+            title=data.title,
+            notes=data.notes,
+            due_at=data.due_at,
+            remind_at=data.remind_at,
+            assignee_id=assignee_id,
+            assignee_department_path=assignee_path,
+            principal=principal,
+            customer_id=customer_id,
+            opportunity_id=data.opportunity_id,
+            interaction_id=data.interaction_id,
+            now=now,
+        )
+        event = self._snapshot_event(ev.TASK_CREATED, doc, 1, principal.user_id)
+        return await self.repo.task_store.insert(doc, [event])
+
+    async def get(self, principal: Principal, task_id: str) -> Document:
+        doc = await self.repo.task_store.get(task_id)
+        if doc is None or doc.get("status") == "deleted" or doc.get("hidden") or not rules.can_act(principal, doc):
+            raise NotFound(f"No task with id {task_id}.")
+        return doc
+
+    def _guard(self, principal: Principal, doc: Document, task_id: str) -> None:
+        if doc.get("status") == "deleted" or doc.get("hidden") or not rules.can_act(principal, doc):
+            raise NotFound(f"No task with id {task_id}.")
+
+    async def update(
+        self, principal: Principal, task_id: str, patch: TaskPatch, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, task_id)
+        values = patch.model_dump(include=patch.model_fields_set)
+        if "title" in values and values["title"] is None:
+            raise ValidationFailed.for_field("title", "a task needs a title")
+        if "assignee_id" in values:
+            if values["assignee_id"] is None:
+                raise ValidationFailed.for_field("assignee_id", "a task needs an assignee")
+            path = await self.refs.user_department(principal, values["assignee_id"], "assignee_id")
+            rules.ensure_may_assign(principal, values["assignee_id"], path)
+            values["assignee_department_path"] = path
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(principal, doc, task_id)
+            changes = rules.apply_values(doc, values)
+            if not changes:
+                return Change(None)
+            doc["updated_at"] = now
+            return Change(
+                doc, [self._snapshot_event(ev.TASK_UPDATED, doc, version, principal.user_id, changes=changes)]
+            )
+
+        return await self.repo.task_store.mutate(task_id, decide, expected_version=expected_version)
+
+    async def reschedule(
+        self, principal: Principal, task_id: str, data: RescheduleIn, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, task_id)
+        now = self.clock.now()
+        rules.check_future(data.due_at, now, self.skew, "due_at")
+        keep_lead = "remind_at" not in data.model_fields_set
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(principal, doc, task_id)
+            previous_due, previous_remind = doc["due_at"], doc.get("remind_at")
+            remind_at = rules.same_lead_time(doc, to_millis(data.due_at)) if keep_lead else data.remind_at
+            if remind_at is not None and remind_at < now - self.skew:
+                field = "due_at" if keep_lead else "remind_at"
+                raise ValidationFailed.for_field(field, "puts the reminder in the past; give remind_at")
+            rules.reschedule(doc, data.due_at, remind_at)
+            doc["updated_at"] = now
+            event = self._snapshot_event(
+                ev.TASK_RESCHEDULED,
+                doc,
+                version,
+                principal.user_id,
+                previous_due_at=previous_due,
+                previous_remind_at=previous_remind,
+                reason=data.reason,
+            )
+            return Change(doc, [event])
+
+        return await self.repo.task_store.mutate(task_id, decide, expected_version=expected_version)
+
+    async def complete(
+        self, principal: Principal, task_id: str, note: str | None, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, task_id)
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(principal, doc, task_id)
+            rules.complete(doc, principal, now)
+            doc["updated_at"] = now
+            return Change(doc, [self._snapshot_event(ev.TASK_COMPLETED, doc, version, principal.user_id, note=note)])
+
+        return await self.repo.task_store.mutate(task_id, decide, expected_version=expected_version)
+
+    async def reopen(
+        self, principal: Principal, task_id: str, reason: str | None, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, task_id)
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(principal, doc, task_id)
+            rules.reopen(doc)
+            doc["updated_at"] = now
+            return Change(doc, [self._snapshot_event(ev.TASK_REOPENED, doc, version, principal.user_id, reason=reason)])
+
+        return await self.repo.task_store.mutate(task_id, decide, expected_version=expected_version)
+
+    async def delete(
+        self, principal: Principal, task_id: str, reason: str | None, expected_version: int | None
+    ) -> Document:
+        await self.get(principal, task_id)
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            self._guard(principal, doc, task_id)
+            doc["status"] = "deleted"
+            doc["deleted"] = {"by": principal.user_id, "at": now, "reason": reason}
+            doc["updated_at"] = now
+            rules.refresh(doc)
+            return Change(doc, [self._snapshot_event(ev.TASK_DELETED, doc, version, principal.user_id, reason=reason)])
+
+        return await self.repo.task_store.mutate(task_id, decide, expected_version=expected_version)
+
+    # --- lists -----------------------------------------------------------------------------
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        view: rules.View,
+        scope: Scope,
+        status: StatusFilter,
+        tz: str | None,
+        filters: Document,
+        sort: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Document], str | None]:
+        clauses: list[Document] = [{"hidden": False}, filters]
+        clauses.append({"status": {"$in": ["open", "done"]}} if status == "all" else {"status": status})
+        if scope == "mine":
+            clauses.append({"assignee_id": principal.user_id})
+        elif scope == "created":
+            clauses.append({"created_by": principal.user_id})
+        elif scope == "team":
+            if not (principal.is_manager or principal.is_admin):
+                raise Forbidden("The team's tasks are for managers (scope=team) and admins.")
+            if not principal.is_admin:
+                clauses.append(principal.mongo_visibility("assignee_id", "assignee_department_path"))
+        elif not principal.is_admin:
+            raise Forbidden("Every task (scope=all) is for admins.")
+        clauses.append(rules.view_filter(view, self.clock.now(), zone(tz or self.settings.default_timezone)))
+        keys = parse_sort(sort, rules.SORT_FIELDS, rules.DEFAULT_SORT)
+        if cursor:
+            clauses.append(keyset_filter(keys, decode_cursor(cursor, keys)))
+        query = {"$and": [c for c in clauses if c]}
+        rows = [d async for d in self.repo.find(self.repo.tasks, query, mongo_sort(keys), limit + 1)]
+        next_cursor = encode_cursor(rows[limit - 1], keys) if len(rows) > limit else None
+        return rows[:limit], next_cursor

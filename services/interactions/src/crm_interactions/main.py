@@ -1,0 +1,67 @@
+"""The interactions service's app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from crm_interactions.adapters.repository import Repository
+from crm_interactions.application.customer_events import CustomerReactions
+from crm_interactions.application.events import EventFactory
+from crm_interactions.application.feedback import Feedback
+from crm_interactions.application.interactions import Interactions
+from crm_interactions.application.references import References
+from crm_interactions.application.scheduler import TaskScheduler
+from crm_interactions.application.tasks import Tasks
+from crm_interactions.entrypoints import events, http
+from crm_interactions.settings import InteractionsSettings
+from crm_platform.clock import Clock
+from crm_platform.contracts import customers, directory, pipeline
+from crm_platform.contracts import interactions as _interaction_events  # noqa: F401  (registers the event types)
+from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.directory import DirectoryReadModel
+from crm_platform.readmodels.opportunities import OpportunityReadModel
+from crm_platform.service import ServiceKit
+
+DESCRIPTION = """Interactions (跟进记录) on every channel — calls, emails, meetings, visits, social and chat
+messages, notes — with the 24-hour rule for minutes; follow-up tasks (待办) with reminders; customer feedback
+(requests, suggestions, complaints) closed in a loop; activity counts per rep and channel. Customers,
+opportunities and users come from the other services' events (read copies). Every change is published on
+Kafka topic `crm.interactions.v1` as a CloudEvent: see /asyncapi."""
+
+
+def create_app(settings: InteractionsSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or InteractionsSettings()
+    kit = ServiceKit(settings, title="CRM interactions", description=DESCRIPTION, clock=clock)
+    repo = Repository(kit.db, kit.clock, kit.wake_relay)
+    for collection in (repo.interactions, repo.tasks, repo.feedback):
+        kit.outbox(collection)
+    event = EventFactory(kit.source, kit.clock)
+    customer_copy = CustomerReadModel(repo.customers)
+    opportunity_copy = OpportunityReadModel(repo.opportunities)
+    directory_copy = DirectoryReadModel(repo.directory_users, repo.directory_departments)
+    refs = References(customer_copy, opportunity_copy, directory_copy)
+    interactions = Interactions(repo, refs, kit.clock, settings, event)
+    tasks = Tasks(repo, refs, kit.clock, settings, event)
+    feedback = Feedback(repo, refs, kit.clock, event)
+    scheduler = TaskScheduler(
+        repo, kit.clock, event, batch_size=settings.scheduler_batch_size, poll_seconds=settings.scheduler_poll_seconds
+    )
+
+    async def setup(_: ServiceKit) -> None:
+        await repo.ensure_indexes()
+        await customer_copy.ensure_indexes()
+        await opportunity_copy.ensure_indexes()
+        await directory_copy.ensure_indexes()
+
+    kit.on_startup(setup)
+    kit.consume(
+        [customers.TOPIC, pipeline.TOPIC, directory.TOPIC],
+        events.handlers(customer_copy, CustomerReactions(repo, event), opportunity_copy, directory_copy),
+    )
+    if settings.scheduler_enabled:
+        kit.background(scheduler)
+    app = kit.build_app([http.interactions_router, http.tasks_router, http.feedback_router])
+    app.state.services = http.Services(interactions, tasks, feedback, settings, kit)
+    app.state.scheduler = scheduler
+    app.state.repo = repo
+    return app
