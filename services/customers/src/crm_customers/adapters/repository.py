@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_platform.clock import Clock
 from crm_platform.errors import Conflict, NotFound
+from crm_platform.listing import count
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
@@ -25,11 +26,17 @@ INDEXES = [
     IndexModel([("unique_name", ASCENDING)], name="unique_name", unique=True, sparse=True),
     IndexModel([("unique_uscc", ASCENDING)], name="unique_uscc", unique=True, sparse=True),
     # Duplicate checks and search.
-    IndexModel([("name_normalised", ASCENDING)], name="name_normalised"),
-    IndexModel([("name_grams", ASCENDING)], name="name_grams"),
-    IndexModel([("merged_names", ASCENDING)], name="merged_names"),
-    IndexModel([("match_phones", ASCENDING)], name="match_phones"),
-    IndexModel([("match_emails", ASCENDING)], name="match_emails"),
+    # Single-field indexes are named idx_<field>: the embedded store uses one only when its
+    # name ends in _<field> (a naming choice that costs nothing on MongoDB).
+    IndexModel([("name_normalised", ASCENDING)], name="idx_name_normalised"),
+    IndexModel([("name_grams", ASCENDING)], name="idx_name_grams"),
+    IndexModel([("merged_names", ASCENDING)], name="idx_merged_names"),
+    IndexModel([("match_phones", ASCENDING)], name="idx_match_phones"),
+    IndexModel([("match_emails", ASCENDING)], name="idx_match_emails"),
+    IndexModel([("uscc", ASCENDING)], name="idx_uscc"),
+    IndexModel([("owner_id", ASCENDING)], name="idx_owner_id"),
+    IndexModel([("department_path", ASCENDING)], name="idx_department_path"),
+    IndexModel([("in_pool", ASCENDING)], name="idx_in_pool"),
     # List views: the visibility prefix (owner, department, pool) plus the default sort.
     IndexModel([("status", ASCENDING), ("s.updated_at", DESCENDING)], name="status_updated"),
     IndexModel(
@@ -42,14 +49,15 @@ INDEXES = [
     IndexModel(
         [("in_pool", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="pool_status_updated"
     ),
-    IndexModel([("tags", ASCENDING)], name="tags"),
-    IndexModel([("s.last_followed_up_at", ASCENDING)], name="last_followed_up"),
-    IndexModel([("s.created_at", ASCENDING)], name="created"),
-    IndexModel([("s.name", ASCENDING)], name="sort_name"),
-    IndexModel([("industry", ASCENDING)], name="industry"),
-    IndexModel([("tier", ASCENDING)], name="tier"),
-    IndexModel([("lifecycle_stage", ASCENDING)], name="lifecycle_stage"),
-    IndexModel([("address.city", ASCENDING)], name="city"),
+    IndexModel([("tags", ASCENDING)], name="idx_tags"),
+    IndexModel([("s.last_followed_up_at", ASCENDING)], name="idx_s.last_followed_up_at"),
+    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
+    IndexModel([("s.updated_at", ASCENDING)], name="idx_s.updated_at"),
+    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
+    IndexModel([("industry", ASCENDING)], name="idx_industry"),
+    IndexModel([("tier", ASCENDING)], name="idx_tier"),
+    IndexModel([("lifecycle_stage", ASCENDING)], name="idx_lifecycle_stage"),
+    IndexModel([("address.city", ASCENDING)], name="idx_address.city"),
 ]
 
 
@@ -98,10 +106,15 @@ class CustomerRepository:
             clauses.append({"match_emails": {"$in": list(emails)}})
         if not clauses:
             return []
-        query: Document = {"$or": clauses, "status": {"$in": ["active", "deleted"]}}
-        if exclude_id:
-            query["_id"] = {"$ne": exclude_id}
-        return [d async for d in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit)]
+        # One indexed query per key rather than one $or (which the embedded store scans).
+        found: dict[str, Document] = {}
+        for clause in clauses:
+            query: Document = {**clause, "status": {"$in": ["active", "deleted"]}}
+            if exclude_id:
+                query["_id"] = {"$ne": exclude_id}
+            async for doc in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit):
+                found.setdefault(doc["_id"], doc)
+        return list(found.values())[:limit]
 
     async def gram_candidates(self, grams: Sequence[str], exclude_id: str | None, limit: int = 500) -> list[Document]:
         if not grams:
@@ -112,7 +125,7 @@ class CustomerRepository:
         return [d async for d in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit)]
 
     async def active_count_for_owner(self, owner_id: str) -> int:
-        return await self.collection.count_documents({"owner_id": owner_id, "status": "active"})
+        return await count(self.collection, {"owner_id": owner_id, "status": "active"})
 
     @asynccontextmanager
     async def owner_lock(
@@ -161,7 +174,7 @@ class CustomerRepository:
         return self.collection.find(query, projection=LIST_PROJECTION).sort(sort).limit(limit)
 
     async def count(self, query: Document) -> int:
-        return await self.collection.count_documents(query)
+        return await count(self.collection, query)
 
 
 #: What list views read: not the outbox nor the search grams.

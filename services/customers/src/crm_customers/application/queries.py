@@ -13,7 +13,7 @@ from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import EPOCH, SORT_FIELDS
 from crm_platform.auth import Principal
-from crm_platform.listing import Page, PageParams, fetch_page
+from crm_platform.listing import Page, PageParams, all_of, fetch_page
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
@@ -103,10 +103,11 @@ class CustomerFilter(BaseModel):
         # {"f": None} inside $and misses explicit nulls and {"$ne": None} keeps missing fields.
         if self.locked is not None:
             clauses.append({"locked": {"$nin": [None]}} if self.locked else {"locked": {"$in": [None]}})
+        # $in, not equality: the embedded store's equality on an indexed array field misses elements.
         if self.phone:
-            clauses.append({"match_phones": self.phone})
+            clauses.append({"match_phones": {"$in": [self.phone]}})
         if self.email:
-            clauses.append({"match_emails": self.email.lower()})
+            clauses.append({"match_emails": {"$in": [self.email.lower()]}})
         if tags := _split(self.tags_all):
             clauses.append({"tags": {"$all": tags}})
         if tags := _split(self.tags_any):
@@ -131,7 +132,7 @@ class CustomerFilter(BaseModel):
             # The never-null sort key (EPOCH when never followed up): indexed, and no null test at all.
             never = {"s.last_followed_up_at": EPOCH}
             clauses.append(never if self.never_followed_up else {"s.last_followed_up_at": {"$gt": EPOCH}})
-        return {"$and": clauses} if len(clauses) > 1 else clauses[0]
+        return all_of(*clauses)
 
 
 async def list_customers(

@@ -20,7 +20,7 @@ from crm_customers.domain.rules import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
 from crm_platform.errors import ValidationFailed, field_errors_from_pydantic
-from crm_platform.listing import keyset_filter, mongo_sort, parse_sort, values_of
+from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
 
 Document = dict[str, Any]
 
@@ -400,4 +400,4 @@ async def export_csv(
         yield buffer.getvalue().encode()
         if len(docs) < 500:
             return
-        query = {"$and": [base, keyset_filter(keys, values_of(docs[-1], keys))]}
+        query = all_of(base, keyset_filter(keys, values_of(docs[-1], keys)))
