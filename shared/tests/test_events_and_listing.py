@@ -111,3 +111,26 @@ def test_keyset_filter_shape():
     assert keyset_filter(keys, ["B", "c5"]) == {
         "$or": [{"s.tier": {"$gt": "B"}}, {"$and": [{"s.tier": "B"}, {"_id": {"$gt": "c5"}}]}]
     }
+
+
+def test_all_of_flattens_and_keeps_repeats():
+    from crm_platform.listing import all_of
+
+    assert all_of({"a": 1}, {"b": 2, "$and": [{"c": 3}]}) == {"a": 1, "b": 2, "c": 3}
+    assert all_of({"a": 1, "$or": [{"x": 1}]}, {"a": {"$gt": 0}, "$or": [{"y": 1}]}) == {
+        "a": 1,
+        "$or": [{"x": 1}],
+        "$and": [{"a": {"$gt": 0}}, {"$or": [{"y": 1}]}],
+    }
+
+
+def test_or_branches_expand_visibility_and_cursor():
+    from crm_platform.listing import or_branches
+
+    query = {"status": "active", "$or": [{"owner_id": "r1"}, {"in_pool": True}]}
+    assert or_branches(query) == [{"status": "active", "owner_id": "r1"}, {"status": "active", "in_pool": True}]
+    keys = [SortKey("s.tier", 1), SortKey("_id", 1)]
+    with_cursor = {**query, "$and": [keyset_filter(keys, ["B", "c5"])]}
+    branches = or_branches(with_cursor)
+    assert branches is not None and len(branches) == 4
+    assert {"status": "active", "owner_id": "r1", "s.tier": "B", "_id": {"$gt": "c5"}} in branches

@@ -2,13 +2,17 @@
 
 Keyset (not offset) pagination keeps page N as fast as page 1 and stable while
 records change. The cursor holds the sort-key values of the last row returned,
-plus its id as the final tie-breaker. Nulls sort first in MongoDB and compare
-only with nulls, so the "after" condition treats them explicitly.
+plus its id as the final tie-breaker. Sort fields must never be null: nulls compare
+only with nulls in MongoDB and unreliably on the embedded store, so services keep ""
+or an epoch instead. A top-level ``$or`` (visibility, the cursor) is run as one
+indexed query per branch and merged here: the embedded store cannot index an ``$or``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,11 +115,8 @@ def decode_cursor(token: str, keys: list[SortKey]) -> list[Any]:
 
 
 def _after(field: str, direction: int, value: Any) -> dict[str, Any]:
-    if direction > 0:
-        return {field: {"$ne": None}} if value is None else {field: {"$gt": value}}
-    if value is None:
-        return {field: {"$in": []}}  # nothing sorts before null
-    return {"$or": [{field: {"$lt": value}}, {field: None}]}
+    # Sort fields are never null (services keep "" or an epoch instead), so no null branch here.
+    return {field: {"$gt": value} if direction > 0 else {"$lt": value}}
 
 
 def all_of(*clauses: dict[str, Any]) -> dict[str, Any]:
@@ -126,10 +127,14 @@ def all_of(*clauses: dict[str, Any]) -> dict[str, Any]:
     """
     merged: dict[str, Any] = {}
     rest: list[dict[str, Any]] = []
-    for clause in clauses:
+    queue = list(clauses)
+    while queue:
+        clause = queue.pop(0)
         for key, value in clause.items():
-            if key in merged or key == "$and":
-                rest.extend(value if key == "$and" else [{key: value}])
+            if key == "$and":
+                queue.extend(value)
+            elif key in merged:
+                rest.append({key: value})
             else:
                 merged[key] = value
     if rest:
@@ -175,6 +180,64 @@ class Page:
     total: int | None
 
 
+MAX_BRANCHES = 16
+
+
+def or_branches(query: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The query as a union of ``$or``-free queries (its disjunctive form), or None if that is too many.
+
+    Each branch can use an index; the union of their sorted pages is the page of the whole.
+    MongoDB plans a top-level ``$or`` this way by itself; the embedded store scans instead.
+    """
+    common = {k: v for k, v in query.items() if k not in ("$or", "$and")}
+    alternatives: list[list[dict[str, Any]]] = []
+    if "$or" in query:
+        alternatives.append(query["$or"])
+    for item in query.get("$and", []):
+        if set(item) == {"$or"}:
+            alternatives.append(item["$or"])
+        else:
+            common = all_of(common, item)
+    branches: list[dict[str, Any]] = [common]
+    for options in alternatives:
+        branches = [all_of(b, o) for b in branches for o in options]
+        if len(branches) > MAX_BRANCHES:
+            return None
+    if any("$or" in b or any(set(i) == {"$or"} for i in b.get("$and", [])) for b in branches):
+        return None  # nested alternatives: leave them to the store
+    return branches
+
+
+def _compare(keys: list[SortKey]) -> Any:
+    def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
+        for key, left, right in zip(keys, values_of(a, keys), values_of(b, keys), strict=True):
+            if left != right:
+                return (-1 if left < right else 1) * key.direction
+        return 0
+
+    return functools.cmp_to_key(compare)
+
+
+async def find_sorted(
+    collection: AsyncCollection[dict[str, Any]],
+    query: dict[str, Any],
+    keys: list[SortKey],
+    limit: int,
+    projection: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The first ``limit`` matches in sort order, one indexed query per ``$or`` branch, merged here."""
+    branches = or_branches(query) or [query]
+    if len(branches) == 1:
+        return [
+            d async for d in collection.find(branches[0], projection=projection).sort(mongo_sort(keys)).limit(limit)
+        ]
+    pages = await asyncio.gather(
+        *(collection.find(b, projection=projection).sort(mongo_sort(keys)).limit(limit).to_list() for b in branches)
+    )
+    unique = {d["_id"]: d for page in pages for d in page}
+    return sorted(unique.values(), key=_compare(keys))[:limit]
+
+
 async def fetch_page(
     collection: AsyncCollection[dict[str, Any]],
     base_query: dict[str, Any],
@@ -189,8 +252,7 @@ async def fetch_page(
     query = base_query
     if paging.cursor:
         query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))
-    found = collection.find(query, projection=projection).sort(mongo_sort(keys)).limit(paging.limit + 1)
-    docs = [d async for d in found]
+    docs = await find_sorted(collection, query, keys, paging.limit + 1, projection)
     next_cursor = encode_cursor(docs[paging.limit - 1], keys) if len(docs) > paging.limit else None
     # Counting is the slow part at 100k records, so it is on demand.
     total = await count(collection, base_query) if paging.include_total else None

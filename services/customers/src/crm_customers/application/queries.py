@@ -99,10 +99,8 @@ class CustomerFilter(BaseModel):
                 clauses.append({f"address.{name}": value})
         if self.in_pool is not None:
             clauses.append({"in_pool": self.in_pool})
-        # Null tests as $in/$nin [None] (null or missing / neither): on the embedded store
-        # {"f": None} inside $and misses explicit nulls and {"$ne": None} keeps missing fields.
         if self.locked is not None:
-            clauses.append({"locked": {"$nin": [None]}} if self.locked else {"locked": {"$in": [None]}})
+            clauses.append({"s.locked": self.locked})
         # $in, not equality: the embedded store's equality on an indexed array field misses elements.
         if self.phone:
             clauses.append({"match_phones": {"$in": [self.phone]}})

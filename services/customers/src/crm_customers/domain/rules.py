@@ -7,7 +7,7 @@ the events, and stores both in one write.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crm_customers.domain.model import PATCHABLE, ContactIn, ContactPatch, CustomerCreate, CustomerPatch, Kind
@@ -62,6 +62,8 @@ def sort_keys(doc: Document) -> Document:
         "province": address.get("province") or "",
         "city": address.get("city") or "",
         "kind": doc.get("kind") or "",
+        # Not a sort key: a never-null flag, because null tests differ between the stores.
+        "locked": bool(doc.get("locked")),
     }
 
 
@@ -358,3 +360,61 @@ def merge_into(survivor: Document, duplicate: Document) -> list[str]:
         survivor["merged_names"] = sorted(names)
     survivor.setdefault("merged_from", []).append(duplicate["_id"])
     return [c["contact_id"] for c in moved]
+
+
+# --- the pool's claim rules and release decisions ------------------------------------------------
+
+
+def within(path: str | None, scope: str | None) -> bool:
+    """True if ``path`` is the department ``scope`` or below it (None scope: the whole company)."""
+    if scope is None:
+        return True
+    return bool(path) and (path == scope or str(path).startswith(scope.rstrip("/") + "/"))
+
+
+def claim_rule_for(rules: list[Document], department_path: str | None) -> Document | None:
+    """The most specific live claim rule for a department (else the global one, else none)."""
+    candidates = [r for r in rules if not r.get("deleted") and within(department_path, r.get("department_path"))]
+    return max(candidates, key=lambda r: len((r.get("department_path") or "").split("/")), default=None)
+
+
+def ensure_may_claim(principal: Principal, doc: Document, rules: list[Document], now: datetime) -> None:
+    """The pool's claim rules: which pool the rep may claim from, and the previous owner's cool-down.
+
+    Which pool follows the rule of the rep's department; the cool-down the rule of the customer's.
+    """
+    mine = claim_rule_for(rules, principal.department_path)
+    if mine and mine.get("claim_scope") == "department" and not principal.is_admin:
+        path = doc.get("department_path")
+        if path and not within(path, principal.department_path):
+            raise Forbidden(
+                f"You may claim only from your department's pool ({principal.department_path}) and the company pool; "
+                f"this customer belongs to {path}.",
+                extra={"claim_scope": "department", "department_path": path},
+            )
+    theirs = claim_rule_for(rules, doc.get("department_path"))
+    cooldown = int((theirs or {}).get("cooldown_days") or 0)
+    released = doc.get("pool_since")
+    if cooldown and released and doc.get("previous_owner_id") == principal.user_id:
+        claimable_from = released + timedelta(days=cooldown)
+        if now < claimable_from:
+            raise Conflict(
+                f"You owned this customer until {released.isoformat()}; you may claim it back from "
+                f"{claimable_from.isoformat()} ({cooldown}-day cool-down).",
+                extra={"cooldown_days": cooldown, "claimable_from": claimable_from.isoformat()},
+            )
+
+
+def release_still_valid(
+    doc: Document, owner_id: str, owner_since: datetime, last_interaction_at: datetime | None
+) -> bool:
+    """The pool decided on a basis: release only if nothing changed since (same owner, no newer follow-up)."""
+    if doc.get("status") != "active" or doc.get("in_pool") or doc.get("locked"):
+        return False
+    if doc.get("owner_id") != owner_id:
+        return False
+    since = doc.get("owner_since")
+    if since is not None and since > owner_since:
+        return False  # re-assigned (even to the same owner) after the decision's basis
+    followed = doc.get("last_followed_up_at")
+    return followed is None or (last_interaction_at is not None and followed <= last_interaction_at)
