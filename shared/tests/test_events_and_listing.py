@@ -134,3 +134,9 @@ def test_or_branches_expand_visibility_and_cursor():
     branches = or_branches(with_cursor)
     assert branches is not None and len(branches) == 4
     assert {"status": "active", "owner_id": "r1", "s.tier": "B", "_id": {"$gt": "c5"}} in branches
+
+
+def test_all_of_drops_a_repeated_identical_condition():
+    from crm_platform.listing import all_of
+
+    assert all_of({"owner_id": "r1", "status": "active"}, {"owner_id": "r1"}) == {"owner_id": "r1", "status": "active"}

@@ -134,7 +134,8 @@ def all_of(*clauses: dict[str, Any]) -> dict[str, Any]:
             if key == "$and":
                 queue.extend(value)
             elif key in merged:
-                rest.append({key: value})
+                if merged[key] != value:  # the same condition twice is one condition
+                    rest.append({key: value})
             else:
                 merged[key] = value
     if rest:
