@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from crm_interactions.main import create_app
-from crm_interactions.settings import InteractionsSettings
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from crm_interactions.main import create_app
+from crm_interactions.settings import InteractionsSettings
 from crm_platform.clock import ManualClock, SystemClock
 from crm_platform.contracts import directory as directory_ev
 from crm_platform.contracts import pipeline as pipeline_ev

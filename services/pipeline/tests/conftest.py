@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from crm_pipeline.main import create_app
-from crm_pipeline.settings import PipelineSettings
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from crm_pipeline.main import create_app
+from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import SystemClock
 from crm_platform.contracts.pipeline import TOPIC
 from crm_platform.kafka import ensure_topics

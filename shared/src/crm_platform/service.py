@@ -9,6 +9,7 @@ its routers. Everything starts in the app's lifespan and stops in reverse order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -48,6 +49,39 @@ class Background(Protocol):
     def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class Periodic:
+    """Runs ``tick`` every ``interval`` seconds while the service runs (register with ``kit.background``).
+
+    A failed tick is logged and tried again at the next one; safe with several replicas only
+    if ``tick`` itself is (a guarded write per item, as the schedulers do).
+    """
+
+    def __init__(self, name: str, tick: Callable[[], Awaitable[Any]], interval: float) -> None:
+        self.name = name
+        self._tick = tick
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except Exception as exc:
+                log.error("periodic task failed; retrying at the next tick", task=self.name, error=str(exc))
+            await asyncio.sleep(self._interval)
 
 
 class ServiceKit:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
 from crm_customers.entrypoints import events, http
 from crm_customers.settings import CustomersSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
-from crm_platform.contracts import interactions
+from crm_platform.contracts import interactions, pool
 from crm_platform.service import ServiceKit
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
@@ -23,13 +24,14 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     kit = ServiceKit(settings, title="CRM customers", description=DESCRIPTION, clock=clock)
     repo = CustomerRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.collection)
-    service = Customers(repo, kit.clock, settings, kit.source)
+    claim_rules = ClaimRulesCopy(kit.db)
+    service = Customers(repo, kit.clock, settings, kit.source, claim_rules)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
 
     kit.on_startup(setup)
-    kit.consume([interactions.TOPIC], events.handlers(service))
+    kit.consume([interactions.TOPIC, pool.TOPIC], events.handlers(service, claim_rules))
     app = kit.build_app([http.router, http.views_router])
     app.state.customers = service
     return app

@@ -13,7 +13,6 @@ from datetime import timedelta
 from crm_interactions.adapters.repository import Repository
 from crm_interactions.application.events import EventFactory
 from crm_interactions.application.scheduler import TaskScheduler
-
 from crm_platform.testing.fixtures import eventually
 
 

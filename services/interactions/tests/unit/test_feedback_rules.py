@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from crm_interactions.domain import feedback as rules
 from crm_interactions.domain.model import TransitionIn
-
 from crm_platform.auth import Principal, Role
 from crm_platform.errors import Conflict, ValidationFailed
 

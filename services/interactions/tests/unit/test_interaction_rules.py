@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from crm_interactions.domain import interactions as rules
-from crm_interactions.domain.model import InteractionPatch, PhoneIn
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crm_interactions.domain import interactions as rules
+from crm_interactions.domain.model import InteractionPatch, PhoneIn
 from crm_platform.auth import Principal, Role
 from crm_platform.errors import Forbidden, ValidationFailed
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from crm_interactions.domain import tasks as rules
 from crm_interactions.domain.calendar import NEVER, bucket, day_bounds, week_bounds
-
 from crm_platform.auth import Principal, Role
 from crm_platform.errors import Conflict, Forbidden
 

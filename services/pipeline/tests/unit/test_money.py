@@ -1,9 +1,10 @@
 from decimal import Decimal
 
 import pytest
-from crm_pipeline.domain.money import InvalidMoney, currency_code, format_money, line_total, parse_money, weighted
 from hypothesis import given
 from hypothesis import strategies as st
+
+from crm_pipeline.domain.money import InvalidMoney, currency_code, format_money, line_total, parse_money, weighted
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 from datetime import date
 
 import pytest
+
 from crm_pipeline.domain.periods import InvalidPeriod, parse_period
 
 

@@ -1,7 +1,7 @@
 import pytest
+
 from crm_pipeline.domain import pipelines as pl
 from crm_pipeline.domain.model import PipelineIn
-
 from crm_platform.errors import ValidationFailed
 
 

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
+
 from crm_pipeline.domain import pipelines as pl
 from crm_pipeline.domain import requirements as req
 

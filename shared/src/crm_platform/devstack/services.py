@@ -51,6 +51,7 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(name="customers", module="crm_customers", http_port=8001, database="crm_customers"),
     ServiceSpec(name="pipeline", module="crm_pipeline", http_port=8002, database="crm_pipeline"),
     ServiceSpec(name="interactions", module="crm_interactions", http_port=8003, database="crm_interactions"),
+    ServiceSpec(name="pool", module="crm_pool", http_port=8004, database="crm_pool"),
     ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
 ]
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
+from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.duplicates import DuplicateFinder, describe_match
 from crm_customers.domain import rules
@@ -24,6 +25,7 @@ from crm_customers.settings import CustomersSettings
 from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as ev
+from crm_platform.contracts import pool
 from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventType
 from crm_platform.store import Change
@@ -33,8 +35,16 @@ Document = dict[str, Any]
 
 
 class Customers:
-    def __init__(self, repo: CustomerRepository, clock: Clock, settings: CustomersSettings, source: str) -> None:
+    def __init__(
+        self,
+        repo: CustomerRepository,
+        clock: Clock,
+        settings: CustomersSettings,
+        source: str,
+        claim_rules: ClaimRulesCopy | None = None,
+    ) -> None:
         self.repo = repo
+        self.claim_rules = claim_rules
         self.clock = clock
         self.settings = settings
         self.source = source
@@ -288,6 +298,7 @@ class Customers:
         # Visibility is checked on the state the rep asked about (in the pool, hence visible);
         # if another rep claims it first, the retry below must say who won (409), not 404.
         await self._visible(principal, customer_id)
+        claim_rules = await self.claim_rules.live() if self.claim_rules is not None else []
 
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_active(doc)
@@ -300,6 +311,7 @@ class Customers:
                 )
             rules.ensure_unlocked(doc)
             now = self.clock.now()
+            rules.ensure_may_claim(principal, doc, claim_rules, now)
             rules.change_owner(doc, principal.user_id, principal.department_id, principal.department_path, now)
             rules.touch(doc, principal, now)
             data = ev.Claimed(customer=rules.snapshot(doc), owner_id=principal.user_id)
@@ -459,6 +471,36 @@ class Customers:
         return await self.repo.store.mutate(survivor_id, absorb)
 
     # --- fed by other services' events ---------------------------------------------------------
+
+    async def apply_pool_release(self, decision: pool.ReleaseDecided) -> bool:
+        """Release a customer the pool service found due, unless anything changed since its basis.
+
+        Idempotent: once released (or changed), the same decision no longer matches and is ignored.
+        """
+        system = Principal(user_id=pool.SYSTEM_ACTOR)
+
+        def decide(doc: Document, version: int) -> Change:
+            basis = decision.basis
+            if not rules.release_still_valid(doc, decision.owner_id, basis.owner_since, basis.last_interaction_at):
+                return Change(None)
+            now = self.clock.now()
+            previous = rules.change_owner(doc, None, None, None, now)
+            doc["in_pool"] = True
+            doc["pool_since"] = now
+            doc["release_reason"] = decision.reason_text
+            doc["release_rule_id"] = decision.rule_id
+            rules.touch(doc, system, now)
+            data = ev.ReleasedToPool(
+                customer=rules.snapshot(doc), previous_owner_id=previous, reason=decision.reason_text
+            )
+            return Change(doc, [self._event(ev.RELEASED, doc, data, version, pool.SYSTEM_ACTOR)])
+
+        try:
+            before = await self.repo.get(decision.customer_id)
+            after = await self.repo.store.mutate(decision.customer_id, decide)
+        except NotFound:
+            return False
+        return before is not None and after.get("version") != before.get("version")
 
     async def record_follow_up(self, customer_id: str, occurred_at: datetime, author_id: str) -> bool:
         """Keep 'last followed up' fresh. Derived data: no new version (ETags stay valid), no event."""

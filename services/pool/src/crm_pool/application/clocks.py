@@ -1,0 +1,219 @@
+"""The per-customer clock, built only from events, and its precomputed due dates.
+
+Fed by three topics: customers (owner, since when, department, tags, status, through
+the shared :class:`CustomerReadModel` and its ``changed`` hook), pipeline (open
+opportunities and their stages, the last won deal, stage positions) and interactions
+(the last follow-up per author). Each event changes one clock at most once (the event
+id is recorded in the clock, :func:`apply_once`), and the clock's due dates are
+recomputed in the same write, so the scheduler only runs range queries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pymongo import ReplaceOne
+
+from crm_platform.clock import as_utc
+from crm_platform.consumer import apply_once
+from crm_platform.contracts import customers as customer_events
+from crm_platform.contracts import interactions, pipeline
+from crm_platform.events import EventEnvelope
+from crm_platform.readmodels.customers import CustomerEvent
+from crm_platform.readmodels.opportunities import OpportunityReadModel
+from crm_pool.adapters.repository import PoolRepository
+from crm_pool.domain.recycling import due, ms, schedule
+
+Document = dict[str, Any]
+
+#: Events after which the customer has a new owner (or none): the owner's clock restarts.
+OWNERSHIP_EVENTS = {
+    customer_events.CUSTOMER_CREATED.name,
+    customer_events.OWNER_CHANGED.name,
+    customer_events.RELEASED.name,
+    customer_events.CLAIMED.name,
+}
+PROJECTION_FIELDS = (
+    "name",
+    "owner_id",
+    "owner_since",
+    "owner_version",
+    "department_path",
+    "tags",
+    "status",
+    "in_pool",
+    "interactions_by_author",
+    "last_won_at",
+    "open_opportunities",
+)
+
+
+def new_clock(customer_id: str) -> Document:
+    return {
+        "_id": customer_id,
+        "customer_id": customer_id,
+        "name": None,
+        "owner_id": None,
+        "owner_since": None,
+        "owner_version": 0,
+        "department_path": None,
+        "tags": [],
+        "status": "active",
+        "in_pool": False,
+        "interactions_by_author": [],
+        "last_won_at": None,
+        "open_opportunities": [],
+    }
+
+
+class ClockProjection:
+    def __init__(self, repo: PoolRepository, opportunities: OpportunityReadModel) -> None:
+        self.repo = repo
+        self.opportunities = opportunities
+
+    async def _apply(self, customer_id: str, event_id: str, change: Callable[[Document], Document | None]) -> bool:
+        rules = await self.repo.live_rules()
+        positions = await self.repo.stage_positions()
+
+        def decide(current: Document | None) -> Document | None:
+            clock = change(current or new_clock(customer_id))
+            return None if clock is None else schedule(clock, due(clock, rules, positions))
+
+        return await apply_once(self.repo.clocks, customer_id, event_id, decide)
+
+    # --- customers ---------------------------------------------------------------------
+
+    async def on_customer(self, event: CustomerEvent) -> None:
+        copy = event.copy
+        envelope = event.envelope
+
+        def change(clock: Document) -> Document:
+            if copy is not None:
+                for name in ("name", "owner_id", "department_path", "status", "in_pool"):
+                    clock[name] = copy.get(name)
+                clock["tags"] = list(copy.get("tags") or [])
+            if envelope.type in OWNERSHIP_EVENTS and envelope.aggregateversion > int(clock.get("owner_version") or 0):
+                clock["owner_since"] = ms(envelope.time)
+                clock["owner_version"] = envelope.aggregateversion
+            return clock
+
+        await self._apply(event.customer_id, envelope.id, change)
+
+    # --- interactions -----------------------------------------------------------------------
+
+    async def on_interaction_logged(self, envelope: EventEnvelope) -> None:
+        data = interactions.INTERACTION_LOGGED.parse(envelope)
+        at = ms(as_utc(data.occurred_at))
+
+        def change(clock: Document) -> Document | None:
+            entries = list(clock.get("interactions_by_author") or [])
+            mine = next((e for e in entries if e["author_id"] == data.author_id), None)
+            if mine is not None and ms(mine["at"]) >= at:
+                return None  # an older follow-up changes nothing
+            entries = [e for e in entries if e["author_id"] != data.author_id] + [
+                {"author_id": data.author_id, "at": at}
+            ]
+            clock["interactions_by_author"] = entries
+            return clock
+
+        await self._apply(data.customer_id, envelope.id, change)
+
+    # --- pipeline ------------------------------------------------------------------------------
+
+    async def on_opportunity(self, envelope: EventEnvelope) -> None:
+        await self.opportunities.store(envelope)
+        snapshot = pipeline.OpportunitySnapshot.model_validate(envelope.data["opportunity"])
+        won_at: datetime | None = None
+        if envelope.type == pipeline.OPPORTUNITY_WON.name:
+            won_at = ms(as_utc(pipeline.OPPORTUNITY_WON.parse(envelope).move.moved_at))
+        customers = [snapshot.customer_id]
+        if envelope.type == pipeline.OPPORTUNITY_CUSTOMER_CHANGED.name:
+            customers.append(pipeline.OPPORTUNITY_CUSTOMER_CHANGED.parse(envelope).previous_customer_id)
+        for customer_id in customers:
+            opened = await self._open_opportunities(customer_id)
+
+            def change(
+                clock: Document, opened: list[Document] = opened, mine: bool = customer_id == snapshot.customer_id
+            ) -> Document:
+                clock["open_opportunities"] = opened
+                last = clock.get("last_won_at")
+                if mine and won_at is not None and (last is None or ms(last) < won_at):
+                    clock["last_won_at"] = won_at
+                return clock
+
+            await self._apply(customer_id, envelope.id, change)
+
+    async def _open_opportunities(self, customer_id: str) -> list[Document]:
+        query = {"customer_id": customer_id, "status": "open", "hidden": False}
+        return [
+            {"opportunity_id": o["_id"], "stage_id": o.get("stage_id"), "stage_name": o.get("stage_name")}
+            async for o in self.opportunities.collection.find(query).sort([("_id", 1)])
+        ]
+
+    async def on_pipeline_configured(self, envelope: EventEnvelope) -> None:
+        data = pipeline.PIPELINE_CONFIGURED.parse(envelope)
+        changed = False
+        for stage in data.pipeline.stages:
+            current = await self.repo.stages.find_one({"_id": stage.stage_id})
+            if current is None or current.get("position") != stage.position:
+                changed = True
+            await self.repo.stages.replace_one(
+                {"_id": stage.stage_id},
+                {
+                    "_id": stage.stage_id,
+                    "pipeline_id": data.pipeline.pipeline_id,
+                    "position": stage.position,
+                    "kind": stage.kind,
+                },
+                upsert=True,
+            )
+        if changed:
+            await self.recompute(None)
+
+    # --- rules changed ----------------------------------------------------------------------
+
+    async def recompute(self, department_path: str | None, batch: int = 1000) -> int:
+        """Recompute the due dates of every clock under ``department_path`` (None: all); returns how many moved."""
+        rules = await self.repo.live_rules()
+        positions = await self.repo.stage_positions()
+        query: Document = {}
+        if department_path:
+            query = {"department_path": {"$regex": f"^{re.escape(department_path.rstrip('/'))}(/|$)"}}
+        moved = 0
+        last_id = ""
+        while True:
+            page = [
+                c
+                async for c in self.repo.clocks.find({**query, "_id": {"$gt": last_id}}).sort([("_id", 1)]).limit(batch)
+            ]
+            if not page:
+                return moved
+            last_id = page[-1]["_id"]
+            writes = []
+            for clock in page:
+                before = {
+                    k: clock.get(k) for k in ("deadline", "warn_due", "release_due", "rule_id", "reason", "exempt")
+                }
+                schedule(clock, due(clock, rules, positions))
+                if any(clock.get(k) != v for k, v in before.items()):
+                    rev = int(clock.get("rev", 0))
+                    writes.append(ReplaceOne({"_id": clock["_id"], "rev": rev}, {**clock, "rev": rev + 1}))
+            if writes:
+                result = await self.repo.clocks.bulk_write(writes, ordered=False)
+                moved += result.matched_count
+                # A clock changed meanwhile was rescheduled by that change, with the same rules.
+
+    async def reset(self) -> None:
+        """Forget everything built from events (the rebuild replays it); rules and notices stay."""
+        await self.repo.clocks.delete_many({})
+        await self.repo.customers.delete_many({})
+        await self.repo.opportunities.delete_many({})
+        await self.repo.stages.delete_many({})
+
+
+def projection(clock: Document) -> Document:
+    """The part of a clock that comes from events (what a rebuild must reproduce)."""
+    return {k: clock.get(k) for k in ("_id", *PROJECTION_FIELDS, "deadline", "rule_id", "reason")}

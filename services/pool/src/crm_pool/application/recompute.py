@@ -1,0 +1,45 @@
+"""Deadline recomputes after a rule change, off the request path.
+
+A rule change moves the deadline of every customer under its scope: at 100k customers that is
+minutes of whole-document writes on the embedded store, so the HTTP answer does not wait for
+it. The scheduler does (:meth:`settle` before each run), so no run works from stale deadlines.
+A recompute lost to a crash is redone at the next start-up (a full pass, in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger(__name__)
+Recompute = Callable[[str | None], Awaitable[int]]
+
+
+class Recomputes:
+    def __init__(self, recompute: Recompute) -> None:
+        self._recompute = recompute
+        self._tasks: set[asyncio.Task[int]] = set()
+
+    async def request(self, department_path: str | None) -> None:
+        """Start recomputing the deadlines under ``department_path`` (None: all)."""
+        task = asyncio.create_task(self._run(department_path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, department_path: str | None) -> int:
+        try:
+            return await self._recompute(department_path)
+        except Exception as exc:  # logged; the next start-up's full pass redoes it
+            log.error("deadline recompute failed", department_path=department_path, error=str(exc))
+            return 0
+
+    async def settle(self) -> None:
+        """Wait for the recomputes started so far."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)

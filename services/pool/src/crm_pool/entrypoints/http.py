@@ -1,0 +1,129 @@
+"""The HTTP API of the pool service (/v1/pool)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from crm_platform.auth import CurrentPrincipal, Role
+from crm_platform.clock import as_utc
+from crm_platform.concurrency import etag, expected_version
+from crm_platform.history import HistoryEntry
+from crm_pool.application.recycler import Recycler
+from crm_pool.application.rules import Rules
+from crm_pool.domain.model import RuleCreate, RulePatch
+from crm_pool.entrypoints.schemas import MyCustomer, MyCustomers, Preview, PreviewItem, RuleOut, RunOut, rule_out
+
+router = APIRouter(prefix="/v1/pool", tags=["pool"])
+Document = dict[str, Any]
+
+
+def _rules(request: Request) -> Rules:
+    rules: Rules = request.app.state.rules
+    return rules
+
+
+def _recycler(request: Request) -> Recycler:
+    recycler: Recycler = request.app.state.recycler
+    return recycler
+
+
+RulesService = Annotated[Rules, Depends(_rules)]
+RecyclerService = Annotated[Recycler, Depends(_recycler)]
+
+
+def _respond(doc: Document, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        rule_out(doc).model_dump(mode="json"),
+        status_code=status,
+        headers={"ETag": etag(doc["version"]), **(headers or {})},
+    )
+
+
+@router.post(
+    "/rules",
+    status_code=201,
+    response_model=RuleOut,
+    summary="Create a recycling and claim rule (global or per department)",
+)
+async def create_rule(body: RuleCreate, principal: CurrentPrincipal, rules: RulesService) -> JSONResponse:
+    doc = await rules.create(principal, body)
+    return _respond(doc, 201, {"Location": f"/v1/pool/rules/{doc['_id']}"})
+
+
+@router.get(
+    "/rules",
+    response_model=list[RuleOut],
+    summary="The rules you may see (admins: all; managers: those applying to their subtree)",
+)
+async def list_rules(principal: CurrentPrincipal, rules: RulesService, include_deleted: bool = False) -> list[RuleOut]:
+    return [rule_out(d) for d in await rules.list_rules(principal, include_deleted)]
+
+
+@router.get("/rules/{rule_id}", response_model=RuleOut, summary="One rule, with its ETag")
+async def get_rule(rule_id: str, principal: CurrentPrincipal, rules: RulesService) -> JSONResponse:
+    return _respond(await rules.get(principal, rule_id))
+
+
+@router.patch("/rules/{rule_id}", response_model=RuleOut, summary="Change a rule (If-Match required)")
+async def update_rule(
+    rule_id: str, body: RulePatch, request: Request, principal: CurrentPrincipal, rules: RulesService
+) -> JSONResponse:
+    return _respond(await rules.update(principal, rule_id, body, expected_version(request, required=True)))
+
+
+@router.delete(
+    "/rules/{rule_id}", response_model=RuleOut, summary="Delete a rule (If-Match required); its history stays"
+)
+async def delete_rule(rule_id: str, request: Request, principal: CurrentPrincipal, rules: RulesService) -> JSONResponse:
+    return _respond(await rules.delete(principal, rule_id, expected_version(request, required=True)))
+
+
+@router.get(
+    "/rules/{rule_id}/history",
+    response_model=list[HistoryEntry],
+    summary="Every change of the rule: who, when, old and new",
+)
+async def rule_history(
+    rule_id: str, request: Request, principal: CurrentPrincipal, rules: RulesService
+) -> list[HistoryEntry]:
+    return await rules.history(principal, rule_id, request.app.state.kit.event_log)
+
+
+@router.get(
+    "/preview", response_model=Preview, summary="Which customers would be warned or recycled at a moment, and why"
+)
+async def preview(
+    principal: CurrentPrincipal,
+    recycler: RecyclerService,
+    at: Annotated[datetime | None, Query(description="The moment (ISO 8601); default: now.")] = None,
+    department: Annotated[str | None, Query(description="Only this department subtree.")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> Preview:
+    moment = as_utc(at) if at is not None else recycler.clock.now()
+    items = await recycler.preview(principal, moment, department, limit)
+    return Preview(at=moment, department=department, items=[PreviewItem.model_validate(i) for i in items])
+
+
+@router.get(
+    "/my-customers",
+    response_model=MyCustomers,
+    summary="Your customers, soonest to be recycled first, with the days left",
+)
+async def my_customers(
+    principal: CurrentPrincipal, recycler: RecyclerService, limit: Annotated[int, Query(ge=1, le=5000)] = 1000
+) -> MyCustomers:
+    return MyCustomers(items=[MyCustomer.model_validate(i) for i in await recycler.my_customers(principal, limit)])
+
+
+@router.post(
+    "/run", response_model=RunOut, summary="Run the recycling now (admins); safe while the scheduler runs elsewhere"
+)
+async def run(principal: CurrentPrincipal, recycler: RecyclerService) -> RunOut:
+    principal.require_role(Role.admin)
+    now = recycler.clock.now()
+    report = await recycler.run(now)
+    return RunOut(at=now, warned=report.warned, decided=report.decided, skipped=report.skipped)

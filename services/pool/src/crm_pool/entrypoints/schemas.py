@@ -1,0 +1,81 @@
+"""Response models of the pool's HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class RuleOut(BaseModel):
+    rule_id: str
+    name: str
+    department_path: str | None
+    enabled: bool
+    no_interaction_days: int | None
+    no_won_days: int | None
+    warn_days: int
+    exempt_stage_id: str | None
+    exempt_tags: list[str]
+    cooldown_days: int
+    claim_scope: Literal["department", "company"]
+    deleted: bool
+    version: int
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+
+
+def rule_out(doc: dict[str, Any]) -> RuleOut:
+    return RuleOut.model_validate({k: doc.get(k) for k in RuleOut.model_fields})
+
+
+class PreviewItem(BaseModel):
+    customer_id: str
+    name: str | None
+    owner_id: str | None
+    department_path: str | None
+    action: Literal["warn", "recycle"]
+    deadline: datetime
+    recycle_at: datetime
+    rule_id: str | None
+    rule_name: str | None
+    reason: str | None
+    reason_text: str
+    owner_since: datetime | None
+    last_interaction_at: datetime | None
+    days_without_interaction: int
+    last_won_at: datetime | None
+
+
+class Preview(BaseModel):
+    at: datetime
+    department: str | None
+    items: list[PreviewItem]
+
+
+class MyCustomer(BaseModel):
+    customer_id: str
+    name: str | None
+    recycle_at: datetime | None
+    days_left: int | None
+    warned: bool
+    rule_id: str | None
+    rule_name: str | None
+    reason: str | None
+    reason_text: str | None
+    exempt: str | None
+    last_interaction_at: datetime | None
+
+
+class MyCustomers(BaseModel):
+    items: list[MyCustomer]
+
+
+class RunOut(BaseModel):
+    at: datetime
+    warned: int
+    decided: int
+    skipped: int
