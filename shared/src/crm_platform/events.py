@@ -20,6 +20,9 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from crm_platform.clock import Clock
+from crm_platform.tracing import current_traceparent
+
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 DataT = TypeVar("DataT", bound=BaseModel)
 
@@ -151,3 +154,31 @@ def decode_event(value: bytes) -> EventEnvelope:
     """Parse a structured-mode CloudEvent from a Kafka message value."""
     raw = json.loads(value)
     return EventEnvelope.model_validate(raw)
+
+
+class EventFactory:
+    """Builds a service's outgoing events: the envelope fields every use case fills the same way."""
+
+    def __init__(self, source: str, clock: Clock) -> None:
+        self.source = source
+        self.clock = clock
+
+    def __call__(
+        self,
+        event_type: EventType[Any],
+        subject: str,
+        data: BaseModel,
+        version: int,
+        actor: str | None,
+        traceparent: str | None = None,
+    ) -> tuple[str, EventEnvelope]:
+        return event_type.topic, event_type.build(
+            source=self.source,
+            subject=subject,
+            data=data,
+            aggregate_version=version,
+            time=self.clock.now(),
+            actor=actor,
+            # The request's trace, or the trace of the event that caused this one (a merge, a reminder).
+            traceparent=traceparent or current_traceparent.get(),
+        )

@@ -6,7 +6,6 @@ from fastapi import FastAPI
 
 from crm_interactions.adapters.repository import Repository
 from crm_interactions.application.customer_events import CustomerReactions
-from crm_interactions.application.events import EventFactory
 from crm_interactions.application.feedback import Feedback
 from crm_interactions.application.interactions import Interactions
 from crm_interactions.application.references import References
@@ -17,6 +16,7 @@ from crm_interactions.settings import InteractionsSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory, pipeline
 from crm_platform.contracts import interactions as _interaction_events  # noqa: F401  (registers the event types)
+from crm_platform.events import EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel

@@ -11,8 +11,8 @@ import asyncio
 from datetime import timedelta
 
 from crm_interactions.adapters.repository import Repository
-from crm_interactions.application.events import EventFactory
 from crm_interactions.application.scheduler import TaskScheduler
+from crm_platform.events import EventFactory
 from crm_platform.testing.fixtures import eventually
 
 

@@ -6,7 +6,6 @@ from fastapi import FastAPI
 
 from crm_pipeline.adapters.repository import Repository
 from crm_pipeline.application.customer_events import CustomerReactions
-from crm_pipeline.application.events import EventFactory
 from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import Pipelines
 from crm_pipeline.application.targets import Targets
@@ -15,6 +14,7 @@ from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers
 from crm_platform.contracts import pipeline as _pipeline_events  # noqa: F401  (registers the event types)
+from crm_platform.events import EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.service import ServiceKit
 

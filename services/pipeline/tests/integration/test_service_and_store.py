@@ -10,10 +10,10 @@ from datetime import datetime
 from pymongo import AsyncMongoClient
 
 from crm_pipeline.adapters.repository import Repository
-from crm_pipeline.application.events import EventFactory
 from crm_pipeline.application.pipelines import Pipelines
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import pipeline as contracts
+from crm_platform.events import EventFactory
 from crm_platform.testing.fixtures import eventually
 
 

@@ -27,9 +27,8 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
 from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
-from crm_platform.events import EventEnvelope, EventType
+from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.store import Change
-from crm_platform.tracing import current_traceparent
 
 Document = dict[str, Any]
 
@@ -48,6 +47,7 @@ class Customers:
         self.clock = clock
         self.settings = settings
         self.source = source
+        self.events = EventFactory(source, clock)
         self.duplicates = DuplicateFinder(repo, settings.similar_name_threshold)
 
     # --- helpers -------------------------------------------------------------------
@@ -55,15 +55,7 @@ class Customers:
     def _event(
         self, event_type: EventType[Any], doc: Document, data: BaseModel, version: int, actor: str
     ) -> tuple[str, EventEnvelope]:
-        return event_type.topic, event_type.build(
-            source=self.source,
-            subject=doc["_id"],
-            data=data,
-            aggregate_version=version,
-            time=self.clock.now(),
-            actor=actor,
-            traceparent=current_traceparent.get(),
-        )
+        return self.events(event_type, doc["_id"], data, version, actor)
 
     async def _visible(self, principal: Principal, customer_id: str) -> Document:
         return rules.ensure_visible(principal, await self.repo.get(customer_id), customer_id)

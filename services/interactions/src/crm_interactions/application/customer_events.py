@@ -23,12 +23,11 @@ from pydantic import BaseModel
 from pymongo.asynchronous.collection import AsyncCollection
 
 from crm_interactions.adapters.repository import Repository
-from crm_interactions.application.events import EventFactory
 from crm_interactions.domain import feedback as feedback_rules
 from crm_interactions.domain import interactions as interaction_rules
 from crm_interactions.domain import tasks as task_rules
 from crm_platform.contracts import interactions as ev
-from crm_platform.events import EventEnvelope, EventType
+from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.readmodels.customers import CustomerEvent
 from crm_platform.store import Change, VersionedStore
 

@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 from crm_interactions.adapters.repository import Repository
-from crm_interactions.application.events import EventFactory
 from crm_interactions.application.interactions import sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
@@ -20,6 +19,7 @@ from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import NotFound, ValidationFailed
+from crm_platform.events import EventFactory
 from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
 from crm_platform.store import Change
 

@@ -15,7 +15,6 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from crm_interactions.adapters.repository import Repository
-from crm_interactions.application.events import EventFactory
 from crm_interactions.application.references import References
 from crm_interactions.domain import interactions as rules
 from crm_interactions.domain.model import EmailIn, InteractionIn, InteractionPatch
@@ -24,6 +23,7 @@ from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import Conflict, NotFound
+from crm_platform.events import EventFactory
 from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change

@@ -23,10 +23,10 @@ from typing import Any
 import structlog
 
 from crm_interactions.adapters.repository import Repository
-from crm_interactions.application.events import EventFactory
 from crm_interactions.domain import tasks as rules
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
+from crm_platform.events import EventFactory
 from crm_platform.store import Change
 
 log = structlog.get_logger(__name__)

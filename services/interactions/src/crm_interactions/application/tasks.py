@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from crm_interactions.adapters.repository import Repository
-from crm_interactions.application.events import EventFactory
 from crm_interactions.application.references import References
 from crm_interactions.domain import tasks as rules
 from crm_interactions.domain.calendar import to_millis, zone
@@ -22,6 +21,7 @@ from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
+from crm_platform.events import EventFactory
 from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
 from crm_platform.store import Change
 

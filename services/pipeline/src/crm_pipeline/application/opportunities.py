@@ -12,7 +12,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_pipeline.adapters.repository import Repository
-from crm_pipeline.application.events import EventFactory
 from crm_pipeline.application.pipelines import Pipelines
 from crm_pipeline.domain import opportunities as rules
 from crm_pipeline.domain import pipelines as pl
@@ -30,7 +29,7 @@ from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, ValidationFailed
-from crm_platform.events import EventEnvelope
+from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
 

@@ -7,13 +7,13 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from crm_pipeline.adapters.repository import Repository
-from crm_pipeline.application.events import EventFactory
 from crm_pipeline.domain import pipelines as pl
 from crm_pipeline.domain.model import PipelineIn
 from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
+from crm_platform.events import EventFactory
 from crm_platform.store import Change
 
 Document = dict[str, Any]

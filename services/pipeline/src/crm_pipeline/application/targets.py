@@ -8,7 +8,6 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from crm_pipeline.adapters.repository import Repository
-from crm_pipeline.application.events import EventFactory
 from crm_pipeline.application.queries import subtree
 from crm_pipeline.domain import forecast as fc
 from crm_pipeline.domain import money
@@ -19,6 +18,7 @@ from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
+from crm_platform.events import EventFactory
 from crm_platform.store import Change
 
 Document = dict[str, Any]
