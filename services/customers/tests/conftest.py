@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
 
 from crm_customers.main import create_app
 from crm_customers.settings import CustomersSettings
-from crm_platform.kafka import ensure_topics
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collect
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collecting, database
 
 
 @pytest.fixture(scope="session")
@@ -50,17 +47,11 @@ async def client(customers_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def customer_events(backend: Backend, customers_app: FastAPI) -> AsyncIterator[EventCollector]:
-    collector = EventCollector()
-    stop = asyncio.Event()
-    await ensure_topics(backend.kafka_bootstrap, ["crm.customers.v1"])
-    task = asyncio.create_task(collect(backend.kafka_bootstrap, ["crm.customers.v1"], collector, stop))
-    yield collector
-    stop.set()
-    await task
+    async with collecting(backend.kafka_bootstrap, ["crm.customers.v1"]) as collector:
+        yield collector
 
 
 @pytest.fixture(scope="session")
 async def customers_db(backend: Backend, customers_settings: CustomersSettings) -> AsyncIterator[object]:
-    client = AsyncMongoClient(backend.mongo_url, tz_aware=True)
-    yield client[customers_settings.mongo_database]
-    await client.close()
+    async with database(backend.mongo_url, customers_settings.mongo_database) as db_:
+        yield db_

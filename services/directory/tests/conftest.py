@@ -7,7 +7,6 @@ or failed sign-ins.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,13 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
 
 from crm_directory.main import create_app
 from crm_directory.settings import DirectorySettings
-from crm_platform.kafka import ensure_topics
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collect, unique
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collecting, database, unique
 
 TOPIC = "crm.directory.v1"
 PASSWORD = "correct horse battery"  # meets the policy; each test's users get it unless told otherwise
@@ -71,20 +68,14 @@ async def client(directory_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def directory_events(backend: Backend, directory_app: FastAPI) -> AsyncIterator[EventCollector]:
-    collector = EventCollector()
-    stop = asyncio.Event()
-    await ensure_topics(backend.kafka_bootstrap, [TOPIC])
-    task = asyncio.create_task(collect(backend.kafka_bootstrap, [TOPIC], collector, stop))
-    yield collector
-    stop.set()
-    await task
+    async with collecting(backend.kafka_bootstrap, [TOPIC]) as collector:
+        yield collector
 
 
 @pytest.fixture(scope="session")
 async def directory_db(backend: Backend, directory_settings: DirectorySettings) -> AsyncIterator[Any]:
-    client_ = AsyncMongoClient(backend.mongo_url, tz_aware=True)
-    yield client_[directory_settings.mongo_database]
-    await client_.close()
+    async with database(backend.mongo_url, directory_settings.mongo_database) as db_:
+        yield db_
 
 
 @dataclass

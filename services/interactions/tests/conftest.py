@@ -8,7 +8,6 @@ outbox relay and the scheduler run on it too), so days pass without sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
 
 from crm_interactions.main import create_app
 from crm_interactions.settings import InteractionsSettings
@@ -27,10 +25,17 @@ from crm_platform.contracts import directory as directory_ev
 from crm_platform.contracts import pipeline as pipeline_ev
 from crm_platform.contracts.interactions import TOPIC
 from crm_platform.events import EventEnvelope, to_kafka
-from crm_platform.kafka import ensure_topics
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collect, eventually, unique
+from crm_platform.testing.fixtures import (
+    TEST_JWT_SECRET,
+    EventCollector,
+    auth,
+    collecting,
+    database,
+    eventually,
+    unique,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -78,20 +83,14 @@ async def client(interactions_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def events(backend: Backend, interactions_app: FastAPI) -> AsyncIterator[EventCollector]:
     """Every event on crm.interactions.v1, read with a plain consumer (not our consumer code)."""
-    collector = EventCollector()
-    stop = asyncio.Event()
-    await ensure_topics(backend.kafka_bootstrap, [TOPIC])
-    task = asyncio.create_task(collect(backend.kafka_bootstrap, [TOPIC], collector, stop))
-    yield collector
-    stop.set()
-    await task
+    async with collecting(backend.kafka_bootstrap, [TOPIC]) as collector:
+        yield collector
 
 
 @pytest.fixture(scope="session")
 async def db(backend: Backend, interactions_settings: InteractionsSettings) -> AsyncIterator[Any]:
-    mongo = AsyncMongoClient(backend.mongo_url, tz_aware=True)
-    yield mongo[interactions_settings.mongo_database]
-    await mongo.close()
+    async with database(backend.mongo_url, interactions_settings.mongo_database) as db_:
+        yield db_
 
 
 class User:

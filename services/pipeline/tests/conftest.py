@@ -6,7 +6,6 @@ Customers reach it the only way they can in production: as customers events on
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -15,16 +14,22 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
 
 from crm_pipeline.main import create_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import SystemClock
 from crm_platform.contracts.pipeline import TOPIC
-from crm_platform.kafka import ensure_topics
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collect, eventually, unique
+from crm_platform.testing.fixtures import (
+    TEST_JWT_SECRET,
+    EventCollector,
+    auth,
+    collecting,
+    database,
+    eventually,
+    unique,
+)
 
 
 @pytest.fixture(scope="session")
@@ -80,20 +85,14 @@ async def client(pipeline_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def pipeline_events(backend: Backend, pipeline_app: FastAPI) -> AsyncIterator[EventCollector]:
-    collector = EventCollector()
-    stop = asyncio.Event()
-    await ensure_topics(backend.kafka_bootstrap, [TOPIC])
-    task = asyncio.create_task(collect(backend.kafka_bootstrap, [TOPIC], collector, stop))
-    yield collector
-    stop.set()
-    await task
+    async with collecting(backend.kafka_bootstrap, [TOPIC]) as collector:
+        yield collector
 
 
 @pytest.fixture(scope="session")
 async def pipeline_db(backend: Backend, pipeline_settings: PipelineSettings) -> AsyncIterator[Any]:
-    mongo = AsyncMongoClient(backend.mongo_url, tz_aware=True)
-    yield mongo[pipeline_settings.mongo_database]
-    await mongo.close()
+    async with database(backend.mongo_url, pipeline_settings.mongo_database) as db_:
+        yield db_
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ own department path, so tests do not see each other's customers.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,9 +16,8 @@ import pytest
 from fastapi import FastAPI
 
 from crm_platform.clock import ManualClock
-from crm_platform.kafka import ensure_topics
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collect, eventually
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collecting, eventually
 from crm_pool.main import create_app
 from crm_pool.settings import PoolSettings
 
@@ -64,10 +62,5 @@ async def pool_client(pool_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def pool_events(backend: Backend, pool_app: FastAPI) -> AsyncIterator[EventCollector]:
-    collector = EventCollector()
-    stop = asyncio.Event()
-    await ensure_topics(backend.kafka_bootstrap, ["crm.pool.v1"])
-    task = asyncio.create_task(collect(backend.kafka_bootstrap, ["crm.pool.v1"], collector, stop))
-    yield collector
-    stop.set()
-    await task
+    async with collecting(backend.kafka_bootstrap, ["crm.pool.v1"]) as collector:
+        yield collector

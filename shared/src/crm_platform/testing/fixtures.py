@@ -184,3 +184,30 @@ async def running(app: Any, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
         await eventually(lambda: all(c.assigned() for c in kit.consumers), timeout=60, message="consumers assigned")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:
             yield client
+
+
+@asynccontextmanager
+async def collecting(bootstrap: str, topics: list[str]) -> AsyncIterator[EventCollector]:
+    """Collect every record of ``topics`` (created if missing) while the block runs."""
+    from crm_platform.kafka import ensure_topics
+
+    collector, stop = EventCollector(), asyncio.Event()
+    await ensure_topics(bootstrap, topics)
+    task = asyncio.create_task(collect(bootstrap, topics, collector, stop))
+    try:
+        yield collector
+    finally:
+        stop.set()
+        await task
+
+
+@asynccontextmanager
+async def database(mongo_url: str, name: str) -> AsyncIterator[Any]:
+    """A service's database, read directly by tests to check what was (not) stored."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    try:
+        yield client[name]
+    finally:
+        await client.close()
