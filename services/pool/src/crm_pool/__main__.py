@@ -7,19 +7,42 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import uvicorn
+from pymongo import AsyncMongoClient
 
+from crm_platform.clock import SystemClock
+from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.main import create_app, rebuild
 from crm_pool.settings import PoolSettings
+
+
+async def rebuild_now(settings: PoolSettings) -> dict[str, Any]:
+    """The same rebuild as ``POST /v1/pool/rebuilds``, under the same lease (the replicas' schedulers pause)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    try:
+        jobs = client[settings.mongo_database]["rebuilds"]
+        rebuilds = Rebuilds(
+            jobs,
+            SystemClock(),
+            lambda: rebuild(settings, timeout=settings.rebuild_timeout_seconds),
+            lease_seconds=settings.rebuild_timeout_seconds + 60,
+        )
+        job = await rebuilds.begin("cli")
+        await rebuilds.settle()
+        return await rebuilds.get(job["rebuild_id"])
+    finally:
+        await client.close()
 
 
 def main() -> None:
     settings = PoolSettings()
     if sys.argv[1:] == ["rebuild"]:
-        count = asyncio.run(rebuild(settings))
-        print(f"rebuilt {count} customer clocks")
-        return
+        job = asyncio.run(rebuild_now(settings))
+        outcome = job.get("error") or f"{job.get('clocks')} customer clocks"
+        print(f"rebuild {job['rebuild_id']}: {job['status']}, {outcome}")
+        sys.exit(0 if job["status"] == "succeeded" else 1)
     uvicorn.run(
         create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
     )

@@ -11,12 +11,14 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import customers as customer_events
 from crm_platform.contracts import interactions, pipeline
 from crm_platform.contracts import pool as _pool_events  # noqa: F401  (registers the event types)
+from crm_platform.listing import count
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.service import Periodic, ServiceKit
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.application.clocks import ClockProjection
 from crm_pool.application.rebuild import caught_up
+from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recompute import Recomputes
 from crm_pool.application.recycler import Recycler
 from crm_pool.application.rules import Rules
@@ -42,7 +44,16 @@ def create_app(settings: PoolSettings | None = None, clock: Clock | None = None)
     customers.add_hook("changed", clocks.on_customer)
     recomputes = Recomputes(clocks.recompute)
     rules = Rules(repo, kit.clock, kit.source, recomputes.request)
-    recycler = Recycler(repo, kit.clock, kit.source, settings.scheduler_batch_size, recomputes.settle)
+    rebuilds = Rebuilds(
+        kit.db["rebuilds"],
+        kit.clock,
+        lambda: rebuild(settings, kit.clock, settings.rebuild_timeout_seconds),
+        lease_seconds=settings.rebuild_timeout_seconds + 60,
+    )
+    kit.background(rebuilds)
+    recycler = Recycler(
+        repo, kit.clock, kit.source, settings.scheduler_batch_size, recomputes.settle, paused=rebuilds.in_progress
+    )
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
@@ -60,10 +71,11 @@ def create_app(settings: PoolSettings | None = None, clock: Clock | None = None)
     app.state.clocks = clocks
     app.state.repo = repo
     app.state.recomputes = recomputes
+    app.state.rebuilds = rebuilds
     return app
 
 
-async def rebuild(settings: PoolSettings, clock: Clock | None = None, timeout: float = 600.0) -> int:
+async def rebuild(settings: PoolSettings, clock: Clock | None = None, timeout: float = 1800.0) -> int:
     """Reset the clocks and replay the customers, pipeline and interactions topics from the start.
 
     Returns the number of clocks rebuilt. The scheduler is off in the rebuilding copy.
@@ -75,4 +87,4 @@ async def rebuild(settings: PoolSettings, clock: Clock | None = None, timeout: f
     async with app.router.lifespan_context(app):
         await caught_up(app.state.kit.consumers, timeout)
         await app.state.recomputes.settle()
-        return int(await app.state.repo.clocks.count_documents({}))
+        return await count(app.state.repo.clocks, {})

@@ -15,3 +15,6 @@ class PoolSettings(ServiceSettings):
     scheduler_enabled: bool = Field(default=True, description="Run the recycling scheduler periodically.")
     scheduler_interval_seconds: float = Field(default=300.0, gt=0, description="How often the scheduler runs.")
     scheduler_batch_size: int = Field(default=500, ge=1, description="Customers handled per query round.")
+    rebuild_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="A rebuild that has not caught up with the topics by then fails."
+    )

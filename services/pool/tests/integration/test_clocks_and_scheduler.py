@@ -315,3 +315,125 @@ async def test_changing_a_rule_recomputes_the_deadlines_under_it(
     assert customer.id not in [i["customer_id"] for i in theirs]
     bad = await pool_client.get("/v1/pool/preview", params={"at": "tomorrow"}, headers=manager)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "at"
+
+
+async def publish_deal_event(
+    producer: Any,
+    event_type: Any,
+    data_type: Any,
+    customer_id: str,
+    opportunity_id: str,
+    owner: str,
+    version: int,
+    status: str,
+    at: datetime,
+    **extra: Any,
+) -> None:
+    """An opportunity event whose snapshot has ``status``, moved at ``at`` (won, reopened, customer changed)."""
+    snapshot = pipeline.OpportunitySnapshot(
+        opportunity_id=opportunity_id,
+        name="deal",
+        customer_id=customer_id,
+        currency="CNY",
+        probability=100 if status == "won" else 50,
+        pipeline_id="p",
+        stage_id="s-won" if status == "won" else "s-open",
+        stage_name="Won" if status == "won" else "Negotiation",
+        stage_kind="won" if status == "won" else "open",
+        stage_entered_at=at,
+        status=status,
+        won_on=at.date() if status == "won" else None,
+        owner_id=owner,
+        created_at=at - timedelta(days=30),
+        updated_at=at,
+    )
+    move = pipeline.StageMove(
+        from_stage_id="s-open",
+        from_stage_name="Negotiation",
+        to_stage_id=snapshot.stage_id,
+        to_stage_name=snapshot.stage_name,
+        moved_by=owner,
+        moved_at=at,
+    )
+    fields: dict[str, Any] = {"opportunity": snapshot, **extra}
+    if "move" in data_type.model_fields:
+        fields["move"] = move
+    if "customer_id" in data_type.model_fields:
+        fields["customer_id"] = customer_id
+    envelope = event_type.build(
+        source="/crm/pipeline",
+        subject=opportunity_id,
+        data=data_type(**fields),
+        aggregate_version=version,
+        time=at,
+        actor=owner,
+    )
+    await send(producer, pipeline.TOPIC, envelope.model_dump(mode="json"))
+
+
+async def test_a_reopened_won_deal_no_longer_counts_and_a_merge_carries_won_deals(
+    pool_app: FastAPI, pool_client: Any, producer: Any
+) -> None:
+    dept = f"/{unique('d')}"
+    await make_rule(pool_client, dept, no_interaction_days=None, no_won_days=90)
+    rep = unique("rep")
+    feed = CustomerFeed(producer)
+    customer = await feed.created(owner_id=rep, department_path=dept)
+    clock = await clock_of(pool_app, customer.id, owner_id=rep, reason="no_won_opportunity")
+    since = clock["owner_since"]
+    assert clock["deadline"] == since + timedelta(days=90)
+
+    first, second = unique("opp"), unique("opp")
+    won_first, won_second = since + timedelta(days=10), since + timedelta(days=40)
+    for opp, at in ((first, won_first), (second, won_second)):
+        await publish_deal_event(
+            producer,
+            pipeline.OPPORTUNITY_WON,
+            pipeline.OpportunityWon,
+            customer.id,
+            opp,
+            rep,
+            2,
+            "won",
+            at,
+            reason="signed",
+        )
+    clock = await clock_of(pool_app, customer.id, last_won_at=won_second)
+    assert clock["deadline"] == won_second + timedelta(days=90)
+
+    # The later deal is reopened: the customer's last won deal is the earlier one again.
+    await publish_deal_event(
+        producer,
+        pipeline.OPPORTUNITY_REOPENED,
+        pipeline.OpportunityReopened,
+        customer.id,
+        second,
+        rep,
+        3,
+        "open",
+        since + timedelta(days=45),
+        reason="contract cancelled",
+        previous_status="won",
+    )
+    clock = await clock_of(pool_app, customer.id, last_won_at=won_first)
+    assert clock["deadline"] == won_first + timedelta(days=90)
+    assert [d["opportunity_id"] for d in clock["won_deals"]] == [first]
+
+    # A merge moves the won deal to the survivor, with the moment it was won.
+    survivor = await feed.created(owner_id=rep, department_path=dept)
+    await clock_of(pool_app, survivor.id, owner_id=rep, last_won_at=None)
+    await publish_deal_event(
+        producer,
+        pipeline.OPPORTUNITY_CUSTOMER_CHANGED,
+        pipeline.CustomerChanged,
+        survivor.id,
+        first,
+        rep,
+        4,
+        "won",
+        since + timedelta(days=50),
+        previous_customer_id=customer.id,
+    )
+    moved = await clock_of(pool_app, survivor.id, last_won_at=won_first)
+    assert [d["opportunity_id"] for d in moved["won_deals"]] == [first]
+    await clock_of(pool_app, customer.id, last_won_at=None, won_deals=[])

@@ -79,3 +79,49 @@ async def test_a_rebuild_yields_the_same_clocks(
     assert count >= 3
     after = [projection(await repo.get_clock(c.id)) for c in customers]
     assert after == before
+
+
+async def test_a_rebuild_over_http_runs_in_the_background_once_and_pauses_the_scheduler(
+    pool_app: FastAPI, pool_client: Any, producer: Any
+) -> None:
+    dept = f"/{unique('d')}"
+    r = await pool_client.post(
+        "/v1/pool/rules", json={"name": "r", "department_path": dept, "no_interaction_days": 10}, headers=ADMIN
+    )
+    assert r.status_code == 201
+    rep = unique("rep")
+    customer = await CustomerFeed(producer).created(owner_id=rep, department_path=dept)
+    repo = pool_app.state.repo
+
+    async def built() -> dict[str, Any] | None:
+        clock = await repo.get_clock(customer.id)
+        return projection(clock) if clock and clock.get("rule_id") else None
+
+    before = await eventually(built, timeout=20, message="clock built")
+
+    rep_headers = auth(rep, ["rep"], dept)
+    assert (await pool_client.post("/v1/pool/rebuilds", headers=rep_headers)).status_code == 403
+    started = await pool_client.post("/v1/pool/rebuilds", headers=ADMIN)
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert (job["status"], job["requested_by"]) == ("running", "admin-1")
+    assert started.headers["location"] == f"/v1/pool/rebuilds/{job['rebuild_id']}"
+
+    # One at a time; the scheduler waits for it.
+    again = await pool_client.post("/v1/pool/rebuilds", headers=ADMIN)
+    assert again.status_code == 409 and again.json()["rebuild_id"] == job["rebuild_id"]
+    run = await pool_client.post("/v1/pool/run", headers=ADMIN)
+    assert run.json()["paused"] is True
+
+    async def finished() -> dict[str, Any] | None:
+        r = await pool_client.get(started.headers["location"], headers=ADMIN)
+        assert r.status_code == 200
+        return r.json() if r.json()["status"] != "running" else None
+
+    done = await eventually(finished, timeout=180, message="rebuild finished")
+    assert done["status"] == "succeeded", done
+    assert done["clocks"] >= 1 and done["finished_at"] is not None
+    assert await built() == before
+    assert (await pool_client.post("/v1/pool/run", headers=ADMIN)).json()["paused"] is False
+    missing = await pool_client.get("/v1/pool/rebuilds/no-such-rebuild", headers=ADMIN)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")

@@ -25,6 +25,7 @@ from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import pool as ev
 from crm_platform.events import EventEnvelope, EventType
+from crm_platform.listing import all_of, find_sorted, parse_sort
 from crm_platform.tracing import current_traceparent
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.domain.recycling import (
@@ -47,6 +48,7 @@ class RunReport:
     warned: int = 0
     decided: int = 0
     skipped: int = 0  # already handled by another replica, or changed meanwhile
+    paused: bool = False  # not run: a rebuild of the clocks is under way
 
 
 class Recycler:
@@ -57,9 +59,11 @@ class Recycler:
         source: str,
         batch_size: int = 500,
         settle: Callable[[], Awaitable[None]] | None = None,
+        paused: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.repo = repo
         self._settle = settle
+        self._paused = paused
         self.clock = clock
         self.source = source
         self.batch_size = batch_size
@@ -79,6 +83,9 @@ class Recycler:
     # --- the run ------------------------------------------------------------------------------
 
     async def run(self, now: datetime | None = None) -> RunReport:
+        if self._paused is not None and await self._paused():
+            log.info("pool run skipped: the clocks are being rebuilt")
+            return RunReport(paused=True)
         if self._settle is not None:
             await self._settle()  # deadlines recomputed after a rule change first
         now = now or self.clock.now()
@@ -207,11 +214,11 @@ class Recycler:
         query: Document = {"warn_at_ms": {"$lte": epoch_ms(at)}}
         if department:
             query["department_path"] = {"$regex": f"^{re.escape(department.rstrip('/'))}(/|$)"}
-        visibility = principal.mongo_visibility()
-        if visibility:
-            query = {"$and": [query, visibility]}
+        # Flat query, the visibility alternatives as separate indexed queries (listing.find_sorted).
+        query = all_of(query, principal.mongo_visibility())
+        keys = parse_sort(None, {"warn_at": "warn_at_ms", "id": "_id"}, "warn_at,id")
         out: list[Document] = []
-        async for clock in self.repo.find_clocks(query, [("warn_at_ms", 1)], limit):
+        for clock in await find_sorted(self.repo.clocks, query, keys, limit):
             result = due(clock, rules, positions)
             if result.never or result.warn_at > at:
                 continue

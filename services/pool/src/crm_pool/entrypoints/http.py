@@ -12,10 +12,20 @@ from crm_platform.auth import CurrentPrincipal, Role
 from crm_platform.clock import as_utc
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recycler import Recycler
 from crm_pool.application.rules import Rules
 from crm_pool.domain.model import RuleCreate, RulePatch
-from crm_pool.entrypoints.schemas import MyCustomer, MyCustomers, Preview, PreviewItem, RuleOut, RunOut, rule_out
+from crm_pool.entrypoints.schemas import (
+    MyCustomer,
+    MyCustomers,
+    Preview,
+    PreviewItem,
+    RebuildOut,
+    RuleOut,
+    RunOut,
+    rule_out,
+)
 
 router = APIRouter(prefix="/v1/pool", tags=["pool"])
 Document = dict[str, Any]
@@ -126,4 +136,37 @@ async def run(principal: CurrentPrincipal, recycler: RecyclerService) -> RunOut:
     principal.require_role(Role.admin)
     now = recycler.clock.now()
     report = await recycler.run(now)
-    return RunOut(at=now, warned=report.warned, decided=report.decided, skipped=report.skipped)
+    return RunOut(at=now, warned=report.warned, decided=report.decided, skipped=report.skipped, paused=report.paused)
+
+
+def _rebuilds(request: Request) -> Rebuilds:
+    rebuilds: Rebuilds = request.app.state.rebuilds
+    return rebuilds
+
+
+RebuildsService = Annotated[Rebuilds, Depends(_rebuilds)]
+
+
+@router.post(
+    "/rebuilds",
+    status_code=202,
+    response_model=RebuildOut,
+    summary="Rebuild every customer clock from the topics (admins); runs in the background",
+    description="Resets the clocks and replays the customers, pipeline and interactions topics from the beginning "
+    "under a new consumer group. One rebuild at a time (409 names the running one); the scheduler skips its runs "
+    "until it ends. Follow it at the Location given.",
+)
+async def start_rebuild(principal: CurrentPrincipal, rebuilds: RebuildsService) -> JSONResponse:
+    principal.require_role(Role.admin)
+    job = await rebuilds.begin(principal.user_id)
+    return JSONResponse(
+        RebuildOut.model_validate(job).model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/v1/pool/rebuilds/{job['rebuild_id']}"},
+    )
+
+
+@router.get("/rebuilds/{rebuild_id}", response_model=RebuildOut, summary="A rebuild's status (admins)")
+async def get_rebuild(rebuild_id: str, principal: CurrentPrincipal, rebuilds: RebuildsService) -> RebuildOut:
+    principal.require_role(Role.admin)
+    return RebuildOut.model_validate(await rebuilds.get(rebuild_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class RuleOut(BaseModel):
@@ -79,3 +79,14 @@ class RunOut(BaseModel):
     warned: int
     decided: int
     skipped: int
+    paused: bool = Field(default=False, description="True when the run did nothing because a rebuild is under way.")
+
+
+class RebuildOut(BaseModel):
+    rebuild_id: str
+    status: Literal["running", "succeeded", "failed", "cancelled", "abandoned"]
+    requested_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    clocks: int | None = Field(description="Customer clocks after the rebuild.")
+    error: str | None
