@@ -11,7 +11,8 @@ from crm_customers.entrypoints import events, http
 from crm_customers.settings import CustomersSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
-from crm_platform.contracts import interactions, pool
+from crm_platform.contracts import directory, interactions, pool
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
@@ -25,13 +26,19 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     repo = CustomerRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.collection)
     claim_rules = ClaimRulesCopy(kit.db)
-    service = Customers(repo, kit.clock, settings, kit.source, claim_rules)
+    # Who users are (department, active or not) for assignments, fed by the directory's events.
+    directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])
+    service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
+        await directory_copy.ensure_indexes()
 
     kit.on_startup(setup)
-    kit.consume([interactions.TOPIC, pool.TOPIC], events.handlers(service, claim_rules))
+    kit.consume(
+        [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
+        {**events.handlers(service, claim_rules), **directory_copy.handlers()},
+    )
     app = kit.build_app([http.router, http.views_router])
     app.state.customers = service
     return app

@@ -292,3 +292,78 @@ async def test_manager_assigns_from_the_pool(client, customer_events):
     assert r.json()["in_pool"] is False and r.json()["owner_id"] == target.id
     [event] = await customer_events.wait_for(type="crm.customer.owner_changed", subject=c["id"])
     assert event.event["data"]["previous_owner_id"] is None
+
+
+async def publish_user(producer: Any, user_id: str, department_path: str, status: str = "active", version: int = 1):
+    from datetime import UTC, datetime
+
+    from crm_platform.contracts import directory
+    from crm_platform.events import to_kafka
+
+    now = datetime.now(UTC)
+    snapshot = directory.UserSnapshot(
+        user_id=user_id,
+        email=f"{user_id}@example.com",
+        name=user_id,
+        roles=["rep"],
+        department_id=department_path.rsplit("/", 1)[-1],
+        department_path=department_path,
+        status=status,
+        created_at=now,
+        updated_at=now,
+    )
+    if status == "active":
+        envelope = directory.USER_CREATED.build(
+            source="/crm/directory",
+            subject=user_id,
+            data=directory.UserCreated(user=snapshot),
+            aggregate_version=version,
+            time=now,
+            actor="admin",
+        )
+    else:
+        envelope = directory.USER_DEACTIVATED.build(
+            source="/crm/directory",
+            subject=user_id,
+            data=directory.UserDeactivated(user=snapshot),
+            aggregate_version=version,
+            time=now,
+            actor="admin",
+        )
+    key, value, headers = to_kafka(envelope.model_dump(mode="json"))
+    await producer.send_and_wait(directory.TOPIC, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+
+
+async def test_assigning_takes_the_new_owners_department_from_the_directory(client, customers_app, producer):
+    root = f"/{unique('x')}"
+    rep = User(f"{root}/east")
+    manager = User(root, ["manager"], "mgr")
+    target_id, leaver_id = unique("west-rep"), unique("leaver")
+    await publish_user(producer, target_id, f"{root}/west")
+    await publish_user(producer, leaver_id, f"{root}/west")
+    await publish_user(producer, leaver_id, f"{root}/west", status="deactivated", version=2)
+    users = customers_app.state.customers.directory
+
+    async def known() -> bool:
+        leaver = await users.user(leaver_id)
+        return await users.user(target_id) is not None and leaver is not None and leaver["status"] != "active"
+
+    from crm_platform.testing.fixtures import eventually
+
+    await eventually(known, timeout=30, message="directory copy")
+    c = await create(client, rep)
+    url = f"/v1/customers/{c['id']}/assign"
+
+    # A known user: the department comes from the directory; another one given is refused.
+    wrong = await client.post(url, json={"owner_id": target_id, "department_path": root}, headers=manager.headers)
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "department_path"
+    assert f"{root}/west" in wrong.json()["errors"][0]["reason"]
+    gone = await client.post(url, json={"owner_id": leaver_id}, headers=manager.headers)
+    assert gone.status_code == 422 and gone.json()["errors"][0]["field"] == "owner_id"
+    unknown = await client.post(url, json={"owner_id": unique("nobody")}, headers=manager.headers)
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "department_path"
+
+    r = await client.post(url, json={"owner_id": target_id}, headers=manager.headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["owner_id"], r.json()["department_path"]) == (target_id, f"{root}/west")
+    assert r.json()["version"] == 2  # the refused attempts wrote nothing

@@ -28,6 +28,7 @@ from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
 from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory, EventType
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -41,9 +42,11 @@ class Customers:
         settings: CustomersSettings,
         source: str,
         claim_rules: ClaimRulesCopy | None = None,
+        directory: DirectoryReadModel | None = None,
     ) -> None:
         self.repo = repo
         self.claim_rules = claim_rules
+        self.directory = directory
         self.clock = clock
         self.settings = settings
         self.source = source
@@ -231,17 +234,44 @@ class Customers:
 
     # --- ownership and the public pool -----------------------------------------------------
 
+    async def _owner_department(
+        self, owner_id: str, department_id: str | None, department_path: str | None
+    ) -> tuple[str | None, str]:
+        """The new owner's department: from the directory's read copy, or as given by the caller.
+
+        The copy (fed by ``crm.directory.v1``) is the truth when it knows the user; a path given in
+        the request is only for users it does not know (managed elsewhere, or not published yet).
+        A deactivated user can not receive customers.
+        """
+        user = await self.directory.user(owner_id) if self.directory is not None else None
+        if user is not None:
+            if user.get("status") != "active":
+                raise ValidationFailed.for_field("owner_id", "the user is deactivated and can not own customers")
+            # Known users are where the directory says: a manager can not place someone elsewhere
+            # to get around "only to people in your department".
+            if department_path is not None and department_path != user.get("department_path"):
+                raise ValidationFailed.for_field(
+                    "department_path", f"the directory has this user in {user.get('department_path')}"
+                )
+            return user.get("department_id"), str(user["department_path"])
+        if department_path is None:
+            raise ValidationFailed.for_field(
+                "department_path", "required: the directory does not know this owner (yet), so give their department"
+            )
+        return department_id, department_path
+
     async def assign(
         self,
         principal: Principal,
         customer_id: str,
         owner_id: str,
         department_id: str | None,
-        department_path: str,
+        department_path: str | None,
         reason: str | None,
         expected_version: int | None,
     ) -> Document:
         principal.require_role(Role.admin, Role.manager)
+        department_id, department_path = await self._owner_department(owner_id, department_id, department_path)
         if not (principal.is_admin or principal.manages_path(department_path)):
             raise Forbidden("You may only assign customers to people in your department.")
 

@@ -106,8 +106,12 @@ class CustomerPage(BaseModel):
 class AssignIn(BaseModel):
     owner_id: str = Field(min_length=1, max_length=100)
     department_id: str | None = Field(default=None, max_length=100)
-    department_path: str = Field(
-        min_length=1, max_length=500, description="The new owner's department path, e.g. /hq/east."
+    department_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="The new owner's department path, e.g. /hq/east. Taken from the directory when omitted "
+        "(required only for owners the directory does not know).",
     )
     reason: str | None = Field(default=None, max_length=500)
 
