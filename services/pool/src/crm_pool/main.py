@@ -51,9 +51,7 @@ def create_app(settings: PoolSettings | None = None, clock: Clock | None = None)
         lease_seconds=settings.rebuild_timeout_seconds + 60,
     )
     kit.background(rebuilds)
-    recycler = Recycler(
-        repo, kit.clock, kit.source, settings.scheduler_batch_size, recomputes.settle, paused=rebuilds.in_progress
-    )
+    recycler = Recycler(repo, kit.clock, kit.source, settings.scheduler_batch_size, paused=rebuilds.in_progress)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()

@@ -437,3 +437,84 @@ async def test_a_reopened_won_deal_no_longer_counts_and_a_merge_carries_won_deal
     moved = await clock_of(pool_app, survivor.id, last_won_at=won_first)
     assert [d["opportunity_id"] for d in moved["won_deals"]] == [first]
     await clock_of(pool_app, customer.id, last_won_at=None, won_deals=[])
+
+
+async def test_a_rule_change_applies_at_the_next_run_and_a_draft_rule_can_be_previewed(
+    pool_app: FastAPI, pool_client: Any, pool_clock: ManualClock, producer: Any, pool_events: EventCollector
+) -> None:
+    dept = f"/{unique('d')}"
+    rule = await make_rule(pool_client, dept, no_interaction_days=60, warn_days=3)
+    rep = unique("rep")
+    customer = await CustomerFeed(producer).created(owner_id=rep, department_path=dept)
+    since = (await clock_of(pool_app, customer.id, owner_id=rep, rule_id=rule["rule_id"]))["owner_since"]
+    at = since + timedelta(days=20)
+    preview = (await pool_client.get("/v1/pool/preview", params={"at": at.isoformat()}, headers=ADMIN)).json()
+    assert customer.id not in [i["customer_id"] for i in preview["items"]]
+
+    # A stricter rule, previewed before saving it: nothing stored, nothing published.
+    draft = {"name": "stricter", "department_path": dept, "no_interaction_days": 15, "warn_days": 3}
+    r = await pool_client.post("/v1/pool/preview", json={"rule": draft, "at": at.isoformat()}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    [item] = [i for i in r.json()["items"] if i["customer_id"] == customer.id]
+    assert (item["action"], item["rule_id"], item["deadline"][:19]) == (
+        "recycle",
+        "draft",
+        (since + timedelta(days=15)).isoformat()[:19],
+    )
+    assert (await pool_app.state.repo.get_rule(rule["rule_id"]))["no_interaction_days"] == 60
+    outsider = auth(unique("mgr"), ["manager"], f"/{unique('else')}")
+    refused = await pool_client.post("/v1/pool/preview", json={"rule": draft}, headers=outsider)
+    assert refused.status_code == 403
+    bad = await pool_client.post("/v1/pool/preview", json={"rule": {**draft, "warn_days": -1}}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "rule.warn_days"
+
+    # Saved: the next run uses it straight away (the deadlines are worked out at the run).
+    r = await pool_client.patch(
+        f"/v1/pool/rules/{rule['rule_id']}", json={"no_interaction_days": 15}, headers={**ADMIN, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200
+    pool_clock.set(at)
+    await run(pool_client)
+    [warning] = await pool_events.wait_for(1, type="crm.pool.recycle_warning", subject=customer.id)
+    # Past the new deadline already: the owner still gets the K days of notice.
+    assert warning.event["data"]["recycle_at"][:19] == (at + timedelta(days=3)).isoformat()[:19]
+    mine = (await pool_client.get("/v1/pool/my-customers", headers=auth(rep, ["rep"], dept))).json()["items"]
+    assert [(m["customer_id"], m["warned"], m["days_left"]) for m in mine] == [(customer.id, True, 3)]
+
+
+async def test_runs_leave_handled_clocks_alone_until_an_event_or_a_rule_change(
+    pool_app: FastAPI, pool_client: Any, pool_clock: ManualClock, producer: Any, pool_events: EventCollector
+) -> None:
+    dept = f"/{unique('d')}"
+    rule = await make_rule(pool_client, dept, no_interaction_days=10, warn_days=3, exempt_tags=["vip"])
+    feed = CustomerFeed(producer)
+    vip = await feed.created(owner_id=unique("rep"), department_path=dept, tags=["vip"])
+    plain = await feed.created(owner_id=unique("rep"), department_path=dept)
+    since = (await clock_of(pool_app, plain.id, rule_id=rule["rule_id"]))["owner_since"]
+    await clock_of(pool_app, vip.id, exempt="tag vip")
+    pool_clock.set(since + timedelta(days=8))
+    await run(pool_client)
+    await pool_events.wait_for(1, type="crm.pool.recycle_warning", subject=plain.id)
+    repo = pool_app.state.repo
+
+    def parked_until(clock: dict[str, Any]) -> datetime:
+        return datetime.fromtimestamp(clock["parked_until_ms"] / 1000, UTC)
+
+    # The warned customer waits for its recycling date, the exempt one for a day.
+    warned = await repo.get_clock(plain.id)
+    assert parked_until(warned) == warned["recycle_at"]
+    assert parked_until(await repo.get_clock(vip.id)) == pool_clock.now() + timedelta(days=1)
+    candidates = await pool_app.state.recycler.candidates(await repo.live_rules(), pool_clock.now(), dept, False)
+    assert {c["_id"] for c in candidates}.isdisjoint({plain.id, vip.id})
+
+    # A follow-up (an event) puts the clock back; so does a rule change, which here ends the exemption.
+    await log_interaction(producer, plain.id, warned["owner_id"], since + timedelta(days=8))
+    await clock_of(pool_app, plain.id, parked_until_ms=0)
+    r = await pool_client.patch(
+        f"/v1/pool/rules/{rule['rule_id']}", json={"exempt_tags": []}, headers={**ADMIN, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200
+    assert (await repo.get_clock(vip.id))["parked_until_ms"] == 0
+    await run(pool_client)
+    [warning] = await pool_events.wait_for(1, type="crm.pool.recycle_warning", subject=vip.id)
+    assert warning.event["data"]["reason"] == "no_interaction"

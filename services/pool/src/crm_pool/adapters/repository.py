@@ -40,9 +40,11 @@ class PoolRepository:
         await self.rules.create_indexes([IndexModel([("scope", ASCENDING)], name="scope", unique=True, sparse=True)])
         await self.clocks.create_indexes(
             [
-                IndexModel([("warn_due_ms", ASCENDING)], name="warn_due_ms"),
-                IndexModel([("release_due_ms", ASCENDING)], name="release_due_ms"),
-                IndexModel([("warn_at_ms", ASCENDING)], name="warn_at_ms"),
+                # The scheduler's and the preview's range queries (named idx_<field>: the embedded
+                # store only uses a single-field index whose name ends in _<field>).
+                IndexModel([("touch_ms", ASCENDING)], name="idx_touch_ms"),
+                IndexModel([("won_ms", ASCENDING)], name="idx_won_ms"),
+                IndexModel([("parked_until_ms", ASCENDING)], name="idx_parked_until_ms"),
                 IndexModel([("owner_id", ASCENDING), ("deadline", ASCENDING)], name="owner_deadline"),
                 IndexModel([("department_path", ASCENDING)], name="department_path"),
             ]
@@ -74,6 +76,10 @@ class PoolRepository:
         if result.matched_count:
             clock["rev"] = rev + 1
         return bool(result.matched_count)
+
+    async def unpark_all(self) -> None:
+        """Every parked clock back into the runs (after a rule change): integers, so ``$set`` is safe."""
+        await self.clocks.update_many({"parked_until_ms": {"$gt": 0}}, {"$set": {"parked_until_ms": 0}})
 
     def find_clocks(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
         return self.clocks.find(query).sort(sort).limit(limit)

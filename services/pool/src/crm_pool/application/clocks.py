@@ -1,11 +1,13 @@
-"""The per-customer clock, built only from events, and its precomputed due dates.
+"""The per-customer clock, built only from events.
 
 Fed by three topics: customers (owner, since when, department, tags, status, through
 the shared :class:`CustomerReadModel` and its ``changed`` hook), pipeline (open
 opportunities and their stages, the last won deal, stage positions) and interactions
 (the last follow-up per author). Each event changes one clock at most once (the event
-id is recorded in the clock, :func:`apply_once`), and the clock's due dates are
-recomputed in the same write, so the scheduler only runs range queries.
+id is recorded in the clock, :func:`apply_once`). The same write stores the two
+rule-independent, indexed starting points the scheduler's range queries read
+(``touch_ms``, ``won_ms``: see :func:`bases`), and a snapshot of the deadline under the
+rules of that moment (refreshed after a rule change; decisions never rely on it).
 """
 
 from __future__ import annotations
@@ -37,7 +39,18 @@ OWNERSHIP_EVENTS = {
     customer_events.CLAIMED.name,
 }
 #: What a rule change can move on a clock (a recompute writes the clocks where one of them changed).
-SCHEDULE_FIELDS = ("deadline", "warn_at", "warn_due", "release_due", "rule_id", "reason", "exempt")
+SCHEDULE_FIELDS = (
+    "deadline",
+    "warn_at",
+    "warn_due",
+    "release_due",
+    "rule_id",
+    "reason",
+    "exempt",
+    "touch_ms",
+    "won_ms",
+    "parked_until_ms",
+)
 PROJECTION_FIELDS = (
     "name",
     "owner_id",
@@ -201,7 +214,8 @@ class ClockProjection:
                 },
                 upsert=True,
             )
-        if changed:
+        if changed:  # exemptions "at or past a stage" depend on the positions
+            await self.repo.unpark_all()
             await self.recompute(None)
 
     # --- rules changed ----------------------------------------------------------------------

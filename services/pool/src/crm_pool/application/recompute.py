@@ -1,9 +1,9 @@
-"""Deadline recomputes after a rule change, off the request path.
+"""Refreshing the deadline snapshot stored on the clocks after a rule change, in the background.
 
-A rule change moves the deadline of every customer under its scope: at 100k customers that is
-minutes of whole-document writes on the embedded store, so the HTTP answer does not wait for
-it. The scheduler does (:meth:`settle` before each run), so no run works from stale deadlines.
-A recompute lost to a crash is redone at the next start-up (a full pass, in the background).
+Nothing decides from the stored snapshot (the scheduler, the previews and the countdown work
+deadlines out from the rules of the moment), so nothing waits for this: at 100k customers it
+is a minute or two of whole-document writes on the embedded store. A refresh lost to a crash
+is redone at the next start-up (a full pass, in the background).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The scheduler, the preview and a rep's countdown.
 
-A run reads only what is due, with range queries on the precomputed, indexed
-``warn_due``/``release_due`` of the clocks. Each warning and each decision is a
+A run reads only what is due: per rule, range queries on two rule-independent, indexed
+fields of the clocks (since when the owner has not followed up, since when no deal was
+won), so rules apply as they are at the run, with no per-customer recompute after a
+change; a draft rule is previewed the same way. Each warning and each decision is a
 *notice* inserted with a deterministic id (customer, kind, deadline) together with
 its event (one write, the outbox): when several replicas race, the insert of all but
 one fails on the id, so each customer is warned once per deadline and decided once.
@@ -15,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import BaseModel
@@ -25,22 +27,33 @@ from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import pool as ev
 from crm_platform.events import EventEnvelope, EventType
-from crm_platform.listing import all_of, find_sorted, parse_sort
 from crm_platform.tracing import current_traceparent
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.domain.recycling import (
     NEVER,
+    Due,
     days_left,
     due,
     effective_recycle_at,
     epoch_ms,
+    last_interaction,
     ms,
+    path_within,
     reason_text,
     schedule,
+    thresholds,
 )
 
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
+
+
+#: The longest a run leaves a clock alone without an event or a rule change moving it.
+PARK_AT_MOST = timedelta(days=1)
+
+
+def _fingerprint(rules: list[Document]) -> list[tuple[str, int]]:
+    return sorted((r["rule_id"], int(r.get("version", 0))) for r in rules)
 
 
 @dataclass
@@ -58,11 +71,9 @@ class Recycler:
         clock: Clock,
         source: str,
         batch_size: int = 500,
-        settle: Callable[[], Awaitable[None]] | None = None,
         paused: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.repo = repo
-        self._settle = settle
         self._paused = paused
         self.clock = clock
         self.source = source
@@ -86,32 +97,79 @@ class Recycler:
         if self._paused is not None and await self._paused():
             log.info("pool run skipped: the clocks are being rebuilt")
             return RunReport(paused=True)
-        if self._settle is not None:
-            await self._settle()  # deadlines recomputed after a rule change first
         now = now or self.clock.now()
         report = RunReport()
         live = await self.repo.live_rules()
         self._context = (live, await self.repo.stage_positions())
-        rules = {r["rule_id"]: r for r in live}
-        await self._each_due("warn_due", now, lambda c: self._warn(c, now, rules, report))
-        await self._each_due("release_due", now, lambda c: self._decide(c, now, rules, report))
+        fingerprint = _fingerprint(live)
+        candidates = await self.candidates(live, now, parked=False)
+        for i in range(0, len(candidates), self.batch_size):
+            await asyncio.gather(*(self._handle(c, now, report) for c in candidates[i : i + self.batch_size]))
+        if _fingerprint(await self.repo.live_rules()) != fingerprint:
+            # The rules changed during the run: what it parked may be wrong under the new ones.
+            await self.repo.unpark_all()
         if report.warned or report.decided:
             log.info("pool run", warned=report.warned, decided=report.decided, skipped=report.skipped)
         return report
 
-    async def _each_due(self, field: str, now: datetime, handle: Any) -> None:
-        seen: set[str] = set()
-        indexed, moment = f"{field}_ms", epoch_ms(now)
-        while True:
-            page = [
-                c
-                async for c in self.repo.find_clocks({indexed: {"$lte": moment}}, [(indexed, 1)], self.batch_size)
-                if c["_id"] not in seen
-            ]
-            if not page:
-                return
-            seen.update(c["_id"] for c in page)
-            await asyncio.gather(*(handle(c) for c in page))
+    async def candidates(
+        self, rules: list[Document], at: datetime, department: str | None = None, parked: bool = True
+    ) -> list[Document]:
+        """Every clock past the warning threshold of some rule at ``at``: two range queries per rule.
+
+        The thresholds come from the rules as they are now, on rule-independent indexed fields
+        (``touch_ms``, ``won_ms``), so a rule change applies at the next run without touching
+        any clock. Which rule governs a customer, and whether it is exempt, is decided per
+        clock afterwards (:func:`due`). ``parked=False`` leaves out the clocks a run has already
+        dealt with until their next step (see :meth:`_park`): only right for the current rules.
+        """
+        found: dict[str, Document] = {}
+        for rule in rules:
+            for field, limit in thresholds(rule, at).items():
+                query: Document = {field: {"$lte": limit}}
+                scope = rule.get("department_path")
+                if department and (not scope or path_within(department, scope)):
+                    scope = department  # the narrower of the two
+                elif department and not path_within(scope, department):
+                    continue  # the rule's subtree is outside the department asked about
+                if scope:
+                    query["department_path"] = {"$regex": f"^{re.escape(scope.rstrip('/'))}(/|$)"}
+                if not parked:
+                    query["parked_until_ms"] = {"$lte": epoch_ms(at)}
+                async for clock in self.repo.clocks.find(query, batch_size=self.batch_size):
+                    found.setdefault(clock["_id"], clock)
+        return list(found.values())
+
+    async def _handle(self, clock: Document, now: datetime, report: RunReport) -> None:
+        rules, positions = self._context
+        result = due(clock, rules, positions)
+        if result.never:  # exempt, or no rule applies: looked at again after a change, or in a day
+            await self._park(clock, now + PARK_AT_MOST)
+            return
+        if result.warn_at > now:  # governed by a laxer rule than the one whose query found it
+            await self._park(clock, min(result.warn_at, now + PARK_AT_MOST))
+            return
+        key = result.deadline.isoformat()
+        rule = next(r for r in rules if r["rule_id"] == result.rule_id)
+        recycle_at = clock.get("recycle_at")
+        if clock.get("warned_for") != key:
+            await self._warn(clock, result, rule, now, report)
+        elif clock.get("decided_for") == key:
+            await self._park(clock, now + PARK_AT_MOST)  # the customers service's release will change it
+        elif recycle_at is not None and ms(recycle_at) <= now:
+            await self._decide(clock, result, rule, now, report)
+        else:
+            await self._park(clock, ms(recycle_at) if recycle_at is not None else now + PARK_AT_MOST)
+
+    async def _park(self, clock: Document, until: datetime) -> None:
+        """Leave the clock out of the runs until ``until``, or until an event or a rule change moves it.
+
+        Without this every run would read again each customer already warned (K days' worth)
+        or exempt; bounded to a day so that a park set from rules that changed meanwhile
+        (a replica's run racing the change) can not hide a customer for long.
+        """
+        clock["parked_until_ms"] = epoch_ms(until)
+        await self.repo.replace_clock(clock)  # if it changed meanwhile, that change unparked it
 
     async def _notice(
         self, notice_id: str, customer_id: str, doc: Document, event: tuple[str, EventEnvelope]
@@ -123,16 +181,15 @@ class Recycler:
             existing = await self.repo.notices.find_one({"_id": notice_id})
             return {**(existing or doc), "duplicate": True}
 
-    async def _mark(self, clock: Document, fields: Document) -> None:
-        """Record on the clock what was done for its deadline; a clock that moved meanwhile is rescheduled."""
+    async def _mark(self, clock: Document, key: str, fields: Document, park_until: datetime) -> None:
+        """Record on the clock what was done for its deadline ``key`` (unless the deadline moved meanwhile)."""
+        rules, positions = self._context  # loaded once per run
         for _ in range(8):
-            if clock.get("deadline") is None or clock["deadline"].isoformat() != fields["for"]:
+            if due(clock, rules, positions).deadline.isoformat() != key:
                 return  # the deadline moved: the new one gets its own notice
-            for name, value in fields.items():
-                if name != "for":
-                    clock[name] = value
-            rules, positions = self._context  # loaded once per run
+            clock.update(fields)
             schedule(clock, due(clock, rules, positions))
+            clock["parked_until_ms"] = epoch_ms(park_until)
             if await self.repo.replace_clock(clock):
                 return
             fresh = await self.repo.get_clock(clock["_id"])
@@ -140,85 +197,81 @@ class Recycler:
                 return
             clock = fresh
 
-    async def _reschedule(self, clock: Document) -> None:
-        rules, positions = self._context
-        schedule(clock, due(clock, rules, positions))
-        await self.repo.replace_clock(clock)  # if it moved meanwhile, that change rescheduled it
-
-    async def _warn(self, clock: Document, now: datetime, rules: dict[str, Document], report: RunReport) -> None:
-        rule = rules.get(clock.get("rule_id") or "")
-        if rule is None or clock["deadline"] >= NEVER:
-            await self._reschedule(clock)  # its rule is gone: out of the due set, so it blocks no page
-            return
-        key = clock["deadline"].isoformat()
-        recycle_at = max(ms(clock["deadline"]), ms(now) + timedelta(days=int(rule.get("warn_days") or 0)))
+    async def _warn(self, clock: Document, result: Due, rule: Document, now: datetime, report: RunReport) -> None:
+        key = result.deadline.isoformat()
+        recycle_at = max(result.deadline, ms(now) + timedelta(days=int(rule.get("warn_days") or 0)))
         data = ev.RecycleWarning(
             customer_id=clock["_id"],
             customer_name=clock.get("name"),
             owner_id=clock["owner_id"],
             recycle_at=recycle_at,
-            reason=clock["reason"],
+            reason=cast(ev.RecycleReason, result.reason),  # set whenever a deadline is
             rule_id=rule["rule_id"],
             days_left=days_left(recycle_at, now),
         )
         notice = await self._notice(
             f"{clock['_id']}:warning:{key}",
             clock["_id"],
-            {"kind": "warning", "deadline": clock["deadline"], "owner_id": clock["owner_id"], "recycle_at": recycle_at},
+            {"kind": "warning", "deadline": result.deadline, "owner_id": clock["owner_id"], "recycle_at": recycle_at},
             self._event(ev.RECYCLE_WARNING, clock["_id"], data),
         )
         if notice.get("duplicate"):
             report.skipped += 1
         else:
             report.warned += 1
-        await self._mark(clock, {"for": key, "warned_for": key, "warned_at": now, "recycle_at": notice["recycle_at"]})
+        await self._mark(
+            clock,
+            key,
+            {"warned_for": key, "warned_at": now, "recycle_at": notice["recycle_at"]},
+            park_until=ms(notice["recycle_at"]),
+        )
 
-    async def _decide(self, clock: Document, now: datetime, rules: dict[str, Document], report: RunReport) -> None:
-        rule = rules.get(clock.get("rule_id") or "")
-        if rule is None or clock["deadline"] >= NEVER or not clock.get("owner_id"):
-            await self._reschedule(clock)
-            return
-        key = clock["deadline"].isoformat()
+    async def _decide(self, clock: Document, result: Due, rule: Document, now: datetime, report: RunReport) -> None:
+        key = result.deadline.isoformat()
         data = ev.ReleaseDecided(
             customer_id=clock["_id"],
             owner_id=clock["owner_id"],
-            basis=ev.RecycleBasis(
-                owner_since=clock["owner_since"], last_interaction_at=clock.get("last_interaction_at")
-            ),
-            reason=clock["reason"],
-            reason_text=reason_text(clock["reason"], rule),
+            basis=ev.RecycleBasis(owner_since=clock["owner_since"], last_interaction_at=last_interaction(clock)),
+            reason=cast(ev.RecycleReason, result.reason),  # set whenever a deadline is
+            reason_text=reason_text(result.reason, rule),
             rule_id=rule["rule_id"],
-            deadline=clock["deadline"],
+            deadline=result.deadline,
         )
         notice = await self._notice(
             f"{clock['_id']}:release:{key}",
             clock["_id"],
-            {"kind": "release", "deadline": clock["deadline"], "owner_id": clock["owner_id"], "decided_at": now},
+            {"kind": "release", "deadline": result.deadline, "owner_id": clock["owner_id"], "decided_at": now},
             self._event(ev.RELEASE_DECIDED, clock["_id"], data),
         )
         if notice.get("duplicate"):
             report.skipped += 1
         else:
             report.decided += 1
-        await self._mark(clock, {"for": key, "decided_for": key})
+        await self._mark(clock, key, {"decided_for": key}, park_until=now + PARK_AT_MOST)
 
     # --- reading ------------------------------------------------------------------------------
 
-    async def preview(self, principal: Principal, at: datetime, department: str | None, limit: int) -> list[Document]:
-        """Who would be warned or recycled at ``at`` under the current rules, and why."""
+    async def preview(
+        self,
+        principal: Principal,
+        at: datetime,
+        department: str | None,
+        limit: int,
+        draft: Document | None = None,
+    ) -> list[Document]:
+        """Who would be warned or recycled at ``at``, and why: under the current rules, or with
+        ``draft`` in place of the rule for its department (a rule being considered, not saved)."""
         principal.require_role(Role.admin, Role.manager)
         now = self.clock.now()
         rules = await self.repo.live_rules()
+        if draft is not None:
+            rules = [r for r in rules if r.get("department_path") != draft.get("department_path")] + [draft]
         by_id = {r["rule_id"]: r for r in rules}
         positions = await self.repo.stage_positions()
-        query: Document = {"warn_at_ms": {"$lte": epoch_ms(at)}}
-        if department:
-            query["department_path"] = {"$regex": f"^{re.escape(department.rstrip('/'))}(/|$)"}
-        # Flat query, the visibility alternatives as separate indexed queries (listing.find_sorted).
-        query = all_of(query, principal.mongo_visibility())
-        keys = parse_sort(None, {"warn_at": "warn_at_ms", "id": "_id"}, "warn_at,id")
         out: list[Document] = []
-        for clock in await find_sorted(self.repo.clocks, query, keys, limit):
+        for clock in await self.candidates(rules, at, department):
+            if not principal.can_see_owned(clock.get("owner_id"), clock.get("department_path")):
+                continue
             result = due(clock, rules, positions)
             if result.never or result.warn_at > at:
                 continue
@@ -246,36 +299,39 @@ class Recycler:
                     "last_won_at": result.last_won_at,
                 }
             )
-        return out
+        out.sort(key=lambda i: (i["recycle_at"], i["customer_id"]))
+        return out[:limit]
 
     async def my_customers(self, principal: Principal, limit: int) -> list[Document]:
-        """The principal's customers, soonest to be recycled first, with the days left and the rule."""
+        """The principal's customers, soonest to be recycled first, with the days left and the rule
+        (worked out from the rules as they are now)."""
         now = self.clock.now()
-        by_id = {r["rule_id"]: r for r in await self.repo.live_rules()}
+        rules = await self.repo.live_rules()
+        by_id = {r["rule_id"]: r for r in rules}
+        positions = await self.repo.stage_positions()
         out: list[Document] = []
-        async for clock in self.repo.find_clocks({"owner_id": principal.user_id}, [("deadline", 1), ("_id", 1)], limit):
-            rule = by_id.get(clock.get("rule_id") or "") or {}
-            never = clock.get("deadline") is None or clock["deadline"] >= NEVER
+        async for clock in self.repo.clocks.find({"owner_id": principal.user_id}):
+            result = due(clock, rules, positions)
+            rule = by_id.get(result.rule_id or "") or {}
+            key = result.deadline.isoformat()
+            warned = not result.never and clock.get("warned_for") == key
             recycle_at = None
-            if not never:
-                recycle_at = (
-                    clock.get("recycle_at")
-                    if clock.get("warned_for") == clock["deadline"].isoformat()
-                    else clock["deadline"]
-                )
+            if not result.never:
+                recycle_at = ms(clock["recycle_at"]) if warned and clock.get("recycle_at") else result.deadline
             out.append(
                 {
                     "customer_id": clock["_id"],
                     "name": clock.get("name"),
                     "recycle_at": recycle_at,
-                    "days_left": None if recycle_at is None else days_left(ms(recycle_at), now),
-                    "warned": bool(not never and clock.get("warned_for") == clock["deadline"].isoformat()),
-                    "rule_id": clock.get("rule_id"),
+                    "days_left": None if recycle_at is None else days_left(recycle_at, now),
+                    "warned": warned,
+                    "rule_id": result.rule_id,
                     "rule_name": rule.get("name"),
-                    "reason": clock.get("reason"),
-                    "reason_text": reason_text(clock.get("reason"), rule) if not never else None,
-                    "exempt": clock.get("exempt"),
-                    "last_interaction_at": clock.get("last_owner_interaction_at"),
+                    "reason": result.reason,
+                    "reason_text": reason_text(result.reason, rule) if not result.never else None,
+                    "exempt": result.exempt,
+                    "last_interaction_at": result.last_interaction_at,
                 }
             )
-        return out
+        out.sort(key=lambda i: (i["recycle_at"] or NEVER, i["customer_id"]))
+        return out[:limit]

@@ -2,8 +2,10 @@
 
 Admins manage every rule; managers the rules of their own department subtree. Each
 change is stored with its events in one write (``crm.pool.rules_changed``, and
-``crm.pool.claim_rules_changed`` when the claim part changed), then a recompute of
-the deadlines under the rule's scope is started (the scheduler waits for it).
+``crm.pool.claim_rules_changed`` when the claim part changed). The scheduler and the
+previews work deadlines out from the rules at the moment they run, so a change applies at
+once; the deadlines stored on the clocks (for operators reading the database) are then
+refreshed in the background.
 """
 
 from __future__ import annotations
@@ -78,8 +80,13 @@ class Rules:
             traceparent=current_traceparent.get(),
         )
 
+    async def _changed(self, department_path: str | None) -> None:
+        # Parked clocks were parked under the old rules: every one goes back into the next run.
+        await self.repo.unpark_all()
+        await self._recompute(department_path)
+
     @staticmethod
-    def _ensure_may_manage(principal: Principal, department_path: str | None) -> None:
+    def ensure_may_manage(principal: Principal, department_path: str | None) -> None:
         principal.require_role(Role.admin, Role.manager)
         if principal.is_admin:
             return
@@ -99,7 +106,7 @@ class Rules:
         )
 
     async def create(self, principal: Principal, body: RuleCreate) -> Document:
-        self._ensure_may_manage(principal, body.department_path)
+        self.ensure_may_manage(principal, body.department_path)
         now = self.clock.now()
         rule_id = str(uuid.uuid4())
         doc: Document = {
@@ -133,7 +140,7 @@ class Rules:
                 f"A rule for {where} already exists; change it instead.",
                 errors=[FieldError(field="department_path", reason="already has a rule")],
             ) from exc
-        await self._recompute(body.department_path)
+        await self._changed(body.department_path)
         return stored
 
     async def get(self, principal: Principal, rule_id: str) -> Document:
@@ -153,7 +160,7 @@ class Rules:
         self, principal: Principal, rule_id: str, patch: RulePatch, expected_version: int | None
     ) -> Document:
         current = await self.get(principal, rule_id)
-        self._ensure_may_manage(principal, current.get("department_path"))
+        self.ensure_may_manage(principal, current.get("department_path"))
         sent = patch.model_dump(exclude_unset=True)
 
         def decide(doc: Document, version: int) -> Change:
@@ -194,12 +201,12 @@ class Rules:
             return Change(doc, events)
 
         stored = await self.repo.rule_store.mutate(rule_id, decide, expected_version=expected_version)
-        await self._recompute(current.get("department_path"))
+        await self._changed(current.get("department_path"))
         return stored
 
     async def delete(self, principal: Principal, rule_id: str, expected_version: int | None) -> Document:
         current = await self.get(principal, rule_id)
-        self._ensure_may_manage(principal, current.get("department_path"))
+        self.ensure_may_manage(principal, current.get("department_path"))
 
         def decide(doc: Document, version: int) -> Change:
             if doc.get("deleted"):
@@ -229,7 +236,7 @@ class Rules:
             )
 
         stored = await self.repo.rule_store.mutate(rule_id, decide, expected_version=expected_version)
-        await self._recompute(current.get("department_path"))
+        await self._changed(current.get("department_path"))
         return stored
 
     async def history(self, principal: Principal, rule_id: str, event_log: Any) -> list[HistoryEntry]:

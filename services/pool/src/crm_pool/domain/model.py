@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -82,3 +83,11 @@ class RuleCreate(RuleFields):
 
 class RulePatch(RuleFields):
     """Only the fields sent change; an explicit null clears an optional limit or the exempt stage."""
+
+
+class DraftPreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: RuleCreate = Field(description="The rule as it would be saved (POST /v1/pool/rules).")
+    at: datetime | None = Field(default=None, description="The moment (ISO 8601); default: now.")
+    limit: int = Field(default=500, ge=1, le=5000)

@@ -184,7 +184,46 @@ def schedule(clock: Document, result: Due) -> Document:
     # integers is several times faster than over dates (measured: 15 ms against 57 ms at 30k).
     for name in ("warn_at", "warn_due", "release_due"):
         clock[f"{name}_ms"] = epoch_ms(clock[name])
+    clock["touch_ms"], clock["won_ms"] = bases(clock)
+    clock["parked_until_ms"] = 0  # changed: the next run looks at it again
     return clock
+
+
+NEVER_MS = 253370764800000  # epoch_ms(NEVER), 9999-01-01
+
+
+def bases(clock: Document) -> tuple[int, int]:
+    """The rule-independent starting points of the two clocks, as indexed integers.
+
+    ``touch_ms``: since when the owner has not followed up (the later of owner_since and the
+    owner's last interaction); ``won_ms``: since when the customer has had no won deal (the
+    later of owner_since and the last won deal). NEVER for customers nobody owns. Any rule's
+    due set is then two range queries — base <= moment - (N - K) days — so a rule change
+    or a draft rule needs no per-customer recompute.
+    """
+    owner, since = clock.get("owner_id"), clock.get("owner_since")
+    if not owner or since is None or clock.get("in_pool") or clock.get("status", "active") != "active":
+        return NEVER_MS, NEVER_MS
+    since = ms(since)
+    touch = last_owner_interaction(clock)
+    won = clock.get("last_won_at")
+    return (
+        epoch_ms(max(since, touch) if touch else since),
+        epoch_ms(max(since, ms(won)) if won is not None else since),
+    )
+
+
+def thresholds(rule: Document, at: datetime) -> dict[str, int]:
+    """The base fields at or below which a customer under ``rule`` is due for its warning at ``at``."""
+    if rule.get("deleted") or not rule.get("enabled", True):
+        return {}
+    warn = timedelta(days=int(rule.get("warn_days") or 0))
+    out: dict[str, int] = {}
+    if rule.get("no_interaction_days"):
+        out["touch_ms"] = epoch_ms(at - timedelta(days=rule["no_interaction_days"]) + warn)
+    if rule.get("no_won_days"):
+        out["won_ms"] = epoch_ms(at - timedelta(days=rule["no_won_days"]) + warn)
+    return out
 
 
 def epoch_ms(value: datetime) -> int:

@@ -15,7 +15,7 @@ from crm_platform.history import HistoryEntry
 from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recycler import Recycler
 from crm_pool.application.rules import Rules
-from crm_pool.domain.model import RuleCreate, RulePatch
+from crm_pool.domain.model import DraftPreviewIn, RuleCreate, RulePatch
 from crm_pool.entrypoints.schemas import (
     MyCustomer,
     MyCustomers,
@@ -116,6 +116,23 @@ async def preview(
     moment = as_utc(at) if at is not None else recycler.clock.now()
     items = await recycler.preview(principal, moment, department, limit)
     return Preview(at=moment, department=department, items=[PreviewItem.model_validate(i) for i in items])
+
+
+@router.post(
+    "/preview",
+    response_model=Preview,
+    summary="Preview a rule before saving it: who it would warn or recycle at a moment, and why",
+    description="The draft takes the place of the rule of its department (or of the global rule) for this "
+    "preview only; nothing is stored and no event is published. Managers draft rules for their subtree.",
+)
+async def preview_draft(body: DraftPreviewIn, principal: CurrentPrincipal, recycler: RecyclerService) -> Preview:
+    Rules.ensure_may_manage(principal, body.rule.department_path)
+    moment = as_utc(body.at) if body.at is not None else recycler.clock.now()
+    draft = {**body.rule.model_dump(), "rule_id": "draft", "deleted": False}
+    items = await recycler.preview(principal, moment, body.rule.department_path, body.limit, draft=draft)
+    return Preview(
+        at=moment, department=body.rule.department_path, items=[PreviewItem.model_validate(i) for i in items]
+    )
 
 
 @router.get(
