@@ -137,3 +137,29 @@ def test_effective_recycle_gives_k_days_after_a_late_warning() -> None:
 @pytest.mark.parametrize(("seconds", "days"), [(0, 0), (-5, 0), (1, 1), (86400, 1), (86401, 2), (3 * 86400, 3)])
 def test_days_left_rounds_up(seconds: int, days: int) -> None:
     assert days_left(T0 + timedelta(seconds=seconds), T0) == days
+
+
+def test_the_range_thresholds_find_exactly_the_customers_due_for_their_warning() -> None:
+    """A clock is past a rule's threshold at ``at`` exactly when ``due`` says its warning is due then."""
+    from crm_pool.domain.recycling import NEVER_MS, bases, epoch_ms, thresholds
+
+    assert NEVER_MS == epoch_ms(NEVER)
+    r = rule(no_interaction_days=30, no_won_days=90, warn_days=3)
+    cases = [
+        clock(),
+        clock(interactions_by_author=[{"author_id": "u1", "at": T0 + timedelta(days=10)}]),
+        clock(interactions_by_author=[{"author_id": "someone-else", "at": T0 + timedelta(days=20)}]),
+        clock(last_won_at=T0 + timedelta(days=5)),
+    ]
+    for c in cases:
+        touch, won = bases(c)
+        for days in (0, 26, 27, 28, 37, 38, 100):
+            at = T0 + timedelta(days=days, seconds=1)
+            limits = thresholds(r, at)
+            past = touch <= limits["touch_ms"] or won <= limits["won_ms"]
+            assert past == (due(c, [r], {}).warn_at <= at), (c, days)
+    # Nobody's customers are never in range; disabled or deleted rules have no thresholds.
+    assert bases(clock(owner_id=None)) == (NEVER_MS, NEVER_MS)
+    assert bases(clock(in_pool=True)) == (NEVER_MS, NEVER_MS)
+    assert thresholds(rule(enabled=False), T0) == {} and thresholds(rule(deleted=True), T0) == {}
+    assert set(thresholds(rule(no_interaction_days=None, no_won_days=60), T0)) == {"won_ms"}
