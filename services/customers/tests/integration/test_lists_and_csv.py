@@ -433,3 +433,29 @@ async def test_csv_import_refuses_an_unusable_file(client):
         assert r.status_code == 422, r.text
         assert r.headers["content-type"].startswith(PROBLEM)
         assert r.json()["errors"][0]["field"] == field
+
+
+async def test_concurrent_imports_and_creates_never_take_an_owner_past_the_limit(
+    client, customers_settings, customers_db
+):
+    limit = customers_settings.max_customers_per_rep
+    importer = User(f"/{unique('l')}")
+    headers = {**importer.headers, "Content-Type": "text/csv"}
+    files = [_csv([["name"], *[[f"{unique('Batch')} {i} Ltd"] for i in range(limit - 5)]]).encode() for _ in range(2)]
+    creates = [
+        client.post("/v1/customers", json={"kind": "company", "name": unique("Single")}, headers=importer.headers)
+        for _ in range(5)
+    ]
+    results = await asyncio.gather(
+        *(client.post("/v1/customers/import", params={"dry_run": "false"}, content=f, headers=headers) for f in files),
+        *creates,
+    )
+    reports = [r.json() for r in results[:2]]
+    assert all(r.status_code == 200 for r in results[:2])
+    imported = sum(r["imported"] for r in reports)
+    created = sum(r.status_code == 201 for r in results[2:])
+    held = await customers_db["customers"].count_documents({"owner_id": importer.id, "status": "active"})
+    assert held == imported + created == limit
+    refused = [e for r in reports for e in r["errors"] if e["field"] == "owner_id"]
+    assert len(refused) + (5 - created) == 2 * (limit - 5) + 5 - limit
+    assert all("limit" in e["reason"] or "more than" in e["reason"] for e in refused)

@@ -188,6 +188,17 @@ async def test_per_rep_limit_on_create_and_claim(client, customers_settings, cus
     )
     assert assign.status_code == 409 and assign.json()["limit"] == limit
 
+    # ... and restoring one of their customers from the recycle bin.
+    binned = results[1].json()
+    assert (await client.delete(f"/v1/customers/{binned['id']}", headers=manager.headers)).status_code in (200, 204)
+    refill = await create(client, rep)
+    restore = await client.post(f"/v1/customers/{binned['id']}/restore", headers=manager.headers)
+    assert restore.status_code == 409 and restore.json()["held"] == limit, restore.text
+    assert (await client.get(f"/v1/customers/{binned['id']}", headers=manager.headers)).json()["status"] == "deleted"
+    assert (await client.delete(f"/v1/customers/{refill['id']}", headers=manager.headers)).status_code in (200, 204)
+    restore = await client.post(f"/v1/customers/{binned['id']}/restore", headers=manager.headers)
+    assert restore.status_code == 200 and restore.json()["status"] == "active"
+
     # Releasing one makes room again.
     first = results[0].json()
     assert (

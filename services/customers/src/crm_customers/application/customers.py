@@ -400,11 +400,25 @@ class Customers:
 
     async def restore(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
         principal.require_role(Role.admin, Role.manager)
+        # A restored customer goes back to its owner: the owner's limit holds, under their lease.
+        current = await self.repo.get(customer_id)
+        owner = (current or {}).get("owner_id")
+        if owner and not (current or {}).get("in_pool") and (current or {}).get("status") == "deleted":
+            async with self.repo.owner_lock(owner):
+                rules.ensure_visible(principal, current, customer_id)
+                await self._check_owner_limit(owner)
+                return await self._restore(principal, customer_id, expected_version, owner)
+        return await self._restore(principal, customer_id, expected_version, owner)
 
+    async def _restore(
+        self, principal: Principal, customer_id: str, expected_version: int | None, owner: str | None
+    ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             if doc.get("status") != "deleted":
                 raise Conflict("The customer is not in the recycle bin.")
+            if doc.get("owner_id") != owner:
+                raise Conflict("The customer changed while it was being restored; try again.")
             rules.ensure_manager_of(principal, doc, "restore this customer")
             doc["status"] = "active"
             doc["deleted"] = None

@@ -19,7 +19,7 @@ from crm_customers.domain.model import CustomerCreate
 from crm_customers.domain.rules import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
-from crm_platform.errors import ValidationFailed, field_errors_from_pydantic
+from crm_platform.errors import Conflict, ValidationFailed, field_errors_from_pydantic
 from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
 
 Document = dict[str, Any]
@@ -210,7 +210,14 @@ class Importer:
             return report
         for line, _data, doc in unique_rows:
             try:
-                created = await self._insert(principal, doc)
+                # The dry-run arithmetic above reports early; the limit holds under the owner's lease,
+                # like every other way of getting a customer (creates, claims, assignments in parallel).
+                async with self._repo.owner_lock(doc["owner_id"]):
+                    await self._customers._check_owner_limit(doc["owner_id"])
+                    created = await self._insert(principal, doc)
+            except Conflict as exc:
+                report.errors.append(RowError(line=line, field="owner_id", reason=exc.detail))
+                continue
             except DuplicateKeyError:
                 report.duplicates.append(
                     RowDuplicate(line=line, name=doc["name"], matched_on=["name"], existing_status="active")
