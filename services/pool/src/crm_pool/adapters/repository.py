@@ -41,10 +41,11 @@ class PoolRepository:
         await self.clocks.create_indexes(
             [
                 # The scheduler's and the preview's range queries (named idx_<field>: the embedded
-                # store only uses a single-field index whose name ends in _<field>).
+                # store only uses a single-field index whose name ends in _<field>). No index on
+                # parked_until_ms: most clocks have 0 there, and the embedded store would pick it
+                # over touch_ms and scan (1.6 s per idle run at 100k).
                 IndexModel([("touch_ms", ASCENDING)], name="idx_touch_ms"),
                 IndexModel([("won_ms", ASCENDING)], name="idx_won_ms"),
-                IndexModel([("parked_until_ms", ASCENDING)], name="idx_parked_until_ms"),
                 IndexModel([("owner_id", ASCENDING), ("deadline", ASCENDING)], name="owner_deadline"),
                 IndexModel([("department_path", ASCENDING)], name="department_path"),
             ]
