@@ -459,3 +459,69 @@ async def test_concurrent_imports_and_creates_never_take_an_owner_past_the_limit
     refused = [e for r in reports for e in r["errors"] if e["field"] == "owner_id"]
     assert len(refused) + (5 - created) == 2 * (limit - 5) + 5 - limit
     assert all("limit" in e["reason"] or "more than" in e["reason"] for e in refused)
+
+
+async def test_previous_and_next_record_in_a_list_view(client):
+    rep = User(f"/{unique('l')}")
+    tag = unique("nb")
+    made = [await create(client, rep, name=f"{unique('Nb')} {letter} Ltd", tags=[tag]) for letter in "CAB"]
+    await create(client, rep, name=f"{unique('Nb')} Z Ltd")  # not in the filtered list
+    ordered = sorted(made, key=lambda c: c["name"])
+    params = {"tags_any": tag, "sort": "name"}
+
+    async def around(customer: dict[str, Any], **extra: Any) -> tuple[str | None, str | None]:
+        r = await client.get(
+            f"/v1/customers/{customer['id']}/neighbours", params={**params, **extra}, headers=rep.headers
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return (body["previous"] or {}).get("id"), (body["next"] or {}).get("id")
+
+    assert await around(ordered[0]) == (None, ordered[1]["id"])
+    assert await around(ordered[1]) == (ordered[0]["id"], ordered[2]["id"])
+    assert await around(ordered[2]) == (ordered[1]["id"], None)
+    assert await around(ordered[1], sort="-name") == (ordered[2]["id"], ordered[0]["id"])
+    bad = await client.get(f"/v1/customers/{ordered[0]['id']}/neighbours", params={"sort": "nope"}, headers=rep.headers)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "sort"
+    other = User(f"/{unique('l')}")
+    hidden = await client.get(f"/v1/customers/{ordered[0]['id']}/neighbours", headers=other.headers)
+    assert hidden.status_code == 404
+
+
+async def test_copy_a_customer_takes_its_profile_not_its_identity(client):
+    rep = User(f"/{unique('l')}")
+    original = await create(
+        client,
+        rep,
+        industry="制造业",
+        tier="A",
+        source="exhibition",
+        tags=["key"],
+        phones=[new_mobile()],
+        address={"province": "浙江省", "city": "杭州市"},
+        contacts=[{"name": "王经理"}],
+    )
+    name = f"{unique('Copy')} Ltd"
+    r = await client.post(f"/v1/customers/{original['id']}/copy", json={"name": name, "tier": "B"}, headers=rep.headers)
+    assert r.status_code == 201, r.text
+    copy = r.json()
+    assert r.headers["location"] == f"/v1/customers/{copy['id']}"
+    assert (copy["name"], copy["industry"], copy["tier"], copy["source"], copy["tags"]) == (
+        name,
+        "制造业",
+        "B",
+        "exhibition",
+        ["key"],
+    )
+    assert copy["address"]["city"] == "杭州市"
+    assert (copy["phones"], copy["contacts"], copy["owner_id"]) == ([], [], rep.id)
+    same = await client.post(
+        f"/v1/customers/{original['id']}/copy", json={"name": original["name"]}, headers=rep.headers
+    )
+    assert same.status_code == 409
+    nameless = await client.post(f"/v1/customers/{original['id']}/copy", json={}, headers=rep.headers)
+    assert nameless.status_code == 422 and nameless.json()["errors"][0]["field"] == "name"
+    bad = await client.post(
+        f"/v1/customers/{original['id']}/copy", json={"name": unique("X"), "tier": "Z"}, headers=rep.headers
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tier"

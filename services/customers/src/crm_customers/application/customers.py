@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 from pymongo.errors import DuplicateKeyError
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
@@ -26,12 +27,32 @@ from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
-from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
+from crm_platform.errors import (
+    Conflict,
+    Duplicate,
+    FieldError,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+    field_errors_from_pydantic,
+)
 from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
 Document = dict[str, Any]
+#: What "copy" carries over to the new customer: the profile, never what identifies the original.
+COPIED_FIELDS = (
+    "industry",
+    "size",
+    "address",
+    "source",
+    "tier",
+    "lifecycle_stage",
+    "website",
+    "description",
+    "tags",
+)
 
 
 class Customers:
@@ -115,6 +136,19 @@ class Customers:
                     kind=doc["kind"], name_normalised=doc["name_normalised"], uscc=doc.get("uscc"), phones=[], emails=[]
                 )
                 raise (self._duplicate_error(doc, matches) if matches else self._unique_violation(exc, doc)) from exc
+
+    async def copy(self, principal: Principal, customer_id: str, overrides: Document) -> Document:
+        """A new customer with this one's profile (not its identity: USCC, phones, emails, contacts)."""
+        original = await self._visible(principal, customer_id)
+        profile = {f: original.get(f) for f in COPIED_FIELDS if original.get(f) is not None}
+        fields = {"kind": original["kind"], **profile, **overrides}
+        try:
+            data = CustomerCreate.model_validate(fields)
+        except PydanticValidationError as exc:
+            raise ValidationFailed(
+                "The copy has invalid fields.", errors=field_errors_from_pydantic(exc.errors())
+            ) from exc
+        return await self.create(principal, data)
 
     def _duplicate_error(self, doc: Document, matches: Sequence[Document]) -> Duplicate:
         first = matches[0]

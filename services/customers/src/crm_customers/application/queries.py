@@ -13,7 +13,17 @@ from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import EPOCH, SORT_FIELDS
 from crm_platform.auth import Principal
-from crm_platform.listing import Page, PageParams, all_of, fetch_page
+from crm_platform.listing import (
+    Page,
+    PageParams,
+    SortKey,
+    all_of,
+    fetch_page,
+    find_sorted,
+    keyset_filter,
+    parse_sort,
+    values_of,
+)
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
@@ -148,3 +158,22 @@ async def list_customers(
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
     )
+
+
+async def neighbours(
+    repo: CustomerRepository, principal: Principal, filters: CustomerFilter, sort: str | None, doc: Document
+) -> tuple[Document | None, Document | None]:
+    """The records just before and just after ``doc`` in a list view (its filters and sort).
+
+    The detail view's "previous / next record": the same keyset as the list's cursor, one row in
+    each direction (the reverse order for "previous"), so it costs two indexed queries.
+    """
+    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
+    base = filters.to_mongo(principal, "active")
+    values = values_of(doc, keys)
+    reverse = [SortKey(k.field, -k.direction) for k in keys]
+    after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
+    before = await find_sorted(
+        repo.collection, all_of(base, keyset_filter(reverse, values)), reverse, 1, LIST_PROJECTION
+    )
+    return (before[0] if before else None), (after[0] if after else None)

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
-from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers
+from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, neighbours
 from crm_customers.application.transfer import Importer, ImportReport, export_csv
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
@@ -21,10 +21,13 @@ from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
 from crm_customers.entrypoints.schemas import (
     AssignIn,
     ContactOut,
+    CopyIn,
     CustomerOut,
     CustomerPage,
     DuplicateCheckIn,
     MergeIn,
+    NeighbourOut,
+    Neighbours,
     OptionalReasonIn,
     ReasonIn,
     SavedViewIn,
@@ -168,6 +171,43 @@ async def import_(
 @router.get("/customers/{customer_id}", response_model=CustomerOut, summary="One customer with its contacts")
 async def get_customer(customer_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     return _respond(service, await service.get(principal, customer_id))
+
+
+class NeighbourParams(CustomerFilter):
+    """The list the detail view was opened from: its filters and its sort."""
+
+    model_config = ConfigDict(extra="forbid")
+    sort: str | None = None
+
+
+@router.get(
+    "/customers/{customer_id}/neighbours",
+    response_model=Neighbours,
+    summary="The previous and next record in a list view (pass the list's filters and sort)",
+)
+async def get_neighbours(
+    customer_id: str, params: Annotated[NeighbourParams, Query()], principal: CurrentPrincipal, service: Service
+) -> Neighbours:
+    doc = await service.get(principal, customer_id)
+    filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
+    before, after = await neighbours(service.repo, principal, filters, params.sort, doc)
+    return Neighbours(
+        previous=NeighbourOut.model_validate(before) if before else None,
+        next=NeighbourOut.model_validate(after) if after else None,
+    )
+
+
+@router.post(
+    "/customers/{customer_id}/copy",
+    status_code=201,
+    response_model=CustomerOut,
+    summary="A new customer from this one's profile (a new name is required; contacts are not copied)",
+    description="Copies industry, size, address, source, tier, lifecycle stage, website, description and tags; "
+    "the body sets the new name and may override any of them. Duplicate checks apply as for any new customer.",
+)
+async def copy_customer(customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service) -> JSONResponse:
+    doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True))
+    return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
 
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut, summary="Change fields (send If-Match)")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from crm_customers.domain.model import Name, ProfileFields, Tag
 from crm_platform.clock import as_utc
 from crm_platform.contracts.customers import Address
 
@@ -144,3 +145,20 @@ class SavedViewIn(BaseModel):
 class SavedViewOut(SavedViewIn):
     id: str
     created_at: datetime
+
+
+class NeighbourOut(BaseModel):
+    id: str = Field(validation_alias="_id")
+    name: str
+
+
+class Neighbours(BaseModel):
+    previous: NeighbourOut | None
+    next: NeighbourOut | None
+
+
+class CopyIn(ProfileFields):
+    """The copy's own name, and any profile field to set differently from the original."""
+
+    name: Name
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
