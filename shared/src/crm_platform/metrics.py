@@ -24,3 +24,12 @@ EVENTS_DEAD_LETTERED = Counter(
     "crm_events_dead_lettered_total", "Events sent to a dead-letter topic", ["group", "type"]
 )
 CONSUMER_LAG = Gauge("crm_consumer_lag_messages", "Messages not yet consumed", ["group", "topic"])
+BACKGROUND_RUNS = Counter(
+    "crm_background_runs_total", "Runs of a periodic background task (schedulers)", ["task", "outcome"]
+)
+BACKGROUND_SECONDS = Histogram(
+    "crm_background_run_seconds",
+    "How long a periodic background task's run took",
+    ["task"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)

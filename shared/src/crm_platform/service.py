@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -33,7 +34,13 @@ from crm_platform.errors import install_error_handlers
 from crm_platform.events import registry
 from crm_platform.kafka import broker_publisher, dead_letter_topic, ensure_topics, make_broker, topic_for
 from crm_platform.logging import configure_logging
-from crm_platform.metrics import HTTP_LATENCY, HTTP_REQUESTS, OUTBOX_PENDING
+from crm_platform.metrics import (
+    BACKGROUND_RUNS,
+    BACKGROUND_SECONDS,
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    OUTBOX_PENDING,
+)
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.settings import ServiceSettings
 from crm_platform.tracing import accept_traceparent, current_traceparent
@@ -55,7 +62,9 @@ class Periodic:
     """Runs ``tick`` every ``interval`` seconds while the service runs (register with ``kit.background``).
 
     A failed tick is logged and tried again at the next one; safe with several replicas only
-    if ``tick`` itself is (a guarded write per item, as the schedulers do).
+    if ``tick`` itself is (a guarded write per item, as the schedulers do). How it is doing
+    (last run, duration, last error, stalled) shows in ``/readyz`` and in the
+    ``crm_background_*`` metrics.
     """
 
     def __init__(self, name: str, tick: Callable[[], Awaitable[Any]], interval: float) -> None:
@@ -63,6 +72,32 @@ class Periodic:
         self._tick = tick
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+        self.failures = 0
+        self.last_started_at: datetime | None = None
+        self.last_finished_at: datetime | None = None
+        self.last_duration_seconds: float | None = None
+        self.last_error: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        """For ``/readyz``: informational (a failing scheduler does not take the API out of service)."""
+        now = datetime.now(UTC)
+        stalled = (
+            self._task is not None
+            and self.last_started_at is not None
+            and self.last_finished_at is not None
+            and (now - max(self.last_started_at, self.last_finished_at)).total_seconds() > 3 * self._interval + 60
+        )
+        return {
+            "interval_seconds": self._interval,
+            "runs": self.runs,
+            "failures": self.failures,
+            "last_started_at": self.last_started_at.isoformat() if self.last_started_at else None,
+            "last_finished_at": self.last_finished_at.isoformat() if self.last_finished_at else None,
+            "last_duration_seconds": self.last_duration_seconds,
+            "last_error": self.last_error,
+            "stalled": stalled,
+        }
 
     def start(self) -> None:
         if self._task is None:
@@ -77,10 +112,22 @@ class Periodic:
 
     async def _loop(self) -> None:
         while True:
+            self.last_started_at = datetime.now(UTC)
+            started = time.perf_counter()
+            outcome = "ok"
             try:
                 await self._tick()
+                self.last_error = None
             except Exception as exc:
+                outcome = "error"
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("periodic task failed; retrying at the next tick", task=self.name, error=str(exc))
+            self.runs += 1
+            self.last_duration_seconds = round(time.perf_counter() - started, 3)
+            self.last_finished_at = datetime.now(UTC)
+            BACKGROUND_RUNS.labels(self.name, outcome).inc()
+            BACKGROUND_SECONDS.labels(self.name).observe(self.last_duration_seconds)
             await asyncio.sleep(self._interval)
 
 
@@ -111,6 +158,7 @@ class ServiceKit:
         self._outbox_collections: list[AsyncCollection[Document]] = []
         self._startup_hooks: list[StartupHook] = []
         self._background: list[Background] = []
+        self._readiness: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
         self._relay: OutboxRelay | None = None
         self._document_publishers()
 
@@ -129,6 +177,10 @@ class ServiceKit:
         """Run ``component`` once everything else runs; stop it first, before the broker and the store."""
         self._background.append(component)
         return component
+
+    def readiness(self, name: str, probe: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """Add ``probe()``'s answer to ``/readyz`` under ``name``; ``{"ready": False, ...}`` makes it 503."""
+        self._readiness[name] = probe
 
     def consume(
         self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = ""
@@ -281,6 +333,18 @@ class ServiceKit:
                 OUTBOX_PENDING.labels(collection.name).set(n)
             checks["outbox_pending"] = pending
             checks["relay_error"] = self._relay.last_error if self._relay else "not started"
+            background = {
+                getattr(c, "name", type(c).__name__): c.status() for c in self._background if hasattr(c, "status")
+            }
+            if background:
+                checks["background"] = background
+            for name, probe in self._readiness.items():
+                try:
+                    detail = await probe()
+                except Exception as exc:
+                    detail = {"ready": False, "error": str(exc)}
+                checks[name] = detail
+                ok = ok and detail.get("ready", True) is not False
             return JSONResponse(
                 {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
             )
