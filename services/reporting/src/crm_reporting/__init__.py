@@ -1,0 +1,1 @@
+"""The reporting service: reports and KPIs projected from the other services' events."""

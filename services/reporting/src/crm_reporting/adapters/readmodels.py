@@ -1,0 +1,178 @@
+"""The reporting read models in MongoDB, one *generation* at a time.
+
+Every collection name carries the generation (``g3_facts``): a rebuild fills a new
+generation from the topics while reports keep reading the active one, then the
+``meta`` document switches to it and the old one is dropped. Two kinds of data:
+
+- states: the current copy of each aggregate (customer, opportunity, interaction,
+  task, pipeline, target, user, department), written whole by ``apply_versioned``;
+- facts: one document per event (``_id`` = event id, inserted once, duplicates
+  ignored): the stage moves, field changes, merges and the timeline.
+
+Times used in queries are stored as integer epoch milliseconds (``t``, ``at``,
+``*_ms``): the embedded store compares ints fast and stores datetimes set by some
+operators as strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from crm_platform.readmodels.directory import DirectoryReadModel
+
+Document = dict[str, Any]
+META_ID = "active_generation"
+STATE_NAMES = ("customers", "opportunities", "interactions", "tasks", "pipelines", "targets")
+
+
+def _index(field: str) -> IndexModel:
+    # The embedded store only uses a single-field index whose name ends in _<field>.
+    return IndexModel([(field, ASCENDING)], name=f"idx_{field}")
+
+
+# Few indexes on purpose: each one costs ~0.3 ms per write on the embedded store, and the
+# projection writes twice per event (measured on 1,000 mixed events: 190 events/s with an index per
+# filter field, 269 with these).
+INDEXES: dict[str, list[IndexModel]] = {
+    "facts": [_index(f) for f in ("customer_id", "type")],
+    "customers": [_index(f) for f in ("owner_id", "department_path", "merged_into")],
+    "opportunities": [_index(f) for f in ("owner_id", "pipeline_id")],
+    "interactions": [_index(f) for f in ("customer_id", "author_id", "occurred_ms")],
+    "tasks": [_index(f) for f in ("assignee_id",)],
+    "pipelines": [],
+    "targets": [_index(f) for f in ("period",)],
+}
+
+
+@dataclass
+class ReadModels:
+    """The collections of one generation."""
+
+    db: AsyncDatabase[Document]
+    generation: int
+
+    def _c(self, name: str) -> AsyncCollection[Document]:
+        return self.db[f"g{self.generation}_{name}"]
+
+    @property
+    def facts(self) -> AsyncCollection[Document]:
+        return self._c("facts")
+
+    @property
+    def customers(self) -> AsyncCollection[Document]:
+        return self._c("customers")
+
+    @property
+    def opportunities(self) -> AsyncCollection[Document]:
+        return self._c("opportunities")
+
+    @property
+    def interactions(self) -> AsyncCollection[Document]:
+        return self._c("interactions")
+
+    @property
+    def tasks(self) -> AsyncCollection[Document]:
+        return self._c("tasks")
+
+    @property
+    def pipelines(self) -> AsyncCollection[Document]:
+        return self._c("pipelines")
+
+    @property
+    def targets(self) -> AsyncCollection[Document]:
+        return self._c("targets")
+
+    @property
+    def directory(self) -> DirectoryReadModel:
+        return DirectoryReadModel(self._c("users"), self._c("departments"))
+
+    async def ensure_indexes(self) -> None:
+        for name, indexes in INDEXES.items():
+            if indexes:
+                await self._c(name).create_indexes(indexes)
+        await self.directory.ensure_indexes()
+
+    async def drop(self) -> None:
+        for name in (*INDEXES, "users", "departments"):
+            await self._c(name).drop()
+
+    async def add_fact(self, fact: Document) -> bool:
+        """Store a fact once per event id; a repeated event is a no-op (False)."""
+        try:
+            await self.facts.insert_one(fact)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def add_facts(self, facts: list[Document]) -> int:
+        if not facts:
+            return 0
+        try:
+            result = await self.facts.insert_many(facts, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            return int(exc.details.get("nInserted", 0))
+
+
+class Generations:
+    """Which generation of read models is active; cached, re-read at most every ``refresh`` seconds."""
+
+    def __init__(self, db: AsyncDatabase[Document], refresh: float = 1.0, pinned: int | None = None) -> None:
+        self.db = db
+        self.meta: AsyncCollection[Document] = db["meta"]
+        self._refresh = refresh
+        self._pinned = pinned
+        self._cached: int | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def active(self) -> int:
+        if self._pinned is not None:
+            return self._pinned
+        if self._cached is not None and time.monotonic() - self._read_at < self._refresh:
+            return self._cached
+        async with self._lock:
+            doc = await self.meta.find_one({"_id": META_ID})
+            if doc is None:
+                try:
+                    await self.meta.insert_one({"_id": META_ID, "generation": 1, "previous": 0})
+                except DuplicateKeyError:
+                    pass
+                doc = await self.meta.find_one({"_id": META_ID})
+            assert doc is not None
+            self._cached = int(doc["generation"])
+            self._read_at = time.monotonic()
+            return self._cached
+
+    async def current(self) -> ReadModels:
+        return ReadModels(self.db, await self.active())
+
+    async def next_generation(self) -> int:
+        """Reserve a new generation number (a counter, so two rebuilds never share one)."""
+        doc = await self.meta.find_one_and_update(
+            {"_id": "generation_counter"}, {"$inc": {"value": 1}}, upsert=True, return_document=True
+        )
+        if doc is None:  # the embedded store returns None on the upsert that created it
+            doc = await self.meta.find_one({"_id": "generation_counter"})
+        assert doc is not None
+        return max(int(doc["value"]), await self.active()) + 1
+
+    async def switch(self, generation: int) -> int:
+        """Make ``generation`` the active one; returns the previous one."""
+        previous = await self.active()
+        await self.meta.replace_one(
+            {"_id": META_ID}, {"_id": META_ID, "generation": generation, "previous": previous}, upsert=True
+        )
+        self._cached, self._read_at = generation, time.monotonic()
+        return previous
+
+    def pin(self, generation: int) -> None:
+        self._pinned = generation

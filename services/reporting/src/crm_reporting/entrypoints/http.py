@@ -1,0 +1,238 @@
+"""The HTTP API of the reporting service: /v1/reports/*, the customer timeline, /v1/admin/*."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from crm_platform.auth import CurrentPrincipal, Principal, Role
+from crm_platform.errors import Conflict, ValidationFailed
+from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.application.lag import LagTracker
+from crm_reporting.application.reports import DISTRIBUTION_FIELDS, Reports, timeline
+from crm_reporting.application.scope import Scope
+from crm_reporting.domain.periods import Bucket, Period, PeriodError, resolve_period
+from crm_reporting.entrypoints.rendering import respond
+from crm_reporting.settings import ReportingSettings
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+admin = APIRouter(prefix="/v1/admin", tags=["operations"])
+Document = dict[str, Any]
+Format = Annotated[Literal["json", "csv"] | None, Query(alias="format", description="csv: a CSV download")]
+OwnerId = Annotated[str | None, Query(max_length=200, description="Only this rep's figures")]
+DepartmentPath = Annotated[str | None, Query(max_length=500, pattern=r"^/", description="A department subtree")]
+PeriodName = Annotated[
+    str | None, Query(max_length=10, description="YYYY-MM, YYYY-Qn or YYYY; or give from/to (default: this month)")
+]
+From = Annotated[date | None, Query(alias="from")]
+To = Annotated[date | None, Query(alias="to", description="Inclusive")]
+Tz = Annotated[str | None, Query(max_length=64, description="IANA time zone of the buckets (default Asia/Shanghai)")]
+
+
+def _settings(request: Request) -> ReportingSettings:
+    settings: ReportingSettings = request.app.state.settings
+    return settings
+
+
+def _reports(request: Request) -> Reports:
+    reports: Reports = request.app.state.reports
+    return reports
+
+
+async def _models(request: Request) -> ReadModels:
+    generations: Generations = request.app.state.generations
+    return await generations.current()
+
+
+Models = Annotated[ReadModels, Depends(_models)]
+ReportsDep = Annotated[Reports, Depends(_reports)]
+SettingsDep = Annotated[ReportingSettings, Depends(_settings)]
+
+
+def _tz(name: str | None, settings: ReportingSettings) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or settings.default_time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationFailed.for_field("tz", "not a known IANA time zone", "query") from exc
+
+
+def _period(request: Request, name: str | None, start: date | None, end: date | None, tz: ZoneInfo) -> Period:
+    today = request.app.state.kit.clock.now().astimezone(tz).date()
+    try:
+        return resolve_period(name, start, end, tz, today)
+    except PeriodError as exc:
+        raise ValidationFailed.for_field(exc.field, exc.reason, "query") from exc
+
+
+def _scope(principal: Principal, owner_id: str | None, department_path: str | None) -> Scope:
+    return Scope.check(principal, owner_id, department_path)
+
+
+@router.get("/reports/funnel", summary="Sales funnel per stage of a pipeline")
+async def funnel(
+    request: Request,
+    principal: CurrentPrincipal,
+    models: Models,
+    reports: ReportsDep,
+    settings: SettingsDep,
+    fmt: Format = None,
+    period: PeriodName = None,
+    start: From = None,
+    end: To = None,
+    tz: Tz = None,
+    owner_id: OwnerId = None,
+    department_path: DepartmentPath = None,
+    pipeline_id: Annotated[str | None, Query(max_length=200, description="Default: the default pipeline")] = None,
+) -> Response:
+    scope = _scope(principal, owner_id, department_path)
+    p = _period(request, period, start, end, _tz(tz, settings))
+    report = await reports.funnel(models, scope, p, pipeline_id)
+    return respond(request, fmt, report, report["rows"], "funnel")
+
+
+@router.get("/reports/forecast", summary="Targets, won amount and weighted open pipeline per rep and department")
+async def forecast(
+    request: Request,
+    principal: CurrentPrincipal,
+    models: Models,
+    reports: ReportsDep,
+    settings: SettingsDep,
+    fmt: Format = None,
+    period: PeriodName = None,
+    tz: Tz = None,
+    owner_id: OwnerId = None,
+    department_path: DepartmentPath = None,
+) -> Response:
+    scope = _scope(principal, owner_id, department_path)
+    p = _period(request, period, None, None, _tz(tz, settings))
+    report = await reports.forecast(models, scope, p)
+    return respond(request, fmt, report, report["rows"], "forecast")
+
+
+ActivitySection = Literal[
+    "interactions", "new_customers", "not_followed_up", "not_followed_up_per_rep", "overdue_tasks"
+]
+
+
+@router.get("/reports/activity", summary="Interactions per rep, channel and day/week/month; follow-up status")
+async def activity(
+    request: Request,
+    principal: CurrentPrincipal,
+    models: Models,
+    reports: ReportsDep,
+    settings: SettingsDep,
+    fmt: Format = None,
+    period: PeriodName = None,
+    start: From = None,
+    end: To = None,
+    tz: Tz = None,
+    owner_id: OwnerId = None,
+    department_path: DepartmentPath = None,
+    bucket: Annotated[Bucket, Query()] = "day",
+    stale_days: Annotated[int, Query(ge=1, le=3650, description="N: not followed up for N days")] = 14,
+    section: Annotated[ActivitySection, Query(description="The table a CSV download holds")] = "interactions",
+) -> Response:
+    scope = _scope(principal, owner_id, department_path)
+    zone = _tz(tz, settings)
+    p = _period(request, period, start, end, zone)
+    report = await reports.activity(models, scope, p, bucket, stale_days, request.app.state.kit.clock.now())
+    return respond(request, fmt, report, report[section], f"activity-{section}")
+
+
+@router.get("/reports/distribution", summary="Active customers by a profile field, with chart-ready series")
+async def distribution(
+    request: Request,
+    principal: CurrentPrincipal,
+    models: Models,
+    reports: ReportsDep,
+    field: Annotated[Literal[DISTRIBUTION_FIELDS], Query(description="The profile field")],  # type: ignore[valid-type]
+    fmt: Format = None,
+    owner_id: OwnerId = None,
+    department_path: DepartmentPath = None,
+) -> Response:
+    scope = _scope(principal, owner_id, department_path)
+    report = await reports.distribution(models, scope, field)
+    return respond(request, fmt, report, report["rows"], f"distribution-{field}")
+
+
+@router.get("/reports/quality", summary="Data quality and adoption KPIs per rep and overall")
+async def quality(
+    request: Request,
+    principal: CurrentPrincipal,
+    models: Models,
+    reports: ReportsDep,
+    settings: SettingsDep,
+    fmt: Format = None,
+    period: PeriodName = None,
+    start: From = None,
+    end: To = None,
+    tz: Tz = None,
+    owner_id: OwnerId = None,
+    department_path: DepartmentPath = None,
+) -> Response:
+    scope = _scope(principal, owner_id, department_path)
+    p = _period(request, period, start, end, _tz(tz, settings))
+    report = await reports.quality(models, scope, p)
+    return respond(request, fmt, report, [*report["rows"], report["overall"]], "quality")
+
+
+@router.get("/customers/{customer_id}/timeline", summary="Every event about one customer, in time order")
+async def customer_timeline(
+    request: Request,
+    customer_id: str,
+    principal: CurrentPrincipal,
+    models: Models,
+    settings: SettingsDep,
+    fmt: Format = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    tz: Tz = None,
+) -> Response:
+    report = await timeline(models, Scope(principal), customer_id, limit, cursor, _tz(tz, settings))
+    return respond(request, fmt, report, report["items"], f"timeline-{customer_id}")
+
+
+# --- operations --------------------------------------------------------------------------
+
+
+@admin.get("/lag", summary="Projection lag: consumer lag in messages and end-to-end lag in seconds")
+async def lag(request: Request, principal: CurrentPrincipal) -> Document:
+    principal.require_role(Role.admin)
+    tracker: LagTracker = request.app.state.lag
+    consumers = {}
+    for c in request.app.state.kit.consumers:
+        consumers[c.group_id] = {"assigned": c.assigned(), "lag": await c.lag() if c.assigned() else {}}
+    generations: Generations = request.app.state.generations
+    return {"end_to_end": tracker.summary(), "consumers": consumers, "generation": await generations.active()}
+
+
+@admin.post("/rebuild", status_code=202, summary="Rebuild the read models from the topics, then switch to them")
+async def start_rebuild(request: Request, principal: CurrentPrincipal) -> JSONResponse:
+    principal.require_role(Role.admin)
+    from crm_reporting.main import rebuild  # the app factory imports this module
+
+    state = request.app.state
+    task: asyncio.Task[Any] | None = state.rebuild_task
+    if task is not None and not task.done():
+        raise Conflict("A rebuild is already running.")
+    state.rebuild_task = asyncio.create_task(rebuild(state.settings, state.kit.clock, live=state.generations))
+    return JSONResponse({"status": "running"}, status_code=202)
+
+
+@admin.get("/rebuild", summary="The state of the last rebuild started here")
+async def rebuild_status(request: Request, principal: CurrentPrincipal) -> Document:
+    principal.require_role(Role.admin)
+    task: asyncio.Task[Any] | None = request.app.state.rebuild_task
+    if task is None:
+        return {"status": "none"}
+    if not task.done():
+        return {"status": "running"}
+    if task.exception() is not None:
+        return {"status": "failed", "error": str(task.exception())}
+    result = task.result()
+    return {"status": "done", **result.__dict__}

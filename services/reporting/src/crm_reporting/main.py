@@ -1,0 +1,79 @@
+"""The reporting service's app factory and the rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from crm_platform.clock import Clock
+from crm_platform.service import ServiceKit
+from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.application.lag import LagTracker
+from crm_reporting.application.projection import TOPICS, Projection
+from crm_reporting.application.rebuild import RebuildResult, caught_up
+from crm_reporting.application.reports import Reports
+from crm_reporting.entrypoints import http
+from crm_reporting.settings import ReportingSettings
+
+DESCRIPTION = """Reports and KPIs built only from the other services' events: sales funnel, forecast against
+targets, activity, customer distribution, the customer 360 timeline, data quality and adoption. JSON, or CSV
+with `?format=csv`. Publishes no events."""
+
+
+def create_app(
+    settings: ReportingSettings | None = None, clock: Clock | None = None, generation: int | None = None
+) -> FastAPI:
+    """``generation``: pin the projection to that set of read models (the rebuild's copy)."""
+    settings = settings or ReportingSettings()
+    kit = ServiceKit(settings, title="CRM reporting", description=DESCRIPTION, clock=clock)
+    generations = Generations(kit.db, settings.generation_refresh_seconds, pinned=generation)
+    lag = LagTracker(kit.clock)
+    projection = Projection(generations, lag)
+
+    async def setup(_: ServiceKit) -> None:
+        await (await generations.current()).ensure_indexes()
+
+    kit.on_startup(setup)
+    kit.consume(TOPICS, projection.handlers())
+    app = kit.build_app([http.router, http.admin])
+    app.state.settings = settings
+    app.state.generations = generations
+    app.state.lag = lag
+    app.state.reports = Reports(settings)
+    app.state.rebuild_task = None
+    return app
+
+
+async def rebuild(
+    settings: ReportingSettings, clock: Clock | None = None, live: Generations | None = None
+) -> RebuildResult:
+    """Replay every topic into a new generation, switch to it, drop the old one."""
+    started = time.monotonic()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    try:
+        generations = Generations(client[settings.mongo_database], settings.generation_refresh_seconds)
+        generation = await generations.next_generation()
+        fresh = ReadModels(generations.db, generation)
+        await fresh.drop()  # leftovers of a rebuild that died half-way
+        suffix = f"{settings.consumer_group_suffix}.rebuild-{uuid.uuid4().hex[:8]}"
+        app = create_app(settings.model_copy(update={"consumer_group_suffix": suffix}), clock, generation)
+        async with app.router.lifespan_context(app):
+            consumers = app.state.kit.consumers
+            await caught_up(consumers, settings.rebuild_timeout_seconds)
+            previous = await generations.switch(generation)
+            if live is not None:
+                await live.switch(generation)  # this process's projection: at once
+            # Other replicas see the switch within one refresh; what they consumed before it
+            # went to the old generation, so the copy reads up to the new end once more.
+            await asyncio.sleep(settings.generation_refresh_seconds + 0.5)
+            await caught_up(consumers, settings.rebuild_timeout_seconds)
+        if previous != generation:
+            await ReadModels(generations.db, previous).drop()
+        facts = await fresh.facts.estimated_document_count()
+        return RebuildResult(generation, previous, facts, round(time.monotonic() - started, 2))
+    finally:
+        await client.close()
