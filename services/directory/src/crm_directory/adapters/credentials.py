@@ -19,8 +19,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from crm_directory.adapters.repository import drop_indexes_named
 from crm_directory.domain.throttle import ThrottlePolicy, ThrottleState, after_failure, expires_at
 from crm_platform.errors import Conflict
+from crm_platform.listing import count
 
 Document = dict[str, Any]
 
@@ -34,8 +36,9 @@ class RefreshTokens:
         self.collection: AsyncCollection[Document] = db["refresh_tokens"]
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("user_id", ASCENDING)], name="user_id")
-        await self.collection.create_index([("family_id", ASCENDING)], name="family_id")
+        await drop_indexes_named(self.collection, ("user_id", "family_id"))  # renamed: see repository.py
+        await self.collection.create_index([("user_id", ASCENDING)], name="idx_user_id")
+        await self.collection.create_index([("family_id", ASCENDING)], name="idx_family_id")
         # Expired tokens are useless, also for reuse detection: let MongoDB drop them a day later.
         await self.collection.create_index([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=86400)
 
@@ -93,8 +96,8 @@ class RefreshTokens:
         return result.modified_count
 
     async def live_count(self, user_id: str, now: datetime) -> int:
-        return await self.collection.count_documents(
-            {"user_id": user_id, "revoked": False, "expires_ts": {"$gt": now.timestamp()}}
+        return await count(
+            self.collection, {"user_id": user_id, "revoked": False, "expires_ts": {"$gt": now.timestamp()}}
         )
 
 

@@ -18,28 +18,40 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_platform.clock import Clock, as_utc
 from crm_platform.errors import Conflict, NotFound
+from crm_platform.listing import count
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
 
+# Single-field indexes are named idx_<field>: the embedded store uses one only when its name
+# ends in _<field> (a naming choice that costs nothing on MongoDB). Sort keys are never null.
 USER_INDEXES = [
     # Case-insensitive uniqueness: emails are stored lower-cased.
     IndexModel([("email", ASCENDING)], name="email", unique=True, sparse=True),
-    IndexModel([("department_id", ASCENDING)], name="department_id"),
     IndexModel([("department_path", ASCENDING), ("s.name", ASCENDING)], name="department_path_name"),
     IndexModel([("status", ASCENDING), ("s.name", ASCENDING)], name="status_name"),
-    IndexModel([("roles", ASCENDING)], name="roles"),
-    IndexModel([("s.name", ASCENDING)], name="sort_name"),
-    IndexModel([("s.created_at", ASCENDING)], name="sort_created"),
-    IndexModel([("s.updated_at", DESCENDING)], name="sort_updated"),
+    IndexModel([("department_id", ASCENDING)], name="idx_department_id"),
+    IndexModel([("department_path", ASCENDING)], name="idx_department_path"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
+    IndexModel([("roles", ASCENDING)], name="idx_roles"),
+    IndexModel([("language", ASCENDING)], name="idx_language"),
+    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
+    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
+    IndexModel([("s.updated_at", DESCENDING)], name="idx_s.updated_at"),
 ]
 DEPARTMENT_INDEXES = [
-    IndexModel([("parent_id", ASCENDING)], name="parent_id"),
-    IndexModel([("path", ASCENDING)], name="path"),
     IndexModel([("status", ASCENDING), ("path", ASCENDING)], name="status_path"),
-    IndexModel([("manager_id", ASCENDING)], name="manager_id"),
-    IndexModel([("s.name", ASCENDING)], name="sort_name"),
+    IndexModel([("parent_id", ASCENDING)], name="idx_parent_id"),
+    IndexModel([("path", ASCENDING)], name="idx_path"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
+    IndexModel([("manager_id", ASCENDING)], name="idx_manager_id"),
+    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
+    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
+    IndexModel([("s.updated_at", ASCENDING)], name="idx_s.updated_at"),
 ]
+#: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
+LEGACY_USER_INDEXES = ("department_id", "roles", "sort_name", "sort_created", "sort_updated")
+LEGACY_DEPARTMENT_INDEXES = ("parent_id", "path", "manager_id", "sort_name")
 PUBLIC_PROJECTION = {"outbox": 0, "password": 0}
 
 
@@ -59,6 +71,8 @@ class DirectoryRepository:
         )
 
     async def ensure_indexes(self) -> None:
+        await drop_indexes_named(self.users, LEGACY_USER_INDEXES)
+        await drop_indexes_named(self.departments, LEGACY_DEPARTMENT_INDEXES)
         await self.users.create_indexes(USER_INDEXES)
         await self.departments.create_indexes(DEPARTMENT_INDEXES)
         await self.tree_jobs.create_index([("created_at", ASCENDING)], name="created_at")
@@ -75,13 +89,7 @@ class DirectoryRepository:
         query: Document = {"status": "active", "roles": {"$in": ["admin"]}}
         if excluding:
             query["_id"] = {"$nin": [excluding]}
-        return await self.users.count_documents(query)
-
-    def find_users(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
-        return self.users.find(query, projection=PUBLIC_PROJECTION).sort(sort).limit(limit)
-
-    async def count_users(self, query: Document) -> int:
-        return await self.users.count_documents(query)
+        return await count(self.users, query)
 
     async def user_ids_in(self, department_id: str) -> list[str]:
         return [d["_id"] async for d in self.users.find({"department_id": department_id}, projection={"_id": 1})]
@@ -105,9 +113,6 @@ class DirectoryRepository:
     async def department(self, department_id: str) -> Document | None:
         return await self.departments.find_one({"_id": department_id})
 
-    def find_departments(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
-        return self.departments.find(query, projection={"outbox": 0}).sort(sort).limit(limit)
-
     async def child_ids(self, department_id: str) -> list[str]:
         return [
             d["_id"]
@@ -117,11 +122,11 @@ class DirectoryRepository:
         ]
 
     async def count_children(self, department_id: str) -> int:
-        return await self.departments.count_documents({"parent_id": department_id, "status": "active"})
+        return await count(self.departments, {"parent_id": department_id, "status": "active"})
 
     async def count_members(self, department_id: str) -> int:
         """Users in the department, active or not: deactivated users keep their department."""
-        return await self.users.count_documents({"department_id": department_id})
+        return await count(self.users, {"department_id": department_id})
 
     # --- tree jobs: the intent of a move, written before it, removed once its subtree is done ----
 
@@ -176,3 +181,11 @@ class DirectoryRepository:
             yield renew
         finally:
             await self.locks.update_one({"_id": "tree", "token": token}, {"$set": {"until": 0.0, "token": None}})
+
+
+async def drop_indexes_named(collection: AsyncCollection[Document], names: tuple[str, ...]) -> None:
+    """Drop those of ``names`` the collection has (renamed indexes of an existing database)."""
+    present = await collection.index_information()
+    for name in names:
+        if name in present:
+            await collection.drop_index(name)

@@ -6,14 +6,15 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.collection import AsyncCollection
 
-from crm_directory.adapters.repository import DirectoryRepository
+from crm_directory.adapters.repository import PUBLIC_PROJECTION, DirectoryRepository
 from crm_directory.domain import departments as dept_rules
 from crm_directory.domain import users as user_rules
 from crm_platform.auth import Principal, Role
 from crm_platform.contracts.directory import Language
 from crm_platform.errors import Forbidden, ValidationFailed
-from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.listing import PageParams, all_of, fetch_page, parse_sort
 
 Document = dict[str, Any]
 
@@ -25,21 +26,19 @@ class Page(BaseModel):
 
 
 async def _page(
-    find: Any, count: Any, base: Document, keys: list[SortKey], cursor: str | None, limit: int, with_total: bool
+    collection: AsyncCollection[Document],
+    clauses: list[Document],
+    sort_fields: dict[str, str],
+    default_sort: str,
+    projection: Document,
+    paging: PageParams,
 ) -> Page:
-    query = base
-    if cursor:
-        after = keyset_filter(keys, decode_cursor(cursor, keys))
-        query = {"$and": [base, after]} if base else after
-    docs = [d async for d in find(query, mongo_sort(keys), limit + 1)]
-    next_cursor = encode_cursor(docs[limit - 1], keys) if len(docs) > limit else None
-    # Counting is the slow part on large collections, so it is on demand.
-    total = await count(base) if with_total else None
-    return Page(items=docs[:limit], next_cursor=next_cursor, total=total)
-
-
-def _and(clauses: list[Document]) -> Document:
-    return {"$and": clauses} if len(clauses) > 1 else (clauses[0] if clauses else {})
+    # One flat query (the embedded store never indexes a literal $and); a visibility $or is run
+    # by fetch_page as one indexed query per alternative, merged in sort order.
+    page = await fetch_page(
+        collection, all_of(*clauses), paging, sort_fields=sort_fields, default_sort=default_sort, projection=projection
+    )
+    return Page(items=page.items, next_cursor=page.next_cursor, total=page.total)
 
 
 class UserFilter(BaseModel):
@@ -68,7 +67,8 @@ async def list_users(
             "Lists of users are for managers and administrators; read yourself at /v1/me and "
             "anyone's name and department at /v1/users/{id}."
         )
-    keys = parse_sort(sort, user_rules.SORT_FIELDS, "name")
+    paging = PageParams(sort=sort, cursor=cursor, limit=limit, include_total=with_total)
+    parse_sort(sort, user_rules.SORT_FIELDS, "name")  # a bad sort is a 422 before any look-up
     clauses: list[Document] = []
     if not principal.is_admin:
         mine = principal.department_path
@@ -93,7 +93,7 @@ async def list_users(
         clauses.append({"language": filters.language})
     if filters.q:
         clauses.append({"search": {"$regex": re.escape(filters.q.strip().casefold())}})
-    return await _page(repo.find_users, repo.count_users, _and(clauses), keys, cursor, limit, with_total)
+    return await _page(repo.users, clauses, user_rules.SORT_FIELDS, "name", PUBLIC_PROJECTION, paging)
 
 
 class DepartmentFilter(BaseModel):
@@ -116,7 +116,10 @@ async def list_departments(
     limit: int,
     with_total: bool,
 ) -> Page:
-    keys = parse_sort(sort, dept_rules.SORT_FIELDS, "path")
+    # Built without validation: the endpoint already checked the values, and its limit (up to
+    # 1000, the whole tree in one page) is wider than PageParams' own bound of 500.
+    paging = PageParams.model_construct(sort=sort, cursor=cursor, limit=limit, include_total=with_total)
+    parse_sort(sort, dept_rules.SORT_FIELDS, "path")  # a bad sort is a 422 before any look-up
     clauses: list[Document] = []
     if not (filters.include_deleted and principal.is_admin):
         clauses.append({"status": "active"})
@@ -131,9 +134,7 @@ async def list_departments(
         clauses.append({"manager_id": filters.manager_id})
     if filters.q:
         clauses.append({"s.name": {"$regex": re.escape(filters.q.strip().casefold())}})
-    return await _page(
-        repo.find_departments, repo.departments.count_documents, _and(clauses), keys, cursor, limit, with_total
-    )
+    return await _page(repo.departments, clauses, dept_rules.SORT_FIELDS, "path", {"outbox": 0}, paging)
 
 
 async def department_tree(repo: DirectoryRepository, root_id: str | None) -> list[Document]:

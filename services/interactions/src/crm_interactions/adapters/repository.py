@@ -8,7 +8,6 @@ read copies of other services' aggregates, fed by their events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -17,10 +16,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
+from crm_platform.listing import or_branches
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
 
+# Single-field indexes are named idx_<field>: the embedded store uses one only when its name
+# ends in _<field> (a naming choice that costs nothing on MongoDB). List sort fields are never null.
 INTERACTION_INDEXES = [
     # One email, one interaction: only emails with a Message-ID have the key (sparse).
     IndexModel([("message_key", ASCENDING)], name="message_key", unique=True, sparse=True),
@@ -28,20 +30,30 @@ INTERACTION_INDEXES = [
     IndexModel([("customer_id", ASCENDING), ("occurred_at", DESCENDING)], name="customer_occurred"),
     IndexModel([("author_id", ASCENDING), ("occurred_at", DESCENDING)], name="author_occurred"),
     IndexModel([("author_department_path", ASCENDING), ("occurred_at", DESCENDING)], name="dept_occurred"),
-    IndexModel([("occurred_at", DESCENDING)], name="occurred"),
-    IndexModel([("opportunity_id", ASCENDING)], name="opportunity"),
-    IndexModel([("contact_ids", ASCENDING)], name="contacts"),
+    IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
+    IndexModel([("author_id", ASCENDING)], name="idx_author_id"),
+    IndexModel([("author_department_path", ASCENDING)], name="idx_author_department_path"),
+    IndexModel([("occurred_at", DESCENDING)], name="idx_occurred_at"),
+    IndexModel([("recorded_at", ASCENDING)], name="idx_recorded_at"),
+    IndexModel([("channel", ASCENDING)], name="idx_channel"),
+    IndexModel([("opportunity_id", ASCENDING)], name="idx_opportunity_id"),
+    IndexModel([("contact_ids", ASCENDING)], name="idx_contact_ids"),
 ]
 
 TASK_INDEXES = [
     # The scheduler's query: armed notices whose time has come.
-    IndexModel([("next_fire_at", ASCENDING)], name="next_fire_at"),
+    IndexModel([("next_fire_at", ASCENDING)], name="idx_next_fire_at"),
     IndexModel([("assignee_id", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)], name="assignee_due"),
     IndexModel(
         [("assignee_department_path", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)], name="dept_due"
     ),
     IndexModel([("created_by", ASCENDING), ("due_at", ASCENDING)], name="creator_due"),
-    IndexModel([("customer_id", ASCENDING)], name="customer"),
+    IndexModel([("assignee_id", ASCENDING)], name="idx_assignee_id"),
+    IndexModel([("assignee_department_path", ASCENDING)], name="idx_assignee_department_path"),
+    IndexModel([("created_by", ASCENDING)], name="idx_created_by"),
+    IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
+    IndexModel([("opportunity_id", ASCENDING)], name="idx_opportunity_id"),
+    IndexModel([("due_at", ASCENDING)], name="idx_due_at"),
 ]
 
 FEEDBACK_INDEXES = [
@@ -49,9 +61,21 @@ FEEDBACK_INDEXES = [
     IndexModel([("handler_id", ASCENDING), ("status", ASCENDING)], name="handler_status"),
     IndexModel([("reported_by", ASCENDING), ("opened_at", DESCENDING)], name="reporter_opened"),
     IndexModel([("status", ASCENDING), ("opened_at", DESCENDING)], name="status_opened"),
-    IndexModel([("reporter_department_path", ASCENDING)], name="reporter_dept"),
-    IndexModel([("handler_department_path", ASCENDING)], name="handler_dept"),
+    IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
+    IndexModel([("handler_id", ASCENDING)], name="idx_handler_id"),
+    IndexModel([("reported_by", ASCENDING)], name="idx_reported_by"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
+    IndexModel([("reporter_department_path", ASCENDING)], name="idx_reporter_department_path"),
+    IndexModel([("handler_department_path", ASCENDING)], name="idx_handler_department_path"),
+    IndexModel([("opened_at", DESCENDING)], name="idx_opened_at"),
 ]
+
+#: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
+LEGACY_INDEXES = {
+    "interactions": ("occurred", "opportunity", "contacts"),
+    "tasks": ("next_fire_at", "customer"),
+    "feedback": ("reporter_dept", "handler_dept"),
+}
 
 LIST_PROJECTION = {"outbox": 0}
 
@@ -80,17 +104,14 @@ class Repository:
         )
 
     async def ensure_indexes(self) -> None:
+        for collection in (self.interactions, self.tasks, self.feedback):
+            await drop_indexes_named(collection, LEGACY_INDEXES[collection.name])
         await self.interactions.create_indexes(INTERACTION_INDEXES)
         await self.tasks.create_indexes(TASK_INDEXES)
         await self.feedback.create_indexes(FEEDBACK_INDEXES)
 
     async def interaction_by_message(self, message_id: str) -> Document | None:
         return await self.interactions.find_one({"message_key": message_id})
-
-    def find(
-        self, collection: AsyncCollection[Document], query: Document, sort: list[tuple[str, int]], limit: int
-    ) -> AsyncIterator[Document]:
-        return collection.find(query, projection=LIST_PROJECTION).sort(sort).limit(limit)
 
     async def ids_of_customer(self, collection: AsyncCollection[Document], customer_id: str) -> list[str]:
         return [d["_id"] async for d in collection.find({"customer_id": customer_id}, projection={"_id": 1})]
@@ -107,3 +128,29 @@ class Repository:
             .limit(limit)
         )
         return [d["_id"] async for d in cursor]
+
+
+async def find_all(
+    collection: AsyncCollection[Document], query: Document, projection: Document | None = None, *, limit: int = 0
+) -> list[Document]:
+    """Up to ``limit`` (0: every) matches of ``query``, unsorted, each ``$or`` alternative as its own query.
+
+    The embedded store never uses an index for an ``$or`` (it scans every document);
+    one query per alternative can, and the union (by id) is the same set.
+    """
+    branches = or_branches(query) or [query]
+    found: dict[Any, Document] = {}
+    for branch in branches:
+        async for doc in collection.find(branch, projection=projection).limit(limit):
+            found.setdefault(doc["_id"], doc)
+            if limit and len(found) >= limit:
+                return list(found.values())
+    return list(found.values())
+
+
+async def drop_indexes_named(collection: AsyncCollection[Document], names: tuple[str, ...]) -> None:
+    """Drop those of ``names`` the collection has (renamed indexes of an existing database)."""
+    present = await collection.index_information()
+    for name in names:
+        if name in present:
+            await collection.drop_index(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from crm_interactions.adapters.repository import Repository
+from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.interactions import sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
@@ -20,7 +20,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventFactory
-from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -163,11 +163,15 @@ class Feedback:
             owned = await self.repo.customer_ids_owned_by(principal.user_id)
             if owned:
                 options.append({"customer_id": {"$in": owned}})
-            clauses.append({"$or": options})
-        keys = parse_sort(sort, rules.SORT_FIELDS, rules.DEFAULT_SORT)
-        if cursor:
-            clauses.append(keyset_filter(keys, decode_cursor(cursor, keys)))
-        query = {"$and": [c for c in clauses if c]}
-        rows = [d async for d in self.repo.find(self.repo.feedback, query, mongo_sort(keys), limit + 1)]
-        next_cursor = encode_cursor(rows[limit - 1], keys) if len(rows) > limit else None
-        return rows[:limit], next_cursor
+            # Each distinct alternative once: fetch_page runs one indexed query per alternative.
+            unique = list({repr(sorted(o.items())): o for o in options}.values())
+            clauses.append({"$or": unique})
+        page = await fetch_page(
+            self.repo.feedback,
+            all_of(*clauses),
+            PageParams(sort=sort, cursor=cursor, limit=limit),
+            sort_fields=rules.SORT_FIELDS,
+            default_sort=rules.DEFAULT_SORT,
+            projection=LIST_PROJECTION,
+        )
+        return page.items, page.next_cursor

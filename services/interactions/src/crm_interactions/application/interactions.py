@@ -14,7 +14,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from crm_interactions.adapters.repository import Repository
+from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.references import References
 from crm_interactions.domain import interactions as rules
 from crm_interactions.domain.model import EmailIn, InteractionIn, InteractionPatch
@@ -24,7 +24,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventFactory
-from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
 
@@ -199,7 +199,7 @@ class Interactions:
         clauses = [{"customer_id": customer_id}, filters]
         if not sees_customer_records(principal, customer):
             clauses.append(author_visibility(principal))
-        items, next_cursor = await self._page({"$and": clauses}, sort, cursor, limit)
+        items, next_cursor = await self._page(all_of(*clauses), sort, cursor, limit)
         if not items and cursor is None and not sees_customer_records(principal, customer):
             if not CustomerReadModel.visible_to(principal, customer):
                 raise NotFound(f"No customer with id {customer_id}.")
@@ -216,16 +216,19 @@ class Interactions:
             options = [*mine.get("$or", [mine])]
             if owned:
                 options.append({"customer_id": {"$in": owned}})
-            clauses.append({"$or": options})
-        return await self._page({"$and": clauses}, sort, cursor, limit)
+            # A real alternative: fetch_page runs each option as its own indexed query.
+            clauses.append({"$or": options} if len(options) > 1 else options[0])
+        return await self._page(all_of(*clauses), sort, cursor, limit)
 
     async def _page(
         self, query: Document, sort: str | None, cursor: str | None, limit: int
     ) -> tuple[list[Document], str | None]:
-        keys = parse_sort(sort, rules.SORT_FIELDS, rules.DEFAULT_SORT)
-        if cursor:
-            query = {"$and": [query, keyset_filter(keys, decode_cursor(cursor, keys))]}
-        query = {"$and": [query, {"status": "active", "hidden": False}]}
-        rows = [d async for d in self.repo.find(self.repo.interactions, query, mongo_sort(keys), limit + 1)]
-        next_cursor = encode_cursor(rows[limit - 1], keys) if len(rows) > limit else None
-        return rows[:limit], next_cursor
+        page = await fetch_page(
+            self.repo.interactions,
+            all_of(query, {"status": "active", "hidden": False}),
+            PageParams(sort=sort, cursor=cursor, limit=limit),
+            sort_fields=rules.SORT_FIELDS,
+            default_sort=rules.DEFAULT_SORT,
+            projection=LIST_PROJECTION,
+        )
+        return page.items, page.next_cursor

@@ -16,11 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from crm_interactions.adapters.repository import Repository
+from crm_interactions.adapters.repository import Repository, find_all
 from crm_interactions.application.interactions import author_visibility
 from crm_interactions.domain.calendar import GroupBy, bucket, zone
 from crm_platform.auth import Principal
 from crm_platform.errors import Forbidden, ValidationFailed
+from crm_platform.listing import all_of
 
 Document = dict[str, Any]
 
@@ -134,9 +135,8 @@ async def interaction_stats(
         clauses.append({"author_id": rep})
     if channel:
         clauses.append({"channel": {"$in": [c.strip() for c in channel.split(",") if c.strip()]}})
-    query = {"$and": clauses}
-    projection = {"author_id": 1, "channel": 1, "occurred_at": 1, "recorded_late": 1, "_id": 0}
-    rows = [d async for d in repo.interactions.find(query, projection=projection).limit(max_rows + 1)]
+    projection = {"author_id": 1, "channel": 1, "occurred_at": 1, "recorded_late": 1}
+    rows = await find_all(repo.interactions, all_of(*clauses), projection, limit=max_rows + 1)
     if len(rows) > max_rows:
         raise ValidationFailed.for_field(
             "from",

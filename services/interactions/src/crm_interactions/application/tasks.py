@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, Literal
 
-from crm_interactions.adapters.repository import Repository
+from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.references import References
 from crm_interactions.domain import tasks as rules
 from crm_interactions.domain.calendar import to_millis, zone
@@ -22,7 +22,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
-from crm_platform.listing import decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -229,10 +229,12 @@ class Tasks:
         elif not principal.is_admin:
             raise Forbidden("Every task (scope=all) is for admins.")
         clauses.append(rules.view_filter(view, self.clock.now(), zone(tz or self.settings.default_timezone)))
-        keys = parse_sort(sort, rules.SORT_FIELDS, rules.DEFAULT_SORT)
-        if cursor:
-            clauses.append(keyset_filter(keys, decode_cursor(cursor, keys)))
-        query = {"$and": [c for c in clauses if c]}
-        rows = [d async for d in self.repo.find(self.repo.tasks, query, mongo_sort(keys), limit + 1)]
-        next_cursor = encode_cursor(rows[limit - 1], keys) if len(rows) > limit else None
-        return rows[:limit], next_cursor
+        page = await fetch_page(
+            self.repo.tasks,
+            all_of(*clauses),
+            PageParams(sort=sort, cursor=cursor, limit=limit),
+            sort_fields=rules.SORT_FIELDS,
+            default_sort=rules.DEFAULT_SORT,
+            projection=LIST_PROJECTION,
+        )
+        return page.items, page.next_cursor

@@ -20,6 +20,7 @@ from crm_platform.contracts.interactions import (
     TaskSnapshot,
 )
 from crm_platform.errors import ValidationFailed
+from crm_platform.listing import all_of
 
 Document = dict[str, Any]
 
@@ -144,7 +145,7 @@ class InteractionFilter(Paging):
             clauses.append({"occurred_at": bounds})
         if self.recorded_late is not None:
             clauses.append({"recorded_late": self.recorded_late})
-        return {"$and": clauses} if clauses else {}
+        return all_of(*clauses)
 
 
 class TaskFilter(Paging):
@@ -168,7 +169,7 @@ class TaskFilter(Paging):
             for name in ("assignee_id", "customer_id", "opportunity_id")
             if getattr(self, name)
         ]
-        return {"$and": clauses} if clauses else {}
+        return all_of(*clauses)
 
 
 class FeedbackFilter(Paging):
@@ -191,4 +192,4 @@ class FeedbackFilter(Paging):
             value = getattr(self, name)
             if value:
                 clauses.append({name: value})
-        return {"$and": clauses} if clauses else {}
+        return all_of(*clauses)

@@ -7,7 +7,6 @@ Every aggregate (pipeline, opportunity, target) is written through a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -16,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
+from crm_platform.listing import or_branches
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
@@ -27,20 +27,41 @@ OPPORTUNITY_INDEXES = [
     IndexModel(
         [("department_path", ASCENDING), ("hidden", ASCENDING), ("s.updated_at", DESCENDING)], name="dept_updated"
     ),
-    IndexModel([("customer_id", ASCENDING)], name="customer"),
     IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)], name="pipeline_stage"),
     IndexModel([("status", ASCENDING), ("s.updated_at", DESCENDING)], name="status_updated"),
-    IndexModel([("pending_approval", ASCENDING)], name="pending_approval"),
-    # The funnel (cohort by creation day), the forecast (won day, expected close day).
+    # The funnel (cohort by creation day).
     IndexModel([("pipeline_id", ASCENDING), ("created_on", ASCENDING)], name="pipeline_created_on"),
-    IndexModel([("won_on", ASCENDING)], name="won_on"),
-    IndexModel([("expected_close_date", ASCENDING)], name="expected_close_date"),
-    # Sorts.
-    IndexModel([("s.expected_close_date", ASCENDING)], name="sort_close"),
-    IndexModel([("s.amount", ASCENDING)], name="sort_amount"),
-    IndexModel([("s.name", ASCENDING)], name="sort_name"),
-    IndexModel([("s.created_at", ASCENDING)], name="sort_created"),
+    # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
+    # ends in _<field> (a naming choice that costs nothing on MongoDB). List filters first.
+    IndexModel([("owner_id", ASCENDING)], name="idx_owner_id"),
+    IndexModel([("department_path", ASCENDING)], name="idx_department_path"),
+    IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
+    IndexModel([("pipeline_id", ASCENDING)], name="idx_pipeline_id"),
+    IndexModel([("stage_id", ASCENDING)], name="idx_stage_id"),
+    IndexModel([("pending_approval", ASCENDING)], name="idx_pending_approval"),
+    IndexModel([("source_campaign", ASCENDING)], name="idx_source_campaign"),
+    # The forecast (won day, expected close day).
+    IndexModel([("won_on", ASCENDING)], name="idx_won_on"),
+    IndexModel([("expected_close_date", ASCENDING)], name="idx_expected_close_date"),
+    # Sorts (the stored sort keys are never null).
+    IndexModel([("s.updated_at", ASCENDING)], name="idx_s.updated_at"),
+    IndexModel([("s.expected_close_date", ASCENDING)], name="idx_s.expected_close_date"),
+    IndexModel([("s.amount", ASCENDING)], name="idx_s.amount"),
+    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
+    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
 ]
+#: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
+LEGACY_OPPORTUNITY_INDEXES = (
+    "customer",
+    "pending_approval",
+    "won_on",
+    "expected_close_date",
+    "sort_close",
+    "sort_amount",
+    "sort_name",
+    "sort_created",
+)
 
 TARGET_INDEXES = [
     IndexModel([("scope", ASCENDING), ("scope_id", ASCENDING), ("year", ASCENDING)], name="scope_year"),
@@ -74,6 +95,7 @@ class Repository:
         )
 
     async def ensure_indexes(self) -> None:
+        await drop_indexes_named(self.opportunities, LEGACY_OPPORTUNITY_INDEXES)
         await self.opportunities.create_indexes(OPPORTUNITY_INDEXES)
         await self.targets.create_indexes(TARGET_INDEXES)
         await self.pipelines.create_indexes(PIPELINE_INDEXES)
@@ -116,14 +138,9 @@ class Repository:
     async def opportunity(self, opportunity_id: str) -> Document | None:
         return await self.opportunities.find_one({"_id": opportunity_id})
 
-    def find_opportunities(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
-        return self.opportunities.find(query, projection=LIST_PROJECTION).sort(sort).limit(limit)
-
-    async def count_opportunities(self, query: Document) -> int:
-        return await self.opportunities.count_documents(query)
-
     async def opportunities_where(self, query: Document, projection: Document | None = None) -> list[Document]:
-        return [d async for d in self.opportunities.find(query, projection=projection or {"outbox": 0})]
+        """Every match; a top-level ``$or`` (visibility) runs as one indexed query per alternative."""
+        return await find_all(self.opportunities, query, projection or {"outbox": 0})
 
     async def opportunity_ids_of_customer(self, customer_id: str) -> list[str]:
         return [d["_id"] async for d in self.opportunities.find({"customer_id": customer_id}, projection={"_id": 1})]
@@ -134,4 +151,30 @@ class Repository:
         return await self.targets.find_one({"_id": target_id})
 
     async def targets_where(self, query: Document) -> list[Document]:
-        return [d async for d in self.targets.find(query, projection={"outbox": 0})]
+        return await find_all(self.targets, query, {"outbox": 0})
+
+
+async def find_all(
+    collection: AsyncCollection[Document], query: Document, projection: Document | None = None
+) -> list[Document]:
+    """Every match of ``query``, unsorted, each ``$or`` alternative as its own query.
+
+    The embedded store never uses an index for an ``$or`` (it scans every document);
+    one query per alternative can, and the union (by id) is the same set.
+    """
+    branches = or_branches(query) or [query]
+    if len(branches) == 1:
+        return [d async for d in collection.find(branches[0], projection=projection)]
+    found: dict[Any, Document] = {}
+    for branch in branches:
+        async for doc in collection.find(branch, projection=projection):
+            found.setdefault(doc["_id"], doc)
+    return list(found.values())
+
+
+async def drop_indexes_named(collection: AsyncCollection[Document], names: tuple[str, ...]) -> None:
+    """Drop those of ``names`` the collection has (renamed indexes of an existing database)."""
+    present = await collection.index_information()
+    for name in names:
+        if name in present:
+            await collection.drop_index(name)

@@ -18,6 +18,7 @@ from crm_pipeline.domain import funnel as fn
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import Principal
 from crm_platform.errors import Forbidden, ValidationFailed
+from crm_platform.listing import all_of
 
 Document = dict[str, Any]
 PROJECTION = {"stage_id": 1, "status": 1, "amount_minor": 1, "currency": 1, "stage_history": 1}
@@ -64,5 +65,5 @@ async def funnel(
     visibility = principal.mongo_visibility()
     if visibility:
         clauses.append(visibility)
-    cohort = await repo.opportunities_where({"$and": clauses}, projection=PROJECTION)
+    cohort = await repo.opportunities_where(all_of(*clauses), projection=PROJECTION)
     return pipeline, fn.compute(pipeline, cohort, currency), currency

@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_pipeline.adapters.repository import Repository
+from crm_pipeline.adapters.repository import LIST_PROJECTION, Repository
 from crm_pipeline.domain import money
 from crm_pipeline.domain.opportunities import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.errors import ValidationFailed
-from crm_platform.listing import SortKey, decode_cursor, encode_cursor, keyset_filter, mongo_sort, parse_sort
+from crm_platform.listing import PageParams, all_of, fetch_page
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
@@ -87,7 +87,9 @@ class OpportunityFilter(BaseModel):
             if not self.currency:
                 clauses.append({"currency": currency})
             clauses.append({"amount_minor": amounts})
-        return {"$and": clauses} if len(clauses) > 1 else clauses[0]
+        # One flat document: the embedded store indexes top-level fields only, never a literal $and;
+        # visibility stays an $or that fetch_page runs as one indexed query per alternative.
+        return all_of(*clauses)
 
     @staticmethod
     def _currency(raw: str) -> str:
@@ -114,10 +116,13 @@ async def list_opportunities(
     with_total: bool,
     default_currency: str,
 ) -> Page:
-    keys: list[SortKey] = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
-    base = filters.to_mongo(principal, default_currency)
-    query = {"$and": [base, keyset_filter(keys, decode_cursor(cursor, keys))]} if cursor else base
-    docs = [d async for d in repo.find_opportunities(query, mongo_sort(keys), limit + 1)]
-    next_cursor = encode_cursor(docs[limit - 1], keys) if len(docs) > limit else None
-    total = await repo.count_opportunities(base) if with_total else None  # counting is the slow part: on demand
-    return Page(items=docs[:limit], next_cursor=next_cursor, total=total)
+    paging = PageParams(sort=sort, cursor=cursor, limit=limit, include_total=with_total)
+    page = await fetch_page(
+        repo.opportunities,
+        filters.to_mongo(principal, default_currency),
+        paging,
+        sort_fields=SORT_FIELDS,
+        default_sort=DEFAULT_SORT,
+        projection=LIST_PROJECTION,
+    )
+    return Page(items=page.items, next_cursor=page.next_cursor, total=page.total)

@@ -19,6 +19,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
+from crm_platform.listing import all_of
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -214,9 +215,10 @@ class Targets:
         start, end = period.start.isoformat(), period.end.isoformat()
 
         async def query(*clauses: Document) -> list[Document]:
-            wanted = [{"hidden": False}, scope_filter, *clauses] + ([visibility] if visibility else [])
+            # Flat, so the store can use an index; visibility's $or runs per alternative.
+            wanted = all_of({"hidden": False}, scope_filter, *clauses, visibility)
             return await self.repo.opportunities_where(
-                {"$and": wanted}, projection={"amount_minor": 1, "currency": 1, "probability": 1, "status": 1}
+                wanted, projection={"amount_minor": 1, "currency": 1, "probability": 1, "status": 1}
             )
 
         won = await query({"status": "won"}, {"won_on": {"$gte": start, "$lt": end}})
