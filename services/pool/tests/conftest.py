@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from crm_platform.clock import ManualClock
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collecting, eventually
+from crm_pool.application.rebuild import caught_up
 from crm_pool.main import create_app
 from crm_pool.settings import PoolSettings
 
@@ -51,6 +52,10 @@ async def pool_app(pool_settings: PoolSettings, pool_clock: ManualClock) -> Asyn
         await eventually(
             lambda: all(c.assigned() for c in kit.consumers), timeout=30, message="pool consumers assigned"
         )
+        # A new consumer group reads the topics from the start: the events every earlier test of
+        # the session published. Tests wait for their own events with short deadlines, so the
+        # backlog is worked off first.
+        await caught_up(kit.consumers, timeout=300)
         yield app
 
 

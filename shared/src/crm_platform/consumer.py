@@ -47,6 +47,8 @@ class EventConsumer:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        batch_size: int = 1,
+        batch_timeout_ms: int = 100,
     ) -> None:
         self.group_id = group_id
         self.topics = list(topics)
@@ -57,18 +59,51 @@ class EventConsumer:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._sleep = sleep
-        self.subscriber = broker.subscriber(
-            *self.topics,
-            group_id=group_id,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_raw_body,
-            title=f"{group_id}:consume",
-            description=f"Consumer group {group_id}: handles {', '.join(sorted(self.handlers))}",
-        )
-        self.subscriber(self._on_message)
+        self.batch_size = batch_size
+        self.subscriber: Any
+        description = f"Consumer group {group_id}: handles {', '.join(sorted(self.handlers))}"
+        if batch_size > 1:
+            # Up to batch_size records per fetch, handled one after the other (so each partition's
+            # order holds), and ONE offset commit after the last: committing after every record
+            # cost more than the handlers themselves (a round trip to the broker each).
+            self.subscriber = broker.subscriber(
+                *self.topics,
+                group_id=group_id,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                decoder=_raw_body,
+                batch=True,
+                max_records=batch_size,
+                batch_timeout_ms=batch_timeout_ms,
+                title=f"{group_id}:consume",
+                description=description,
+            )
+            self.subscriber(self._on_batch)
+        else:
+            self.subscriber = broker.subscriber(
+                *self.topics,
+                group_id=group_id,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                decoder=_raw_body,
+                title=f"{group_id}:consume",
+                description=description,
+            )
+            self.subscriber(self._on_message)
+
+    async def _on_batch(self, bodies: list[bytes], message: KafkaMessage) -> None:
+        # A record the handler gives up on goes to the dead-letter topic, and the batch goes on;
+        # only a failed dead-letter publish raises, and then the whole batch comes back
+        # (the records already handled are applied again: the handlers are idempotent).
+        records = message.raw_message if isinstance(message.raw_message, tuple) else ()
+        for i, body in enumerate(bodies):
+            record = records[i] if i < len(records) else None
+            await self._consume(body, _RecordMessage(record) if record is not None else message)
 
     async def _on_message(self, body: bytes, message: KafkaMessage) -> None:
+        await self._consume(body, message)
+
+    async def _consume(self, body: bytes, message: Any) -> None:
         try:
             event = decode_event(body)
         except Exception as exc:  # not a CloudEvent we can read: retrying will not help
@@ -80,7 +115,7 @@ class EventConsumer:
             return
         await self.handle(event, handler, message, body)
 
-    async def handle(self, event: EventEnvelope, handler: Handler, message: KafkaMessage | None, body: bytes) -> None:
+    async def handle(self, event: EventEnvelope, handler: Handler, message: Any, body: bytes) -> None:
         delay = self._backoff_initial
         # The event's trace context follows it into this service's logs.
         structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type, traceparent=event.traceparent)
@@ -89,9 +124,7 @@ class EventConsumer:
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "traceparent")
 
-    async def _attempt(
-        self, event: EventEnvelope, handler: Handler, message: KafkaMessage | None, body: bytes, delay: float
-    ) -> None:
+    async def _attempt(self, event: EventEnvelope, handler: Handler, message: Any, body: bytes, delay: float) -> None:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await handler(event)
@@ -115,9 +148,7 @@ class EventConsumer:
                 await self._sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
 
-    async def _dead_letter(
-        self, message: KafkaMessage | None, body: bytes, event_type: str, reason: str, attempts: int
-    ) -> None:
+    async def _dead_letter(self, message: Any, body: bytes, event_type: str, reason: str, attempts: int) -> None:
         headers = dict(message.headers) if message is not None else {}
         raw = message.raw_message if message is not None else None
         headers.update(
@@ -159,11 +190,18 @@ class EventConsumer:
         return bool(consumer is not None and consumer.assignment())
 
 
-async def _raw_body(message: Any) -> bytes:
+async def _raw_body(message: Any) -> Any:
     # FastStream's default decoder does not treat application/cloudevents+json as JSON;
-    # we take the bytes and parse the envelope ourselves.
-    body: bytes = message.body
-    return body
+    # we take the bytes (a list of them for a batch) and parse the envelopes ourselves.
+    return message.body
+
+
+class _RecordMessage:
+    """One record of a batch, with what dead-lettering reads from a message (headers, raw record)."""
+
+    def __init__(self, record: Any) -> None:
+        self.raw_message = record
+        self.headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in (record.headers or [])}
 
 
 async def apply_versioned(collection: AsyncCollection[Document], event: EventEnvelope, state: Document) -> bool:

@@ -48,5 +48,11 @@ class ServiceSettings(BaseSettings):
 
     # Consumers: in-process retries with exponential backoff, then the dead-letter topic.
     consumer_max_attempts: int = Field(default=5, ge=1)
+    consumer_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Records fetched and handled per offset commit (1: commit after every record).",
+    )
     consumer_backoff_initial_seconds: float = Field(default=0.2, ge=0)
     consumer_backoff_max_seconds: float = Field(default=5.0, ge=0)
