@@ -29,6 +29,7 @@ class Role(StrEnum):
     admin = "admin"
     manager = "manager"
     rep = "rep"
+    integrator = "integrator"  # a system integration: manages its own webhook subscriptions
 
 
 class Principal(BaseModel):

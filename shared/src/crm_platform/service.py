@@ -194,6 +194,7 @@ class ServiceKit:
             max_attempts=s.consumer_max_attempts,
             backoff_initial=s.consumer_backoff_initial_seconds,
             backoff_max=s.consumer_backoff_max_seconds,
+            batch_size=s.consumer_batch_size,
         )
         self.consumers.append(consumer)
         return consumer

@@ -24,7 +24,7 @@ from crm_platform.events import define
 TOPIC = "crm.directory.v1"
 
 Language = Literal["zh-CN", "en"]
-RoleName = Literal["admin", "manager", "rep"]
+RoleName = Literal["admin", "manager", "rep", "integrator"]
 UserStatus = Literal["active", "deactivated"]
 DepartmentStatus = Literal["active", "deleted"]
 CreatedVia = Literal["api", "sync", "cli", "bootstrap"]

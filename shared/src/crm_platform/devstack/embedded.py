@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -278,6 +279,28 @@ def _clear_stale_pid_file(pid_file: Path) -> None:
     if b"nx" in cmdline and os.fspath(pid_file).encode() in cmdline:
         raise DevStackError(f"nx-27017 is already running with pid {pid} on this data dir ({pid_file})")
     pid_file.unlink(missing_ok=True)
+
+
+# --- SMTP sink ---------------------------------------------------------------------
+
+
+def start_smtp_sink(port: int, mail_dir: Path, log_dir: Path, timeout: float = 30.0) -> ManagedProcess:
+    """The notifications service's local SMTP sink on 127.0.0.1:`port`: every mail is kept
+    in `mail_dir` as an .eml file and never relayed, so nothing leaves the machine."""
+    ensure_ports_free({"SMTP sink": port})
+    argv: list[str | os.PathLike[str]] = [
+        sys.executable,
+        "-m",
+        "crm_notifications",
+        "smtp-sink",
+        "--port",
+        str(port),
+        "--maildir",
+        os.fspath(mail_dir),
+    ]
+    proc = ManagedProcess("smtp-sink", argv, log_dir / "smtp-sink.log", port=port)
+    _await_ready(proc, [("SMTP port", lambda: tcp_open(port))], timeout)
+    return proc
 
 
 # --- shared ---------------------------------------------------------------------

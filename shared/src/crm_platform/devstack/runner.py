@@ -28,6 +28,7 @@ from crm_platform.devstack.embedded import (
     s3_settings,
     start_broker,
     start_s3,
+    start_smtp_sink,
     start_store,
 )
 from crm_platform.devstack.processes import (
@@ -47,6 +48,7 @@ from crm_platform.kafka import TopicCreationError, ensure_topics
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_MONGO_PORT = 27018
+DEFAULT_SMTP_PORT = 8025  # the notifications service's default CRM_SMTP_PORT
 TOPIC_PARTITIONS = 3
 JWT_SECRET_FILE = "jwt-secret"
 
@@ -64,6 +66,10 @@ class StackLayout:
     @property
     def mongo_dir(self) -> Path:
         return self.data_dir / "mongo"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
 
     @property
     def log_dir(self) -> Path:
@@ -126,6 +132,9 @@ def run_up(
         try:
             ensure_ports_free(_all_ports(durable, kafka_port, mongo_port, weed_ports, specs))
             started += _start_backends(layout, durable, kafka_port, mongo_port, weed_ports, console)
+            if _sends_mail(specs):
+                with console.status("starting the SMTP sink (mail stays on this machine)…"):
+                    started.append(start_smtp_sink(DEFAULT_SMTP_PORT, layout.mail_dir, layout.log_dir))
             bootstrap = f"{LOOPBACK}:{kafka_port}"
             topics = [t for spec in specs for t in spec.topics]
             run_coroutine_sync(lambda: ensure_topics(bootstrap, topics))
@@ -157,9 +166,15 @@ def _all_ports(
 ) -> dict[str, int]:
     ports = {"Kafka (Tansu)": kafka_port, "MongoDB (nx-27017)": mongo_port}
     ports |= {f"{spec.name} HTTP": spec.http_port for spec in specs}
+    if _sends_mail(specs):
+        ports["SMTP sink"] = DEFAULT_SMTP_PORT
     if durable:
         ports |= weed_ports.all()
     return ports
+
+
+def _sends_mail(specs: Sequence[ServiceSpec]) -> bool:
+    return any(spec.name == "notifications" for spec in specs)
 
 
 def _start_backends(
@@ -267,6 +282,10 @@ def _print_summary(
     if durable:
         s3 = f"http://{LOOPBACK}:{weed_ports.s3}"
         table.add_row("S3 (SeaweedFS)", s3, secs("weed"))
+    if _sends_mail(specs):
+        table.add_row(
+            "SMTP sink (mail kept as .eml)", f"{LOOPBACK}:{DEFAULT_SMTP_PORT} → {layout.mail_dir}", secs("smtp-sink")
+        )
     console.print(table)
     topics = ", ".join(t for spec in specs for t in spec.topics)
     console.print(f"topics: {topics} ({TOPIC_PARTITIONS} partitions each)", highlight=False)

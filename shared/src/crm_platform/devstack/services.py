@@ -52,6 +52,7 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(name="pipeline", module="crm_pipeline", http_port=8002, database="crm_pipeline"),
     ServiceSpec(name="interactions", module="crm_interactions", http_port=8003, database="crm_interactions"),
     ServiceSpec(name="pool", module="crm_pool", http_port=8004, database="crm_pool"),
+    ServiceSpec(name="notifications", module="crm_notifications", http_port=8005, database="crm_notifications"),
     ServiceSpec(name="reporting", module="crm_reporting", http_port=8006, database="crm_reporting"),
     ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
 ]

@@ -1,0 +1,39 @@
+"""What a notification can be about, and which kinds come by email unless the user says otherwise."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    task_reminder = "task_reminder"
+    task_overdue = "task_overdue"
+    customer_assigned = "customer_assigned"
+    customer_recycle_warning = "customer_recycle_warning"
+    customer_released = "customer_released"
+    opportunity_assigned = "opportunity_assigned"
+    big_deal_won = "big_deal_won"
+    feedback_assigned = "feedback_assigned"
+    webhook_disabled = "webhook_disabled"
+
+
+# Email by default only where missing the message costs something: a customer about to be
+# lost to the pool, a task already late, an integration that stopped. The rest stays in the inbox.
+DEFAULT_EMAIL: dict[Kind, bool] = {
+    Kind.task_reminder: False,
+    Kind.task_overdue: True,
+    Kind.customer_assigned: False,
+    Kind.customer_recycle_warning: True,
+    Kind.customer_released: False,
+    Kind.opportunity_assigned: False,
+    Kind.big_deal_won: False,
+    Kind.feedback_assigned: False,
+    Kind.webhook_disabled: True,
+}
+
+
+def email_wanted(kind: Kind, preferences: dict[str, bool] | None) -> bool:
+    """The user's choice for this kind, else the default."""
+    if preferences and kind.value in preferences:
+        return bool(preferences[kind.value])
+    return DEFAULT_EMAIL[kind]

@@ -1,0 +1,143 @@
+"""Who is told what about an event: pure functions from an event's data to notification intents.
+
+An :class:`Intent` names the recipient, the kind, the record it links to and the values the
+templates need; the application layer renders it in the recipient's language and stores it.
+Nobody is told about what they did themselves (the actor is skipped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from crm_notifications.domain.kinds import Kind
+from crm_notifications.domain.templates import feedback_kind_params
+from crm_platform.contracts import customers, interactions, pipeline, pool
+
+
+@dataclass(frozen=True)
+class Intent:
+    recipient_id: str
+    kind: Kind
+    link: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def when(moment: datetime) -> str:
+    """A moment, kept exact (ISO 8601) until it is rendered in the reader's time zone."""
+    return moment.isoformat()
+
+
+def money(amount: str | None, currency: str) -> str:
+    return f"{amount} {currency}" if amount else f"- {currency}"
+
+
+def _others(recipient_id: str | None, actor: str | None) -> bool:
+    return bool(recipient_id) and recipient_id != actor
+
+
+def task_reminder(data: interactions.TaskReminderDue) -> list[Intent]:
+    return _task(data.task, Kind.task_reminder)
+
+
+def task_overdue(data: interactions.TaskOverdue) -> list[Intent]:
+    return _task(data.task, Kind.task_overdue)
+
+
+def _task(task: interactions.TaskSnapshot, kind: Kind) -> list[Intent]:
+    if task.status != "open" or task.hidden:
+        return []  # done or cancelled meanwhile: nothing to remind of
+    return [
+        Intent(
+            task.assignee_id, kind, f"/tasks/{task.task_id}", {"task_title": task.title, "due_at": when(task.due_at)}
+        )
+    ]
+
+
+def customer_owner_changed(data: customers.OwnerChanged, actor: str | None) -> list[Intent]:
+    if not _others(data.owner_id, actor) or data.owner_id is None:
+        return []
+    c = data.customer
+    return [Intent(data.owner_id, Kind.customer_assigned, f"/customers/{c.customer_id}", {"customer_name": c.name})]
+
+
+def customer_released(data: customers.ReleasedToPool, actor: str | None) -> list[Intent]:
+    if not _others(data.previous_owner_id, actor) or data.previous_owner_id is None:
+        return []
+    c = data.customer
+    return [
+        Intent(
+            data.previous_owner_id,
+            Kind.customer_released,
+            f"/customers/{c.customer_id}",
+            {"customer_name": c.name, "reason": data.reason},
+        )
+    ]
+
+
+def recycle_warning(data: pool.RecycleWarning) -> list[Intent]:
+    return [
+        Intent(
+            data.owner_id,
+            Kind.customer_recycle_warning,
+            f"/customers/{data.customer_id}",
+            {
+                "customer_name": data.customer_name or data.customer_id,
+                "days_left": str(data.days_left),
+                "recycle_at": when(data.recycle_at),
+            },
+        )
+    ]
+
+
+def _opportunity_params(o: pipeline.OpportunitySnapshot) -> dict[str, str]:
+    return {"opportunity_name": o.name, "amount": money(o.amount, o.currency)}
+
+
+def opportunity_assigned(o: pipeline.OpportunitySnapshot, actor: str | None) -> list[Intent]:
+    if not _others(o.owner_id, actor):
+        return []
+    return [Intent(o.owner_id, Kind.opportunity_assigned, f"/opportunities/{o.opportunity_id}", _opportunity_params(o))]
+
+
+def is_big_deal(o: pipeline.OpportunitySnapshot, threshold: Decimal) -> bool:
+    """Amounts are compared as numbers in their own currency (the threshold has none)."""
+    try:
+        return o.amount is not None and Decimal(o.amount) >= threshold
+    except InvalidOperation:
+        return False
+
+
+def department_ids(path: str | None) -> list[str]:
+    """The department and its ancestors, from a path of ids: /hq/east/t1 -> [t1, east, hq]."""
+    return [p for p in (path or "").split("/") if p][::-1]
+
+
+def big_deal_won(o: pipeline.OpportunitySnapshot, managers: list[str]) -> list[Intent]:
+    """One intent per manager above the owner (a manager who won it themselves is not told)."""
+    seen: set[str] = set()
+    out: list[Intent] = []
+    for manager in managers:
+        if manager == o.owner_id or manager in seen:
+            continue
+        seen.add(manager)
+        out.append(Intent(manager, Kind.big_deal_won, f"/opportunities/{o.opportunity_id}", _opportunity_params(o)))
+    return out
+
+
+def feedback_assigned(f: interactions.FeedbackSnapshot, actor: str | None) -> list[Intent]:
+    if not _others(f.handler_id, actor) or f.handler_id is None or f.hidden:
+        return []
+    params = {"feedback_title": f.title, "priority": f.priority, **feedback_kind_params(f.kind)}
+    return [Intent(f.handler_id, Kind.feedback_assigned, f"/feedback/{f.feedback_id}", params)]
+
+
+def handler_changed(changes: list[interactions.FieldChange]) -> bool:
+    return any(c.field == "handler_id" and c.new and c.new != c.old for c in changes)
+
+
+def webhook_disabled(owner_id: str, subscription_id: str, url: str, failures: int) -> list[Intent]:
+    return [
+        Intent(owner_id, Kind.webhook_disabled, f"/webhooks/{subscription_id}", {"url": url, "failures": str(failures)})
+    ]

@@ -1,0 +1,206 @@
+"""The inbox fills from other services' events, in each recipient's language, once per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from notifications_testkit import World, customer, feedback, move, opportunity, task
+
+from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.testing.fixtures import auth, unique
+
+
+async def test_customer_assigned_in_chinese_and_recycle_warning_in_english(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    zh = await world.person("zh-CN")
+    en = await world.person("en")
+    c = customer(zh.id)
+    event = await world.emit(
+        customers.OWNER_CHANGED,
+        c.customer_id,
+        customers.OwnerChanged(customer=c, previous_owner_id="u-old", owner_id=zh.id),
+        actor="u-manager",
+    )
+    [item] = await world.inbox(client, zh)
+    assert item["kind"] == "customer_assigned"
+    assert item["title"] == f"新客户分配给您：{c.name}"
+    assert item["language"] == "zh-CN"
+    assert item["link"] == f"/customers/{c.customer_id}"
+    assert item["event_id"] == event.id and item["read_at"] is None
+
+    warning = pool.RecycleWarning(
+        customer_id=c.customer_id,
+        customer_name="Acme Ltd",
+        owner_id=en.id,
+        recycle_at=event.time,
+        reason="no_interaction",
+        rule_id="r-1",
+        days_left=3,
+    )
+    await world.emit(pool.RECYCLE_WARNING, c.customer_id, warning, actor=pool.SYSTEM_ACTOR)
+    [item] = await world.inbox(client, en)
+    assert item["kind"] == "customer_recycle_warning"
+    assert item["title"] == "Customer returns to the pool soon: Acme Ltd"
+    assert "in 3 day(s)" in item["body"]
+    # Nobody else sees it.
+    other = await client.get("/v1/notifications", headers=auth(unique("u")))
+    assert other.json()["items"] == []
+    forbidden = await client.post(f"/v1/notifications/{item['id']}/read", headers=zh.headers)
+    assert forbidden.status_code == 404
+
+
+async def test_unread_filter_count_paging_and_marking_read(client: httpx.AsyncClient, world: World) -> None:
+    rep = await world.person("en")
+    for n in range(3):
+        t = task(rep.id, f"Call back #{n}")
+        await world.emit(interactions.TASK_REMINDER_DUE, t.task_id, interactions.TaskReminderDue(task=t))
+    items = await world.inbox(client, rep, 3)
+    assert {i["kind"] for i in items} == {"task_reminder"}
+    assert all(i["link"].startswith("/tasks/") for i in items)
+    assert (await client.get("/v1/notifications/unread-count", headers=rep.headers)).json() == {"unread": 3}
+
+    first = await client.get("/v1/notifications", headers=rep.headers, params={"limit": 2})
+    page1 = first.json()
+    assert len(page1["items"]) == 2 and page1["next_cursor"]
+    second = await client.get(
+        "/v1/notifications", headers=rep.headers, params={"limit": 2, "cursor": page1["next_cursor"]}
+    )
+    page2 = second.json()
+    assert len(page2["items"]) == 1 and page2["next_cursor"] is None
+    assert {i["id"] for i in page1["items"] + page2["items"]} == {i["id"] for i in items}
+
+    read = await client.post(f"/v1/notifications/{items[0]['id']}/read", headers=rep.headers)
+    assert read.status_code == 200 and read.json()["read_at"] is not None
+    unread = await client.get("/v1/notifications", headers=rep.headers, params={"filter": "unread"})
+    assert {i["id"] for i in unread.json()["items"]} == {items[1]["id"], items[2]["id"]}
+    assert (await client.get("/v1/notifications/unread-count", headers=rep.headers)).json() == {"unread": 2}
+
+    marked = await client.post("/v1/notifications/read-all", headers=rep.headers)
+    assert marked.json() == {"marked_read": 2}
+    assert (await client.get("/v1/notifications/unread-count", headers=rep.headers)).json() == {"unread": 0}
+    everything = await client.get("/v1/notifications", headers=rep.headers, params={"filter": "all"})
+    assert len(everything.json()["items"]) == 3
+    bad = await client.get("/v1/notifications", headers=rep.headers, params={"filter": "some"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "filter"
+
+
+async def test_the_same_event_twice_gives_one_notification(client: httpx.AsyncClient, world: World) -> None:
+    rep = await world.person("zh-CN")
+    t = task(rep.id, "签合同")
+    envelope = interactions.TASK_OVERDUE.build(
+        source="/crm/interactions",
+        subject=t.task_id,
+        data=interactions.TaskOverdue(task=t),
+        aggregate_version=3,
+        time=t.updated_at,
+        actor="system:interactions",
+    )
+    await world.publish(envelope, interactions.TOPIC)
+    await world.publish(envelope, interactions.TOPIC)
+    # A later event on the same key (same partition, so handled after both copies) tells us both were seen.
+    marker = interactions.TASK_REMINDER_DUE.build(
+        source="/crm/interactions",
+        subject=t.task_id,
+        data=interactions.TaskReminderDue(task=t),
+        aggregate_version=4,
+        time=t.updated_at,
+        actor="system:interactions",
+    )
+    await world.publish(marker, interactions.TOPIC)
+    items = await world.inbox(client, rep, 2)
+    assert sorted(i["kind"] for i in items) == ["task_overdue", "task_reminder"]
+    assert [i["event_id"] for i in items].count(envelope.id) == 1
+    assert items[-1]["title"] == "待办已逾期：签合同"
+
+
+async def test_no_notification_for_what_you_did_yourself(client: httpx.AsyncClient, world: World) -> None:
+    rep = await world.person("en")
+    c = customer(rep.id)
+    # Took the customer themselves: nothing to tell.
+    await world.emit(
+        customers.OWNER_CHANGED,
+        c.customer_id,
+        customers.OwnerChanged(customer=c, previous_owner_id=None, owner_id=rep.id),
+        actor=rep.id,
+    )
+    # Then a manager released it: they are told (same key, so it is handled after the first).
+    await world.emit(
+        customers.RELEASED,
+        c.customer_id,
+        customers.ReleasedToPool(customer=c, previous_owner_id=rep.id, reason="manual"),
+        actor="u-manager",
+        version=2,
+    )
+    items = await world.inbox(client, rep, 1)
+    assert [i["kind"] for i in items] == ["customer_released"]
+    assert "went to the public pool (manual)" in items[0]["body"]
+
+
+async def test_opportunities_feedback_and_big_deals(client: httpx.AsyncClient, world: World) -> None:
+    root, region, team = unique("hq"), unique("east"), unique("team")
+    boss = await world.person("en", f"/{root}", ["manager"])
+    regional = await world.person("zh-CN", f"/{root}/{region}", ["manager"])
+    rep = await world.person("en", f"/{root}/{region}/{team}")
+    await world.department(root, f"/{root}", boss.id)
+    await world.department(region, f"/{root}/{region}", regional.id)
+    await world.department(team, f"/{root}/{region}/{team}", None)
+
+    assigned = opportunity(rep.id, "80000.00", rep.department_path)
+    await world.emit(
+        pipeline.OPPORTUNITY_CREATED,
+        assigned.opportunity_id,
+        pipeline.OpportunityCreated(opportunity=assigned),
+        actor=regional.id,
+    )
+    small = opportunity(rep.id, "499999.99", rep.department_path)
+    await world.emit(
+        pipeline.OPPORTUNITY_WON,
+        small.opportunity_id,
+        pipeline.OpportunityWon(opportunity=small, move=move(rep.id), reason="signed"),
+        actor=rep.id,
+    )
+    big = opportunity(rep.id, "2500000.00", rep.department_path)
+    await world.emit(
+        pipeline.OPPORTUNITY_WON,
+        big.opportunity_id,
+        pipeline.OpportunityWon(opportunity=big, move=move(rep.id), reason="signed"),
+        actor=rep.id,
+    )
+    f = feedback(rep.id)
+    await world.emit(interactions.FEEDBACK_OPENED, f.feedback_id, interactions.FeedbackOpened(feedback=f), actor="u-x")
+
+    rep_items = await world.inbox(client, rep, 2)
+    by_kind: dict[str, Any] = {i["kind"]: i for i in rep_items}
+    assert by_kind["opportunity_assigned"]["title"] == "New opportunity for you: ERP 升级项目"
+    assert "80000.00 CNY" in by_kind["opportunity_assigned"]["body"]
+    assert by_kind["opportunity_assigned"]["link"] == f"/opportunities/{assigned.opportunity_id}"
+    assert by_kind["feedback_assigned"]["title"] == "A complaint for you to handle: 发票金额有误"
+    assert by_kind["feedback_assigned"]["link"] == f"/feedback/{f.feedback_id}"
+
+    [boss_item] = await world.inbox(client, boss, 1)
+    [regional_item] = await world.inbox(client, regional, 1)
+    assert boss_item["kind"] == regional_item["kind"] == "big_deal_won"
+    assert boss_item["link"] == f"/opportunities/{big.opportunity_id}"
+    assert regional_item["title"] == "大单赢单：ERP 升级项目" and "2500000.00 CNY" in regional_item["body"]
+    # The deal below the threshold told nobody (it was handled before the big one, on the same partition or not:
+    # by now each manager has exactly one notification, and it is about the big deal).
+    assert boss_item["event_id"] != small.opportunity_id
+
+
+async def test_feedback_handler_change_tells_the_new_handler(client: httpx.AsyncClient, world: World) -> None:
+    handler = await world.person("zh-CN")
+    f = feedback(None, kind="request")
+    await world.emit(interactions.FEEDBACK_OPENED, f.feedback_id, interactions.FeedbackOpened(feedback=f), actor="u-x")
+    f2 = f.model_copy(update={"handler_id": handler.id})
+    change = interactions.FieldChange(field="handler_id", old=None, new=handler.id)
+    await world.emit(
+        interactions.FEEDBACK_UPDATED,
+        f.feedback_id,
+        interactions.FeedbackUpdated(feedback=f2, changes=[change]),
+        actor="u-x",
+        version=2,
+    )
+    [item] = await world.inbox(client, handler, 1)
+    assert item["title"] == "客户需求分配给您处理：发票金额有误"
