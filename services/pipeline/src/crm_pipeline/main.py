@@ -12,10 +12,11 @@ from crm_pipeline.application.targets import Targets
 from crm_pipeline.entrypoints import events, http
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers
+from crm_platform.contracts import customers, directory
 from crm_platform.contracts import pipeline as _pipeline_events  # noqa: F401  (registers the event types)
 from crm_platform.events import EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
 
 DESCRIPTION = """Pipelines and sales stages (销售阶段) with entry requirements, opportunities (商机) and their
@@ -34,17 +35,23 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
     read_model = CustomerReadModel(repo.customers)
     pipelines = Pipelines(repo, kit.clock, factory)
     opportunities = Opportunities(repo, pipelines, read_model, kit.clock, settings, factory)
-    targets = Targets(repo, kit.clock, settings, factory)
+    # Reps' and departments' paths for targets, fed by the directory's events.
+    directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])
+    targets = Targets(repo, kit.clock, settings, factory, directory_copy)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await read_model.ensure_indexes()
+        await directory_copy.ensure_indexes()
         await pipelines.seed_default()
 
     kit.on_startup(setup)
     kit.consume(
-        [customers.TOPIC],
-        events.customer_handlers(read_model, CustomerReactions(repo, opportunities)),
+        [customers.TOPIC, directory.TOPIC],
+        {
+            **events.customer_handlers(read_model, CustomerReactions(repo, opportunities)),
+            **directory_copy.handlers(),
+        },
     )
     app = kit.build_app([http.pipelines_router, http.router, http.reports_router])
     app.state.pipeline = http.Services(pipelines, opportunities, targets, settings)

@@ -268,3 +268,29 @@ async def test_the_funnel_from_stage_histories(client, team, clock, customer_of,
         ),
         422,
     )
+
+
+async def test_a_reps_target_takes_the_department_from_the_directory(client, team, clock, producer, pipeline_app):
+    from crm_platform.testing.event_feed import EventFeed
+    from crm_platform.testing.fixtures import eventually
+
+    month, _, _, _ = periods(clock)
+    known = unique("rep-known")
+    await EventFeed(producer).user(known, "王五", team.rep.dept)
+    users = pipeline_app.state.pipeline.targets.directory
+    await eventually(lambda: users.user(known), timeout=30, message="directory copy")
+
+    url = f"/v1/targets/rep/{known}/{month}"
+    r = await client.put(url, json={"amount": "80000"}, headers=team.manager.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["department_path"] == team.rep.dept
+    # Another department than the directory's is refused, naming the field; nothing is written.
+    wrong = await client.put(
+        url, json={"amount": "1", "department_path": team.root}, headers={**team.manager.headers, "If-Match": '"1"'}
+    )
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "department_path"
+    unknown = await client.put(
+        f"/v1/targets/rep/{unique('nobody')}/{month}", json={"amount": "1"}, headers=team.manager.headers
+    )
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "department_path"
+    assert (await client.get(url, headers=team.manager.headers)).json()["amount"] == "80000.00"

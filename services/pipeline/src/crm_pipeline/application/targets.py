@@ -20,6 +20,7 @@ from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.listing import all_of
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -84,13 +85,45 @@ class Forecast(BaseModel):
 
 
 class Targets:
-    def __init__(self, repo: Repository, clock: Clock, settings: PipelineSettings, events: EventFactory) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        clock: Clock,
+        settings: PipelineSettings,
+        events: EventFactory,
+        directory: DirectoryReadModel | None = None,
+    ) -> None:
+        self.directory = directory
         self.repo = repo
         self.clock = clock
         self.settings = settings
         self.event = events
 
     # --- targets ---------------------------------------------------------------------------------
+
+    async def _scope_path(self, scope: Scope, scope_id: str, given: str | None) -> str:
+        """The department path of the target's rep or department: the directory's, or as given.
+
+        The directory's read copy is the truth for those it knows (a manager can not file a rep
+        under their own subtree to set that rep's target); a path in the request is only for
+        people and departments it does not know.
+        """
+        known: Document | None = None
+        if self.directory is not None:
+            if scope == "rep":
+                known = await self.directory.user(scope_id)
+            else:
+                known = await self.directory.department(scope_id)
+        if known is not None:
+            path = str(known.get("department_path") if scope == "rep" else known.get("path"))
+            if given is not None and given.rstrip("/") != path.rstrip("/"):
+                raise ValidationFailed.for_field("department_path", f"the directory has {scope_id} in {path}")
+            return path
+        if given is None:
+            raise ValidationFailed.for_field(
+                "department_path", f"required: the directory does not know {scope} {scope_id} (yet)"
+            )
+        return given
 
     async def set(
         self,
@@ -103,7 +136,7 @@ class Targets:
     ) -> Document:
         principal.require_role(Role.admin, Role.manager)
         period = period_from(period_text)
-        path = data.department_path.rstrip("/") or "/"
+        path = (await self._scope_path(scope, scope_id, data.department_path)).rstrip("/") or "/"
         if scope == "department" and path.rsplit("/", 1)[-1] != scope_id:
             raise ValidationFailed.for_field("department_path", f"a department's path ends with its id ('{scope_id}')")
         if not (principal.is_admin or principal.manages_path(path)):

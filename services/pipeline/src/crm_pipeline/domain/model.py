@@ -199,6 +199,8 @@ class TargetIn(BaseModel):
 
     amount: MoneyText
     currency: Annotated[str, Field(min_length=3, max_length=3)] | None = None
-    department_path: DepartmentPath = Field(
-        description="For a department: its path (ending in its id); for a rep: the rep's department path."
+    department_path: DepartmentPath | None = Field(
+        default=None,
+        description="For a department: its path (ending in its id); for a rep: the rep's department path. "
+        "Taken from the directory when omitted (required only for those the directory does not know).",
     )
