@@ -235,6 +235,9 @@ def views(seeded: Seeded, n: int) -> list[View]:
         View(f"admin: q={brand}", admin, {"q": brand}, "name_normalised (a regex inside the name cannot use it)"),
         View("admin: sort=name, page 1", admin, {"sort": "name"}, "sort_name"),
         View("admin: sort=name, page 2 (cursor)", admin, {"sort": "name"}, "sort_name"),
+        View("admin: -updated_at, page 2 (cursor)", admin, {"sort": "-updated_at"}, "idx_s.updated_at"),
+        View(f"rep {rep.user_id}: default view, page 2 (cursor)", rep_p, {"sort": "-updated_at"},
+             "owner_status_updated + pool_status_updated"),
         View(f"admin: industry={industry} include_total", admin, {"industry": industry, "include_total": "true"},
              f"industry ({seeded.industries[industry]} match)"),
     ]  # fmt: skip

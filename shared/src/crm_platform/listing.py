@@ -209,10 +209,34 @@ def or_branches(query: dict[str, Any]) -> list[dict[str, Any]] | None:
     return branches
 
 
+def _bson_rank(value: Any) -> int:
+    """MongoDB's order between types (null < numbers < strings < ... < booleans < dates)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return 7
+    if isinstance(value, int | float):
+        return 1
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, dict):
+        return 3
+    if isinstance(value, list):
+        return 4
+    if isinstance(value, datetime):
+        return 8
+    return 5
+
+
 def _compare(keys: list[SortKey]) -> Any:
     def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
         for key, left, right in zip(keys, values_of(a, keys), values_of(b, keys), strict=True):
             if left != right:
+                # Ranked by type first, as the store sorts: rows written by an older version may
+                # hold another type in a sort field, and must not break the merge of the branches.
+                ranked = (_bson_rank(left), left), (_bson_rank(right), right)
+                if ranked[0][0] != ranked[1][0]:
+                    return (-1 if ranked[0][0] < ranked[1][0] else 1) * key.direction
                 return (-1 if left < right else 1) * key.direction
         return 0
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
+from crm_customers.domain import rules
 from crm_customers.entrypoints import events, http
 from crm_customers.settings import CustomersSettings
 from crm_platform.clock import Clock
@@ -33,6 +34,8 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await directory_copy.ensure_indexes()
+        # Documents written by an older version get today's sort keys (a no-op once done).
+        await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION)
 
     kit.on_startup(setup)
     kit.consume(

@@ -525,3 +525,26 @@ async def test_copy_a_customer_takes_its_profile_not_its_identity(client):
         f"/v1/customers/{original['id']}/copy", json={"name": unique("X"), "tier": "Z"}, headers=rep.headers
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tier"
+
+
+async def test_sort_keys_of_older_documents_are_upgraded_and_listed(client, customers_app, customers_db):
+    from crm_customers.domain import rules
+
+    rep = User(f"/{unique('l')}")
+    made = await create(client, rep)
+    stored = await customers_db["customers"].find_one({"_id": made["id"]})
+    assert stored["s"]["v"] == rules.SORT_KEYS_VERSION and isinstance(stored["s"]["updated_at"], int)
+    # The shape version 1 stored: datetimes, no version.
+    old = {k: v for k, v in stored["s"].items() if k != "v"}
+    old |= {"created_at": stored["created_at"], "updated_at": stored["updated_at"]}
+    await customers_db["customers"].update_one({"_id": made["id"]}, {"$set": {"s": old}})
+
+    repo = customers_app.state.customers.repo
+    # Done at this app's start (nothing to do then); forget that, as a database from before would.
+    await repo.migrations.delete_one({"_id": f"sort_keys_v{rules.SORT_KEYS_VERSION}"})
+    assert await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION) == 1
+    assert await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION) == 0  # marked done
+    upgraded = (await customers_db["customers"].find_one({"_id": made["id"]}))["s"]
+    assert upgraded == stored["s"]
+    assert made["id"] in await ids(client, rep, updated_from="2000-01-01T00:00:00Z")
+    assert made["id"] in await ids(client, rep, never_followed_up="true", sort="-updated_at")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -65,6 +66,7 @@ class CustomerRepository:
     def __init__(self, db: AsyncDatabase[Document], clock: Clock, wake_relay: Any) -> None:
         self.collection: AsyncCollection[Document] = db["customers"]
         self.views: AsyncCollection[Document] = db["saved_views"]
+        self.migrations: AsyncCollection[Document] = db["migrations"]
         self.owner_locks: AsyncCollection[Document] = db["owner_locks"]
         self._clock = clock
         # In-process queue in front of the lease, so waiters here do not poll the store.
@@ -75,7 +77,41 @@ class CustomerRepository:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
-        await self.views.create_index([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)
+
+    async def upgrade_sort_keys(self, sort_keys: Callable[[Document], Document], version: int) -> int:
+        """Rewrite the sort keys of documents stored with an older shape, once; returns how many.
+
+        A marker in ``migrations`` records that it is done, so later starts skip it. The scan
+        reads every document's shape in Python: the embedded store answered nothing for
+        ``{"s.v": {"$ne": 2}}`` once the collection was large, its projection ``{"s.v": 1}``
+        left ``v`` out of documents that have it, and its updates miss ``$ne`` on a missing
+        field. Each rewrite is ``$set`` of the subdocument alone (it holds no datetimes),
+        guarded by the shape read: a document a change rewrote meanwhile is left be.
+        """
+        marker = f"sort_keys_v{version}"
+        if await self.migrations.find_one({"_id": marker}) is not None:
+            return 0
+        upgraded = 0
+        batch: list[UpdateOne] = []
+        shapes = self.collection.find({}, projection={"s": 1, "status": 1})  # not "s.v": see above
+        stale = [
+            d["_id"] async for d in shapes if (d.get("s") or {}).get("v") != version and d.get("status") != "purged"
+        ]
+        for customer_id in stale:
+            doc = await self.collection.find_one({"_id": customer_id}, projection={"outbox": 0, "name_grams": 0})
+            if doc is None:
+                continue
+            seen = (doc.get("s") or {}).get("v")
+            guard = {"s.v": {"$exists": False}} if seen is None else {"s.v": seen}
+            batch.append(UpdateOne({"_id": customer_id, **guard}, {"$set": {"s": sort_keys(doc)}}))
+            if len(batch) >= 500:
+                upgraded += (await self.collection.bulk_write(batch, ordered=False)).modified_count
+                batch = []
+        if batch:
+            upgraded += (await self.collection.bulk_write(batch, ordered=False)).modified_count
+        with contextlib.suppress(DuplicateKeyError):  # another replica finished first
+            await self.migrations.insert_one({"_id": marker, "documents": upgraded})
+        return upgraded
 
     async def get(self, customer_id: str) -> Document | None:
         return await self.collection.find_one({"_id": customer_id})

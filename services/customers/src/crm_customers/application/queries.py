@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
-from crm_customers.domain.rules import EPOCH, SORT_FIELDS
+from crm_customers.domain.rules import SORT_FIELDS, epoch_ms
 from crm_platform.auth import Principal
 from crm_platform.listing import (
     Page,
@@ -131,15 +131,15 @@ class CustomerFilter(BaseModel):
         ):
             bounds: Document = {}
             if low is not None:
-                bounds["$gte"] = low
+                bounds["$gte"] = epoch_ms(low)
             if high is not None:
-                bounds["$lt"] = high
+                bounds["$lt"] = epoch_ms(high)
             if bounds:
                 clauses.append({field: bounds})
         if self.never_followed_up is not None:
-            # The never-null sort key (EPOCH when never followed up): indexed, and no null test at all.
-            never = {"s.last_followed_up_at": EPOCH}
-            clauses.append(never if self.never_followed_up else {"s.last_followed_up_at": {"$gt": EPOCH}})
+            # The never-null sort key (0 when never followed up): indexed, and no null test at all.
+            never = {"s.last_followed_up_at": 0}
+            clauses.append(never if self.never_followed_up else {"s.last_followed_up_at": {"$gt": 0}})
         return all_of(*clauses)
 
 
