@@ -20,7 +20,7 @@ from crm_platform.events import EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 
 DESCRIPTION = """Interactions (跟进记录) on every channel — calls, emails, meetings, visits, social and chat
 messages, notes — with the 24-hour rule for minutes; follow-up tasks (待办) with reminders; customer feedback
@@ -43,9 +43,9 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     interactions = Interactions(repo, refs, kit.clock, settings, event)
     tasks = Tasks(repo, refs, kit.clock, settings, event)
     feedback = Feedback(repo, refs, kit.clock, event)
-    scheduler = TaskScheduler(
-        repo, kit.clock, event, batch_size=settings.scheduler_batch_size, poll_seconds=settings.scheduler_poll_seconds
-    )
+    scheduler = TaskScheduler(repo, kit.clock, event, batch_size=settings.scheduler_batch_size)
+    # Every pass is logged, counted and shown in /readyz ("background": runs, last error, stalled).
+    periodic = Periodic("task-scheduler", scheduler.tick, settings.scheduler_poll_seconds)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
@@ -59,9 +59,9 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         events.handlers(customer_copy, CustomerReactions(repo, event), opportunity_copy, directory_copy),
     )
     if settings.scheduler_enabled:
-        kit.background(scheduler)
+        kit.background(periodic)
     app = kit.build_app([http.interactions_router, http.tasks_router, http.feedback_router])
     app.state.services = http.Services(interactions, tasks, feedback, settings, kit)
-    app.state.scheduler = scheduler
+    app.state.scheduler = periodic
     app.state.repo = repo
     return app

@@ -134,3 +134,16 @@ async def test_two_schedulers_racing_send_each_notice_once(interactions_app, cli
             assert archived == len(ids)
     finally:
         app_scheduler.start()
+
+
+async def test_the_scheduler_reports_its_passes_in_readyz(client):
+    from crm_platform.testing.fixtures import eventually
+
+    async def reported():
+        body = (await client.get("/readyz")).json()
+        status = body["checks"].get("background", {}).get("task-scheduler")
+        return status if status and status["runs"] >= 1 else None
+
+    status = await eventually(reported, timeout=30, message="a scheduler pass in /readyz")
+    assert status["last_error"] is None and status["stalled"] is False
+    assert status["last_finished_at"] is not None

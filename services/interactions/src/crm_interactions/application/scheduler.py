@@ -15,8 +15,6 @@ Time comes from an injectable :class:`Clock`, so tests move it instead of waitin
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -42,15 +40,11 @@ class TaskScheduler:
         event: EventFactory,
         *,
         batch_size: int = 200,
-        poll_seconds: float = 5.0,
     ) -> None:
         self.repo = repo
         self.clock = clock
         self.event = event
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
-        self.last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def tick(self) -> int:
         """One pass: send every notice whose time has come; returns how many this scheduler sent."""
@@ -92,32 +86,3 @@ class TaskScheduler:
         return bool(claimed)
 
     # --- the loop ------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="task-scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                sent = await self.tick()
-                self.last_error = None
-                if sent:
-                    log.info("task notices sent", count=sent)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store is away: try again next pass, nothing is lost
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("scheduler pass failed; will retry", error=self.last_error)
-            await asyncio.sleep(self.poll_seconds)
