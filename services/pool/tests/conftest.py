@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI
 
 from crm_platform.clock import ManualClock
+from crm_platform.replay import caught_up
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collecting, eventually
-from crm_pool.application.rebuild import caught_up
 from crm_pool.main import create_app
 from crm_pool.settings import PoolSettings
 

@@ -14,10 +14,10 @@ from crm_platform.contracts import pool as _pool_events  # noqa: F401  (register
 from crm_platform.listing import count
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
+from crm_platform.replay import caught_up
 from crm_platform.service import Periodic, ServiceKit
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.application.clocks import ClockProjection
-from crm_pool.application.rebuild import caught_up
 from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recompute import Recomputes
 from crm_pool.application.recycler import Recycler

@@ -178,10 +178,16 @@ def service_settings(backend: Backend, service: str) -> dict[str, Any]:
 
 @asynccontextmanager
 async def running(app: Any, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """Run an app's lifespan, wait until its consumers have partitions, and give an HTTP client to it."""
+    """Run an app's lifespan, wait until its consumers have partitions and have worked off what the
+    topics already hold (every earlier test's events: tests wait for their own with short
+    deadlines), and give an HTTP client to it."""
+    from crm_platform.replay import caught_up
+
     async with app.router.lifespan_context(app):
         kit = app.state.kit
         await eventually(lambda: all(c.assigned() for c in kit.consumers), timeout=60, message="consumers assigned")
+        if kit.consumers:
+            await caught_up(kit.consumers, timeout=300)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:
             yield client
 

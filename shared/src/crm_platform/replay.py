@@ -1,8 +1,8 @@
-"""Rebuild the clocks from the topics: reset the projections, replay from the beginning.
+"""Replaying topics into a fresh copy of a read model: knowing when the copy has caught up.
 
-A second copy of the service's consumers reads every topic from offset 0 under a new
-consumer group (``consumer_group_suffix``), so the running service keeps its own
-partitions and offsets meanwhile; both apply the same events at most once per clock.
+A rebuild starts a second consumer group at offset 0; ``caught_up`` waits until every
+consumer of it has partitions and has committed up to the end offsets seen when it
+was called (events produced later are the live projection's, or the next call's).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from crm_platform.consumer import EventConsumer
 
 
 async def caught_up(consumers: list[EventConsumer], timeout: float) -> None:
-    """Wait until every consumer is assigned and has committed up to the end offsets seen once assigned."""
+    """Wait until every consumer is assigned and has committed up to the end offsets seen now."""
     deadline = time.monotonic() + timeout
     while not all(c.assigned() for c in consumers):
         if time.monotonic() > deadline:
@@ -26,8 +26,7 @@ async def caught_up(consumers: list[EventConsumer], timeout: float) -> None:
     targets: list[tuple[Any, dict[TopicPartition, int]]] = []
     for c in consumers:
         raw: Any = c.subscriber.consumer  # the aiokafka consumer, present once assigned
-        partitions = list(raw.assignment())
-        targets.append((raw, await raw.end_offsets(partitions)))
+        targets.append((raw, await raw.end_offsets(list(raw.assignment()))))
     for raw, ends in targets:
         for tp, end in ends.items():
             while end > 0:
