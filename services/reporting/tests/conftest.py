@@ -25,6 +25,7 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.event_feed import NOW, EventFeed
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, eventually, running
 from crm_reporting.adapters.readmodels import Generations
+from crm_reporting.application.lag import LagTracker
 from crm_reporting.main import create_app
 from crm_reporting.settings import ReportingSettings
 
@@ -85,7 +86,9 @@ async def _applied(app: FastAPI, envelope: EventEnvelope) -> bool:
     elif t == pev.TARGET_SET.name:
         collection = models.targets
     else:
-        return await models.facts.find_one({"_id": envelope.id}, {"_id": 1}) is not None
+        # The fact is written first, the states and rollups after it: wait for the whole event.
+        lag: LagTracker = app.state.lag
+        return lag.has_applied(envelope.id)
     doc = await collection.find_one({"_id": envelope.subject}, {"source_version": 1})
     return doc is not None and int(doc.get("source_version", 0)) >= envelope.aggregateversion
 

@@ -6,19 +6,22 @@ import asyncio
 import time
 import uuid
 
+import structlog
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from crm_platform.clock import Clock
+from crm_platform.replay import caught_up
 from crm_platform.service import ServiceKit
 from crm_reporting.adapters.readmodels import Generations, ReadModels
-from crm_reporting.application.lag import LagTracker
+from crm_reporting.application.lag import LagTracker, readiness_probe
 from crm_reporting.application.projection import TOPICS, Projection
-from crm_reporting.application.rebuild import RebuildResult, caught_up
+from crm_reporting.application.rebuild import RebuildResult
 from crm_reporting.application.reports import Reports
 from crm_reporting.entrypoints import http
 from crm_reporting.settings import ReportingSettings
 
+log = structlog.get_logger(__name__)
 DESCRIPTION = """Reports and KPIs built only from the other services' events: sales funnel, forecast against
 targets, activity, customer distribution, the customer 360 timeline, data quality and adoption. JSON, or CSV
 with `?format=csv`. Publishes no events."""
@@ -32,13 +35,20 @@ def create_app(
     kit = ServiceKit(settings, title="CRM reporting", description=DESCRIPTION, clock=clock)
     generations = Generations(kit.db, settings.generation_refresh_seconds, pinned=generation)
     lag = LagTracker(kit.clock)
-    projection = Projection(generations, lag)
+    projection = Projection(generations, lag, settings.required_customer_fields)
 
     async def setup(_: ServiceKit) -> None:
-        await (await generations.current()).ensure_indexes()
+        models = await generations.current()
+        await models.ensure_indexes()
+        if generation is None and await models.without_rollups():
+            # Read models built before the rollups existed: every report would read zeros.
+            log.error(
+                "the active read models have no rollups: run `crm-reporting rebuild`", generation=models.generation
+            )
 
     kit.on_startup(setup)
     kit.consume(TOPICS, projection.handlers())
+    kit.readiness("projection_lag", readiness_probe(lag, lambda: kit.consumers, settings.ready_max_lag_seconds))
     app = kit.build_app([http.router, http.admin])
     app.state.settings = settings
     app.state.generations = generations

@@ -29,3 +29,8 @@ class ReportingSettings(ServiceSettings):
         default=1.0, gt=0, description="How often the projection re-reads which set of read models is active."
     )
     rebuild_timeout_seconds: float = Field(default=600.0, gt=0)
+    ready_max_lag_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="/readyz says not ready when events wait unread and the last one applied was older than this.",
+    )

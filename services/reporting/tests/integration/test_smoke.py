@@ -15,6 +15,10 @@ async def test_health_readiness_auth_and_lag(client: Any) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert "crm.reporting" in str(ready.json()["checks"]["consumers"])
+    projection = ready.json()["checks"]["projection_lag"]
+    assert projection["ready"] is True and projection["max_lag_seconds"] == 300.0
+    assert set(projection["end_to_end"]) >= {"latest_seconds", "p50_seconds", "p99_seconds", "events_applied"}
+    assert any(group.startswith("crm.reporting") for group in projection["consumer_lag"])
     unauthenticated = await client.get("/v1/reports/distribution?field=industry")
     assert unauthenticated.status_code == 401
     assert unauthenticated.headers["content-type"].startswith("application/problem+json")
@@ -58,5 +62,7 @@ async def test_end_to_end_lag_is_the_time_from_the_event_to_its_projection(
     body = (await client.get("/v1/admin/lag", headers=auth("admin-1", ["admin"], "/hq"))).json()
     assert body["end_to_end"]["latest_seconds"] == 2.5
     assert body["end_to_end"]["events_applied"] >= 1 and body["end_to_end"]["p99_seconds"] is not None
+    ready = (await client.get("/readyz")).json()["checks"]["projection_lag"]
+    assert ready["end_to_end"]["latest_seconds"] is not None and ready["ready"] is True
     metrics = (await client.get("/metrics")).text
     assert 'crm_reporting_projection_lag_seconds_bucket{le="2.5",topic="crm.customers.v1"}' in metrics

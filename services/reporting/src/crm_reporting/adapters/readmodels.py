@@ -7,7 +7,9 @@ generation from the topics while reports keep reading the active one, then the
 - states: the current copy of each aggregate (customer, opportunity, interaction,
   task, pipeline, target, user, department), written whole by ``apply_versioned``;
 - facts: one document per event (``_id`` = event id, inserted once, duplicates
-  ignored): the stage moves, field changes, merges and the timeline.
+  ignored): the stage moves, field changes, merges and the timeline;
+- rollups (``roll_*``): the counters the reports read (see
+  ``adapters/rollups.py``); part of the generation, so a rebuild builds them afresh.
 
 Times used in queries are stored as integer epoch milliseconds (``t``, ``at``,
 ``*_ms``): the embedded store compares ints fast and stores datetimes set by some
@@ -43,12 +45,18 @@ def _index(field: str) -> IndexModel:
 # filter field, 269 with these).
 INDEXES: dict[str, list[IndexModel]] = {
     "facts": [_index(f) for f in ("customer_id", "type")],
-    "customers": [_index(f) for f in ("owner_id", "department_path", "merged_into")],
+    "customers": [_index(f) for f in ("owner_id", "department_path", "merged_into", "touch_ms")],
     "opportunities": [_index(f) for f in ("owner_id", "pipeline_id")],
     "interactions": [_index(f) for f in ("customer_id", "author_id", "occurred_ms")],
-    "tasks": [_index(f) for f in ("assignee_id",)],
+    "tasks": [_index(f) for f in ("assignee_id", "due_ms")],
     "pipelines": [],
     "targets": [_index(f) for f in ("period",)],
+    # Rollups (application/contributions.py): customers per (field, value, owner, department);
+    # deals per (pipeline, owner, department, calendar day); activity, quality and stage
+    # entries per (owner, department, UTC day).
+    "roll_customers": [_index("field")],
+    "roll_deals": [_index("day")],
+    "roll_time": [_index("day")],
 }
 
 
@@ -90,6 +98,10 @@ class ReadModels:
     def targets(self) -> AsyncCollection[Document]:
         return self._c("targets")
 
+    def collection(self, name: str) -> AsyncCollection[Document]:
+        """A collection of this generation by name (the rollups)."""
+        return self._c(name)
+
     @property
     def directory(self) -> DirectoryReadModel:
         return DirectoryReadModel(self._c("users"), self._c("departments"))
@@ -103,6 +115,12 @@ class ReadModels:
     async def drop(self) -> None:
         for name in (*INDEXES, "users", "departments"):
             await self._c(name).drop()
+
+    async def without_rollups(self) -> bool:
+        """Customers but no customer rollups: a generation built by a version before the rollups."""
+        if await self._c("roll_customers").find_one({}, {"_id": 1}) is not None:
+            return False
+        return await self.customers.find_one({"status": "active"}, {"_id": 1}) is not None
 
     async def add_fact(self, fact: Document) -> bool:
         """Store a fact once per event id; a repeated event is a no-op (False)."""

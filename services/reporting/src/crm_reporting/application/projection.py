@@ -1,19 +1,23 @@
 """The projection: every event of the other services into states and facts.
 
 Idempotent and order-tolerant by construction:
-- each aggregate's current state is kept with ``apply_versioned`` (a stale or repeated
+- each aggregate's current state is kept as ``apply_versioned`` does (a stale or repeated
   event changes nothing), whatever order the services' topics arrive in;
 - each event becomes at most one fact (``_id`` = event id, a repeat is ignored);
-- nothing here joins across aggregates: reports join states and facts at request
-  time, so an interaction that arrives before its customer still counts once the
-  customer arrives.
+- the rollups the reports read move with the states (by the difference between the
+  contribution a state had and the one it has now) and with each fact once; where a
+  figure joins aggregates (a customer's reach, its last interaction, an interaction
+  followed by a customer update) the dependent state is re-derived when either side
+  arrives, so an interaction that arrives before its customer still counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
 
 from crm_platform.consumer import Handler, apply_versioned
 from crm_platform.contracts import customers as cev
@@ -23,6 +27,15 @@ from crm_platform.contracts import pipeline as pev
 from crm_platform.contracts import pool as poolev
 from crm_platform.events import EventEnvelope, registry
 from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.adapters.rollups import DAY_MS, Batch, Contribute, Contribution, Mover, reconcile, write_with_rollups
+from crm_reporting.application.contributions import (
+    CUSTOMER_UPDATE_TYPES,
+    ENTRY_TYPES,
+    REUSE,
+    Contributions,
+    fact_counters,
+    survivor,
+)
 from crm_reporting.application.lag import LagTracker
 from crm_reporting.domain.summaries import summarize
 
@@ -30,6 +43,8 @@ Document = dict[str, Any]
 TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC]
 POOL_TYPES = (poolev.RECYCLE_WARNING.name, poolev.RELEASE_DECIDED.name)
 CONTACT_TYPES = (cev.CUSTOMER_CREATED.name, cev.CONTACT_ADDED.name, cev.CONTACT_CHANGED.name)
+# Customer events after which reach and last interaction are derived afresh.
+KEEPS_NOTHING = (*CONTACT_TYPES, cev.CONTACT_REMOVED.name, cev.MERGED.name, cev.PURGED.name)
 
 
 def ms(value: datetime | None) -> int | None:
@@ -98,9 +113,10 @@ def _reach(contact: cev.ContactData) -> Document:
 
 
 class Projection:
-    def __init__(self, generations: Generations, lag: LagTracker) -> None:
+    def __init__(self, generations: Generations, lag: LagTracker, required_fields: list[str] | None = None) -> None:
         self.generations = generations
         self.lag = lag
+        self.required_fields = list(required_fields or [])
 
     def handlers(self) -> Mapping[str, Handler]:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
@@ -110,12 +126,20 @@ class Projection:
         models = await self.generations.current()
         await self.apply_to(models, envelope)
         topic = registry.get(envelope.type)
-        self.lag.observe(topic.topic if topic else "unknown", envelope.time)
+        self.lag.observe(topic.topic if topic else "unknown", envelope.time, envelope.id)
 
     async def apply_to(self, models: ReadModels, envelope: EventEnvelope) -> None:
         t = envelope.type
         if t.startswith(("crm.user.", "crm.department.")):
             await models.directory.store(envelope)
+            return
+        if t == pev.PIPELINE_CONFIGURED.name:
+            p = pev.PIPELINE_CONFIGURED.parse(envelope).pipeline
+            await apply_versioned(models.pipelines, envelope, {"_id": p.pipeline_id, **p.model_dump(mode="json")})
+            return
+        if t == pev.TARGET_SET.name:
+            target = pev.TARGET_SET.parse(envelope).target
+            await apply_versioned(models.targets, envelope, {"_id": target.target_id, **target.model_dump(mode="json")})
             return
         fact: Document = {
             "_id": envelope.id,
@@ -125,37 +149,25 @@ class Projection:
             "actor": envelope.actor or "",
             "summary": summarize(t, envelope.data),
         }
+        state: Document | None = None
         if t.startswith("crm.customer."):
-            await self._customer(models, envelope, fact)
+            state = self._customer(envelope, fact)
         elif t.startswith("crm.opportunity."):
-            await self._opportunity(models, envelope, fact)
-        elif t == pev.PIPELINE_CONFIGURED.name:
-            p = pev.PIPELINE_CONFIGURED.parse(envelope).pipeline
-            state = {"_id": p.pipeline_id, **p.model_dump(mode="json")}
-            await apply_versioned(models.pipelines, envelope, state)
-            return
-        elif t == pev.TARGET_SET.name:
-            target = pev.TARGET_SET.parse(envelope).target
-            await apply_versioned(models.targets, envelope, {"_id": target.target_id, **target.model_dump(mode="json")})
-            return
+            state = self._opportunity(envelope, fact)
         elif t.startswith("crm.interaction."):
-            await self._interaction(models, envelope, fact)
+            state = self._interaction(envelope, fact)
         elif t.startswith("crm.task."):
             task = iev.TaskSnapshot.model_validate(envelope.data["task"])
-            await apply_versioned(
-                models.tasks,
-                envelope,
-                {
-                    "_id": task.task_id,
-                    "assignee_id": task.assignee_id,
-                    "assignee_department_path": task.assignee_department_path or "",
-                    "customer_id": task.customer_id or "",
-                    "status": task.status,
-                    "hidden": task.hidden,
-                    "due_ms": ms(task.due_at),
-                    "title": task.title,
-                },
-            )
+            state = {
+                "_id": task.task_id,
+                "assignee_id": task.assignee_id,
+                "assignee_department_path": task.assignee_department_path or "",
+                "customer_id": task.customer_id or "",
+                "status": task.status,
+                "hidden": task.hidden,
+                "due_ms": ms(task.due_at),
+                "title": task.title,
+            }
             fact.update(customer_id=task.customer_id or "", owner_id=task.assignee_id)
             fact["department_path"] = task.assignee_department_path or ""
         elif t.startswith("crm.feedback."):
@@ -167,17 +179,68 @@ class Projection:
             fact["department_path"] = ""
         else:
             return
-        await models.add_fact(fact)
+        # The fact goes in first: its insert is the once-only claim on its own counters, and the
+        # states' rollups can read it (a contact's reach, a customer update). A retry after a
+        # failure finds it there, moves no counter twice and completes the rest.
+        batch = Batch()
+        if await models.add_fact(fact):
+            await batch.add(fact_counters(fact).minus(Contribution()))
+        rules = Contributions(models, self.required_fields, batch)
+        try:
+            if t.startswith("crm.customer."):
+                await self._customer_state(models, rules, envelope, state)
+            elif t.startswith("crm.opportunity."):
+                assert state is not None
+                await self._opportunity_state(models, rules, envelope, state, fact)
+            elif t.startswith("crm.interaction."):
+                assert state is not None
+                await self._interaction_state(models, rules, envelope, state)
+            elif t.startswith("crm.task."):
+                assert state is not None
+                await apply_versioned(models.tasks, envelope, state)
+            if t in CUSTOMER_UPDATE_TYPES and fact.get("customer_id"):
+                await self._followed_by_update(models, rules, fact["customer_id"], int(fact["t"]))
+        finally:
+            # Whatever was written moves its rollups, even if a later step fails (the retry then
+            # finds those writes done and does only the rest).
+            await batch.flush(models.collection)
 
-    async def _customer(self, models: ReadModels, envelope: EventEnvelope, fact: Document) -> None:
+    # --- states and what they move ------------------------------------------------------------
+
+    async def _versioned(
+        self,
+        models: ReadModels,
+        collection: AsyncCollection[Document],
+        envelope: EventEnvelope,
+        state: Document,
+        contribute: Contribute,
+        move: Mover,
+        carry: tuple[str, ...] = (),
+        adjust: Callable[[Document | None, Document], None] | None = None,
+    ) -> tuple[Document | None, Document | None]:
+        """``apply_versioned`` plus rollups: (previous, new) when this event was newer, else (None, None)."""
+        seen: list[Document | None] = []
+
+        def build(prev: Document | None) -> Document | None:
+            seen.append(prev)
+            if prev is not None and int(prev.get("source_version", 0)) >= envelope.aggregateversion:
+                return None  # stale or repeated: nothing moves
+            kept = {k: prev[k] for k in carry if prev is not None and k in prev}
+            doc = {**state, **kept, "source_version": envelope.aggregateversion, "source_event_id": envelope.id}
+            if adjust is not None:
+                adjust(prev, doc)
+            return doc
+
+        new = await write_with_rollups(move, collection, state["_id"], build, contribute)
+        return (seen[-1], new) if new is not None else (None, None)
+
+    def _customer(self, envelope: EventEnvelope, fact: Document) -> Document:
         t = envelope.type
         if t == cev.PURGED.name:
-            purged = {"_id": envelope.subject, "customer_id": envelope.subject, "status": "purged"}
-            await apply_versioned(models.customers, envelope, {**purged, "merged_into": "", "owner_id": ""})
             fact.update(customer_id=envelope.subject, owner_id="", department_path="")
-            return
+            return {"_id": envelope.subject, "customer_id": envelope.subject, "status": "purged", "merged_into": "",
+                    "owner_id": ""}  # fmt: skip
         snapshot = cev.CustomerSnapshot.model_validate(envelope.data["customer"])
-        await apply_versioned(models.customers, envelope, customer_state(snapshot))
         fact.update(
             customer_id=snapshot.customer_id,
             owner_id=snapshot.owner_id or "",
@@ -193,10 +256,44 @@ class Projection:
             fact["fields"] = [c.get("field") for c in envelope.data.get("changes") or []]
         if t == cev.MERGED.name:
             fact["merged_customer_id"] = envelope.data["merged_customer_id"]
+        return customer_state(snapshot)
 
-    async def _opportunity(self, models: ReadModels, envelope: EventEnvelope, fact: Document) -> None:
+    async def _customer_state(
+        self, models: ReadModels, rules: Contributions, envelope: EventEnvelope, state: Document | None
+    ) -> None:
+        assert state is not None
+        t = envelope.type
+
+        def reuse(prev: Document | None, doc: Document) -> None:
+            # A profile change keeps the customer's reach (its contacts) and last interaction.
+            if (
+                prev is not None
+                and t not in KEEPS_NOTHING
+                and prev.get("status") == "active"
+                and "reach" in prev
+                and "touch_ms" in prev
+                and prev.get("contact_ids") == doc.get("contact_ids")
+            ):
+                doc[REUSE] = {"reach": prev["reach"], "touch_ms": prev["touch_ms"]}
+
+        await self._versioned(
+            models,
+            models.customers,
+            envelope,
+            state,
+            rules.customer,
+            rules.batch.add,
+            carry=("touch_ms",),
+            adjust=reuse,
+        )
+        # A merged customer's contacts and interactions count for the one it was merged into
+        # (whichever of the two events arrives first): re-derive that one.
+        root = await survivor(models, state["_id"])
+        if root is not None and root != state["_id"]:
+            await reconcile(rules.batch.add, models.customers, root, rules.customer)
+
+    def _opportunity(self, envelope: EventEnvelope, fact: Document) -> Document:
         o = pev.OpportunitySnapshot.model_validate(envelope.data["opportunity"])
-        await apply_versioned(models.opportunities, envelope, opportunity_state(o))
         fact.update(
             customer_id=o.customer_id,
             opportunity_id=o.opportunity_id,
@@ -218,8 +315,34 @@ class Projection:
             )
         if envelope.type == pev.OPPORTUNITY_CUSTOMER_CHANGED.name:
             fact["previous_customer_id"] = envelope.data["previous_customer_id"]
+        return opportunity_state(o)
 
-    async def _interaction(self, models: ReadModels, envelope: EventEnvelope, fact: Document) -> None:
+    async def _opportunity_state(
+        self, models: ReadModels, rules: Contributions, envelope: EventEnvelope, state: Document, fact: Document
+    ) -> None:
+        """The opportunity's state (if this event is newer) and its journey: every stage entry,
+        added once per fact whatever the order, in the same document and write."""
+        entry = None
+        if fact["type"] in ENTRY_TYPES and "to_stage_id" in fact:
+            entry = [fact["_id"], fact.get("at"), fact["to_stage_id"], fact.get("owner_id") or "",
+                     fact.get("department_path") or "", fact.get("pipeline_id") or ""]  # fmt: skip
+
+        def build(prev: Document | None) -> Document | None:
+            newer = prev is None or int(prev.get("source_version", 0)) < envelope.aggregateversion
+            entries = list(prev.get("entries") or []) if prev else []
+            known = entry is None or any(e[0] == entry[0] for e in entries)
+            if not newer and known:
+                return None
+            if newer:
+                base = {**state, "source_version": envelope.aggregateversion, "source_event_id": envelope.id}
+            else:
+                assert prev is not None
+                base = {k: v for k, v in prev.items() if k not in ("contrib", "rev", "entries")}
+            return {**base, "entries": entries if known else [*entries, entry]}
+
+        await write_with_rollups(rules.batch.add, models.opportunities, state["_id"], build, rules.opportunity)
+
+    def _interaction(self, envelope: EventEnvelope, fact: Document) -> Document:
         if envelope.type == iev.INTERACTION_LOGGED.name and envelope.data.get("interaction") is None:
             logged = iev.INTERACTION_LOGGED.parse(envelope)  # an early event: flat fields only
             state: Document = {
@@ -244,7 +367,6 @@ class Projection:
                 "status": i.status,
                 "hidden": i.hidden,
             }
-        await apply_versioned(models.interactions, envelope, state)
         fact.update(
             customer_id=state["customer_id"],
             owner_id=state["author_id"],
@@ -252,3 +374,44 @@ class Projection:
             at=state["occurred_ms"],
             channel=state["channel"],
         )
+        return state
+
+    async def _interaction_state(
+        self, models: ReadModels, rules: Contributions, envelope: EventEnvelope, state: Document
+    ) -> None:
+        prev, new = await self._versioned(
+            models, models.interactions, envelope, state, rules.interaction, rules.batch.add
+        )
+        if new is None:
+            return
+        # The customers' last interaction ("not followed up"): a new later one only moves it
+        # forward (one conditional write); a deletion or a move re-reads the customer's group.
+        was = _touch(prev)
+        now = _touch(new)
+        if was == now:
+            return
+        if was is None and now is not None:
+            root = await survivor(models, now[0])
+            if root is not None:
+                await models.customers.update_one(
+                    {"_id": root, "touch_ms": {"$lt": now[1]}}, {"$set": {"touch_ms": now[1]}, "$inc": {"rev": 1}}
+                )
+            return
+        for customer_id in {x[0] for x in (was, now) if x is not None}:
+            root = await survivor(models, customer_id)
+            if root is not None:
+                await reconcile(rules.batch.add, models.customers, root, rules.customer)
+
+    async def _followed_by_update(self, models: ReadModels, rules: Contributions, customer_id: str, t: int) -> None:
+        """A customer update marks that customer's interactions of the 24 h before it as followed up."""
+        docs = models.interactions.find({"customer_id": customer_id}, {"occurred_ms": 1})
+        async for doc in docs:
+            occurred = doc.get("occurred_ms")
+            if occurred is not None and occurred <= t <= occurred + DAY_MS:
+                await reconcile(rules.batch.add, models.interactions, doc["_id"], rules.interaction)
+
+
+def _touch(doc: Document | None) -> tuple[str, int] | None:
+    if doc is None or doc.get("status") != "active" or doc.get("occurred_ms") is None:
+        return None
+    return str(doc.get("customer_id") or ""), int(doc["occurred_ms"])

@@ -1,10 +1,12 @@
-"""The reports, computed at request time from the states and facts of the active generation.
+"""The reports, summed at request time from the rollups of the active generation.
 
-Grouping happens in Python over indexed, projected queries rather than in aggregation
-pipelines: the embedded store's ``$group`` gives null for ``$sum`` of a missing field and
-its date operators return strings, while a projected query behaves the same on both
-stores. Figures never depend on the order events arrived in: joins (interaction →
-customer, merge → survivor) are made here, when the report is asked for.
+Each report reads a few hundred small counter documents (``roll_*``, kept by the
+projection, see ``application/contributions.py``) rather than every state and fact:
+time-keyed counters per quarter hour are bucketed here in the report's time zone. Where
+a figure is a list of records ("not followed up", overdue tasks, the timeline) it is an
+indexed query that reads only those records. Grouping happens in Python rather than in
+aggregation pipelines: the embedded store's ``$group`` gives null for ``$sum`` of a
+missing field and its date operators return strings.
 """
 
 from __future__ import annotations
@@ -12,37 +14,21 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from statistics import fmean
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_reporting.adapters.readmodels import ReadModels
+from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, dec_, enc, timed_counters, unscaled
+from crm_reporting.application.contributions import CUSTOMERS, DEALS, DISTRIBUTION_FIELDS, QUALITY, TIME
 from crm_reporting.application.scope import Scope
 from crm_reporting.domain.money import dec, money, ratio
 from crm_reporting.domain.periods import Bucket, Period, bucket_of, local_day
 from crm_reporting.settings import ReportingSettings
 
 Document = dict[str, Any]
-DAY_MS = 86_400_000
-ENTRY_TYPES = [
-    "crm.opportunity.created",
-    "crm.opportunity.stage_changed",
-    "crm.opportunity.won",
-    "crm.opportunity.lost",
-    "crm.opportunity.reopened",
-]
-MOVE_TYPES = ENTRY_TYPES[1:]
-CUSTOMER_UPDATE_TYPES = [
-    "crm.customer.updated",
-    "crm.customer.contact_added",
-    "crm.customer.contact_changed",
-    "crm.customer.contact_removed",
-]
-CONTACT_FACT_TYPES = ["crm.customer.created", "crm.customer.contact_added", "crm.customer.contact_changed"]
-DISTRIBUTION_FIELDS = ("industry", "region", "city", "size", "tier", "source", "lifecycle_stage", "tag", "kind")
 
 
 async def _all(cursor: Any) -> list[Document]:
@@ -88,84 +74,101 @@ class Reports:
             raise NotFound(f"No configured pipeline {pipeline_id or '(default)'} is known to reporting yet.")
         pid = pipeline["_id"]
         stages = sorted(pipeline["stages"], key=lambda s: s["position"])
-        opps = await _all(
-            models.opportunities.find(
-                {**scope.query(), "pipeline_id": pid},
-                {"stage_id": 1, "status": 1, "amount": 1, "won_on": 1, "lost_on": 1, "created_ms": 1, "hidden": 1},
-            )
-        )
-        opps = [o for o in opps if not o.get("hidden")]
-        facts = await _all(
-            models.facts.find(
-                {**scope.query(), "type": {"$in": ENTRY_TYPES}, "pipeline_id": pid},
-                {"opportunity_id": 1, "to_stage_id": 1, "from_stage_id": 1, "at": 1, "seconds_in_previous": 1},
-            )
-        )
         position = {s["stage_id"]: s["position"] for s in stages}
+        lost_positions = {s["position"] for s in stages if s["kind"] == "lost"}
+        # Open opportunities now: rollup per (pipeline, stage, owner, department).
+        current_n: dict[str, int] = defaultdict(int)
+        current_amount: dict[str, int] = defaultdict(int)
+        async for doc in models.collection(DEALS).find({**scope.query(), "pipeline_id": pid, "day": 0}):
+            for name, value in doc.items():
+                kind, _, stage = name.partition(":")
+                if kind == "n":
+                    current_n[dec_(stage)] += int(value)
+                elif kind == "amt":
+                    current_amount[dec_(stage)] += int(value)
+        # Stage entries and times in stage in the period: rollup per (pipeline, owner, department,
+        # UTC day), one counter per quarter hour (see contributions.Contributions.journey).
+        entered: dict[str, int] = defaultdict(int)
+        converted_to: dict[str, list[tuple[list[str], float]]] = defaultdict(list)
+        seconds: dict[str, float] = defaultdict(float)
+        moves: dict[str, int] = defaultdict(int)
+        counters = timed_counters(models.collection(TIME), scope.query(),
+                                  period.start_ms, period.end_ms)  # fmt: skip
+        mine = enc(pid)
+        async for _doc, metric, _instant, value in counters:
+            kind, _, rest = metric.partition(":")
+            if kind not in ("en", "ds", "dn"):
+                continue
+            in_pipeline, _, rest = rest.partition(":")
+            if in_pipeline != mine:
+                continue
+            if kind == "en":
+                stage, previous, later = rest.split(":")
+                # Counted once per opportunity: only its first entry into the stage in the period.
+                if previous != "-" and int(previous) * QUARTER_MS >= period.start_ms:
+                    continue
+                sid = dec_(stage)
+                entered[sid] += int(value)
+                converted_to[sid].append(([dec_(x) for x in later.split(",") if x], value))
+            elif kind == "ds":
+                seconds[dec_(rest)] += value
+            else:
+                moves[dec_(rest)] += int(value)
         chain = [s for s in stages if s["kind"] != "lost"]  # the path an opportunity advances along
-        entries: dict[str, list[tuple[int, int]]] = defaultdict(list)  # opportunity → (at, position)
-        for f in facts:
-            if f.get("to_stage_id") in position and f.get("at") is not None:
-                entries[f["opportunity_id"]].append((f["at"], position[f["to_stage_id"]]))
         rows = []
         for index, stage in enumerate(stages):
-            sid, pos = stage["stage_id"], stage["position"]
-            here = [o for o in opps if o["stage_id"] == sid]
-            entered = {
-                f["opportunity_id"]
-                for f in facts
-                if f.get("to_stage_id") == sid and period.start_ms <= (f.get("at") or 0) < period.end_ms
-            }
-            durations = [
-                f["seconds_in_previous"]
-                for f in facts
-                if f.get("from_stage_id") == sid
-                and f.get("seconds_in_previous") is not None
-                and period.start_ms <= (f.get("at") or 0) < period.end_ms
-            ]
+            sid = stage["stage_id"]
             conversion = None
             next_stage = None
             if stage["kind"] == "open" and stage in chain and chain.index(stage) + 1 < len(chain):
                 next_stage = chain[chain.index(stage) + 1]
-                converted = 0
-                for opp_id in entered:
-                    first_in = min(at for at, p in entries[opp_id] if p == pos)
-                    nxt = next_stage["position"]
-                    lost_positions = {s["position"] for s in stages if s["kind"] == "lost"}
-                    if any(at >= first_in and p >= nxt and p not in lost_positions for at, p in entries[opp_id]):
-                        converted += 1
-                conversion = ratio(converted, len(entered))
+                nxt = next_stage["position"]
+                converted = sum(
+                    int(n)
+                    for later, n in converted_to[sid]
+                    if any(s in position and position[s] >= nxt and position[s] not in lost_positions for s in later)
+                )
+                conversion = ratio(converted, entered[sid])
             rows.append(
                 {
                     "position": index + 1,
                     "stage_id": sid,
                     "stage_name": stage["name"],
                     "kind": stage["kind"],
-                    "current_count": len(here),
-                    "current_amount": money(sum((dec(o.get("amount")) for o in here), Decimal(0))),
-                    "entered_in_period": len(entered),
+                    "current_count": current_n[sid],
+                    "current_amount": money(unscaled(current_amount[sid])),
+                    "entered_in_period": entered[sid],
                     "next_stage_id": next_stage["stage_id"] if next_stage else None,
                     "conversion_to_next": conversion,
-                    "avg_days_in_stage": round(fmean(durations) / 86400, 2) if durations else None,
+                    "avg_days_in_stage": round(seconds[sid] / moves[sid] / 86400, 2) if moves[sid] else None,
                 }
             )
-        won = [o for o in opps if o["status"] == "won" and period.contains_day(o.get("won_on"))]
-        lost = [o for o in opps if o["status"] == "lost" and period.contains_day(o.get("lost_on"))]
-        cycles = [
-            (datetime.fromisoformat(o["won_on"]).date() - local_day(o["created_ms"], period.tz)).days
-            for o in won
-            if o.get("created_ms") is not None
-        ]
+        # Won and lost in the period, and the sales cycle: rollup per (pipeline, owner,
+        # department, calendar day won or lost); ``wc:<quarter hour>`` counts the won ones by
+        # creation time, so the cycle is counted in days of the report's time zone.
+        won = lost = 0
+        won_amount = 0
+        cycle_days = cycle_n = 0
+        async for doc in models.collection(DEALS).find({**scope.query(), "pipeline_id": pid, "day": _ordinals(period)}):
+            won += int(doc.get("won_n") or 0)
+            lost += int(doc.get("lost_n") or 0)
+            won_amount += int(doc.get("won_amt") or 0)
+            won_day = date.fromordinal(int(doc["day"]))
+            for name, value in doc.items():
+                if name.startswith("wc:") and value:
+                    created = local_day(int(name[3:]) * QUARTER_MS, period.tz)
+                    cycle_days += (won_day - created).days * int(value)
+                    cycle_n += int(value)
         return {
             "pipeline_id": pid,
             "pipeline_name": pipeline.get("name"),
             "period": _period_out(period),
             "summary": {
-                "won": len(won),
-                "lost": len(lost),
-                "won_amount": money(sum((dec(o.get("amount")) for o in won), Decimal(0))),
-                "win_rate": ratio(len(won), len(won) + len(lost)),
-                "avg_sales_cycle_days": round(fmean(cycles), 2) if cycles else None,
+                "won": won,
+                "lost": lost,
+                "won_amount": money(unscaled(won_amount)),
+                "win_rate": ratio(won, won + lost),
+                "avg_sales_cycle_days": round(cycle_days / cycle_n, 2) if cycle_n else None,
             },
             "rows": rows,
         }
@@ -173,37 +176,26 @@ class Reports:
     # --- 2. forecast ----------------------------------------------------------------------
 
     async def forecast(self, models: ReadModels, scope: Scope, period: Period) -> Document:
-        opps = await _all(
-            models.opportunities.find(
-                scope.query(),
-                {
-                    "owner_id": 1,
-                    "department_path": 1,
-                    "status": 1,
-                    "amount": 1,
-                    "probability": 1,
-                    "won_on": 1,
-                    "expected_close_date": 1,
-                    "hidden": 1,
-                },
-            )
-        )
+        # Rollup documents per (pipeline, owner, department, calendar day): won on that day,
+        # and open with that expected close day (amount x probability).
         won: dict[str, Decimal] = defaultdict(Decimal)
         weighted: dict[str, Decimal] = defaultdict(Decimal)
         opp_paths: dict[str, Decimal] = defaultdict(Decimal)  # department path → won
         weighted_paths: dict[str, Decimal] = defaultdict(Decimal)
-        for o in opps:
-            if o.get("hidden"):
-                continue
-            amount = dec(o.get("amount"))
-            path = o.get("department_path") or ""
-            if o["status"] == "won" and period.contains_day(o.get("won_on")):
-                won[o["owner_id"]] += amount
-                opp_paths[path] += amount
-            elif o["status"] == "open" and period.contains_day(o.get("expected_close_date")):
-                value = amount * Decimal(int(o.get("probability") or 0)) / Decimal(100)
-                weighted[o["owner_id"]] += value
-                weighted_paths[path] += value
+        won_raw: dict[tuple[str, str], int] = defaultdict(int)
+        weighted_raw: dict[tuple[str, str], int] = defaultdict(int)
+        async for doc in models.collection(DEALS).find({**scope.query(), "day": _ordinals(period)}):
+            key = (doc["owner_id"], doc.get("department_path") or "")
+            if doc.get("won_n"):
+                won_raw[key] += int(doc.get("won_amt") or 0)
+            if doc.get("open_n"):
+                weighted_raw[key] += int(doc.get("wtd") or 0)
+        for (owner, path), value in won_raw.items():
+            won[owner] += unscaled(value)
+            opp_paths[path] += unscaled(value)
+        for (owner, path), value in weighted_raw.items():
+            weighted[owner] += unscaled(value) / Decimal(100)
+            weighted_paths[path] += unscaled(value) / Decimal(100)
         targets = await _all(models.targets.find({"period": period.label}))
         rep_targets = {
             t["scope_id"]: dec(t["amount"])
@@ -235,33 +227,24 @@ class Reports:
         self, models: ReadModels, scope: Scope, period: Period, bucket: Bucket, stale_days: int, now: datetime
     ) -> Document:
         tz = period.tz
-        interactions = await _all(
-            models.interactions.find(
-                {
-                    **scope.query("author_id", "author_department_path"),
-                    "occurred_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
-                },
-                {"author_id": 1, "channel": 1, "occurred_ms": 1, "status": 1, "hidden": 1},
-            )
-        )
+        # Interactions (active, not hidden) and new customers: rollup per (owner, department,
+        # UTC day), one counter per quarter hour, bucketed here in the report's time zone.
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
-        for i in interactions:
-            if i.get("status") == "active" and not i.get("hidden"):
-                counts[(i["author_id"], i["channel"], bucket_of(i["occurred_ms"], bucket, tz))] += 1
-        created = await _all(
-            models.facts.find(
-                {**scope.query(), "type": "crm.customer.created", "t": {"$gte": period.start_ms, "$lt": period.end_ms}},
-                {"owner_id": 1},
-            )
-        )
         new_customers: dict[str, int] = defaultdict(int)
-        for f in created:
-            new_customers[f.get("owner_id") or ""] += 1
+        async for doc, metric, instant, value in timed_counters(
+            models.collection(TIME), scope.query(), period.start_ms, period.end_ms
+        ):
+            if metric.startswith("ch:"):
+                counts[(doc["owner_id"], dec_(metric[3:]), bucket_of(instant, bucket, tz))] += int(value)
+            elif metric == "new":
+                new_customers[doc.get("owner_id") or ""] += int(value)
+        counts = defaultdict(int, {k: n for k, n in counts.items() if n})
+        new_customers = defaultdict(int, {k: n for k, n in new_customers.items() if n})
         stale = await self._not_followed_up(models, scope, stale_days, now)
         now_ms = int(now.timestamp() * 1000)
         tasks = await _all(
             models.tasks.find(
-                {**scope.query("assignee_id", "assignee_department_path"), "status": "open"},
+                {**scope.query("assignee_id", "assignee_department_path"), "status": "open", "due_ms": {"$lt": now_ms}},
                 {"assignee_id": 1, "due_ms": 1, "hidden": 1},
             )
         )
@@ -297,42 +280,30 @@ class Reports:
         }
 
     async def _not_followed_up(self, models: ReadModels, scope: Scope, days: int, now: datetime) -> list[Document]:
+        # ``touch_ms``: the customer's last active interaction, or of one merged into it (-1: none),
+        # kept by the projection and indexed: only the customers past the cut-off are read.
+        cutoff = int((now - timedelta(days=days)).timestamp() * 1000)
         customers = await _all(
             models.customers.find(
-                {**scope.query(), "status": "active"}, {"owner_id": 1, "name": 1, "in_pool": 1, "created_ms": 1}
+                {**scope.query(), "status": "active", "touch_ms": {"$lt": cutoff}},
+                {"owner_id": 1, "name": 1, "in_pool": 1, "touch_ms": 1},
             )
         )
-        customers = [c for c in customers if c.get("owner_id") and not c.get("in_pool")]
-        if not customers:
-            return []
-        ids = [c["_id"] for c in customers]
-        survivors = {i: i for i in ids} | await merged_into(models, ids)
-        last: dict[str, int] = {}
-        interactions = await _all(
-            models.interactions.find(
-                {"customer_id": {"$in": sorted(survivors)}}, {"customer_id": 1, "occurred_ms": 1, "status": 1}
-            )
-        )
-        for i in interactions:
-            if i.get("status") != "active":
-                continue
-            owner = survivors[i["customer_id"]]
-            last[owner] = max(last.get(owner, 0), i["occurred_ms"])
-        cutoff = int((now - timedelta(days=days)).timestamp() * 1000)
         now_ms = int(now.timestamp() * 1000)
         out = []
         for c in sorted(customers, key=lambda c: (c["owner_id"], c["_id"])):
-            seen = last.get(c["_id"])
-            if seen is None or seen < cutoff:
-                out.append(
-                    {
-                        "owner_id": c["owner_id"],
-                        "customer_id": c["_id"],
-                        "customer_name": c.get("name"),
-                        "last_interaction_at": _iso_ms(seen),
-                        "days_since": _days(now_ms - seen) if seen is not None else None,
-                    }
-                )
+            if not c.get("owner_id") or c.get("in_pool"):
+                continue
+            seen = c["touch_ms"] if c.get("touch_ms", -1) >= 0 else None
+            out.append(
+                {
+                    "owner_id": c["owner_id"],
+                    "customer_id": c["_id"],
+                    "customer_name": c.get("name"),
+                    "last_interaction_at": _iso_ms(seen),
+                    "days_since": _days(now_ms - seen) if seen is not None else None,
+                }
+            )
         return out
 
     # --- 4. distribution ------------------------------------------------------------------
@@ -340,21 +311,23 @@ class Reports:
     async def distribution(self, models: ReadModels, scope: Scope, field: str) -> Document:
         if field not in DISTRIBUTION_FIELDS:
             raise ValidationFailed.for_field("field", f"one of {', '.join(DISTRIBUTION_FIELDS)}", "query")
-        source = "tags" if field == "tag" else field
-        customers = await _all(models.customers.find({**scope.query(), "status": "active"}, {source: 1}))
+        # Rollup documents per (field, value, owner, department) of active customers; "*" = the count.
         counts: dict[str, int] = defaultdict(int)
-        for c in customers:
-            value = c.get(source)
-            values = (value or ["(none)"]) if field == "tag" else [value if value not in (None, "") else "(none)"]
-            for v in values:
-                counts[str(v)] += 1
+        total = 0
+        async for doc in models.collection(CUSTOMERS).find({**scope.query(), "field": {"$in": [field, "*"]}}):
+            n = int(doc.get("n") or 0)
+            if doc["field"] == "*":
+                total += n
+            elif n:
+                counts[doc["value"]] += n
         rows = [
-            {"value": v, "count": n, "share": ratio(n, len(customers))}
+            {"value": v, "count": n, "share": ratio(n, total)}
             for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            if n
         ]
         return {
             "field": field,
-            "customers": len(customers),
+            "customers": total,
             "rows": rows,
             "chart": {
                 "labels": [r["value"] for r in rows],
@@ -366,99 +339,43 @@ class Reports:
 
     async def quality(self, models: ReadModels, scope: Scope, period: Period) -> Document:
         required = self.settings.required_customer_fields
-        customers = await _all(models.customers.find({**scope.query(), "status": "active"}))
-        ids = [c["_id"] for c in customers]
-        survivors = {i: i for i in ids} | await merged_into(models, ids)
-        contact_facts = (
-            await _all(
-                models.facts.find(
-                    {"customer_id": {"$in": sorted(survivors)}, "type": {"$in": CONTACT_FACT_TYPES}},
-                    {"customer_id": 1, "contacts": 1, "t": 1},
-                )
-            )
-            if survivors
-            else []
-        )
-        reach: dict[str, dict[str, tuple[int, bool]]] = defaultdict(dict)  # customer → contact → (t, reach)
-        for f in contact_facts:
-            owner = survivors[f["customer_id"]]
-            for c in f.get("contacts") or []:
-                seen = reach[owner].get(c["contact_id"])
-                if seen is None or seen[0] <= f["t"]:
-                    reach[owner][c["contact_id"]] = (f["t"], bool(c["reach"]))
         per_rep: dict[str, Document] = defaultdict(lambda: defaultdict(int))
         missing_overall: dict[str, int] = defaultdict(int)
-        for c in customers:
-            current = c.get("contact_ids")
-            contacts = reach.get(c["_id"], {})
-            has_reach = any(ok for cid, (_, ok) in contacts.items() if current is None or cid in current)
-            missing = [name for name in required if not _has_field(c, name, has_reach)]
-            row = per_rep[c.get("owner_id") or ""]
-            row["customers"] += 1
-            row["complete"] += 0 if missing else 1
-            for name in missing:
-                row[f"missing_{name}"] += 1
-                missing_overall[name] += 1
-        # Records updated within 24 h of an interaction.
-        interactions = await _all(
-            models.interactions.find(
-                {
-                    **scope.query("author_id", "author_department_path"),
-                    "occurred_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
-                },
-                {"author_id": 1, "customer_id": 1, "occurred_ms": 1, "status": 1},
-            )
-        )
-        interactions = [i for i in interactions if i.get("status") == "active"]
-        touched = sorted({i["customer_id"] for i in interactions})
-        updates = (
-            await _all(
-                models.facts.find(
-                    {"customer_id": {"$in": touched}, "type": {"$in": CUSTOMER_UPDATE_TYPES}},
-                    {"customer_id": 1, "t": 1},
-                )
-            )
-            if touched
-            else []
-        )
-        update_times: dict[str, list[int]] = defaultdict(list)
-        for u in updates:
-            update_times[u["customer_id"]].append(u["t"])
-        for i in interactions:
-            row = per_rep[i["author_id"]]
-            row["interactions"] += 1
-            start = i["occurred_ms"]
-            if any(start <= t <= start + DAY_MS for t in update_times.get(i["customer_id"], [])):
-                row["followed_by_update"] += 1
-        # Stage advances on time.
-        moves = await _all(
-            models.facts.find(
-                {**scope.query(), "type": {"$in": MOVE_TYPES}, "t": {"$gte": period.start_ms, "$lt": period.end_ms}},
-                {"owner_id": 1, "from_stage_id": 1, "seconds_in_previous": 1},
-            )
-        )
-        limits = self.settings.stage_time_limit_days
-        for m in moves:
-            if not m.get("from_stage_id") or m.get("seconds_in_previous") is None:
+        # Completeness: rollup per (owner, department, the fields an active customer misses).
+        async for doc in models.collection(CUSTOMERS).find({**scope.query(), "field": QUALITY}):
+            n = int(doc.get("n") or 0)
+            if not n:
                 continue
-            limit = limits.get(m["from_stage_id"], self.settings.default_stage_time_limit_days)
-            row = per_rep[m["owner_id"]]
-            row["stage_moves"] += 1
-            row["stage_moves_on_time"] += 1 if m["seconds_in_previous"] <= limit * 86400 else 0
-        # Update frequency and merges.
-        changes = await _all(
-            models.facts.find(
-                {
-                    **scope.query(),
-                    "type": {"$in": [*CUSTOMER_UPDATE_TYPES, "crm.customer.merged"]},
-                    "t": {"$gte": period.start_ms, "$lt": period.end_ms},
-                },
-                {"owner_id": 1, "type": 1},
-            )
-        )
-        for f in changes:
-            key = "merges" if f["type"] == "crm.customer.merged" else "customer_updates"
-            per_rep[f.get("owner_id") or ""][key] += 1
+            missing = [name for name in (dec_(m) for m in doc["value"].split(",") if m) if name in required]
+            row = per_rep[doc.get("owner_id") or ""]
+            row["customers"] += n
+            row["complete"] += 0 if missing else n
+            for name in missing:
+                row[f"missing_{name}"] += n
+                missing_overall[name] += n
+        # Interactions (and those followed by a customer update within 24 h), stage moves
+        # (with the time spent in the stage left), customer updates and merges in the period:
+        # rollup per (owner, department, UTC day), one counter per quarter hour.
+        limits = self.settings.stage_time_limit_days
+        async for doc, metric, _instant, value in timed_counters(
+            models.collection(TIME), scope.query(), period.start_ms, period.end_ms
+        ):
+            n = int(value)
+            row = per_rep[doc.get("owner_id") or ""]
+            if metric == "ia":
+                row["interactions"] += n
+            elif metric == "if":
+                row["followed_by_update"] += n
+            elif metric == "upd":
+                row["customer_updates"] += n
+            elif metric == "mrg":
+                row["merges"] += n
+            elif metric.startswith("mv:"):
+                _, stage, seconds = metric.split(":")
+                limit = limits.get(dec_(stage), self.settings.default_stage_time_limit_days)
+                row["stage_moves"] += n
+                row["stage_moves_on_time"] += n if float(dec_(seconds)) <= limit * 86400 else 0
+        per_rep = {rep: r for rep, r in per_rep.items() if any(r.values())}
         names = await user_names(models, set(per_rep))
         rows = [_quality_row(rep, names.get(rep, rep), dict(r), period) for rep, r in sorted(per_rep.items())]
         total: dict[str, int] = defaultdict(int)
@@ -468,15 +385,6 @@ class Reports:
         overall = _quality_row("", "(all)", dict(total), period)
         overall["missing_per_field"] = {name: missing_overall.get(name, 0) for name in required}
         return {"period": _period_out(period), "required_fields": required, "overall": overall, "rows": rows}
-
-
-def _has_field(customer: Document, field: str, has_reach: bool) -> bool:
-    if field == "contact":
-        return has_reach
-    if field == "owner":
-        return bool(customer.get("owner_id"))
-    value = customer.get(field)
-    return bool(value) if not isinstance(value, str) else bool(value.strip())
 
 
 def _quality_row(rep: str, name: str, r: Document, period: Period) -> Document:
@@ -520,6 +428,11 @@ def _forecast_row(kind: str, key: str, name: str, target: Decimal | None, won: D
         "weighted_pipeline": money(weighted),
         "attainment_pct": round(float(won / target * 100), 1) if target else None,
     }
+
+
+def _ordinals(period: Period) -> Document:
+    """The calendar days of a period as a range of ordinals (the ``day`` of ``roll_deals``)."""
+    return {"$gte": period.start.toordinal(), "$lt": period.end.toordinal()}
 
 
 def _period_out(period: Period) -> Document:

@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from crm_platform.auth import CurrentPrincipal, Principal, Role
 from crm_platform.errors import Conflict, ValidationFailed
 from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.application.contributions import DISTRIBUTION_FIELDS
 from crm_reporting.application.lag import LagTracker
-from crm_reporting.application.reports import DISTRIBUTION_FIELDS, Reports, timeline
+from crm_reporting.application.reports import Reports, timeline
 from crm_reporting.application.scope import Scope
 from crm_reporting.domain.periods import Bucket, Period, PeriodError, resolve_period
 from crm_reporting.entrypoints.rendering import respond
