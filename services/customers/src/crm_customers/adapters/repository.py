@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -81,34 +81,34 @@ class CustomerRepository:
     async def upgrade_sort_keys(self, sort_keys: Callable[[Document], Document], version: int) -> int:
         """Rewrite the sort keys of documents stored with an older shape, once; returns how many.
 
-        A marker in ``migrations`` records that it is done, so later starts skip it. The scan
-        reads every document's shape in Python: the embedded store answered nothing for
-        ``{"s.v": {"$ne": 2}}`` once the collection was large, its projection ``{"s.v": 1}``
-        left ``v`` out of documents that have it, and its updates miss ``$ne`` on a missing
-        field. Each rewrite is ``$set`` of the subdocument alone (it holds no datetimes),
-        guarded by the shape read: a document a change rewrote meanwhile is left be.
+        A marker in ``migrations`` records that it is done, so later starts skip it. Each stale
+        document is replaced whole, guarded by its version and outbox revision like every
+        other write (a document a change rewrote meanwhile already has the new keys): the
+        embedded store's answers to ``{"s.v": {"$ne": 2}}``, to a projection of ``s.v`` and to
+        update filters on a missing field proved unreliable on a large collection.
         """
         marker = f"sort_keys_v{version}"
         if await self.migrations.find_one({"_id": marker}) is not None:
             return 0
         upgraded = 0
-        batch: list[UpdateOne] = []
-        shapes = self.collection.find({}, projection={"s": 1, "status": 1})  # not "s.v": see above
-        stale = [
-            d["_id"] async for d in shapes if (d.get("s") or {}).get("v") != version and d.get("status") != "purged"
-        ]
-        for customer_id in stale:
-            doc = await self.collection.find_one({"_id": customer_id}, projection={"outbox": 0, "name_grams": 0})
-            if doc is None:
-                continue
-            seen = (doc.get("s") or {}).get("v")
-            guard = {"s.v": {"$exists": False}} if seen is None else {"s.v": seen}
-            batch.append(UpdateOne({"_id": customer_id, **guard}, {"$set": {"s": sort_keys(doc)}}))
-            if len(batch) >= 500:
-                upgraded += (await self.collection.bulk_write(batch, ordered=False)).modified_count
-                batch = []
-        if batch:
-            upgraded += (await self.collection.bulk_write(batch, ordered=False)).modified_count
+        for _ in range(5):  # again for documents another writer replaced under us (the relay, a change)
+            stale = 0
+            batch: list[ReplaceOne[Document]] = []
+            async for doc in self.collection.find({}):
+                if (doc.get("s") or {}).get("v") == version or doc.get("status") not in ("active", "deleted"):
+                    continue
+                stale += 1
+                guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
+                if "outbox_rev" in doc:
+                    guard["outbox_rev"] = doc["outbox_rev"]
+                batch.append(ReplaceOne(guard, {**doc, "s": sort_keys(doc)}))
+                if len(batch) >= 500:
+                    upgraded += (await self.collection.bulk_write(batch, ordered=False)).matched_count
+                    batch = []
+            if batch:
+                upgraded += (await self.collection.bulk_write(batch, ordered=False)).matched_count
+            if stale == 0:
+                break
         with contextlib.suppress(DuplicateKeyError):  # another replica finished first
             await self.migrations.insert_one({"_id": marker, "documents": upgraded})
         return upgraded
