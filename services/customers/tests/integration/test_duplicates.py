@@ -311,3 +311,32 @@ async def test_patch_onto_another_customers_keys_is_refused(client):
     assert_duplicate(r, first, "phones")
     got = await client.get(f"/v1/customers/{second['id']}", headers=rep_headers(rep, dept))
     assert got.json()["version"] == 1 and got.json()["name"] == second["name"]
+
+
+async def test_a_similar_name_is_found_among_many_sharing_a_common_bigram(client, customers_db):
+    """More than the shortlist's 500 customers share the bigram the similar one also has: the
+    shortlist then keeps those sharing the most bigrams, so the similar name is not left out."""
+    from datetime import UTC, datetime
+
+    from crm_customers.domain import rules
+    from crm_customers.domain.model import CustomerCreate
+    from crm_platform.auth import Principal, Role
+
+    common = cjk(2)
+    owner = Principal(user_id=unique("bulk"), roles=frozenset({Role.rep}), department_path=f"/{unique('d')}")
+    crowd = []
+    for _ in range(650):
+        data = CustomerCreate.model_validate({"kind": "company", "name": f"{common}{cjk(4)}"})
+        doc = rules.new_customer(data, owner, datetime.now(UTC))
+        crowd.append(rules.refresh_derived(doc))
+    await customers_db["customers"].insert_many(crowd)
+    core = cjk(5)
+    similar = await create(client, {"kind": "company", "name": f"{common}{core}精密机械"}, rep_headers())
+
+    r = await client.post(
+        "/v1/customers/duplicate-check",
+        json={"kind": "company", "name": f"{common}{core}精密机器"},
+        headers=rep_headers(),
+    )
+    assert r.status_code == 200, r.text
+    assert similar["id"] in [m["customer_id"] for m in r.json()["similar"]]

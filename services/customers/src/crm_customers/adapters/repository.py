@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -152,13 +153,33 @@ class CustomerRepository:
                 found.setdefault(doc["_id"], doc)
         return list(found.values())[:limit]
 
-    async def gram_candidates(self, grams: Sequence[str], exclude_id: str | None, limit: int = 500) -> list[Document]:
+    async def gram_candidates(
+        self, grams: Sequence[str], exclude_id: str | None, limit: int = 500, per_gram: int = 2000
+    ) -> list[Document]:
+        """Active customers sharing name bigrams with the candidate: the fuzzy check's shortlist.
+
+        Usually every customer sharing a bigram fits in ``limit``. When they do not (a common
+        bigram such as 科技 or 北京 among 100k names), an arbitrary ``limit`` of them could leave
+        out the one similar name, so the shortlist becomes the ``limit`` customers sharing the
+        MOST bigrams, counted per bigram (a similar name shares the rare ones too, and those
+        lists are short).
+        """
         if not grams:
             return []
         query: Document = {"name_grams": {"$in": list(grams)}, "status": "active"}
         if exclude_id:
             query["_id"] = {"$ne": exclude_id}
-        return [d async for d in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit)]
+        docs = [d async for d in self.collection.find(query, projection=MATCH_PROJECTION).limit(limit)]
+        if len(docs) < limit:
+            return docs
+        shared: Counter[str] = Counter()
+        for gram in grams:
+            one = {**query, "name_grams": {"$in": [gram]}}
+            async for d in self.collection.find(one, projection={"_id": 1}).limit(per_gram):
+                shared[d["_id"]] += 1
+        best = [customer_id for customer_id, _ in shared.most_common(limit)]
+        found = {d["_id"]: d async for d in self.collection.find({"_id": {"$in": best}}, projection=MATCH_PROJECTION)}
+        return [found[i] for i in best if i in found]
 
     async def active_count_for_owner(self, owner_id: str) -> int:
         return await count(self.collection, {"owner_id": owner_id, "status": "active"})
