@@ -8,7 +8,7 @@ queries need real datetimes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -81,6 +81,3 @@ class PoolRepository:
     async def unpark_all(self) -> None:
         """Every parked clock back into the runs (after a rule change): integers, so ``$set`` is safe."""
         await self.clocks.update_many({"parked_until_ms": {"$gt": 0}}, {"$set": {"parked_until_ms": 0}})
-
-    def find_clocks(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
-        return self.clocks.find(query).sort(sort).limit(limit)

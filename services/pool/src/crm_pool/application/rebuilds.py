@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_platform.clock import Clock
 from crm_platform.errors import Conflict, NotFound
+from crm_pool.domain.recycling import epoch_ms
 
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
@@ -46,7 +47,7 @@ class Rebuilds:
         """Take the lease and start the rebuild in the background; Conflict if one is running."""
         now = self.clock.now()
         rebuild_id = str(uuid.uuid4())
-        lock = {"_id": LOCK_ID, "rebuild_id": rebuild_id, "expires_at_ms": _ms(now + self._lease)}
+        lock = {"_id": LOCK_ID, "rebuild_id": rebuild_id, "expires_at_ms": epoch_ms(now + self._lease)}
         if not await self._take(lock, now):
             current = await self.jobs.find_one({"_id": LOCK_ID}) or {}
             raise Conflict(
@@ -76,7 +77,7 @@ class Rebuilds:
         except DuplicateKeyError:
             # Taken over only if the holder's lease ran out (it died mid-rebuild), guarded by its id.
             held = await self.jobs.find_one({"_id": LOCK_ID})
-            if held is None or int(held.get("expires_at_ms", 0)) > _ms(now):
+            if held is None or int(held.get("expires_at_ms", 0)) > epoch_ms(now):
                 return False
             result = await self.jobs.replace_one({"_id": LOCK_ID, "rebuild_id": held["rebuild_id"]}, lock)
             return bool(result.matched_count)
@@ -105,12 +106,13 @@ class Rebuilds:
         return job
 
     async def _holds_lease(self, rebuild_id: str) -> bool:
-        lock = await self.jobs.find_one({"_id": LOCK_ID, "rebuild_id": rebuild_id})
-        return lock is not None and int(lock.get("expires_at_ms", 0)) > _ms(self.clock.now())
+        return self._live(await self.jobs.find_one({"_id": LOCK_ID, "rebuild_id": rebuild_id}))
 
     async def in_progress(self) -> bool:
-        lock = await self.jobs.find_one({"_id": LOCK_ID})
-        return lock is not None and int(lock.get("expires_at_ms", 0)) > _ms(self.clock.now())
+        return self._live(await self.jobs.find_one({"_id": LOCK_ID}))
+
+    def _live(self, lock: Document | None) -> bool:
+        return lock is not None and int(lock.get("expires_at_ms", 0)) > epoch_ms(self.clock.now())
 
     async def settle(self) -> None:
         """Wait for the rebuilds this replica runs (tests)."""
@@ -126,7 +128,3 @@ class Rebuilds:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)

@@ -39,7 +39,3 @@ class Recomputes:
         """Wait for the recomputes started so far."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)

@@ -180,10 +180,8 @@ def schedule(clock: Document, result: Due) -> Document:
         )
     else:
         clock["warn_due"], clock["release_due"] = result.warn_at, NEVER
-    # The indexed copies the range queries use: on the embedded store an index range over
+    # The indexed integers the range queries use: on the embedded store an index range over
     # integers is several times faster than over dates (measured: 15 ms against 57 ms at 30k).
-    for name in ("warn_at", "warn_due", "release_due"):
-        clock[f"{name}_ms"] = epoch_ms(clock[name])
     clock["touch_ms"], clock["won_ms"] = bases(clock)
     clock["parked_until_ms"] = 0  # changed: the next run looks at it again
     return clock
