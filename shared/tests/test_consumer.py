@@ -56,6 +56,28 @@ async def test_apply_versioned_ignores_stale_and_repeated_events(db):
     assert doc["note"] == "c" and doc["source_version"] == 3
 
 
+async def test_apply_versioned_writes_only_its_own_row(db):
+    # On the embedded store a filter {_id: X, $or: [...]} became "_id = X AND A OR B" and
+    # overwrote another row that matched B (a copy without source_version).
+    copies = db[f"read_copies_{uuid.uuid4().hex[:6]}"]
+    await copies.insert_one({"_id": "someone-else", "note": "keep"})
+    subject = uuid.uuid4().hex
+    assert await apply_versioned(copies, envelope(subject, "mine", 1), {"note": "mine"})
+    assert await copies.find_one({"_id": "someone-else"}) == {"_id": "someone-else", "note": "keep"}
+    assert (await copies.find_one({"_id": subject}))["note"] == "mine"
+    assert await copies.count_documents({}) == 2
+
+
+async def test_apply_versioned_takes_over_a_copy_stored_without_a_version(db):
+    copies = db["read_copies"]
+    subject = uuid.uuid4().hex
+    await copies.insert_one({"_id": subject, "note": "written by older code"})
+    assert await apply_versioned(copies, envelope(subject, "new", 1), {"note": "new"})
+    doc = await copies.find_one({"_id": subject})
+    assert doc["note"] == "new" and doc["source_version"] == 1
+    assert not await apply_versioned(copies, envelope(subject, "new", 1), {"note": "new"})
+
+
 async def test_apply_once_applies_an_event_once(db):
     counters = db["counters"]
     event_id = uuid.uuid4().hex

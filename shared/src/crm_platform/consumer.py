@@ -207,9 +207,15 @@ class _RecordMessage:
 async def apply_versioned(collection: AsyncCollection[Document], event: EventEnvelope, state: Document) -> bool:
     """Store a read copy from an event unless a newer (or the same) version is already there.
 
-    One conditional write: the filter only matches a copy older than the event, so a
-    stale or repeated event finds nothing and its upsert collides on ``_id``
-    (DuplicateKeyError), which we read as "already applied".
+    One conditional write: ``{_id, source_version < v}`` matches only a copy older than the
+    event, so a stale or repeated event finds nothing and its upsert collides on ``_id``
+    (DuplicateKeyError), which we read as "already applied". The filter is an ``_id``
+    lookup and an AND, nothing else: an ``$or`` next to the ``_id`` (say, "or no version
+    yet") becomes ``_id = ? AND A OR B`` on the embedded store, which scans and can match,
+    and overwrite, another row.
+
+    A copy stored without ``source_version`` (older code) would collide forever; the
+    collision path reads it once and replaces it by ``_id`` (it had no version to guard).
     """
     doc = {
         **state,
@@ -219,15 +225,13 @@ async def apply_versioned(collection: AsyncCollection[Document], event: EventEnv
     }
     try:
         result = await collection.replace_one(
-            {
-                "_id": doc["_id"],
-                "$or": [{"source_version": {"$lt": event.aggregateversion}}, {"source_version": {"$exists": False}}],
-            },
-            doc,
-            upsert=True,
+            {"_id": doc["_id"], "source_version": {"$lt": event.aggregateversion}}, doc, upsert=True
         )
     except DuplicateKeyError:
-        return False
+        current = await collection.find_one({"_id": doc["_id"]}, projection={"source_version": 1})
+        if current is None or isinstance(current.get("source_version"), int):
+            return False  # a newer or the same version is there: stale or repeated
+        result = await collection.replace_one({"_id": doc["_id"]}, doc)
     return result.matched_count > 0 or result.upserted_id is not None
 
 

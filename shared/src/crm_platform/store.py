@@ -23,7 +23,7 @@ from crm_platform.clock import Clock
 from crm_platform.concurrency import stale
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventEnvelope
-from crm_platform.outbox import BOOKKEEPING, PENDING, REV, outbox_entries
+from crm_platform.outbox import BOOKKEEPING, PENDING, REV, epoch_ms, outbox_entries
 
 Document = dict[str, Any]
 MAX_ATTEMPTS = 50
@@ -72,7 +72,7 @@ class VersionedStore:
         """Insert a new aggregate at version 1 with its creation events (one write)."""
         doc = {**state, "version": 1, REV: 0, "outbox": outbox_entries(events)}
         if events:
-            doc[PENDING] = self._clock.now()
+            doc[PENDING] = epoch_ms(self._clock.now())
         await self.collection.insert_one(doc)
         if events:
             self._wake()
@@ -104,7 +104,7 @@ class VersionedStore:
             doc["outbox"] = list(current.get("outbox") or []) + outbox_entries(change.events)
             pending = current.get(PENDING)
             if doc["outbox"]:
-                doc[PENDING] = pending or self._clock.now()
+                doc[PENDING] = pending if isinstance(pending, int) else epoch_ms(self._clock.now())
             result = await self.collection.replace_one(
                 {"_id": current["_id"], "version": version, REV: current.get(REV, 0)}, doc
             )

@@ -118,7 +118,7 @@ async def test_the_cli_creates_an_admin_with_a_generated_or_given_password(backe
     # The CLI only wrote: its events wait in the outbox ...
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(backend.mongo_url, tz_aware=True)
     try:
-        pending = await mongo[database]["users"].count_documents({"outbox_pending_since": {"$exists": True}})
+        pending = await mongo[database]["users"].count_documents({"outbox_pending_ms": {"$exists": True}})
     finally:
         await mongo.close()
     assert pending == 2
@@ -134,4 +134,4 @@ async def test_the_cli_creates_an_admin_with_a_generated_or_given_password(backe
         return await app.app.state.kit.event_log.count_documents({"type": "crm.user.created"}) == 2
 
     await eventually(published, message="the CLI's events published by the service's relay")
-    assert await directory.repo.users.count_documents({"outbox_pending_since": {"$exists": True}}) == 0
+    assert await directory.repo.users.count_documents({"outbox_pending_ms": {"$exists": True}}) == 0

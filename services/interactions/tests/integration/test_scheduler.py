@@ -123,7 +123,7 @@ async def test_two_schedulers_racing_send_each_notice_once(interactions_app, cli
 
         # Every outbox is drained, so nothing more can come: count what was published and archived.
         async def drained() -> bool:
-            query = {"_id": {"$in": list(ids)}, "outbox_pending_since": {"$exists": True}}
+            query = {"_id": {"$in": list(ids)}, "outbox_pending_ms": {"$exists": True}}
             return await db["tasks"].count_documents(query) == 0
 
         await eventually(drained, message="outboxes drained")

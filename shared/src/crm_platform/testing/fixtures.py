@@ -35,6 +35,14 @@ def backend() -> Iterator[Backend]:
         started.stop()
 
 
+@pytest.fixture(scope="session")
+def traced_store() -> Any:
+    """An embedded store in this process whose SQL is recorded and planned (see ``query_plans``)."""
+    from crm_platform.testing.query_plans import TracedStore
+
+    return TracedStore()
+
+
 def make_token(
     user_id: str,
     roles: list[str] | None = None,
