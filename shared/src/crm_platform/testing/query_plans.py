@@ -87,7 +87,7 @@ class Capture:
         return [s for s in self.statements if s.database == database]
 
 
-class _TracingHandler(NeoSQLiteHandler):
+class _TracingHandler(NeoSQLiteHandler):  # type: ignore[misc]  # the package ships no type hints
     """The server's request handler, with a trace callback on every SQLite connection it opens."""
 
     def __init__(self, store: TracedStore) -> None:
