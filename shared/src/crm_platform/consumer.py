@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_platform.events import EventEnvelope, decode_event
 from crm_platform.kafka import dead_letter_topic
 from crm_platform.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from crm_platform.storemetrics import ORIGIN
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +120,7 @@ class EventConsumer:
         delay = self._backoff_initial
         # The event's trace context follows it into this service's logs.
         structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type, traceparent=event.traceparent)
+        ORIGIN.set("consumer")
         try:
             await self._attempt(event, handler, message, body, delay)
         finally:

@@ -33,3 +33,8 @@ BACKGROUND_SECONDS = Histogram(
     ["task"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+STORE_COMMANDS = Counter(
+    "crm_store_commands_total",
+    "Commands sent to the store, by the work that sent them (http, relay, consumer, background)",
+    ["origin", "command"],
+)

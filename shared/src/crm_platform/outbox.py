@@ -40,6 +40,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from crm_platform.clock import Clock, as_utc
 from crm_platform.events import EventEnvelope, to_kafka
 from crm_platform.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+from crm_platform.storemetrics import ORIGIN
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +140,7 @@ class OutboxRelay:
             self._task = None
 
     async def _run(self) -> None:
+        ORIGIN.set("relay")
         backoff = self._poll_seconds
         while True:
             self._wake.clear()

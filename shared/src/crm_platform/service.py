@@ -43,6 +43,7 @@ from crm_platform.metrics import (
 )
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.settings import ServiceSettings
+from crm_platform.storemetrics import ORIGIN, CommandCounter
 from crm_platform.tracing import accept_traceparent, current_traceparent
 
 log = structlog.get_logger(__name__)
@@ -150,7 +151,11 @@ class ServiceKit:
         self.source = f"/crm/{settings.service_name}"
         self.broker = make_broker(settings)
         self.mongo: AsyncMongoClient[Document] = AsyncMongoClient(
-            settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000, appname=f"crm-{settings.service_name}"
+            settings.mongo_url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=5000,
+            appname=f"crm-{settings.service_name}",
+            event_listeners=[CommandCounter()],
         )
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_database]
         self.event_log: AsyncCollection[Document] = self.db["event_log"]
@@ -281,6 +286,7 @@ class ServiceKit:
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             traceparent = accept_traceparent(request.headers.get("traceparent"))
             token = current_traceparent.set(traceparent)
+            ORIGIN.set("http")  # this request's store commands count as the request's
             structlog.contextvars.bind_contextvars(request_id=request_id, traceparent=traceparent)
             started = time.perf_counter()
             try:
