@@ -263,6 +263,53 @@ def test_the_autoscaler_owns_the_replica_count(spec: ServiceSpec) -> None:
         assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
 
 
+def has_rebuild_command(spec: ServiceSpec) -> bool:
+    main = (ROOT / "services" / spec.name / "src" / spec.module / "__main__.py").read_text()
+    return 'sys.argv[1:] == ["rebuild"]' in main
+
+
+@pytest.mark.parametrize("spec", [s for s in SERVICES if has_rebuild_command(s)], ids=lambda spec: spec.name)
+def test_a_rebuild_is_a_job_started_by_hand_with_the_services_image_and_settings(spec: ServiceSpec) -> None:
+    for kustomization in KUSTOMIZATIONS:
+        cron = find(kustomization, "CronJob", f"crm-{spec.name}-rebuild")
+        assert cron["spec"]["suspend"] is True, "never on a schedule: an operator starts it"
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["enableServiceLinks"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        [job] = list(containers(cron))
+        served = container(spec, kustomization)
+        assert job["image"] == served["image"]
+        assert job["envFrom"] == served["envFrom"]
+        assert job["command"] == ["python", "-m", spec.module, "rebuild"]
+        assert job["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {"cpu", "memory"} <= job["resources"]["limits"].keys()
+
+
+@pytest.mark.parametrize("kustomization", sorted(KUSTOMIZATIONS))
+def test_no_service_budget_or_deployment_selects_a_pod_it_does_not_own(kustomization: str) -> None:
+    """A Service sending requests to a rebuild job, or a budget counting another service's pods, would be wrong."""
+    objects = rendered(kustomization)
+    pods = {
+        identity(doc): doc["spec"]["template"]["metadata"]["labels"] for doc in objects if doc["kind"] == "Deployment"
+    }
+    pods |= {
+        identity(doc): doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        for doc in objects
+        if doc["kind"] == "CronJob"
+    }
+    for doc in objects:
+        if doc["kind"] == "Service":
+            selector = doc["spec"]["selector"]
+        elif doc["kind"] in ("Deployment", "PodDisruptionBudget"):
+            selector = doc["spec"]["selector"]["matchLabels"]
+        else:
+            continue
+        name = doc["metadata"]["name"]
+        selected = [pod for pod, labels in pods.items() if selector.items() <= labels.items()]
+        assert selected == [("Deployment", doc["metadata"].get("namespace", ""), name)], f"{name} selects {selected}"
+
+
 # --- settings ----------------------------------------------------------------------------------------
 
 
