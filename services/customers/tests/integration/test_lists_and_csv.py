@@ -435,6 +435,27 @@ async def test_csv_import_refuses_an_unusable_file(client):
         assert r.json()["errors"][0]["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("payload", "line", "reason"),
+    [
+        # A bare CR inside an unquoted field (old Mac line ends, a pasted cell): the parser stops.
+        (b"name,tier\r\nAcme,A\r\nBeta\rGamma,B\r\n", 3, "carriage return"),
+        (b"name,description\nAcme,short\nBeta," + b"x" * 131_073 + b"\n", 3, "longer than 131,072 characters"),
+        (b"na\rme,tier\nAcme,A\n", 1, "carriage return"),
+    ],
+)
+async def test_csv_import_names_the_line_the_parser_cannot_read(client, payload, line, reason):
+    importer = User(f"/{unique('l')}")
+    headers = {**importer.headers, "Content-Type": "text/csv"}
+    r = await client.post("/v1/customers/import", params={"dry_run": "true"}, content=payload, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    problem = r.json()
+    assert problem["line"] == line
+    assert problem["errors"][0]["field"] == "body"
+    assert problem["errors"][0]["reason"].startswith(f"line {line}: ") and reason in problem["errors"][0]["reason"]
+
+
 async def test_concurrent_imports_and_creates_never_take_an_owner_past_the_limit(
     client, customers_settings, customers_db
 ):

@@ -19,7 +19,7 @@ from crm_customers.domain.model import CustomerCreate
 from crm_customers.domain.rules import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
-from crm_platform.errors import Conflict, ValidationFailed, field_errors_from_pydantic
+from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
 
 Document = dict[str, Any]
@@ -146,6 +146,8 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
         header = next(reader)
     except StopIteration as exc:
         raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
+    except csv.Error as exc:
+        raise _unreadable(reader.line_num, exc) from exc
     columns: list[str | None] = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
     if unknown:
@@ -155,13 +157,36 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
     if "name" not in columns:
         raise ValidationFailed.for_field("header", "a 'name' (名称) column is required")
     count = 0
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _unreadable(reader.line_num, exc) from exc
         if not any(v.strip() for v in values):
             continue
         count += 1
         if count > max_rows:
             raise ValidationFailed.for_field("body", f"at most {max_rows} rows per import; split the file")
         yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c is not None}
+
+
+def _unreadable(line: int, exc: csv.Error) -> ValidationFailed:
+    """A file the CSV parser gives up on: 422 naming the line, in words a person can act on.
+
+    The whole file is refused (no partial import): the parser cannot tell where the broken
+    row ends, so the rows after it are not trustworthy either.
+    """
+    message = str(exc)
+    if "new-line character" in message:
+        reason = "a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR"
+    elif "field larger than field limit" in message:
+        reason = f"a field is longer than {csv.field_size_limit():,} characters"
+    else:
+        reason = f"not readable as CSV ({message})"
+    detail = f"line {line}: {reason}"
+    return ValidationFailed(detail, errors=[FieldError(field="body", reason=detail)], extra={"line": line})
 
 
 class Importer:
