@@ -21,6 +21,7 @@ from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
+from crm_platform.text_input import control_character
 
 Document = dict[str, Any]
 
@@ -202,6 +203,16 @@ class Importer:
         now = self._customers.clock.now()
         for line, row in _rows(text, self._customers.settings.import_max_rows):
             total += 1
+            # The API refuses control characters in every JSON field (crm_platform.text_input);
+            # a file is held to the same rule, one row error per cell.
+            unclean = [
+                RowError(line=line, field=column, reason=reason)
+                for column, value in row.items()
+                if (reason := control_character(value, multi_line=True))
+            ]
+            if unclean:
+                errors += unclean
+                continue
             try:
                 data = CustomerCreate.model_validate(row_to_payload(row))
                 doc = rules.new_customer(data, principal, now)
