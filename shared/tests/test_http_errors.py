@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from crm_platform.auth import CurrentPrincipal
+from crm_platform.logging import configure_logging
 from crm_platform.service import ServiceKit
 from crm_platform.settings import ServiceSettings
 from crm_platform.testing.fixtures import eventually
@@ -60,6 +61,9 @@ def _app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 async def served() -> AsyncIterator[str]:
+    # What the kit's lifespan would do: structlog's default console renderer draws the 500's
+    # traceback with every local variable, which takes seconds.
+    configure_logging("WARNING", "json")
     app = _app()
     # lifespan="off": the kit's lifespan would connect to MongoDB and Kafka, which these routes do not use.
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None))
