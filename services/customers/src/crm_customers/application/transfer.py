@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -148,7 +148,7 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
     except StopIteration as exc:
         raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
     except csv.Error as exc:
-        raise _unreadable(reader.line_num, exc) from exc
+        raise _unreadable(text, reader.line_num, exc, None) from exc
     columns: list[str | None] = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
     if unknown:
@@ -164,7 +164,7 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise _unreadable(reader.line_num, exc) from exc
+            raise _unreadable(text, reader.line_num, exc, header) from exc
         if not any(v.strip() for v in values):
             continue
         count += 1
@@ -173,21 +173,52 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
         yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c is not None}
 
 
-def _unreadable(line: int, exc: csv.Error) -> ValidationFailed:
-    """A file the CSV parser gives up on: 422 naming the line, in words a person can act on.
+def _unreadable(text: str, line: int, exc: csv.Error, header: list[str] | None) -> ValidationFailed:
+    """A file the CSV parser gives up on: 422 naming the line (and the column when that line
+    shows it), in words a person can act on.
 
     The whole file is refused (no partial import): the parser cannot tell where the broken
     row ends, so the rows after it are not trustworthy either.
     """
     message = str(exc)
+    limit = csv.field_size_limit()
     if "new-line character" in message:
         reason = "a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR"
+        cell = _cell_at_fault(text, line, lambda start, end, cr: cr is not None)
     elif "field larger than field limit" in message:
-        reason = f"a field is longer than {csv.field_size_limit():,} characters"
+        reason = f"a field is longer than {limit:,} characters"
+        cell = _cell_at_fault(text, line, lambda start, end, cr: end - start > limit)
     else:
         reason = f"not readable as CSV ({message})"
+        cell = None
+    field = "header" if header is None else "body"
+    if header is not None and cell is not None and cell < len(header):
+        name = header[cell].strip()
+        field = _HEADER_TO_COLUMN.get(name.lower()) or name or field
+        reason = f"column '{name}': {reason}"
     detail = f"line {line}: {reason}"
-    return ValidationFailed(detail, errors=[FieldError(field="body", reason=detail)], extra={"line": line})
+    return ValidationFailed(detail, errors=[FieldError(field=field, reason=detail)], extra={"line": line})
+
+
+def _cell_at_fault(text: str, line: int, faulty: Callable[[int, int, int | None], bool]) -> int | None:
+    """The index of the first cell on physical line ``line`` for which ``faulty(start, end,
+    position of a bare CR or None)`` holds, reading quotes as the csv module does; None when
+    the line does not show it (a quoted cell spanning lines)."""
+    lines = text.split("\n")  # the reader's lines: StringIO splits at LF only
+    if not 1 <= line <= len(lines):
+        return None
+    row = lines[line - 1].removesuffix("\r")  # CRLF ends a line; only a CR before that is bare
+    cell, start, quoted, bare_cr = 0, 0, False, None
+    for i, char in enumerate([*row, ","]):  # a closing comma ends the last cell
+        if char == '"':
+            quoted = not quoted
+        elif char == "\r" and not quoted and bare_cr is None:
+            bare_cr = i
+        elif char == "," and not quoted:
+            if faulty(start, i, bare_cr):
+                return cell
+            cell, start, bare_cr = cell + 1, i + 1, None
+    return None
 
 
 class Importer:
