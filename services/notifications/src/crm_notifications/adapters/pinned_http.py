@@ -85,9 +85,10 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
     """
 
     def __init__(self, verify: ssl.SSLContext | bool = True, limits: httpx.Limits = httpx.Limits()) -> None:
-        super().__init__(verify=verify, limits=limits, trust_env=False)
+        super().__init__(verify=verify, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            # trust_env here only means SSL_CERT_FILE / SSL_CERT_DIR: an operator's CA bundle still counts.
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=True),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
