@@ -17,25 +17,30 @@ from starlette.requests import Request
 from crm_platform.settings import ServiceSettings
 
 
-def uvicorn_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
-    """uvicorn's configuration for ``app``: host, port, and proxy headers from trusted proxies only."""
+def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
+    """uvicorn's options: host, port, and proxy headers from trusted proxies only."""
     trusted = list(settings.trusted_proxies)
-    return uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
+    return {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "log_config": None,
+        "access_log": False,
         # No trusted proxy: no proxy-header middleware at all (an empty forwarded_allow_ips
         # would make uvicorn fall back to $FORWARDED_ALLOW_IPS or 127.0.0.1).
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-    )
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or None,
+    }
+
+
+def uvicorn_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
+    """The configuration :func:`serve` runs ``app`` with (for tests that serve in-process)."""
+    return uvicorn.Config(app, **uvicorn_options(settings))
 
 
 def serve(app: Any, settings: ServiceSettings) -> None:
-    """Run ``app`` until interrupted (what each service's ``python -m`` does)."""
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    """Run ``app`` until interrupted (what each service's ``python -m`` does); uvicorn.run keeps
+    its exit status when start-up fails, which supervisors rely on."""
+    uvicorn.run(app, **uvicorn_options(settings))
 
 
 def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
