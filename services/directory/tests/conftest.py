@@ -39,8 +39,9 @@ def directory_settings_for(backend: Backend, **overrides: Any) -> DirectorySetti
         "directory_argon2_memory_kib": 256,
         "directory_argon2_parallelism": 1,
         # Each test signs in from its own address (X-Forwarded-For), so the per-address
-        # throttle of one test does not block another.
-        "directory_trust_forwarded_for": True,
+        # throttle of one test does not block another: the test client (httpx's ASGI
+        # transport, peer 127.0.0.1) plays the trusted proxy.
+        "trusted_proxies": ["127.0.0.1"],
         "directory_tree_lock_wait_seconds": 20,
     }
     values.update(overrides)

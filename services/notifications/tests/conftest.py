@@ -26,7 +26,7 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import database, running, service_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from notifications_testkit import World
+from notifications_testkit import ScriptedDns, World
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +62,13 @@ def notifications_settings(backend: Backend, smtp_sink: SmtpSink) -> Notificatio
 
 
 @pytest.fixture(scope="session")
-async def app(notifications_settings: NotificationSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(notifications_settings)
+def dns() -> ScriptedDns:
+    return ScriptedDns()
+
+
+@pytest.fixture(scope="session")
+async def app(notifications_settings: NotificationSettings, dns: ScriptedDns) -> AsyncIterator[FastAPI]:
+    application = create_app(notifications_settings, resolver=dns)
     async with running(application, "http://notifications.test") as c:
         application.state.test_client = c
         yield application

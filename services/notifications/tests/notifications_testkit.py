@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from crm_notifications.application.subscriptions import resolve
 from crm_platform.contracts import customers, interactions, pipeline
 from crm_platform.contracts import directory as directory_ev
 from crm_platform.events import EventEnvelope, EventType, to_kafka
@@ -172,6 +173,30 @@ class Receiver:
             pass
         finally:
             writer.close()
+
+
+class ScriptedDns:
+    """The service's resolver in tests: real DNS, except for names a test scripts.
+
+    ``script(name, [answers...])`` makes the n-th lookup of ``name`` get the n-th answer (the
+    last one repeats): a name that rebinds between two lookups.
+    """
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, list[list[str]]] = {}
+        self.lookups: dict[str, int] = {}
+
+    def script(self, name: str, answers: list[list[str]]) -> None:
+        self._scripts[name] = answers
+        self.lookups[name] = 0
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        answers = self._scripts.get(host)
+        if answers is None:
+            return await resolve(host, port)
+        n = self.lookups[host]
+        self.lookups[host] = n + 1
+        return answers[min(n, len(answers) - 1)]
 
 
 # --- snapshots of other services' aggregates -------------------------------------------------

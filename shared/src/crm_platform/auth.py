@@ -19,7 +19,7 @@ import jwt
 from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
-from crm_platform.errors import Forbidden, Unauthorized
+from crm_platform.errors import FieldError, Forbidden, Unauthorized
 from crm_platform.settings import ServiceSettings
 
 _BEARER = re.compile(r"^Bearer\s+(?P<token>\S+)$", re.IGNORECASE)
@@ -110,17 +110,47 @@ class TokenVerifier:
             raise Unauthorized("The access token has expired.", headers=_challenge("invalid_token")) from exc
         except (jwt.PyJWTError, ValueError) as exc:
             raise Unauthorized(f"The access token is invalid: {exc}", headers=_challenge("invalid_token")) from exc
-        try:
-            roles = frozenset(Role(r) for r in claims.get("roles", []))
-        except ValueError as exc:
-            raise Unauthorized(f"The access token names an unknown role: {exc}") from exc
-        return Principal(
-            user_id=str(claims["sub"]),
-            name=claims.get("name"),
-            roles=roles,
-            department_id=claims.get("dept"),
-            department_path=claims.get("dept_path"),
-        )
+        return principal_from_claims(claims)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """The caller as a verified token describes them; a claim of the wrong shape is a 401.
+
+    The signature only proves who issued the token, not that its claims have the shapes we
+    read (an identity provider may send ``roles: 5`` or ``name: {...}``), so each claim is
+    checked here rather than left to fail deeper as a 500 or a misleading 422.
+    """
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not sub:
+        raise _bad_claim("sub", "must be a non-empty string")
+    roles_claim = claims.get("roles", [])
+    if not isinstance(roles_claim, list) or not all(isinstance(r, str) for r in roles_claim):
+        raise _bad_claim("roles", "must be a list of role names")
+    try:
+        roles = frozenset(Role(r) for r in roles_claim)
+    except ValueError as exc:
+        raise _bad_claim("roles", f"names an unknown role: {exc}") from exc
+    optional: dict[str, str | None] = {}
+    for claim in ("name", "dept", "dept_path"):
+        value = claims.get(claim)
+        if value is not None and not isinstance(value, str):
+            raise _bad_claim(claim, "must be a string")
+        optional[claim] = value
+    return Principal(
+        user_id=sub,
+        name=optional["name"],
+        roles=roles,
+        department_id=optional["dept"],
+        department_path=optional["dept_path"],
+    )
+
+
+def _bad_claim(claim: str, reason: str) -> Unauthorized:
+    return Unauthorized(
+        f"The access token's '{claim}' claim {reason}.",
+        errors=[FieldError(field=claim, reason=reason, location="token")],
+        headers=_challenge("invalid_token"),
+    )
 
 
 def _challenge(error: str | None = None) -> dict[str, str]:

@@ -203,9 +203,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette runs this handler in its ServerErrorMiddleware, which sends our response and
+        # then re-raises, so the server (uvicorn) drops the connection afterwards. Saying
+        # "Connection: close" lets a keep-alive client know rather than meet a reset socket on
+        # its next request.
         log.exception("unhandled error", path=str(request.url.path))
         return problem_response(
-            500, "internal", "Internal error", "An unexpected error occurred; it has been logged.", request
+            500,
+            "internal",
+            "Internal error",
+            "An unexpected error occurred; it has been logged.",
+            request,
+            headers={"Connection": "close"},
         )
 
     app.add_exception_handler(DomainError, on_domain_error)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi import get_asyncapi_html
@@ -44,6 +44,7 @@ from crm_platform.metrics import (
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
+from crm_platform.text_input import refuse_control_characters
 from crm_platform.tracing import accept_traceparent, current_traceparent
 
 log = structlog.get_logger(__name__)
@@ -270,7 +271,13 @@ class ServiceKit:
             await self.mongo.close()
 
     def build_app(self, routers: Sequence[APIRouter]) -> FastAPI:
-        app = FastAPI(title=self.title, description=self.description, version=self.version, lifespan=self.lifespan)
+        app = FastAPI(
+            title=self.title,
+            description=self.description,
+            version=self.version,
+            lifespan=self.lifespan,
+            dependencies=[Depends(refuse_control_characters)],  # every route: see crm_platform.text_input
+        )
         app.state.kit = self
         app.state.token_verifier = TokenVerifier(self.settings)
         install_error_handlers(app)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -16,6 +18,13 @@ class ServiceSettings(BaseSettings):
     service_name: str = "crm"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # The reverse proxies / load balancers in front of the service (addresses or CIDRs), whose
+    # X-Forwarded-For and X-Forwarded-Proto are believed. Empty: nobody's; the peer address is
+    # the client (else anyone could pick the address that sign-in throttling counts).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description='Proxies whose forwarded headers are believed: a JSON list or comma-separated, e.g. "10.0.0.0/8".',
+    )
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     # Real Kafka supports the idempotent producer; the embedded Tansu broker does not
@@ -56,3 +65,19 @@ class ServiceSettings(BaseSettings):
     )
     consumer_backoff_initial_seconds: float = Field(default=0.2, ge=0)
     consumer_backoff_max_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        # From the environment: '["10.0.0.0/8", "::1"]' or "10.0.0.0/8, ::1" (empty: none).
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a ValueError names the bad entry
+        return value

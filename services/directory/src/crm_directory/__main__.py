@@ -12,7 +12,6 @@ import sys
 from typing import Annotated
 
 import typer
-import uvicorn
 from pymongo import AsyncMongoClient
 
 from crm_directory.application.bootstrap import create_admin as create_admin_
@@ -21,6 +20,7 @@ from crm_directory.main import create_app
 from crm_directory.settings import DirectorySettings
 from crm_platform.clock import SystemClock
 from crm_platform.errors import DomainError
+from crm_platform.serving import serve as serve_http
 
 cli = typer.Typer(help="The CRM directory service.", add_completion=False)
 
@@ -36,9 +36,7 @@ def _default(ctx: typer.Context) -> None:
 def serve() -> None:
     """Run the HTTP API (host and port from CRM_HTTP_HOST / CRM_HTTP_PORT)."""
     settings = DirectorySettings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve_http(create_app(settings), settings)  # forwarded headers from CRM_TRUSTED_PROXIES only
 
 
 @cli.command("create-admin")

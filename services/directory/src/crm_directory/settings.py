@@ -11,7 +11,7 @@ sign-in.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from crm_platform.settings import ServiceSettings
 
@@ -45,7 +45,7 @@ class DirectorySettings(ServiceSettings):
     directory_signin_max_delay_seconds: float = Field(default=15 * 60, gt=0)
     directory_trust_forwarded_for: bool = Field(
         default=False,
-        description="Take the client address from X-Forwarded-For (only behind a proxy that sets it).",
+        description="Replaced by CRM_TRUSTED_PROXIES; true without it stops the service at start.",
     )
 
     # The first administrator, on first start (printed once to stdout, never hard-coded).
@@ -58,3 +58,17 @@ class DirectorySettings(ServiceSettings):
     directory_tree_lock_wait_seconds: float = Field(default=10, ge=0)
 
     default_phone_region: str = "CN"
+
+    @model_validator(mode="after")
+    def _forwarded_for_needs_named_proxies(self) -> DirectorySettings:
+        # The old switch believed X-Forwarded-For from any peer, so a client could name a new
+        # address on every sign-in and escape the per-address limit. Silently dropping it would
+        # make every sign-in behind the proxy count against the proxy's one address (and lock
+        # everyone out together), so an operator who set it is asked to name the proxies.
+        if self.directory_trust_forwarded_for and not self.trusted_proxies:
+            raise ValueError(
+                "CRM_DIRECTORY_TRUST_FORWARDED_FOR is replaced by CRM_TRUSTED_PROXIES: list the addresses or "
+                'CIDRs of the proxies in front of the service (e.g. CRM_TRUSTED_PROXIES="10.0.0.0/8"), '
+                "then remove CRM_DIRECTORY_TRUST_FORWARDED_FOR"
+            )
+        return self

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from crm_interactions.main import create_app
 from crm_interactions.settings import InteractionsSettings
+from crm_platform.serving import serve
 
 
 def main() -> None:
     settings = InteractionsSettings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)  # forwarded headers from CRM_TRUSTED_PROXIES only
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import sys
 
-import uvicorn
-
 from crm_notifications.main import create_app
 from crm_notifications.settings import NotificationSettings
+from crm_platform.serving import serve
 
 
 def main() -> None:
@@ -21,9 +20,7 @@ def main() -> None:
         sink_main(sys.argv[2:])
         return
     settings = NotificationSettings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)  # forwarded headers from CRM_TRUSTED_PROXIES only
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ class NotificationSettings(ServiceSettings):
     # --- webhooks -------------------------------------------------------------------------------
     webhooks_enabled: bool = Field(default=True, description="Consume every topic and run the delivery worker.")
     webhook_allow_private: bool = Field(
-        default=False, description="Allow URLs resolving to private, loopback or link-local addresses (never in prod)."
+        default=False,
+        description="Allow URLs resolving to addresses that are not globally routable (private, loopback, "
+        "link-local, CGNAT...): never in production.",
     )
     webhook_allowed_networks: list[str] = Field(
         default_factory=list,

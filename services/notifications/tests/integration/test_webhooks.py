@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from notifications_testkit import Person, Received, Receiver, World, customer
+from notifications_testkit import Person, Received, Receiver, ScriptedDns, World, customer
 
 from crm_notifications.domain.webhooks import verify
 from crm_platform.contracts import customers
@@ -145,7 +145,15 @@ async def test_subscription_lifecycle_secret_shown_once_and_etags(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data", "ftp://example.com/hook", "http://[::1]/x"],
+    [
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.100.100.200/latest/meta-data",
+        "http://[2002:a00:1::]/hook",  # 6to4 of 10.0.0.1 (these tests allow 127.0.0.0/8)
+        "http://[64:ff9b::a9fe:a9fe]/hook",
+        "ftp://example.com/hook",
+        "http://[::1]/x",
+    ],
 )
 async def test_urls_that_would_reach_inside_are_refused(client: httpx.AsyncClient, admin: Person, url: str) -> None:
     response = await client.post(
@@ -184,6 +192,37 @@ async def test_delivery_is_a_signed_cloudevent(world: World, hooks: Hooks) -> No
     [attempt] = delivery["attempts"]
     assert attempt["ok"] is True and attempt["status_code"] == 204 and attempt["response_ms"] >= 0
     assert delivery["event"]["id"] == event.id
+
+
+async def test_delivery_goes_to_the_address_checked_not_to_a_second_lookup(
+    world: World, hooks: Hooks, dns: ScriptedDns
+) -> None:
+    """DNS rebinding: the name answers the receiver's address to the checks, then a refused one.
+    The request must reach the checked address, with the name in its Host header."""
+    name = f"{unique('rebind')}.example.test"  # resolves nowhere outside this script
+    async with Receiver() as receiver:
+        port = int(receiver.url.split(":")[2].split("/")[0])
+        dns.script(name, [["127.0.0.1"], ["127.0.0.1"], ["100.100.100.200"]])
+        hook = await hooks.create(f"http://{name}:{port}/hook", ["crm.customer.owner_*"])
+        event = await owner_changed(world)
+        delivery = await hooks.delivery(hook["id"], event.id, status="delivered")
+        [request] = for_event(receiver, event.id)
+    assert request.headers["host"] == f"{name}:{port}"
+    assert delivery["attempts"][0]["ok"] is True
+    assert dns.lookups[name] == 2  # one check at creation, one per attempt: never a lookup to connect
+
+
+async def test_a_name_that_rebinds_inside_is_refused_at_delivery(world: World, hooks: Hooks, dns: ScriptedDns) -> None:
+    name = f"{unique('rebind')}.example.test"
+    async with Receiver() as receiver:
+        port = int(receiver.url.split(":")[2].split("/")[0])
+        dns.script(name, [["127.0.0.1"], ["2002:6464:64c8::1"]])  # 6to4 of 100.100.100.200 after the creation
+        hook = await hooks.create(f"http://{name}:{port}/hook", ["crm.customer.owner_*"])
+        event = await owner_changed(world)
+        delivery = await hooks.delivery(hook["id"], event.id, status="dead")
+        assert for_event(receiver, event.id) == []
+    assert all(a["error"].startswith("refused: ") for a in delivery["attempts"])
+    assert "100.100.100.200" in delivery["attempts"][0]["error"]
 
 
 async def test_a_receiver_failing_twice_then_succeeding(world: World, hooks: Hooks) -> None:

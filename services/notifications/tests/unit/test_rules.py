@@ -116,21 +116,84 @@ def test_backoff_grows_with_jitter_and_stays_under_the_cap(attempt: int, seed: i
 @pytest.mark.parametrize(
     ("address", "refused"),
     [
+        # IPv4 that is not globally routable
         ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
         ("192.168.1.10", "private"),
         ("127.0.0.1", "loopback"),
-        ("169.254.169.254", "link-local"),
+        ("169.254.169.254", "link-local"),  # AWS/GCP/Azure metadata
+        ("100.100.100.200", "shared"),  # Alibaba Cloud metadata, in 100.64.0.0/10 (carrier-grade NAT)
+        ("100.64.0.1", "shared"),
         ("224.0.0.1", "multicast"),
         ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "unspecified"),
+        ("192.0.0.8", "IETF"),
+        ("192.0.2.1", "documentation"),
+        ("198.18.0.1", "benchmarking"),
+        ("192.88.99.1", "6to4 relay"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        # IPv6 that is not globally routable
+        ("::", "unspecified"),
         ("::1", "loopback"),
-        ("::ffff:10.0.0.1", "private"),
+        ("fc00::1", "unique local"),
+        ("fd12:3456::1", "unique local"),
+        ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+        ("fec0::1", "site-local"),
+        ("ff02::1", "multicast"),
+        ("2001:db8::1", "documentation"),
+        ("100::1", "discard-only"),
+        ("4000::1", "reserved"),  # outside 2000::/3, where global unicast comes from
+        ("64:ff9b:1::808:808", "NAT64 local-use"),
+        # IPv4 inside IPv6: judged by the IPv4 address it carries
+        ("::ffff:10.0.0.1", "private"),  # IPv4-mapped
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible (deprecated)
+        ("::ffff:100.100.100.200", "shared"),
+        ("64:ff9b::7f00:1", "NAT64 address of 127.0.0.1 (loopback)"),
+        ("64:ff9b::a9fe:a9fe", "NAT64 address of 169.254.169.254 (link-local)"),
+        ("2002:7f00:1::", "6to4 address of 127.0.0.1 (loopback)"),
+        ("2002:a00:1::1", "6to4 address of 10.0.0.1 (private)"),
+        ("2002:6464:64c8::", "6to4 address of 100.100.100.200"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo address of 192.0.2.45 (documentation)"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo address of 127.0.0.1 (loopback)"),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "IETF"),  # Teredo with a public client: still not global
+        # globally routable: accepted
         ("93.184.215.14", None),
+        ("8.8.8.8", None),
+        ("::ffff:8.8.8.8", None),
+        ("::8.8.8.8", None),
+        ("2606:4700:4700::1111", None),
+        ("2a00:1450:4001:81c::200e", None),
+        ("64:ff9b::808:808", None),  # NAT64 of a public address
+        ("2002:808:808::1", None),  # 6to4 of a public address
     ],
 )
 def test_address_policy(address: str, refused: str | None) -> None:
     reason = AddressPolicy().refusal(address)
-    assert (reason is None) if refused is None else (refused in (reason or ""))
+    assert (reason is None) if refused is None else (refused in (reason or "")), reason
     assert AddressPolicy(allow_private=True).refusal(address) is None
+
+
+@pytest.mark.parametrize(
+    ("allowed", "address", "ok"),
+    [
+        ("127.0.0.0/8", "127.0.0.1", True),
+        ("127.0.0.0/8", "::ffff:127.0.0.1", True),  # the same destination
+        ("127.0.0.0/8", "2002:7f00:1::", True),  # the operator allowed that IPv4 destination
+        ("127.0.0.0/8", "10.0.0.1", False),
+        ("127.0.0.0/8", "100.100.100.200", False),
+        ("127.0.0.0/8", "::1", False),  # IPv6 loopback is a network of its own
+        ("10.20.0.0/16", "10.20.3.4", True),
+        ("10.20.0.0/16", "64:ff9b::a14:304", True),
+        ("10.20.0.0/16", "64:ff9b::a15:304", False),
+        ("fd00:1::/32", "fd00:1::5", True),
+        ("fd00:1::/32", "fd00:2::5", False),
+    ],
+)
+def test_allowed_networks_open_only_themselves(allowed: str, address: str, ok: bool) -> None:
+    assert (AddressPolicy(allowed_networks=[allowed]).refusal(address) is None) is ok
 
 
 async def test_url_check_loopback_refused_unless_allowed() -> None:

@@ -9,10 +9,10 @@ import asyncio
 import sys
 from typing import Any
 
-import uvicorn
 from pymongo import AsyncMongoClient
 
 from crm_platform.clock import SystemClock
+from crm_platform.serving import serve
 from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.main import create_app, rebuild
 from crm_pool.settings import PoolSettings
@@ -43,9 +43,7 @@ def main() -> None:
         outcome = job.get("error") or f"{job.get('clocks')} customer clocks"
         print(f"rebuild {job['rebuild_id']}: {job['status']}, {outcome}")
         sys.exit(0 if job["status"] == "succeeded" else 1)
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)  # forwarded headers from CRM_TRUSTED_PROXIES only
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import uvicorn
-
+from crm_platform.serving import serve
 from crm_reporting.main import create_app, rebuild
 from crm_reporting.settings import ReportingSettings
 
@@ -23,9 +22,7 @@ def main() -> None:
             f"rebuilt the read models into generation {result.generation}: {result.facts} facts in {result.seconds} s"
         )
         return
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)  # forwarded headers from CRM_TRUSTED_PROXIES only
 
 
 if __name__ == "__main__":

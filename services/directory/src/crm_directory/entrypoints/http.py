@@ -58,6 +58,7 @@ from crm_directory.entrypoints.schemas import (
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_platform.serving import client_address
 
 Document = dict[str, Any]
 USER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -75,11 +76,8 @@ UserId = Annotated[
 
 
 def client_ip(request: Request, service: Directory) -> str | None:
-    if service.settings.directory_trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
-    return request.client.host if request.client else None
+    # X-Forwarded-For counts only when a proxy named in CRM_TRUSTED_PROXIES sent the request.
+    return client_address(request, service.settings.trusted_proxies)
 
 
 async def _user_response(service: Directory, doc: Document, status: int = 200, **headers: str) -> JSONResponse:

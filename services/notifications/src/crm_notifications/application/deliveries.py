@@ -21,6 +21,7 @@ import httpx
 import structlog
 from pymongo.errors import DuplicateKeyError
 
+from crm_notifications.adapters.pinned_http import pinned, pinned_client
 from crm_notifications.adapters.repository import NEVER, Repository
 from crm_notifications.application.inbox import Inbox
 from crm_notifications.application.subscriptions import Resolver, Subscriptions, check_url, resolve
@@ -115,10 +116,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         if self._loop_task is None:
-            # No redirects: a receiver must not bounce us to an address the URL check refused.
-            self._client = httpx.AsyncClient(
-                timeout=self._s.webhook_timeout_seconds, follow_redirects=False, headers={"user-agent": USER_AGENT}
-            )
+            self._client = pinned_client(self._s.webhook_timeout_seconds, {"user-agent": USER_AGENT})
             self._loop_task = asyncio.create_task(self._loop(), name="webhook-deliveries")
 
     async def stop(self) -> None:
@@ -251,7 +249,9 @@ class DeliveryWorker:
         """(status code, error or None when delivered, response time in ms)."""
         assert self._client is not None
         try:
-            await check_url(sub["url"], self._subscriptions.policy, self._resolver)  # DNS may have changed since
+            # Resolved and checked now (DNS may have changed since the subscription was made), and
+            # the request goes to these very addresses: no second lookup an attacker could answer.
+            addresses = await check_url(sub["url"], self._subscriptions.policy, self._resolver)
         except ValidationFailed as exc:
             WEBHOOK_DELIVERIES.labels("refused").inc()
             return None, "refused: " + "; ".join(e.reason for e in exc.errors), 0
@@ -265,7 +265,8 @@ class DeliveryWorker:
         }
         started = time.perf_counter()
         try:
-            response = await self._client.post(sub["url"], content=body, headers=headers)
+            with pinned(sub["url"], addresses):
+                response = await self._client.post(sub["url"], content=body, headers=headers)
         except httpx.TimeoutException:
             return None, f"timeout after {self._s.webhook_timeout_seconds:g}s", _ms(started)
         except httpx.HTTPError as exc:

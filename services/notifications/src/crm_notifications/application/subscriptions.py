@@ -28,11 +28,14 @@ SNAPSHOT_FIELDS = ("url", "event_types", "enabled", "description", "owner_id", "
 
 async def resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    # getaddrinfo's order is the system's preference (RFC 6724): keep it, drop repeats.
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-async def check_url(url: str, policy: AddressPolicy, resolver: Resolver = resolve) -> None:
-    """422 naming ``url`` unless it is http(s) and every address its host resolves to may be called."""
+async def check_url(url: str, policy: AddressPolicy, resolver: Resolver = resolve) -> list[str]:
+    """The addresses ``url``'s host resolves to, every one of them allowed by ``policy``;
+    else a 422 naming ``url``. A delivery connects to these and nothing else (see
+    :mod:`crm_notifications.adapters.pinned_http`)."""
     host, port = url_shape(url)
     try:
         addresses = await resolver(host, port)
@@ -44,6 +47,7 @@ async def check_url(url: str, policy: AddressPolicy, resolver: Resolver = resolv
         reason = policy.refusal(address)
         if reason:
             raise ValidationFailed.for_field("url", f"{host} {reason}")
+    return addresses
 
 
 def snapshot(doc: Document) -> ev.WebhookSubscriptionSnapshot:
