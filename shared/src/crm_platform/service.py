@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi import get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -42,6 +43,7 @@ from crm_platform.metrics import (
     OUTBOX_PENDING,
 )
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
+from crm_platform.permissions import authorize, undeclared
 from crm_platform.settings import ServiceSettings
 from crm_platform.tracing import accept_traceparent, current_traceparent
 
@@ -270,10 +272,28 @@ class ServiceKit:
         app.state.token_verifier = TokenVerifier(self.settings)
         install_error_handlers(app)
         self._install_middleware(app)
-        for router in routers:
-            app.include_router(router)
-        app.include_router(self._ops_router())
+        ops = self._ops_router()
+        self._check_permissions([*routers, ops])
+        # Every route passes the permission table first (crm_platform.permissions): one check,
+        # in one place, before any handler or application code runs.
+        for router in [*routers, ops]:
+            app.include_router(router, dependencies=[Depends(authorize)])
         return app
+
+    def _check_permissions(self, routers: Sequence[APIRouter]) -> None:
+        routes = [
+            (method, route.path)
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        ]
+        missing = undeclared(self.settings.service_name, routes)
+        if missing:
+            raise RuntimeError(
+                f"Routes without a decision in crm_platform.permissions.ROUTES[{self.settings.service_name!r}]: "
+                + ", ".join(missing)
+            )
 
     def _install_middleware(self, app: FastAPI) -> None:
         @app.middleware("http")
