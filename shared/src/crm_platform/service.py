@@ -42,8 +42,9 @@ from crm_platform.metrics import (
     HTTP_REQUESTS,
     OUTBOX_PENDING,
 )
+from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
-from crm_platform.permissions import authorize, undeclared
+from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
 from crm_platform.settings import ServiceSettings
 from crm_platform.tracing import accept_traceparent, current_traceparent
 
@@ -278,7 +279,22 @@ class ServiceKit:
         # in one place, before any handler or application code runs.
         for router in [*routers, ops]:
             app.include_router(router, dependencies=[Depends(authorize)])
+        self._document_errors(app)
         return app
+
+    def _document_errors(self, app: FastAPI) -> None:
+        """Serve the OpenAPI document with every route's error responses as problem+json."""
+        service = self.settings.service_name
+
+        def is_public(method: str, path: str) -> bool:
+            return rule_for(service, method, path) == PUBLIC
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                app.openapi_schema = document_problems(FastAPI.openapi(app), is_public)
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
 
     def _check_permissions(self, routers: Sequence[APIRouter]) -> None:
         routes = [
@@ -323,7 +339,14 @@ class ServiceKit:
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.settings.service_name}
 
-        @router.get("/readyz", summary="Readiness: MongoDB and Kafka reachable, consumers assigned, outbox draining")
+        @router.get(
+            "/readyz",
+            summary="Readiness: MongoDB and Kafka reachable, consumers assigned, outbox draining",
+            # Not ready is the same document with status "not ready" (no problem+json: probes read it).
+            responses={
+                503: {"description": "Not ready", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        )
         async def readyz() -> JSONResponse:
             checks: dict[str, Any] = {}
             ok = True
