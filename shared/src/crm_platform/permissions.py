@@ -153,6 +153,11 @@ COMMON: Mapping[str, Rule] = {
     "GET /metrics": PUBLIC,
     "GET /asyncapi.json": PUBLIC,
     "GET /asyncapi": PUBLIC,
+    # FastAPI serves these itself (not through the kit's routers); listed so the table says so.
+    "GET /openapi.json": PUBLIC,
+    "GET /docs": PUBLIC,
+    "GET /docs/oauth2-redirect": PUBLIC,
+    "GET /redoc": PUBLIC,
 }
 
 ROUTES: Mapping[str, Mapping[str, Rule]] = {
