@@ -63,7 +63,8 @@ SettingsDep = Annotated[ReportingSettings, Depends(_settings)]
 def _tz(name: str | None, settings: ReportingSettings) -> ZoneInfo:
     try:
         return ZoneInfo(name or settings.default_time_zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: "Asia" names a directory of tzdata, not a zone (it was a 500).
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationFailed.for_field("tz", "not a known IANA time zone", "query") from exc
 
 
