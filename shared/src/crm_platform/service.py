@@ -393,7 +393,12 @@ class ServiceKit:
                 {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
             )
 
-        @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        @router.get(
+            "/metrics",
+            summary="Prometheus metrics",
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+        )
         async def metrics() -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -141,6 +141,7 @@ class ExportParams(CustomerFilter):
     "/customers/export.csv",
     summary="Export any list view as CSV (UTF-8 with BOM, opens in Excel)",
     response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def export(
     params: Annotated[ExportParams, Query()], principal: CurrentPrincipal, service: Service

@@ -107,7 +107,10 @@ async def _history(app: App, doc: Document) -> list[HistoryEntry]:
     response_model=InteractionOut,
     summary="Log an interaction (call, email, meeting, visit, social/chat, note)",
     responses={
-        200: {"description": "This email (same message_id) was logged before: the existing record."},
+        200: {
+            "description": "This email (same message_id) was logged before: the existing record.",
+            "model": InteractionOut,
+        },
         **problems(409),
     },
 )
