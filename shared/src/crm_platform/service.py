@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi import get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,7 +42,9 @@ from crm_platform.metrics import (
     HTTP_REQUESTS,
     OUTBOX_PENDING,
 )
+from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
+from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
 from crm_platform.text_input import refuse_control_characters
@@ -282,10 +285,43 @@ class ServiceKit:
         app.state.token_verifier = TokenVerifier(self.settings)
         install_error_handlers(app)
         self._install_middleware(app)
-        for router in routers:
-            app.include_router(router)
-        app.include_router(self._ops_router())
+        ops = self._ops_router()
+        self._check_permissions([*routers, ops])
+        # Every route passes the permission table first (crm_platform.permissions): one check,
+        # in one place, before any handler or application code runs.
+        for router in [*routers, ops]:
+            app.include_router(router, dependencies=[Depends(authorize)])
+        self._document_errors(app)
         return app
+
+    def _document_errors(self, app: FastAPI) -> None:
+        """Serve the OpenAPI document with every route's error responses as problem+json."""
+        service = self.settings.service_name
+
+        def is_public(method: str, path: str) -> bool:
+            return rule_for(service, method, path) == PUBLIC
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                app.openapi_schema = document_problems(FastAPI.openapi(app), is_public)
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
+
+    def _check_permissions(self, routers: Sequence[APIRouter]) -> None:
+        routes = [
+            (method, route.path)
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        ]
+        missing = undeclared(self.settings.service_name, routes)
+        if missing:
+            raise RuntimeError(
+                f"Routes without a decision in crm_platform.permissions.ROUTES[{self.settings.service_name!r}]: "
+                + ", ".join(missing)
+            )
 
     def _install_middleware(self, app: FastAPI) -> None:
         @app.middleware("http")
@@ -316,7 +352,14 @@ class ServiceKit:
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.settings.service_name}
 
-        @router.get("/readyz", summary="Readiness: MongoDB and Kafka reachable, consumers assigned, outbox draining")
+        @router.get(
+            "/readyz",
+            summary="Readiness: MongoDB and Kafka reachable, consumers assigned, outbox draining",
+            # Not ready is the same document with status "not ready" (no problem+json: probes read it).
+            responses={
+                503: {"description": "Not ready", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        )
         async def readyz() -> JSONResponse:
             checks: dict[str, Any] = {}
             ok = True
@@ -363,7 +406,12 @@ class ServiceKit:
                 {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
             )
 
-        @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        @router.get(
+            "/metrics",
+            summary="Prometheus metrics",
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+        )
         async def metrics() -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crm_interactions.domain import tasks as rules
-from crm_interactions.domain.calendar import NEVER, bucket, day_bounds, week_bounds
+from crm_interactions.domain.calendar import NEVER, bucket, day_bounds, week_bounds, zone
 from crm_platform.auth import Principal, Role
-from crm_platform.errors import Conflict, Forbidden
+from crm_platform.errors import Conflict, Forbidden, ValidationFailed
 
 NOW = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)  # Wednesday 10:00 in Shanghai
 REP = Principal(user_id="rep-1", roles=frozenset({Role.rep}), department_path="/hq/east/t1")
@@ -124,3 +124,11 @@ def test_who_may_assign_and_act():
     doc = task()
     assert rules.can_act(REP, doc) and rules.can_act(manager, doc)
     assert not rules.can_act(Principal(user_id="x", roles=frozenset({Role.rep})), doc)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "Asia", "x" * 300, "", "../etc"])
+def test_a_wrong_time_zone_is_the_callers_422_naming_the_field(name: str) -> None:
+    # "Asia" (a directory of tzdata) and an overlong name raised OSError: a 500 the fuzz run found.
+    with pytest.raises(ValidationFailed) as failed:
+        zone(name)
+    assert failed.value.errors[0].field == "tz"

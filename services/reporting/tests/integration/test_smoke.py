@@ -39,6 +39,7 @@ async def test_bad_filters_are_problems_naming_the_field(client: Any) -> None:
         "/v1/reports/funnel?period=last-week": "period",
         "/v1/reports/activity?from=2026-11-10&to=2026-11-01": "to",
         "/v1/reports/activity?tz=Mars/Olympus": "tz",
+        "/v1/reports/activity?tz=Asia": "tz",  # a directory of tzdata: was a 500
         "/v1/reports/activity?bucket=hour": "bucket",
         "/v1/reports/distribution?field=shoe_size": "field",
         "/v1/reports/forecast?period=2026-11&department_path=nopath": "department_path",

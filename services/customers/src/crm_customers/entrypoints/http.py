@@ -40,6 +40,7 @@ from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_em
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.history import HistoryEntry
 from crm_platform.listing import PageParams, parse_sort
+from crm_platform.openapi import problems
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 Document = dict[str, Any]
@@ -76,6 +77,7 @@ def _respond(
     status_code=201,
     response_model=CustomerOut,
     summary="Create a customer (refused with 409 if it already exists)",
+    responses=problems(409),
 )
 async def create_customer(body: CustomerCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.create(principal, body)
@@ -139,6 +141,7 @@ class ExportParams(CustomerFilter):
     "/customers/export.csv",
     summary="Export any list view as CSV (UTF-8 with BOM, opens in Excel)",
     response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def export(
     params: Annotated[ExportParams, Query()], principal: CurrentPrincipal, service: Service
@@ -204,13 +207,19 @@ async def get_neighbours(
     summary="A new customer from this one's profile (a new name is required; contacts are not copied)",
     description="Copies industry, size, address, source, tier, lifecycle stage, website, description and tags; "
     "the body sets the new name and may override any of them. Duplicate checks apply as for any new customer.",
+    responses=problems(409),
 )
 async def copy_customer(customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True))
     return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
 
 
-@router.patch("/customers/{customer_id}", response_model=CustomerOut, summary="Change fields (send If-Match)")
+@router.patch(
+    "/customers/{customer_id}",
+    response_model=CustomerOut,
+    summary="Change fields (send If-Match)",
+    responses=problems(409, 412, 423, 428),
+)
 async def patch_customer(
     customer_id: str, body: CustomerPatch, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
@@ -219,7 +228,10 @@ async def patch_customer(
 
 
 @router.delete(
-    "/customers/{customer_id}", response_model=CustomerOut, summary="Move to the recycle bin (managers and admins)"
+    "/customers/{customer_id}",
+    response_model=CustomerOut,
+    summary="Move to the recycle bin (managers and admins)",
+    responses=problems(409, 412, 423),
 )
 async def delete_customer(
     customer_id: str,
@@ -233,7 +245,12 @@ async def delete_customer(
     )
 
 
-@router.post("/customers/{customer_id}/restore", response_model=CustomerOut, summary="Restore from the recycle bin")
+@router.post(
+    "/customers/{customer_id}/restore",
+    response_model=CustomerOut,
+    summary="Restore from the recycle bin",
+    responses=problems(409, 412),
+)
 async def restore(customer_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     return _respond(service, await service.restore(principal, customer_id, expected_version(request, required=False)))
 
@@ -250,7 +267,9 @@ async def recycle_bin(
     )
 
 
-@router.delete("/recycle-bin/{customer_id}", status_code=204, summary="Purge for good (admins only)")
+@router.delete(
+    "/recycle-bin/{customer_id}", status_code=204, summary="Purge for good (admins only)", responses=problems(409)
+)
 async def purge(customer_id: str, principal: CurrentPrincipal, service: Service) -> Response:
     await service.purge(principal, customer_id)
     return Response(status_code=204)
@@ -268,7 +287,13 @@ async def get_history(
     return await history_.history(request.app.state.kit.event_log, doc)
 
 
-@router.post("/customers/{customer_id}/contacts", status_code=201, response_model=ContactOut, summary="Add a contact")
+@router.post(
+    "/customers/{customer_id}/contacts",
+    status_code=201,
+    response_model=ContactOut,
+    summary="Add a contact",
+    responses=problems(409, 412, 423),
+)
 async def add_contact(
     customer_id: str, body: ContactIn, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
@@ -282,6 +307,7 @@ async def add_contact(
     "/customers/{customer_id}/contacts/{contact_id}",
     response_model=ContactOut,
     summary="Change a contact (send the customer's If-Match)",
+    responses=problems(409, 412, 423, 428),
 )
 async def patch_contact(
     customer_id: str,
@@ -297,7 +323,12 @@ async def patch_contact(
     return JSONResponse(ContactOut(**contact).model_dump(mode="json"), headers={"ETag": etag(doc["version"])})
 
 
-@router.delete("/customers/{customer_id}/contacts/{contact_id}", response_model=CustomerOut, summary="Remove a contact")
+@router.delete(
+    "/customers/{customer_id}/contacts/{contact_id}",
+    response_model=CustomerOut,
+    summary="Remove a contact",
+    responses=problems(409, 412, 423),
+)
 async def delete_contact(
     customer_id: str, contact_id: str, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
@@ -311,6 +342,7 @@ async def delete_contact(
     "/customers/{customer_id}/assign",
     response_model=CustomerOut,
     summary="Give the customer to another owner (managers and admins)",
+    responses=problems(409, 412, 423),
 )
 async def assign(
     customer_id: str, body: AssignIn, request: Request, principal: CurrentPrincipal, service: Service
@@ -331,6 +363,7 @@ async def assign(
     "/customers/{customer_id}/release",
     response_model=CustomerOut,
     summary="Put the customer into the public pool (公海)",
+    responses=problems(409, 412, 423),
 )
 async def release(
     customer_id: str, body: ReasonIn, request: Request, principal: CurrentPrincipal, service: Service
@@ -344,12 +377,18 @@ async def release(
     "/customers/{customer_id}/claim",
     response_model=CustomerOut,
     summary="Claim a customer from the public pool; of two claims at once exactly one wins",
+    responses=problems(409, 423),
 )
 async def claim(customer_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     return _respond(service, await service.claim(principal, customer_id))
 
 
-@router.post("/customers/{customer_id}/lock", response_model=CustomerOut, summary="Lock: read-only until unlocked")
+@router.post(
+    "/customers/{customer_id}/lock",
+    response_model=CustomerOut,
+    summary="Lock: read-only until unlocked",
+    responses=problems(409, 412, 423),
+)
 async def lock(
     customer_id: str,
     request: Request,
@@ -365,7 +404,9 @@ async def lock(
     )
 
 
-@router.post("/customers/{customer_id}/unlock", response_model=CustomerOut, summary="Unlock")
+@router.post(
+    "/customers/{customer_id}/unlock", response_model=CustomerOut, summary="Unlock", responses=problems(409, 412)
+)
 async def unlock(customer_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     return _respond(service, await service.unlock(principal, customer_id, expected_version(request, required=False)))
 
@@ -374,6 +415,7 @@ async def unlock(customer_id: str, request: Request, principal: CurrentPrincipal
     "/customers/{customer_id}/merge",
     response_model=CustomerOut,
     summary="Merge a duplicate into this customer (managers and admins)",
+    responses=problems(409, 412, 423),
 )
 async def merge(
     customer_id: str, body: MergeIn, request: Request, principal: CurrentPrincipal, service: Service
@@ -395,7 +437,13 @@ async def list_views(principal: CurrentPrincipal, service: Service) -> list[dict
     return [{**d, "id": d["_id"]} async for d in cursor]
 
 
-@views_router.post("", status_code=201, response_model=SavedViewOut, summary="Save a list view (its filters and sort)")
+@views_router.post(
+    "",
+    status_code=201,
+    response_model=SavedViewOut,
+    summary="Save a list view (its filters and sort)",
+    responses=problems(409),
+)
 async def save_view(body: SavedViewIn, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
     try:
         ListParams.model_validate({k: v for k, v in body.query.items() if k not in ("cursor",)})
@@ -415,7 +463,7 @@ async def save_view(body: SavedViewIn, principal: CurrentPrincipal, service: Ser
     return {**doc, "id": doc["_id"]}
 
 
-@views_router.delete("/{view_id}", status_code=204, summary="Delete one of my saved views")
+@views_router.delete("/{view_id}", status_code=204, summary="Delete one of my saved views", responses=problems(409))
 async def delete_view(view_id: str, principal: CurrentPrincipal, service: Service) -> Response:
     result = await service.repo.views.delete_one({"_id": view_id, "owner_id": principal.user_id})
     if not result.deleted_count:

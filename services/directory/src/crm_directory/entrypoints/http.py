@@ -58,6 +58,7 @@ from crm_directory.entrypoints.schemas import (
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_platform.openapi import problems
 from crm_platform.serving import client_address
 
 Document = dict[str, Any]
@@ -108,7 +109,12 @@ async def sign_in(body: SignIn, request: Request, service: Service) -> JSONRespo
     return JSONResponse(pair.model_dump(), headers=_NO_STORE)
 
 
-@auth_router.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new tokens (rotation)")
+@auth_router.post(
+    "/refresh",
+    response_model=TokenPair,
+    summary="Trade a refresh token for new tokens (rotation)",
+    responses=problems(401),
+)
 async def refresh(body: RefreshIn, service: Service) -> JSONResponse:
     pair = await service.auth.refresh(body.refresh_token.get_secret_value())
     return JSONResponse(pair.model_dump(), headers=_NO_STORE)
@@ -137,19 +143,28 @@ async def jwks(service: Service) -> JSONResponse:
 me_router = APIRouter(prefix="/v1/me", tags=["me"])
 
 
-@me_router.get("", response_model=UserOut, summary="Who I am")
+# The /v1/me routes answer 404 for a caller the directory does not hold (a token of another issuer).
+@me_router.get("", response_model=UserOut, summary="Who I am", responses=problems(404))
 async def get_me(principal: CurrentPrincipal, service: Service) -> JSONResponse:
     return await _user_response(service, await service.users.get_full(principal, principal.user_id))
 
 
-@me_router.patch("", response_model=UserOut, summary="Change my name, phone or language (send If-Match)")
+@me_router.patch(
+    "",
+    response_model=UserOut,
+    summary="Change my name, phone or language (send If-Match)",
+    responses=problems(404, 409, 412, 428),
+)
 async def patch_me(body: SelfPatch, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.users.update(principal, principal.user_id, body, expected_version(request, required=True))
     return await _user_response(service, doc)
 
 
 @me_router.post(
-    "/password", status_code=204, summary="Change my password (with the current one); signs out every session"
+    "/password",
+    status_code=204,
+    summary="Change my password (with the current one); signs out every session",
+    responses=problems(404, 409),
 )
 async def change_my_password(
     body: PasswordChange, request: Request, principal: CurrentPrincipal, service: Service
@@ -165,7 +180,9 @@ async def change_my_password(
     return Response(status_code=204)
 
 
-@me_router.get("/history", response_model=list[HistoryEntry], summary="The history of my own record")
+@me_router.get(
+    "/history", response_model=list[HistoryEntry], summary="The history of my own record", responses=problems(404)
+)
 async def my_history(principal: CurrentPrincipal, service: Service, request: Request) -> list[HistoryEntry]:
     doc = await service.users.get_full(principal, principal.user_id)
     return await history_.user_history(request.app.state.kit.event_log, doc)
@@ -187,7 +204,9 @@ class UserListParams(UserFilter):
     include_total: bool = False
 
 
-@users_router.post("", status_code=201, response_model=UserOut, summary="Create a user (admins)")
+@users_router.post(
+    "", status_code=201, response_model=UserOut, summary="Create a user (admins)", responses=problems(409)
+)
 async def create_user(body: UserCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.users.create(principal, body)
     return await _user_response(service, doc, 201, Location=f"/v1/users/{doc['_id']}")
@@ -231,6 +250,7 @@ async def get_user(user_id: str, principal: CurrentPrincipal, service: Service) 
     "/{user_id}",
     response_model=UserOut,
     summary="Change a user (admins: any field; a user: their own name, phone, language). Send If-Match.",
+    responses=problems(409, 412, 428),
 )
 async def patch_user(
     user_id: str, body: UserPatch, request: Request, principal: CurrentPrincipal, service: Service
@@ -243,7 +263,7 @@ async def patch_user(
     "/{user_id}",
     response_model=UserOut,
     summary="Create or update a user to exactly this state (admins; idempotent: what an IdP sync calls)",
-    responses={201: {"model": UserOut, "description": "Created"}},
+    responses={201: {"model": UserOut, "description": "Created"}, **problems(409, 412)},
 )
 async def put_user(
     user_id: UserId, body: UserUpsert, request: Request, principal: CurrentPrincipal, service: Service
@@ -258,6 +278,7 @@ async def put_user(
     "/{user_id}/deactivate",
     response_model=UserOut,
     summary="Deactivate (admins): sign-in refused, refresh tokens revoked, records and history kept",
+    responses=problems(409, 412),
 )
 async def deactivate(
     user_id: str,
@@ -272,7 +293,9 @@ async def deactivate(
     return await _user_response(service, doc)
 
 
-@users_router.post("/{user_id}/reactivate", response_model=UserOut, summary="Reactivate (admins)")
+@users_router.post(
+    "/{user_id}/reactivate", response_model=UserOut, summary="Reactivate (admins)", responses=problems(409, 412)
+)
 async def reactivate(user_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.users.reactivate(principal, user_id, expected_version(request, required=False))
     return await _user_response(service, doc)
@@ -282,6 +305,7 @@ async def reactivate(user_id: str, request: Request, principal: CurrentPrincipal
     "/{user_id}/password",
     response_model=UserOut,
     summary="Set a user's password (admins); revokes every refresh token of the user",
+    responses=problems(409, 412),
 )
 async def set_password(
     user_id: str, body: PasswordReset, request: Request, principal: CurrentPrincipal, service: Service
@@ -316,7 +340,9 @@ class DepartmentListParams(DepartmentFilter):
     include_total: bool = False
 
 
-@departments_router.post("", status_code=201, response_model=DepartmentOut, summary="Create a department (admins)")
+@departments_router.post(
+    "", status_code=201, response_model=DepartmentOut, summary="Create a department (admins)", responses=problems(409)
+)
 async def create_department(body: DepartmentCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.departments.create(principal, body)
     return _department_response(doc, 201, Location=f"/v1/departments/{doc['_id']}")
@@ -354,7 +380,10 @@ async def get_department(department_id: str, principal: CurrentPrincipal, servic
 
 
 @departments_router.patch(
-    "/{department_id}", response_model=DepartmentOut, summary="Rename or change the manager (admins; send If-Match)"
+    "/{department_id}",
+    response_model=DepartmentOut,
+    summary="Rename or change the manager (admins; send If-Match)",
+    responses=problems(409, 412, 428),
 )
 async def patch_department(
     department_id: str, body: DepartmentPatch, request: Request, principal: CurrentPrincipal, service: Service
@@ -367,6 +396,7 @@ async def patch_department(
     "/{department_id}/move",
     response_model=DepartmentOut,
     summary="Move under another parent (admins): the paths of every department and user below follow",
+    responses=problems(409, 412),
 )
 async def move_department(
     department_id: str, body: MoveIn, request: Request, principal: CurrentPrincipal, service: Service
@@ -378,7 +408,10 @@ async def move_department(
 
 
 @departments_router.delete(
-    "/{department_id}", status_code=204, summary="Delete an empty department (admins; 409 if it has users or children)"
+    "/{department_id}",
+    status_code=204,
+    summary="Delete an empty department (admins; 409 if it has users or children)",
+    responses=problems(409, 412),
 )
 async def delete_department(
     department_id: str, request: Request, principal: CurrentPrincipal, service: Service

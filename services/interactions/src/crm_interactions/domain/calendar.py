@@ -22,7 +22,9 @@ def zone(name: str, field: str = "tz") -> ZoneInfo:
     """An IANA zone (Asia/Shanghai); a wrong name is the caller's input error."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: the name is looked up as a file under tzdata, so "Asia" is a directory and a long
+    # name is too long for the file system; both are still a wrong name, not a server error.
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationFailed.for_field(
             field, f"unknown time zone '{name}'; use an IANA name such as Asia/Shanghai", "query"
         ) from exc

@@ -45,6 +45,7 @@ from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.errors import ValidationFailed
 from crm_platform.history import HistoryEntry, history
+from crm_platform.openapi import problems
 from crm_platform.service import ServiceKit
 
 Document = dict[str, Any]
@@ -105,7 +106,13 @@ async def _history(app: App, doc: Document) -> list[HistoryEntry]:
     status_code=201,
     response_model=InteractionOut,
     summary="Log an interaction (call, email, meeting, visit, social/chat, note)",
-    responses={200: {"description": "This email (same message_id) was logged before: the existing record."}},
+    responses={
+        200: {
+            "description": "This email (same message_id) was logged before: the existing record.",
+            "model": InteractionOut,
+        },
+        **problems(409),
+    },
 )
 async def log_interaction(
     body: Annotated[InteractionIn, Body()], principal: CurrentPrincipal, app: App
@@ -176,6 +183,7 @@ async def get_interaction(interaction_id: str, principal: CurrentPrincipal, app:
     "/interactions/{interaction_id}",
     response_model=InteractionOut,
     summary="Change fields of the interaction's channel (send If-Match)",
+    responses=problems(409, 412, 428),
 )
 async def patch_interaction(
     interaction_id: str, body: InteractionPatch, request: Request, principal: CurrentPrincipal, app: App
@@ -184,7 +192,9 @@ async def patch_interaction(
     return _interaction(doc)
 
 
-@interactions_router.delete("/interactions/{interaction_id}", status_code=204, summary="Delete (kept, hidden)")
+@interactions_router.delete(
+    "/interactions/{interaction_id}", status_code=204, summary="Delete (kept, hidden)", responses=problems(409, 412)
+)
 async def delete_interaction(
     interaction_id: str, request: Request, principal: CurrentPrincipal, app: App, reason: Reason = None
 ) -> Response:
@@ -218,7 +228,9 @@ async def customer_interactions(
 # --- tasks ----------------------------------------------------------------------------------------
 
 
-@tasks_router.post("", status_code=201, response_model=TaskOut, summary="Create a follow-up task")
+@tasks_router.post(
+    "", status_code=201, response_model=TaskOut, summary="Create a follow-up task", responses=problems(409)
+)
 async def create_task(body: TaskIn, principal: CurrentPrincipal, app: App) -> JSONResponse:
     return _task(app, await app.tasks.create(principal, body), 201)
 
@@ -249,14 +261,24 @@ async def get_task(task_id: str, principal: CurrentPrincipal, app: App) -> JSONR
     return _task(app, await app.tasks.get(principal, task_id))
 
 
-@tasks_router.patch("/{task_id}", response_model=TaskOut, summary="Change title, notes or assignee (send If-Match)")
+@tasks_router.patch(
+    "/{task_id}",
+    response_model=TaskOut,
+    summary="Change title, notes or assignee (send If-Match)",
+    responses=problems(409, 412, 428),
+)
 async def patch_task(
     task_id: str, body: TaskPatch, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
     return _task(app, await app.tasks.update(principal, task_id, body, expected_version(request, required=True)))
 
 
-@tasks_router.post("/{task_id}/reschedule", response_model=TaskOut, summary="Move the due and reminder times")
+@tasks_router.post(
+    "/{task_id}/reschedule",
+    response_model=TaskOut,
+    summary="Move the due and reminder times",
+    responses=problems(409, 412),
+)
 async def reschedule_task(
     task_id: str, body: RescheduleIn, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
@@ -264,7 +286,7 @@ async def reschedule_task(
     return _task(app, doc)
 
 
-@tasks_router.post("/{task_id}/complete", response_model=TaskOut, summary="Mark done")
+@tasks_router.post("/{task_id}/complete", response_model=TaskOut, summary="Mark done", responses=problems(409, 412))
 async def complete_task(
     task_id: str, request: Request, principal: CurrentPrincipal, app: App, body: NoteBody | None = None
 ) -> JSONResponse:
@@ -272,7 +294,9 @@ async def complete_task(
     return _task(app, await app.tasks.complete(principal, task_id, note, expected_version(request, required=False)))
 
 
-@tasks_router.post("/{task_id}/reopen", response_model=TaskOut, summary="Open a done task again")
+@tasks_router.post(
+    "/{task_id}/reopen", response_model=TaskOut, summary="Open a done task again", responses=problems(409, 412)
+)
 async def reopen_task(
     task_id: str, request: Request, principal: CurrentPrincipal, app: App, body: NoteBody | None = None
 ) -> JSONResponse:
@@ -280,7 +304,9 @@ async def reopen_task(
     return _task(app, await app.tasks.reopen(principal, task_id, reason, expected_version(request, required=False)))
 
 
-@tasks_router.delete("/{task_id}", status_code=204, summary="Cancel the task (kept, hidden)")
+@tasks_router.delete(
+    "/{task_id}", status_code=204, summary="Cancel the task (kept, hidden)", responses=problems(409, 412)
+)
 async def delete_task(
     task_id: str, request: Request, principal: CurrentPrincipal, app: App, reason: Reason = None
 ) -> Response:
@@ -297,7 +323,11 @@ async def task_history(task_id: str, principal: CurrentPrincipal, app: App) -> l
 
 
 @feedback_router.post(
-    "", status_code=201, response_model=FeedbackOut, summary="Record a request, suggestion or complaint"
+    "",
+    status_code=201,
+    response_model=FeedbackOut,
+    summary="Record a request, suggestion or complaint",
+    responses=problems(409),
 )
 async def open_feedback(body: FeedbackIn, principal: CurrentPrincipal, app: App) -> JSONResponse:
     return _feedback(await app.feedback.open(principal, body), 201)
@@ -316,7 +346,12 @@ async def get_feedback(feedback_id: str, principal: CurrentPrincipal, app: App) 
     return _feedback(await app.feedback.get(principal, feedback_id))
 
 
-@feedback_router.patch("/{feedback_id}", response_model=FeedbackOut, summary="Change fields (send If-Match)")
+@feedback_router.patch(
+    "/{feedback_id}",
+    response_model=FeedbackOut,
+    summary="Change fields (send If-Match)",
+    responses=problems(409, 412, 428),
+)
 async def patch_feedback(
     feedback_id: str, body: FeedbackPatch, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
@@ -329,6 +364,7 @@ async def patch_feedback(
     response_model=FeedbackOut,
     summary="Move to another status: in_progress, resolved (with a resolution), closed, open (reopen); "
     "409 lists the allowed ones",
+    responses=problems(409, 412),
 )
 async def transition_feedback(
     feedback_id: str, body: TransitionIn, request: Request, principal: CurrentPrincipal, app: App

@@ -35,6 +35,7 @@ from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
 from crm_platform.listing import PageParams
+from crm_platform.openapi import problems
 
 router = APIRouter(prefix="/v1")
 
@@ -98,6 +99,7 @@ async def get_preferences(principal: CurrentPrincipal, preferences: PreferencesD
     response_model=PreferencesOut,
     tags=["inbox"],
     summary="Change email on/off per kind (If-Match optional; kinds left out keep their setting)",
+    responses=problems(409, 412),
 )
 async def put_preferences(
     body: PreferencesIn, request: Request, principal: CurrentPrincipal, preferences: PreferencesDep
@@ -117,7 +119,12 @@ def _webhook(doc: dict[str, Any], status: int = 200, secret: str | None = None) 
 
 
 @router.post(
-    "/webhooks", status_code=201, response_model=WebhookOut, tags=["webhooks"], summary="Subscribe a URL to events"
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookOut,
+    tags=["webhooks"],
+    summary="Subscribe a URL to events",
+    responses=problems(409),
 )
 async def create_webhook(body: WebhookCreate, principal: CurrentPrincipal, subs: SubscriptionsDep) -> JSONResponse:
     doc, generated = await subs.create(
@@ -144,6 +151,7 @@ async def get_webhook(subscription_id: str, principal: CurrentPrincipal, subs: S
     response_model=WebhookOut,
     tags=["webhooks"],
     summary="Change URL, event types, secret, enabled (If-Match required)",
+    responses=problems(409, 412, 428),
 )
 async def patch_webhook(
     subscription_id: str, body: WebhookPatch, request: Request, principal: CurrentPrincipal, subs: SubscriptionsDep
@@ -158,7 +166,11 @@ async def patch_webhook(
 
 
 @router.delete(
-    "/webhooks/{subscription_id}", response_model=WebhookOut, tags=["webhooks"], summary="Delete (If-Match required)"
+    "/webhooks/{subscription_id}",
+    response_model=WebhookOut,
+    tags=["webhooks"],
+    summary="Delete (If-Match required)",
+    responses=problems(409, 412, 428),
 )
 async def delete_webhook(
     subscription_id: str, request: Request, principal: CurrentPrincipal, subs: SubscriptionsDep
@@ -202,6 +214,7 @@ async def list_deliveries(
     response_model=ReplayOut,
     tags=["webhooks"],
     summary="Replay every dead delivery of the subscription",
+    responses=problems(409),
 )
 async def replay_dead(subscription_id: str, principal: CurrentPrincipal, deliveries: DeliveriesDep) -> ReplayOut:
     return ReplayOut(replayed=await deliveries.replay_dead(principal, subscription_id))
@@ -225,6 +238,7 @@ async def get_delivery(
     response_model=DeliveryOut,
     tags=["webhooks"],
     summary="Send a dead delivery again",
+    responses=problems(409),
 )
 async def replay_one(
     subscription_id: str, delivery_id: str, principal: CurrentPrincipal, deliveries: DeliveriesDep

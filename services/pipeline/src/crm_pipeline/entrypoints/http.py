@@ -46,6 +46,7 @@ from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry, history
+from crm_platform.openapi import problems
 
 Document = dict[str, Any]
 
@@ -94,7 +95,13 @@ async def list_pipelines(principal: CurrentPrincipal, svc: Svc) -> list[Pipeline
     return [pipeline_out(d) for d in await svc.pipelines.list()]
 
 
-@pipelines_router.post("", status_code=201, response_model=PipelineOut, summary="Configure a new pipeline (admins)")
+@pipelines_router.post(
+    "",
+    status_code=201,
+    response_model=PipelineOut,
+    summary="Configure a new pipeline (admins)",
+    responses=problems(409),
+)
 async def create_pipeline(body: PipelineIn, principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
     doc = await svc.pipelines.create(principal, body)
     return _json(pipeline_out(doc), doc["version"], 201, {"Location": f"/v1/pipelines/{doc['_id']}"})
@@ -111,6 +118,7 @@ async def get_pipeline(pipeline_id: str, principal: CurrentPrincipal, svc: Svc) 
     response_model=PipelineOut,
     summary="Rename, reorder, add, change or remove stages (admins; If-Match)",
     description="Stages keep their stage_id, so opportunities are untouched; a stage in use cannot be removed (409).",
+    responses=problems(409, 412, 428),
 )
 async def put_pipeline(
     pipeline_id: str, body: PipelineIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -120,7 +128,10 @@ async def put_pipeline(
 
 
 @pipelines_router.post(
-    "/{pipeline_id}/make-default", response_model=PipelineOut, summary="Make this the default pipeline (admins)"
+    "/{pipeline_id}/make-default",
+    response_model=PipelineOut,
+    summary="Make this the default pipeline (admins)",
+    responses=problems(409),
 )
 async def make_default(pipeline_id: str, principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
     doc = await svc.pipelines.make_default(principal, pipeline_id)
@@ -156,7 +167,11 @@ class ListParams(OpportunityFilter):
 
 
 @router.post(
-    "", status_code=201, response_model=OpportunityOut, summary="Create an opportunity for a customer you can see"
+    "",
+    status_code=201,
+    response_model=OpportunityOut,
+    summary="Create an opportunity for a customer you can see",
+    responses=problems(409),
 )
 async def create_opportunity(body: OpportunityCreate, principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
     doc = await svc.opportunities.create(principal, body)
@@ -198,6 +213,7 @@ async def get_opportunity(opportunity_id: str, principal: CurrentPrincipal, svc:
     "/{opportunity_id}",
     response_model=OpportunityOut,
     summary="Change fields (If-Match); probability: null resets it to the stage's default",
+    responses=problems(409, 412, 428),
 )
 async def patch_opportunity(
     opportunity_id: str, body: OpportunityPatch, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -222,6 +238,7 @@ async def opportunity_history(
     "/{opportunity_id}/stage",
     response_model=OpportunityOut,
     summary="Move to another open stage; 422 lists every missing requirement",
+    responses=problems(409, 412),
 )
 async def move_stage(
     opportunity_id: str, body: StageMoveIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -236,6 +253,7 @@ async def move_stage(
     "/{opportunity_id}/win",
     response_model=OpportunityOut,
     summary="Won (签约): final until reopened; the won stage's requirements apply",
+    responses=problems(409, 412),
 )
 async def win(
     opportunity_id: str, body: WinIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -248,6 +266,7 @@ async def win(
     "/{opportunity_id}/lose",
     response_model=OpportunityOut,
     summary="Lost (输单), with a reason and the competitor: final until reopened",
+    responses=problems(409, 412),
 )
 async def lose(
     opportunity_id: str, body: LoseIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -262,6 +281,7 @@ async def lose(
     "/{opportunity_id}/reopen",
     response_model=OpportunityOut,
     summary="Reopen a won (managers) or lost opportunity into an open stage",
+    responses=problems(409, 412),
 )
 async def reopen(
     opportunity_id: str, body: ReopenIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -276,6 +296,7 @@ async def reopen(
     "/{opportunity_id}/assign",
     response_model=OpportunityOut,
     summary="Give the opportunity to another owner (managers within their subtree, admins)",
+    responses=problems(409, 412),
 )
 async def assign(
     opportunity_id: str, body: AssignIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -289,6 +310,7 @@ async def assign(
     status_code=201,
     response_model=DocumentOut,
     summary="Attach a document (by kind: requirements, proposal, quotation, contract ...)",
+    responses=problems(409, 412),
 )
 async def add_document(
     opportunity_id: str, body: DocumentIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -299,7 +321,12 @@ async def add_document(
     return _json(DocumentOut.model_validate(document), doc["version"], 201)
 
 
-@router.delete("/{opportunity_id}/documents/{document_id}", response_model=OpportunityOut, summary="Detach a document")
+@router.delete(
+    "/{opportunity_id}/documents/{document_id}",
+    response_model=OpportunityOut,
+    summary="Detach a document",
+    responses=problems(409, 412),
+)
 async def remove_document(
     opportunity_id: str, document_id: str, request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
@@ -313,6 +340,7 @@ async def remove_document(
     "/{opportunity_id}/approval-requests",
     response_model=OpportunityOut,
     summary="Ask the department's managers to approve a stage that requires it",
+    responses=problems(409),
 )
 async def request_approval(
     opportunity_id: str, body: ApprovalRequestIn, principal: CurrentPrincipal, svc: Svc
@@ -325,6 +353,7 @@ async def request_approval(
     "/{opportunity_id}/approvals",
     response_model=OpportunityOut,
     summary="Approve (or reject) a stage's approval requirement (the department's managers)",
+    responses=problems(409, 412),
 )
 async def decide_approval(
     opportunity_id: str, body: ApprovalIn, request: Request, principal: CurrentPrincipal, svc: Svc
@@ -345,6 +374,7 @@ Scope = Literal["rep", "department"]
     "/targets/{scope}/{scope_id}/{period}",
     response_model=TargetOut,
     summary="Set a target (目标) for a rep or a department and a month (2026-11), quarter (2026-Q4) or year (2026)",
+    responses=problems(409, 412),
 )
 async def put_target(
     scope: Scope, scope_id: str, period: str, body: TargetIn, request: Request, principal: CurrentPrincipal, svc: Svc

@@ -12,6 +12,7 @@ from crm_platform.auth import CurrentPrincipal, Role
 from crm_platform.clock import as_utc
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_platform.openapi import problems
 from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recycler import Recycler
 from crm_pool.application.rules import Rules
@@ -58,6 +59,7 @@ def _respond(doc: Document, status: int = 200, headers: dict[str, str] | None = 
     status_code=201,
     response_model=RuleOut,
     summary="Create a recycling and claim rule (global or per department)",
+    responses=problems(409),
 )
 async def create_rule(body: RuleCreate, principal: CurrentPrincipal, rules: RulesService) -> JSONResponse:
     doc = await rules.create(principal, body)
@@ -78,7 +80,12 @@ async def get_rule(rule_id: str, principal: CurrentPrincipal, rules: RulesServic
     return _respond(await rules.get(principal, rule_id))
 
 
-@router.patch("/rules/{rule_id}", response_model=RuleOut, summary="Change a rule (If-Match required)")
+@router.patch(
+    "/rules/{rule_id}",
+    response_model=RuleOut,
+    summary="Change a rule (If-Match required)",
+    responses=problems(409, 412, 428),
+)
 async def update_rule(
     rule_id: str, body: RulePatch, request: Request, principal: CurrentPrincipal, rules: RulesService
 ) -> JSONResponse:
@@ -86,7 +93,10 @@ async def update_rule(
 
 
 @router.delete(
-    "/rules/{rule_id}", response_model=RuleOut, summary="Delete a rule (If-Match required); its history stays"
+    "/rules/{rule_id}",
+    response_model=RuleOut,
+    summary="Delete a rule (If-Match required); its history stays",
+    responses=problems(409, 412, 428),
 )
 async def delete_rule(rule_id: str, request: Request, principal: CurrentPrincipal, rules: RulesService) -> JSONResponse:
     return _respond(await rules.delete(principal, rule_id, expected_version(request, required=True)))
@@ -147,7 +157,9 @@ async def my_customers(
 
 
 @router.post(
-    "/run", response_model=RunOut, summary="Run the recycling now (admins); safe while the scheduler runs elsewhere"
+    "/run",
+    response_model=RunOut,
+    summary="Run the recycling now (admins); safe while the scheduler runs elsewhere",
 )
 async def run(principal: CurrentPrincipal, recycler: RecyclerService) -> RunOut:
     principal.require_role(Role.admin)
@@ -172,6 +184,7 @@ RebuildsService = Annotated[Rebuilds, Depends(_rebuilds)]
     description="Resets the clocks and replays the customers, pipeline and interactions topics from the beginning "
     "under a new consumer group. One rebuild at a time (409 names the running one); the scheduler skips its runs "
     "until it ends. Follow it at the Location given.",
+    responses=problems(409),
 )
 async def start_rebuild(principal: CurrentPrincipal, rebuilds: RebuildsService) -> JSONResponse:
     principal.require_role(Role.admin)

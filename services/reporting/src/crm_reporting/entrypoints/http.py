@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from crm_platform.auth import CurrentPrincipal, Principal, Role
 from crm_platform.errors import Conflict, ValidationFailed
+from crm_platform.openapi import problems
 from crm_reporting.adapters.readmodels import Generations, ReadModels
 from crm_reporting.application.contributions import DISTRIBUTION_FIELDS
 from crm_reporting.application.lag import LagTracker
@@ -25,6 +26,10 @@ router = APIRouter(prefix="/v1", tags=["reports"])
 admin = APIRouter(prefix="/v1/admin", tags=["operations"])
 Document = dict[str, Any]
 Format = Annotated[Literal["json", "csv"] | None, Query(alias="format", description="csv: a CSV download")]
+# Every report answers JSON, or CSV with ?format=csv: both go into its OpenAPI document.
+JSON_OR_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}
+}
 OwnerId = Annotated[str | None, Query(max_length=200, description="Only this rep's figures")]
 DepartmentPath = Annotated[str | None, Query(max_length=500, pattern=r"^/", description="A department subtree")]
 PeriodName = Annotated[
@@ -58,7 +63,8 @@ SettingsDep = Annotated[ReportingSettings, Depends(_settings)]
 def _tz(name: str | None, settings: ReportingSettings) -> ZoneInfo:
     try:
         return ZoneInfo(name or settings.default_time_zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: "Asia" names a directory of tzdata, not a zone (it was a 500).
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationFailed.for_field("tz", "not a known IANA time zone", "query") from exc
 
 
@@ -74,7 +80,11 @@ def _scope(principal: Principal, owner_id: str | None, department_path: str | No
     return Scope.check(principal, owner_id, department_path)
 
 
-@router.get("/reports/funnel", summary="Sales funnel per stage of a pipeline")
+@router.get(
+    "/reports/funnel",
+    summary="Sales funnel per stage of a pipeline",
+    responses={**JSON_OR_CSV, **problems(404)},  # 404: an unknown pipeline_id
+)
 async def funnel(
     request: Request,
     principal: CurrentPrincipal,
@@ -96,7 +106,11 @@ async def funnel(
     return respond(request, fmt, report, report["rows"], "funnel")
 
 
-@router.get("/reports/forecast", summary="Targets, won amount and weighted open pipeline per rep and department")
+@router.get(
+    "/reports/forecast",
+    summary="Targets, won amount and weighted open pipeline per rep and department",
+    responses=JSON_OR_CSV,
+)
 async def forecast(
     request: Request,
     principal: CurrentPrincipal,
@@ -120,7 +134,11 @@ ActivitySection = Literal[
 ]
 
 
-@router.get("/reports/activity", summary="Interactions per rep, channel and day/week/month; follow-up status")
+@router.get(
+    "/reports/activity",
+    summary="Interactions per rep, channel and day/week/month; follow-up status",
+    responses=JSON_OR_CSV,
+)
 async def activity(
     request: Request,
     principal: CurrentPrincipal,
@@ -145,7 +163,11 @@ async def activity(
     return respond(request, fmt, report, report[section], f"activity-{section}")
 
 
-@router.get("/reports/distribution", summary="Active customers by a profile field, with chart-ready series")
+@router.get(
+    "/reports/distribution",
+    summary="Active customers by a profile field, with chart-ready series",
+    responses=JSON_OR_CSV,
+)
 async def distribution(
     request: Request,
     principal: CurrentPrincipal,
@@ -161,7 +183,7 @@ async def distribution(
     return respond(request, fmt, report, report["rows"], f"distribution-{field}")
 
 
-@router.get("/reports/quality", summary="Data quality and adoption KPIs per rep and overall")
+@router.get("/reports/quality", summary="Data quality and adoption KPIs per rep and overall", responses=JSON_OR_CSV)
 async def quality(
     request: Request,
     principal: CurrentPrincipal,
@@ -182,7 +204,9 @@ async def quality(
     return respond(request, fmt, report, [*report["rows"], report["overall"]], "quality")
 
 
-@router.get("/customers/{customer_id}/timeline", summary="Every event about one customer, in time order")
+@router.get(
+    "/customers/{customer_id}/timeline", summary="Every event about one customer, in time order", responses=JSON_OR_CSV
+)
 async def customer_timeline(
     request: Request,
     customer_id: str,
@@ -212,7 +236,12 @@ async def lag(request: Request, principal: CurrentPrincipal) -> Document:
     return {"end_to_end": tracker.summary(), "consumers": consumers, "generation": await generations.active()}
 
 
-@admin.post("/rebuild", status_code=202, summary="Rebuild the read models from the topics, then switch to them")
+@admin.post(
+    "/rebuild",
+    status_code=202,
+    summary="Rebuild the read models from the topics, then switch to them",
+    responses=problems(409),
+)
 async def start_rebuild(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     principal.require_role(Role.admin)
     from crm_reporting.main import rebuild  # the app factory imports this module

@@ -1,0 +1,363 @@
+"""Who may call what: one table for every route of every service, enforced in one place.
+
+Three layers, so that administrator-defined roles can grow out of it without touching a route:
+
+* :class:`Permission` names an action on a module (``customers:view``, ``pool:claim``,
+  ``webhooks:manage``). A route needs exactly one permission, or is public.
+* :data:`ROLE_PERMISSIONS` grants permissions to the built-in roles. Custom roles later become
+  more rows of this table (kept in the directory and carried in the token); nothing else changes.
+* :data:`ROUTES` says, per service, which permission each route (method + path template) needs.
+
+:func:`authorize` is the FastAPI dependency the service kit puts on every route it mounts. It
+answers the coarse question "may this role do this kind of thing at all" (403
+``permission-denied``); which records a caller may touch (their own, their department's subtree,
+all) stays with the application layer, as before. A route missing from the table is refused
+when the app is built (:func:`undeclared`), so a new route cannot ship without a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Final, Literal
+
+from fastapi import Request
+
+from crm_platform.auth import Principal, Role, current_principal
+from crm_platform.errors import Forbidden
+
+
+class Permission(StrEnum):
+    # directory: the caller's own account, users, departments
+    account_self = "account:self"  # who I am, my profile, password and history
+    users_view = "users:view"  # the directory of colleagues (public cards; full records in scope)
+    users_edit = "users:edit"  # change a user record in scope (a user: their own name, phone, language)
+    users_manage = "users:manage"  # create, provision, (de)activate users, set passwords
+    departments_view = "departments:view"
+    departments_manage = "departments:manage"
+    # customers
+    customers_view = "customers:view"  # lists, records, history, duplicate checks, saved views, timelines
+    customers_create = "customers:create"
+    customers_edit = "customers:edit"  # fields, contacts, lock and unlock
+    customers_delete = "customers:delete"  # to the recycle bin (reps only if the service allows it)
+    customers_recycle_bin = "customers:recycle_bin"  # see and restore what is in the bin
+    customers_purge = "customers:purge"
+    customers_assign = "customers:assign"
+    customers_merge = "customers:merge"
+    customers_import = "customers:import"
+    customers_export = "customers:export"
+    # the public pool (公海)
+    pool_claim = "pool:claim"
+    pool_release = "pool:release"
+    pool_countdown = "pool:countdown"  # my customers and the days before they are recycled
+    pool_rules = "pool:rules"  # recycling rules and their previews
+    # pipeline
+    pipelines_view = "pipelines:view"
+    pipelines_configure = "pipelines:configure"
+    opportunities_view = "opportunities:view"  # includes the forecast and the funnel over what one may see
+    opportunities_create = "opportunities:create"
+    opportunities_edit = "opportunities:edit"  # fields, stages, win/lose/reopen, documents, asking approval
+    opportunities_assign = "opportunities:assign"
+    opportunities_approve = "opportunities:approve"
+    targets_view = "targets:view"
+    targets_set = "targets:set"
+    # interactions
+    interactions_view = "interactions:view"
+    interactions_log = "interactions:log"  # log, change and delete interactions
+    tasks_view = "tasks:view"
+    tasks_manage = "tasks:manage"
+    feedback_view = "feedback:view"
+    feedback_manage = "feedback:manage"
+    # notifications
+    inbox_use = "inbox:use"  # my notifications and email preferences
+    webhooks_manage = "webhooks:manage"  # admins: every subscription; integrators: their own
+    # reporting
+    reports_view = "reports:view"
+    # operations: run the recycler now, rebuild read models, read projection lag
+    system_operate = "system:operate"
+
+
+PUBLIC: Final = "public"
+"""A route anyone may call without a token (health, metrics, sign-in, keys, the event catalogue)."""
+
+Rule = Permission | Literal["public"]
+
+P = Permission
+
+_EVERYONE_HUMAN: frozenset[Permission] = frozenset(
+    {
+        P.account_self,
+        P.users_view,
+        P.users_edit,
+        P.departments_view,
+        P.customers_view,
+        P.customers_create,
+        P.customers_edit,
+        P.customers_delete,
+        P.customers_import,
+        P.customers_export,
+        P.pool_claim,
+        P.pool_release,
+        P.pool_countdown,
+        P.pipelines_view,
+        P.opportunities_view,
+        P.opportunities_create,
+        P.opportunities_edit,
+        P.targets_view,
+        P.interactions_view,
+        P.interactions_log,
+        P.tasks_view,
+        P.tasks_manage,
+        P.feedback_view,
+        P.feedback_manage,
+        P.inbox_use,
+        P.reports_view,
+    }
+)
+_MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
+    P.customers_recycle_bin,
+    P.customers_assign,
+    P.customers_merge,
+    P.pool_rules,
+    P.opportunities_assign,
+    P.opportunities_approve,
+    P.targets_set,
+}
+
+ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
+    Role.admin: frozenset(Permission),
+    Role.manager: _MANAGER,
+    Role.rep: _EVERYONE_HUMAN,
+    # A system account: it keeps its own webhook subscriptions and reads its own account, and
+    # reaches no customer data over the API (it receives events through its webhooks).
+    Role.integrator: frozenset({P.account_self, P.webhooks_manage}),
+}
+
+
+def granted(roles: Iterable[Role]) -> frozenset[Permission]:
+    """Every permission the roles give together."""
+    out: frozenset[Permission] = frozenset()
+    for role in roles:
+        out |= ROLE_PERMISSIONS.get(role, frozenset())
+    return out
+
+
+def roles_with(permission: Permission) -> frozenset[Role]:
+    return frozenset(role for role, perms in ROLE_PERMISSIONS.items() if permission in perms)
+
+
+# Routes the service kit mounts on every service.
+COMMON: Mapping[str, Rule] = {
+    "GET /healthz": PUBLIC,
+    "GET /readyz": PUBLIC,
+    "GET /metrics": PUBLIC,
+    "GET /asyncapi.json": PUBLIC,
+    "GET /asyncapi": PUBLIC,
+    # FastAPI serves these itself (not through the kit's routers); listed so the table says so.
+    "GET /openapi.json": PUBLIC,
+    "GET /docs": PUBLIC,
+    "GET /docs/oauth2-redirect": PUBLIC,
+    "GET /redoc": PUBLIC,
+}
+
+ROUTES: Mapping[str, Mapping[str, Rule]] = {
+    "customers": {
+        "POST /v1/customers": P.customers_create,
+        "GET /v1/customers": P.customers_view,
+        "POST /v1/customers/duplicate-check": P.customers_view,
+        "GET /v1/customers/export.csv": P.customers_export,
+        "POST /v1/customers/import": P.customers_import,
+        "GET /v1/customers/{customer_id}": P.customers_view,
+        "PATCH /v1/customers/{customer_id}": P.customers_edit,
+        "DELETE /v1/customers/{customer_id}": P.customers_delete,
+        "GET /v1/customers/{customer_id}/neighbours": P.customers_view,
+        "POST /v1/customers/{customer_id}/copy": P.customers_create,
+        "POST /v1/customers/{customer_id}/restore": P.customers_recycle_bin,
+        "GET /v1/recycle-bin": P.customers_recycle_bin,
+        "DELETE /v1/recycle-bin/{customer_id}": P.customers_purge,
+        "GET /v1/customers/{customer_id}/history": P.customers_view,
+        "POST /v1/customers/{customer_id}/contacts": P.customers_edit,
+        "PATCH /v1/customers/{customer_id}/contacts/{contact_id}": P.customers_edit,
+        "DELETE /v1/customers/{customer_id}/contacts/{contact_id}": P.customers_edit,
+        "POST /v1/customers/{customer_id}/assign": P.customers_assign,
+        "POST /v1/customers/{customer_id}/release": P.pool_release,
+        "POST /v1/customers/{customer_id}/claim": P.pool_claim,
+        "POST /v1/customers/{customer_id}/lock": P.customers_edit,
+        "POST /v1/customers/{customer_id}/unlock": P.customers_edit,
+        "POST /v1/customers/{customer_id}/merge": P.customers_merge,
+        "GET /v1/customer-views": P.customers_view,
+        "POST /v1/customer-views": P.customers_view,
+        "DELETE /v1/customer-views/{view_id}": P.customers_view,
+    },
+    "directory": {
+        "POST /v1/auth/token": PUBLIC,
+        "POST /v1/auth/refresh": PUBLIC,
+        "POST /v1/auth/logout": PUBLIC,
+        "GET /.well-known/jwks.json": PUBLIC,
+        "GET /v1/me": P.account_self,
+        "PATCH /v1/me": P.account_self,
+        "POST /v1/me/password": P.account_self,
+        "GET /v1/me/history": P.account_self,
+        "POST /v1/users": P.users_manage,
+        "GET /v1/users": P.users_view,
+        "GET /v1/users/{user_id}": P.users_view,
+        "PATCH /v1/users/{user_id}": P.users_edit,
+        "PUT /v1/users/{user_id}": P.users_manage,
+        "POST /v1/users/{user_id}/deactivate": P.users_manage,
+        "POST /v1/users/{user_id}/reactivate": P.users_manage,
+        "POST /v1/users/{user_id}/password": P.users_manage,
+        "GET /v1/users/{user_id}/history": P.users_view,
+        "POST /v1/departments": P.departments_manage,
+        "GET /v1/departments": P.departments_view,
+        "GET /v1/departments/tree": P.departments_view,
+        "GET /v1/departments/{department_id}": P.departments_view,
+        "PATCH /v1/departments/{department_id}": P.departments_manage,
+        "DELETE /v1/departments/{department_id}": P.departments_manage,
+        "POST /v1/departments/{department_id}/move": P.departments_manage,
+        "GET /v1/departments/{department_id}/history": P.departments_view,
+    },
+    "pipeline": {
+        "GET /v1/pipelines": P.pipelines_view,
+        "POST /v1/pipelines": P.pipelines_configure,
+        "GET /v1/pipelines/{pipeline_id}": P.pipelines_view,
+        "PUT /v1/pipelines/{pipeline_id}": P.pipelines_configure,
+        "POST /v1/pipelines/{pipeline_id}/make-default": P.pipelines_configure,
+        "GET /v1/pipelines/{pipeline_id}/history": P.pipelines_view,
+        "POST /v1/opportunities": P.opportunities_create,
+        "GET /v1/opportunities": P.opportunities_view,
+        "GET /v1/opportunities/{opportunity_id}": P.opportunities_view,
+        "PATCH /v1/opportunities/{opportunity_id}": P.opportunities_edit,
+        "GET /v1/opportunities/{opportunity_id}/history": P.opportunities_view,
+        "POST /v1/opportunities/{opportunity_id}/stage": P.opportunities_edit,
+        "POST /v1/opportunities/{opportunity_id}/win": P.opportunities_edit,
+        "POST /v1/opportunities/{opportunity_id}/lose": P.opportunities_edit,
+        "POST /v1/opportunities/{opportunity_id}/reopen": P.opportunities_edit,
+        "POST /v1/opportunities/{opportunity_id}/assign": P.opportunities_assign,
+        "POST /v1/opportunities/{opportunity_id}/documents": P.opportunities_edit,
+        "DELETE /v1/opportunities/{opportunity_id}/documents/{document_id}": P.opportunities_edit,
+        "POST /v1/opportunities/{opportunity_id}/approval-requests": P.opportunities_edit,
+        "POST /v1/opportunities/{opportunity_id}/approvals": P.opportunities_approve,
+        "PUT /v1/targets/{scope}/{scope_id}/{period}": P.targets_set,
+        "GET /v1/targets/{scope}/{scope_id}/{period}": P.targets_view,
+        "GET /v1/targets/{scope}/{scope_id}/{period}/history": P.targets_view,
+        "GET /v1/targets": P.targets_view,
+        "GET /v1/forecast": P.opportunities_view,
+        "GET /v1/funnel": P.opportunities_view,
+    },
+    "interactions": {
+        "POST /v1/interactions": P.interactions_log,
+        "GET /v1/interactions": P.interactions_view,
+        "GET /v1/interactions/stats": P.interactions_view,
+        "GET /v1/interactions/{interaction_id}": P.interactions_view,
+        "PATCH /v1/interactions/{interaction_id}": P.interactions_log,
+        "DELETE /v1/interactions/{interaction_id}": P.interactions_log,
+        "GET /v1/interactions/{interaction_id}/history": P.interactions_view,
+        "GET /v1/customers/{customer_id}/interactions": P.interactions_view,
+        "POST /v1/tasks": P.tasks_manage,
+        "GET /v1/tasks": P.tasks_view,
+        "GET /v1/tasks/{task_id}": P.tasks_view,
+        "PATCH /v1/tasks/{task_id}": P.tasks_manage,
+        "DELETE /v1/tasks/{task_id}": P.tasks_manage,
+        "POST /v1/tasks/{task_id}/reschedule": P.tasks_manage,
+        "POST /v1/tasks/{task_id}/complete": P.tasks_manage,
+        "POST /v1/tasks/{task_id}/reopen": P.tasks_manage,
+        "GET /v1/tasks/{task_id}/history": P.tasks_view,
+        "POST /v1/feedback": P.feedback_manage,
+        "GET /v1/feedback": P.feedback_view,
+        "GET /v1/feedback/{feedback_id}": P.feedback_view,
+        "PATCH /v1/feedback/{feedback_id}": P.feedback_manage,
+        "POST /v1/feedback/{feedback_id}/transitions": P.feedback_manage,
+        "GET /v1/feedback/{feedback_id}/history": P.feedback_view,
+    },
+    "pool": {
+        "POST /v1/pool/rules": P.pool_rules,
+        "GET /v1/pool/rules": P.pool_rules,
+        "GET /v1/pool/rules/{rule_id}": P.pool_rules,
+        "PATCH /v1/pool/rules/{rule_id}": P.pool_rules,
+        "DELETE /v1/pool/rules/{rule_id}": P.pool_rules,
+        "GET /v1/pool/rules/{rule_id}/history": P.pool_rules,
+        "GET /v1/pool/preview": P.pool_rules,
+        "POST /v1/pool/preview": P.pool_rules,
+        "GET /v1/pool/my-customers": P.pool_countdown,
+        "POST /v1/pool/run": P.system_operate,
+        "POST /v1/pool/rebuilds": P.system_operate,
+        "GET /v1/pool/rebuilds/{rebuild_id}": P.system_operate,
+    },
+    "notifications": {
+        "GET /v1/notifications": P.inbox_use,
+        "GET /v1/notifications/unread-count": P.inbox_use,
+        "POST /v1/notifications/read-all": P.inbox_use,
+        "POST /v1/notifications/{notification_id}/read": P.inbox_use,
+        "GET /v1/me/notification-preferences": P.inbox_use,
+        "PUT /v1/me/notification-preferences": P.inbox_use,
+        "POST /v1/webhooks": P.webhooks_manage,
+        "GET /v1/webhooks": P.webhooks_manage,
+        "GET /v1/webhooks/{subscription_id}": P.webhooks_manage,
+        "PATCH /v1/webhooks/{subscription_id}": P.webhooks_manage,
+        "DELETE /v1/webhooks/{subscription_id}": P.webhooks_manage,
+        "GET /v1/webhooks/{subscription_id}/history": P.webhooks_manage,
+        "GET /v1/webhooks/{subscription_id}/deliveries": P.webhooks_manage,
+        "POST /v1/webhooks/{subscription_id}/deliveries/replay-dead": P.webhooks_manage,
+        "GET /v1/webhooks/{subscription_id}/deliveries/{delivery_id}": P.webhooks_manage,
+        "POST /v1/webhooks/{subscription_id}/deliveries/{delivery_id}/replay": P.webhooks_manage,
+    },
+    "reporting": {
+        "GET /v1/reports/funnel": P.reports_view,
+        "GET /v1/reports/forecast": P.reports_view,
+        "GET /v1/reports/activity": P.reports_view,
+        "GET /v1/reports/distribution": P.reports_view,
+        "GET /v1/reports/quality": P.reports_view,
+        "GET /v1/customers/{customer_id}/timeline": P.customers_view,
+        "GET /v1/admin/lag": P.system_operate,
+        "GET /v1/admin/rebuild": P.system_operate,
+        "POST /v1/admin/rebuild": P.system_operate,
+    },
+}
+
+
+def route_key(method: str, path: str) -> str:
+    # Starlette answers HEAD on every GET route: it needs what the GET needs.
+    return f"{'GET' if method.upper() == 'HEAD' else method.upper()} {path}"
+
+
+def rule_for(service: str, method: str, path: str) -> Rule | None:
+    """The permission a route needs, PUBLIC, or None when the table has no decision for it."""
+    key = route_key(method, path)
+    return COMMON.get(key) or ROUTES.get(service, {}).get(key)
+
+
+def undeclared(service: str, routes: Iterable[tuple[str, str]]) -> list[str]:
+    """The ``(method, path)`` routes the table has no decision for."""
+    return sorted(route_key(m, p) for m, p in routes if rule_for(service, m, p) is None)
+
+
+class PermissionDenied(Forbidden):
+    """The caller's roles do not grant the permission the route needs (as opposed to a
+    record outside the caller's scope, which the application reports)."""
+
+    code, title = "permission-denied", "Your role does not allow this"
+
+
+def ensure_permitted(principal: Principal, permission: Permission) -> None:
+    if permission not in granted(principal.roles):
+        roles = ", ".join(sorted(r.value for r in roles_with(permission)))
+        raise PermissionDenied(
+            f"This needs the permission {permission.value} (roles: {roles}).",
+            extra={"permission": permission.value},
+        )
+
+
+async def authorize(request: Request) -> None:
+    """The dependency the service kit puts on every route: look the route up, check the caller."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    service: str = request.app.state.kit.settings.service_name
+    rule = rule_for(service, request.method, path) if path else None
+    if rule == PUBLIC:
+        return
+    if rule is None:
+        # Unreachable for routes mounted by the kit (it refuses to build an app with one);
+        # fail closed all the same.
+        raise PermissionDenied(f"No permission is declared for {request.method} {path}.")
+    principal = await current_principal(request)
+    ensure_permitted(principal, Permission(rule))
