@@ -39,6 +39,7 @@ from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.history import HistoryEntry
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams, parse_sort
 
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -77,9 +78,11 @@ def _respond(
     response_model=CustomerOut,
     summary="Create a customer (refused with 409 if it already exists)",
 )
-async def create_customer(body: CustomerCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc = await service.create(principal, body)
-    return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
+async def create_customer(
+    body: CustomerCreate, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await service.create_once(principal, body, key)
+    return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
 
 
 @router.post(
@@ -160,12 +163,19 @@ async def export(
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
 async def import_(
-    request: Request, principal: CurrentPrincipal, service: Service, dry_run: bool = True
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    service: Service,
+    key: IdempotencyKeyHeader,
+    dry_run: bool = True,
 ) -> ImportReport:
     raw = await request.body()
     if not raw.strip():
         raise ValidationFailed.for_field("body", "send the CSV file as the request body (Content-Type: text/csv)")
-    return await Importer(service).run(principal, raw, dry_run=dry_run)
+    report = await Importer(service).run(principal, raw, dry_run=dry_run, key=key)
+    mark_replayed(response, key)
+    return report
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut, summary="One customer with its contacts")
@@ -205,9 +215,11 @@ async def get_neighbours(
     description="Copies industry, size, address, source, tier, lifecycle stage, website, description and tags; "
     "the body sets the new name and may override any of them. Duplicate checks apply as for any new customer.",
 )
-async def copy_customer(customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True))
-    return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
+async def copy_customer(
+    customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True), key)
+    return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
 
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut, summary="Change fields (send If-Match)")
@@ -270,11 +282,21 @@ async def get_history(
 
 @router.post("/customers/{customer_id}/contacts", status_code=201, response_model=ContactOut, summary="Add a contact")
 async def add_contact(
-    customer_id: str, body: ContactIn, request: Request, principal: CurrentPrincipal, service: Service
+    customer_id: str,
+    body: ContactIn,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
+    key: IdempotencyKeyHeader,
 ) -> JSONResponse:
-    doc, contact = await service.add_contact(principal, customer_id, body, expected_version(request, required=False))
-    return JSONResponse(
-        ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])}
+    doc, contact = await service.add_contact(
+        principal, customer_id, body, expected_version(request, required=False), key
+    )
+    return mark_replayed(
+        JSONResponse(
+            ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])}
+        ),
+        key,
     )
 
 
