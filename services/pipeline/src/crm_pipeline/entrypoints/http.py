@@ -46,6 +46,7 @@ from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry, history
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 
 Document = dict[str, Any]
 
@@ -158,9 +159,11 @@ class ListParams(OpportunityFilter):
 @router.post(
     "", status_code=201, response_model=OpportunityOut, summary="Create an opportunity for a customer you can see"
 )
-async def create_opportunity(body: OpportunityCreate, principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
-    doc = await svc.opportunities.create(principal, body)
-    return await _opportunity(svc, doc, 201, {"Location": f"/v1/opportunities/{doc['_id']}"})
+async def create_opportunity(
+    body: OpportunityCreate, principal: CurrentPrincipal, svc: Svc, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await svc.opportunities.create(principal, body, key)
+    return mark_replayed(await _opportunity(svc, doc, 201, {"Location": f"/v1/opportunities/{doc['_id']}"}), key)
 
 
 @router.get(
