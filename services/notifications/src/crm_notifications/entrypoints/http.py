@@ -34,6 +34,7 @@ from crm_notifications.entrypoints.schemas import (
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams
 
 router = APIRouter(prefix="/v1")
@@ -119,11 +120,13 @@ def _webhook(doc: dict[str, Any], status: int = 200, secret: str | None = None) 
 @router.post(
     "/webhooks", status_code=201, response_model=WebhookOut, tags=["webhooks"], summary="Subscribe a URL to events"
 )
-async def create_webhook(body: WebhookCreate, principal: CurrentPrincipal, subs: SubscriptionsDep) -> JSONResponse:
+async def create_webhook(
+    body: WebhookCreate, principal: CurrentPrincipal, subs: SubscriptionsDep, key: IdempotencyKeyHeader
+) -> JSONResponse:
     doc, generated = await subs.create(
-        principal, body.url, body.event_types, body.secret, body.enabled, body.description
+        principal, body.url, body.event_types, body.secret, body.enabled, body.description, key
     )
-    return _webhook(doc, 201, generated)
+    return mark_replayed(_webhook(doc, 201, generated), key)
 
 
 @router.get("/webhooks", response_model=WebhookPage, tags=["webhooks"], summary="Webhook subscriptions")
