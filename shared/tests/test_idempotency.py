@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_platform.errors import ValidationFailed
+from crm_platform.errors import Conflict, ValidationFailed
 from crm_platform.idempotency import FINGERPRINT, IdempotencyKey, KeyReused, fingerprint, parse_key
 
 JSON = "application/json"
@@ -53,5 +53,7 @@ def test_a_replay_needs_the_same_request():
     with pytest.raises(KeyReused):
         k.replay({"_id": k.record_id, FINGERPRINT: "another request"})
     assert not k.replayed
+    with pytest.raises(Conflict):
+        k.replay({"_id": k.record_id, "status": "purged"})  # a tombstone keeps no fingerprint
     stored = k.stamp({"_id": k.record_id})
     assert k.replay(stored) is stored and k.replayed

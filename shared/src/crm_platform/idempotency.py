@@ -36,7 +36,7 @@ from fastapi import Depends, Header, Request, Response
 from pymongo.errors import DuplicateKeyError
 
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.errors import DomainError, FieldError, ValidationFailed
+from crm_platform.errors import Conflict, DomainError, FieldError, ValidationFailed
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -85,7 +85,10 @@ class IdempotencyKey:
 
     def check(self, stored: Document) -> None:
         """Refuse the request unless ``stored`` (created under this key) came from the same request."""
-        if stored.get(FINGERPRINT) != self.fingerprint:
+        if FINGERPRINT not in stored:
+            # Every keyed create stores its fingerprint: this is what a purge left (a tombstone).
+            raise Conflict(f"The record created with this {HEADER} no longer exists; send a new key.")
+        if stored[FINGERPRINT] != self.fingerprint:
             raise KeyReused(
                 f"This {HEADER} was used before with a different request; send a new key for a new request.",
                 errors=[FieldError(field=HEADER, reason="used before with a different request", location="header")],
