@@ -172,9 +172,10 @@ async def create_once(
 ) -> Document:
     """Run ``create`` (which must insert under ``key.record_id``) unless this key's record exists.
 
-    ``load(record_id)`` reads the record. A create that fails with a conflict (a duplicate, a
-    unique key, ``_id`` taken) while the record now exists lost a race with its own first
-    attempt: that is a replay too. Without a key, ``create`` runs as it always did.
+    ``load(record_id)`` reads the record (a service whose ids have another form derives its own
+    from ``key.uuid()`` and may ignore the argument). A create that is refused for any reason
+    (a duplicate, ``_id`` taken, a stale If-Match) while the record now exists lost a race with
+    an earlier attempt: that is a replay too. Without a key, ``create`` runs as it always did.
     """
     if key is None:
         return await create()
