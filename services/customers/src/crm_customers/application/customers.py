@@ -33,10 +33,12 @@ from crm_platform.errors import (
     FieldError,
     Forbidden,
     NotFound,
+    PreconditionFailed,
     ValidationFailed,
     field_errors_from_pydantic,
 )
 from crm_platform.events import EventEnvelope, EventFactory, EventType
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
@@ -104,10 +106,17 @@ class Customers:
     # --- create and read -------------------------------------------------------------
 
     async def create(
-        self, principal: Principal, data: CustomerCreate, *, via: Literal["api", "import"] = "api"
+        self,
+        principal: Principal,
+        data: CustomerCreate,
+        *,
+        via: Literal["api", "import"] = "api",
+        idempotency: IdempotencyKey | None = None,
     ) -> Document:
         now = self.clock.now()
-        doc = rules.new_customer(data, principal, now)
+        doc = rules.new_customer(data, principal, now, idempotency.record_id if idempotency else None)
+        if idempotency is not None:
+            idempotency.stamp(doc)
         matches = await self.repo.exact_matches(
             kind=doc["kind"],
             name_normalised=doc["name_normalised"],
@@ -137,7 +146,18 @@ class Customers:
                 )
                 raise (self._duplicate_error(doc, matches) if matches else self._unique_violation(exc, doc)) from exc
 
-    async def copy(self, principal: Principal, customer_id: str, overrides: Document) -> Document:
+    async def create_once(self, principal: Principal, data: CustomerCreate, key: IdempotencyKey | None) -> Document:
+        """:meth:`create`, safe to retry with the same key: the customer's id comes from the key.
+
+        A retry finds the customer stored under that id, before any duplicate check could
+        mistake it for someone else's record; a retry racing its first attempt fails that check
+        or collides on ``_id``, and then finds it too. Either way: the first outcome, one record.
+        """
+        return await create_once(key, self.repo.get, lambda: self.create(principal, data, idempotency=key))
+
+    async def copy(
+        self, principal: Principal, customer_id: str, overrides: Document, key: IdempotencyKey | None = None
+    ) -> Document:
         """A new customer with this one's profile (not its identity: USCC, phones, emails, contacts)."""
         original = await self._visible(principal, customer_id)
         profile = {f: original.get(f) for f in COPIED_FIELDS if original.get(f) is not None}
@@ -148,7 +168,7 @@ class Customers:
             raise ValidationFailed(
                 "The copy has invalid fields.", errors=field_errors_from_pydantic(exc.errors())
             ) from exc
-        return await self.create(principal, data)
+        return await self.create_once(principal, data, key)
 
     def _duplicate_error(self, doc: Document, matches: Sequence[Document]) -> Duplicate:
         first = matches[0]
@@ -216,12 +236,26 @@ class Customers:
     # --- contacts ----------------------------------------------------------------------
 
     async def add_contact(
-        self, principal: Principal, customer_id: str, data: ContactIn, expected_version: int | None
+        self,
+        principal: Principal,
+        customer_id: str,
+        data: ContactIn,
+        expected_version: int | None,
+        key: IdempotencyKey | None = None,
     ) -> tuple[Document, Document]:
+        """Add a contact; with a key its id comes from the key, so a retry finds it instead of adding another."""
         contact = rules.new_contact(data, self.clock.now(), principal.user_id)
+        if key is not None:
+            contact["contact_id"] = key.record_id
+            key.stamp(contact)
+            # Checked before the write: a retry's If-Match is stale by the first attempt's own change.
+            if (earlier := await self._added_before(principal, customer_id, key)) is not None:
+                return earlier
 
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
+            if any(c["contact_id"] == contact["contact_id"] for c in doc.get("contacts") or []):
+                return Change(None)  # a racing attempt with the same key added it: no second contact
             rules.ensure_can_edit(principal, doc)
             if len(doc.get("contacts") or []) >= 100:
                 raise ValidationFailed.for_field("contacts", "a customer has at most 100 contacts")
@@ -233,8 +267,23 @@ class Customers:
             data_ = ev.ContactAdded(customer=rules.snapshot(doc), contact=rules.contact_data(contact))
             return Change(doc, [self._event(ev.CONTACT_ADDED, doc, data_, version, principal.user_id)])
 
-        doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
-        return doc, contact
+        try:
+            doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        except PreconditionFailed:
+            # A racing attempt with the same key moved the version first: answer with its contact.
+            if key is None or (earlier := await self._added_before(principal, customer_id, key)) is None:
+                raise
+            return earlier
+        stored = rules.find_contact(doc, contact["contact_id"])
+        # The contact built here is in the document only if this call wrote it; any other is an earlier attempt's.
+        return doc, (key.replay(stored) if key is not None and stored is not contact else stored)
+
+    async def _added_before(
+        self, principal: Principal, customer_id: str, key: IdempotencyKey
+    ) -> tuple[Document, Document] | None:
+        doc = await self._visible(principal, customer_id)
+        earlier = next((c for c in doc.get("contacts") or [] if c["contact_id"] == key.record_id), None)
+        return None if earlier is None else (doc, key.replay(earlier))
 
     async def update_contact(
         self, principal: Principal, customer_id: str, contact_id: str, patch: ContactPatch, expected_version: int | None

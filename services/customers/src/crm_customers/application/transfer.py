@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from crm_customers.application.customers import Customers
@@ -20,6 +21,7 @@ from crm_customers.domain.rules import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
+from crm_platform.idempotency import IdempotencyKey
 from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
 from crm_platform.text_input import control_character
 
@@ -226,7 +228,19 @@ class Importer:
         self._customers = customers
         self._repo = customers.repo
 
-    async def run(self, principal: Principal, raw: bytes, *, dry_run: bool) -> ImportReport:
+    async def run(
+        self, principal: Principal, raw: bytes, *, dry_run: bool, key: IdempotencyKey | None = None
+    ) -> ImportReport:
+        """Check every row and, unless ``dry_run``, import the good ones.
+
+        With a key (ignored by a dry run, which writes nothing) the import is safe to retry: each
+        row's customer id is derived from the key and the row's line, so a retry finds the rows
+        an earlier attempt stored (even one killed halfway) instead of creating them again, and the
+        finished report is kept under the key's id and answered to every later retry.
+        """
+        key = None if dry_run else key
+        if key is not None and (done := await self._imports.find_one({"_id": key.record_id})) is not None:
+            return ImportReport.model_validate(key.replay(done)["report"])
         text = decode_csv(raw)
         errors: list[RowError] = []
         parsed: list[tuple[int, CustomerCreate, Document]] = []
@@ -246,7 +260,7 @@ class Importer:
                 continue
             try:
                 data = CustomerCreate.model_validate(row_to_payload(row))
-                doc = rules.new_customer(data, principal, now)
+                doc = rules.new_customer(data, principal, now, str(key.uuid(f"line {line}")) if key else None)
             except ValidationError as exc:
                 errors += [
                     RowError(line=line, field=e.field, reason=e.reason)
@@ -261,37 +275,79 @@ class Importer:
             except Exception as exc:  # Forbidden (owner of another department) and the like
                 errors.append(RowError(line=line, field="owner_id", reason=str(exc)))
                 continue
+            if key is not None:
+                key.stamp(doc)
             parsed.append((line, data, doc))
 
         duplicates, unique_rows = await self._find_duplicates(parsed)
+        stored_before = await self._stored_before(unique_rows, key)
+        unique_rows = [r for r in unique_rows if r[2]["_id"] not in stored_before]
         unique_rows = await self._apply_owner_limits(unique_rows, errors)
         report = ImportReport(
             dry_run=dry_run,
             total_rows=total,
-            valid_rows=len(unique_rows),
+            valid_rows=len(unique_rows) + len(stored_before),
             imported=0,
             errors=sorted(errors, key=lambda e: e.line),
             duplicates=duplicates,
         )
         if dry_run:
             return report
+        created = sorted((line, customer_id) for customer_id, line in stored_before.items())
         for line, _data, doc in unique_rows:
             try:
                 # The dry-run arithmetic above reports early; the limit holds under the owner's lease,
                 # like every other way of getting a customer (creates, claims, assignments in parallel).
                 async with self._repo.owner_lock(doc["owner_id"]):
                     await self._customers._check_owner_limit(doc["owner_id"])
-                    created = await self._insert(principal, doc)
+                    await self._insert(principal, doc)
             except Conflict as exc:
                 report.errors.append(RowError(line=line, field="owner_id", reason=exc.detail))
                 continue
             except DuplicateKeyError:
-                report.duplicates.append(
-                    RowDuplicate(line=line, name=doc["name"], matched_on=["name"], existing_status="active")
-                )
-                continue
-            report.imported += 1
-            report.created_ids.append(created["_id"])
+                if key is None or await self._repo.get(doc["_id"]) is None:
+                    report.duplicates.append(
+                        RowDuplicate(line=line, name=doc["name"], matched_on=["name"], existing_status="active")
+                    )
+                    continue
+                # else: a racing attempt with the same key stored this row: imported once, by it
+            created.append((line, doc["_id"]))
+        created.sort()
+        report.imported = len(created)
+        report.created_ids = [customer_id for _, customer_id in created]
+        return await self._keep_report(report, key)
+
+    @property
+    def _imports(self) -> AsyncCollection[Document]:
+        """Finished keyed imports: their reports, answered to retries."""
+        return self._repo.collection.database["customer_imports"]
+
+    async def _stored_before(
+        self, rows: list[tuple[int, CustomerCreate, Document]], key: IdempotencyKey | None
+    ) -> dict[str, int]:
+        """The rows an earlier attempt with this key stored (id -> line); refused if that was another file."""
+        if key is None or not rows:
+            return {}
+        lines = {doc["_id"]: line for line, _, doc in rows}
+        found: dict[str, int] = {}
+        async for doc in self._repo.collection.find({"_id": {"$in": list(lines)}}, projection={"outbox": 0}):
+            key.check(doc)  # rows of an interrupted attempt: this import goes on from there
+            found[doc["_id"]] = lines[doc["_id"]]
+        return found
+
+    async def _keep_report(self, report: ImportReport, key: IdempotencyKey | None) -> ImportReport:
+        if key is None:
+            return report
+        kept = key.stamp({"_id": key.record_id, "report": report.model_dump(mode="json")})
+        kept["created_at"] = self._customers.clock.now()
+        try:
+            await self._imports.insert_one(kept)
+        except DuplicateKeyError:
+            # Two attempts with the same key finished at once: both imported the same rows (by id), once.
+            stored = await self._imports.find_one({"_id": key.record_id})
+            if stored is None:
+                raise
+            return ImportReport.model_validate(key.replay(stored)["report"])
         return report
 
     async def _insert(self, principal: Principal, doc: Document) -> Document:
@@ -327,7 +383,8 @@ class Importer:
                     )
                 )
                 continue
-            hit = next((existing[k] for k in keys if k in existing), None)
+            # A row an earlier attempt with the same key stored matches itself: that is no duplicate.
+            hit = next((existing[k] for k in keys if k in existing and existing[k]["_id"] != doc["_id"]), None)
             if hit is not None:
                 described = describe_match(doc, hit)
                 duplicates.append(

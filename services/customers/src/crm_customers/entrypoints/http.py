@@ -39,6 +39,7 @@ from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.history import HistoryEntry
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams, parse_sort
 from crm_platform.openapi import problems
 
@@ -79,9 +80,11 @@ def _respond(
     summary="Create a customer (refused with 409 if it already exists)",
     responses=problems(409),
 )
-async def create_customer(body: CustomerCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc = await service.create(principal, body)
-    return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
+async def create_customer(
+    body: CustomerCreate, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await service.create_once(principal, body, key)
+    return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
 
 
 @router.post(
@@ -163,12 +166,19 @@ async def export(
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
 async def import_(
-    request: Request, principal: CurrentPrincipal, service: Service, dry_run: bool = True
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    service: Service,
+    key: IdempotencyKeyHeader,
+    dry_run: bool = True,
 ) -> ImportReport:
     raw = await request.body()
     if not raw.strip():
         raise ValidationFailed.for_field("body", "send the CSV file as the request body (Content-Type: text/csv)")
-    return await Importer(service).run(principal, raw, dry_run=dry_run)
+    report = await Importer(service).run(principal, raw, dry_run=dry_run, key=key)
+    mark_replayed(response, key)
+    return report
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut, summary="One customer with its contacts")
@@ -209,9 +219,11 @@ async def get_neighbours(
     "the body sets the new name and may override any of them. Duplicate checks apply as for any new customer.",
     responses=problems(409),
 )
-async def copy_customer(customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True))
-    return _respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"})
+async def copy_customer(
+    customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True), key)
+    return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
 
 
 @router.patch(
@@ -295,11 +307,21 @@ async def get_history(
     responses=problems(409, 412, 423),
 )
 async def add_contact(
-    customer_id: str, body: ContactIn, request: Request, principal: CurrentPrincipal, service: Service
+    customer_id: str,
+    body: ContactIn,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
+    key: IdempotencyKeyHeader,
 ) -> JSONResponse:
-    doc, contact = await service.add_contact(principal, customer_id, body, expected_version(request, required=False))
-    return JSONResponse(
-        ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])}
+    doc, contact = await service.add_contact(
+        principal, customer_id, body, expected_version(request, required=False), key
+    )
+    return mark_replayed(
+        JSONResponse(
+            ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])}
+        ),
+        key,
     )
 
 

@@ -35,6 +35,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import directory as ev
 from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventType
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -88,11 +89,21 @@ class Users:
 
     # --- create and read -----------------------------------------------------------------------
 
-    async def create(self, principal: Principal, data: UserCreate) -> Document:
+    async def create(self, principal: Principal, data: UserCreate, key: IdempotencyKey | None = None) -> Document:
+        """Create a user; with a key the id comes from it, so a retry answers with the first user
+        (before the e-mail check could take that user for someone else holding the address)."""
         principal.require_role(Role.admin)
+        user_id = f"u-{(key.uuid() if key else uuid.uuid4()).hex[:16]}"
+        return await create_once(
+            key, lambda _: self.repo.user(user_id), lambda: self._create(principal, data, user_id, key)
+        )
+
+    async def _create(
+        self, principal: Principal, data: UserCreate, user_id: str, key: IdempotencyKey | None
+    ) -> Document:
         return await self.insert(
             actor=principal.user_id,
-            user_id=f"u-{uuid.uuid4().hex[:16]}",
+            user_id=user_id,
             email=data.email,
             name=data.name,
             phone=data.phone,
@@ -102,6 +113,7 @@ class Users:
             password=data.password.get_secret_value() if data.password else None,
             active=True,
             via="api",
+            key=key,
         )
 
     async def insert(
@@ -118,6 +130,7 @@ class Users:
         password: str | None,
         active: bool,
         via: ev.CreatedVia,
+        key: IdempotencyKey | None = None,
     ) -> Document:
         email = rules.email_or_422(email)
         phone = self._phone(phone)
@@ -138,6 +151,8 @@ class Users:
             actor=actor,
             now=now,
         )
+        if key is not None:
+            key.stamp(doc)
         event = self.events(
             ev.USER_CREATED,
             user_id,

@@ -60,6 +60,7 @@ from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
 from crm_platform.openapi import problems
 from crm_platform.serving import client_address
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 
 Document = dict[str, Any]
 USER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -207,9 +208,11 @@ class UserListParams(UserFilter):
 @users_router.post(
     "", status_code=201, response_model=UserOut, summary="Create a user (admins)", responses=problems(409)
 )
-async def create_user(body: UserCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    doc = await service.users.create(principal, body)
-    return await _user_response(service, doc, 201, Location=f"/v1/users/{doc['_id']}")
+async def create_user(
+    body: UserCreate, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await service.users.create(principal, body, key)
+    return mark_replayed(await _user_response(service, doc, 201, Location=f"/v1/users/{doc['_id']}"), key)
 
 
 @users_router.get(

@@ -20,6 +20,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventFactory
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.store import Change
 
@@ -45,7 +46,11 @@ class Feedback:
         data = event_type.data_model(feedback=rules.snapshot(doc), **fields)
         return self.event(event_type, doc["_id"], data, version, actor)
 
-    async def open(self, principal: Principal, data: FeedbackIn) -> Document:
+    async def open(self, principal: Principal, data: FeedbackIn, key: IdempotencyKey | None = None) -> Document:
+        """Record feedback; with a key its id comes from it, so a retry answers with the first record."""
+        return await create_once(key, self.repo.feedback_store.get, lambda: self._open(principal, data, key))
+
+    async def _open(self, principal: Principal, data: FeedbackIn, key: IdempotencyKey | None) -> Document:
         customer = await self.refs.customer(principal, data.customer_id)
         if data.contact_id:
             self.refs.contacts(customer, [data.contact_id], "contact_id")
@@ -53,7 +58,7 @@ class Feedback:
         if data.handler_id:
             handler_path = await self.refs.user_department(principal, data.handler_id, "handler_id")
         doc = rules.new_feedback(
-            str(uuid.uuid4()),
+            key.record_id if key else str(uuid.uuid4()),
             kind=data.kind,
             title=data.title,
             description=data.description,
@@ -65,6 +70,8 @@ class Feedback:
             principal=principal,
             now=self.clock.now(),
         )
+        if key is not None:
+            key.stamp(doc)
         return await self.repo.feedback_store.insert(doc, [self._event(ev.FEEDBACK_OPENED, doc, 1, principal.user_id)])
 
     async def _visible(self, principal: Principal, doc: Document) -> bool:

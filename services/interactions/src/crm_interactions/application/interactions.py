@@ -24,6 +24,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventFactory
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
@@ -63,8 +64,33 @@ class Interactions:
 
     # --- log -----------------------------------------------------------------------------
 
-    async def log(self, principal: Principal, data: InteractionIn) -> tuple[Document, bool]:
-        """Log one interaction; returns (record, created). An email synced again returns the first record."""
+    async def log(
+        self, principal: Principal, data: InteractionIn, key: IdempotencyKey | None = None
+    ) -> tuple[Document, bool]:
+        """Log one interaction; returns (record, created). An email synced again returns the first record.
+
+        With a key the record's id comes from it, so a retry answers with the record its first
+        attempt logged, as created (201) like that attempt was, before the Message-ID check
+        could call it an email synced again (200).
+        """
+        if key is None:
+            return await self._log(principal, data, None)
+        outcome: list[bool] = []
+
+        async def attempt() -> Document:
+            doc, created = await self._log(principal, data, key)
+            outcome.append(created)
+            return doc
+
+        doc = await create_once(key, self.repo.interaction_store.get, attempt)
+        if doc["_id"] == key.record_id and outcome != [True]:
+            # Ours, logged by an earlier attempt (found by id, or by its Message-ID when racing it).
+            return key.replay(doc), True
+        return doc, outcome == [True]
+
+    async def _log(
+        self, principal: Principal, data: InteractionIn, key: IdempotencyKey | None
+    ) -> tuple[Document, bool]:
         if isinstance(data, EmailIn) and data.message_id:
             existing = await self.repo.interaction_by_message(data.message_id)
             if existing is not None:
@@ -74,7 +100,10 @@ class Interactions:
         if data.opportunity_id:
             await self.refs.opportunity(principal, data.opportunity_id, customer)
         now = self.clock.now()
-        doc = rules.new_interaction(str(uuid.uuid4()), data, principal, now, late_after=self.late_after, skew=self.skew)
+        interaction_id = key.record_id if key else str(uuid.uuid4())
+        doc = rules.new_interaction(interaction_id, data, principal, now, late_after=self.late_after, skew=self.skew)
+        if key is not None:
+            key.stamp(doc)
         snap = rules.snapshot(doc)
         logged = ev.InteractionLogged(
             interaction_id=doc["_id"],

@@ -22,6 +22,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.store import Change
 
@@ -50,7 +51,11 @@ class Tasks:
         data = event_type.data_model(task=rules.snapshot(doc), **fields)
         return self.event(event_type, doc["_id"], data, version, actor)
 
-    async def create(self, principal: Principal, data: TaskIn) -> Document:
+    async def create(self, principal: Principal, data: TaskIn, key: IdempotencyKey | None = None) -> Document:
+        """Create a task; with a key its id comes from it, so a retry answers with the first task."""
+        return await create_once(key, self.repo.task_store.get, lambda: self._create(principal, data, key))
+
+    async def _create(self, principal: Principal, data: TaskIn, key: IdempotencyKey | None) -> Document:
         now = self.clock.now()
         rules.check_future(data.due_at, now, self.skew, "due_at")
         if data.remind_at is not None:
@@ -73,7 +78,7 @@ class Tasks:
             if data.opportunity_id:
                 await self.refs.opportunity(principal, data.opportunity_id, customer)
         doc = rules.new_task(
-            str(uuid.uuid4()),
+            key.record_id if key else str(uuid.uuid4()),
             title=data.title,
             notes=data.notes,
             due_at=data.due_at,
@@ -86,6 +91,8 @@ class Tasks:
             interaction_id=data.interaction_id,
             now=now,
         )
+        if key is not None:
+            key.stamp(doc)
         event = self._snapshot_event(ev.TASK_CREATED, doc, 1, principal.user_id)
         return await self.repo.task_store.insert(doc, [event])
 

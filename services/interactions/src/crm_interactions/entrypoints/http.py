@@ -46,6 +46,7 @@ from crm_platform.concurrency import etag, expected_version
 from crm_platform.errors import ValidationFailed
 from crm_platform.history import HistoryEntry, history
 from crm_platform.openapi import problems
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.service import ServiceKit
 
 Document = dict[str, Any]
@@ -115,10 +116,10 @@ async def _history(app: App, doc: Document) -> list[HistoryEntry]:
     },
 )
 async def log_interaction(
-    body: Annotated[InteractionIn, Body()], principal: CurrentPrincipal, app: App
+    body: Annotated[InteractionIn, Body()], principal: CurrentPrincipal, app: App, key: IdempotencyKeyHeader
 ) -> JSONResponse:
-    doc, created = await app.interactions.log(principal, body)
-    return _interaction(doc, 201 if created else 200, f"/v1/interactions/{doc['_id']}")
+    doc, created = await app.interactions.log(principal, body, key)
+    return mark_replayed(_interaction(doc, 201 if created else 200, f"/v1/interactions/{doc['_id']}"), key)
 
 
 @interactions_router.get(
@@ -231,8 +232,8 @@ async def customer_interactions(
 @tasks_router.post(
     "", status_code=201, response_model=TaskOut, summary="Create a follow-up task", responses=problems(409)
 )
-async def create_task(body: TaskIn, principal: CurrentPrincipal, app: App) -> JSONResponse:
-    return _task(app, await app.tasks.create(principal, body), 201)
+async def create_task(body: TaskIn, principal: CurrentPrincipal, app: App, key: IdempotencyKeyHeader) -> JSONResponse:
+    return mark_replayed(_task(app, await app.tasks.create(principal, body, key), 201), key)
 
 
 @tasks_router.get(
@@ -329,8 +330,10 @@ async def task_history(task_id: str, principal: CurrentPrincipal, app: App) -> l
     summary="Record a request, suggestion or complaint",
     responses=problems(409),
 )
-async def open_feedback(body: FeedbackIn, principal: CurrentPrincipal, app: App) -> JSONResponse:
-    return _feedback(await app.feedback.open(principal, body), 201)
+async def open_feedback(
+    body: FeedbackIn, principal: CurrentPrincipal, app: App, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    return mark_replayed(_feedback(await app.feedback.open(principal, body, key), 201), key)
 
 
 @feedback_router.get("", response_model=FeedbackPage, summary="Feedback you recorded, handle, or may see")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from crm_notifications.adapters.repository import NEVER, Repository
 from crm_notifications.domain.webhooks import AddressPolicy, new_secret, url_shape, valid_patterns
@@ -18,6 +20,7 @@ from crm_platform.contracts import notifications as ev
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.history import HistoryEntry, history
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import Page, PageParams, fetch_page
 from crm_platform.store import Change
 
@@ -110,15 +113,40 @@ class Subscriptions:
         secret: str | None,
         enabled: bool,
         description: str | None,
+        key: IdempotencyKey | None = None,
     ) -> tuple[Document, str | None]:
-        """The new subscription and, when the secret was generated here, that secret (shown this once)."""
+        """The new subscription and, when the secret was generated here, that secret (shown this once).
+
+        With a key the subscription's id comes from it, so a retry answers with the first one,
+        generated secret included: the client that lost the first answer has no other way to learn it.
+        """
         may_manage(principal)
+
+        async def insert() -> Document:
+            return await self._create(principal, url, event_types, secret, enabled, description, key)
+
+        doc = await create_once(key, lambda _: self._repo.webhook_store.get(_subscription_id(key)), insert)
+        # A first attempt killed between its two inserts left no health record: its retry adds it.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._repo.webhook_health.insert_one({"_id": doc["_id"], "consecutive_failures": 0})
+        return doc, (None if secret else doc["secret"])
+
+    async def _create(
+        self,
+        principal: Principal,
+        url: str,
+        event_types: list[str],
+        secret: str | None,
+        enabled: bool,
+        description: str | None,
+        key: IdempotencyKey | None,
+    ) -> Document:
         await check_url(url, self.policy, self._resolver)
         patterns = valid_patterns(event_types)
-        generated = None if secret else new_secret()
+        generated = None if secret else new_secret()  # shown once, in the answer to this request
         now = self._clock.now()
         doc: Document = {
-            "_id": f"wh-{uuid.uuid4().hex[:12]}",
+            "_id": _subscription_id(key),
             "url": url,
             "event_types": patterns,
             "enabled": enabled,
@@ -138,9 +166,7 @@ class Subscriptions:
             1,
             principal.user_id,
         )
-        stored = await self._repo.webhook_store.insert(doc, [event])
-        await self._repo.webhook_health.insert_one({"_id": doc["_id"], "consecutive_failures": 0})
-        return stored, generated
+        return await self._repo.webhook_store.insert(doc if key is None else key.stamp(doc), [event])
 
     async def get(self, principal: Principal, subscription_id: str) -> Document:
         may_manage(principal)
@@ -240,3 +266,8 @@ class Subscriptions:
             {"subscription_id": subscription_id, "status": "pending"},
             {"$set": {"status": "dead", "due_ts": NEVER, "last_error": reason}},
         )
+
+
+def _subscription_id(key: IdempotencyKey | None) -> str:
+    """``wh-`` and 12 hex digits: random, or derived from the client's Idempotency-Key."""
+    return f"wh-{(key.uuid() if key else uuid.uuid4()).hex[:12]}"

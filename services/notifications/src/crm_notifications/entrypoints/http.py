@@ -34,6 +34,7 @@ from crm_notifications.entrypoints.schemas import (
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams
 from crm_platform.openapi import problems
 
@@ -126,11 +127,13 @@ def _webhook(doc: dict[str, Any], status: int = 200, secret: str | None = None) 
     summary="Subscribe a URL to events",
     responses=problems(409),
 )
-async def create_webhook(body: WebhookCreate, principal: CurrentPrincipal, subs: SubscriptionsDep) -> JSONResponse:
+async def create_webhook(
+    body: WebhookCreate, principal: CurrentPrincipal, subs: SubscriptionsDep, key: IdempotencyKeyHeader
+) -> JSONResponse:
     doc, generated = await subs.create(
-        principal, body.url, body.event_types, body.secret, body.enabled, body.description
+        principal, body.url, body.event_types, body.secret, body.enabled, body.description, key
     )
-    return _webhook(doc, 201, generated)
+    return mark_replayed(_webhook(doc, 201, generated), key)
 
 
 @router.get("/webhooks", response_model=WebhookPage, tags=["webhooks"], summary="Webhook subscriptions")

@@ -30,6 +30,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
+from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
 
@@ -120,7 +121,13 @@ class Opportunities:
 
     # --- create and read ---------------------------------------------------------------------------
 
-    async def create(self, principal: Principal, data: OpportunityCreate) -> Document:
+    async def create(
+        self, principal: Principal, data: OpportunityCreate, key: IdempotencyKey | None = None
+    ) -> Document:
+        """Create; with a key the id comes from it, so a retry answers with the first opportunity."""
+        return await create_once(key, self.repo.opportunity, lambda: self._create(principal, data, key))
+
+    async def _create(self, principal: Principal, data: OpportunityCreate, key: IdempotencyKey | None) -> Document:
         customer = await self._customer_for(principal, data.customer_id)
         pipeline = await self.pipelines.resolve(data.pipeline_id)
         stage = self._stage(pipeline, data.stage_id) if data.stage_id else pl.first_open_stage(pipeline)
@@ -134,6 +141,9 @@ class Opportunities:
             self.zone,
             self.settings.default_currency,
         )
+        if key is not None:
+            doc["_id"] = key.record_id
+            key.stamp(doc)
         event = self._snapshot_event(ev.OPPORTUNITY_CREATED, doc, 1, principal.user_id)
         stored = await self.repo.opportunity_store.insert(doc, [event])
         # The customer may have been deleted or merged between our check and the insert; its

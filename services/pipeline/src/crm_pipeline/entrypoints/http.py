@@ -47,6 +47,7 @@ from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry, history
 from crm_platform.openapi import problems
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 
 Document = dict[str, Any]
 
@@ -173,9 +174,11 @@ class ListParams(OpportunityFilter):
     summary="Create an opportunity for a customer you can see",
     responses=problems(409),
 )
-async def create_opportunity(body: OpportunityCreate, principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
-    doc = await svc.opportunities.create(principal, body)
-    return await _opportunity(svc, doc, 201, {"Location": f"/v1/opportunities/{doc['_id']}"})
+async def create_opportunity(
+    body: OpportunityCreate, principal: CurrentPrincipal, svc: Svc, key: IdempotencyKeyHeader
+) -> JSONResponse:
+    doc = await svc.opportunities.create(principal, body, key)
+    return mark_replayed(await _opportunity(svc, doc, 201, {"Location": f"/v1/opportunities/{doc['_id']}"}), key)
 
 
 @router.get(
