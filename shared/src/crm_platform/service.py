@@ -302,43 +302,51 @@ class ServiceKit:
             return response
 
     async def _readiness_checks(self) -> tuple[dict[str, Any], list[str]]:
-        """Every /readyz check, side by side and each bounded by ``readiness_timeout_seconds``.
+        """Every /readyz check at once, each bounded by ``readiness_timeout_seconds``.
 
         A check that hangs (the store killed mid-answer, the broker gone) must not hang the
         probe: an orchestrator or `crm up` asks /readyz precisely while something is down,
-        and needs a quick 503 that names it. Returns the checks and the names of those failing.
+        and needs a quick 503 that names it. All checks run side by side, so /readyz takes
+        about one timeout at worst. Returns the checks and the names of those failing.
         """
         limit = self.settings.readiness_timeout_seconds
-        checks: dict[str, Any] = {}
-        failing: list[str] = []
 
         async def ping_store() -> None:
             with pymongo.timeout(limit):
                 await self.mongo.admin.command("ping")
 
-        store_error, kafka_ok = await asyncio.gather(
-            _failure_of(ping_store(), limit), _bounded(self.broker.ping(timeout=limit), limit, default=False)
-        )
-        checks["mongo"] = "ok" if store_error is None else f"unreachable: {store_error}"
-        checks["kafka"] = "ok" if kafka_ok else "unreachable"
-        failing += [name for name, ok in (("mongo", store_error is None), ("kafka", kafka_ok)) if not ok]
-
-        lags = await asyncio.gather(*(_bounded(c.lag(), limit, default={}) for c in self.consumers if c.assigned()))
-        assigned = iter(lags)
-        checks["consumers"] = {
-            c.group_id: {"assigned": c.assigned(), "lag": next(assigned) if c.assigned() else {}}
-            for c in self.consumers
-        }
-        if not all(c.assigned() for c in self.consumers):
-            failing.append("consumers")
-
         async def pending(collection: AsyncCollection[Document]) -> int:
-            if store_error is not None:
-                return -1  # known unreachable: asking again would only wait for the same answer
             with pymongo.timeout(limit):
                 return await pending_count(collection)
 
-        counts = await asyncio.gather(*(_bounded(pending(c), limit, default=-1) for c in self._outbox_collections))
+        async def probe(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+            try:
+                with pymongo.timeout(limit):
+                    return await asyncio.wait_for(run(), timeout=limit)
+            except TimeoutError:
+                return {"ready": False, "error": f"no answer within {limit:g} s"}
+            except Exception as exc:
+                return {"ready": False, "error": str(exc)[:300]}
+
+        assigned = [c for c in self.consumers if c.assigned()]
+        store_error, kafka_ok, lags, counts, details = await asyncio.gather(
+            _failure_of(ping_store(), limit),
+            _bounded(self.broker.ping(timeout=limit), limit, default=False),
+            asyncio.gather(*(_bounded(c.lag(), limit, default={}) for c in assigned)),
+            asyncio.gather(*(_bounded(pending(c), limit, default=-1) for c in self._outbox_collections)),
+            asyncio.gather(*(probe(p) for p in self._readiness.values())),
+        )
+        checks: dict[str, Any] = {
+            "mongo": "ok" if store_error is None else f"unreachable: {store_error}",
+            "kafka": "ok" if kafka_ok else "unreachable",
+        }
+        failing = [name for name, ok in (("mongo", store_error is None), ("kafka", kafka_ok)) if not ok]
+        lag_of = dict(zip((c.group_id for c in assigned), lags, strict=True))
+        checks["consumers"] = {
+            c.group_id: {"assigned": c.assigned(), "lag": lag_of.get(c.group_id, {})} for c in self.consumers
+        }
+        if len(assigned) < len(self.consumers):
+            failing.append("consumers")
         checks["outbox_pending"] = {c.name: n for c, n in zip(self._outbox_collections, counts, strict=True)}
         for collection, n in zip(self._outbox_collections, counts, strict=True):
             OUTBOX_PENDING.labels(collection.name).set(n)
@@ -348,19 +356,6 @@ class ServiceKit:
         }
         if background:
             checks["background"] = background
-
-        async def probe(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-            error = None
-            try:
-                with pymongo.timeout(limit):
-                    return await asyncio.wait_for(run(), timeout=limit)
-            except TimeoutError:
-                error = f"no answer within {limit:g} s"
-            except Exception as exc:
-                error = str(exc)[:300]
-            return {"ready": False, "error": error}
-
-        details = await asyncio.gather(*(probe(p) for p in self._readiness.values()))
         for name, detail in zip(self._readiness, details, strict=True):
             checks[name] = detail
             if detail.get("ready", True) is False:
