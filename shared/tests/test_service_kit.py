@@ -3,7 +3,12 @@ and readiness probes a service adds."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
+
+from fastapi import APIRouter
+from pymongo.errors import ServerSelectionTimeoutError
 
 from crm_platform.service import Periodic, ServiceKit
 from crm_platform.settings import ServiceSettings
@@ -46,3 +51,35 @@ async def test_a_periodic_task_and_a_probe_show_in_readyz_and_metrics(backend: B
         metrics = (await client.get("/metrics")).text
         assert 'crm_background_runs_total{outcome="error",task="kitcheck-scheduler"} 1.0' in metrics
         assert 'crm_background_runs_total{outcome="ok",task="kitcheck-scheduler"}' in metrics
+
+
+async def test_a_hanging_probe_and_an_unreachable_store_answer_quickly(backend: Backend) -> None:
+    settings = ServiceSettings(
+        **{**service_settings(backend, "kithang"), "service_name": "kithang", "readiness_timeout_seconds": 0.5}
+    )
+    kit = ServiceKit(settings, title="kit check", description="a probe that never answers")
+
+    async def hangs() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"ready": True}
+
+    kit.readiness("stuck", hangs)
+    router = APIRouter()
+
+    @router.get("/v1/needs-the-store")
+    async def needs_the_store() -> None:
+        raise ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused")
+
+    app = kit.build_app([router])
+    async with running(app, "http://kit.test") as client:
+        started = time.monotonic()
+        ready = await client.get("/readyz")
+        assert time.monotonic() - started < 2, "bounded by readiness_timeout_seconds, not by the probe"
+        assert ready.status_code == 503 and ready.json()["failing"] == ["stuck"]
+        assert ready.json()["checks"]["stuck"] == {"ready": False, "error": "no answer within 0.5 s"}
+
+        unavailable = await client.get("/v1/needs-the-store")
+        assert unavailable.status_code == 503
+        assert unavailable.headers["content-type"] == "application/problem+json"
+        assert unavailable.headers["retry-after"] == str(settings.unavailable_retry_after_seconds)
+        assert unavailable.json()["type"] == "urn:crm:problem:store-unavailable"

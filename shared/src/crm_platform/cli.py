@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from datetime import timedelta
@@ -28,11 +29,76 @@ def up(
     ] = False,
     kafka_port: Annotated[int, typer.Option(help="Kafka port.")] = 19092,
     mongo_port: Annotated[int, typer.Option(help="MongoDB port.")] = 27018,
+    http_port_base: Annotated[
+        int | None,
+        typer.Option(help="Services listen on BASE+1 … BASE+7 (default: 8001 … 8007), for a second stack."),
+    ] = None,
+    smtp_port: Annotated[int, typer.Option(help="The local SMTP sink's port.")] = 8025,
+    restart_backoff: Annotated[
+        float,
+        typer.Option(help="Seconds before restarting a child that died; doubles for each restart in a row, max 30."),
+    ] = 1.0,
 ) -> None:
-    """Start Kafka, MongoDB and every service on this machine; Ctrl-C stops them all."""
+    """Start Kafka, MongoDB and every service on this machine; a child that dies is restarted; Ctrl-C stops them all."""
     from crm_platform.devstack.runner import default_data_dir, run_up
+    from crm_platform.devstack.services import SERVICES
+    from crm_platform.devstack.supervisor import Backoff
 
-    run_up((data_dir or default_data_dir()), durable=not memory, kafka_port=kafka_port, mongo_port=mongo_port)
+    specs = list(SERVICES)
+    if http_port_base is not None:
+        specs = [dataclasses.replace(spec, http_port=http_port_base + i) for i, spec in enumerate(specs, start=1)]
+    run_up(
+        (data_dir or default_data_dir()),
+        durable=not memory,
+        kafka_port=kafka_port,
+        mongo_port=mongo_port,
+        services=specs,
+        smtp_port=smtp_port,
+        backoff=Backoff(initial=restart_backoff, cap=max(30.0, restart_backoff)),
+    )
+
+
+@app.command()
+def status(
+    data_dir: Annotated[Path | None, typer.Option(help="The local stack's data directory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status file as it is.")] = False,
+) -> None:
+    """What `crm up` is running: each child's state, pid, restarts and last exit. Exit code 1 if not all run."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from crm_platform.devstack.runner import StackLayout, default_data_dir
+    from crm_platform.devstack.supervisor import read_status
+
+    layout = StackLayout((data_dir or default_data_dir()).resolve())
+    found = read_status(layout.status_file)
+    if found is None:
+        console.print(f"no status at {layout.status_file}: `crm up` has not run with this data dir")
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+    else:
+        alive = "running" if found["running"] else "[red]not running[/red] (last seen)"
+        console.print(f"crm up (pid {found['supervisor_pid']}): {alive}, as of {found['updated_at']}")
+        table = Table()
+        for column in ("child", "state", "pid", "port", "restarts", "up (s)", "last exit", "last error"):
+            table.add_column(column)
+        for name, child in found["children"].items():
+            table.add_row(
+                name,
+                child["state"] if child["state"] == "running" else f"[yellow]{child['state']}[/yellow]",
+                str(child["pid"] or ""),
+                str(child["port"] or ""),
+                str(child["restarts"]),
+                str(child["up_seconds"] or ""),
+                # Text, not markup: errors and exits may hold [brackets].
+                Text(f"{child['last_exit'] or ''} {child['last_exit_at'] or ''}".strip()),
+                Text(child["last_error"] or ""),
+            )
+        console.print(table)
+    everything_runs = found["running"] and all(c["state"] == "running" for c in found["children"].values())
+    if not everything_runs:
+        raise typer.Exit(1)
 
 
 @app.command()

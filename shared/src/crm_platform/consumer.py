@@ -21,6 +21,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from crm_platform.availability import store_unavailable
 from crm_platform.events import EventEnvelope, decode_event
 from crm_platform.kafka import dead_letter_topic
 from crm_platform.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
@@ -127,7 +128,9 @@ class EventConsumer:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "traceparent")
 
     async def _attempt(self, event: EventEnvelope, handler: Handler, message: Any, body: bytes, delay: float) -> None:
-        for attempt in range(1, self._max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await handler(event)
                 EVENTS_CONSUMED.labels(self.group_id, event.type, "ok").inc()
@@ -136,7 +139,11 @@ class EventConsumer:
                 await self._dead_letter(message, body, event.type, f"PermanentError: {exc}", attempt)
                 return
             except Exception as exc:
-                if attempt == self._max_attempts:
+                if store_unavailable(exc):
+                    # The store being down is not the event's fault: wait it out (the offset stays
+                    # uncommitted) instead of spending attempts and dead-lettering a good event.
+                    attempt -= 1
+                elif attempt >= self._max_attempts:
                     await self._dead_letter(message, body, event.type, f"{type(exc).__name__}: {exc}", attempt)
                     return
                 log.warning(

@@ -10,7 +10,12 @@ import structlog
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        # Plain tracebacks: the default (rich, with every frame's locals) renders ~10,000 lines
+        # for one error in a FastAPI handler and holds the event loop for seconds meanwhile; during
+        # a store outage that turned each failed request into a multi-second stall of all others.
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

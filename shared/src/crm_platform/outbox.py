@@ -111,6 +111,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch_size: int = 200,
         concurrency: int = 32,
+        retry_max_seconds: float = 30.0,
     ) -> None:
         self._collections = list(collections)
         self._publish = publish
@@ -119,6 +120,7 @@ class OutboxRelay:
         self._lease = timedelta(seconds=lease_seconds)
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
+        self._retry_max_seconds = retry_max_seconds
         self._semaphore = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -156,7 +158,7 @@ class OutboxRelay:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 OUTBOX_RELAY_ERRORS.inc()
                 log.warning("outbox relay failed; will retry", error=self.last_error, retry_in=backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, self._retry_max_seconds)
                 await asyncio.sleep(backoff)
                 continue
             with contextlib.suppress(TimeoutError):

@@ -15,8 +15,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import pymongo
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -29,6 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from crm_platform.auth import TokenVerifier
+from crm_platform.availability import install_unavailable_handler, mongo_client
 from crm_platform.clock import Clock, SystemClock
 from crm_platform.consumer import EventConsumer, Handler
 from crm_platform.errors import install_error_handlers
@@ -154,13 +156,8 @@ class ServiceKit:
         self.topic = topic_for(settings.service_name)
         self.source = f"/crm/{settings.service_name}"
         self.broker = make_broker(settings)
-        self.mongo: AsyncMongoClient[Document] = AsyncMongoClient(
-            settings.mongo_url,
-            tz_aware=True,
-            serverSelectionTimeoutMS=5000,
-            appname=f"crm-{settings.service_name}",
-            event_listeners=[CommandCounter()],
-        )
+        # Counted per origin (http, relay, consumer, background) for crm_store_commands_total.
+        self.mongo: AsyncMongoClient[Document] = mongo_client(settings, event_listeners=[CommandCounter()])
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_database]
         self.event_log: AsyncCollection[Document] = self.db["event_log"]
         self.consumers: list[EventConsumer] = []
@@ -259,6 +256,7 @@ class ServiceKit:
             lease_seconds=s.outbox_lease_seconds,
             poll_seconds=s.outbox_poll_seconds,
             batch_size=s.outbox_batch_size,
+            retry_max_seconds=s.outbox_retry_max_seconds,
         )
         self._relay.start()
         for component in self._background:
@@ -284,6 +282,7 @@ class ServiceKit:
         app.state.kit = self
         app.state.token_verifier = TokenVerifier(self.settings)
         install_error_handlers(app)
+        install_unavailable_handler(app, self.settings.unavailable_retry_after_seconds)
         self._install_middleware(app)
         ops = self._ops_router()
         self._check_permissions([*routers, ops])
@@ -345,6 +344,67 @@ class ServiceKit:
             response.headers["traceparent"] = traceparent
             return response
 
+    async def _readiness_checks(self) -> tuple[dict[str, Any], list[str]]:
+        """Every /readyz check at once, each bounded by ``readiness_timeout_seconds``.
+
+        A check that hangs (the store killed mid-answer, the broker gone) must not hang the
+        probe: an orchestrator or `crm up` asks /readyz precisely while something is down,
+        and needs a quick 503 that names it. All checks run side by side, so /readyz takes
+        about one timeout at worst. Returns the checks and the names of those failing.
+        """
+        limit = self.settings.readiness_timeout_seconds
+
+        async def ping_store() -> None:
+            with pymongo.timeout(limit):
+                await self.mongo.admin.command("ping")
+
+        async def pending(collection: AsyncCollection[Document]) -> int:
+            with pymongo.timeout(limit):
+                return await pending_count(collection)
+
+        async def probe(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+            try:
+                with pymongo.timeout(limit):
+                    return await asyncio.wait_for(run(), timeout=limit)
+            except TimeoutError:
+                return {"ready": False, "error": f"no answer within {limit:g} s"}
+            except Exception as exc:
+                return {"ready": False, "error": str(exc)[:300]}
+
+        assigned = [c for c in self.consumers if c.assigned()]
+        store_error, kafka_ok, lags, counts, details = await asyncio.gather(
+            _failure_of(ping_store(), limit),
+            _bounded(self.broker.ping(timeout=limit), limit, default=False),
+            asyncio.gather(*(_bounded(c.lag(), limit, default={}) for c in assigned)),
+            asyncio.gather(*(_bounded(pending(c), limit, default=-1) for c in self._outbox_collections)),
+            asyncio.gather(*(probe(p) for p in self._readiness.values())),
+        )
+        checks: dict[str, Any] = {
+            "mongo": "ok" if store_error is None else f"unreachable: {store_error}",
+            "kafka": "ok" if kafka_ok else "unreachable",
+        }
+        failing = [name for name, ok in (("mongo", store_error is None), ("kafka", kafka_ok)) if not ok]
+        lag_of = dict(zip((c.group_id for c in assigned), lags, strict=True))
+        checks["consumers"] = {
+            c.group_id: {"assigned": c.assigned(), "lag": lag_of.get(c.group_id, {})} for c in self.consumers
+        }
+        if len(assigned) < len(self.consumers):
+            failing.append("consumers")
+        checks["outbox_pending"] = {c.name: n for c, n in zip(self._outbox_collections, counts, strict=True)}
+        for collection, n in zip(self._outbox_collections, counts, strict=True):
+            OUTBOX_PENDING.labels(collection.name).set(n)
+        checks["relay_error"] = self._relay.last_error if self._relay else "not started"
+        background = {
+            getattr(c, "name", type(c).__name__): c.status() for c in self._background if hasattr(c, "status")
+        }
+        if background:
+            checks["background"] = background
+        for name, detail in zip(self._readiness, details, strict=True):
+            checks[name] = detail
+            if detail.get("ready", True) is False:
+                failing.append(name)
+        return checks, failing
+
     def _ops_router(self) -> APIRouter:
         router = APIRouter(tags=["operations"])
 
@@ -361,50 +421,9 @@ class ServiceKit:
             },
         )
         async def readyz() -> JSONResponse:
-            checks: dict[str, Any] = {}
-            ok = True
-            try:
-                await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2)
-                checks["mongo"] = "ok"
-            except Exception as exc:
-                ok, checks["mongo"] = False, f"unreachable: {exc}"
-            try:
-                kafka_ok = await self.broker.ping(timeout=2)
-            except Exception:
-                kafka_ok = False
-            checks["kafka"] = "ok" if kafka_ok else "unreachable"
-            ok = ok and kafka_ok
-            consumers: dict[str, Any] = {}
-            for c in self.consumers:
-                lag = await c.lag() if c.assigned() else {}
-                consumers[c.group_id] = {"assigned": c.assigned(), "lag": lag}
-            checks["consumers"] = consumers
-            ok = ok and all(c.assigned() for c in self.consumers)
-            pending = {}
-            for collection in self._outbox_collections:
-                try:
-                    n = await pending_count(collection)
-                except Exception:
-                    n = -1
-                pending[collection.name] = n
-                OUTBOX_PENDING.labels(collection.name).set(n)
-            checks["outbox_pending"] = pending
-            checks["relay_error"] = self._relay.last_error if self._relay else "not started"
-            background = {
-                getattr(c, "name", type(c).__name__): c.status() for c in self._background if hasattr(c, "status")
-            }
-            if background:
-                checks["background"] = background
-            for name, probe in self._readiness.items():
-                try:
-                    detail = await probe()
-                except Exception as exc:
-                    detail = {"ready": False, "error": str(exc)}
-                checks[name] = detail
-                ok = ok and detail.get("ready", True) is not False
-            return JSONResponse(
-                {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
-            )
+            checks, failing = await self._readiness_checks()
+            body = {"status": "not ready" if failing else "ready", "failing": failing, "checks": checks}
+            return JSONResponse(body, status_code=503 if failing else 200)
 
         @router.get(
             "/metrics",
@@ -424,3 +443,25 @@ class ServiceKit:
             return HTMLResponse(get_asyncapi_html(self.asyncapi(), try_it_out_path=None))
 
         return router
+
+
+T = TypeVar("T")
+
+
+async def _bounded(check: Awaitable[T], limit: float, *, default: T) -> T:
+    """``check``'s answer, or ``default`` if it fails or takes longer than ``limit`` seconds."""
+    try:
+        return await asyncio.wait_for(check, timeout=limit)
+    except Exception:
+        return default
+
+
+async def _failure_of(check: Awaitable[None], limit: float) -> str | None:
+    """None if ``check`` succeeds within ``limit`` seconds, else why not (short: it goes into /readyz)."""
+    try:
+        await asyncio.wait_for(check, timeout=limit)
+    except TimeoutError:
+        return f"no answer within {limit:g} s"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None

@@ -34,6 +34,21 @@ class ServiceSettings(BaseSettings):
 
     mongo_url: str = "mongodb://127.0.0.1:27018"
     mongo_database: str = "crm"
+    # Bounds on every wait for the store (PyMongo's defaults: 30 s selection, 20 s connect, no
+    # socket timeout), so a request fails with 503 in about 2 s while the store is down instead
+    # of hanging, and the service picks the store up again within a second of its return.
+    mongo_server_selection_timeout_ms: int = Field(default=2000, ge=100)
+    mongo_connect_timeout_ms: int = Field(default=2000, ge=100)
+    mongo_socket_timeout_ms: int = Field(
+        default=30_000, ge=0, description="Longest wait for one command's answer (0: none)."
+    )
+    mongo_heartbeat_frequency_ms: int = Field(default=2000, ge=500)
+    mongo_max_pool_size: int = Field(default=100, ge=1)
+    # Retry-After of the 503 a request gets while the store is unavailable.
+    unavailable_retry_after_seconds: int = Field(default=2, ge=0)
+    # Each /readyz check (store ping, broker, outbox backlog, a service's own probes) gets this
+    # long; they run side by side, so /readyz answers within about this even when all hang.
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
 
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: SecretStr = SecretStr("")
@@ -49,6 +64,10 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     outbox_lease_seconds: float = Field(default=30.0, gt=0)
     outbox_batch_size: int = Field(default=200, gt=0)
+    # Longest pause between relay attempts while the broker or the store is down (it doubles
+    # from outbox_poll_seconds): the events of writes made just before the outage wait this
+    # long at most after it ends.
+    outbox_retry_max_seconds: float = Field(default=5.0, gt=0)
 
     # Appended to the consumer group (crm.<service>): lets a second, independent copy of a
     # service (a test, a migration, a rebuild) read the topics without taking partitions

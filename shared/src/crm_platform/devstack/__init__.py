@@ -36,6 +36,7 @@ from crm_platform.devstack.services import (
     service_env,
     start_service,
 )
+from crm_platform.devstack.supervisor import Backoff, Supervisor, read_status
 from crm_platform.kafka import ensure_topics
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_MONGO_PORT",
     "IN_MEMORY",
     "SERVICES",
+    "Backoff",
     "BinaryNotFoundError",
     "DevStackError",
     "ManagedProcess",
@@ -51,6 +53,7 @@ __all__ = [
     "ServiceSpec",
     "StackLayout",
     "StartupError",
+    "Supervisor",
     "WeedPorts",
     "default_data_dir",
     "ensure_topics",
@@ -59,6 +62,7 @@ __all__ = [
     "find_weed",
     "free_port",
     "load_or_create_jwt_secret",
+    "read_status",
     "run_up",
     "s3_settings",
     "service_env",

@@ -127,6 +127,24 @@ def ensure_ports_free(ports: Mapping[str, int]) -> None:
 
 # Strong references on purpose: a child must be stopped even if its owner forgot it.
 _live: set[ManagedProcess] = set()
+# Per thread: who wants to hear of a child the moment it is spawned (see spawn_observer).
+_observers = threading.local()
+
+
+@contextlib.contextmanager
+def spawn_observer(callback: Callable[[ManagedProcess], None]) -> Iterator[None]:
+    """Call ``callback`` with each ManagedProcess this thread spawns, before it is ready.
+
+    The start_* functions return a child only once it is ready, which can take a minute;
+    a supervisor restarting one in a helper thread needs it earlier, to stop it on Ctrl-C
+    instead of waiting for the start-up to finish.
+    """
+    previous = getattr(_observers, "callback", None)
+    _observers.callback = callback
+    try:
+        yield
+    finally:
+        _observers.callback = previous
 
 
 class ManagedProcess:
@@ -171,6 +189,9 @@ class ManagedProcess:
                 start_new_session=True,
             )
         _live.add(self)
+        observer = getattr(_observers, "callback", None)
+        if observer is not None:
+            observer(self)
 
     @property
     def pid(self) -> int:

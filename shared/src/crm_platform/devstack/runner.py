@@ -7,11 +7,11 @@ services flush to a broker that is still there.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ from crm_platform.devstack.services import (
     service_env,
     start_service,
 )
+from crm_platform.devstack.supervisor import Backoff, Supervisor
 from crm_platform.kafka import TopicCreationError, ensure_topics
 
 DEFAULT_KAFKA_PORT = 19092
@@ -78,6 +79,11 @@ class StackLayout:
     @property
     def jwt_secret_file(self) -> Path:
         return self.data_dir / JWT_SECRET_FILE
+
+    @property
+    def status_file(self) -> Path:
+        """What `crm up`'s supervisor sees: each child's state, pid, restarts (read by `crm status`)."""
+        return self.data_dir / "devstack" / "status.json"
 
 
 def default_data_dir(start: Path | None = None) -> Path:
@@ -114,37 +120,38 @@ def run_up(
     *,
     weed_ports: WeedPorts | None = None,
     services: Sequence[ServiceSpec] | None = None,
+    smtp_port: int = DEFAULT_SMTP_PORT,
     console: Console | None = None,
     ready_timeout: float = 60.0,
+    backoff: Backoff | None = None,
 ) -> None:
     """Start S3 (if durable), Kafka, MongoDB and every service; block until Ctrl-C or SIGTERM.
 
-    Returns after a clean stop. Raises SystemExit(1) if anything fails to start
-    or a child dies while running; everything started is stopped first.
+    A child that dies meanwhile is restarted with backoff (the others keep running), and
+    the supervisor's view is kept in ``<data_dir>/devstack/status.json`` (`crm status`).
+    Returns after a clean stop. Raises SystemExit(1) if anything fails to start; everything
+    started is stopped first.
     """
     console = console or Console()
     specs = list(SERVICES if services is None else services)
     layout = StackLayout(data_dir.resolve())
     weed_ports = weed_ports or WeedPorts()
-    started: list[ManagedProcess] = []
+    supervisor = Supervisor(console, backoff=backoff, status_file=layout.status_file)
     exit_code = 0
     with _signals_raise_shutdown():
         try:
-            ensure_ports_free(_all_ports(durable, kafka_port, mongo_port, weed_ports, specs))
-            started += _start_backends(layout, durable, kafka_port, mongo_port, weed_ports, console)
-            if _sends_mail(specs):
-                with console.status("starting the SMTP sink (mail stays on this machine)…"):
-                    started.append(start_smtp_sink(DEFAULT_SMTP_PORT, layout.mail_dir, layout.log_dir))
-            bootstrap = f"{LOOPBACK}:{kafka_port}"
-            topics = [t for spec in specs for t in spec.topics]
-            run_coroutine_sync(lambda: ensure_topics(bootstrap, topics))
+            ensure_ports_free(_all_ports(durable, kafka_port, mongo_port, weed_ports, specs, smtp_port))
             secret = load_or_create_jwt_secret(layout.data_dir)
-            started += _start_services(layout, specs, bootstrap, mongo_port, secret, ready_timeout, console)
-            _print_summary(console, layout, durable, kafka_port, mongo_port, weed_ports, specs, started)
-            died = _supervise(started)
-            console.print(f"[red]{died.name} {died.describe_exit()}[/red]; last lines of {died.log_path}:")
-            console.print(died.log_tail(), markup=False, highlight=False, soft_wrap=True)
-            exit_code = 1
+            children = _children(
+                layout, durable, kafka_port, mongo_port, weed_ports, specs, smtp_port, secret, ready_timeout
+            )
+            for child in children:
+                with console.status(child.status):
+                    supervisor.adopt(child.name, child.start(), child.start)
+            supervisor.write_status()
+            started = [c.process for c in supervisor.children if c.process is not None]
+            _print_summary(console, layout, durable, kafka_port, mongo_port, weed_ports, specs, smtp_port, started)
+            supervisor.run()
         except _Shutdown:
             console.print("stopping…")
         except (DevStackError, TopicCreationError) as exc:
@@ -152,9 +159,89 @@ def run_up(
             console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
             exit_code = 1
         finally:
-            _stop_all(started, console)
+            # Reverse start order; a second Ctrl-C must not abandon half-stopped children.
+            with _signals_ignored():
+                supervisor.stop_all()
     if exit_code:
         raise SystemExit(exit_code)
+
+
+@dataclass(frozen=True)
+class _ChildSpec:
+    name: str  # as the supervisor, the console and `crm status` call it
+    status: str  # what the console shows while it starts
+    start: Callable[[], ManagedProcess]  # starts it (again) and returns once it is ready
+
+
+def _children(
+    layout: StackLayout,
+    durable: bool,
+    kafka_port: int,
+    mongo_port: int,
+    weed_ports: WeedPorts,
+    specs: Sequence[ServiceSpec],
+    smtp_port: int,
+    secret: str,
+    ready_timeout: float,
+) -> list[_ChildSpec]:
+    """Every child in start order (S3 before the broker storing into it, backends before services)."""
+    bootstrap = f"{LOOPBACK}:{kafka_port}"
+    topics = [t for spec in specs for t in spec.topics]
+    children: list[_ChildSpec] = []
+    if durable:
+        children.append(
+            _ChildSpec(
+                "s3",
+                "starting SeaweedFS (S3 for the broker's storage)…",
+                lambda: start_s3(layout.s3_dir, layout.log_dir, weed_ports),
+            )
+        )
+
+    def start_kafka() -> ManagedProcess:
+        if durable:
+            broker = start_broker(kafka_port, "s3", layout.log_dir, s3_settings(layout.s3_dir, weed_ports))
+        else:
+            broker = start_broker(kafka_port, "memory", layout.log_dir)
+        # Topics before the services look for them; a memory broker comes back without any.
+        try:
+            run_coroutine_sync(lambda: ensure_topics(bootstrap, topics))
+        except BaseException:
+            broker.stop()
+            raise
+        return broker
+
+    storage = "S3 storage" if durable else "memory storage"
+    children.append(_ChildSpec("broker", f"starting Tansu (Kafka, {storage})…", start_kafka))
+    children.append(
+        _ChildSpec(
+            "store", "starting nx-27017 (MongoDB)…", lambda: start_store(layout.mongo_dir, mongo_port, layout.log_dir)
+        )
+    )
+    if _sends_mail(specs):
+        children.append(
+            _ChildSpec(
+                "smtp-sink",
+                "starting the SMTP sink (mail stays on this machine)…",
+                lambda: start_smtp_sink(smtp_port, layout.mail_dir, layout.log_dir),
+            )
+        )
+    for spec in specs:
+        env = service_env(
+            spec,
+            kafka_bootstrap=bootstrap,
+            mongo_url=f"mongodb://{LOOPBACK}:{mongo_port}",
+            jwt_secret=secret,
+        )
+        if spec.name == "notifications":
+            env["CRM_SMTP_PORT"] = str(smtp_port)
+        children.append(
+            _ChildSpec(
+                spec.name,
+                f"starting {spec.name} (python -m {spec.module})…",
+                functools.partial(start_service, spec, env, layout.log_dir, ready_timeout),
+            )
+        )
+    return children
 
 
 def _all_ports(
@@ -163,11 +250,12 @@ def _all_ports(
     mongo_port: int,
     weed_ports: WeedPorts,
     specs: Sequence[ServiceSpec],
+    smtp_port: int = DEFAULT_SMTP_PORT,
 ) -> dict[str, int]:
     ports = {"Kafka (Tansu)": kafka_port, "MongoDB (nx-27017)": mongo_port}
     ports |= {f"{spec.name} HTTP": spec.http_port for spec in specs}
     if _sends_mail(specs):
-        ports["SMTP sink"] = DEFAULT_SMTP_PORT
+        ports["SMTP sink"] = smtp_port
     if durable:
         ports |= weed_ports.all()
     return ports
@@ -175,77 +263,6 @@ def _all_ports(
 
 def _sends_mail(specs: Sequence[ServiceSpec]) -> bool:
     return any(spec.name == "notifications" for spec in specs)
-
-
-def _start_backends(
-    layout: StackLayout,
-    durable: bool,
-    kafka_port: int,
-    mongo_port: int,
-    weed_ports: WeedPorts,
-    console: Console,
-) -> list[ManagedProcess]:
-    started: list[ManagedProcess] = []
-    try:
-        if durable:
-            with console.status("starting SeaweedFS (S3 for the broker's storage)…"):
-                started.append(start_s3(layout.s3_dir, layout.log_dir, weed_ports))
-            s3 = s3_settings(layout.s3_dir, weed_ports)
-            with console.status("starting Tansu (Kafka, S3 storage)…"):
-                started.append(start_broker(kafka_port, "s3", layout.log_dir, s3))
-        else:
-            with console.status("starting Tansu (Kafka, memory storage)…"):
-                started.append(start_broker(kafka_port, "memory", layout.log_dir))
-        with console.status("starting nx-27017 (MongoDB)…"):
-            started.append(start_store(layout.mongo_dir, mongo_port, layout.log_dir))
-    except BaseException:
-        _stop_all(started, console)
-        raise
-    return started
-
-
-def _start_services(
-    layout: StackLayout,
-    specs: Sequence[ServiceSpec],
-    bootstrap: str,
-    mongo_port: int,
-    secret: str,
-    timeout: float,
-    console: Console,
-) -> list[ManagedProcess]:
-    started: list[ManagedProcess] = []
-    try:
-        for spec in specs:
-            env = service_env(
-                spec,
-                kafka_bootstrap=bootstrap,
-                mongo_url=f"mongodb://{LOOPBACK}:{mongo_port}",
-                jwt_secret=secret,
-            )
-            with console.status(f"starting {spec.name} (python -m {spec.module})…"):
-                started.append(start_service(spec, env, layout.log_dir, timeout))
-    except BaseException:
-        _stop_all(started, console)
-        raise
-    return started
-
-
-def _supervise(procs: Sequence[ManagedProcess]) -> ManagedProcess:
-    """Block until one child dies (returned) or a signal raises _Shutdown."""
-    while True:
-        for proc in procs:
-            if not proc.is_running():
-                return proc
-        time.sleep(0.5)  # a supervision poll, not a wait for readiness
-
-
-def _stop_all(procs: list[ManagedProcess], console: Console) -> None:
-    # Reverse start order; a second Ctrl-C must not abandon half-stopped children.
-    with _signals_ignored():
-        while procs:
-            proc = procs.pop()
-            proc.stop()
-            console.print(f"stopped {proc.name}", style="dim")
 
 
 def _print_summary(
@@ -256,6 +273,7 @@ def _print_summary(
     mongo_port: int,
     weed_ports: WeedPorts,
     specs: Sequence[ServiceSpec],
+    smtp_port: int,
     started: Sequence[ManagedProcess],
 ) -> None:
     ready = {proc.name: proc.ready_after for proc in started}
@@ -283,9 +301,7 @@ def _print_summary(
         s3 = f"http://{LOOPBACK}:{weed_ports.s3}"
         table.add_row("S3 (SeaweedFS)", s3, secs("weed"))
     if _sends_mail(specs):
-        table.add_row(
-            "SMTP sink (mail kept as .eml)", f"{LOOPBACK}:{DEFAULT_SMTP_PORT} → {layout.mail_dir}", secs("smtp-sink")
-        )
+        table.add_row("SMTP sink (mail kept as .eml)", f"{LOOPBACK}:{smtp_port} → {layout.mail_dir}", secs("smtp-sink"))
     console.print(table)
     topics = ", ".join(t for spec in specs for t in spec.topics)
     console.print(f"topics: {topics} ({TOPIC_PARTITIONS} partitions each)", highlight=False)
@@ -293,6 +309,10 @@ def _print_summary(
     console.print(
         f"JWT (HS256) secret: {layout.jwt_secret_file}; `crm token` signs with it "
         f"(or: export CRM_JWT_SECRET=$(cat {layout.jwt_secret_file}))",
+        highlight=False,
+    )
+    console.print(
+        f"A child that dies is restarted (with backoff); `crm status` or {layout.status_file} shows them all.",
         highlight=False,
     )
     console.print("[bold]Ctrl-C to stop.[/bold]")

@@ -16,8 +16,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
 from crm_platform.errors import Conflict, NotFound
+from crm_platform.leases import release_in_background, release_soon
 from crm_platform.listing import count
 from crm_platform.store import VersionedStore
 
@@ -210,6 +212,13 @@ class CustomerRepository:
     @asynccontextmanager
     async def _owner_lease(self, owner_id: str, lease_seconds: float, wait_seconds: float) -> AsyncIterator[None]:
         token = uuid.uuid4().hex
+        what = f"owner {owner_id}"
+
+        async def release() -> None:
+            await self.owner_locks.update_one(
+                {"_id": owner_id, "token": token}, {"$set": {"until": 0.0, "token": None}}
+            )
+
         try:
             await self.owner_locks.insert_one({"_id": owner_id, "until": 0.0, "token": None})
         except DuplicateKeyError:
@@ -218,9 +227,16 @@ class CustomerRepository:
         deadline = loop.time() + wait_seconds
         while True:
             now = self._clock.now().timestamp()
-            result = await self.owner_locks.update_one(
-                {"_id": owner_id, "until": {"$lt": now}}, {"$set": {"until": now + lease_seconds, "token": token}}
-            )
+            try:
+                result = await self.owner_locks.update_one(
+                    {"_id": owner_id, "until": {"$lt": now}}, {"$set": {"until": now + lease_seconds, "token": token}}
+                )
+            except Exception as exc:
+                if store_unavailable(exc):
+                    # The store may have applied the update before the connection died: if the
+                    # lease is ours, give it back once the store is back, not when it expires.
+                    release_in_background(release, lease_seconds, what)
+                raise
             if result.modified_count:
                 break
             if loop.time() > deadline:
@@ -229,9 +245,8 @@ class CustomerRepository:
         try:
             yield
         finally:
-            await self.owner_locks.update_one(
-                {"_id": owner_id, "token": token}, {"$set": {"until": 0.0, "token": None}}
-            )
+            # If the store is down now, released in the background as soon as it is back.
+            await release_soon(release, lease_seconds, what)
 
     def find(self, query: Document, sort: list[tuple[str, int]], limit: int) -> AsyncIterator[Document]:
         return self.collection.find(query, projection=LIST_PROJECTION).sort(sort).limit(limit)

@@ -16,8 +16,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock, as_utc
 from crm_platform.errors import Conflict, NotFound
+from crm_platform.leases import release_in_background, release_soon
 from crm_platform.listing import count
 from crm_platform.store import VersionedStore
 
@@ -156,6 +158,10 @@ class DirectoryRepository:
         lease simply expires.
         """
         token = uuid.uuid4().hex
+
+        async def release() -> None:
+            await self.locks.update_one({"_id": "tree", "token": token}, {"$set": {"until": 0.0, "token": None}})
+
         try:
             await self.locks.insert_one({"_id": "tree", "until": 0.0, "token": None})
         except DuplicateKeyError:
@@ -164,9 +170,16 @@ class DirectoryRepository:
         deadline = loop.time() + wait_seconds
         while True:
             now = self._clock.now().timestamp()
-            result = await self.locks.update_one(
-                {"_id": "tree", "until": {"$lt": now}}, {"$set": {"until": now + lease_seconds, "token": token}}
-            )
+            try:
+                result = await self.locks.update_one(
+                    {"_id": "tree", "until": {"$lt": now}}, {"$set": {"until": now + lease_seconds, "token": token}}
+                )
+            except Exception as exc:
+                if store_unavailable(exc):
+                    # The store may have applied it before the connection died: if the lease is
+                    # ours, give it back once the store is back rather than hold the tree 60 s.
+                    release_in_background(release, lease_seconds, "department tree")
+                raise
             if result.modified_count:
                 break
             if loop.time() > deadline:
@@ -180,7 +193,8 @@ class DirectoryRepository:
         try:
             yield renew
         finally:
-            await self.locks.update_one({"_id": "tree", "token": token}, {"$set": {"until": 0.0, "token": None}})
+            # If the store is down now, released in the background as soon as it is back.
+            await release_soon(release, lease_seconds, "department tree")
 
 
 async def drop_indexes_named(collection: AsyncCollection[Document], names: tuple[str, ...]) -> None:
