@@ -77,7 +77,7 @@ async def new_customer(app: FastAPI, feed: CustomerFeed) -> FedCustomer:
 
 def clones(doc: dict[str, Any], count: int, **changes: Any) -> list[dict[str, Any]]:
     """``count`` copies of a stored document under new ids (the stored shape, without pending events)."""
-    base = {k: v for k, v in doc.items() if k not in ("outbox", "outbox_pending", "outbox_lease", "outbox_rev")}
+    base = {k: v for k, v in doc.items() if not k.startswith("outbox")}
     return [{**base, **changes, "_id": f"{doc['_id']}-{i}"} for i in range(count)]
 
 
