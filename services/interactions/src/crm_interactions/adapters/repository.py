@@ -38,6 +38,10 @@ INTERACTION_INDEXES = [
     IndexModel([("channel", ASCENDING)], name="idx_channel"),
     IndexModel([("opportunity_id", ASCENDING)], name="idx_opportunity_id"),
     IndexModel([("contact_ids", ASCENDING)], name="idx_contact_ids"),
+    # Lists filter on hidden = false (and interactions on status): the embedded store serves an
+    # equality only from an index named _<field>, else it emits an array-aware OR and scans.
+    IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
 ]
 
 TASK_INDEXES = [
@@ -54,6 +58,10 @@ TASK_INDEXES = [
     IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
     IndexModel([("opportunity_id", ASCENDING)], name="idx_opportunity_id"),
     IndexModel([("due_at", ASCENDING)], name="idx_due_at"),
+    # Lists filter on hidden = false (and interactions on status): the embedded store serves an
+    # equality only from an index named _<field>, else it emits an array-aware OR and scans.
+    IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
 ]
 
 FEEDBACK_INDEXES = [
@@ -68,6 +76,7 @@ FEEDBACK_INDEXES = [
     IndexModel([("reporter_department_path", ASCENDING)], name="idx_reporter_department_path"),
     IndexModel([("handler_department_path", ASCENDING)], name="idx_handler_department_path"),
     IndexModel([("opened_at", DESCENDING)], name="idx_opened_at"),
+    IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
 ]
 
 #: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.

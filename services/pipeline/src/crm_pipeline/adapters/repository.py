@@ -50,6 +50,15 @@ OPPORTUNITY_INDEXES = [
     IndexModel([("s.amount", ASCENDING)], name="idx_s.amount"),
     IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
     IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
+    IndexModel([("s.stage_entered_at", ASCENDING)], name="idx_s.stage_entered_at"),
+    IndexModel([("s.weighted", ASCENDING)], name="idx_s.weighted"),
+    IndexModel([("s.probability", ASCENDING)], name="idx_s.probability"),
+    IndexModel([("s.status", ASCENDING)], name="idx_s.status"),
+    IndexModel([("s.owner_id", ASCENDING)], name="idx_s.owner_id"),
+    IndexModel([("s.customer_id", ASCENDING)], name="idx_s.customer_id"),
+    # Every list filters on hidden = false: without an index named _hidden the embedded store
+    # turns that equality into an array-aware OR that no index serves, and scans.
+    IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
 ]
 #: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
 LEGACY_OPPORTUNITY_INDEXES = (
@@ -66,10 +75,16 @@ LEGACY_OPPORTUNITY_INDEXES = (
 TARGET_INDEXES = [
     IndexModel([("scope", ASCENDING), ("scope_id", ASCENDING), ("year", ASCENDING)], name="scope_year"),
     IndexModel([("department_path", ASCENDING), ("year", ASCENDING)], name="dept_year"),
+    # The list of a year's targets filters by year equality plus a path prefix (a regex): the
+    # embedded store serves the equality only from an index named _<field>.
+    IndexModel([("year", ASCENDING)], name="idx_year"),
 ]
 
 PIPELINE_INDEXES = [
     IndexModel([("is_default", ASCENDING), ("default_since", DESCENDING)], name="default"),
+    # The default pipeline is looked up by equality on is_default on every create: the embedded
+    # store serves that equality only from an index named _<field>.
+    IndexModel([("is_default", ASCENDING)], name="idx_is_default"),
 ]
 
 LIST_PROJECTION = {"outbox": 0, "stage_history": 0}
@@ -112,6 +127,13 @@ class Repository:
             self.pipelines.find({"is_default": True}).sort([("default_since", DESCENDING), ("_id", ASCENDING)]).limit(1)
         )
         return next(iter([d async for d in cursor]), None)
+
+    async def pipelines_by_id(self, pipeline_ids: set[str]) -> dict[str, Document]:
+        """The pipelines a page of opportunities names, by _id (a lookup, not a walk of every pipeline)."""
+        if not pipeline_ids:
+            return {}
+        found = self.pipelines.find({"_id": {"$in": sorted(pipeline_ids)}}, projection={"outbox": 0})
+        return {d["_id"]: d async for d in found}
 
     async def all_pipelines(self) -> list[Document]:
         return [

@@ -196,7 +196,7 @@ async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrinci
         with_total=params.include_total,
         default_currency=svc.settings.default_currency,
     )
-    pipelines = {p["_id"]: p for p in await svc.pipelines.list()}
+    pipelines = await svc.opportunities.repo.pipelines_by_id({d["pipeline_id"] for d in page.items})
     now = svc.opportunities.clock.now()
     items = [opportunity_out(d, pipelines.get(d["pipeline_id"]), now) for d in page.items]
     return OpportunityPage(items=items, next_cursor=page.next_cursor, total=page.total)

@@ -55,12 +55,24 @@ async def _all(cursor: Any) -> list[Document]:
     return [doc async for doc in cursor]
 
 
+async def find_in(collection: Any, field: str, values: list[str], projection: Document | None = None) -> list[Document]:
+    """Documents whose scalar ``field`` equals one of ``values``, by one indexed equality per value.
+
+    ``{field: {"$in": values}}`` means the same on MongoDB, but the embedded store reads every row
+    for it (it allows for the field being an array); the lists here hold one id, rarely a few.
+    """
+    docs: list[Document] = []
+    for value in dict.fromkeys(values):
+        docs += await _all(collection.find({field: value}, projection))
+    return docs
+
+
 async def merged_group(models: ReadModels, customer_id: str) -> list[str]:
     """The customer and every customer merged into it, directly or through a chain."""
     found = [customer_id]
     frontier = [customer_id]
     while frontier:
-        docs = await _all(models.customers.find({"merged_into": {"$in": frontier}}, {"_id": 1}))
+        docs = await find_in(models.customers, "merged_into", frontier, {"_id": 1})
         frontier = [d["_id"] for d in docs if d["_id"] not in found]
         found += frontier
     return found
@@ -91,9 +103,8 @@ def _has_field(customer: Document, field: str, has_reach: bool) -> bool:
 
 async def _has_reach(models: ReadModels, customer: Document, group: list[str]) -> bool:
     """At least one current contact whose latest known data has a phone or an email."""
-    facts = await _all(
-        models.facts.find({"customer_id": {"$in": group}}, {"type": 1, "contacts": 1, "t": 1})
-    )  # by customer only: the embedded store may pick the far less selective type index otherwise
+    # By customer only: the embedded store may pick the far less selective type index otherwise.
+    facts = await find_in(models.facts, "customer_id", group, {"type": 1, "contacts": 1, "t": 1})
     reach: dict[str, tuple[int, bool]] = {}
     for f in facts:
         if f["type"] not in CONTACT_FACT_TYPES:
@@ -107,7 +118,7 @@ async def _has_reach(models: ReadModels, customer: Document, group: list[str]) -
 
 
 async def last_touch(models: ReadModels, group: list[str]) -> int:
-    docs = await _all(models.interactions.find({"customer_id": {"$in": group}}, {"occurred_ms": 1, "status": 1}))
+    docs = await find_in(models.interactions, "customer_id", group, {"occurred_ms": 1, "status": 1})
     times = [d["occurred_ms"] for d in docs if d.get("status") == "active" and d.get("occurred_ms") is not None]
     return max(times, default=-1)
 

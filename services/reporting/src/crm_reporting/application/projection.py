@@ -276,7 +276,7 @@ class Projection:
             ):
                 doc[REUSE] = {"reach": prev["reach"], "touch_ms": prev["touch_ms"]}
 
-        await self._versioned(
+        _, new = await self._versioned(
             models,
             models.customers,
             envelope,
@@ -286,6 +286,8 @@ class Projection:
             carry=("touch_ms",),
             adjust=reuse,
         )
+        if new is not None and not new.get("merged_into"):
+            return  # just written, merged into nothing: it is its own survivor (no read needed)
         # A merged customer's contacts and interactions count for the one it was merged into
         # (whichever of the two events arrives first): re-derive that one.
         root = await survivor(models, state["_id"])
@@ -404,8 +406,9 @@ class Projection:
 
     async def _followed_by_update(self, models: ReadModels, rules: Contributions, customer_id: str, t: int) -> None:
         """A customer update marks that customer's interactions of the 24 h before it as followed up."""
-        docs = models.interactions.find({"customer_id": customer_id}, {"occurred_ms": 1})
-        async for doc in docs:
+        # Only the interactions of the 24 h before the update: an indexed range, not every one.
+        window = {"customer_id": customer_id, "occurred_ms": {"$gte": t - DAY_MS, "$lte": t}}
+        async for doc in models.interactions.find(window, {"occurred_ms": 1}):
             occurred = doc.get("occurred_ms")
             if occurred is not None and occurred <= t <= occurred + DAY_MS:
                 await reconcile(rules.batch.add, models.interactions, doc["_id"], rules.interaction)

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, dec_, enc, timed_counters, unscaled
-from crm_reporting.application.contributions import CUSTOMERS, DEALS, DISTRIBUTION_FIELDS, QUALITY, TIME
+from crm_reporting.application.contributions import CUSTOMERS, DEALS, DISTRIBUTION_FIELDS, QUALITY, TIME, find_in
 from crm_reporting.application.scope import Scope
 from crm_reporting.domain.money import dec, money, ratio
 from crm_reporting.domain.periods import Bucket, Period, bucket_of, local_day
@@ -52,7 +52,7 @@ async def merged_into(models: ReadModels, customer_ids: list[str]) -> dict[str, 
     found: dict[str, str] = {}
     frontier = {c: c for c in customer_ids}
     while frontier:
-        docs = await _all(models.customers.find({"merged_into": {"$in": sorted(frontier)}}, {"merged_into": 1}))
+        docs = await find_in(models.customers, "merged_into", sorted(frontier), {"merged_into": 1})
         nxt = {d["_id"]: frontier[d["merged_into"]] for d in docs if d["_id"] not in found}
         found.update(nxt)
         frontier = nxt

@@ -1,0 +1,183 @@
+"""Every write path, sign-in and list page of the directory is index lookups on the embedded store
+(its SQLite query plans, see crm_platform.testing.query_plans). The directory consumes no events.
+
+The service runs against the traced store with a few hundred users and departments already
+stored (so SQLite prefers a good index to a scan); each path runs inside a capture and any
+statement whose cost grows with the collection fails the test, printed with its plan.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from crm_directory.domain import departments as dept_rules
+from crm_directory.domain import users as user_rules
+from crm_directory.main import create_app
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.fixtures import auth, database, unique
+from crm_platform.testing.query_plans import Capture, Statement, TracedStore
+
+from ..conftest import PASSWORD, directory_settings_for
+
+ROWS = 300
+ROOT = "plans"
+ADMIN = auth("admin-plans", ["admin"], f"/{ROOT}")
+
+
+@pytest.fixture(scope="module")
+async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[FastAPI]:
+    settings = directory_settings_for(
+        backend, mongo_url=traced_store.url, mongo_database=f"crm_directory_plans_{uuid.uuid4().hex[:8]}"
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://directory.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def db(app: FastAPI, traced_store: TracedStore) -> AsyncIterator[Any]:
+    async with database(traced_store.url, app.state.kit.settings.mongo_database) as db_:
+        yield db_
+
+
+def bounded(statement: Statement) -> bool:
+    """Statements that read a whole table whose size does not grow with users or departments:
+    the embedded store's own TTL emulation (its table of TTL indexes, and its sweep of expired
+    sign-in throttle rows: a TTL needs a date on MongoDB, so it cannot be an epoch integer; the
+    table holds only the last 15 minutes' failed sign-ins), and the pending department moves
+    (tree_jobs: a job is deleted when its move is finished, so it holds only moves in flight)."""
+    return (
+        "_neosqlite_ttl_indexes" in statement.sql
+        or statement.sql.startswith("DELETE FROM signin_throttle WHERE datetime(")
+        or "FROM tree_jobs " in statement.sql
+    )
+
+
+def assert_indexed(capture: Capture) -> None:
+    assert capture.statements, "nothing was recorded: the capture did not see the store"
+    scans = [s for s in capture.scans() if not bounded(s)]
+    assert not scans, "\n".join(s.describe() for s in scans)
+
+
+def stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored document without its pending events (a copy must not be published)."""
+    return {k: v for k, v in doc.items() if not k.startswith("outbox")}
+
+
+async def post(client: httpx.AsyncClient, url: str, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+    r = await client.post(url, json=body, headers=headers or ADMIN)
+    assert r.status_code in (200, 201), r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def user_body(department: str) -> dict[str, Any]:
+    return {
+        "email": f"{unique('user')}@example.com",
+        "name": "张三",
+        "roles": ["rep"],
+        "department_id": department,
+        "password": PASSWORD,
+    }
+
+
+@pytest.fixture(scope="module")
+async def filled(client: httpx.AsyncClient, db: Any) -> str:
+    """A root department, a few hundred departments under it and users in them (stored shapes)."""
+    await post(client, "/v1/departments", {"id": ROOT, "name": "Org plans"})
+    team = await post(client, "/v1/departments", {"id": unique("d"), "name": "一组", "parent_id": ROOT})
+    dept = stored(await db["departments"].find_one({"_id": team["id"]}))
+    await db["departments"].insert_many(
+        [{**dept, "_id": f"{dept['_id']}-{i}", "path": f"{dept['path']}-{i}", "name": f"组{i}"} for i in range(ROWS)]
+    )
+    user = await post(client, "/v1/users", user_body(team["id"]))
+    doc = stored(await db["users"].find_one({"_id": user["id"]}))
+    await db["users"].insert_many(
+        [{**doc, "_id": f"{doc['_id']}-{i}", "email": f"clone-{i}-{doc['email']}"} for i in range(ROWS)]
+    )
+    return str(team["id"])
+
+
+async def test_user_and_department_writes_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: str, traced_store: TracedStore
+) -> None:
+    with traced_store.capture() as capture:
+        department = await post(client, "/v1/departments", {"id": unique("d"), "name": "二组", "parent_id": ROOT})
+        target = await post(client, "/v1/departments", {"id": unique("d"), "name": "三组", "parent_id": ROOT})
+        await post(client, f"/v1/departments/{department['id']}/move", {"parent_id": target["id"]})
+        user = await post(client, "/v1/users", user_body(filled))
+        r = await client.patch(
+            f"/v1/users/{user['id']}", json={"name": "李四"}, headers={**ADMIN, "If-Match": f'"{user["version"]}"'}
+        )
+        assert r.status_code == 200, r.text
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
+async def test_sign_in_and_refresh_are_index_lookups(
+    client: httpx.AsyncClient, filled: str, traced_store: TracedStore
+) -> None:
+    user = await post(client, "/v1/users", user_body(filled))
+    with traced_store.capture() as capture:
+        tokens = await post(
+            client, "/v1/auth/token", {"email": user["email"], "password": PASSWORD}, **{"X-Forwarded-For": "10.9.9.9"}
+        )
+        await post(
+            client, "/v1/auth/refresh", {"refresh_token": tokens["refresh_token"]}, **{"X-Forwarded-For": "10.9.9.9"}
+        )
+    assert_indexed(capture)
+
+
+def keyset_tie_break_gap(statement: Statement, collection: str) -> bool:
+    """The platform gap this test cannot close from the service: every cursor page has one branch
+    ``{<sort key>: v, _id: {$gt: id}}`` (the tie-break, crm_platform.listing.keyset_filter), and
+    the embedded store answers any range on ``_id`` by reading the whole collection in sort order
+    and filtering in Python (no WHERE, no LIMIT). It needs a change in listing.py; every other
+    statement of a page must be a lookup."""
+    return f"FROM {collection} ORDER BY" in statement.sql and " WHERE " not in statement.sql
+
+
+LISTS = [
+    *(("/v1/users", "users", s) for s in user_rules.SORT_FIELDS),
+    *(("/v1/departments", "departments", s) for s in dept_rules.SORT_FIELDS),
+]
+
+
+#: Sort keys stored as datetimes: a range on a date is wrapped in a function by the embedded store,
+#: so no index serves the cursor's range. They should become epoch milliseconds (with a one-off
+#: upgrade of stored documents, as customers did); not done in this pass.
+PARAMS = [
+    pytest.param(u, c, f"{d}{s}", marks=pytest.mark.xfail(strict=True, reason="datetime sort key"))
+    if s in ("created_at", "updated_at")
+    else (u, c, f"{d}{s}")
+    for u, c, s in LISTS
+    for d in ("", "-")
+]
+
+
+@pytest.mark.parametrize("url,collection,sort", PARAMS)
+async def test_list_pages_are_index_lookups(
+    client: httpx.AsyncClient, filled: str, traced_store: TracedStore, url: str, collection: str, sort: str
+) -> None:
+    first = await client.get(url, params={"sort": sort, "limit": 20}, headers=ADMIN)
+    assert first.status_code == 200, first.text
+    cursor = first.json()["next_cursor"]
+    assert cursor, "a second page exists"
+    with traced_store.capture() as capture:
+        second = await client.get(url, params={"sort": sort, "limit": 20, "cursor": cursor}, headers=ADMIN)
+    assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+    assert capture.statements
+    scans = [s for s in capture.scans() if not keyset_tie_break_gap(s, collection)]
+    assert not scans, "\n".join(s.describe() for s in scans)

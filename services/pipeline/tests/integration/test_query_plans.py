@@ -1,0 +1,222 @@
+"""Every write path, consumer handler and list page of the pipeline service is index lookups on
+the embedded store (its SQLite query plans, see crm_platform.testing.query_plans).
+
+The service runs against the traced store with a few hundred opportunities and customers
+already stored (so SQLite prefers a good index to a scan); each path runs inside a capture
+and any statement whose cost grows with the collection fails the test, printed with its plan.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from crm_pipeline.domain.opportunities import SORT_FIELDS
+from crm_pipeline.main import create_app
+from crm_pipeline.settings import PipelineSettings
+from crm_platform.clock import SystemClock
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
+from crm_platform.testing.event_feed import EventFeed
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database, unique
+from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver
+from crm_platform.testing.query_plans import Statement, TracedStore
+
+ROWS = 300
+DEPT = "/hq/plans"
+REP = "rep-plans"
+REP_HEADERS = auth(REP, ["rep"], department_path=DEPT)
+MANAGER_HEADERS = auth("mgr-plans", ["manager"], department_path="/hq")
+DOC = {"kind": "requirements", "name": "需求说明书", "url": "https://docs.example.com/req.pdf"}
+
+
+@pytest.fixture(scope="module")
+async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[FastAPI]:
+    settings = PipelineSettings(
+        kafka_bootstrap_servers=backend.kafka_bootstrap,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+        mongo_url=traced_store.url,
+        mongo_database=f"crm_pipeline_plans_{uuid.uuid4().hex[:8]}",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        log_format="console",
+        log_level="WARNING",
+        consumer_group_suffix=f".plans-{uuid.uuid4().hex[:6]}",
+    )
+    application = create_app(settings, SystemClock())
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pipeline.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def db(app: FastAPI, traced_store: TracedStore) -> AsyncIterator[Any]:
+    async with database(traced_store.url, app.state.kit.settings.mongo_database) as db_:
+        yield db_
+
+
+@pytest.fixture(scope="module")
+def feed() -> CustomerFeed:
+    return CustomerFeed(KeepingProducer())  # type: ignore[arg-type]
+
+
+async def new_customer(app: FastAPI, feed: CustomerFeed) -> FedCustomer:
+    customer = await feed.created(owner_id=REP, department_path=DEPT, contacts=["张三"])
+    await deliver(app, feed.published[-1])
+    return customer
+
+
+def clones(doc: dict[str, Any], count: int, **changes: Any) -> list[dict[str, Any]]:
+    """``count`` copies of a stored document under new ids (the stored shape, without pending events)."""
+    base = {k: v for k, v in doc.items() if not k.startswith("outbox")}
+    return [{**base, **changes, "_id": f"{doc['_id']}-{i}"} for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed) -> FedCustomer:
+    """A few hundred customers in the read copy and opportunities of them, in their stored shape."""
+    customer = await new_customer(app, feed)
+    stored = await db["customers"].find_one({"_id": customer.id})
+    await db["customers"].insert_many(clones(stored, ROWS))
+    r = await client.post(
+        "/v1/opportunities", json={"customer_id": customer.id, "name": "种子", "amount": "1000"}, headers=REP_HEADERS
+    )
+    assert r.status_code == 201, r.text
+    opportunity = await db["opportunities"].find_one({"_id": r.json()["id"]})
+    await db["opportunities"].insert_many(clones(opportunity, ROWS))
+    return customer
+
+
+async def test_opportunity_writes_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: FedCustomer, feed: CustomerFeed, traced_store: TracedStore
+) -> None:
+    customer = await new_customer(app, feed)
+    with traced_store.capture() as capture:
+        r = await client.post(
+            "/v1/opportunities",
+            json={"customer_id": customer.id, "name": unique("商机"), "amount": "300000.00"},
+            headers=REP_HEADERS,
+        )
+        assert r.status_code == 201, r.text
+        url = f"/v1/opportunities/{r.json()['id']}"
+        r = await client.patch(url, json={"quotation_amount": "310000.00"}, headers={**REP_HEADERS, "If-Match": '"1"'})
+        assert r.status_code == 200, r.text
+        r = await client.post(f"{url}/stage", json={"stage_id": "needs_confirmed"}, headers=REP_HEADERS)
+        assert r.status_code == 200, r.text
+        r = await client.post(f"{url}/documents", json=DOC, headers=REP_HEADERS)
+        assert r.status_code == 201, r.text
+        r = await client.post(f"{url}/win", json={"reason": "签了"}, headers=REP_HEADERS)
+        assert r.status_code == 200, r.text
+        lost = await client.post(
+            "/v1/opportunities", json={"customer_id": customer.id, "name": unique("商机")}, headers=REP_HEADERS
+        )
+        r = await client.post(
+            f"/v1/opportunities/{lost.json()['id']}/lose",
+            json={"reason": "价格", "competitor": "某"},
+            headers=REP_HEADERS,
+        )
+        assert r.status_code == 200, r.text
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
+async def test_targets_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    # Targets take the rep's path from the directory read copy.
+    directory = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    await deliver(app, await directory.user(REP, "李雷", DEPT))
+    with traced_store.capture() as capture:
+        r = await client.put(
+            f"/v1/targets/rep/{REP}/2026-11",
+            json={"amount": "100000.00", "department_path": DEPT},
+            headers=MANAGER_HEADERS,
+        )
+        assert r.status_code == 200, r.text
+        r = await client.get("/v1/targets", params={"year": "2026", "department": DEPT}, headers=MANAGER_HEADERS)
+        assert r.status_code == 200 and len(r.json()) == 1, r.text
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
+async def test_customer_and_directory_events_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: FedCustomer, feed: CustomerFeed, traced_store: TracedStore
+) -> None:
+    survivor = await new_customer(app, feed)
+    duplicate = await new_customer(app, feed)
+    r = await client.post(
+        "/v1/opportunities", json={"customer_id": duplicate.id, "name": unique("商机")}, headers=REP_HEADERS
+    )
+    assert r.status_code == 201, r.text
+    directory = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    before = consumer_commands()
+    events = 0
+    with traced_store.capture() as capture:
+        for make in (
+            lambda: feed.created(owner_id=REP, department_path=DEPT, contacts=["王五"]),
+            lambda: feed.updated(survivor, tier="A"),
+            lambda: feed.contact_added(survivor, "赵六"),
+            lambda: feed.owner_changed(survivor, "rep-2", DEPT),
+            lambda: feed.deleted(duplicate),
+            lambda: feed.restored(duplicate),
+            lambda: feed.merged(survivor, duplicate),
+            lambda: directory.user(unique("u"), "韩梅梅", DEPT),
+        ):
+            await make()
+        for envelope in [*feed.published[-9:], *directory.sent]:
+            events += 1
+            await deliver(app, envelope)
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+    moved = await client.get(f"/v1/opportunities/{r.json()['id']}", headers=REP_HEADERS)
+    assert moved.json()["customer_id"] == survivor.id
+    print(f"pipeline: {(consumer_commands() - before) / events:.1f} store commands per consumed event")
+
+
+def keyset_tie_break_gap(statement: Statement, collection: str) -> bool:
+    """The platform gap this test cannot close from the service: every cursor page has one branch
+    ``{<sort key>: v, _id: {$gt: id}}`` (the tie-break, crm_platform.listing.keyset_filter), and
+    the embedded store answers any range on ``_id`` by reading the whole collection in sort order
+    and filtering in Python (no WHERE, no LIMIT). It needs a change in listing.py (a stored
+    copy of the id as the tie-break key); every other statement of a page must be a lookup."""
+    return f"FROM {collection} ORDER BY" in statement.sql and " WHERE " not in statement.sql
+
+
+#: Sort keys stored as datetimes: a range on a date is wrapped in a function by the embedded store,
+#: so no index serves the cursor's range. They should become epoch milliseconds (with a one-off
+#: upgrade of stored documents, as customers did); not done yet.
+DATE_SORTS = {"created_at", "updated_at", "stage_entered_at"}
+SORTS = [
+    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="datetime sort key"))
+    if s.lstrip("-") in DATE_SORTS
+    else s
+    for s in [*SORT_FIELDS, *(f"-{f}" for f in SORT_FIELDS)]
+]
+
+
+@pytest.mark.parametrize("sort", SORTS)
+async def test_list_pages_are_index_lookups(
+    client: httpx.AsyncClient, filled: FedCustomer, traced_store: TracedStore, sort: str
+) -> None:
+    for headers in (REP_HEADERS, MANAGER_HEADERS):
+        first = await client.get("/v1/opportunities", params={"sort": sort, "limit": 20}, headers=headers)
+        assert first.status_code == 200, first.text
+        cursor = first.json()["next_cursor"]
+        assert cursor, "a second page exists"
+        with traced_store.capture() as capture:
+            second = await client.get(
+                "/v1/opportunities", params={"sort": sort, "limit": 20, "cursor": cursor}, headers=headers
+            )
+        assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+        assert capture.statements
+        scans = [s for s in capture.scans() if not keyset_tie_break_gap(s, "opportunities")]
+        assert not scans, "\n".join(s.describe() for s in scans)

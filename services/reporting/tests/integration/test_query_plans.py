@@ -1,0 +1,113 @@
+"""Every event reporting projects is index lookups on the embedded store (its SQLite query plans,
+see crm_platform.testing.query_plans), and what each costs in store commands.
+
+The service runs against the traced store; a few hundred customers, opportunities and
+interactions are projected first (so SQLite prefers a good index to a scan), then one event of
+each kind reporting handles is handed to its consumer handlers inside a capture.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from fastapi import FastAPI
+
+from crm_platform.clock import SystemClock
+from crm_platform.contracts import customers as cev
+from crm_platform.contracts import interactions as iev
+from crm_platform.contracts import pipeline as pev
+from crm_platform.events import EventEnvelope
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.event_feed import EventFeed, customer, opportunity
+from crm_platform.testing.fixtures import TEST_JWT_SECRET
+from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver
+from crm_platform.testing.query_plans import TracedStore
+from crm_reporting.main import create_app
+from crm_reporting.settings import ReportingSettings
+
+ROWS = 150
+DEPT = "/hq/plans"
+REP = "rep-plans"
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[FastAPI]:
+    suffix = uuid.uuid4().hex[:8]
+    settings = ReportingSettings(
+        kafka_bootstrap_servers=backend.kafka_bootstrap,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+        mongo_url=traced_store.url,
+        mongo_database=f"crm_reporting_plans_{suffix}",
+        consumer_group_suffix=f".plans-{suffix}",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        log_format="console",
+        log_level="WARNING",
+    )
+    application = create_app(settings, SystemClock())
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+def interaction(iid: str, cid: str) -> iev.InteractionLogged:
+    snap = iev.InteractionSnapshot(
+        interaction_id=iid,
+        channel="phone",
+        customer_id=cid,
+        author_id=REP,
+        author_department_path=DEPT,
+        occurred_at=NOW,
+        recorded_at=NOW,
+        recorded_late=False,
+        summary="跟进",
+        updated_at=NOW,
+    )
+    return iev.InteractionLogged(
+        interaction_id=iid, customer_id=cid, author_id=REP, channel="phone", occurred_at=NOW, interaction=snap
+    )
+
+
+async def one_of_each(feed: EventFeed) -> list[EventEnvelope]:
+    """A customer's life as reporting sees it: created, updated, an opportunity, an interaction."""
+    cid, oid = str(uuid.uuid4()), str(uuid.uuid4())
+    snap = customer(cid, REP, DEPT, NOW, contacts=[cev.ContactData(contact_id=str(uuid.uuid4()), name="张三")])
+    events = [
+        await feed.send(
+            cev.CUSTOMER_CREATED, cid, cev.CustomerCreated(customer=snap, contacts=snap_contacts(snap)), NOW, REP
+        )
+    ]
+    snap.tier = "A"
+    changes = [cev.FieldChange(field="tier", old=None, new="A")]
+    events.append(
+        await feed.send(cev.CUSTOMER_UPDATED, cid, cev.CustomerUpdated(customer=snap, changes=changes), NOW, REP)
+    )
+    opp = opportunity(oid, cid, REP, DEPT, "default", "initial", "1000.00", NOW, NOW, probability=10)
+    events.append(await feed.send(pev.OPPORTUNITY_CREATED, oid, pev.OpportunityCreated(opportunity=opp), NOW, REP))
+    events.append(
+        await feed.send(iev.INTERACTION_LOGGED, str(uuid.uuid4()), interaction(str(uuid.uuid4()), cid), NOW, REP)
+    )
+    return events
+
+
+def snap_contacts(snap: cev.CustomerSnapshot) -> list[cev.ContactData]:
+    return [cev.ContactData(contact_id=str(uuid.uuid4()), name="张三", role="decision_maker")]
+
+
+async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: TracedStore) -> None:
+    feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    await deliver(app, await feed.user(REP, "李雷", DEPT))
+    for _ in range(ROWS):
+        for envelope in await one_of_each(feed):
+            await deliver(app, envelope)
+    envelopes = await one_of_each(feed)
+    costs: dict[str, float] = {}
+    with traced_store.capture() as capture:
+        for envelope in envelopes:
+            before = consumer_commands()
+            assert await deliver(app, envelope), envelope.type
+            costs[envelope.type] = consumer_commands() - before
+    assert_indexed(capture)
+    print("reporting store commands per event:", costs)

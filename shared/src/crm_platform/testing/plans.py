@@ -1,0 +1,57 @@
+"""Helpers for the services' query-plan tests (see :mod:`crm_platform.testing.query_plans`).
+
+A plan test starts a service against the traced store, feeds its consumer handlers real
+envelopes built with the contracts, and asserts what the store ran was index lookups.
+Envelopes are built by the feeds (:class:`CustomerFeed`, :class:`EventFeed`) with a
+:class:`KeepingProducer`, which keeps the records instead of sending them, so a test
+hands each event to the handlers itself (:func:`deliver`), in order and exactly when it
+wants, while the service's own Kafka consumer sees nothing of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_platform.events import EventEnvelope
+from crm_platform.metrics import STORE_COMMANDS
+from crm_platform.storemetrics import ORIGIN
+from crm_platform.testing.query_plans import Capture
+
+
+class KeepingProducer:
+    """Stands in for an AIOKafkaProducer in the feeds: records are built, never sent."""
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> None:
+        return None
+
+
+async def deliver(app: Any, envelope: EventEnvelope) -> int:
+    """Hand ``envelope`` to every handler the service's consumers register for its type, as a
+    consumer would (origin ``consumer``); returns how many handlers took it."""
+    taken = 0
+    for consumer in app.state.kit.consumers:
+        handler = consumer.handlers.get(envelope.type)
+        if handler is not None:
+            token = ORIGIN.set("consumer")
+            try:
+                await handler(envelope)
+            finally:
+                ORIGIN.reset(token)
+            taken += 1
+    return taken
+
+
+def consumer_commands() -> float:
+    """Store commands this process has sent on behalf of consumers so far (every command name)."""
+    total = 0.0
+    for metric in STORE_COMMANDS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("origin") == "consumer":
+                total += sample.value
+    return total
+
+
+def assert_indexed(capture: Capture, *, sorted_results: bool = False) -> None:
+    assert capture.statements, "nothing was recorded: the capture did not see the store"
+    scans = capture.scans(sorted_results=sorted_results)
+    assert not scans, f"{len(scans)} statements scan:\n" + capture.report(sorted_results=sorted_results)
