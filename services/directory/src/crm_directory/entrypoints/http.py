@@ -58,9 +58,9 @@ from crm_directory.entrypoints.schemas import (
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
+from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.openapi import problems
 from crm_platform.serving import client_address
-from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 
 Document = dict[str, Any]
 USER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"

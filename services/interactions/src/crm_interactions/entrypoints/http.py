@@ -45,8 +45,8 @@ from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.errors import ValidationFailed
 from crm_platform.history import HistoryEntry, history
-from crm_platform.openapi import problems
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
+from crm_platform.openapi import problems
 from crm_platform.service import ServiceKit
 
 Document = dict[str, Any]

@@ -46,8 +46,8 @@ from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry, history
-from crm_platform.openapi import problems
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
+from crm_platform.openapi import problems
 
 Document = dict[str, Any]
 
