@@ -36,6 +36,8 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         await directory_copy.ensure_indexes()
         # Documents written by an older version get today's sort keys (a no-op once done).
         await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION)
+        # Duplicate-check keys for customers stored before they were documents of their own (once).
+        await repo.rebuild_keys()
 
     kit.on_startup(setup)
     kit.consume(

@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pymongo.errors import DuplicateKeyError
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
-from crm_customers.adapters.repository import CustomerRepository
+from crm_customers.adapters.repository import CustomerRepository, DuplicateKeys, OwnerHolding
 from crm_customers.application.duplicates import DuplicateFinder, describe_match
 from crm_customers.domain import rules
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
@@ -86,8 +86,10 @@ class Customers:
     async def _visible(self, principal: Principal, customer_id: str) -> Document:
         return rules.ensure_visible(principal, await self.repo.get(customer_id), customer_id)
 
-    async def _check_owner_limit(self, owner_id: str) -> None:
-        held = await self.repo.active_count_for_owner(owner_id)
+    async def _check_owner_limit(self, holding: OwnerHolding) -> None:
+        """Under the owner's lease: refuse if one more would take them past the limit."""
+        owner_id = holding.owner_id
+        held = await self.repo.ensure_room(holding, self.settings.max_customers_per_rep)
         if held >= self.settings.max_customers_per_rep:
             raise Conflict(
                 f"{owner_id} already holds {held} customers, the limit is {self.settings.max_customers_per_rep}; "
@@ -135,10 +137,15 @@ class Customers:
             1,
             principal.user_id,
         )
-        async with self.repo.owner_lock(doc["owner_id"]):
-            await self._check_owner_limit(doc["owner_id"])
+        async with self.repo.owner_lock(doc["owner_id"]) as holding:
+            await self._check_owner_limit(holding)
             try:
-                return await self.repo.store.insert(doc, [event])
+                stored = await self.repo.insert_new(doc, [event])
+                holding.took()
+                return stored
+            except DuplicateKeys as exc:
+                # Lost a race with another create of the same customer: its keys were claimed first.
+                raise self._duplicate_error(doc, exc.holders) from exc
             except DuplicateKeyError as exc:
                 # Lost a race with another create of the same customer: the unique keys decide.
                 matches = await self.repo.exact_matches(
@@ -213,7 +220,7 @@ class Customers:
         doc = await self._visible(principal, customer_id)
         await self._ensure_no_conflicting_keys(doc, patch)
         try:
-            return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+            return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
         except DuplicateKeyError as exc:
             raise self._unique_violation(exc, patch.model_dump()) from exc
 
@@ -268,7 +275,7 @@ class Customers:
             return Change(doc, [self._event(ev.CONTACT_ADDED, doc, data_, version, principal.user_id)])
 
         try:
-            doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+            doc = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
         except PreconditionFailed:
             # A racing attempt with the same key moved the version first: answer with its contact.
             if key is None or (earlier := await self._added_before(principal, customer_id, key)) is None:
@@ -298,7 +305,7 @@ class Customers:
             data = ev.ContactChanged(customer=rules.snapshot(doc), contact=rules.contact_data(contact), changes=changes)
             return Change(doc, [self._event(ev.CONTACT_CHANGED, doc, data, version, principal.user_id)])
 
-        doc = await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        doc = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
         return doc, rules.find_contact(doc, contact_id)
 
     async def remove_contact(
@@ -313,7 +320,7 @@ class Customers:
             data = ev.ContactRemoved(customer=rules.snapshot(doc), contact_id=contact_id)
             return Change(doc, [self._event(ev.CONTACT_REMOVED, doc, data, version, principal.user_id)])
 
-        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
     # --- ownership and the public pool -----------------------------------------------------
 
@@ -373,9 +380,11 @@ class Customers:
             )
             return Change(doc, [self._event(ev.OWNER_CHANGED, doc, data, version, principal.user_id)])
 
-        async with self.repo.owner_lock(owner_id):
-            await self._check_owner_limit(owner_id)
-            return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        async with self.repo.owner_lock(owner_id) as holding:
+            await self._check_owner_limit(holding)
+            assigned = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
+            holding.took()  # also when nothing changed: a count too high is checked exactly at the limit
+            return assigned
 
     async def release(
         self, principal: Principal, customer_id: str, reason: str, expected_version: int | None
@@ -397,7 +406,7 @@ class Customers:
             data = ev.ReleasedToPool(customer=rules.snapshot(doc), previous_owner_id=previous, reason=reason)
             return Change(doc, [self._event(ev.RELEASED, doc, data, version, principal.user_id)])
 
-        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
     async def claim(self, principal: Principal, customer_id: str) -> Document:
         # Visibility is checked on the state the rep asked about (in the pool, hence visible);
@@ -422,10 +431,12 @@ class Customers:
             data = ev.Claimed(customer=rules.snapshot(doc), owner_id=principal.user_id)
             return Change(doc, [self._event(ev.CLAIMED, doc, data, version, principal.user_id)])
 
-        async with self.repo.owner_lock(principal.user_id):
-            await self._check_owner_limit(principal.user_id)
+        async with self.repo.owner_lock(principal.user_id) as holding:
+            await self._check_owner_limit(holding)
             # No If-Match: the pool itself is the precondition, so of two reps claiming at once exactly one wins.
-            return await self.repo.store.mutate(customer_id, decide)
+            claimed = await self.repo.mutate(customer_id, decide)
+            holding.took()
+            return claimed
 
     # --- lock -------------------------------------------------------------------------------
 
@@ -441,7 +452,7 @@ class Customers:
             data = ev.Locked(customer=rules.snapshot(doc), reason=reason)
             return Change(doc, [self._event(ev.LOCKED, doc, data, version, principal.user_id)])
 
-        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
     async def unlock(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
         def decide(doc: Document, version: int) -> Change:
@@ -456,7 +467,7 @@ class Customers:
             data = ev.Unlocked(customer=rules.snapshot(doc))
             return Change(doc, [self._event(ev.UNLOCKED, doc, data, version, principal.user_id)])
 
-        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
     # --- recycle bin --------------------------------------------------------------------------
 
@@ -479,7 +490,7 @@ class Customers:
             data = ev.Deleted(customer=rules.snapshot(doc), reason=reason)
             return Change(doc, [self._event(ev.DELETED, doc, data, version, principal.user_id)])
 
-        return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+        return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
     async def restore(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
         principal.require_role(Role.admin, Role.manager)
@@ -487,10 +498,12 @@ class Customers:
         current = await self.repo.get(customer_id)
         owner = (current or {}).get("owner_id")
         if owner and not (current or {}).get("in_pool") and (current or {}).get("status") == "deleted":
-            async with self.repo.owner_lock(owner):
+            async with self.repo.owner_lock(owner) as holding:
                 rules.ensure_visible(principal, current, customer_id)
-                await self._check_owner_limit(owner)
-                return await self._restore(principal, customer_id, expected_version, owner)
+                await self._check_owner_limit(holding)
+                restored = await self._restore(principal, customer_id, expected_version, owner)
+                holding.took()
+                return restored
         return await self._restore(principal, customer_id, expected_version, owner)
 
     async def _restore(
@@ -510,7 +523,7 @@ class Customers:
             return Change(doc, [self._event(ev.RESTORED, doc, data, version, principal.user_id)])
 
         try:
-            return await self.repo.store.mutate(customer_id, decide, expected_version=expected_version)
+            return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
         except DuplicateKeyError as exc:
             raise Duplicate(
                 "An active customer with the same name or USCC was entered while this one was in the recycle bin; "
@@ -530,7 +543,7 @@ class Customers:
             data = ev.Purged(customer_id=doc["_id"])
             return Change(tombstone, [self._event(ev.PURGED, doc, data, version, principal.user_id)])
 
-        doc = await self.repo.store.mutate(customer_id, decide)
+        doc = await self.repo.mutate(customer_id, decide)
         return doc
 
     # --- merge --------------------------------------------------------------------------------
@@ -574,7 +587,7 @@ class Customers:
                 data = ev.MergedAway(customer=rules.snapshot(doc), survivor_id=survivor_id)
                 return Change(doc, [self._event(ev.MERGED_AWAY, doc, data, version, principal.user_id)])
 
-            duplicate = await self.repo.store.mutate(duplicate_id, mark_merged)
+            duplicate = await self.repo.mutate(duplicate_id, mark_merged)
         elif duplicate.get("status") != "merged":
             raise Conflict("Only active customers can be merged.")
 
@@ -587,7 +600,7 @@ class Customers:
             data = ev.Merged(customer=rules.snapshot(doc), merged_customer_id=duplicate_id, moved_contact_ids=moved)
             return Change(doc, [self._event(ev.MERGED, doc, data, version, principal.user_id)])
 
-        return await self.repo.store.mutate(survivor_id, absorb)
+        return await self.repo.mutate(survivor_id, absorb)
 
     # --- fed by other services' events ---------------------------------------------------------
 
@@ -616,7 +629,7 @@ class Customers:
 
         try:
             before = await self.repo.get(decision.customer_id)
-            after = await self.repo.store.mutate(decision.customer_id, decide)
+            after = await self.repo.mutate(decision.customer_id, decide)
         except NotFound:
             return False
         return before is not None and after.get("version") != before.get("version")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from crm_customers.adapters.repository import DuplicateKeys
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import describe_match
 from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter
@@ -298,9 +299,24 @@ class Importer:
             try:
                 # The dry-run arithmetic above reports early; the limit holds under the owner's lease,
                 # like every other way of getting a customer (creates, claims, assignments in parallel).
-                async with self._repo.owner_lock(doc["owner_id"]):
-                    await self._customers._check_owner_limit(doc["owner_id"])
+                async with self._repo.owner_lock(doc["owner_id"]) as holding:
+                    await self._customers._check_owner_limit(holding)
                     await self._insert(principal, doc)
+                    holding.took()
+            except DuplicateKeys as exc:  # entered meanwhile by someone else: first entered owns
+                hit = exc.holders[0]
+                described = describe_match(doc, hit)
+                report.duplicates.append(
+                    RowDuplicate(
+                        line=line,
+                        name=doc["name"],
+                        matched_on=described["matched_on"],
+                        existing_customer_id=hit["_id"],
+                        existing_owner_id=hit.get("owner_id"),
+                        existing_status=hit.get("status"),
+                    )
+                )
+                continue
             except Conflict as exc:
                 report.errors.append(RowError(line=line, field="owner_id", reason=exc.detail))
                 continue
@@ -361,7 +377,7 @@ class Importer:
             1,
             principal.user_id,
         )
-        return await self._repo.store.insert(doc, [event])
+        return await self._repo.insert_new(doc, [event])
 
     async def _find_duplicates(
         self, parsed: list[tuple[int, CustomerCreate, Document]]
@@ -371,7 +387,7 @@ class Importer:
         seen: dict[str, int] = {}
         existing = await self._existing_matches([doc for _, _, doc in parsed])
         for line, data, doc in parsed:
-            keys = _match_keys(doc)
+            keys = rules.match_keys(doc)
             earlier = next((seen[k] for k in keys if k in seen), None)
             if earlier is not None:
                 duplicates.append(
@@ -404,24 +420,14 @@ class Importer:
         return duplicates, keep
 
     async def _existing_matches(self, docs: list[Document]) -> dict[str, Document]:
+        """Stored customers holding any key of the rows, by key (index lookups of the key documents)."""
+        keys = sorted({k for d in docs for k in rules.match_keys(d)})
         found: dict[str, Document] = {}
-        names = sorted({d["name_normalised"] for d in docs if d["kind"] == "company"})
-        usccs = sorted({d["uscc"] for d in docs if d.get("uscc")})
-        phones = sorted({p for d in docs for p in d["match_phones"]})
-        emails = sorted({e for d in docs for e in d["match_emails"]})
-        for field, values, extra in (
-            ("name_normalised", names, {"kind": "company"}),
-            ("merged_names", names, {"kind": "company"}),
-            ("uscc", usccs, {}),
-            ("match_phones", phones, {}),
-            ("match_emails", emails, {}),
-        ):
-            for start in range(0, len(values), 500):
-                chunk = values[start : start + 500]
-                query = {field: {"$in": chunk}, "status": {"$in": ["active", "deleted"]}, **extra}
-                async for hit in self._repo.collection.find(query, projection={"outbox": 0}):
-                    for key in _match_keys(hit):
-                        found.setdefault(key, hit)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            for hit in await self._repo.holders_of(chunk, limit=None):
+                for key in rules.identity_keys(hit) & set(chunk):
+                    found.setdefault(key, hit)
         return found
 
     async def _apply_owner_limits(
@@ -442,18 +448,6 @@ class Importer:
             held[owner] += 1
             keep.append((line, data, doc))
         return keep
-
-
-def _match_keys(doc: Document) -> list[str]:
-    keys = []
-    if doc.get("kind") == "company":
-        keys.append(f"name:{doc['name_normalised']}")
-        keys += [f"name:{n}" for n in doc.get("merged_names") or []]  # names of customers merged into it
-    if doc.get("uscc"):
-        keys.append(f"uscc:{doc['uscc']}")
-    keys += [f"phones:{p}" for p in doc.get("match_phones") or []]
-    keys += [f"emails:{e}" for e in doc.get("match_emails") or []]
-    return keys
 
 
 # --- export ------------------------------------------------------------------------------

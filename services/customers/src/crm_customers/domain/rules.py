@@ -113,6 +113,28 @@ def refresh_derived(doc: Document) -> Document:
     return doc
 
 
+def match_keys(doc: Document) -> list[str]:
+    """The keys a duplicate check compares (查重): the company name and the names of companies
+    merged into it, the USCC, every phone and email of the customer and of its contacts."""
+    keys: list[str] = []
+    if doc.get("kind") == Kind.company and doc.get("name_normalised"):
+        keys.append(f"name:{doc['name_normalised']}")
+        keys += [f"name:{n}" for n in doc.get("merged_names") or []]
+    if doc.get("uscc"):
+        keys.append(f"uscc:{doc['uscc']}")
+    keys += [f"phones:{p}" for p in doc.get("match_phones") or []]
+    keys += [f"emails:{e}" for e in doc.get("match_emails") or []]
+    return keys
+
+
+def identity_keys(doc: Document | None) -> set[str]:
+    """The keys a stored customer holds: active customers and those in the recycle bin (a
+    deleted customer still blocks a new copy of itself); merged and purged ones hold none."""
+    if doc is None or doc.get("status") not in ("active", "deleted"):
+        return set()
+    return set(match_keys(doc))
+
+
 def new_contact(data: ContactIn, now: datetime, actor: str) -> Document:
     return {
         "contact_id": str(uuid.uuid4()),
