@@ -41,6 +41,7 @@ from crm_platform.clock import Clock, as_utc
 from crm_platform.events import EventEnvelope, to_kafka
 from crm_platform.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 from crm_platform.storemetrics import ORIGIN
+from crm_platform.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -136,9 +137,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

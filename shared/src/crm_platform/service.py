@@ -9,7 +9,6 @@ its routers. Everything starts in the app's lifespan and stops in reverse order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -49,6 +48,7 @@ from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_ou
 from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
+from crm_platform.tasks import cancel_and_wait
 from crm_platform.text_input import refuse_control_characters
 from crm_platform.tracing import accept_traceparent, current_traceparent
 
@@ -112,9 +112,7 @@ class Periodic:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _loop(self) -> None:
