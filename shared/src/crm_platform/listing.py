@@ -35,8 +35,14 @@ class SortKey:
         return ("-" if self.direction < 0 else "") + self.field
 
 
-def parse_sort(raw: str | None, allowed: dict[str, str], default: str) -> list[SortKey]:
-    """Parse ``-updated_at,name`` into sort keys; ``allowed`` maps API names to stored fields."""
+def parse_sort(raw: str | None, allowed: dict[str, str], default: str, tiebreak: str = "_id") -> list[SortKey]:
+    """Parse ``-updated_at,name`` into sort keys; ``allowed`` maps API names to stored fields.
+
+    The last key is always the record's id (``tiebreak``: the field holding it), so the order is
+    total and a cursor names one row. A service may keep a copy of the id in a field of its
+    own: the embedded store answers a range on ``_id`` (the tie branch of every cursor page)
+    by reading every row, while a range on an ordinary indexed field uses the index.
+    """
     text = raw if raw else default
     keys: list[SortKey] = []
     seen: set[str] = set()
@@ -62,8 +68,8 @@ def parse_sort(raw: str | None, allowed: dict[str, str], default: str) -> list[S
         keys.append(SortKey(allowed[name], direction))
     if len(keys) > MAX_SORT_KEYS:
         raise ValidationFailed.for_field("sort", f"at most {MAX_SORT_KEYS} sort keys", "query")
-    if not any(k.field == "_id" for k in keys):
-        keys.append(SortKey("_id", 1))
+    if not any(k.field in ("_id", tiebreak) for k in keys):
+        keys.append(SortKey(tiebreak, 1))
     return keys
 
 
@@ -271,9 +277,10 @@ async def fetch_page(
     sort_fields: dict[str, str],
     default_sort: str,
     projection: dict[str, Any] | None = None,
+    tiebreak: str = "_id",
 ) -> Page:
     """One page of a list view: keyset after the cursor, one extra row to know if there is more."""
-    keys = parse_sort(paging.sort, sort_fields, default_sort)
+    keys = parse_sort(paging.sort, sort_fields, default_sort, tiebreak)
     query = base_query
     if paging.cursor:
         query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))

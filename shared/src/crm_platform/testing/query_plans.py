@@ -65,7 +65,16 @@ class Statement:
 
     @property
     def sorts(self) -> list[str]:
-        return [line for line in self.plan if "TEMP B-TREE" in line]
+        """Sorts of every match in a temporary b-tree. Not counted: sorting the rows that tie on
+        an index-ordered prefix ("RIGHT PART", stopped by the LIMIT), and sorting rows found by
+        equality on every column of their index (one tie group: a cursor's tie branch)."""
+        searches = [line for line in self.plan if line.startswith("SEARCH")]
+        ties_only = bool(searches) and not any(re.search(r"<expr>[<>]|\b(?:rowid|_id)[<>]", line) for line in searches)
+        return [
+            line
+            for line in self.plan
+            if "TEMP B-TREE" in line and "RIGHT PART" not in line and not (ties_only and "ORDER BY" in line)
+        ]
 
     def describe(self) -> str:
         return f"[{self.database}] {self.sql}\n    " + "\n    ".join(self.plan)

@@ -60,11 +60,24 @@ INDEXES = [
     IndexModel(
         [("in_pool", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="pool_status_updated"
     ),
+    # The other sorts people use most, behind each visibility prefix, so page N of a big list (the
+    # pool, a department, everything for an admin) walks an index instead of sorting every match.
+    *(
+        IndexModel([*prefix, (f"s.{key}", ASCENDING)], name=f"{name}_{key}")
+        for key in ("name", "created_at", "last_followed_up_at")
+        for name, prefix in (
+            ("status", [("status", ASCENDING)]),
+            ("owner_status", [("owner_id", ASCENDING), ("status", ASCENDING)]),
+            ("dept_status", [("department_path", ASCENDING), ("status", ASCENDING)]),
+            ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
+        )
+    ),
     IndexModel([("tags", ASCENDING)], name="idx_tags"),
     IndexModel([("s.last_followed_up_at", ASCENDING)], name="idx_s.last_followed_up_at"),
     IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
     IndexModel([("s.updated_at", ASCENDING)], name="idx_s.updated_at"),
     IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
+    IndexModel([("s.id", ASCENDING)], name="idx_s.id"),
     IndexModel([("industry", ASCENDING)], name="idx_industry"),
     IndexModel([("tier", ASCENDING)], name="idx_tier"),
     IndexModel([("lifecycle_stage", ASCENDING)], name="idx_lifecycle_stage"),

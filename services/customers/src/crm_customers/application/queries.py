@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
+from crm_customers.domain import rules
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import SORT_FIELDS, epoch_ms
@@ -157,6 +158,7 @@ async def list_customers(
         sort_fields=SORT_FIELDS,
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
+        tiebreak=rules.TIEBREAK,
     )
 
 
@@ -168,7 +170,7 @@ async def neighbours(
     The detail view's "previous / next record": the same keyset as the list's cursor, one row in
     each direction (the reverse order for "previous"), so it costs two indexed queries.
     """
-    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT)
+    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK)
     base = filters.to_mongo(principal, "active")
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]

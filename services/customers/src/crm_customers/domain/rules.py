@@ -46,7 +46,10 @@ def name_grams(normalised: str) -> list[str]:
 
 
 #: The shape of the sort keys; documents with another one are rewritten at start-up.
-SORT_KEYS_VERSION = 2
+SORT_KEYS_VERSION = 3  # 3: the id's copy (s.id) is the lists' last sort key
+#: Where the sort keys keep the customer's id: the tie-breaker of every list order. A range on an
+#: ordinary indexed field is served by its index on the embedded store; one on ``_id`` is not.
+TIEBREAK = "s.id"
 
 
 def epoch_ms(value: datetime | None) -> int:
@@ -84,6 +87,7 @@ def sort_keys(doc: Document) -> Document:
         "kind": doc.get("kind") or "",
         # Not a sort key: a never-null flag, because null tests differ between the stores.
         "locked": bool(doc.get("locked")),
+        "id": doc["_id"],
     }
 
 
