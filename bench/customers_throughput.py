@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ from crm_customers.domain import rules
 from crm_customers.domain.model import CustomerCreate
 from crm_platform.auth import Principal, Role
 from crm_platform.contracts import customers as ev
-from crm_platform.outbox import PENDING, REV, ensure_outbox_indexes, outbox_entries
+from crm_platform.outbox import PENDING, REV, ensure_outbox_indexes, epoch_ms, outbox_entries
 
 Document = dict[str, Any]
 TOPIC = "crm.customers.v1"
@@ -53,7 +54,7 @@ CITIES = ["上海", "北京", "深圳", "杭州", "广州", "成都", "南京", 
 INDUSTRIES = ["制造", "零售", "软件", "物流", "医疗", "教育", "金融", "能源"]
 TAGS = ["重点", "老客户", "华东", "渠道", "招投标", "续约", "高潜", "政府"]
 EVENT_DEADLINE_SECONDS = 120.0
-RUN_SERIALS = {"预热": 90_000_000, "基准": 0}  # warm-up and measured run: disjoint phone ranges
+RUN_SERIALS = {"预热": 90_000_000, "基准": 0, "存量": 50_000_000}  # warm-up and measured run: disjoint phone ranges
 
 
 # --- what is written --------------------------------------------------------------
@@ -110,7 +111,40 @@ def stored_document(body: Document, rep: Rep) -> Document:
         time=now,
         actor=rep.user_id,
     )
-    return {**doc, "version": 1, REV: 0, "outbox": outbox_entries([(ev.TOPIC, event)]), PENDING: now}
+    return {**doc, "version": 1, REV: 0, "outbox": outbox_entries([(ev.TOPIC, event)]), PENDING: epoch_ms(now)}
+
+
+async def prefill(db: Any, count: int, reps: Sequence[Rep]) -> None:
+    """`count` customers in the service's stored shape, with their duplicate-check keys, written
+    with the raw driver (fast), so a run measures creates into a store that already holds them.
+    Their events count as published (no outbox), as for customers entered long ago."""
+    batch: list[Document] = []
+    keys: dict[str, list[str]] = {}
+    for i in range(count):
+        body = payload("存量", i)
+        body["phones"] = [f"136{i:08d}"]
+        doc = stored_document(body, reps[i % len(reps)])
+        doc.pop(PENDING)
+        doc["outbox"] = []
+        batch.append(doc)
+        for key in rules.identity_keys(doc):
+            keys.setdefault(key, []).append(doc["_id"])
+        if len(batch) == 1000 or i == count - 1:
+            await db["customers"].insert_many(batch, ordered=False)
+            batch = []
+    docs = [{"_id": k, "holders": v, "rev": 0} for k, v in keys.items()]
+    for start in range(0, len(docs), 1000):
+        await db["customer_keys"].insert_many(docs[start : start + 1000], ordered=False)
+
+
+async def store_commands(client: httpx.AsyncClient) -> dict[tuple[str, str], float]:
+    """crm_store_commands_total of the customers process, by (origin, command)."""
+    text = (await client.get("/metrics")).text
+    found: dict[tuple[str, str], float] = {}
+    for match in re.finditer(r"^crm_store_commands_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        found[(labels.get("origin", ""), labels.get("command", ""))] = float(match["value"])
+    return found
 
 
 # --- load ----------------------------------------------------------------------------
@@ -307,14 +341,32 @@ def spread_row(label: str, values: Sequence[float]) -> str:
     return f"  {label:<34}" + "".join(ms(v) for v in figures)
 
 
-def report(args: argparse.Namespace, api: Run, raw: Run, got: dict[str, Received]) -> str:
+def commands_rows(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], creates: int) -> list[str]:
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    by_origin: dict[str, float] = {}
+    for (origin, _command), n in delta.items():
+        by_origin[origin] = by_origin.get(origin, 0.0) + n
+    per = {o: n / max(creates, 1) for o, n in sorted(by_origin.items()) if n > 0}
+    detail = ", ".join(
+        f"{o}/{c} {n / max(creates, 1):.2f}" for (o, c), n in sorted(delta.items()) if n / max(creates, 1) >= 0.05
+    )
+    return [
+        f"store commands per create, customers process: {sum(per.values()):.2f} = "
+        + " + ".join(f"{o} {n:.2f}" for o, n in per.items()),
+        f"  by command: {detail}",
+    ]
+
+
+def report(
+    args: argparse.Namespace, api: Run, raw: Run, got: dict[str, Received], commands: list[str] | None = None
+) -> str:
     mine = [(got[cid], at) for cid, at in api.responded_at.items() if cid in got]
     after_response = [r.at - at for r, at in mine]
     after_event_time = [r.at - r.event_time for r, _ in mine]
     lines = [
         *header("customers: create throughput, API vs raw driver, event latency"),
         f"load:    n={args.n} per side, concurrency={args.concurrency}, warm-up {args.warmup} per side (excluded); "
-        f"{OWNERS} reps; raw collection has the service's indexes",
+        f"{OWNERS} reps; raw collection has the service's indexes; store prefilled with {args.prefill} customers",
         "",
         f"{'(a)/(b) creates':<26}{'ok':>6}{'secs':>8}{'ops/s':>9}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}",
         latency_row("API POST /v1/customers", api),
@@ -329,6 +381,7 @@ def report(args: argparse.Namespace, api: Run, raw: Run, got: dict[str, Received
     ]
     if api.failures:
         lines.append(f"API failures: {len(api.failures)}, first: {api.failures[0]}")
+    lines += commands or []
     lines += [
         "",
         f"(c) events {CREATED} on {TOPIC}: received {len(mine)} of {args.n} (of {api.ok} created)"
@@ -358,6 +411,8 @@ async def measure(args: argparse.Namespace, base_url: str, mongo_url: str, datab
     )
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     try:
+        if args.prefill:
+            await prefill(mongo[database], args.prefill, reps)
         raw = mongo[database][RAW_COLLECTION]
         # The same indexes as the service's collection: index upkeep is the store's cost, not the API's.
         await raw.create_indexes(INDEXES)
@@ -369,14 +424,17 @@ async def measure(args: argparse.Namespace, base_url: str, mongo_url: str, datab
             await raw_inserts(raw, raw_warm, args.concurrency)
             await watcher.wait_for(list(warm.responded_at), EVENT_DEADLINE_SECONDS)
 
+            counted = await store_commands(client)
             api = await api_creates(client, bodies, reps, args.concurrency)
             # Let the relay finish before the raw phase, so it does not compete with it for CPU.
             got = await watcher.wait_for(list(api.responded_at), EVENT_DEADLINE_SECONDS)
+            await asyncio.sleep(1.5)  # the relay's removal of the last published events
+            commands = commands_rows(counted, await store_commands(client), api.ok)
             raw_run = await raw_inserts(raw, raw_docs, args.concurrency)
     finally:
         watcher.stop()
         await mongo.close()
-    return report(args, api, raw_run, got)
+    return report(args, api, raw_run, got, commands)
 
 
 def parse_args() -> argparse.Namespace:
@@ -384,6 +442,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=2000, help="creates per side (API and raw), after the warm-up")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once, both sides")
     parser.add_argument("--warmup", type=int, default=50, help="creates per side before measuring (excluded)")
+    parser.add_argument("--prefill", type=int, default=0, help="customers in the store before the run (raw inserts)")
     return parser.parse_args()
 
 

@@ -150,13 +150,26 @@ def all_of(*clauses: dict[str, Any]) -> dict[str, Any]:
 
 
 async def count(collection: AsyncCollection[dict[str, Any]], query: dict[str, Any]) -> int:
-    """Count matches with the ``count`` command.
+    """Count matches: the ``count`` command for a query without alternatives, else the ids of each.
 
     ``count_documents`` runs an aggregation whose cost on the embedded store grows with the
-    whole collection (5.4 s against 92 ms for the same filter at 20k documents).
+    whole collection (5.4 s against 92 ms for the same filter at 20k documents). And the
+    embedded store's ``count`` drops a condition that stands next to a top-level ``$or``
+    (a rep's total counted public-pool customers in the recycle bin: 20 for 8 rows), so a
+    query with alternatives is counted as the union of the ids each alternative finds, each
+    one an indexed query of its own (the alternatives may overlap: ids are counted once).
     """
-    result = await collection.database.command("count", collection.name, query=query)
-    return int(result["n"])
+    branches = or_branches(query)
+    if branches is None or len(branches) == 1:  # None: nested alternatives, left to the store
+        result = await collection.database.command(
+            "count", collection.name, query=query if branches is None else branches[0]
+        )
+        return int(result["n"])
+    ids: set[Any] = set()
+    for branch in branches:
+        async for doc in collection.find(branch, projection={"_id": 1}):
+            ids.add(doc["_id"])
+    return len(ids)
 
 
 def keyset_filter(keys: list[SortKey], values: list[Any]) -> dict[str, Any]:

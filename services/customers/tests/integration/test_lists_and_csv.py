@@ -583,3 +583,31 @@ async def test_sort_keys_of_older_documents_are_upgraded_and_listed(client, cust
     assert upgraded == stored["s"]
     assert made["id"] in await ids(client, rep, updated_from="2000-01-01T00:00:00Z")
     assert made["id"] in await ids(client, rep, never_followed_up="true", sort="-updated_at")
+
+
+async def test_a_reps_total_counts_what_the_list_shows(client):
+    """Mine or the pool, active only: pool customers in the recycle bin are neither listed nor counted
+    (the embedded store's count dropped the status next to the visibility alternatives)."""
+    dept = f"/{unique('d')}"
+    owner, admin = User(dept), User(dept, ["admin"], "admin")
+    mine = [await create(client, owner) for _ in range(2)]
+    pooled = [await create(client, owner) for _ in range(3)]
+    for c in pooled:
+        r = await client.post(f"/v1/customers/{c['id']}/release", json={"reason": "pool"}, headers=owner.headers)
+        assert r.status_code == 200, r.text
+    r = await client.delete(f"/v1/customers/{pooled[0]['id']}", headers=admin.headers)
+    assert r.status_code in (200, 204), r.text
+    listed: set[str] = set()
+    params: dict[str, Any] = {"limit": 500, "include_total": "true"}
+    while True:
+        r = await client.get("/v1/customers", params=params, headers=owner.headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        total = body["total"]
+        listed |= {c["id"] for c in body["items"]}
+        if not body["next_cursor"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert total == len(listed)
+    assert {c["id"] for c in mine} | {c["id"] for c in pooled[1:]} <= listed
+    assert pooled[0]["id"] not in listed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ from crm_customers.domain import rules
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.settings import CustomersSettings
 from crm_platform.auth import Principal, Role
-from crm_platform.clock import Clock
+from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
 from crm_platform.errors import (
@@ -43,6 +43,8 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
 Document = dict[str, Any]
+#: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
+JUST_CLAIMED = timedelta(minutes=10)
 #: What "copy" carries over to the new customer: the profile, never what identifies the original.
 COPIED_FIELDS = (
     "industry",
@@ -408,10 +410,29 @@ class Customers:
 
         return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
+    def _just_claimed(self, doc: Document) -> bool:
+        """Claimed from the pool within the last minutes (and still held by that claimant)."""
+        claimed_at = doc.get("claimed_at")
+        return (
+            doc.get("status") == "active"
+            and not doc.get("in_pool")
+            and isinstance(claimed_at, datetime)
+            and doc.get("owner_since") == claimed_at
+            and self.clock.now() - as_utc(claimed_at) < JUST_CLAIMED
+        )
+
     async def claim(self, principal: Principal, customer_id: str) -> Document:
         # Visibility is checked on the state the rep asked about (in the pool, hence visible);
         # if another rep claims it first, the retry below must say who won (409), not 404.
-        await self._visible(principal, customer_id)
+        current = await self.repo.get(customer_id)
+        if current is not None and not rules.can_view(principal, current) and self._just_claimed(current):
+            # Claimed by someone else between the pool list this rep saw and this request: the
+            # loser of a race hears who won, as a loser who read it before the winner's write does.
+            raise Conflict(
+                f"The customer is not in the public pool: it was just claimed by {current.get('owner_id')}.",
+                extra={"owner_id": current.get("owner_id")},
+            )
+        rules.ensure_visible(principal, current, customer_id)
         claim_rules = await self.claim_rules.live() if self.claim_rules is not None else []
 
         def decide(doc: Document, version: int) -> Change:
@@ -427,6 +448,7 @@ class Customers:
             now = self.clock.now()
             rules.ensure_may_claim(principal, doc, claim_rules, now)
             rules.change_owner(doc, principal.user_id, principal.department_id, principal.department_path, now)
+            doc["claimed_at"] = now
             rules.touch(doc, principal, now)
             data = ev.Claimed(customer=rules.snapshot(doc), owner_id=principal.user_id)
             return Change(doc, [self._event(ev.CLAIMED, doc, data, version, principal.user_id)])
