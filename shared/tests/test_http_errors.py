@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.logging import configure_logging
+from crm_platform.permissions import PUBLIC, declare
 from crm_platform.service import ServiceKit
 from crm_platform.settings import ServiceSettings
 from crm_platform.testing.fixtures import eventually
@@ -56,6 +57,10 @@ def _app() -> FastAPI:
         return {"user_id": principal.user_id, "roles": sorted(principal.roles)}
 
     settings = ServiceSettings(service_name="httpcheck", jwt_secret=SECRET)  # type: ignore[arg-type]
+    # Test routes: the platform's checks (errors, tokens, control characters) come before any permission.
+    declare(
+        settings.service_name, {k: PUBLIC for k in ("GET /boom", "GET /fine", "GET /me", "POST /things/{thing_id}")}
+    )
     return ServiceKit(settings, title="http check", description="error handling").build_app([router])
 
 

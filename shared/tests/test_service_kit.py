@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pymongo.errors import ServerSelectionTimeoutError
 
+from crm_platform.permissions import PUBLIC, declare
 from crm_platform.service import Periodic, ServiceKit
 from crm_platform.settings import ServiceSettings
 from crm_platform.testing.backends import Backend
@@ -70,6 +71,7 @@ async def test_a_hanging_probe_and_an_unreachable_store_answer_quickly(backend: 
     async def needs_the_store() -> None:
         raise ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused")
 
+    declare("kithang", {"GET /v1/needs-the-store": PUBLIC})
     app = kit.build_app([router])
     async with running(app, "http://kit.test") as client:
         started = time.monotonic()

@@ -315,6 +315,20 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
 }
 
 
+#: Decisions for apps that are none of the services above (a test's app, a plugin): see declare.
+_DECLARED: dict[str, dict[str, Rule]] = {}
+
+
+def declare(service: str, rules: Mapping[str, Rule]) -> None:
+    """Give the decisions for the routes of an app that is not one of the services in ROUTES.
+
+    The services' own routes are decided in ROUTES, in one place; this cannot change those.
+    """
+    if service in ROUTES:
+        raise ValueError(f"{service}'s routes are decided in crm_platform.permissions.ROUTES")
+    _DECLARED[service] = dict(rules)
+
+
 def route_key(method: str, path: str) -> str:
     # Starlette answers HEAD on every GET route: it needs what the GET needs.
     return f"{'GET' if method.upper() == 'HEAD' else method.upper()} {path}"
@@ -323,7 +337,7 @@ def route_key(method: str, path: str) -> str:
 def rule_for(service: str, method: str, path: str) -> Rule | None:
     """The permission a route needs, PUBLIC, or None when the table has no decision for it."""
     key = route_key(method, path)
-    return COMMON.get(key) or ROUTES.get(service, {}).get(key)
+    return COMMON.get(key) or ROUTES.get(service, {}).get(key) or _DECLARED.get(service, {}).get(key)
 
 
 def undeclared(service: str, routes: Iterable[tuple[str, str]]) -> list[str]:
