@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from crm_platform.errors import Conflict
 from crm_platform.serving import serve
 from crm_reporting.main import create_app, rebuild
 from crm_reporting.settings import ReportingSettings
@@ -17,7 +18,11 @@ from crm_reporting.settings import ReportingSettings
 def main() -> None:
     settings = ReportingSettings()
     if sys.argv[1:] == ["rebuild"]:
-        result = asyncio.run(rebuild(settings))
+        try:
+            result = asyncio.run(rebuild(settings))
+        except Conflict as exc:  # another replica or command line is rebuilding
+            print(exc.detail, file=sys.stderr)
+            sys.exit(1)
         print(
             f"rebuilt the read models into generation {result.generation}: {result.facts} facts in {result.seconds} s"
         )

@@ -14,6 +14,7 @@ from crm_platform.clock import Clock
 from crm_platform.replay import caught_up
 from crm_platform.service import ServiceKit
 from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.adapters.rebuild_lease import RebuildLease
 from crm_reporting.application.lag import LagTracker, readiness_probe
 from crm_reporting.application.projection import TOPICS, Projection
 from crm_reporting.application.rebuild import RebuildResult
@@ -59,31 +60,53 @@ def create_app(
 
 
 async def rebuild(
-    settings: ReportingSettings, clock: Clock | None = None, live: Generations | None = None
+    settings: ReportingSettings,
+    clock: Clock | None = None,
+    live: Generations | None = None,
+    lease: RebuildLease | None = None,
 ) -> RebuildResult:
-    """Replay every topic into a new generation, switch to it, drop the old one."""
+    """Replay every topic into a new generation, switch to it, drop the old one.
+
+    Under the rebuild lease (one rebuild at a time on every replica and the command line):
+    taken here unless the caller took it already (the HTTP API, to answer 409 at once).
+    """
     started = time.monotonic()
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
     try:
-        generations = Generations(client[settings.mongo_database], settings.generation_refresh_seconds)
-        generation = await generations.next_generation()
-        fresh = ReadModels(generations.db, generation)
-        await fresh.drop()  # leftovers of a rebuild that died half-way
-        suffix = f"{settings.consumer_group_suffix}.rebuild-{uuid.uuid4().hex[:8]}"
-        app = create_app(settings.model_copy(update={"consumer_group_suffix": suffix}), clock, generation)
-        async with app.router.lifespan_context(app):
-            consumers = app.state.kit.consumers
-            await caught_up(consumers, settings.rebuild_timeout_seconds)
-            previous = await generations.switch(generation)
-            if live is not None:
-                await live.switch(generation)  # this process's projection: at once
-            # Other replicas see the switch within one refresh; what they consumed before it
-            # went to the old generation, so the copy reads up to the new end once more.
-            await asyncio.sleep(settings.generation_refresh_seconds + 0.5)
-            await caught_up(consumers, settings.rebuild_timeout_seconds)
-        if previous != generation:
-            await ReadModels(generations.db, previous).drop()
-        facts = await fresh.facts.estimated_document_count()
-        return RebuildResult(generation, previous, facts, round(time.monotonic() - started, 2))
+        if lease is None:
+            lease = await RebuildLease.acquire(client[settings.mongo_database])
+        try:
+            return await _rebuild(settings, client, clock, live, started)
+        finally:
+            await lease.release()
     finally:
         await client.close()
+
+
+async def _rebuild(
+    settings: ReportingSettings,
+    client: AsyncMongoClient[dict[str, object]],
+    clock: Clock | None,
+    live: Generations | None,
+    started: float,
+) -> RebuildResult:
+    generations = Generations(client[settings.mongo_database], settings.generation_refresh_seconds)
+    generation = await generations.next_generation()
+    fresh = ReadModels(generations.db, generation)
+    await fresh.drop()  # leftovers of a rebuild that died half-way
+    suffix = f"{settings.consumer_group_suffix}.rebuild-{uuid.uuid4().hex[:8]}"
+    app = create_app(settings.model_copy(update={"consumer_group_suffix": suffix}), clock, generation)
+    async with app.router.lifespan_context(app):
+        consumers = app.state.kit.consumers
+        await caught_up(consumers, settings.rebuild_timeout_seconds)
+        previous = await generations.switch(generation)
+        if live is not None:
+            await live.switch(generation)  # this process's projection: at once
+        # Other replicas see the switch within one refresh; what they consumed before it
+        # went to the old generation, so the copy reads up to the new end once more.
+        await asyncio.sleep(settings.generation_refresh_seconds + 0.5)
+        await caught_up(consumers, settings.rebuild_timeout_seconds)
+    if previous != generation:
+        await ReadModels(generations.db, previous).drop()
+    facts = await fresh.facts.estimated_document_count()
+    return RebuildResult(generation, previous, facts, round(time.monotonic() - started, 2))

@@ -12,6 +12,7 @@ from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.testing.event_feed import EventFeed, at, customer, opportunity, pipeline
 from crm_platform.testing.fixtures import auth, eventually, unique
+from crm_reporting.adapters.rebuild_lease import RebuildLease
 
 
 async def test_rebuild_gives_the_same_figures(
@@ -90,3 +91,30 @@ async def test_rebuild_gives_the_same_figures(
     assert f"g{generation}_facts" not in names and f"g{status['generation']}_facts" in names
     after = await take()
     assert after == before
+
+
+async def test_one_rebuild_at_a_time_on_every_replica(reporting_app: FastAPI, client: Any) -> None:
+    """The lease is in the database, not in one replica's memory: a rebuild held elsewhere (another
+    replica, the command line) refuses a second with 409 and shows in the status; a holder that died
+    is taken over once its lease has run out."""
+    admin = auth(unique("admin"), ["admin"], "/hq")
+    db = reporting_app.state.kit.db
+    elsewhere = await RebuildLease.acquire(db, seconds=30)
+    try:
+        r = await client.post("/v1/admin/rebuild", headers=admin)
+        assert r.status_code == 409, r.text
+        assert r.json()["rebuild"] == elsewhere.holder
+        status = (await client.get("/v1/admin/rebuild", headers=admin)).json()
+        assert status["status"] == "running" and status["rebuild"] == elsewhere.holder
+    finally:
+        await elsewhere.release()
+    # A holder that died: its lease ran out, nobody renews it; the next rebuild takes it over.
+    await db["rebuild_lock"].replace_one(
+        {"_id": "running"}, {"holder": "rebuild-dead", "started_ms": 0, "expires_ms": 1}, upsert=True
+    )
+    taken = await RebuildLease.acquire(db, seconds=30)
+    try:
+        assert (await RebuildLease.running(db) or {}).get("holder") == taken.holder
+    finally:
+        await taken.release()
+    assert await RebuildLease.running(db) is None

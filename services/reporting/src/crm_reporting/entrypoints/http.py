@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from crm_platform.auth import CurrentPrincipal, Principal, Role
-from crm_platform.errors import Conflict, ValidationFailed
+from crm_platform.errors import ValidationFailed
 from crm_platform.openapi import problems
 from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.adapters.rebuild_lease import RebuildLease
 from crm_reporting.application.contributions import DISTRIBUTION_FIELDS
 from crm_reporting.application.lag import LagTracker
 from crm_reporting.application.reports import Reports, timeline
@@ -247,19 +248,22 @@ async def start_rebuild(request: Request, principal: CurrentPrincipal) -> JSONRe
     from crm_reporting.main import rebuild  # the app factory imports this module
 
     state = request.app.state
-    task: asyncio.Task[Any] | None = state.rebuild_task
-    if task is not None and not task.done():
-        raise Conflict("A rebuild is already running.")
-    state.rebuild_task = asyncio.create_task(rebuild(state.settings, state.kit.clock, live=state.generations))
-    return JSONResponse({"status": "running"}, status_code=202)
+    # One rebuild at a time on every replica (and the command line): 409 naming the one running.
+    lease = await RebuildLease.acquire(state.kit.db)
+    state.rebuild_task = asyncio.create_task(
+        rebuild(state.settings, state.kit.clock, live=state.generations, lease=lease)
+    )
+    return JSONResponse({"status": "running", "rebuild": lease.holder}, status_code=202)
 
 
-@admin.get("/rebuild", summary="The state of the last rebuild started here")
+@admin.get("/rebuild", summary="The rebuild running on any replica, else the last one started here")
 async def rebuild_status(request: Request, principal: CurrentPrincipal) -> Document:
     principal.require_role(Role.admin)
     task: asyncio.Task[Any] | None = request.app.state.rebuild_task
-    if task is None:
-        return {"status": "none"}
+    elsewhere = await RebuildLease.running(request.app.state.kit.db)
+    if task is None or (task.done() and elsewhere is not None):
+        # Started on another replica or by the command line: what the lease says.
+        return {"status": "running", "rebuild": elsewhere["holder"]} if elsewhere else {"status": "none"}
     if not task.done():
         return {"status": "running"}
     if task.exception() is not None:
