@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from crm_directory.adapters.credentials import RefreshTokens, SignInThrottle
 from crm_directory.adapters.repository import DirectoryRepository
 from crm_directory.adapters.signing import TokenSigner
+from crm_directory.application.hashing import off_loop
 from crm_directory.application.users import Users
 from crm_directory.domain.passwords import Passwords
 from crm_directory.domain.throttle import ThrottlePolicy, retry_after
@@ -112,7 +113,7 @@ class Authenticator:
 
     async def _verify(self, doc: Document | None, password: str) -> bool:
         stored = ((doc or {}).get("password") or {}).get("hash")
-        return await asyncio.to_thread(self.passwords.verify, stored, password)
+        return await off_loop(self.passwords.verify, stored, password)
 
     async def verify_current_password(self, doc: Document, password: str, client_ip: str | None) -> bool:
         """For a password change: the same throttle as sign-in, so a stolen session cannot guess."""

@@ -15,7 +15,6 @@ path; either way the user ends up with the department's current path.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -24,6 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_directory.adapters.credentials import RefreshTokens
 from crm_directory.adapters.repository import DirectoryRepository
+from crm_directory.application.hashing import off_loop
 from crm_directory.application.publishing import EventFactory
 from crm_directory.domain import departments as dept_rules
 from crm_directory.domain import users as rules
@@ -69,8 +69,7 @@ class Users:
 
     async def hash_password(self, password: str, email: str | None, field: str = "password") -> str:
         ensure_acceptable(password, email, self.settings.directory_password_min_length, field)
-        # argon2 is deliberately slow and memory-hungry: off the event loop.
-        return await asyncio.to_thread(self.passwords.hash, password)
+        return await off_loop(self.passwords.hash, password)
 
     async def department(self, department_id: str, field: str = "department_id") -> Document:
         return dept_rules.ensure_active(await self.repo.department(department_id), department_id, field)
