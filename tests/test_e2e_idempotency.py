@@ -34,6 +34,9 @@ def customers_process(
     )
     env["CRM_OUTBOX_POLL_SECONDS"] = "0.2"
     env["CRM_OUTBOX_LEASE_SECONDS"] = "3"  # a relay killed holding a lease blocks its aggregate that long
+    # A consumer group of its own: a SIGKILLed member left in the shared group made the next test's
+    # service wait for the group at start-up on the session's broker.
+    env["CRM_CONSUMER_GROUP_SUFFIX"] = f".{database}"
     env.pop("CRM_TEST_KILL_AFTER_STORES", None)
     if kill_after_stores:
         env["CRM_TEST_KILL_AFTER_STORES"] = str(kill_after_stores)
