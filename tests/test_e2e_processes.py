@@ -33,7 +33,6 @@ def customers_process(bootstrap: str, mongo_url: str, database: str, port: int, 
     spec = dataclasses.replace(CUSTOMERS, http_port=port, database=database)
     env = service_env(spec, kafka_bootstrap=bootstrap, mongo_url=mongo_url, jwt_secret=TEST_JWT_SECRET)
     env["CRM_OUTBOX_POLL_SECONDS"] = "0.2"
-    env["CRM_CONSUMER_GROUP_SUFFIX"] = f".{database}"  # not the group another test's killed process left
     # A relay killed while holding a lease blocks that aggregate until the lease ends: keep it short here.
     env["CRM_OUTBOX_LEASE_SECONDS"] = "3"
     return start_service(spec, env, logs, timeout=90)
