@@ -1,0 +1,100 @@
+"""Helpers of the console's browser-test harness (fixtures: services/console/tests/conftest.py).
+
+Kept in the package, as crm_platform.testing is, because pytest's importlib mode cannot import a
+test directory's own modules; Playwright is imported by the fixtures only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+
+from crm_platform.devstack.processes import LOOPBACK, free_port
+from crm_platform.testing.fixtures import auth, unique
+
+PASSWORD = "a long enough passphrase"
+CHROMIUM = os.environ.get("CRM_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_installed() -> bool:
+    return os.path.exists(CHROMIUM)
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """``app`` as a real HTTP server on a free loopback port (lifespan included); yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it did not start
+            raise RuntimeError("server stopped during start-up")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    name: str
+    password: str = PASSWORD
+
+
+@dataclass
+class Stack:
+    console_url: str
+    urls: dict[str, str]
+    sessions: Any  # the console's sessions collection (pymongo async)
+    admin_headers: dict[str, str] = field(default_factory=lambda: auth(unique("it-admin"), ["admin"], "/hq"))
+
+    async def new_user(self, roles: list[str] | None = None, language: str = "en", name: str | None = None) -> User:
+        email = f"{unique('u')}@example.com"
+        body = {
+            "email": email,
+            "name": name or f"测试用户 {unique('n')}",
+            "roles": roles or ["rep"],
+            "department_id": "hq",
+            "password": PASSWORD,
+            "language": language,
+        }
+        async with httpx.AsyncClient(base_url=self.urls["directory"]) as client:
+            answer = await client.post("/v1/users", json=body, headers=self.admin_headers)
+        assert answer.status_code == 201, answer.text
+        return User(id=answer.json()["id"], email=email, name=body["name"])
+
+    async def token_for(self, user: User) -> str:
+        async with httpx.AsyncClient(base_url=self.urls["directory"]) as client:
+            answer = await client.post("/v1/auth/token", json={"email": user.email, "password": user.password})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["access_token"])
+
+
+async def sign_in(page: Any, user: User, password: str | None = None) -> None:
+    """Through the login form, as a person would."""
+    await page.goto("/login")
+    await page.get_by_label("Email").fill(user.email)
+    await page.get_by_label("Password").fill(password or user.password)
+    await page.get_by_role("button", name="Sign in").click()
