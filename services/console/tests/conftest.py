@@ -24,11 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+
 from crm_console.main import create_app as console_app
 from crm_console.settings import ConsoleSettings
 from crm_console.testing import CHROMIUM, CHROMIUM_ARGS, Stack, User, chromium_installed, serving, sign_in
-from fastapi import FastAPI
-
 from crm_customers.main import create_app as customers_app
 from crm_customers.settings import CustomersSettings
 from crm_directory.main import create_app as directory_app

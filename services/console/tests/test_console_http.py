@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+
 from crm_console.i18n import Catalogue
 from crm_console.main import catalogue_for
 from crm_console.registry import discover, menu_for

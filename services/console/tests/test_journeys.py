@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 import httpx
-from crm_console.testing import Stack, User, sign_in
 from playwright.async_api import expect
 
+from crm_console.testing import Stack, User, sign_in
 from crm_platform.testing.fixtures import unique
 
 

@@ -72,9 +72,10 @@ class Stack:
 
     async def new_user(self, roles: list[str] | None = None, language: str = "en", name: str | None = None) -> User:
         email = f"{unique('u')}@example.com"
-        body = {
+        name = name or f"测试用户 {unique('n')}"
+        body: dict[str, Any] = {
             "email": email,
-            "name": name or f"测试用户 {unique('n')}",
+            "name": name,
             "roles": roles or ["rep"],
             "department_id": "hq",
             "password": PASSWORD,
@@ -83,7 +84,7 @@ class Stack:
         async with httpx.AsyncClient(base_url=self.urls["directory"]) as client:
             answer = await client.post("/v1/users", json=body, headers=self.admin_headers)
         assert answer.status_code == 201, answer.text
-        return User(id=answer.json()["id"], email=email, name=body["name"])
+        return User(id=answer.json()["id"], email=email, name=name)
 
     async def token_for(self, user: User) -> str:
         async with httpx.AsyncClient(base_url=self.urls["directory"]) as client:
