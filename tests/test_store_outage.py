@@ -112,7 +112,9 @@ def _start_services(bootstrap: str, mongo_url: str, logs: Path) -> dict[str, tup
 
     # Side by side: seven Python start-ups one after the other cost a minute on 2 cores.
     with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
-        futures = [pool.submit(start, spec) for spec in SERVICES]
+        # Not the console: its /readyz waits for the other services at their default ports, and its
+        # behaviour while its session store is down is not this test's subject (not covered yet).
+        futures = [pool.submit(start, spec) for spec in SERVICES if not spec.web]
         started: dict[str, tuple[ServiceSpec, ManagedProcess]] = {}
         errors: list[BaseException] = []
         for future in futures:

@@ -31,7 +31,9 @@ def up(
     mongo_port: Annotated[int, typer.Option(help="MongoDB port.")] = 27018,
     http_port_base: Annotated[
         int | None,
-        typer.Option(help="Services listen on BASE+1 … BASE+7 (default: 8001 … 8007), for a second stack."),
+        typer.Option(
+            help="Services listen on BASE+1 … BASE+8 (default: 8001 … 8007, the console 8000), for a second stack."
+        ),
     ] = None,
     smtp_port: Annotated[int, typer.Option(help="The local SMTP sink's port.")] = 8025,
     restart_backoff: Annotated[

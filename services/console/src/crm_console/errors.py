@@ -1,7 +1,7 @@
 """What a person sees when something goes wrong: a page in their language, never a traceback.
 
 - not signed in (or the sign-in ended) → the login page, coming back here afterwards;
-- a service cannot be reached → "unavailable" (503) naming it;
+- a service cannot be reached → "unavailable" (503) naming it; the console's own session store too;
 - 403 / 404 from a service → "not allowed" / "not found";
 - 412 → "someone changed this meanwhile: reload";
 - another problem → its title and detail; a failed CSRF check → 403;
@@ -19,6 +19,7 @@ from urllib.parse import quote
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
@@ -48,6 +49,14 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("upstream unavailable", service=exc.service, reason=exc.reason)
     await current_session(request)  # so the page still has its menu and language
     response = error_page(request, 503, "core.error.unavailable.title", "core.error.unavailable", service=exc.service)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def _store_down(request: Request, exc: Exception) -> Response:
+    log.warning("session store unavailable", error=type(exc).__name__)
+    request.state.session = None  # unknown: render without it
+    response = error_page(request, 503, "core.error.unavailable.title", "core.error.unavailable", service="console")
     response.headers["Retry-After"] = "5"
     return response
 
@@ -90,6 +99,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     app.add_exception_handler(UpstreamUnavailable, _unavailable)
     app.add_exception_handler(UpstreamProblem, _problem)
+    app.add_exception_handler(PyMongoError, _store_down)
     app.add_exception_handler(CsrfRefused, _csrf)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

@@ -43,6 +43,7 @@ from crm_platform.devstack.services import (
     ServiceSpec,
     service_env,
     start_service,
+    upstream_env,
 )
 from crm_platform.devstack.supervisor import Backoff, Supervisor
 from crm_platform.kafka import TopicCreationError, ensure_topics
@@ -234,6 +235,8 @@ def _children(
         )
         if spec.name == "notifications":
             env["CRM_SMTP_PORT"] = str(smtp_port)
+        if spec.web:
+            env |= upstream_env(specs)
         children.append(
             _ChildSpec(
                 spec.name,
@@ -288,6 +291,9 @@ def _print_summary(
     table.add_column("where", no_wrap=True, overflow="fold")
     table.add_column("ready in", justify="right")
     for spec in specs:
+        if spec.web:
+            table.add_row(f"{spec.name} (web UI: sign in with a directory user)", spec.url("/"), secs(spec.name))
+            continue
         table.add_row(f"{spec.name} API docs", spec.url("/docs"), secs(spec.name))
         table.add_row(f"{spec.name} event catalogue", spec.url("/asyncapi"), "")
         table.add_row(f"{spec.name} AsyncAPI JSON", spec.url("/asyncapi.json"), "")

@@ -1,15 +1,17 @@
 """The registry of CRM services, and how to start one as a real process.
 
 Adding a service to the local stack (and to the compose checks) is one line in
-SERVICES. Planned ports: customers 8001, pipeline 8002, interactions 8003,
-pool 8004, notifications 8005, reporting 8006, directory 8007.
+SERVICES. Ports: customers 8001, pipeline 8002, interactions 8003,
+pool 8004, notifications 8005, reporting 8006, directory 8007, and the web
+console 8000 (a front end over the others' APIs: no topics, no API docs; it
+starts last, once the services it calls answer).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,9 @@ class ServiceSpec:
     module: str  # started with `python -m <module>`
     http_port: int
     database: str  # the MongoDB database it owns
+    # A web front end (the console): it publishes and consumes no events, has no OpenAPI or
+    # AsyncAPI documents, and reaches the other services through CRM_CONSOLE_<NAME>_URL.
+    web: bool = False
 
     @property
     def topic(self) -> str:
@@ -40,8 +45,8 @@ class ServiceSpec:
         return dead_letter_topic(f"crm.{self.name}")
 
     @property
-    def topics(self) -> tuple[str, str]:
-        return (self.topic, self.dlq_topic)
+    def topics(self) -> tuple[str, ...]:
+        return () if self.web else (self.topic, self.dlq_topic)
 
     def url(self, path: str = "", host: str = LOOPBACK) -> str:
         return f"http://{host}:{self.http_port}{path}"
@@ -55,7 +60,14 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(name="notifications", module="crm_notifications", http_port=8005, database="crm_notifications"),
     ServiceSpec(name="reporting", module="crm_reporting", http_port=8006, database="crm_reporting"),
     ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
+    # Last: `crm up` starts it once the services it calls are ready.
+    ServiceSpec(name="console", module="crm_console", http_port=8000, database="crm_console", web=True),
 ]
+
+
+def upstream_env(specs: Sequence[ServiceSpec], host: str = LOOPBACK) -> dict[str, str]:
+    """Where a web front end finds each API service (the console's CRM_CONSOLE_<NAME>_URL)."""
+    return {f"CRM_CONSOLE_{s.name.upper()}_URL": s.url(host=host) for s in specs if not s.web}
 
 
 def service_env(
