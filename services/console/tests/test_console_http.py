@@ -10,6 +10,7 @@ from crm_console.i18n import Catalogue
 from crm_console.main import catalogue_for
 from crm_console.registry import discover, menu_for
 from crm_console.testing import Stack, User
+from crm_console.web import format_datetime
 
 
 async def _signed_in(client: httpx.AsyncClient, user: User) -> str:
@@ -93,3 +94,10 @@ def test_the_menu_shows_what_the_roles_may_use() -> None:
     groups = discover()
     assert [e.href for e in menu_for(groups, ["rep"])][:2] == ["/", "/customers"]
     assert [e.href for e in menu_for(groups, ["integrator"])] == ["/"]
+
+
+def test_times_are_shown_in_the_users_zone() -> None:
+    assert format_datetime("2026-12-03T01:30:00Z", "Asia/Shanghai") == "2026-12-03 09:30"
+    assert format_datetime("2026-12-03T01:30:00+00:00", "Europe/London") == "2026-12-03 01:30"
+    assert format_datetime(None, "Asia/Shanghai") == ""
+    assert format_datetime("2026-12-03T01:30:00Z", "Not/AZone") == "2026-12-03 01:30"  # unknown zone: UTC
