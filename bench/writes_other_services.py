@@ -143,6 +143,12 @@ async def fill(db: Any, kind: Kind, template: Document, have: int, want: int) ->
     return want
 
 
+async def _created(http: httpx.AsyncClient, url: str, kind: Kind) -> bool:
+    r = await http.post(url, json=kind.body(-1), headers=kind.headers)
+    assert r.status_code in (201, 503), r.text
+    return r.status_code == 201
+
+
 async def bench_kind(
     http: httpx.AsyncClient, mongo: Any, specs: dict[str, ServiceSpec], kind: Kind, args: argparse.Namespace
 ) -> list[str]:
@@ -154,7 +160,9 @@ async def bench_kind(
         r = await http.post(url, json=kind.body(i), headers=kind.headers)
         assert r.status_code == 201, r.text
 
-    await write(-1)  # warm-up, and the template of the clones
+    # Warm-up, and the template of the clones; retried while the store still digests the last
+    # kind's backlog (a 503 is the service's store timeout, which a heavy list phase can leave).
+    await eventually(lambda: _created(http, url, kind), timeout=120, interval=1.0, message=f"{kind.name}: first write")
     template = await db[kind.collection].find_one({}, sort=[("_id", 1)])
     assert template is not None
     stored = await fill(db, kind, template, 1, 1000)
