@@ -16,43 +16,77 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from crm_directory.domain import departments as dept_rules
+from crm_directory.domain import users as user_rules
 from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock, as_utc
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.leases import release_in_background, release_soon
 from crm_platform.listing import count
+from crm_platform.sortkeys import upgrade_sort_keys
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
+
+
+def _sort_indexes(prefixes: dict[str, list[tuple[str, int]]], keys: dict[str, str]) -> list[IndexModel]:
+    """An index per sort key behind each visibility prefix of a list, so page N of a big list walks
+    an index in order instead of sorting every match."""
+    return [
+        IndexModel([*prefix, (field, ASCENDING)], name=f"{name}_{key}" if prefix else f"idx_{field}")
+        for key, field in keys.items()
+        for name, prefix in prefixes.items()
+        if prefix or field not in ("email", "s.updated_at")  # those two stand on their own below
+    ]
+
 
 # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
 # ends in _<field> (a naming choice that costs nothing on MongoDB). Sort keys are never null.
 USER_INDEXES = [
     # Case-insensitive uniqueness: emails are stored lower-cased.
     IndexModel([("email", ASCENDING)], name="email", unique=True, sparse=True),
-    IndexModel([("department_path", ASCENDING), ("s.name", ASCENDING)], name="department_path_name"),
-    IndexModel([("status", ASCENDING), ("s.name", ASCENDING)], name="status_name"),
+    # Lists: everyone (admin), a department subtree (manager), by status, in every sort offered.
+    *_sort_indexes(
+        {
+            "all": [],
+            "department_path": [("department_path", ASCENDING)],
+            "status": [("status", ASCENDING)],
+        },
+        {"name": "s.name", "created_at": "s.created_at", "updated_at": "s.updated_at", "email": "email"},
+    ),
+    IndexModel([("status", ASCENDING), ("department_path", ASCENDING)], name="status_department_path"),
     IndexModel([("department_id", ASCENDING)], name="idx_department_id"),
-    IndexModel([("department_path", ASCENDING)], name="idx_department_path"),
     IndexModel([("status", ASCENDING)], name="idx_status"),
     IndexModel([("roles", ASCENDING)], name="idx_roles"),
     IndexModel([("language", ASCENDING)], name="idx_language"),
-    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
-    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
-    IndexModel([("s.updated_at", DESCENDING)], name="idx_s.updated_at"),
+    IndexModel([("s.id", ASCENDING)], name="idx_s.id"),
+    IndexModel([("s.updated_at", DESCENDING)], name="idx_s.updated_at"),  # as it was: MongoDB keeps names
 ]
+
 DEPARTMENT_INDEXES = [
     IndexModel([("status", ASCENDING), ("path", ASCENDING)], name="status_path"),
     IndexModel([("parent_id", ASCENDING)], name="idx_parent_id"),
     IndexModel([("path", ASCENDING)], name="idx_path"),
     IndexModel([("status", ASCENDING)], name="idx_status"),
     IndexModel([("manager_id", ASCENDING)], name="idx_manager_id"),
-    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
-    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
-    IndexModel([("s.updated_at", ASCENDING)], name="idx_s.updated_at"),
+    *_sort_indexes(
+        {"all": [], "status": [("status", ASCENDING)]},
+        {"name": "s.name", "created_at": "s.created_at", "updated_at": "s.updated_at"},
+    ),
+    IndexModel([("s.id", ASCENDING)], name="idx_s.id"),
 ]
-#: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
-LEGACY_USER_INDEXES = ("department_id", "roles", "sort_name", "sort_created", "sort_updated")
+
+#: Earlier names (MongoDB refuses the same keys under a second name, so they go first), and the
+#: date-keyed sort indexes that went with the datetime sort keys.
+LEGACY_USER_INDEXES = (
+    "department_id",
+    "roles",
+    "sort_name",
+    "sort_created",
+    "sort_updated",
+    "department_path_name",
+    "status_name",
+)
 LEGACY_DEPARTMENT_INDEXES = ("parent_id", "path", "manager_id", "sort_name")
 PUBLIC_PROJECTION = {"outbox": 0, "password": 0}
 
@@ -77,6 +111,9 @@ class DirectoryRepository:
         await drop_indexes_named(self.departments, LEGACY_DEPARTMENT_INDEXES)
         await self.users.create_indexes(USER_INDEXES)
         await self.departments.create_indexes(DEPARTMENT_INDEXES)
+        # Once per database: users and departments stored with datetime sort keys get the integer ones.
+        await upgrade_sort_keys(self.users, user_rules.sort_keys, user_rules.SORT_KEYS_VERSION)
+        await upgrade_sort_keys(self.departments, dept_rules.sort_keys, dept_rules.SORT_KEYS_VERSION)
         await self.tree_jobs.create_index([("created_at", ASCENDING)], name="created_at")
 
     # --- users -------------------------------------------------------------------------

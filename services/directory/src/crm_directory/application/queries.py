@@ -15,6 +15,7 @@ from crm_platform.auth import Principal, Role
 from crm_platform.contracts.directory import Language
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page, parse_sort
+from crm_platform.sortkeys import TIEBREAK
 
 Document = dict[str, Any]
 
@@ -36,7 +37,13 @@ async def _page(
     # One flat query (the embedded store never indexes a literal $and); a visibility $or is run
     # by fetch_page as one indexed query per alternative, merged in sort order.
     page = await fetch_page(
-        collection, all_of(*clauses), paging, sort_fields=sort_fields, default_sort=default_sort, projection=projection
+        collection,
+        all_of(*clauses),
+        paging,
+        sort_fields=sort_fields,
+        default_sort=default_sort,
+        projection=projection,
+        tiebreak=TIEBREAK,
     )
     return Page(items=page.items, next_cursor=page.next_cursor, total=page.total)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from crm_platform.contracts.directory import DepartmentSnapshot
 from crm_platform.errors import Conflict, FieldError, ValidationFailed
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,11 +88,19 @@ def ensure_active(doc: Document | None, department_id: str, field: str = "depart
     return doc
 
 
+#: The shape of the sort keys; documents stored with another are rewritten once at start-up.
+SORT_KEYS_VERSION = 1  # 1: moments as epoch ms, the id's copy (s.id) as the last key
+
+
 def sort_keys(doc: Document) -> Document:
+    """Never-null copies; moments as epoch ms and the id as tie-breaker, because the embedded store
+    serves a range on those (every cursor page) from an index but reads every row for a date or _id."""
     return {
+        "v": SORT_KEYS_VERSION,
         "name": (doc.get("name") or "").casefold(),
-        "created_at": doc.get("created_at") or EPOCH,
-        "updated_at": doc.get("updated_at") or EPOCH,
+        "created_at": epoch_ms(doc.get("created_at") or EPOCH),
+        "updated_at": epoch_ms(doc.get("updated_at") or EPOCH),
+        "id": doc["_id"],
     }
 
 

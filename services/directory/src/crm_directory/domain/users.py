@@ -14,6 +14,7 @@ from crm_platform.auth import Principal, Role
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.contracts.directory import FieldChange, UserSnapshot
 from crm_platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,11 +49,19 @@ def phone_or_422(raw: str | None, region: str, field: str = "phone") -> str | No
         raise ValidationFailed.for_field(field, exc.reason) from exc
 
 
+#: The shape of the sort keys; documents stored with another are rewritten once at start-up.
+SORT_KEYS_VERSION = 1  # 1: moments as epoch ms, the id's copy (s.id) as the last key
+
+
 def sort_keys(doc: Document) -> Document:
+    """Never-null copies; moments as epoch ms and the id as tie-breaker, because the embedded store
+    serves a range on those (every cursor page) from an index but reads every row for a date or _id."""
     return {
+        "v": SORT_KEYS_VERSION,
         "name": (doc.get("name") or "").casefold(),
-        "created_at": doc.get("created_at") or EPOCH,
-        "updated_at": doc.get("updated_at") or EPOCH,
+        "created_at": epoch_ms(doc.get("created_at") or EPOCH),
+        "updated_at": epoch_ms(doc.get("updated_at") or EPOCH),
+        "id": doc["_id"],
     }
 
 

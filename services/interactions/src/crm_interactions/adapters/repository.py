@@ -14,27 +14,47 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from crm_interactions.domain import feedback as feedback_rules
+from crm_interactions.domain import interactions as interaction_rules
+from crm_interactions.domain import tasks as task_rules
 from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
 from crm_platform.listing import or_branches
+from crm_platform.sortkeys import upgrade_sort_keys
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
+
+
+def _sort_indexes(prefixes: dict[str, list[tuple[str, int]]], keys: tuple[str, ...]) -> list[IndexModel]:
+    """An index per sort key (``s.<key>``) behind each visibility prefix of a list, so page N of a
+    big list walks an index in order instead of sorting every match."""
+    return [
+        IndexModel([*prefix, (f"s.{key}", ASCENDING)], name=f"{name}_{key}" if name else f"s_{key}")
+        for key in keys
+        for name, prefix in prefixes.items()
+    ]
+
 
 # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
 # ends in _<field> (a naming choice that costs nothing on MongoDB). List sort fields are never null.
 INTERACTION_INDEXES = [
     # One email, one interaction: only emails with a Message-ID have the key (sparse).
     IndexModel([("message_key", ASCENDING)], name="message_key", unique=True, sparse=True),
-    # A customer's history in time order, and the filters a rep applies to it.
-    IndexModel([("customer_id", ASCENDING), ("occurred_at", DESCENDING)], name="customer_occurred"),
-    IndexModel([("author_id", ASCENDING), ("occurred_at", DESCENDING)], name="author_occurred"),
-    IndexModel([("author_department_path", ASCENDING), ("occurred_at", DESCENDING)], name="dept_occurred"),
+    # Lists (a customer's history, one's own, a team's, everything) filter on status and hidden.
+    *_sort_indexes(
+        {
+            "active": [("status", ASCENDING), ("hidden", ASCENDING)],
+            "customer_active": [("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+            "author_active": [("author_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+            "dept_active": [("author_department_path", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+        },
+        ("occurred_at", "recorded_at"),
+    ),
     IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
     IndexModel([("author_id", ASCENDING)], name="idx_author_id"),
     IndexModel([("author_department_path", ASCENDING)], name="idx_author_department_path"),
     IndexModel([("occurred_at", DESCENDING)], name="idx_occurred_at"),
-    IndexModel([("recorded_at", ASCENDING)], name="idx_recorded_at"),
     IndexModel([("channel", ASCENDING)], name="idx_channel"),
     IndexModel([("opportunity_id", ASCENDING)], name="idx_opportunity_id"),
     IndexModel([("contact_ids", ASCENDING)], name="idx_contact_ids"),
@@ -47,11 +67,16 @@ INTERACTION_INDEXES = [
 TASK_INDEXES = [
     # The scheduler's query: armed notices whose time has come.
     IndexModel([("next_fire_at", ASCENDING)], name="idx_next_fire_at"),
-    IndexModel([("assignee_id", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)], name="assignee_due"),
-    IndexModel(
-        [("assignee_department_path", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)], name="dept_due"
+    # Lists: mine (assignee), created by me, a team (assignee's department), everything.
+    *_sort_indexes(
+        {
+            "open": [("hidden", ASCENDING), ("status", ASCENDING)],
+            "assignee_open": [("assignee_id", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+            "creator_open": [("created_by", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+            "dept_open": [("assignee_department_path", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+        },
+        ("due_at", "created_at", "remind_at"),
     ),
-    IndexModel([("created_by", ASCENDING), ("due_at", ASCENDING)], name="creator_due"),
     IndexModel([("assignee_id", ASCENDING)], name="idx_assignee_id"),
     IndexModel([("assignee_department_path", ASCENDING)], name="idx_assignee_department_path"),
     IndexModel([("created_by", ASCENDING)], name="idx_created_by"),
@@ -65,10 +90,19 @@ TASK_INDEXES = [
 ]
 
 FEEDBACK_INDEXES = [
-    IndexModel([("customer_id", ASCENDING), ("opened_at", DESCENDING)], name="customer_opened"),
     IndexModel([("handler_id", ASCENDING), ("status", ASCENDING)], name="handler_status"),
-    IndexModel([("reported_by", ASCENDING), ("opened_at", DESCENDING)], name="reporter_opened"),
-    IndexModel([("status", ASCENDING), ("opened_at", DESCENDING)], name="status_opened"),
+    # Lists: every alternative of a user's visibility is its own indexed query, in sort order.
+    *_sort_indexes(
+        {
+            "visible": [("hidden", ASCENDING)],
+            "customer_visible": [("customer_id", ASCENDING), ("hidden", ASCENDING)],
+            "reporter_visible": [("reported_by", ASCENDING), ("hidden", ASCENDING)],
+            "handler_visible": [("handler_id", ASCENDING), ("hidden", ASCENDING)],
+            "reporter_dept_visible": [("reporter_department_path", ASCENDING), ("hidden", ASCENDING)],
+            "handler_dept_visible": [("handler_department_path", ASCENDING), ("hidden", ASCENDING)],
+        },
+        ("opened_at", "updated_at", "priority"),
+    ),
     IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
     IndexModel([("handler_id", ASCENDING)], name="idx_handler_id"),
     IndexModel([("reported_by", ASCENDING)], name="idx_reported_by"),
@@ -80,10 +114,19 @@ FEEDBACK_INDEXES = [
 ]
 
 #: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
+#: The date-keyed list indexes went with the datetime sort keys (the lists sort on ``s.<key>`` now).
 LEGACY_INDEXES = {
-    "interactions": ("occurred", "opportunity", "contacts"),
-    "tasks": ("next_fire_at", "customer"),
-    "feedback": ("reporter_dept", "handler_dept"),
+    "interactions": (
+        "occurred",
+        "opportunity",
+        "contacts",
+        "customer_occurred",
+        "author_occurred",
+        "dept_occurred",
+        "idx_recorded_at",
+    ),
+    "tasks": ("next_fire_at", "customer", "assignee_due", "dept_due", "creator_due"),
+    "feedback": ("reporter_dept", "handler_dept", "customer_opened", "reporter_opened", "status_opened"),
 }
 
 LIST_PROJECTION = {"outbox": 0}
@@ -118,6 +161,10 @@ class Repository:
         await self.interactions.create_indexes(INTERACTION_INDEXES)
         await self.tasks.create_indexes(TASK_INDEXES)
         await self.feedback.create_indexes(FEEDBACK_INDEXES)
+        # Once per database: records stored with datetime sort keys get the integer ones.
+        await upgrade_sort_keys(self.interactions, interaction_rules.sort_keys, interaction_rules.SORT_KEYS_VERSION)
+        await upgrade_sort_keys(self.tasks, task_rules.sort_keys, task_rules.SORT_KEYS_VERSION)
+        await upgrade_sort_keys(self.feedback, feedback_rules.sort_keys, feedback_rules.SORT_KEYS_VERSION)
 
     async def interaction_by_message(self, message_id: str) -> Document | None:
         return await self.interactions.find_one({"message_key": message_id})

@@ -22,6 +22,7 @@ from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import PageParams, all_of, fetch_page
+from crm_platform.sortkeys import TIEBREAK
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -116,6 +117,7 @@ class Feedback:
             if not changes:
                 return Change(None)
             doc["updated_at"] = now
+            rules.refresh(doc)  # the sort keys follow the priority and the time of the change
             return Change(doc, [self._event(ev.FEEDBACK_UPDATED, doc, version, principal.user_id, changes=changes)])
 
         return await self.repo.feedback_store.mutate(feedback_id, decide, expected_version=expected_version)
@@ -180,5 +182,6 @@ class Feedback:
             sort_fields=rules.SORT_FIELDS,
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
+            tiebreak=TIEBREAK,
         )
         return page.items, page.next_cursor

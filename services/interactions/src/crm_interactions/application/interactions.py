@@ -27,6 +27,7 @@ from crm_platform.events import EventFactory
 from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.sortkeys import TIEBREAK
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -259,5 +260,6 @@ class Interactions:
             sort_fields=rules.SORT_FIELDS,
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
+            tiebreak=TIEBREAK,
         )
         return page.items, page.next_cursor

@@ -18,6 +18,7 @@ from crm_interactions.domain.model import TransitionIn
 from crm_platform.auth import Principal
 from crm_platform.contracts.interactions import FeedbackSnapshot, FeedbackStatus, FieldChange
 from crm_platform.errors import Conflict, ValidationFailed
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 
@@ -28,7 +29,11 @@ TRANSITIONS: dict[str, tuple[FeedbackStatus, ...]] = {
     "closed": ("open",),
 }
 
-SORT_FIELDS = {"opened_at": "opened_at", "updated_at": "updated_at", "priority": "s.priority"}
+#: API sort keys -> stored, datetime-free copies (see crm_platform.sortkeys).
+SORT_FIELDS = {"opened_at": "s.opened_at", "updated_at": "s.updated_at", "priority": "s.priority"}
+#: The shape of the sort keys; documents stored with another are rewritten once at start-up.
+SORT_KEYS_VERSION = 1  # 1: moments as epoch ms, the id's copy (s.id) as the last key
+
 DEFAULT_SORT = "-opened_at"
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 
@@ -87,8 +92,20 @@ def new_feedback(
 
 
 def refresh(doc: Document) -> Document:
-    doc["s"] = {"priority": PRIORITY_RANK.get(doc.get("priority") or "normal", 1)}
+    doc["s"] = sort_keys(doc)
     return doc
+
+
+def sort_keys(doc: Document) -> Document:
+    """Moments as epoch ms and the id as tie-breaker: the embedded store serves a range on those
+    (every cursor page) from an index, but reads every row for a range on a date or on _id."""
+    return {
+        "v": SORT_KEYS_VERSION,
+        "priority": PRIORITY_RANK.get(doc.get("priority") or "normal", 1),
+        "opened_at": epoch_ms(doc["opened_at"]),
+        "updated_at": epoch_ms(doc.get("updated_at") or doc["opened_at"]),
+        "id": doc["_id"],
+    }
 
 
 def transition(

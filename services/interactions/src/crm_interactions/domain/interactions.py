@@ -17,11 +17,16 @@ from crm_interactions.domain.model import (
 from crm_platform.auth import Principal
 from crm_platform.contracts.interactions import FieldChange, InteractionSnapshot
 from crm_platform.errors import FieldError, Forbidden, ValidationFailed
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 
 #: API sort keys -> stored fields (both never null).
-SORT_FIELDS = {"occurred_at": "occurred_at", "recorded_at": "recorded_at"}
+#: API sort keys -> stored, datetime-free copies (see crm_platform.sortkeys).
+SORT_FIELDS = {"occurred_at": "s.occurred_at", "recorded_at": "s.recorded_at"}
+#: The shape of the sort keys; documents stored with another are rewritten once at start-up.
+SORT_KEYS_VERSION = 1  # 1: moments as epoch ms, the id's copy (s.id) as the last key
+
 DEFAULT_SORT = "-occurred_at"
 
 #: Every channel field, with its value when a channel does not have it.
@@ -91,7 +96,19 @@ def refresh(doc: Document, late_after: timedelta) -> Document:
     """Recompute what is derived: lateness, and the whole seconds it was late by (for reports)."""
     doc["recorded_late"] = is_late(doc["occurred_at"], doc["recorded_at"], late_after)
     doc["late_by_seconds"] = max(0, int((doc["recorded_at"] - doc["occurred_at"]).total_seconds()))
+    doc["s"] = sort_keys(doc)
     return doc
+
+
+def sort_keys(doc: Document) -> Document:
+    """Moments as epoch ms and the id as tie-breaker: the embedded store serves a range on those
+    (every cursor page) from an index, but reads every row for a range on a date or on _id."""
+    return {
+        "v": SORT_KEYS_VERSION,
+        "occurred_at": epoch_ms(doc["occurred_at"]),
+        "recorded_at": epoch_ms(doc["recorded_at"]),
+        "id": doc["_id"],
+    }
 
 
 def snapshot(doc: Document) -> InteractionSnapshot:

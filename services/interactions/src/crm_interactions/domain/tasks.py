@@ -16,12 +16,17 @@ from crm_interactions.domain.calendar import NEVER, day_bounds, to_millis, week_
 from crm_platform.auth import Principal
 from crm_platform.contracts.interactions import FieldChange, TaskSnapshot
 from crm_platform.errors import Conflict, Forbidden, ValidationFailed
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 Notice = Literal["reminder_due", "overdue"]
 View = Literal["overdue", "today", "week", "all"]
 
-SORT_FIELDS = {"due_at": "due_at", "created_at": "created_at", "remind_at": "s.remind_at"}
+#: API sort keys -> stored, never-null, datetime-free copies (see crm_platform.sortkeys).
+SORT_FIELDS = {"due_at": "s.due_at", "created_at": "s.created_at", "remind_at": "s.remind_at"}
+#: The shape of the sort keys; documents stored with another are rewritten once at start-up.
+SORT_KEYS_VERSION = 1  # 1: moments as epoch ms, the id's copy (s.id) as the last key
+
 DEFAULT_SORT = "due_at"
 
 
@@ -81,8 +86,20 @@ def next_fire_at(doc: Document) -> datetime:
 
 def refresh(doc: Document) -> Document:
     doc["next_fire_at"] = next_fire_at(doc)
-    doc["s"] = {"remind_at": doc.get("remind_at") or NEVER}
+    doc["s"] = sort_keys(doc)
     return doc
+
+
+def sort_keys(doc: Document) -> Document:
+    """Moments as epoch ms and the id as tie-breaker: the embedded store serves ranges on those
+    (every cursor page, the due-date views) from an index, but reads every row for a date."""
+    return {
+        "v": SORT_KEYS_VERSION,
+        "due_at": epoch_ms(doc["due_at"]),
+        "created_at": epoch_ms(doc["created_at"]),
+        "remind_at": epoch_ms(doc.get("remind_at") or NEVER),
+        "id": doc["_id"],
+    }
 
 
 def due_notice(doc: Document, now: datetime) -> Notice | None:
@@ -171,13 +188,13 @@ def apply_values(doc: Document, values: dict[str, Any]) -> list[FieldChange]:
 
 def view_filter(view: View, now: datetime, tz: Any) -> Document:
     if view == "overdue":
-        return {"due_at": {"$lt": now}}
+        return {"s.due_at": {"$lt": epoch_ms(now)}}
     if view == "today":
         start, end = day_bounds(now, tz)
-        return {"due_at": {"$gte": start, "$lt": end}}
+        return {"s.due_at": {"$gte": epoch_ms(start), "$lt": epoch_ms(end)}}
     if view == "week":
         start, end = week_bounds(now, tz)
-        return {"due_at": {"$gte": start, "$lt": end}}
+        return {"s.due_at": {"$gte": epoch_ms(start), "$lt": epoch_ms(end)}}
     return {}
 
 

@@ -21,6 +21,7 @@ from crm_platform.contracts.interactions import (
 )
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import all_of
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 
@@ -138,11 +139,12 @@ class InteractionFilter(Paging):
             clauses.append({"contact_ids": {"$in": [self.contact_id]}})
         bounds: Document = {}
         if self.occurred_from is not None:
-            bounds["$gte"] = self.occurred_from
+            bounds["$gte"] = epoch_ms(self.occurred_from)
         if self.occurred_to is not None:
-            bounds["$lt"] = self.occurred_to
+            bounds["$lt"] = epoch_ms(self.occurred_to)
         if bounds:
-            clauses.append({"occurred_at": bounds})
+            # The integer copy: the embedded store serves a range on it from an index, not on a date.
+            clauses.append({"s.occurred_at": bounds})
         if self.recorded_late is not None:
             clauses.append({"recorded_late": self.recorded_late})
         return all_of(*clauses)

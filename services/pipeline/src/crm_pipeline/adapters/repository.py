@@ -13,22 +13,46 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from crm_pipeline.domain.opportunities import SORT_KEYS_VERSION, sort_keys
 from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
 from crm_platform.listing import or_branches
+from crm_platform.sortkeys import upgrade_sort_keys
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
 
+#: The sort keys every list view offers (the stored ``s.<key>``, see domain.opportunities.SORT_FIELDS).
+SORT_KEYS = (
+    "name",
+    "amount",
+    "weighted",
+    "probability",
+    "expected_close_date",
+    "created_at",
+    "updated_at",
+    "stage_entered_at",
+    "status",
+    "owner_id",
+    "customer_id",
+)
+#: Each list's visibility prefix: an admin's (every visible one), a rep's (their own), a manager's
+#: department subtree (the other branch of a manager's ``$or``). Every list filters hidden = false.
+VISIBILITY_PREFIXES = {
+    "hidden": [("hidden", ASCENDING)],
+    "owner_hidden": [("owner_id", ASCENDING), ("hidden", ASCENDING)],
+    "dept_hidden": [("department_path", ASCENDING), ("hidden", ASCENDING)],
+}
+
 OPPORTUNITY_INDEXES = [
-    # List views: visibility prefix (owner, department subtree) plus the default sort; hidden ones drop out.
-    IndexModel([("hidden", ASCENDING), ("s.updated_at", DESCENDING)], name="hidden_updated"),
-    IndexModel([("owner_id", ASCENDING), ("hidden", ASCENDING), ("s.updated_at", DESCENDING)], name="owner_updated"),
-    IndexModel(
-        [("department_path", ASCENDING), ("hidden", ASCENDING), ("s.updated_at", DESCENDING)], name="dept_updated"
+    # List views: every sort behind every visibility prefix, so page N of a big list walks an
+    # index in order instead of sorting every match (the cursor's tie branch is one tie group).
+    *(
+        IndexModel([*prefix, (f"s.{key}", ASCENDING)], name=f"{name}_{key}")
+        for key in SORT_KEYS
+        for name, prefix in VISIBILITY_PREFIXES.items()
     ),
     IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)], name="pipeline_stage"),
-    IndexModel([("status", ASCENDING), ("s.updated_at", DESCENDING)], name="status_updated"),
     # The funnel (cohort by creation day).
     IndexModel([("pipeline_id", ASCENDING), ("created_on", ASCENDING)], name="pipeline_created_on"),
     # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
@@ -44,23 +68,13 @@ OPPORTUNITY_INDEXES = [
     # The forecast (won day, expected close day).
     IndexModel([("won_on", ASCENDING)], name="idx_won_on"),
     IndexModel([("expected_close_date", ASCENDING)], name="idx_expected_close_date"),
-    # Sorts (the stored sort keys are never null).
-    IndexModel([("s.updated_at", ASCENDING)], name="idx_s.updated_at"),
-    IndexModel([("s.expected_close_date", ASCENDING)], name="idx_s.expected_close_date"),
-    IndexModel([("s.amount", ASCENDING)], name="idx_s.amount"),
-    IndexModel([("s.name", ASCENDING)], name="idx_s.name"),
-    IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
-    IndexModel([("s.stage_entered_at", ASCENDING)], name="idx_s.stage_entered_at"),
-    IndexModel([("s.weighted", ASCENDING)], name="idx_s.weighted"),
-    IndexModel([("s.probability", ASCENDING)], name="idx_s.probability"),
-    IndexModel([("s.status", ASCENDING)], name="idx_s.status"),
-    IndexModel([("s.owner_id", ASCENDING)], name="idx_s.owner_id"),
-    IndexModel([("s.customer_id", ASCENDING)], name="idx_s.customer_id"),
     # Every list filters on hidden = false: without an index named _hidden the embedded store
     # turns that equality into an array-aware OR that no index serves, and scans.
     IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
 ]
-#: Earlier names of indexes above: MongoDB refuses the same keys under a second name, so they go first.
+#: Earlier names of indexes: MongoDB refuses the same keys under a second name, so they go first;
+#: the single-field sort indexes and the updated_at ones of a status prefix no list filter uses
+#: (every list filters hidden = false: the compound ones above serve them) only cost writes.
 LEGACY_OPPORTUNITY_INDEXES = (
     "customer",
     "pending_approval",
@@ -70,6 +84,11 @@ LEGACY_OPPORTUNITY_INDEXES = (
     "sort_amount",
     "sort_name",
     "sort_created",
+    "hidden_updated",
+    "owner_updated",
+    "dept_updated",
+    "status_updated",
+    *(f"idx_s.{key}" for key in SORT_KEYS),
 )
 
 TARGET_INDEXES = [
@@ -112,6 +131,8 @@ class Repository:
     async def ensure_indexes(self) -> None:
         await drop_indexes_named(self.opportunities, LEGACY_OPPORTUNITY_INDEXES)
         await self.opportunities.create_indexes(OPPORTUNITY_INDEXES)
+        # Once per database: opportunities stored with datetime sort keys get the integer ones.
+        await upgrade_sort_keys(self.opportunities, sort_keys, SORT_KEYS_VERSION)
         await self.targets.create_indexes(TARGET_INDEXES)
         await self.pipelines.create_indexes(PIPELINE_INDEXES)
 

@@ -14,6 +14,7 @@ from crm_pipeline.domain.opportunities import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page
+from crm_platform.sortkeys import TIEBREAK
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
@@ -124,5 +125,6 @@ async def list_opportunities(
         sort_fields=SORT_FIELDS,
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
+        tiebreak=TIEBREAK,
     )
     return Page(items=page.items, next_cursor=page.next_cursor, total=page.total)

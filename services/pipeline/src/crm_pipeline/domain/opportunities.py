@@ -28,6 +28,7 @@ from crm_platform.auth import Principal
 from crm_platform.clock import as_utc
 from crm_platform.contracts.pipeline import FieldChange, OpportunitySnapshot, StageMove
 from crm_platform.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -85,20 +86,40 @@ def refresh(doc: Document) -> Document:
     doc["weighted_minor"] = None if amount is None else money.weighted(amount, doc["probability"])
     # A plain indexed flag: managers list what waits for them without querying inside the array.
     doc["pending_approval"] = any(a["status"] == "pending" for a in doc.get("approvals") or [])
-    doc["s"] = {
+    doc["s"] = sort_keys(doc)
+    return doc
+
+
+#: The shape of the sort keys; documents stored with another are rewritten once at start-up.
+SORT_KEYS_VERSION = 2  # 2: moments as epoch ms, the id's copy (s.id) as the last key
+
+
+def sort_keys(doc: Document) -> Document:
+    """The never-null, datetime-free copies of the fields lists sort on (see crm_platform.sortkeys).
+
+    Moments are epoch milliseconds and the id is copied in as the tie-breaker: the embedded store
+    serves a range on an indexed integer or string from its index, but reads every row for a
+    range on a date or on ``_id``, and every cursor page after the first is such a range. The
+    stored field names stay ``s.<key>``, so an older cursor (its values dates, its last key
+    ``_id``) no longer names this sort and gets a 422 instead of a wrong page.
+    """
+    amount = doc.get("amount_minor")
+    weighted = doc.get("weighted_minor")
+    return {
+        "v": SORT_KEYS_VERSION,
         "name": doc["name"].casefold(),
         "amount": -1 if amount is None else amount,
-        "weighted": -1 if doc["weighted_minor"] is None else doc["weighted_minor"],
+        "weighted": -1 if weighted is None else weighted,
         "probability": doc["probability"],
         "expected_close_date": doc.get("expected_close_date") or "",
-        "created_at": doc["created_at"],
-        "updated_at": doc["updated_at"],
-        "stage_entered_at": doc["stage_entered_at"],
+        "created_at": epoch_ms(doc["created_at"]),
+        "updated_at": epoch_ms(doc["updated_at"]),
+        "stage_entered_at": epoch_ms(doc["stage_entered_at"]),
         "status": doc["status"],
         "owner_id": doc.get("owner_id") or "",
         "customer_id": doc["customer_id"],
+        "id": doc["_id"],
     }
-    return doc
 
 
 def touch(doc: Document, actor: str, now: datetime) -> None:
