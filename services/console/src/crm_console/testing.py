@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -99,3 +100,20 @@ async def sign_in(page: Any, user: User, password: str | None = None) -> None:
     await page.get_by_label("Email").fill(user.email)
     await page.get_by_label("Password").fill(password or user.password)
     await page.get_by_role("button", name="Sign in").click()
+
+
+#: Where the README's screenshots of the console live (docs/console/<group>-<name>.png).
+SCREENSHOTS = Path(__file__).resolve().parents[4] / "docs" / "console"
+
+
+async def screenshot(page: Any, name: str) -> None:
+    """Save a full-page screenshot as docs/console/<name>.png when CRM_CONSOLE_SCREENSHOTS=1.
+
+    The journeys call this at their main pages; a normal test run writes nothing, and
+    `CRM_CONSOLE_SCREENSHOTS=1 .venv/bin/python -m pytest services/console/tests` refreshes the
+    committed pictures (name them "<group>-<what>", e.g. "pipeline-kanban").
+    """
+    if os.environ.get("CRM_CONSOLE_SCREENSHOTS") != "1":
+        return
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
