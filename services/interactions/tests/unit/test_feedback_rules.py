@@ -78,3 +78,11 @@ def test_a_suggestion_closes_without_a_rating():
     move(doc, "resolved", resolution="planned", satisfaction=4)
     move(doc, "closed")
     assert doc["satisfaction"] == 4
+
+
+def test_a_change_of_status_moves_the_updated_at_sort_key():
+    doc = complaint()
+    later = datetime(2026, 3, 5, 9, 30, tzinfo=UTC)
+    rules.transition(doc, TransitionIn(status="in_progress"), REP, later)
+    # Lists sorted by "-updated_at" page on s.updated_at: a stale copy misplaces the record.
+    assert doc["updated_at"] == later and doc["s"]["updated_at"] == int(later.timestamp() * 1000)

@@ -66,7 +66,9 @@ async def test_stored_shapes_the_queries_rely_on(client, team, new_opportunity, 
     doc = await pipeline_db["opportunities"].find_one({"_id": opp["id"]})
     # Dates inside the history array come back as dates (a whole-document replace, never $push/$set).
     assert all(isinstance(entry["at"], datetime) for entry in doc["stage_history"])
-    assert isinstance(doc["stage_entered_at"], datetime) and isinstance(doc["s"]["updated_at"], datetime)
+    assert isinstance(doc["stage_entered_at"], datetime)
+    # Sort keys hold moments as epoch ms: an integer range is an index search on the embedded store.
+    assert doc["s"]["updated_at"] == int(doc["updated_at"].timestamp() * 1000) and doc["s"]["id"] == opp["id"]
     # Never-null flags and day strings: equality and text ranges behave the same on both stores.
     assert doc["hidden"] is False and doc["pending_approval"] is False and doc["won_on"] == ""
     ids = {

@@ -157,6 +157,7 @@ def transition(
         *doc.get("steps", []),
         {"from": current, "to": target, "by": principal.user_id, "at": now, "note": move.note},
     ]
+    refresh(doc)  # the updated_at sort key follows the change of status
     return current
 
 

@@ -125,6 +125,8 @@ def sort_keys(doc: Document) -> Document:
 def touch(doc: Document, actor: str, now: datetime) -> None:
     doc["updated_at"] = now
     doc["updated_by"] = actor
+    if "s" in doc:  # the updated_at sort key follows (a stage move refreshed the keys before this)
+        doc["s"] = sort_keys(doc)
 
 
 # --- parsing input ---------------------------------------------------------------------------
