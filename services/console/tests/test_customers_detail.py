@@ -359,3 +359,23 @@ async def test_the_page_in_chinese(stack: Stack, page: Any) -> None:
     await page.set_viewport_size({"width": 390, "height": 844})  # a phone
     await expect(page.get_by_role("button", name="编辑")).to_be_visible()
     await screenshot(page, "customers_detail-360-phone")
+
+
+def test_forms_turn_typed_text_into_api_bodies() -> None:
+    from starlette.datastructures import FormData
+
+    from crm_console.pages.customers_detail import forms
+    from crm_console.pages.customers_detail.routes import list_filters
+
+    patch = forms.profile_patch(
+        {"name": " 甲 ", "phones": "+8613800138000，+8613900139000\n", "tier": "", "address.city": "杭州"}, "company"
+    )
+    assert patch["name"] == "甲" and patch["tier"] is None and patch["uscc"] is None
+    assert patch["phones"] == ["+8613800138000", "+8613900139000"]
+    assert patch["address"] == {"province": None, "city": "杭州", "district": None, "street": None}
+    assert forms.aware("2026-12-03T09:30", "Asia/Shanghai") == "2026-12-03T09:30:00+08:00"
+    note = forms.interaction_body("c1", FormData([("channel", "note"), ("summary", "记一笔")]), "Asia/Shanghai")
+    assert note["content"] == "记一笔" and "summary" not in note
+    call = forms.interaction_body("c1", FormData([("channel", "phone"), ("duration_minutes", "5")]), "UTC")
+    assert call["direction"] == "out" and call["duration_seconds"] == 300 and call["contact_ids"] == []
+    assert list_filters("q=abc&tier=A&cursor=xyz&sort=name&junk=1") == {"q": "abc", "tier": "A", "sort": "name"}
