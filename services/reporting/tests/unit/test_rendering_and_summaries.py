@@ -39,3 +39,10 @@ def test_summaries() -> None:
     )
     assert summarize("crm.task.completed", {"task": {"title": "回访"}}) == "Task 回访: completed"
     assert summarize("crm.something.new", {}) == "something.new"
+
+
+def test_an_opportunity_without_an_amount_is_summarised_without_one() -> None:
+    created = summarize("crm.opportunity.created", {"opportunity": {"name": "ERP", "amount": None, "currency": "CNY"}})
+    assert created == "Opportunity ERP created"
+    won = summarize("crm.opportunity.won", {"opportunity": {"name": "ERP", "amount": "120000.00", "currency": "CNY"}})
+    assert won == "Opportunity ERP won: 120000.00 CNY"

@@ -43,11 +43,11 @@ def summarize(event_type: str, data: Data) -> str:
         case "customer.merged_away":
             return f"Merged into customer {data.get('survivor_id')}"
         case "opportunity.created":
-            return f"Opportunity {opp.get('name')} created: {opp.get('amount')} {opp.get('currency')}"
+            return f"Opportunity {opp.get('name')} created{_amount(opp)}"
         case "opportunity.stage_changed":
             return f"Opportunity {opp.get('name')}: {move.get('from_stage_name')} → {move.get('to_stage_name')}"
         case "opportunity.won":
-            return f"Opportunity {opp.get('name')} won: {opp.get('amount')} {opp.get('currency')}"
+            return f"Opportunity {opp.get('name')} won{_amount(opp)}"
         case "opportunity.lost":
             return f"Opportunity {opp.get('name')} lost: {data.get('reason')}"
         case "opportunity.reopened":
@@ -80,3 +80,8 @@ def summarize(event_type: str, data: Data) -> str:
     if feedback:
         return f"{feedback.get('kind')} {feedback.get('title')}: {kind.removeprefix('feedback.')}"
     return kind
+
+
+def _amount(opp: Data) -> str:
+    """ ": 120000.00 CNY", or nothing when the opportunity has no amount yet (not "None CNY")."""
+    return f": {opp['amount']} {opp.get('currency') or ''}".rstrip() if opp.get("amount") is not None else ""
