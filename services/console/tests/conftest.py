@@ -33,8 +33,14 @@ from crm_customers.main import create_app as customers_app
 from crm_customers.settings import CustomersSettings
 from crm_directory.main import create_app as directory_app
 from crm_directory.settings import DirectorySettings
+from crm_interactions.main import create_app as interactions_app
+from crm_interactions.settings import InteractionsSettings
+from crm_pipeline.main import create_app as pipeline_app
+from crm_pipeline.settings import PipelineSettings
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import service_settings
+from crm_pool.main import create_app as pool_app
+from crm_pool.settings import PoolSettings
 
 # The services the console's journeys use: name → (app factory, settings class, extra settings).
 SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = {
@@ -44,6 +50,9 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
         {"directory_argon2_time_cost": 1, "directory_argon2_memory_kib": 256, "directory_argon2_parallelism": 1},
     ),
     "customers": (customers_app, CustomersSettings, {}),
+    "pipeline": (pipeline_app, PipelineSettings, {}),
+    "interactions": (interactions_app, InteractionsSettings, {"scheduler_enabled": False}),
+    "pool": (pool_app, PoolSettings, {"scheduler_enabled": False}),
 }
 
 
