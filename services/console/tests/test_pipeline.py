@@ -81,7 +81,7 @@ async def test_the_kanban_moves_cards_by_keyboard_fills_requirements_in_place_an
     await page.wait_for_url("**/")
     await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Pipeline").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Pipeline")
-    await expect(column(page, "needs_confirmed").locator(".count")).to_have_text("1 deals")
+    await expect(column(page, "needs_confirmed").locator(".count")).to_have_text("Deals: 1")
     await expect(column(page, "initial_contact").locator(".weighted")).to_have_text("weighted 8,000.00 CNY")
     await screenshot(page, "pipeline-kanban")
 
@@ -137,6 +137,12 @@ async def test_the_kanban_moves_cards_by_keyboard_fills_requirements_in_place_an
     await dialog.get_by_label("Competitor who won (optional)").fill("竞品甲")
     await dialog.get_by_role("button", name="Confirm").click()
     await expect(column(page, "lost").locator("li.card")).to_contain_text(other)
+
+    # On a phone the columns scroll sideways, one at a time.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.locator("#board .columns").evaluate("columns => { columns.scrollLeft = 0; }")
+    await expect(column(page, "initial_contact")).to_be_in_viewport()
+    await screenshot(page, "pipeline-kanban-phone")
 
 
 async def test_dragging_a_card_moves_it_and_a_refused_drag_snaps_back_on_cancel(

@@ -260,6 +260,7 @@ async def move(
     opportunity = await client.get("pipeline", f"/v1/opportunities/{opportunity_id}")
     language = client.session.language
     dialog: dict[str, Any] = {
+        "stage_labels": {s["stage_id"]: stage_label(s, language) for s in (pipeline or {}).get("stages", [])},
         "opportunity": opportunity,
         "pipeline_id": form.pipeline_id,
         "form": form,
