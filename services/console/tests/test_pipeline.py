@@ -151,7 +151,7 @@ async def test_dragging_a_card_moves_it_and_a_refused_drag_snaps_back_on_cancel(
     token = await stack.token_for(user)
     customer = await seed_customer(stack, token, f"拖拽客户 {unique('k')}")
     deal = f"拖拽商机 {unique('d')}"
-    await seed_opportunity(stack, token, customer, deal, amount="50000.00")
+    created = await seed_opportunity(stack, token, customer, deal, amount="50000.00")
     await sign_in(page, user)
     await page.wait_for_url("**/")
     await page.goto("/pipeline")
@@ -166,6 +166,23 @@ async def test_dragging_a_card_moves_it_and_a_refused_drag_snaps_back_on_cancel(
     await expect(page.locator("#board-status")).to_have_text("Move cancelled: the card stays where it was.")
     await expect(column(page, "needs_confirmed").locator("li.card")).to_contain_text(deal)
     await expect(column(page, "proposal").locator("li.card", has_text=deal)).to_have_count(0)
+
+    # Someone else changes the deal while the board is open: the move (sent with If-Match) says so.
+    async with httpx.AsyncClient(base_url=stack.urls["pipeline"]) as pipeline:
+        path = f"/v1/opportunities/{created['id']}"
+        headers = {"Authorization": f"Bearer {token}"}
+        current = await pipeline.get(path, headers=headers)
+        changed = await pipeline.patch(
+            path, json={"notes": "客户要求下周再谈"}, headers={**headers, "If-Match": current.headers["ETag"]}
+        )
+        assert changed.status_code == 200, changed.text
+    await move_with_keyboard(page, deal, "Initial contact")
+    dialog = page.get_by_role("dialog")
+    await expect(dialog.get_by_role("alert")).to_contain_text("Someone changed this opportunity")
+    await dialog.get_by_role("button", name="Close").click()
+    await expect(page.locator("#board-status")).to_have_text("Move cancelled: the card stays where it was.")
+    await move_with_keyboard(page, deal, "Initial contact")
+    await expect(column(page, "initial_contact").locator("li.card")).to_contain_text(deal)
 
 
 async def test_the_forecast_shows_target_won_and_weighted_pipeline_and_managers_set_targets(
@@ -240,3 +257,28 @@ async def test_the_forecast_shows_target_won_and_weighted_pipeline_and_managers_
     await expect(page.locator("#row-me .target")).to_have_text("400,000.00")
     await expect(page.locator("#row-me .attainment")).to_have_text("0.0%")
     await expect(page.locator("#target-form")).to_have_count(0)
+
+
+async def test_without_javascript_the_move_menu_and_the_requirements_dialog_still_work(
+    browser: Any, stack: Stack, user: User
+) -> None:
+    token = await stack.token_for(user)
+    customer = await seed_customer(stack, token, f"无脚本客户 {unique('k')}")
+    deal = f"无脚本商机 {unique('d')}"
+    await seed_opportunity(stack, token, customer, deal, stage_id="needs_confirmed")
+    context = await browser.new_context(base_url=stack.console_url, locale="en-US", java_script_enabled=False)
+    try:
+        page = await context.new_page()
+        await sign_in(page, user)
+        await page.wait_for_url("**/")
+        await page.goto("/pipeline")
+        await card(page, deal).locator("summary").click()
+        await card(page, deal).get_by_role("button", name="Proposal", exact=True).click()
+        dialog = page.get_by_role("dialog")
+        await expect(dialog.locator("#missing-list")).to_contain_text("Attach a requirements document")
+        await dialog.get_by_label("Document name").fill("需求说明书")
+        await dialog.get_by_label("Link (https://…)").fill("https://docs.example.com/req.pdf")
+        await dialog.get_by_role("button", name="Save and move").click()
+        await expect(column(page, "proposal").locator("li.card")).to_contain_text(deal)
+    finally:
+        await context.close()
