@@ -39,6 +39,8 @@ from crm_pipeline.main import create_app as pipeline_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import service_settings
+from crm_pool.main import create_app as pool_app
+from crm_pool.settings import PoolSettings
 from crm_reporting.main import create_app as reporting_app
 from crm_reporting.settings import ReportingSettings
 
@@ -51,7 +53,8 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
     ),
     "customers": (customers_app, CustomersSettings, {}),
     "pipeline": (pipeline_app, PipelineSettings, {}),
-    "interactions": (interactions_app, InteractionsSettings, {}),
+    "interactions": (interactions_app, InteractionsSettings, {"scheduler_enabled": False}),
+    "pool": (pool_app, PoolSettings, {"scheduler_enabled": False}),
     "reporting": (reporting_app, ReportingSettings, {}),
 }
 

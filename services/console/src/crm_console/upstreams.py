@@ -14,6 +14,7 @@ import httpx
 
 # A service that answers these is there but cannot serve now: the person gets the "unavailable" page.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors"})
 
 
 class UpstreamUnavailable(Exception):
@@ -33,6 +34,9 @@ class UpstreamProblem(Exception):
     detail: str | None = None
     type: str = "about:blank"
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # The document's other members (RFC 9457 extensions), e.g. the pipeline's ``missing`` list or
+    # the ``owner_id`` of a 409 on a pool claim: pages that can show them better read them here.
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(f"{self.service}: {self.status} {self.title}")
@@ -53,6 +57,7 @@ class UpstreamProblem(Exception):
             detail=body.get("detail"),
             type=str(body.get("type") or "about:blank"),
             errors=errors,
+            extensions={k: v for k, v in body.items() if k not in _STANDARD_MEMBERS},
         )
 
     def field_errors(self) -> dict[str, str]:

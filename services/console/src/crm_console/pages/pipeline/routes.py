@@ -1,0 +1,12 @@
+"""The pipeline page group's routes: the kanban (board.py) and targets and forecast (forecast.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from crm_console.pages.pipeline.board import board_router
+from crm_console.pages.pipeline.forecast import forecast_router
+
+router = APIRouter()
+router.include_router(forecast_router)  # /forecast before the board's routes
+router.include_router(board_router)
