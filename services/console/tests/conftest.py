@@ -33,6 +33,14 @@ from crm_customers.main import create_app as customers_app
 from crm_customers.settings import CustomersSettings
 from crm_directory.main import create_app as directory_app
 from crm_directory.settings import DirectorySettings
+from crm_notifications.main import create_app as notifications_app
+from crm_notifications.settings import NotificationSettings
+from crm_pipeline.main import create_app as pipeline_app
+from crm_pipeline.settings import PipelineSettings
+from crm_pool.main import create_app as pool_app
+from crm_pool.settings import PoolSettings
+from crm_reporting.main import create_app as reporting_app
+from crm_reporting.settings import ReportingSettings
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import service_settings
 
@@ -44,6 +52,19 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
         {"directory_argon2_time_cost": 1, "directory_argon2_memory_kib": 256, "directory_argon2_parallelism": 1},
     ),
     "customers": (customers_app, CustomersSettings, {}),
+    "notifications": (
+        notifications_app,
+        NotificationSettings,
+        {
+            "email_enabled": False,
+            "webhook_allow_private": True,
+            "webhook_retry_initial_seconds": 0.2,
+            "webhook_retry_period_seconds": 1.0,
+        },
+    ),
+    "reporting": (reporting_app, ReportingSettings, {}),
+    "pipeline": (pipeline_app, PipelineSettings, {}),
+    "pool": (pool_app, PoolSettings, {"scheduler_enabled": False}),
 }
 
 
