@@ -37,12 +37,12 @@ from crm_notifications.main import create_app as notifications_app
 from crm_notifications.settings import NotificationSettings
 from crm_pipeline.main import create_app as pipeline_app
 from crm_pipeline.settings import PipelineSettings
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.fixtures import service_settings
 from crm_pool.main import create_app as pool_app
 from crm_pool.settings import PoolSettings
 from crm_reporting.main import create_app as reporting_app
 from crm_reporting.settings import ReportingSettings
-from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import service_settings
 
 # The services the console's journeys use: name → (app factory, settings class, extra settings).
 SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = {

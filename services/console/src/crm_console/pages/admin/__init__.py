@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crm_console.pages.admin.routes import router
+from crm_console.pages.admin.routes import ADMINS, router
 from crm_console.registry import MenuEntry, PageGroup
-from crm_platform.permissions import Permission
 
 GROUP = PageGroup(
     name="admin",
     router=router,
     directory=Path(__file__).parent,
-    menu=(MenuEntry(label="admin.menu", href="/admin", permission=Permission.users_manage, order=90),),
+    menu=(MenuEntry(label="admin.menu", href="/admin", permission=ADMINS, order=90),),
 )
