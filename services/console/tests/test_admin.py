@@ -154,7 +154,9 @@ async def test_an_admin_configures_a_pipeline_and_its_stage_requirements(admin_p
     await expect(page.locator("#stage-4").get_by_label("Needs a manager's approval")).to_be_checked()
     await screenshot(page, "admin-pipeline-edit")
     await page.goto("/admin/pipelines")
-    await expect(page.get_by_role("row", name=name)).to_contain_text("Initial contact → 技术交流 → Needs confirmed → Proposal")
+    await expect(page.get_by_role("row", name=name)).to_contain_text(
+        "Initial contact → 技术交流 → Needs confirmed → Proposal"
+    )
 
 
 async def test_a_pool_rule_is_previewed_before_it_is_saved(admin_page: Any, stack: Stack, user: User) -> None:

@@ -50,7 +50,7 @@ async def test_notifications_are_read_one_by_one_and_all_at_once_with_the_badge_
     await page.goto("/inbox")
     await expect(page.get_by_role("heading", name="Notifications")).to_be_visible()
     await expect(page.locator("#inbox-summary")).to_have_text("Unread: 2")
-    await expect(page.locator("#unread-count")).to_have_text("2")
+    await expect(page.locator("#unread-count")).to_have_text("2 unread")
     first_row = page.locator("li.notification", has_text=first)
     await expect(first_row).to_be_visible()
     await expect(page.locator("li.notification", has_text=second)).to_be_visible()
@@ -60,13 +60,13 @@ async def test_notifications_are_read_one_by_one_and_all_at_once_with_the_badge_
     await first_row.get_by_role("button", name="Mark as read").click()
     await expect(first_row.get_by_role("button", name="Mark as read")).to_have_count(0)
     await expect(first_row).to_contain_text("Read ")
-    await expect(page.locator("#unread-count")).to_have_text("1")  # refreshed at once, not at the next poll
+    await expect(page.locator("#unread-count")).to_have_text("1 unread")  # refreshed at once, not at the next poll
 
     # A new notification arrives while the page is open: the badge's next poll (every 15 s) shows it.
     third = await assign_new_customer(stack, user)
     await unread_reaches(stack, user, 2)
     await page.clock.fast_forward(16_000)
-    await expect(page.locator("#unread-count")).to_have_text("2")
+    await expect(page.locator("#unread-count")).to_have_text("2 unread")
 
     await page.get_by_role("link", name="Unread only").click()
     await expect(page.locator("li.notification", has_text=third)).to_be_visible()

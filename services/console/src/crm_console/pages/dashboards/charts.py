@@ -100,7 +100,9 @@ CHANNELS = ("phone", "email", "meeting", "visit", "social", "note")  # crm_platf
 def distribution(report: dict[str, Any], t: Translate) -> Option:
     """Active customers per value of the chosen profile field (the service's own chart series)."""
     chart = report.get("chart") or {}
-    labels = [label or t("dashboards.distribution.blank") for label in chart.get("labels", [])]
+    labels = [
+        t("dashboards.distribution.blank") if label in ("", "(none)") else label for label in chart.get("labels", [])
+    ]
     data = (chart.get("series") or [{}])[0].get("data", [])
     return {
         **BASE,
