@@ -122,3 +122,30 @@ async def test_a_rep_cannot_open_the_managers_dashboards(signed_in_page: Any) ->
     await expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
     csv = await page.goto("/dashboards/funnel.csv")
     assert csv.status == 403
+
+
+async def test_a_department_outside_the_managers_subtree_is_refused_on_each_chart(page: Any, stack: Stack) -> None:
+    """A branch manager who picks the head office: each chart says why it is empty, the page stays."""
+    branch = unique("branch")
+    email = f"{unique('m')}@example.com"
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        made = await directory.post("/v1/departments", json={"id": branch, "name": f"分部 {branch}", "parent_id": "hq"})
+        assert made.status_code == 201, made.text
+        body = {
+            "email": email,
+            "name": f"分部经理 {branch}",
+            "roles": ["manager"],
+            "department_id": branch,
+            "password": "a long enough passphrase",
+            "language": "en",
+        }
+        created = await directory.post("/v1/users", json=body)
+        assert created.status_code == 201, created.text
+    await sign_in(page, User(id=created.json()["id"], email=email, name=body["name"]))
+    await page.wait_for_url("**/")
+    response = await page.goto("/dashboards?department=%2Fhq")
+    assert response.status == 200
+    await expect(page.get_by_role("alert").first).to_contain_text(
+        "you may only see your own department and the departments below it"
+    )
+    await expect(page.locator("#h-funnel")).to_be_visible()

@@ -97,9 +97,11 @@ async def dashboards(
                 "reporting", f"/v1/reports/{report}", params=filters.params(report, session.timezone)
             )
         except UpstreamProblem as problem:
-            if problem.status not in (400, 422):
+            # A filter the service refuses (a department outside the manager's subtree: 403, a
+            # bad period: 422) is said on the chart it concerns; the other charts still show.
+            if problem.status not in (400, 403, 422):
                 raise
-            problems[report] = problem.detail or problem.title
+            problems[report] = t("dashboards.outside") if problem.status == 403 else problem.detail or problem.title
             continue
         options[report] = getattr(charts, report)(data, t)
     context = {
