@@ -113,6 +113,12 @@ async def test_a_manager_reads_the_team_dashboards_filters_them_and_downloads_a_
     content = (await download.path()).read_bytes().decode("utf-8-sig")  # the service adds a BOM for Excel
     assert content.splitlines()[0] == "value,count,share" and "\nA," in content, content
 
+    # On a phone the charts stack and fit the screen (ECharts resizes with the window).
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(page.locator("#chart-funnel canvas")).to_be_visible()
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await screenshot(page, "dashboards-phone")
+
 
 async def test_a_rep_cannot_open_the_managers_dashboards(signed_in_page: Any) -> None:
     page = signed_in_page
