@@ -35,6 +35,8 @@ from crm_directory.main import create_app as directory_app
 from crm_directory.settings import DirectorySettings
 from crm_interactions.main import create_app as interactions_app
 from crm_interactions.settings import InteractionsSettings
+from crm_notifications.main import create_app as notifications_app
+from crm_notifications.settings import NotificationSettings
 from crm_pipeline.main import create_app as pipeline_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.testing.backends import Backend
@@ -56,6 +58,16 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
     "interactions": (interactions_app, InteractionsSettings, {"scheduler_enabled": False}),
     "pool": (pool_app, PoolSettings, {"scheduler_enabled": False}),
     "reporting": (reporting_app, ReportingSettings, {}),
+    "notifications": (
+        notifications_app,
+        NotificationSettings,
+        {
+            "email_enabled": False,
+            "webhook_allow_private": True,
+            "webhook_retry_initial_seconds": 0.2,
+            "webhook_retry_period_seconds": 1.0,
+        },
+    ),
 }
 
 

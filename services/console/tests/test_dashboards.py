@@ -1,0 +1,157 @@
+"""Dashboards journeys: a manager sees the five charts drawn from the reporting service's figures
+(seeded through the customers and pipeline APIs), filters them, downloads a chart's CSV; a rep is
+refused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from playwright.async_api import expect
+
+from crm_console.testing import Stack, User, screenshot, sign_in
+from crm_platform.testing.fixtures import eventually, unique
+
+
+async def seed(stack: Stack, rep: User, manager: User) -> None:
+    """Two customers of the rep (an industry and a tier each), an open opportunity on one, and the
+    rep's target for this month; then wait until the reporting service counts them."""
+    rep_headers = {"Authorization": f"Bearer {await stack.token_for(rep)}"}
+    manager_headers = {"Authorization": f"Bearer {await stack.token_for(manager)}"}
+    ids = []
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=rep_headers) as customers:
+        for industry, tier in (("制造业", "A"), ("零售", "B")):
+            body = {"kind": "company", "name": f"看板客户 {unique('c')}", "industry": industry, "tier": tier}
+            created = await customers.post("/v1/customers", json=body)
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    async with httpx.AsyncClient(base_url=stack.urls["pipeline"]) as pipeline:
+        body = {
+            "customer_id": ids[0],
+            "name": f"看板商机 {unique('o')}",
+            "amount": "120000",
+            "expected_close_date": datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat(),
+        }
+
+        async def opportunity() -> bool:  # the pipeline learns of the customer through its events
+            answer = await pipeline.post("/v1/opportunities", json=body, headers=rep_headers)
+            assert answer.status_code in (201, 404, 422), answer.text
+            return answer.status_code == 201
+
+        await eventually(opportunity, timeout=30, interval=0.3, message="opportunity created")
+        target = await pipeline.put(
+            f"/v1/targets/rep/{rep.id}/{month}", json={"amount": "500000"}, headers=manager_headers
+        )
+        assert target.status_code == 200, target.text
+    async with httpx.AsyncClient(base_url=stack.urls["reporting"], headers=manager_headers) as reporting:
+
+        async def counted() -> bool:
+            distribution = (await reporting.get("/v1/reports/distribution", params={"field": "industry"})).json()
+            funnel = (await reporting.get("/v1/reports/funnel")).json()
+            forecast = (await reporting.get("/v1/reports/forecast")).json()
+            return (
+                any(r["value"] == "零售" for r in distribution.get("rows", []))
+                and any(r["current_count"] for r in funnel.get("rows", []))
+                and any(r["scope_id"] == rep.id and r["target"] for r in forecast.get("reps", []))
+            )
+
+        await eventually(counted, timeout=45, interval=0.5, message="reporting counted the seeded data")
+
+
+async def series_length(page: Any, report: str) -> int:
+    length: int = await page.evaluate(
+        """(id) => {
+            const chart = echarts.getInstanceByDom(document.getElementById(id));
+            const series = chart.getOption().series;
+            return series.length ? series[0].data.length : 0;
+        }""",
+        f"chart-{report}",
+    )
+    return length
+
+
+async def test_a_manager_reads_the_team_dashboards_filters_them_and_downloads_a_csv(page: Any, stack: Stack) -> None:
+    manager = await stack.new_user(roles=["manager"])
+    rep = await stack.new_user(name=f"看板销售 {unique('r')}")
+    await seed(stack, rep, manager)
+
+    await sign_in(page, manager)
+    await page.wait_for_url("**/")
+    await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Dashboards").click()
+    await expect(page.get_by_role("heading", name="Team dashboards")).to_be_visible()
+    for report in ("funnel", "forecast", "distribution"):
+        await expect(page.locator(f"#chart-{report} canvas")).to_be_visible()
+        assert await series_length(page, report) > 0, report
+    reps_on_forecast = await page.evaluate(
+        "() => echarts.getInstanceByDom(document.getElementById('chart-forecast')).getOption().xAxis[0].data"
+    )
+    assert rep.name in reps_on_forecast
+    industries = await page.evaluate(
+        "() => echarts.getInstanceByDom(document.getElementById('chart-distribution'))"
+        ".getOption().series[0].data.map((d) => d.name)"
+    )
+    assert {"制造业", "零售"} <= set(industries)
+    await screenshot(page, "dashboards-overview")
+
+    # Another profile field and the department from the directory's tree.
+    await page.get_by_label("Customers by").select_option(label="Value tier")
+    await page.get_by_label("Department").select_option(label="总部")
+    await page.get_by_role("button", name="Show").click()
+    await page.wait_for_url(lambda url: "field=tier" in url and "department=%2Fhq" in url)
+    tiers = await page.evaluate(
+        "() => echarts.getInstanceByDom(document.getElementById('chart-distribution'))"
+        ".getOption().series[0].data.map((d) => d.name)"
+    )
+    assert {"A", "B"} <= set(tiers)
+
+    async with page.expect_download() as info:
+        await page.locator("#csv-distribution").click()
+    download = await info.value
+    content = (await download.path()).read_bytes().decode("utf-8-sig")  # the service adds a BOM for Excel
+    assert content.splitlines()[0] == "value,count,share" and "\nA," in content, content
+
+    # On a phone the charts stack and fit the screen (ECharts resizes with the window).
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(page.locator("#chart-funnel canvas")).to_be_visible()
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await screenshot(page, "dashboards-phone")
+
+
+async def test_a_rep_cannot_open_the_managers_dashboards(signed_in_page: Any) -> None:
+    page = signed_in_page
+    await expect(page.get_by_role("link", name="Dashboards")).to_have_count(0)
+    response = await page.goto("/dashboards")
+    assert response.status == 403
+    await expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    csv = await page.goto("/dashboards/funnel.csv")
+    assert csv.status == 403
+
+
+async def test_a_department_outside_the_managers_subtree_is_refused_on_each_chart(page: Any, stack: Stack) -> None:
+    """A branch manager who picks the head office: each chart says why it is empty, the page stays."""
+    branch = unique("branch")
+    email = f"{unique('m')}@example.com"
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        made = await directory.post("/v1/departments", json={"id": branch, "name": f"分部 {branch}", "parent_id": "hq"})
+        assert made.status_code == 201, made.text
+        body = {
+            "email": email,
+            "name": f"分部经理 {branch}",
+            "roles": ["manager"],
+            "department_id": branch,
+            "password": "a long enough passphrase",
+            "language": "en",
+        }
+        created = await directory.post("/v1/users", json=body)
+        assert created.status_code == 201, created.text
+    await sign_in(page, User(id=created.json()["id"], email=email, name=body["name"]))
+    await page.wait_for_url("**/")
+    response = await page.goto("/dashboards?department=%2Fhq")
+    assert response.status == 200
+    await expect(page.get_by_role("alert").first).to_contain_text(
+        "you may only see your own department and the departments below it"
+    )
+    await expect(page.locator("#h-funnel")).to_be_visible()
