@@ -226,9 +226,11 @@ class Page:
 
 
 MAX_BRANCHES = 16
+#: Branch queries in flight at once for one page (a caller may allow many branches: one per owned customer).
+BRANCHES_AT_ONCE = 8
 
 
-def or_branches(query: dict[str, Any]) -> list[dict[str, Any]] | None:
+def or_branches(query: dict[str, Any], max_branches: int = MAX_BRANCHES) -> list[dict[str, Any]] | None:
     """The query as a union of ``$or``-free queries (its disjunctive form), or None if that is too many.
 
     Each branch can use an index; the union of their sorted pages is the page of the whole.
@@ -246,7 +248,7 @@ def or_branches(query: dict[str, Any]) -> list[dict[str, Any]] | None:
     branches: list[dict[str, Any]] = [common]
     for options in alternatives:
         branches = [all_of(b, o) for b in branches for o in options]
-        if len(branches) > MAX_BRANCHES:
+        if len(branches) > max_branches:
             return None
     if any("$or" in b or any(set(i) == {"$or"} for i in b.get("$and", [])) for b in branches):
         return None  # nested alternatives: leave them to the store
@@ -293,16 +295,21 @@ async def find_sorted(
     keys: list[SortKey],
     limit: int,
     projection: dict[str, Any] | None = None,
+    max_branches: int = MAX_BRANCHES,
 ) -> list[dict[str, Any]]:
     """The first ``limit`` matches in sort order, one indexed query per ``$or`` branch, merged here."""
-    branches = or_branches(query) or [query]
+    branches = or_branches(query, max_branches) or [query]
     if len(branches) == 1:
         return [
             d async for d in collection.find(branches[0], projection=projection).sort(mongo_sort(keys)).limit(limit)
         ]
-    pages = await asyncio.gather(
-        *(collection.find(b, projection=projection).sort(mongo_sort(keys)).limit(limit).to_list() for b in branches)
-    )
+    gate = asyncio.Semaphore(BRANCHES_AT_ONCE)
+
+    async def first(branch: dict[str, Any]) -> list[dict[str, Any]]:
+        async with gate:
+            return await collection.find(branch, projection=projection).sort(mongo_sort(keys)).limit(limit).to_list()
+
+    pages = await asyncio.gather(*(first(b) for b in branches))
     unique = {d["_id"]: d for page in pages for d in page}
     return sorted(unique.values(), key=_compare(keys))[:limit]
 
@@ -316,13 +323,19 @@ async def fetch_page(
     default_sort: str,
     projection: dict[str, Any] | None = None,
     tiebreak: str = "_id",
+    max_alternatives: int | None = None,
 ) -> Page:
-    """One page of a list view: keyset after the cursor, one extra row to know if there is more."""
+    """One page of a list view: keyset after the cursor, one extra row to know if there is more.
+
+    ``max_alternatives``: how many ``$or`` alternatives of the base query may each be their own
+    indexed query (a cursor multiplies them by the number of sort keys); beyond, the store gets
+    the ``$or`` whole. None: at most :data:`MAX_BRANCHES` queries in all."""
     keys = parse_sort(paging.sort, sort_fields, default_sort, tiebreak)
     query = base_query
     if paging.cursor:
         query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))
-    docs = await find_sorted(collection, query, keys, paging.limit + 1, projection)
+    branches = MAX_BRANCHES if max_alternatives is None else max_alternatives * len(keys)
+    docs = await find_sorted(collection, query, keys, paging.limit + 1, projection, branches)
     next_cursor = encode_cursor(docs[paging.limit - 1], keys) if len(docs) > paging.limit else None
     # Counting is the slow part at 100k records, so it is on demand.
     total = await count(collection, base_query) if paging.include_total else None

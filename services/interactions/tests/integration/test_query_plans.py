@@ -245,3 +245,39 @@ async def test_list_pages_are_index_lookups(
         assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
         assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
         assert_indexed(capture, sorted_results=True)
+
+
+OWNER = "owner-plans"
+OWNER_HEADERS = auth(OWNER, ["rep"], department_path="/hq/owners")
+
+
+@pytest.mark.parametrize("url", ["/v1/interactions", "/v1/feedback"])
+async def test_an_owners_list_walks_each_owned_customer_by_index(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, url: str
+) -> None:
+    """A rep sees the records of the customers they own, whoever wrote them. ``customer_id $in
+    [owned]`` is a per-row subquery on the embedded store (no index serves an ``$in``): the page
+    walked every visible record testing each one, to the end of the collection when the owned
+    customers have few records. One equality per owned customer walks its own index instead."""
+    await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": OWNER}})
+    try:
+        with traced_store.capture() as capture:
+            first = await client.get(url, params={"limit": 20}, headers=OWNER_HEADERS)
+            assert first.status_code == 200, first.text
+            second = await client.get(url, params={"limit": 20, "cursor": "x"}, headers=OWNER_HEADERS)
+        assert second.status_code == 422  # a bad cursor is refused before any look-up
+        assert first.json()["items"] == [] and first.json()["next_cursor"] is None  # owns one with none
+        await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": REP}})
+        await db["customers"].update_one({"_id": filled.id}, {"$set": {"owner_id": OWNER}})
+        with traced_store.capture() as walk:
+            first = await client.get(url, params={"limit": 20}, headers=OWNER_HEADERS)
+            cursor = first.json()["next_cursor"]
+            assert cursor, first.text
+            second = await client.get(url, params={"limit": 20, "cursor": cursor}, headers=OWNER_HEADERS)
+        assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+        assert {i["customer_id"] for i in first.json()["items"] + second.json()["items"]} == {filled.id}
+        assert_indexed(capture, sorted_results=True, row_filters=True)
+        assert_indexed(walk, sorted_results=True, row_filters=True)
+    finally:
+        await db["customers"].update_one({"_id": filled.id}, {"$set": {"owner_id": REP}})
+        await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": REP}})

@@ -51,7 +51,8 @@ def consumer_commands() -> float:
     return total
 
 
-def assert_indexed(capture: Capture, *, sorted_results: bool = False) -> None:
+def assert_indexed(capture: Capture, *, sorted_results: bool = False, row_filters: bool = False) -> None:
     assert capture.statements, "nothing was recorded: the capture did not see the store"
-    scans = capture.scans(sorted_results=sorted_results)
-    assert not scans, f"{len(scans)} statements scan:\n" + capture.report(sorted_results=sorted_results)
+    scans = capture.scans(sorted_results=sorted_results, row_filters=row_filters)
+    report = capture.report(sorted_results=sorted_results, row_filters=row_filters)
+    assert not scans, f"{len(scans)} statements scan:\n" + report
