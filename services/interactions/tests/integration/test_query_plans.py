@@ -281,3 +281,20 @@ async def test_an_owners_list_walks_each_owned_customer_by_index(
     finally:
         await db["customers"].update_one({"_id": filled.id}, {"$set": {"owner_id": REP}})
         await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": REP}})
+
+
+async def test_stats_and_the_schedulers_idle_pass_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    """The stats' period and the task scheduler's "due by now" are ranges on moments: on a date
+    the embedded store wraps the field in a function (no index), so each read every row, the
+    scheduler once per poll even when nothing is due. On the integer copies they are index ranges."""
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS):
+        with traced_store.capture() as capture:
+            r = await client.get("/v1/interactions/stats", headers=headers)
+        assert r.status_code == 200, r.text
+        assert_indexed(capture)
+    assert (await client.get("/v1/interactions/stats", headers=ADMIN_HEADERS)).json()["total"]["count"] > ROWS
+    with traced_store.capture() as capture:
+        assert await app.state.task_scheduler.tick() == 0  # the tasks are due in two days
+    assert_indexed(capture)
