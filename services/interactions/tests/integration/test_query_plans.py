@@ -28,7 +28,14 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_platform.testing.event_feed import EventFeed, opportunity
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
-from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver
+from crm_platform.testing.plans import (
+    KeepingProducer,
+    assert_indexed,
+    consumer_commands,
+    deliver,
+    keys_before_epoch_ms,
+    start_and_stop,
+)
 from crm_platform.testing.query_plans import TracedStore
 
 ROWS = 300
@@ -298,3 +305,39 @@ async def test_stats_and_the_schedulers_idle_pass_are_index_lookups(
     with traced_store.capture() as capture:
         assert await app.state.task_scheduler.tick() == 0  # the tasks are due in two days
     assert_indexed(capture)
+
+
+async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
+) -> None:
+    """An interaction stored before the epoch-ms sort keys (dates in ``s``, no ``s.v``, no ``s.id``)
+    and a task stored before ``s.fire_at`` get the current keys when the service starts: the
+    customer's history pages through the interaction, the scheduler finds the task."""
+    customer = await new_customer(app, feed)
+    ids = [(await post(client, "/v1/interactions", interaction_body(customer.id), REP_HEADERS))["id"] for _ in "ab"]
+    task = await post(client, "/v1/tasks", task_body(), REP_HEADERS)
+    old = await db["interactions"].find_one({"_id": ids[0]})
+    await db["interactions"].update_one({"_id": ids[0]}, {"$set": {"s": keys_before_epoch_ms(old["s"])}})
+    old_task = await db["tasks"].find_one({"_id": task["id"]})
+    v1 = {k: v for k, v in old_task["s"].items() if k != "fire_at"} | {"v": 1}
+    await db["tasks"].update_one({"_id": task["id"]}, {"$set": {"s": v1}})
+    await db["migrations"].delete_many({})  # a database from before the upgrades
+
+    await start_and_stop(create_app(app.state.services.kit.settings, SystemClock()))
+
+    upgraded = await db["interactions"].find_one({"_id": ids[0]})
+    assert upgraded["s"] == interactions_domain.sort_keys(upgraded) and upgraded["version"] == old["version"]
+    upgraded_task = await db["tasks"].find_one({"_id": task["id"]})
+    assert upgraded_task["s"] == tasks_domain.sort_keys(upgraded_task) and "fire_at" in upgraded_task["s"]
+    assert task["id"] in await app.state.repo.due_tasks(datetime.now(UTC) + timedelta(days=3), 10_000)
+    for sort in ("-occurred_at", "recorded_at"):
+        seen, cursor = [], None
+        for _ in range(3):
+            params = {"sort": sort, "limit": 1, **({"cursor": cursor} if cursor else {})}
+            r = await client.get(f"/v1/customers/{customer.id}/interactions", params=params, headers=REP_HEADERS)
+            assert r.status_code == 200, r.text
+            seen += [i["id"] for i in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(ids), sort
