@@ -170,8 +170,9 @@ class Repository:
     async def interaction_by_message(self, message_id: str) -> Document | None:
         return await self.interactions.find_one({"message_key": message_id})
 
-    async def ids_of_customer(self, collection: AsyncCollection[Document], customer_id: str) -> list[str]:
-        return [d["_id"] async for d in collection.find({"customer_id": customer_id}, projection={"_id": 1})]
+    async def records_of_customer(self, collection: AsyncCollection[Document], customer_id: str) -> list[Document]:
+        """The customer's records whole (with their outbox): a change can start from them without reading each."""
+        return [d async for d in collection.find({"customer_id": customer_id})]
 
     async def customer_ids_owned_by(self, user_id: str, limit: int = 2000) -> list[str]:
         """Customers the read copy says this user owns (a rep holds a few hundred at most)."""
