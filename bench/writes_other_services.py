@@ -134,8 +134,15 @@ async def fill(db: Any, kind: Kind, template: Document, have: int, want: int) ->
         for i in range(start, min(want, start + 5000)):
             doc = {**base, "_id": f"fill-{i}-{uuid.uuid4().hex[:6]}"}
             if isinstance(base.get("s"), dict) and "id" in base["s"]:
-                # The sort keys' copy of the id is every list's tie-breaker: it must follow _id.
-                doc["s"] = {**base["s"], "id": doc["_id"]}
+                # The sort keys' copy of the id is every list's tie-breaker: it must follow _id. And
+                # the moments one second apart: clones tied on every sort key made each list page
+                # sort all N ties (a cost real data, whose moments differ, does not have). Not
+                # s.fire_at: the task scheduler would fire the clones' reminders.
+                keys = {
+                    k: v - i * 1000 if k.endswith("_at") and k != "fire_at" and type(v) is int else v
+                    for k, v in base["s"].items()
+                }
+                doc["s"] = {**keys, "id": doc["_id"]}
             for name in kind.unique:
                 doc[name] = f"fill-{i}-{doc[name]}"
             batch.append(doc)

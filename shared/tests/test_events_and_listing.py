@@ -118,9 +118,30 @@ def test_all_of_flattens_and_keeps_repeats():
 
     assert all_of({"a": 1}, {"b": 2, "$and": [{"c": 3}]}) == {"a": 1, "b": 2, "c": 3}
     assert all_of({"a": 1, "$or": [{"x": 1}]}, {"a": {"$gt": 0}, "$or": [{"y": 1}]}) == {
-        "a": 1,
+        "a": {"$eq": 1, "$gt": 0},
         "$or": [{"x": 1}],
-        "$and": [{"a": {"$gt": 0}}, {"$or": [{"y": 1}]}],
+        "$and": [{"$or": [{"y": 1}]}],
+    }
+
+
+def test_all_of_merges_two_conditions_on_one_field():
+    """The embedded store filters a query with ``$and`` in Python, reading every row: a manager's
+    subtree regex and a cursor's range on the same field must stay one top-level condition."""
+    from crm_platform.listing import all_of
+
+    regex = {"department_path": {"$regex": "^/a(/|$)"}}
+    assert all_of(regex, {"department_path": {"$gt": "/a/b"}}) == {
+        "department_path": {"$regex": "^/a(/|$)", "$gt": "/a/b"}
+    }
+    assert all_of(regex, {"department_path": "/a/b", "s.id": {"$gt": "x"}}) == {
+        "department_path": {"$regex": "^/a(/|$)", "$eq": "/a/b"},
+        "s.id": {"$gt": "x"},
+    }
+    # An operator on both sides cannot be one document: kept apart, in $and.
+    assert all_of({"n": {"$gt": 1}}, {"n": {"$gt": 2}}) == {"n": {"$gt": 1}, "$and": [{"n": {"$gt": 2}}]}
+    assert all_of({"q": {"$regex": "a", "$options": "i"}}, {"q": "a"}) == {
+        "q": {"$regex": "a", "$options": "i"},
+        "$and": [{"q": "a"}],
     }
 
 

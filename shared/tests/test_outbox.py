@@ -94,6 +94,21 @@ async def test_write_and_events_are_one_document_and_leave_in_order(db, broker, 
     assert await relay.drain() == 0
 
 
+async def test_a_change_from_a_document_already_read_loses_nothing_when_that_copy_is_stale(db):
+    """``mutate(current=...)`` starts from the caller's copy (no read); the guarded write refuses a
+    stale copy and the retry reads the document afresh, so no update and no event is lost."""
+    collection = db["things"]
+    store = VersionedStore(collection, clock)
+    aggregate = uuid.uuid4().hex
+    await store.insert({"_id": aggregate, "n": 0}, [event(aggregate, 0, 1)])
+    fresh = await collection.find_one({"_id": aggregate})
+    done = await store.mutate(aggregate, increment(1), current=fresh)
+    assert done["version"] == 2 and done["n"] == 1
+    done = await store.mutate(aggregate, increment(10), current=fresh)  # fresh is one version behind now
+    stored = await collection.find_one({"_id": aggregate})
+    assert stored["n"] == 11 and stored["version"] == 3 and len(stored["outbox"]) == 3
+
+
 async def test_a_refused_change_writes_nothing_and_publishes_nothing(db, broker, events):
     collection = db["things"]
     store = VersionedStore(collection, clock)

@@ -213,6 +213,16 @@ class _RecordMessage:
         self.headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in (record.headers or [])}
 
 
+def versioned_copy(event: EventEnvelope, state: Document) -> Document:
+    """The read copy :func:`apply_versioned` writes for ``state`` (what a reader finds when it applied)."""
+    return {
+        **state,
+        "_id": state.get("_id", event.subject),
+        "source_version": event.aggregateversion,
+        "source_event_id": event.id,
+    }
+
+
 async def apply_versioned(collection: AsyncCollection[Document], event: EventEnvelope, state: Document) -> bool:
     """Store a read copy from an event unless a newer (or the same) version is already there.
 
@@ -226,12 +236,7 @@ async def apply_versioned(collection: AsyncCollection[Document], event: EventEnv
     A copy stored without ``source_version`` (older code) would collide forever; the
     collision path reads it once and replaces it by ``_id`` (it had no version to guard).
     """
-    doc = {
-        **state,
-        "_id": state.get("_id", event.subject),
-        "source_version": event.aggregateversion,
-        "source_event_id": event.id,
-    }
+    doc = versioned_copy(event, state)
     try:
         result = await collection.replace_one(
             {"_id": doc["_id"], "source_version": {"$lt": event.aggregateversion}}, doc, upsert=True

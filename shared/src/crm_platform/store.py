@@ -78,16 +78,28 @@ class VersionedStore:
             self._wake()
         return doc
 
-    async def mutate(self, aggregate_id: str, decide: Decide, *, expected_version: int | None = None) -> Document:
+    async def mutate(
+        self,
+        aggregate_id: str,
+        decide: Decide,
+        *,
+        expected_version: int | None = None,
+        current: Document | None = None,
+    ) -> Document:
         """Apply ``decide`` to the current state and store the result atomically with its events.
 
         ``decide(current, next_version)`` gets a private copy of the document and returns a
         :class:`Change`; it may raise a domain error, in which case nothing is written.
+        ``current``: the whole stored document, when the caller has just read it (a query that
+        found it): the first attempt starts from it instead of reading it again. The write is
+        guarded by its version and outbox revision as always, so a copy that is stale by then
+        only costs a retry, which reads the document afresh.
         """
+        known = current
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 await _back_off(attempt)
-            current = await self.get(aggregate_id)
+            current, known = (known, None) if known is not None else (await self.get(aggregate_id), None)
             if current is None:
                 raise self._not_found(aggregate_id)
             version = int(current.get("version", 0))

@@ -63,5 +63,6 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     app = kit.build_app([http.interactions_router, http.tasks_router, http.feedback_router])
     app.state.services = http.Services(interactions, tasks, feedback, settings, kit)
     app.state.scheduler = periodic
+    app.state.task_scheduler = scheduler  # one pass on demand (tests)
     app.state.repo = repo
     return app

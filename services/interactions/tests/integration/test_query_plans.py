@@ -28,7 +28,14 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_platform.testing.event_feed import EventFeed, opportunity
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
-from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver
+from crm_platform.testing.plans import (
+    KeepingProducer,
+    assert_indexed,
+    consumer_commands,
+    deliver,
+    keys_before_epoch_ms,
+    start_and_stop,
+)
 from crm_platform.testing.query_plans import TracedStore
 
 ROWS = 300
@@ -245,3 +252,92 @@ async def test_list_pages_are_index_lookups(
         assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
         assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
         assert_indexed(capture, sorted_results=True)
+
+
+OWNER = "owner-plans"
+OWNER_HEADERS = auth(OWNER, ["rep"], department_path="/hq/owners")
+
+
+@pytest.mark.parametrize("url", ["/v1/interactions", "/v1/feedback"])
+async def test_an_owners_list_walks_each_owned_customer_by_index(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, url: str
+) -> None:
+    """A rep sees the records of the customers they own, whoever wrote them. ``customer_id $in
+    [owned]`` is a per-row subquery on the embedded store (no index serves an ``$in``): the page
+    walked every visible record testing each one, to the end of the collection when the owned
+    customers have few records. One equality per owned customer walks its own index instead."""
+    await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": OWNER}})
+    try:
+        with traced_store.capture() as capture:
+            first = await client.get(url, params={"limit": 20}, headers=OWNER_HEADERS)
+            assert first.status_code == 200, first.text
+            second = await client.get(url, params={"limit": 20, "cursor": "x"}, headers=OWNER_HEADERS)
+        assert second.status_code == 422  # a bad cursor is refused before any look-up
+        assert first.json()["items"] == [] and first.json()["next_cursor"] is None  # owns one with none
+        await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": REP}})
+        await db["customers"].update_one({"_id": filled.id}, {"$set": {"owner_id": OWNER}})
+        with traced_store.capture() as walk:
+            first = await client.get(url, params={"limit": 20}, headers=OWNER_HEADERS)
+            cursor = first.json()["next_cursor"]
+            assert cursor, first.text
+            second = await client.get(url, params={"limit": 20, "cursor": cursor}, headers=OWNER_HEADERS)
+        assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+        assert {i["customer_id"] for i in first.json()["items"] + second.json()["items"]} == {filled.id}
+        assert_indexed(capture, sorted_results=True, row_filters=True)
+        assert_indexed(walk, sorted_results=True, row_filters=True)
+    finally:
+        await db["customers"].update_one({"_id": filled.id}, {"$set": {"owner_id": REP}})
+        await db["customers"].update_one({"_id": f"{filled.id}-7"}, {"$set": {"owner_id": REP}})
+
+
+async def test_stats_and_the_schedulers_idle_pass_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    """The stats' period and the task scheduler's "due by now" are ranges on moments: on a date
+    the embedded store wraps the field in a function (no index), so each read every row, the
+    scheduler once per poll even when nothing is due. On the integer copies they are index ranges."""
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS):
+        with traced_store.capture() as capture:
+            r = await client.get("/v1/interactions/stats", headers=headers)
+        assert r.status_code == 200, r.text
+        assert_indexed(capture)
+    assert (await client.get("/v1/interactions/stats", headers=ADMIN_HEADERS)).json()["total"]["count"] > ROWS
+    with traced_store.capture() as capture:
+        assert await app.state.task_scheduler.tick() == 0  # the tasks are due in two days
+    assert_indexed(capture)
+
+
+async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
+) -> None:
+    """An interaction stored before the epoch-ms sort keys (dates in ``s``, no ``s.v``, no ``s.id``)
+    and a task stored before ``s.fire_at`` get the current keys when the service starts: the
+    customer's history pages through the interaction, the scheduler finds the task."""
+    customer = await new_customer(app, feed)
+    ids = [(await post(client, "/v1/interactions", interaction_body(customer.id), REP_HEADERS))["id"] for _ in "ab"]
+    task = await post(client, "/v1/tasks", task_body(), REP_HEADERS)
+    old = await db["interactions"].find_one({"_id": ids[0]})
+    await db["interactions"].update_one({"_id": ids[0]}, {"$set": {"s": keys_before_epoch_ms(old["s"])}})
+    old_task = await db["tasks"].find_one({"_id": task["id"]})
+    v1 = {k: v for k, v in old_task["s"].items() if k != "fire_at"} | {"v": 1}
+    await db["tasks"].update_one({"_id": task["id"]}, {"$set": {"s": v1}})
+    await db["migrations"].delete_many({})  # a database from before the upgrades
+
+    await start_and_stop(create_app(app.state.services.kit.settings, SystemClock()))
+
+    upgraded = await db["interactions"].find_one({"_id": ids[0]})
+    assert upgraded["s"] == interactions_domain.sort_keys(upgraded) and upgraded["version"] == old["version"]
+    upgraded_task = await db["tasks"].find_one({"_id": task["id"]})
+    assert upgraded_task["s"] == tasks_domain.sort_keys(upgraded_task) and "fire_at" in upgraded_task["s"]
+    assert task["id"] in await app.state.repo.due_tasks(datetime.now(UTC) + timedelta(days=3), 10_000)
+    for sort in ("-occurred_at", "recorded_at"):
+        seen, cursor = [], None
+        for _ in range(3):
+            params = {"sort": sort, "limit": 1, **({"cursor": cursor} if cursor else {})}
+            r = await client.get(f"/v1/customers/{customer.id}/interactions", params=params, headers=REP_HEADERS)
+            assert r.status_code == 200, r.text
+            seen += [i["id"] for i in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(ids), sort

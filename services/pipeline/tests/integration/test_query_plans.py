@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from crm_pipeline.domain import opportunities as opportunity_rules
 from crm_pipeline.domain.opportunities import SORT_FIELDS
 from crm_pipeline.main import create_app
 from crm_pipeline.settings import PipelineSettings
@@ -26,7 +27,14 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database, unique
-from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver
+from crm_platform.testing.plans import (
+    KeepingProducer,
+    assert_indexed,
+    consumer_commands,
+    deliver,
+    keys_before_epoch_ms,
+    start_and_stop,
+)
 from crm_platform.testing.query_plans import TracedStore
 
 ROWS = 300
@@ -218,3 +226,38 @@ async def test_cursor_of_the_datetime_sort_keys_is_refused(client: httpx.AsyncCl
     old = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
     r = await client.get("/v1/opportunities", params={"cursor": old}, headers=REP_HEADERS)
     assert r.status_code == 422, r.text
+
+
+async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
+) -> None:
+    """An opportunity stored before the epoch-ms sort keys (dates in ``s``, no ``s.v``, no ``s.id``)
+    gets the new keys when the service starts, and lists page through it with the others."""
+    customer = await new_customer(app, feed)
+    ids = []
+    for name in ("旧", "新"):
+        r = await client.post(
+            "/v1/opportunities", json={"customer_id": customer.id, "name": name, "amount": "100"}, headers=REP_HEADERS
+        )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    stored = await db["opportunities"].find_one({"_id": ids[0]})
+    await db["opportunities"].update_one({"_id": ids[0]}, {"$set": {"s": keys_before_epoch_ms(stored["s"])}})
+    await db["migrations"].delete_many({})  # a database from before the upgrade existed
+
+    await start_and_stop(create_app(app.state.kit.settings, SystemClock()))
+
+    upgraded = await db["opportunities"].find_one({"_id": ids[0]})
+    assert upgraded["s"] == opportunity_rules.sort_keys(upgraded)
+    assert upgraded["version"] == stored["version"]  # not a change of the opportunity
+    for sort in ("-updated_at", "created_at", "name"):
+        seen, cursor = [], None
+        for _ in range(3):
+            params = {"customer_id": customer.id, "sort": sort, "limit": 1, **({"cursor": cursor} if cursor else {})}
+            r = await client.get("/v1/opportunities", params=params, headers=REP_HEADERS)
+            assert r.status_code == 200, r.text
+            seen += [i["id"] for i in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(ids), sort

@@ -40,10 +40,15 @@ class FedCustomer:
 
 
 class CustomerFeed:
-    def __init__(self, producer: AIOKafkaProducer, topic: str = ev.TOPIC, actor: str = "feed") -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str = ev.TOPIC, actor: str = "feed", *, snapshot_contacts: bool = True
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.actor = actor
+        #: As the customers service publishes: every snapshot lists the contacts (False: an older
+        #: producer's snapshots, without the list, whose contacts come from the contact events).
+        self.snapshot_contacts = snapshot_contacts
         self.published: list[EventEnvelope] = []
 
     async def publish(self, envelope: EventEnvelope) -> EventEnvelope:
@@ -60,6 +65,13 @@ class CustomerFeed:
         if bump:
             customer.version += 1
         customer.snapshot.updated_at = datetime.now(UTC)
+        if self.snapshot_contacts and getattr(data, "customer", None) is customer.snapshot:
+            customer.snapshot.contacts = [
+                ev.ContactSummary(
+                    contact_id=c.contact_id, name=c.name, role=c.role, title=c.title, is_primary=c.is_primary
+                )
+                for c in customer.contacts
+            ]
         envelope = event_type.build(
             source="/crm/customers",
             subject=customer.id,

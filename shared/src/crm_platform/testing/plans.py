@@ -10,6 +10,7 @@ wants, while the service's own Kafka consumer sees nothing of it.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from crm_platform.events import EventEnvelope
@@ -51,7 +52,25 @@ def consumer_commands() -> float:
     return total
 
 
-def assert_indexed(capture: Capture, *, sorted_results: bool = False) -> None:
+def assert_indexed(capture: Capture, *, sorted_results: bool = False, row_filters: bool = False) -> None:
     assert capture.statements, "nothing was recorded: the capture did not see the store"
-    scans = capture.scans(sorted_results=sorted_results)
-    assert not scans, f"{len(scans)} statements scan:\n" + capture.report(sorted_results=sorted_results)
+    scans = capture.scans(sorted_results=sorted_results, row_filters=row_filters)
+    report = capture.report(sorted_results=sorted_results, row_filters=row_filters)
+    assert not scans, f"{len(scans)} statements scan:\n" + report
+
+
+def keys_before_epoch_ms(keys: dict[str, Any]) -> dict[str, Any]:
+    """Sort keys as stored before :mod:`crm_platform.sortkeys` (a test's "old record"): moments
+    (``*_at``) as dates, no shape version (``v``) and no copy of the id (``id``)."""
+    return {
+        k: datetime.fromtimestamp(v / 1000, UTC) if k.endswith("_at") and isinstance(v, int) else v
+        for k, v in keys.items()
+        if k not in ("v", "id")
+    }
+
+
+async def start_and_stop(app: Any) -> None:
+    """Run a service instance's start-up (indexes, one-off upgrades) and shut it down again: a
+    second replica, or the service restarted, on the same database."""
+    async with app.router.lifespan_context(app):
+        pass

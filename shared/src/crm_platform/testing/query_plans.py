@@ -76,6 +76,19 @@ class Statement:
             if "TEMP B-TREE" in line and "RIGHT PART" not in line and not (ties_only and "ORDER BY" in line)
         ]
 
+    @property
+    def row_filters(self) -> list[str]:
+        """Per-row subqueries over a document's array (how the store turns ``$in``, and an equality
+        on a field no ``_<field>`` index names, into SQL): no index serves them, so the statement
+        walks whatever its index finds and tests each row, and a LIMIT stops that walk only once
+        enough rows pass (never, when few or none do)."""
+        searches = [line for line in self.plan if line.startswith("SEARCH")]
+        if not any(line.startswith("CORRELATED") for line in self.plan):
+            return []
+        if searches and all(re.search(r"\((?:_id|rowid)=\?\)", line) for line in searches):
+            return []  # one row by its id (a guarded write's version check): nothing to walk
+        return [line for line in self.plan if line.startswith(("SCAN json_each", "CORRELATED"))][:1]
+
     def describe(self) -> str:
         return f"[{self.database}] {self.sql}\n    " + "\n    ".join(self.plan)
 
@@ -84,13 +97,18 @@ class Statement:
 class Capture:
     statements: list[Statement] = field(default_factory=list)
 
-    def scans(self, *, sorted_results: bool = False) -> list[Statement]:
-        """Statements whose cost grows with the collection: full scans, whole-index walks, and
-        (with ``sorted_results``) sorts of every match in a temporary b-tree."""
-        return [s for s in self.statements if s.full_scans or s.index_walks or (sorted_results and s.sorts)]
+    def scans(self, *, sorted_results: bool = False, row_filters: bool = False) -> list[Statement]:
+        """Statements whose cost grows with the collection: full scans, whole-index walks,
+        (with ``sorted_results``) sorts of every match in a temporary b-tree, and (with
+        ``row_filters``) index walks that test each row with a subquery no index serves."""
+        return [
+            s
+            for s in self.statements
+            if s.full_scans or s.index_walks or (sorted_results and s.sorts) or (row_filters and s.row_filters)
+        ]
 
-    def report(self, *, sorted_results: bool = False) -> str:
-        return "\n".join(s.describe() for s in self.scans(sorted_results=sorted_results))
+    def report(self, *, sorted_results: bool = False, row_filters: bool = False) -> str:
+        return "\n".join(s.describe() for s in self.scans(sorted_results=sorted_results, row_filters=row_filters))
 
     def on(self, database: str) -> list[Statement]:
         return [s for s in self.statements if s.database == database]

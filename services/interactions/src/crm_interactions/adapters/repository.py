@@ -8,6 +8,7 @@ read copies of other services' aggregates, fed by their events.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -20,7 +21,7 @@ from crm_interactions.domain import tasks as task_rules
 from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
 from crm_platform.listing import or_branches
-from crm_platform.sortkeys import upgrade_sort_keys
+from crm_platform.sortkeys import epoch_ms, upgrade_sort_keys
 from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
@@ -65,8 +66,8 @@ INTERACTION_INDEXES = [
 ]
 
 TASK_INDEXES = [
-    # The scheduler's query: armed notices whose time has come.
-    IndexModel([("next_fire_at", ASCENDING)], name="idx_next_fire_at"),
+    # The scheduler's query: armed notices whose time has come (epoch ms, see tasks.sort_keys).
+    IndexModel([("s.fire_at", ASCENDING)], name="s_fire_at"),
     # Lists: mine (assignee), created by me, a team (assignee's department), everything.
     *_sort_indexes(
         {
@@ -125,7 +126,7 @@ LEGACY_INDEXES = {
         "dept_occurred",
         "idx_recorded_at",
     ),
-    "tasks": ("next_fire_at", "customer", "assignee_due", "dept_due", "creator_due"),
+    "tasks": ("next_fire_at", "customer", "assignee_due", "dept_due", "creator_due", "idx_next_fire_at"),
     "feedback": ("reporter_dept", "handler_dept", "customer_opened", "reporter_opened", "status_opened"),
 }
 
@@ -169,18 +170,19 @@ class Repository:
     async def interaction_by_message(self, message_id: str) -> Document | None:
         return await self.interactions.find_one({"message_key": message_id})
 
-    async def ids_of_customer(self, collection: AsyncCollection[Document], customer_id: str) -> list[str]:
-        return [d["_id"] async for d in collection.find({"customer_id": customer_id}, projection={"_id": 1})]
+    async def records_of_customer(self, collection: AsyncCollection[Document], customer_id: str) -> list[Document]:
+        """The customer's records whole (with their outbox): a change can start from them without reading each."""
+        return [d async for d in collection.find({"customer_id": customer_id})]
 
     async def customer_ids_owned_by(self, user_id: str, limit: int = 2000) -> list[str]:
         """Customers the read copy says this user owns (a rep holds a few hundred at most)."""
         cursor = self.customers.find({"owner_id": user_id, "status": "active"}, projection={"_id": 1}).limit(limit)
         return [d["_id"] async for d in cursor]
 
-    async def due_tasks(self, now: Any, limit: int) -> list[str]:
+    async def due_tasks(self, now: datetime, limit: int) -> list[str]:
         cursor = (
-            self.tasks.find({"next_fire_at": {"$lte": now}}, projection={"_id": 1})
-            .sort([("next_fire_at", ASCENDING)])
+            self.tasks.find({"s.fire_at": {"$lte": epoch_ms(now)}}, projection={"_id": 1})
+            .sort([("s.fire_at", ASCENDING)])
             .limit(limit)
         )
         return [d["_id"] async for d in cursor]

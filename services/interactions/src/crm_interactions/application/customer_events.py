@@ -78,22 +78,25 @@ class CustomerReactions:
         hidden = event.copy.get("status") in HIDDEN_STATUSES
         reason = f"customer {event.copy.get('status')}" if hidden else "customer restored"
         for kind in self.kinds:
-            for record_id in await self.repo.ids_of_customer(kind.collection, event.customer_id):
-                await self._change(kind, record_id, event.envelope, reason, hidden=hidden)
+            for record in await self.repo.records_of_customer(kind.collection, event.customer_id):
+                await self._change(kind, record, event.envelope, reason, hidden=hidden)
 
     async def _move_all(self, duplicate_id: str, survivor_id: str, event: CustomerEvent) -> None:
-        survivor = await self.repo.customers.find_one({"_id": survivor_id})
+        # On "merged" the event's own copy is the survivor's: no need to read it.
+        survivor = (
+            event.copy if event.customer_id == survivor_id else await self.repo.customers.find_one({"_id": survivor_id})
+        )
         hidden = survivor is not None and survivor.get("status") in HIDDEN_STATUSES
         for kind in self.kinds:
-            for record_id in await self.repo.ids_of_customer(kind.collection, duplicate_id):
+            for record in await self.repo.records_of_customer(kind.collection, duplicate_id):
                 await self._change(
-                    kind, record_id, event.envelope, "customer merged", move=(duplicate_id, survivor_id), hidden=hidden
+                    kind, record, event.envelope, "customer merged", move=(duplicate_id, survivor_id), hidden=hidden
                 )
 
     async def _change(
         self,
         kind: Followed,
-        record_id: str,
+        record: Document,
         cause: EventEnvelope,
         reason: str,
         *,
@@ -117,4 +120,5 @@ class CustomerReactions:
             actor = cause.actor or ACTOR
             return Change(doc, [self.event(kind.updated, doc["_id"], data, version, actor, cause.traceparent)])
 
-        await kind.store.mutate(record_id, decide)
+        # The record as the query found it is the first attempt's state (one read less per record).
+        await kind.store.mutate(record["_id"], decide, current=record)

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
-from crm_interactions.application.interactions import sees_customer_records
+from crm_interactions.application.interactions import owned_customers, sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
 from crm_interactions.domain.model import FeedbackIn, FeedbackPatch, TransitionIn
@@ -163,18 +163,18 @@ class Feedback:
         self, principal: Principal, filters: Document, sort: str | None, cursor: str | None, limit: int
     ) -> tuple[list[Document], str | None]:
         clauses: list[Document] = [{"hidden": False}, filters]
+        alternatives: int | None = None
         if not principal.is_admin:
             options: list[Document] = [{"reported_by": principal.user_id}, {"handler_id": principal.user_id}]
             if principal.is_manager and principal.department_path:
                 reporters = principal.mongo_visibility("reported_by", "reporter_department_path")
                 handlers = principal.mongo_visibility("handler_id", "handler_department_path")
                 options += [*reporters.get("$or", [reporters]), *handlers.get("$or", [handlers])]
-            owned = await self.repo.customer_ids_owned_by(principal.user_id)
-            if owned:
-                options.append({"customer_id": {"$in": owned}})
+            options += owned_customers(await self.repo.customer_ids_owned_by(principal.user_id))
             # Each distinct alternative once: fetch_page runs one indexed query per alternative.
             unique = list({repr(sorted(o.items())): o for o in options}.values())
             clauses.append({"$or": unique})
+            alternatives = len(unique)
         page = await fetch_page(
             self.repo.feedback,
             all_of(*clauses),
@@ -183,5 +183,6 @@ class Feedback:
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
             tiebreak=TIEBREAK,
+            max_alternatives=alternatives,
         )
         return page.items, page.next_cursor

@@ -42,6 +42,27 @@ def sees_customer_records(principal: Principal, customer: Document | None) -> bo
     return principal.can_see_owned(customer.get("owner_id"), customer.get("department_path"))
 
 
+#: Up to this many owned customers, a list's "records of my customers" is one equality per customer.
+OWNED_ONE_BY_ONE = 32
+
+
+def owned_customers(owned: list[str]) -> list[Document]:
+    """The list alternatives for "records of the customers I own".
+
+    ``customer_id $in [owned]`` is served by no index on the embedded store (it tests each row
+    with a subquery), so the page walked every visible record, and to the end of the collection
+    when the owned customers have few records. One equality per customer walks that customer's
+    index in sort order and stops at the page's size. Past :data:`OWNED_ONE_BY_ONE` customers the
+    queries would cost more than the walk, which then stops early (an owner of many customers
+    has many records among those walked), so the ``$in`` stays.
+    """
+    if not owned:
+        return []
+    if len(owned) <= OWNED_ONE_BY_ONE:
+        return [{"customer_id": customer_id} for customer_id in owned]
+    return [{"customer_id": {"$in": owned}}]
+
+
 def author_visibility(principal: Principal) -> Document:
     """Records one authored, and (for a manager) those authored in one's department subtree."""
     return principal.mongo_visibility(owner_field="author_id", path_field="author_department_path")
@@ -243,15 +264,14 @@ class Interactions:
         if not principal.is_admin:
             owned = await self.repo.customer_ids_owned_by(principal.user_id)
             mine = author_visibility(principal)
-            options = [*mine.get("$or", [mine])]
-            if owned:
-                options.append({"customer_id": {"$in": owned}})
+            options = [*mine.get("$or", [mine]), *owned_customers(owned)]
             # A real alternative: fetch_page runs each option as its own indexed query.
             clauses.append({"$or": options} if len(options) > 1 else options[0])
+            return await self._page(all_of(*clauses), sort, cursor, limit, alternatives=len(options))
         return await self._page(all_of(*clauses), sort, cursor, limit)
 
     async def _page(
-        self, query: Document, sort: str | None, cursor: str | None, limit: int
+        self, query: Document, sort: str | None, cursor: str | None, limit: int, *, alternatives: int | None = None
     ) -> tuple[list[Document], str | None]:
         page = await fetch_page(
             self.repo.interactions,
@@ -261,5 +281,6 @@ class Interactions:
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
             tiebreak=TIEBREAK,
+            max_alternatives=alternatives,
         )
         return page.items, page.next_cursor

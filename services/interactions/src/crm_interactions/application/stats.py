@@ -22,6 +22,7 @@ from crm_interactions.domain.calendar import GroupBy, bucket, zone
 from crm_platform.auth import Principal
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.listing import all_of
+from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
 
@@ -119,7 +120,8 @@ async def interaction_stats(
     if end <= start:
         raise ValidationFailed.for_field("to", "must be after from", "query")
     clauses: list[Document] = [
-        {"occurred_at": {"$gte": start, "$lt": end}},
+        # The epoch-ms copy: a range on the date itself is a full scan on the embedded store.
+        {"s.occurred_at": {"$gte": epoch_ms(start), "$lt": epoch_ms(end)}},
         {"status": "active", "hidden": False},
     ]
     if not principal.is_admin:

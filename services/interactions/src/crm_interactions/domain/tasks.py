@@ -4,7 +4,8 @@ A task arms two notices: ``reminder_due`` at ``remind_at`` and ``overdue`` at
 ``due_at``, each sent once (the time it went out is kept on the task). Rescheduling
 arms them again; completing or deleting a task disarms them. ``next_fire_at`` is the
 earliest armed notice (far in the future when none is), an indexed, never-null field
-the scheduler queries.
+the scheduler queries (through its epoch-ms copy ``s.fire_at``: a range on a date is a
+full scan on the embedded store).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ View = Literal["overdue", "today", "week", "all"]
 #: API sort keys -> stored, never-null, datetime-free copies (see crm_platform.sortkeys).
 SORT_FIELDS = {"due_at": "s.due_at", "created_at": "s.created_at", "remind_at": "s.remind_at"}
 #: The shape of the sort keys; documents stored with another are rewritten once at start-up.
-SORT_KEYS_VERSION = 1  # 1: moments as epoch ms, the id's copy (s.id) as the last key
+SORT_KEYS_VERSION = 2  # 1: moments as epoch ms, the id's copy (s.id) as the last key; 2: s.fire_at
 
 DEFAULT_SORT = "due_at"
 
@@ -98,6 +99,8 @@ def sort_keys(doc: Document) -> Document:
         "due_at": epoch_ms(doc["due_at"]),
         "created_at": epoch_ms(doc["created_at"]),
         "remind_at": epoch_ms(doc.get("remind_at") or NEVER),
+        # The scheduler's "due by now" (next_fire_at as epoch ms): its poll is an index range.
+        "fire_at": epoch_ms(next_fire_at(doc)),
         "id": doc["_id"],
     }
 
