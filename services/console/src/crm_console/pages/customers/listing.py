@@ -59,6 +59,16 @@ async def _pickers(client: Api) -> dict[str, Any]:
     return {"owner_choices": owners, "department_choices": departments}
 
 
+async def _page_or_problem(client: Api, query: ListQuery) -> dict[str, Any] | UpstreamProblem:
+    """The page, or the service's 422 (a filter it refuses), which the page shows at the field."""
+    try:
+        return await fetch_page(client, query)
+    except UpstreamProblem as problem:
+        if problem.status != 422:
+            raise
+        return problem
+
+
 async def render_list(
     request: Request,
     client: Api,
@@ -66,25 +76,17 @@ async def render_list(
     extra: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """The list page for ``query`` (``extra``: e.g. a saved-view form's error)."""
-    context = list_context(client, query) | (extra or {})
-    pickers_task = asyncio.ensure_future(_pickers(client))
-    saved_task = asyncio.ensure_future(saved_views(client))
-    try:
-        page = await fetch_page(client, query)
-    except UpstreamProblem as problem:
-        if problem.status != 422:
-            pickers_task.cancel()
-            saved_task.cancel()
-            raise
-        context |= {"items": [], "owners": {}, "next_cursor": None, "field_errors": problem.field_errors()}
-        context |= {"problem": problem}
+    """The list page for ``query`` (``extra``: e.g. a saved-view form's error). The rows, the
+    pickers' choices and the saved views are asked for at once; only the rows may fail the page."""
+    page, pickers, saved = await asyncio.gather(_page_or_problem(client, query), _pickers(client), saved_views(client))
+    context = list_context(client, query) | (extra or {}) | pickers | {"saved_views": saved}
+    if isinstance(page, UpstreamProblem):
+        context |= {"items": [], "owners": {}, "next_cursor": None, "field_errors": page.field_errors()}
+        context |= {"problem": page}
         status_code = 422
     else:
         context |= {"items": page["items"], "owners": page["owners"], "next_cursor": page.get("next_cursor")}
         context |= {"field_errors": {}, "problem": None}
-    context |= await pickers_task
-    context["saved_views"] = await saved_task
     return render(request, "customers/list.html", context, status_code=status_code)
 
 
