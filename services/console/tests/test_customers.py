@@ -232,3 +232,7 @@ async def test_managers_see_the_recycle_bin_and_the_list_speaks_chinese(page: An
     await expect(page.locator("#customer-rows tr")).to_have_count(1)
     await expect(page.locator("#customer-rows tr").first).to_contain_text(f"已删{marker}")
     await screenshot(page, "customers-list-zh")
+    # On a phone the filters stack and the table scrolls sideways inside its own box.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(page.locator("#customer-rows tr").first).to_be_visible()
+    await screenshot(page, "customers-list-phone")
