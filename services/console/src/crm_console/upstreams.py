@@ -93,13 +93,17 @@ class Upstreams:
         params: dict[str, Any] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
-        """Send one request; raises :class:`UpstreamUnavailable` when the service cannot answer."""
+        """Send one request (a JSON body, or raw ``content`` such as a CSV file); raises
+        :class:`UpstreamUnavailable` when the service cannot answer."""
         sent = dict(headers or {})
         if token:
             sent["Authorization"] = f"Bearer {token}"
         try:
-            response = await self.clients[service].request(method, path, params=params, json=json, headers=sent)
+            response = await self.clients[service].request(
+                method, path, params=params, json=json, content=content, headers=sent
+            )
         except httpx.TimeoutException as exc:
             raise UpstreamUnavailable(service, f"no answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:

@@ -125,13 +125,15 @@ class Api:
         params: dict[str, Any] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
-        """One call; a problem answer (4xx) raises :class:`UpstreamProblem` for the page to show."""
+        """One call (``content``: a raw body, e.g. an uploaded CSV); a problem answer (4xx) raises
+        :class:`UpstreamProblem` for the page to show."""
         await self._fresh_token()
-        response = await self._call(service, method, path, params, json, headers)
+        response = await self._call(service, method, path, params, json, headers, content)
         if response.status_code == 401:
             await self._fresh_token(force=True)
-            response = await self._call(service, method, path, params, json, headers)
+            response = await self._call(service, method, path, params, json, headers, content)
             if response.status_code == 401:
                 raise NotSignedIn()
         if response.status_code >= 400:
@@ -146,9 +148,17 @@ class Api:
         params: dict[str, Any] | None,
         json: Any,
         headers: dict[str, str] | None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         return await self.console.upstreams.request(
-            service, method, path, token=self.session.access_token, params=params, json=json, headers=headers
+            service,
+            method,
+            path,
+            token=self.session.access_token,
+            params=params,
+            json=json,
+            headers=headers,
+            content=content,
         )
 
     async def _fresh_token(self, force: bool = False) -> None:

@@ -122,6 +122,10 @@ class CustomerRepository:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
+        # A person's saved views: listed by owner, and one name once per owner (the API's 409).
+        await self.views.create_indexes(
+            [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)]
+        )
 
     async def upgrade_sort_keys(self, sort_keys: Callable[[Document], Document], version: int) -> int:
         """Rewrite the sort keys of documents stored with an older shape, once; returns how many.

@@ -1,4 +1,6 @@
-"""Customers: the list (filters, sort, cursor paging) and the detail page (a placeholder for now)."""
+"""Customers: the list (every filter, four sort keys, cursor paging, tag chips), saved views, CSV
+export and import (dry run row by row, then for real), and "new customer" with a duplicate warning
+while typing. The customer page itself (/customers/{id}) is the customers_detail group's."""
 
 from __future__ import annotations
 

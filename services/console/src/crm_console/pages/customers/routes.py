@@ -1,73 +1,32 @@
-"""The customers list over ``GET /v1/customers`` (customers service): its filters as a form, its
-sort, its cursor as "load more" (htmx appends the next rows; without JavaScript the link opens the
-next page). A 422 from the service is shown next to the field it names."""
+"""The customers list over ``GET /v1/customers`` (or ``/v1/recycle-bin``): every filter the API
+offers as a form, up to four sort keys, the cursor as "load more" (htmx appends the next rows;
+without JavaScript the link opens the next page), the list's CSV export. A 422 from the service
+is shown next to the field it names.
+
+The customer page itself (``/customers/{id}``) belongs to the ``customers_detail`` group; each row
+links there with ``?from=<this list's API query>``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-from urllib.parse import urlencode
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict
+from fastapi.responses import HTMLResponse, Response
 
-from crm_console.upstreams import UpstreamProblem
+from crm_console.pages.customers import create, transfer, views
+from crm_console.pages.customers.listing import fetch_page, list_context, render_list
+from crm_console.pages.customers.query import ListQuery
 from crm_console.web import Api, api, render
 
 router = APIRouter(prefix="/customers")
-
-PAGE_SIZE = 20
-SORTS = ("-updated_at", "name", "-created_at", "tier,name", "-last_followed_up_at")
-KINDS = ("company", "person")
-TIERS = ("A", "B", "C")
-STAGES = ("lead", "prospect", "customer", "repeat_customer", "dormant", "churned")
-
-
-class ListQuery(BaseModel):
-    """The form's fields, passed on to the service as they are (empty ones left out)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    q: str = ""
-    kind: str = ""
-    tier: str = ""
-    lifecycle_stage: str = ""
-    in_pool: str = ""
-    sort: str = ""
-    cursor: str = ""
-
-    def filters(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump(exclude={"cursor"}).items() if v}
-
-    def upstream_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {**self.filters(), "limit": PAGE_SIZE}
-        if self.cursor:
-            params["cursor"] = self.cursor
-        return params
-
-    def next_query(self, cursor: str) -> str:
-        return urlencode({**self.filters(), "cursor": cursor})
-
-
-async def _page(client: Api, query: ListQuery) -> dict[str, Any]:
-    page: dict[str, Any] = await client.get("customers", "/v1/customers", params=query.upstream_params())
-    return page
 
 
 @router.get("", include_in_schema=False)
 async def list_page(
     request: Request, client: Annotated[Api, Depends(api)], query: Annotated[ListQuery, Depends()]
 ) -> HTMLResponse:
-    context: dict[str, Any] = {"query": query, "sorts": SORTS, "kinds": KINDS, "tiers": TIERS, "stages": STAGES}
-    try:
-        page = await _page(client, query)
-    except UpstreamProblem as problem:
-        if problem.status != 422:
-            raise
-        context |= {"items": [], "next_cursor": None, "field_errors": problem.field_errors(), "problem": problem}
-        return render(request, "customers/list.html", context, status_code=422)
-    context |= {"items": page["items"], "next_cursor": page.get("next_cursor"), "field_errors": {}, "problem": None}
-    return render(request, "customers/list.html", context)
+    return await render_list(request, client, query.with_zone(client.session.timezone))
 
 
 @router.get("/rows", include_in_schema=False)
@@ -75,13 +34,30 @@ async def more_rows(
     request: Request, client: Annotated[Api, Depends(api)], query: Annotated[ListQuery, Depends()]
 ) -> HTMLResponse:
     """The next page's rows and a new "load more" row (htmx swaps them in for the old one)."""
-    page = await _page(client, query)
-    context = {"query": query, "items": page["items"], "next_cursor": page.get("next_cursor")}
+    query = query.with_zone(client.session.timezone)
+    page = await fetch_page(client, query)
+    context = list_context(client, query) | {
+        "items": page["items"],
+        "owners": page["owners"],
+        "next_cursor": page.get("next_cursor"),
+    }
     return render(request, "customers/rows.html", context)
 
 
-@router.get("/{customer_id}", include_in_schema=False)
-async def detail(request: Request, customer_id: str, client: Annotated[Api, Depends(api)]) -> HTMLResponse:
-    """A placeholder until the customer page group grows: the record's main fields."""
-    customer = await client.get("customers", f"/v1/customers/{customer_id}")
-    return render(request, "customers/detail.html", {"customer": customer})
+@router.get("/export.csv", include_in_schema=False)
+async def export(client: Annotated[Api, Depends(api)], query: Annotated[ListQuery, Depends()]) -> Response:
+    """The list's filters and sort as the service's CSV export (UTF-8 with BOM, opens in Excel)."""
+    query = query.with_zone(client.session.timezone)
+    answer = await client.send("customers", "GET", "/v1/customers/export.csv", params=query.api_filters())
+    return Response(
+        answer.content,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": answer.headers.get("content-disposition", 'attachment; filename="customers.csv"')
+        },
+    )
+
+
+router.include_router(views.router)
+router.include_router(transfer.router)
+router.include_router(create.router)
