@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from crm_customers.adapters.keys import CustomerKeys, KeysTaken
 from crm_customers.domain.rules import identity_keys, match_keys
@@ -123,9 +123,26 @@ class CustomerRepository:
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
         # A person's saved views: listed by owner, and one name once per owner (the API's 409).
-        await self.views.create_indexes(
-            [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)]
-        )
+        views_index = [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)]
+        try:
+            await self.views.create_indexes(views_index)
+        except (DuplicateKeyError, OperationFailure) as exc:
+            if not _duplicate_key(exc):
+                raise
+            # Saved before names were unique per owner: number the later ones, then index.
+            await self._rename_duplicate_views()
+            await self.views.create_indexes(views_index)
+
+    async def _rename_duplicate_views(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        async for view in self.views.find({}).sort([("owner_id", ASCENDING), ("created_at", ASCENDING)]):
+            key, n = (view["owner_id"], view["name"]), 1
+            while key in seen:
+                n += 1
+                key = (view["owner_id"], f"{view['name']} ({n})")
+            seen.add(key)
+            if key[1] != view["name"]:
+                await self.views.update_one({"_id": view["_id"]}, {"$set": {"name": key[1]}})
 
     async def upgrade_sort_keys(self, sort_keys: Callable[[Document], Document], version: int) -> int:
         """Rewrite the sort keys of documents stored with an older shape, once; returns how many.
@@ -411,3 +428,15 @@ MATCH_PROJECTION = {
     "in_pool": 1,
     "status": 1,
 }
+
+
+def _duplicate_key(exc: PyMongoError) -> bool:
+    """A unique index refused existing duplicates (MongoDB: code 11000; the embedded store says
+    "UNIQUE constraint failed")."""
+    text = str(exc).lower()
+    return (
+        isinstance(exc, DuplicateKeyError)
+        or getattr(exc, "code", None) == 11000
+        or "duplicate" in text
+        or "unique constraint" in text
+    )
