@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
+from pymongo.errors import ServerSelectionTimeoutError
 
 from crm_console.i18n import Catalogue
-from crm_console.main import catalogue_for
+from crm_console.main import _ensure_indexes_when_reachable, catalogue_for
 from crm_console.registry import discover, menu_for
 from crm_console.settings import UPSTREAMS
 from crm_console.testing import Stack, User
@@ -106,3 +108,30 @@ def test_times_are_shown_in_the_users_zone() -> None:
     assert format_datetime("2026-12-03T01:30:00+00:00", "Europe/London") == "2026-12-03 01:30"
     assert format_datetime(None, "Asia/Shanghai") == ""
     assert format_datetime("2026-12-03T01:30:00Z", "Not/AZone") == "2026-12-03 01:30"  # unknown zone: UTC
+
+
+async def test_metrics_count_pages_by_route_and_time_the_services(
+    console_client: httpx.AsyncClient, user: User
+) -> None:
+    await _signed_in(console_client, user)
+    assert (await console_client.get("/customers/no-such-customer")).status_code == 404
+    text = (await console_client.get("/metrics")).text
+    # By the route's template, never the raw URL (one series per page, not per record).
+    assert re.search(
+        r'crm_http_requests_total\{method="GET",route="/customers/\{customer_id\}",status="404"\} \d', text
+    )
+    assert "no-such-customer" not in text
+    assert re.search(r'crm_console_upstream_seconds_count\{method="GET",service="customers",status="404"\} \d', text)
+
+
+async def test_session_indexes_are_built_once_the_store_answers() -> None:
+    class Store:  # a session store whose database answers on the third try
+        calls = 0
+
+        async def ensure_indexes(self) -> None:
+            Store.calls += 1
+            if Store.calls < 3:
+                raise ServerSelectionTimeoutError("store down")
+
+    await asyncio.wait_for(_ensure_indexes_when_reachable(Store(), first_pause=0.01), timeout=5)  # type: ignore[arg-type]
+    assert Store.calls == 3

@@ -3,6 +3,7 @@ pages (sign-in, preferences, health) and every page group found in ``crm_console
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Any
 
 import httpx
 import jinja2
+import structlog
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
-from crm_console import auth, errors, health
+from crm_console import auth, errors, health, observability
 from crm_console.i18n import Catalogue
 from crm_console.registry import PageGroup, discover
 from crm_console.sessions import SessionStore
@@ -22,8 +25,10 @@ from crm_console.settings import ConsoleSettings
 from crm_console.upstreams import Upstreams
 from crm_console.web import Console, csrf_protect
 from crm_platform.logging import configure_logging
+from crm_platform.tasks import cancel_and_wait
 
 HERE = Path(__file__).parent
+log = structlog.get_logger(__name__)
 
 
 def template_environment(groups: list[PageGroup]) -> jinja2.Environment:
@@ -63,10 +68,9 @@ def create_app(
         )
         sessions = SessionStore(client[settings.mongo_database])
         upstreams = Upstreams(settings.upstream_urls(), settings.console_upstream_timeout_seconds, upstream_transport)
-        try:
-            await sessions.ensure_indexes()
-        except Exception:
-            pass
+        # The store may be down at start-up: the console still serves (its pages say what is
+        # missing) and builds the sessions' indexes as soon as the store answers.
+        indexing = asyncio.create_task(_ensure_indexes_when_reachable(sessions), name="console-session-indexes")
         app.state.console = Console(
             settings=settings,
             sessions=sessions,
@@ -78,6 +82,7 @@ def create_app(
         try:
             yield
         finally:
+            await cancel_and_wait(indexing)
             await upstreams.aclose()
             await client.close()
 
@@ -92,8 +97,22 @@ def create_app(
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(health.router)
+    app.include_router(observability.router)
     app.include_router(auth.router)
     for group in groups:
         app.include_router(group.router)
     errors.install(app)
+    observability.install(app)
     return app
+
+
+async def _ensure_indexes_when_reachable(sessions: SessionStore, first_pause: float = 1.0) -> None:
+    pause = first_pause
+    while True:
+        try:
+            await sessions.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            log.warning("session indexes not built yet; retrying", error=f"{type(exc).__name__}: {exc}", retry_in=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)

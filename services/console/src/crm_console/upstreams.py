@@ -7,10 +7,13 @@ Every failure becomes one of two exceptions the pages and the error handlers und
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from crm_console.observability import UPSTREAM_LATENCY
 
 # A service that answers these is there but cannot serve now: the person gets the "unavailable" page.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
@@ -100,14 +103,18 @@ class Upstreams:
         sent = dict(headers or {})
         if token:
             sent["Authorization"] = f"Bearer {token}"
+        started = time.perf_counter()
         try:
             response = await self.clients[service].request(
                 method, path, params=params, json=json, content=content, headers=sent
             )
         except httpx.TimeoutException as exc:
+            UPSTREAM_LATENCY.labels(service, method, "timeout").observe(time.perf_counter() - started)
             raise UpstreamUnavailable(service, f"no answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
+            UPSTREAM_LATENCY.labels(service, method, "unreachable").observe(time.perf_counter() - started)
             raise UpstreamUnavailable(service, f"cannot connect ({type(exc).__name__})") from exc
+        UPSTREAM_LATENCY.labels(service, method, str(response.status_code)).observe(time.perf_counter() - started)
         if response.status_code in UNAVAILABLE_STATUSES:
             raise UpstreamUnavailable(service, f"answered {response.status_code}")
         return response
