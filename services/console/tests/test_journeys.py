@@ -131,3 +131,27 @@ async def test_a_field_the_service_refuses_is_marked_next_to_the_field(signed_in
     field = page.get_by_label("Name contains")
     await expect(field).to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#e-q")).to_contain_text("100")
+
+
+async def test_the_time_zone_is_kept_in_the_profile_for_the_next_sign_in(
+    signed_in_page: Any, browser: Any, stack: Stack, user: User
+) -> None:
+    page = signed_in_page
+    await page.goto("/preferences")
+    await page.get_by_label("Time zone").select_option("Europe/London")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_label("Time zone")).to_have_value("Europe/London")
+    async with httpx.AsyncClient(base_url=stack.urls["directory"]) as directory:
+        me = await directory.get("/v1/me", headers={"Authorization": f"Bearer {await stack.token_for(user)}"})
+    assert me.json()["time_zone"] == "Europe/London"
+    # Another browser, a new sign-in: the zone comes from the profile, not from this session.
+    context = await browser.new_context(base_url=stack.console_url, locale="en-US", timezone_id="Asia/Shanghai")
+    try:
+        other = await context.new_page()
+        await sign_in(other, user)
+        await other.wait_for_url("**/")
+        await other.goto("/preferences")
+        await expect(other.get_by_label("Time zone")).to_have_value("Europe/London")
+        await expect(other.get_by_text("Times are shown in Europe/London")).to_be_visible()
+    finally:
+        await context.close()

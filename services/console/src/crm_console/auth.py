@@ -101,10 +101,13 @@ async def login(
         department_path=me.get("department_path"),
     )
     language = me.get("language") if me.get("language") in LANGUAGES else before.language
+    # The profile's zone when it has one (the directory validates it), else this session's.
+    profile_zone = me.get("time_zone")
+    timezone = profile_zone if isinstance(profile_zone, str) and zone(profile_zone).key == profile_zone else None
     # A new session id at sign-in: an id someone planted before sign-in is worth nothing after it.
     session = await app.sessions.create(
         language=str(language),
-        timezone=before.timezone,
+        timezone=timezone or before.timezone,
         lifetime=_signed_in_lifetime(request),
         user=user,
         access_token=pair["access_token"],
@@ -149,8 +152,9 @@ async def preferences(
     timezone: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    """Language and time zone, remembered in the session; the language also goes to the user's
-    directory profile (best effort: the switch works even if that write fails)."""
+    """Language and time zone, remembered in the session and saved to the user's directory
+    profile, so the next sign-in starts with them (best effort: the switch works even if that
+    write fails)."""
     app = console(request)
     session, _ = await anonymous_session(request)
     changes: dict[str, str] = {}
@@ -160,22 +164,23 @@ async def preferences(
         changes["timezone"] = timezone
     if changes:
         await app.sessions.update(session.id, **changes)
-    if "language" in changes and session.signed_in:
-        await _save_language(Api(request, session), language)
+    if changes and session.signed_in:
+        profile = {"time_zone" if name == "timezone" else name: value for name, value in changes.items()}
+        await _save_to_profile(Api(request, session), profile)
     return RedirectResponse(safe_next(next), status_code=303)
 
 
-async def _save_language(client: Api, language: str) -> None:
+async def _save_to_profile(client: Api, changes: dict[str, str]) -> None:
     try:
         me = await client.send("directory", "GET", "/v1/me")
-        await client.send(
-            "directory", "PATCH", "/v1/me", json={"language": language}, headers={"If-Match": me.headers["ETag"]}
-        )
+        await client.send("directory", "PATCH", "/v1/me", json=changes, headers={"If-Match": me.headers["ETag"]})
     except (UpstreamProblem, UpstreamUnavailable, NotSignedIn, KeyError):
         pass
 
 
 @router.get("/preferences", include_in_schema=False)
 async def preferences_form(request: Request) -> Response:
-    await signed_in(request)
-    return render(request, "preferences.html", {"languages": LANGUAGES, "timezones": TIMEZONES})
+    session = await signed_in(request)
+    # The user's own zone is offered even when it is not one of the usual ones (set elsewhere).
+    zones = TIMEZONES if session.timezone in TIMEZONES else (session.timezone, *TIMEZONES)
+    return render(request, "preferences.html", {"languages": LANGUAGES, "timezones": zones})

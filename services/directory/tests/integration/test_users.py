@@ -293,3 +293,26 @@ async def test_admins_set_passwords(api, client, directory_events):
         f"/v1/users/{user['id']}/password", json={"new_password": PASSWORD}, headers=api.headers_for(other)
     )
     assert r.status_code == 403
+
+
+async def test_a_user_keeps_their_time_zone_and_a_wrong_one_is_the_callers_422(api, client):
+    user = await api.user(time_zone="Europe/Berlin")
+    assert user["time_zone"] == "Europe/Berlin"
+    mine = api.headers_for(user)
+    me = await client.get("/v1/me", headers=mine)
+    assert me.json()["time_zone"] == "Europe/Berlin"
+    changed = await client.patch(
+        "/v1/me", json={"time_zone": "Asia/Shanghai"}, headers={**mine, "If-Match": me.headers["ETag"]}
+    )
+    assert changed.status_code == 200, changed.text
+    assert (await client.get("/v1/me", headers=mine)).json()["time_zone"] == "Asia/Shanghai"
+    history = await client.get(f"/v1/users/{user['id']}/history", headers=api.admin)
+    assert history.status_code == 200 and "time_zone" in history.text  # recorded with the other fields
+    for wrong in ("Mars/Olympus", "../etc/passwd", "", "UTC+8" * 20):
+        answer = await client.patch(
+            "/v1/me", json={"time_zone": wrong}, headers={**mine, "If-Match": changed.headers["ETag"]}
+        )
+        assert answer.status_code == 422, (wrong, answer.text)
+        assert [e["field"] for e in answer.json()["errors"]] == ["time_zone"], answer.json()
+    no_zone = await api.user()
+    assert no_zone["time_zone"] is None

@@ -16,7 +16,17 @@ from crm_platform.events import EventEnvelope
 from crm_platform.history import HistoryEntry, history
 
 Document = dict[str, Any]
-_USER_FIELDS = ("email", "name", "phone", "language", "roles", "department_id", "department_path", "status")
+_USER_FIELDS = (
+    "email",
+    "name",
+    "phone",
+    "language",
+    "time_zone",
+    "roles",
+    "department_id",
+    "department_path",
+    "status",
+)
 _DEPARTMENT_FIELDS = ("name", "parent_id", "path", "manager_id")
 
 

@@ -107,6 +107,7 @@ class Users:
             name=data.name,
             phone=data.phone,
             language=data.language,
+            time_zone=data.time_zone,
             roles=[r.value for r in data.roles],
             department_id=data.department_id,
             password=data.password.get_secret_value() if data.password else None,
@@ -130,6 +131,7 @@ class Users:
         active: bool,
         via: ev.CreatedVia,
         key: IdempotencyKey | None = None,
+        time_zone: str | None = None,
     ) -> Document:
         email = rules.email_or_422(email)
         phone = self._phone(phone)
@@ -143,6 +145,7 @@ class Users:
             name=name,
             phone=phone,
             language=language,
+            time_zone=time_zone,
             roles=roles,
             department=department,
             password_hash=password_hash,

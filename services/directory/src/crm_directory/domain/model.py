@@ -7,6 +7,7 @@ region is a setting), which reports a bad value as a 422 naming the field.
 from __future__ import annotations
 
 import unicodedata
+import zoneinfo
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -27,6 +28,24 @@ def _clean_text(value: str) -> str:
 Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean_text)]
 
 
+def _time_zone(value: str) -> str:
+    # Names only ("Asia/Shanghai"): no paths, no offsets the tz database does not know.
+    if "." in value or value.startswith("/") or value.strip() != value:
+        raise ValueError(f"'{value}' is not a time zone of the IANA database (e.g. Asia/Shanghai)")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"'{value}' is not a time zone of the IANA database (e.g. Asia/Shanghai)") from exc
+    return value
+
+
+TimeZone = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["Asia/Shanghai"], description="IANA time zone the user works in."),
+    AfterValidator(_time_zone),
+]
+
+
 def _roles(value: list[Role]) -> list[Role]:
     if not value:
         raise ValueError("give at least one role: admin, manager or rep")
@@ -45,6 +64,7 @@ class UserCreate(_Strict):
     name: Name
     phone: str | None = Field(default=None, max_length=40, description="Any common notation; stored as E.164.")
     language: Language = "zh-CN"
+    time_zone: TimeZone | None = None
     roles: Roles
     department_id: str = Field(max_length=63)
     password: SecretStr | None = Field(
@@ -61,10 +81,11 @@ class UserPatch(_Strict):
     name: Name | None = None
     phone: str | None = Field(default=None, max_length=40, description="null removes the phone.")
     language: Language | None = None
+    time_zone: TimeZone | None = None
     roles: Roles | None = None
     department_id: str | None = Field(default=None, max_length=63)
 
-    @field_validator("email", "name", "language", "roles", "department_id")
+    @field_validator("email", "name", "language", "time_zone", "roles", "department_id")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
@@ -78,8 +99,9 @@ class SelfPatch(_Strict):
     name: Name | None = None
     phone: str | None = Field(default=None, max_length=40, description="null removes the phone.")
     language: Language | None = None
+    time_zone: TimeZone | None = None
 
-    @field_validator("name", "language")
+    @field_validator("name", "language", "time_zone")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:

@@ -20,8 +20,8 @@ Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Profile fields, in the order history shows them.
-PROFILE = ("email", "name", "phone", "language", "roles", "department_id", "department_path")
-SELF_EDITABLE = frozenset({"name", "phone", "language"})
+PROFILE = ("email", "name", "phone", "language", "time_zone", "roles", "department_id", "department_path")
+SELF_EDITABLE = frozenset({"name", "phone", "language", "time_zone"})
 
 #: API sort keys -> stored, never-null fields.
 SORT_FIELDS = {
@@ -79,6 +79,7 @@ def new_user(
     name: str,
     phone: str | None,
     language: str,
+    time_zone: str | None = None,
     roles: list[str],
     department: Document,
     password_hash: str | None,
@@ -92,6 +93,7 @@ def new_user(
         "name": name,
         "phone": phone,
         "language": language,
+        "time_zone": time_zone,
         "roles": sorted(set(roles)),
         "department_id": department["_id"],
         "department_path": department["path"],
@@ -162,14 +164,16 @@ def ensure_readable(principal: Principal, doc: Document | None, user_id: str) ->
 
 
 def ensure_may_edit(principal: Principal, doc: Document, fields: set[str]) -> None:
-    """Admins change anything; a user changes their own name, phone and language."""
+    """Admins change anything; a user changes their own name, phone, language and time zone."""
     if principal.is_admin:
         return
     if principal.user_id == doc["_id"] and fields <= SELF_EDITABLE:
         return
     if principal.user_id == doc["_id"]:
         others = ", ".join(sorted(fields - SELF_EDITABLE))
-        raise Forbidden(f"You may change your own name, phone and language; {others} only an administrator may.")
+        raise Forbidden(
+            f"You may change your own name, phone, language and time zone; {others} only an administrator may."
+        )
     ensure_readable(principal, doc, doc["_id"])
     raise Forbidden("Only administrators may change other users.")
 

@@ -5,7 +5,7 @@ Who may do what:
 - administrators manage users and departments;
 - managers read the users of their department and every department below it (lists,
   records, history);
-- everybody reads and edits their own name, phone and language (``/v1/me``), changes
+- everybody reads and edits their own name, phone, language and time zone (``/v1/me``), changes
   their own password, reads the department tree, and reads the public card (name and
   department) of any *active* user at ``GET /v1/users/{id}``, so that every UI can show
   who owns a record. A user one may not read in full, who is deactivated, answers 404.
@@ -153,7 +153,7 @@ async def get_me(principal: CurrentPrincipal, service: Service) -> JSONResponse:
 @me_router.patch(
     "",
     response_model=UserOut,
-    summary="Change my name, phone or language (send If-Match)",
+    summary="Change my name, phone, language or time zone (send If-Match)",
     responses=problems(404, 409, 412, 428),
 )
 async def patch_me(body: SelfPatch, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:

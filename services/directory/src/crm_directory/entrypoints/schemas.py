@@ -30,6 +30,7 @@ class UserOut(BaseModel):
     name: str
     phone: str | None = None
     language: str
+    time_zone: str | None = Field(default=None, description="IANA zone; none set: the client's default.")
     roles: list[str]
     department_id: str
     department_path: str
@@ -100,6 +101,7 @@ def user_out(doc: Document, last_sign_in_at: datetime | None = None) -> UserOut:
         name=doc["name"],
         phone=doc.get("phone"),
         language=doc.get("language", "zh-CN"),
+        time_zone=doc.get("time_zone"),
         roles=list(doc.get("roles") or []),
         department_id=doc["department_id"],
         department_path=doc["department_path"],
