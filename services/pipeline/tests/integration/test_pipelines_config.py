@@ -38,8 +38,13 @@ async def test_the_default_pipeline_is_seeded_once_even_by_racing_replicas(
         "lost",
         0,
     )
-    [event] = await pipeline_events.wait_for(type="crm.pipeline.configured", subject="default")
-    assert event.event["data"]["action"] == "created" and len(event.event["data"]["pipeline"]["stages"]) == 6
+    # Seeded once in this database (the count above). The topic is shared by every pipeline app of
+    # the test session (the console's harness runs one too, with a default of its own), so there
+    # may be more than one such event on it; each is a creation of the whole default.
+    events = await pipeline_events.wait_for(type="crm.pipeline.configured", subject="default")
+    assert events
+    for event in events:
+        assert event.event["data"]["action"] == "created" and len(event.event["data"]["pipeline"]["stages"]) == 6
 
 
 async def test_only_admins_configure_and_bad_pipelines_are_refused(client, team, expect_problem):
