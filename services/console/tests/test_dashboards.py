@@ -116,7 +116,8 @@ async def test_a_manager_reads_the_team_dashboards_filters_them_and_downloads_a_
     # On a phone the charts stack and fit the screen (ECharts resizes with the window).
     await page.set_viewport_size({"width": 390, "height": 844})
     await expect(page.locator("#chart-funnel canvas")).to_be_visible()
-    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    # ECharts resizes on the window's resize event, a moment later: wait for the page to fit.
+    await page.wait_for_function("() => document.documentElement.scrollWidth <= 390", timeout=10_000)
     await screenshot(page, "dashboards-phone")
 
 
