@@ -179,12 +179,14 @@ async def test_events_written_while_the_broker_is_down_arrive_once_it_is_back(ba
     kafka = start_broker(port, "memory", logs)
     bootstrap = f"127.0.0.1:{port}"
     topic = TOPIC
+    b = KafkaBroker(bootstrap, acks="all", request_timeout_ms=3000)
+    # Retries capped at 2 s: how long the broker takes to come back on a busy machine is not this
+    # test's subject, and the default cap (30 s) could put the next attempt past the wait below.
+    relay = OutboxRelay([db["broker_down"]], broker_publisher(b), clock, poll_seconds=0.1, retry_max_seconds=2)
     try:
         await ensure_topics(bootstrap, [topic])
-        b = KafkaBroker(bootstrap, acks="all", request_timeout_ms=3000)
         await b.start()
         collection = db["broker_down"]
-        relay = OutboxRelay([collection], broker_publisher(b), clock, poll_seconds=0.1)
         store = VersionedStore(collection, clock, wake_relay=relay.wake)
         relay.start()
         kafka.stop()  # the broker is gone
@@ -195,14 +197,24 @@ async def test_events_written_while_the_broker_is_down_arrive_once_it_is_back(ba
 
         kafka = start_broker(port, "memory", logs)  # back (empty: memory storage)
         await ensure_topics(bootstrap, [topic])
+
+        async def drained() -> bool:
+            return (await collection.find_one({"_id": aggregate}))["outbox"] == []
+
+        # First the relay's side (with its last error if it never gets there), then the topic's.
+        try:
+            await eventually(drained, timeout=60, message="outbox drained")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the relay's last error: {relay.last_error}") from exc
         collector, stop = EventCollector(), asyncio.Event()
         task = asyncio.create_task(collect(bootstrap, [topic], collector, stop))
-        got = await collector.wait_for(1, subject=aggregate, timeout=60)
-        stop.set()
-        await task
+        try:
+            got = await collector.wait_for(1, subject=aggregate, timeout=60)
+        finally:
+            stop.set()
+            await task  # raises what the collector met, if it failed
+        assert len(got) == 1
+    finally:
         await relay.stop()
         await b.stop()
-        assert len(got) == 1
-        assert (await collection.find_one({"_id": aggregate}))["outbox"] == []
-    finally:
         kafka.stop()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+import uvicorn
 from starlette.requests import Request
 
-from crm_platform.serving import client_address, uvicorn_config
+from crm_platform.serving import client_address, uvicorn_config, uvicorn_options
 from crm_platform.settings import ServiceSettings
+from crm_platform.testing.fixtures import eventually
 
 
 def request(peer: str, *forwarded_for: str) -> Request:
@@ -52,3 +57,35 @@ def test_trusted_proxies_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CRM_TRUSTED_PROXIES", "proxy.internal")
     with pytest.raises(ValueError, match=r"proxy\.internal"):
         ServiceSettings()
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    assert scope["type"] == "http"
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def test_an_idle_connection_outlives_the_clients_own_idle_expiry() -> None:
+    """A connection idle for longer than uvicorn's default keep-alive (5 s, the same as httpx's
+    expiry) is still open: a client reusing it does not meet a dropped request (a store-outage run
+    saw an httpx.ReadError when both sides timed the same connection out at once)."""
+    settings = ServiceSettings(http_port=0)
+    assert uvicorn_config(object(), settings).timeout_keep_alive == 75
+    server = uvicorn.Server(uvicorn.Config(_hello, **{**uvicorn_options(settings), "lifespan": "off"}))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, timeout=10, message="uvicorn started")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        for _ in range(2):
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"hello"), timeout=5)
+            assert head.startswith(b"HTTP/1.1 200")
+            await asyncio.sleep(6)  # past uvicorn's default; the server must not have closed it
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task

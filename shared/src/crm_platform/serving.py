@@ -18,7 +18,7 @@ from crm_platform.settings import ServiceSettings
 
 
 def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
-    """uvicorn's options: host, port, and proxy headers from trusted proxies only."""
+    """uvicorn's options: host, port, keep-alive, and proxy headers from trusted proxies only."""
     trusted = list(settings.trusted_proxies)
     return {
         "host": settings.http_host,
@@ -29,6 +29,7 @@ def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
         # would make uvicorn fall back to $FORWARDED_ALLOW_IPS or 127.0.0.1).
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or None,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
     }
 
 

@@ -26,6 +26,12 @@ class ServiceSettings(BaseSettings):
         description='Proxies whose forwarded headers are believed: a JSON list or comma-separated, e.g. "10.0.0.0/8".',
     )
 
+    # How long an idle keep-alive connection stays open. uvicorn's default (5 s) equals the idle
+    # expiry of common clients (httpx, requests' pools), so a client reusing a connection just as
+    # the server closes it meets a dropped request (httpx.ReadError); it must also outlast the
+    # idle timeout of a load balancer in front (AWS ALB: 60 s), or the balancer answers 502.
+    http_keep_alive_seconds: int = Field(default=75, ge=1)
+
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     # Real Kafka supports the idempotent producer; the embedded Tansu broker does not
     # (InitProducerId fails), so it is a setting, and consumers are idempotent anyway.
