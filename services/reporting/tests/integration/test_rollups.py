@@ -150,3 +150,57 @@ async def test_not_followed_up_follows_merges_and_deletions(client: Any, feed: E
     deleted = await feed.send(iev.INTERACTION_DELETED, i1, iev.InteractionDeleted(interaction=call), at("2026-11-19"))
     await wait_applied([deleted])
     assert await stale() == [c1]
+
+
+async def test_a_customer_referred_to_before_it_arrives_is_derived_in_full(
+    client: Any, feed: EventFeed, wait_applied: Any, reporting_app: Any
+) -> None:
+    """A customer with no copy yet takes the short way (its reach from its own contacts, no
+    interaction): only right if nothing referred to it before. Each step waits for the one
+    before, so the order is certain: c2 is called, then merged into c1, then c1 is created (with
+    no contact of its own) and after it c3 (created with a phone, nothing before it)."""
+    dept, rep = f"/hq/{unique('d')}", unique("a")
+    c1, c2, c3, i1 = unique("c"), unique("c"), unique("c"), unique("i")
+    day = at("2026-11-01")
+    call = iev.InteractionSnapshot(
+        interaction_id=i1, channel="phone", customer_id=c2, author_id=rep, author_department_path=dept,
+        occurred_at=at("2026-11-18"), recorded_at=at("2026-11-18"), recorded_late=False, updated_at=at("2026-11-18"),
+    )  # fmt: skip
+    logged = iev.InteractionLogged(interaction_id=i1, customer_id=c2, author_id=rep, channel="phone",
+                                   occurred_at=call.occurred_at, interaction=call)  # fmt: skip
+    phone = cev.ContactData(contact_id=unique("p"), name="王五", phones=["13800138000"])
+    steps = [
+        [await feed.send(iev.INTERACTION_LOGGED, i1, logged, at("2026-11-18"))],
+        [await feed.send(cev.CUSTOMER_CREATED, c2, cev.CustomerCreated(
+            customer=customer(c2, rep, dept, day, contacts=[phone]), contacts=[phone]), day)],
+        [await feed.send(cev.MERGED_AWAY, c2, cev.MergedAway(customer=customer(
+            c2, rep, dept, day, status="merged", merged_into=c1), survivor_id=c1), at("2026-11-19"))],
+    ]  # fmt: skip
+    for sent in steps:
+        await wait_applied(sent)
+    models = await reporting_app.state.generations.current()
+    assert models.tracks_references, "a generation this version filled from empty tracks references"
+    placeholder = await models.customers.find_one({"_id": c1})
+    assert placeholder is not None and placeholder["status"] == "placeholder"
+    # A placeholder counts nowhere and has no timeline.
+    r = await client.get("/v1/reports/distribution", params={"field": "industry", "department_path": dept},
+                         headers=ADMIN)  # fmt: skip
+    assert r.json()["customers"] == 0
+    assert (await client.get(f"/v1/customers/{c1}/timeline", headers=ADMIN)).status_code == 404
+
+    created = [
+        await feed.send(cev.CUSTOMER_CREATED, c1, cev.CustomerCreated(customer=customer(c1, rep, dept, day)), day),
+    ]
+    await wait_applied(created)
+    created.append(await feed.send(cev.CUSTOMER_CREATED, c3, cev.CustomerCreated(
+        customer=customer(c3, rep, dept, day, contacts=[phone]), contacts=[phone]), day))  # fmt: skip
+    await wait_applied(created)
+    survivor = await models.customers.find_one({"_id": c1})
+    assert survivor is not None and survivor["status"] == "active"
+    # c2's call counts for c1, though it arrived before c1 did.
+    assert survivor["touch_ms"] == int(at("2026-11-18").timestamp() * 1000)
+    fresh = await models.customers.find_one({"_id": c3})
+    assert fresh is not None and (fresh["reach"], fresh["touch_ms"]) == (True, -1)
+    r = await client.get("/v1/reports/activity", params={"period": "2026-11", "department_path": dept,
+                         "stale_days": 14}, headers=ADMIN)  # fmt: skip
+    assert [x["customer_id"] for x in r.json()["not_followed_up"]] == [c3]

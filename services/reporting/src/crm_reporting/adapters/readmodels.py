@@ -32,6 +32,11 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 
 Document = dict[str, Any]
 META_ID = "active_generation"
+# meta documents ``references-tracked:<generation>``: that generation was filled from its start
+# by a projection that leaves a placeholder customer when something refers to a customer it does
+# not know yet, so a customer created with no copy before has nothing to gather (see
+# Projection._customer_state). A generation built before that keeps the full derivation.
+TRACKED_PREFIX = "references-tracked:"
 STATE_NAMES = ("customers", "opportunities", "interactions", "tasks", "pipelines", "targets")
 
 
@@ -66,6 +71,8 @@ class ReadModels:
 
     db: AsyncDatabase[Document]
     generation: int
+    # Something that refers to an unknown customer leaves a placeholder (see TRACKED_PREFIX).
+    tracks_references: bool = False
 
     def _c(self, name: str) -> AsyncCollection[Document]:
         return self.db[f"g{self.generation}_{name}"]
@@ -151,6 +158,7 @@ class Generations:
         self._cached: int | None = None
         self._read_at = 0.0
         self._lock = asyncio.Lock()
+        self._tracked: dict[int, bool] = {}  # per generation, fixed when the generation is made
 
     async def active(self) -> int:
         if self._pinned is not None:
@@ -160,6 +168,9 @@ class Generations:
         async with self._lock:
             doc = await self.meta.find_one({"_id": META_ID})
             if doc is None:
+                # A store without read models: generation 1 tracks references from its start
+                # (marked before it becomes active, so no projection writes into it untracked).
+                await self._mark_tracked(1)
                 try:
                     await self.meta.insert_one({"_id": META_ID, "generation": 1, "previous": 0})
                 except DuplicateKeyError:
@@ -171,7 +182,19 @@ class Generations:
             return self._cached
 
     async def current(self) -> ReadModels:
-        return ReadModels(self.db, await self.active())
+        generation = await self.active()
+        return ReadModels(self.db, generation, await self.tracks_references(generation))
+
+    async def tracks_references(self, generation: int) -> bool:
+        if generation not in self._tracked:
+            marker = await self.meta.find_one({"_id": f"{TRACKED_PREFIX}{generation}"}, {"_id": 1})
+            self._tracked[generation] = marker is not None
+        return self._tracked[generation]
+
+    async def _mark_tracked(self, generation: int) -> None:
+        await self.meta.update_one(
+            {"_id": f"{TRACKED_PREFIX}{generation}"}, {"$set": {"generation": generation}}, upsert=True
+        )
 
     async def next_generation(self) -> int:
         """Reserve a new generation number (a counter, so two rebuilds never share one)."""
@@ -181,7 +204,9 @@ class Generations:
         if doc is None:  # the embedded store returns None on the upsert that created it
             doc = await self.meta.find_one({"_id": "generation_counter"})
         assert doc is not None
-        return max(int(doc["value"]), await self.active()) + 1
+        generation = max(int(doc["value"]), await self.active()) + 1
+        await self._mark_tracked(generation)  # built from empty by this version
+        return generation
 
     async def switch(self, generation: int) -> int:
         """Make ``generation`` the active one; returns the previous one."""

@@ -200,23 +200,24 @@ async def write_with_rollups(
     raise RuntimeError(f"{collection.name} {doc_id} kept changing under the projection")  # the consumer retries
 
 
-async def reconcile(move: Mover, collection: AsyncCollection[Document], doc_id: str, contribute: Contribute) -> None:
-    """Re-derive one document's contribution (something it depends on changed) and move the rollups."""
+async def reconcile(move: Mover, collection: AsyncCollection[Document], doc_id: str, contribute: Contribute) -> bool:
+    """Re-derive one document's contribution (something it depends on changed) and move the
+    rollups; False when there is no such document."""
     for _ in range(ATTEMPTS):
         doc = await collection.find_one({"_id": doc_id})
         if doc is None:
-            return
+            return False
         contribution, extra = await contribute(doc)
         text = contribution.encode()
         if text == doc.get("contrib") and all(doc.get(k) == v for k, v in extra.items()):
-            return
+            return True
         result = await collection.update_one(
             {"_id": doc_id, **_rev(doc)}, {"$set": {**extra, "contrib": text}, "$inc": {"rev": 1}}
         )
         if result.matched_count == 0:
             continue
         await move(contribution.minus(Contribution.decode(doc.get("contrib"))))
-        return
+        return True
     raise RuntimeError(f"{collection.name} {doc_id} kept changing under the projection")
 
 

@@ -46,6 +46,7 @@ ENTRY_TYPES = ["crm.opportunity.created", *MOVE_TYPES]
 # The three rollup collections (fewer collections: fewer writes per event).
 CUSTOMERS = "roll_customers"  # (field, value, owner, department); field "*": count, QUALITY: missing fields
 QUALITY = "*quality"
+PLACEHOLDER = "placeholder"  # the status of a customer only referred to so far (projection.note_reference)
 REUSE = "_reuse"  # on a customer copy being written: its reach and last touch, known unchanged
 DEALS = "roll_deals"  # (pipeline, owner, department, calendar day ordinal; 0 = the open stages now)
 TIME = "roll_time"  # (owner, department, UTC day), counters per quarter hour

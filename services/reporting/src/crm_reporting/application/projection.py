@@ -31,6 +31,7 @@ from crm_reporting.adapters.rollups import DAY_MS, Batch, Contribute, Contributi
 from crm_reporting.application.contributions import (
     CUSTOMER_UPDATE_TYPES,
     ENTRY_TYPES,
+    PLACEHOLDER,
     REUSE,
     Contributions,
     fact_counters,
@@ -188,7 +189,7 @@ class Projection:
         rules = Contributions(models, self.required_fields, batch)
         try:
             if t.startswith("crm.customer."):
-                await self._customer_state(models, rules, envelope, state)
+                await self._customer_state(models, rules, envelope, state, fact)
             elif t.startswith("crm.opportunity."):
                 assert state is not None
                 await self._opportunity_state(models, rules, envelope, state, fact)
@@ -259,12 +260,22 @@ class Projection:
         return customer_state(snapshot)
 
     async def _customer_state(
-        self, models: ReadModels, rules: Contributions, envelope: EventEnvelope, state: Document | None
+        self, models: ReadModels, rules: Contributions, envelope: EventEnvelope, state: Document | None, fact: Document
     ) -> None:
         assert state is not None
         t = envelope.type
 
         def reuse(prev: Document | None, doc: Document) -> None:
+            if prev is None and t == cev.CUSTOMER_CREATED.name and models.tracks_references:
+                # No copy yet, not even a placeholder: nothing has referred to this customer
+                # (no interaction, no customer merged into it), so its reach is that of the
+                # contacts it was created with and it has no interaction: nothing to gather.
+                current = doc.get("contact_ids")
+                reach = any(
+                    c["reach"] for c in fact.get("contacts") or [] if current is None or c["contact_id"] in current
+                )
+                doc[REUSE] = {"reach": reach, "touch_ms": -1}
+                return
             # A profile change keeps the customer's reach (its contacts) and last interaction.
             if (
                 prev is not None
@@ -292,7 +303,8 @@ class Projection:
         # (whichever of the two events arrives first): re-derive that one.
         root = await survivor(models, state["_id"])
         if root is not None and root != state["_id"]:
-            await reconcile(rules.batch.add, models.customers, root, rules.customer)
+            if not await reconcile(rules.batch.add, models.customers, root, rules.customer):
+                await note_reference(models, root)  # merged into a customer not known yet
 
     def _opportunity(self, envelope: EventEnvelope, fact: Document) -> Document:
         o = pev.OpportunitySnapshot.model_validate(envelope.data["opportunity"])
@@ -394,14 +406,18 @@ class Projection:
             return
         if was is None and now is not None:
             root = await survivor(models, now[0])
-            if root is not None:
+            if root is None:
+                await note_reference(models, now[0])  # an interaction before its customer
+            else:
                 await models.customers.update_one(
                     {"_id": root, "touch_ms": {"$lt": now[1]}}, {"$set": {"touch_ms": now[1]}, "$inc": {"rev": 1}}
                 )
             return
         for customer_id in {x[0] for x in (was, now) if x is not None}:
             root = await survivor(models, customer_id)
-            if root is not None:
+            if root is None:
+                await note_reference(models, customer_id)
+            else:
                 await reconcile(rules.batch.add, models.customers, root, rules.customer)
 
     async def _followed_by_update(self, models: ReadModels, rules: Contributions, customer_id: str, t: int) -> None:
@@ -412,6 +428,17 @@ class Projection:
             occurred = doc.get("occurred_ms")
             if occurred is not None and occurred <= t <= occurred + DAY_MS:
                 await reconcile(rules.batch.add, models.interactions, doc["_id"], rules.interaction)
+
+
+async def note_reference(models: ReadModels, customer_id: str) -> None:
+    """Something refers to a customer this projection has no copy of yet: leave a placeholder,
+    so that when the customer's own events arrive their copy is derived in full (its reach and
+    last interaction gathered) rather than taken as new. It counts in no report: its status is
+    none of the customer statuses, and its first event replaces it."""
+    if not customer_id:
+        return
+    placeholder = {"customer_id": customer_id, "status": PLACEHOLDER, "merged_into": "", "owner_id": "", "rev": 0}
+    await models.customers.update_one({"_id": customer_id}, {"$setOnInsert": placeholder}, upsert=True)
 
 
 def _touch(doc: Document | None) -> tuple[str, int] | None:

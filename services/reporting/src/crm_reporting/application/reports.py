@@ -22,7 +22,15 @@ from zoneinfo import ZoneInfo
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, dec_, enc, timed_counters, unscaled
-from crm_reporting.application.contributions import CUSTOMERS, DEALS, DISTRIBUTION_FIELDS, QUALITY, TIME, find_in
+from crm_reporting.application.contributions import (
+    CUSTOMERS,
+    DEALS,
+    DISTRIBUTION_FIELDS,
+    PLACEHOLDER,
+    QUALITY,
+    TIME,
+    find_in,
+)
 from crm_reporting.application.scope import Scope
 from crm_reporting.domain.money import dec, money, ratio
 from crm_reporting.domain.periods import Bucket, Period, bucket_of, local_day
@@ -462,7 +470,7 @@ async def timeline(
     models: ReadModels, scope: Scope, customer_id: str, limit: int, cursor: str | None, tz: ZoneInfo
 ) -> Document:
     customer = await models.customers.find_one({"_id": customer_id})
-    if customer is None or customer.get("status") == "purged":
+    if customer is None or customer.get("status") in ("purged", PLACEHOLDER):
         raise NotFound(f"Customer {customer_id} is not known to reporting.")
     in_pool = customer.get("in_pool") and customer.get("status") == "active"
     if not in_pool and not scope.principal.can_see_owned(customer.get("owner_id"), customer.get("department_path")):
