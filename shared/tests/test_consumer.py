@@ -93,6 +93,30 @@ async def test_apply_once_applies_an_event_once(db):
     assert (await counters.find_one({"_id": "c1"}))["n"] == 2
 
 
+async def test_apply_once_likely_new_inserts_without_reading_and_falls_back_when_it_exists(db):
+    """The insert-first path: a new document in one command; an existing one (made by another
+    event first) or a repeated event gives the same outcome as the read-and-replace path."""
+    counters = db["counters_new"]
+
+    def bump(doc: dict | None) -> dict:
+        doc = doc or {"n": 0}
+        doc["n"] += 1
+        return doc
+
+    first = uuid.uuid4().hex
+    assert await apply_once(counters, "fresh", first, bump, likely_new=True)
+    assert (await counters.find_one({"_id": "fresh"}))["n"] == 1
+    assert not await apply_once(counters, "fresh", first, bump, likely_new=True)  # repeated: no-op
+    assert await apply_once(counters, "fresh", uuid.uuid4().hex, bump, likely_new=True)  # exists: applied on it
+    doc = await counters.find_one({"_id": "fresh"})
+    assert doc["n"] == 2 and len(doc["applied_events"]) == 2 and doc["rev"] == 2
+    # Several "creating" events at once for one new document: each applied exactly once.
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    results = await asyncio.gather(*(apply_once(counters, "raced", i, bump, likely_new=True) for i in ids))
+    assert results == [True] * 5
+    assert (await counters.find_one({"_id": "raced"}))["n"] == 5
+
+
 @pytest.fixture(scope="module")
 async def running(backend: Backend, db: Any) -> AsyncIterator[dict[str, Any]]:
     """One broker with a consumer whose handler does real work in MongoDB and can be told to fail."""

@@ -257,12 +257,29 @@ async def apply_once(
     doc_id: Any,
     event_id: str,
     change: Callable[[Document | None], Document | None],
+    *,
+    likely_new: bool = False,
 ) -> bool:
     """Apply ``change`` to one document at most once per event id, recorded in that same document.
 
     ``change`` gets the current document (None if absent) and returns the new one (None: skip).
     The write is a replace guarded by the document's ``rev``, retried if someone else wrote first.
+    ``likely_new`` (e.g. the event that creates the aggregate): try the insert first, without
+    reading; if the document exists after all, the insert fails on its ``_id`` and the usual
+    read-and-replace follows, so the outcome is the same, for one command instead of two.
     """
+    if likely_new:
+        first = change(None)
+        if first is None:
+            return False
+        first["_id"] = doc_id
+        first["applied_events"] = [event_id]
+        first["rev"] = 1
+        try:
+            await collection.insert_one(first)
+            return True
+        except DuplicateKeyError:
+            pass
     for _ in range(8):
         current = await collection.find_one({"_id": doc_id})
         applied: list[str] = list((current or {}).get("applied_events", []))

@@ -111,3 +111,5 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
             costs[envelope.type] = consumer_commands() - before
     assert_indexed(capture)
     print("pool store commands per event:", costs)
+    # A new customer's cost, pinned (issue 13 counts every consumer's commands per create).
+    assert costs["crm.customer.created"] <= 2, costs

@@ -114,14 +114,21 @@ class ClockProjection:
             self._cached = (now, await self.repo.live_rules(), await self.repo.stage_positions())
         return self._cached[1], self._cached[2]
 
-    async def _apply(self, customer_id: str, event_id: str, change: Callable[[Document], Document | None]) -> bool:
+    async def _apply(
+        self,
+        customer_id: str,
+        event_id: str,
+        change: Callable[[Document], Document | None],
+        *,
+        likely_new: bool = False,
+    ) -> bool:
         rules, positions = await self._context()
 
         def decide(current: Document | None) -> Document | None:
             clock = change(current or new_clock(customer_id))
             return None if clock is None else schedule(clock, due(clock, rules, positions))
 
-        return await apply_once(self.repo.clocks, customer_id, event_id, decide)
+        return await apply_once(self.repo.clocks, customer_id, event_id, decide, likely_new=likely_new)
 
     # --- customers ---------------------------------------------------------------------
 
@@ -139,7 +146,10 @@ class ClockProjection:
                 clock["owner_version"] = envelope.aggregateversion
             return clock
 
-        await self._apply(event.customer_id, envelope.id, change)
+        # A customer's clock is usually new with its created event (an interaction or an
+        # opportunity that arrived first may have made it already: then the insert fails over).
+        created = envelope.type == customer_events.CUSTOMER_CREATED.name
+        await self._apply(event.customer_id, envelope.id, change, likely_new=created)
 
     # --- interactions -----------------------------------------------------------------------
 
