@@ -169,6 +169,11 @@ async def test_per_rep_limit_on_create_and_claim(client, customers_settings, cus
     body = over.json()
     assert body["held"] == limit and body["limit"] == limit and body["owner_id"] == rep.id
     assert await customers_db["customers"].count_documents({"owner_id": rep.id}) == limit
+    # A full rep entering a customer that exists already hears that it exists, not about the limit.
+    taken = await client.post("/v1/customers", json={"kind": "company", "name": results[2].json()["name"]},
+                              headers=rep.headers)  # fmt: skip
+    assert taken.status_code == 409 and taken.json()["type"].endswith("duplicate"), taken.text
+    assert taken.json()["existing"][0]["customer_id"] == results[2].json()["id"]
 
     # Claiming from the pool counts too.
     other = User(f"/{unique('d')}")

@@ -99,6 +99,15 @@ class Customers:
                 extra={"owner_id": owner_id, "held": held, "limit": self.settings.max_customers_per_rep},
             )
 
+    async def _exact_matches(self, doc: Document) -> list[Document]:
+        return await self.repo.exact_matches(
+            kind=doc["kind"],
+            name_normalised=doc["name_normalised"],
+            uscc=doc.get("uscc"),
+            phones=doc["match_phones"],
+            emails=doc["match_emails"],
+        )
+
     @staticmethod
     def _unique_violation(exc: DuplicateKeyError, doc: Document) -> Duplicate:
         field = "uscc" if "uscc" in str(exc) else "name"
@@ -121,15 +130,8 @@ class Customers:
         doc = rules.new_customer(data, principal, now, idempotency.record_id if idempotency else None)
         if idempotency is not None:
             idempotency.stamp(doc)
-        matches = await self.repo.exact_matches(
-            kind=doc["kind"],
-            name_normalised=doc["name_normalised"],
-            uscc=doc.get("uscc"),
-            phones=doc["match_phones"],
-            emails=doc["match_emails"],
-        )
-        if matches:
-            raise self._duplicate_error(doc, matches)
+        # No duplicate lookup up front: claiming the keys in insert_new is the check (a key held by
+        # a live customer refuses the create with that customer's details), one command instead of two.
         event = self._event(
             ev.CUSTOMER_CREATED,
             doc,
@@ -140,7 +142,15 @@ class Customers:
             principal.user_id,
         )
         async with self.repo.owner_lock(doc["owner_id"]) as holding:
-            await self._check_owner_limit(holding)
+            try:
+                await self._check_owner_limit(holding)
+            except Conflict:
+                # A full owner entering a customer that exists already: "it exists, owned by …"
+                # tells them more than the limit does (and the limit changes nothing about it).
+                matches = await self._exact_matches(doc)
+                if matches:
+                    raise self._duplicate_error(doc, matches) from None
+                raise
             try:
                 stored = await self.repo.insert_new(doc, [event])
                 holding.took()
