@@ -62,11 +62,13 @@ class Failed(Exception):
 
 
 @contextmanager
-def stack(backend: Backend, log_dir: Path) -> Iterator[dict[str, ServiceSpec]]:
-    """Directory, customers and console as real processes on fresh databases; stopped after."""
+def stack(
+    backend: Backend, log_dir: Path, names: tuple[str, ...] = ("directory", "customers", "console")
+) -> Iterator[dict[str, ServiceSpec]]:
+    """The services ``names`` (the console last) as real processes on fresh databases; stopped after."""
     specs: dict[str, ServiceSpec] = {}
     with ExitStack() as started:
-        for name in ("directory", "customers", "console"):
+        for name in names:
             spec = next(s for s in SERVICES if s.name == name)
             spec = dataclasses.replace(spec, http_port=free_port(), database=f"bench_{name}_{uuid.uuid4().hex[:6]}")
             env = service_env(
@@ -86,7 +88,7 @@ def stack(backend: Backend, log_dir: Path) -> Iterator[dict[str, ServiceSpec]]:
             }
             env |= {f"CRM_CONSOLE_{n.upper()}_URL": s.url() for n, s in specs.items()}
             if name == "console":
-                # Its /readyz asks every service, and only two run here: wait for /healthz.
+                # Its /readyz asks every service, and not all may run here: wait for /healthz.
                 process = ManagedProcess(name, [sys.executable, "-m", spec.module], log_dir / f"{name}.log", env=env)
                 started.callback(process.stop)
                 wait_until(
