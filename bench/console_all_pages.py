@@ -74,7 +74,8 @@ async def activity(http: httpx.AsyncClient, specs: dict[str, ServiceSpec], rep: 
         }
         await until_ok(lambda b=body: http.post(f"{interactions}/v1/interactions", json=b, headers=headers), "log")
     for i in range(20):
-        body = {"customer_id": ids[i % 10], "title": f"回访 {i}", "due_at": (now + timedelta(hours=3 * i + 1)).isoformat()}
+        due = (now + timedelta(hours=3 * i + 1)).isoformat()
+        body = {"customer_id": ids[i % 10], "title": f"回访 {i}", "due_at": due}
         await until_ok(lambda b=body: http.post(f"{interactions}/v1/tasks", json=b, headers=headers), "task")
     return ids
 
@@ -84,7 +85,7 @@ async def time_pages(
 ) -> tuple[dict[str, list[float]], dict[str, str]]:
     took: dict[str, list[float]] = {label: [] for label in pages}
     failed: dict[str, str] = {}
-    for label, path in pages.items():  # warm-up: caches of names and pickers, connections
+    for path in pages.values():  # warm-up: caches of names and pickers, connections
         await client.get(path)
     for _ in range(rounds):
         for label, path in pages.items():
