@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
 from crm_platform.clock import ManualClock, SystemClock
+from crm_platform.devstack.processes import free_port
 from crm_platform.errors import PreconditionFailed, ValidationFailed
 from crm_platform.events import EventEnvelope, define
 from crm_platform.kafka import broker_publisher, ensure_topics
@@ -457,3 +459,79 @@ async def test_the_aggregates_the_broker_acknowledged_are_cleared_the_others_kep
     assert [r.event["aggregateversion"] for r in got] == [1, 2]
     assert len(await events.wait_for(1, subject=good)) == 1
     await retry.stop()
+
+
+class StoreLink:
+    """A TCP relay between the outbox relay's client and the store, which the test cuts and restores:
+    the store unreachable for the relay alone, while the writers still reach it."""
+
+    def __init__(self, target: str) -> None:
+        address = urlsplit(target)
+        self._target = (address.hostname or "127.0.0.1", address.port or 27017)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        store_reader, store_writer = await asyncio.open_connection(*self._target)
+        self._writers.update({client_writer, store_writer})
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.transport.abort()
+
+        await asyncio.gather(pipe(client_reader, store_writer), pipe(store_reader, client_writer))
+
+
+async def test_events_written_while_the_relays_store_is_unreachable_leave_once_it_is_back(backend, db, broker, events):
+    link = StoreLink(backend.mongo_url)
+    await link.up()
+    client = AsyncMongoClient(link.url, tz_aware=True, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+    name = db.name
+    relay = OutboxRelay(
+        [client[name]["store_down"]], broker_publisher(broker), clock, poll_seconds=0.1, retry_max_seconds=0.5
+    )
+    store = VersionedStore(db["store_down"], clock, wake_relay=relay.wake)
+    try:
+        relay.start()
+        first = uuid.uuid4().hex
+        await store.insert({"_id": first, "n": 0}, [event(first, 0, 1)])
+        await events.wait_for(1, subject=first)
+        await link.down()  # the relay's store is gone; writes through another connection go on
+        aggregate = uuid.uuid4().hex
+        await store.insert({"_id": aggregate, "n": 0}, [event(aggregate, 0, 1)])
+        await eventually(lambda: relay.last_error, timeout=30, message="the relay notices the store is gone")
+        await asyncio.sleep(0.5)
+        assert (await db["store_down"].find_one({"_id": aggregate}))["outbox"], "the event waits in the outbox"
+        assert not events.matching(subject=aggregate), "nothing published without the store"
+        await link.up()
+
+        async def drained() -> bool:
+            return (await db["store_down"].find_one({"_id": aggregate}))["outbox"] == []
+
+        await eventually(drained, timeout=30, message="outbox drained once the store is back")
+        got = await events.wait_for(1, subject=aggregate)
+        assert [r.event["aggregateversion"] for r in got] == [1]
+    finally:
+        await relay.stop()
+        await link.down()
+        await client.close()
