@@ -1,5 +1,6 @@
 """Departments over the directory, as the tree people think in: create under a parent, rename
-(``PATCH`` with If-Match, the version read from the flat list), move under another parent."""
+(``PATCH`` with If-Match, the version read from the flat list), move under another parent, delete
+an empty one (the directory refuses, with 409 and why, while users or sub-departments are in it)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,17 @@ async def move(request: Request, department_id: str, client: Annotated[Api, Depe
         problem.errors = problem.errors or [{"field": "parent_id", "reason": problem.detail or problem.title}]
         return await _page(request, client, problem=problem, failed=department_id)
     return RedirectResponse("/admin/departments?done=moved", status_code=303)
+
+
+@router.post("/{department_id}/delete", include_in_schema=False)
+async def delete(request: Request, department_id: str, client: Annotated[Api, Depends(api)]) -> Response:
+    form = await form_of(request)
+    try:
+        await client.send(
+            "directory", "DELETE", f"/v1/departments/{department_id}", headers=if_match(form.get("version", 0))
+        )
+    except UpstreamProblem as problem:
+        if problem.status != 409:  # not empty: shown at the department, with the service's reason
+            raise
+        return await _page(request, client, problem=problem, failed=department_id)
+    return RedirectResponse("/admin/departments?done=deleted", status_code=303)
