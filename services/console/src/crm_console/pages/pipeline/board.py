@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console.customer_names import customer_names
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, is_htmx, render
 
@@ -124,7 +125,14 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
         "clear_dialog": False,
     }
     if pipeline is None:
-        return defaults | {"pipelines": [], "pipeline": None, "columns": [], "total": 0, "truncated": False}
+        return defaults | {
+            "pipelines": [],
+            "pipeline": None,
+            "columns": [],
+            "total": 0,
+            "truncated": False,
+            "customer_names": {},
+        }
     page = await client.get(
         "pipeline", "/v1/opportunities", params={"pipeline_id": pipeline["id"], "limit": BOARD_LIMIT}
     )
@@ -136,6 +144,7 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
         "truncated": bool(page.get("next_cursor")),
         "money": grouped,
         "total": len(items),
+        "customer_names": await customer_names(client, (o.get("customer_id") for o in items)),
     }
 
 
