@@ -62,6 +62,7 @@ REASONS = (
     Reason("owner_limit", "conflict", frozenset({"held", "limit"})),
     Reason("claim_cooldown", "conflict", frozenset({"cooldown_days", "claimable_from"})),
     Reason("claim_department_only", "forbidden", frozenset({"claim_scope", "department_path"})),
+    Reason("customer_exists", "duplicate", frozenset({"existing"})),
     Reason("stages_in_use", "conflict", frozenset({"stages_in_use"})),
     Reason("wrong_status", "conflict", frozenset({"current_status"})),
 )

@@ -113,6 +113,10 @@ class Api:
         self.console = console(request)
         self.session = session
 
+    def problem_text(self, problem: UpstreamProblem) -> str:
+        """A service's refusal in this user's language (:mod:`crm_console.problems`)."""
+        return explain(problem, self.session.language, self.console.catalogue)
+
     async def get(self, service: str, path: str, params: dict[str, Any] | None = None) -> Any:
         response = await self.send(service, "GET", path, params=params)
         return response.json()

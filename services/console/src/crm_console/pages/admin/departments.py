@@ -65,7 +65,7 @@ async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Resp
         if problem.status not in (409, 422):
             raise
         if problem.status == 409:
-            problem.errors = [{"field": "id", "reason": problem.detail or problem.title}]
+            problem.errors = [{"field": "id", "reason": client.problem_text(problem)}]
         return await _page(request, client, values=body, problem=problem, failed="create")
     return RedirectResponse("/admin/departments?done=created", status_code=303)
 
@@ -102,7 +102,7 @@ async def move(request: Request, department_id: str, client: Annotated[Api, Depe
     except UpstreamProblem as problem:
         if problem.status not in (409, 422):
             raise
-        problem.errors = problem.errors or [{"field": "parent_id", "reason": problem.detail or problem.title}]
+        problem.errors = problem.errors or [{"field": "parent_id", "reason": client.problem_text(problem)}]
         return await _page(request, client, problem=problem, failed=department_id)
     return RedirectResponse("/admin/departments?done=moved", status_code=303)
 

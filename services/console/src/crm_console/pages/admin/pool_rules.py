@@ -106,7 +106,7 @@ async def create_rule(request: Request, client: Annotated[Api, Depends(api)]) ->
         if problem.status not in (409, 422):
             raise
         if problem.status == 409:
-            problem.errors = problem.errors or [{"field": "department_path", "reason": problem.detail or problem.title}]
+            problem.errors = problem.errors or [{"field": "department_path", "reason": client.problem_text(problem)}]
         return await _form(request, client, None, body, problem=problem)
     return RedirectResponse(f"/admin/pool-rules/{created.json()['rule_id']}?done=created", status_code=303)
 

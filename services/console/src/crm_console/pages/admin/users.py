@@ -83,7 +83,7 @@ async def create_user(request: Request, client: Annotated[Api, Depends(api)]) ->
         if problem.status not in (409, 422):
             raise
         if problem.status == 409:  # the email is taken: say so at the email field
-            problem.errors = [{"field": "email", "reason": problem.detail or problem.title}]
+            problem.errors = [{"field": "email", "reason": client.problem_text(problem)}]
         return await _new_form(request, client, {**values, "password": ""}, problem)
     return RedirectResponse(f"/admin/users/{created.json()['id']}?done=created", status_code=303)
 

@@ -36,7 +36,7 @@ async def save(
     except UpstreamProblem as problem:
         if problem.status not in (409, 422):
             raise
-        reason = problem.field_errors().get("name") or problem.detail or problem.title
+        reason = problem.field_errors().get("name") or client.problem_text(problem)
         return await render_list(request, client, query, {"view_error": reason, "view_name": name}, 422)
     return RedirectResponse(f"/customers?{query.query_string()}&saved=1", status_code=303)
 

@@ -118,10 +118,10 @@ def field_errors(problem: UpstreamProblem) -> dict[str, str]:
     return out
 
 
-def refusal(problem: UpstreamProblem) -> dict[str, str]:
-    """What the page says when a service refuses an action."""
+def refusal(client: Api, problem: UpstreamProblem) -> dict[str, str]:
+    """What the page says when a service refuses an action (the service's reason in the user's language)."""
     reason = REFUSALS.get(problem.status, "failed")
-    return {"kind": "error", "key": f"customers_detail.refused.{reason}", "detail": problem.detail or problem.title}
+    return {"kind": "error", "key": f"customers_detail.refused.{reason}", "detail": client.problem_text(problem)}
 
 
 async def read_customer(client: Api, customer_id: str) -> tuple[dict[str, Any], str]:
@@ -272,7 +272,7 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
             client,
             customer_id,
             source,
-            notice=refusal(problem),
+            notice=refusal(client, problem),
             status_code=problem.status,
             log_channel=body["channel"],
             log_values=dict(form),
@@ -297,7 +297,7 @@ async def create_task(request: Request, customer_id: str, client: Client) -> Res
             client,
             customer_id,
             source,
-            notice=refusal(problem),
+            notice=refusal(client, problem),
             status_code=problem.status,
             task_values=dict(form),
             task_errors=field_errors(problem),
@@ -354,7 +354,7 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
             raise
         values = {k: str(v) for k, v in form.items()}
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
-        notice = refusal(problem)
+        notice = refusal(client, problem)
         return edit_page(request, customer, etag, source, values, field_errors(problem), notice, problem.status)
     return back(customer_id, source, "saved")
 
@@ -376,7 +376,7 @@ async def add_contact(request: Request, customer_id: str, client: Client) -> Res
             client,
             customer_id,
             source,
-            notice=refusal(problem),
+            notice=refusal(client, problem),
             status_code=problem.status,
             contact_values=dict(form),
             contact_errors=field_errors(problem),
@@ -435,7 +435,7 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
         customer = {"id": customer_id, "name": str(form.get("customer_name") or "")}
         values = {**dict(form), "contact_id": contact_id, "is_primary": form.get("is_primary") == "on"}
         return contact_page(
-            request, customer, etag, source, values, field_errors(problem), refusal(problem), problem.status
+            request, customer, etag, source, values, field_errors(problem), refusal(client, problem), problem.status
         )
     return back(customer_id, source, "contact_saved")
 
@@ -481,7 +481,7 @@ async def _act(
         if problem.status not in REFUSALS or problem.status == 404:
             raise
         return await detail_page(
-            request, client, customer_id, source, notice=refusal(problem), status_code=problem.status
+            request, client, customer_id, source, notice=refusal(client, problem), status_code=problem.status
         )
     return back(customer_id, source, done)
 
@@ -536,9 +536,9 @@ async def copy(request: Request, customer_id: str, client: Client) -> Response:
         if problem.status not in (403, 409, 422):
             raise
         customer, _ = await read_customer(client, customer_id)
-        errors = field_errors(problem) or ({"name": problem.detail or problem.title} if problem.status == 409 else {})
+        errors = field_errors(problem) or ({"name": client.problem_text(problem)} if problem.status == 409 else {})
         context: dict[str, Any] = {"customer": customer, "source": source, "name": name, "field_errors": errors}
-        context |= {"detail_url": detail_url, "notice": refusal(problem)}
+        context |= {"detail_url": detail_url, "notice": refusal(client, problem)}
         return render(request, "customers_detail/copy.html", context, status_code=problem.status)
     return back(str(response.json()["id"]), "", "copied")
 

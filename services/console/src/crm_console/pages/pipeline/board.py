@@ -231,7 +231,7 @@ async def _fill_in(client: Api, opportunity_id: str, form: MoveForm, attempt: At
         except UpstreamProblem as problem:
             if problem.status not in (409, 422):
                 raise
-            attempt.message = problem.detail or problem.title
+            attempt.message = client.problem_text(problem)
 
 
 def version_of(response: httpx.Response) -> int:
@@ -311,9 +311,9 @@ async def move(
         elif problem.status == 422:
             dialog["kind"] = "reason" if stage["kind"] in ("won", "lost") else "problem"
             dialog["field_errors"] |= problem.field_errors()
-            dialog["detail"] = problem.detail or problem.title
+            dialog["detail"] = client.problem_text(problem)
         elif problem.status == 409:
-            dialog["detail"] = problem.detail or problem.title
+            dialog["detail"] = client.problem_text(problem)
         else:
             raise
         return await _answer(request, client, form, dialog)

@@ -116,7 +116,7 @@ async def reschedule(
         )
     except UpstreamProblem as problem:
         if problem.status == 422:
-            reason = problem.field_errors().get("due_at") or problem.detail or problem.title
+            reason = problem.field_errors().get("due_at") or client.problem_text(problem)
             changes = {"field_errors": {"due_at": reason}, "problem_task": task_id}
             return await _after_change(request, client, chosen, changes, 422)
         if problem.status not in (409, 412):
