@@ -8,7 +8,6 @@ a change that did not happen.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -46,9 +45,6 @@ from crm_platform.store import Change
 Document = dict[str, Any]
 #: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
 JUST_CLAIMED = timedelta(minutes=10)
-# Lookups of many customers by id run this many store reads at once (the store serialises them
-# per database anyway; more would only queue there and delay other requests).
-LOOKUP_CONCURRENCY = 8
 #: What "copy" carries over to the new customer: the profile, never what identifies the original.
 COPIED_FIELDS = (
     "industry",
@@ -210,22 +206,18 @@ class Customers:
 
     async def lookup(self, principal: Principal, ids: Sequence[str]) -> list[Document]:
         """The customers among ``ids`` the caller may see (as :meth:`get` would answer), in the
-        order asked, each once. One ``_id`` lookup per id, a few at a time: ``$in`` scans the
-        whole collection on the embedded store, while an ``_id`` lookup is its cheapest read."""
+        order asked, each once, read in one command (``$in`` on ``_id`` is index-served)."""
         wanted = list(dict.fromkeys(ids))
-        gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
-
-        async def one(customer_id: str) -> Document | None:
-            async with gate:
-                doc = await self.repo.get(customer_id)
+        found = await self.repo.get_many(wanted)
+        out = []
+        for customer_id in wanted:
+            doc = found.get(customer_id)
             if doc is None or doc.get("status") == "purged" or not rules.can_view(principal, doc):
-                return None
+                continue
             if doc.get("status") == "deleted" and not (principal.is_admin or principal.is_manager):
-                return None
-            return doc
-
-        found = await asyncio.gather(*(one(customer_id) for customer_id in wanted))
-        return [doc for doc in found if doc is not None]
+                continue
+            out.append(doc)
+        return out
 
     # --- profile ---------------------------------------------------------------------
 
