@@ -263,3 +263,125 @@ async def test_a_failed_webhook_delivery_is_seen_and_replayed(
     await page.locator("#deliveries tr", has_text=subject).get_by_role("link").click()
     await expect(page.get_by_role("cell", name="HTTP 200")).to_be_visible()
     await expect(page.get_by_role("cell", name="HTTP 503").first).to_be_visible()
+
+
+async def test_an_admin_sets_a_new_password_for_a_user_who_lost_theirs(admin_page: Any, stack: Stack) -> None:
+    page = admin_page
+    forgetful = await stack.new_user(name=f"忘记密码 {unique('u')}")
+    await page.goto(f"/admin/users/{forgetful.id}")
+    await page.get_by_label("New password", exact=True).fill("short")
+    await page.get_by_role("button", name="Set a new password").click()
+    await expect(page.locator("#e-new_password")).to_contain_text("at least")  # the directory's policy, at the field
+    await page.get_by_label("New password", exact=True).fill("a brand new passphrase")
+    await page.get_by_role("button", name="Set a new password").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        "A new password is set; the user's open sessions are signed out."
+    )
+    async with httpx.AsyncClient(base_url=stack.urls["directory"]) as directory:
+        old = await directory.post("/v1/auth/token", json={"email": forgetful.email, "password": forgetful.password})
+        new = await directory.post(
+            "/v1/auth/token", json={"email": forgetful.email, "password": "a brand new passphrase"}
+        )
+        history = await directory.get(f"/v1/users/{forgetful.id}/history", headers=stack.admin_headers)
+    assert old.status_code == 401, old.text
+    assert new.status_code == 200, new.text
+    assert history.status_code == 200, history.text
+    assert any("password" in str(entry) for entry in history.json()), history.json()
+
+
+async def test_an_admin_deletes_an_empty_department_and_hears_why_a_full_one_stays(
+    admin_page: Any, stack: Stack
+) -> None:
+    page = admin_page
+    full, empty = unique("full"), unique("empty")
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        for department in (full, empty):
+            made = await directory.post(
+                "/v1/departments", json={"id": department, "name": f"部门 {department}", "parent_id": "hq"}
+            )
+            assert made.status_code == 201, made.text
+        member = await directory.post(
+            "/v1/users",
+            json={"email": f"{unique('m')}@example.com", "name": "成员", "roles": ["rep"], "department_id": full},
+        )
+        assert member.status_code == 201, member.text
+
+    await page.goto("/admin/departments")
+    node = page.locator(f"#dept-{full}")
+    await node.locator("summary").first.click()
+    await node.get_by_role("button", name="Delete").first.click()
+    await expect(page.locator("#problem")).to_have_text(
+        "The department is not empty: 0 sub-department(s) and 1 user(s), deactivated users included. "
+        "Move them out first."
+    )
+    await expect(page.locator(f"#dept-{full}")).to_be_visible()
+
+    node = page.locator(f"#dept-{empty}")
+    await node.locator("summary").first.click()
+    await node.get_by_role("button", name="Delete").first.click()
+    await expect(page.get_by_role("status")).to_have_text("Deleted.")
+    await expect(page.locator(f"#dept-{empty}")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        gone = await directory.get(f"/v1/departments/{empty}")
+        kept = await directory.get(f"/v1/departments/{full}")
+    assert gone.status_code == 404 or gone.json().get("status") == "deleted", gone.text
+    assert kept.status_code == 200 and kept.json().get("status", "active") == "active", kept.text
+
+
+async def test_an_admin_deletes_a_pool_rule(admin_page: Any, stack: Stack) -> None:
+    page = admin_page
+    name = f"删除的规则 {unique('r')}"
+    async with httpx.AsyncClient(base_url=stack.urls["pool"], headers=stack.admin_headers) as pool:
+        made = await pool.post(
+            "/v1/pool/rules",
+            json={"name": name, "department_path": f"/hq/{unique('d')}", "no_interaction_days": 30},
+        )
+        assert made.status_code == 201, made.text
+    rule_id = made.json()["rule_id"]
+
+    await page.goto("/admin/pool-rules")
+    await page.get_by_role("row", name=name).get_by_role("link").first.click()
+    await page.get_by_role("button", name="Delete this rule").click()
+    await expect(page.get_by_role("status")).to_have_text("Deleted.")
+    await expect(page.get_by_role("row", name=name)).to_have_count(0)
+    async with httpx.AsyncClient(base_url=stack.urls["pool"], headers=stack.admin_headers) as pool:
+        listed = await pool.get("/v1/pool/rules", params={"include_deleted": "true"})
+    assert [r.get("deleted") for r in listed.json() if r["rule_id"] == rule_id] == [True], listed.text
+
+
+async def test_an_admin_edits_a_webhook(admin_page: Any, stack: Stack) -> None:
+    page = admin_page
+    async with httpx.AsyncClient(base_url=stack.urls["notifications"], headers=stack.admin_headers) as hooks:
+        made = await hooks.post(
+            "/v1/webhooks",
+            json={
+                "url": "http://127.0.0.1:9/old",
+                "event_types": ["crm.customer.created"],
+                "description": "旧",
+                "enabled": False,
+            },
+        )
+        assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+
+    await page.goto(f"/admin/webhooks/{hook_id}")
+    await page.get_by_text("Change URL, event types or description").click()
+    edit = page.locator("#hook-edit")
+    await edit.get_by_label("Receiver URL").fill("ftp://127.0.0.1/new")
+    await edit.get_by_role("button", name="Save").click()
+    await expect(page.locator("#hook-edit #e-url")).to_be_visible()  # refused at the field, the rest kept
+    await expect(page.locator("#hook-edit").get_by_label("Description")).to_have_value("旧")
+    edit = page.locator("#hook-edit")
+    await edit.get_by_label("Receiver URL").fill("http://127.0.0.1:9/new")
+    await edit.get_by_label("Event types").fill("crm.customer.*, crm.opportunity.won")
+    await edit.get_by_label("Description").fill("ERP 新地址")
+    await edit.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_have_text("Saved.")
+    await expect(page.locator("#hook-url")).to_have_text("http://127.0.0.1:9/new")
+    await expect(page.locator("#hook-description")).to_have_text("ERP 新地址")
+    async with httpx.AsyncClient(base_url=stack.urls["notifications"], headers=stack.admin_headers) as hooks:
+        saved = (await hooks.get(f"/v1/webhooks/{hook_id}")).json()
+    assert saved["url"] == "http://127.0.0.1:9/new"
+    assert saved["event_types"] == ["crm.customer.*", "crm.opportunity.won"]
+    assert saved["description"] == "ERP 新地址"
+    assert saved["version"] == made.json()["version"] + 1

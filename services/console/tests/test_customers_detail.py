@@ -364,8 +364,8 @@ async def test_the_page_in_chinese(stack: Stack, page: Any) -> None:
 def test_forms_turn_typed_text_into_api_bodies() -> None:
     from starlette.datastructures import FormData
 
+    from crm_console.pages.customers.query import ListQuery, api_list_params
     from crm_console.pages.customers_detail import forms
-    from crm_console.pages.customers_detail.routes import list_filters
 
     patch = forms.profile_patch(
         {"name": " 甲 ", "phones": "+8613800138000，+8613900139000\n", "tier": "", "address.city": "杭州"}, "company"
@@ -378,4 +378,12 @@ def test_forms_turn_typed_text_into_api_bodies() -> None:
     assert note["content"] == "记一笔" and "summary" not in note
     call = forms.interaction_body("c1", FormData([("channel", "phone"), ("duration_minutes", "5")]), "UTC")
     assert call["direction"] == "out" and call["duration_seconds"] == 300 and call["contact_ids"] == []
-    assert list_filters("q=abc&tier=A&cursor=xyz&sort=name&junk=1") == {"q": "abc", "tier": "A", "sort": "name"}
+    assert api_list_params("q=abc&tier=A&cursor=xyz&sort=name&junk=1") == {"q": "abc", "tier": "A", "sort": "name"}
+    assert api_list_params("district=西湖区&email=a@b.cn&followed_up_from=x") == {
+        "district": "西湖区",
+        "email": "a@b.cn",
+        "followed_up_from": "x",
+    }
+    # What a row links with (the list's API spelling) is what the customer page passes on, whole.
+    listed = ListQuery.parse("q=甲&tier=A&created_from=2026-12-01&s1=name&d1=desc&cursor=c", "Asia/Shanghai")
+    assert api_list_params(listed.from_query()) == listed.api_filters()

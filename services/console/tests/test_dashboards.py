@@ -1,6 +1,7 @@
 """Dashboards journeys: a manager sees the five charts drawn from the reporting service's figures
-(seeded through the customers and pipeline APIs), filters them, downloads a chart's CSV; a rep is
-refused."""
+(seeded through the customers and pipeline APIs), filters them, downloads a chart's CSV; the
+activity chart counts interactions logged through the interactions API, per rep and channel; a
+rep is refused."""
 
 from __future__ import annotations
 
@@ -156,3 +157,69 @@ async def test_a_department_outside_the_managers_subtree_is_refused_on_each_char
         "you may only see your own department and the departments below it"
     )
     await expect(page.locator("#h-funnel")).to_be_visible()
+
+
+async def log_interactions(stack: Stack, rep: User, bodies: list[dict[str, Any]]) -> None:
+    """A customer of the rep and the interactions logged on it (once the interactions service knows it)."""
+    headers = {"Authorization": f"Bearer {await stack.token_for(rep)}"}
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=headers) as customers:
+        created = await customers.post("/v1/customers", json={"kind": "company", "name": f"跟进客户 {unique('c')}"})
+        assert created.status_code == 201, created.text
+    customer_id = created.json()["id"]
+    now = datetime.now(ZoneInfo("Asia/Shanghai")).isoformat()
+    async with httpx.AsyncClient(base_url=stack.urls["interactions"], headers=headers) as interactions:
+        for body in bodies:
+            sent = {"customer_id": customer_id, "occurred_at": now, **body}
+
+            async def logged(sent: dict[str, Any] = sent) -> bool:
+                answer = await interactions.post("/v1/interactions", json=sent)
+                assert answer.status_code in (201, 422), answer.text  # 422: the customer is not known yet
+                return answer.status_code == 201
+
+            await eventually(logged, timeout=30, interval=0.3, message="interaction logged")
+
+
+async def test_the_activity_chart_shows_each_reps_logged_interactions_per_channel(page: Any, stack: Stack) -> None:
+    manager = await stack.new_user(roles=["manager"])
+    caller = await stack.new_user(name=f"电话销售 {unique('r')}")
+    visitor = await stack.new_user(name=f"外勤销售 {unique('r')}")
+    phone = {"channel": "phone", "direction": "out", "summary": "介绍产品"}
+    await log_interactions(stack, caller, [phone, phone, {"channel": "note", "content": "客户要报价单"}])
+    await log_interactions(stack, visitor, [{"channel": "visit", "location": "上海", "summary": "现场演示"}])
+    manager_headers = {"Authorization": f"Bearer {await stack.token_for(manager)}"}
+    expected = {(caller.name, "phone"): 2, (caller.name, "note"): 1, (visitor.name, "visit"): 1}
+
+    async def counted() -> bool:
+        async with httpx.AsyncClient(base_url=stack.urls["reporting"], headers=manager_headers) as reporting:
+            report = (await reporting.get("/v1/reports/activity")).json()
+        got: dict[tuple[str, str], int] = {}
+        for row in report.get("interactions", []):
+            key = (row["rep_name"], row["channel"])
+            got[key] = got.get(key, 0) + row["count"]
+        return all(got.get(key) == count for key, count in expected.items())
+
+    await eventually(counted, timeout=45, interval=0.5, message="reporting counted the interactions")
+
+    await sign_in(page, manager)
+    await page.wait_for_url("**/")
+    await page.goto("/dashboards")
+    await expect(page.locator("#chart-activity canvas")).to_be_visible()
+    option = await page.evaluate(
+        """() => {
+            const option = echarts.getInstanceByDom(document.getElementById('chart-activity')).getOption();
+            const series = option.series.map((s) => ({name: s.name, stack: s.stack, data: s.data}));
+            return {reps: option.xAxis[0].data, series: series};
+        }"""
+    )
+    reps: list[str] = option["reps"]
+    per_channel = {s["name"]: s["data"] for s in option["series"]}
+    assert {s["stack"] for s in option["series"]} == {"channels"}  # one bar per rep, stacked by channel
+    assert {"Phone", "Note", "Visit"} <= set(per_channel), per_channel
+    caller_at, visitor_at = reps.index(caller.name), reps.index(visitor.name)
+    assert per_channel["Phone"][caller_at] == 2
+    assert per_channel["Note"][caller_at] == 1
+    assert per_channel["Visit"][caller_at] == 0
+    assert per_channel["Visit"][visitor_at] == 1
+    assert per_channel["Phone"][visitor_at] == 0
+    assert sum(data[caller_at] for data in per_channel.values()) == 3
+    assert sum(data[visitor_at] for data in per_channel.values()) == 1

@@ -283,3 +283,40 @@ async def test_without_javascript_the_move_menu_and_the_requirements_dialog_stil
         await expect(column(page, "proposal").locator("li.card")).to_contain_text(deal)
     finally:
         await context.close()
+
+
+def upstream_calls(service: str, method: str) -> float:
+    """How many calls the console (in this process) has made to ``service`` with ``method``."""
+    from prometheus_client import REGISTRY
+
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name != "crm_console_upstream_seconds":
+            continue
+        for sample in metric.samples:
+            labels = sample.labels
+            if sample.name.endswith("_count") and labels["service"] == service and labels["method"] == method:
+                total += sample.value
+    return total
+
+
+async def test_kanban_cards_show_their_customer_from_one_lookup(page: Any, stack: Stack, user: User) -> None:
+    token = await stack.token_for(user)
+    names = [f"卡片客户{i} {unique('k')}" for i in range(3)]
+    customers = [await seed_customer(stack, token, name) for name in names]
+    deals = [f"项目{i} {unique('d')}" for i in range(3)]
+    for customer, deal in zip(customers, deals, strict=True):
+        await seed_opportunity(stack, token, customer, deal)
+    await seed_opportunity(stack, token, customers[0], f"二期 {unique('d')}")  # the same customer twice
+    await sign_in(page, user)
+    await page.wait_for_url("**/")
+
+    looked_up, read_one = upstream_calls("customers", "POST"), upstream_calls("customers", "GET")
+    await page.goto("/pipeline")
+    for customer, name, deal in zip(customers, names, deals, strict=True):
+        shown = card(page, deal).locator(".card-customer")
+        await expect(shown).to_have_text(name)
+        await expect(shown).to_have_attribute("href", f"/customers/{customer}")
+    # Four cards, three customers: one lookup for the page, no request per card.
+    assert upstream_calls("customers", "POST") - looked_up == 1
+    assert upstream_calls("customers", "GET") - read_one == 0

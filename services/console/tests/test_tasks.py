@@ -81,3 +81,33 @@ async def test_my_tasks_today_overdue_and_this_week_complete_and_reschedule(
     if new_due.isocalendar()[:2] == now.isocalendar()[:2]:  # the same ISO week
         await page.get_by_role("link", name="This week").click()
         await expect(page.locator("#task-list")).to_contain_text(visit)
+
+
+async def test_a_task_names_its_customer(page: Any, stack: Stack, user: User) -> None:
+    token = await stack.token_for(user)
+    name = f"待办客户 {unique('c')}"
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as customers:
+        created = await customers.post(
+            "/v1/customers", json={"kind": "company", "name": name}, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert created.status_code == 201, created.text
+    customer_id = created.json()["id"]
+    title = f"回访 {unique('t')}"
+    now = datetime.now(SHANGHAI)
+    # Due in 30 minutes: "today" in Shanghai unless this runs in the day's last half hour, so ask for the week.
+    body = {"title": title, "due_at": (now + timedelta(minutes=30)).isoformat(), "customer_id": customer_id}
+
+    async def task_created() -> bool:  # once the interactions service has heard of the customer
+        async with httpx.AsyncClient(base_url=stack.urls["interactions"]) as interactions:
+            answer = await interactions.post("/v1/tasks", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code in (201, 422), answer.text
+        return answer.status_code == 201
+
+    await eventually(task_created, timeout=30, interval=0.3, message="task created")
+
+    await sign_in(page, user)
+    await page.wait_for_url("**/")
+    await page.goto("/tasks?view=week")
+    link = page.locator("li.task", has_text=title).locator(".task-customer")
+    await expect(link).to_have_text(name)
+    await expect(link).to_have_attribute("href", f"/customers/{customer_id}")

@@ -165,6 +165,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/customers": P.customers_create,
         "GET /v1/customers": P.customers_view,
         "POST /v1/customers/duplicate-check": P.customers_view,
+        "POST /v1/customers/lookup": P.customers_view,
         "GET /v1/customers/export.csv": P.customers_export,
         "POST /v1/customers/import": P.customers_import,
         "GET /v1/customers/{customer_id}": P.customers_view,

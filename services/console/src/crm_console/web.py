@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from crm_console.i18n import Catalogue
+from crm_console.problems import explain
 from crm_console.registry import PageGroup, may, menu_for
 from crm_console.sessions import Session, SessionStore
 from crm_console.settings import ConsoleSettings
@@ -111,6 +112,10 @@ class Api:
     def __init__(self, request: Request, session: Session) -> None:
         self.console = console(request)
         self.session = session
+
+    def problem_text(self, problem: UpstreamProblem) -> str:
+        """A service's refusal in this user's language (:mod:`crm_console.problems`)."""
+        return explain(problem, self.session.language, self.console.catalogue)
 
     async def get(self, service: str, path: str, params: dict[str, Any] | None = None) -> Any:
         response = await self.send(service, "GET", path, params=params)
@@ -222,6 +227,17 @@ def format_datetime(value: str | datetime | None, timezone: str) -> str:
     return moment.astimezone(zone(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
+def language_of(request: Request) -> str:
+    """The signed-in user's language, or the console's default before sign-in."""
+    session: Session | None = getattr(request.state, "session", None)
+    return session.language if session else console(request).settings.console_default_language
+
+
+def problem_text(request: Request, problem: UpstreamProblem) -> str:
+    """A service's refusal in the user's language (:mod:`crm_console.problems`)."""
+    return explain(problem, language_of(request), console(request).catalogue)
+
+
 def render(
     request: Request,
     template: str,
@@ -233,7 +249,7 @@ def render(
     zone), the session and its CSRF token, the menu for the user's roles, ``may()`` for buttons."""
     app = console(request)
     session: Session | None = getattr(request.state, "session", None)
-    language = session.language if session else app.settings.console_default_language
+    language = language_of(request)
     timezone = session.timezone if session else app.settings.console_default_timezone
     roles = session.user.roles if session and session.user else []
 
@@ -259,6 +275,7 @@ def render(
         "menu": menu_for(app.groups, roles) if session and session.signed_in else [],
         "t": t,
         "dt": dt,
+        "problem_text": lambda problem: explain(problem, language, app.catalogue),
         "may": lambda permission: may(roles, permission),
         "htmx": is_htmx(request),
         **(context or {}),

@@ -87,6 +87,22 @@ async def _create(client: httpx.AsyncClient, headers: dict[str, str], **extra: A
     return dict(r.json())
 
 
+async def test_lookup_by_ids_is_id_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
+    """``POST /v1/customers/lookup`` reads the ids in one ``$in`` on ``_id``: the store makes it
+    ``WHERE _id IN (...)``, a search of the ``_id`` index (``$in`` on any other field scans)."""
+    rep = auth(unique("rep"), department_path="/hq/d1")
+    made = [await _create(plans_client, rep) for _ in range(3)]
+    ids = [c["id"] for c in made] + ["no-such-customer"]
+    with traced_store.capture() as capture:
+        r = await plans_client.post("/v1/customers/lookup", json={"ids": ids}, headers=rep)
+        assert r.status_code == 200, r.text
+    assert [c["id"] for c in r.json()["items"]] == ids[:3]
+    assert_indexed(capture)
+    reads = [s for s in capture.statements if " IN (" in s.sql and "FROM customers " in s.sql]
+    assert len(reads) == 1, capture.report()  # one command for the ids, not one per id
+    assert not capture.scans(row_filters=True), capture.report(row_filters=True)
+
+
 async def test_changes_are_index_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
     """Edit, contacts, release and claim, delete and restore, merge: every write keeps its keys in step."""
     rep = auth(unique("rep"), department_path="/hq/d2")

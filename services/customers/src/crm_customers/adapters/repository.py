@@ -182,6 +182,14 @@ class CustomerRepository:
     async def get(self, customer_id: str) -> Document | None:
         return await self.collection.find_one({"_id": customer_id})
 
+    async def get_many(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+        """The customers with these ids, by id, in one command. ``$in`` on ``_id`` is a search of
+        the ``_id`` index on the embedded store (``WHERE _id IN (...)``), unlike ``$in`` on other
+        fields, which scans: pinned by the customers' plan test."""
+        if not customer_ids:
+            return {}
+        return {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": list(customer_ids)}})}
+
     async def exact_matches(
         self,
         *,

@@ -214,6 +214,21 @@ class Customers:
             raise NotFound(f"No customer with id {customer_id}.")
         return doc
 
+    async def lookup(self, principal: Principal, ids: Sequence[str]) -> list[Document]:
+        """The customers among ``ids`` the caller may see (as :meth:`get` would answer), in the
+        order asked, each once, read in one command (``$in`` on ``_id`` is index-served)."""
+        wanted = list(dict.fromkeys(ids))
+        found = await self.repo.get_many(wanted)
+        out = []
+        for customer_id in wanted:
+            doc = found.get(customer_id)
+            if doc is None or doc.get("status") == "purged" or not rules.can_view(principal, doc):
+                continue
+            if doc.get("status") == "deleted" and not (principal.is_admin or principal.is_manager):
+                continue
+            out.append(doc)
+        return out
+
     # --- profile ---------------------------------------------------------------------
 
     async def update(

@@ -25,6 +25,8 @@ from crm_customers.entrypoints.schemas import (
     CustomerOut,
     CustomerPage,
     DuplicateCheckIn,
+    Lookup,
+    LookupIn,
     MergeIn,
     NeighbourOut,
     Neighbours,
@@ -85,6 +87,21 @@ async def create_customer(
 ) -> JSONResponse:
     doc = await service.create_once(principal, body, key)
     return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
+
+
+@router.post(
+    "/customers/lookup",
+    response_model=Lookup,
+    summary="Many customers by id in one call (cards that show a customer's name): only those you may see",
+)
+async def lookup(body: LookupIn, principal: CurrentPrincipal, service: Service) -> Lookup:
+    docs = await service.lookup(principal, body.ids)
+    now = service.clock.now()
+    found = {doc["_id"] for doc in docs}
+    return Lookup(
+        items=[customer_out(doc, now) for doc in docs],
+        missing=[customer_id for customer_id in dict.fromkeys(body.ids) if customer_id not in found],
+    )
 
 
 @router.post(

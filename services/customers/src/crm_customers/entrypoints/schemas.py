@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_customers.domain.model import Name, ProfileFields, Tag
 from crm_platform.clock import as_utc
@@ -127,6 +127,24 @@ class OptionalReasonIn(BaseModel):
 
 class MergeIn(BaseModel):
     duplicate_id: str = Field(min_length=1, max_length=100, description="The customer that disappears into this one.")
+
+
+LOOKUP_MAX = 100
+
+
+class LookupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        min_length=1, max_length=LOOKUP_MAX, description=f"Customer ids, at most {LOOKUP_MAX}; repeats count once."
+    )
+
+
+class Lookup(BaseModel):
+    items: list[CustomerOut] = Field(description="The customers you may see, in the order asked.")
+    missing: list[str] = Field(
+        description="Ids that are not customers you may see (unknown, purged, or not yours to see: not told apart)."
+    )
 
 
 class DuplicateCheckIn(BaseModel):

@@ -1,5 +1,6 @@
 """Departments over the directory, as the tree people think in: create under a parent, rename
-(``PATCH`` with If-Match, the version read from the flat list), move under another parent."""
+(``PATCH`` with If-Match, the version read from the flat list), move under another parent, delete
+an empty one (the directory refuses, with 409 and why, while users or sub-departments are in it)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Resp
         if problem.status not in (409, 422):
             raise
         if problem.status == 409:
-            problem.errors = [{"field": "id", "reason": problem.detail or problem.title}]
+            problem.errors = [{"field": "id", "reason": client.problem_text(problem)}]
         return await _page(request, client, values=body, problem=problem, failed="create")
     return RedirectResponse("/admin/departments?done=created", status_code=303)
 
@@ -101,6 +102,20 @@ async def move(request: Request, department_id: str, client: Annotated[Api, Depe
     except UpstreamProblem as problem:
         if problem.status not in (409, 422):
             raise
-        problem.errors = problem.errors or [{"field": "parent_id", "reason": problem.detail or problem.title}]
+        problem.errors = problem.errors or [{"field": "parent_id", "reason": client.problem_text(problem)}]
         return await _page(request, client, problem=problem, failed=department_id)
     return RedirectResponse("/admin/departments?done=moved", status_code=303)
+
+
+@router.post("/{department_id}/delete", include_in_schema=False)
+async def delete(request: Request, department_id: str, client: Annotated[Api, Depends(api)]) -> Response:
+    form = await form_of(request)
+    try:
+        await client.send(
+            "directory", "DELETE", f"/v1/departments/{department_id}", headers=if_match(form.get("version", 0))
+        )
+    except UpstreamProblem as problem:
+        if problem.status != 409:  # not empty: shown at the department, with the service's reason
+            raise
+        return await _page(request, client, problem=problem, failed=department_id)
+    return RedirectResponse("/admin/departments?done=deleted", status_code=303)

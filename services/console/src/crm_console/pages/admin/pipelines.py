@@ -139,7 +139,7 @@ async def save_pipeline(request: Request, pipeline_id: str, client: Annotated[Ap
             raise
         pipeline = await client.get("pipeline", f"/v1/pipelines/{pipeline_id}")
         if problem.status == 409:
-            problem.errors = problem.errors or [{"field": "stages", "reason": problem.detail or problem.title}]
+            problem.errors = problem.errors or [{"field": "stages", "reason": client.problem_text(problem)}]
         return _form(request, pipeline, {**body, "version": form.get("version")}, problem=problem)
     return RedirectResponse(f"/admin/pipelines/{pipeline_id}?done=saved", status_code=303)
 

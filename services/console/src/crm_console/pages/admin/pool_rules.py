@@ -1,4 +1,5 @@
-"""Pool rules over the pool service: list, create, change (``PATCH`` with If-Match), and before
+"""Pool rules over the pool service: list, create, change (``PATCH`` with If-Match), delete
+(``DELETE`` with If-Match; the rule's history stays with the service), and before
 saving, the preview (``POST /v1/pool/preview``): which customers the draft rule would warn or take
 back into the public pool, and why."""
 
@@ -105,7 +106,7 @@ async def create_rule(request: Request, client: Annotated[Api, Depends(api)]) ->
         if problem.status not in (409, 422):
             raise
         if problem.status == 409:
-            problem.errors = problem.errors or [{"field": "department_path", "reason": problem.detail or problem.title}]
+            problem.errors = problem.errors or [{"field": "department_path", "reason": client.problem_text(problem)}]
         return await _form(request, client, None, body, problem=problem)
     return RedirectResponse(f"/admin/pool-rules/{created.json()['rule_id']}?done=created", status_code=303)
 
@@ -133,3 +134,16 @@ async def save_rule(request: Request, rule_id: str, client: Annotated[Api, Depen
         rule = await client.get("pool", f"/v1/pool/rules/{rule_id}")
         return await _form(request, client, rule, {**body, "version": form.get("version")}, problem=problem)
     return RedirectResponse(f"/admin/pool-rules/{rule_id}?done=saved", status_code=303)
+
+
+@router.post("/{rule_id}/delete", include_in_schema=False)
+async def delete_rule(request: Request, rule_id: str, client: Annotated[Api, Depends(api)]) -> Response:
+    form = await form_of(request)
+    try:
+        await client.send("pool", "DELETE", f"/v1/pool/rules/{rule_id}", headers=if_match(form.get("version", 0)))
+    except UpstreamProblem as problem:
+        if problem.status not in (403, 409):  # a manager's rule outside their subtree, or a refusal: on the form
+            raise
+        rule = await client.get("pool", f"/v1/pool/rules/{rule_id}")
+        return await _form(request, client, rule, rule, problem=problem)
+    return RedirectResponse("/admin/pool-rules?done=deleted", status_code=303)

@@ -1,5 +1,7 @@
 """Users over the directory: list (search, role, active), create, change name, roles and
-department (``PATCH /v1/users/{id}`` with If-Match), deactivate and reactivate."""
+department (``PATCH /v1/users/{id}`` with If-Match), deactivate and reactivate, and set a new
+password for someone who lost theirs (``POST /v1/users/{id}/password``: it also signs them out
+everywhere)."""
 
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ async def create_user(request: Request, client: Annotated[Api, Depends(api)]) ->
         if problem.status not in (409, 422):
             raise
         if problem.status == 409:  # the email is taken: say so at the email field
-            problem.errors = [{"field": "email", "reason": problem.detail or problem.title}]
+            problem.errors = [{"field": "email", "reason": client.problem_text(problem)}]
         return await _new_form(request, client, {**values, "password": ""}, problem)
     return RedirectResponse(f"/admin/users/{created.json()['id']}?done=created", status_code=303)
 
@@ -93,6 +95,7 @@ async def _edit_form(
     done: str = "",
     values: dict[str, Any] | None = None,
     problem: UpstreamProblem | None = None,
+    failed: str = "",
 ) -> HTMLResponse:
     record = await client.get("directory", f"/v1/users/{user_id}")
     context = {
@@ -103,6 +106,7 @@ async def _edit_form(
         "done": done,
         "field_errors": problem.field_errors() if problem else {},
         "problem": problem,
+        "failed": failed,  # which form the problem belongs to: "" (the profile) or "password"
     }
     return render(request, "admin/user_edit.html", context, status_code=422 if problem else 200)
 
@@ -147,3 +151,18 @@ async def deactivate(request: Request, user_id: str, client: Annotated[Api, Depe
 async def reactivate(user_id: str, client: Annotated[Api, Depends(api)]) -> Response:
     await client.send("directory", "POST", f"/v1/users/{user_id}/reactivate")
     return RedirectResponse(f"/admin/users/{user_id}?done=reactivated", status_code=303)
+
+
+@router.post("/{user_id}/password", include_in_schema=False)
+async def set_password(request: Request, user_id: str, client: Annotated[Api, Depends(api)]) -> Response:
+    """An administrator sets a new password (the user lost theirs); the service checks the policy
+    and revokes the user's refresh tokens, so every open session of theirs ends."""
+    form = await form_of(request)
+    body = {"new_password": str(form.get("new_password", ""))}
+    try:
+        await client.send("directory", "POST", f"/v1/users/{user_id}/password", json=body)
+    except UpstreamProblem as problem:
+        if problem.status != 422:
+            raise
+        return await _edit_form(request, client, user_id, problem=problem, failed="password")
+    return RedirectResponse(f"/admin/users/{user_id}?done=password", status_code=303)

@@ -1,4 +1,5 @@
-"""Webhooks over the notifications service: subscriptions (create, enable or disable), each with
+"""Webhooks over the notifications service: subscriptions (create, change the receiver URL, event
+types and description with If-Match, enable or disable), each with
 its deliveries (every attempt's status code and error) and the replay of a dead delivery."""
 
 from __future__ import annotations
@@ -62,7 +63,14 @@ async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Resp
 
 
 async def _detail(
-    request: Request, client: Api, subscription_id: str, status: str = "", done: str = "", secret: str | None = None
+    request: Request,
+    client: Api,
+    subscription_id: str,
+    status: str = "",
+    done: str = "",
+    secret: str | None = None,
+    values: dict[str, Any] | None = None,
+    problem: UpstreamProblem | None = None,
 ) -> HTMLResponse:
     hook = await client.get("notifications", f"/v1/webhooks/{subscription_id}")
     params: dict[str, Any] = {"limit": PAGE_SIZE}
@@ -76,8 +84,11 @@ async def _detail(
         "statuses": STATUSES,
         "done": done,
         "secret": secret,
+        "values": loose(values or {**hook, "event_types": ", ".join(hook["event_types"])}),
+        "field_errors": problem.field_errors() if problem else {},
+        "problem": problem,
     }
-    return render(request, "admin/webhook.html", context)
+    return render(request, "admin/webhook.html", context, status_code=422 if problem else 200)
 
 
 @router.get("/{subscription_id}", include_in_schema=False)
@@ -109,4 +120,29 @@ async def set_enabled(request: Request, subscription_id: str, client: Annotated[
     await client.send(
         "notifications", "PATCH", f"/v1/webhooks/{subscription_id}", json=body, headers=if_match(form.get("version", 0))
     )
+    return RedirectResponse(f"/admin/webhooks/{subscription_id}?done=saved", status_code=303)
+
+
+@router.post("/{subscription_id}/edit", include_in_schema=False)
+async def edit(request: Request, subscription_id: str, client: Annotated[Api, Depends(api)]) -> Response:
+    form = await form_of(request)
+    event_types = comma_list(str(form.get("event_types", "")))
+    body = {
+        "url": str(form.get("url", "")).strip(),
+        "event_types": event_types,
+        "description": str(form.get("description", "")).strip() or None,
+    }
+    try:
+        await client.send(
+            "notifications",
+            "PATCH",
+            f"/v1/webhooks/{subscription_id}",
+            json=body,
+            headers=if_match(form.get("version", 0)),
+        )
+    except UpstreamProblem as problem:
+        if problem.status != 422:
+            raise
+        values = {**body, "event_types": ", ".join(event_types), "version": form.get("version")}
+        return await _detail(request, client, subscription_id, values=values, problem=problem)
     return RedirectResponse(f"/admin/webhooks/{subscription_id}?done=saved", status_code=303)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -85,6 +85,27 @@ DAY_FILTERS = (
     ("updated_to", True),
 )
 
+#: Every filter of the customers API's list (``GET /v1/customers``, and its neighbours endpoint)
+#: and the sort: a list's query in the API's spelling holds only these. The form offers most of
+#: them; the others (a district, an email, follow-up moments) can come from a saved view.
+API_LIST_KEYS = frozenset(
+    {
+        *PLAIN_FILTERS,
+        *(name for name, _ in DAY_FILTERS),
+        "district",
+        "email",
+        "followed_up_from",
+        "followed_up_to",
+        "sort",
+    }
+)
+
+
+def api_list_params(query_string: str) -> dict[str, str]:
+    """A list's query string in the API's spelling (a row's ``?from=``) as the API's parameters:
+    its filters and sort, nothing else (no cursor, no limit)."""
+    return {k: v for k, v in parse_qsl(query_string) if k in API_LIST_KEYS and v}
+
 
 class ListQuery(BaseModel):
     """The list form's fields; empty ones are left out everywhere."""
@@ -138,6 +159,11 @@ class ListQuery(BaseModel):
                 data[f"s{i}"] = part.lstrip("+-")
                 data[f"d{i}"] = "desc" if part.startswith("-") else "asc"
         return data
+
+    @classmethod
+    def parse(cls, query_string: str, timezone: str) -> ListQuery:
+        """A list's query string, in either spelling (the console URL's, a saved view's)."""
+        return cls.model_validate(dict(parse_qsl(query_string))).with_zone(timezone)
 
     def with_zone(self, timezone: str) -> ListQuery:
         return self.model_copy(update={"timezone": timezone})

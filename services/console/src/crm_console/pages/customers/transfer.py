@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 
 from crm_console.pages.customers.people import owner_names
 from crm_console.upstreams import UpstreamProblem
-from crm_console.web import Api, api, render
+from crm_console.web import Api, api, problem_text, render
 
 router = APIRouter(prefix="/import")
 
@@ -94,7 +94,7 @@ async def _report_page(
 
 def _upload_error(request: Request, problem: UpstreamProblem) -> HTMLResponse:
     errors = problem.field_errors()
-    reason = next(iter(errors.values()), None) or problem.detail or problem.title
+    reason = next(iter(errors.values()), None) or problem_text(request, problem)
     return render(request, "customers/import.html", {"file_error": reason}, status_code=422)
 
 

@@ -7,7 +7,6 @@ opens as ``/customers?<its query>`` and means the same to the API, the console a
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -28,7 +27,7 @@ async def save(
     list_query: Annotated[str, Form()] = "",
 ) -> Response:
     """Save the list's current filters and sort under a name; back to the list, showing it."""
-    query = ListQuery.model_validate(dict(parse_qsl(list_query))).with_zone(client.session.timezone)
+    query = ListQuery.parse(list_query, client.session.timezone)
     try:
         await client.send(
             "customers", "POST", "/v1/customer-views", json={"name": name.strip(), "query": query.api_filters()}
@@ -36,7 +35,7 @@ async def save(
     except UpstreamProblem as problem:
         if problem.status not in (409, 422):
             raise
-        reason = problem.field_errors().get("name") or problem.detail or problem.title
+        reason = problem.field_errors().get("name") or client.problem_text(problem)
         return await render_list(request, client, query, {"view_error": reason, "view_name": name}, 422)
     return RedirectResponse(f"/customers?{query.query_string()}&saved=1", status_code=303)
 

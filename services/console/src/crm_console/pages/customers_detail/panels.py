@@ -31,7 +31,7 @@ class Panel:
     next_cursor: str | None = None
 
 
-async def _panel(service: str, call: Awaitable[Any], key: str = "items") -> Panel:
+async def _panel(client: Api, service: str, call: Awaitable[Any], key: str = "items") -> Panel:
     """The call's rows as a panel; a failure becomes the panel's message, never the page's."""
     try:
         answer = await call
@@ -39,7 +39,7 @@ async def _panel(service: str, call: Awaitable[Any], key: str = "items") -> Pane
         return Panel(error="customers_detail.panel.down", service=service)
     except UpstreamProblem as problem:
         reason = {403: "forbidden", 404: "not_yet"}.get(problem.status, "failed")
-        return Panel(error=f"customers_detail.panel.{reason}", detail=problem.detail or problem.title, service=service)
+        return Panel(error=f"customers_detail.panel.{reason}", detail=client.problem_text(problem), service=service)
     if isinstance(answer, list):
         return Panel(items=answer)
     return Panel(items=list(answer.get(key) or []), next_cursor=answer.get("next_cursor"))
@@ -55,13 +55,17 @@ async def load(client: Api, customer_id: str, timezone: str) -> dict[str, Panel]
     roles = client.session.user.roles if client.session.user else []
     calls = {
         "opportunities": _panel(
-            "pipeline", client.get("pipeline", "/v1/opportunities", {"customer_id": customer_id, "limit": PANEL_SIZE})
+            client,
+            "pipeline",
+            client.get("pipeline", "/v1/opportunities", {"customer_id": customer_id, "limit": PANEL_SIZE}),
         ),
         "followups": _panel(
+            client,
             "interactions",
             client.get("interactions", f"/v1/customers/{customer_id}/interactions", {"limit": PANEL_SIZE}),
         ),
         "tasks": _panel(
+            client,
             "interactions",
             client.get(
                 "interactions",
@@ -70,11 +74,13 @@ async def load(client: Api, customer_id: str, timezone: str) -> dict[str, Panel]
             ),
         ),
         "feedback": _panel(
+            client,
             "interactions",
             client.get("interactions", "/v1/feedback", {"customer_id": customer_id, "limit": PANEL_SIZE}),
         ),
-        "history": _panel("customers", client.get("customers", f"/v1/customers/{customer_id}/history")),
+        "history": _panel(client, "customers", client.get("customers", f"/v1/customers/{customer_id}/history")),
         "timeline": _panel(
+            client,
             "reporting",
             client.get("reporting", f"/v1/customers/{customer_id}/timeline", {"limit": TIMELINE_SIZE, "tz": timezone}),
         ),

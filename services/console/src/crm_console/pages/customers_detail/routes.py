@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.pages.customers.query import api_list_params
 from crm_console.pages.customers_detail import forms, panels
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
@@ -29,38 +31,6 @@ from crm_platform.permissions import Permission
 
 router = APIRouter(prefix="/customers")
 
-# The list filters the neighbours endpoint understands (the rest of a list query is ignored).
-LIST_KEYS = frozenset(
-    {
-        "q",
-        "kind",
-        "industry",
-        "size",
-        "source",
-        "tier",
-        "lifecycle_stage",
-        "province",
-        "city",
-        "district",
-        "owner_id",
-        "department_id",
-        "in_pool",
-        "locked",
-        "uscc",
-        "phone",
-        "email",
-        "tags_all",
-        "tags_any",
-        "created_from",
-        "created_to",
-        "updated_from",
-        "updated_to",
-        "followed_up_from",
-        "followed_up_to",
-        "never_followed_up",
-        "sort",
-    }
-)
 DONE = frozenset(
     {
         "saved",
@@ -88,14 +58,14 @@ ENUMS = {
     "status": "customers_detail.status",
 }
 REFUSALS = {403: "forbidden", 404: "not_found", 409: "conflict", 412: "changed", 422: "invalid", 423: "locked"}
+# The refusals shown on the customer page: a form's (logging, a task, a contact) reopen it with what
+# was typed; an action's (lock, delete, merge…) also include a stale If-Match (412). A 404 is the
+# error page (the customer is gone or not the user's to see).
+FORM_REFUSALS = frozenset({403, 409, 422, 423})
+ACTION_REFUSALS = frozenset(REFUSALS) - {404}
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def list_filters(source: str) -> dict[str, str]:
-    """The list's query string (``?from=``) as the neighbours endpoint's parameters."""
-    return {k: v for k, v in parse_qsl(source) if k in LIST_KEYS and v}
 
 
 def detail_url(customer_id: str, source: str = "", **extra: str) -> str:
@@ -118,10 +88,10 @@ def field_errors(problem: UpstreamProblem) -> dict[str, str]:
     return out
 
 
-def refusal(problem: UpstreamProblem) -> dict[str, str]:
-    """What the page says when a service refuses an action."""
+def refusal(client: Api, problem: UpstreamProblem) -> dict[str, str]:
+    """What the page says when a service refuses an action (the service's reason in the user's language)."""
     reason = REFUSALS.get(problem.status, "failed")
-    return {"kind": "error", "key": f"customers_detail.refused.{reason}", "detail": problem.detail or problem.title}
+    return {"kind": "error", "key": f"customers_detail.refused.{reason}", "detail": client.problem_text(problem)}
 
 
 async def read_customer(client: Api, customer_id: str) -> tuple[dict[str, Any], str]:
@@ -155,7 +125,7 @@ async def detail_page(
     async def neighbours() -> dict[str, Any]:
         try:
             found: dict[str, Any] = await client.get(
-                "customers", f"/v1/customers/{customer_id}/neighbours", list_filters(source)
+                "customers", f"/v1/customers/{customer_id}/neighbours", api_list_params(source)
             )
         except UpstreamProblem:  # a list query the service no longer accepts: no previous/next, the page still works
             return {"previous": None, "next": None}
@@ -201,6 +171,37 @@ async def detail_page(
         **forms_state,
     }
     return render(request, "customers_detail/detail.html", context, status_code=status_code)
+
+
+async def change_or_refusal(
+    request: Request,
+    client: Api,
+    customer_id: str,
+    source: str,
+    done: str,
+    change: Awaitable[Any],
+    shown: Collection[int],
+    form_state: Callable[[UpstreamProblem], dict[str, Any]] = lambda problem: {},
+) -> Response:
+    """Await ``change`` (one call to a service); then back to the page saying ``done``. A refusal
+    whose status is in ``shown`` is the page again with the service's reason, and with the form
+    that was sent re-opened as ``form_state(problem)`` gives it (what was typed, the field errors);
+    any other refusal goes to the console's error pages."""
+    try:
+        await change
+    except UpstreamProblem as problem:
+        if problem.status not in shown:
+            raise
+        return await detail_page(
+            request,
+            client,
+            customer_id,
+            source,
+            notice=refusal(client, problem),
+            status_code=problem.status,
+            **form_state(problem),
+        )
+    return back(customer_id, source, done)
 
 
 def value_text(value: Any) -> str:
@@ -262,48 +263,36 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
     form = await form_of(request)
     source = str(form.get("from") or "")
     body = forms.interaction_body(customer_id, form, timezone_of(client))
-    try:
-        await client.send("interactions", "POST", "/v1/interactions", json=body)
-    except UpstreamProblem as problem:
-        if problem.status not in (403, 409, 422, 423):
-            raise
-        return await detail_page(
-            request,
-            client,
-            customer_id,
-            source,
-            notice=refusal(problem),
-            status_code=problem.status,
-            log_channel=body["channel"],
-            log_values=dict(form),
-            log_errors=field_errors(problem),
-        )
-    return back(customer_id, source, "logged")
+    return await change_or_refusal(
+        request,
+        client,
+        customer_id,
+        source,
+        "logged",
+        client.send("interactions", "POST", "/v1/interactions", json=body),
+        FORM_REFUSALS,
+        lambda problem: {
+            "log_channel": body["channel"],
+            "log_values": dict(form),
+            "log_errors": field_errors(problem),
+        },
+    )
 
 
 @router.post("/{customer_id}/tasks", include_in_schema=False)
 async def create_task(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source = str(form.get("from") or "")
-    try:
-        await client.send(
-            "interactions", "POST", "/v1/tasks", json=forms.task_body(customer_id, form, timezone_of(client))
-        )
-    except UpstreamProblem as problem:
-        if problem.status not in (403, 409, 422, 423):
-            raise
-        return await detail_page(
-            request,
-            client,
-            customer_id,
-            source,
-            notice=refusal(problem),
-            status_code=problem.status,
-            task_values=dict(form),
-            task_errors=field_errors(problem),
-            open_task=True,
-        )
-    return back(customer_id, source, "task_created")
+    return await change_or_refusal(
+        request,
+        client,
+        customer_id,
+        source,
+        "task_created",
+        client.send("interactions", "POST", "/v1/tasks", json=forms.task_body(customer_id, form, timezone_of(client))),
+        FORM_REFUSALS,
+        lambda problem: {"task_values": dict(form), "task_errors": field_errors(problem), "open_task": True},
+    )
 
 
 # --- editing the profile -------------------------------------------------------------------
@@ -354,7 +343,7 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
             raise
         values = {k: str(v) for k, v in form.items()}
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
-        notice = refusal(problem)
+        notice = refusal(client, problem)
         return edit_page(request, customer, etag, source, values, field_errors(problem), notice, problem.status)
     return back(customer_id, source, "saved")
 
@@ -366,23 +355,16 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
 async def add_contact(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source = str(form.get("from") or "")
-    try:
-        await client.send("customers", "POST", f"/v1/customers/{customer_id}/contacts", json=forms.contact_body(form))
-    except UpstreamProblem as problem:
-        if problem.status not in (403, 409, 422, 423):
-            raise
-        return await detail_page(
-            request,
-            client,
-            customer_id,
-            source,
-            notice=refusal(problem),
-            status_code=problem.status,
-            contact_values=dict(form),
-            contact_errors=field_errors(problem),
-            open_contact=True,
-        )
-    return back(customer_id, source, "contact_added")
+    return await change_or_refusal(
+        request,
+        client,
+        customer_id,
+        source,
+        "contact_added",
+        client.send("customers", "POST", f"/v1/customers/{customer_id}/contacts", json=forms.contact_body(form)),
+        FORM_REFUSALS,
+        lambda problem: {"contact_values": dict(form), "contact_errors": field_errors(problem), "open_contact": True},
+    )
 
 
 def contact_page(
@@ -435,7 +417,7 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
         customer = {"id": customer_id, "name": str(form.get("customer_name") or "")}
         values = {**dict(form), "contact_id": contact_id, "is_primary": form.get("is_primary") == "on"}
         return contact_page(
-            request, customer, etag, source, values, field_errors(problem), refusal(problem), problem.status
+            request, customer, etag, source, values, field_errors(problem), refusal(client, problem), problem.status
         )
     return back(customer_id, source, "contact_saved")
 
@@ -473,17 +455,10 @@ async def _act(
     form = await form_of(request)
     source = str(form.get("from") or "")
     headers = {"If-Match": etag} if etag else None
-    try:
-        await client.send(
-            "customers", method, f"/v1/customers/{customer_id}{suffix}", json=json, params=params, headers=headers
-        )
-    except UpstreamProblem as problem:
-        if problem.status not in REFUSALS or problem.status == 404:
-            raise
-        return await detail_page(
-            request, client, customer_id, source, notice=refusal(problem), status_code=problem.status
-        )
-    return back(customer_id, source, done)
+    call = client.send(
+        "customers", method, f"/v1/customers/{customer_id}{suffix}", json=json, params=params, headers=headers
+    )
+    return await change_or_refusal(request, client, customer_id, source, done, call, ACTION_REFUSALS)
 
 
 @router.post("/{customer_id}/lock", include_in_schema=False)
@@ -536,9 +511,9 @@ async def copy(request: Request, customer_id: str, client: Client) -> Response:
         if problem.status not in (403, 409, 422):
             raise
         customer, _ = await read_customer(client, customer_id)
-        errors = field_errors(problem) or ({"name": problem.detail or problem.title} if problem.status == 409 else {})
+        errors = field_errors(problem) or ({"name": client.problem_text(problem)} if problem.status == 409 else {})
         context: dict[str, Any] = {"customer": customer, "source": source, "name": name, "field_errors": errors}
-        context |= {"detail_url": detail_url, "notice": refusal(problem)}
+        context |= {"detail_url": detail_url, "notice": refusal(client, problem)}
         return render(request, "customers_detail/copy.html", context, status_code=problem.status)
     return back(str(response.json()["id"]), "", "copied")
 

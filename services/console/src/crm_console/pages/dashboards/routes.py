@@ -101,7 +101,7 @@ async def dashboards(
             # bad period: 422) is said on the chart it concerns; the other charts still show.
             if problem.status not in (400, 403, 422):
                 raise
-            problems[report] = t("dashboards.outside") if problem.status == 403 else problem.detail or problem.title
+            problems[report] = t("dashboards.outside") if problem.status == 403 else client.problem_text(problem)
             continue
         options[report] = getattr(charts, report)(data, t)
     context = {

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console.customer_names import customer_names
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, is_htmx, render
 
@@ -124,7 +125,14 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
         "clear_dialog": False,
     }
     if pipeline is None:
-        return defaults | {"pipelines": [], "pipeline": None, "columns": [], "total": 0, "truncated": False}
+        return defaults | {
+            "pipelines": [],
+            "pipeline": None,
+            "columns": [],
+            "total": 0,
+            "truncated": False,
+            "customer_names": {},
+        }
     page = await client.get(
         "pipeline", "/v1/opportunities", params={"pipeline_id": pipeline["id"], "limit": BOARD_LIMIT}
     )
@@ -136,6 +144,7 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
         "truncated": bool(page.get("next_cursor")),
         "money": grouped,
         "total": len(items),
+        "customer_names": await customer_names(client, (o.get("customer_id") for o in items)),
     }
 
 
@@ -222,7 +231,7 @@ async def _fill_in(client: Api, opportunity_id: str, form: MoveForm, attempt: At
         except UpstreamProblem as problem:
             if problem.status not in (409, 422):
                 raise
-            attempt.message = problem.detail or problem.title
+            attempt.message = client.problem_text(problem)
 
 
 def version_of(response: httpx.Response) -> int:
@@ -302,9 +311,9 @@ async def move(
         elif problem.status == 422:
             dialog["kind"] = "reason" if stage["kind"] in ("won", "lost") else "problem"
             dialog["field_errors"] |= problem.field_errors()
-            dialog["detail"] = problem.detail or problem.title
+            dialog["detail"] = client.problem_text(problem)
         elif problem.status == 409:
-            dialog["detail"] = problem.detail or problem.title
+            dialog["detail"] = client.problem_text(problem)
         else:
             raise
         return await _answer(request, client, form, dialog)

@@ -101,7 +101,7 @@ async def forecast_page(
             "can_set_targets": False,
             "money": grouped,
         }
-        context["field_errors"] = {"period": problem.field_errors().get("period") or problem.detail or problem.title}
+        context["field_errors"] = {"period": problem.field_errors().get("period") or client.problem_text(problem)}
         return render(request, "pipeline/forecast.html", context, status_code=422)
     return render(request, "pipeline/forecast.html", context)
 
@@ -128,7 +128,7 @@ async def set_target(
             raise
         errors = problem.field_errors()
         if not errors:  # a path parameter (the period) or the whole request
-            errors = {"period": problem.detail or problem.title}
+            errors = {"period": client.problem_text(problem)}
         shown_at = {"amount": "target_amount", "period": "target_period"}  # the rest is about whom
         field_errors: dict[str, str] = {}
         for name, reason in errors.items():

@@ -120,7 +120,7 @@ async def claim(
         elif problem.status == 404:
             outcome["reason"] = "pool.gone"
         else:
-            outcome["detail"] = problem.detail or problem.title
+            outcome["detail"] = client.problem_text(problem)
     if not is_htmx(request):
         if outcome["claimed"]:
             return RedirectResponse(f"/customers/{customer_id}", status_code=303)

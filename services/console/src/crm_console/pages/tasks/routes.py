@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.customer_names import customer_names
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, is_htmx, render, zone
 
@@ -44,6 +45,7 @@ async def _list_context(client: Api, view: View) -> dict[str, Any]:
         "views": VIEWS,
         "items": items,
         "due_inputs": {task["id"]: local_input(task["due_at"], tz) for task in items},
+        "customer_names": await customer_names(client, (task.get("customer_id") for task in items)),
         "done": None,
         "rescheduled": None,
         "problem_task": None,
@@ -114,7 +116,7 @@ async def reschedule(
         )
     except UpstreamProblem as problem:
         if problem.status == 422:
-            reason = problem.field_errors().get("due_at") or problem.detail or problem.title
+            reason = problem.field_errors().get("due_at") or client.problem_text(problem)
             changes = {"field_errors": {"due_at": reason}, "problem_task": task_id}
             return await _after_change(request, client, chosen, changes, 422)
         if problem.status not in (409, 412):

@@ -1,0 +1,88 @@
+"""The services' refusals in the user's language.
+
+The services write problem+json (RFC 9457) in English: a ``type`` (``urn:crm:problem:<code>``), a
+title and a detail. The console shows a refusal as its own text for the problem's code
+(``core.problem.<code>``), or, where the document's extension members say exactly what was
+refused (a department that still has users, a customer locked with a reason, a claim in the
+cool-down), as a specific text filled with those members (``core.problem.reason.<name>``). A code
+the console does not know is shown as the service wrote it. In English the service's detail
+follows the console's text, since it names the record; in Chinese it would be the only English
+on the page, so it is left out there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from crm_console.i18n import Catalogue
+from crm_console.upstreams import UpstreamProblem
+
+PREFIX = "urn:crm:problem:"
+
+# Every code the platform and the services use (crm_platform.errors and the services' own errors).
+KNOWN_CODES = frozenset(
+    {
+        "bad-request",
+        "validation-failed",
+        "unauthorized",
+        "forbidden",
+        "permission-denied",
+        "not-found",
+        "conflict",
+        "duplicate",
+        "precondition-failed",
+        "locked",
+        "precondition-required",
+        "unavailable",
+        "idempotency-key-reused",
+        "too-many-attempts",
+        "sign-in-external",
+        "stage-requirements-not-met",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A refusal recognised by its code and extension members; ``when`` narrows it further."""
+
+    name: str
+    code: str
+    members: frozenset[str]
+    when: Callable[[dict[str, Any]], bool] = lambda extensions: True
+
+
+REASONS = (
+    Reason("department_not_empty", "conflict", frozenset({"sub_departments", "users"})),
+    Reason("customer_locked", "locked", frozenset({"locked_by", "lock_reason"})),
+    Reason("in_recycle_bin", "conflict", frozenset({"status"}), lambda x: x.get("status") == "deleted"),
+    Reason("merged", "conflict", frozenset({"merged_into"})),
+    Reason("owner_limit", "conflict", frozenset({"held", "limit"})),
+    Reason("claim_cooldown", "conflict", frozenset({"cooldown_days", "claimable_from"})),
+    Reason("claim_department_only", "forbidden", frozenset({"claim_scope", "department_path"})),
+    Reason("customer_exists", "duplicate", frozenset({"existing"})),
+    Reason("stages_in_use", "conflict", frozenset({"stages_in_use"})),
+    Reason("wrong_status", "conflict", frozenset({"current_status"})),
+)
+
+
+def code_of(problem: UpstreamProblem) -> str:
+    return problem.type.removeprefix(PREFIX) if problem.type.startswith(PREFIX) else ""
+
+
+def explain(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> str:
+    """What the page says about ``problem`` in ``language``."""
+    code = code_of(problem)
+    service_text = problem.detail or problem.title
+    for reason in REASONS:
+        if reason.code == code and reason.members <= problem.extensions.keys() and reason.when(problem.extensions):
+            values = {k: "" if v is None else v for k, v in problem.extensions.items()}
+            return catalogue.translate(language, f"core.problem.reason.{reason.name}", **values)
+    if code not in KNOWN_CODES:
+        return service_text
+    text = catalogue.translate(language, f"core.problem.{code}")
+    if language == "en" and problem.detail:
+        return f"{text} {problem.detail}"
+    return text
