@@ -52,6 +52,9 @@ PASSWORD = "a long enough passphrase"
 DEPARTMENT = "hq"
 REPS = 20
 TAGS = ["重点", "老客户", "渠道", "招投标", "续约", "高潜", "政府", "外资"]
+#: A tag on one customer in 500 (0.2%, 200 at 100k): a filter whose matches are too few for a
+#: walk of the department's sort order to find twenty of them soon.
+RARE_TAG = "稀有"
 ADMIN = bearer("bench-admin", ["admin"], f"/{DEPARTMENT}")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEXT_ROWS = re.compile(r'hx-get="(/customers/rows\?[^"]+)"')
@@ -152,7 +155,8 @@ def clone(base: Document, i: int, owners: list[dict[str, Any]], now: datetime) -
         "department_id": owner["department_id"],
         "department_path": owner["department_path"],
         "tier": "ABC"[i % 3],
-        "tags": list(dict.fromkeys([TAGS[i % len(TAGS)], TAGS[(i // len(TAGS)) % len(TAGS)]])) if i % 5 else [],
+        "tags": (list(dict.fromkeys([TAGS[i % len(TAGS)], TAGS[(i // len(TAGS)) % len(TAGS)]])) if i % 5 else [])
+        + ([RARE_TAG] if i % 500 == 7 else []),
         "phones": [],
         "contacts": [],
         "created_at": created,
@@ -250,6 +254,10 @@ async def run(backend: Backend, specs: dict[str, ServiceSpec], args: argparse.Na
         "tier=A, tags_any=重点, sort -tier,name": urlencode(
             {"tier": "A", "tags_any": "重点", "s1": "tier", "d1": "desc", "s2": "name"}
         ),
+        f"tags_any={RARE_TAG} (rare), sort -tier,name": urlencode(
+            {"tags_any": RARE_TAG, "s1": "tier", "d1": "desc", "s2": "name"}
+        ),
+        "tags_all=重点,老客户, sort name": urlencode({"tags_all": "重点,老客户", "s1": "name"}),
         "q=科技, stage=prospect, sort -created_at": urlencode(
             {"q": "科技", "lifecycle_stage": "prospect", "s1": "created_at", "d1": "desc"}
         ),
