@@ -6,7 +6,8 @@ Starts the embedded backend, the directory, the customers service and the consol
 real process (as `crm up` runs them). Writes one customer through the customers API, then fills
 the store to N with the raw driver: clones of that API-written customer, each with its own id,
 name, owner (20 reps of one department), tier, tags and dates, derived fields recomputed by the
-service's own rules (so every sort key and match key is what the service would have written).
+service's own rules (so every sort key and match key is what the service would have written), and
+each one's tag memberships (``customer_tags``) as the service writes them beside it.
 
 Then, signed in to the console through its login form as a manager (sees the department) and as
 a rep (sees their own customers and the pool), it times what the browser asks for:
@@ -41,6 +42,7 @@ from common import BENCH_JWT_SECRET, backend_only, bearer, header, percentile
 from pymongo import AsyncMongoClient
 
 from crm_console.pages.customers.query import ListQuery
+from crm_customers.adapters.tag_index import memberships_of
 from crm_customers.domain import rules
 from crm_platform.devstack.processes import ManagedProcess, free_port, http_status, wait_until
 from crm_platform.devstack.services import SERVICES, ServiceSpec, service_env, start_service
@@ -177,7 +179,10 @@ async def fill(mongo_url: str, db: str, base: Document, owners: list[dict[str, A
     try:
         collection = mongo[db]["customers"]
         for start in range(1, n, 5000):
-            await collection.insert_many([clone(base, i, owners, now) for i in range(start, min(n, start + 5000))])
+            docs = [clone(base, i, owners, now) for i in range(start, min(n, start + 5000))]
+            await collection.insert_many(docs)
+            # Their tag memberships, as the service writes them with each customer.
+            await mongo[db]["customer_tags"].insert_many([m for d in docs for m in memberships_of(d)])
             print(f"  filled {min(n, start + 5000)}", file=sys.stderr, flush=True)
     finally:
         await mongo.close()

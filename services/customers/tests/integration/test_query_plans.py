@@ -119,7 +119,7 @@ async def test_changes_are_index_lookups(plans_client: httpx.AsyncClient, traced
     assert_indexed(capture)
 
 
-@pytest.mark.parametrize("sort", ["-updated_at", "name", "-created_at", "last_followed_up_at"])
+@pytest.mark.parametrize("sort", ["-updated_at", "name", "-created_at", "last_followed_up_at", "-tier,name"])
 async def test_list_pages_are_index_lookups(
     plans_client: httpx.AsyncClient, traced_store: TracedStore, sort: str
 ) -> None:
