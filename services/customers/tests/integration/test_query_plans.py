@@ -185,3 +185,20 @@ async def test_tags_all_of_two_walks_one_tags_memberships(
             assert r.status_code == 200, r.text
             assert r.json()["items"], scope
         assert_indexed(capture, sorted_results=True)
+
+
+async def test_neighbours_in_a_tag_list_are_index_lookups(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore
+) -> None:
+    """The detail view's previous / next record of a tag-filtered list: the list's keyset on the
+    memberships, one row each way, then the customer by id."""
+    for scope, headers in _tag_scopes():
+        params = {"tags_any": "t2", "sort": "-tier,name"}
+        r = await plans_client.get("/v1/customers", params={**params, "limit": 3}, headers=headers)
+        assert r.status_code == 200, r.text
+        middle = r.json()["items"][1]["id"]
+        with traced_store.capture() as capture:
+            r = await plans_client.get(f"/v1/customers/{middle}/neighbours", params=params, headers=headers)
+            assert r.status_code == 200, r.text
+        scans = capture.scans(sorted_results=True, row_filters=True)
+        assert not scans, f"{scope}: statements that scan:\n" + "\n".join(s.describe() for s in scans)

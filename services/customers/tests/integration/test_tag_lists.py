@@ -188,3 +188,33 @@ async def test_stale_and_missing_memberships_are_repaired(
     assert await customers_db["migrations"].find_one({"_id": marker}) is not None
     current = await customers_db["customers"].find_one({"_id": c["id"]})
     assert {m["_id"] async for m in memberships.find({"cid": c["id"]})} == {m["_id"] for m in memberships_of(current)}
+
+
+async def test_an_older_state_synced_late_removes_nothing_the_newer_one_wrote(
+    client: Any, customers_app: Any, customers_db: Any
+) -> None:
+    """Two writers of one customer sync its memberships in the wrong order: the older state neither
+    deletes the newer one's memberships nor overwrites them; what it adds back is caught by a page."""
+    rep = User(f"/{unique('t')}")
+    kept, dropped = unique("kept"), unique("dropped")
+    c = await create(client, rep, tags=[kept])
+    r = await client.patch(
+        f"/v1/customers/{c['id']}", json={"tags": [dropped]}, headers={**rep.headers, "If-Match": f'"{c["version"]}"'}
+    )
+    assert r.status_code == 200, r.text
+    r = await client.patch(
+        f"/v1/customers/{c['id']}",
+        json={"tags": [kept, "x"]},
+        headers={**rep.headers, "If-Match": f'"{r.json()["version"]}"'},
+    )
+    assert r.status_code == 200, r.text
+    newest = await customers_db["customers"].find_one({"_id": c["id"]})
+    older = {**newest, "version": newest["version"] - 1, "tags": [dropped], "s": {**newest["s"], "name": "zzz"}}
+    tags = customers_app.state.customers.repo.tags
+    await tags.sync(older, c["id"])  # the slower writer of the state before
+    held = {m["_id"]: m async for m in customers_db["customer_tags"].find({"cid": c["id"]})}
+    assert f"{c['id']}:{kept}" in held and held[f"{c['id']}:{kept}"]["s"] == newest["s"]
+    assert f"{c['id']}:x" in held
+    assert await listed(client, rep, tags_any=kept) == {c["id"]}
+    assert await listed(client, rep, tags_any=dropped) == set()  # the late row: stale, dropped, resynced
+    assert await customers_db["customer_tags"].find_one({"_id": f"{c['id']}:{dropped}"}) is None

@@ -15,10 +15,11 @@ The customer document stays the truth; these are derived from it:
   then writes the customer, then rewrites its memberships from what was stored
   (:meth:`CustomerTags.sync`), then clears the note. A crash between two of those writes leaves
   the note, and the next start-up resyncs every noted customer (:meth:`resync_pending`).
-* a page checks each row against the customer it loaded (:func:`membership_of` of the customer
-  must equal the row): a row written by a slower concurrent writer, or left by a crash, is
-  dropped from the page and the customer resynced, and the page asked again, so a list
-  never shows a customer under a tag, scope or position it no longer has.
+* a page checks each row against the customer it loaded (:func:`is_current`): a row written
+  by a slower concurrent writer, or left by a crash, is dropped from the page, the customer
+  resynced and the page asked again, so a list never shows a customer under a tag, scope or
+  position it no longer has. Writes are guarded by the customer's state (:func:`written_at`),
+  so an older state synced late never removes what a newer one wrote.
 * the first start-up after this shipped builds the memberships of every stored customer
   (:meth:`rebuild`, once, recorded in ``migrations``).
 """
@@ -121,19 +122,35 @@ def membership_id(customer_id: str, tag: str) -> str:
     return f"{customer_id}:{tag}"
 
 
+def written_at(doc: Document) -> int:
+    """Where a stored customer's state stands among its states: every write that changes what a
+    list shows raises its version or its ``outbox_rev`` (the follow-up time), neither ever drops."""
+    return int(doc.get("version") or 0) * 10**9 + int(doc.get("outbox_rev") or 0)
+
+
 def memberships_of(doc: Document) -> list[Document]:
     """The membership documents a stored customer should have (none unless listed)."""
     if doc.get("status") not in LISTED:
         return []
     copied = {field: doc.get(field) for field in COPIED}
+    at = written_at(doc)
     return [
-        {"_id": membership_id(doc["_id"], tag), "tag": tag, "cid": doc["_id"], **copied}
+        {"_id": membership_id(doc["_id"], tag), "tag": tag, "cid": doc["_id"], "at": at, **copied}
         for tag in dict.fromkeys(doc.get("tags") or [])
     ]
 
 
-def membership_of(doc: Document, tag: str) -> Document | None:
-    return next((m for m in memberships_of(doc) if m["tag"] == tag), None)
+def listed(membership: Document) -> Document:
+    """What a list shows of a membership (which customer, under which tag, where, to whom): a
+    membership read back is current when this equals the same of :func:`memberships_of` its customer."""
+    return {"tag": membership.get("tag"), "cid": membership.get("cid")} | {f: membership.get(f) for f in COPIED}
+
+
+def is_current(membership: Document, customer: Document | None) -> bool:
+    if customer is None:
+        return False
+    wanted = next((m for m in memberships_of(customer) if m["tag"] == membership.get("tag")), None)
+    return wanted is not None and listed(wanted) == listed(membership)
 
 
 class CustomerTags:
@@ -153,23 +170,36 @@ class CustomerTags:
         await self.pending.delete_one({"_id": customer_id})
 
     async def sync(self, doc: Document | None, customer_id: str) -> None:
-        """Make the customer's memberships what its stored document says (``None``: it is gone)."""
+        """Make the customer's memberships what its stored document ``doc`` says (``None``: gone).
+
+        Each write is guarded by :func:`written_at`: a writer that stored an older state and
+        syncs after a newer one neither overwrites nor deletes what the newer state wrote (an
+        upsert whose guard fails is a duplicate key, ignored). It may still add a membership
+        the newer state dropped; a page finds that one stale and resyncs. A membership is
+        never missing for a tag the customer holds, which a page could not notice.
+        """
         wanted = {m["_id"]: m for m in memberships_of(doc)} if doc is not None else {}
+        at = written_at(doc) if doc is not None else 2**62  # gone: whatever was written goes
         held = [m["_id"] async for m in self.collection.find({"cid": customer_id}, projection={"_id": 1})]
         ops: list[ReplaceOne[Document] | DeleteMany] = []
         stale = [i for i in held if i not in wanted]
         if stale:
-            ops.append(DeleteMany({"_id": {"$in": stale}}))
-        ops.extend(ReplaceOne({"_id": i}, m, upsert=True) for i, m in wanted.items())
+            ops.append(DeleteMany({"_id": {"$in": stale}, "at": {"$lte": at}}))
+        ops.extend(ReplaceOne({"_id": i, "at": {"$lte": at}}, m, upsert=True) for i, m in wanted.items())
         if not ops:
             return
+        await self._write(ops)
+
+    async def _write(self, ops: Sequence[ReplaceOne[Document] | DeleteMany]) -> int:
+        """Unordered; a guarded upsert that met a newer membership (a duplicate key) is skipped."""
         try:
-            await self.collection.bulk_write(ops, ordered=False)
+            await self.collection.bulk_write(list(ops), ordered=False)
         except BulkWriteError as exc:
-            # Two writers of one customer inserting the same new membership: one insert lost the
-            # race to the other's upsert; a page's check resyncs if the winner was the older state.
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
                 raise
+            return len(ops) - len(errors)
+        return len(ops)
 
     async def resync(self, customers: AsyncCollection[Document], customer_ids: Sequence[str]) -> None:
         for customer_id in customer_ids:
@@ -191,14 +221,14 @@ class CustomerTags:
         written = 0
         batch: list[ReplaceOne[Document]] = []
         async for doc in customers.find({}, projection={"outbox": 0, "name_grams": 0, "contacts": 0}):
-            batch.extend(ReplaceOne({"_id": m["_id"]}, m, upsert=True) for m in memberships_of(doc))
+            batch.extend(
+                ReplaceOne({"_id": m["_id"], "at": {"$lte": m["at"]}}, m, upsert=True) for m in memberships_of(doc)
+            )
             if len(batch) >= 1000:
-                written += len(batch)
-                await self.collection.bulk_write(batch, ordered=False)
+                written += await self._write(batch)
                 batch = []
         if batch:
-            written += len(batch)
-            await self.collection.bulk_write(batch, ordered=False)
+            written += await self._write(batch)
         # Memberships of customers that lost a tag, or their listing, while this ran, are
         # caught by every page's check; a customer written meanwhile was synced by its writer.
         with contextlib.suppress(DuplicateKeyError):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
-from crm_customers.adapters.tag_index import COPIED, membership_of
+from crm_customers.adapters.tag_index import COPIED, is_current
 from crm_customers.domain import rules
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
@@ -196,14 +196,30 @@ async def neighbours(
     each direction (the reverse order for "previous"), so it costs two indexed queries.
     """
     keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK)
-    base = filters.to_mongo(principal, "active")
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]
-    after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
-    before = await find_sorted(
-        repo.collection, all_of(base, keyset_filter(reverse, values)), reverse, 1, LIST_PROJECTION
-    )
-    return (before[0] if before else None), (after[0] if after else None)
+    every, some = filters.tag_lists()
+    if not (every or some):
+        base = filters.to_mongo(principal, "active")
+        after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
+        before = await find_sorted(
+            repo.collection, all_of(base, keyset_filter(reverse, values)), reverse, 1, LIST_PROJECTION
+        )
+        return (before[0] if before else None), (after[0] if after else None)
+    # Tag-filtered: the same keyset on the memberships, then the neighbour loaded by id.
+    base = filters.to_mongo(principal, "active", memberships=True)
+    found: list[Document | None] = []
+    for order in (reverse, keys):
+        rows = await find_sorted(
+            repo.tags.collection,
+            all_of(base, keyset_filter(order, values)),
+            order,
+            1,
+            {"cid": 1, "s": 1},
+            identity="cid",
+        )
+        found.append(await repo.collection.find_one({"_id": rows[0]["cid"]}, LIST_PROJECTION) if rows else None)
+    return found[0], found[1]
 
 
 async def _tagged_page(
@@ -234,20 +250,9 @@ async def _tagged_page(
         )
         ids = [m["cid"] for m in page.items]
         loaded = {d["_id"]: d async for d in repo.collection.find({"_id": {"$in": ids}}, projection=LIST_PROJECTION)}
-        stale = [
-            m["cid"]
-            for m in page.items
-            if (c := loaded.get(m["cid"])) is None or membership_of(c, m["tag"]) != _without_projection_gaps(m)
-        ]
+        stale = [m["cid"] for m in page.items if not is_current(m, loaded.get(m["cid"]))]
         if not stale or attempt == 2:
             items = [loaded[m["cid"]] for m in page.items if m["cid"] in loaded and m["cid"] not in stale]
             return Page(items=items, next_cursor=page.next_cursor, total=page.total)
         await repo.tags.resync(repo.collection, stale)
     raise AssertionError("unreachable")
-
-
-def _without_projection_gaps(membership: Document) -> Document:
-    """A membership as read back, with every copied field present (a stored null may come back missing)."""
-    return {"_id": membership["_id"], "tag": membership["tag"], "cid": membership["cid"]} | {
-        field: membership.get(field) for field in COPIED
-    }
