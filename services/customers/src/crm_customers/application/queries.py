@@ -249,7 +249,9 @@ async def _tagged_page(
             identity="cid",
         )
         ids = [m["cid"] for m in page.items]
-        loaded = {d["_id"]: d async for d in repo.collection.find({"_id": {"$in": ids}}, projection=LIST_PROJECTION)}
+        # No ids, no query: the embedded store reads every customer for an empty $in on _id.
+        found = repo.collection.find({"_id": {"$in": ids}}, projection=LIST_PROJECTION) if ids else None
+        loaded = {d["_id"]: d async for d in found} if found is not None else {}
         stale = [m["cid"] for m in page.items if not is_current(m, loaded.get(m["cid"]))]
         if not stale or attempt == 2:
             items = [loaded[m["cid"]] for m in page.items if m["cid"] in loaded and m["cid"] not in stale]
