@@ -218,19 +218,31 @@ class CustomerTags:
         marker = f"customer_tags_{version}"
         if await self.migrations.find_one({"_id": marker}) is not None:
             return 0
+        # Resumable: at 100k customers this takes minutes, and a start-up probe may restart the
+        # process before it ends; the next start goes on after the last customer written.
+        progress_id = f"{marker}_progress"
+        progress = await self.migrations.find_one({"_id": progress_id})
+        after = progress.get("last_id") if progress else None
         written = 0
         batch: list[ReplaceOne[Document]] = []
-        async for doc in customers.find({}, projection={"outbox": 0, "name_grams": 0, "contacts": 0}):
+        projection = {"outbox": 0, "name_grams": 0, "contacts": 0}
+        async for doc in customers.find({}, projection=projection).sort("_id", ASCENDING):
+            if after is not None and doc["_id"] <= after:
+                continue
             batch.extend(
                 ReplaceOne({"_id": m["_id"], "at": {"$lte": m["at"]}}, m, upsert=True) for m in memberships_of(doc)
             )
             if len(batch) >= 1000:
                 written += await self._write(batch)
                 batch = []
+                await self.migrations.replace_one(
+                    {"_id": progress_id}, {"_id": progress_id, "last_id": doc["_id"]}, upsert=True
+                )
         if batch:
             written += await self._write(batch)
         # Memberships of customers that lost a tag, or their listing, while this ran, are
         # caught by every page's check; a customer written meanwhile was synced by its writer.
         with contextlib.suppress(DuplicateKeyError):
             await self.migrations.insert_one({"_id": marker, "memberships": written})
+        await self.migrations.delete_one({"_id": progress_id})
         return written
