@@ -6,7 +6,8 @@ Starts the embedded backend, the directory, the customers service and the consol
 real process (as `crm up` runs them). Writes one customer through the customers API, then fills
 the store to N with the raw driver: clones of that API-written customer, each with its own id,
 name, owner (20 reps of one department), tier, tags and dates, derived fields recomputed by the
-service's own rules (so every sort key and match key is what the service would have written).
+service's own rules (so every sort key and match key is what the service would have written), and
+each one's tag memberships (``customer_tags``) as the service writes them beside it.
 
 Then, signed in to the console through its login form as a manager (sees the department) and as
 a rep (sees their own customers and the pool), it times what the browser asks for:
@@ -41,6 +42,7 @@ from common import BENCH_JWT_SECRET, backend_only, bearer, header, percentile
 from pymongo import AsyncMongoClient
 
 from crm_console.pages.customers.query import ListQuery
+from crm_customers.adapters.tag_index import memberships_of
 from crm_customers.domain import rules
 from crm_platform.devstack.processes import ManagedProcess, free_port, http_status, wait_until
 from crm_platform.devstack.services import SERVICES, ServiceSpec, service_env, start_service
@@ -52,6 +54,9 @@ PASSWORD = "a long enough passphrase"
 DEPARTMENT = "hq"
 REPS = 20
 TAGS = ["重点", "老客户", "渠道", "招投标", "续约", "高潜", "政府", "外资"]
+#: A tag on one customer in 500 (0.2%, 200 at 100k): a filter whose matches are too few for a
+#: walk of the department's sort order to find twenty of them soon.
+RARE_TAG = "稀有"
 ADMIN = bearer("bench-admin", ["admin"], f"/{DEPARTMENT}")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEXT_ROWS = re.compile(r'hx-get="(/customers/rows\?[^"]+)"')
@@ -154,7 +159,8 @@ def clone(base: Document, i: int, owners: list[dict[str, Any]], now: datetime) -
         "department_id": owner["department_id"],
         "department_path": owner["department_path"],
         "tier": "ABC"[i % 3],
-        "tags": list(dict.fromkeys([TAGS[i % len(TAGS)], TAGS[(i // len(TAGS)) % len(TAGS)]])) if i % 5 else [],
+        "tags": (list(dict.fromkeys([TAGS[i % len(TAGS)], TAGS[(i // len(TAGS)) % len(TAGS)]])) if i % 5 else [])
+        + ([RARE_TAG] if i % 500 == 7 else []),
         "phones": [],
         "contacts": [],
         "created_at": created,
@@ -175,7 +181,10 @@ async def fill(mongo_url: str, db: str, base: Document, owners: list[dict[str, A
     try:
         collection = mongo[db]["customers"]
         for start in range(1, n, 5000):
-            await collection.insert_many([clone(base, i, owners, now) for i in range(start, min(n, start + 5000))])
+            docs = [clone(base, i, owners, now) for i in range(start, min(n, start + 5000))]
+            await collection.insert_many(docs)
+            # Their tag memberships, as the service writes them with each customer.
+            await mongo[db]["customer_tags"].insert_many([m for d in docs for m in memberships_of(d)])
             print(f"  filled {min(n, start + 5000)}", file=sys.stderr, flush=True)
     finally:
         await mongo.close()
@@ -252,6 +261,10 @@ async def run(backend: Backend, specs: dict[str, ServiceSpec], args: argparse.Na
         "tier=A, tags_any=重点, sort -tier,name": urlencode(
             {"tier": "A", "tags_any": "重点", "s1": "tier", "d1": "desc", "s2": "name"}
         ),
+        f"tags_any={RARE_TAG} (rare), sort -tier,name": urlencode(
+            {"tags_any": RARE_TAG, "s1": "tier", "d1": "desc", "s2": "name"}
+        ),
+        "tags_all=重点,老客户, sort name": urlencode({"tags_all": "重点,老客户", "s1": "name"}),
         "q=科技, stage=prospect, sort -created_at": urlencode(
             {"q": "科技", "lifecycle_stage": "prospect", "s1": "created_at", "d1": "desc"}
         ),

@@ -174,7 +174,7 @@ def all_of(*clauses: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def count(collection: AsyncCollection[dict[str, Any]], query: dict[str, Any]) -> int:
+async def count(collection: AsyncCollection[dict[str, Any]], query: dict[str, Any], identity: str = "_id") -> int:
     """Count matches: the ``count`` command for a query without alternatives, else the ids of each.
 
     ``count_documents`` runs an aggregation whose cost on the embedded store grows with the
@@ -183,6 +183,8 @@ async def count(collection: AsyncCollection[dict[str, Any]], query: dict[str, An
     (a rep's total counted public-pool customers in the recycle bin: 20 for 8 rows), so a
     query with alternatives is counted as the union of the ids each alternative finds, each
     one an indexed query of its own (the alternatives may overlap: ids are counted once).
+    ``identity``: the field naming what is counted, when one record has several documents
+    (a customer's tag memberships): each is counted once across the alternatives.
     """
     branches = or_branches(query)
     if branches is None or len(branches) == 1:  # None: nested alternatives, left to the store
@@ -192,8 +194,8 @@ async def count(collection: AsyncCollection[dict[str, Any]], query: dict[str, An
         return int(result["n"])
     ids: set[Any] = set()
     for branch in branches:
-        async for doc in collection.find(branch, projection={"_id": 1}):
-            ids.add(doc["_id"])
+        async for doc in collection.find(branch, projection={identity: 1}):
+            ids.add(_get(doc, identity))
     return len(ids)
 
 
@@ -289,6 +291,16 @@ def _compare(keys: list[SortKey]) -> Any:
     return functools.cmp_to_key(compare)
 
 
+def _unfixed(keys: list[SortKey], query: dict[str, Any]) -> list[SortKey]:
+    """The sort keys a query does not fix by equality (a fixed key orders nothing).
+
+    The same order, but the embedded store's indexes are all ascending: a cursor's tie branch of
+    ``-tier,name`` (``s.tier = v``, ``s.name > w``) asked to ORDER BY ``s.tier DESC, s.name`` sorts
+    every match in a temporary b-tree, while ``ORDER BY s.name`` walks the index in order."""
+    fixed = [k for k in keys if k.field in query and not isinstance(query[k.field], dict)]
+    return [k for k in keys if k not in fixed] or keys[-1:]
+
+
 async def find_sorted(
     collection: AsyncCollection[dict[str, Any]],
     query: dict[str, Any],
@@ -296,21 +308,23 @@ async def find_sorted(
     limit: int,
     projection: dict[str, Any] | None = None,
     max_branches: int = MAX_BRANCHES,
+    identity: str = "_id",
 ) -> list[dict[str, Any]]:
-    """The first ``limit`` matches in sort order, one indexed query per ``$or`` branch, merged here."""
+    """The first ``limit`` matches in sort order, one indexed query per ``$or`` branch, merged here
+    (a record found by several branches once: ``identity`` names the field that says which)."""
     branches = or_branches(query, max_branches) or [query]
     if len(branches) == 1:
-        return [
-            d async for d in collection.find(branches[0], projection=projection).sort(mongo_sort(keys)).limit(limit)
-        ]
+        order = mongo_sort(_unfixed(keys, branches[0]))
+        return [d async for d in collection.find(branches[0], projection=projection).sort(order).limit(limit)]
     gate = asyncio.Semaphore(BRANCHES_AT_ONCE)
 
     async def first(branch: dict[str, Any]) -> list[dict[str, Any]]:
+        order = mongo_sort(_unfixed(keys, branch))
         async with gate:
-            return await collection.find(branch, projection=projection).sort(mongo_sort(keys)).limit(limit).to_list()
+            return await collection.find(branch, projection=projection).sort(order).limit(limit).to_list()
 
     pages = await asyncio.gather(*(first(b) for b in branches))
-    unique = {d["_id"]: d for page in pages for d in page}
+    unique = {_get(d, identity): d for page in pages for d in page}
     return sorted(unique.values(), key=_compare(keys))[:limit]
 
 
@@ -324,19 +338,21 @@ async def fetch_page(
     projection: dict[str, Any] | None = None,
     tiebreak: str = "_id",
     max_alternatives: int | None = None,
+    identity: str = "_id",
 ) -> Page:
     """One page of a list view: keyset after the cursor, one extra row to know if there is more.
 
     ``max_alternatives``: how many ``$or`` alternatives of the base query may each be their own
     indexed query (a cursor multiplies them by the number of sort keys); beyond, the store gets
-    the ``$or`` whole. None: at most :data:`MAX_BRANCHES` queries in all."""
+    the ``$or`` whole. None: at most :data:`MAX_BRANCHES` queries in all. ``identity``: the field
+    naming the record when one has several documents in ``collection`` (see :func:`find_sorted`)."""
     keys = parse_sort(paging.sort, sort_fields, default_sort, tiebreak)
     query = base_query
     if paging.cursor:
         query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))
     branches = MAX_BRANCHES if max_alternatives is None else max_alternatives * len(keys)
-    docs = await find_sorted(collection, query, keys, paging.limit + 1, projection, branches)
+    docs = await find_sorted(collection, query, keys, paging.limit + 1, projection, branches, identity)
     next_cursor = encode_cursor(docs[paging.limit - 1], keys) if len(docs) > paging.limit else None
     # Counting is the slow part at 100k records, so it is on demand.
-    total = await count(collection, base_query) if paging.include_total else None
+    total = await count(collection, base_query, identity) if paging.include_total else None
     return Page(items=docs[: paging.limit], next_cursor=next_cursor, total=total)

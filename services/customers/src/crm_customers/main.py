@@ -38,6 +38,10 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION)
         # Duplicate-check keys for customers stored before they were documents of their own (once).
         await repo.rebuild_keys()
+        # Tag memberships (what tag-filtered lists page on): built once for customers stored
+        # before they existed or before today's sort keys, then those of writes a crash cut short.
+        await repo.tags.rebuild(repo.collection, f"v1_s{rules.SORT_KEYS_VERSION}")
+        await repo.tags.resync_pending(repo.collection)
 
     kit.on_startup(setup)
     kit.consume(

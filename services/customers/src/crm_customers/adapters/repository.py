@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from crm_customers.adapters.keys import CustomerKeys, KeysTaken
+from crm_customers.adapters.tag_index import CustomerTags
 from crm_customers.domain.rules import identity_keys, match_keys
 from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
@@ -72,6 +73,20 @@ INDEXES = [
             ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
         )
     ),
+    # Tier first, then name (a manager's "A customers first"), behind each visibility prefix.
+    *(
+        IndexModel(
+            [*prefix, ("s.tier", DESCENDING), ("s.name", ASCENDING), ("s.id", ASCENDING)], name=f"{name}_tier_name"
+        )
+        for name, prefix in (
+            ("status", [("status", ASCENDING)]),
+            ("owner_status", [("owner_id", ASCENDING), ("status", ASCENDING)]),
+            ("dept_status", [("department_path", ASCENDING), ("status", ASCENDING)]),
+            ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
+        )
+    ),
+    # A cursor's tie branch is an equality on the first sort key: named idx_<field> or it scans.
+    IndexModel([("s.tier", ASCENDING)], name="idx_s.tier"),
     IndexModel([("tags", ASCENDING)], name="idx_tags"),
     IndexModel([("s.last_followed_up_at", ASCENDING)], name="idx_s.last_followed_up_at"),
     IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
@@ -113,6 +128,7 @@ class CustomerRepository:
         self.migrations: AsyncCollection[Document] = db["migrations"]
         self.owner_locks: AsyncCollection[Document] = db["owner_locks"]
         self.keys = CustomerKeys(db["customer_keys"])
+        self.tags = CustomerTags(db)
         self._clock = clock
         # In-process queue in front of the lease, so waiters here do not poll the store.
         self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -122,6 +138,7 @@ class CustomerRepository:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
+        await self.tags.ensure_indexes()
         # A person's saved views: listed by owner, and one name once per owner (the API's 409).
         views_index = [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)]
         try:
@@ -246,13 +263,41 @@ class CustomerRepository:
             for key in taken.keys:  # every recorded holder was stale: the key is free
                 await self.keys.take_over(key, doc["_id"], stale=(await self.keys.holders([key])).get(key, []))
         try:
-            return await self.store.insert(doc, events)
+            await self.tags.note(doc["_id"])
+            stored = await self.store.insert(doc, events)
         except BaseException:
             # Give the keys back, unless the customer is stored under this id after all (a retry
             # with the same Idempotency-Key racing its first attempt: the keys are that one's).
             if await self.get(doc["_id"]) is None:
                 await self.keys.remove(keys, doc["_id"])
+            await self._settle_tags(doc["_id"])
             raise
+        await self.sync_tags(stored)
+        return stored
+
+    async def sync_tags(self, stored: Document) -> None:
+        """The customer's tag memberships from what was just stored, then the write's note cleared."""
+        await self.tags.sync(stored, stored["_id"])
+        await self.tags.done(stored["_id"])
+
+    async def _settle_tags(self, customer_id: str) -> None:
+        """After a write that failed: usually nothing was written (a conflict, a domain error), but
+        a lost connection leaves it unknown, so resync from what is stored. If that fails too the
+        note stays, for the next start-up."""
+        with contextlib.suppress(Exception):
+            await self.tags.resync(self.collection, [customer_id])
+            await self.tags.done(customer_id)
+
+    async def replace_guarded(self, guard: Document, doc: Document) -> bool:
+        """A guarded replace of a whole customer outside :meth:`mutate` (derived fields, no new
+        version), its tag memberships kept in step; False when the guard no longer matches."""
+        await self.tags.note(doc["_id"])
+        result = await self.collection.replace_one(guard, doc)
+        if result.matched_count:
+            await self.sync_tags(doc)
+        else:
+            await self.tags.done(doc["_id"])
+        return bool(result.matched_count)
 
     async def mutate(self, customer_id: str, decide: Decide, *, expected_version: int | None = None) -> Document:
         """:meth:`VersionedStore.mutate`, with the keys the new state adds recorded before the
@@ -269,7 +314,13 @@ class CustomerRepository:
                     await self.keys.add(added, customer_id)
             return change
 
-        after = await self.store.mutate(customer_id, decide_and_add_keys, expected_version=expected_version)
+        await self.tags.note(customer_id)
+        try:
+            after = await self.store.mutate(customer_id, decide_and_add_keys, expected_version=expected_version)
+        except BaseException:
+            await self._settle_tags(customer_id)
+            raise
+        await self.sync_tags(after)
         # The keys of the state this write replaced, less those the new state holds.
         dropped = before.get("keys", set()) - identity_keys(after)
         if dropped:

@@ -698,10 +698,7 @@ class Customers:
             doc["s"] = rules.sort_keys(doc)
             rev = doc.get("outbox_rev", 0)
             doc["outbox_rev"] = rev + 1
-            result = await self.repo.collection.replace_one(
-                {"_id": customer_id, "version": doc["version"], "outbox_rev": rev}, doc
-            )
-            if result.matched_count:
+            if await self.repo.replace_guarded({"_id": customer_id, "version": doc["version"], "outbox_rev": rev}, doc):
                 return True
         raise Conflict(f"could not record the follow-up on {customer_id}: too much contention")
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
+from crm_customers.adapters.tag_index import COPIED, is_current
 from crm_customers.domain import rules
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
@@ -79,7 +80,17 @@ class CustomerFilter(BaseModel):
             raise ValueError("give a time zone, e.g. 2026-01-31T00:00:00+08:00")
         return value
 
-    def to_mongo(self, principal: Principal, status: Literal["active", "deleted"] = "active") -> Document:
+    def tag_lists(self) -> tuple[list[str], list[str]]:
+        """The tags asked for: (all of, any of)."""
+        return _split(self.tags_all), _split(self.tags_any)
+
+    def to_mongo(
+        self, principal: Principal, status: Literal["active", "deleted"] = "active", *, memberships: bool = False
+    ) -> Document:
+        """The query on customers; with ``memberships``, the same on their tag memberships
+        (``customer_tags``, one document per customer and tag with the same fields): each tag
+        is the scalar ``tag`` there, one ``$or`` branch (an indexed query) per tag of ``tags_any``.
+        ``tags_all`` pages one of its tags' memberships and tests the others on the rows walked."""
         clauses: list[Document] = [{"status": status}]
         visibility = principal.mongo_visibility()
         if status == "active" and visibility:
@@ -108,6 +119,10 @@ class CustomerFilter(BaseModel):
             value = getattr(self, name)
             if value is not None:
                 clauses.append({f"address.{name}": value})
+        if self.tier is not None:
+            # Its sort key too (the same value when a tier is set): fixed by equality, it drops out
+            # of the ORDER BY, and -tier,name walks the (prefix, s.tier, s.name, s.id) indexes in order.
+            clauses.append({"s.tier": str(self.tier)})
         if self.in_pool is not None:
             clauses.append({"in_pool": self.in_pool})
         if self.locked is not None:
@@ -117,10 +132,17 @@ class CustomerFilter(BaseModel):
             clauses.append({"match_phones": {"$in": [self.phone]}})
         if self.email:
             clauses.append({"match_emails": {"$in": [self.email.lower()]}})
-        if tags := _split(self.tags_all):
-            clauses.append({"tags": {"$all": tags}})
-        if tags := _split(self.tags_any):
-            clauses.append({"tags": {"$in": tags}})
+        every, some = self.tag_lists()
+        if memberships and every:
+            clauses.append({"tag": every[0]})
+            if every[1:]:
+                clauses.append({"tags": {"$all": every[1:]}})
+        elif every:
+            clauses.append({"tags": {"$all": every}})
+        if memberships and some and not every:
+            clauses.append({"$or": [{"tag": tag} for tag in some]} if len(some) > 1 else {"tag": some[0]})
+        elif some:
+            clauses.append({"tags": {"$in": some}})
         if self.q:
             needle = normalise_name(self.q)
             if needle:
@@ -151,6 +173,9 @@ async def list_customers(
     paging: PageParams,
     status: Literal["active", "deleted"] = "active",
 ) -> Page:
+    every, some = filters.tag_lists()
+    if every or some:
+        return await _tagged_page(repo, principal, filters, paging, status)
     return await fetch_page(
         repo.collection,
         filters.to_mongo(principal, status),
@@ -171,11 +196,65 @@ async def neighbours(
     each direction (the reverse order for "previous"), so it costs two indexed queries.
     """
     keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK)
-    base = filters.to_mongo(principal, "active")
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]
-    after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
-    before = await find_sorted(
-        repo.collection, all_of(base, keyset_filter(reverse, values)), reverse, 1, LIST_PROJECTION
-    )
-    return (before[0] if before else None), (after[0] if after else None)
+    every, some = filters.tag_lists()
+    if not (every or some):
+        base = filters.to_mongo(principal, "active")
+        after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
+        before = await find_sorted(
+            repo.collection, all_of(base, keyset_filter(reverse, values)), reverse, 1, LIST_PROJECTION
+        )
+        return (before[0] if before else None), (after[0] if after else None)
+    # Tag-filtered: the same keyset on the memberships, then the neighbour loaded by id.
+    base = filters.to_mongo(principal, "active", memberships=True)
+    found: list[Document | None] = []
+    for order in (reverse, keys):
+        rows = await find_sorted(
+            repo.tags.collection,
+            all_of(base, keyset_filter(order, values)),
+            order,
+            1,
+            {"cid": 1, "s": 1},
+            identity="cid",
+        )
+        found.append(await repo.collection.find_one({"_id": rows[0]["cid"]}, LIST_PROJECTION) if rows else None)
+    return found[0], found[1]
+
+
+async def _tagged_page(
+    repo: CustomerRepository,
+    principal: Principal,
+    filters: CustomerFilter,
+    paging: PageParams,
+    status: Literal["active", "deleted"],
+) -> Page:
+    """A tag-filtered page: paged on the tag memberships' indexes, then the page's customers
+    loaded by id and each checked against the membership that listed it (see
+    :mod:`crm_customers.adapters.tag_index`); a stale membership is resynced and the page asked
+    again, so what is shown is what the customers say."""
+    every, some = filters.tag_lists()
+    query = filters.to_mongo(principal, status, memberships=True)
+    alternatives = 3 * (1 if every else len(some))  # visibility (own, department, pool) by tag
+    for attempt in range(3):
+        page = await fetch_page(
+            repo.tags.collection,
+            query,
+            paging,
+            sort_fields=SORT_FIELDS,
+            default_sort=DEFAULT_SORT,
+            projection={"_id": 1, "tag": 1, "cid": 1, **dict.fromkeys(COPIED, 1)},
+            tiebreak=rules.TIEBREAK,
+            max_alternatives=alternatives,
+            identity="cid",
+        )
+        ids = [m["cid"] for m in page.items]
+        # No ids, no query: the embedded store reads every customer for an empty $in on _id.
+        found = repo.collection.find({"_id": {"$in": ids}}, projection=LIST_PROJECTION) if ids else None
+        loaded = {d["_id"]: d async for d in found} if found is not None else {}
+        stale = [m["cid"] for m in page.items if not is_current(m, loaded.get(m["cid"]))]
+        if not stale or attempt == 2:
+            items = [loaded[m["cid"]] for m in page.items if m["cid"] in loaded and m["cid"] not in stale]
+            return Page(items=items, next_cursor=page.next_cursor, total=page.total)
+        await repo.tags.resync(repo.collection, stale)
+    raise AssertionError("unreachable")
