@@ -8,6 +8,7 @@ the statement and its plan, if anything it ran reads a whole collection.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,8 @@ import pytest
 from crm_customers.main import create_app
 from crm_customers.settings import CustomersSettings
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, running, unique
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, eventually, running, unique
+from crm_platform.testing.plans import origin_commands
 from crm_platform.testing.query_plans import Capture, TracedStore
 
 FILL = 400  # customers created before measuring, spread over reps and departments
@@ -78,6 +80,29 @@ async def test_create_is_index_lookups(plans_client: httpx.AsyncClient, traced_s
         r = await plans_client.post("/v1/customers", json=body, headers=headers)
         assert r.status_code == 201, r.text
     assert_indexed(capture)
+
+
+@pytest.mark.parametrize(("tags", "commands"), [([], 4), (["重点", "续约"], 7)])
+async def test_what_a_create_costs_in_store_commands(
+    plans_client: httpx.AsyncClient, tags: list[str], commands: int
+) -> None:
+    """Issue 13 counts every store command of a create. The request's own, once the owner has
+    created before: the owner's lease taken, the duplicate keys claimed, the insert, the lease
+    given back (4); with tags, the memberships' note, their upsert and the note cleared (3 more)."""
+    headers = auth(unique("rep"), department_path="/hq/d1")
+
+    async def create() -> None:
+        body = {"kind": "company", "name": f"苏州{uuid.uuid4().hex[:8]}电子有限公司", "tags": tags}
+        r = await plans_client.post("/v1/customers", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+
+    await create()  # the owner's first: their lease document is made and their customers counted
+    before = origin_commands("http")
+    await create()
+    # The lease may be given back just after the answer: wait for the count to settle.
+    await eventually(lambda: origin_commands("http") - before >= commands, timeout=5, message="commands counted")
+    await asyncio.sleep(0.3)
+    assert origin_commands("http") - before == commands
 
 
 async def _create(client: httpx.AsyncClient, headers: dict[str, str], **extra: Any) -> dict[str, Any]:

@@ -44,10 +44,15 @@ async def deliver(app: Any, envelope: EventEnvelope) -> int:
 
 def consumer_commands() -> float:
     """Store commands this process has sent on behalf of consumers so far (every command name)."""
+    return origin_commands("consumer")
+
+
+def origin_commands(origin: str) -> float:
+    """Store commands this process has sent for ``origin`` (``http``, ``relay``, ``consumer``…) so far."""
     total = 0.0
     for metric in STORE_COMMANDS.collect():
         for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels.get("origin") == "consumer":
+            if sample.name.endswith("_total") and sample.labels.get("origin") == origin:
                 total += sample.value
     return total
 

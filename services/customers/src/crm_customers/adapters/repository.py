@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from crm_customers.adapters.keys import CustomerKeys, KeysTaken
-from crm_customers.adapters.tag_index import CustomerTags
+from crm_customers.adapters.tag_index import CustomerTags, memberships_of
 from crm_customers.domain.rules import identity_keys, match_keys
 from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
@@ -262,17 +262,24 @@ class CustomerRepository:
                 raise DuplicateKeys(holders) from taken
             for key in taken.keys:  # every recorded holder was stale: the key is free
                 await self.keys.take_over(key, doc["_id"], stale=(await self.keys.holders([key])).get(key, []))
+        # A customer without tags has no memberships to keep in step: no note, no sync (no
+        # store command); one with tags has none yet, so they are written without reading first.
+        tagged = bool(memberships_of(doc))
         try:
-            await self.tags.note(doc["_id"])
+            if tagged:
+                await self.tags.note(doc["_id"])
             stored = await self.store.insert(doc, events)
         except BaseException:
             # Give the keys back, unless the customer is stored under this id after all (a retry
             # with the same Idempotency-Key racing its first attempt: the keys are that one's).
             if await self.get(doc["_id"]) is None:
                 await self.keys.remove(keys, doc["_id"])
-            await self._settle_tags(doc["_id"])
+            if tagged:
+                await self._settle_tags(doc["_id"])
             raise
-        await self.sync_tags(stored)
+        if tagged:
+            await self.tags.sync_new(stored)
+            await self.tags.done(stored["_id"])
         return stored
 
     async def sync_tags(self, stored: Document) -> None:
@@ -291,6 +298,10 @@ class CustomerRepository:
     async def replace_guarded(self, guard: Document, doc: Document) -> bool:
         """A guarded replace of a whole customer outside :meth:`mutate` (derived fields, no new
         version), its tag memberships kept in step; False when the guard no longer matches."""
+        if not doc.get("tags"):
+            # Derived fields only: the tags are those of the state the guard names, none here, so
+            # the customer has no memberships to rewrite (a follow-up costs no extra command).
+            return bool((await self.collection.replace_one(guard, doc)).matched_count)
         await self.tags.note(doc["_id"])
         result = await self.collection.replace_one(guard, doc)
         if result.matched_count:
@@ -303,24 +314,31 @@ class CustomerRepository:
         """:meth:`VersionedStore.mutate`, with the keys the new state adds recorded before the
         write and those it drops removed after it."""
         before: dict[str, set[str]] = {}
+        noted: list[bool] = []  # the tag memberships' note taken (once, before the first write that needs it)
 
         async def decide_and_add_keys(doc: Document, version: int) -> Change:
             before["keys"] = identity_keys(doc)  # decide changes doc in place: read its keys first
+            had_tags = bool(doc.get("tags"))
             decided = decide(doc, version)
             change = await decided if isinstance(decided, Awaitable) else decided
             if change.state is not None:
                 added = identity_keys(change.state) - before["keys"]
                 if added:
                     await self.keys.add(added, customer_id)
+                # Memberships change only for a customer with tags before or after this write.
+                if not noted and (had_tags or change.state.get("tags")):
+                    await self.tags.note(customer_id)
+                    noted.append(True)
             return change
 
-        await self.tags.note(customer_id)
         try:
             after = await self.store.mutate(customer_id, decide_and_add_keys, expected_version=expected_version)
         except BaseException:
-            await self._settle_tags(customer_id)
+            if noted:
+                await self._settle_tags(customer_id)
             raise
-        await self.sync_tags(after)
+        if noted:
+            await self.sync_tags(after)
         # The keys of the state this write replaced, less those the new state holds.
         dropped = before.get("keys", set()) - identity_keys(after)
         if dropped:

@@ -11,10 +11,12 @@ The page's customers are then loaded by ``_id`` (an indexed ``IN`` on the store)
 
 The customer document stays the truth; these are derived from it:
 
-* every write of a customer (repository) first notes the customer in ``customer_tags_pending``,
-  then writes the customer, then rewrites its memberships from what was stored
-  (:meth:`CustomerTags.sync`), then clears the note. A crash between two of those writes leaves
-  the note, and the next start-up resyncs every noted customer (:meth:`resync_pending`).
+* every write of a customer with tags before or after it (repository) first notes the customer in
+  ``customer_tags_pending``, then writes the customer, then rewrites its memberships from what was
+  stored (:meth:`CustomerTags.sync`; a new customer's without reading first), then clears the
+  note; a write of a customer without tags before or after costs nothing here. A crash between
+  two of those writes leaves the note, and the next start-up resyncs every noted customer
+  (:meth:`resync_pending`).
 * a page checks each row against the customer it loaded (:func:`is_current`): a row written
   by a slower concurrent writer, or left by a crash, is dropped from the page, the customer
   resynced and the page asked again, so a list never shows a customer under a tag, scope or
@@ -189,6 +191,13 @@ class CustomerTags:
         if not ops:
             return
         await self._write(ops)
+
+    async def sync_new(self, doc: Document) -> None:
+        """A customer just inserted (so it has no memberships yet): its memberships, without
+        reading first. Guarded like :meth:`sync`, so a newer state's write is never undone."""
+        wanted = memberships_of(doc)
+        if wanted:
+            await self._write([ReplaceOne({"_id": m["_id"], "at": {"$lte": m["at"]}}, m, upsert=True) for m in wanted])
 
     async def _write(self, ops: Sequence[ReplaceOne[Document] | DeleteMany]) -> int:
         """Unordered; a guarded upsert that met a newer membership (a duplicate key) is skipped."""
