@@ -178,3 +178,21 @@ async def test_line_breaks_and_tabs_stay_allowed_in_body_text(served: str) -> No
     assert r.status_code == 200, r.text
     assert r.json() == {"thing_id": "t1", "name": "Acme 有限公司", "text": text}
     assert raw.status_code == 422 and raw.json()["errors"][0]["field"] == "name"
+
+
+async def test_a_validation_error_says_its_kind_and_limits_for_machines(served: str) -> None:
+    """Beside the English reason: ``code`` (pydantic's error type) and ``params`` (its limits),
+    which a client (the console) turns into its own words in another language."""
+    async with httpx.AsyncClient(base_url=served) as client:
+        missing = await client.post("/things/t1", json={"text": "x"})
+        wrong = await client.post("/things/t1", json={"name": "ok", "contacts": "not a list"})
+    assert missing.status_code == 422 and missing.headers["content-type"].startswith(PROBLEM)
+    assert missing.json()["errors"] == [
+        {"field": "name", "reason": "Field required", "location": "body", "code": "missing"}
+    ]
+    assert wrong.json()["errors"][0] | {"reason": ""} == {
+        "field": "contacts",
+        "reason": "",
+        "location": "body",
+        "code": "list_type",
+    }

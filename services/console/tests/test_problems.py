@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import expect
 
 from crm_console.main import catalogue_for
-from crm_console.problems import KNOWN_CODES, REASONS, explain
+from crm_console.problems import KNOWN_CODES, REASONS, explain, localise_field_errors
 from crm_console.registry import discover
 from crm_console.testing import Stack, sign_in
 from crm_console.upstreams import UpstreamProblem
@@ -85,3 +85,41 @@ async def test_a_refusal_from_the_directory_is_shown_in_the_users_language(
     await node.locator("summary").first.click()
     await node.locator(f"#delete-{parent}").click()
     await expect(page.locator("#problem")).to_contain_text(expected)
+
+
+def field_problem(*errors: dict[str, Any]) -> UpstreamProblem:
+    return UpstreamProblem(
+        "svc", 422, title="Invalid", detail=None, type="urn:crm:problem:validation-failed", errors=list(errors)
+    )
+
+
+def test_field_errors_with_a_known_code_are_in_the_users_language() -> None:
+    errors = (
+        {"field": "name", "reason": "Field required", "code": "missing"},
+        {"field": "title", "reason": "String should have at most 200 characters", "code": "string_too_long",
+         "params": {"max_length": 200}},
+        {"field": "tier", "reason": "Input should be 'A', 'B' or 'C'", "code": "enum",
+         "params": {"expected": "'A', 'B' or 'C'"}},
+        # The service's own rule (no code), a code the console does not know, a text whose limit is missing.
+        {"field": "minutes", "reason": "a phone interaction has no minutes"},
+        {"field": "x", "reason": "Something new", "code": "brand_new_check"},
+        {"field": "y", "reason": "At most 3 items", "code": "too_long"},
+    )  # fmt: skip
+    zh = field_problem(*(dict(e) for e in errors))
+    localise_field_errors(zh, "zh-CN", CATALOGUE)
+    assert zh.field_errors() == {
+        "name": "必填。",
+        "title": "最多 200 个字符。",
+        "tier": "可选值：'A', 'B' or 'C'。",
+        "minutes": "a phone interaction has no minutes",
+        "x": "Something new",
+        "y": "At most 3 items",
+    }
+    en = field_problem(*(dict(e) for e in errors))
+    localise_field_errors(en, "en", CATALOGUE)
+    assert en.field_errors()["title"] == "At most 200 characters." and en.field_errors()["name"] == "Required."
+
+
+def test_every_field_error_text_is_in_both_languages() -> None:
+    keys = {k for k in CATALOGUE.messages["en"] if k.startswith("core.field.")}
+    assert keys and keys == {k for k in CATALOGUE.messages["zh-CN"] if k.startswith("core.field.")}

@@ -22,11 +22,18 @@ log = structlog.get_logger(__name__)
 
 
 class FieldError(BaseModel):
-    """One offending field: where it is (dotted path, list indexes in brackets) and why."""
+    """One offending field: where it is (dotted path, list indexes in brackets) and why.
+
+    ``code`` and ``params``, where known, say the reason for machines (a client showing it in
+    another language): the validation error's kind (``missing``, ``string_too_long``,
+    ``greater_than``, ``enum``…, pydantic's error types) and its limits (``max_length``, ``gt``…).
+    """
 
     field: str
     reason: str
     location: str = "body"
+    code: str | None = None
+    params: dict[str, str | int | float | bool] | None = None
 
 
 class Problem(BaseModel):
@@ -168,7 +175,13 @@ def field_errors_from_pydantic(errors: Sequence[Any], default_location: str = "b
         reason = _reason(str(err.get("msg", "invalid")))
         if err.get("type") == "json_invalid":
             field, reason = "body", f"the body is not valid JSON: {err.get('ctx', {}).get('error', reason)}"
-        out.append(FieldError(field=field, reason=reason, location=location))
+        code = str(err["type"]) if err.get("type") else None
+        if code in ("value_error", "assertion_error"):
+            code = None  # our own validators' messages: only the text says which rule
+        params = {
+            k: v for k, v in (err.get("ctx") or {}).items() if isinstance(v, str | int | float | bool) and k != "error"
+        }
+        out.append(FieldError(field=field, reason=reason, location=location, code=code, params=params or None))
     return out
 
 

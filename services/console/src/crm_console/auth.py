@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
 from crm_console.i18n import LANGUAGES, pick_language
+from crm_console.problems import localise_field_errors
 from crm_console.sessions import Session, SessionUser
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api, NotSignedIn, console, current_session, render, session_lifetime, signed_in, zone
@@ -85,6 +86,7 @@ async def login(
     )
     if answer.status_code != 200:
         problem = UpstreamProblem.from_response("directory", answer)
+        localise_field_errors(problem, before.language, app.catalogue)
         error = {401: "core.login.wrong", 429: "core.login.throttled"}.get(answer.status_code, "core.login.refused")
         retry = answer.headers.get("Retry-After", "")
         context = {"next": safe_next(next), "email": email, "error": error, "retry_after": retry}

@@ -8,6 +8,10 @@ cool-down), as a specific text filled with those members (``core.problem.reason.
 the console does not know is shown as the service wrote it. In English the service's detail
 follows the console's text, since it names the record; in Chinese it would be the only English
 on the page, so it is left out there.
+
+Field errors (``errors[]``) carry a ``code`` and ``params`` where the service knows the kind of
+error (``missing``, ``string_too_long`` with ``max_length``…): those reasons are the console's own
+text in the user's language (``core.field.<code>``); the others stay the service's words.
 """
 
 from __future__ import annotations
@@ -86,3 +90,19 @@ def explain(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> st
     if language == "en" and problem.detail:
         return f"{text} {problem.detail}"
     return text
+
+
+def localise_field_errors(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> None:
+    """Each field error's reason in ``language`` where its ``code`` is one the console knows
+    (``core.field.<code>``, with the error's ``params``: ``max_length``…); else the service's words."""
+    for error in problem.errors:
+        code = error.get("code")
+        key = f"core.field.{code}"
+        if not isinstance(code, str) or not (catalogue.messages.get(language, {}).get(key)):
+            continue
+        given = error.get("params")
+        params: dict[str, Any] = given if isinstance(given, dict) else {}
+        try:
+            error["reason"] = catalogue.translate(language, key).format(**params)
+        except (KeyError, IndexError, ValueError):
+            continue  # a text naming a limit the service did not send: its own words then

@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from crm_console.i18n import Catalogue
-from crm_console.problems import explain
+from crm_console.problems import explain, localise_field_errors
 from crm_console.registry import PageGroup, may, menu_for
 from crm_console.sessions import Session, SessionStore
 from crm_console.settings import ConsoleSettings
@@ -142,7 +142,9 @@ class Api:
             if response.status_code == 401:
                 raise NotSignedIn()
         if response.status_code >= 400:
-            raise UpstreamProblem.from_response(service, response)
+            problem = UpstreamProblem.from_response(service, response)
+            localise_field_errors(problem, self.session.language, self.console.catalogue)
+            raise problem
         return response
 
     async def _call(
