@@ -13,7 +13,8 @@ For each kind (opportunities, interactions, tasks, directory users):
   consumers have settled), divided by the writes;
 * writes/s through the API at the given concurrency with 1k records of that kind stored, and
   again with N stored (pre-filled with the raw driver: clones of a record the API wrote, so the
-  stored shape is the service's own), and the ratio; beside it the raw driver's insert_one of
+  stored shape is the service's own, each with its own name and moments and spread over
+  CUSTOMERS customers and OWNERS owners), and the ratio; beside it the raw driver's insert_one of
   the same shape at the same concurrency;
 * p50/p95 of list page 1 and page 10 (20 per page, default sort) with N stored, ``--concurrency``
   readers walking ten pages at once, ``--pages`` walks each.
@@ -158,8 +159,10 @@ async def fill(db: Any, kind: Kind, template: Document, have: int, want: int) ->
                 # the moments one second apart: clones tied on every sort key made each list page
                 # sort all N ties (a cost real data, whose moments differ, does not have). Not
                 # s.fire_at: the task scheduler would fire the clones' reminders.
+                # Not `type(v) is int`: PyMongo decodes a BSON int64 (every epoch-ms moment) as
+                # bson.Int64, so that test kept every clone's moments equal (one tie group of N).
                 keys = {
-                    k: v - i * 1000 if k.endswith("_at") and k != "fire_at" and type(v) is int else v
+                    k: v - i * 1000 if k.endswith("_at") and k != "fire_at" and isinstance(v, int) else v
                     for k, v in base["s"].items()
                 }
                 # The sort keys' copies of the fields this clone has of its own (names casefolded, as
