@@ -13,7 +13,8 @@ For each kind (opportunities, interactions, tasks, directory users):
   consumers have settled), divided by the writes;
 * writes/s through the API at the given concurrency with 1k records of that kind stored, and
   again with N stored (pre-filled with the raw driver: clones of a record the API wrote, so the
-  stored shape is the service's own), and the ratio; beside it the raw driver's insert_one of
+  stored shape is the service's own, each with its own name and moments and spread over
+  CUSTOMERS customers and OWNERS owners), and the ratio; beside it the raw driver's insert_one of
   the same shape at the same concurrency;
 * p50/p95 of list page 1 and page 10 (20 per page, default sort) with N stored, ``--concurrency``
   readers walking ten pages at once, ``--pages`` walks each.
@@ -68,6 +69,24 @@ class Kind:
     body: Callable[[int], Document]
     headers: dict[str, str]
     unique: tuple[str, ...] = ()  # fields a clone must change besides _id (unique indexes)
+    #: What clone i has of its own (top-level fields, and their sort-key copies in ``s``): a real
+    #: CRM's records differ in name and spread over many customers and owners, and clones that
+    #: share one make every per-customer or per-owner query, and every sort on them, one tie group.
+    vary: Callable[[int], Document] = lambda i: {}
+
+
+#: Clone i's customer and owner: CUSTOMERS customers spread over OWNERS owners, the bench's rep
+#: one of them (so the rep's lists hold N / OWNERS clones: 1,000 at N = 100k).
+CUSTOMERS, OWNERS = 20_000, 100
+
+
+def customer_of(i: int) -> str:
+    return f"fill-customer-{i % CUSTOMERS}"
+
+
+def owner_of(i: int) -> str:
+    owner = i % CUSTOMERS % OWNERS
+    return REP if owner == 0 else f"fill-owner-{owner}"
 
 
 @contextmanager
@@ -133,16 +152,23 @@ async def fill(db: Any, kind: Kind, template: Document, have: int, want: int) ->
         batch = []
         for i in range(start, min(want, start + 5000)):
             doc = {**base, "_id": f"fill-{i}-{uuid.uuid4().hex[:6]}"}
+            own = kind.vary(i)
+            doc.update(own)
             if isinstance(base.get("s"), dict) and "id" in base["s"]:
                 # The sort keys' copy of the id is every list's tie-breaker: it must follow _id. And
                 # the moments one second apart: clones tied on every sort key made each list page
                 # sort all N ties (a cost real data, whose moments differ, does not have). Not
                 # s.fire_at: the task scheduler would fire the clones' reminders.
+                # Not `type(v) is int`: PyMongo decodes a BSON int64 (every epoch-ms moment) as
+                # bson.Int64, so that test kept every clone's moments equal (one tie group of N).
                 keys = {
-                    k: v - i * 1000 if k.endswith("_at") and k != "fire_at" and type(v) is int else v
+                    k: v - i * 1000 if k.endswith("_at") and k != "fire_at" and isinstance(v, int) else v
                     for k, v in base["s"].items()
                 }
-                doc["s"] = {**keys, "id": doc["_id"]}
+                # The sort keys' copies of the fields this clone has of its own (names casefolded, as
+                # the services store them).
+                mine = {k: v.casefold() if isinstance(v, str) else v for k, v in own.items() if k in keys}
+                doc["s"] = {**keys, **mine, "id": doc["_id"]}
             for name in kind.unique:
                 doc[name] = f"fill-{i}-{doc[name]}"
             batch.append(doc)
@@ -255,6 +281,7 @@ async def run(backend: Backend, specs: dict[str, ServiceSpec], args: argparse.Na
                     "/v1/opportunities",
                     lambda i: {"customer_id": customer.id, "name": f"商机 {i}", "amount": "1000.00"},
                     REP_HEADERS,
+                    vary=lambda i: {"name": f"商机 {i}", "customer_id": customer_of(i), "owner_id": owner_of(i)},
                 ),
                 Kind(
                     "interactions (interactions)",
@@ -268,6 +295,7 @@ async def run(backend: Backend, specs: dict[str, ServiceSpec], args: argparse.Na
                         "content": f"跟进 {i}",
                     },
                     REP_HEADERS,
+                    vary=lambda i: {"content": f"跟进 {i}", "customer_id": customer_of(i), "author_id": owner_of(i)},
                 ),
                 Kind(
                     "tasks (interactions)",
@@ -276,6 +304,7 @@ async def run(backend: Backend, specs: dict[str, ServiceSpec], args: argparse.Na
                     "/v1/tasks",
                     lambda i: {"title": f"回访 {i}", "due_at": (now + timedelta(days=2)).isoformat()},
                     REP_HEADERS,
+                    vary=lambda i: {"title": f"回访 {i}", "assignee_id": owner_of(i), "created_by": owner_of(i)},
                 ),
                 Kind(
                     "directory users (directory, no password: argon2 is not the store)",
@@ -290,6 +319,7 @@ async def run(backend: Backend, specs: dict[str, ServiceSpec], args: argparse.Na
                     },
                     ADMIN_HEADERS,
                     unique=("email",),
+                    vary=lambda i: {"name": f"用户 {i}"},
                 ),
             ]
             for kind in kinds:

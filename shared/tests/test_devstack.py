@@ -25,6 +25,8 @@ from crm_platform.devstack import (
     wait_until,
 )
 from crm_platform.devstack.processes import ensure_ports_free, group_is_gone
+from crm_platform.devstack.services import EMBEDDED_STORE_CONNECTIONS, SERVICES, service_env
+from crm_platform.settings import ServiceSettings
 from crm_platform.testing import start_backend
 
 
@@ -57,6 +59,19 @@ async def test_embedded_backend_round_trips_a_message_and_a_document() -> None:
         backend.stop()
     assert backend.processes, "the embedded backend runs child processes"
     assert all(not proc.is_running() and group_is_gone(proc.pid) for proc in backend.processes)
+
+
+def test_services_on_the_embedded_store_keep_few_connections_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store runs commands on 6 threads, one per database at a time: a service's pool is sized
+    so its queue waits in the service, not on the store's threads (see EMBEDDED_STORE_CONNECTIONS);
+    an operator's CRM_MONGO_MAX_POOL_SIZE still wins."""
+    spec = SERVICES[1]
+    common = {"kafka_bootstrap": "127.0.0.1:1", "mongo_url": "mongodb://127.0.0.1:2", "jwt_secret": "x" * 32}
+    for name, value in service_env(spec, base={}, **common).items():
+        monkeypatch.setenv(name, value)
+    assert ServiceSettings().mongo_max_pool_size == EMBEDDED_STORE_CONNECTIONS < 6
+    told = service_env(spec, base={"CRM_MONGO_MAX_POOL_SIZE": "50"}, **common)
+    assert told["CRM_MONGO_MAX_POOL_SIZE"] == "50"
 
 
 def test_binaries_are_found() -> None:

@@ -70,6 +70,19 @@ def upstream_env(specs: Sequence[ServiceSpec], host: str = LOOPBACK) -> dict[str
     return {f"CRM_CONSOLE_{s.name.upper()}_URL": s.url(host=host) for s in specs if not s.web}
 
 
+#: Connections each service keeps to the embedded store (CRM_MONGO_MAX_POOL_SIZE, PyMongo's default
+#: 100). nx-27017 runs every command on the 6 threads of its asyncio executor (2 cores) and one
+#: command at a time per database, so a service with more commands in flight does not go faster:
+#: the extra ones take the store's threads and wait there on the database's lock, and every other
+#: command, the drivers' heartbeats included, queues behind them. A heartbeat that misses its 2 s
+#: makes PyMongo mark the store unknown and cancel the operations in flight (503 "operation
+#: cancelled", in every service). With 2 (one running, one ready when the lock frees) a service's
+#: queue waits in the service and the store's threads stay free for the others: another client's
+#: ping during a burst of 64 scans, max 1.2 s with 100 connections, 0.2 s with 2
+#: (bench/store_crowding.py).
+EMBEDDED_STORE_CONNECTIONS = 2
+
+
 def service_env(
     spec: ServiceSpec,
     *,
@@ -82,12 +95,14 @@ def service_env(
 ) -> dict[str, str]:
     """The CRM_* environment a service reads through pydantic-settings.
 
-    Addresses and the secret are always set; log settings only default, so a
-    developer's `CRM_LOG_LEVEL=DEBUG crm up` still wins.
+    Addresses and the secret are always set; log settings and the store's pool size (sized for
+    the embedded store, see EMBEDDED_STORE_CONNECTIONS) only default, so a developer's
+    `CRM_LOG_LEVEL=DEBUG crm up` still wins.
     """
     env = dict(os.environ if base is None else base)
     env.setdefault("CRM_LOG_LEVEL", "INFO")
     env.setdefault("CRM_LOG_FORMAT", "console")
+    env.setdefault("CRM_MONGO_MAX_POOL_SIZE", str(EMBEDDED_STORE_CONNECTIONS))
     env |= {
         "CRM_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         # Tansu fails InitProducerId, so the idempotent producer is off on it.
