@@ -28,6 +28,20 @@ def _build(kind: Any, subject: str, data: Any, version: int, day: str, hhmm: str
     return built
 
 
+def _call_on_1118(
+    interaction_id: str, customer_id: str, rep: str, dept: str
+) -> tuple[iev.InteractionSnapshot, iev.InteractionLogged]:
+    """A phone call to ``customer_id`` on 2026-11-18 and the event that logs it."""
+    call = iev.InteractionSnapshot(
+        interaction_id=interaction_id, channel="phone", customer_id=customer_id, author_id=rep,
+        author_department_path=dept, occurred_at=at("2026-11-18"), recorded_at=at("2026-11-18"),
+        recorded_late=False, updated_at=at("2026-11-18"),
+    )  # fmt: skip
+    logged = iev.InteractionLogged(interaction_id=interaction_id, customer_id=customer_id, author_id=rep,
+                                   channel="phone", occurred_at=call.occurred_at, interaction=call)  # fmt: skip
+    return call, logged
+
+
 async def test_a_customer_moving_owner_and_industry_moves_its_counts(
     client: Any, feed: EventFeed, wait_applied: Any
 ) -> None:
@@ -123,12 +137,7 @@ async def test_not_followed_up_follows_merges_and_deletions(client: Any, feed: E
     dept, rep = f"/hq/{unique('d')}", unique("a")
     c1, c2, i1 = unique("c"), unique("c"), unique("i")
     day = at("2026-11-01")
-    call = iev.InteractionSnapshot(
-        interaction_id=i1, channel="phone", customer_id=c2, author_id=rep, author_department_path=dept,
-        occurred_at=at("2026-11-18"), recorded_at=at("2026-11-18"), recorded_late=False, updated_at=at("2026-11-18"),
-    )  # fmt: skip
-    logged = iev.InteractionLogged(interaction_id=i1, customer_id=c2, author_id=rep, channel="phone",
-                                   occurred_at=call.occurred_at, interaction=call)  # fmt: skip
+    call, logged = _call_on_1118(i1, c2, rep, dept)
     sent = [
         # The interaction and the merge arrive before the survivor exists.
         await feed.send(iev.INTERACTION_LOGGED, i1, logged, at("2026-11-18")),
@@ -162,12 +171,7 @@ async def test_a_customer_referred_to_before_it_arrives_is_derived_in_full(
     dept, rep = f"/hq/{unique('d')}", unique("a")
     c1, c2, c3, i1 = unique("c"), unique("c"), unique("c"), unique("i")
     day = at("2026-11-01")
-    call = iev.InteractionSnapshot(
-        interaction_id=i1, channel="phone", customer_id=c2, author_id=rep, author_department_path=dept,
-        occurred_at=at("2026-11-18"), recorded_at=at("2026-11-18"), recorded_late=False, updated_at=at("2026-11-18"),
-    )  # fmt: skip
-    logged = iev.InteractionLogged(interaction_id=i1, customer_id=c2, author_id=rep, channel="phone",
-                                   occurred_at=call.occurred_at, interaction=call)  # fmt: skip
+    _, logged = _call_on_1118(i1, c2, rep, dept)
     phone = cev.ContactData(contact_id=unique("p"), name="王五", phones=["13800138000"])
     steps = [
         [await feed.send(iev.INTERACTION_LOGGED, i1, logged, at("2026-11-18"))],
