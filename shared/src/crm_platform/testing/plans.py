@@ -57,10 +57,12 @@ def origin_commands(origin: str) -> float:
     return total
 
 
-def assert_indexed(capture: Capture, *, sorted_results: bool = False, row_filters: bool = False) -> None:
+def assert_indexed(
+    capture: Capture, *, sorted_results: bool = False, row_filters: bool = False, unkeyed_sorts: bool = False
+) -> None:
     assert capture.statements, "nothing was recorded: the capture did not see the store"
-    scans = capture.scans(sorted_results=sorted_results, row_filters=row_filters)
-    report = capture.report(sorted_results=sorted_results, row_filters=row_filters)
+    scans = capture.scans(sorted_results=sorted_results, row_filters=row_filters, unkeyed_sorts=unkeyed_sorts)
+    report = capture.report(sorted_results=sorted_results, row_filters=row_filters, unkeyed_sorts=unkeyed_sorts)
     assert not scans, f"{len(scans)} statements scan:\n" + report
 
 

@@ -77,6 +77,20 @@ class Statement:
         ]
 
     @property
+    def unkeyed_sorts(self) -> list[str]:
+        """Like :attr:`sorts`, but a sort counts as one tie group only when the statement pins a
+        sort key by equality (a cursor's tie branch: its first ORDER BY key, or a sort key of the
+        ``s`` copies, which the keyset leaves out of the ORDER BY once pinned). :attr:`sorts` also
+        excuses a page 1 whose only equality is the scope (``status = 'active'``): a sort of the
+        whole scope."""
+        order = re.search(r"\bORDER BY\s+(.+?)\s+(?:ASC|DESC)\b", self.sql, re.IGNORECASE)
+        where = self.sql.split("ORDER BY", 1)[0]
+        pinned = (order is not None and f"{order.group(1)} = " in where) or bool(
+            re.search(r"json_extract\(data, '\$\.s\.[^']+'\) = ", where)
+        )
+        return [line for line in self.plan if "TEMP B-TREE" in line and "RIGHT PART" not in line and not pinned]
+
+    @property
     def row_filters(self) -> list[str]:
         """Per-row subqueries over a document's array (how the store turns ``$in``, and an equality
         on a field no ``_<field>`` index names, into SQL): no index serves them, so the statement
@@ -97,18 +111,26 @@ class Statement:
 class Capture:
     statements: list[Statement] = field(default_factory=list)
 
-    def scans(self, *, sorted_results: bool = False, row_filters: bool = False) -> list[Statement]:
+    def scans(
+        self, *, sorted_results: bool = False, row_filters: bool = False, unkeyed_sorts: bool = False
+    ) -> list[Statement]:
         """Statements whose cost grows with the collection: full scans, whole-index walks,
-        (with ``sorted_results``) sorts of every match in a temporary b-tree, and (with
-        ``row_filters``) index walks that test each row with a subquery no index serves."""
+        (with ``sorted_results``) sorts of every match in a temporary b-tree, (with
+        ``unkeyed_sorts``) the same without excusing a sort of the whole scope as a tie group, and
+        (with ``row_filters``) index walks that test each row with a subquery no index serves."""
         return [
             s
             for s in self.statements
-            if s.full_scans or s.index_walks or (sorted_results and s.sorts) or (row_filters and s.row_filters)
+            if s.full_scans
+            or s.index_walks
+            or (sorted_results and s.sorts)
+            or (unkeyed_sorts and s.unkeyed_sorts)
+            or (row_filters and s.row_filters)
         ]
 
-    def report(self, *, sorted_results: bool = False, row_filters: bool = False) -> str:
-        return "\n".join(s.describe() for s in self.scans(sorted_results=sorted_results, row_filters=row_filters))
+    def report(self, *, sorted_results: bool = False, row_filters: bool = False, unkeyed_sorts: bool = False) -> str:
+        scans = self.scans(sorted_results=sorted_results, row_filters=row_filters, unkeyed_sorts=unkeyed_sorts)
+        return "\n".join(s.describe() for s in scans)
 
     def on(self, database: str) -> list[Statement]:
         return [s for s in self.statements if s.database == database]

@@ -30,6 +30,9 @@ from crm_platform.store import Change, Decide, VersionedStore
 
 Document = dict[str, Any]
 
+#: The sort keys (rules.SORT_FIELDS) besides the dates and the name, each indexed behind every scope.
+OTHER_SORT_KEYS = ("industry", "tier", "lifecycle_stage", "size", "source", "owner_id", "province", "city", "kind")
+
 INDEXES = [
     # "First entered owns": sparse unique keys, present only on active customers.
     IndexModel([("unique_name", ASCENDING)], name="unique_name", unique=True, sparse=True),
@@ -73,6 +76,23 @@ INDEXES = [
             ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
         )
     ),
+    # Every other sort key the list offers, behind each visibility prefix, the customer's id last:
+    # without them a sort by industry (or tier, stage, size, source, owner, province, city, kind)
+    # sorted the whole scope on every page, seconds for an admin or a manager at 100k customers and
+    # 503s at 16 readers (bench/customers_sorts_100k.py). Each costs a write well under 0.1 ms on
+    # the embedded store (raw inserts 1,100/s with the 43 indexes before, 700-1,000/s with these).
+    *(
+        IndexModel([*prefix, (f"s.{key}", ASCENDING), ("s.id", ASCENDING)], name=f"{name}_{key}_id")
+        for key in OTHER_SORT_KEYS
+        for name, prefix in (
+            ("status", [("status", ASCENDING)]),
+            ("owner_status", [("owner_id", ASCENDING), ("status", ASCENDING)]),
+            ("dept_status", [("department_path", ASCENDING), ("status", ASCENDING)]),
+            ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
+        )
+    ),
+    # A cursor's tie branch is an equality on the sort key: an index named idx_<field>, or it scans.
+    *(IndexModel([(f"s.{key}", ASCENDING)], name=f"idx_s.{key}") for key in OTHER_SORT_KEYS if key != "tier"),
     # Tier first, then name (a manager's "A customers first"), behind each visibility prefix.
     *(
         IndexModel(
