@@ -84,7 +84,7 @@ def test_parse_sort():
         SortKey("s.name", 1),
         SortKey("_id", 1),
     ]
-    assert parse_sort(None, ALLOWED, "-tier") == [SortKey("s.tier", -1), SortKey("_id", 1)]
+    assert parse_sort(None, ALLOWED, "-tier") == [SortKey("s.tier", -1), SortKey("_id", -1)]  # the id runs with it
     for bad, reason in (
         ("nope", "unknown sort key"),
         ("name,-name", "named twice"),

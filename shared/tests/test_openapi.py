@@ -44,7 +44,8 @@ def test_every_route_declares_the_standard_errors_as_problem_json() -> None:
     assert "HTTPValidationError" not in doc["components"]["schemas"]
     problem = doc["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail", "instance", "errors"} <= set(problem["properties"])
-    assert set(doc["components"]["schemas"]["FieldError"]["properties"]) == {"field", "reason", "location"}
+    fields = set(doc["components"]["schemas"]["FieldError"]["properties"])
+    assert fields == {"field", "reason", "location", "code", "params"}
 
 
 def test_path_ids_bodies_and_route_extras_add_their_statuses() -> None:

@@ -38,10 +38,11 @@ class SortKey:
 def parse_sort(raw: str | None, allowed: dict[str, str], default: str, tiebreak: str = "_id") -> list[SortKey]:
     """Parse ``-updated_at,name`` into sort keys; ``allowed`` maps API names to stored fields.
 
-    The last key is always the record's id (``tiebreak``: the field holding it), so the order is
-    total and a cursor names one row. A service may keep a copy of the id in a field of its
-    own: the embedded store answers a range on ``_id`` (the tie branch of every cursor page)
-    by reading every row, while a range on an ordinary indexed field uses the index.
+    The last key is always the record's id (``tiebreak``: the field holding it), in the direction
+    of the key before it, so the order is total and a cursor names one row. A service may keep a
+    copy of the id in a field of its own: the embedded store answers a range on ``_id`` (the tie
+    branch of every cursor page) by reading every row, while a range on an ordinary indexed field
+    uses the index.
     """
     text = raw if raw else default
     keys: list[SortKey] = []
@@ -69,7 +70,10 @@ def parse_sort(raw: str | None, allowed: dict[str, str], default: str, tiebreak:
     if len(keys) > MAX_SORT_KEYS:
         raise ValidationFailed.for_field("sort", f"at most {MAX_SORT_KEYS} sort keys", "query")
     if not any(k.field in ("_id", tiebreak) for k in keys):
-        keys.append(SortKey(tiebreak, 1))
+        # The id runs the way the last key does: an index (…, key, id) then serves a descending
+        # sort walked backwards, where an ascending id under a descending key made the store sort
+        # each tie group (every customer of tier A at once, for "-tier").
+        keys.append(SortKey(tiebreak, keys[-1].direction if keys else 1))
     return keys
 
 
