@@ -84,7 +84,13 @@ def test_parse_sort():
         SortKey("s.name", 1),
         SortKey("_id", 1),
     ]
-    assert parse_sort(None, ALLOWED, "-tier") == [SortKey("s.tier", -1), SortKey("_id", -1)]  # the id runs with it
+    assert parse_sort(None, ALLOWED, "-tier") == [SortKey("s.tier", -1), SortKey("_id", 1)]
+    # Asked for: the id runs the way the last key does (an index walked backwards serves it).
+    assert parse_sort("-tier", ALLOWED, "name", "s.id", tie_follows_last=True) == [
+        SortKey("s.tier", -1),
+        SortKey("s.id", -1),
+    ]
+    assert parse_sort("-tier,name", ALLOWED, "name", tie_follows_last=True)[-1] == SortKey("_id", 1)
     for bad, reason in (
         ("nope", "unknown sort key"),
         ("name,-name", "named twice"),

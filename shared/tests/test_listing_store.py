@@ -55,8 +55,7 @@ async def walk(collection: Any, query: dict[str, Any], sort: str, limit: int) ->
 @pytest.mark.parametrize("limit", [1, 2, 4, 7])
 async def test_every_row_once_in_order_across_pages(rows: Any, sort: str, limit: int) -> None:
     everything = [d async for d in rows.find({})]
-    keys = [(k.lstrip("-"), -1 if k.startswith("-") else 1) for k in sort.split(",")]
-    keys.append(("_id", keys[-1][1]))  # the id breaks ties the way the last key runs
+    keys = [(k.lstrip("-"), -1 if k.startswith("-") else 1) for k in sort.split(",")] + [("_id", 1)]
 
     def order(doc: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(doc[f] if d > 0 else _Desc(doc[f]) for f, d in keys)

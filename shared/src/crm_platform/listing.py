@@ -35,11 +35,15 @@ class SortKey:
         return ("-" if self.direction < 0 else "") + self.field
 
 
-def parse_sort(raw: str | None, allowed: dict[str, str], default: str, tiebreak: str = "_id") -> list[SortKey]:
+def parse_sort(
+    raw: str | None, allowed: dict[str, str], default: str, tiebreak: str = "_id", *, tie_follows_last: bool = False
+) -> list[SortKey]:
     """Parse ``-updated_at,name`` into sort keys; ``allowed`` maps API names to stored fields.
 
-    The last key is always the record's id (``tiebreak``: the field holding it), in the direction
-    of the key before it, so the order is total and a cursor names one row. A service may keep a
+    The last key is always the record's id (``tiebreak``: the field holding it), ascending, or with
+    ``tie_follows_last`` in the direction of the key before it (so an index ``(…, key, id)`` serves
+    a descending sort walked backwards; the store's indexes are all ascending), so the order is
+    total and a cursor names one row. A service may keep a
     copy of the id in a field of its own: the embedded store answers a range on ``_id`` (the tie
     branch of every cursor page) by reading every row, while a range on an ordinary indexed field
     uses the index.
@@ -70,10 +74,10 @@ def parse_sort(raw: str | None, allowed: dict[str, str], default: str, tiebreak:
     if len(keys) > MAX_SORT_KEYS:
         raise ValidationFailed.for_field("sort", f"at most {MAX_SORT_KEYS} sort keys", "query")
     if not any(k.field in ("_id", tiebreak) for k in keys):
-        # The id runs the way the last key does: an index (…, key, id) then serves a descending
-        # sort walked backwards, where an ascending id under a descending key made the store sort
-        # each tie group (every customer of tier A at once, for "-tier").
-        keys.append(SortKey(tiebreak, keys[-1].direction if keys else 1))
+        # With tie_follows_last the id runs the way the last key does: an index (…, key, id) then
+        # serves a descending sort walked backwards, where an ascending id under a descending key
+        # made the store sort each tie group (every customer of tier A at once, for "-tier").
+        keys.append(SortKey(tiebreak, keys[-1].direction if keys and tie_follows_last else 1))
     return keys
 
 
@@ -343,6 +347,7 @@ async def fetch_page(
     tiebreak: str = "_id",
     max_alternatives: int | None = None,
     identity: str = "_id",
+    tie_follows_last: bool = False,
 ) -> Page:
     """One page of a list view: keyset after the cursor, one extra row to know if there is more.
 
@@ -350,7 +355,7 @@ async def fetch_page(
     indexed query (a cursor multiplies them by the number of sort keys); beyond, the store gets
     the ``$or`` whole. None: at most :data:`MAX_BRANCHES` queries in all. ``identity``: the field
     naming the record when one has several documents in ``collection`` (see :func:`find_sorted`)."""
-    keys = parse_sort(paging.sort, sort_fields, default_sort, tiebreak)
+    keys = parse_sort(paging.sort, sort_fields, default_sort, tiebreak, tie_follows_last=tie_follows_last)
     query = base_query
     if paging.cursor:
         query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))

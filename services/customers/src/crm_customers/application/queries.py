@@ -184,6 +184,7 @@ async def list_customers(
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
         tiebreak=rules.TIEBREAK,
+        tie_follows_last=True,
     )
 
 
@@ -195,7 +196,7 @@ async def neighbours(
     The detail view's "previous / next record": the same keyset as the list's cursor, one row in
     each direction (the reverse order for "previous"), so it costs two indexed queries.
     """
-    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK)
+    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK, tie_follows_last=True)
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]
     every, some = filters.tag_lists()
@@ -245,6 +246,7 @@ async def _tagged_page(
             default_sort=DEFAULT_SORT,
             projection={"_id": 1, "tag": 1, "cid": 1, **dict.fromkeys(COPIED, 1)},
             tiebreak=rules.TIEBREAK,
+            tie_follows_last=True,
             max_alternatives=alternatives,
             identity="cid",
         )

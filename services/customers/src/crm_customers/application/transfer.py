@@ -507,7 +507,7 @@ def export_row(doc: Document) -> list[str]:
 async def export_csv(
     customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None
 ) -> AsyncIterator[bytes]:
-    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK)
+    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK, tie_follows_last=True)
     base = filters.to_mongo(principal)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
