@@ -111,5 +111,13 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
             costs[envelope.type] = consumer_commands() - before
     assert_indexed(capture)
     print("pool store commands per event:", costs)
-    # A new customer's cost, pinned (issue 13 counts every consumer's commands per create).
-    assert costs["crm.customer.created"] <= 2, costs
+    # A new customer's cost, pinned (issue 13 counts every consumer's commands per create). The
+    # count is this process's, and other tests' consumers may run meanwhile in a full run: the
+    # least of a few new customers is this handler's own.
+    created = [costs["crm.customer.created"]]
+    while min(created) > 2 and len(created) < 5:
+        envelope = (await one_of_each(feed))[0]
+        before = consumer_commands()
+        assert await deliver(app, envelope), envelope.type
+        created.append(consumer_commands() - before)
+    assert min(created) <= 2, (created, costs)
