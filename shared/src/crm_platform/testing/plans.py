@@ -26,14 +26,16 @@ class KeepingProducer:
         return None
 
 
-async def deliver(app: Any, envelope: EventEnvelope) -> int:
+async def deliver(app: Any, envelope: EventEnvelope, origin: str = "consumer") -> int:
     """Hand ``envelope`` to every handler the service's consumers register for its type, as a
-    consumer would (origin ``consumer``); returns how many handlers took it."""
+    consumer would (origin ``consumer``); returns how many handlers took it. Another ``origin``
+    counts its store commands apart from every other consumer of the process (a full test run
+    has many, catching up in the background): :func:`origin_commands`."""
     taken = 0
     for consumer in app.state.kit.consumers:
         handler = consumer.handlers.get(envelope.type)
         if handler is not None:
-            token = ORIGIN.set("consumer")
+            token = ORIGIN.set(origin)
             try:
                 await handler(envelope)
             finally:
