@@ -117,4 +117,6 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
     before = origin_commands("plan-pool")
     assert await deliver(app, envelope, origin="plan-pool"), envelope.type
     created = origin_commands("plan-pool") - before
-    assert created <= 2, (created, costs)
+    # 2: the clock's insert and the read copy's upsert; plus, when its 2-second cache has run
+    # out (a full test run is slow enough), the live rules and stage positions read again (2).
+    assert created <= 4, (created, costs)
