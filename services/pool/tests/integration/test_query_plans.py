@@ -8,6 +8,7 @@ each kind the pool handles is handed to its consumer handlers inside a capture.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -109,6 +110,10 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
             before = consumer_commands()
             assert await deliver(app, envelope), envelope.type
             costs[envelope.type] = consumer_commands() - before
+    # The rules and the stage positions (a handful of rows each) are read again whenever their
+    # 2-second cache runs out, which a slow full test run meets inside this capture: not a scan
+    # that grows with the customers.
+    capture.statements = [s for s in capture.statements if not re.search(r"\bFROM (pool_rules|stages)\b", s.sql)]
     assert_indexed(capture)
     print("pool store commands per event:", costs)
     # A new customer's cost, pinned (issue 13 counts every consumer's commands per create), under
