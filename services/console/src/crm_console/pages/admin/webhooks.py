@@ -37,6 +37,15 @@ async def _list(
     return render(request, "admin/webhooks.html", context, status_code=422 if problem else 200)
 
 
+def _fields(form: Any) -> dict[str, Any]:
+    """A subscription's URL, event types and description as the form gives them (create and edit)."""
+    return {
+        "url": str(form.get("url", "")).strip(),
+        "event_types": comma_list(str(form.get("event_types", ""))),
+        "description": str(form.get("description", "")).strip() or None,
+    }
+
+
 @router.get("", include_in_schema=False)
 async def webhooks(request: Request, client: Annotated[Api, Depends(api)], done: str = "") -> HTMLResponse:
     return await _list(request, client, done)
@@ -45,13 +54,8 @@ async def webhooks(request: Request, client: Annotated[Api, Depends(api)], done:
 @router.post("", include_in_schema=False)
 async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Response:
     form = await form_of(request)
-    event_types = comma_list(str(form.get("event_types", "")))
-    body = {
-        "url": str(form.get("url", "")).strip(),
-        "event_types": event_types,
-        "description": str(form.get("description", "")).strip() or None,
-        "enabled": True,
-    }
+    body = {**_fields(form), "enabled": True}
+    event_types = body["event_types"]
     try:
         created = (await client.send("notifications", "POST", "/v1/webhooks", json=body)).json()
     except UpstreamProblem as problem:
@@ -126,12 +130,8 @@ async def set_enabled(request: Request, subscription_id: str, client: Annotated[
 @router.post("/{subscription_id}/edit", include_in_schema=False)
 async def edit(request: Request, subscription_id: str, client: Annotated[Api, Depends(api)]) -> Response:
     form = await form_of(request)
-    event_types = comma_list(str(form.get("event_types", "")))
-    body = {
-        "url": str(form.get("url", "")).strip(),
-        "event_types": event_types,
-        "description": str(form.get("description", "")).strip() or None,
-    }
+    body = _fields(form)
+    event_types = body["event_types"]
     try:
         await client.send(
             "notifications",
