@@ -309,7 +309,9 @@ async def test_an_admin_deletes_an_empty_department_and_hears_why_a_full_one_sta
     await page.goto("/admin/departments")
     node = page.locator(f"#dept-{full}")
     await node.locator("summary").first.click()
-    await node.get_by_role("button", name="Delete").first.click()
+    async with page.expect_response(lambda r: r.url.endswith(f"/admin/departments/{full}/delete")) as refused:
+        await node.get_by_role("button", name="Delete").first.click()
+    assert (await refused.value).status == 409  # the service's conflict, not a form's 422
     await expect(page.locator("#problem")).to_have_text(
         "The department is not empty: 0 sub-department(s) and 1 user(s), deactivated users included. "
         "Move them out first."

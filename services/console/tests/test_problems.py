@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import expect
 
 from crm_console.main import catalogue_for
-from crm_console.problems import KNOWN_CODES, REASONS, explain, localise_field_errors
+from crm_console.problems import KNOWN_CODES, REASONS, explain, localise_field_errors, specifics
 from crm_console.registry import discover
 from crm_console.testing import Stack, sign_in
 from crm_console.upstreams import UpstreamProblem
@@ -123,3 +123,15 @@ def test_field_errors_with_a_known_code_are_in_the_users_language() -> None:
 def test_every_field_error_text_is_in_both_languages() -> None:
     keys = {k for k in CATALOGUE.messages["en"] if k.startswith("core.field.")}
     assert keys and keys == {k for k in CATALOGUE.messages["zh-CN"] if k.startswith("core.field.")}
+
+
+def test_the_not_allowed_page_adds_only_what_is_specific() -> None:
+    """The 403 page already says "not allowed" in its heading and text: what it adds is the
+    specific reason, or the service's detail in English, never the code's general sentence again."""
+    generic = problem("forbidden", detail="Only the owner may do this.")
+    assert specifics(generic, "zh-CN", CATALOGUE) == ""
+    assert specifics(generic, "en", CATALOGUE) == "Only the owner may do this."
+    assert specifics(problem("permission-denied", detail=None), "en", CATALOGUE) == ""
+    department = problem("forbidden", claim_scope="department", department_path="/hq/east")
+    assert specifics(department, "zh-CN", CATALOGUE) == explain(department, "zh-CN", CATALOGUE)
+    assert "/hq/east" in specifics(department, "zh-CN", CATALOGUE)

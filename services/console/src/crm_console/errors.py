@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
-from crm_console.web import CsrfRefused, NotSignedIn, current_session, is_htmx, problem_text, render
+from crm_console.web import CsrfRefused, NotSignedIn, current_session, is_htmx, problem_text, refusal_specifics, render
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ async def _problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UpstreamProblem)
     await current_session(request)
     if exc.status == 403:
-        detail = problem_text(request, exc) if exc.detail else ""
+        detail = refusal_specifics(request, exc)
         return error_page(request, 403, "core.error.forbidden.title", "core.error.forbidden", detail=detail)
     if exc.status == 404:
         return error_page(request, 404, "core.error.not_found.title", "core.error.not_found")

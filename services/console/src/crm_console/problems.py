@@ -76,20 +76,40 @@ def code_of(problem: UpstreamProblem) -> str:
     return problem.type.removeprefix(PREFIX) if problem.type.startswith(PREFIX) else ""
 
 
-def explain(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> str:
-    """What the page says about ``problem`` in ``language``."""
+def _specific_reason(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> str | None:
     code = code_of(problem)
-    service_text = problem.detail or problem.title
     for reason in REASONS:
         if reason.code == code and reason.members <= problem.extensions.keys() and reason.when(problem.extensions):
             values = {k: "" if v is None else v for k, v in problem.extensions.items()}
             return catalogue.translate(language, f"core.problem.reason.{reason.name}", **values)
+    return None
+
+
+def explain(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> str:
+    """What the page says about ``problem`` in ``language``."""
+    code = code_of(problem)
+    service_text = problem.detail or problem.title
+    specific = _specific_reason(problem, language, catalogue)
+    if specific is not None:
+        return specific
     if code not in KNOWN_CODES:
         return service_text
     text = catalogue.translate(language, f"core.problem.{code}")
     if language == "en" and problem.detail:
         return f"{text} {problem.detail}"
     return text
+
+
+def specifics(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> str:
+    """What ``problem`` says beyond its kind, for a page whose own heading and text already say
+    the kind (the 403 page: "not allowed"): the specific reason, or in English the service's
+    detail, or nothing (the code's general text would only repeat the page's)."""
+    specific = _specific_reason(problem, language, catalogue)
+    if specific is not None:
+        return specific
+    if code_of(problem) not in KNOWN_CODES:
+        return problem.detail or ""
+    return (problem.detail or "") if language == "en" else ""
 
 
 def localise_field_errors(problem: UpstreamProblem, language: str, catalogue: Catalogue) -> None:

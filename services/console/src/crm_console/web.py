@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from crm_console.i18n import Catalogue
-from crm_console.problems import explain, localise_field_errors
+from crm_console.problems import explain, localise_field_errors, specifics
 from crm_console.registry import PageGroup, may, menu_for
 from crm_console.sessions import Session, SessionStore
 from crm_console.settings import ConsoleSettings
@@ -238,6 +238,11 @@ def language_of(request: Request) -> str:
 def problem_text(request: Request, problem: UpstreamProblem) -> str:
     """A service's refusal in the user's language (:mod:`crm_console.problems`)."""
     return explain(problem, language_of(request), console(request).catalogue)
+
+
+def refusal_specifics(request: Request, problem: UpstreamProblem) -> str:
+    """What a refusal says beyond its kind, in the user's language (:func:`crm_console.problems.specifics`)."""
+    return specifics(problem, language_of(request), console(request).catalogue)
 
 
 def render(

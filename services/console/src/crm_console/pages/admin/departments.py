@@ -43,7 +43,7 @@ async def _page(
         "problem": problem,
         "failed": failed,  # which form the problem belongs to: "create" or a department id
     }
-    return render(request, "admin/departments.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/departments.html", context, status_code=problem.status if problem else 200)
 
 
 @router.get("", include_in_schema=False)

@@ -67,7 +67,7 @@ def _form(
         "field_errors": problem.field_errors() if problem else {},
         "problem": problem,
     }
-    return render(request, "admin/pipeline_edit.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/pipeline_edit.html", context, status_code=problem.status if problem else 200)
 
 
 def _from_form(form: dict[str, Any]) -> dict[str, Any]:

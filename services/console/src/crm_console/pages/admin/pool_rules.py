@@ -71,7 +71,7 @@ async def _form(
         "field_errors": problem.field_errors() if problem else {},
         "problem": problem,
     }
-    return render(request, "admin/pool_rule_edit.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/pool_rule_edit.html", context, status_code=problem.status if problem else 200)
 
 
 @router.get("/new", include_in_schema=False)

@@ -57,7 +57,7 @@ async def _new_form(
         "field_errors": problem.field_errors() if problem else {},
         "problem": problem,
     }
-    return render(request, "admin/user_new.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/user_new.html", context, status_code=problem.status if problem else 200)
 
 
 @router.get("/new", include_in_schema=False)
@@ -108,7 +108,7 @@ async def _edit_form(
         "problem": problem,
         "failed": failed,  # which form the problem belongs to: "" (the profile) or "password"
     }
-    return render(request, "admin/user_edit.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/user_edit.html", context, status_code=problem.status if problem else 200)
 
 
 @router.get("/{user_id}", include_in_schema=False)

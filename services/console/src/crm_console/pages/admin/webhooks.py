@@ -34,7 +34,7 @@ async def _list(
         "field_errors": problem.field_errors() if problem else {},
         "problem": problem,
     }
-    return render(request, "admin/webhooks.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/webhooks.html", context, status_code=problem.status if problem else 200)
 
 
 def _fields(form: Any) -> dict[str, Any]:
@@ -92,7 +92,7 @@ async def _detail(
         "field_errors": problem.field_errors() if problem else {},
         "problem": problem,
     }
-    return render(request, "admin/webhook.html", context, status_code=422 if problem else 200)
+    return render(request, "admin/webhook.html", context, status_code=problem.status if problem else 200)
 
 
 @router.get("/{subscription_id}", include_in_schema=False)
