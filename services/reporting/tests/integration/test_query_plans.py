@@ -117,4 +117,4 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
     before = origin_commands("plan-reporting")
     assert await deliver(app, envelope, origin="plan-reporting"), envelope.type
     created = origin_commands("plan-reporting") - before
-    assert created <= 5, (created, costs)
+    assert created <= 4, (created, costs)

@@ -44,6 +44,8 @@ Document = dict[str, Any]
 TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC]
 POOL_TYPES = (poolev.RECYCLE_WARNING.name, poolev.RELEASE_DECIDED.name)
 CONTACT_TYPES = (cev.CUSTOMER_CREATED.name, cev.CONTACT_ADDED.name, cev.CONTACT_CHANGED.name)
+#: Each record's first event: its copy is almost never there yet (see write_with_rollups' likely_new).
+FIRST_EVENTS = (cev.CUSTOMER_CREATED.name, pev.OPPORTUNITY_CREATED.name, iev.INTERACTION_LOGGED.name)
 # Customer events after which reach and last interaction are derived afresh.
 KEEPS_NOTHING = (*CONTACT_TYPES, cev.CONTACT_REMOVED.name, cev.MERGED.name, cev.PURGED.name)
 
@@ -232,7 +234,9 @@ class Projection:
                 adjust(prev, doc)
             return doc
 
-        new = await write_with_rollups(move, collection, state["_id"], build, contribute)
+        new = await write_with_rollups(
+            move, collection, state["_id"], build, contribute, likely_new=envelope.type in FIRST_EVENTS
+        )
         return (seen[-1], new) if new is not None else (None, None)
 
     def _customer(self, envelope: EventEnvelope, fact: Document) -> Document:
@@ -354,7 +358,14 @@ class Projection:
                 base = {k: v for k, v in prev.items() if k not in ("contrib", "rev", "entries")}
             return {**base, "entries": entries if known else [*entries, entry]}
 
-        await write_with_rollups(rules.batch.add, models.opportunities, state["_id"], build, rules.opportunity)
+        await write_with_rollups(
+            rules.batch.add,
+            models.opportunities,
+            state["_id"],
+            build,
+            rules.opportunity,
+            likely_new=envelope.type in FIRST_EVENTS,
+        )
 
     def _interaction(self, envelope: EventEnvelope, fact: Document) -> Document:
         if envelope.type == iev.INTERACTION_LOGGED.name and envelope.data.get("interaction") is None:
