@@ -68,9 +68,14 @@ class VersionedStore:
     async def get(self, aggregate_id: str) -> Document | None:
         return await self.collection.find_one({"_id": aggregate_id})
 
+    @staticmethod
+    def first_state(state: Document) -> Document:
+        """``state`` as :meth:`insert` stores it, but for the outbox: version 1, revision 0."""
+        return {**state, "version": 1, REV: 0}
+
     async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
         """Insert a new aggregate at version 1 with its creation events (one write)."""
-        doc = {**state, "version": 1, REV: 0, "outbox": outbox_entries(events)}
+        doc = {**self.first_state(state), "outbox": outbox_entries(events)}
         if events:
             doc[PENDING] = epoch_ms(self._clock.now())
         await self.collection.insert_one(doc)

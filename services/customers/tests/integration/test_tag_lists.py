@@ -3,9 +3,10 @@ and any-of, and every change that moves a customer in or out of a tag's list."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from crm_customers.adapters.tag_index import memberships_of
+from crm_customers.adapters.tag_index import ORPHAN_AFTER_MS, memberships_of
 from crm_customers.domain import rules
 from crm_customers.main import create_app
 from crm_customers.settings import CustomersSettings
@@ -192,6 +193,39 @@ async def test_stale_and_missing_memberships_are_repaired(
     assert await customers_db["migrations"].find_one({"_id": f"{marker}_progress"}) is None
     current = await customers_db["customers"].find_one({"_id": c["id"]})
     assert {m["_id"] async for m in memberships.find({"cid": c["id"]})} == {m["_id"] for m in memberships_of(current)}
+
+
+async def test_a_create_in_flight_is_skipped_and_its_orphans_removed(client: Any, customers_db: Any) -> None:
+    """A new customer's memberships are written just before the customer. A page that meets them
+    before the customer is stored skips them and leaves them (removing them would lose the
+    customer from its tag lists once stored); one left by a create that died between the two
+    writes, older than ORPHAN_AFTER_MS, is removed by the page that meets it."""
+    rep = User(f"/{unique('t')}")
+    tag = unique("tag")
+    c = await create(client, rep, tags=[tag])
+    memberships = customers_db["customer_tags"]
+    stored = await customers_db["customers"].find_one({"_id": c["id"]})
+    now = rules.epoch_ms(datetime.now(UTC))
+
+    def unstored(created_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A customer like ``c`` (its own id and name) not stored yet, and its membership."""
+        name = unique("inflight")
+        doc = {**stored, "_id": unique("cid"), "name": name, "name_normalised": name.lower(), "unique_name": name}
+        doc["s"] = {**stored["s"], "created_at": created_ms}
+        [m] = memberships_of(doc)
+        return doc, m
+
+    customer, in_flight = unstored(now - 1_000)
+    _, orphan = unstored(now - ORPHAN_AFTER_MS - 60_000)
+    await memberships.insert_many([in_flight, orphan])
+
+    assert await listed(client, rep, tags_any=tag) == {c["id"]}
+    assert await memberships.find_one({"_id": in_flight["_id"]}) is not None  # left for its create
+    assert await memberships.find_one({"_id": orphan["_id"]}) is None  # removed by the page
+
+    # The create in flight lands: the customer is listed under its tag, from the membership written first.
+    await customers_db["customers"].insert_one(customer)
+    assert await listed(client, rep, tags_any=tag) == {c["id"], in_flight["cid"]}
 
 
 async def test_an_older_state_synced_late_removes_nothing_the_newer_one_wrote(

@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from crm_customers.adapters.keys import CustomerKeys, KeysTaken
-from crm_customers.adapters.tag_index import CustomerTags, memberships_of
+from crm_customers.adapters.tag_index import CustomerTags
 from crm_customers.domain.rules import identity_keys, match_keys
 from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
@@ -149,7 +149,7 @@ class CustomerRepository:
         self.owner_locks: AsyncCollection[Document] = db["owner_locks"]
         self.keys = CustomerKeys(db["customer_keys"])
         self.tags = CustomerTags(db)
-        self._clock = clock
+        self.clock = clock
         # In-process queue in front of the lease, so waiters here do not poll the store.
         self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.store = VersionedStore(
@@ -282,24 +282,19 @@ class CustomerRepository:
                 raise DuplicateKeys(holders) from taken
             for key in taken.keys:  # every recorded holder was stale: the key is free
                 await self.keys.take_over(key, doc["_id"], stale=(await self.keys.holders([key])).get(key, []))
-        # A customer without tags has no memberships to keep in step: no note, no sync (no
-        # store command); one with tags has none yet, so they are written without reading first.
-        tagged = bool(memberships_of(doc))
         try:
-            if tagged:
-                await self.tags.note(doc["_id"])
+            # A new customer's tag memberships go first, in one command and with no note: until the
+            # customer is stored, a page takes them for a create in flight and skips them; if this
+            # create fails or dies before its insert, they are orphans a page removes later
+            # (tag_index.in_flight). A customer without tags costs nothing here.
+            await self.tags.write_new(self.store.first_state(doc))
             stored = await self.store.insert(doc, events)
         except BaseException:
             # Give the keys back, unless the customer is stored under this id after all (a retry
             # with the same Idempotency-Key racing its first attempt: the keys are that one's).
             if await self.get(doc["_id"]) is None:
                 await self.keys.remove(keys, doc["_id"])
-            if tagged:
-                await self._settle_tags(doc["_id"])
             raise
-        if tagged:
-            await self.tags.sync_new(stored)
-            await self.tags.done(stored["_id"])
         return stored
 
     async def sync_tags(self, stored: Document) -> None:
@@ -467,7 +462,7 @@ class CustomerRepository:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while True:
-            now = self._clock.now().timestamp()
+            now = self.clock.now().timestamp()
             try:
                 before = await self.owner_locks.find_one_and_update(
                     {"_id": owner_id, "until": {"$lt": now}},

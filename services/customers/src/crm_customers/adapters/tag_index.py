@@ -13,10 +13,13 @@ The customer document stays the truth; these are derived from it:
 
 * every write of a customer with tags before or after it (repository) first notes the customer in
   ``customer_tags_pending``, then writes the customer, then rewrites its memberships from what was
-  stored (:meth:`CustomerTags.sync`; a new customer's without reading first), then clears the
-  note; a write of a customer without tags before or after costs nothing here. A crash between
-  two of those writes leaves the note, and the next start-up resyncs every noted customer
-  (:meth:`resync_pending`).
+  stored (:meth:`CustomerTags.sync`), then clears the note; a write of a customer without tags
+  before or after costs nothing here. A crash between two of those writes leaves the note, and
+  the next start-up resyncs every noted customer (:meth:`resync_pending`).
+* a new customer's memberships are written just before the customer itself, with no note
+  (:meth:`CustomerTags.write_new`: one command): a membership whose customer is not stored is a
+  create in flight, which a page skips, or, once older than :data:`ORPHAN_AFTER_MS`, what a
+  create that failed or died between the two writes left, which a page removes (:func:`in_flight`).
 * a page checks each row against the customer it loaded (:func:`is_current`): a row written
   by a slower concurrent writer, or left by a crash, is dropped from the page, the customer
   resynced and the page asked again, so a list never shows a customer under a tag, scope or
@@ -148,6 +151,19 @@ def listed(membership: Document) -> Document:
     return {"tag": membership.get("tag"), "cid": membership.get("cid")} | {f: membership.get(f) for f in COPIED}
 
 
+#: How long a membership whose customer is not stored is taken for a create in flight (its
+#: memberships are written just before the customer); after that it is an orphan, removed by the
+#: page that meets it. Generous: a create's two writes are milliseconds apart, but a store
+#: that stalls can hold the second for its whole timeout.
+ORPHAN_AFTER_MS = 10 * 60 * 1000
+
+
+def in_flight(membership: Document, customer: Document | None, now_ms: int) -> bool:
+    """A membership of a customer being created: not stored yet, and the membership is recent."""
+    created = (membership.get("s") or {}).get("created_at")
+    return customer is None and isinstance(created, int) and created > now_ms - ORPHAN_AFTER_MS
+
+
 def is_current(membership: Document, customer: Document | None) -> bool:
     if customer is None:
         return False
@@ -192,9 +208,10 @@ class CustomerTags:
             return
         await self._write(ops)
 
-    async def sync_new(self, doc: Document) -> None:
-        """A customer just inserted (so it has no memberships yet): its memberships, without
-        reading first. Guarded like :meth:`sync`, so a newer state's write is never undone."""
+    async def write_new(self, doc: Document) -> None:
+        """A customer about to be inserted (so it has no memberships yet): its memberships, without
+        reading first and without a note (see :func:`in_flight`). Guarded like :meth:`sync`, so a
+        newer state's write is never undone."""
         wanted = memberships_of(doc)
         if wanted:
             await self._write([ReplaceOne({"_id": m["_id"], "at": {"$lte": m["at"]}}, m, upsert=True) for m in wanted])

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
-from crm_customers.adapters.tag_index import COPIED, is_current
+from crm_customers.adapters.tag_index import COPIED, in_flight, is_current
 from crm_customers.domain import rules
 from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
@@ -254,7 +254,13 @@ async def _tagged_page(
         # No ids, no query: the embedded store reads every customer for an empty $in on _id.
         found = repo.collection.find({"_id": {"$in": ids}}, projection=LIST_PROJECTION) if ids else None
         loaded = {d["_id"]: d async for d in found} if found is not None else {}
-        stale = [m["cid"] for m in page.items if not is_current(m, loaded.get(m["cid"]))]
+        now = epoch_ms(repo.clock.now())
+        # A membership whose customer is still being created is skipped, neither stale nor shown.
+        stale = [
+            m["cid"]
+            for m in page.items
+            if not is_current(m, loaded.get(m["cid"])) and not in_flight(m, loaded.get(m["cid"]), now)
+        ]
         if not stale or attempt == 2:
             items = [loaded[m["cid"]] for m in page.items if m["cid"] in loaded and m["cid"] not in stale]
             return Page(items=items, next_cursor=page.next_cursor, total=page.total)
