@@ -22,15 +22,19 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from common import backend_only, bearer, fresh_database, header, percentile, service_on
 from customers_lists_100k import make_owners, prepare
+from pymongo import AsyncMongoClient
 
+from crm_customers.adapters.repository import LIST_PROJECTION
 from crm_customers.domain import rules
 from crm_platform.auth import Principal, Role
 
 GOAL_MS = 150.0
+Document = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,47 @@ async def measure(base_url: str, sorts: Sequence[str], args: argparse.Namespace)
     return results
 
 
+async def raw_floor(mongo_url: str, database: str, args: argparse.Namespace) -> list[str]:
+    """The store's own cost at the same concurrency, through the raw driver: a ``find_one`` by ``_id``
+    (one command, the cheapest there is) and the admin's page 1 by name as the service sends it (one
+    indexed ``find`` of limit + 1 rows, the list's projection), ``walks * pages`` of each, 16 at a time.
+    A page through the API can be no faster than its commands are here."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, tz_aware=True, maxPoolSize=args.concurrency)
+    try:
+        customers = client[database]["customers"]
+        ids = [d["_id"] async for d in customers.find({}, {"_id": 1}).limit(2000)]
+        gate = asyncio.Semaphore(args.concurrency)
+        rounds = args.walks * args.pages
+
+        async def timed(call: Any) -> list[float]:
+            took: list[float] = []
+
+            async def one(i: int) -> None:
+                async with gate:
+                    started = time.perf_counter()
+                    await call(i)
+                    took.append(time.perf_counter() - started)
+
+            await asyncio.gather(*(one(i) for i in range(rounds)))
+            return took
+
+        async def by_id(i: int) -> None:
+            await customers.find_one({"_id": ids[(i * 7919) % len(ids)]})
+
+        async def page(i: int) -> None:
+            query = customers.find({"status": "active"}, LIST_PROJECTION).sort([("s.name", 1), ("s.id", 1)])
+            await query.limit(args.limit + 1).to_list()
+
+        lines = []
+        for label, call in (("find_one by _id", by_id), ("admin page 1 by name, one find", page)):
+            await timed(call)  # warm
+            took = await timed(call)
+            lines.append(f"raw driver, {label}: p50 {ms(took, 0.5):.0f} / p95 {ms(took, 0.95):.0f} ms")
+        return lines
+    finally:
+        await client.close()
+
+
 def ms(values: list[float], q: float) -> float:
     return percentile(values, q * 100) * 1000 if values else float("nan")
 
@@ -152,7 +197,9 @@ def main() -> None:
         print(seeding[0], file=sys.stderr, flush=True)
         with service_on(backend, log_dir, database, wait_for_ready=False) as stack:
             results = asyncio.run(measure(stack.url, sorts, args))
+            floor = asyncio.run(raw_floor(backend.mongo_url, database, args))
         print(report(args, seeding, results), flush=True)
+        print("\n".join(floor), flush=True)
 
 
 if __name__ == "__main__":
