@@ -226,18 +226,18 @@ def views(seeded: Seeded, n: int) -> list[View]:
     industry = min(seeded.industries, key=lambda k: abs(seeded.industries[k] - n / 20))
     return [
         View(f"rep {rep.user_id}: owner_id=me, -updated_at", rep_p, {"owner_id": rep.user_id, "sort": "-updated_at"},
-             "owner_status_updated"),
+             "owner_status_updated_id"),
         View(f"rep {rep.user_id}: default view (mine + pool)", rep_p, {"sort": "-updated_at"},
-             "owner_status_updated + pool_status_updated"),
+             "owner_status_updated_id + pool_status_updated_id"),
         View("manager /hq/r3: tier=A, -updated_at", manager, {"tier": "A", "sort": "-updated_at"},
-             "dept_status_updated (+ pool_status_updated)"),
+             "dept_status_updated_id (+ pool_status_updated_id)"),
         View(f"admin: tags_all={two_tags}", admin, {"tags_all": two_tags}, "tags"),
         View(f"admin: q={brand}", admin, {"q": brand}, "name_normalised (a regex inside the name cannot use it)"),
         View("admin: sort=name, page 1", admin, {"sort": "name"}, "sort_name"),
         View("admin: sort=name, page 2 (cursor)", admin, {"sort": "name"}, "sort_name"),
         View("admin: -updated_at, page 2 (cursor)", admin, {"sort": "-updated_at"}, "idx_s.updated_at"),
         View(f"rep {rep.user_id}: default view, page 2 (cursor)", rep_p, {"sort": "-updated_at"},
-             "owner_status_updated + pool_status_updated"),
+             "owner_status_updated_id + pool_status_updated_id"),
         View(f"admin: industry={industry} include_total", admin, {"industry": industry, "include_total": "true"},
              f"industry ({seeded.industries[industry]} match)"),
     ]  # fmt: skip

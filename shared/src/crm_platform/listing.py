@@ -14,6 +14,7 @@ import asyncio
 import base64
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +37,13 @@ class SortKey:
 
 
 def parse_sort(
-    raw: str | None, allowed: dict[str, str], default: str, tiebreak: str = "_id", *, tie_follows_last: bool = False
+    raw: str | None,
+    allowed: dict[str, str],
+    default: str,
+    tiebreak: str = "_id",
+    *,
+    tie_follows_last: bool = False,
+    descending_copies: Mapping[str, str] | None = None,
 ) -> list[SortKey]:
     """Parse ``-updated_at,name`` into sort keys; ``allowed`` maps API names to stored fields.
 
@@ -47,6 +54,12 @@ def parse_sort(
     copy of the id in a field of its own: the embedded store answers a range on ``_id`` (the tie
     branch of every cursor page) by reading every row, while a range on an ordinary indexed field
     uses the index.
+
+    ``descending_copies`` maps a stored field to a field holding an order-reversing copy of it
+    (ascending on the copy is descending on the field). In a sort whose keys run both ways
+    (``-tier,name``), each descending key that has one is sorted ascending on its copy, so every
+    key runs one way and one ascending index serves the whole order: the embedded store's indexes
+    are all ascending, and a mixed order made it sort each tie group of the first key whole.
     """
     text = raw if raw else default
     keys: list[SortKey] = []
@@ -73,6 +86,11 @@ def parse_sort(
         keys.append(SortKey(allowed[name], direction))
     if len(keys) > MAX_SORT_KEYS:
         raise ValidationFailed.for_field("sort", f"at most {MAX_SORT_KEYS} sort keys", "query")
+    if descending_copies and len({k.direction for k in keys}) > 1:
+        keys = [
+            SortKey(descending_copies[k.field], 1) if k.direction < 0 and k.field in descending_copies else k
+            for k in keys
+        ]
     if not any(k.field in ("_id", tiebreak) for k in keys):
         # With tie_follows_last the id runs the way the last key does: an index (…, key, id) then
         # serves a descending sort walked backwards, where an ascending id under a descending key
@@ -348,6 +366,7 @@ async def fetch_page(
     max_alternatives: int | None = None,
     identity: str = "_id",
     tie_follows_last: bool = False,
+    descending_copies: Mapping[str, str] | None = None,
 ) -> Page:
     """One page of a list view: keyset after the cursor, one extra row to know if there is more.
 
@@ -355,7 +374,14 @@ async def fetch_page(
     indexed query (a cursor multiplies them by the number of sort keys); beyond, the store gets
     the ``$or`` whole. None: at most :data:`MAX_BRANCHES` queries in all. ``identity``: the field
     naming the record when one has several documents in ``collection`` (see :func:`find_sorted`)."""
-    keys = parse_sort(paging.sort, sort_fields, default_sort, tiebreak, tie_follows_last=tie_follows_last)
+    keys = parse_sort(
+        paging.sort,
+        sort_fields,
+        default_sort,
+        tiebreak,
+        tie_follows_last=tie_follows_last,
+        descending_copies=descending_copies,
+    )
     query = base_query
     if paging.cursor:
         query = all_of(base_query, keyset_filter(keys, decode_cursor(paging.cursor, keys)))

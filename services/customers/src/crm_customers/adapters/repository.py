@@ -24,6 +24,7 @@ from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventEnvelope
+from crm_platform.indexes import drop_replaced
 from crm_platform.leases import release_in_background, release_soon
 from crm_platform.listing import count
 from crm_platform.store import Change, Decide, VersionedStore
@@ -32,6 +33,27 @@ Document = dict[str, Any]
 
 #: The sort keys (rules.SORT_FIELDS) besides the dates and the name, each indexed behind every scope.
 OTHER_SORT_KEYS = ("industry", "tier", "lifecycle_stage", "size", "source", "owner_id", "province", "city", "kind")
+
+_PREFIXES: dict[str, list[tuple[str, int]]] = {
+    "status": [("status", ASCENDING)],
+    "owner_status": [("owner_id", ASCENDING), ("status", ASCENDING)],
+    "dept_status": [("department_path", ASCENDING), ("status", ASCENDING)],
+    "pool_status": [("in_pool", ASCENDING), ("status", ASCENDING)],
+}
+#: List indexes of earlier versions, replaced by the ``*_id`` and ``*_tierdesc_name`` ones below
+#: (without the tie-breaker ``s.id``, or on the tier descending): dropped at start-up.
+REPLACED_INDEXES = [
+    *(IndexModel([*prefix, ("s.updated_at", DESCENDING)], name=f"{p}_updated") for p, prefix in _PREFIXES.items()),
+    *(
+        IndexModel([*prefix, (f"s.{key}", ASCENDING)], name=f"{p}_{key}")
+        for p, prefix in _PREFIXES.items()
+        for key in ("name", "created_at", "last_followed_up_at")
+    ),
+    *(
+        IndexModel([*prefix, ("s.tier", DESCENDING), ("s.name", ASCENDING), ("s.id", ASCENDING)], name=f"{p}_tier_name")
+        for p, prefix in _PREFIXES.items()
+    ),
+]
 
 INDEXES = [
     # "First entered owns": sparse unique keys, present only on active customers.
@@ -52,29 +74,21 @@ INDEXES = [
     # Equality on status must name an index ending in _status, or the embedded store writes it
     # as an array-aware OR that keeps the compound list indexes below from being used.
     IndexModel([("status", ASCENDING)], name="idx_status"),
-    # List views: the visibility prefix (owner, department, pool) plus the default sort.
-    IndexModel([("status", ASCENDING), ("s.updated_at", DESCENDING)], name="status_updated"),
-    IndexModel(
-        [("owner_id", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="owner_status_updated"
-    ),
-    IndexModel(
-        [("department_path", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)],
-        name="dept_status_updated",
-    ),
-    IndexModel(
-        [("in_pool", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING)], name="pool_status_updated"
+    # List views: the visibility prefix (owner, department, pool) plus the default sort, and the
+    # tie-breaker in the same direction. Every list index ends with ``s.id``: without it the rows
+    # that tie on the sort key are sorted whole before the page's LIMIT applies, and a key many
+    # customers share (never followed up, one import's creation time) made that the whole scope
+    # (ascending last_followed_up_at: 1.3-2.8 s per admin page at 100k, bench/customers_sorts_100k.py).
+    *(
+        IndexModel([*prefix, ("s.updated_at", DESCENDING), ("s.id", DESCENDING)], name=f"{name}_updated_id")
+        for name, prefix in _PREFIXES.items()
     ),
     # The other sorts people use most, behind each visibility prefix, so page N of a big list (the
     # pool, a department, everything for an admin) walks an index instead of sorting every match.
     *(
-        IndexModel([*prefix, (f"s.{key}", ASCENDING)], name=f"{name}_{key}")
+        IndexModel([*prefix, (f"s.{key}", ASCENDING), ("s.id", ASCENDING)], name=f"{name}_{key}_id")
         for key in ("name", "created_at", "last_followed_up_at")
-        for name, prefix in (
-            ("status", [("status", ASCENDING)]),
-            ("owner_status", [("owner_id", ASCENDING), ("status", ASCENDING)]),
-            ("dept_status", [("department_path", ASCENDING), ("status", ASCENDING)]),
-            ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
-        )
+        for name, prefix in _PREFIXES.items()
     ),
     # Every other sort key the list offers, behind each visibility prefix, the customer's id last:
     # without them a sort by industry (or tier, stage, size, source, owner, province, city, kind)
@@ -84,29 +98,22 @@ INDEXES = [
     *(
         IndexModel([*prefix, (f"s.{key}", ASCENDING), ("s.id", ASCENDING)], name=f"{name}_{key}_id")
         for key in OTHER_SORT_KEYS
-        for name, prefix in (
-            ("status", [("status", ASCENDING)]),
-            ("owner_status", [("owner_id", ASCENDING), ("status", ASCENDING)]),
-            ("dept_status", [("department_path", ASCENDING), ("status", ASCENDING)]),
-            ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
-        )
+        for name, prefix in _PREFIXES.items()
     ),
     # A cursor's tie branch is an equality on the sort key: an index named idx_<field>, or it scans.
     *(IndexModel([(f"s.{key}", ASCENDING)], name=f"idx_s.{key}") for key in OTHER_SORT_KEYS if key != "tier"),
-    # Tier first, then name (a manager's "A customers first"), behind each visibility prefix.
+    # Tier first, then name (a manager's "A customers first"), behind each visibility prefix: on the
+    # tier's order-reversing copy (rules.DESCENDING_COPIES), so the whole order is ascending.
     *(
         IndexModel(
-            [*prefix, ("s.tier", DESCENDING), ("s.name", ASCENDING), ("s.id", ASCENDING)], name=f"{name}_tier_name"
+            [*prefix, ("s.tier_desc", ASCENDING), ("s.name", ASCENDING), ("s.id", ASCENDING)],
+            name=f"{name}_tierdesc_name",
         )
-        for name, prefix in (
-            ("status", [("status", ASCENDING)]),
-            ("owner_status", [("owner_id", ASCENDING), ("status", ASCENDING)]),
-            ("dept_status", [("department_path", ASCENDING), ("status", ASCENDING)]),
-            ("pool_status", [("in_pool", ASCENDING), ("status", ASCENDING)]),
-        )
+        for name, prefix in _PREFIXES.items()
     ),
     # A cursor's tie branch is an equality on the first sort key: named idx_<field> or it scans.
     IndexModel([("s.tier", ASCENDING)], name="idx_s.tier"),
+    IndexModel([("s.tier_desc", ASCENDING)], name="idx_s.tier_desc"),
     IndexModel([("tags", ASCENDING)], name="idx_tags"),
     IndexModel([("s.last_followed_up_at", ASCENDING)], name="idx_s.last_followed_up_at"),
     IndexModel([("s.created_at", ASCENDING)], name="idx_s.created_at"),
@@ -158,6 +165,9 @@ class CustomerRepository:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
+        # List indexes an earlier version made, replaced by those above: dropped (each costs every
+        # write) once their successors exist.
+        await drop_replaced(self.collection, INDEXES, REPLACED_INDEXES)
         await self.tags.ensure_indexes()
         # A person's saved views: listed by owner, and one name once per owner (the API's 409).
         views_index = [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)]

@@ -40,6 +40,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from crm_platform.indexes import drop_replaced
+
 Document = dict[str, Any]
 
 #: Customer fields a list filters or sorts on, copied onto each membership (same names, so the
@@ -70,11 +72,11 @@ LISTED = ("active", "deleted")
 #: The sorts indexed behind each visibility prefix: the default, the single keys people use
 #: most, and tier-then-name (a manager's "A customers first"). Others sort the prefix's matches.
 SORTS: dict[str, list[tuple[str, int]]] = {
-    "updated": [("s.updated_at", DESCENDING)],
+    "updated_desc": [("s.updated_at", DESCENDING)],  # the default, "-updated_at": its id descending too
     "name": [("s.name", ASCENDING)],
     "created_at": [("s.created_at", ASCENDING)],
     "last_followed_up_at": [("s.last_followed_up_at", ASCENDING)],
-    "tier_name": [("s.tier", DESCENDING), ("s.name", ASCENDING)],
+    "tierdesc_name": [("s.tier_desc", ASCENDING), ("s.name", ASCENDING)],  # "-tier,name" (rules.DESCENDING_COPIES)
 }
 #: Visibility prefixes behind the tag: everything (admin; a manager's department, whose path
 #: regex is tested on the rows walked), one owner (rep), the pool.
@@ -105,17 +107,28 @@ EQUALITY_FIELDS = (
     "address.city",
     "address.district",
     "s.tier",
+    "s.tier_desc",
     "s.name",
     "s.updated_at",
     "s.created_at",
     "s.last_followed_up_at",
     "s.id",
 )
+#: Indexes of earlier versions: the default sort's id ran ascending under its descending moment, and
+#: tier-then-name ran on the tier itself, descending (both sorted tie groups whole).
+REPLACED_INDEXES = [
+    IndexModel([*prefix, *sort, ("s.id", ASCENDING)], name=f"{p}_{s}")
+    for p, prefix in PREFIXES.items()
+    for s, sort in (
+        ("updated", [("s.updated_at", DESCENDING)]),
+        ("tier_name", [("s.tier", DESCENDING), ("s.name", ASCENDING)]),
+    )
+]
 INDEXES = [
     # The customer's id (``s.id``, the list's last sort key) ends each: a cursor's tie branch
     # (equal first keys, a range on the next) then comes out in index order, unsorted.
     *(
-        IndexModel([*prefix, *sort, ("s.id", ASCENDING)], name=f"{p}_{s}")
+        IndexModel([*prefix, *sort, ("s.id", sort[-1][1])], name=f"{p}_{s}")
         for p, prefix in PREFIXES.items()
         for s, sort in SORTS.items()
     ),
@@ -179,6 +192,7 @@ class CustomerTags:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
+        await drop_replaced(self.collection, INDEXES, REPLACED_INDEXES)  # each costs every write
 
     async def note(self, customer_id: str) -> None:
         """Before a customer's write: if this process dies before :meth:`done`, start-up resyncs it."""

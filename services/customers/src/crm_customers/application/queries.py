@@ -31,6 +31,19 @@ Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
 
 
+def list_order(sort: str | None) -> list[SortKey]:
+    """A list's sort keys as the store is asked for them (ties broken by ``s.id`` the last key's way,
+    a mixed order on the reversed copies): the list, its neighbours and its export agree."""
+    return parse_sort(
+        sort,
+        SORT_FIELDS,
+        DEFAULT_SORT,
+        rules.TIEBREAK,
+        tie_follows_last=True,
+        descending_copies=rules.DESCENDING_COPIES,
+    )
+
+
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
@@ -185,6 +198,7 @@ async def list_customers(
         projection=LIST_PROJECTION,
         tiebreak=rules.TIEBREAK,
         tie_follows_last=True,
+        descending_copies=rules.DESCENDING_COPIES,
     )
 
 
@@ -196,7 +210,7 @@ async def neighbours(
     The detail view's "previous / next record": the same keyset as the list's cursor, one row in
     each direction (the reverse order for "previous"), so it costs two indexed queries.
     """
-    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK, tie_follows_last=True)
+    keys = list_order(sort)
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]
     every, some = filters.tag_lists()
@@ -247,6 +261,7 @@ async def _tagged_page(
             projection={"_id": 1, "tag": 1, "cid": 1, **dict.fromkeys(COPIED, 1)},
             tiebreak=rules.TIEBREAK,
             tie_follows_last=True,
+            descending_copies=rules.DESCENDING_COPIES,
             max_alternatives=alternatives,
             identity="cid",
         )

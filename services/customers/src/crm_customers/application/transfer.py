@@ -15,15 +15,14 @@ from pymongo.errors import DuplicateKeyError
 from crm_customers.adapters.repository import DuplicateKeys
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import describe_match
-from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter
+from crm_customers.application.queries import CustomerFilter, list_order
 from crm_customers.domain import rules
 from crm_customers.domain.model import CustomerCreate
-from crm_customers.domain.rules import SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.idempotency import IdempotencyKey
-from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
+from crm_platform.listing import all_of, keyset_filter, mongo_sort, values_of
 from crm_platform.text_input import control_character
 
 Document = dict[str, Any]
@@ -507,7 +506,7 @@ def export_row(doc: Document) -> list[str]:
 async def export_csv(
     customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None
 ) -> AsyncIterator[bytes]:
-    keys = parse_sort(sort, SORT_FIELDS, DEFAULT_SORT, rules.TIEBREAK, tie_follows_last=True)
+    keys = list_order(sort)
     base = filters.to_mongo(principal)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

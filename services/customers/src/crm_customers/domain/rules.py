@@ -46,10 +46,24 @@ def name_grams(normalised: str) -> list[str]:
 
 
 #: The shape of the sort keys; documents with another one are rewritten at start-up.
-SORT_KEYS_VERSION = 3  # 3: the id's copy (s.id) is the lists' last sort key
+SORT_KEYS_VERSION = 4  # 3: the id's copy (s.id) is the lists' last sort key; 4: s.tier_desc
 #: Where the sort keys keep the customer's id: the tie-breaker of every list order. A range on an
 #: ordinary indexed field is served by its index on the embedded store; one on ``_id`` is not.
 TIEBREAK = "s.id"
+
+
+#: Order-reversing copies of sort keys (listing.parse_sort's ``descending_copies``): "-tier,name"
+#: ("A customers first, then by name") runs ascending on ``s.tier_desc``, so one ascending index
+#: serves it; the embedded store's indexes are all ascending and sorted each tier's customers whole.
+DESCENDING_COPIES = {"s.tier": "s.tier_desc"}
+
+
+def descending_copy(text: str) -> str:
+    """A string whose ascending order is ``text``'s descending order: each character's complement
+    to the last code point, as six hex digits (ASCII, so nothing to encode), then ``~``, which sorts
+    above every hex digit (so a prefix sorts after the longer strings it starts, as descending
+    order wants: "A" before "")."""
+    return "".join(f"{0x10FFFF - ord(c):06x}" for c in text) + "~"
 
 
 def epoch_ms(value: datetime | None) -> int:
@@ -78,6 +92,7 @@ def sort_keys(doc: Document) -> Document:
         "last_followed_up_at": epoch_ms(doc.get("last_followed_up_at")),
         "industry": doc.get("industry") or "",
         "tier": doc.get("tier") or "",
+        "tier_desc": descending_copy(doc.get("tier") or ""),
         "lifecycle_stage": doc.get("lifecycle_stage") or "",
         "size": doc.get("size") or "",
         "source": doc.get("source") or "",
