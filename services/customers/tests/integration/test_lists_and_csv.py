@@ -611,3 +611,28 @@ async def test_a_reps_total_counts_what_the_list_shows(client):
     assert total == len(listed)
     assert {c["id"] for c in mine} | {c["id"] for c in pooled[1:]} <= listed
     assert pooled[0]["id"] not in listed
+
+
+async def test_an_export_is_recorded_with_who_the_filter_and_the_rows(client, customer_events):
+    """Before the first row leaves: crm.customer_export.created (for the audit log), one per export."""
+    rep = User(f"/{unique('l')}")
+    tag = unique("rec")
+    for _ in range(2):
+        await create(client, rep, tags=[tag])
+    r = await client.get("/v1/customers/export.csv", params={"tags_all": tag, "sort": "name"}, headers=rep.headers)
+    assert r.status_code == 200, r.text
+    [record] = await customer_events.wait_for(type="crm.customer_export.created", actor=rep.id)
+    event = record.event
+    assert event["data"]["filter"] == {"tags_all": tag} and event["data"]["sort"] == "name"
+    assert event["data"]["rows"] == 2 == len(r.content.decode("utf-8-sig").strip().splitlines()) - 1
+    assert event["subject"] == event["data"]["export_id"]
+    assert event["clientaddress"] == "127.0.0.1"  # the test client, as the service saw it
+
+    # Refused before it starts (a bad sort): nothing recorded.
+    stranger = User(f"/{unique('l')}")
+    bad = await client.get("/v1/customers/export.csv", params={"sort": "colour"}, headers=stranger.headers)
+    assert bad.status_code == 422
+    ok = await client.get("/v1/customers/export.csv", params={"tags_all": tag}, headers=stranger.headers)
+    assert ok.status_code == 200
+    [seen] = await customer_events.wait_for(type="crm.customer_export.created", actor=stranger.id)
+    assert seen.event["data"]["rows"] == 0  # one event: the refused export made none

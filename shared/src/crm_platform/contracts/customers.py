@@ -216,3 +216,32 @@ MERGED_AWAY = define(
     TOPIC,
     description="This customer was merged into survivor_id and is no longer active.",
 )
+
+
+# --- exports (a read, recorded for the audit log) ----------------------------------------------------
+
+
+class CustomersExported(BaseModel):
+    """Someone exported customers as CSV (subject: the export's id; actor: who).
+
+    Published before the first row leaves, with how many customers matched the filter then:
+    an export that is cut short is recorded all the same. Its own type family
+    (``crm.customer_export.*``), so consumers that keep customer read copies from every
+    ``crm.customer.*`` event are not handed an event without a customer snapshot.
+    """
+
+    export_id: str
+    filter: dict[str, Any] = Field(description="The list filters given (only those set), as the API took them.")
+    sort: str | None = None
+    rows: int = Field(
+        description="Customers that matched the filter when the export started: the rows it sends, unless "
+        "customers changed meanwhile."
+    )
+
+
+CUSTOMERS_EXPORTED = define(
+    "crm.customer_export.created",
+    CustomersExported,
+    TOPIC,
+    description="Customers were exported as CSV: who (actor), the filter and how many rows (for the audit log).",
+)

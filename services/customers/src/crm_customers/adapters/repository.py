@@ -147,6 +147,8 @@ class CustomerRepository:
         self.views: AsyncCollection[Document] = db["saved_views"]
         self.migrations: AsyncCollection[Document] = db["migrations"]
         self.owner_locks: AsyncCollection[Document] = db["owner_locks"]
+        # One record per CSV export (who, the filter, how many rows): the outbox its event leaves from.
+        self.exports: AsyncCollection[Document] = db["exports"]
         self.keys = CustomerKeys(db["customer_keys"])
         self.tags = CustomerTags(db)
         self.clock = clock
@@ -155,6 +157,7 @@ class CustomerRepository:
         self.store = VersionedStore(
             self.collection, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No customer with id {i}.")
         )
+        self.export_store = VersionedStore(self.exports, clock, wake_relay=wake_relay)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -23,7 +24,8 @@ from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.idempotency import IdempotencyKey
-from crm_platform.listing import all_of, keyset_filter, mongo_sort, parse_sort, values_of
+from crm_platform.listing import all_of, keyset_filter, mongo_sort, or_branches, parse_sort, values_of
+from crm_platform.outbox import epoch_ms
 from crm_platform.text_input import control_character
 
 Document = dict[str, Any]
@@ -502,6 +504,37 @@ def export_row(doc: Document) -> list[str]:
         **{k: address.get(k) for k in ("province", "city", "district", "street")},
     }
     return [_cell(values[c] if c in values else doc.get(c)) for c in EXPORT_COLUMNS]
+
+
+async def record_export(customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None) -> int:
+    """Record an export before its first row leaves: who, the filter, how many customers match.
+
+    The record and its event (``crm.customer_export.created``, for the audit log) are one write,
+    like every event; an export that is cut short later is recorded all the same. Returns the rows.
+    """
+    rows = await _count_ids(customers.repo.collection, filters.to_mongo(principal))
+    export_id = str(uuid.uuid4())
+    data = ev.CustomersExported(
+        export_id=export_id, filter=filters.model_dump(mode="json", exclude_none=True), sort=sort, rows=rows
+    )
+    event = customers.events(ev.CUSTOMERS_EXPORTED, export_id, data, 1, principal.user_id)
+    state = {"_id": export_id, "by": principal.user_id, "rows": rows, "at_ms": epoch_ms(customers.clock.now())}
+    await customers.repo.export_store.insert(state, [event])
+    return rows
+
+
+async def _count_ids(collection: AsyncCollection[Document], query: Document) -> int:
+    """How many customers ``query`` matches, from their ids: one indexed query per alternative.
+
+    Not the ``count`` command, which the embedded store answers by reading every customer (it
+    tests ``status`` as a possible array, which no index serves); the ids come from the same
+    indexes the list pages walk.
+    """
+    ids: set[Any] = set()
+    for branch in or_branches(query) or [query]:
+        async for doc in collection.find(branch, projection={"_id": 1}):
+            ids.add(doc["_id"])
+    return len(ids)
 
 
 async def export_csv(
