@@ -109,9 +109,9 @@ async def test_each_auditable_event_makes_one_entry_saying_who_when_where_what(
         "customer.purged": await send(feed, cev.PURGED, purged, cev.Purged(customer_id=purged), actor=admin),
         "customer.imported": await send(
             feed,
-            cev.CUSTOMER_CREATED,
+            cev.CUSTOMERS_IMPORTED,
             imported,
-            cev.CustomerCreated(customer=customer(imported, "rep-1", "/hq", NOW, name="导入客户"), via="import"),
+            cev.CustomersImported(import_id=imported, total_rows=3, valid_rows=2, imported=2, errors=1, duplicates=0),
             actor=admin,
         ),
         "customer.exported": await send(
@@ -164,6 +164,7 @@ async def test_each_auditable_event_makes_one_entry_saying_who_when_where_what(
     assert by_action["customer.merged"]["details"]["merged_customer_id"] == duplicate
     assert by_action["customer.merged"]["target_type"] == "customer"
     assert by_action["customer.exported"]["details"] == {"filter": {"tier": "A"}, "rows": 42}
+    assert by_action["customer.imported"]["details"]["imported"] == 2
     assert by_action["user.roles_changed"]["details"]["changes"] == [
         {"field": "roles", "old": ["rep"], "new": ["rep", "manager"]}
     ]
@@ -217,6 +218,9 @@ async def test_a_repeated_event_and_business_events_make_no_entry(
     # One key, one partition, in order: once the last is stored, the others were handled.
     updated = await send(feed, cev.CUSTOMER_UPDATED, cid, cev.CustomerUpdated(customer=snap, changes=[]), actor="rep-1")
     by_hand = await send(feed, cev.CUSTOMER_CREATED, cid, cev.CustomerCreated(customer=snap), actor="rep-1")
+    one_row = await send(
+        feed, cev.CUSTOMER_CREATED, cid, cev.CustomerCreated(customer=snap, via="import"), actor="rep-1"
+    )
     moved = await send(
         feed,
         dev.USER_UPDATED,
@@ -228,10 +232,12 @@ async def test_a_repeated_event_and_business_events_make_no_entry(
         feed, cev.MERGED, cid, cev.Merged(customer=snap, merged_customer_id=unique("dup")), actor="admin"
     )
     await feed.resend(merged)  # a repeated delivery
-    purged = await send(feed, cev.PURGED, cid, cev.Purged(customer_id=cid), actor="admin")
+    purged = await send(
+        feed, cev.PURGED, cid, cev.Purged(customer_id=cid), actor="admin", at=NOW + timedelta(seconds=1)
+    )
     await stored(purged.id)
     repo = audit_app.state.repo
-    for envelope in (updated, by_hand, moved):
+    for envelope in (updated, by_hand, one_row, moved):
         assert await repo.get(envelope.id) is None, envelope.type
     assert [e["action"] for e in await entries(client, target_id=cid)] == ["customer.purged", "customer.merged"]
 

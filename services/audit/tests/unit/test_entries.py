@@ -45,11 +45,19 @@ def test_a_merge_is_one_entry_on_the_survivor_and_the_merged_away_side_makes_non
     assert entry_for(event(cev.MERGED_AWAY, "c2", cev.MergedAway(customer=snap, survivor_id="c1"))) is None
 
 
-def test_only_imported_creates_are_audited() -> None:
+def test_an_import_is_one_entry_with_its_counts_and_its_customers_make_none() -> None:
     snap = customer("c1", "rep-1", "/hq", NOW)
     assert entry_for(event(cev.CUSTOMER_CREATED, "c1", cev.CustomerCreated(customer=snap))) is None
-    imported = entry_for(event(cev.CUSTOMER_CREATED, "c1", cev.CustomerCreated(customer=snap, via="import")))
-    assert imported is not None and imported.action == "customer.imported"
+    assert entry_for(event(cev.CUSTOMER_CREATED, "c1", cev.CustomerCreated(customer=snap, via="import"))) is None
+    data = cev.CustomersImported(import_id="i1", total_rows=5, valid_rows=4, imported=3, errors=1, duplicates=1)
+    imported = entry_for(event(cev.CUSTOMERS_IMPORTED, "i1", data))
+    assert imported is not None
+    assert (imported.action, imported.target_type, imported.target_id) == (
+        "customer.imported",
+        "customers_import",
+        "i1",
+    )
+    assert imported.details == {"total_rows": 5, "valid_rows": 4, "imported": 3, "errors": 1, "duplicates": 1}
 
 
 def test_a_role_change_is_named_as_such_and_a_department_cascade_is_not_audited() -> None:

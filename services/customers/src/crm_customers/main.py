@@ -27,6 +27,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     repo = CustomerRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.collection)
     kit.outbox(repo.exports)
+    kit.outbox(repo.import_records)
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])

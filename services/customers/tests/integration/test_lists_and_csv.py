@@ -636,3 +636,30 @@ async def test_an_export_is_recorded_with_who_the_filter_and_the_rows(client, cu
     assert ok.status_code == 200
     [seen] = await customer_events.wait_for(type="crm.customer_export.created", actor=stranger.id)
     assert seen.event["data"]["rows"] == 0  # one event: the refused export made none
+
+
+async def test_an_import_is_recorded_with_its_counts_and_a_dry_run_is_not(client, customer_events):
+    rep = User(f"/{unique('l')}")
+    names = [f"{unique('导入')} 有限公司" for _ in range(2)]
+    csv_text = "名称,等级\n" + f"{names[0]},A\n{names[1]},Z\n{names[0]},B\n"
+    headers = {**rep.headers, "Content-Type": "text/csv"}
+    dry = await client.post(
+        "/v1/customers/import", params={"dry_run": "true"}, content=csv_text.encode(), headers=headers
+    )
+    assert dry.status_code == 200, dry.text
+    r = await client.post(
+        "/v1/customers/import", params={"dry_run": "false"}, content=csv_text.encode(), headers=headers
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    [record] = await customer_events.wait_for(type="crm.customer_import.completed", actor=rep.id)
+    data = record.event["data"]
+    assert data == {
+        "import_id": record.event["subject"],
+        "total_rows": 3,
+        "valid_rows": report["valid_rows"],
+        "imported": report["imported"],
+        "errors": len(report["errors"]),
+        "duplicates": len(report["duplicates"]),
+    }
+    assert data["imported"] == 1 and data["errors"] >= 1 and data["duplicates"] == 1

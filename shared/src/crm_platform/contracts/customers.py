@@ -245,3 +245,30 @@ CUSTOMERS_EXPORTED = define(
     TOPIC,
     description="Customers were exported as CSV: who (actor), the filter and how many rows (for the audit log).",
 )
+
+
+# --- imports (recorded for the audit log) ---------------------------------------------------------
+
+
+class CustomersImported(BaseModel):
+    """Someone imported customers from a CSV file (subject: the import's id; actor: who).
+
+    One event per import (each imported customer also has its ``crm.customer.created`` with
+    ``via: import``); a dry run imports nothing and makes none. An import retried with its
+    Idempotency-Key is recorded once.
+    """
+
+    import_id: str
+    total_rows: int = Field(description="Rows in the file.")
+    valid_rows: int = Field(description="Rows that passed every check.")
+    imported: int = Field(description="Customers created.")
+    errors: int = Field(description="Row errors (a row may have several).")
+    duplicates: int = Field(description="Rows skipped as duplicates of existing customers or of earlier rows.")
+
+
+CUSTOMERS_IMPORTED = define(
+    "crm.customer_import.completed",
+    CustomersImported,
+    TOPIC,
+    description="Customers were imported from CSV: who (actor) and the counts (for the audit log).",
+)

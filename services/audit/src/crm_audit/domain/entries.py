@@ -76,11 +76,9 @@ def _customer_purged(e: EventEnvelope) -> tuple[str, Document]:
     return "customer.purged", {}
 
 
-def _customer_created(e: EventEnvelope) -> tuple[str, Document] | None:
-    if e.data.get("via") != "import":
-        return None  # a customer created by hand is business history, not an audited action
-    customer = e.data.get("customer") or {}
-    return "customer.imported", {"name": customer.get("name"), "owner_id": customer.get("owner_id")}
+def _customers_imported(e: EventEnvelope) -> tuple[str, Document]:
+    keys = ("total_rows", "valid_rows", "imported", "errors", "duplicates")
+    return "customer.imported", {k: e.data.get(k) for k in keys}
 
 
 def _customer_exported(e: EventEnvelope) -> tuple[str, Document]:
@@ -151,7 +149,7 @@ Rule = Callable[[EventEnvelope], tuple[str, Document] | None]
 RULES: Mapping[str, tuple[str, Rule]] = {
     "crm.customer.merged": ("customer", _customer_merged),
     "crm.customer.purged": ("customer", _customer_purged),
-    "crm.customer.created": ("customer", _customer_created),
+    cev.CUSTOMERS_IMPORTED.name: ("customers_import", _customers_imported),
     cev.CUSTOMERS_EXPORTED.name: ("customers_export", _customer_exported),
     **{f"crm.user.{v}": ("user", _user(v)) for v in ("created", "updated", "deactivated", "reactivated")},
     "crm.user.password_changed": ("user", _user("password_changed")),

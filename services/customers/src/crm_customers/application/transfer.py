@@ -333,7 +333,30 @@ class Importer:
         created.sort()
         report.imported = len(created)
         report.created_ids = [customer_id for _, customer_id in created]
+        await self._record(principal, report, key)
         return await self._keep_report(report, key)
+
+    async def _record(self, principal: Principal, report: ImportReport, key: IdempotencyKey | None) -> None:
+        """The import for the audit log: its record with crm.customer_import.completed, one write.
+
+        With a key the id is the key's, so an attempt that dies between this and keeping the
+        report, then is retried, is recorded once.
+        """
+        import_id = str(key.uuid("import")) if key is not None else str(uuid.uuid4())
+        data = ev.CustomersImported(
+            import_id=import_id,
+            total_rows=report.total_rows,
+            valid_rows=report.valid_rows,
+            imported=report.imported,
+            errors=len(report.errors),
+            duplicates=len(report.duplicates),
+        )
+        event = self._customers.events(ev.CUSTOMERS_IMPORTED, import_id, data, 1, principal.user_id)
+        state = {"_id": import_id, "by": principal.user_id, "at_ms": epoch_ms(self._customers.clock.now())}
+        try:
+            await self._repo.import_store.insert(state, [event])
+        except DuplicateKeyError:
+            pass  # recorded by an earlier attempt with the same key
 
     @property
     def _imports(self) -> AsyncCollection[Document]:

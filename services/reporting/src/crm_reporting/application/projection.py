@@ -123,8 +123,8 @@ class Projection:
 
     def handlers(self) -> Mapping[str, Handler]:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
-        # Sign-ins and exports are the audit log's, not activity: left out of every report.
-        audit_only = ("crm.directory.", "crm.customer_export.")
+        # Sign-ins, exports and imports are the audit log's, not activity: left out of every report.
+        audit_only = ("crm.directory.", "crm.customer_export.", "crm.customer_import.")
         return {
             n: self.apply
             for n in names
