@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from crm_audit.main import create_app as audit_app
+from crm_audit.settings import AuditSettings
 from crm_customers.main import create_app as customers_app
 from crm_customers.settings import CustomersSettings
 from crm_directory.main import create_app as directory_app
@@ -42,12 +44,13 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
     # No mail and no webhook deliveries: these tests look at the HTTP API only.
     "notifications": (notifications_app, NotificationSettings, {"email_enabled": False, "webhooks_enabled": False}),
     "reporting": (reporting_app, ReportingSettings, {}),
+    "audit": (audit_app, AuditSettings, {"audit_purge_enabled": False}),
 }
 
 
 @pytest.fixture(scope="session")
 async def service_apps(backend: Backend) -> AsyncIterator[dict[str, FastAPI]]:
-    """The seven apps, started (lifespans entered) and with their consumers caught up."""
+    """The eight apps, started (lifespans entered) and with their consumers caught up."""
     async with AsyncExitStack() as stack:
         apps: dict[str, FastAPI] = {}
         for name, (create, settings_type, extra) in SERVICES.items():

@@ -23,7 +23,7 @@ from crm_platform.testing.fixtures import auth
 
 DENIED = "urn:crm:problem:permission-denied"
 METHODS = ("get", "post", "put", "patch", "delete")
-SERVICES = ["customers", "directory", "pipeline", "interactions", "pool", "notifications", "reporting"]
+SERVICES = ["customers", "directory", "pipeline", "interactions", "pool", "notifications", "reporting", "audit"]
 
 
 def _value(name: str, schema: dict[str, Any]) -> Any:

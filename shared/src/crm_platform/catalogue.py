@@ -185,6 +185,7 @@ def example_envelope(event_type: EventType[Any], schema: dict[str, Any], defs: d
         "aggregateversion": 3,
         "actor": "u-1024",
         "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "clientaddress": "203.0.113.7",
         "data": data,
     }
 
@@ -286,7 +287,8 @@ def render_markdown(doc: dict[str, Any], topics: dict[str, str]) -> str:
         "",
         "Each event is a CloudEvent 1.0: `id` (unique: deduplicate on it), `source` (the service), `type`, "
         "`subject` (the aggregate id, also the key), `time`, `schemaversion` (of the data), "
-        "`aggregateversion` (ignore an event older than what you hold), `actor`, `traceparent` and `data`. "
+        "`aggregateversion` (ignore an event older than what you hold), `actor`, `traceparent`, `clientaddress` "
+        "(the address of the client whose request caused it, when a request did) and `data`. "
         "Schemas evolve additively: ignore fields you do not know.",
         "",
         "## Contents",

@@ -51,10 +51,14 @@ class EventConsumer:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         batch_size: int = 1,
         batch_timeout_ms: int = 100,
+        fallback: Handler | None = None,
     ) -> None:
         self.group_id = group_id
         self.topics = list(topics)
         self.handlers = dict(handlers)
+        # For the types no handler names (a consumer that takes every event of a topic generically,
+        # including types added after it was written, such as the audit log); None ignores them.
+        self.fallback = fallback
         self.dlq_topic = dead_letter_topic(group_id)
         self._broker = broker
         self._max_attempts = max_attempts
@@ -111,7 +115,7 @@ class EventConsumer:
         except Exception as exc:  # not a CloudEvent we can read: retrying will not help
             await self._dead_letter(message, body, "undecodable", f"{type(exc).__name__}: {exc}", attempts=1)
             return
-        handler = self.handlers.get(event.type)
+        handler = self.handlers.get(event.type, self.fallback)
         if handler is None:
             EVENTS_CONSUMED.labels(self.group_id, event.type, "ignored").inc()
             return

@@ -21,7 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from crm_platform.clock import Clock
-from crm_platform.tracing import current_traceparent
+from crm_platform.tracing import current_client_address, current_traceparent
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 DataT = TypeVar("DataT", bound=BaseModel)
@@ -43,6 +43,11 @@ class EventEnvelope(BaseModel):
     aggregateversion: int = Field(description="Aggregate version after the change; consumers ignore older ones.")
     actor: str | None = Field(default=None, description="Id of the user (or system:<name>) who caused it.")
     traceparent: str | None = Field(default=None, description="W3C trace context of the request that caused it.")
+    clientaddress: str | None = Field(
+        default=None,
+        description="The address of the client whose request caused it, as the service saw it through "
+        "CRM_TRUSTED_PROXIES; absent for what no request caused (a scheduler, a consequence of another event).",
+    )
     data: dict[str, Any]
 
 
@@ -78,6 +83,8 @@ class EventType(Generic[DataT]):
             aggregateversion=aggregate_version,
             actor=actor,
             traceparent=traceparent,
+            # The request's client, when a request is being served (the service kit sets it).
+            clientaddress=current_client_address.get(),
             data=data.model_dump(mode="json"),
         )
 

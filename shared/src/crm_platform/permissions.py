@@ -75,6 +75,8 @@ class Permission(StrEnum):
     reports_view = "reports:view"
     # operations: run the recycler now, rebuild read models, read projection lag
     system_operate = "system:operate"
+    # the audit log: sign-ins, permission changes, exports, imports, purges, merges, webhooks (admins)
+    audit_view = "audit:view"
 
 
 PUBLIC: Final = "public"
@@ -312,6 +314,10 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/admin/lag": P.system_operate,
         "GET /v1/admin/rebuild": P.system_operate,
         "POST /v1/admin/rebuild": P.system_operate,
+    },
+    "audit": {
+        "GET /v1/audit": P.audit_view,
+        "GET /v1/audit/export.csv": P.audit_view,
     },
 }
 

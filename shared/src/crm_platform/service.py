@@ -46,11 +46,12 @@ from crm_platform.metrics import (
 from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
+from crm_platform.serving import client_address
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
 from crm_platform.tasks import cancel_and_wait
 from crm_platform.text_input import refuse_control_characters
-from crm_platform.tracing import accept_traceparent, current_traceparent
+from crm_platform.tracing import accept_traceparent, current_client_address, current_traceparent
 
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
@@ -187,7 +188,12 @@ class ServiceKit:
         self._readiness[name] = probe
 
     def consume(
-        self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = ""
+        self,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        *,
+        group_suffix: str = "",
+        fallback: Handler | None = None,
     ) -> EventConsumer:
         s = self.settings
         consumer = EventConsumer(
@@ -199,6 +205,7 @@ class ServiceKit:
             backoff_initial=s.consumer_backoff_initial_seconds,
             backoff_max=s.consumer_backoff_max_seconds,
             batch_size=s.consumer_batch_size,
+            fallback=fallback,
         )
         self.consumers.append(consumer)
         return consumer
@@ -326,6 +333,8 @@ class ServiceKit:
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             traceparent = accept_traceparent(request.headers.get("traceparent"))
             token = current_traceparent.set(traceparent)
+            # Who asked, from where: the events this request causes carry it (the audit log's "where").
+            address = current_client_address.set(client_address(request, self.settings.trusted_proxies))
             ORIGIN.set("http")  # this request's store commands count as the request's
             structlog.contextvars.bind_contextvars(request_id=request_id, traceparent=traceparent)
             started = time.perf_counter()
@@ -333,6 +342,7 @@ class ServiceKit:
                 response = await call_next(request)
             finally:
                 current_traceparent.reset(token)
+                current_client_address.reset(address)
                 structlog.contextvars.unbind_contextvars("request_id", "traceparent")
             route = getattr(request.scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started

@@ -8,6 +8,8 @@ import secrets
 
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
+#: The client address of the request being served (through CRM_TRUSTED_PROXIES), for the events it causes.
+current_client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
 
 
 def new_traceparent() -> str:

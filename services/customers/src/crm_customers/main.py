@@ -26,6 +26,8 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     kit = ServiceKit(settings, title="CRM customers", description=DESCRIPTION, clock=clock)
     repo = CustomerRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.collection)
+    kit.outbox(repo.exports)
+    kit.outbox(repo.import_records)
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])

@@ -158,6 +158,8 @@ async def test_import_with_a_key_imports_once_even_after_an_interrupted_attempt(
     await customers_db["customer_imports"].delete_many({"report.created_ids": first.json()["created_ids"][0]})
     resumed = await client.post("/v1/customers/import", params={"dry_run": "false"}, content=csv, headers=sent)
     assert resumed.status_code == 200 and resumed.json() == first.json(), resumed.text
+    # Recorded for the audit log once (crm.customer_import.completed), under the key's id.
+    assert await customers_db["import_records"].count_documents({"by": _sub(headers)}) == 1
     assert await customers_db["customers"].count_documents({"tags": {"$in": [tag]}}) == 3
 
     other = csv + f"{unique('另一家')},{tag}\n".encode()
@@ -175,3 +177,11 @@ async def test_every_creating_post_declares_the_header(client):
     ):
         params = spec["paths"][path]["post"]["parameters"]
         assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in params), path
+
+
+def _sub(headers: dict[str, str]) -> str:
+    """The user id in a test token."""
+    import jwt
+
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])

@@ -611,3 +611,55 @@ async def test_a_reps_total_counts_what_the_list_shows(client):
     assert total == len(listed)
     assert {c["id"] for c in mine} | {c["id"] for c in pooled[1:]} <= listed
     assert pooled[0]["id"] not in listed
+
+
+async def test_an_export_is_recorded_with_who_the_filter_and_the_rows(client, customer_events):
+    """Before the first row leaves: crm.customer_export.created (for the audit log), one per export."""
+    rep = User(f"/{unique('l')}")
+    tag = unique("rec")
+    for _ in range(2):
+        await create(client, rep, tags=[tag])
+    r = await client.get("/v1/customers/export.csv", params={"tags_all": tag, "sort": "name"}, headers=rep.headers)
+    assert r.status_code == 200, r.text
+    [record] = await customer_events.wait_for(type="crm.customer_export.created", actor=rep.id)
+    event = record.event
+    assert event["data"]["filter"] == {"tags_all": tag} and event["data"]["sort"] == "name"
+    assert event["data"]["rows"] == 2 == len(r.content.decode("utf-8-sig").strip().splitlines()) - 1
+    assert event["subject"] == event["data"]["export_id"]
+    assert event["clientaddress"] == "127.0.0.1"  # the test client, as the service saw it
+
+    # Refused before it starts (a bad sort): nothing recorded.
+    stranger = User(f"/{unique('l')}")
+    bad = await client.get("/v1/customers/export.csv", params={"sort": "colour"}, headers=stranger.headers)
+    assert bad.status_code == 422
+    ok = await client.get("/v1/customers/export.csv", params={"tags_all": tag}, headers=stranger.headers)
+    assert ok.status_code == 200
+    [seen] = await customer_events.wait_for(type="crm.customer_export.created", actor=stranger.id)
+    assert seen.event["data"]["rows"] == 0  # one event: the refused export made none
+
+
+async def test_an_import_is_recorded_with_its_counts_and_a_dry_run_is_not(client, customer_events):
+    rep = User(f"/{unique('l')}")
+    names = [f"{unique('导入')} 有限公司" for _ in range(2)]
+    csv_text = "名称,等级\n" + f"{names[0]},A\n{names[1]},Z\n{names[0]},B\n"
+    headers = {**rep.headers, "Content-Type": "text/csv"}
+    dry = await client.post(
+        "/v1/customers/import", params={"dry_run": "true"}, content=csv_text.encode(), headers=headers
+    )
+    assert dry.status_code == 200, dry.text
+    r = await client.post(
+        "/v1/customers/import", params={"dry_run": "false"}, content=csv_text.encode(), headers=headers
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    [record] = await customer_events.wait_for(type="crm.customer_import.completed", actor=rep.id)
+    data = record.event["data"]
+    assert data == {
+        "import_id": record.event["subject"],
+        "total_rows": 3,
+        "valid_rows": report["valid_rows"],
+        "imported": report["imported"],
+        "errors": len(report["errors"]),
+        "duplicates": len(report["duplicates"]),
+    }
+    assert data["imported"] == 1 and data["errors"] >= 1 and data["duplicates"] == 1

@@ -33,6 +33,7 @@ def create_app(settings: DirectorySettings | None = None, clock: Clock | None = 
     directory = Directory(kit.db, kit.clock, settings, kit.source, kit.wake_relay)
     kit.outbox(directory.repo.users)
     kit.outbox(directory.repo.departments)
+    kit.outbox(directory.repo.sign_in_events)
 
     async def start(_: ServiceKit) -> None:
         await directory.ensure_indexes()

@@ -67,7 +67,7 @@ async def test_health_readiness_and_metrics(client):
     assert (await client.get("/healthz")).json() == {"status": "ok", "service": "directory"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]["outbox_pending"]) == {"users", "departments"}
+    assert set(ready.json()["checks"]["outbox_pending"]) == {"users", "departments", "sign_in_events"}
     assert (await client.get("/metrics")).status_code == 200
 
 

@@ -216,3 +216,59 @@ MERGED_AWAY = define(
     TOPIC,
     description="This customer was merged into survivor_id and is no longer active.",
 )
+
+
+# --- exports (a read, recorded for the audit log) ----------------------------------------------------
+
+
+class CustomersExported(BaseModel):
+    """Someone exported customers as CSV (subject: the export's id; actor: who).
+
+    Published before the first row leaves, with how many customers matched the filter then:
+    an export that is cut short is recorded all the same. Its own type family
+    (``crm.customer_export.*``), so consumers that keep customer read copies from every
+    ``crm.customer.*`` event are not handed an event without a customer snapshot.
+    """
+
+    export_id: str
+    filter: dict[str, Any] = Field(description="The list filters given (only those set), as the API took them.")
+    sort: str | None = None
+    rows: int = Field(
+        description="Customers that matched the filter when the export started: the rows it sends, unless "
+        "customers changed meanwhile."
+    )
+
+
+CUSTOMERS_EXPORTED = define(
+    "crm.customer_export.created",
+    CustomersExported,
+    TOPIC,
+    description="Customers were exported as CSV: who (actor), the filter and how many rows (for the audit log).",
+)
+
+
+# --- imports (recorded for the audit log) ---------------------------------------------------------
+
+
+class CustomersImported(BaseModel):
+    """Someone imported customers from a CSV file (subject: the import's id; actor: who).
+
+    One event per import (each imported customer also has its ``crm.customer.created`` with
+    ``via: import``); a dry run imports nothing and makes none. An import retried with its
+    Idempotency-Key is recorded once.
+    """
+
+    import_id: str
+    total_rows: int = Field(description="Rows in the file.")
+    valid_rows: int = Field(description="Rows that passed every check.")
+    imported: int = Field(description="Customers created.")
+    errors: int = Field(description="Row errors (a row may have several).")
+    duplicates: int = Field(description="Rows skipped as duplicates of existing customers or of earlier rows.")
+
+
+CUSTOMERS_IMPORTED = define(
+    "crm.customer_import.completed",
+    CustomersImported,
+    TOPIC,
+    description="Customers were imported from CSV: who (actor) and the counts (for the audit log).",
+)

@@ -175,6 +175,51 @@ DEPARTMENT_DELETED = define(
     "crm.department.deleted", DepartmentDeleted, TOPIC, description="An empty department was deleted."
 )
 
+# --- sign-ins (for the audit log) ----------------------------------------------------------------
+
+SignInFailure = Literal["invalid_credentials", "deactivated"]
+
+
+class SignedIn(BaseModel):
+    """A user signed in with their password (subject: the user id; actor: the user)."""
+
+    user_id: str
+    email: str
+    client_address: str | None = Field(
+        default=None, description="The client's address as the directory saw it through CRM_TRUSTED_PROXIES."
+    )
+
+
+class SignInFailed(BaseModel):
+    """A sign-in was refused (subject: an id of this attempt, never a user id; no actor).
+
+    An unknown email and a wrong password give the same reason, ``invalid_credentials``, and
+    the event names no user, so it tells no more than the sign-in answer did: whether an
+    account exists stays unknown. ``deactivated`` is only ever given after the right password
+    (the answer says so too). Attempts refused by the throttle (429) make no event.
+    """
+
+    email: str = Field(description="The email as typed (lower-cased), which may name no account.")
+    reason: SignInFailure
+    client_address: str | None = Field(
+        default=None, description="The client's address as the directory saw it through CRM_TRUSTED_PROXIES."
+    )
+
+
+SIGNED_IN = define(
+    "crm.directory.signed_in",
+    SignedIn,
+    TOPIC,
+    description="A user signed in with email and password (refreshing a token is not a sign-in).",
+)
+SIGN_IN_FAILED = define(
+    "crm.directory.sign_in_failed",
+    SignInFailed,
+    TOPIC,
+    description="A sign-in with email and password was refused; names no user, so it does not tell "
+    "whether the account exists.",
+)
+
 USER_EVENTS = (USER_CREATED, USER_UPDATED, USER_DEACTIVATED, USER_REACTIVATED, USER_PASSWORD_CHANGED)
 DEPARTMENT_EVENTS = (
     DEPARTMENT_CREATED,

@@ -154,6 +154,10 @@ class CustomerRepository:
         self.views: AsyncCollection[Document] = db["saved_views"]
         self.migrations: AsyncCollection[Document] = db["migrations"]
         self.owner_locks: AsyncCollection[Document] = db["owner_locks"]
+        # One record per CSV export (who, the filter, how many rows): the outbox its event leaves from.
+        self.exports: AsyncCollection[Document] = db["exports"]
+        # One record per import that wrote (who, the counts): the outbox its event leaves from.
+        self.import_records: AsyncCollection[Document] = db["import_records"]
         self.keys = CustomerKeys(db["customer_keys"])
         self.tags = CustomerTags(db)
         self.clock = clock
@@ -162,6 +166,8 @@ class CustomerRepository:
         self.store = VersionedStore(
             self.collection, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No customer with id {i}.")
         )
+        self.export_store = VersionedStore(self.exports, clock, wake_relay=wake_relay)
+        self.import_store = VersionedStore(self.import_records, clock, wake_relay=wake_relay)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)

@@ -14,7 +14,7 @@ from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
 from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, neighbours
-from crm_customers.application.transfer import Importer, ImportReport, export_csv
+from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
@@ -169,6 +169,7 @@ async def export(
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
+    await record_export(service, principal, filters, params.sort)  # for the audit log, before any row leaves
     return StreamingResponse(
         export_csv(service, principal, filters, params.sort),
         media_type="text/csv; charset=utf-8",

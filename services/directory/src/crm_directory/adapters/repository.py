@@ -96,12 +96,16 @@ class DirectoryRepository:
         self.users: AsyncCollection[Document] = db["users"]
         self.departments: AsyncCollection[Document] = db["departments"]
         self.sign_ins: AsyncCollection[Document] = db["sign_ins"]
+        # One record per sign-in attempt that makes an event (signed in, refused): the outbox
+        # the event leaves from, for the audit log. Never read by the API.
+        self.sign_in_events: AsyncCollection[Document] = db["sign_in_events"]
         self.tree_jobs: AsyncCollection[Document] = db["tree_jobs"]
         self.locks: AsyncCollection[Document] = db["locks"]
         self._clock = clock
         self.user_store = VersionedStore(
             self.users, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No user with id {i}.")
         )
+        self.sign_in_store = VersionedStore(self.sign_in_events, clock, wake_relay=wake_relay)
         self.department_store = VersionedStore(
             self.departments, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No department with id {i}.")
         )

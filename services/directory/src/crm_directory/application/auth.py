@@ -27,13 +27,17 @@ from crm_directory.adapters.credentials import RefreshTokens, SignInThrottle
 from crm_directory.adapters.repository import DirectoryRepository
 from crm_directory.adapters.signing import TokenSigner
 from crm_directory.application.hashing import off_loop
+from crm_directory.application.publishing import EventFactory
 from crm_directory.application.users import Users
 from crm_directory.domain.passwords import Passwords
 from crm_directory.domain.throttle import ThrottlePolicy, retry_after
 from crm_directory.settings import DirectorySettings
 from crm_platform.clock import Clock, as_utc
 from crm_platform.contact_points import InvalidEmail, normalise_email
+from crm_platform.contracts import directory as ev
 from crm_platform.errors import DomainError, Forbidden, Unauthorized
+from crm_platform.events import EventType
+from crm_platform.outbox import epoch_ms
 
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
@@ -71,6 +75,7 @@ class Authenticator:
         signer: TokenSigner,
         settings: DirectorySettings,
         clock: Clock,
+        events: EventFactory,
     ) -> None:
         self.repo = repo
         self.users = users
@@ -79,6 +84,7 @@ class Authenticator:
         self.passwords = passwords
         self.signer = signer
         self.clock = clock
+        self.events = events
         s = settings
         self.refresh_ttl = timedelta(days=s.directory_refresh_token_days)
         common = {
@@ -144,9 +150,11 @@ class Authenticator:
         user = await self.repo.user_by_email(email)
         if not await self._verify(user, password):
             await self._count_failure(keys, now)
+            await self._refused(email, "invalid_credentials", client_ip)
             raise Unauthorized(WRONG_CREDENTIALS, headers=_challenge("invalid_grant"))
         assert user is not None  # verify() is False without a user
         if user.get("status") != "active":
+            await self._refused(email, "deactivated", client_ip)
             raise Forbidden("This account has been deactivated; ask your administrator to reactivate it.")
         await self.throttle.reset(f"email:{email}")
         stored = user["password"]["hash"]
@@ -154,7 +162,25 @@ class Authenticator:
             new_hash = await asyncio.to_thread(self.passwords.hash, password)
             await self.users.rehash(user["_id"], stored, new_hash)
         await self.repo.record_sign_in(user["_id"], now)
+        data = ev.SignedIn(user_id=user["_id"], email=email, client_address=client_ip)
+        await self._record(ev.SIGNED_IN, user["_id"], data, actor=user["_id"], outcome="signed_in")
         return await self._issue(user, uuid.uuid4().hex, now, now)
+
+    # --- the sign-in events (the audit log's) ---------------------------------------------------
+
+    async def _refused(self, email: str, reason: ev.SignInFailure, client_ip: str | None) -> None:
+        """The same write for an unknown email as for a wrong password: no user named, no time told apart."""
+        data = ev.SignInFailed(email=email, reason=reason, client_address=client_ip)
+        await self._record(ev.SIGN_IN_FAILED, None, data, actor=None, outcome=reason)
+
+    async def _record(
+        self, event_type: EventType[Any], subject: str | None, data: BaseModel, *, actor: str | None, outcome: str
+    ) -> None:
+        """Store the attempt with its event in one write (the outbox); the relay publishes it."""
+        attempt_id = uuid.uuid4().hex
+        event = self.events(event_type, subject or attempt_id, data, 1, actor)
+        state = {"_id": attempt_id, "outcome": outcome, "at_ms": epoch_ms(self.clock.now())}
+        await self.repo.sign_in_store.insert(state, [event])
 
     async def _issue(self, user: Document, family_id: str, family_started_at: datetime, now: datetime) -> TokenPair:
         refresh = secrets.token_urlsafe(32)

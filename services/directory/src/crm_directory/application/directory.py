@@ -48,7 +48,7 @@ class Directory:
         self.users = Users(self.repo, self.tokens, self.passwords, s, events, clock)
         self.departments = Departments(self.repo, self.users, s, events, clock)
         self.auth = Authenticator(
-            self.repo, self.users, self.tokens, self.throttle, self.passwords, self.signer, s, clock
+            self.repo, self.users, self.tokens, self.throttle, self.passwords, self.signer, s, clock, events
         )
 
     async def ensure_indexes(self) -> None:

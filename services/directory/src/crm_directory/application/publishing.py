@@ -18,7 +18,9 @@ class EventFactory:
         self.source = source
         self.clock = clock
 
-    def __call__(self, event_type: EventType[Any], subject: str, data: BaseModel, version: int, actor: str) -> Outgoing:
+    def __call__(
+        self, event_type: EventType[Any], subject: str, data: BaseModel, version: int, actor: str | None
+    ) -> Outgoing:
         return event_type.topic, event_type.build(
             source=self.source,
             subject=subject,

@@ -123,7 +123,13 @@ class Projection:
 
     def handlers(self) -> Mapping[str, Handler]:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
-        return {n: self.apply for n in names if not n.startswith("crm.pool.") or n in POOL_TYPES}
+        # Sign-ins, exports and imports are the audit log's, not activity: left out of every report.
+        audit_only = ("crm.directory.", "crm.customer_export.", "crm.customer_import.")
+        return {
+            n: self.apply
+            for n in names
+            if (not n.startswith("crm.pool.") or n in POOL_TYPES) and not n.startswith(audit_only)
+        }
 
     async def apply(self, envelope: EventEnvelope) -> None:
         models = await self.generations.current()
