@@ -102,7 +102,7 @@ def create_app(
     for group in groups:
         app.include_router(group.router)
     errors.install(app)
-    observability.install(app)
+    observability.install(app, list(settings.trusted_proxies))
     return app
 
 

@@ -42,7 +42,10 @@ def chromium_installed() -> bool:
 async def serving(app: Any) -> AsyncIterator[str]:
     """``app`` as a real HTTP server on a free loopback port (lifespan included); yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_config=None, access_log=False))
+    # No proxy headers from uvicorn (its default believes them from 127.0.0.1): as the services
+    # serve (crm_platform.serving), forwarded addresses count only from CRM_TRUSTED_PROXIES.
+    config = uvicorn.Config(app, host=LOOPBACK, port=port, log_config=None, access_log=False, proxy_headers=False)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from crm_console.observability import UPSTREAM_LATENCY
+from crm_platform.tracing import current_client_address
 
 # A service that answers these is there but cannot serve now: the person gets the "unavailable" page.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
@@ -103,6 +104,12 @@ class Upstreams:
         sent = dict(headers or {})
         if token:
             sent["Authorization"] = f"Bearer {token}"
+        # The console is a proxy for the person: the services see their address (sign-in
+        # throttling per address, the audit log's "from where") when they trust the console's
+        # address in CRM_TRUSTED_PROXIES; otherwise they ignore this and see the console's.
+        address = current_client_address.get()
+        if address:
+            sent["X-Forwarded-For"] = address
         started = time.perf_counter()
         try:
             response = await self.clients[service].request(

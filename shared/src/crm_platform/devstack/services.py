@@ -104,6 +104,11 @@ def service_env(
     env.setdefault("CRM_LOG_LEVEL", "INFO")
     env.setdefault("CRM_LOG_FORMAT", "console")
     env.setdefault("CRM_MONGO_MAX_POOL_SIZE", str(EMBEDDED_STORE_CONNECTIONS))
+    if not spec.web and http_host == LOOPBACK:
+        # The console, on the same host, forwards each person's address (X-Forwarded-For): the API
+        # services believe it from loopback only, so the directory's per-address sign-in limit and
+        # the audit log name the person, not the console. Everything here listens on loopback.
+        env.setdefault("CRM_TRUSTED_PROXIES", LOOPBACK)
     env |= {
         "CRM_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         # Tansu fails InitProducerId, so the idempotent producer is off on it.
