@@ -61,6 +61,10 @@ class EventType(Generic[DataT]):
     version: int = 1
     description: str = ""
     example: dict[str, Any] | None = field(default=None, compare=False)
+    #: Delivered to a webhook only when its patterns name it exactly, never through a wildcard
+    #: (``crm.*``): for events that carry what an integrator subscribed broadly should not get
+    #: unasked, such as the email addresses people typed when signing in.
+    exact_only: bool = False
 
     def build(
         self,
@@ -135,9 +139,15 @@ registry = EventRegistry()
 
 
 def define(
-    name: str, data_model: type[DataT], topic: str, *, version: int = 1, description: str = ""
+    name: str,
+    data_model: type[DataT],
+    topic: str,
+    *,
+    version: int = 1,
+    description: str = "",
+    exact_only: bool = False,
 ) -> EventType[DataT]:
-    return registry.register(EventType(name, data_model, topic, version, description))
+    return registry.register(EventType(name, data_model, topic, version, description, exact_only=exact_only))
 
 
 _FORMAT = JSONFormat()

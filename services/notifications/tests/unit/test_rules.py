@@ -15,8 +15,9 @@ from crm_notifications.domain import planning
 from crm_notifications.domain.kinds import DEFAULT_EMAIL, Kind, email_wanted
 from crm_notifications.domain.templates import LANGUAGES, feedback_kind_params, render, render_email
 from crm_notifications.domain.webhooks import AddressPolicy, matches, next_delay, sign, valid_patterns, verify
-from crm_platform.contracts import customers, pipeline
+from crm_platform.contracts import customers, directory, pipeline
 from crm_platform.errors import ValidationFailed
+from crm_platform.events import registry
 
 PARAMS = {
     "task_title": "T",
@@ -88,6 +89,18 @@ def test_patterns() -> None:
     assert matches("crm.customer.created", ["crm.customer.*"])
     assert not matches("crm.customers.created", ["crm.customer.*"])
     assert matches("crm.opportunity.won", ["crm.customer.*", "crm.opportunity.won"])
+
+
+def test_sign_ins_reach_a_webhook_only_by_their_exact_name() -> None:
+    """Sign-in events carry the emails people typed: a subscription to ``crm.*`` or
+    ``crm.directory.*`` does not get them; one that names them does."""
+    for event_type in (directory.SIGNED_IN, directory.SIGN_IN_FAILED):
+        exact_only = registry.get(event_type.name).exact_only  # type: ignore[union-attr]
+        assert exact_only
+        assert not matches(event_type.name, ["crm.*", "crm.directory.*"], exact_only=exact_only)
+        assert matches(event_type.name, ["crm.customer.*", event_type.name], exact_only=exact_only)
+    assert not registry.get(directory.USER_CREATED.name).exact_only  # type: ignore[union-attr]
+    assert matches(directory.USER_CREATED.name, ["crm.*"])
     assert valid_patterns(["crm.*", "crm.*"]) == ["crm.*"]
     with pytest.raises(ValidationFailed):
         valid_patterns([])

@@ -210,14 +210,17 @@ SIGNED_IN = define(
     "crm.directory.signed_in",
     SignedIn,
     TOPIC,
-    description="A user signed in with email and password (refreshing a token is not a sign-in).",
+    description="A user signed in with email and password (refreshing a token is not a sign-in). "
+    "Webhooks get it only by naming it exactly, not through a wildcard.",
+    exact_only=True,  # the email people typed: a webhook gets it only by naming the type
 )
 SIGN_IN_FAILED = define(
     "crm.directory.sign_in_failed",
     SignInFailed,
     TOPIC,
     description="A sign-in with email and password was refused; names no user, so it does not tell "
-    "whether the account exists.",
+    "whether the account exists. Webhooks get it only by naming it exactly, not through a wildcard.",
+    exact_only=True,  # the email people typed: a webhook gets it only by naming the type
 )
 
 USER_EVENTS = (USER_CREATED, USER_UPDATED, USER_DEACTIVATED, USER_REACTIVATED, USER_PASSWORD_CHANGED)

@@ -32,7 +32,7 @@ from crm_notifications.settings import NotificationSettings
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
-from crm_platform.events import CLOUDEVENTS_CONTENT_TYPE, EventEnvelope
+from crm_platform.events import CLOUDEVENTS_CONTENT_TYPE, EventEnvelope, registry
 from crm_platform.listing import Page, PageParams, fetch_page
 
 log = structlog.get_logger(__name__)
@@ -56,7 +56,9 @@ class Fanout:
         subscriptions = await self._repo.webhooks.find(
             {"status": "active", "enabled": True}, projection={"event_types": 1}
         ).to_list(None)
-        wanted = [s["_id"] for s in subscriptions if matches(envelope.type, s["event_types"])]
+        declared = registry.get(envelope.type)
+        exact_only = declared is not None and declared.exact_only
+        wanted = [s["_id"] for s in subscriptions if matches(envelope.type, s["event_types"], exact_only=exact_only)]
         if not wanted:
             return
         # The CloudEvent as it travelled on Kafka: unset top-level attributes left out, data untouched.

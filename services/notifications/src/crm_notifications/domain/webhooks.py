@@ -33,7 +33,11 @@ def valid_patterns(patterns: Sequence[str]) -> list[str]:
     return out
 
 
-def matches(event_type: str, patterns: Iterable[str]) -> bool:
+def matches(event_type: str, patterns: Iterable[str], *, exact_only: bool = False) -> bool:
+    """Whether a subscription's patterns take ``event_type``; an ``exact_only`` type (sign-ins:
+    they carry the emails people typed) only when a pattern names it exactly, never by wildcard."""
+    if exact_only:
+        return event_type in patterns
     # fnmatchcase: event types are lower-case and the match must not depend on the OS.
     return any(fnmatch.fnmatchcase(event_type, p) for p in patterns)
 
