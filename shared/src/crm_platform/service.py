@@ -30,6 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from crm_platform.auth import TokenVerifier
 from crm_platform.availability import install_unavailable_handler, mongo_client
+from crm_platform.backup import Restate, Restater
 from crm_platform.clock import Clock, SystemClock
 from crm_platform.consumer import EventConsumer, Handler
 from crm_platform.errors import install_error_handlers
@@ -160,6 +161,9 @@ class ServiceKit:
         self.event_log: AsyncCollection[Document] = self.db["event_log"]
         self.consumers: list[EventConsumer] = []
         self._outbox_collections: list[AsyncCollection[Document]] = []
+        # How a restore brings an aggregate the topic shows newer than the backup past it
+        # (crm_platform.backup): declared per outbox collection with restate().
+        self.restates: list[Restate] = []
         self._startup_hooks: list[StartupHook] = []
         self._background: list[Background] = []
         self._readiness: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
@@ -172,6 +176,16 @@ class ServiceKit:
         """Declare a collection whose documents carry an outbox."""
         self._outbox_collections.append(collection)
         return collection
+
+    @property
+    def outbox_collections(self) -> list[AsyncCollection[Document]]:
+        return list(self._outbox_collections)
+
+    def restate(self, collection: AsyncCollection[Document], event_prefix: str, restater: Restater) -> None:
+        """Declare how a restore restates an aggregate of ``collection`` (an outbox collection whose
+        events' types start with ``event_prefix``) that its topic shows at a newer version than the
+        backup: see :mod:`crm_platform.backup`. Without one, such a restore is refused."""
+        self.restates.append(Restate(collection.name, event_prefix, restater))
 
     def on_startup(self, hook: StartupHook) -> StartupHook:
         self._startup_hooks.append(hook)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
+from crm_customers.application.restore import restater
 from crm_customers.domain import rules
 from crm_customers.entrypoints import events, http
 from crm_customers.settings import CustomersSettings
@@ -26,6 +27,8 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     kit = ServiceKit(settings, title="CRM customers", description=DESCRIPTION, clock=clock)
     repo = CustomerRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.collection)
+    # A restore (crm restore customers) restates customers the topic shows newer than the backup.
+    kit.restate(repo.collection, "crm.customer.", restater(kit.source))
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])
