@@ -36,6 +36,8 @@ from crm_platform.contracts import directory, interactions, pool
 from crm_platform.devstack.processes import free_port
 from crm_platform.kafka import ensure_topics
 from crm_platform.kafka_offsets import committed_offsets
+from crm_platform.readmodels.rebuild import rebuild_read_copies
+from crm_platform.replay import caught_up
 from crm_platform.serving import uvicorn_config
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.event_feed import EventFeed
@@ -296,6 +298,36 @@ async def _answer_200(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
     await writer.drain()
     writer.close()
+
+
+async def test_read_copies_rebuilt_up_to_what_the_group_consumed(backend: Backend, producer: AIOKafkaProducer) -> None:
+    settings = CustomersSettings(**service_settings(backend, "customers"))
+    feed = EventFeed(producer)
+    kept, damaged, lost, unconsumed = (unique("u") for _ in range(4))
+    app = create_customers_app(settings)
+    async with database(backend.mongo_url, settings.mongo_database) as db:
+        async with running(app, "http://customers.test"):
+            for user_id in (kept, damaged, lost):
+                await feed.user(user_id, "复制", "/hq/north")
+            for user_id in (kept, damaged, lost):
+                await eventually(lambda u=user_id: user_copy(db, u), message="user consumed")
+            await caught_up(app.state.kit.consumers, timeout=60)  # committed, not only applied
+        expected = await stored(db, "directory_users")
+        await feed.user(unconsumed, "未消费", "/hq/north")  # after the service stopped
+        await db["directory_users"].delete_one({"_id": lost})
+        await db["directory_users"].update_one({"_id": damaged}, {"$set": {"name": "损坏"}})
+
+        kit = create_customers_app(settings).state.kit  # as `crm rebuild-copies` builds it: never started
+        try:
+            applied = await rebuild_read_copies(backend.kafka_bootstrap, kit.read_copies, kit.consumers)
+        finally:
+            await kit.mongo.close()
+
+        assert applied["directory_users+directory_departments"] >= 3
+        assert await stored(db, "directory_users") == expected
+        assert await user_copy(db, unconsumed) is None  # the service consumes it when it starts
+        async with running(create_customers_app(settings), "http://customers.test"):
+            await eventually(lambda: user_copy(db, unconsumed), message="consumed once started")
 
 
 def test_the_crm_command(backend: Backend, tmp_path: Path) -> None:

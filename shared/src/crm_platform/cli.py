@@ -228,6 +228,50 @@ def restore(
         console.print(line, markup=False)
 
 
+@app.command("rebuild-copies")
+def rebuild_copies(
+    service: Annotated[str, typer.Argument(help="The service whose read copies to rebuild, e.g. pipeline.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Rebuild even though something answers on the service's URL (/healthz)."),
+    ] = False,
+    service_url: Annotated[
+        str | None,
+        typer.Option(help="Where the service would answer (default: http://CRM_HTTP_HOST:CRM_HTTP_PORT)."),
+    ] = None,
+) -> None:
+    """Drop a service's read copies of customers, opportunities and users and refill them from the topics.
+
+    Up to what the service's consumer group has committed; the service consumes the rest when it
+    starts. Stop every replica of the service first. Reporting and pool clocks: `crm-reporting rebuild`,
+    `crm-pool rebuild`.
+    """
+    from crm_platform.backup import service_answers
+    from crm_platform.readmodels.rebuild import rebuild_read_copies
+
+    app, target = _backup_target(service, service_url)
+    kit = app.state.kit
+
+    async def run() -> dict[str, int]:
+        try:
+            if not force and await service_answers(target.url):
+                console.print(
+                    f"refused: {service} answers at {target.url}/healthz: stop every replica of it first",
+                    style="red",
+                    markup=False,
+                )
+                raise typer.Exit(2)
+            return await rebuild_read_copies(target.kafka_bootstrap, kit.read_copies, kit.consumers)
+        finally:
+            await kit.mongo.close()
+
+    if not kit.read_copies:
+        console.print(f"{service} keeps no read copies of customers, opportunities or users")
+        raise typer.Exit(0)
+    for collections, applied in asyncio.run(run()).items():
+        console.print(f"{collections}: rebuilt from {applied} events", markup=False)
+
+
 @events_app.command("tail")
 def tail(
     topic: Annotated[list[str], typer.Option(help="Topic; repeat for several.")] = ["crm.customers.v1"],  # noqa: B006

@@ -47,6 +47,7 @@ from crm_platform.metrics import (
 from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
+from crm_platform.readmodels.rebuild import ReadCopy
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
 from crm_platform.tasks import cancel_and_wait
@@ -56,6 +57,7 @@ from crm_platform.tracing import accept_traceparent, current_traceparent
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
 StartupHook = Callable[["ServiceKit"], Awaitable[None]]
+ReadCopyT = TypeVar("ReadCopyT", bound=ReadCopy)
 
 
 class Background(Protocol):
@@ -164,6 +166,8 @@ class ServiceKit:
         # How a restore brings an aggregate the topic shows newer than the backup past it
         # (crm_platform.backup): declared per outbox collection with restate().
         self.restates: list[Restate] = []
+        # Read copies of other services' aggregates, rebuilt by `crm rebuild-copies` (read_copy()).
+        self.read_copies: list[ReadCopy] = []
         self._startup_hooks: list[StartupHook] = []
         self._background: list[Background] = []
         self._readiness: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
@@ -186,6 +190,11 @@ class ServiceKit:
         events' types start with ``event_prefix``) that its topic shows at a newer version than the
         backup: see :mod:`crm_platform.backup`. Without one, such a restore is refused."""
         self.restates.append(Restate(collection.name, event_prefix, restater))
+
+    def read_copy(self, model: ReadCopyT) -> ReadCopyT:
+        """Declare a read copy (customers, opportunities, users) that `crm rebuild-copies` rebuilds."""
+        self.read_copies.append(model)
+        return model
 
     def on_startup(self, hook: StartupHook) -> StartupHook:
         self._startup_hooks.append(hook)

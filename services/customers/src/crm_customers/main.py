@@ -31,7 +31,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     kit.restate(repo.collection, "crm.customer.", restater(kit.source))
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
-    directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])
+    directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
     service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
 
     async def setup(_: ServiceKit) -> None:
