@@ -13,8 +13,8 @@ A restore (``crm restore SERVICE --from DIR``) checks the manifest and every fil
 while the service answers on its URL (unless forced), reads what the service published
 after the backup, decides per aggregate the topic shows at a newer version than the backup
 (the service's restater, or a refusal naming them, before anything is changed), sets its
-consumer groups back to the recorded offsets (refused by the broker while a consumer of the
-group runs, so this also comes before the database is touched), drops and reloads the
+consumer groups back to the recorded offsets (impossible while a consumer of a group runs,
+so this also comes before the database is touched), drops and reloads the
 database and its indexes, restates the aggregates that were behind, and archives the events
 published after the backup in the service's event log (the history the API shows).
 
@@ -380,9 +380,16 @@ def _behind(
 
 
 async def restore(
-    target: BackupTarget, directory: Path, *, force: bool = False, clock: Clock | None = None
+    target: BackupTarget,
+    directory: Path,
+    *,
+    force: bool = False,
+    clock: Clock | None = None,
+    group_wait_seconds: float = 60.0,
 ) -> RestoreReport:
-    """Restore ``target``'s database and consumer offsets from the backup in ``directory``."""
+    """Restore ``target``'s database and consumer offsets from the backup in ``directory``.
+
+    ``group_wait_seconds``: how long to wait for each consumer group to have no other member."""
     now = (clock or SystemClock()).now()
     manifest = read_manifest(directory, target.service)
     if not force and target.url and await service_answers(target.url):
@@ -410,17 +417,18 @@ async def restore(
             "(with the service stopped, it holds everything its topic shows)."
         )
 
-    # The consumer groups first: the broker refuses while one of their consumers runs, so a
+    # The consumer groups first: this fails while one of their consumers runs, so a
     # service still running somewhere stops the restore before the database is touched.
     groups: dict[str, CommittedOffsets] = manifest["offsets"]["groups"]
     offsets = {}
     for group, committed in groups.items():
         try:
-            offsets[group] = await set_committed_offsets(target.kafka_bootstrap, group, committed)
+            offsets[group] = await set_committed_offsets(target.kafka_bootstrap, group, committed, group_wait_seconds)
         except Exception as exc:
             raise RestoreRefused(
                 f"could not set consumer group {group} back ({type(exc).__name__}: {exc}); is a consumer of it "
                 "still running? Nothing in the database was changed"
+                + (f" (already set back: {', '.join(offsets)}; run the restore again)" if offsets else "")
             ) from exc
 
     client: AsyncMongoClient[Document] = AsyncMongoClient(target.mongo_url, tz_aware=True)

@@ -2,9 +2,9 @@
 
 What a backup records next to a service's database and what a restore sets back. Offsets are
 kept as ``{topic: {partition: offset}}`` with the partition as a string, so they go into a JSON
-manifest as they are. Plain aiokafka clients, no consumer group membership: setting a group's
-offsets works only while no member of it runs (the broker refuses a commit from outside an
-active group), which is what a restore wants.
+manifest as they are. Plain aiokafka clients; only setting a group's offsets joins the group
+(see :func:`set_committed_offsets`), and it succeeds only once no other member of it runs,
+which is what a restore wants.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ async def set_committed_offsets(
     refuses a commit from outside a group it knows): this joins the group and must be given
     every partition of its topics. A member that still runs keeps some of them, and after
     ``wait_seconds`` :class:`GroupBusy` is raised with nothing committed. (A member stopped
-    without leaving the group is dropped by the broker after its session timeout, 10 s.)
+    without leaving the group is dropped by the broker after its session timeout, 10 s.) Not
+    tested against a member that runs: on the embedded broker such an attempt hung.
     """
     probe = await _started(bootstrap)
     try:
