@@ -8,7 +8,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -135,6 +135,141 @@ def token(
             ttl=timedelta(hours=hours),
         )
     )
+
+
+def _backup_target(service: str, service_url: str | None) -> tuple[Any, Any]:
+    """The service's app, built from its own settings (CRM_* variables) but not started, and its target."""
+    import importlib
+
+    from crm_platform.backup import target_of
+    from crm_platform.devstack.services import SERVICES
+
+    specs = {s.name: s for s in SERVICES if not s.web}
+    if service not in specs:
+        console.print(f"[red]{service!r} is not a service with a database of its own: one of {', '.join(specs)}[/red]")
+        raise typer.Exit(2)
+    # The app is only read (its database, topics, consumer groups), never served: a token secret is
+    # not needed, but building it checks one is there.
+    if os.environ.get("CRM_JWT_ALGORITHM", "HS256") == "HS256":
+        os.environ.setdefault("CRM_JWT_SECRET", "not-used-by-crm-backup")
+    app = importlib.import_module(f"{specs[service].module}.main").create_app()
+    target = target_of(app)
+    if service_url is not None:
+        target = dataclasses.replace(target, url=service_url)
+    return app, target
+
+
+@app.command()
+def backup(
+    service: Annotated[str, typer.Argument(help="The service whose data to back up, e.g. customers.")],
+    to: Annotated[Path, typer.Option("--to", help="A new (or empty) directory for the backup.")],
+) -> None:
+    """Dump a service's database (every collection, its indexes) with its topic and consumer offsets.
+
+    Reads the service's own settings (CRM_MONGO_URL, CRM_MONGO_DATABASE, CRM_KAFKA_BOOTSTRAP_SERVERS...),
+    so run it with the service's environment. The service may keep running.
+    """
+    from crm_platform.backup import BackupError
+    from crm_platform.backup import backup as take_backup
+
+    app, target = _backup_target(service, None)
+
+    async def run() -> dict[str, Any]:
+        try:
+            return await take_backup(target, to)
+        finally:
+            await app.state.kit.mongo.close()
+
+    try:
+        manifest = asyncio.run(run())
+    except BackupError as exc:
+        console.print(f"backup refused: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from exc
+    counts = ", ".join(f"{c['name']} {c['documents']}" for c in manifest["collections"])
+    console.print(f"backed up {service} ({manifest['database']}) into {to}: {counts}")
+    console.print(f"offsets: {json.dumps(manifest['offsets'], sort_keys=True)}", markup=False)
+
+
+@app.command()
+def restore(
+    service: Annotated[str, typer.Argument(help="The service whose data to restore, e.g. customers.")],
+    from_: Annotated[Path, typer.Option("--from", help="The backup's directory (made by `crm backup`).")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Restore even though something answers on the service's URL (/healthz)."),
+    ] = False,
+    service_url: Annotated[
+        str | None,
+        typer.Option(help="Where the service would answer (default: http://CRM_HTTP_HOST:CRM_HTTP_PORT)."),
+    ] = None,
+) -> None:
+    """Replace a service's database with a backup, set its consumer groups back, restate what it published since.
+
+    Stop every replica of the service first. Refused, with nothing changed, when the backup does not
+    check out, the service answers, or aggregates published since the backup cannot be restated.
+    """
+    from crm_platform.backup import BackupError
+    from crm_platform.backup import restore as run_restore
+
+    app, target = _backup_target(service, service_url)
+
+    async def run() -> Any:
+        try:
+            return await run_restore(target, from_, force=force)
+        finally:
+            await app.state.kit.mongo.close()
+
+    try:
+        report = asyncio.run(run())
+    except BackupError as exc:
+        console.print(f"restore refused: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from exc
+    for line in report.lines():
+        console.print(line, markup=False)
+
+
+@app.command("rebuild-copies")
+def rebuild_copies(
+    service: Annotated[str, typer.Argument(help="The service whose read copies to rebuild, e.g. pipeline.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Rebuild even though something answers on the service's URL (/healthz)."),
+    ] = False,
+    service_url: Annotated[
+        str | None,
+        typer.Option(help="Where the service would answer (default: http://CRM_HTTP_HOST:CRM_HTTP_PORT)."),
+    ] = None,
+) -> None:
+    """Drop a service's read copies of customers, opportunities and users and refill them from the topics.
+
+    Up to what the service's consumer group has committed; the service consumes the rest when it
+    starts. Stop every replica of the service first. Reporting and pool clocks: `crm-reporting rebuild`,
+    `crm-pool rebuild`.
+    """
+    from crm_platform.backup import service_answers
+    from crm_platform.readmodels.rebuild import rebuild_read_copies
+
+    app, target = _backup_target(service, service_url)
+    kit = app.state.kit
+
+    async def run() -> dict[str, int]:
+        try:
+            if not force and await service_answers(target.url):
+                console.print(
+                    f"refused: {service} answers at {target.url}/healthz: stop every replica of it first",
+                    style="red",
+                    markup=False,
+                )
+                raise typer.Exit(2)
+            return await rebuild_read_copies(target.kafka_bootstrap, kit.read_copies, kit.consumers)
+        finally:
+            await kit.mongo.close()
+
+    if not kit.read_copies:
+        console.print(f"{service} keeps no read copies of customers, opportunities or users")
+        raise typer.Exit(0)
+    for collections, applied in asyncio.run(run()).items():
+        console.print(f"{collections}: rebuilt from {applied} events", markup=False)
 
 
 @events_app.command("tail")

@@ -30,6 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from crm_platform.auth import TokenVerifier
 from crm_platform.availability import install_unavailable_handler, mongo_client
+from crm_platform.backup import Restate, Restater
 from crm_platform.clock import Clock, SystemClock
 from crm_platform.consumer import EventConsumer, Handler
 from crm_platform.errors import install_error_handlers
@@ -46,6 +47,7 @@ from crm_platform.metrics import (
 from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
+from crm_platform.readmodels.rebuild import ReadCopy
 from crm_platform.serving import client_address
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
@@ -56,6 +58,7 @@ from crm_platform.tracing import accept_traceparent, current_client_address, cur
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
 StartupHook = Callable[["ServiceKit"], Awaitable[None]]
+ReadCopyT = TypeVar("ReadCopyT", bound=ReadCopy)
 
 
 class Background(Protocol):
@@ -161,6 +164,11 @@ class ServiceKit:
         self.event_log: AsyncCollection[Document] = self.db["event_log"]
         self.consumers: list[EventConsumer] = []
         self._outbox_collections: list[AsyncCollection[Document]] = []
+        # How a restore brings an aggregate the topic shows newer than the backup past it
+        # (crm_platform.backup): declared per outbox collection with restate().
+        self.restates: list[Restate] = []
+        # Read copies of other services' aggregates, rebuilt by `crm rebuild-copies` (read_copy()).
+        self.read_copies: list[ReadCopy] = []
         self._startup_hooks: list[StartupHook] = []
         self._background: list[Background] = []
         self._readiness: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
@@ -173,6 +181,23 @@ class ServiceKit:
         """Declare a collection whose documents carry an outbox."""
         self._outbox_collections.append(collection)
         return collection
+
+    @property
+    def outbox_collections(self) -> list[AsyncCollection[Document]]:
+        return list(self._outbox_collections)
+
+    def restate(self, collection: AsyncCollection[Document], event_prefix: str, restater: Restater | None) -> None:
+        """Declare how a restore restates an aggregate of ``collection`` (an outbox collection whose
+        events' types start with ``event_prefix``) that its topic shows at a newer version than the
+        backup: see :mod:`crm_platform.backup`. Without one, such a restore is refused; ``None``:
+        append-only records, each under an id of its own, which a restore leaves as the backup had
+        them (their events were published; nothing will reuse their ids' versions)."""
+        self.restates.append(Restate(collection.name, event_prefix, restater))
+
+    def read_copy(self, model: ReadCopyT) -> ReadCopyT:
+        """Declare a read copy (customers, opportunities, users) that `crm rebuild-copies` rebuilds."""
+        self.read_copies.append(model)
+        return model
 
     def on_startup(self, hook: StartupHook) -> StartupHook:
         self._startup_hooks.append(hook)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
+from crm_customers.application.restore import restater
 from crm_customers.domain import rules
 from crm_customers.entrypoints import events, http
 from crm_customers.settings import CustomersSettings
@@ -28,9 +29,14 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     kit.outbox(repo.collection)
     kit.outbox(repo.exports)
     kit.outbox(repo.import_records)
+    # A restore (crm restore customers) restates customers the topic shows newer than the backup;
+    # export and import records are append-only, each under an id of its own: nothing to restate.
+    kit.restate(repo.collection, "crm.customer.", restater(kit.source))
+    kit.restate(repo.exports, "crm.customer_export.", None)
+    kit.restate(repo.import_records, "crm.customer_import.", None)
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
-    directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])
+    directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
     service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
 
     async def setup(_: ServiceKit) -> None:

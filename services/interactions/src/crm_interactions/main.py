@@ -36,9 +36,9 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     for collection in (repo.interactions, repo.tasks, repo.feedback):
         kit.outbox(collection)
     event = EventFactory(kit.source, kit.clock)
-    customer_copy = CustomerReadModel(repo.customers)
-    opportunity_copy = OpportunityReadModel(repo.opportunities)
-    directory_copy = DirectoryReadModel(repo.directory_users, repo.directory_departments)
+    customer_copy = kit.read_copy(CustomerReadModel(repo.customers))
+    opportunity_copy = kit.read_copy(OpportunityReadModel(repo.opportunities))
+    directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
     refs = References(customer_copy, opportunity_copy, directory_copy)
     interactions = Interactions(repo, refs, kit.clock, settings, event)
     tasks = Tasks(repo, refs, kit.clock, settings, event)

@@ -32,7 +32,7 @@ def create_app(
     kit = ServiceKit(settings, title="CRM notifications", description=DESCRIPTION, clock=clock)
     repo = Repository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.webhooks)
-    people = DirectoryReadModel(repo.users, repo.departments)
+    people = kit.read_copy(DirectoryReadModel(repo.users, repo.departments))
     preferences = Preferences(repo, kit.clock)
     inbox = Inbox(repo, people, preferences, kit.clock, settings)
     policy = AddressPolicy(settings.webhook_allow_private, settings.webhook_allowed_networks)

@@ -32,11 +32,11 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
     for collection in (repo.pipelines, repo.opportunities, repo.targets):
         kit.outbox(collection)
     factory = EventFactory(kit.source, kit.clock)
-    read_model = CustomerReadModel(repo.customers)
+    read_model = kit.read_copy(CustomerReadModel(repo.customers))
     pipelines = Pipelines(repo, kit.clock, factory)
     opportunities = Opportunities(repo, pipelines, read_model, kit.clock, settings, factory)
     # Reps' and departments' paths for targets, fed by the directory's events.
-    directory_copy = DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"])
+    directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
     targets = Targets(repo, kit.clock, settings, factory, directory_copy)
 
     async def setup(_: ServiceKit) -> None:
