@@ -34,6 +34,9 @@ def create_app(settings: DirectorySettings | None = None, clock: Clock | None = 
     kit.outbox(directory.repo.users)
     kit.outbox(directory.repo.departments)
     kit.outbox(directory.repo.sign_in_events)
+    # Sign-in records are append-only, each under an id of its own: a restore leaves them as the
+    # backup had them (users and departments still refuse a restore past their published versions).
+    kit.restate(directory.repo.sign_in_events, "crm.directory.sign", None)
 
     async def start(_: ServiceKit) -> None:
         await directory.ensure_indexes()
