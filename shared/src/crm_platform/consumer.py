@@ -51,8 +51,12 @@ class EventConsumer:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         batch_size: int = 1,
         batch_timeout_ms: int = 100,
+        needed_for_readiness: bool = True,
     ) -> None:
         self.group_id = group_id
+        # False: a replica without partitions in this group still serves (its effect reaches it
+        # another way, e.g. the role definitions' read copy, reloaded from the store).
+        self.needed_for_readiness = needed_for_readiness
         self.topics = list(topics)
         self.handlers = dict(handlers)
         self.dlq_topic = dead_letter_topic(group_id)

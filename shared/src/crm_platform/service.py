@@ -32,6 +32,7 @@ from crm_platform.auth import TokenVerifier
 from crm_platform.availability import install_unavailable_handler, mongo_client
 from crm_platform.clock import Clock, SystemClock
 from crm_platform.consumer import EventConsumer, Handler
+from crm_platform.contracts import directory as directory_events
 from crm_platform.errors import install_error_handlers
 from crm_platform.events import registry
 from crm_platform.kafka import broker_publisher, dead_letter_topic, ensure_topics, make_broker, topic_for
@@ -46,6 +47,7 @@ from crm_platform.metrics import (
 from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
+from crm_platform.roles import RoleBook
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
 from crm_platform.tasks import cancel_and_wait
@@ -165,6 +167,7 @@ class ServiceKit:
         self._readiness: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
         self._relay: OutboxRelay | None = None
         self._document_publishers()
+        self.roles = RoleBook(self.db["role_definitions"])
 
     # --- what a service registers -------------------------------------------------
 
@@ -187,7 +190,12 @@ class ServiceKit:
         self._readiness[name] = probe
 
     def consume(
-        self, topics: Sequence[str], handlers: Mapping[str, Handler], *, group_suffix: str = ""
+        self,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        *,
+        group_suffix: str = "",
+        needed_for_readiness: bool = True,
     ) -> EventConsumer:
         s = self.settings
         consumer = EventConsumer(
@@ -199,6 +207,7 @@ class ServiceKit:
             backoff_initial=s.consumer_backoff_initial_seconds,
             backoff_max=s.consumer_backoff_max_seconds,
             batch_size=s.consumer_batch_size,
+            needed_for_readiness=needed_for_readiness,
         )
         self.consumers.append(consumer)
         return consumer
@@ -211,6 +220,26 @@ class ServiceKit:
     @property
     def relay(self) -> OutboxRelay | None:
         return self._relay
+
+    # --- the role definitions every service enforces ---------------------------------
+
+    def _keep_role_definitions(self) -> None:
+        """The read copy of the directory's roles that ``authorize`` grants from (crm_platform.roles).
+
+        Its own consumer group on the directory's topic (``crm.<service>.roles``), so no
+        service's other consumers are held up by it nor it by them; replicas share the group
+        and learn what another replica applied from the collection, reloaded every
+        ``roles_reload_seconds``. So a replica needs no partition of this group to serve
+        (``/readyz`` does not wait for one), and the group does not cap the replicas.
+        """
+
+        async def load(_: ServiceKit) -> None:
+            await self.roles.ensure_indexes()
+            await self.roles.load()
+
+        self.on_startup(load)
+        self.consume([directory_events.TOPIC], self.roles.handlers(), group_suffix=".roles", needed_for_readiness=False)
+        self.background(Periodic("role-definitions", self.roles.load, self.settings.roles_reload_seconds))
 
     # --- the event catalogue ------------------------------------------------------
 
@@ -279,6 +308,7 @@ class ServiceKit:
         )
         app.state.kit = self
         app.state.token_verifier = TokenVerifier(self.settings)
+        self._keep_role_definitions()  # after the service's own consumers: theirs come first
         install_error_handlers(app)
         install_unavailable_handler(app, self.settings.unavailable_retry_after_seconds)
         self._install_middleware(app)
@@ -386,7 +416,7 @@ class ServiceKit:
         checks["consumers"] = {
             c.group_id: {"assigned": c.assigned(), "lag": lag_of.get(c.group_id, {})} for c in self.consumers
         }
-        if len(assigned) < len(self.consumers):
+        if any(c.needed_for_readiness and not c.assigned() for c in self.consumers):
             failing.append("consumers")
         checks["outbox_pending"] = {c.name: n for c, n in zip(self._outbox_collections, counts, strict=True)}
         for collection, n in zip(self._outbox_collections, counts, strict=True):
