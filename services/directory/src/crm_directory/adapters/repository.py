@@ -190,7 +190,8 @@ class DirectoryRepository:
     async def holders(self, role_id: str, *, active_only: bool = False, excluding: str | None = None) -> list[str]:
         """Ids of the users holding ``role_id`` (each checked against the user's own record)."""
         out: list[str] = []
-        async for holding in self.role_holders.find({"role_id": role_id}):
+        # Read them all first: no other command while this cursor is open (a prune writes).
+        for holding in [h async for h in self.role_holders.find({"role_id": role_id})]:
             if holding["user_id"] == excluding:
                 continue
             user = await self._prune(holding)
@@ -204,7 +205,7 @@ class DirectoryRepository:
         marker = "role_holders_v1"
         if await migrations.find_one({"_id": marker}) is not None:
             return
-        async for user in self.users.find({}, projection={"_id": 1, "roles": 1}):
+        for user in [u async for u in self.users.find({}, projection={"_id": 1, "roles": 1})]:
             await self.announce_holder(user["_id"], list(user.get("roles") or []))
         with contextlib.suppress(DuplicateKeyError):
             await migrations.insert_one({"_id": marker})
