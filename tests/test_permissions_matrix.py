@@ -1,5 +1,9 @@
 """Every route of every service against every role, from each app's own OpenAPI document.
 
+The roles are the four built-in ones, a custom role as an administrator would define it (every
+other permission, handed to each service's read copy of the role definitions as the directory's
+``crm.role.created`` event), and a role id no service knows (which must be refused everywhere).
+
 For each route the permission table (crm_platform.permissions) must have a decision; a role it
 denies gets 403 problem+json ``permission-denied`` (never a 2xx, never a 5xx), a role it allows
 is never stopped by the permission layer (the handler may still answer 404, 409, 422, 428 ... for
@@ -10,6 +14,7 @@ caller without a token.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,13 +22,41 @@ import pytest
 from fastapi import FastAPI
 
 from crm_platform.auth import Role
+from crm_platform.contracts import directory as ev
 from crm_platform.errors import PROBLEM_JSON
+from crm_platform.events import EventEnvelope
 from crm_platform.permissions import PUBLIC, ROLE_PERMISSIONS, ROUTES, Permission, granted, rule_for
 from crm_platform.testing.fixtures import auth
 
 DENIED = "urn:crm:problem:permission-denied"
 METHODS = ("get", "post", "put", "patch", "delete")
 SERVICES = ["customers", "directory", "pipeline", "interactions", "pool", "notifications", "reporting", "audit"]
+#: A role an administrator defined: every other permission (so each service has routes it allows and
+#: routes it refuses), with data scopes of its own.
+CUSTOM = f"matrix-custom-{uuid.uuid4().hex[:6]}"
+CUSTOM_PERMISSIONS = sorted(p.value for p in Permission)[::2]
+UNKNOWN = "matrix-undefined-role"
+
+
+def custom_role_created() -> EventEnvelope:
+    now = datetime.now(UTC)
+    role = ev.RoleSnapshot(
+        role_id=CUSTOM,
+        names={"zh-CN": "矩阵角色", "en": "Matrix role"},
+        permissions=CUSTOM_PERMISSIONS,
+        scopes={"customers": "department", "opportunities": "subtree"},
+        builtin=False,
+        created_at=now,
+        updated_at=now,
+    )
+    return ev.ROLE_CREATED.build(
+        source="/crm/directory",
+        subject=CUSTOM,
+        data=ev.RoleCreated(role=role),
+        aggregate_version=1,
+        time=now,
+        actor="matrix",
+    )
 
 
 def _value(name: str, schema: dict[str, Any]) -> Any:
@@ -82,6 +115,8 @@ def test_the_integrator_reaches_its_webhooks_and_no_customer_data() -> None:
 @pytest.mark.parametrize("service", SERVICES)
 async def test_every_route_against_every_role(service: str, service_apps: dict[str, FastAPI]) -> None:
     app = service_apps[service]
+    definitions = app.state.kit.roles
+    await definitions.apply(custom_role_created())  # as its consumer would (idempotent: by version)
     paths = app.openapi()["paths"]
     failures: list[str] = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{service}.test") as client:
@@ -105,12 +140,16 @@ async def test_every_route_against_every_role(service: str, service_apps: dict[s
                 if anonymous.status_code != 401:
                     failures.append(f"{where} without a token: {anonymous.status_code}, expected 401")
 
-                for role in Role:
-                    headers = {**body.get("headers", {}), **auth(f"matrix-{role.value}", [role.value])}
+                for role in [*(r.value for r in Role), CUSTOM, UNKNOWN]:
+                    headers = {**body.get("headers", {}), **auth(f"matrix-{role}", [role])}
                     r = await client.request(
                         method, url, params=query, headers=headers, json=body.get("json"), content=body.get("content")
                     )
-                    allowed = Permission(rule) in granted([role])
+                    allowed = Permission(rule) in granted([role], definitions)
+                    if role == UNKNOWN:
+                        assert not allowed
+                    if role == CUSTOM:
+                        assert allowed == (rule in CUSTOM_PERMISSIONS)
                     problem = r.json() if r.headers.get("content-type", "").startswith(PROBLEM_JSON) else {}
                     if r.status_code >= 500:
                         failures.append(f"{where} as {role}: {r.status_code} {r.text[:200]}")

@@ -116,7 +116,7 @@ def _token(**claims: Any) -> str:
         ({"roles": 5}, "roles"),
         ({"roles": "admin"}, "roles"),  # a string is iterable: it must not become roles a, d, m, i, n
         ({"roles": [1, 2]}, "roles"),
-        ({"roles": ["god"]}, "roles"),
+        ({"roles": ["God Mode"]}, "roles"),
         ({"name": {"first": "Ann"}}, "name"),
         ({"dept_path": 7}, "dept_path"),
     ],

@@ -31,6 +31,9 @@ def directory_settings_for(backend: Backend, **overrides: Any) -> DirectorySetti
         "kafka_enable_idempotence": backend.kafka_enable_idempotence,
         "mongo_url": backend.mongo_url,
         "mongo_database": f"crm_directory_{uuid.uuid4().hex[:8]}",
+        # Each app its own consumer groups (the role definitions' copy every service keeps): apps
+        # sharing a group rebalance whenever one starts or stops, and a stop mid-rebalance waits.
+        "consumer_group_suffix": f".test-{uuid.uuid4().hex[:8]}",
         "jwt_secret": TEST_JWT_SECRET,
         "log_format": "console",
         "log_level": "WARNING",

@@ -106,7 +106,10 @@ def status(
 @app.command()
 def token(
     user: Annotated[str, typer.Option(help="User id (the token's subject).")],
-    role: Annotated[list[Role], typer.Option(help="Role; repeat for several.")] = [Role.rep],  # noqa: B006
+    role: Annotated[
+        list[str],
+        typer.Option(help="Role id: admin, manager, rep, integrator or one defined at /v1/roles; repeat for several."),
+    ] = [Role.rep.value],  # noqa: B006
     department: Annotated[str | None, typer.Option(help="Department id.")] = None,
     department_path: Annotated[str | None, typer.Option(help="Department path from the root, e.g. /hq/east.")] = None,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
@@ -126,7 +129,7 @@ def token(
         mint_token(
             secret_or_private_key=key,
             user_id=user,
-            roles=[r.value for r in role],
+            roles=list(role),
             department_id=department,
             department_path=department_path or (f"/{department}" if department else None),
             name=name,

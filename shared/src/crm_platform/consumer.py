@@ -52,8 +52,12 @@ class EventConsumer:
         batch_size: int = 1,
         batch_timeout_ms: int = 100,
         fallback: Handler | None = None,
+        needed_for_readiness: bool = True,
     ) -> None:
         self.group_id = group_id
+        # False: a replica without partitions in this group still serves (its effect reaches it
+        # another way, e.g. the role definitions' read copy, reloaded from the store).
+        self.needed_for_readiness = needed_for_readiness
         self.topics = list(topics)
         self.handlers = dict(handlers)
         # For the types no handler names (a consumer that takes every event of a topic generically,

@@ -4,12 +4,15 @@ Three layers, so that administrator-defined roles can grow out of it without tou
 
 * :class:`Permission` names an action on a module (``customers:view``, ``pool:claim``,
   ``webhooks:manage``). A route needs exactly one permission, or is public.
-* :data:`ROLE_PERMISSIONS` grants permissions to the built-in roles. Custom roles later become
-  more rows of this table (kept in the directory and carried in the token); nothing else changes.
+* Roles grant permissions. Administrators define roles in the directory (``/v1/roles``); every
+  service keeps a read copy of those definitions from the directory's ``crm.role.*`` events
+  (:class:`crm_platform.roles.RoleBook`, wired by the service kit). :data:`ROLE_PERMISSIONS` is
+  what the four built-in roles grant by default: the directory seeds their definitions with it,
+  and a service grants it for a built-in role until the first definition of that role arrives.
 * :data:`ROUTES` says, per service, which permission each route (method + path template) needs.
 
 :func:`authorize` is the FastAPI dependency the service kit puts on every route it mounts. It
-answers the coarse question "may this role do this kind of thing at all" (403
+answers the coarse question "may these roles do this kind of thing at all" (403
 ``permission-denied``); which records a caller may touch (their own, their department's subtree,
 all) stays with the application layer, as before. A route missing from the table is refused
 when the app is built (:func:`undeclared`), so a new route cannot ship without a decision.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from fastapi import Request
 
@@ -35,6 +38,7 @@ class Permission(StrEnum):
     users_manage = "users:manage"  # create, provision, (de)activate users, set passwords
     departments_view = "departments:view"
     departments_manage = "departments:manage"
+    roles_manage = "roles:manage"  # define roles (permissions and data scopes); admins
     # customers
     customers_view = "customers:view"  # lists, records, history, duplicate checks, saved views, timelines
     customers_create = "customers:create"
@@ -134,18 +138,65 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     # reaches no customer data over the API (it receives events through its webhooks).
     Role.integrator: frozenset({P.account_self, P.webhooks_manage}),
 }
+"""The built-in roles' defaults: what the directory seeds its role definitions with, and what a
+service grants for a built-in role until the directory's first definition of it has arrived."""
+
+Scope = Literal["own", "department", "subtree", "all"]
+SCOPES: tuple[Scope, ...] = ("own", "department", "subtree", "all")
+"""Which records of a module a role reaches: the holder's own, their department's, their
+department's and every department's below it, or all (ordered from narrowest to widest)."""
+
+#: Modules a role gives a data scope for (the issue's list, plus users and targets).
+SCOPE_MODULES: tuple[str, ...] = (
+    "customers",
+    "contacts",
+    "opportunities",
+    "interactions",
+    "tasks",
+    "feedback",
+    "pool",
+    "reports",
+    "webhooks",
+    "targets",
+    "users",
+)
+
+BUILTIN_SCOPES: Mapping[Role, Scope] = {
+    Role.admin: "all",
+    Role.manager: "subtree",
+    Role.rep: "own",
+    Role.integrator: "own",
+}
 
 
-def granted(roles: Iterable[Role]) -> frozenset[Permission]:
-    """Every permission the roles give together."""
+class RoleDefinitions(Protocol):
+    """Where the permissions of a role id come from (a service's read copy of the directory's roles:
+    :class:`crm_platform.roles.RoleBook`)."""
+
+    def permissions_of(self, role_id: str) -> frozenset[Permission]: ...
+
+    def roles_with(self, permission: Permission) -> list[str]: ...
+
+
+class BuiltinDefaults:
+    """The built-in roles as :data:`ROLE_PERMISSIONS` defines them; any other role grants nothing."""
+
+    def permissions_of(self, role_id: str) -> frozenset[Permission]:
+        return ROLE_PERMISSIONS.get(Role(role_id), frozenset()) if role_id in Role.__members__ else frozenset()
+
+    def roles_with(self, permission: Permission) -> list[str]:
+        return sorted(role.value for role, perms in ROLE_PERMISSIONS.items() if permission in perms)
+
+
+DEFAULTS: Final = BuiltinDefaults()
+
+
+def granted(roles: Iterable[str], definitions: RoleDefinitions = DEFAULTS) -> frozenset[Permission]:
+    """Every permission the roles give together (a role the definitions do not know gives none)."""
     out: frozenset[Permission] = frozenset()
     for role in roles:
-        out |= ROLE_PERMISSIONS.get(role, frozenset())
+        out |= definitions.permissions_of(str(role))
     return out
-
-
-def roles_with(permission: Permission) -> frozenset[Role]:
-    return frozenset(role for role, perms in ROLE_PERMISSIONS.items() if permission in perms)
 
 
 # Routes the service kit mounts on every service.
@@ -218,6 +269,12 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "DELETE /v1/departments/{department_id}": P.departments_manage,
         "POST /v1/departments/{department_id}/move": P.departments_manage,
         "GET /v1/departments/{department_id}/history": P.departments_view,
+        "GET /v1/roles": P.users_view,
+        "POST /v1/roles": P.roles_manage,
+        "GET /v1/roles/{role_id}": P.users_view,
+        "PATCH /v1/roles/{role_id}": P.roles_manage,
+        "DELETE /v1/roles/{role_id}": P.roles_manage,
+        "GET /v1/roles/{role_id}/history": P.roles_manage,
     },
     "pipeline": {
         "GET /v1/pipelines": P.pipelines_view,
@@ -359,9 +416,9 @@ class PermissionDenied(Forbidden):
     code, title = "permission-denied", "Your role does not allow this"
 
 
-def ensure_permitted(principal: Principal, permission: Permission) -> None:
-    if permission not in granted(principal.roles):
-        roles = ", ".join(sorted(r.value for r in roles_with(permission)))
+def ensure_permitted(principal: Principal, permission: Permission, definitions: RoleDefinitions = DEFAULTS) -> None:
+    if permission not in granted(principal.roles, definitions):
+        roles = ", ".join(definitions.roles_with(permission)) or "none"
         raise PermissionDenied(
             f"This needs the permission {permission.value} (roles: {roles}).",
             extra={"permission": permission.value},
@@ -381,4 +438,5 @@ async def authorize(request: Request) -> None:
         # fail closed all the same.
         raise PermissionDenied(f"No permission is declared for {request.method} {path}.")
     principal = await current_principal(request)
-    ensure_permitted(principal, Permission(rule))
+    # The service's read copy of the directory's role definitions (the kit keeps it current).
+    ensure_permitted(principal, Permission(rule), request.app.state.kit.roles)

@@ -33,6 +33,7 @@ from crm_platform.availability import install_unavailable_handler, mongo_client
 from crm_platform.backup import Restate, Restater
 from crm_platform.clock import Clock, SystemClock
 from crm_platform.consumer import EventConsumer, Handler
+from crm_platform.contracts import directory as directory_events
 from crm_platform.errors import install_error_handlers
 from crm_platform.events import registry
 from crm_platform.kafka import broker_publisher, dead_letter_topic, ensure_topics, make_broker, topic_for
@@ -48,6 +49,7 @@ from crm_platform.openapi import document_problems
 from crm_platform.outbox import OutboxRelay, ensure_event_log_indexes, ensure_outbox_indexes, pending_count
 from crm_platform.permissions import PUBLIC, authorize, rule_for, undeclared
 from crm_platform.readmodels.rebuild import ReadCopy
+from crm_platform.roles import RoleBook
 from crm_platform.serving import client_address
 from crm_platform.settings import ServiceSettings
 from crm_platform.storemetrics import ORIGIN, CommandCounter
@@ -174,6 +176,7 @@ class ServiceKit:
         self._readiness: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
         self._relay: OutboxRelay | None = None
         self._document_publishers()
+        self.roles = RoleBook(self.db["role_definitions"])
 
     # --- what a service registers -------------------------------------------------
 
@@ -219,6 +222,7 @@ class ServiceKit:
         *,
         group_suffix: str = "",
         fallback: Handler | None = None,
+        needed_for_readiness: bool = True,
     ) -> EventConsumer:
         s = self.settings
         consumer = EventConsumer(
@@ -231,6 +235,7 @@ class ServiceKit:
             backoff_max=s.consumer_backoff_max_seconds,
             batch_size=s.consumer_batch_size,
             fallback=fallback,
+            needed_for_readiness=needed_for_readiness,
         )
         self.consumers.append(consumer)
         return consumer
@@ -243,6 +248,26 @@ class ServiceKit:
     @property
     def relay(self) -> OutboxRelay | None:
         return self._relay
+
+    # --- the role definitions every service enforces ---------------------------------
+
+    def _keep_role_definitions(self) -> None:
+        """The read copy of the directory's roles that ``authorize`` grants from (crm_platform.roles).
+
+        Its own consumer group on the directory's topic (``crm.<service>.roles``), so no
+        service's other consumers are held up by it nor it by them; replicas share the group
+        and learn what another replica applied from the collection, reloaded every
+        ``roles_reload_seconds``. So a replica needs no partition of this group to serve
+        (``/readyz`` does not wait for one), and the group does not cap the replicas.
+        """
+
+        async def load(_: ServiceKit) -> None:
+            await self.roles.ensure_indexes()
+            await self.roles.load()
+
+        self.on_startup(load)
+        self.consume([directory_events.TOPIC], self.roles.handlers(), group_suffix=".roles", needed_for_readiness=False)
+        self.background(Periodic("role-definitions", self.roles.load, self.settings.roles_reload_seconds))
 
     # --- the event catalogue ------------------------------------------------------
 
@@ -311,6 +336,7 @@ class ServiceKit:
         )
         app.state.kit = self
         app.state.token_verifier = TokenVerifier(self.settings)
+        self._keep_role_definitions()  # after the service's own consumers: theirs come first
         install_error_handlers(app)
         install_unavailable_handler(app, self.settings.unavailable_retry_after_seconds)
         self._install_middleware(app)
@@ -421,7 +447,7 @@ class ServiceKit:
         checks["consumers"] = {
             c.group_id: {"assigned": c.assigned(), "lag": lag_of.get(c.group_id, {})} for c in self.consumers
         }
-        if len(assigned) < len(self.consumers):
+        if any(c.needed_for_readiness and not c.assigned() for c in self.consumers):
             failing.append("consumers")
         checks["outbox_pending"] = {c.name: n for c, n in zip(self._outbox_collections, counts, strict=True)}
         for collection, n in zip(self._outbox_collections, counts, strict=True):

@@ -90,6 +90,12 @@ class ServiceSettings(BaseSettings):
     )
     consumer_backoff_initial_seconds: float = Field(default=0.2, ge=0)
     consumer_backoff_max_seconds: float = Field(default=5.0, ge=0)
+    roles_reload_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a replica reloads the role definitions from its read copy (crm_platform.roles): "
+        "what another replica's consumer applied reaches this one within this time.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

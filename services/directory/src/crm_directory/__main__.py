@@ -76,6 +76,7 @@ async def _create_admin(
         # The events wait in the outbox; the running service's relay publishes them.
         directory = Directory(client[settings.mongo_database], SystemClock(), settings, "/crm/directory")
         await directory.ensure_indexes()
+        await directory.roles.seed()  # the admin role must be defined before a user holds it
         return await create_admin_(
             directory, email=email, name=name, department_path=department_path, password=password, via="cli"
         )

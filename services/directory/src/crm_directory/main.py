@@ -14,7 +14,8 @@ from crm_platform.contracts import directory as _directory_events  # noqa: F401 
 from crm_platform.service import ServiceKit
 
 DESCRIPTION = """Users (name, email, phone, language, roles, department), departments as a tree (公司 / 区域 /
-团队, each with a manager), and sign-in: email and password give a short-lived JWT access token, which
+团队, each with a manager), roles (which permissions and data scopes each grants; admin, manager, rep
+and integrator are built in and editable), and sign-in: email and password give a short-lived JWT access token, which
 every service verifies locally, and a rotating refresh token. Every change is published on Kafka topic
 `crm.directory.v1` as a CloudEvent with the full snapshot (see /asyncapi), so other services keep read copies."""
 
@@ -33,6 +34,7 @@ def create_app(settings: DirectorySettings | None = None, clock: Clock | None = 
     directory = Directory(kit.db, kit.clock, settings, kit.source, kit.wake_relay)
     kit.outbox(directory.repo.users)
     kit.outbox(directory.repo.departments)
+    kit.outbox(directory.repo.roles)
     kit.outbox(directory.repo.sign_in_events)
     # Sign-in records are append-only, each under an id of its own: a restore leaves them as the
     # backup had them (users and departments still refuse a restore past their published versions).
@@ -40,6 +42,8 @@ def create_app(settings: DirectorySettings | None = None, clock: Clock | None = 
 
     async def start(_: ServiceKit) -> None:
         await directory.ensure_indexes()
+        # The built-in roles' definitions (first start), before any user can be given one.
+        await directory.roles.seed()
         # Finish department moves a crashed process left half done, then the first admin.
         await directory.departments.repair()
         await bootstrap_admin(directory)

@@ -21,6 +21,9 @@ EVENT_TYPES = {
     "crm.department.moved",
     "crm.department.manager_changed",
     "crm.department.deleted",
+    "crm.role.created",
+    "crm.role.updated",
+    "crm.role.deleted",
 }
 
 
@@ -67,7 +70,7 @@ async def test_health_readiness_and_metrics(client):
     assert (await client.get("/healthz")).json() == {"status": "ok", "service": "directory"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]["outbox_pending"]) == {"users", "departments", "sign_in_events"}
+    assert set(ready.json()["checks"]["outbox_pending"]) == {"users", "departments", "sign_in_events", "roles"}
     assert (await client.get("/metrics")).status_code == 200
 
 

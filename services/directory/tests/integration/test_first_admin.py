@@ -76,7 +76,7 @@ async def test_the_last_active_admin_cannot_be_deactivated_or_demoted(start, cap
     client, someone = app.client, auth(unique("ops"), ["admin"], "/hq")
     [admin] = (await client.get("/v1/users", params={"role": "admin"}, headers=someone)).json()["items"]
     r = await client.post(f"/v1/users/{admin['id']}/deactivate", headers=someone)
-    assert r.status_code == 409 and "last active administrator" in r.json()["detail"]
+    assert r.status_code == 409 and "last active user who may manage roles" in r.json()["detail"]
     r = await client.patch(
         f"/v1/users/{admin['id']}", json={"roles": ["manager"]}, headers={**someone, "If-Match": '"1"'}
     )

@@ -8,7 +8,7 @@ import pytest
 
 from crm_directory.domain import users as rules
 from crm_platform.auth import Principal, Role
-from crm_platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EAST = {"_id": "east", "path": "/hq/east"}
@@ -88,12 +88,3 @@ def test_who_edits_what():
         rules.ensure_may_edit(principal("m", Role.manager, path="/hq"), doc, {"name"})
     with pytest.raises(NotFound):
         rules.ensure_may_edit(principal("r", Role.rep), doc, {"name"})
-
-
-def test_the_last_active_admin_stays():
-    admin = user(roles=["admin"])
-    with pytest.raises(Conflict, match="last active administrator"):
-        rules.ensure_not_last_admin(admin, 0, "deactivate this user")
-    rules.ensure_not_last_admin(admin, 1, "deactivate this user")
-    rules.ensure_not_last_admin(user(), 0, "deactivate this user")
-    assert not rules.is_active_admin(user(roles=["admin"], status="deactivated"))

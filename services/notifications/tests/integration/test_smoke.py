@@ -9,7 +9,8 @@ async def test_health_readiness_and_event_catalogue(client: httpx.AsyncClient) -
     assert (await client.get("/healthz")).json() == {"status": "ok", "service": "notifications"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert len(ready.json()["checks"]["consumers"]) == 2  # the inbox group and the webhook group
+    # the inbox group, the webhook group and the role definitions' group (every service has one)
+    assert len(ready.json()["checks"]["consumers"]) == 3
     titles = str((await client.get("/asyncapi.json")).json()["channels"])
     for name in ("subscription_created", "subscription_changed", "subscription_disabled", "subscription_deleted"):
         assert f"crm.notifications.v1:crm.webhook.{name}" in titles

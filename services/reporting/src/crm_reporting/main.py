@@ -48,8 +48,9 @@ def create_app(
             )
 
     kit.on_startup(setup)
-    kit.consume(TOPICS, projection.handlers())
-    kit.readiness("projection_lag", readiness_probe(lag, lambda: kit.consumers, settings.ready_max_lag_seconds))
+    # The projection's own consumers: not the role definitions' group every service has.
+    projection_consumer = kit.consume(TOPICS, projection.handlers())
+    kit.readiness("projection_lag", readiness_probe(lag, lambda: [projection_consumer], settings.ready_max_lag_seconds))
     app = kit.build_app([http.router, http.admin])
     app.state.settings = settings
     app.state.generations = generations

@@ -8,8 +8,13 @@ user's email and language (the notifications service writes to people in their
 language) and each department's path (``/hq/east/sh-team-1``: ids from the root,
 so "this department and everything below it" is a prefix test).
 
-Users and departments have separate id spaces: tell them apart by the event type
-(``crm.user.*`` or ``crm.department.*``), not by the subject.
+Users, departments and roles have separate id spaces: tell them apart by the event type
+(``crm.user.*``, ``crm.department.*`` or ``crm.role.*``), not by the subject.
+
+Roles (``crm.role.*``) are what administrators define: per role, the permissions it grants
+(``module:action``, see ``crm_platform.permissions.Permission``) and the data scope it gives per
+module. Every service keeps a read copy of them (``crm_platform.roles.RoleBook``) and grants a
+caller the union of what their roles' definitions grant.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from crm_platform.events import define
 TOPIC = "crm.directory.v1"
 
 Language = Literal["zh-CN", "en"]
-RoleName = Literal["admin", "manager", "rep", "integrator"]
+RoleName = Literal["admin", "manager", "rep", "integrator"]  # the built-in roles
+RoleScope = Literal["own", "department", "subtree", "all"]
+RoleStatus = Literal["active", "deleted"]
 UserStatus = Literal["active", "deactivated"]
 DepartmentStatus = Literal["active", "deleted"]
 CreatedVia = Literal["api", "sync", "cli", "bootstrap"]
@@ -39,7 +46,10 @@ class UserSnapshot(BaseModel):
     name: str
     phone: str | None = Field(default=None, description="E.164, e.g. +8613800138000.")
     language: Language = "zh-CN"
-    roles: list[RoleName]
+    roles: list[str] = Field(
+        description="Role ids: the built-in admin, manager, rep, integrator, or roles administrators defined.",
+        examples=[["rep"]],
+    )
     department_id: str
     department_path: str = Field(description="Ids from the root joined by '/', e.g. /hq/east/sh-team-1.")
     status: UserStatus = "active"
@@ -57,6 +67,30 @@ class DepartmentSnapshot(BaseModel):
     path: str = Field(description="Ids from the root joined by '/', e.g. /hq/east/sh-team-1.")
     manager_id: str | None = None
     status: DepartmentStatus = "active"
+    created_at: datetime
+    updated_at: datetime
+
+
+class RoleSnapshot(BaseModel):
+    """A role definition after the change: everything a service needs to enforce it."""
+
+    role_id: str = Field(description="Slug, e.g. 'rep' or 'key-account'.", examples=["key-account"])
+    names: dict[Language, str] = Field(
+        description="The role's name per language: zh-CN and en.",
+        examples=[{"zh-CN": "大客户经理", "en": "Key account manager"}],
+    )
+    description: str | None = None
+    permissions: list[str] = Field(
+        description="Permission values (module:action); a consumer ignores one it does not know.",
+        examples=[["account:self", "customers:view", "customers:edit", "opportunities:view"]],
+    )
+    scopes: dict[str, RoleScope] = Field(
+        description="Per module, which records the role reaches: own, department, subtree (department and "
+        "below) or all. A module not listed: own.",
+        examples=[{"customers": "subtree", "opportunities": "department"}],
+    )
+    builtin: bool = Field(description="One of admin, manager, rep, integrator: editable, never deleted.")
+    status: RoleStatus = "active"
     created_at: datetime
     updated_at: datetime
 
@@ -135,6 +169,25 @@ class DepartmentManagerChanged(BaseModel):
 
 class DepartmentDeleted(BaseModel):
     department: DepartmentSnapshot
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+class RoleCreated(BaseModel):
+    role: RoleSnapshot
+    via: Literal["api", "seed"] = "api"
+
+
+class RoleUpdated(BaseModel):
+    role: RoleSnapshot
+    changes: list[FieldChange]
+
+
+class RoleDeleted(BaseModel):
+    """A role no user held was deleted: it grants nothing from now on."""
+
+    role: RoleSnapshot
 
 
 USER_CREATED = define("crm.user.created", UserCreated, TOPIC, description="A user was created.")
@@ -223,6 +276,22 @@ SIGN_IN_FAILED = define(
     exact_only=True,  # the email people typed: a webhook gets it only by naming the type
 )
 
+ROLE_CREATED = define(
+    "crm.role.created",
+    RoleCreated,
+    TOPIC,
+    description="A role was defined (by an administrator, or a built-in role seeded at first start).",
+)
+ROLE_UPDATED = define(
+    "crm.role.updated",
+    RoleUpdated,
+    TOPIC,
+    description="A role's names, description, permissions or data scopes changed.",
+)
+ROLE_DELETED = define(
+    "crm.role.deleted", RoleDeleted, TOPIC, description="A custom role no user held was deleted: it grants nothing."
+)
+
 USER_EVENTS = (USER_CREATED, USER_UPDATED, USER_DEACTIVATED, USER_REACTIVATED, USER_PASSWORD_CHANGED)
 DEPARTMENT_EVENTS = (
     DEPARTMENT_CREATED,
@@ -231,3 +300,4 @@ DEPARTMENT_EVENTS = (
     DEPARTMENT_MANAGER_CHANGED,
     DEPARTMENT_DELETED,
 )
+ROLE_EVENTS = (ROLE_CREATED, ROLE_UPDATED, ROLE_DELETED)

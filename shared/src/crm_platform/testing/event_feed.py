@@ -77,7 +77,7 @@ class EventFeed:
             user_id=user_id,
             email=f"{user_id}@example.com",
             name=name,
-            roles=roles or ["rep"],  # type: ignore[arg-type]
+            roles=roles or ["rep"],
             department_id=dept.rsplit("/", 1)[-1],
             department_path=dept,
             created_at=NOW,

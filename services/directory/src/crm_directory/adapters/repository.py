@@ -5,6 +5,7 @@ versioned store with their outbox), sign-in bookkeeping, and the tree lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -89,6 +90,8 @@ LEGACY_USER_INDEXES = (
 )
 LEGACY_DEPARTMENT_INDEXES = ("parent_id", "path", "manager_id", "sort_name")
 PUBLIC_PROJECTION = {"outbox": 0, "password": 0}
+ROLE_INDEXES = [IndexModel([("status", ASCENDING)], name="idx_status")]
+ROLE_HOLDER_INDEXES = [IndexModel([("role_id", ASCENDING)], name="idx_role_id")]
 
 
 class DirectoryRepository:
@@ -101,6 +104,8 @@ class DirectoryRepository:
         self.sign_in_events: AsyncCollection[Document] = db["sign_in_events"]
         self.tree_jobs: AsyncCollection[Document] = db["tree_jobs"]
         self.locks: AsyncCollection[Document] = db["locks"]
+        self.roles: AsyncCollection[Document] = db["roles"]
+        self.role_holders: AsyncCollection[Document] = db["role_holders"]
         self._clock = clock
         self.user_store = VersionedStore(
             self.users, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No user with id {i}.")
@@ -108,6 +113,9 @@ class DirectoryRepository:
         self.sign_in_store = VersionedStore(self.sign_in_events, clock, wake_relay=wake_relay)
         self.department_store = VersionedStore(
             self.departments, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No department with id {i}.")
+        )
+        self.role_store = VersionedStore(
+            self.roles, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No role with id {i}.")
         )
 
     async def ensure_indexes(self) -> None:
@@ -119,6 +127,9 @@ class DirectoryRepository:
         await upgrade_sort_keys(self.users, user_rules.sort_keys, user_rules.SORT_KEYS_VERSION)
         await upgrade_sort_keys(self.departments, dept_rules.sort_keys, dept_rules.SORT_KEYS_VERSION)
         await self.tree_jobs.create_index([("created_at", ASCENDING)], name="created_at")
+        await self.roles.create_indexes(ROLE_INDEXES)
+        await self.role_holders.create_indexes(ROLE_HOLDER_INDEXES)
+        await self.backfill_role_holders()
 
     # --- users -------------------------------------------------------------------------
 
@@ -136,6 +147,72 @@ class DirectoryRepository:
 
     async def user_ids_in(self, department_id: str) -> list[str]:
         return [d["_id"] async for d in self.users.find({"department_id": department_id}, projection={"_id": 1})]
+
+    # --- roles and who holds them -----------------------------------------------------------
+
+    async def role(self, role_id: str) -> Document | None:
+        return await self.roles.find_one({"_id": role_id})
+
+    async def roles_by_status(self, status: str) -> list[Document]:
+        """Every role of a status: one small document per role, tens of them (an index search)."""
+        return [d async for d in self.roles.find({"status": status}, projection={"outbox": 0})]
+
+    async def announce_holder(self, user_id: str, role_ids: list[str]) -> None:
+        """Record that ``user_id`` holds (or is about to hold) each role, BEFORE the user write.
+
+        Who holds a role is asked when a role is deleted and by the lock-out guard. The user's
+        ``roles`` array cannot answer it cheaply (equality on an array field scans on the
+        embedded store), so each holding is a document of its own, ``_id`` "<role>|<user>",
+        found by the indexed ``role_id``. They are a superset of the truth: written before the
+        user write that adds a role, removed only once the user no longer holds it
+        (:meth:`settle_holder`), and every reader checks the user itself. Each write stamps a
+        fresh ``nonce``; a removal is conditional on the nonce it saw, so a holding announced
+        meanwhile by a concurrent write is never removed.
+        """
+        for role_id in role_ids:
+            await self.role_holders.update_one(
+                {"_id": f"{role_id}|{user_id}"},
+                {"$set": {"role_id": role_id, "user_id": user_id, "nonce": uuid.uuid4().hex}},
+                upsert=True,
+            )
+
+    async def settle_holder(self, user_id: str, role_ids: list[str]) -> None:
+        """Remove the holdings of ``role_ids`` the user no longer has (after the user write)."""
+        for role_id in role_ids:
+            await self._prune(await self.role_holders.find_one({"_id": f"{role_id}|{user_id}"}))
+
+    async def _prune(self, holding: Document | None) -> Document | None:
+        """The user holding the role, or None (and the stale holding removed)."""
+        if holding is None:
+            return None
+        user = await self.user(holding["user_id"])
+        if user is not None and holding["role_id"] in (user.get("roles") or []):
+            return user
+        await self.role_holders.delete_one({"_id": holding["_id"], "nonce": holding.get("nonce")})
+        return None
+
+    async def holders(self, role_id: str, *, active_only: bool = False, excluding: str | None = None) -> list[str]:
+        """Ids of the users holding ``role_id`` (each checked against the user's own record)."""
+        out: list[str] = []
+        # Read them all first: no other command while this cursor is open (a prune writes).
+        for holding in [h async for h in self.role_holders.find({"role_id": role_id})]:
+            if holding["user_id"] == excluding:
+                continue
+            user = await self._prune(holding)
+            if user is not None and (not active_only or user.get("status") == "active"):
+                out.append(user["_id"])
+        return sorted(out)
+
+    async def backfill_role_holders(self) -> None:
+        """Once per database: the holdings of users stored before holdings existed."""
+        migrations = self.users.database["migrations"]
+        marker = "role_holders_v1"
+        if await migrations.find_one({"_id": marker}) is not None:
+            return
+        for user in [u async for u in self.users.find({}, projection={"_id": 1, "roles": 1})]:
+            await self.announce_holder(user["_id"], list(user.get("roles") or []))
+        with contextlib.suppress(DuplicateKeyError):
+            await migrations.insert_one({"_id": marker})
 
     # --- sign-ins (not part of the aggregate: a sign-in must not bump the user's version) ------
 

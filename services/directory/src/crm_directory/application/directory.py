@@ -14,6 +14,7 @@ from crm_directory.adapters.signing import TokenSigner
 from crm_directory.application.auth import Authenticator
 from crm_directory.application.departments import Departments
 from crm_directory.application.publishing import EventFactory
+from crm_directory.application.roles import Roles
 from crm_directory.application.users import Users
 from crm_directory.domain.passwords import Argon2Parameters, Passwords
 from crm_directory.settings import DirectorySettings
@@ -45,7 +46,8 @@ class Directory:
         private_key = s.directory_jwt_private_key.get_secret_value() if s.directory_jwt_private_key else None
         self.signer = TokenSigner(s, private_key, timedelta(minutes=s.directory_access_token_minutes))
         events = EventFactory(source, clock)
-        self.users = Users(self.repo, self.tokens, self.passwords, s, events, clock)
+        self.roles = Roles(self.repo, events, clock)
+        self.users = Users(self.repo, self.tokens, self.passwords, s, events, clock, self.roles)
         self.departments = Departments(self.repo, self.users, s, events, clock)
         self.auth = Authenticator(
             self.repo, self.users, self.tokens, self.throttle, self.passwords, self.signer, s, clock, events

@@ -1,9 +1,9 @@
-"""Field-level history of users and departments, from their own events.
+"""Field-level history of users, departments and roles, from their own events.
 
 The generic part (event log plus pending outbox, in version order) is
 ``crm_platform.history``; this module turns each directory event into a sentence
 and a list of ``{field, old, new}``. Users and departments have separate id spaces,
-so entries are kept to the aggregate's own event types.
+so entries are kept to the aggregate's own event types (roles too).
 """
 
 from __future__ import annotations
@@ -82,6 +82,27 @@ def summarise_department(event: EventEnvelope) -> tuple[str, list[dict[str, Any]
     if kind == "deleted":
         return "deleted", [{"field": "status", "old": "active", "new": "deleted"}]
     return kind, []
+
+
+def summarise_role(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
+    data = event.data
+    role = data.get("role") or {}
+    kind = event.type.removeprefix("crm.role.")
+    if kind == "created":
+        fields = ("names", "description", "permissions", "scopes")
+        changes = [{"field": f, "old": None, "new": role.get(f)} for f in fields if role.get(f) not in (None, [], {})]
+        return f"created ({data.get('via', 'api')})", changes
+    if kind == "updated":
+        changes = list(data.get("changes") or [])
+        return "changed " + ", ".join(str(c["field"]) for c in changes), changes
+    if kind == "deleted":
+        return "deleted", [{"field": "status", "old": "active", "new": "deleted"}]
+    return kind, []
+
+
+async def role_history(event_log: AsyncCollection[Document], doc: Document) -> list[HistoryEntry]:
+    entries = await history(event_log, doc, summarise_role)
+    return [e for e in entries if e.type.startswith("crm.role.")]
 
 
 async def user_history(event_log: AsyncCollection[Document], doc: Document) -> list[HistoryEntry]:

@@ -25,6 +25,7 @@ from crm_directory.adapters.credentials import RefreshTokens
 from crm_directory.adapters.repository import DirectoryRepository
 from crm_directory.application.hashing import off_loop
 from crm_directory.application.publishing import EventFactory
+from crm_directory.application.roles import Roles
 from crm_directory.domain import departments as dept_rules
 from crm_directory.domain import users as rules
 from crm_directory.domain.model import SelfPatch, UserCreate, UserPatch, UserUpsert
@@ -57,7 +58,9 @@ class Users:
         settings: DirectorySettings,
         events: EventFactory,
         clock: Clock,
+        roles: Roles,
     ) -> None:
+        self.roles = roles
         self.repo = repo
         self.tokens = tokens
         self.passwords = passwords
@@ -82,9 +85,12 @@ class Users:
         if other is not None and other["_id"] != user_id:
             raise _duplicate_email(email)
 
-    async def _guard_last_admin(self, doc: Document, losing_admin: bool, action: str) -> None:
-        if losing_admin and rules.is_active_admin(doc):
-            rules.ensure_not_last_admin(doc, await self.repo.count_active_admins(excluding=doc["_id"]), action)
+    async def _guard_lock_out(self, doc: Document, roles_after: list[str], active_after: bool, action: str) -> None:
+        await self.roles.guard.check_user(doc, roles_after, active_after, action)
+
+    async def _store_roles_change(self, user_id: str, before: list[str], after: Document) -> None:
+        """After a user write: drop the holdings of roles the user no longer has (see announce_holder)."""
+        await self.repo.settle_holder(user_id, sorted(set(before) - set(after.get("roles") or [])))
 
     # --- create and read -----------------------------------------------------------------------
 
@@ -108,7 +114,7 @@ class Users:
             phone=data.phone,
             language=data.language,
             time_zone=data.time_zone,
-            roles=[r.value for r in data.roles],
+            roles=list(data.roles),
             department_id=data.department_id,
             password=data.password.get_secret_value() if data.password else None,
             active=True,
@@ -136,6 +142,7 @@ class Users:
         email = rules.email_or_422(email)
         phone = self._phone(phone)
         department = await self.department(department_id)
+        await self.roles.ensure_defined(roles)
         password_hash = await self.hash_password(password, email) if password is not None else None
         await self._ensure_email_free(email, None)
         now = self.clock.now()
@@ -162,6 +169,7 @@ class Users:
             1,
             actor,
         )
+        await self.repo.announce_holder(user_id, doc["roles"])
         try:
             doc = await self.repo.user_store.insert(doc, [event])
         except DuplicateKeyError as exc:
@@ -204,7 +212,7 @@ class Users:
             elif field == "phone":
                 value = self._phone(value)
             elif field == "roles":
-                value = [r.value for r in value]
+                await self.roles.ensure_defined(value)
             elif field == "department_id":
                 await self.department(value)
             values[field] = value
@@ -215,7 +223,8 @@ class Users:
             if "department_id" in new:
                 new["department_path"] = (await self.department(new["department_id"]))["path"]
             if "roles" in new:
-                await self._guard_last_admin(doc, Role.admin.value not in new["roles"], "remove the admin role")
+                held_before.update(doc.get("roles") or [])
+                await self._guard_lock_out(doc, new["roles"], doc.get("status") == "active", "change these roles")
             changes = rules.apply_changes(doc, new)
             if not changes:
                 return Change(None)
@@ -223,10 +232,14 @@ class Users:
             data = ev.UserUpdated(user=rules.snapshot(doc), changes=changes)
             return Change(doc, [self.events(ev.USER_UPDATED, user_id, data, version, principal.user_id)])
 
+        held_before: set[str] = set()
+        if "roles" in values:
+            await self.repo.announce_holder(user_id, values["roles"])
         try:
             doc = await self.repo.user_store.mutate(user_id, decide, expected_version=expected_version)
         except DuplicateKeyError as exc:
             raise _duplicate_email(str(values.get("email"))) from exc
+        await self._store_roles_change(user_id, sorted(held_before), doc)
         if "department_id" in values:
             doc = await self.settle_department_path(doc, principal.user_id)
         return doc
@@ -243,7 +256,8 @@ class Users:
         email = rules.email_or_422(body.email)
         phone = self._phone(body.phone)
         await self.department(body.department_id)
-        roles = [r.value for r in body.roles]
+        roles = list(body.roles)
+        await self.roles.ensure_defined(roles)
         if await self.repo.user(user_id) is None:
             if expected_version is not None:
                 raise NotFound(f"No user with id {user_id}; send no If-Match to create it.")
@@ -281,9 +295,8 @@ class Users:
                 "department_path": department["path"],
             }
             was_active = doc.get("status") == "active"
-            await self._guard_last_admin(
-                doc, not body.active or Role.admin.value not in roles, "deactivate or demote this user"
-            )
+            held_before.update(doc.get("roles") or [])
+            await self._guard_lock_out(doc, roles, body.active, "deactivate or change the roles of this user")
             changes = rules.apply_changes(doc, values)
             if changes:
                 rules.touch(doc, principal.user_id, now)
@@ -306,10 +319,13 @@ class Users:
                 outgoing.append((ev.USER_REACTIVATED, ev.UserReactivated(user=snapshot)))
             return Change(doc, [self.events(t, user_id, d, version, principal.user_id) for t, d in outgoing])
 
+        held_before: set[str] = set()
+        await self.repo.announce_holder(user_id, roles)
         try:
             doc = await self.repo.user_store.mutate(user_id, decide, expected_version=expected_version)
         except DuplicateKeyError as exc:
             raise _duplicate_email(email) from exc
+        await self._store_roles_change(user_id, sorted(held_before), doc)
         if doc.get("status") != "active":
             await self.tokens.revoke_user(user_id, "deactivated", self.clock.now())
         return await self.settle_department_path(doc, principal.user_id), False
@@ -337,7 +353,7 @@ class Users:
         async def decide(doc: Document, version: int) -> Change:
             if doc.get("status") != "active":
                 return Change(None)  # already deactivated: nothing to do, no event
-            await self._guard_last_admin(doc, True, "deactivate this user")
+            await self._guard_lock_out(doc, list(doc.get("roles") or []), False, "deactivate this user")
             self._mark_deactivated(doc, principal.user_id, reason)
             data = ev.UserDeactivated(user=rules.snapshot(doc), reason=reason)
             return Change(doc, [self.events(ev.USER_DEACTIVATED, user_id, data, version, principal.user_id)])

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from crm_platform.auth import Role
+from crm_platform.auth import ROLE_ID
 from crm_platform.contracts.directory import Language
 
 
@@ -46,13 +46,17 @@ TimeZone = Annotated[
 ]
 
 
-def _roles(value: list[Role]) -> list[Role]:
+def _roles(value: list[str]) -> list[str]:
     if not value:
-        raise ValueError("give at least one role: admin, manager or rep")
-    return sorted(set(value), key=lambda r: r.value)
+        raise ValueError("give at least one role: admin, manager, rep or a role defined at /v1/roles")
+    for role in value:
+        if not ROLE_ID.match(role):
+            raise ValueError(f"'{role}' is not a role id (1-63 lower-case letters, digits, '-' or '_')")
+    return list(dict.fromkeys(value))  # as sent (a refusal names roles[i] of the request); stored sorted
 
 
-Roles = Annotated[list[Role], Field(min_length=1, max_length=3), AfterValidator(_roles)]
+#: Role ids (built-in or defined at /v1/roles); the application refuses one that is not defined.
+Roles = Annotated[list[str], Field(min_length=1, max_length=20), AfterValidator(_roles)]
 
 
 class _Strict(BaseModel):
@@ -169,3 +173,48 @@ class SignIn(_Strict):
 
 class RefreshIn(_Strict):
     refresh_token: SecretStr = Field(max_length=512)
+
+
+# --- roles ----------------------------------------------------------------------------------------
+
+Description = Annotated[str, Field(max_length=500), AfterValidator(_clean_text)]
+
+
+class RoleNamesIn(_Strict):
+    zh_CN: Name = Field(alias="zh-CN")
+    en: Name
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"zh-CN": self.zh_CN, "en": self.en}
+
+
+class RoleCreate(_Strict):
+    id: str = Field(max_length=63, description="Slug (a-z, 0-9, '-', '_'), e.g. key-account.", examples=["key-account"])
+    names: RoleNamesIn = Field(description='The name in both languages: {"zh-CN": "大客户经理", "en": "Key account"}.')
+    description: Description | None = None
+    permissions: list[str] = Field(
+        max_length=200, description="Permission values, module:action (see GET /v1/roles for the built-ins')."
+    )
+    scopes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Module -> own | department | subtree | all; a module not listed: own.",
+        examples=[{"customers": "subtree", "opportunities": "department"}],
+    )
+
+
+class RolePatch(_Strict):
+    """Fields of a role to change; send only those that change."""
+
+    names: RoleNamesIn | None = None
+    description: Description | None = Field(default=None, description="null removes the description.")
+    permissions: list[str] | None = Field(default=None, max_length=200)
+    scopes: dict[str, str] | None = None
+
+    @field_validator("names", "permissions", "scopes")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value

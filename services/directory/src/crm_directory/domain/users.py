@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.contracts.directory import FieldChange, UserSnapshot
-from crm_platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.sortkeys import epoch_ms
 
 Document = dict[str, Any]
@@ -176,13 +176,3 @@ def ensure_may_edit(principal: Principal, doc: Document, fields: set[str]) -> No
         )
     ensure_readable(principal, doc, doc["_id"])
     raise Forbidden("Only administrators may change other users.")
-
-
-def is_active_admin(doc: Document) -> bool:
-    return doc.get("status") == "active" and Role.admin.value in (doc.get("roles") or [])
-
-
-def ensure_not_last_admin(doc: Document, remaining_admins: int, action: str) -> None:
-    """``remaining_admins``: active admins other than ``doc``. Someone must be able to administer."""
-    if is_active_admin(doc) and remaining_admins == 0:
-        raise Conflict(f"Cannot {action}: {doc['_id']} is the last active administrator; make another admin first.")

@@ -2,7 +2,7 @@
 
 Who may do what:
 
-- administrators manage users and departments;
+- administrators manage users, departments and roles (``roles:manage``);
 - managers read the users of their department and every department below it (lists,
   records, history);
 - everybody reads and edits their own name, phone, language and time zone (``/v1/me``), changes
@@ -37,6 +37,8 @@ from crm_directory.domain.model import (
     PasswordChange,
     PasswordReset,
     RefreshIn,
+    RoleCreate,
+    RolePatch,
     SelfPatch,
     SignIn,
     UserCreate,
@@ -47,11 +49,13 @@ from crm_directory.entrypoints.schemas import (
     DepartmentOut,
     DepartmentPage,
     PublicUserOut,
+    RoleOut,
     TreeNode,
     UserOut,
     UserPage,
     department_out,
     public_user_out,
+    role_out,
     tree_out,
     user_out,
 )
@@ -433,4 +437,72 @@ async def department_history(
     return await history_.department_history(request.app.state.kit.event_log, doc)
 
 
-ROUTERS = [auth_router, wellknown_router, me_router, users_router, departments_router]
+# --- roles ----------------------------------------------------------------------------------------
+
+roles_router = APIRouter(prefix="/v1/roles", tags=["roles"])
+RoleId = Annotated[str, Path(max_length=63, description="The role's id (slug), e.g. rep or key-account.")]
+
+
+def _role_response(doc: Document, status: int = 200, **headers: str) -> JSONResponse:
+    body = role_out(doc).model_dump(mode="json")
+    return JSONResponse(body, status_code=status, headers={"ETag": etag(doc["version"]), **headers})
+
+
+@roles_router.get("", response_model=list[RoleOut], summary="Every role: the built-in ones first, then by id")
+async def list_roles(
+    service: Service,
+    include_deleted: Annotated[bool, Query(description="Also the deleted custom roles.")] = False,
+) -> list[RoleOut]:
+    return [role_out(d) for d in await service.roles.list_roles(include_deleted)]
+
+
+@roles_router.post(
+    "",
+    status_code=201,
+    response_model=RoleOut,
+    summary="Define a role: its permissions and its data scope per module (roles:manage)",
+    responses=problems(409),
+)
+async def create_role(body: RoleCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
+    doc = await service.roles.create(principal, body)
+    return _role_response(doc, 201, Location=f"/v1/roles/{doc['_id']}")
+
+
+@roles_router.get("/{role_id}", response_model=RoleOut, summary="One role", responses=problems(404))
+async def get_role(role_id: RoleId, service: Service) -> JSONResponse:
+    return _role_response(await service.roles.get(role_id))
+
+
+@roles_router.patch(
+    "/{role_id}",
+    response_model=RoleOut,
+    summary="Change a role's names, description, permissions or scopes (roles:manage). Send If-Match.",
+    responses=problems(404, 409, 412, 428),
+)
+async def patch_role(
+    role_id: RoleId, body: RolePatch, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    doc = await service.roles.update(principal, role_id, body, expected_version(request, required=True))
+    return _role_response(doc)
+
+
+@roles_router.delete(
+    "/{role_id}",
+    status_code=204,
+    summary="Delete a custom role no user holds (roles:manage; 409 naming how many users hold it)",
+    responses=problems(404, 409, 412),
+)
+async def delete_role(role_id: RoleId, request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    await service.roles.delete(principal, role_id, expected_version(request, required=False))
+    return Response(status_code=204)
+
+
+@roles_router.get(
+    "/{role_id}/history", response_model=list[HistoryEntry], summary="Field-level history of a role (roles:manage)"
+)
+async def role_history(role_id: RoleId, service: Service, request: Request) -> list[HistoryEntry]:
+    doc = await service.roles.get(role_id)
+    return await history_.role_history(request.app.state.kit.event_log, doc)
+
+
+ROUTERS = [auth_router, wellknown_router, me_router, users_router, departments_router, roles_router]

@@ -83,6 +83,21 @@ class DepartmentPage(BaseModel):
     total: int | None = None
 
 
+class RoleOut(BaseModel):
+    id: str
+    version: int
+    names: dict[str, str] = Field(description="zh-CN and en.")
+    description: str | None = None
+    permissions: list[str] = Field(description="module:action values the role grants.")
+    scopes: dict[str, str] = Field(description="Module -> own | department | subtree | all (not listed: own).")
+    builtin: bool = Field(description="admin, manager, rep, integrator: editable, never deleted.")
+    status: Literal["active", "deleted"]
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+    updated_by: str | None = None
+
+
 class TreeNode(BaseModel):
     id: str
     name: str
@@ -156,4 +171,21 @@ def tree_out(node: Document) -> TreeNode:
         path=d["path"],
         manager_id=d.get("manager_id"),
         children=[tree_out(c) for c in node["children"]],
+    )
+
+
+def role_out(doc: Document) -> RoleOut:
+    return RoleOut(
+        id=doc["_id"],
+        version=doc["version"],
+        names=doc["names"],
+        description=doc.get("description"),
+        permissions=list(doc.get("permissions") or []),
+        scopes=doc.get("scopes") or {},
+        builtin=bool(doc.get("builtin")),
+        status=doc.get("status", "active"),
+        created_at=as_utc(doc["created_at"]),
+        created_by=doc.get("created_by"),
+        updated_at=as_utc(doc["updated_at"]),
+        updated_by=doc.get("updated_by"),
     )

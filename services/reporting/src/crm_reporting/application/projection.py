@@ -123,8 +123,9 @@ class Projection:
 
     def handlers(self) -> Mapping[str, Handler]:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
-        # Sign-ins, exports and imports are the audit log's, not activity: left out of every report.
-        audit_only = ("crm.directory.", "crm.customer_export.", "crm.customer_import.")
+        # Sign-ins, exports and imports are the audit log's, and role definitions the permission
+        # table's, not activity: left out of every report.
+        audit_only = ("crm.directory.", "crm.customer_export.", "crm.customer_import.", "crm.role.")
         return {
             n: self.apply
             for n in names

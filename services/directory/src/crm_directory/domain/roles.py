@@ -1,0 +1,155 @@
+"""The role aggregate's rules: plain functions over the stored document, no I/O.
+
+A role is what an administrator grants users: the permissions it gives (``module:action``,
+:class:`crm_platform.permissions.Permission`) and, per module, the data scope it reaches
+(own, department, subtree = department and below, all). The four built-in roles (admin,
+manager, rep, integrator) are seeded from :data:`crm_platform.permissions.ROLE_PERMISSIONS`
+at the first start: they can be edited, never deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from crm_platform.auth import ROLE_ID, Role
+from crm_platform.contracts.directory import FieldChange, RoleSnapshot
+from crm_platform.errors import FieldError, ValidationFailed
+from crm_platform.permissions import BUILTIN_SCOPES, ROLE_PERMISSIONS, SCOPE_MODULES, SCOPES, Permission
+
+Document = dict[str, Any]
+
+#: Path segments of the HTTP API a role id could hide; none today, kept for symmetry with departments.
+RESERVED_IDS: frozenset[str] = frozenset()
+EDITABLE = ("names", "description", "permissions", "scopes")
+_PERMISSION_VALUES = {p.value for p in Permission}
+
+#: The built-in roles' names, for their seeded definitions.
+BUILTIN_NAMES: dict[Role, dict[str, str]] = {
+    Role.admin: {"zh-CN": "管理员", "en": "Administrator"},
+    Role.manager: {"zh-CN": "经理", "en": "Manager"},
+    Role.rep: {"zh-CN": "销售代表", "en": "Sales rep"},
+    Role.integrator: {"zh-CN": "系统集成", "en": "Integrator"},
+}
+
+
+def validate_id(raw: str, field: str = "id") -> str:
+    value = raw.strip()
+    if not ROLE_ID.match(value):
+        raise ValidationFailed.for_field(
+            field, "use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit (e.g. key-account)"
+        )
+    if value in RESERVED_IDS:
+        raise ValidationFailed.for_field(field, f"'{value}' is reserved; choose another id")
+    return value
+
+
+def validate_permissions(values: Iterable[str], field: str = "permissions") -> list[str]:
+    """The permissions as given, each one known; a 422 names every unknown entry by its index."""
+    given = list(values)
+    errors = [
+        FieldError(field=f"{field}[{i}]", reason=f"'{p}' is not a permission (module:action, e.g. customers:view)")
+        for i, p in enumerate(given)
+        if p not in _PERMISSION_VALUES
+    ]
+    if errors:
+        raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+    return sorted(set(given))
+
+
+def validate_scopes(values: dict[str, str], field: str = "scopes") -> dict[str, str]:
+    """Module -> scope; an unknown module or scope is a 422 naming ``scopes.<module>``."""
+    errors: list[FieldError] = []
+    for module, scope in values.items():
+        if module not in SCOPE_MODULES:
+            errors.append(
+                FieldError(
+                    field=f"{field}.{module}",
+                    reason=f"'{module}' is not a module with a data scope ({', '.join(SCOPE_MODULES)})",
+                )
+            )
+        elif scope not in SCOPES:
+            errors.append(
+                FieldError(field=f"{field}.{module}", reason=f"'{scope}' is not a scope ({', '.join(SCOPES)})")
+            )
+    if errors:
+        raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+    return dict(sorted(values.items()))
+
+
+def new_role(
+    *,
+    role_id: str,
+    names: Mapping[str, str],
+    description: str | None,
+    permissions: list[str],
+    scopes: Mapping[str, str],
+    builtin: bool,
+    actor: str,
+    now: datetime,
+) -> Document:
+    return {
+        "_id": role_id,
+        "names": dict(names),
+        "description": description,
+        "permissions": sorted(set(permissions)),
+        "scopes": dict(sorted(scopes.items())),
+        "builtin": builtin,
+        "status": "active",
+        "created_at": now,
+        "created_by": actor,
+        "updated_at": now,
+        "updated_by": actor,
+    }
+
+
+def builtin_role(role: Role, now: datetime) -> Document:
+    """A built-in role's first definition: what the platform granted it before roles were editable."""
+    return new_role(
+        role_id=role.value,
+        names=BUILTIN_NAMES[role],
+        description=None,
+        permissions=[p.value for p in ROLE_PERMISSIONS[role]],
+        scopes={module: BUILTIN_SCOPES[role] for module in SCOPE_MODULES},
+        builtin=True,
+        actor="system:seed",
+        now=now,
+    )
+
+
+def apply_changes(doc: Document, values: dict[str, Any]) -> list[FieldChange]:
+    """Set the given fields; return what actually changed (old -> new)."""
+    changes: list[FieldChange] = []
+    for field in EDITABLE:
+        if field not in values:
+            continue
+        new = values[field]
+        old = doc.get(field)
+        if old != new:
+            changes.append(FieldChange(field=field, old=old, new=new))
+            doc[field] = new
+    return changes
+
+
+def touch(doc: Document, actor: str, now: datetime) -> None:
+    doc["updated_at"] = now
+    doc["updated_by"] = actor
+
+
+def grants(doc: Document, permission: Permission) -> bool:
+    return doc.get("status") == "active" and permission.value in (doc.get("permissions") or [])
+
+
+def snapshot(doc: Document) -> RoleSnapshot:
+    return RoleSnapshot(
+        role_id=doc["_id"],
+        names=doc["names"],
+        description=doc.get("description"),
+        permissions=list(doc.get("permissions") or []),
+        scopes=doc.get("scopes") or {},
+        builtin=bool(doc.get("builtin")),
+        status=doc.get("status", "active"),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+    )
