@@ -229,6 +229,9 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/customers/{customer_id}/restore": P.customers_recycle_bin,
         "GET /v1/recycle-bin": P.customers_recycle_bin,
         "DELETE /v1/recycle-bin/{customer_id}": P.customers_purge,
+        # Whoever may delete may take back their own deletions (the service checks they made them).
+        "GET /v1/my-recycle-bin": P.customers_delete,
+        "POST /v1/my-recycle-bin/{customer_id}/restore": P.customers_delete,
         "GET /v1/customers/{customer_id}/history": P.customers_view,
         "POST /v1/customers/{customer_id}/contacts": P.customers_edit,
         "PATCH /v1/customers/{customer_id}/contacts/{contact_id}": P.customers_edit,

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
-from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, neighbours
+from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, list_deleted_by, neighbours
 from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
@@ -295,6 +295,39 @@ async def recycle_bin(
     return CustomerPage(
         items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
     )
+
+
+@router.get(
+    "/my-recycle-bin",
+    response_model=CustomerPage,
+    summary="The customers you moved to the recycle bin yourself (and may still see), last deleted first",
+    description="Anyone who may delete customers: take back your own deletions with "
+    "POST /v1/my-recycle-bin/{customer_id}/restore. Managers and admins see the whole bin at /v1/recycle-bin.",
+)
+async def my_recycle_bin(
+    principal: CurrentPrincipal,
+    service: Service,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> CustomerPage:
+    page = await list_deleted_by(service.repo, principal, cursor, limit)
+    now = service.clock.now()
+    return CustomerPage(items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/my-recycle-bin/{customer_id}/restore",
+    response_model=CustomerOut,
+    summary="Restore a customer you moved to the recycle bin yourself",
+    description="Someone else's deletion is not in your bin (404). The owner's holding limit (409 naming owner, "
+    "held, limit and the rule it comes from) and the duplicate check (409) hold as for any restore.",
+    responses=problems(409, 412),
+)
+async def restore_own(
+    customer_id: str, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    doc = await service.restore_own(principal, customer_id, expected_version(request, required=False))
+    return _respond(service, doc)
 
 
 @router.delete(
