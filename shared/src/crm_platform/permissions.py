@@ -237,6 +237,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PATCH /v1/customers/{customer_id}/contacts/{contact_id}": P.customers_edit,
         "DELETE /v1/customers/{customer_id}/contacts/{contact_id}": P.customers_edit,
         "POST /v1/customers/{customer_id}/assign": P.customers_assign,
+        "POST /v1/customers/bulk-assign": P.customers_assign,
         "POST /v1/customers/{customer_id}/release": P.pool_release,
         "POST /v1/customers/{customer_id}/claim": P.pool_claim,
         "POST /v1/customers/{customer_id}/lock": P.customers_edit,

@@ -272,3 +272,61 @@ async def test_a_rep_restores_what_they_deleted_and_not_what_others_did(
     assert [c["id"] for c in (await client.get("/v1/my-recycle-bin", headers=rep.headers)).json()["items"]] == [
         mine["id"]
     ]
+
+
+async def test_a_bulk_assign_past_the_limit_is_refused_whole_and_says_by_how_much(
+    client: httpx.AsyncClient, app_client: Any, producer: Any
+) -> None:
+    dept = f"/{unique('limits')}"
+    rule = unique("rule")
+    await publish_rule(producer, app_client, rule, dept, 3, 1)
+    rep, colleague, manager = User(dept), User(dept), User(dept, ["manager"])
+    held = (await create(client, rep)).json()
+    batch = [(await create(client, colleague)).json() for _ in range(3)]
+    ids = [c["id"] for c in batch]
+
+    async def bulk(customer_ids: list[str]) -> httpx.Response:
+        body = {"customer_ids": customer_ids, "owner_id": rep.id, "department_path": dept, "reason": "handover"}
+        return await client.post("/v1/customers/bulk-assign", json=body, headers=manager.headers)
+
+    # 1 held + 3 coming > 3: refused whole, nothing moved.
+    r = await bulk([*ids, held["id"]])
+    assert_limited(r, rep.id, 1, 3, rule)
+    assert (r.json()["requested"], r.json()["over_by"]) == (3, 1), r.json()
+    for c in batch:
+        got = await client.get(f"/v1/customers/{c['id']}", headers=manager.headers)
+        assert (got.json()["owner_id"], got.json()["version"]) == (colleague.id, 1)
+
+    # Within the limit: each customer its own outcome; a locked one and an unknown id fail alone.
+    locked = await client.post(f"/v1/customers/{ids[2]}/lock", json={"reason": "audit"}, headers=manager.headers)
+    assert locked.status_code == 200, locked.text
+    missing = unique("nope")
+    r = await bulk([ids[0], ids[1], ids[2], held["id"], missing])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["assigned"], body["unchanged"], body["failed"]) == (2, 1, 2), body
+    outcomes = {i["customer_id"]: (i["outcome"], i["status"]) for i in body["items"]}
+    assert outcomes == {
+        ids[0]: ("assigned", 200),
+        ids[1]: ("assigned", 200),
+        ids[2]: ("failed", 423),
+        held["id"]: ("unchanged", 200),
+        missing: ("failed", 404),
+    }
+    for customer_id in ids[:2]:
+        got = await client.get(f"/v1/customers/{customer_id}", headers=manager.headers)
+        assert got.json()["owner_id"] == rep.id
+
+    # Now at the limit: even one more is refused, by exactly one.
+    await client.post(f"/v1/customers/{ids[2]}/unlock", headers=manager.headers)
+    r = await bulk([ids[2]])
+    assert_limited(r, rep.id, 3, 3, rule)
+    assert (r.json()["requested"], r.json()["over_by"]) == (1, 1)
+
+    # Bad input: problem+json naming the field.
+    r = await client.post("/v1/customers/bulk-assign", json={"customer_ids": [], "owner_id": rep.id},
+                          headers=manager.headers)  # fmt: skip
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "customer_ids", r.text
+    r = await client.post("/v1/customers/bulk-assign", json={"customer_ids": ids, "owner_id": rep.id,
+                          "department_path": dept}, headers=rep.headers)  # fmt: skip
+    assert r.status_code == 403

@@ -338,3 +338,17 @@ async def test_my_recycle_bin_and_restoring_from_it_are_index_lookups(
         r = await plans_client.post(f"/v1/my-recycle-bin/{made[0]['id']}/restore", headers=manager)
         assert r.status_code == 200, r.text
     assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
+
+
+async def test_a_bulk_assign_is_index_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
+    """The customers read in one ``$in`` on ``_id``, the owner's lease and count, a guarded write each."""
+    manager = auth(unique("mgr"), ["manager"], department_path="/hq/d2")
+    owner = unique("rep")
+    await _create(plans_client, auth(owner, department_path="/hq/d2"))  # the owner's lease and count exist
+    made = [await _create(plans_client, auth(unique("rep"), department_path="/hq/d2")) for _ in range(3)]
+    with traced_store.capture() as capture:
+        body = {"customer_ids": [c["id"] for c in made], "owner_id": owner, "department_path": "/hq/d2"}
+        r = await plans_client.post("/v1/customers/bulk-assign", json=body, headers=manager)
+        assert r.status_code == 200, r.text
+        assert r.json()["assigned"] == 3
+    assert_indexed(capture)

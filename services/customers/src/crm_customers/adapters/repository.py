@@ -459,13 +459,13 @@ class CustomerRepository:
         async with local, self._owner_lease(owner_id, lease_seconds, wait_seconds) as holding:
             yield holding
 
-    async def ensure_room(self, holding: OwnerHolding, limit: int) -> int:
-        """The owner's exact holding if they are at (or past) ``limit`` by the kept number; raises
-        nothing, the caller decides. Returns the number to check against the limit.
+    async def ensure_room(self, holding: OwnerHolding, limit: int, needed: int = 1) -> int:
+        """The owner's exact holding if ``needed`` more would take them past ``limit`` by the kept
+        number; raises nothing, the caller decides. Returns the number to check against the limit.
 
         Counted in full, not just past ``limit``: the limit differs by department and changes with
         the pool's rules, so a number capped at one limit would be too low under a higher one."""
-        if holding.held is None or holding.held >= limit:
+        if holding.held is None or holding.held + needed > limit:
             holding.held = await self.active_count_for_owner(holding.owner_id)
         return holding.held
 

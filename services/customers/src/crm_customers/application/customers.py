@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
 from crm_platform.errors import (
     Conflict,
+    DomainError,
     Duplicate,
     FieldError,
     Forbidden,
@@ -40,7 +42,7 @@ from crm_platform.errors import (
 from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.store import Change
+from crm_platform.store import Change, Decide
 
 Document = dict[str, Any]
 #: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
@@ -398,6 +400,22 @@ class Customers:
         if not (principal.is_admin or principal.manages_path(department_path)):
             raise Forbidden("You may only assign customers to people in your department.")
 
+        decide = self._assigning(principal, customer_id, owner_id, department_id, department_path, reason)
+        async with self.repo.owner_lock(owner_id) as holding:
+            await self._check_owner_limit(holding, department_path)
+            assigned = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
+            holding.took()  # also when nothing changed: a count too high is checked exactly at the limit
+            return assigned
+
+    def _assigning(
+        self,
+        principal: Principal,
+        customer_id: str,
+        owner_id: str,
+        department_id: str | None,
+        department_path: str,
+        reason: str | None,
+    ) -> Decide:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_active(doc)
@@ -413,11 +431,68 @@ class Customers:
             )
             return Change(doc, [self._event(ev.OWNER_CHANGED, doc, data, version, principal.user_id)])
 
+        return decide
+
+    async def assign_many(
+        self,
+        principal: Principal,
+        customer_ids: Sequence[str],
+        owner_id: str,
+        department_id: str | None,
+        department_path: str | None,
+        reason: str | None,
+    ) -> list[AssignOutcome]:
+        """Give several customers to one owner: all of them within the owner's holding limit, or
+        none (409 naming the owner, what they hold, the limit, its rule and how many too many);
+        then each customer on its own, with its own outcome (one that cannot be assigned, being
+        locked, out of reach or gone, does not stop the others)."""
+        principal.require_role(Role.admin, Role.manager)
+        department_id, path = await self._owner_department(owner_id, department_id, department_path)
+        if not (principal.is_admin or principal.manages_path(path)):
+            raise Forbidden("You may only assign customers to people in your department.")
+        wanted = list(dict.fromkeys(customer_ids))
         async with self.repo.owner_lock(owner_id) as holding:
-            await self._check_owner_limit(holding, department_path)
-            assigned = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
-            holding.took()  # also when nothing changed: a count too high is checked exactly at the limit
-            return assigned
+            # What would come to the owner: those of these customers that can be assigned and are not theirs yet.
+            found = await self.repo.get_many(wanted)
+            coming = sum(1 for d in found.values() if self._assignable(principal, d, owner_id))
+            limit = await self.holding_limit(path)
+            held = await self.repo.ensure_room(holding, limit.limit, needed=coming)
+            if coming and held + coming > limit.limit:
+                over = held + coming - limit.limit
+                refusal = limit_reached(owner_id, held, limit)
+                refusal.detail = (
+                    f"{owner_id} holds {held} customers and may hold {limit.limit} ({limit_where(limit)}): "
+                    f"{coming} more would be {over} too many; nothing was assigned."
+                )
+                refusal.extra.update({"requested": coming, "over_by": over})
+                raise refusal
+            outcomes = []
+            for customer_id in wanted:
+                decide = self._assigning(principal, customer_id, owner_id, department_id, path, reason)
+                before = found.get(customer_id)
+                try:
+                    doc = await self.repo.mutate(customer_id, decide)
+                except DomainError as exc:
+                    outcomes.append(AssignOutcome(customer_id, "failed", exc.status, exc.detail))
+                    continue
+                changed = before is None or doc.get("version") != before.get("version")
+                if changed:
+                    holding.took()
+                outcomes.append(AssignOutcome(customer_id, "assigned" if changed else "unchanged", 200, None, doc))
+            return outcomes
+
+    @staticmethod
+    def _assignable(principal: Principal, doc: Document, owner_id: str) -> bool:
+        """Whether assigning ``doc`` to ``owner_id`` would give it to them (the assign's own checks)."""
+        if doc.get("owner_id") == owner_id or not rules.can_view(principal, doc):
+            return False
+        try:
+            rules.ensure_active(doc)
+            rules.ensure_manager_of(principal, doc, "assign this customer")
+            rules.ensure_unlocked(doc)
+        except DomainError:
+            return False
+        return True
 
     async def release(
         self, principal: Principal, customer_id: str, reason: str, expected_version: int | None
@@ -744,11 +819,25 @@ class Customers:
         raise Conflict(f"could not record the follow-up on {customer_id}: too much contention")
 
 
+@dataclass
+class AssignOutcome:
+    """One customer of a bulk assignment: assigned, unchanged (already theirs) or failed (why)."""
+
+    customer_id: str
+    outcome: Literal["assigned", "unchanged", "failed"]
+    status: int
+    detail: str | None
+    customer: Document | None = None
+
+
+def limit_where(limit: rules.HoldingLimit) -> str:
+    return f"pool rule {limit.rule_id}" if limit.rule_id else "the service default"
+
+
 def limit_reached(owner_id: str, held: int, limit: rules.HoldingLimit) -> Conflict:
     """409: the owner holds ``held`` customers and may hold ``limit.limit`` (which rule said so)."""
-    where = f"pool rule {limit.rule_id}" if limit.rule_id else "the service default"
     return Conflict(
-        f"{owner_id} already holds {held} customers, the limit is {limit.limit} ({where}); "
+        f"{owner_id} already holds {held} customers, the limit is {limit.limit} ({limit_where(limit)}); "
         "release some to the pool first.",
         extra={"owner_id": owner_id, "held": held, "limit": limit.limit, "limit_rule": limit.source},
     )

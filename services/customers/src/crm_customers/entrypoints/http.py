@@ -20,6 +20,9 @@ from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
 from crm_customers.entrypoints.schemas import (
     AssignIn,
+    BulkAssignIn,
+    BulkAssignItem,
+    BulkAssignOut,
     ContactOut,
     CopyIn,
     CustomerOut,
@@ -408,6 +411,32 @@ async def delete_contact(
     return _respond(
         service,
         await service.remove_contact(principal, customer_id, contact_id, expected_version(request, required=False)),
+    )
+
+
+@router.post(
+    "/customers/bulk-assign",
+    response_model=BulkAssignOut,
+    summary="Give several customers to one owner (managers and admins), each with its own outcome",
+    description="Refused whole (409, nothing assigned) when the customers would take the owner past their holding "
+    "limit: the problem names the owner, what they hold, the limit, the rule it comes from (limit_rule), how many "
+    "were asked (requested) and how many too many (over_by). Otherwise each customer is assigned on its own; one "
+    "that cannot be (locked, out of your reach, gone) is reported with the status assigning it alone would get, "
+    "and does not stop the others.",
+    responses=problems(409, 422),
+)
+async def bulk_assign(body: BulkAssignIn, principal: CurrentPrincipal, service: Service) -> BulkAssignOut:
+    outcomes = await service.assign_many(
+        principal, body.customer_ids, body.owner_id, body.department_id, body.department_path, body.reason
+    )
+    items = [BulkAssignItem(customer_id=o.customer_id, outcome=o.outcome, status=o.status, detail=o.detail)
+             for o in outcomes]  # fmt: skip
+    return BulkAssignOut(
+        owner_id=body.owner_id,
+        assigned=sum(o.outcome == "assigned" for o in outcomes),
+        unchanged=sum(o.outcome == "unchanged" for o in outcomes),
+        failed=sum(o.outcome == "failed" for o in outcomes),
+        items=items,
     )
 
 
