@@ -420,7 +420,8 @@ async def delete_contact(
     summary="Give several customers to one owner (managers and admins), each with its own outcome",
     description="Refused whole (409, nothing assigned) when the customers would take the owner past their holding "
     "limit: the problem names the owner, what they hold, the limit, the rule it comes from (limit_rule), how many "
-    "were asked (requested) and how many too many (over_by). Otherwise each customer is assigned on its own; one "
+    "of the customers would come to them (requested: assignable, not theirs yet) and how many too many "
+    "(over_by). Otherwise each customer is assigned on its own; one "
     "that cannot be (locked, out of your reach, gone) is reported with the status assigning it alone would get, "
     "and does not stop the others.",
     responses=problems(409, 422),
