@@ -48,7 +48,9 @@ async def customers(
     backend: Backend, customers_settings: CustomersSettings, clock: ManualClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     await ensure_topics(backend.kafka_bootstrap, TOPICS)
-    async with running(create_customers_app(customers_settings, clock), "http://customers.e2e") as client:
+    app = create_customers_app(customers_settings, clock)
+    async with running(app, "http://customers.e2e") as client:
+        client.app = app  # type: ignore[attr-defined]
         yield client
 
 
@@ -211,3 +213,40 @@ async def _in_pool(repo: Any, customer_id: str) -> bool:
 async def _owned_by(repo: Any, customer_id: str, owner_id: str) -> Any:
     clock = await repo.get_clock(customer_id)
     return clock if clock and clock["owner_id"] == owner_id else None
+
+
+async def test_a_holding_limit_set_on_the_pool_rule_is_enforced_by_the_customers_service(
+    customers: Any, pool: Any, customers_settings: CustomersSettings
+) -> None:
+    """``max_held`` set through the pool's API reaches the customers service by event and limits
+    the owners of that department; raised through the API, it lets them take more."""
+    dept = f"/{unique('e2e')}/limited"
+    rep = auth(unique("rep"), ["rep"], dept)
+    r = await pool.post(
+        "/v1/pool/rules",
+        json={"name": "限额", "department_path": dept, "no_interaction_days": 3650, "warn_days": 1,
+              "cooldown_days": 0, "claim_scope": "company", "max_held": 2},
+        headers=ADMIN,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    rule_id = r.json()["rule_id"]
+    service = customers.app.state.customers
+
+    async def limit_is(n: int) -> bool:
+        got = await service.holding_limit(dept)
+        return bool((got.limit, got.rule_id) == (n, rule_id))
+
+    await eventually(lambda: limit_is(2), timeout=30, message="the rule's limit reached the customers service")
+    for _ in range(2):
+        created = await customers.post("/v1/customers", json={"kind": "company", "name": unique("限额")}, headers=rep)
+        assert created.status_code == 201, created.text
+    refused = await customers.post("/v1/customers", json={"kind": "company", "name": unique("限额")}, headers=rep)
+    assert refused.status_code == 409, refused.text
+    assert (refused.json()["limit"], refused.json()["held"], refused.json()["limit_rule"]) == (2, 2, rule_id)
+    assert customers_settings.max_customers_per_rep > 2  # the rule's limit, not the default
+
+    r = await pool.patch(f"/v1/pool/rules/{rule_id}", json={"max_held": 3}, headers={**ADMIN, "If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    await eventually(lambda: limit_is(3), timeout=30, message="the raised limit reached the customers service")
+    again = await customers.post("/v1/customers", json={"kind": "company", "name": unique("限额")}, headers=rep)
+    assert again.status_code == 201, again.text

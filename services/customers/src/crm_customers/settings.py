@@ -12,7 +12,12 @@ class CustomersSettings(ServiceSettings):
     http_port: int = 8001
     mongo_database: str = "crm_customers"
 
-    max_customers_per_rep: int = Field(default=300, ge=1, description="How many active customers one owner may hold.")
+    max_customers_per_rep: int = Field(
+        default=300,
+        ge=1,
+        description="How many active customers one owner may hold where no pool rule (max_held) covering "
+        "the owner's department sets a limit.",
+    )
     reps_may_delete: bool = Field(
         default=False, description="Whether reps may move their own customers to the recycle bin."
     )

@@ -315,3 +315,40 @@ async def test_an_export_is_recorded_with_index_lookups(
             assert await service.repo.exports.count_documents({"by": principal.user_id}) == before + 1
             assert_indexed(capture)
             assert not capture.scans(row_filters=True), principal.user_id  # no test of the tags array per row
+
+
+async def test_my_recycle_bin_and_restoring_from_it_are_index_lookups(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore
+) -> None:
+    """``GET /v1/my-recycle-bin`` walks the ``deleted.by`` index in its order (page 1 and the page
+    after it); taking one back is the restore's own lookups (lease, count, guarded write)."""
+    manager = auth(unique("mgr"), ["manager"], department_path="/hq/d1")
+    made = [await _create(plans_client, auth(unique("rep"), department_path="/hq/d1")) for _ in range(5)]
+    for c in made:
+        r = await plans_client.delete(f"/v1/customers/{c['id']}", headers=manager)
+        assert r.status_code == 200, r.text
+    with traced_store.capture() as capture:
+        r = await plans_client.get("/v1/my-recycle-bin", params={"limit": 2}, headers=manager)
+        assert r.status_code == 200, r.text
+        assert [c["id"] for c in r.json()["items"]] == [made[4]["id"], made[3]["id"]]
+        r = await plans_client.get(
+            "/v1/my-recycle-bin", params={"limit": 2, "cursor": r.json()["next_cursor"]}, headers=manager
+        )
+        assert [c["id"] for c in r.json()["items"]] == [made[2]["id"], made[1]["id"]]
+        r = await plans_client.post(f"/v1/my-recycle-bin/{made[0]['id']}/restore", headers=manager)
+        assert r.status_code == 200, r.text
+    assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
+
+
+async def test_a_bulk_assign_is_index_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
+    """The customers read in one ``$in`` on ``_id``, the owner's lease and count, a guarded write each."""
+    manager = auth(unique("mgr"), ["manager"], department_path="/hq/d2")
+    owner = unique("rep")
+    await _create(plans_client, auth(owner, department_path="/hq/d2"))  # the owner's lease and count exist
+    made = [await _create(plans_client, auth(unique("rep"), department_path="/hq/d2")) for _ in range(3)]
+    with traced_store.capture() as capture:
+        body = {"customer_ids": [c["id"] for c in made], "owner_id": owner, "department_path": "/hq/d2"}
+        r = await plans_client.post("/v1/customers/bulk-assign", json=body, headers=manager)
+        assert r.status_code == 200, r.text
+        assert r.json()["assigned"] == 3
+    assert_indexed(capture)

@@ -121,3 +121,47 @@ async def test_the_global_rule_is_for_admins_and_unique(pool_client: Any) -> Non
             f"/v1/pool/rules/{r.json()['rule_id']}", headers={**ADMIN, "If-Match": '"1"'}
         )
         assert deleted.status_code == 200
+
+
+async def test_max_held_is_validated_kept_in_the_history_and_published(
+    pool_client: Any, pool_events: EventCollector
+) -> None:
+    path = f"/{unique('d')}"
+    for bad in (0, -3, "many", 1.5):
+        r = await pool_client.post("/v1/pool/rules", json=body(path, max_held=bad), headers=ADMIN)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in r.json()["errors"]] == ["max_held"], r.json()
+
+    r = await pool_client.post("/v1/pool/rules", json=body(path, max_held=25), headers=ADMIN)
+    assert r.status_code == 201, r.text
+    rule_id = r.json()["rule_id"]
+    assert r.json()["max_held"] == 25
+    assert (await pool_client.get(f"/v1/pool/rules/{rule_id}", headers=ADMIN)).json()["max_held"] == 25
+
+    r = await pool_client.patch(f"/v1/pool/rules/{rule_id}", json={"max_held": 0}, headers={**ADMIN, "If-Match": '"1"'})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_held"
+    r = await pool_client.patch(
+        f"/v1/pool/rules/{rule_id}", json={"max_held": 40}, headers={**ADMIN, "If-Match": '"1"'}
+    )
+    assert (r.status_code, r.json()["max_held"], r.headers["etag"]) == (200, 40, '"2"'), r.text
+    # An explicit null clears it: the scope inherits the limit of the rule above (or the default).
+    r = await pool_client.patch(
+        f"/v1/pool/rules/{rule_id}", json={"max_held": None}, headers={**ADMIN, "If-Match": '"2"'}
+    )
+    assert (r.status_code, r.json()["max_held"]) == (200, None), r.text
+
+    history = (await pool_client.get(f"/v1/pool/rules/{rule_id}/history", headers=ADMIN)).json()
+    changes = [c for h in history if h["summary"] == "rule changed" for c in h["changes"]]
+    assert {"field": "max_held", "old": 25, "new": 40} in changes
+    assert {"field": "max_held", "old": 40, "new": None} in changes
+
+    # The customers service enforces it from the claim-rules event: one per version, each with the limit.
+    claim = await pool_events.wait_for(3, type="crm.pool.claim_rules_changed", subject=rule_id)
+    assert [(c.event["aggregateversion"], c.event["data"]["claim_rules"]["max_held"]) for c in claim] == [
+        (1, 25),
+        (2, 40),
+        (3, None),
+    ]
+    full = await pool_events.wait_for(3, type="crm.pool.rules_changed", subject=rule_id)
+    assert [c.event["data"]["rule"]["max_held"] for c in full] == [25, 40, None]

@@ -33,6 +33,12 @@ class ClaimRules(BaseModel):
     claim_scope: ClaimScope = Field(
         description="'department': only customers within the rep's department; 'company': all."
     )
+    max_held: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many active customers one owner in this scope may hold; None: the limit of the next "
+        "rule up (else the customers service's default). Optional: added without a new schema version.",
+    )
     deleted: bool = False
 
 
@@ -54,6 +60,9 @@ class PoolRuleSnapshot(BaseModel):
     exempt_tags: list[str] = Field(default_factory=list)
     cooldown_days: int = 0
     claim_scope: ClaimScope = "department"
+    max_held: int | None = Field(
+        default=None, description="The holding limit per owner in this scope (None: inherited)."
+    )
     deleted: bool = False
     updated_at: datetime
     updated_by: str
@@ -112,7 +121,8 @@ CLAIM_RULES_CHANGED = define(
     "crm.pool.claim_rules_changed",
     ClaimRulesChanged,
     TOPIC,
-    description="The claim rules of a scope changed: cool-down and which pool reps may claim from (subject: rule id).",
+    description="The claim rules of a scope changed: cool-down, which pool reps may claim from, and how many "
+    "customers one owner may hold (subject: rule id).",
 )
 RECYCLE_WARNING = define(
     "crm.pool.recycle_warning",

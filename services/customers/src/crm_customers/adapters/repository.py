@@ -100,6 +100,11 @@ INDEXES = [
         for key in OTHER_SORT_KEYS
         for name, prefix in _PREFIXES.items()
     ),
+    # A user's own recycle bin (GET /v1/my-recycle-bin): what they deleted, last deleted first.
+    IndexModel(
+        [("deleted.by", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING), ("s.id", DESCENDING)],
+        name="deletedby_status_updated_id",
+    ),
     # A cursor's tie branch is an equality on the sort key: an index named idx_<field>, or it scans.
     *(IndexModel([(f"s.{key}", ASCENDING)], name=f"idx_s.{key}") for key in OTHER_SORT_KEYS if key != "tier"),
     # Tier first, then name (a manager's "A customers first"), behind each visibility prefix: on the
@@ -454,11 +459,14 @@ class CustomerRepository:
         async with local, self._owner_lease(owner_id, lease_seconds, wait_seconds) as holding:
             yield holding
 
-    async def ensure_room(self, holding: OwnerHolding, limit: int) -> int:
-        """The owner's exact holding if they are at (or past) ``limit`` by the kept number; raises
-        nothing, the caller decides. Returns the number to check against the limit."""
-        if holding.held is None or holding.held >= limit:
-            holding.held = await self.active_count_for_owner(holding.owner_id, cap=limit + 1)
+    async def ensure_room(self, holding: OwnerHolding, limit: int, needed: int = 1) -> int:
+        """The owner's exact holding if ``needed`` more would take them past ``limit`` by the kept
+        number; raises nothing, the caller decides. Returns the number to check against the limit.
+
+        Counted in full, not just past ``limit``: the limit differs by department and changes with
+        the pool's rules, so a number capped at one limit would be too low under a higher one."""
+        if holding.held is None or holding.held + needed > limit:
+            holding.held = await self.active_count_for_owner(holding.owner_id)
         return holding.held
 
     @asynccontextmanager

@@ -9,7 +9,8 @@ a change that did not happen.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
 from crm_platform.errors import (
     Conflict,
+    DomainError,
     Duplicate,
     FieldError,
     Forbidden,
@@ -40,7 +42,7 @@ from crm_platform.errors import (
 from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.store import Change
+from crm_platform.store import Change, Decide
 
 Document = dict[str, Any]
 #: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
@@ -88,16 +90,22 @@ class Customers:
     async def _visible(self, principal: Principal, customer_id: str) -> Document:
         return rules.ensure_visible(principal, await self.repo.get(customer_id), customer_id)
 
-    async def _check_owner_limit(self, holding: OwnerHolding) -> None:
-        """Under the owner's lease: refuse if one more would take them past the limit."""
-        owner_id = holding.owner_id
-        held = await self.repo.ensure_room(holding, self.settings.max_customers_per_rep)
-        if held >= self.settings.max_customers_per_rep:
-            raise Conflict(
-                f"{owner_id} already holds {held} customers, the limit is {self.settings.max_customers_per_rep}; "
-                "release some to the pool first.",
-                extra={"owner_id": owner_id, "held": held, "limit": self.settings.max_customers_per_rep},
-            )
+    async def holding_limit(self, department_path: str | None) -> rules.HoldingLimit:
+        """The limit for an owner in ``department_path``: the pool's rules (read copy), else the setting."""
+        claim_rules = await self.claim_rules.current() if self.claim_rules is not None else []
+        return rules.holding_limit(claim_rules, department_path, self.settings.max_customers_per_rep)
+
+    async def _check_owner_limit(self, holding: OwnerHolding, department_path: str | None) -> None:
+        """Under the owner's lease: refuse if one more would take them past their limit."""
+        limit = await self.holding_limit(department_path)
+        held = await self.repo.ensure_room(holding, limit.limit)
+        if held >= limit.limit:
+            raise limit_reached(holding.owner_id, held, limit)
+
+    async def _owner_path(self, owner_id: str, fallback: str | None) -> str | None:
+        """Where an owner works, for their holding limit: the directory's copy if it knows them."""
+        user = await self.directory.user(owner_id) if self.directory is not None else None
+        return str(user["department_path"]) if user is not None and user.get("department_path") else fallback
 
     async def _exact_matches(self, doc: Document) -> list[Document]:
         return await self.repo.exact_matches(
@@ -143,7 +151,7 @@ class Customers:
         )
         async with self.repo.owner_lock(doc["owner_id"]) as holding:
             try:
-                await self._check_owner_limit(holding)
+                await self._check_owner_limit(holding, doc.get("department_path"))
             except Conflict:
                 # A full owner entering a customer that exists already: "it exists, owned by …"
                 # tells them more than the limit does (and the limit changes nothing about it).
@@ -392,6 +400,22 @@ class Customers:
         if not (principal.is_admin or principal.manages_path(department_path)):
             raise Forbidden("You may only assign customers to people in your department.")
 
+        decide = self._assigning(principal, customer_id, owner_id, department_id, department_path, reason)
+        async with self.repo.owner_lock(owner_id) as holding:
+            await self._check_owner_limit(holding, department_path)
+            assigned = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
+            holding.took()  # also when nothing changed: a count too high is checked exactly at the limit
+            return assigned
+
+    def _assigning(
+        self,
+        principal: Principal,
+        customer_id: str,
+        owner_id: str,
+        department_id: str | None,
+        department_path: str,
+        reason: str | None,
+    ) -> Decide:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_active(doc)
@@ -407,11 +431,68 @@ class Customers:
             )
             return Change(doc, [self._event(ev.OWNER_CHANGED, doc, data, version, principal.user_id)])
 
+        return decide
+
+    async def assign_many(
+        self,
+        principal: Principal,
+        customer_ids: Sequence[str],
+        owner_id: str,
+        department_id: str | None,
+        department_path: str | None,
+        reason: str | None,
+    ) -> list[AssignOutcome]:
+        """Give several customers to one owner: all of them within the owner's holding limit, or
+        none (409 naming the owner, what they hold, the limit, its rule and how many too many);
+        then each customer on its own, with its own outcome (one that cannot be assigned, being
+        locked, out of reach or gone, does not stop the others)."""
+        principal.require_role(Role.admin, Role.manager)
+        department_id, path = await self._owner_department(owner_id, department_id, department_path)
+        if not (principal.is_admin or principal.manages_path(path)):
+            raise Forbidden("You may only assign customers to people in your department.")
+        wanted = list(dict.fromkeys(customer_ids))
         async with self.repo.owner_lock(owner_id) as holding:
-            await self._check_owner_limit(holding)
-            assigned = await self.repo.mutate(customer_id, decide, expected_version=expected_version)
-            holding.took()  # also when nothing changed: a count too high is checked exactly at the limit
-            return assigned
+            # What would come to the owner: those of these customers that can be assigned and are not theirs yet.
+            found = await self.repo.get_many(wanted)
+            coming = sum(1 for d in found.values() if self._assignable(principal, d, owner_id))
+            limit = await self.holding_limit(path)
+            held = await self.repo.ensure_room(holding, limit.limit, needed=coming)
+            if coming and held + coming > limit.limit:
+                over = held + coming - limit.limit
+                refusal = limit_reached(owner_id, held, limit)
+                refusal.detail = (
+                    f"{owner_id} holds {held} customers and may hold {limit.limit} ({limit_where(limit)}): "
+                    f"{coming} more would be {over} too many; nothing was assigned."
+                )
+                refusal.extra.update({"requested": coming, "over_by": over})
+                raise refusal
+            outcomes = []
+            for customer_id in wanted:
+                decide = self._assigning(principal, customer_id, owner_id, department_id, path, reason)
+                before = found.get(customer_id)
+                try:
+                    doc = await self.repo.mutate(customer_id, decide)
+                except DomainError as exc:
+                    outcomes.append(AssignOutcome(customer_id, "failed", exc.status, exc.detail))
+                    continue
+                changed = before is None or doc.get("version") != before.get("version")
+                if changed:
+                    holding.took()
+                outcomes.append(AssignOutcome(customer_id, "assigned" if changed else "unchanged", 200, None, doc))
+            return outcomes
+
+    @staticmethod
+    def _assignable(principal: Principal, doc: Document, owner_id: str) -> bool:
+        """Whether assigning ``doc`` to ``owner_id`` would give it to them (the assign's own checks)."""
+        if doc.get("owner_id") == owner_id or not rules.can_view(principal, doc):
+            return False
+        try:
+            rules.ensure_active(doc)
+            rules.ensure_manager_of(principal, doc, "assign this customer")
+            rules.ensure_unlocked(doc)
+        except DomainError:
+            return False
+        return True
 
     async def release(
         self, principal: Principal, customer_id: str, reason: str, expected_version: int | None
@@ -479,7 +560,7 @@ class Customers:
             return Change(doc, [self._event(ev.CLAIMED, doc, data, version, principal.user_id)])
 
         async with self.repo.owner_lock(principal.user_id) as holding:
-            await self._check_owner_limit(holding)
+            await self._check_owner_limit(holding, principal.department_path)
             # No If-Match: the pool itself is the precondition, so of two reps claiming at once exactly one wins.
             claimed = await self.repo.mutate(customer_id, decide)
             holding.took()
@@ -540,21 +621,56 @@ class Customers:
         return await self.repo.mutate(customer_id, decide, expected_version=expected_version)
 
     async def restore(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
+        """Restore from the recycle bin (managers of the customer's department, admins)."""
         principal.require_role(Role.admin, Role.manager)
+
+        def may_restore(doc: Document) -> None:
+            rules.ensure_manager_of(principal, doc, "restore this customer")
+
+        return await self._restore_to_owner(principal, customer_id, expected_version, may_restore)
+
+    async def restore_own(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
+        """Restore a customer the caller moved to the recycle bin themselves and may still see.
+
+        Whoever was allowed to delete a customer may take that back; someone else's deletion is
+        not in their bin (404), whatever their role. The owner's limit and the duplicate check
+        hold as for any restore.
+        """
+
+        def may_restore(doc: Document) -> None:
+            if rules.deleted_by(doc) != principal.user_id:
+                raise NotFound(f"No customer with id {customer_id} in your recycle bin.")
+
+        return await self._restore_to_owner(principal, customer_id, expected_version, may_restore)
+
+    async def _restore_to_owner(
+        self,
+        principal: Principal,
+        customer_id: str,
+        expected_version: int | None,
+        may_restore: Callable[[Document], None],
+    ) -> Document:
         # A restored customer goes back to its owner: the owner's limit holds, under their lease.
-        current = await self.repo.get(customer_id)
-        owner = (current or {}).get("owner_id")
-        if owner and not (current or {}).get("in_pool") and (current or {}).get("status") == "deleted":
+        current = rules.ensure_visible(principal, await self.repo.get(customer_id), customer_id)
+        if current.get("status") == "deleted":
+            may_restore(current)  # before the lease: nobody learns another's limit through a refusal
+        owner = current.get("owner_id")
+        if owner and not current.get("in_pool") and current.get("status") == "deleted":
+            department_path = await self._owner_path(owner, current.get("department_path"))
             async with self.repo.owner_lock(owner) as holding:
-                rules.ensure_visible(principal, current, customer_id)
-                await self._check_owner_limit(holding)
-                restored = await self._restore(principal, customer_id, expected_version, owner)
+                await self._check_owner_limit(holding, department_path)
+                restored = await self._restore(principal, customer_id, expected_version, owner, may_restore)
                 holding.took()
                 return restored
-        return await self._restore(principal, customer_id, expected_version, owner)
+        return await self._restore(principal, customer_id, expected_version, owner, may_restore)
 
     async def _restore(
-        self, principal: Principal, customer_id: str, expected_version: int | None, owner: str | None
+        self,
+        principal: Principal,
+        customer_id: str,
+        expected_version: int | None,
+        owner: str | None,
+        may_restore: Callable[[Document], None],
     ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
@@ -562,7 +678,7 @@ class Customers:
                 raise Conflict("The customer is not in the recycle bin.")
             if doc.get("owner_id") != owner:
                 raise Conflict("The customer changed while it was being restored; try again.")
-            rules.ensure_manager_of(principal, doc, "restore this customer")
+            may_restore(doc)
             doc["status"] = "active"
             doc["deleted"] = None
             rules.touch(doc, principal, self.clock.now())
@@ -701,6 +817,30 @@ class Customers:
             if await self.repo.replace_guarded({"_id": customer_id, "version": doc["version"], "outbox_rev": rev}, doc):
                 return True
         raise Conflict(f"could not record the follow-up on {customer_id}: too much contention")
+
+
+@dataclass
+class AssignOutcome:
+    """One customer of a bulk assignment: assigned, unchanged (already theirs) or failed (why)."""
+
+    customer_id: str
+    outcome: Literal["assigned", "unchanged", "failed"]
+    status: int
+    detail: str | None
+    customer: Document | None = None
+
+
+def limit_where(limit: rules.HoldingLimit) -> str:
+    return f"pool rule {limit.rule_id}" if limit.rule_id else "the service default"
+
+
+def limit_reached(owner_id: str, held: int, limit: rules.HoldingLimit) -> Conflict:
+    """409: the owner holds ``held`` customers and may hold ``limit.limit`` (which rule said so)."""
+    return Conflict(
+        f"{owner_id} already holds {held} customers, the limit is {limit.limit} ({limit_where(limit)}); "
+        "release some to the pool first.",
+        extra={"owner_id": owner_id, "held": held, "limit": limit.limit, "limit_rule": limit.source},
+    )
 
 
 def new_id() -> str:

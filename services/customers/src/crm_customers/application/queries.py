@@ -281,3 +281,23 @@ async def _tagged_page(
             return Page(items=items, next_cursor=page.next_cursor, total=page.total)
         await repo.tags.resync(repo.collection, stale)
     raise AssertionError("unreachable")
+
+
+async def list_deleted_by(repo: CustomerRepository, principal: Principal, cursor: str | None, limit: int) -> Page:
+    """The customers ``principal`` moved to the recycle bin themselves, last deleted first, among
+    those they may still see: their own recycle bin, on the ``deleted.by`` index (a rep's deletions
+    are never walked past someone else's)."""
+    page = await fetch_page(
+        repo.collection,
+        {"deleted.by": principal.user_id, "status": "deleted"},
+        PageParams(cursor=cursor, limit=limit),
+        sort_fields=SORT_FIELDS,
+        default_sort=DEFAULT_SORT,
+        projection=LIST_PROJECTION,
+        tiebreak=rules.TIEBREAK,
+        tie_follows_last=True,
+        descending_copies=rules.DESCENDING_COPIES,
+    )
+    # Deleted customers keep their owner and department, so this drops only what the caller no
+    # longer sees because they moved (a shorter page; the cursor goes on past it).
+    return Page(items=[d for d in page.items if rules.can_view(principal, d)], next_cursor=page.next_cursor, total=None)

@@ -301,7 +301,7 @@ class Importer:
                 # The dry-run arithmetic above reports early; the limit holds under the owner's lease,
                 # like every other way of getting a customer (creates, claims, assignments in parallel).
                 async with self._repo.owner_lock(doc["owner_id"]) as holding:
-                    await self._customers._check_owner_limit(holding)
+                    await self._customers._check_owner_limit(holding, doc.get("department_path"))
                     await self._insert(principal, doc)
                     holding.took()
             except DuplicateKeys as exc:  # entered meanwhile by someone else: first entered owns
@@ -457,16 +457,24 @@ class Importer:
     async def _apply_owner_limits(
         self, rows: list[tuple[int, CustomerCreate, Document]], errors: list[RowError]
     ) -> list[tuple[int, CustomerCreate, Document]]:
-        limit = self._customers.settings.max_customers_per_rep
+        """The rows that fit their owner's holding limit (the pool rule of the owner's department,
+        else the service default); each row past it is reported, naming owner, held and limit."""
         held: dict[str, int] = {}
         keep = []
         for line, data, doc in rows:
             owner = doc["owner_id"]
+            limit = await self._customers.holding_limit(doc.get("department_path"))
             if owner not in held:
                 held[owner] = await self._repo.active_count_for_owner(owner)
-            if held[owner] >= limit:
+            if held[owner] >= limit.limit:
+                where = f"pool rule {limit.rule_id}" if limit.rule_id else "the service default"
                 errors.append(
-                    RowError(line=line, field="owner_id", reason=f"{owner} would hold more than {limit} customers")
+                    RowError(
+                        line=line,
+                        field="owner_id",
+                        reason=f"{owner} would hold more than {limit.limit} customers "
+                        f"(holds {held[owner]}; limit of {where})",
+                    )
                 )
                 continue
             held[owner] += 1

@@ -7,6 +7,7 @@ the events, and stores both in one write.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -437,6 +438,39 @@ def claim_rule_for(rules: list[Document], department_path: str | None) -> Docume
     """The most specific live claim rule for a department (else the global one, else none)."""
     candidates = [r for r in rules if not r.get("deleted") and within(department_path, r.get("department_path"))]
     return max(candidates, key=lambda r: len((r.get("department_path") or "").split("/")), default=None)
+
+
+def deleted_by(doc: Document) -> str | None:
+    """Who moved the customer to the recycle bin (None when it is not there)."""
+    deleted = doc.get("deleted")
+    return str(deleted.get("by")) if doc.get("status") == "deleted" and isinstance(deleted, dict) else None
+
+
+@dataclass(frozen=True)
+class HoldingLimit:
+    """How many active customers one owner may hold, and where that number comes from."""
+
+    limit: int
+    rule_id: str | None  # the pool rule that set it; None: this service's own default
+
+    @property
+    def source(self) -> str:
+        return self.rule_id or "service default"
+
+
+def holding_limit(rules: list[Document], department_path: str | None, default: int) -> HoldingLimit:
+    """The holding limit of an owner in ``department_path``: the ``max_held`` of the most specific
+    live pool rule covering that department that sets one (a department rule without a limit
+    inherits the one above it), else the global rule's, else ``default`` (the service setting)."""
+    candidates = [
+        r
+        for r in rules
+        if not r.get("deleted") and r.get("max_held") and within(department_path, r.get("department_path"))
+    ]
+    best = max(candidates, key=lambda r: len((r.get("department_path") or "").split("/")), default=None)
+    if best is None:
+        return HoldingLimit(default, None)
+    return HoldingLimit(int(best["max_held"]), str(best["rule_id"]))
 
 
 def ensure_may_claim(principal: Principal, doc: Document, rules: list[Document], now: datetime) -> None:

@@ -13,13 +13,16 @@ from pymongo.errors import DuplicateKeyError
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
-from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, neighbours
+from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, list_deleted_by, neighbours
 from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
 from crm_customers.entrypoints.schemas import (
     AssignIn,
+    BulkAssignIn,
+    BulkAssignItem,
+    BulkAssignOut,
     ContactOut,
     CopyIn,
     CustomerOut,
@@ -297,6 +300,39 @@ async def recycle_bin(
     )
 
 
+@router.get(
+    "/my-recycle-bin",
+    response_model=CustomerPage,
+    summary="The customers you moved to the recycle bin yourself (and may still see), last deleted first",
+    description="Anyone who may delete customers: take back your own deletions with "
+    "POST /v1/my-recycle-bin/{customer_id}/restore. Managers and admins see the whole bin at /v1/recycle-bin.",
+)
+async def my_recycle_bin(
+    principal: CurrentPrincipal,
+    service: Service,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> CustomerPage:
+    page = await list_deleted_by(service.repo, principal, cursor, limit)
+    now = service.clock.now()
+    return CustomerPage(items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/my-recycle-bin/{customer_id}/restore",
+    response_model=CustomerOut,
+    summary="Restore a customer you moved to the recycle bin yourself",
+    description="Someone else's deletion is not in your bin (404). The owner's holding limit (409 naming owner, "
+    "held, limit and the rule it comes from) and the duplicate check (409) hold as for any restore.",
+    responses=problems(409, 412),
+)
+async def restore_own(
+    customer_id: str, request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
+    doc = await service.restore_own(principal, customer_id, expected_version(request, required=False))
+    return _respond(service, doc)
+
+
 @router.delete(
     "/recycle-bin/{customer_id}", status_code=204, summary="Purge for good (admins only)", responses=problems(409)
 )
@@ -375,6 +411,33 @@ async def delete_contact(
     return _respond(
         service,
         await service.remove_contact(principal, customer_id, contact_id, expected_version(request, required=False)),
+    )
+
+
+@router.post(
+    "/customers/bulk-assign",
+    response_model=BulkAssignOut,
+    summary="Give several customers to one owner (managers and admins), each with its own outcome",
+    description="Refused whole (409, nothing assigned) when the customers would take the owner past their holding "
+    "limit: the problem names the owner, what they hold, the limit, the rule it comes from (limit_rule), how many "
+    "of the customers would come to them (requested: assignable, not theirs yet) and how many too many "
+    "(over_by). Otherwise each customer is assigned on its own; one "
+    "that cannot be (locked, out of your reach, gone) is reported with the status assigning it alone would get, "
+    "and does not stop the others.",
+    responses=problems(409, 422),
+)
+async def bulk_assign(body: BulkAssignIn, principal: CurrentPrincipal, service: Service) -> BulkAssignOut:
+    outcomes = await service.assign_many(
+        principal, body.customer_ids, body.owner_id, body.department_id, body.department_path, body.reason
+    )
+    items = [BulkAssignItem(customer_id=o.customer_id, outcome=o.outcome, status=o.status, detail=o.detail)
+             for o in outcomes]  # fmt: skip
+    return BulkAssignOut(
+        owner_id=body.owner_id,
+        assigned=sum(o.outcome == "assigned" for o in outcomes),
+        unchanged=sum(o.outcome == "unchanged" for o in outcomes),
+        failed=sum(o.outcome == "failed" for o in outcomes),
+        items=items,
     )
 
 

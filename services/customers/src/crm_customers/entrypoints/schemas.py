@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -115,6 +115,32 @@ class AssignIn(BaseModel):
         "(required only for owners the directory does not know).",
     )
     reason: str | None = Field(default=None, max_length=500)
+
+
+BULK_ASSIGN_MAX = 100
+
+
+class BulkAssignIn(AssignIn):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        min_length=1, max_length=BULK_ASSIGN_MAX, description=f"At most {BULK_ASSIGN_MAX}; repeats count once."
+    )
+
+
+class BulkAssignItem(BaseModel):
+    customer_id: str
+    outcome: Literal["assigned", "unchanged", "failed"]
+    status: int = Field(description="What assigning this customer alone would have answered (200, 404, 409, 423 ...).")
+    detail: str | None = Field(default=None, description="Why it failed.")
+
+
+class BulkAssignOut(BaseModel):
+    owner_id: str
+    assigned: int
+    unchanged: int
+    failed: int
+    items: list[BulkAssignItem]
 
 
 class ReasonIn(BaseModel):

@@ -47,6 +47,7 @@ def claim_rules(doc: Document) -> ev.ClaimRules:
         department_path=doc.get("department_path"),
         cooldown_days=doc["cooldown_days"],
         claim_scope=doc["claim_scope"],
+        max_held=doc.get("max_held"),
         deleted=doc.get("deleted", False),
     )
 

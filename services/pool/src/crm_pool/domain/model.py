@@ -20,8 +20,9 @@ EDITABLE = (
     "exempt_tags",
     "cooldown_days",
     "claim_scope",
+    "max_held",
 )
-CLAIM_FIELDS = ("cooldown_days", "claim_scope")
+CLAIM_FIELDS = ("cooldown_days", "claim_scope", "max_held")
 
 
 def _path(value: str | None) -> str | None:
@@ -45,6 +46,13 @@ class RuleFields(BaseModel):
     exempt_tags: list[str] | None = Field(default=None, max_length=50)
     cooldown_days: int | None = Field(default=None, ge=0, le=3650)
     claim_scope: ClaimScope | None = None
+    max_held: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="How many active customers one owner in this scope may hold (claim, assign, import, restore); "
+        "None: the limit of the next rule up, else the customers service's default.",
+    )
 
     @field_validator("exempt_tags")
     @classmethod

@@ -20,6 +20,7 @@ class RuleOut(BaseModel):
     exempt_tags: list[str]
     cooldown_days: int
     claim_scope: Literal["department", "company"]
+    max_held: int | None = Field(description="Holding limit per owner in this scope; None: inherited.")
     deleted: bool
     version: int
     created_at: datetime
