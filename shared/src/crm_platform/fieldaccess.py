@@ -1,0 +1,185 @@
+"""Field-level permissions: which fields of a module a role hides or makes read-only.
+
+An administrator's role definition (the directory's ``/v1/roles``) may restrict fields per
+module: ``{"opportunities": {"amount": "hidden"}, "customers": {"phones": "read"}}``.
+
+* ``hidden``: the field is not in anything the holder receives (records, lists, lookups,
+  exports, history), and filtering or sorting on it is refused (403 ``field-hidden``);
+* ``read``: the holder sees it but may not set it (403 ``field-read-only`` on a create,
+  patch or import that sets it);
+* not listed: read-write (still subject to the module's action permissions).
+
+Roles combine as permissions and scopes do: the widest access over the holder's roles wins
+(a field hidden by one role and writable through another is writable). The built-in roles
+restrict nothing until an administrator edits them.
+
+Which fields may be restricted is declared here per module (:data:`PROTECTED_FIELDS`), so
+the directory can refuse a name no service would honour; custom fields are ``custom.<key>``.
+The services apply a :class:`FieldPolicy`, resolved once per request from their read copy of
+the role definitions (:meth:`crm_platform.roles.RoleBook.field_policy`), at their presenters
+and query parsers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from crm_platform.errors import FieldError, Forbidden
+
+Access = Literal["hidden", "read", "write"]
+ACCESS: tuple[Access, ...] = ("hidden", "read", "write")
+"""From narrowest to widest; a definition lists only ``hidden`` and ``read`` (write is the default)."""
+
+#: Per module, the fields a role may hide or make read-only: the record's business data. Ids,
+#: names, ownership, status and timestamps are not among them: without them nothing works.
+PROTECTED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
+    "customers": frozenset(
+        {
+            "uscc",
+            "industry",
+            "size",
+            "address",
+            "source",
+            "tier",
+            "lifecycle_stage",
+            "tags",
+            "phones",
+            "emails",
+            "website",
+            "description",
+        }
+    ),
+    "contacts": frozenset({"role", "title", "phones", "emails", "notes"}),
+    "opportunities": frozenset(
+        {"amount", "weighted_amount", "probability", "expected_close_date", "competitors", "description"}
+    ),
+}
+
+_CUSTOM = re.compile(r"^custom\.[a-z][a-z0-9_]{0,39}$")
+
+
+class FieldHidden(Forbidden):
+    """A filter or sort named a field the caller's roles hide."""
+
+    code, title = "field-hidden", "A field you may not see"
+
+
+class FieldReadOnly(Forbidden):
+    """A write set a field the caller's roles make read-only (or hide)."""
+
+    code, title = "field-read-only", "A field you may not change"
+
+
+def validate_field_rules(values: Mapping[str, Mapping[str, str]], field_name: str = "fields") -> list[FieldError]:
+    """What is wrong with a role definition's field rules (empty when nothing is)."""
+    errors: list[FieldError] = []
+    for module, rules in values.items():
+        known = PROTECTED_FIELDS.get(module)
+        if known is None:
+            errors.append(
+                FieldError(
+                    field=f"{field_name}.{module}",
+                    reason=f"'{module}' has no field-level permissions ({', '.join(sorted(PROTECTED_FIELDS))})",
+                )
+            )
+            continue
+        if not isinstance(rules, Mapping):
+            errors.append(FieldError(field=f"{field_name}.{module}", reason="give an object: field -> hidden | read"))
+            continue
+        for name, access in rules.items():
+            where = f"{field_name}.{module}.{name}"
+            if name not in known and not _CUSTOM.match(name):
+                errors.append(
+                    FieldError(
+                        field=where,
+                        reason=f"'{name}' cannot be restricted; use one of {', '.join(sorted(known))} or custom.<key>",
+                    )
+                )
+            elif access not in ("hidden", "read"):
+                errors.append(FieldError(field=where, reason=f"'{access}' is not hidden or read"))
+    return errors
+
+
+@dataclass(frozen=True)
+class FieldPolicy:
+    """What one caller may do with the fields of one module."""
+
+    module: str
+    hidden: frozenset[str] = field(default_factory=frozenset)
+    read_only: frozenset[str] = field(default_factory=frozenset)  # read-only and visible
+
+    @property
+    def unrestricted(self) -> bool:
+        return not self.hidden and not self.read_only
+
+    @classmethod
+    def combine(cls, module: str, per_role: Iterable[Mapping[str, str]]) -> FieldPolicy:
+        """The widest access over the roles' rules for ``module`` (a role without rules: all writable)."""
+        rank: dict[str, int] = {a: i for i, a in enumerate(ACCESS)}
+        rules = [{n: a for n, a in r.items() if a in ("hidden", "read")} for r in per_role]
+        if not rules:
+            return cls(module=module)
+        # A field some role does not restrict is writable through that role.
+        names = set.intersection(*(set(r) for r in rules))
+        widest = {n: max((r[n] for r in rules), key=rank.__getitem__) for n in names}
+        return cls(
+            module=module,
+            hidden=frozenset(n for n, a in widest.items() if a == "hidden"),
+            read_only=frozenset(n for n, a in widest.items() if a == "read"),
+        )
+
+    # --- what a response may carry ------------------------------------------------------
+
+    def hides(self, name: str) -> bool:
+        return name in self.hidden
+
+    def redact(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """``doc`` without the hidden fields (``custom.<key>`` removes the key from ``custom``)."""
+        out = dict(doc)
+        if not self.hidden:
+            return out
+        for name in self.hidden:
+            if name.startswith("custom."):
+                custom = out.get("custom")
+                if isinstance(custom, Mapping) and name[7:] in custom:
+                    out["custom"] = {k: v for k, v in custom.items() if k != name[7:]}
+            else:
+                out.pop(name, None)
+        return out
+
+    def top_level_hidden(self) -> set[str]:
+        """Hidden names that are top-level fields (for ``model_dump(exclude=...)``)."""
+        return {n for n in self.hidden if not n.startswith("custom.")}
+
+    # --- what a request may ask ------------------------------------------------------------
+
+    def ensure_visible(self, names: Iterable[str], usage: str) -> None:
+        """Refuse (403) a filter or sort on hidden fields, naming each one."""
+        refused = sorted({n for n in names if n in self.hidden})
+        if refused:
+            raise FieldHidden(
+                f"Your role does not let you see {', '.join(refused)}, so you cannot {usage} on it.",
+                errors=[FieldError(field=n, reason=f"hidden from your role: cannot {usage} on it") for n in refused],
+                extra={"module": self.module},
+            )
+
+    def ensure_writable(self, names: Iterable[str]) -> None:
+        """Refuse (403) a write that sets read-only or hidden fields, naming each one."""
+        refused = sorted({n for n in names if n in self.hidden or n in self.read_only})
+        if refused:
+            raise FieldReadOnly(
+                f"Your role does not let you change {', '.join(refused)}.",
+                errors=[
+                    FieldError(
+                        field=n, reason="hidden from your role" if n in self.hidden else "read-only for your role"
+                    )
+                    for n in refused
+                ],
+                extra={"module": self.module},
+            )
+
+
+UNRESTRICTED: Final = FieldPolicy(module="*")
