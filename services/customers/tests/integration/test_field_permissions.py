@@ -81,7 +81,7 @@ async def _customer(client: Any, headers: dict[str, str]) -> dict[str, Any]:
     }
     r = await client.post("/v1/customers", json=body, headers=headers)
     assert r.status_code == 201, r.text
-    return r.json()
+    return dict(r.json())
 
 
 async def test_hidden_fields_are_left_out_of_every_read(client: Any, customers_app: FastAPI) -> None:
