@@ -49,14 +49,11 @@ def role_event(version: int, fields: dict[str, dict[str, str]]) -> EventEnvelope
         created_at=now,
         updated_at=now,
     )
-    kind, data = (
-        (ev.ROLE_CREATED, ev.RoleCreated(role=role))
-        if version == 1
-        else (ev.ROLE_UPDATED, ev.RoleUpdated(role=role, changes=[ev.FieldChange(field="fields", new=fields)]))
-    )
-    return kind.build(  # type: ignore[attr-defined]
-        source="/crm/directory", subject=ROLE, data=data, aggregate_version=version, time=now, actor="test"
-    )
+    meta: dict[str, Any] = {"source": "/crm/directory", "subject": ROLE, "time": now, "actor": "test"}
+    if version == 1:
+        return ev.ROLE_CREATED.build(data=ev.RoleCreated(role=role), aggregate_version=1, **meta)
+    changed = ev.RoleUpdated(role=role, changes=[ev.FieldChange(field="fields", new=fields)])
+    return ev.ROLE_UPDATED.build(data=changed, aggregate_version=version, **meta)
 
 
 async def _staff(customers_app: FastAPI) -> dict[str, str]:
