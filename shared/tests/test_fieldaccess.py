@@ -48,14 +48,14 @@ def test_a_policy_redacts_nested_custom_fields_and_names_what_it_refuses() -> No
 def test_only_fields_a_service_honours_can_be_restricted() -> None:
     errors = validate_field_rules(
         {
-            "opportunities": {"amount": "hidden", "id": "hidden", "custom.budget": "read", "stage_id": "write"},
+            "customers": {"phones": "hidden", "id": "hidden", "custom.budget": "read", "tier": "write"},
             "nowhere": {"x": "hidden"},
         }
     )
     assert sorted(e.field for e in errors) == [
+        "fields.customers.id",
+        "fields.customers.tier",
         "fields.nowhere",
-        "fields.opportunities.id",
-        "fields.opportunities.stage_id",
     ]
     assert validate_field_rules({"customers": {"phones": "hidden", "custom.level_2": "read"}}) == []
 
@@ -69,15 +69,15 @@ def test_the_role_book_resolves_a_principal_s_policies_from_the_definitions() ->
             permissions=frozenset(),
             scopes={},
             active=True,
-            fields={"opportunities": {"amount": "hidden"}},
+            fields={"customers": {"phones": "hidden"}},
         )
     )
     staff = book.resolve(Principal(user_id="u1", roles=frozenset({"service"})))
-    assert staff.fields("opportunities").hidden == {"amount"}
-    assert staff.fields("customers").unrestricted
-    # With a built-in role that restricts nothing, the amount is visible again.
+    assert staff.fields("customers").hidden == {"phones"}
+    assert staff.fields("contacts").unrestricted
+    # With a built-in role that restricts nothing, the phones are visible again.
     both = book.resolve(Principal(user_id="u2", roles=frozenset({"service", "rep"})))
-    assert both.fields("opportunities").unrestricted
+    assert both.fields("customers").unrestricted
     # An unknown role cannot widen access; a deleted one restricts and grants nothing.
     odd = book.resolve(Principal(user_id="u3", roles=frozenset({"service", "no-such-role"})))
-    assert odd.fields("opportunities").hidden == {"amount"}
+    assert odd.fields("customers").hidden == {"phones"}

@@ -115,8 +115,8 @@ async def test_a_role_is_created_edited_and_deleted_with_history_and_events(api:
         ({"scopes": {"customers": "galaxy"}}, "scopes.customers"),
         ({"id": "Key Account"}, "id"),
         ({"names": {"zh-CN": "大客户"}}, "names.en"),
-        ({"fields": {"opportunities": {"amount": "invisible"}}}, "fields.opportunities.amount"),
-        ({"fields": {"opportunities": {"owner_id": "hidden"}}}, "fields.opportunities.owner_id"),
+        ({"fields": {"customers": {"phones": "invisible"}}}, "fields.customers.phones"),
+        ({"fields": {"customers": {"owner_id": "hidden"}}}, "fields.customers.owner_id"),
         ({"fields": {"planets": {"amount": "hidden"}}}, "fields.planets"),
     ],
 )
@@ -133,21 +133,21 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
 
 
 async def test_field_permissions_are_defined_edited_and_carried_by_the_events(api: Api, directory_events: Any) -> None:
-    fields = {"opportunities": {"amount": "hidden"}, "customers": {"phones": "read", "custom.budget": "hidden"}}
+    fields = {"contacts": {"phones": "hidden"}, "customers": {"phones": "read", "custom.budget": "hidden"}}
     created = await create_role(api.client, api.admin, fields=fields)
     assert created["fields"] == fields
     assert (await create_role(api.client, api.admin))["fields"] == {}  # none given: nothing restricted
     r = await api.client.patch(
         f"/v1/roles/{created['id']}",
-        json={"fields": {"opportunities": {"amount": "read"}, "customers": {}}},
+        json={"fields": {"contacts": {"phones": "read"}, "customers": {}}},
         headers={**api.admin, "If-Match": '"1"'},
     )
     assert r.status_code == 200, r.text
-    assert r.json()["fields"] == {"opportunities": {"amount": "read"}}  # an empty module restricts nothing
+    assert r.json()["fields"] == {"contacts": {"phones": "read"}}  # an empty module restricts nothing
     history = (await api.client.get(f"/v1/roles/{created['id']}/history", headers=api.admin)).json()
-    assert history[1]["changes"] == [{"field": "fields", "old": fields, "new": {"opportunities": {"amount": "read"}}}]
+    assert history[1]["changes"] == [{"field": "fields", "old": fields, "new": {"contacts": {"phones": "read"}}}]
     records = await directory_events.wait_for(2, subject=created["id"])
-    assert [r.event["data"]["role"]["fields"] for r in records] == [fields, {"opportunities": {"amount": "read"}}]
+    assert [r.event["data"]["role"]["fields"] for r in records] == [fields, {"contacts": {"phones": "read"}}]
 
 
 async def test_a_patch_with_an_unknown_permission_changes_nothing(api: Api) -> None:

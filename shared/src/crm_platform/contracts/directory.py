@@ -94,7 +94,7 @@ class RoleSnapshot(BaseModel):
         default_factory=dict,
         description="Field-level permissions: module -> field -> hidden | read (a field not listed: read-write); "
         "custom fields are custom.<key>. Added later: an event without it restricts no field.",
-        examples=[{"opportunities": {"amount": "hidden"}}],
+        examples=[{"customers": {"phones": "hidden"}}],
     )
     builtin: bool = Field(description="One of admin, manager, rep, integrator: editable, never deleted.")
     status: RoleStatus = "active"

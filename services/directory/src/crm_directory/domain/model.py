@@ -206,7 +206,7 @@ class RoleCreate(_Strict):
         default_factory=dict,
         description="Field-level permissions: module -> field -> hidden | read (a field not listed: read-write). "
         "Custom fields are custom.<key>.",
-        examples=[{"opportunities": {"amount": "hidden"}, "customers": {"phones": "read"}}],
+        examples=[{"customers": {"phones": "hidden", "tier": "read"}, "contacts": {"phones": "hidden"}}],
     )
 
 
