@@ -6,7 +6,8 @@ from crm_console.records import complete_customer, complete_page
 
 
 def test_left_out_fields_are_filled_empty_and_present_ones_kept() -> None:
-    sent = {"id": "c1", "name": "甲", "tier": "A", "contacts": [{"contact_id": "k1", "name": "王", "emails": ["w@x.cn"]}]}
+    contact = {"contact_id": "k1", "name": "王", "emails": ["w@x.cn"]}
+    sent = {"id": "c1", "name": "甲", "tier": "A", "contacts": [contact]}
     customer = complete_customer(sent)
     assert customer["phones"] == [] and customer["address"] is None and customer["tier"] == "A"
     assert customer["contacts"][0]["phones"] == [] and customer["contacts"][0]["emails"] == ["w@x.cn"]
