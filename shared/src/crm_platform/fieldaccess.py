@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from crm_platform.errors import FieldError, Forbidden
+from crm_platform.history import HistoryEntry
 
 Access = Literal["hidden", "read", "write"]
 ACCESS: tuple[Access, ...] = ("hidden", "read", "write")
@@ -53,8 +54,20 @@ PROTECTED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
         }
     ),
     "contacts": frozenset({"role", "title", "phones", "emails", "notes"}),
-    # Opportunities (amount), interactions and the rest come when their services enforce them: a
-    # module is listed here only once every read, list, filter, sort and export of it honours it.
+    "opportunities": frozenset(
+        {"amount", "quotation_amount", "probability", "expected_close_date", "source_campaign", "products", "notes"}
+    ),
+    # Interactions, tasks and the rest come when their services enforce them: a module is listed
+    # here only once every read, list, filter, sort and export of it honours it.
+}
+
+#: Fields computed from a protected one go with it: hiding an opportunity's amount hides its
+#: weighted amount and its products' prices too.
+DERIVED: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
+    "opportunities": {
+        "amount": ("weighted_amount", "quotation_amount", "products"),
+        "probability": ("weighted_amount", "probability_overridden"),
+    },
 }
 
 _CUSTOM = re.compile(r"^custom\.[a-z][a-z0-9_]{0,39}$")
@@ -124,11 +137,12 @@ class FieldPolicy:
         # A field some role does not restrict is writable through that role.
         names = set.intersection(*(set(r) for r in rules))
         widest = {n: max((r[n] for r in rules), key=rank.__getitem__) for n in names}
-        return cls(
-            module=module,
-            hidden=frozenset(n for n, a in widest.items() if a == "hidden"),
-            read_only=frozenset(n for n, a in widest.items() if a == "read"),
-        )
+        derived = DERIVED.get(module, {})
+        hidden = {n for n, a in widest.items() if a == "hidden"}
+        hidden |= {d for n in hidden for d in derived.get(n, ())}
+        read_only = {n for n, a in widest.items() if a == "read"}
+        read_only |= {d for n in read_only for d in derived.get(n, ())}
+        return cls(module=module, hidden=frozenset(hidden), read_only=frozenset(read_only - hidden))
 
     # --- what a response may carry ------------------------------------------------------
 
@@ -179,6 +193,26 @@ class FieldPolicy:
                 ],
                 extra={"module": self.module},
             )
+
+
+def redact_history(entries: list[HistoryEntry], policy: FieldPolicy) -> list[HistoryEntry]:
+    """A record's history without changes to fields ``policy`` hides.
+
+    An entry whose every change was hidden is left out (its summary would name it); a
+    "changed a, b" summary names only the fields that remain.
+    """
+    if not policy.hidden:
+        return entries
+    out: list[HistoryEntry] = []
+    for entry in entries:
+        changes = [c for c in entry.changes if not policy.hides(str(c.get("field", "")))]
+        if entry.changes and not changes:
+            continue
+        summary = entry.summary
+        if len(changes) != len(entry.changes) and summary.startswith("changed "):
+            summary = "changed " + ", ".join(str(c["field"]) for c in changes)
+        out.append(entry.model_copy(update={"changes": changes, "summary": summary}))
+    return out
 
 
 UNRESTRICTED: Final = FieldPolicy(module="*")

@@ -44,3 +44,29 @@ def complete_page(page: dict[str, Any]) -> dict[str, Any]:
     for item in page.get("items") or []:
         complete_customer(item)
     return page
+
+
+OPPORTUNITY_FIELDS: dict[str, Any] = {
+    "amount": None,
+    "weighted_amount": None,
+    "quotation_amount": None,
+    "probability": None,
+    "probability_overridden": False,
+    "expected_close_date": None,
+    "source_campaign": None,
+    "notes": None,
+}
+
+
+def complete_opportunity(opportunity: dict[str, Any]) -> dict[str, Any]:
+    """``opportunity`` with every field a role may hide present (empty where it was left out)."""
+    for name, empty in OPPORTUNITY_FIELDS.items():
+        opportunity.setdefault(name, empty)
+    opportunity.setdefault("products", [])
+    return opportunity
+
+
+def complete_opportunities(page: dict[str, Any]) -> dict[str, Any]:
+    for item in page.get("items") or []:
+        complete_opportunity(item)
+    return page

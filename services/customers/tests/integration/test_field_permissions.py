@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
 
-from crm_platform.contracts import directory as ev
 from crm_platform.events import EventEnvelope
 from crm_platform.testing.fixtures import auth, unique
+from crm_platform.testing.roles import role_event as defined
 
 PROBLEM = "application/problem+json"
 ROLE = f"service-staff-{uuid.uuid4().hex[:6]}"
@@ -38,22 +37,7 @@ FIELDS = {
 
 
 def role_event(version: int, fields: dict[str, dict[str, str]]) -> EventEnvelope:
-    now = datetime.now(UTC)
-    role = ev.RoleSnapshot(
-        role_id=ROLE,
-        names={"zh-CN": "客服", "en": "Service staff"},
-        permissions=PERMISSIONS,
-        scopes={},
-        fields=fields,  # type: ignore[arg-type]
-        builtin=False,
-        created_at=now,
-        updated_at=now,
-    )
-    meta: dict[str, Any] = {"source": "/crm/directory", "subject": ROLE, "time": now, "actor": "test"}
-    if version == 1:
-        return ev.ROLE_CREATED.build(data=ev.RoleCreated(role=role), aggregate_version=1, **meta)
-    changed = ev.RoleUpdated(role=role, changes=[ev.FieldChange(field="fields", new=fields)])
-    return ev.ROLE_UPDATED.build(data=changed, aggregate_version=version, **meta)
+    return defined(ROLE, version, permissions=PERMISSIONS, fields=fields)
 
 
 async def _staff(customers_app: FastAPI) -> dict[str, str]:
