@@ -23,7 +23,7 @@ and query parsers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -212,6 +212,39 @@ def redact_history(entries: list[HistoryEntry], policy: FieldPolicy) -> list[His
         if len(changes) != len(entry.changes) and summary.startswith("changed "):
             summary = "changed " + ", ".join(str(c["field"]) for c in changes)
         out.append(entry.model_copy(update={"changes": changes, "summary": summary}))
+    return out
+
+
+def redact_event_data(event_type: str, data: Mapping[str, Any], policy: Callable[[str], FieldPolicy]) -> dict[str, Any]:
+    """An event's data as a reader whose roles give ``policy(module)`` may receive it (a webhook
+    subscriber): the customer, contact and opportunity snapshots it carries without their hidden
+    fields, and no change to a hidden field."""
+    customers, contacts, opportunities = policy("customers"), policy("contacts"), policy("opportunities")
+    out = dict(data)
+    customer = out.get("customer")
+    if isinstance(customer, Mapping):
+        customer = customers.redact(customer)
+        if isinstance(customer.get("contacts"), list):
+            customer["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in customer["contacts"]]
+        out["customer"] = customer
+    if isinstance(out.get("contacts"), list):
+        out["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in out["contacts"]]
+    if isinstance(out.get("contact"), Mapping):
+        out["contact"] = contacts.redact(out["contact"])
+    if isinstance(out.get("opportunity"), Mapping):
+        out["opportunity"] = opportunities.redact(out["opportunity"])
+    if isinstance(out.get("changes"), list):
+        if event_type == "crm.customer.contact_changed":
+            changed = contacts
+        elif event_type.startswith("crm.customer."):
+            changed = customers
+        elif event_type.startswith("crm.opportunity."):
+            changed = opportunities
+        else:
+            return out
+        out["changes"] = [
+            c for c in out["changes"] if not (isinstance(c, Mapping) and changed.hides(str(c.get("field", ""))))
+        ]
     return out
 
 

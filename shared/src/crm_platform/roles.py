@@ -120,8 +120,15 @@ class RoleBook:
                 per_role.append({})
         return FieldPolicy.combine(module, per_role)
 
+    @property
+    def restricts_fields(self) -> bool:
+        """Whether any active role restricts a field (else no policy needs computing anywhere)."""
+        return any(d.active and any(d.fields.values()) for d in self._definitions.values())
+
     def resolve(self, principal: Principal) -> Principal:
         """The principal with its field policies for every module that has field-level permissions."""
+        if not self.restricts_fields:
+            return principal
         policies = {m: self.field_policy(principal.roles, m) for m in PROTECTED_FIELDS}
         restricted = {m: p for m, p in policies.items() if not p.unrestricted}
         return principal.model_copy(update={"field_policies": restricted}) if restricted else principal

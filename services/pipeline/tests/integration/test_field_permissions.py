@@ -13,10 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from crm_platform.testing.fixtures import auth
+from crm_platform.testing.fixtures import auth, unique
 from crm_platform.testing.roles import role_event
-
-from ..conftest import User
 
 ROLE = f"service-staff-{uuid.uuid4().hex[:6]}"
 PERMISSIONS = [
@@ -32,11 +30,21 @@ FIELDS = {"opportunities": {"amount": "hidden", "probability": "read"}}
 HIDDEN = ("amount", "weighted_amount", "quotation_amount", "products")
 
 
-async def _staff(pipeline_app: FastAPI, team: Any) -> User:
+class Staff:
+    """A member of the rep's department holding only the service-staff role (as the team's users are)."""
+
+    def __init__(self, dept: str) -> None:
+        self.id = unique("staff")
+        self.dept = dept
+        self.headers = auth(self.id, [ROLE], department_path=dept)
+
+    def match(self, etag: str) -> dict[str, str]:
+        return {**self.headers, "If-Match": etag}
+
+
+async def _staff(pipeline_app: FastAPI, team: Any) -> Staff:
     await pipeline_app.state.kit.roles.apply(role_event(ROLE, 1, permissions=PERMISSIONS, fields=FIELDS))
-    staff = User(team.rep.dept, [ROLE], "staff")
-    staff.headers = auth(staff.id, [ROLE], department_path=staff.dept)
-    return staff
+    return Staff(team.rep.dept)
 
 
 async def test_the_amount_is_left_out_of_everything_the_staff_member_receives(
