@@ -30,7 +30,7 @@ async def test_reports_leave_out_what_the_role_hides(
     sent: list[EventEnvelope] = [await feed.user(a, "客服甲", dept)]
     configured = pev.PipelineConfigured(pipeline=pipeline(pid), action="created")
     sent.append(await feed.send(pev.PIPELINE_CONFIGURED, pid, configured, day))
-    snap = customer(cid, a, dept, day, industry="制造业", tier="A")  # type: ignore[arg-type]
+    snap = customer(cid, a, dept, day, industry="制造业", tier="A")
     sent.append(await feed.send(cev.CUSTOMER_CREATED, cid, cev.CustomerCreated(customer=snap, contacts=[]), day, a))
     created = at("2026-11-04", "10:00")
     opp = opportunity(oid, cid, a, dept, pid, "s1", "30000.00", created, created, probability=10)
