@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
 from crm_platform.errors import FieldError, Forbidden, Unauthorized
+from crm_platform.fieldaccess import FieldPolicy
 from crm_platform.settings import ServiceSettings
 
 _BEARER = re.compile(r"^Bearer\s+(?P<token>\S+)$", re.IGNORECASE)
@@ -50,6 +51,13 @@ class Principal(BaseModel):
     roles: frozenset[str] = Field(default_factory=frozenset)
     department_id: str | None = None
     department_path: str | None = None  # "/hq/east/team-1": ids from the root, for prefix checks
+    #: Per module, the fields the caller's roles hide or make read-only (only restricted modules
+    #: are listed). Filled per request from the service's role definitions (RoleBook.resolve).
+    field_policies: dict[str, FieldPolicy] = Field(default_factory=dict)
+
+    def fields(self, module: str) -> FieldPolicy:
+        """What this caller may do with ``module``'s fields (unrestricted unless a role says otherwise)."""
+        return self.field_policies.get(module) or FieldPolicy(module=module)
 
     @property
     def is_admin(self) -> bool:
@@ -215,7 +223,11 @@ async def current_principal(request: Request) -> Principal:
     if match is None:
         raise Unauthorized("The Authorization header must be 'Bearer <token>'.", headers=_challenge("invalid_request"))
     verifier: TokenVerifier = request.app.state.token_verifier
-    return await verifier.verify(match.group("token"))
+    principal = await verifier.verify(match.group("token"))
+    # The service's read copy of the role definitions adds what the token cannot say (field rules).
+    book = getattr(getattr(request.app.state, "kit", None), "roles", None)
+    resolve = getattr(book, "resolve", None)
+    return resolve(principal) if resolve is not None else principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

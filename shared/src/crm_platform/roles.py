@@ -20,18 +20,19 @@ What a role id grants, here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
-from crm_platform.auth import Role
+from crm_platform.auth import Principal, Role
 from crm_platform.consumer import Handler, apply_versioned
 from crm_platform.contracts import directory as ev
 from crm_platform.events import EventEnvelope
+from crm_platform.fieldaccess import PROTECTED_FIELDS, FieldPolicy
 from crm_platform.permissions import (
     BUILTIN_SCOPES,
     DEFAULTS,
@@ -55,6 +56,7 @@ class Definition:
     permissions: frozenset[Permission]
     scopes: Mapping[str, Scope]
     active: bool
+    fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, doc: Document) -> Definition:
@@ -67,6 +69,7 @@ class Definition:
             permissions=permissions if doc.get("status", "active") == "active" else frozenset(),
             scopes=scopes,
             active=doc.get("status", "active") == "active",
+            fields={m: dict(r) for m, r in (doc.get("fields") or {}).items() if isinstance(r, Mapping)},
         )
 
 
@@ -100,6 +103,35 @@ class RoleBook:
         if role_id in Role.__members__:
             return BUILTIN_SCOPES[Role(role_id)]
         return None
+
+    def field_policy(self, role_ids: Iterable[str], module: str) -> FieldPolicy:
+        """What the roles together let their holder do with ``module``'s fields: the widest access.
+
+        Only roles that grant something count (a deleted or unknown role cannot widen access);
+        a built-in role with no definition yet restricts nothing.
+        """
+        per_role: list[Mapping[str, str]] = []
+        for role_id in role_ids:
+            definition = self._definitions.get(str(role_id))
+            if definition is not None:
+                if definition.active:
+                    per_role.append(definition.fields.get(module, {}))
+            elif str(role_id) in Role.__members__:
+                per_role.append({})
+        return FieldPolicy.combine(module, per_role)
+
+    @property
+    def restricts_fields(self) -> bool:
+        """Whether any active role restricts a field (else no policy needs computing anywhere)."""
+        return any(d.active and any(d.fields.values()) for d in self._definitions.values())
+
+    def resolve(self, principal: Principal) -> Principal:
+        """The principal with its field policies for every module that has field-level permissions."""
+        if not self.restricts_fields:
+            return principal
+        policies = {m: self.field_policy(principal.roles, m) for m in PROTECTED_FIELDS}
+        restricted = {m: p for m, p in policies.items() if not p.unrestricted}
+        return principal.model_copy(update={"field_policies": restricted}) if restricted else principal
 
     def definition(self, role_id: str) -> Definition | None:
         return self._definitions.get(role_id)

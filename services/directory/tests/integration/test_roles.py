@@ -115,6 +115,9 @@ async def test_a_role_is_created_edited_and_deleted_with_history_and_events(api:
         ({"scopes": {"customers": "galaxy"}}, "scopes.customers"),
         ({"id": "Key Account"}, "id"),
         ({"names": {"zh-CN": "大客户"}}, "names.en"),
+        ({"fields": {"customers": {"phones": "invisible"}}}, "fields.customers.phones"),
+        ({"fields": {"customers": {"owner_id": "hidden"}}}, "fields.customers.owner_id"),
+        ({"fields": {"planets": {"amount": "hidden"}}}, "fields.planets"),
     ],
 )
 async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
@@ -127,6 +130,24 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
     assert field in [e["field"] for e in r.json()["errors"]], r.text
     if "id" not in body:
         assert (await api.client.get(f"/v1/roles/{sent['id']}", headers=api.admin)).status_code == 404
+
+
+async def test_field_permissions_are_defined_edited_and_carried_by_the_events(api: Api, directory_events: Any) -> None:
+    fields = {"contacts": {"phones": "hidden"}, "customers": {"phones": "read", "custom.budget": "hidden"}}
+    created = await create_role(api.client, api.admin, fields=fields)
+    assert created["fields"] == fields
+    assert (await create_role(api.client, api.admin))["fields"] == {}  # none given: nothing restricted
+    r = await api.client.patch(
+        f"/v1/roles/{created['id']}",
+        json={"fields": {"contacts": {"phones": "read"}, "customers": {}}},
+        headers={**api.admin, "If-Match": '"1"'},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"] == {"contacts": {"phones": "read"}}  # an empty module restricts nothing
+    history = (await api.client.get(f"/v1/roles/{created['id']}/history", headers=api.admin)).json()
+    assert history[1]["changes"] == [{"field": "fields", "old": fields, "new": {"contacts": {"phones": "read"}}}]
+    records = await directory_events.wait_for(2, subject=created["id"])
+    assert [r.event["data"]["role"]["fields"] for r in records] == [fields, {"contacts": {"phones": "read"}}]
 
 
 async def test_a_patch_with_an_unknown_permission_changes_nothing(api: Api) -> None:

@@ -51,7 +51,7 @@ def create_app(
         # Its own consumer group: a flood of events for webhooks never delays the inbox.
         kit.consume(
             events.webhook_topics(),
-            events.webhook_handlers(Fanout(repo, kit.clock, worker.wake)),
+            events.webhook_handlers(Fanout(repo, kit.clock, worker.wake, kit.roles)),
             group_suffix=".webhooks",
         )
         kit.background(worker)

@@ -31,6 +31,7 @@ TOPIC = "crm.directory.v1"
 Language = Literal["zh-CN", "en"]
 RoleName = Literal["admin", "manager", "rep", "integrator"]  # the built-in roles
 RoleScope = Literal["own", "department", "subtree", "all"]
+FieldAccessRule = Literal["hidden", "read"]
 RoleStatus = Literal["active", "deleted"]
 UserStatus = Literal["active", "deactivated"]
 DepartmentStatus = Literal["active", "deleted"]
@@ -88,6 +89,12 @@ class RoleSnapshot(BaseModel):
         description="Per module, which records the role reaches: own, department, subtree (department and "
         "below) or all. A module not listed: own.",
         examples=[{"customers": "subtree", "opportunities": "department"}],
+    )
+    fields: dict[str, dict[str, FieldAccessRule]] = Field(
+        default_factory=dict,
+        description="Field-level permissions: module -> field -> hidden | read (a field not listed: read-write); "
+        "custom fields are custom.<key>. Added later: an event without it restricts no field.",
+        examples=[{"customers": {"phones": "hidden"}}],
     )
     builtin: bool = Field(description="One of admin, manager, rep, integrator: editable, never deleted.")
     status: RoleStatus = "active"

@@ -11,6 +11,8 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
+from crm_customers.domain.fields import redact_changes
+from crm_platform.auth import Principal
 from crm_platform.events import EventEnvelope
 from crm_platform.history import HistoryEntry
 from crm_platform.history import history as platform_history
@@ -84,3 +86,23 @@ def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
 
 async def history(event_log: AsyncCollection[Document], doc: Document) -> list[HistoryEntry]:
     return await platform_history(event_log, doc, _summary)
+
+
+def redact(entries: list[HistoryEntry], principal: Principal) -> list[HistoryEntry]:
+    """The history as this caller may see it: no change to a field their roles hide.
+
+    An entry whose every change was hidden is left out (its summary would name the field);
+    a "changed ..." summary names only the fields that remain.
+    """
+    if not (principal.fields("customers").hidden or principal.fields("contacts").hidden):
+        return entries
+    out: list[HistoryEntry] = []
+    for entry in entries:
+        changes = redact_changes(entry.changes, principal)
+        if entry.changes and not changes:
+            continue
+        summary = entry.summary
+        if len(changes) != len(entry.changes) and entry.type == "crm.customer.updated":
+            summary = "changed " + ", ".join(str(c["field"]) for c in changes)
+        out.append(entry.model_copy(update={"changes": changes, "summary": summary}))
+    return out

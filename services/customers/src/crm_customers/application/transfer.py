@@ -18,6 +18,7 @@ from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import describe_match
 from crm_customers.application.queries import CustomerFilter, list_customers
 from crm_customers.domain import rules
+from crm_customers.domain.fields import ensure_columns_writable, visible_columns
 from crm_customers.domain.model import CustomerCreate
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
@@ -145,6 +146,19 @@ def row_to_payload(row: dict[str, str]) -> dict[str, Any]:
     return payload
 
 
+def _filled_columns(text: str) -> list[str]:
+    """The known columns that hold a value in at least one row (an empty column sets nothing)."""
+    try:
+        reader = csv.reader(io.StringIO(text))
+        header = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in next(reader, [])]
+        filled: set[str] = set()
+        for values in reader:
+            filled.update(c for c, v in zip(header, values, strict=False) if c and v.strip())
+    except csv.Error:
+        return []  # the row-by-row reading reports where the file is unreadable
+    return sorted(filled)
+
+
 def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(io.StringIO(text))
     try:
@@ -244,6 +258,7 @@ class Importer:
         if key is not None and (done := await self._imports.find_one({"_id": key.record_id})) is not None:
             return ImportReport.model_validate(key.replay(done)["report"])
         text = decode_csv(raw)
+        ensure_columns_writable(principal, _filled_columns(text))
         errors: list[RowError] = []
         parsed: list[tuple[int, CustomerCreate, Document]] = []
         total = 0
@@ -525,7 +540,7 @@ def _cell(value: Any) -> str:
     return text
 
 
-def export_row(doc: Document) -> list[str]:
+def export_row(doc: Document, columns: list[str] = EXPORT_COLUMNS) -> list[str]:
     address = doc.get("address") or {}
     values = {
         "id": doc["_id"],
@@ -533,7 +548,7 @@ def export_row(doc: Document) -> list[str]:
         "locked": bool(doc.get("locked")),
         **{k: address.get(k) for k in ("province", "city", "district", "street")},
     }
-    return [_cell(values[c] if c in values else doc.get(c)) for c in EXPORT_COLUMNS]
+    return [_cell(values[c] if c in values else doc.get(c)) for c in columns]
 
 
 async def record_export(customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None) -> int:
@@ -586,7 +601,8 @@ async def export_csv(
     its own indexed query) one after another, each written out as it arrives."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
+    columns = visible_columns(principal, EXPORT_COLUMNS)  # a hidden field is not exported
+    writer.writerow(columns)
     yield b"\xef\xbb\xbf" + buffer.getvalue().encode()  # BOM: Excel then reads UTF-8 Chinese correctly
     paging = PageParams(sort=sort, limit=EXPORT_PAGE)
     while True:
@@ -594,7 +610,7 @@ async def export_csv(
         buffer.seek(0)
         buffer.truncate()
         for doc in page.items:
-            writer.writerow(export_row(doc))
+            writer.writerow(export_row(doc, columns))
         yield buffer.getvalue().encode()
         if page.next_cursor is None:
             return

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 from pymongo.errors import DuplicateKeyError
 
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
+from crm_customers.application.history import redact as redact_history
 from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, list_deleted_by, neighbours
 from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
+from crm_customers.domain.fields import ensure_query_visible, redact_customer
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
@@ -39,7 +42,7 @@ from crm_customers.entrypoints.schemas import (
     SavedViewOut,
     customer_out,
 )
-from crm_platform.auth import CurrentPrincipal, Role
+from crm_platform.auth import CurrentPrincipal, Principal, Role
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
@@ -60,6 +63,35 @@ def customers(request: Request) -> Customers:
 Service = Annotated[Customers, Depends(customers)]
 
 
+def _customer_json(principal: Principal, doc: Document, now: datetime) -> dict[str, Any]:
+    """The customer as this caller may see it: fields their roles hide are left out, not nulled."""
+    return redact_customer(customer_out(doc, now).model_dump(mode="json"), principal)
+
+
+def _page_json(principal: Principal, page: Any, now: datetime) -> JSONResponse:
+    items = [_customer_json(principal, d, now) for d in page.items]
+    return JSONResponse({"items": items, "next_cursor": page.next_cursor, "total": page.total})
+
+
+def _contact_json(principal: Principal, contact: Document) -> dict[str, Any]:
+    return principal.fields("contacts").redact(ContactOut(**contact).model_dump(mode="json"))
+
+
+def _ensure_writable(principal: Principal, body: CustomerCreate | CustomerPatch, *, creating: bool) -> None:
+    """Refuse (403) a create or patch that sets customer or contact fields the caller's roles protect."""
+    principal.fields("customers").ensure_writable([f for f in _writes(body, creating=creating) if f != "contacts"])
+    for contact in getattr(body, "contacts", None) or []:
+        principal.fields("contacts").ensure_writable(_writes(contact, creating=True))
+
+
+def _writes(body: BaseModel, *, creating: bool) -> list[str]:
+    """The fields a create or patch body sets (on a create, only those given a value)."""
+    values = body.model_dump(exclude_unset=True)
+    if creating:
+        return [name for name, value in values.items() if value not in (None, "", [], {})]
+    return list(values)
+
+
 class ListParams(CustomerFilter, PageParams):
     """A customer list's query: the filters and the paging."""
 
@@ -72,9 +104,9 @@ def _split(params: ListParams) -> tuple[CustomerFilter, PageParams]:
 
 
 def _respond(
-    service: Customers, doc: Document, status: int = 200, headers: dict[str, str] | None = None
+    principal: Principal, service: Customers, doc: Document, status: int = 200, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = customer_out(doc, service.clock.now()).model_dump(mode="json")
+    body = _customer_json(principal, doc, service.clock.now())
     return JSONResponse(body, status_code=status, headers={"ETag": etag(doc["version"]), **(headers or {})})
 
 
@@ -88,8 +120,9 @@ def _respond(
 async def create_customer(
     body: CustomerCreate, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
 ) -> JSONResponse:
+    _ensure_writable(principal, body, creating=True)
     doc = await service.create_once(principal, body, key)
-    return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
+    return mark_replayed(_respond(principal, service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
 
 
 @router.post(
@@ -97,13 +130,15 @@ async def create_customer(
     response_model=Lookup,
     summary="Many customers by id in one call (cards that show a customer's name): only those you may see",
 )
-async def lookup(body: LookupIn, principal: CurrentPrincipal, service: Service) -> Lookup:
+async def lookup(body: LookupIn, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     docs = await service.lookup(principal, body.ids)
     now = service.clock.now()
     found = {doc["_id"] for doc in docs}
-    return Lookup(
-        items=[customer_out(doc, now) for doc in docs],
-        missing=[customer_id for customer_id in dict.fromkeys(body.ids) if customer_id not in found],
+    return JSONResponse(
+        {
+            "items": [_customer_json(principal, doc, now) for doc in docs],
+            "missing": [customer_id for customer_id in dict.fromkeys(body.ids) if customer_id not in found],
+        }
     )
 
 
@@ -146,12 +181,10 @@ async def duplicate_check(body: DuplicateCheckIn, principal: CurrentPrincipal, s
     response_model=CustomerPage,
     summary="List customers: filter on any field, sort on up to four keys, page with a cursor",
 )
-async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> CustomerPage:
-    page = await list_customers(service.repo, principal, *_split(params))
-    now = service.clock.now()
-    return CustomerPage(
-        items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
-    )
+async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> JSONResponse:
+    filters, paging = _split(params)
+    ensure_query_visible(principal, filters.model_dump(), paging.sort)
+    return _page_json(principal, await list_customers(service.repo, principal, filters, paging), service.clock.now())
 
 
 class ExportParams(CustomerFilter):
@@ -172,6 +205,7 @@ async def export(
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
+    ensure_query_visible(principal, filters.model_dump(), params.sort)
     await record_export(service, principal, filters, params.sort)  # for the audit log, before any row leaves
     return StreamingResponse(
         export_csv(service, principal, filters, params.sort),
@@ -204,7 +238,7 @@ async def import_(
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut, summary="One customer with its contacts")
 async def get_customer(customer_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.get(principal, customer_id))
+    return _respond(principal, service, await service.get(principal, customer_id))
 
 
 class NeighbourParams(CustomerFilter):
@@ -224,6 +258,7 @@ async def get_neighbours(
 ) -> Neighbours:
     doc = await service.get(principal, customer_id)
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
+    ensure_query_visible(principal, filters.model_dump(), params.sort)
     before, after = await neighbours(service.repo, principal, filters, params.sort, doc)
     return Neighbours(
         previous=NeighbourOut.model_validate(before) if before else None,
@@ -243,8 +278,9 @@ async def get_neighbours(
 async def copy_customer(
     customer_id: str, body: CopyIn, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
 ) -> JSONResponse:
+    principal.fields("customers").ensure_writable(_writes(body, creating=True))
     doc = await service.copy(principal, customer_id, body.model_dump(exclude_unset=True), key)
-    return mark_replayed(_respond(service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
+    return mark_replayed(_respond(principal, service, doc, 201, {"Location": f"/v1/customers/{doc['_id']}"}), key)
 
 
 @router.patch(
@@ -256,8 +292,9 @@ async def copy_customer(
 async def patch_customer(
     customer_id: str, body: CustomerPatch, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
+    _ensure_writable(principal, body, creating=False)
     doc = await service.update(principal, customer_id, body, expected_version(request, required=True))
-    return _respond(service, doc)
+    return _respond(principal, service, doc)
 
 
 @router.delete(
@@ -274,7 +311,9 @@ async def delete_customer(
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JSONResponse:
     return _respond(
-        service, await service.delete(principal, customer_id, reason, expected_version(request, required=False))
+        principal,
+        service,
+        await service.delete(principal, customer_id, reason, expected_version(request, required=False)),
     )
 
 
@@ -285,19 +324,20 @@ async def delete_customer(
     responses=problems(409, 412),
 )
 async def restore(customer_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.restore(principal, customer_id, expected_version(request, required=False)))
+    return _respond(
+        principal, service, await service.restore(principal, customer_id, expected_version(request, required=False))
+    )
 
 
 @router.get("/recycle-bin", response_model=CustomerPage, summary="Customers in the recycle bin (managers and admins)")
 async def recycle_bin(
     params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service
-) -> CustomerPage:
+) -> JSONResponse:
     principal.require_role(Role.admin, Role.manager)
-    page = await list_customers(service.repo, principal, *_split(params), status="deleted")
-    now = service.clock.now()
-    return CustomerPage(
-        items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
-    )
+    filters, paging = _split(params)
+    ensure_query_visible(principal, filters.model_dump(), paging.sort)
+    page = await list_customers(service.repo, principal, filters, paging, status="deleted")
+    return _page_json(principal, page, service.clock.now())
 
 
 @router.get(
@@ -312,10 +352,8 @@ async def my_recycle_bin(
     service: Service,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> CustomerPage:
-    page = await list_deleted_by(service.repo, principal, cursor, limit)
-    now = service.clock.now()
-    return CustomerPage(items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor)
+) -> JSONResponse:
+    return _page_json(principal, await list_deleted_by(service.repo, principal, cursor, limit), service.clock.now())
 
 
 @router.post(
@@ -330,7 +368,7 @@ async def restore_own(
     customer_id: str, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
     doc = await service.restore_own(principal, customer_id, expected_version(request, required=False))
-    return _respond(service, doc)
+    return _respond(principal, service, doc)
 
 
 @router.delete(
@@ -350,7 +388,7 @@ async def get_history(
     customer_id: str, principal: CurrentPrincipal, service: Service, request: Request
 ) -> list[HistoryEntry]:
     doc = await service.get(principal, customer_id)
-    return await history_.history(request.app.state.kit.event_log, doc)
+    return redact_history(await history_.history(request.app.state.kit.event_log, doc), principal)
 
 
 @router.post(
@@ -368,13 +406,12 @@ async def add_contact(
     service: Service,
     key: IdempotencyKeyHeader,
 ) -> JSONResponse:
+    principal.fields("contacts").ensure_writable(_writes(body, creating=True))
     doc, contact = await service.add_contact(
         principal, customer_id, body, expected_version(request, required=False), key
     )
     return mark_replayed(
-        JSONResponse(
-            ContactOut(**contact).model_dump(mode="json"), status_code=201, headers={"ETag": etag(doc["version"])}
-        ),
+        JSONResponse(_contact_json(principal, contact), status_code=201, headers={"ETag": etag(doc["version"])}),
         key,
     )
 
@@ -393,10 +430,11 @@ async def patch_contact(
     principal: CurrentPrincipal,
     service: Service,
 ) -> JSONResponse:
+    principal.fields("contacts").ensure_writable(_writes(body, creating=False))
     doc, contact = await service.update_contact(
         principal, customer_id, contact_id, body, expected_version(request, required=True)
     )
-    return JSONResponse(ContactOut(**contact).model_dump(mode="json"), headers={"ETag": etag(doc["version"])})
+    return JSONResponse(_contact_json(principal, contact), headers={"ETag": etag(doc["version"])})
 
 
 @router.delete(
@@ -409,6 +447,7 @@ async def delete_contact(
     customer_id: str, contact_id: str, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
     return _respond(
+        principal,
         service,
         await service.remove_contact(principal, customer_id, contact_id, expected_version(request, required=False)),
     )
@@ -459,7 +498,7 @@ async def assign(
         body.reason,
         expected_version(request, required=False),
     )
-    return _respond(service, doc)
+    return _respond(principal, service, doc)
 
 
 @router.post(
@@ -472,7 +511,9 @@ async def release(
     customer_id: str, body: ReasonIn, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
     return _respond(
-        service, await service.release(principal, customer_id, body.reason, expected_version(request, required=False))
+        principal,
+        service,
+        await service.release(principal, customer_id, body.reason, expected_version(request, required=False)),
     )
 
 
@@ -483,7 +524,7 @@ async def release(
     responses=problems(409, 423),
 )
 async def claim(customer_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.claim(principal, customer_id))
+    return _respond(principal, service, await service.claim(principal, customer_id))
 
 
 @router.post(
@@ -500,6 +541,7 @@ async def lock(
     body: Annotated[OptionalReasonIn | None, Body()] = None,
 ) -> JSONResponse:
     return _respond(
+        principal,
         service,
         await service.lock(
             principal, customer_id, body.reason if body else None, expected_version(request, required=False)
@@ -511,7 +553,9 @@ async def lock(
     "/customers/{customer_id}/unlock", response_model=CustomerOut, summary="Unlock", responses=problems(409, 412)
 )
 async def unlock(customer_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
-    return _respond(service, await service.unlock(principal, customer_id, expected_version(request, required=False)))
+    return _respond(
+        principal, service, await service.unlock(principal, customer_id, expected_version(request, required=False))
+    )
 
 
 @router.post(
@@ -524,6 +568,7 @@ async def merge(
     customer_id: str, body: MergeIn, request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
     return _respond(
+        principal,
         service,
         await service.merge(principal, customer_id, body.duplicate_id, expected_version(request, required=False)),
     )

@@ -89,7 +89,7 @@ def summarise_role(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
     role = data.get("role") or {}
     kind = event.type.removeprefix("crm.role.")
     if kind == "created":
-        fields = ("names", "description", "permissions", "scopes")
+        fields = ("names", "description", "permissions", "scopes", "fields")
         changes = [{"field": f, "old": None, "new": role.get(f)} for f in fields if role.get(f) not in (None, [], {})]
         return f"created ({data.get('via', 'api')})", changes
     if kind == "updated":

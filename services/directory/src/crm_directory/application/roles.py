@@ -123,6 +123,7 @@ class Roles:
             description=body.description,
             permissions=rules.validate_permissions(body.permissions),
             scopes=rules.validate_scopes(body.scopes),
+            fields=rules.validate_fields(body.fields),
             builtin=False,
             actor=principal.user_id,
             now=self.clock.now(),
@@ -150,6 +151,8 @@ class Roles:
                 value = rules.validate_permissions(value)
             elif field == "scopes":
                 value = rules.validate_scopes(value)
+            elif field == "fields":
+                value = rules.validate_fields(value)
             values[field] = value
 
         async def decide(doc: Document, version: int) -> Change:

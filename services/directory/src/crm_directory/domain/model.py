@@ -202,6 +202,12 @@ class RoleCreate(_Strict):
         description="Module -> own | department | subtree | all; a module not listed: own.",
         examples=[{"customers": "subtree", "opportunities": "department"}],
     )
+    fields: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Field-level permissions: module -> field -> hidden | read (a field not listed: read-write). "
+        "Custom fields are custom.<key>.",
+        examples=[{"customers": {"phones": "hidden", "tier": "read"}, "contacts": {"phones": "hidden"}}],
+    )
 
 
 class RolePatch(_Strict):
@@ -211,8 +217,9 @@ class RolePatch(_Strict):
     description: Description | None = Field(default=None, description="null removes the description.")
     permissions: list[str] | None = Field(default=None, max_length=200)
     scopes: dict[str, str] | None = None
+    fields: dict[str, dict[str, str]] | None = None
 
-    @field_validator("names", "permissions", "scopes")
+    @field_validator("names", "permissions", "scopes", "fields")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:

@@ -16,13 +16,14 @@ from typing import Any
 from crm_platform.auth import ROLE_ID, Role
 from crm_platform.contracts.directory import FieldChange, RoleSnapshot
 from crm_platform.errors import FieldError, ValidationFailed
+from crm_platform.fieldaccess import validate_field_rules
 from crm_platform.permissions import BUILTIN_SCOPES, ROLE_PERMISSIONS, SCOPE_MODULES, SCOPES, Permission
 
 Document = dict[str, Any]
 
 #: Path segments of the HTTP API a role id could hide; none today, kept for symmetry with departments.
 RESERVED_IDS: frozenset[str] = frozenset()
-EDITABLE = ("names", "description", "permissions", "scopes")
+EDITABLE = ("names", "description", "permissions", "scopes", "fields")
 _PERMISSION_VALUES = {p.value for p in Permission}
 
 #: The built-in roles' names, for their seeded definitions.
@@ -78,6 +79,15 @@ def validate_scopes(values: dict[str, str], field: str = "scopes") -> dict[str, 
     return dict(sorted(values.items()))
 
 
+def validate_fields(values: Mapping[str, Mapping[str, str]], field: str = "fields") -> dict[str, dict[str, str]]:
+    """Module -> field -> hidden | read; a module, field or access no service honours is a 422 naming it."""
+    errors = validate_field_rules(values, field)
+    if errors:
+        raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+    # An empty module entry restricts nothing: drop it rather than store noise.
+    return {module: dict(sorted(rules.items())) for module, rules in sorted(values.items()) if rules}
+
+
 def new_role(
     *,
     role_id: str,
@@ -86,6 +96,7 @@ def new_role(
     permissions: list[str],
     scopes: Mapping[str, str],
     builtin: bool,
+    fields: Mapping[str, Mapping[str, str]] | None = None,
     actor: str,
     now: datetime,
 ) -> Document:
@@ -95,6 +106,7 @@ def new_role(
         "description": description,
         "permissions": sorted(set(permissions)),
         "scopes": dict(sorted(scopes.items())),
+        "fields": {m: dict(r) for m, r in (fields or {}).items()},
         "builtin": builtin,
         "status": "active",
         "created_at": now,
@@ -148,6 +160,7 @@ def snapshot(doc: Document) -> RoleSnapshot:
         description=doc.get("description"),
         permissions=list(doc.get("permissions") or []),
         scopes=doc.get("scopes") or {},
+        fields=doc.get("fields") or {},
         builtin=bool(doc.get("builtin")),
         status=doc.get("status", "active"),
         created_at=doc["created_at"],

@@ -476,7 +476,7 @@ async def get_role(role_id: RoleId, service: Service) -> JSONResponse:
 @roles_router.patch(
     "/{role_id}",
     response_model=RoleOut,
-    summary="Change a role's names, description, permissions or scopes (roles:manage). Send If-Match.",
+    summary="Change a role's names, description, permissions, scopes or field rules (roles:manage). If-Match.",
     responses=problems(404, 409, 412, 428),
 )
 async def patch_role(

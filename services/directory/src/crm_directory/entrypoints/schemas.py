@@ -90,6 +90,9 @@ class RoleOut(BaseModel):
     description: str | None = None
     permissions: list[str] = Field(description="module:action values the role grants.")
     scopes: dict[str, str] = Field(description="Module -> own | department | subtree | all (not listed: own).")
+    fields: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Module -> field -> hidden | read (not listed: read-write)."
+    )
     builtin: bool = Field(description="admin, manager, rep, integrator: editable, never deleted.")
     status: Literal["active", "deleted"]
     created_at: datetime
@@ -182,6 +185,7 @@ def role_out(doc: Document) -> RoleOut:
         description=doc.get("description"),
         permissions=list(doc.get("permissions") or []),
         scopes=doc.get("scopes") or {},
+        fields=doc.get("fields") or {},
         builtin=bool(doc.get("builtin")),
         status=doc.get("status", "active"),
         created_at=as_utc(doc["created_at"]),

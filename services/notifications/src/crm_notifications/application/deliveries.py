@@ -33,7 +33,9 @@ from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.events import CLOUDEVENTS_CONTENT_TYPE, EventEnvelope, registry
+from crm_platform.fieldaccess import PROTECTED_FIELDS, UNRESTRICTED, redact_event_data
 from crm_platform.listing import Page, PageParams, fetch_page
+from crm_platform.roles import RoleBook
 
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
@@ -45,27 +47,41 @@ def delivery_id(subscription_id: str, event_id: str) -> str:
 
 
 class Fanout:
-    """The consumer side: one stored job per matching enabled subscription and event."""
+    """The consumer side: one stored job per matching enabled subscription and event.
 
-    def __init__(self, repo: Repository, clock: Clock, wake: Any = None) -> None:
+    A job's body is the event as it travelled, except where the subscription's owner may not see
+    a field (field-level permissions): then the customer, contact and opportunity snapshots in
+    it leave those fields out, as the API does for the owner. Their roles are the directory's
+    copy of them, or the roles they held when they subscribed.
+    """
+
+    def __init__(self, repo: Repository, clock: Clock, wake: Any = None, roles: RoleBook | None = None) -> None:
         self._repo = repo
         self._clock = clock
         self._wake = wake
+        self._roles = roles
 
     async def on_event(self, envelope: EventEnvelope) -> None:
         subscriptions = await self._repo.webhooks.find(
-            {"status": "active", "enabled": True}, projection={"event_types": 1}
+            {"status": "active", "enabled": True}, projection={"event_types": 1, "owner_id": 1, "owner_roles": 1}
         ).to_list(None)
         declared = registry.get(envelope.type)
         exact_only = declared is not None and declared.exact_only
-        wanted = [s["_id"] for s in subscriptions if matches(envelope.type, s["event_types"], exact_only=exact_only)]
+        wanted = [s for s in subscriptions if matches(envelope.type, s["event_types"], exact_only=exact_only)]
         if not wanted:
             return
         # The CloudEvent as it travelled on Kafka: unset top-level attributes left out, data untouched.
         attributes = {k: v for k, v in envelope.model_dump(mode="json").items() if v is not None}
         body = json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
+        bodies: dict[tuple[str, ...], str] = {}
         now = self._clock.now()
-        for subscription_id in wanted:
+        restricted = self._roles is not None and self._roles.restricts_fields
+        for subscription in wanted:
+            subscription_id = subscription["_id"]
+            # Only when some role restricts a field is the owner looked up (one read by id).
+            roles = await self._owner_roles(subscription) if restricted else ()
+            if roles not in bodies:
+                bodies[roles] = self._body_for(roles, envelope, attributes, body)
             job = {
                 "_id": delivery_id(subscription_id, envelope.id),
                 "dedupe_key": f"{subscription_id}:{envelope.id}",
@@ -73,7 +89,7 @@ class Fanout:
                 "event_id": envelope.id,
                 "event_type": envelope.type,
                 "subject": envelope.subject,
-                "body": body,
+                "body": bodies[roles],
                 "status": "pending",
                 "attempt_count": 0,
                 "first_attempt_ts": 0.0,
@@ -88,6 +104,21 @@ class Fanout:
                 await self._repo.deliveries.insert_one(job)
         if self._wake is not None:
             self._wake()
+
+    async def _owner_roles(self, subscription: Document) -> tuple[str, ...]:
+        user = await self._repo.users.find_one({"_id": subscription.get("owner_id")}, projection={"roles": 1})
+        roles = user.get("roles") if user is not None else subscription.get("owner_roles")
+        return tuple(sorted(roles or []))
+
+    def _body_for(self, roles: tuple[str, ...], envelope: EventEnvelope, attributes: Document, body: str) -> str:
+        if self._roles is None or not isinstance(envelope.data, dict):
+            return body
+        book = self._roles
+        policies = {m: book.field_policy(roles, m) for m in PROTECTED_FIELDS}
+        if all(p.unrestricted for p in policies.values()):
+            return body
+        data = redact_event_data(envelope.type, attributes.get("data") or {}, lambda m: policies.get(m) or UNRESTRICTED)
+        return json.dumps({**attributes, "data": data}, ensure_ascii=False, separators=(",", ":"))
 
 
 class DeliveryWorker:

@@ -152,6 +152,9 @@ class Subscriptions:
             "enabled": enabled,
             "description": description,
             "owner_id": principal.user_id,
+            # The owner's roles when they subscribed: what their deliveries may carry (field-level
+            # permissions) when the directory's copy does not know the owner.
+            "owner_roles": sorted(principal.roles),
             "status": "active",
             "disabled_reason": None,
             "secret": secret or generated,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_pipeline.application import history as summaries
 from crm_pipeline.application.funnel import funnel as compute_funnel
@@ -43,8 +43,9 @@ from crm_pipeline.entrypoints.schemas import (
     target_out,
 )
 from crm_pipeline.settings import PipelineSettings
-from crm_platform.auth import CurrentPrincipal
+from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
+from crm_platform.fieldaccess import redact_history
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.openapi import problems
@@ -79,11 +80,51 @@ def _json(body: Any, version: int, status: int = 200, headers: dict[str, str] | 
 
 
 async def _opportunity(
-    svc: Services, doc: Document, status: int = 200, headers: dict[str, str] | None = None
+    principal: Principal, svc: Services, doc: Document, status: int = 200, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     pipeline = await svc.pipelines.repo.pipeline(doc["pipeline_id"])
     body = opportunity_out(doc, pipeline, svc.opportunities.clock.now(), detail=True)
-    return _json(body, doc["version"], status, headers)
+    return JSONResponse(
+        _visible(principal, body), status_code=status, headers={"ETag": etag(doc["version"]), **(headers or {})}
+    )
+
+
+def _visible(principal: Principal, body: OpportunityOut) -> dict[str, Any]:
+    """The opportunity as this caller may see it: fields their roles hide are left out, not nulled."""
+    return principal.fields("opportunities").redact(body.model_dump(mode="json", by_alias=True))
+
+
+#: List filter -> the opportunity field it reads; sort key -> the field it orders by.
+_FILTER_FIELD = {
+    "amount_min": "amount",
+    "amount_max": "amount",
+    "expected_close_from": "expected_close_date",
+    "expected_close_to": "expected_close_date",
+    "source_campaign": "source_campaign",
+}
+_SORT_FIELD = {
+    "amount": "amount",
+    "weighted_amount": "weighted_amount",
+    "probability": "probability",
+    "expected_close_date": "expected_close_date",
+}
+
+
+def _ensure_query_visible(principal: Principal, filters: OpportunityFilter, sort: str | None) -> None:
+    """Refuse (403 ``field-hidden``) a filter or sort on a field the caller's roles hide."""
+    policy = principal.fields("opportunities")
+    given = [name for name, value in filters.model_dump().items() if value is not None]
+    policy.ensure_visible([_FILTER_FIELD[n] for n in given if n in _FILTER_FIELD], "filter")
+    keys = [part.strip().lstrip("+-") for part in (sort or "").split(",") if part.strip()]
+    policy.ensure_visible([_SORT_FIELD[k] for k in keys if k in _SORT_FIELD], "sort")
+
+
+def _ensure_writable(principal: Principal, body: BaseModel, *, creating: bool) -> None:
+    """Refuse (403 ``field-read-only``) a create or patch that sets fields the caller's roles protect."""
+    values = body.model_dump(exclude_unset=True)
+    if creating:
+        values = {k: v for k, v in values.items() if v not in (None, "", [], {})}
+    principal.fields("opportunities").ensure_writable(list(values))
 
 
 # --- pipelines ---------------------------------------------------------------------------------
@@ -177,15 +218,19 @@ class ListParams(OpportunityFilter):
 async def create_opportunity(
     body: OpportunityCreate, principal: CurrentPrincipal, svc: Svc, key: IdempotencyKeyHeader
 ) -> JSONResponse:
+    _ensure_writable(principal, body, creating=True)
     doc = await svc.opportunities.create(principal, body, key)
-    return mark_replayed(await _opportunity(svc, doc, 201, {"Location": f"/v1/opportunities/{doc['_id']}"}), key)
+    return mark_replayed(
+        await _opportunity(principal, svc, doc, 201, {"Location": f"/v1/opportunities/{doc['_id']}"}), key
+    )
 
 
 @router.get(
     "", response_model=OpportunityPage, summary="List opportunities: filters, sort on up to four keys, cursor pages"
 )
-async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, svc: Svc) -> OpportunityPage:
+async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
     filters = OpportunityFilter.model_validate(params.model_dump(include=set(OpportunityFilter.model_fields)))
+    _ensure_query_visible(principal, filters, params.sort)
     page = await list_opportunities(
         svc.opportunities.repo,
         principal,
@@ -198,8 +243,8 @@ async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrinci
     )
     pipelines = await svc.opportunities.repo.pipelines_by_id({d["pipeline_id"] for d in page.items})
     now = svc.opportunities.clock.now()
-    items = [opportunity_out(d, pipelines.get(d["pipeline_id"]), now) for d in page.items]
-    return OpportunityPage(items=items, next_cursor=page.next_cursor, total=page.total)
+    items = [_visible(principal, opportunity_out(d, pipelines.get(d["pipeline_id"]), now)) for d in page.items]
+    return JSONResponse({"items": items, "next_cursor": page.next_cursor, "total": page.total})
 
 
 @router.get(
@@ -209,7 +254,7 @@ async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrinci
 )
 async def get_opportunity(opportunity_id: str, principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
     doc, _ = await svc.opportunities.get(principal, opportunity_id)
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.patch(
@@ -221,8 +266,9 @@ async def get_opportunity(opportunity_id: str, principal: CurrentPrincipal, svc:
 async def patch_opportunity(
     opportunity_id: str, body: OpportunityPatch, request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
+    _ensure_writable(principal, body, creating=False)
     doc = await svc.opportunities.update(principal, opportunity_id, body, expected_version(request, required=True))
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.get(
@@ -234,7 +280,8 @@ async def opportunity_history(
     opportunity_id: str, request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> list[HistoryEntry]:
     doc, _ = await svc.opportunities.get(principal, opportunity_id)
-    return await history(request.app.state.kit.event_log, doc, summaries.summarise)
+    entries = await history(request.app.state.kit.event_log, doc, summaries.summarise)
+    return redact_history(entries, principal.fields("opportunities"))
 
 
 @router.post(
@@ -249,7 +296,7 @@ async def move_stage(
     doc = await svc.opportunities.move(
         principal, opportunity_id, body.stage_id, expected_version(request, required=False)
     )
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -262,7 +309,7 @@ async def win(
     opportunity_id: str, body: WinIn, request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
     doc = await svc.opportunities.win(principal, opportunity_id, body.reason, expected_version(request, required=False))
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -277,7 +324,7 @@ async def lose(
     doc = await svc.opportunities.lose(
         principal, opportunity_id, body.reason, body.competitor, expected_version(request, required=False)
     )
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -292,7 +339,7 @@ async def reopen(
     doc = await svc.opportunities.reopen(
         principal, opportunity_id, body.reason, body.stage_id, expected_version(request, required=False)
     )
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -305,7 +352,7 @@ async def assign(
     opportunity_id: str, body: AssignIn, request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
     doc = await svc.opportunities.assign(principal, opportunity_id, body, expected_version(request, required=False))
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -336,7 +383,7 @@ async def remove_document(
     doc = await svc.opportunities.remove_document(
         principal, opportunity_id, document_id, expected_version(request, required=False)
     )
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -349,7 +396,7 @@ async def request_approval(
     opportunity_id: str, body: ApprovalRequestIn, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
     doc = await svc.opportunities.request_approval(principal, opportunity_id, body)
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 @router.post(
@@ -364,7 +411,7 @@ async def decide_approval(
     doc = await svc.opportunities.decide_approval(
         principal, opportunity_id, body, expected_version(request, required=False)
     )
-    return await _opportunity(svc, doc)
+    return await _opportunity(principal, svc, doc)
 
 
 # --- targets, forecast, funnel ---------------------------------------------------------------------
@@ -430,6 +477,8 @@ async def forecast(
     ] = None,
     currency: Annotated[str | None, Query(description="Default CNY; other currencies are counted apart.")] = None,
 ) -> Forecast:
+    # The forecast is made of amounts: a caller who may not see them gets none of it.
+    principal.fields("opportunities").ensure_visible(["amount"], "forecast")
     return await svc.targets.forecast(principal, period, rep, department, currency)
 
 
@@ -445,7 +494,7 @@ async def funnel(
     rep: str | None = None,
     department: Annotated[str | None, Query(pattern=r"^/")] = None,
     currency: str | None = None,
-) -> FunnelOut:
+) -> FunnelOut | JSONResponse:
     found, figures, code = await compute_funnel(
         svc.opportunities.repo,
         svc.pipelines,
@@ -458,4 +507,9 @@ async def funnel(
         department=department,
         currency_raw=currency,
     )
-    return funnel_out(found, figures, code, date_from=date_from, date_to=date_to, rep=rep, department=department)
+    body = funnel_out(found, figures, code, date_from=date_from, date_to=date_to, rep=rep, department=department)
+    if principal.fields("opportunities").hides("amount"):
+        # Counts and conversion stay; each stage's sum of amounts is left out.
+        stages = [s.model_dump(mode="json", exclude={"amount", "other_currencies"}) for s in body.stages]
+        return JSONResponse({**body.model_dump(mode="json", by_alias=True), "stages": stages})
+    return body

@@ -20,6 +20,7 @@ from crm_reporting.application.lag import LagTracker
 from crm_reporting.application.reports import Reports, timeline
 from crm_reporting.application.scope import Scope
 from crm_reporting.domain.periods import Bucket, Period, PeriodError, resolve_period
+from crm_reporting.entrypoints import fields
 from crm_reporting.entrypoints.rendering import respond
 from crm_reporting.settings import ReportingSettings
 
@@ -103,7 +104,7 @@ async def funnel(
 ) -> Response:
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, start, end, _tz(tz, settings))
-    report = await reports.funnel(models, scope, p, pipeline_id)
+    report = fields.funnel(await reports.funnel(models, scope, p, pipeline_id), principal)
     return respond(request, fmt, report, report["rows"], "funnel")
 
 
@@ -124,6 +125,7 @@ async def forecast(
     owner_id: OwnerId = None,
     department_path: DepartmentPath = None,
 ) -> Response:
+    fields.ensure_forecast_visible(principal)
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, None, None, _tz(tz, settings))
     report = await reports.forecast(models, scope, p)
@@ -179,6 +181,7 @@ async def distribution(
     owner_id: OwnerId = None,
     department_path: DepartmentPath = None,
 ) -> Response:
+    fields.ensure_distribution_visible(principal, field)
     scope = _scope(principal, owner_id, department_path)
     report = await reports.distribution(models, scope, field)
     return respond(request, fmt, report, report["rows"], f"distribution-{field}")
@@ -201,7 +204,7 @@ async def quality(
 ) -> Response:
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, start, end, _tz(tz, settings))
-    report = await reports.quality(models, scope, p)
+    report = fields.quality(await reports.quality(models, scope, p), principal)
     return respond(request, fmt, report, [*report["rows"], report["overall"]], "quality")
 
 
@@ -219,7 +222,9 @@ async def customer_timeline(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     tz: Tz = None,
 ) -> Response:
-    report = await timeline(models, Scope(principal), customer_id, limit, cursor, _tz(tz, settings))
+    report = fields.timeline(
+        await timeline(models, Scope(principal), customer_id, limit, cursor, _tz(tz, settings)), principal
+    )
     return respond(request, fmt, report, report["items"], f"timeline-{customer_id}")
 
 

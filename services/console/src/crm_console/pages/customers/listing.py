@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from crm_console.pages.customers.people import department_choices, owner_choices, owner_names
 from crm_console.pages.customers.query import KINDS, SIZES, SORT_KEYS, SOURCES, STAGES, TIERS, ListQuery
+from crm_console.records import complete_page
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api, render
@@ -23,7 +24,7 @@ MANAGE_USERS_ROLES = frozenset({"admin", "manager"})
 async def fetch_page(client: Api, query: ListQuery) -> dict[str, Any]:
     """One page of the list, with the owners' names (``owners``: id → name)."""
     path = "/v1/recycle-bin" if query.in_bin() else "/v1/customers"
-    page: dict[str, Any] = await client.get("customers", path, params=query.api_params())
+    page: dict[str, Any] = complete_page(await client.get("customers", path, params=query.api_params()))
     page["owners"] = await owner_names(client, (c.get("owner_id") for c in page["items"]))
     return page
 

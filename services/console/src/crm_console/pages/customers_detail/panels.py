@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from crm_console.records import complete_opportunities
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api
 
@@ -51,13 +52,19 @@ def _task_scope(roles: Iterable[str]) -> str:
     return "all" if "admin" in roles else "team" if "manager" in roles else "mine"
 
 
+async def _opportunities(page: Awaitable[Any]) -> Any:
+    return complete_opportunities(await page)
+
+
 async def load(client: Api, customer_id: str, timezone: str) -> dict[str, Panel]:
     roles = client.session.user.roles if client.session.user else []
     calls = {
         "opportunities": _panel(
             client,
             "pipeline",
-            client.get("pipeline", "/v1/opportunities", {"customer_id": customer_id, "limit": PANEL_SIZE}),
+            _opportunities(
+                client.get("pipeline", "/v1/opportunities", {"customer_id": customer_id, "limit": PANEL_SIZE})
+            ),
         ),
         "followups": _panel(
             client,

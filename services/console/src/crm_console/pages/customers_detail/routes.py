@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from crm_console.pages.customers.query import api_list_params
 from crm_console.pages.customers_detail import forms, panels
+from crm_console.records import complete_customer
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
@@ -97,7 +98,7 @@ def refusal(client: Api, problem: UpstreamProblem) -> dict[str, str]:
 async def read_customer(client: Api, customer_id: str) -> tuple[dict[str, Any], str]:
     """The customer and its ETag (sent back as If-Match when the page changes it)."""
     response = await client.send("customers", "GET", f"/v1/customers/{customer_id}")
-    return response.json(), response.headers.get("ETag", "")
+    return complete_customer(response.json()), response.headers.get("ETag", "")
 
 
 async def form_of(request: Request) -> Any:

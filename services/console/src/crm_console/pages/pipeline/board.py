@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from crm_console.customer_names import customer_names
+from crm_console.records import complete_opportunities, complete_opportunity
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, is_htmx, render
 
@@ -133,8 +134,8 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
             "truncated": False,
             "customer_names": {},
         }
-    page = await client.get(
-        "pipeline", "/v1/opportunities", params={"pipeline_id": pipeline["id"], "limit": BOARD_LIMIT}
+    page = complete_opportunities(
+        await client.get("pipeline", "/v1/opportunities", params={"pipeline_id": pipeline["id"], "limit": BOARD_LIMIT})
     )
     items: list[Document] = page["items"]
     return defaults | {
@@ -266,7 +267,7 @@ async def move(
     all_pipelines = await pipelines(client)
     pipeline = chosen(all_pipelines, form.pipeline_id or None)
     stage = next((s for s in (pipeline or {}).get("stages", []) if s["stage_id"] == form.stage_id), None)
-    opportunity = await client.get("pipeline", f"/v1/opportunities/{opportunity_id}")
+    opportunity = complete_opportunity(await client.get("pipeline", f"/v1/opportunities/{opportunity_id}"))
     language = client.session.language
     dialog: dict[str, Any] = {
         "stage_labels": {s["stage_id"]: stage_label(s, language) for s in (pipeline or {}).get("stages", [])},

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console.records import complete_page
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, is_htmx, render
 
@@ -74,7 +75,7 @@ async def pool_page(
 ) -> HTMLResponse:
     context = _base(query)
     try:
-        page = await client.get("customers", "/v1/customers", params=query.upstream_params())
+        page = complete_page(await client.get("customers", "/v1/customers", params=query.upstream_params()))
     except UpstreamProblem as problem:
         if problem.status != 422:
             raise
@@ -88,7 +89,7 @@ async def pool_page(
 async def more_rows(
     request: Request, client: Annotated[Api, Depends(api)], query: Annotated[PoolQuery, Depends()]
 ) -> HTMLResponse:
-    page = await client.get("customers", "/v1/customers", params=query.upstream_params())
+    page = complete_page(await client.get("customers", "/v1/customers", params=query.upstream_params()))
     context = _base(query) | {"items": page["items"], "next_cursor": page.get("next_cursor")}
     return render(request, "pool/rows.html", context)
 
@@ -124,7 +125,7 @@ async def claim(
     if not is_htmx(request):
         if outcome["claimed"]:
             return RedirectResponse(f"/customers/{customer_id}", status_code=303)
-        page = await client.get("customers", "/v1/customers", params=PoolQuery().upstream_params())
+        page = complete_page(await client.get("customers", "/v1/customers", params=PoolQuery().upstream_params()))
         context = _base(PoolQuery()) | {"items": page["items"], "next_cursor": page.get("next_cursor")}
         return render(request, "pool/list.html", context | {"outcome": outcome}, status_code=409)
     return render(request, "pool/claimed.html", {"outcome": outcome})

@@ -1,0 +1,87 @@
+"""Field-level permissions in reports (:mod:`crm_platform.fieldaccess`).
+
+Reports are made of the same fields as the records: a caller whose roles hide a field gets no
+figure made of it. An opportunity's hidden amount leaves the funnel's sums out and refuses the
+forecast (it is nothing but amounts); a customer's hidden field refuses a distribution over it
+and leaves its column out of the data-quality report; the timeline leaves amounts out of its lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from crm_platform.auth import Principal
+
+#: A distribution's field -> the customer field behind it (region and city are the address).
+DISTRIBUTION_FIELD = {
+    "industry": "industry",
+    "region": "address",
+    "city": "address",
+    "size": "size",
+    "tier": "tier",
+    "source": "source",
+    "lifecycle_stage": "lifecycle_stage",
+    "tag": "tags",
+}
+#: A data-quality field -> the customer field behind it.
+QUALITY_FIELD = {**DISTRIBUTION_FIELD, "tags": "tags"}
+#: The funnel's figures made of opportunities' amounts.
+AMOUNT_KEYS = frozenset({"current_amount", "won_amount"})
+#: The timeline's line for a created or won opportunity ends with its amount: ": 120000.00 CNY".
+_AMOUNT_TAIL = re.compile(r": -?\d+(?:\.\d+)?(?: [A-Z]{3})?$")
+_AMOUNT_LINES = frozenset({"crm.opportunity.created", "crm.opportunity.won"})
+
+
+def _without(value: Any, keys: Iterable[str]) -> Any:
+    drop = frozenset(keys)
+    if isinstance(value, dict):
+        return {k: _without(v, drop) for k, v in value.items() if k not in drop}
+    if isinstance(value, list):
+        return [_without(v, drop) for v in value]
+    return value
+
+
+def ensure_forecast_visible(principal: Principal) -> None:
+    principal.fields("opportunities").ensure_visible(["amount"], "see a forecast")
+
+
+def funnel(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """The funnel without the sums of amounts, for a caller who may not see amounts."""
+    if not principal.fields("opportunities").hides("amount"):
+        return report
+    hidden: dict[str, Any] = _without(report, AMOUNT_KEYS)
+    return hidden
+
+
+def ensure_distribution_visible(principal: Principal, field: str) -> None:
+    if field in DISTRIBUTION_FIELD:
+        principal.fields("customers").ensure_visible([DISTRIBUTION_FIELD[field]], "see a distribution")
+
+
+def quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """The data-quality report without the completeness of fields the caller may not see."""
+    policy = principal.fields("customers")
+    hidden = [name for name in report.get("required_fields") or [] if policy.hides(QUALITY_FIELD.get(name, name))]
+    if not hidden:
+        return report
+    out: dict[str, Any] = _without(report, {f"missing_{name}" for name in hidden})
+    out["required_fields"] = [name for name in out["required_fields"] if name not in hidden]
+    per_field = out.get("overall", {}).get("missing_per_field")
+    if isinstance(per_field, dict):
+        out["overall"]["missing_per_field"] = {k: v for k, v in per_field.items() if k not in hidden}
+    return out
+
+
+def timeline(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """The timeline without opportunities' amounts in its lines, for a caller who may not see them."""
+    if not principal.fields("opportunities").hides("amount"):
+        return report
+    items = [
+        {**item, "summary": _AMOUNT_TAIL.sub("", item["summary"])}
+        if item.get("type") in _AMOUNT_LINES and isinstance(item.get("summary"), str)
+        else item
+        for item in report["items"]
+    ]
+    return {**report, "items": items}

@@ -1,0 +1,251 @@
+"""Field-level permissions: which fields of a module a role hides or makes read-only.
+
+An administrator's role definition (the directory's ``/v1/roles``) may restrict fields per
+module: ``{"customers": {"phones": "hidden", "tier": "read"}, "contacts": {"phones": "hidden"}}``.
+
+* ``hidden``: the field is not in anything the holder receives (records, lists, lookups,
+  exports, history), and filtering or sorting on it is refused (403 ``field-hidden``);
+* ``read``: the holder sees it but may not set it (403 ``field-read-only`` on a create,
+  patch or import that sets it);
+* not listed: read-write (still subject to the module's action permissions).
+
+Roles combine as permissions and scopes do: the widest access over the holder's roles wins
+(a field hidden by one role and writable through another is writable). The built-in roles
+restrict nothing until an administrator edits them.
+
+Which fields may be restricted is declared here per module (:data:`PROTECTED_FIELDS`), so
+the directory can refuse a name no service would honour; custom fields are ``custom.<key>``.
+The services apply a :class:`FieldPolicy`, resolved once per request from their read copy of
+the role definitions (:meth:`crm_platform.roles.RoleBook.field_policy`), at their presenters
+and query parsers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from crm_platform.errors import FieldError, Forbidden
+from crm_platform.history import HistoryEntry
+
+Access = Literal["hidden", "read", "write"]
+ACCESS: tuple[Access, ...] = ("hidden", "read", "write")
+"""From narrowest to widest; a definition lists only ``hidden`` and ``read`` (write is the default)."""
+
+#: Per module, the fields a role may hide or make read-only: the record's business data. Ids,
+#: names, ownership, status and timestamps are not among them: without them nothing works.
+PROTECTED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
+    "customers": frozenset(
+        {
+            "uscc",
+            "industry",
+            "size",
+            "address",
+            "source",
+            "tier",
+            "lifecycle_stage",
+            "tags",
+            "phones",
+            "emails",
+            "website",
+            "description",
+        }
+    ),
+    "contacts": frozenset({"role", "title", "phones", "emails", "notes"}),
+    "opportunities": frozenset(
+        {"amount", "quotation_amount", "probability", "expected_close_date", "source_campaign", "products", "notes"}
+    ),
+    # Interactions, tasks and the rest come when their services enforce them: a module is listed
+    # here only once every read, list, filter, sort and export of it honours it.
+}
+
+#: Fields computed from a protected one go with it: hiding an opportunity's amount hides its
+#: weighted amount and its products' prices too.
+DERIVED: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
+    "opportunities": {
+        "amount": ("weighted_amount", "quotation_amount", "products"),
+        "probability": ("weighted_amount", "probability_overridden"),
+    },
+}
+
+_CUSTOM = re.compile(r"^custom\.[a-z][a-z0-9_]{0,39}$")
+
+
+class FieldHidden(Forbidden):
+    """A filter or sort named a field the caller's roles hide."""
+
+    code, title = "field-hidden", "A field you may not see"
+
+
+class FieldReadOnly(Forbidden):
+    """A write set a field the caller's roles make read-only (or hide)."""
+
+    code, title = "field-read-only", "A field you may not change"
+
+
+def validate_field_rules(values: Mapping[str, Mapping[str, str]], field_name: str = "fields") -> list[FieldError]:
+    """What is wrong with a role definition's field rules (empty when nothing is)."""
+    errors: list[FieldError] = []
+    for module, rules in values.items():
+        known = PROTECTED_FIELDS.get(module)
+        if known is None:
+            errors.append(
+                FieldError(
+                    field=f"{field_name}.{module}",
+                    reason=f"'{module}' has no field-level permissions ({', '.join(sorted(PROTECTED_FIELDS))})",
+                )
+            )
+            continue
+        if not isinstance(rules, Mapping):
+            errors.append(FieldError(field=f"{field_name}.{module}", reason="give an object: field -> hidden | read"))
+            continue
+        for name, access in rules.items():
+            where = f"{field_name}.{module}.{name}"
+            if name not in known and not _CUSTOM.match(name):
+                errors.append(
+                    FieldError(
+                        field=where,
+                        reason=f"'{name}' cannot be restricted; use one of {', '.join(sorted(known))} or custom.<key>",
+                    )
+                )
+            elif access not in ("hidden", "read"):
+                errors.append(FieldError(field=where, reason=f"'{access}' is not hidden or read"))
+    return errors
+
+
+@dataclass(frozen=True)
+class FieldPolicy:
+    """What one caller may do with the fields of one module."""
+
+    module: str
+    hidden: frozenset[str] = field(default_factory=frozenset)
+    read_only: frozenset[str] = field(default_factory=frozenset)  # read-only and visible
+
+    @property
+    def unrestricted(self) -> bool:
+        return not self.hidden and not self.read_only
+
+    @classmethod
+    def combine(cls, module: str, per_role: Iterable[Mapping[str, str]]) -> FieldPolicy:
+        """The widest access over the roles' rules for ``module`` (a role without rules: all writable)."""
+        rank: dict[str, int] = {a: i for i, a in enumerate(ACCESS)}
+        rules = [{n: a for n, a in r.items() if a in ("hidden", "read")} for r in per_role]
+        if not rules:
+            return cls(module=module)
+        # A field some role does not restrict is writable through that role.
+        names = set.intersection(*(set(r) for r in rules))
+        widest = {n: max((r[n] for r in rules), key=rank.__getitem__) for n in names}
+        derived = DERIVED.get(module, {})
+        hidden = {n for n, a in widest.items() if a == "hidden"}
+        hidden |= {d for n in hidden for d in derived.get(n, ())}
+        read_only = {n for n, a in widest.items() if a == "read"}
+        read_only |= {d for n in read_only for d in derived.get(n, ())}
+        return cls(module=module, hidden=frozenset(hidden), read_only=frozenset(read_only - hidden))
+
+    # --- what a response may carry ------------------------------------------------------
+
+    def hides(self, name: str) -> bool:
+        return name in self.hidden
+
+    def redact(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """``doc`` without the hidden fields (``custom.<key>`` removes the key from ``custom``)."""
+        out = dict(doc)
+        if not self.hidden:
+            return out
+        for name in self.hidden:
+            if name.startswith("custom."):
+                custom = out.get("custom")
+                if isinstance(custom, Mapping) and name[7:] in custom:
+                    out["custom"] = {k: v for k, v in custom.items() if k != name[7:]}
+            else:
+                out.pop(name, None)
+        return out
+
+    def top_level_hidden(self) -> set[str]:
+        """Hidden names that are top-level fields (for ``model_dump(exclude=...)``)."""
+        return {n for n in self.hidden if not n.startswith("custom.")}
+
+    # --- what a request may ask ------------------------------------------------------------
+
+    def ensure_visible(self, names: Iterable[str], usage: str) -> None:
+        """Refuse (403) a filter or sort on hidden fields, naming each one."""
+        refused = sorted({n for n in names if n in self.hidden})
+        if refused:
+            raise FieldHidden(
+                f"Your role does not let you see {', '.join(refused)}, so you cannot {usage} on it.",
+                errors=[FieldError(field=n, reason=f"hidden from your role: cannot {usage} on it") for n in refused],
+                extra={"module": self.module},
+            )
+
+    def ensure_writable(self, names: Iterable[str]) -> None:
+        """Refuse (403) a write that sets read-only or hidden fields, naming each one."""
+        refused = sorted({n for n in names if n in self.hidden or n in self.read_only})
+        if refused:
+            raise FieldReadOnly(
+                f"Your role does not let you change {', '.join(refused)}.",
+                errors=[
+                    FieldError(
+                        field=n, reason="hidden from your role" if n in self.hidden else "read-only for your role"
+                    )
+                    for n in refused
+                ],
+                extra={"module": self.module},
+            )
+
+
+def redact_history(entries: list[HistoryEntry], policy: FieldPolicy) -> list[HistoryEntry]:
+    """A record's history without changes to fields ``policy`` hides.
+
+    An entry whose every change was hidden is left out (its summary would name it); a
+    "changed a, b" summary names only the fields that remain.
+    """
+    if not policy.hidden:
+        return entries
+    out: list[HistoryEntry] = []
+    for entry in entries:
+        changes = [c for c in entry.changes if not policy.hides(str(c.get("field", "")))]
+        if entry.changes and not changes:
+            continue
+        summary = entry.summary
+        if len(changes) != len(entry.changes) and summary.startswith("changed "):
+            summary = "changed " + ", ".join(str(c["field"]) for c in changes)
+        out.append(entry.model_copy(update={"changes": changes, "summary": summary}))
+    return out
+
+
+def redact_event_data(event_type: str, data: Mapping[str, Any], policy: Callable[[str], FieldPolicy]) -> dict[str, Any]:
+    """An event's data as a reader whose roles give ``policy(module)`` may receive it (a webhook
+    subscriber): the customer, contact and opportunity snapshots it carries without their hidden
+    fields, and no change to a hidden field."""
+    customers, contacts, opportunities = policy("customers"), policy("contacts"), policy("opportunities")
+    out = dict(data)
+    customer = out.get("customer")
+    if isinstance(customer, Mapping):
+        customer = customers.redact(customer)
+        if isinstance(customer.get("contacts"), list):
+            customer["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in customer["contacts"]]
+        out["customer"] = customer
+    if isinstance(out.get("contacts"), list):
+        out["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in out["contacts"]]
+    if isinstance(out.get("contact"), Mapping):
+        out["contact"] = contacts.redact(out["contact"])
+    if isinstance(out.get("opportunity"), Mapping):
+        out["opportunity"] = opportunities.redact(out["opportunity"])
+    if isinstance(out.get("changes"), list):
+        if event_type == "crm.customer.contact_changed":
+            changed = contacts
+        elif event_type.startswith("crm.customer."):
+            changed = customers
+        elif event_type.startswith("crm.opportunity."):
+            changed = opportunities
+        else:
+            return out
+        out["changes"] = [
+            c for c in out["changes"] if not (isinstance(c, Mapping) and changed.hides(str(c.get("field", ""))))
+        ]
+    return out
+
+
+UNRESTRICTED: Final = FieldPolicy(module="*")

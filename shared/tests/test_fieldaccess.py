@@ -1,0 +1,83 @@
+"""Field-level permissions in the platform: how roles combine, what a policy removes and refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from crm_platform.auth import Principal
+from crm_platform.fieldaccess import FieldHidden, FieldPolicy, FieldReadOnly, validate_field_rules
+from crm_platform.roles import Definition, RoleBook
+
+
+def test_the_widest_access_over_the_roles_wins() -> None:
+    policy = FieldPolicy.combine(
+        "opportunities",
+        [
+            {"amount": "hidden", "probability": "read", "description": "hidden"},
+            {"amount": "read", "probability": "hidden"},
+        ],
+    )
+    # amount: hidden + read -> read; probability: read + hidden -> read; description: one role
+    # does not restrict it -> writable.
+    assert policy.hidden == frozenset()
+    assert policy.read_only == {"amount", "probability"}
+    assert FieldPolicy.combine("customers", []).unrestricted
+    assert FieldPolicy.combine("customers", [{"phones": "hidden"}, {}]).unrestricted
+
+
+def test_a_policy_redacts_nested_custom_fields_and_names_what_it_refuses() -> None:
+    policy = FieldPolicy("customers", hidden=frozenset({"phones", "custom.budget"}), read_only=frozenset({"tier"}))
+    doc = {"id": "c1", "phones": ["+8613800138000"], "tier": "A", "custom": {"budget": "1000.00", "region": "东区"}}
+    assert policy.redact(doc) == {"id": "c1", "tier": "A", "custom": {"region": "东区"}}
+    assert doc["phones"]  # the input is not changed
+
+    with pytest.raises(FieldHidden) as hidden:
+        policy.ensure_visible(["tier", "phones"], "filter")
+    assert [e.field for e in hidden.value.errors] == ["phones"]
+    assert hidden.value.status == 403 and hidden.value.code == "field-hidden"
+
+    with pytest.raises(FieldReadOnly) as read_only:
+        policy.ensure_writable(["name", "tier", "phones"])
+    assert [(e.field, e.reason) for e in read_only.value.errors] == [
+        ("phones", "hidden from your role"),
+        ("tier", "read-only for your role"),
+    ]
+    policy.ensure_writable(["name", "industry"])  # not restricted: no error
+
+
+def test_only_fields_a_service_honours_can_be_restricted() -> None:
+    errors = validate_field_rules(
+        {
+            "customers": {"phones": "hidden", "id": "hidden", "custom.budget": "read", "tier": "write"},
+            "nowhere": {"x": "hidden"},
+        }
+    )
+    assert sorted(e.field for e in errors) == [
+        "fields.customers.id",
+        "fields.customers.tier",
+        "fields.nowhere",
+    ]
+    assert validate_field_rules({"customers": {"phones": "hidden", "custom.level_2": "read"}}) == []
+
+
+def test_the_role_book_resolves_a_principal_s_policies_from_the_definitions() -> None:
+    book = RoleBook(collection=None)  # type: ignore[arg-type]  # memory only: nothing is stored here
+    book._remember(
+        Definition(
+            role_id="service",
+            version=1,
+            permissions=frozenset(),
+            scopes={},
+            active=True,
+            fields={"customers": {"phones": "hidden"}},
+        )
+    )
+    staff = book.resolve(Principal(user_id="u1", roles=frozenset({"service"})))
+    assert staff.fields("customers").hidden == {"phones"}
+    assert staff.fields("contacts").unrestricted
+    # With a built-in role that restricts nothing, the phones are visible again.
+    both = book.resolve(Principal(user_id="u2", roles=frozenset({"service", "rep"})))
+    assert both.fields("customers").unrestricted
+    # An unknown role cannot widen access; a deleted one restricts and grants nothing.
+    odd = book.resolve(Principal(user_id="u3", roles=frozenset({"service", "no-such-role"})))
+    assert odd.fields("customers").hidden == {"phones"}
