@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from crm_console.pages.admin.forms import departments, form_of, if_match, listed, loose
+from crm_console.pages.admin.roles import role_options
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
 
 router = APIRouter(prefix="/users")
 
-ROLES = ("rep", "manager", "admin", "integrator")
 LANGUAGES = ("zh-CN", "en")
 PAGE_SIZE = 25
 
@@ -31,7 +31,9 @@ async def users(
     active: str = "",
     cursor: str = "",
 ) -> HTMLResponse:
-    filters = {k: v for k, v in {"q": q, "role": role if role in ROLES else "", "active": active}.items() if v}
+    options = await role_options(client)
+    known = {role_id for role_id, _ in options}
+    filters = {k: v for k, v in {"q": q, "role": role if role in known else "", "active": active}.items() if v}
     params: dict[str, Any] = {**filters, "limit": PAGE_SIZE, "sort": "name"}
     if cursor:
         params["cursor"] = cursor
@@ -41,7 +43,8 @@ async def users(
         "next_cursor": page.get("next_cursor"),
         "filters": {"q": q, "role": role, "active": active},
         "next_query": urlencode({**filters, "cursor": page.get("next_cursor") or ""}),
-        "roles": ROLES,
+        "roles": options,
+        "role_labels": dict(options),
     }
     return render(request, "admin/users.html", context)
 
@@ -51,7 +54,7 @@ async def _new_form(
 ) -> HTMLResponse:
     context = {
         "values": loose(values),
-        "roles": ROLES,
+        "roles": await role_options(client),
         "languages": LANGUAGES,
         "departments": await departments(client),
         "field_errors": problem.field_errors() if problem else {},
@@ -101,7 +104,7 @@ async def _edit_form(
     context = {
         "record": record,
         "values": loose(values or record),
-        "roles": ROLES,
+        "roles": await role_options(client),
         "departments": await departments(client),
         "done": done,
         "field_errors": problem.field_errors() if problem else {},
