@@ -35,6 +35,7 @@ def _rule(form: dict[str, Any]) -> dict[str, Any]:
         "claim_scope": form.get("claim_scope") or "department",
         "exempt_tags": comma_list(str(form.get("exempt_tags", ""))),
         "exempt_stage_id": str(form.get("exempt_stage_id", "")).strip() or None,
+        "max_held": number_or_none(str(form.get("max_held", ""))),
         "department_path": form.get("department_path") or None,
     }
 
