@@ -26,7 +26,10 @@ from typing import Final, Literal, Protocol
 
 from fastapi import Request
 
+from crm_platform.auth import BUILTIN_SCOPES as BUILTIN_SCOPES
+from crm_platform.auth import SCOPES as SCOPES
 from crm_platform.auth import Principal, Role, current_principal
+from crm_platform.auth import Scope as Scope
 from crm_platform.errors import Forbidden
 
 
@@ -141,11 +144,6 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
 """The built-in roles' defaults: what the directory seeds its role definitions with, and what a
 service grants for a built-in role until the directory's first definition of it has arrived."""
 
-Scope = Literal["own", "department", "subtree", "all"]
-SCOPES: tuple[Scope, ...] = ("own", "department", "subtree", "all")
-"""Which records of a module a role reaches: the holder's own, their department's, their
-department's and every department's below it, or all (ordered from narrowest to widest)."""
-
 #: Modules a role gives a data scope for (the issue's list, plus users and targets).
 SCOPE_MODULES: tuple[str, ...] = (
     "customers",
@@ -160,13 +158,6 @@ SCOPE_MODULES: tuple[str, ...] = (
     "targets",
     "users",
 )
-
-BUILTIN_SCOPES: Mapping[Role, Scope] = {
-    Role.admin: "all",
-    Role.manager: "subtree",
-    Role.rep: "own",
-    Role.integrator: "own",
-}
 
 
 class RoleDefinitions(Protocol):

@@ -28,7 +28,7 @@ import structlog
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
-from crm_platform.auth import Role
+from crm_platform.auth import Principal, Role, widest
 from crm_platform.consumer import Handler, apply_versioned
 from crm_platform.contracts import directory as ev
 from crm_platform.events import EventEnvelope
@@ -36,6 +36,7 @@ from crm_platform.permissions import (
     BUILTIN_SCOPES,
     DEFAULTS,
     ROLE_PERMISSIONS,
+    SCOPE_MODULES,
     SCOPES,
     Permission,
     Scope,
@@ -100,6 +101,22 @@ class RoleBook:
         if role_id in Role.__members__:
             return BUILTIN_SCOPES[Role(role_id)]
         return None
+
+    def scopes_of(self, roles: frozenset[str]) -> dict[str, Scope]:
+        """Per module, the widest scope over ``roles`` (a module none of them reaches is left out)."""
+        out: dict[str, Scope] = {}
+        for module in SCOPE_MODULES:
+            scope = widest(self.scope_of(str(role), module) for role in roles)
+            if scope is not None:
+                out[module] = scope
+        return out
+
+    def resolve(self, principal: Principal) -> Principal:
+        """The request's principal with the scopes and permissions its roles have here (once per request)."""
+        granted: frozenset[str] = frozenset()
+        for role in principal.roles:
+            granted |= self.permissions_of(str(role))
+        return principal.model_copy(update={"scopes": self.scopes_of(principal.roles), "permissions": granted})
 
     def definition(self, role_id: str) -> Definition | None:
         return self._definitions.get(role_id)

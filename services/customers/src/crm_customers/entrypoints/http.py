@@ -36,7 +36,7 @@ from crm_customers.entrypoints.schemas import (
     SavedViewOut,
     customer_out,
 )
-from crm_platform.auth import CurrentPrincipal, Role
+from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
@@ -44,6 +44,7 @@ from crm_platform.history import HistoryEntry
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams, parse_sort
 from crm_platform.openapi import problems
+from crm_platform.permissions import Permission
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 Document = dict[str, Any]
@@ -289,7 +290,7 @@ async def restore(customer_id: str, request: Request, principal: CurrentPrincipa
 async def recycle_bin(
     params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service
 ) -> CustomerPage:
-    principal.require_role(Role.admin, Role.manager)
+    principal.require(Permission.customers_recycle_bin)
     page = await list_customers(service.repo, principal, *_split(params), status="deleted")
     now = service.clock.now()
     return CustomerPage(
