@@ -10,10 +10,12 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from crm_console.i18n import Catalogue
 from crm_console.main import _ensure_indexes_when_reachable, catalogue_for
-from crm_console.registry import discover, menu_for
+from crm_console.registry import discover, may, menu_for, reaches_beyond_own
+from crm_console.sessions import SessionUser
 from crm_console.settings import UPSTREAMS
 from crm_console.testing import Stack, User
 from crm_console.web import format_datetime
+from crm_platform.permissions import Permission
 
 
 async def _signed_in(client: httpx.AsyncClient, user: User) -> str:
@@ -101,6 +103,27 @@ def test_the_menu_shows_what_the_roles_may_use() -> None:
     groups = discover()
     assert [e.href for e in menu_for(groups, ["rep"])][:2] == ["/", "/customers"]
     assert [e.href for e in menu_for(groups, ["integrator"])] == ["/"]
+
+
+def test_the_menu_follows_the_permissions_the_directory_granted() -> None:
+    """A custom role holding only customers:view (as the directory's token answer lists it) sees
+    the customers menu and not the admin pages; the same user's built-in role names say nothing."""
+    groups = discover()
+    viewer = SessionUser(id="u", name="U", email="u@example.com", roles=["viewer"], permissions=["customers:view"])
+    hrefs = [e.href for e in menu_for(groups, viewer)]
+    assert "/customers" in hrefs and "/admin" not in hrefs and "/pipeline" not in hrefs
+    assert may(viewer, Permission.customers_view) and not may(viewer, Permission.customers_create)
+    # A role the directory narrowed: a "manager" whose definition grants only customers:view.
+    narrowed = SessionUser(id="m", name="M", email="m@example.com", roles=["manager"], permissions=["customers:view"])
+    assert not may(narrowed, Permission.customers_assign)
+    # A session stored before the directory sent permissions: the built-in roles' defaults.
+    old = SessionUser(id="a", name="A", email="a@example.com", roles=["admin"])
+    assert "/admin" in [e.href for e in menu_for(groups, old)]
+    assert reaches_beyond_own(old, "opportunities") and not reaches_beyond_own(viewer, "opportunities")
+    scoped = SessionUser(
+        id="s", name="S", email="s@example.com", roles=["lead"], permissions=[], scopes={"opportunities": "department"}
+    )
+    assert reaches_beyond_own(scoped, "opportunities") and not reaches_beyond_own(scoped, "users")
 
 
 def test_times_are_shown_in_the_users_zone() -> None:
