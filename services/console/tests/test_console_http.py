@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 
 import httpx
 from pymongo.errors import ServerSelectionTimeoutError
@@ -158,3 +159,25 @@ async def test_session_indexes_are_built_once_the_store_answers() -> None:
 
     await asyncio.wait_for(_ensure_indexes_when_reachable(Store(), first_pause=0.01), timeout=5)  # type: ignore[arg-type]
     assert Store.calls == 3
+
+
+async def test_a_custom_role_sees_the_menus_its_permissions_grant(
+    console_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Through the real directory: a role holding only customers:view signs in, sees the customers
+    menu and no admin or pipeline entry, and the admin pages refuse it."""
+    role_id = f"viewer-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=stack.urls["directory"]) as directory:
+        r = await directory.post(
+            "/v1/roles",
+            json={"id": role_id, "names": {"zh-CN": "只读", "en": "Viewer"}, "permissions": ["customers:view"]},
+            headers=stack.admin_headers,
+        )
+        assert r.status_code == 201, r.text
+    viewer = await stack.new_user(roles=[role_id])
+    await _signed_in(console_client, viewer)
+    home = await console_client.get("/")
+    assert home.status_code == 200, home.text
+    assert 'href="/customers"' in home.text
+    assert 'href="/admin"' not in home.text and 'href="/pipeline"' not in home.text
+    assert (await console_client.get("/admin/users")).status_code == 403

@@ -83,12 +83,12 @@ def granted_to(who: Who) -> frozenset[str]:
 def menu_for(groups: Iterable[PageGroup], who: Who) -> list[MenuEntry]:
     """The entries the user's permissions cover, in menu order."""
     allowed = granted_to(who)
-    entries = [e for g in groups for e in g.menu if e.permission is None or e.permission.value in allowed]
+    entries = [e for g in groups for e in g.menu if e.permission is None or str(e.permission) in allowed]
     return sorted(entries, key=lambda e: (e.order, e.href))
 
 
-def may(who: Who, permission: Permission) -> bool:
-    return permission.value in granted_to(who)
+def may(who: Who, permission: Permission | str) -> bool:
+    return str(permission) in granted_to(who)
 
 
 def reaches_beyond_own(user: SessionUser | None, module: str) -> bool:
