@@ -13,9 +13,11 @@ Three layers, so that administrator-defined roles can grow out of it without tou
 
 :func:`authorize` is the FastAPI dependency the service kit puts on every route it mounts. It
 answers the coarse question "may these roles do this kind of thing at all" (403
-``permission-denied``); which records a caller may touch (their own, their department's subtree,
-all) stays with the application layer, as before. A route missing from the table is refused
-when the app is built (:func:`undeclared`), so a new route cannot ship without a decision.
+``permission-denied``). Which records a permitted caller reaches is the data scope per module
+(own, department, subtree, all), resolved per request from the same definitions onto the
+:class:`~crm_platform.auth.Principal` and applied by each service through its helpers.
+A route missing from the table is refused when the app is built (:func:`undeclared`), so a new
+route cannot ship without a decision.
 """
 
 from __future__ import annotations
