@@ -103,3 +103,31 @@ async def test_a_department_scope_with_assign_hands_out_within_the_department_on
         headers=lead,
     )
     assert refused.status_code == 403, refused.text
+
+
+async def test_the_pool_scope_decides_who_changes_customers_in_the_pool(
+    client: httpx.AsyncClient, customers_app: FastAPI
+) -> None:
+    """Everyone sees the pool; changing a customer sitting in it needs a pool scope beyond own."""
+    keeper_role, visitor_role = unique("pool-keeper"), unique("pool-visitor")
+    await define_role(customers_app, keeper_role, VIEW_EDIT, {"customers": "own", "pool": "department"})
+    await define_role(customers_app, visitor_role, VIEW_EDIT, {"customers": "own", "pool": "own"})
+    root = f"/{unique('s')}"
+    owner = auth(unique("rep"), department_path=root)
+    customer = await create(client, owner)
+    r = await client.post(f"/v1/customers/{customer['id']}/release", json={"reason": "无预算"}, headers=owner)
+    assert r.status_code == 200, r.text
+    version = r.json()["version"]
+
+    keeper = auth(unique("keeper"), [keeper_role], department_path=root)
+    visitor = auth(unique("visitor"), [visitor_role], department_path=root)
+    for headers in (keeper, visitor):
+        assert (await client.get(f"/v1/customers/{customer['id']}", headers=headers)).status_code == 200
+    refused = await client.patch(
+        f"/v1/customers/{customer['id']}", json={"industry": "零售"}, headers={**visitor, "If-Match": f'"{version}"'}
+    )
+    assert refused.status_code == 403, refused.text
+    changed = await client.patch(
+        f"/v1/customers/{customer['id']}", json={"industry": "零售"}, headers={**keeper, "If-Match": f'"{version}"'}
+    )
+    assert changed.status_code == 200, changed.text
