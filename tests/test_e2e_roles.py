@@ -1,5 +1,5 @@
 """End to end: a role an administrator defines in the directory reaches another service through
-Kafka and decides what its holders may call there.
+Kafka and decides what its holders may call there, and which records they reach.
 
 The directory and the customers service run in-process against the session's Kafka and MongoDB,
 each with its own database and consumer groups; the customers service learns the role only from
@@ -84,8 +84,27 @@ async def test_a_role_defined_in_the_directory_decides_what_its_holders_may_do_e
     assert refused.status_code == 403 and refused.json()["type"] == DENIED, refused.text
     assert refused.json()["permission"] == "customers:create"
 
+    # The data scope travels the same way: "own" does not reach a colleague's customer, and once
+    # the role's customers scope is "department", the colleague in the same department is reached.
+    colleague = auth(unique("rep"), ["rep"], f"/{root}")
+    created = await customers.post(
+        "/v1/customers", json={"kind": "company", "name": f"同部门贸易有限公司{unique('c')}"}, headers=colleague
+    )
+    assert created.status_code == 201, created.text
+    theirs = f"/v1/customers/{created.json()['id']}"
+    assert (await customers.get(theirs, headers=bearer)).status_code == 404
     r = await directory.patch(
-        f"/v1/roles/{role_id}", json={"permissions": ["account:self"]}, headers={**admin, "If-Match": '"1"'}
+        f"/v1/roles/{role_id}", json={"scopes": {"customers": "department"}}, headers={**admin, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200, r.text
+
+    async def reaches_theirs() -> bool:
+        return (await customers.get(theirs, headers=bearer)).status_code == 200
+
+    await eventually(reaches_theirs, timeout=30, message="the scope change reached the customers service")
+
+    r = await directory.patch(
+        f"/v1/roles/{role_id}", json={"permissions": ["account:self"]}, headers={**admin, "If-Match": '"2"'}
     )
     assert r.status_code == 200, r.text
     await eventually(lambda: lists_with(403), timeout=30, message="the edit reached the customers service")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from crm_platform.auth import Role
+from crm_platform.auth import Principal, Role
 from crm_platform.contracts import directory as ev
 from crm_platform.errors import PROBLEM_JSON
 from crm_platform.events import EventEnvelope
@@ -158,3 +158,22 @@ async def test_every_route_against_every_role(service: str, service_apps: dict[s
                     elif not allowed and not (r.status_code == 403 and problem.get("type") == DENIED):
                         failures.append(f"{where} as {role}: {r.status_code}, expected 403 permission-denied")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_every_service_resolves_the_custom_roles_data_scopes(
+    service: str, service_apps: dict[str, FastAPI]
+) -> None:
+    """The principal a request gets in each service carries the custom role's scopes from that
+    service's own read copy of the definitions (module by module; "own" where it names none),
+    and a role id nobody defined gives no scope at all."""
+    app = service_apps[service]
+    definitions = app.state.kit.roles
+    await definitions.apply(custom_role_created())
+    custom = definitions.resolve(Principal(user_id="matrix-custom", roles=frozenset({CUSTOM}), department_path="/hq"))
+    assert custom.scope("customers") == "department" and custom.scope("opportunities") == "subtree"
+    assert custom.scope("tasks") == "own"
+    assert custom.reaches_path("/hq", "customers") and not custom.reaches_path("/hq/east", "customers")
+    assert custom.reaches_path("/hq/east", "opportunities")
+    unknown = definitions.resolve(Principal(user_id="matrix-unknown", roles=frozenset({UNKNOWN})))
+    assert unknown.scope("customers") is None and unknown.permissions == frozenset()

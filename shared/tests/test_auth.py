@@ -124,15 +124,19 @@ def test_visibility_rules():
     rep = Principal(user_id="r1", roles=frozenset({Role.rep}), department_path="/hq/east")
     manager = Principal(user_id="m1", roles=frozenset({Role.manager}), department_path="/hq/east")
     admin = Principal(user_id="a1", roles=frozenset({Role.admin}))
-    assert rep.can_see_owned("r1", "/hq/east") and not rep.can_see_owned("r2", "/hq/east")
-    assert manager.can_see_owned("r2", "/hq/east/team-1") and manager.can_see_owned("r2", "/hq/east")
-    assert not manager.can_see_owned("r2", "/hq/eastern"), "a prefix must stop at a path boundary"
-    assert not manager.can_see_owned("r2", "/hq/west")
-    assert admin.can_see_owned("anyone", None)
-    assert rep.mongo_visibility() == {"owner_id": "r1"}
-    assert manager.mongo_visibility() == {
+    assert rep.can_see_owned("r1", "/hq/east", module="customers") and not rep.can_see_owned(
+        "r2", "/hq/east", module="customers"
+    )
+    assert manager.can_see_owned("r2", "/hq/east/team-1", module="customers") and manager.can_see_owned(
+        "r2", "/hq/east", module="customers"
+    )
+    assert not manager.can_see_owned("r2", "/hq/eastern", module="customers"), "a prefix must stop at a path boundary"
+    assert not manager.can_see_owned("r2", "/hq/west", module="customers")
+    assert admin.can_see_owned("anyone", None, module="customers")
+    assert rep.mongo_visibility(module="customers") == {"owner_id": "r1"}
+    assert manager.mongo_visibility(module="customers") == {
         "$or": [{"owner_id": "m1"}, {"department_path": {"$regex": "^/hq/east(/|$)"}}]
     }
-    assert admin.mongo_visibility() == {}
+    assert admin.mongo_visibility(module="customers") == {}
     with pytest.raises(Forbidden):
         rep.require_role(Role.admin, Role.manager)

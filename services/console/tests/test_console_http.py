@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 
 import httpx
 from pymongo.errors import ServerSelectionTimeoutError
 
 from crm_console.i18n import Catalogue
 from crm_console.main import _ensure_indexes_when_reachable, catalogue_for
-from crm_console.registry import discover, menu_for
+from crm_console.registry import discover, may, menu_for, reaches_beyond_own
+from crm_console.sessions import SessionUser
 from crm_console.settings import UPSTREAMS
 from crm_console.testing import Stack, User
 from crm_console.web import format_datetime
+from crm_platform.permissions import Permission
 
 
 async def _signed_in(client: httpx.AsyncClient, user: User) -> str:
@@ -103,6 +106,27 @@ def test_the_menu_shows_what_the_roles_may_use() -> None:
     assert [e.href for e in menu_for(groups, ["integrator"])] == ["/"]
 
 
+def test_the_menu_follows_the_permissions_the_directory_granted() -> None:
+    """A custom role holding only customers:view (as the directory's token answer lists it) sees
+    the customers menu and not the admin pages; the same user's built-in role names say nothing."""
+    groups = discover()
+    viewer = SessionUser(id="u", name="U", email="u@example.com", roles=["viewer"], permissions=["customers:view"])
+    hrefs = [e.href for e in menu_for(groups, viewer)]
+    assert "/customers" in hrefs and "/admin" not in hrefs and "/pipeline" not in hrefs
+    assert may(viewer, Permission.customers_view) and not may(viewer, Permission.customers_create)
+    # A role the directory narrowed: a "manager" whose definition grants only customers:view.
+    narrowed = SessionUser(id="m", name="M", email="m@example.com", roles=["manager"], permissions=["customers:view"])
+    assert not may(narrowed, Permission.customers_assign)
+    # A session stored before the directory sent permissions: the built-in roles' defaults.
+    old = SessionUser(id="a", name="A", email="a@example.com", roles=["admin"])
+    assert "/admin" in [e.href for e in menu_for(groups, old)]
+    assert reaches_beyond_own(old, "opportunities") and not reaches_beyond_own(viewer, "opportunities")
+    scoped = SessionUser(
+        id="s", name="S", email="s@example.com", roles=["lead"], permissions=[], scopes={"opportunities": "department"}
+    )
+    assert reaches_beyond_own(scoped, "opportunities") and not reaches_beyond_own(scoped, "users")
+
+
 def test_times_are_shown_in_the_users_zone() -> None:
     assert format_datetime("2026-12-03T01:30:00Z", "Asia/Shanghai") == "2026-12-03 09:30"
     assert format_datetime("2026-12-03T01:30:00+00:00", "Europe/London") == "2026-12-03 01:30"
@@ -135,3 +159,25 @@ async def test_session_indexes_are_built_once_the_store_answers() -> None:
 
     await asyncio.wait_for(_ensure_indexes_when_reachable(Store(), first_pause=0.01), timeout=5)  # type: ignore[arg-type]
     assert Store.calls == 3
+
+
+async def test_a_custom_role_sees_the_menus_its_permissions_grant(
+    console_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Through the real directory: a role holding only customers:view signs in, sees the customers
+    menu and no admin or pipeline entry, and the admin pages refuse it."""
+    role_id = f"viewer-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=stack.urls["directory"]) as directory:
+        r = await directory.post(
+            "/v1/roles",
+            json={"id": role_id, "names": {"zh-CN": "只读", "en": "Viewer"}, "permissions": ["customers:view"]},
+            headers=stack.admin_headers,
+        )
+        assert r.status_code == 201, r.text
+    viewer = await stack.new_user(roles=[role_id])
+    await _signed_in(console_client, viewer)
+    home = await console_client.get("/")
+    assert home.status_code == 200, home.text
+    assert 'href="/customers"' in home.text
+    assert 'href="/admin"' not in home.text and 'href="/pipeline"' not in home.text
+    assert (await console_client.get("/admin/users")).status_code == 403

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import jwt
 from fastapi import Depends, Request
@@ -37,13 +38,49 @@ class Role(StrEnum):
 ROLE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+Scope = Literal["own", "department", "subtree", "all"]
+SCOPES: tuple[Scope, ...] = ("own", "department", "subtree", "all")
+"""Which records of a module a role reaches: the holder's own, their department's, their
+department's and every department's below it, or all (ordered from narrowest to widest)."""
+
+BUILTIN_SCOPES: Mapping[Role, Scope] = {
+    Role.admin: "all",
+    Role.manager: "subtree",
+    Role.rep: "own",
+    Role.integrator: "own",
+}
+"""The built-in roles' default data scope, the same for every module."""
+
+#: Matches no document, through the ``_id`` index (a caller without any scope in a module).
+_NOTHING: Final[dict[str, Any]] = {"_id": None}
+
+
+def widest(scopes: Iterable[Scope | None]) -> Scope | None:
+    """The widest of several scopes (None, "no scope at all", is narrower than ``own``)."""
+    best: Scope | None = None
+    for scope in scopes:
+        if scope is not None and (best is None or SCOPES.index(scope) > SCOPES.index(best)):
+            best = scope
+    return best
+
+
 class Principal(BaseModel):
-    """Who is calling, as the token says.
+    """Who is calling, as the token says, and what the service's role definitions grant them.
 
     ``roles`` are role ids: the built-in ones (:class:`Role`, a ``StrEnum``, so ``Role.admin in
     principal.roles`` holds for ``"admin"``) or roles an administrator defined in the directory.
-    What they grant is decided by the service's read copy of the role definitions
-    (:mod:`crm_platform.permissions`); ``is_admin`` and ``is_manager`` still name the built-ins.
+
+    ``scopes`` (per module, the widest data scope over the caller's roles) and ``permissions``
+    are resolved once per request from the service's read copy of the role definitions
+    (:meth:`crm_platform.roles.RoleBook.resolve`, called by :func:`current_principal`). A
+    principal built without a book (unit tests, background jobs acting as the system) leaves
+    them ``None`` and falls back to the built-in roles' defaults.
+
+    Services decide *which records* with :meth:`scope`, :meth:`can_see_owned`,
+    :meth:`reaches_path` and :meth:`mongo_visibility`, and *which actions* with :meth:`holds`.
+    ``is_admin`` and ``is_manager`` name the built-in roles only: a service may not decide reach
+    with them (``tests/test_code_quality.py`` keeps an allow-list of the few places that are
+    genuinely about the built-in role).
     """
 
     user_id: str
@@ -51,6 +88,8 @@ class Principal(BaseModel):
     roles: frozenset[str] = Field(default_factory=frozenset)
     department_id: str | None = None
     department_path: str | None = None  # "/hq/east/team-1": ids from the root, for prefix checks
+    scopes: dict[str, Scope] | None = None
+    permissions: frozenset[str] | None = None
     #: Per module, the fields the caller's roles hide or make read-only (only restricted modules
     #: are listed). Filled per request from the service's role definitions (RoleBook.resolve).
     field_policies: dict[str, FieldPolicy] = Field(default_factory=dict)
@@ -67,31 +106,92 @@ class Principal(BaseModel):
     def is_manager(self) -> bool:
         return Role.manager in self.roles
 
-    def manages_path(self, path: str | None) -> bool:
-        """True if ``path`` is this manager's department or one below it."""
-        mine = self.department_path
-        if not self.is_manager or not mine or not path:
+    # --- which records ------------------------------------------------------------------------
+
+    def scope(self, module: str) -> Scope | None:
+        """The caller's data scope in ``module``: the widest over their roles (None: no reach)."""
+        if self.scopes is not None:
+            return self.scopes.get(module)
+        return widest(BUILTIN_SCOPES[Role(r)] for r in self.roles if r in Role.__members__)
+
+    def reaches_all(self, module: str) -> bool:
+        return self.scope(module) == "all"
+
+    def reaches_beyond_own(self, module: str) -> bool:
+        """True if the scope in ``module`` reaches records of others (department, subtree or all)."""
+        return self.scope(module) in ("department", "subtree", "all")
+
+    def reaches_path(self, path: str | None, module: str) -> bool:
+        """True if records of department ``path`` are in the caller's scope for ``module``.
+
+        ``department``: ``path`` is the caller's department exactly; ``subtree``: it or any
+        department below it; ``all``: any (a record without a department too); ``own``: none.
+        """
+        scope = self.scope(module)
+        if scope == "all":
+            return True
+        mine = (self.department_path or "").rstrip("/")
+        if scope not in ("department", "subtree") or not mine or not path:
             return False
-        return path == mine or path.startswith(mine.rstrip("/") + "/")
+        if path.rstrip("/") == mine:
+            return True
+        return scope == "subtree" and path.startswith(mine + "/")
 
-    def can_see_owned(self, owner_id: str | None, department_path: str | None) -> bool:
-        """Records owned by someone: admins see all, managers their subtree, reps their own."""
-        return self.is_admin or owner_id == self.user_id or self.manages_path(department_path)
+    def can_see_owned(self, owner_id: str | None, department_path: str | None, *, module: str) -> bool:
+        """A record owned by someone in a department: mine, or its department is in my scope."""
+        if self.scope(module) is None:
+            return False
+        return owner_id == self.user_id or self.reaches_path(department_path, module)
 
-    def mongo_visibility(self, owner_field: str = "owner_id", path_field: str = "department_path") -> dict[str, Any]:
-        """The same rule as a MongoDB filter (an anchored regex uses the index)."""
-        if self.is_admin:
+    def mongo_visibility(
+        self, owner_field: str = "owner_id", path_field: str = "department_path", *, module: str
+    ) -> dict[str, Any]:
+        """The same rule as a MongoDB filter, index-backed on both stores.
+
+        ``own``: owner equality; ``department``: or the department path's equality; ``subtree``:
+        or an anchored regex on the path (a range scan of its index); ``all``: no condition.
+        """
+        scope = self.scope(module)
+        if scope is None:
+            return dict(_NOTHING)
+        if scope == "all":
             return {}
         clauses: list[dict[str, Any]] = [{owner_field: self.user_id}]
-        if self.is_manager and self.department_path:
-            mine = self.department_path.rstrip("/")
+        mine = (self.department_path or "").rstrip("/")
+        if scope == "department" and mine:
+            clauses.append({path_field: mine})
+        elif scope == "subtree" and mine:
             clauses.append({path_field: {"$regex": f"^{re.escape(mine)}(/|$)"}})
         return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+    # --- which actions ------------------------------------------------------------------------
+
+    def holds(self, permission: str) -> bool:
+        """True if the caller's roles grant ``permission`` (a :class:`~crm_platform.permissions.Permission`)."""
+        if self.permissions is not None:
+            return permission in self.permissions
+        # No book (a unit test, a background job): the built-in roles' defaults. Imported here
+        # because crm_platform.permissions builds on this module.
+        from crm_platform.permissions import DEFAULTS, granted
+
+        return permission in granted(self.roles, DEFAULTS)
+
+    def require(self, permission: str) -> None:
+        """Refuse (403) unless the caller's roles grant ``permission``."""
+        if not self.holds(permission):
+            raise Forbidden(f"This action needs the permission {permission}.")
 
     def require_role(self, *roles: Role) -> None:
         if not self.roles.intersection(roles):
             wanted = " or ".join(str(r) for r in roles)
             raise Forbidden(f"This action needs the role {wanted}.")
+
+
+class PrincipalResolver(Protocol):
+    """What fills a request's principal with its scopes and permissions (a service's
+    :class:`crm_platform.roles.RoleBook`)."""
+
+    def resolve(self, principal: Principal) -> Principal: ...
 
 
 class TokenVerifier:
@@ -224,10 +324,11 @@ async def current_principal(request: Request) -> Principal:
         raise Unauthorized("The Authorization header must be 'Bearer <token>'.", headers=_challenge("invalid_request"))
     verifier: TokenVerifier = request.app.state.token_verifier
     principal = await verifier.verify(match.group("token"))
-    # The service's read copy of the role definitions adds what the token cannot say (field rules).
-    book = getattr(getattr(request.app.state, "kit", None), "roles", None)
-    resolve = getattr(book, "resolve", None)
-    return resolve(principal) if resolve is not None else principal
+    # The service's read copy of the role definitions (the kit wires one as kit.roles) decides
+    # the caller's data scopes, permissions and field rules, once per request.
+    kit = getattr(request.app.state, "kit", None)
+    book: PrincipalResolver | None = getattr(kit, "roles", None)
+    return book.resolve(principal) if book is not None else principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

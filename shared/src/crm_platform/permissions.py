@@ -13,9 +13,11 @@ Three layers, so that administrator-defined roles can grow out of it without tou
 
 :func:`authorize` is the FastAPI dependency the service kit puts on every route it mounts. It
 answers the coarse question "may these roles do this kind of thing at all" (403
-``permission-denied``); which records a caller may touch (their own, their department's subtree,
-all) stays with the application layer, as before. A route missing from the table is refused
-when the app is built (:func:`undeclared`), so a new route cannot ship without a decision.
+``permission-denied``). Which records a permitted caller reaches is the data scope per module
+(own, department, subtree, all), resolved per request from the same definitions onto the
+:class:`~crm_platform.auth.Principal` and applied by each service through its helpers.
+A route missing from the table is refused when the app is built (:func:`undeclared`), so a new
+route cannot ship without a decision.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from typing import Final, Literal, Protocol
 
 from fastapi import Request
 
+from crm_platform.auth import BUILTIN_SCOPES as BUILTIN_SCOPES
+from crm_platform.auth import SCOPES as SCOPES
 from crm_platform.auth import Principal, Role, current_principal
+from crm_platform.auth import Scope as Scope
 from crm_platform.errors import Forbidden
 
 
@@ -141,11 +146,6 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
 """The built-in roles' defaults: what the directory seeds its role definitions with, and what a
 service grants for a built-in role until the directory's first definition of it has arrived."""
 
-Scope = Literal["own", "department", "subtree", "all"]
-SCOPES: tuple[Scope, ...] = ("own", "department", "subtree", "all")
-"""Which records of a module a role reaches: the holder's own, their department's, their
-department's and every department's below it, or all (ordered from narrowest to widest)."""
-
 #: Modules a role gives a data scope for (the issue's list, plus users and targets).
 SCOPE_MODULES: tuple[str, ...] = (
     "customers",
@@ -160,13 +160,6 @@ SCOPE_MODULES: tuple[str, ...] = (
     "targets",
     "users",
 )
-
-BUILTIN_SCOPES: Mapping[Role, Scope] = {
-    Role.admin: "all",
-    Role.manager: "subtree",
-    Role.rep: "own",
-    Role.integrator: "own",
-}
 
 
 class RoleDefinitions(Protocol):

@@ -28,7 +28,7 @@ import structlog
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal, Role, widest
 from crm_platform.consumer import Handler, apply_versioned
 from crm_platform.contracts import directory as ev
 from crm_platform.events import EventEnvelope
@@ -37,6 +37,7 @@ from crm_platform.permissions import (
     BUILTIN_SCOPES,
     DEFAULTS,
     ROLE_PERMISSIONS,
+    SCOPE_MODULES,
     SCOPES,
     Permission,
     Scope,
@@ -125,13 +126,26 @@ class RoleBook:
         """Whether any active role restricts a field (else no policy needs computing anywhere)."""
         return any(d.active and any(d.fields.values()) for d in self._definitions.values())
 
+    def scopes_of(self, roles: frozenset[str]) -> dict[str, Scope]:
+        """Per module, the widest scope over ``roles`` (a module none of them reaches is left out)."""
+        out: dict[str, Scope] = {}
+        for module in SCOPE_MODULES:
+            scope = widest(self.scope_of(str(role), module) for role in roles)
+            if scope is not None:
+                out[module] = scope
+        return out
+
     def resolve(self, principal: Principal) -> Principal:
-        """The principal with its field policies for every module that has field-level permissions."""
-        if not self.restricts_fields:
-            return principal
-        policies = {m: self.field_policy(principal.roles, m) for m in PROTECTED_FIELDS}
-        restricted = {m: p for m, p in policies.items() if not p.unrestricted}
-        return principal.model_copy(update={"field_policies": restricted}) if restricted else principal
+        """The request's principal with what its roles give here (once per request): its data scope
+        per module, its permissions, and (only while some role restricts a field) its field rules."""
+        granted: frozenset[str] = frozenset()
+        for role in principal.roles:
+            granted |= self.permissions_of(str(role))
+        update: dict[str, object] = {"scopes": self.scopes_of(principal.roles), "permissions": granted}
+        if self.restricts_fields:
+            policies = {m: self.field_policy(principal.roles, m) for m in PROTECTED_FIELDS}
+            update["field_policies"] = {m: p for m, p in policies.items() if not p.unrestricted}
+        return principal.model_copy(update=update)
 
     def definition(self, role_id: str) -> Definition | None:
         return self._definitions.get(role_id)

@@ -101,6 +101,8 @@ async def login(
         email=str(me.get("email") or email),
         roles=list(me.get("roles") or []),
         department_path=me.get("department_path"),
+        permissions=list(pair["permissions"]) if isinstance(pair.get("permissions"), list) else None,
+        scopes=dict(pair["scopes"]) if isinstance(pair.get("scopes"), dict) else None,
     )
     language = me.get("language") if me.get("language") in LANGUAGES else before.language
     # The profile's zone when it has one (the directory validates it), else this session's.

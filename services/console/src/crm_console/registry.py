@@ -15,7 +15,8 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from crm_platform.auth import Role
+from crm_console.sessions import SessionUser
+from crm_platform.auth import BUILTIN_SCOPES, Role, widest
 from crm_platform.permissions import Permission, granted
 
 
@@ -62,12 +63,41 @@ def roles_of(names: Iterable[str]) -> list[Role]:
     return [Role(name) for name in names if name in Role.__members__]
 
 
-def menu_for(groups: Iterable[PageGroup], roles: Iterable[str]) -> list[MenuEntry]:
-    """The entries these roles may use, in menu order."""
-    allowed = granted(roles_of(roles))
-    entries = [e for g in groups for e in g.menu if e.permission is None or e.permission in allowed]
+Who = SessionUser | Iterable[str] | None
+"""A signed-in user (their session), or role ids (the built-in roles' defaults: tests)."""
+
+
+def granted_to(who: Who) -> frozenset[str]:
+    """What the user may do: the permissions the directory's role definitions gave their roles
+    (the token answer at sign-in and at each refresh); for a session stored before the directory
+    sent them, or bare role ids, what the built-in roles among them grant by default."""
+    if who is None:
+        return frozenset()
+    if isinstance(who, SessionUser):
+        if who.permissions is not None:
+            return frozenset(who.permissions)
+        who = who.roles
+    return frozenset(p.value for p in granted(roles_of(who)))
+
+
+def menu_for(groups: Iterable[PageGroup], who: Who) -> list[MenuEntry]:
+    """The entries the user's permissions cover, in menu order."""
+    allowed = granted_to(who)
+    entries = [e for g in groups for e in g.menu if e.permission is None or str(e.permission) in allowed]
     return sorted(entries, key=lambda e: (e.order, e.href))
 
 
-def may(roles: Iterable[str], permission: Permission) -> bool:
-    return permission in granted(roles_of(roles))
+def may(who: Who, permission: Permission | str) -> bool:
+    return str(permission) in granted_to(who)
+
+
+def reaches_beyond_own(user: SessionUser | None, module: str) -> bool:
+    """True if the user's data scope in ``module`` reaches others' records (department, subtree or
+    all); a session without scopes falls back on the built-in roles' defaults."""
+    if user is None:
+        return False
+    if user.scopes is not None:
+        scope = user.scopes.get(module)
+    else:
+        scope = widest(BUILTIN_SCOPES[role] for role in roles_of(user.roles))
+    return scope in ("department", "subtree", "all")

@@ -29,6 +29,10 @@ class SessionUser:
     email: str
     roles: list[str]
     department_path: str | None = None
+    # What the roles grant by the directory's role definitions, as the token answer said at
+    # sign-in (and each refresh); None in a session stored before the directory sent them.
+    permissions: list[str] | None = None
+    scopes: dict[str, str] | None = None
 
 
 @dataclass

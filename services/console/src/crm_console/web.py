@@ -202,6 +202,11 @@ class Api:
             raise NotSignedIn()
         pair = response.json()
         await store.store_tokens(self.session.id, pair["access_token"], pair["refresh_token"], pair["expires_in"])
+        user = self.session.user
+        if user is not None and isinstance(pair.get("permissions"), list):
+            # A role changed since sign-in: the menus follow at the next refresh.
+            user.permissions, user.scopes = list(pair["permissions"]), dict(pair.get("scopes") or {})
+            await store.update(self.session.id, **{"user.permissions": user.permissions, "user.scopes": user.scopes})
         self.session.access_token = pair["access_token"]
         self.session.refresh_token = pair["refresh_token"]
         self.session.access_expires_at = time.time() + float(pair["expires_in"])
@@ -253,12 +258,12 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """A template with what every page needs: ``t()`` (messages), ``dt()`` (dates in the user's
-    zone), the session and its CSRF token, the menu for the user's roles, ``may()`` for buttons."""
+    zone), the session and its CSRF token, the menu for what the user's roles grant, ``may()`` for buttons."""
     app = console(request)
     session: Session | None = getattr(request.state, "session", None)
     language = language_of(request)
     timezone = session.timezone if session else app.settings.console_default_timezone
-    roles = session.user.roles if session and session.user else []
+    user = session.user if session else None
 
     def t(key: str, **values: object) -> str:
         return app.catalogue.translate(language, key, **values)
@@ -279,11 +284,11 @@ def render(
         "csrf_token": session.csrf if session else "",
         "language": language,
         "timezone": timezone,
-        "menu": menu_for(app.groups, roles) if session and session.signed_in else [],
+        "menu": menu_for(app.groups, user) if session and session.signed_in else [],
         "t": t,
         "dt": dt,
         "problem_text": lambda problem: explain(problem, language, app.catalogue),
-        "may": lambda permission: may(roles, permission),
+        "may": lambda permission: may(user, permission),
         "htmx": is_htmx(request),
         **(context or {}),
     }

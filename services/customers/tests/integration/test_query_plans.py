@@ -26,8 +26,11 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, eventually, running, unique
 from crm_platform.testing.plans import origin_commands
 from crm_platform.testing.query_plans import Capture, TracedStore
+from crm_platform.testing.roles import define_role
 
 FILL = 400  # customers created before measuring, spread over reps and departments
+#: A custom role whose customers scope is "department": the path's equality must be index-served too.
+DEPT_ROLE = "plans-department"
 
 
 #: Collections whose size does not grow with the customers: the pool's claim rules (one per
@@ -72,6 +75,7 @@ async def plans_client(backend: Backend, traced_store: TracedStore) -> AsyncIter
                 "/v1/customers", json=body, headers=auth(f"fill-rep-{i % 10}", department_path=f"/hq/d{i % 3}")
             )
             assert r.status_code == 201, r.text
+        await define_role(app, DEPT_ROLE, ["customers:view", "customers:export"], {"customers": "department"})
         yield client
 
 
@@ -179,6 +183,7 @@ async def test_list_pages_are_index_lookups(
         auth("fill-rep-3", department_path="/hq/d0"),
         auth(unique("mgr"), ["manager"], department_path="/hq"),
         auth(unique("admin"), ["admin"], department_path="/hq"),
+        auth(unique("dept"), [DEPT_ROLE], department_path="/hq/d1"),
     ):
         with traced_store.capture() as capture:
             r = await plans_client.get("/v1/customers", params={"sort": sort, "limit": 10}, headers=headers)
@@ -198,6 +203,7 @@ def _tag_scopes() -> list[tuple[str, dict[str, str]]]:
         ("rep", auth("fill-rep-3", department_path="/hq/d0")),
         ("manager", auth(unique("mgr"), ["manager"], department_path="/hq")),
         ("admin", auth(unique("admin"), ["admin"], department_path="/hq")),
+        ("department", auth(unique("dept"), [DEPT_ROLE], department_path="/hq/d1")),
     ]
 
 
@@ -306,6 +312,13 @@ async def test_an_export_is_recorded_with_index_lookups(
         Principal(user_id="fill-rep-3", roles=frozenset({Role.rep}), department_id="d0", department_path="/hq/d0"),
         Principal(user_id=unique("mgr"), roles=frozenset({Role.manager}), department_id="hq", department_path="/hq"),
         Principal(user_id=unique("admin"), roles=frozenset({Role.admin}), department_id="hq", department_path="/hq"),
+        Principal(
+            user_id=unique("dept"),
+            roles=frozenset({DEPT_ROLE}),
+            department_id="d1",
+            department_path="/hq/d1",
+            scopes={"customers": "department"},
+        ),
     ):
         for filters in (CustomerFilter(), CustomerFilter(kind="company"), CustomerFilter(tags_any="t2")):
             before = await service.repo.exports.count_documents({"by": principal.user_id})

@@ -23,12 +23,15 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import auth, database, unique
 from crm_platform.testing.plans import keys_before_epoch_ms, start_and_stop
 from crm_platform.testing.query_plans import Capture, Statement, TracedStore
+from crm_platform.testing.roles import define_role
 
 from ..conftest import PASSWORD, directory_settings_for
 
 ROWS = 300
 ROOT = "plans"
 ADMIN = auth("admin-plans", ["admin"], f"/{ROOT}")
+#: A custom role whose users scope is "department": its user list is an equality on the path.
+DEPT_ROLE = "plans-department"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,7 @@ async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[Fast
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
+        await define_role(application, DEPT_ROLE, ["users:view"], {"users": "department"})
         yield application
 
 
@@ -175,8 +179,13 @@ async def test_list_pages_are_index_lookups(
     client: httpx.AsyncClient, filled: str, traced_store: TracedStore, url: str, collection: str, sort: str
 ) -> None:
     """Page 1 and the page after it, for every sort each list offers, as an admin and as a manager
-    (a rep's user list is themselves): each is an index walk in sort order."""
-    for headers in (ADMIN, MANAGER):
+    (a rep's user list is themselves), and the users as a custom role whose users scope is
+    "department" (the filled department's): each is an index walk in sort order."""
+    callers = [ADMIN, MANAGER]
+    if url == "/v1/users":
+        path = (await client.get(f"/v1/departments/{filled}", headers=ADMIN)).json()["path"]
+        callers.append(auth("dept-plans", [DEPT_ROLE], path))
+    for headers in callers:
         with traced_store.capture() as capture:
             first = await client.get(url, params={"sort": sort, "limit": 20}, headers=headers)
             assert first.status_code == 200, first.text
@@ -260,3 +269,21 @@ async def test_role_paths_are_index_lookups(
         assert (await client.delete(f"/v1/roles/{created['id']}", headers=ADMIN)).status_code == 204
         await app.state.kit.relay.drain()
     assert_indexed(capture)
+
+
+async def test_counting_active_admins_is_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: str, traced_store: TracedStore
+) -> None:
+    """The bootstrap's "is there an administrator" reads the admin role's holdings (an equality on
+    role_id) and each holder by _id: ``$in`` on the users' roles array read every user."""
+    admin = await post(client, "/v1/users", {**user_body(filled), "roles": ["admin"]})
+    repo = app.state.directory.repo
+    with traced_store.capture() as capture:
+        count = await repo.count_active_admins()
+        without = await repo.count_active_admins(excluding=admin["id"])
+    assert count >= 1 and without == count - 1
+    assert_indexed(capture)
+    # Served by an index on "status" alone, the $in walked every active user testing each one's
+    # roles array with a subquery: a row filter no index serves.
+    row_filters = [s for s in capture.scans(row_filters=True) if not bounded(s)]
+    assert not row_filters, "\n".join(s.describe() for s in row_filters)

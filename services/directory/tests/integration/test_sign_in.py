@@ -29,7 +29,7 @@ async def test_sign_in_returns_a_platform_token_and_a_refresh_token(api, client,
     assert claims["iss"] == "crm-directory" and claims["exp"] - claims["iat"] == 900 and claims["jti"]
     # Every service verifies it with the platform's verifier and the same settings.
     principal = await TokenVerifier(directory_settings).verify(body["access_token"])
-    assert principal.manages_path(f"{team['path']}/sub-team")
+    assert principal.reaches_path(f"{team['path']}/sub-team", "customers")
     me = await client.get("/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert me.status_code == 200 and me.json()["last_sign_in_at"] is not None
 

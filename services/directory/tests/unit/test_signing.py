@@ -43,7 +43,7 @@ async def test_hs256_tokens_carry_every_claim_and_pass_the_platform_verifier():
     assert claims["dept"] == "sh-team-1" and claims["dept_path"] == "/hq/east/sh-team-1"
     assert claims["exp"] - claims["iat"] == 900 and claims["jti"]
     principal = await TokenVerifier(settings).verify(token)
-    assert principal.manages_path("/hq/east/sh-team-1/sub")
+    assert principal.reaches_path("/hq/east/sh-team-1/sub", "customers")
     assert signer.jwks() == {"keys": []}
 
 

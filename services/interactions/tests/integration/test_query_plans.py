@@ -37,6 +37,7 @@ from crm_platform.testing.plans import (
     start_and_stop,
 )
 from crm_platform.testing.query_plans import TracedStore
+from crm_platform.testing.roles import define_role
 
 ROWS = 300
 DEPT = "/hq/plans"
@@ -44,6 +45,9 @@ REP = "rep-plans"
 REP_HEADERS = auth(REP, ["rep"], department_path=DEPT)
 MANAGER = "mgr-plans"
 MANAGER_HEADERS = auth(MANAGER, ["manager"], department_path="/hq")
+#: A custom role whose scopes are "department": the path's equality must be index-served too.
+DEPT_ROLE = "plans-department"
+DEPT_HEADERS = auth("dept-plans", [DEPT_ROLE], department_path=DEPT)
 
 
 def ago(**delta: float) -> str:
@@ -69,6 +73,12 @@ async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[Fast
     )
     application = create_app(settings, SystemClock())
     async with application.router.lifespan_context(application):
+        await define_role(
+            application,
+            DEPT_ROLE,
+            ["interactions:view", "tasks:view", "feedback:view"],
+            {"interactions": "department", "tasks": "department", "feedback": "department"},
+        )
         yield application
 
 
@@ -239,10 +249,11 @@ async def test_list_pages_are_index_lookups(
 ) -> None:
     """Page 1 and the page after it, for every sort each list offers, as a rep, a manager and an
     admin: each is an index walk in sort order (no scan, no sort of every match)."""
-    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS):
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
         params: dict[str, Any] = {"sort": sort, "limit": 20}
         if url == "/v1/tasks":
-            params["scope"] = "all" if headers is ADMIN_HEADERS else "team" if headers is MANAGER_HEADERS else "mine"
+            team = headers is MANAGER_HEADERS or headers is DEPT_HEADERS
+            params["scope"] = "all" if headers is ADMIN_HEADERS else "team" if team else "mine"
         with traced_store.capture() as capture:
             first = await client.get(url, params=params, headers=headers)
             assert first.status_code == 200, first.text
@@ -296,7 +307,7 @@ async def test_stats_and_the_schedulers_idle_pass_are_index_lookups(
     """The stats' period and the task scheduler's "due by now" are ranges on moments: on a date
     the embedded store wraps the field in a function (no index), so each read every row, the
     scheduler once per poll even when nothing is due. On the integer copies they are index ranges."""
-    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS):
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
         with traced_store.capture() as capture:
             r = await client.get("/v1/interactions/stats", headers=headers)
         assert r.status_code == 200, r.text

@@ -36,12 +36,16 @@ from crm_platform.testing.plans import (
     start_and_stop,
 )
 from crm_platform.testing.query_plans import TracedStore
+from crm_platform.testing.roles import define_role
 
 ROWS = 300
 DEPT = "/hq/plans"
 REP = "rep-plans"
 REP_HEADERS = auth(REP, ["rep"], department_path=DEPT)
 MANAGER_HEADERS = auth("mgr-plans", ["manager"], department_path="/hq")
+#: A custom role whose opportunities scope is "department": the path's equality must be index-served.
+DEPT_ROLE = "plans-department"
+DEPT_HEADERS = auth("dept-plans", [DEPT_ROLE], department_path=DEPT)
 DOC = {"kind": "requirements", "name": "需求说明书", "url": "https://docs.example.com/req.pdf"}
 
 
@@ -59,6 +63,7 @@ async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[Fast
     )
     application = create_app(settings, SystemClock())
     async with application.router.lifespan_context(application):
+        await define_role(application, DEPT_ROLE, ["opportunities:view"], {"opportunities": "department"})
         yield application
 
 
@@ -206,7 +211,7 @@ async def test_list_pages_are_index_lookups(
 ) -> None:
     """Page 1 and the page after it, for every sort the list offers, as a rep, a manager and an
     admin: each is an index walk in sort order (no scan, no sort of every match)."""
-    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS):
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
         with traced_store.capture() as capture:
             first = await client.get("/v1/opportunities", params={"sort": sort, "limit": 20}, headers=headers)
             assert first.status_code == 200, first.text

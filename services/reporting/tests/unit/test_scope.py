@@ -37,3 +37,19 @@ def test_a_manager_sees_their_subtree_and_may_narrow_it() -> None:
 def test_an_admin_sees_everything() -> None:
     assert Scope.check(ADMIN, None, None).query() == {}
     assert Scope.check(ADMIN, "anyone", "/x").allows("anyone", "/x/y")
+
+
+def test_a_configured_department_scope_covers_its_department_only() -> None:
+    lead = Principal(
+        user_id="l1", roles=frozenset({"team-lead"}), department_path="/hq/east", scopes={"reports": "department"}
+    )
+    assert Scope.check(lead, None, None).query() == {"$or": [{"owner_id": "l1"}, {"department_path": "/hq/east"}]}
+    assert Scope.check(lead, "u1", None).allows("u1", "/hq/east")
+    assert not Scope.check(lead, None, None).allows("u1", "/hq/east/t1")  # below: not in a department scope
+    with pytest.raises(Forbidden):
+        Scope.check(lead, None, "/hq/east/t1")
+    with pytest.raises(Forbidden):
+        Scope.check(lead, None, "/hq/west")
+    # The reports scope is what counts, not another module's.
+    other = Principal(user_id="o1", roles=frozenset({"x"}), department_path="/hq/east", scopes={"customers": "all"})
+    assert Scope.check(other, None, None).query() == {"_id": None}

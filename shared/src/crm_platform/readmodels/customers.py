@@ -154,12 +154,12 @@ class CustomerReadModel:
 
     @staticmethod
     def visible_to(principal: Principal, copy: Document | None) -> bool:
-        """The customers service's rule: the public pool is open to all, the rest by owner/department/role."""
+        """The customers service's rule: the pool is open to all, the rest by owner and customers scope."""
         if copy is None or copy.get("status") == "purged":
             return False
         if copy.get("in_pool") and copy.get("status") == "active":
             return True
-        return principal.can_see_owned(copy.get("owner_id"), copy.get("department_path"))
+        return principal.can_see_owned(copy.get("owner_id"), copy.get("department_path"), module="customers")
 
     @staticmethod
     def contact_ids(copy: Document | None) -> set[str]:

@@ -83,7 +83,7 @@ class OpportunityReadModel:
 
     @staticmethod
     def visible_to(principal: Principal, copy: Document | None) -> bool:
-        """The pipeline service's rule: owner, managers of its department subtree, admins."""
+        """The pipeline service's rule: the owner, or a caller whose opportunities scope reaches it."""
         if copy is None or copy.get("hidden"):
             return False
-        return principal.can_see_owned(copy.get("owner_id"), copy.get("department_path"))
+        return principal.can_see_owned(copy.get("owner_id"), copy.get("department_path"), module="opportunities")

@@ -24,7 +24,7 @@ from crm_customers.application.duplicates import DuplicateFinder, describe_match
 from crm_customers.domain import rules
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.settings import CustomersSettings
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
@@ -41,6 +41,7 @@ from crm_platform.errors import (
 )
 from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.idempotency import IdempotencyKey, create_once
+from crm_platform.permissions import Permission
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change, Decide
 
@@ -218,7 +219,7 @@ class Customers:
 
     async def get(self, principal: Principal, customer_id: str) -> Document:
         doc = await self._visible(principal, customer_id)
-        if doc.get("status") == "deleted" and not (principal.is_admin or principal.is_manager):
+        if doc.get("status") == "deleted" and not principal.holds(Permission.customers_recycle_bin):
             raise NotFound(f"No customer with id {customer_id}.")
         return doc
 
@@ -232,7 +233,7 @@ class Customers:
             doc = found.get(customer_id)
             if doc is None or doc.get("status") == "purged" or not rules.can_view(principal, doc):
                 continue
-            if doc.get("status") == "deleted" and not (principal.is_admin or principal.is_manager):
+            if doc.get("status") == "deleted" and not principal.holds(Permission.customers_recycle_bin):
                 continue
             out.append(doc)
         return out
@@ -298,7 +299,7 @@ class Customers:
             rules.ensure_visible(principal, doc, customer_id)
             if any(c["contact_id"] == contact["contact_id"] for c in doc.get("contacts") or []):
                 return Change(None)  # a racing attempt with the same key added it: no second contact
-            rules.ensure_can_edit(principal, doc)
+            rules.ensure_can_edit(principal, doc, rules.CONTACTS)
             if len(doc.get("contacts") or []) >= 100:
                 raise ValidationFailed.for_field("contacts", "a customer has at most 100 contacts")
             if contact["is_primary"]:
@@ -332,7 +333,7 @@ class Customers:
     ) -> tuple[Document, Document]:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
-            rules.ensure_can_edit(principal, doc)
+            rules.ensure_can_edit(principal, doc, rules.CONTACTS)
             contact, changes = rules.apply_contact_patch(doc, contact_id, patch, self.clock.now())
             if not changes:
                 return Change(None)
@@ -348,7 +349,7 @@ class Customers:
     ) -> Document:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
-            rules.ensure_can_edit(principal, doc)
+            rules.ensure_can_edit(principal, doc, rules.CONTACTS)
             rules.find_contact(doc, contact_id)
             doc["contacts"] = [c for c in doc["contacts"] if c["contact_id"] != contact_id]
             rules.touch(doc, principal, self.clock.now())
@@ -395,10 +396,10 @@ class Customers:
         reason: str | None,
         expected_version: int | None,
     ) -> Document:
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.customers_assign)
         department_id, department_path = await self._owner_department(owner_id, department_id, department_path)
-        if not (principal.is_admin or principal.manages_path(department_path)):
-            raise Forbidden("You may only assign customers to people in your department.")
+        if not principal.reaches_path(department_path, rules.CUSTOMERS):
+            raise Forbidden("You may only assign customers to people in your data scope for customers.")
 
         decide = self._assigning(principal, customer_id, owner_id, department_id, department_path, reason)
         async with self.repo.owner_lock(owner_id) as holding:
@@ -446,10 +447,10 @@ class Customers:
         none (409 naming the owner, what they hold, the limit, its rule and how many too many);
         then each customer on its own, with its own outcome (one that cannot be assigned, being
         locked, out of reach or gone, does not stop the others)."""
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.customers_assign)
         department_id, path = await self._owner_department(owner_id, department_id, department_path)
-        if not (principal.is_admin or principal.manages_path(path)):
-            raise Forbidden("You may only assign customers to people in your department.")
+        if not principal.reaches_path(path, rules.CUSTOMERS):
+            raise Forbidden("You may only assign customers to people in your data scope for customers.")
         wanted = list(dict.fromkeys(customer_ids))
         async with self.repo.owner_lock(owner_id) as holding:
             # What would come to the owner: those of these customers that can be assigned and are not theirs yet.
@@ -502,8 +503,8 @@ class Customers:
             rules.ensure_active(doc)
             if doc.get("in_pool"):
                 raise Conflict("The customer is already in the public pool.")
-            if not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path")):
-                raise Forbidden("Only the owner, their managers and admins may release this customer.")
+            if not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path"), module=rules.CUSTOMERS):
+                raise Forbidden("Only the owner and those whose customers scope reaches it may release this customer.")
             rules.ensure_unlocked(doc)
             now = self.clock.now()
             previous = rules.change_owner(doc, None, None, None, now)
@@ -605,7 +606,8 @@ class Customers:
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_active(doc)
-            if not (principal.is_admin or principal.is_manager):
+            # A scope of own deletes only its own customers, and only where the service allows it.
+            if not principal.reaches_beyond_own(rules.CUSTOMERS):
                 if not (self.settings.reps_may_delete and doc.get("owner_id") == principal.user_id):
                     raise Forbidden("Only managers and admins may delete customers.")
             else:
@@ -622,7 +624,7 @@ class Customers:
 
     async def restore(self, principal: Principal, customer_id: str, expected_version: int | None) -> Document:
         """Restore from the recycle bin (managers of the customer's department, admins)."""
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.customers_recycle_bin)
 
         def may_restore(doc: Document) -> None:
             rules.ensure_manager_of(principal, doc, "restore this customer")
@@ -694,7 +696,7 @@ class Customers:
             ) from exc
 
     async def purge(self, principal: Principal, customer_id: str) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.customers_purge)
 
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)  # a purged customer is gone: 404
@@ -721,7 +723,7 @@ class Customers:
         survivor takes its contacts and fields. Running the merge again after a crash
         finishes what is missing and repeats nothing.
         """
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.customers_merge)
         if survivor_id == duplicate_id:
             raise ValidationFailed.for_field("duplicate_id", "a customer cannot be merged into itself")
         survivor = await self._visible(principal, survivor_id)

@@ -105,7 +105,7 @@ class CustomerFilter(BaseModel):
         is the scalar ``tag`` there, one ``$or`` branch (an indexed query) per tag of ``tags_any``.
         ``tags_all`` pages one of its tags' memberships and tests the others on the rows walked."""
         clauses: list[Document] = [{"status": status}]
-        visibility = principal.mongo_visibility()
+        visibility = principal.mongo_visibility(module="customers")
         if status == "active" and visibility:
             clauses.append(
                 {"$or": [visibility, {"in_pool": True}]}

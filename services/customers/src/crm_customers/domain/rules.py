@@ -17,6 +17,13 @@ from crm_platform.auth import Principal
 from crm_platform.contracts.customers import Address as AddressData
 from crm_platform.contracts.customers import ContactData, ContactSummary, CustomerSnapshot, FieldChange
 from crm_platform.errors import Conflict, FieldError, Forbidden, Locked, NotFound, ValidationFailed
+from crm_platform.permissions import Permission
+
+#: The data-scope modules this service honours (see the root README, "Who may do what").
+CUSTOMERS = "customers"
+CONTACTS = "contacts"
+POOL = "pool"
+
 
 Document = dict[str, Any]
 
@@ -168,10 +175,10 @@ def new_contact(data: ContactIn, now: datetime, actor: str) -> Document:
 def new_customer(data: CustomerCreate, principal: Principal, now: datetime, customer_id: str | None = None) -> Document:
     owner_id, department_id, department_path = principal.user_id, principal.department_id, principal.department_path
     if data.owner_id:
-        if not (principal.is_admin or principal.is_manager):
-            raise Forbidden("Only managers and admins create customers for someone else.")
-        if not (principal.is_admin or principal.manages_path(data.department_path)):
-            raise Forbidden("You may only give customers to people in your department.")
+        if not principal.holds(Permission.customers_assign):
+            raise Forbidden("Creating a customer for someone else needs the permission customers:assign.")
+        if not principal.reaches_path(data.department_path, CUSTOMERS):
+            raise Forbidden("You may only give customers to people in your data scope for customers.")
         owner_id, department_id, department_path = data.owner_id, data.department_id, data.department_path
     contacts = [new_contact(c, now, principal.user_id) for c in data.contacts]
     _one_primary(contacts)
@@ -261,7 +268,7 @@ def contact_data(contact: Document) -> ContactData:
 def can_view(principal: Principal, doc: Document) -> bool:
     if doc.get("in_pool") and doc.get("status") == "active":
         return True  # the public pool is open to everyone
-    return principal.can_see_owned(doc.get("owner_id"), doc.get("department_path"))
+    return principal.can_see_owned(doc.get("owner_id"), doc.get("department_path"), module=CUSTOMERS)
 
 
 def ensure_visible(principal: Principal, doc: Document | None, customer_id: str) -> Document:
@@ -294,21 +301,30 @@ def ensure_unlocked(doc: Document) -> None:
         )
 
 
-def ensure_can_edit(principal: Principal, doc: Document) -> None:
+def ensure_can_edit(principal: Principal, doc: Document, module: str = "customers") -> None:
+    """May the caller change this customer (``module`` "customers") or its contacts ("contacts")?
+
+    A customer in the pool: only a ``pool`` scope beyond own may change it (else claim it first).
+    """
     ensure_active(doc)
-    if doc.get("in_pool") and not (principal.is_admin or principal.is_manager):
+    if doc.get("in_pool") and not principal.reaches_beyond_own(POOL):
         raise Forbidden("The customer is in the public pool; claim it before editing.")
-    if not doc.get("in_pool") and not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path")):
-        raise Forbidden("Only the owner, their managers and admins may change this customer.")
+    if not doc.get("in_pool") and not principal.can_see_owned(
+        doc.get("owner_id"), doc.get("department_path"), module=module
+    ):
+        raise Forbidden(f"Only the owner and those whose {module} scope reaches it may change this customer.")
     ensure_unlocked(doc)
 
 
 def ensure_manager_of(principal: Principal, doc: Document, action: str) -> None:
-    if principal.is_admin:
+    """Acting on someone's customer as their manager: the customer's department is in the caller's
+    ``customers`` scope (department, subtree or all), or the customer sits in the pool and the
+    caller's ``pool`` scope goes beyond their own."""
+    if principal.reaches_path(doc.get("department_path"), CUSTOMERS):
         return
-    if principal.is_manager and (principal.manages_path(doc.get("department_path")) or doc.get("in_pool")):
+    if doc.get("in_pool") and principal.reaches_beyond_own(POOL):
         return
-    raise Forbidden(f"Only admins and the department's managers may {action}.")
+    raise Forbidden(f"Only those whose data scope reaches this customer's department may {action}.")
 
 
 # --- changes ----------------------------------------------------------------------
@@ -479,7 +495,8 @@ def ensure_may_claim(principal: Principal, doc: Document, rules: list[Document],
     Which pool follows the rule of the rep's department; the cool-down the rule of the customer's.
     """
     mine = claim_rule_for(rules, principal.department_path)
-    if mine and mine.get("claim_scope") == "department" and not principal.is_admin:
+    # A pool scope of "all" claims across the departments' pools (the built-in admin's).
+    if mine and mine.get("claim_scope") == "department" and not principal.reaches_all(POOL):
         path = doc.get("department_path")
         if path and not within(path, principal.department_path):
             raise Forbidden(

@@ -42,7 +42,7 @@ from crm_customers.entrypoints.schemas import (
     SavedViewOut,
     customer_out,
 )
-from crm_platform.auth import CurrentPrincipal, Principal, Role
+from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
@@ -50,6 +50,7 @@ from crm_platform.history import HistoryEntry
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams, parse_sort
 from crm_platform.openapi import problems
+from crm_platform.permissions import Permission
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 Document = dict[str, Any]
@@ -333,7 +334,7 @@ async def restore(customer_id: str, request: Request, principal: CurrentPrincipa
 async def recycle_bin(
     params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
-    principal.require_role(Role.admin, Role.manager)
+    principal.require(Permission.customers_recycle_bin)
     filters, paging = _split(params)
     ensure_query_visible(principal, filters.model_dump(), paging.sort)
     page = await list_customers(service.repo, principal, filters, paging, status="deleted")

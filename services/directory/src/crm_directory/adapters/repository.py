@@ -140,10 +140,10 @@ class DirectoryRepository:
         return await self.users.find_one({"email": email})
 
     async def count_active_admins(self, excluding: str | None = None) -> int:
-        query: Document = {"status": "active", "roles": {"$in": ["admin"]}}
-        if excluding:
-            query["_id"] = {"$nin": [excluding]}
-        return await count(self.users, query)
+        """Active users holding the built-in admin role, from the role's holdings (an indexed equality
+        on ``role_id``, then one ``_id`` look-up per holder): ``$in`` on the users' ``roles`` array
+        reads every user on the embedded store."""
+        return len(await self.holders("admin", active_only=True, excluding=excluding))
 
     async def user_ids_in(self, department_id: str) -> list[str]:
         return [d["_id"] async for d in self.users.find({"department_id": department_id}, projection={"_id": 1})]

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crm_directory.adapters.credentials import RefreshTokens, SignInThrottle
 from crm_directory.adapters.repository import DirectoryRepository
@@ -32,12 +32,14 @@ from crm_directory.application.users import Users
 from crm_directory.domain.passwords import Passwords
 from crm_directory.domain.throttle import ThrottlePolicy, retry_after
 from crm_directory.settings import DirectorySettings
+from crm_platform.auth import BUILTIN_SCOPES, Role, Scope, widest
 from crm_platform.clock import Clock, as_utc
 from crm_platform.contact_points import InvalidEmail, normalise_email
 from crm_platform.contracts import directory as ev
 from crm_platform.errors import DomainError, Forbidden, Unauthorized
 from crm_platform.events import EventType
 from crm_platform.outbox import epoch_ms
+from crm_platform.permissions import DEFAULTS, SCOPE_MODULES
 
 log = structlog.get_logger(__name__)
 Document = dict[str, Any]
@@ -58,6 +60,15 @@ class TokenPair(BaseModel):
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+    permissions: list[str] = Field(
+        default_factory=list,
+        description="What the user's roles grant now, by the directory's role definitions (the console "
+        "draws its menus from it; every service still checks each request itself).",
+    )
+    scopes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per module, the widest data scope of the user's roles (own, department, subtree, all).",
+    )
 
 
 def _challenge(error: str) -> dict[str, str]:
@@ -197,7 +208,32 @@ class Authenticator:
             expires_in=int(self.signer.ttl.total_seconds()),
             refresh_token=refresh,
             refresh_expires_in=int(self.refresh_ttl.total_seconds()),
+            **await self._grants(list(user.get("roles") or [])),
         )
+
+    async def _grants(self, role_ids: list[str]) -> dict[str, Any]:
+        """The permissions and data scopes of the user's roles: each role's definition (one ``_id``
+        look-up, a handful of roles per user), a built-in one not defined yet by its defaults, a
+        deleted or unknown one nothing (the rule of crm_platform.roles.RoleBook)."""
+        permissions: set[str] = set()
+        scopes: dict[str, list[Scope | None]] = {m: [] for m in SCOPE_MODULES}
+        for role_id in role_ids:
+            doc = await self.repo.role(role_id)
+            if doc is None:
+                permissions |= {p.value for p in DEFAULTS.permissions_of(role_id)}
+                builtin = BUILTIN_SCOPES[Role(role_id)] if role_id in Role.__members__ else None
+                for module in SCOPE_MODULES:
+                    scopes[module].append(builtin)
+            elif doc.get("status", "active") == "active":
+                permissions |= set(doc.get("permissions") or [])
+                defined = doc.get("scopes") or {}
+                for module in SCOPE_MODULES:
+                    scopes[module].append(defined.get(module, "own"))
+        widest_scopes = {m: widest(s) for m, s in scopes.items()}
+        return {
+            "permissions": sorted(permissions),
+            "scopes": {m: s for m, s in widest_scopes.items() if s is not None},
+        }
 
     # --- refresh and sign-out -------------------------------------------------------------------
 

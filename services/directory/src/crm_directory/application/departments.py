@@ -43,6 +43,7 @@ from crm_platform.clock import Clock
 from crm_platform.concurrency import stale
 from crm_platform.contracts import directory as ev
 from crm_platform.errors import Conflict, DomainError, Duplicate, FieldError, NotFound, ValidationFailed
+from crm_platform.permissions import Permission
 from crm_platform.store import Change
 
 log = structlog.get_logger(__name__)
@@ -82,7 +83,9 @@ class Departments:
         user = await self.repo.user(manager_id)
         if user is None or user.get("status") != "active":
             raise ValidationFailed.for_field("manager_id", f"no active user with id {manager_id}")
-        if not {Role.manager.value, Role.admin.value} & set(user.get("roles") or []):
+        # A department's manager holds the built-in manager (or admin) role: it is what the
+        # department's "manager" means in the directory, not what the caller may reach.
+        if not {Role.manager.value, Role.admin.value} & set(user.get("roles") or []):  # scope-lint: builtin
             raise ValidationFailed.for_field(
                 "manager_id", f"{manager_id} does not have the manager role; give it to them first"
             )
@@ -91,15 +94,16 @@ class Departments:
 
     async def get(self, principal: Principal, department_id: str) -> Document:
         doc = await self.repo.department(department_id)
-        # Deleted departments stay readable to admins (their history), and are gone for everyone else.
-        if doc is None or (doc.get("status") != "active" and not principal.is_admin):
+        # Deleted departments stay readable to those who manage departments (their history), and
+        # are gone for everyone else.
+        if doc is None or (doc.get("status") != "active" and not principal.holds(Permission.departments_manage)):
             raise NotFound(f"No department with id {department_id}.")
         return doc
 
     # --- create ----------------------------------------------------------------------------------
 
     async def create(self, principal: Principal, data: DepartmentCreate) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.departments_manage)
         chosen = rules.validate_id(data.id) if data.id else None
         if data.parent_id is not None:
             rules.validate_id(data.parent_id, "parent_id")
@@ -161,7 +165,7 @@ class Departments:
     async def update(
         self, principal: Principal, department_id: str, patch: DepartmentPatch, expected_version: int | None
     ) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.departments_manage)
         fields = patch.model_fields_set
         if "manager_id" in fields:
             await self._ensure_manager(patch.manager_id)
@@ -203,7 +207,7 @@ class Departments:
     async def move(
         self, principal: Principal, department_id: str, parent_id: str | None, expected_version: int | None
     ) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.departments_manage)
         if parent_id is not None:
             rules.validate_id(parent_id, "parent_id")
         async with self._lease() as renew:
@@ -328,7 +332,7 @@ class Departments:
         as another deletes it (user writes do not take the tree lease) can leave that user in a
         deleted department; the user keeps a valid path and can be moved out again.
         """
-        principal.require_role(Role.admin)
+        principal.require(Permission.departments_manage)
         async with self._lease():
             await self._active(department_id)
             children = await self.repo.count_children(department_id)

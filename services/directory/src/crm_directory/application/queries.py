@@ -15,6 +15,7 @@ from crm_platform.auth import Principal, Role
 from crm_platform.contracts.directory import Language
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page, parse_sort
+from crm_platform.permissions import Permission
 from crm_platform.sortkeys import TIEBREAK
 
 Document = dict[str, Any]
@@ -69,20 +70,19 @@ async def list_users(
     limit: int,
     with_total: bool,
 ) -> Page:
-    if not (principal.is_admin or principal.is_manager):
+    if not principal.reaches_beyond_own(user_rules.USERS):
         raise Forbidden(
-            "Lists of users are for managers and administrators; read yourself at /v1/me and "
+            "Lists of users need a users scope beyond one's own; read yourself at /v1/me and "
             "anyone's name and department at /v1/users/{id}."
         )
     paging = PageParams(sort=sort, cursor=cursor, limit=limit, include_total=with_total)
     parse_sort(sort, user_rules.SORT_FIELDS, "name")  # a bad sort is a 422 before any look-up
     clauses: list[Document] = []
-    if not principal.is_admin:
-        mine = principal.department_path
-        visible: list[Document] = [{"_id": principal.user_id}]
-        if mine:
-            visible.append({"department_path": {"$regex": dept_rules.subtree_regex(mine)}})
-        clauses.append({"$or": visible})
+    if not principal.reaches_all(user_rules.USERS):
+        # Oneself, and the users of the departments one's users scope reaches (an indexed
+        # equality on the path for "department", an anchored regex for "subtree").
+        visible = principal.mongo_visibility("_id", "department_path", module=user_rules.USERS)
+        clauses.append(visible)
     if filters.department_id:
         department = await repo.department(filters.department_id)
         if department is None:
@@ -128,7 +128,7 @@ async def list_departments(
     paging = PageParams.model_construct(sort=sort, cursor=cursor, limit=limit, include_total=with_total)
     parse_sort(sort, dept_rules.SORT_FIELDS, "path")  # a bad sort is a 422 before any look-up
     clauses: list[Document] = []
-    if not (filters.include_deleted and principal.is_admin):
+    if not (filters.include_deleted and principal.holds(Permission.departments_manage)):
         clauses.append({"status": "active"})
     if filters.parent_id:
         clauses.append({"parent_id": filters.parent_id})

@@ -31,12 +31,13 @@ from crm_directory.domain import users as rules
 from crm_directory.domain.model import SelfPatch, UserCreate, UserPatch, UserUpsert
 from crm_directory.domain.passwords import Passwords, ensure_acceptable
 from crm_directory.settings import DirectorySettings
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import directory as ev
 from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventType
 from crm_platform.idempotency import IdempotencyKey, create_once
+from crm_platform.permissions import Permission
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -97,7 +98,7 @@ class Users:
     async def create(self, principal: Principal, data: UserCreate, key: IdempotencyKey | None = None) -> Document:
         """Create a user; with a key the id comes from it, so a retry answers with the first user
         (before the e-mail check could take that user for someone else holding the address)."""
-        principal.require_role(Role.admin)
+        principal.require(Permission.users_manage)
         user_id = f"u-{(key.uuid() if key else uuid.uuid4()).hex[:16]}"
         return await create_once(
             key, lambda _: self.repo.user(user_id), lambda: self._create(principal, data, user_id, key)
@@ -252,7 +253,7 @@ class Users:
         Idempotent: sending the same body again changes nothing and publishes nothing.
         Returns the user and whether it was created.
         """
-        principal.require_role(Role.admin)
+        principal.require(Permission.users_manage)
         email = rules.email_or_422(body.email)
         phone = self._phone(body.phone)
         await self.department(body.department_id)
@@ -346,7 +347,7 @@ class Users:
     async def deactivate(
         self, principal: Principal, user_id: str, reason: str | None, expected_version: int | None
     ) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.users_manage)
         if user_id == principal.user_id:
             raise Conflict("You cannot deactivate yourself; ask another administrator.")
 
@@ -364,7 +365,7 @@ class Users:
         return doc
 
     async def reactivate(self, principal: Principal, user_id: str, expected_version: int | None) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.users_manage)
 
         async def decide(doc: Document, version: int) -> Change:
             if doc.get("status") == "active":
@@ -404,7 +405,7 @@ class Users:
         self, principal: Principal, user_id: str, new_password: str, expected_version: int | None
     ) -> Document:
         """An administrator sets (or resets) a user's password."""
-        principal.require_role(Role.admin)
+        principal.require(Permission.users_manage)
         doc = await self.get_full(principal, user_id)
         new_hash = await self.hash_password(new_password, doc["email"], "new_password")
         return await self._store_password(user_id, new_hash, "admin", principal.user_id, expected_version, None)

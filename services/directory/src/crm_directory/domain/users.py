@@ -14,7 +14,11 @@ from crm_platform.auth import Principal
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.contracts.directory import FieldChange, UserSnapshot
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
+from crm_platform.permissions import Permission
 from crm_platform.sortkeys import epoch_ms
+
+#: The data-scope module the directory honours for user records (see the root README).
+USERS = "users"
 
 Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -152,8 +156,8 @@ def snapshot(doc: Document) -> UserSnapshot:
 
 
 def can_read_full(principal: Principal, doc: Document) -> bool:
-    """Admins read everyone; managers their department and below; everybody themselves."""
-    return principal.is_admin or principal.user_id == doc["_id"] or principal.manages_path(doc.get("department_path"))
+    """Everybody themselves; others as far as the caller's users scope reaches (all: everyone)."""
+    return principal.user_id == doc["_id"] or principal.reaches_path(doc.get("department_path"), USERS)
 
 
 def ensure_readable(principal: Principal, doc: Document | None, user_id: str) -> Document:
@@ -164,8 +168,9 @@ def ensure_readable(principal: Principal, doc: Document | None, user_id: str) ->
 
 
 def ensure_may_edit(principal: Principal, doc: Document, fields: set[str]) -> None:
-    """Admins change anything; a user changes their own name, phone, language and time zone."""
-    if principal.is_admin:
+    """users:manage changes anything of a user in the caller's users scope (the built-in admin: of
+    everyone); a user changes their own name, phone, language and time zone."""
+    if principal.holds(Permission.users_manage) and principal.reaches_path(doc.get("department_path"), USERS):
         return
     if principal.user_id == doc["_id"] and fields <= SELF_EDITABLE:
         return

@@ -14,6 +14,7 @@ from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.interactions import owned_customers, sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
+from crm_interactions.domain.interactions import FEEDBACK
 from crm_interactions.domain.model import FeedbackIn, FeedbackPatch, TransitionIn
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
@@ -29,10 +30,13 @@ Document = dict[str, Any]
 
 
 def involved(principal: Principal, doc: Document) -> bool:
-    if principal.is_admin or principal.user_id in (doc.get("reported_by"), doc.get("handler_id")):
+    """Reporter, handler, or a caller whose feedback scope reaches the reporter's or handler's department."""
+    if principal.scope(FEEDBACK) is None:
+        return False
+    if principal.user_id in (doc.get("reported_by"), doc.get("handler_id")):
         return True
-    return principal.manages_path(doc.get("reporter_department_path")) or principal.manages_path(
-        doc.get("handler_department_path")
+    return principal.reaches_path(doc.get("reporter_department_path"), FEEDBACK) or principal.reaches_path(
+        doc.get("handler_department_path"), FEEDBACK
     )
 
 
@@ -78,7 +82,7 @@ class Feedback:
     async def _visible(self, principal: Principal, doc: Document) -> bool:
         if involved(principal, doc):
             return True
-        return sees_customer_records(principal, await self.refs.customers.get(doc["customer_id"]))
+        return sees_customer_records(principal, await self.refs.customers.get(doc["customer_id"]), FEEDBACK)
 
     async def get(self, principal: Principal, feedback_id: str) -> Document:
         doc = await self.repo.feedback_store.get(feedback_id)
@@ -164,11 +168,11 @@ class Feedback:
     ) -> tuple[list[Document], str | None]:
         clauses: list[Document] = [{"hidden": False}, filters]
         alternatives: int | None = None
-        if not principal.is_admin:
+        if not principal.reaches_all(FEEDBACK):
             options: list[Document] = [{"reported_by": principal.user_id}, {"handler_id": principal.user_id}]
-            if principal.is_manager and principal.department_path:
-                reporters = principal.mongo_visibility("reported_by", "reporter_department_path")
-                handlers = principal.mongo_visibility("handler_id", "handler_department_path")
+            if principal.reaches_beyond_own(FEEDBACK):
+                reporters = principal.mongo_visibility("reported_by", "reporter_department_path", module=FEEDBACK)
+                handlers = principal.mongo_visibility("handler_id", "handler_department_path", module=FEEDBACK)
                 options += [*reporters.get("$or", [reporters]), *handlers.get("$or", [handlers])]
             options += owned_customers(await self.repo.customer_ids_owned_by(principal.user_id))
             # Each distinct alternative once: fetch_page runs one indexed query per alternative.

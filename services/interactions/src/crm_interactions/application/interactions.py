@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.references import References
 from crm_interactions.domain import interactions as rules
+from crm_interactions.domain.interactions import INTERACTIONS
 from crm_interactions.domain.model import EmailIn, InteractionIn, InteractionPatch
 from crm_interactions.settings import InteractionsSettings
 from crm_platform.auth import Principal
@@ -33,13 +34,14 @@ from crm_platform.store import Change
 Document = dict[str, Any]
 
 
-def sees_customer_records(principal: Principal, customer: Document | None) -> bool:
-    """The customer's owner, managers of its department subtree, admins: they see every record of it."""
-    if principal.is_admin:
+def sees_customer_records(principal: Principal, customer: Document | None, module: str = INTERACTIONS) -> bool:
+    """Every record (of ``module``) of a customer is seen by its owner and by a caller whose scope
+    in ``module`` reaches the customer's department (all: every customer's)."""
+    if principal.reaches_all(module):
         return True
     if customer is None:
         return False
-    return principal.can_see_owned(customer.get("owner_id"), customer.get("department_path"))
+    return principal.can_see_owned(customer.get("owner_id"), customer.get("department_path"), module=module)
 
 
 #: Up to this many owned customers, a list's "records of my customers" is one equality per customer.
@@ -64,8 +66,8 @@ def owned_customers(owned: list[str]) -> list[Document]:
 
 
 def author_visibility(principal: Principal) -> Document:
-    """Records one authored, and (for a manager) those authored in one's department subtree."""
-    return principal.mongo_visibility(owner_field="author_id", path_field="author_department_path")
+    """Records one authored, and those authored in the departments one's interactions scope reaches."""
+    return principal.mongo_visibility(owner_field="author_id", path_field="author_department_path", module=INTERACTIONS)
 
 
 class Interactions:
@@ -259,9 +261,9 @@ class Interactions:
     async def search(
         self, principal: Principal, filters: Document, sort: str | None, cursor: str | None, limit: int
     ) -> tuple[list[Document], str | None]:
-        """Interactions across customers: one's own, one's team's (managers), one's customers'."""
+        """Interactions across customers: one's own, those one's scope reaches, one's customers'."""
         clauses = [filters]
-        if not principal.is_admin:
+        if not principal.reaches_all(INTERACTIONS):
             owned = await self.repo.customer_ids_owned_by(principal.user_id)
             mine = author_visibility(principal)
             options = [*mine.get("$or", [mine]), *owned_customers(owned)]

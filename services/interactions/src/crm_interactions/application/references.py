@@ -60,7 +60,9 @@ class References:
         self, principal: Principal, opportunity_id: str, customer: Document, field: str = "opportunity_id"
     ) -> Document:
         copy = await self.opportunities.get(opportunity_id)
-        sees_customer = principal.can_see_owned(customer.get("owner_id"), customer.get("department_path"))
+        sees_customer = principal.can_see_owned(
+            customer.get("owner_id"), customer.get("department_path"), module="customers"
+        )
         if (
             copy is None
             or copy.get("hidden")

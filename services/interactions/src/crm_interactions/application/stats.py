@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from crm_interactions.adapters.repository import Repository, find_all
 from crm_interactions.application.interactions import author_visibility
 from crm_interactions.domain.calendar import GroupBy, bucket, zone
+from crm_interactions.domain.interactions import INTERACTIONS
 from crm_platform.auth import Principal
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.listing import all_of
@@ -124,16 +125,16 @@ async def interaction_stats(
         {"s.occurred_at": {"$gte": epoch_ms(start), "$lt": epoch_ms(end)}},
         {"status": "active", "hidden": False},
     ]
-    if not principal.is_admin:
+    if not principal.reaches_all(INTERACTIONS):
         clauses.append(author_visibility(principal))
     if department:
-        if not (principal.is_admin or principal.manages_path(department)):
-            raise Forbidden("You may count the interactions of your own department and those below it.")
+        if not principal.reaches_path(department, INTERACTIONS):
+            raise Forbidden("You may count the interactions of the departments your interactions scope reaches.")
         prefix = department.rstrip("/")
         clauses.append({"author_department_path": {"$regex": f"^{re.escape(prefix)}(/|$)"}})
     if rep:
-        if not (principal.is_admin or principal.is_manager or rep == principal.user_id):
-            raise Forbidden("Reps see their own counts; managers see their team's.")
+        if not (rep == principal.user_id or principal.reaches_beyond_own(INTERACTIONS)):
+            raise Forbidden("An interactions scope of own sees its own counts only.")
         clauses.append({"author_id": rep})
     if channel:
         clauses.append({"channel": {"$in": [c.strip() for c in channel.split(",") if c.strip()]}})

@@ -15,6 +15,7 @@ from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.references import References
 from crm_interactions.domain import tasks as rules
 from crm_interactions.domain.calendar import to_millis, zone
+from crm_interactions.domain.interactions import TASKS
 from crm_interactions.domain.model import RescheduleIn, TaskIn, TaskPatch
 from crm_interactions.settings import InteractionsSettings
 from crm_platform.auth import Principal
@@ -230,12 +231,12 @@ class Tasks:
         elif scope == "created":
             clauses.append({"created_by": principal.user_id})
         elif scope == "team":
-            if not (principal.is_manager or principal.is_admin):
-                raise Forbidden("The team's tasks are for managers (scope=team) and admins.")
-            if not principal.is_admin:
-                clauses.append(principal.mongo_visibility("assignee_id", "assignee_department_path"))
-        elif not principal.is_admin:
-            raise Forbidden("Every task (scope=all) is for admins.")
+            if not principal.reaches_beyond_own(TASKS):
+                raise Forbidden("The team's tasks (scope=team) need a tasks scope beyond one's own.")
+            if not principal.reaches_all(TASKS):
+                clauses.append(principal.mongo_visibility("assignee_id", "assignee_department_path", module=TASKS))
+        elif not principal.reaches_all(TASKS):
+            raise Forbidden("Every task (scope=all) needs a tasks scope of all.")
         clauses.append(rules.view_filter(view, self.clock.now(), zone(tz or self.settings.default_timezone)))
         page = await fetch_page(
             self.repo.tasks,

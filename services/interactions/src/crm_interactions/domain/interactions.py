@@ -19,6 +19,11 @@ from crm_platform.contracts.interactions import FieldChange, InteractionSnapshot
 from crm_platform.errors import FieldError, Forbidden, ValidationFailed
 from crm_platform.sortkeys import epoch_ms
 
+#: The data-scope modules this service honours (see the root README, "Who may do what").
+INTERACTIONS = "interactions"
+TASKS = "tasks"
+FEEDBACK = "feedback"
+
 Document = dict[str, Any]
 
 #: API sort keys -> stored fields (both never null).
@@ -121,8 +126,8 @@ def snapshot(doc: Document) -> InteractionSnapshot:
 
 
 def can_edit(principal: Principal, doc: Document) -> bool:
-    """The author, managers of the author's department subtree, admins."""
-    return principal.can_see_owned(doc.get("author_id"), doc.get("author_department_path"))
+    """The author, or a caller whose interactions scope reaches the author's department."""
+    return principal.can_see_owned(doc.get("author_id"), doc.get("author_department_path"), module=INTERACTIONS)
 
 
 def ensure_can_edit(principal: Principal, doc: Document) -> None:

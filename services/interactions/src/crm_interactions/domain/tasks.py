@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from crm_interactions.domain.calendar import NEVER, day_bounds, to_millis, week_bounds
+from crm_interactions.domain.interactions import TASKS
 from crm_platform.auth import Principal
 from crm_platform.contracts.interactions import FieldChange, TaskSnapshot
 from crm_platform.errors import Conflict, Forbidden, ValidationFailed
@@ -163,21 +164,21 @@ def ensure_open(doc: Document, action: str) -> None:
 
 
 def can_act(principal: Principal, doc: Document) -> bool:
-    """Assignee, creator, managers of the assignee's or creator's department subtree, admins."""
-    if principal.is_admin or principal.user_id in (doc.get("assignee_id"), doc.get("created_by")):
+    """Assignee, creator, or a caller whose tasks scope reaches the assignee's or creator's department."""
+    if principal.scope(TASKS) is None:
+        return False
+    if principal.user_id in (doc.get("assignee_id"), doc.get("created_by")):
         return True
-    return principal.manages_path(doc.get("assignee_department_path")) or principal.manages_path(
-        doc.get("creator_department_path")
+    return principal.reaches_path(doc.get("assignee_department_path"), TASKS) or principal.reaches_path(
+        doc.get("creator_department_path"), TASKS
     )
 
 
 def ensure_may_assign(principal: Principal, assignee_id: str, assignee_department_path: str | None) -> None:
-    """Reps give tasks to themselves; managers to people in their subtree; admins to anyone."""
-    if assignee_id == principal.user_id or principal.is_admin:
+    """To oneself, or to people whose department the caller's tasks scope reaches (all: anyone)."""
+    if assignee_id == principal.user_id or principal.reaches_path(assignee_department_path, TASKS):
         return
-    if principal.manages_path(assignee_department_path):
-        return
-    raise Forbidden("You may assign tasks to yourself, or as a manager to people in your department.")
+    raise Forbidden("You may assign tasks to yourself, or to people your tasks scope reaches.")
 
 
 def apply_values(doc: Document, values: dict[str, Any]) -> list[FieldChange]:

@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_notifications.adapters.repository import NEVER, Repository
 from crm_notifications.domain.webhooks import AddressPolicy, new_secret, url_shape, valid_patterns
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import notifications as ev
 from crm_platform.errors import NotFound, ValidationFailed
@@ -22,6 +22,7 @@ from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKey, create_once
 from crm_platform.listing import Page, PageParams, fetch_page
+from crm_platform.permissions import Permission
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -83,9 +84,15 @@ def summarise(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
     return summaries.get(event.type, event.type), []
 
 
+#: The data-scope module webhooks honour. A subscription belongs to the account that made it and
+#: carries no department, so a scope of "all" reaches every subscription and any other scope the
+#: caller's own (see the root README, "Who may do what").
+WEBHOOKS = "webhooks"
+
+
 def may_manage(principal: Principal) -> None:
-    """Admins manage every subscription; integrators (a system's account) their own."""
-    principal.require_role(Role.admin, Role.integrator)
+    """The permission webhooks:manage (the built-in admin and integrator hold it)."""
+    principal.require(Permission.webhooks_manage)
 
 
 class Subscriptions:
@@ -174,7 +181,7 @@ class Subscriptions:
     async def get(self, principal: Principal, subscription_id: str) -> Document:
         may_manage(principal)
         doc = await self._repo.webhook_store.get(subscription_id)
-        hidden = doc is not None and not principal.is_admin and doc.get("owner_id") != principal.user_id
+        hidden = doc is not None and not principal.reaches_all(WEBHOOKS) and doc.get("owner_id") != principal.user_id
         if doc is None or doc["status"] == "deleted" or hidden:
             raise NotFound(f"No webhook subscription with id {subscription_id}.")
         return doc
@@ -182,7 +189,7 @@ class Subscriptions:
     async def page(self, principal: Principal, paging: PageParams) -> Page:
         may_manage(principal)
         query: Document = {"status": "active"}
-        if not principal.is_admin:
+        if not principal.reaches_all(WEBHOOKS):
             query["owner_id"] = principal.user_id
         return await fetch_page(
             self._repo.webhooks,

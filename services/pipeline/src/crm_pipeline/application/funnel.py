@@ -15,6 +15,7 @@ from crm_pipeline.application.pipelines import Pipelines
 from crm_pipeline.application.queries import subtree
 from crm_pipeline.application.targets import currency_from
 from crm_pipeline.domain import funnel as fn
+from crm_pipeline.domain.opportunities import OPPORTUNITIES
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import Principal
 from crm_platform.errors import Forbidden, ValidationFailed
@@ -55,14 +56,14 @@ async def funnel(
     if created:
         clauses.append({"created_on": created})
     if rep:
-        if rep != principal.user_id and not (principal.is_admin or principal.is_manager):
-            raise Forbidden("Reps see their own funnel; managers their team's.")
+        if rep != principal.user_id and not principal.reaches_beyond_own(OPPORTUNITIES):
+            raise Forbidden("An opportunities scope of own sees its own funnel only.")
         clauses.append({"owner_id": rep})
     if department:
-        if not (principal.is_admin or principal.manages_path(department)):
-            raise Forbidden("Only admins and the department's managers see its funnel.")
+        if not principal.reaches_path(department, OPPORTUNITIES):
+            raise Forbidden("A department's funnel is for those whose opportunities scope reaches it.")
         clauses.append({"department_path": subtree(department)})
-    visibility = principal.mongo_visibility()
+    visibility = principal.mongo_visibility(module=OPPORTUNITIES)
     if visibility:
         clauses.append(visibility)
     cohort = await repo.opportunities_where(all_of(*clauses), projection=PROJECTION)

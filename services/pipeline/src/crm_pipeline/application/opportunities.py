@@ -25,12 +25,13 @@ from crm_pipeline.domain.model import (
     OpportunityPatch,
 )
 from crm_pipeline.settings import PipelineSettings
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.idempotency import IdempotencyKey, create_once
+from crm_platform.permissions import Permission
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
 
@@ -320,9 +321,9 @@ class Opportunities:
     async def assign(
         self, principal: Principal, opportunity_id: str, data: AssignIn, expected_version: int | None
     ) -> Document:
-        principal.require_role(Role.admin, Role.manager)
-        if not (principal.is_admin or principal.manages_path(data.department_path)):
-            raise Forbidden("You may only assign opportunities to people in your department or below it.")
+        principal.require(Permission.opportunities_assign)
+        if not principal.reaches_path(data.department_path, rules.OPPORTUNITIES):
+            raise Forbidden("You may only assign opportunities to people your opportunities scope reaches.")
         await self._visible(principal, opportunity_id)
 
         def decide(doc: Document, version: int) -> Change:
@@ -391,7 +392,7 @@ class Opportunities:
     async def decide_approval(
         self, principal: Principal, opportunity_id: str, data: ApprovalIn, expected_version: int | None
     ) -> Document:
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.opportunities_approve)
         current = await self._visible(principal, opportunity_id)
         stage = await self._approval_stage(current, data.stage_id)
 
@@ -399,7 +400,8 @@ class Opportunities:
             rules.ensure_visible(principal, doc, opportunity_id)
             rules.ensure_open(doc)
             rules.ensure_manager_of(principal, doc, "approve stage requirements")
-            if doc["owner_id"] == principal.user_id and not principal.is_admin:
+            # One's own opportunity: only a scope of all (the built-in admin's) approves it.
+            if doc["owner_id"] == principal.user_id and not principal.reaches_all(rules.OPPORTUNITIES):
                 raise Forbidden("You cannot approve your own opportunity; ask another manager of the department.")
             now = self.clock.now()
             existing = req.approval_of(doc, stage["stage_id"]) or {}

@@ -9,11 +9,12 @@ from pymongo.errors import DuplicateKeyError
 from crm_pipeline.adapters.repository import Repository
 from crm_pipeline.domain import pipelines as pl
 from crm_pipeline.domain.model import PipelineIn
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
+from crm_platform.permissions import Permission
 from crm_platform.store import Change
 
 Document = dict[str, Any]
@@ -62,7 +63,7 @@ class Pipelines:
         return doc
 
     async def create(self, principal: Principal, data: PipelineIn) -> Document:
-        principal.require_role(Role.admin)
+        principal.require(Permission.pipelines_configure)
         doc = pl.new_pipeline(data, principal.user_id, self.clock.now())
         return await self.repo.pipeline_store.insert(doc, [self._configured(doc, "created", 1, principal.user_id)])
 
@@ -70,7 +71,7 @@ class Pipelines:
         self, principal: Principal, pipeline_id: str, data: PipelineIn, expected_version: int | None
     ) -> Document:
         """Rename, reorder, add, change or remove stages; a stage in use cannot be removed (409)."""
-        principal.require_role(Role.admin)
+        principal.require(Permission.pipelines_configure)
 
         async def decide(doc: Document, version: int) -> Change:
             new_stages = pl.build_stages(data.stages, doc.get("stages") or [])
@@ -95,7 +96,7 @@ class Pipelines:
 
     async def make_default(self, principal: Principal, pipeline_id: str) -> Document:
         """Two writes, each with its event; the newest ``default_since`` decides if a crash splits them."""
-        principal.require_role(Role.admin)
+        principal.require(Permission.pipelines_configure)
         now = self.clock.now()
 
         def promote(doc: Document, version: int) -> Change:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crm_pipeline.adapters.repository import LIST_PROJECTION, Repository
 from crm_pipeline.domain import money
-from crm_pipeline.domain.opportunities import SORT_FIELDS
+from crm_pipeline.domain.opportunities import OPPORTUNITIES, SORT_FIELDS
 from crm_platform.auth import Principal
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page
@@ -49,7 +49,7 @@ class OpportunityFilter(BaseModel):
 
     def to_mongo(self, principal: Principal, default_currency: str) -> Document:
         clauses: list[Document] = [{"hidden": False}]
-        visibility = principal.mongo_visibility()
+        visibility = principal.mongo_visibility(module=OPPORTUNITIES)
         if visibility:
             clauses.append(visibility)
         for name in ("pipeline_id", "stage_id", "status", "owner_id", "customer_id", "source_campaign"):

@@ -12,14 +12,16 @@ from crm_pipeline.application.queries import subtree
 from crm_pipeline.domain import forecast as fc
 from crm_pipeline.domain import money
 from crm_pipeline.domain.model import TargetIn
+from crm_pipeline.domain.opportunities import OPPORTUNITIES, TARGETS
 from crm_pipeline.domain.periods import InvalidPeriod, Period, parse_period
 from crm_pipeline.settings import PipelineSettings
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.listing import all_of
+from crm_platform.permissions import Permission
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
@@ -42,7 +44,7 @@ def currency_from(raw: str | None, default: str, field: str = "currency", locati
 
 
 def can_see_target(principal: Principal, doc: Document) -> bool:
-    if principal.is_admin or principal.manages_path(doc.get("department_path")):
+    if principal.reaches_path(doc.get("department_path"), TARGETS):
         return True
     return bool(doc["scope"] == "rep" and doc["scope_id"] == principal.user_id)
 
@@ -134,13 +136,13 @@ class Targets:
         data: TargetIn,
         expected_version: int | None,
     ) -> Document:
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.targets_set)
         period = period_from(period_text)
         path = (await self._scope_path(scope, scope_id, data.department_path)).rstrip("/") or "/"
         if scope == "department" and path.rsplit("/", 1)[-1] != scope_id:
             raise ValidationFailed.for_field("department_path", f"a department's path ends with its id ('{scope_id}')")
-        if not (principal.is_admin or principal.manages_path(path)):
-            raise Forbidden("Managers set targets within their own department and below it; admins for everyone.")
+        if not principal.reaches_path(path, TARGETS):
+            raise Forbidden("Targets are set within the departments your targets scope reaches.")
         currency = currency_from(data.currency, self.settings.default_currency)
         try:
             amount = money.parse_money(data.amount, currency)
@@ -166,7 +168,7 @@ class Targets:
 
         def decide(doc: Document, version: int) -> Change:
             if not can_see_target(principal, doc):
-                raise Forbidden("This target belongs to a department you do not manage.")
+                raise Forbidden("This target belongs to a department your targets scope does not reach.")
             previous = money.format_money(doc["amount_minor"], doc["currency"])
             if all(doc.get(k) == v for k, v in fields.items() if k not in ("set_by", "set_at")):
                 return Change(None)
@@ -227,16 +229,16 @@ class Targets:
             raise ValidationFailed.for_field("department", "give either rep or department, not both", "query")
         if department:
             department = department.rstrip("/") or "/"
-            if not (principal.is_admin or principal.manages_path(department)):
-                raise Forbidden("Only admins and the department's managers see its forecast.")
+            if not principal.reaches_path(department, OPPORTUNITIES):
+                raise Forbidden("A department's forecast is for those whose opportunities scope reaches it.")
             scope: Scope = "department"
             scope_id = department
             scope_filter: Document = {"department_path": subtree(department)}
             resolved = await self._department_target(period, department, currency)
         else:
             rep = rep or principal.user_id
-            if rep != principal.user_id and not (principal.is_admin or principal.is_manager):
-                raise Forbidden("Reps see their own forecast; managers their team's.")
+            if rep != principal.user_id and not principal.reaches_beyond_own(OPPORTUNITIES):
+                raise Forbidden("An opportunities scope of own sees its own forecast only.")
             scope, scope_id = "rep", rep
             scope_filter = {"owner_id": rep}
             targets = await self.repo.targets_where(
@@ -244,7 +246,7 @@ class Targets:
             )
             targets = [t for t in targets if can_see_target(principal, t)]
             resolved = fc.resolve(period, {t["period"]: t["amount_minor"] for t in targets})
-        visibility = principal.mongo_visibility()
+        visibility = principal.mongo_visibility(module=OPPORTUNITIES)
         start, end = period.start.isoformat(), period.end.isoformat()
 
         async def query(*clauses: Document) -> list[Document]:

@@ -28,7 +28,12 @@ from crm_platform.auth import Principal
 from crm_platform.clock import as_utc
 from crm_platform.contracts.pipeline import FieldChange, OpportunitySnapshot, StageMove
 from crm_platform.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from crm_platform.permissions import Permission
 from crm_platform.sortkeys import epoch_ms
+
+#: The data-scope modules this service honours (see the root README, "Who may do what").
+OPPORTUNITIES = "opportunities"
+TARGETS = "targets"
 
 Document = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -195,12 +200,12 @@ def owner_for(principal: Principal, data: OpportunityCreate) -> tuple[str, str |
     """The creator owns it, unless a manager (within their subtree) or an admin names someone."""
     if not data.owner_id or (data.owner_id == principal.user_id and not data.department_path):
         return principal.user_id, principal.department_id, principal.department_path
-    if not (principal.is_admin or principal.is_manager):
-        raise Forbidden("Only managers and admins create opportunities for someone else.")
+    if not principal.holds(Permission.opportunities_assign):
+        raise Forbidden("Creating an opportunity for someone else needs the permission opportunities:assign.")
     if not data.department_path:
         raise ValidationFailed.for_field("department_path", "give the new owner's department path")
-    if not (principal.is_admin or principal.manages_path(data.department_path)):
-        raise Forbidden("You may only give opportunities to people in your department or below it.")
+    if not principal.reaches_path(data.department_path, OPPORTUNITIES):
+        raise Forbidden("You may only give opportunities to people your opportunities scope reaches.")
     department_id = data.department_id or data.department_path.rstrip("/").rsplit("/", 1)[-1] or None
     return data.owner_id, department_id, data.department_path
 
@@ -277,7 +282,11 @@ def new_opportunity(
 
 def ensure_visible(principal: Principal, doc: Document | None, opportunity_id: str) -> Document:
     # Hidden (its customer is in the recycle bin) or not yours: reported as missing.
-    if doc is None or doc.get("hidden") or not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path")):
+    if (
+        doc is None
+        or doc.get("hidden")
+        or not principal.can_see_owned(doc.get("owner_id"), doc.get("department_path"), module=OPPORTUNITIES)
+    ):
         raise NotFound(f"No opportunity with id {opportunity_id}.")
     return doc
 
@@ -291,9 +300,9 @@ def ensure_open(doc: Document) -> None:
 
 
 def ensure_manager_of(principal: Principal, doc: Document, action: str) -> None:
-    if principal.is_admin or principal.manages_path(doc.get("department_path")):
+    if principal.reaches_path(doc.get("department_path"), OPPORTUNITIES):
         return
-    raise Forbidden(f"Only admins and the department's managers may {action}.")
+    raise Forbidden(f"Only those whose opportunities scope reaches the department may {action}.")
 
 
 # --- changes ---------------------------------------------------------------------------------------

@@ -23,14 +23,16 @@ import structlog
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import pool as ev
 from crm_platform.events import EventEnvelope, EventType
+from crm_platform.permissions import Permission
 from crm_platform.tracing import current_traceparent
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.domain.recycling import (
     NEVER,
+    POOL,
     Due,
     days_left,
     due,
@@ -261,7 +263,7 @@ class Recycler:
     ) -> list[Document]:
         """Who would be warned or recycled at ``at``, and why: under the current rules, or with
         ``draft`` in place of the rule for its department (a rule being considered, not saved)."""
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.pool_rules)
         now = self.clock.now()
         rules = await self.repo.live_rules()
         if draft is not None:
@@ -270,7 +272,7 @@ class Recycler:
         positions = await self.repo.stage_positions()
         out: list[Document] = []
         for clock in await self.candidates(rules, at, department):
-            if not principal.can_see_owned(clock.get("owner_id"), clock.get("department_path")):
+            if not principal.can_see_owned(clock.get("owner_id"), clock.get("department_path"), module=POOL):
                 continue
             result = due(clock, rules, positions)
             if result.never or result.warn_at > at:

@@ -17,17 +17,18 @@ from typing import Any
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import pool as ev
 from crm_platform.errors import Duplicate, FieldError, Forbidden, NotFound
 from crm_platform.events import EventEnvelope, EventType
 from crm_platform.history import HistoryEntry, history
+from crm_platform.permissions import Permission
 from crm_platform.store import Change
 from crm_platform.tracing import current_traceparent
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.domain.model import CLAIM_FIELDS, EDITABLE, RuleCreate, RulePatch
-from crm_pool.domain.recycling import path_within
+from crm_pool.domain.recycling import POOL, path_within
 
 Document = dict[str, Any]
 Recompute = Callable[[str | None], Awaitable[None]]
@@ -88,22 +89,23 @@ class Rules:
 
     @staticmethod
     def ensure_may_manage(principal: Principal, department_path: str | None) -> None:
-        principal.require_role(Role.admin, Role.manager)
-        if principal.is_admin:
+        principal.require(Permission.pool_rules)
+        if principal.reaches_all(POOL):
             return
         if department_path is None:
-            raise Forbidden("Only admins manage the global rule.")
-        if not principal.manages_path(department_path):
-            raise Forbidden("Managers manage the rules of their own department and those below it.")
+            raise Forbidden("The global rule is managed with a pool scope of all.")
+        if not principal.reaches_path(department_path, POOL):
+            raise Forbidden("You manage the rules of the departments your pool scope reaches.")
 
     @staticmethod
     def visible(principal: Principal, doc: Document) -> bool:
-        if principal.is_admin:
+        if principal.reaches_all(POOL):
             return True
         path = doc.get("department_path")
-        # Managers see the rules that apply to their subtree: theirs, those above (global included) and below.
-        return principal.is_manager and (
-            path is None or principal.manages_path(path) or path_within(principal.department_path, path)
+        # A pool scope beyond one's own sees the rules that apply to what it reaches: the rules of
+        # those departments, and those above (the global one included).
+        return principal.reaches_beyond_own(POOL) and (
+            path is None or principal.reaches_path(path, POOL) or path_within(principal.department_path, path)
         )
 
     async def create(self, principal: Principal, body: RuleCreate) -> Document:
@@ -145,14 +147,14 @@ class Rules:
         return stored
 
     async def get(self, principal: Principal, rule_id: str) -> Document:
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.pool_rules)
         doc = await self.repo.get_rule(rule_id)
         if doc is None or not self.visible(principal, doc):
             raise NotFound(f"No pool rule with id {rule_id}.")
         return doc
 
     async def list_rules(self, principal: Principal, include_deleted: bool = False) -> list[Document]:
-        principal.require_role(Role.admin, Role.manager)
+        principal.require(Permission.pool_rules)
         query: Document = {} if include_deleted else {"deleted": False}
         docs = [d async for d in self.repo.rules.find(query, projection={"outbox": 0}).sort([("scope", 1)])]
         return [d for d in docs if self.visible(principal, d)]

@@ -20,6 +20,9 @@ Document = dict[str, Any]
 #: "No deadline": a real, sortable datetime (the store mishandles null in range queries and sorts).
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 
+#: The data-scope module the pool honours (see the root README, "Who may do what").
+POOL = "pool"
+
 
 def path_within(path: str | None, scope: str | None) -> bool:
     """True if ``path`` is the department ``scope`` or below it (None scope: the whole company)."""

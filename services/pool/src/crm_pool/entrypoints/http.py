@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from crm_platform.auth import CurrentPrincipal, Role
+from crm_platform.auth import CurrentPrincipal
 from crm_platform.clock import as_utc
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.history import HistoryEntry
 from crm_platform.openapi import problems
+from crm_platform.permissions import Permission
 from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recycler import Recycler
 from crm_pool.application.rules import Rules
@@ -162,7 +163,7 @@ async def my_customers(
     summary="Run the recycling now (admins); safe while the scheduler runs elsewhere",
 )
 async def run(principal: CurrentPrincipal, recycler: RecyclerService) -> RunOut:
-    principal.require_role(Role.admin)
+    principal.require(Permission.system_operate)
     now = recycler.clock.now()
     report = await recycler.run(now)
     return RunOut(at=now, warned=report.warned, decided=report.decided, skipped=report.skipped, paused=report.paused)
@@ -187,7 +188,7 @@ RebuildsService = Annotated[Rebuilds, Depends(_rebuilds)]
     responses=problems(409),
 )
 async def start_rebuild(principal: CurrentPrincipal, rebuilds: RebuildsService) -> JSONResponse:
-    principal.require_role(Role.admin)
+    principal.require(Permission.system_operate)
     job = await rebuilds.begin(principal.user_id)
     return JSONResponse(
         RebuildOut.model_validate(job).model_dump(mode="json"),
@@ -198,5 +199,5 @@ async def start_rebuild(principal: CurrentPrincipal, rebuilds: RebuildsService) 
 
 @router.get("/rebuilds/{rebuild_id}", response_model=RebuildOut, summary="A rebuild's status (admins)")
 async def get_rebuild(rebuild_id: str, principal: CurrentPrincipal, rebuilds: RebuildsService) -> RebuildOut:
-    principal.require_role(Role.admin)
+    principal.require(Permission.system_operate)
     return RebuildOut.model_validate(await rebuilds.get(rebuild_id))

@@ -31,7 +31,7 @@ from crm_reporting.application.contributions import (
     TIME,
     find_in,
 )
-from crm_reporting.application.scope import Scope
+from crm_reporting.application.scope import REPORTS, Scope
 from crm_reporting.domain.money import dec, money, ratio
 from crm_reporting.domain.periods import Bucket, Period, bucket_of, local_day
 from crm_reporting.settings import ReportingSettings
@@ -421,7 +421,7 @@ def _quality_row(rep: str, name: str, r: Document, period: Period) -> Document:
 
 def _dept_visible(scope: Scope, path: str | None) -> bool:
     p = scope.principal
-    if not (p.is_admin or p.manages_path(path)):
+    if not p.reaches_path(path, REPORTS):
         return False
     return scope.allows(None, path) if scope.department_path else scope.owner_id is None
 
@@ -473,7 +473,9 @@ async def timeline(
     if customer is None or customer.get("status") in ("purged", PLACEHOLDER):
         raise NotFound(f"Customer {customer_id} is not known to reporting.")
     in_pool = customer.get("in_pool") and customer.get("status") == "active"
-    if not in_pool and not scope.principal.can_see_owned(customer.get("owner_id"), customer.get("department_path")):
+    if not in_pool and not scope.principal.can_see_owned(
+        customer.get("owner_id"), customer.get("department_path"), module=REPORTS
+    ):
         raise NotFound(f"Customer {customer_id} is not known to reporting.")  # no hint that it exists
     ids = sorted({customer_id, *(await merged_into(models, [customer_id]))})
     query: Document = {"customer_id": {"$in": ids}}

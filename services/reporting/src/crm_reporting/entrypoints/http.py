@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from crm_platform.auth import CurrentPrincipal, Principal, Role
+from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.errors import ValidationFailed
 from crm_platform.openapi import problems
+from crm_platform.permissions import Permission
 from crm_reporting.adapters.readmodels import Generations, ReadModels
 from crm_reporting.adapters.rebuild_lease import RebuildLease
 from crm_reporting.application.contributions import DISTRIBUTION_FIELDS
@@ -233,7 +234,7 @@ async def customer_timeline(
 
 @admin.get("/lag", summary="Projection lag: consumer lag in messages and end-to-end lag in seconds")
 async def lag(request: Request, principal: CurrentPrincipal) -> Document:
-    principal.require_role(Role.admin)
+    principal.require(Permission.system_operate)
     tracker: LagTracker = request.app.state.lag
     consumers = {}
     for c in request.app.state.kit.consumers:
@@ -249,7 +250,7 @@ async def lag(request: Request, principal: CurrentPrincipal) -> Document:
     responses=problems(409),
 )
 async def start_rebuild(request: Request, principal: CurrentPrincipal) -> JSONResponse:
-    principal.require_role(Role.admin)
+    principal.require(Permission.system_operate)
     from crm_reporting.main import rebuild  # the app factory imports this module
 
     state = request.app.state
@@ -263,7 +264,7 @@ async def start_rebuild(request: Request, principal: CurrentPrincipal) -> JSONRe
 
 @admin.get("/rebuild", summary="The rebuild running on any replica, else the last one started here")
 async def rebuild_status(request: Request, principal: CurrentPrincipal) -> Document:
-    principal.require_role(Role.admin)
+    principal.require(Permission.system_operate)
     task: asyncio.Task[Any] | None = request.app.state.rebuild_task
     elsewhere = await RebuildLease.running(request.app.state.kit.db)
     if task is None or (task.done() and elsewhere is not None):

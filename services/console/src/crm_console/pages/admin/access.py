@@ -19,8 +19,7 @@ def requires(permission: Permission) -> Callable[[Session], Awaitable[None]]:
     """A dependency: the signed-in user's roles grant ``permission``, else the 403 page."""
 
     async def check(session: Session = Depends(signed_in)) -> None:
-        roles = session.user.roles if session.user else []
-        if not may(roles, permission):
+        if not may(session.user, permission):
             # UpstreamProblem is what the console's error handler turns into its 403 page.
             raise UpstreamProblem("console", 403, "Forbidden", "")
 

@@ -30,7 +30,7 @@ async def fetch_page(client: Api, query: ListQuery) -> dict[str, Any]:
 
 
 def list_context(client: Api, query: ListQuery) -> dict[str, Any]:
-    roles = client.session.user.roles if client.session.user else []
+    roles = client.session.user
     return {
         "query": query,
         "sort_keys": SORT_KEYS,

@@ -168,7 +168,7 @@ async def detail_page(
         "enums": ENUMS,
         "open_task": forms_state.pop("open_task", False),
         "open_contact": forms_state.pop("open_contact", False),
-        "may_merge": may(client.session.user.roles if client.session.user else [], Permission("customers:merge")),
+        "may_merge": may(client.session.user, Permission("customers:merge")),
         **forms_state,
     }
     return render(request, "customers_detail/detail.html", context, status_code=status_code)

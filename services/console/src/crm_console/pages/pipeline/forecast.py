@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from crm_console.pages.pipeline.board import grouped
-from crm_console.registry import may
+from crm_console.registry import may, reaches_beyond_own
+from crm_console.sessions import SessionUser
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render, zone
-from crm_platform.auth import Role
 from crm_platform.permissions import Permission
 
 forecast_router = APIRouter(prefix="/pipeline")
@@ -34,8 +34,10 @@ def this_month(timezone: str) -> str:
     return f"{today.year}-{today.month:02d}"
 
 
-def is_manager(roles: list[str]) -> bool:
-    return Role.admin.value in roles or Role.manager.value in roles
+def sees_team(user: SessionUser) -> bool:
+    """The department's and the team's forecasts: for a data scope beyond one's own over
+    opportunities (what they sum) and users (who the team is)."""
+    return reaches_beyond_own(user, "opportunities") and reaches_beyond_own(user, "users")
 
 
 async def _forecast(client: Api, period: str, **scope: str) -> Document:
@@ -61,14 +63,14 @@ async def forecast_context(client: Api, period: str) -> dict[str, Any]:
     department: Document | None = None
     team: list[Document] = []
     path = session_user.department_path
-    if is_manager(session_user.roles) and path:
+    if sees_team(session_user) and path:
         department = await _forecast(client, period, department=path)
         team = [u for u in await _team(client, path) if u["id"] != session_user.id]
         figures = await asyncio.gather(*(_forecast(client, period, rep=u["id"]) for u in team))
         rows = [{"name": u["name"], "id": u["id"], "forecast": f} for u, f in zip(team, figures, strict=True)]
     return {
         "money": grouped,
-        "can_set_targets": may(session_user.roles, SET_TARGETS),
+        "can_set_targets": may(session_user, SET_TARGETS),
         "period": period,
         "mine": mine,
         "department": department,
