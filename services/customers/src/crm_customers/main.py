@@ -15,7 +15,7 @@ from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
 from crm_platform.contracts import directory, interactions, pool
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
 ("first entered owns"), ownership and the public pool (公海), locks, field-level history and the
@@ -51,7 +51,13 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         await repo.tags.rebuild(repo.collection, f"v1_s{rules.SORT_KEYS_VERSION}")
         await repo.tags.resync_pending(repo.collection)
 
+    async def purge_records() -> None:
+        await repo.purge_records(settings.record_retention_days, settings.record_purge_batch_size)
+
     kit.on_startup(setup)
+    if settings.record_purge_enabled:
+        # Export and import records, once the audit log has long had their events (CRM_RECORD_RETENTION_DAYS).
+        kit.background(Periodic("record-retention-purge", purge_records, settings.record_purge_interval_seconds))
     kit.consume(
         [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
         {**events.handlers(service, claim_rules), **directory_copy.handlers()},

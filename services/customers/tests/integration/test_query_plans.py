@@ -315,3 +315,37 @@ async def test_an_export_is_recorded_with_index_lookups(
             assert await service.repo.exports.count_documents({"by": principal.user_id}) == before + 1
             assert_indexed(capture)
             assert not capture.scans(row_filters=True), principal.user_id  # no test of the tags array per row
+
+
+async def test_the_export_and_import_records_retention_purge_is_index_lookups(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore
+) -> None:
+    """The retention purge of the source records (CRM_RECORD_RETENTION_DAYS): an export record past
+    the retention, once its event has left, is deleted; a recent one is kept. Each batch is one
+    range on the records' ``at_ms`` index and one delete by ``_id``, for exports and imports alike."""
+    service = plans_client._transport.app.state.customers  # type: ignore[attr-defined]
+    repo = service.repo
+    principal = Principal(
+        user_id=unique("admin"), roles=frozenset({Role.admin}), department_id="hq", department_path="/hq"
+    )
+    for _ in range(3):
+        await record_export(service, principal, CustomerFilter(kind="company"), None)
+    mine = [doc async for doc in repo.exports.find({"by": principal.user_id})]
+    assert len(mine) == 3
+
+    async def published() -> bool:
+        return not await repo.exports.count_documents({"by": principal.user_id, "outbox_pending_ms": {"$exists": True}})
+
+    await eventually(published, timeout=10, message="the export events published")
+    old = [doc["_id"] for doc in mine[:2]]
+    for record_id in old:  # written 100 days ago, as far as the purge can tell
+        await repo.exports.update_one({"_id": record_id}, {"$inc": {"at_ms": -100 * 86_400_000}})
+    with traced_store.capture() as capture:
+        deleted = await repo.purge_records(retention_days=90, batch_size=1)
+    assert deleted >= 2
+    assert [doc["_id"] async for doc in repo.exports.find({"by": principal.user_id})] == [mine[2]["_id"]]
+    assert_indexed(capture, sorted_results=True)
+    assert not capture.scans(row_filters=True)
+    ranges = [s for s in capture.statements if "json_extract(data, '$.at_ms') <" in s.sql]
+    assert {"exports", "import_records"} <= {s.sql.split("FROM ")[1].split()[0] for s in ranges}
+    assert all(any("_at_ms (" in line for line in s.plan) for s in ranges), [s.describe() for s in ranges]
