@@ -19,6 +19,9 @@ class CustomersSettings(ServiceSettings):
     similar_name_threshold: float = Field(default=85.0, ge=0, le=100)
     import_max_rows: int = Field(default=50_000, ge=1)
     default_phone_region: str = "CN"
+    export_approval_valid_hours: float = Field(
+        default=24, gt=0, le=24 * 30, description="How long an approved export request can be downloaded."
+    )
 
     # Retention of the source records (export and import records here, sign-in attempts in the
     # directory): kept until the audit service has long consumed their events, then deleted.
