@@ -9,6 +9,7 @@ the statement and its plan, if anything it ran reads a whole collection.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -349,3 +350,70 @@ async def test_the_export_and_import_records_retention_purge_is_index_lookups(
     ranges = [s for s in capture.statements if "json_extract(data, '$.at_ms') <" in s.sql]
     assert {"exports", "import_records"} <= {s.sql.split("FROM ")[1].split()[0] for s in ranges}
     assert all(any("_at_ms (" in line for line in s.plan) for s in ranges), [s.describe() for s in ranges]
+
+
+async def test_export_approval_is_index_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
+    """Export approval's queries: an approver's pending requests (one range on ``pending_path``, for a
+    manager their subtree's, for an admin all), a requester's own (``requester_id`` then newest
+    first), a request by id, answering and downloading (guarded replaces by ``_id``), the policy (by
+    ``_id``), and the held export's count. Among a few hundred stored requests of other departments."""
+    approvals = plans_client._transport.app.state.export_approvals  # type: ignore[attr-defined]
+    now_ms = int(time.time() * 1000)
+    await approvals.requests.insert_many(
+        [
+            {
+                "_id": f"other-{uuid.uuid4().hex}",
+                "requester_id": f"fill-rep-{i % 10}",
+                "requester_department_path": f"/hq/o{i % 30}",
+                "filter": {},
+                "sort": None,
+                "rows": 10,
+                "threshold": 1,
+                "status": "pending" if i % 2 else "rejected",
+                "at_ms": now_ms - i * 1000,
+                **({"pending_path": f"/hq/o{i % 30}/"} if i % 2 else {}),
+                "downloads": 0,
+                "version": 1,
+                "outbox": [],
+                "outbox_rev": 1,
+            }
+            for i in range(300)
+        ]
+    )
+    rep = auth("fill-rep-4", department_path="/hq/d1")
+    manager = auth(unique("mgr"), ["manager"], "/hq/d1")
+    admin = auth(unique("admin"), ["admin"], "/hq")
+    r = await plans_client.put("/v1/customers/export-policy", json={"approval_above_rows": 1}, headers=admin)
+    assert r.status_code == 200, r.text
+    try:
+        with traced_store.capture() as capture:
+            held = await plans_client.get("/v1/customers/export.csv", params={"kind": "company"}, headers=rep)
+            assert held.status_code == 202, held.text
+            request_id = held.json()["id"]
+            for headers in (manager, admin):
+                pending = await plans_client.get("/v1/customers/export-requests/pending", headers=headers)
+                assert request_id in [p["id"] for p in pending.json()["items"]]
+            mine = await plans_client.get("/v1/customers/export-requests", headers=rep)
+            assert request_id in [m["id"] for m in mine.json()["items"]]
+            assert (
+                await plans_client.get(f"/v1/customers/export-requests/{request_id}", headers=rep)
+            ).status_code == 200
+            r = await plans_client.post(
+                f"/v1/customers/export-requests/{request_id}/approve", json={"comment": "ok"}, headers=manager
+            )
+            assert r.status_code == 200, r.text
+            r = await plans_client.get(f"/v1/customers/export-requests/{request_id}/download", headers=rep)
+            assert r.status_code == 200, r.text
+            assert (await plans_client.get("/v1/customers/export-policy", headers=rep)).status_code == 200
+        assert_indexed(capture, sorted_results=True)
+        ranges = [s for s in capture.statements if "'$.pending_path') >=" in s.sql]
+        assert len(ranges) == 2 and all(any("_pending_path (" in line for line in s.plan) for s in ranges), [
+            s.describe() for s in ranges
+        ]
+        theirs = [s for s in capture.statements if "'$.requester_id') =" in s.sql]
+        assert theirs and all(
+            any("USING INDEX idx_export_requests_requester_id" in line for line in s.plan) for s in theirs
+        ), [s.describe() for s in theirs]
+    finally:
+        r = await plans_client.put("/v1/customers/export-policy", json={"approval_above_rows": None}, headers=admin)
+        assert r.status_code == 200, r.text
