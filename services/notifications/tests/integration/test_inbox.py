@@ -236,7 +236,7 @@ async def test_export_approval_tells_the_managers_above_then_the_requester(
     [boss_item] = await world.inbox(client, boss, 1)
     [lead_item] = await world.inbox(client, lead, 1)
     assert boss_item["kind"] == lead_item["kind"] == "export_approval_requested"
-    assert boss_item["link"] == f"/customers/export-requests/{request.request_id}"
+    assert boss_item["link"] == f"/export-requests/{request.request_id}"
     assert boss_item["title"] == f"Export awaiting approval: Name {rep.id}, 1500 rows"
     assert lead_item["title"] == f"客户导出待审批：Name {rep.id}，1500 行" and "1000" in lead_item["body"]
 

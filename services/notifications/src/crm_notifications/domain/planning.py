@@ -145,7 +145,7 @@ def webhook_disabled(owner_id: str, subscription_id: str, url: str, failures: in
 
 
 def _export_link(request: exports.ExportRequestSnapshot) -> str:
-    return f"/customers/export-requests/{request.request_id}"
+    return f"/export-requests/{request.request_id}"  # the console's page of the request
 
 
 def export_requested(request: exports.ExportRequestSnapshot, requester_name: str, managers: list[str]) -> list[Intent]:
