@@ -182,6 +182,28 @@ async def test_a_large_export_waits_for_a_managers_approval_then_downloads(
         assert f"{marker}0有限公司" in exported and f"{marker}1有限公司" in exported
         await page.goto("/export-requests")
         await expect(page.locator("#my-requests tr.export-request").first).to_contain_text("Approved")
+
+        # Every step is in the audit log (approver and requester named), and the rep was told.
+        request_id = request_url.rsplit("/", 1)[-1]
+        wanted = {"customer.export_requested", "customer.export_approved", "customer.export_downloaded"}
+
+        async def audited() -> bool:
+            found = await entries(stack, target_type="export_request", target_id=request_id)
+            return {e["action"] for e in found} == wanted
+
+        await eventually(audited, timeout=30, message="the export request's steps in the audit log")
+        approved = await entries(stack, target_id=request_id, action="customer.export_approved")
+        assert approved[0]["actor_id"] == manager.id and approved[0]["details"]["comment"] == "季度复盘用"
+        token = await stack.token_for(rep)
+        async with httpx.AsyncClient(
+            base_url=stack.urls["notifications"], headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+
+            async def told() -> bool:
+                answer = await client.get("/v1/notifications")
+                return any(n["kind"] == "export_approved" for n in answer.json()["items"])
+
+            await eventually(told, timeout=30, message="the rep's notification of the approval")
     finally:
         await set_threshold(stack, None)
     # The threshold off again: the same export streams at once.

@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
+from crm_customers.adapters.export_requests import ExportApprovalStore
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
 from crm_customers.application.export_approval import ExportApprovals
@@ -42,15 +43,16 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
     service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
+    approval_store = ExportApprovalStore(kit.db, kit.clock, kit.wake_relay)
     approvals = ExportApprovals(
-        kit.db, kit.clock, service.events, kit.wake_relay, timedelta(hours=settings.export_approval_valid_hours)
+        approval_store, kit.clock, service.events, timedelta(hours=settings.export_approval_valid_hours)
     )
-    kit.outbox(approvals.policies)
-    kit.outbox(approvals.requests)
+    kit.outbox(approval_store.policies)
+    kit.outbox(approval_store.requests)
     # A restore leaves the export policy and requests as the backup had them: a request answered
     # after the backup is pending again (answer it again; the audit log keeps both answers).
-    kit.restate(approvals.policies, "crm.customer_export_policy.", None)
-    kit.restate(approvals.requests, "crm.customer_export_request.", None)
+    kit.restate(approval_store.policies, "crm.customer_export_policy.", None)
+    kit.restate(approval_store.requests, "crm.customer_export_request.", None)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
@@ -68,7 +70,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     async def purge_source_records() -> None:
         days, batch = settings.record_retention_days, settings.record_purge_batch_size
         await repo.purge_records(days, batch)
-        await purge_records(approvals.requests, kit.clock.now(), days, batch)  # export requests, answered or not
+        await purge_records(approval_store.requests, kit.clock.now(), days, batch)  # export requests, answered or not
 
     kit.on_startup(setup)
     if settings.record_purge_enabled:

@@ -357,7 +357,7 @@ async def test_export_approval_is_index_lookups(plans_client: httpx.AsyncClient,
     manager their subtree's, for an admin all), a requester's own (``requester_id`` then newest
     first), a request by id, answering and downloading (guarded replaces by ``_id``), the policy (by
     ``_id``), and the held export's count. Among a few hundred stored requests of other departments."""
-    approvals = plans_client._transport.app.state.export_approvals  # type: ignore[attr-defined]
+    approvals = plans_client._transport.app.state.export_approvals.store  # type: ignore[attr-defined]
     now_ms = int(time.time() * 1000)
     await approvals.requests.insert_many(
         [

@@ -11,10 +11,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-
+from crm_customers.adapters.export_requests import ExportApprovalStore
 from crm_customers.domain import export_approval as rules
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
@@ -22,51 +19,29 @@ from crm_platform.contracts import export_approval as ev
 from crm_platform.errors import NotFound
 from crm_platform.events import EventFactory
 from crm_platform.outbox import epoch_ms
-from crm_platform.retention import ensure_record_index
-from crm_platform.store import Change, VersionedStore
+from crm_platform.store import Change
 
 Document = dict[str, Any]
 #: The most pending requests one approver's list shows (oldest paths first, then by time).
 PENDING_LIMIT = 200
 #: The most of one requester's requests their list shows (newest first).
 MINE_LIMIT = 50
-REQUEST_INDEXES = [
-    # A manager's (or an admin's) pending requests: one range on the requester's path; sparse,
-    # since only pending requests carry it.
-    IndexModel([("pending_path", ASCENDING)], name="idx_pending_path", sparse=True),
-    # A requester's own, newest first.
-    IndexModel([("requester_id", ASCENDING), ("at_ms", DESCENDING)], name="idx_requester_id_at_ms"),
-]
 
 
 class ExportApprovals:
-    def __init__(
-        self, db: AsyncDatabase[Document], clock: Clock, events: EventFactory, wake_relay: Any, valid_for: timedelta
-    ) -> None:
-        self.policies = db["export_policy"]
-        self.requests = db["export_requests"]
+    def __init__(self, store: ExportApprovalStore, clock: Clock, events: EventFactory, valid_for: timedelta) -> None:
+        self.store = store
         self.clock = clock
         self.events = events
         self.valid_for = valid_for
-        self.policy_store = VersionedStore(self.policies, clock, wake_relay=wake_relay)
-        self.request_store = VersionedStore(
-            self.requests, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No export request with id {i}.")
-        )
 
     async def ensure_indexes(self) -> None:
-        await self.requests.create_indexes(REQUEST_INDEXES)
-        await ensure_record_index(self.requests)  # the source records' retention purge walks at_ms
-        try:  # the policy document, off, so that every change is a versioned write of it
-            await self.policies.insert_one(
-                VersionedStore.first_state({"_id": rules.POLICY_ID, "approval_above_rows": None, "history": []})
-            )
-        except DuplicateKeyError:
-            pass
+        await self.store.ensure_indexes(rules.POLICY_ID)
 
     # --- the policy ------------------------------------------------------------------------------
 
     async def policy(self) -> Document:
-        doc = await self.policies.find_one({"_id": rules.POLICY_ID}, projection={"outbox": 0})
+        doc = await self.store.policy(rules.POLICY_ID)
         if doc is None:
             raise NotFound("The export policy is not set up yet; retry in a moment.")
         return doc
@@ -94,7 +69,7 @@ class ExportApprovals:
             event = self.events(ev.EXPORT_POLICY_CHANGED, rules.POLICY_ID, data, version, principal.user_id)
             return Change(doc, [event])
 
-        return await self.policy_store.mutate(rules.POLICY_ID, decide, expected_version=expected_version)
+        return await self.store.policy_store.mutate(rules.POLICY_ID, decide, expected_version=expected_version)
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -105,33 +80,23 @@ class ExportApprovals:
         request = rules.new_request(str(uuid.uuid4()), principal, filters, sort, rows, threshold, self.clock.now())
         data = ev.ExportRequested(request=rules.snapshot(request))
         event = self.events(ev.EXPORT_REQUESTED, request["_id"], data, 1, principal.user_id)
-        return await self.request_store.insert(request, [event])
+        return await self.store.request_store.insert(request, [event])
 
     async def get(self, principal: Principal, request_id: str) -> Document:
-        request = await self.requests.find_one({"_id": request_id}, projection={"outbox": 0})
+        request = await self.store.request(request_id)
         if request is None or not rules.may_read(principal, request):
             raise NotFound(f"No export request with id {request_id} for you.")
         return request
 
     async def mine(self, principal: Principal) -> list[Document]:
-        cursor = (
-            self.requests.find({"requester_id": principal.user_id}, projection={"outbox": 0})
-            .sort([("requester_id", ASCENDING), ("at_ms", DESCENDING)])
-            .limit(MINE_LIMIT)
-        )
-        return [doc async for doc in cursor]
+        return await self.store.by_requester(principal.user_id, MINE_LIMIT)
 
     async def pending_for(self, approver: Principal) -> list[Document]:
         """The pending requests this approver may answer, oldest first."""
         paths = rules.pending_range(approver)
         if paths is None:
             return []
-        cursor = (
-            self.requests.find({"pending_path": paths}, projection={"outbox": 0})
-            .sort([("pending_path", ASCENDING)])
-            .limit(PENDING_LIMIT)
-        )
-        found = [doc async for doc in cursor if rules.may_answer(approver, doc)]
+        found = [doc for doc in await self.store.pending_in(paths, PENDING_LIMIT) if rules.may_answer(approver, doc)]
         return sorted(found, key=lambda d: (d["at_ms"], d["_id"]))
 
     async def answer(self, approver: Principal, request_id: str, approve: bool, comment: str | None) -> Document:
@@ -143,7 +108,7 @@ class ExportApprovals:
             data = ev.ExportRequestDecided(request=rules.snapshot(out))
             return Change(out, [self.events(event_type, request_id, data, version, approver.user_id)])
 
-        return await self.request_store.mutate(request_id, decide)
+        return await self.store.request_store.mutate(request_id, decide)
 
     async def download(self, principal: Principal, request_id: str, rows_now: int) -> Document:
         """Record a download of an approved request (``crm.customer_export_request.downloaded``,
@@ -155,7 +120,7 @@ class ExportApprovals:
             data = ev.ExportRequestDownloaded(request=rules.snapshot(out), rows=rows_now)
             return Change(out, [self.events(ev.EXPORT_DOWNLOADED, request_id, data, version, principal.user_id)])
 
-        return await self.request_store.mutate(request_id, decide)
+        return await self.store.request_store.mutate(request_id, decide)
 
     async def downloadable(self, principal: Principal, request_id: str) -> Document:
         """The request, checked before counting its rows (the same checks the download's write makes)."""
