@@ -210,3 +210,42 @@ async def test_a_large_export_waits_for_a_managers_approval_then_downloads(
     async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=auth(rep.id, ["rep"], "/hq")) as client:
         answer = await client.get("/v1/customers/export.csv", params={"tags_all": marker})
     assert answer.status_code == 200
+
+
+async def test_an_administrator_sets_the_threshold_with_its_history_and_a_refusal_at_the_field(
+    page: Any, stack: Stack
+) -> None:
+    admin = await stack.new_user(["admin"])
+    await sign_in(page, admin)
+    await page.wait_for_url("**/")
+    try:
+        await page.goto("/export-requests")
+        await page.locator("#policy-link").click()
+        await expect(page.get_by_role("heading", name="Export approval threshold")).to_be_visible()
+        field = page.get_by_label("Approval needed above (rows)")
+        await field.fill("-3")
+        await page.locator("#save-policy").click()
+        await expect(field).to_have_attribute("aria-invalid", "true")
+        await expect(page.locator("#e-approval_above_rows")).to_be_visible()
+        await field.fill("7")
+        await page.locator("#save-policy").click()
+        await expect(page.locator("#policy-saved")).to_be_visible()
+        await expect(page.locator("#policy-state")).to_contain_text("more than 7 rows")
+        latest = page.locator("#policy-history tbody tr").first
+        await expect(latest).to_contain_text(admin.id)
+        await expect(latest).to_contain_text("7")
+        await page.get_by_label("Approval needed above (rows)").fill("")
+        await page.locator("#save-policy").click()
+        await expect(page.locator("#policy-state")).to_contain_text("Export approval is off")
+    finally:
+        await set_threshold(stack, None)
+
+    # A manager answers requests but does not set the threshold.
+    manager = await stack.new_user(["manager"])
+    await page.locator("#sign-out").click()
+    await sign_in(page, manager)
+    await page.wait_for_url("**/")
+    await page.goto("/export-requests")
+    await expect(page.locator("#policy-link")).to_have_count(0)
+    answer = await page.goto("/export-requests/policy")
+    assert answer is not None and answer.status == 403

@@ -50,11 +50,59 @@ async def requests_page(request: Request, client: Annotated[Api, Depends(api)], 
         "mine": mine,
         "pending": await _pending(client),
         "approver": _approver(client),
+        "policy_admin": _policy_admin(client),
         "held": held,
         "filter_text": _filter_text,
         "problem": None,
     }
     return render(request, "exports/page.html", context)
+
+
+def _policy_admin(client: Api) -> bool:
+    roles = client.session.user.roles if client.session.user else []
+    return may(roles, Permission.customers_export_policy)
+
+
+async def _policy_page(
+    request: Request, client: Api, value: str = "", problem: UpstreamProblem | None = None, saved: bool = False
+) -> HTMLResponse:
+    if not _policy_admin(client):
+        raise UpstreamProblem("console", 403, "Forbidden", "")
+    policy = await client.get("customers", "/v1/customers/export-policy")
+    current = policy.get("approval_above_rows")
+    context = {
+        "policy": policy,
+        "value": value if problem else ("" if current is None else str(current)),
+        "field_errors": problem.field_errors() if problem else {},
+        "problem": client.problem_text(problem) if problem else None,
+        "saved": saved,
+    }
+    return render(request, "exports/policy.html", context, status_code=problem.status if problem else 200)
+
+
+@router.get("/policy", include_in_schema=False)
+async def policy_page(request: Request, client: Annotated[Api, Depends(api)], saved: bool = False) -> HTMLResponse:
+    """The organisation's threshold (administrators): above how many rows an export needs approval."""
+    return await _policy_page(request, client, saved=saved)
+
+
+@router.post("/policy", include_in_schema=False)
+async def save_policy(
+    request: Request, client: Annotated[Api, Depends(api)], approval_above_rows: Annotated[str, Form()] = ""
+) -> Response:
+    """An empty field turns approval off; anything else goes to the service as it was typed, so its
+    422 (not a number, negative) is shown at the field."""
+    text = approval_above_rows.strip()
+    value: Any = None
+    if text:
+        value = int(text) if text.lstrip("-").isdigit() else text
+    try:
+        await client.send("customers", "PUT", "/v1/customers/export-policy", json={"approval_above_rows": value})
+    except UpstreamProblem as problem:
+        if problem.status != 422:
+            raise
+        return await _policy_page(request, client, approval_above_rows, problem)
+    return RedirectResponse("/export-requests/policy?saved=true", status_code=303)
 
 
 @router.get("/{request_id}", include_in_schema=False)
