@@ -26,6 +26,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from crm_audit.main import create_app as audit_app
+from crm_audit.settings import AuditSettings
 from crm_console.main import create_app as console_app
 from crm_console.settings import ConsoleSettings
 from crm_console.testing import CHROMIUM, CHROMIUM_ARGS, Stack, User, chromium_installed, serving, sign_in
@@ -68,6 +70,7 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
             "webhook_retry_period_seconds": 1.0,
         },
     ),
+    "audit": (audit_app, AuditSettings, {"audit_purge_enabled": False}),
 }
 
 

@@ -55,6 +55,10 @@ class Permission(StrEnum):
     customers_merge = "customers:merge"
     customers_import = "customers:import"
     customers_export = "customers:export"
+    # export approval: answer requests for exports above the threshold (one's own exports are then
+    # never held); set the threshold (admins)
+    customers_export_approve = "customers:export_approve"
+    customers_export_policy = "customers:export_policy"
     # the public pool (公海)
     pool_claim = "pool:claim"
     pool_release = "pool:release"
@@ -129,6 +133,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.customers_recycle_bin,
     P.customers_assign,
     P.customers_merge,
+    P.customers_export_approve,
     P.pool_rules,
     P.opportunities_assign,
     P.opportunities_approve,
@@ -213,6 +218,14 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/customers/duplicate-check": P.customers_view,
         "POST /v1/customers/lookup": P.customers_view,
         "GET /v1/customers/export.csv": P.customers_export,
+        "GET /v1/customers/export-policy": P.customers_export,
+        "PUT /v1/customers/export-policy": P.customers_export_policy,
+        "GET /v1/customers/export-requests": P.customers_export,
+        "GET /v1/customers/export-requests/pending": P.customers_export_approve,
+        "GET /v1/customers/export-requests/{request_id}": P.customers_export,
+        "POST /v1/customers/export-requests/{request_id}/approve": P.customers_export_approve,
+        "POST /v1/customers/export-requests/{request_id}/reject": P.customers_export_approve,
+        "GET /v1/customers/export-requests/{request_id}/download": P.customers_export,
         "POST /v1/customers/import": P.customers_import,
         "GET /v1/customers/{customer_id}": P.customers_view,
         "PATCH /v1/customers/{customer_id}": P.customers_edit,

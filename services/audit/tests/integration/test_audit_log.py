@@ -253,15 +253,24 @@ async def test_search_filters_and_pages_newest_first(feed: EventFeed, client: ht
             )
         )
     other = await send(feed, cev.PURGED, "x-" + actor, cev.Purged(customer_id="x"), actor=unique("other"))
-    for envelope in [*sent, other]:
+    elsewhere = await send(
+        feed, cev.PURGED, "y-" + actor, cev.Purged(customer_id="y"), actor=actor, address="198.51.100.77"
+    )
+    for envelope in [*sent, other, elsewhere]:
         await stored(envelope.id)
+    assert [e["entry_id"] for e in await entries(client, actor=actor, address="198.51.100.77")] == [elsewhere.id]
     newest_first = [e.id for e in reversed(sent)]
 
     seen: list[str] = []
     cursor: str | None = None
     pages = 0
     while True:
-        params: dict[str, Any] = {"actor": actor, "limit": 3, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, Any] = {
+            "actor": actor,
+            "address": "203.0.113.7",
+            "limit": 3,
+            **({"cursor": cursor} if cursor else {}),
+        }
         r = await client.get("/v1/audit", params=params, headers=ADMIN)
         assert r.status_code == 200, r.text
         body = r.json()

@@ -86,6 +86,8 @@ async def test_recording_searching_exporting_and_purging_are_index_lookups(
         {"target_type": "customer"},
         {"target_id": "plan-c17"},
         {"target_type": "customer", "target_id": "plan-c17"},
+        {"address": "203.0.113.7"},
+        {"address": "203.0.113.7", **window, "cursor": first["next_cursor"]},
     ]
     with traced_store.capture() as capture:
         # Recording: the actor's name by _id, the insert; a repeat fails on _id.

@@ -10,6 +10,7 @@ from crm_audit.domain.entries import bound, entry_for, sort_key, to_document, to
 from crm_audit.domain.search import Search, SearchError, decode_cursor, encode_cursor
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import directory as dev
+from crm_platform.contracts import export_approval as xev
 from crm_platform.events import EventEnvelope, EventType
 from crm_platform.testing.event_feed import customer
 
@@ -143,3 +144,44 @@ def test_every_rule_names_an_event_type_the_contracts_define() -> None:
     from crm_platform.events import registry
 
     assert [t for t in RULES if registry.get(t) is None] == []
+
+
+def test_export_approval_steps_and_policy_changes_are_entries() -> None:
+    request = xev.ExportRequestSnapshot(
+        request_id="r1",
+        requester_id="rep-1",
+        requester_department_path="/hq/east",
+        filter={"tags_all": "华东"},
+        rows=1200,
+        threshold=1000,
+        status="approved",
+        requested_at=NOW,
+        decided_by="mgr-1",
+        decided_at=NOW,
+        comment="季度复盘",
+        valid_until=NOW + timedelta(hours=24),
+    )
+    approved = entry_for(event(xev.EXPORT_APPROVED, "r1", xev.ExportRequestDecided(request=request), "mgr-1"))
+    assert approved is not None
+    assert (approved.action, approved.target_type, approved.target_id, approved.actor_id) == (
+        "customer.export_approved",
+        "export_request",
+        "r1",
+        "mgr-1",
+    )
+    assert approved.details["comment"] == "季度复盘" and approved.details["filter"] == {"tags_all": "华东"}
+    assert approved.details["requester_id"] == "rep-1" and approved.details["rows"] == 1200
+    downloaded = entry_for(
+        event(xev.EXPORT_DOWNLOADED, "r1", xev.ExportRequestDownloaded(request=request, rows=1250), "rep-1")
+    )
+    assert downloaded is not None and downloaded.action == "customer.export_downloaded"
+    assert downloaded.details["rows"] == 1250  # as many as the file held, at download time
+    requested = entry_for(event(xev.EXPORT_REQUESTED, "r1", xev.ExportRequested(request=request), "rep-1"))
+    assert requested is not None and requested.action == "customer.export_requested"
+    policy = entry_for(
+        event(
+            xev.EXPORT_POLICY_CHANGED, "export-policy", xev.ExportPolicyChanged(approval_above_rows=1000, previous=None)
+        )
+    )
+    assert policy is not None and policy.action == "customer.export_policy_changed"
+    assert policy.details == {"approval_above_rows": 1000, "previous": None}

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
+from crm_customers.adapters.export_requests import ExportApprovalStore
 from crm_customers.adapters.repository import CustomerRepository
 from crm_customers.application.customers import Customers
+from crm_customers.application.export_approval import ExportApprovals
 from crm_customers.application.restore import restater
 from crm_customers.domain import rules
-from crm_customers.entrypoints import events, http
+from crm_customers.entrypoints import events, export_approval, http
 from crm_customers.settings import CustomersSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
 from crm_platform.contracts import directory, interactions, pool
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.retention import purge_records
+from crm_platform.service import Periodic, ServiceKit
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
 ("first entered owns"), ownership and the public pool (公海), locks, field-level history and the
@@ -38,9 +43,20 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
     service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
+    approval_store = ExportApprovalStore(kit.db, kit.clock, kit.wake_relay)
+    approvals = ExportApprovals(
+        approval_store, kit.clock, service.events, timedelta(hours=settings.export_approval_valid_hours)
+    )
+    kit.outbox(approval_store.policies)
+    kit.outbox(approval_store.requests)
+    # A restore leaves the export policy and requests as the backup had them: a request answered
+    # after the backup is pending again (answer it again; the audit log keeps both answers).
+    kit.restate(approval_store.policies, "crm.customer_export_policy.", None)
+    kit.restate(approval_store.requests, "crm.customer_export_request.", None)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
+        await approvals.ensure_indexes()
         await directory_copy.ensure_indexes()
         # Documents written by an older version get today's sort keys (a no-op once done).
         await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION)
@@ -51,11 +67,20 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         await repo.tags.rebuild(repo.collection, f"v1_s{rules.SORT_KEYS_VERSION}")
         await repo.tags.resync_pending(repo.collection)
 
+    async def purge_source_records() -> None:
+        days, batch = settings.record_retention_days, settings.record_purge_batch_size
+        await repo.purge_records(days, batch)
+        await purge_records(approval_store.requests, kit.clock.now(), days, batch)  # export requests, answered or not
+
     kit.on_startup(setup)
+    if settings.record_purge_enabled:
+        # Export and import records, once the audit log has long had their events (CRM_RECORD_RETENTION_DAYS).
+        kit.background(Periodic("record-retention-purge", purge_source_records, settings.record_purge_interval_seconds))
     kit.consume(
         [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
         {**events.handlers(service, claim_rules), **directory_copy.handlers()},
     )
-    app = kit.build_app([http.router, http.views_router])
+    app = kit.build_app([export_approval.router, http.router, http.views_router])  # its paths before /customers/{id}
     app.state.customers = service
+    app.state.export_approvals = approvals
     return app

@@ -9,6 +9,7 @@ the statement and its plan, if anything it ran reads a whole collection.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -365,3 +366,104 @@ async def test_a_bulk_assign_is_index_lookups(plans_client: httpx.AsyncClient, t
         assert r.status_code == 200, r.text
         assert r.json()["assigned"] == 3
     assert_indexed(capture)
+
+
+async def test_the_export_and_import_records_retention_purge_is_index_lookups(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore
+) -> None:
+    """The retention purge of the source records (CRM_RECORD_RETENTION_DAYS): an export record past
+    the retention, once its event has left, is deleted; a recent one is kept. Each batch is one
+    range on the records' ``at_ms`` index and one delete by ``_id``, for exports and imports alike."""
+    service = plans_client._transport.app.state.customers  # type: ignore[attr-defined]
+    repo = service.repo
+    principal = Principal(
+        user_id=unique("admin"), roles=frozenset({Role.admin}), department_id="hq", department_path="/hq"
+    )
+    for _ in range(3):
+        await record_export(service, principal, CustomerFilter(kind="company"), None)
+    mine = [doc async for doc in repo.exports.find({"by": principal.user_id})]
+    assert len(mine) == 3
+
+    async def published() -> bool:
+        return not await repo.exports.count_documents({"by": principal.user_id, "outbox_pending_ms": {"$exists": True}})
+
+    await eventually(published, timeout=10, message="the export events published")
+    old = [doc["_id"] for doc in mine[:2]]
+    for record_id in old:  # written 100 days ago, as far as the purge can tell
+        await repo.exports.update_one({"_id": record_id}, {"$inc": {"at_ms": -100 * 86_400_000}})
+    with traced_store.capture() as capture:
+        deleted = await repo.purge_records(retention_days=90, batch_size=1)
+    assert deleted >= 2
+    assert [doc["_id"] async for doc in repo.exports.find({"by": principal.user_id})] == [mine[2]["_id"]]
+    assert_indexed(capture, sorted_results=True)
+    assert not capture.scans(row_filters=True)
+    ranges = [s for s in capture.statements if "json_extract(data, '$.at_ms') <" in s.sql]
+    assert {"exports", "import_records"} <= {s.sql.split("FROM ")[1].split()[0] for s in ranges}
+    assert all(any("_at_ms (" in line for line in s.plan) for s in ranges), [s.describe() for s in ranges]
+
+
+async def test_export_approval_is_index_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
+    """Export approval's queries: an approver's pending requests (one range on ``pending_path``, for a
+    manager their subtree's, for an admin all), a requester's own (``requester_id`` then newest
+    first), a request by id, answering and downloading (guarded replaces by ``_id``), the policy (by
+    ``_id``), and the held export's count. Among a few hundred stored requests of other departments."""
+    approvals = plans_client._transport.app.state.export_approvals.store  # type: ignore[attr-defined]
+    now_ms = int(time.time() * 1000)
+    await approvals.requests.insert_many(
+        [
+            {
+                "_id": f"other-{uuid.uuid4().hex}",
+                "requester_id": f"fill-rep-{i % 10}",
+                "requester_department_path": f"/hq/o{i % 30}",
+                "filter": {},
+                "sort": None,
+                "rows": 10,
+                "threshold": 1,
+                "status": "pending" if i % 2 else "rejected",
+                "at_ms": now_ms - i * 1000,
+                **({"pending_path": f"/hq/o{i % 30}/"} if i % 2 else {}),
+                "downloads": 0,
+                "version": 1,
+                "outbox": [],
+                "outbox_rev": 1,
+            }
+            for i in range(300)
+        ]
+    )
+    rep = auth("fill-rep-4", department_path="/hq/d1")
+    manager = auth(unique("mgr"), ["manager"], "/hq/d1")
+    admin = auth(unique("admin"), ["admin"], "/hq")
+    r = await plans_client.put("/v1/customers/export-policy", json={"approval_above_rows": 1}, headers=admin)
+    assert r.status_code == 200, r.text
+    try:
+        with traced_store.capture() as capture:
+            held = await plans_client.get("/v1/customers/export.csv", params={"kind": "company"}, headers=rep)
+            assert held.status_code == 202, held.text
+            request_id = held.json()["id"]
+            for headers in (manager, admin):
+                pending = await plans_client.get("/v1/customers/export-requests/pending", headers=headers)
+                assert request_id in [p["id"] for p in pending.json()["items"]]
+            mine = await plans_client.get("/v1/customers/export-requests", headers=rep)
+            assert request_id in [m["id"] for m in mine.json()["items"]]
+            assert (
+                await plans_client.get(f"/v1/customers/export-requests/{request_id}", headers=rep)
+            ).status_code == 200
+            r = await plans_client.post(
+                f"/v1/customers/export-requests/{request_id}/approve", json={"comment": "ok"}, headers=manager
+            )
+            assert r.status_code == 200, r.text
+            r = await plans_client.get(f"/v1/customers/export-requests/{request_id}/download", headers=rep)
+            assert r.status_code == 200, r.text
+            assert (await plans_client.get("/v1/customers/export-policy", headers=rep)).status_code == 200
+        assert_indexed(capture, sorted_results=True)
+        ranges = [s for s in capture.statements if "'$.pending_path') >=" in s.sql]
+        assert len(ranges) == 2 and all(any("_pending_path (" in line for line in s.plan) for s in ranges), [
+            s.describe() for s in ranges
+        ]
+        theirs = [s for s in capture.statements if "'$.requester_id') =" in s.sql]
+        assert theirs and all(
+            any("USING INDEX idx_export_requests_requester_id" in line for line in s.plan) for s in theirs
+        ), [s.describe() for s in theirs]
+    finally:
+        r = await plans_client.put("/v1/customers/export-policy", json={"approval_above_rows": None}, headers=admin)
+        assert r.status_code == 200, r.text

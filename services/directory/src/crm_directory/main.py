@@ -11,7 +11,7 @@ from crm_directory.entrypoints import http
 from crm_directory.settings import DirectorySettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import directory as _directory_events  # noqa: F401  (registers the event types)
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 
 DESCRIPTION = """Users (name, email, phone, language, roles, department), departments as a tree (公司 / 区域 /
 团队, each with a manager), roles (which permissions and data scopes each grants; admin, manager, rep
@@ -48,7 +48,13 @@ def create_app(settings: DirectorySettings | None = None, clock: Clock | None = 
         await directory.departments.repair()
         await bootstrap_admin(directory)
 
+    async def purge_records() -> None:
+        await directory.repo.purge_sign_in_records(settings.record_retention_days, settings.record_purge_batch_size)
+
     kit.on_startup(start)
+    if settings.record_purge_enabled:
+        # Sign-in records, once the audit log has long had their events (CRM_RECORD_RETENTION_DAYS).
+        kit.background(Periodic("record-retention-purge", purge_records, settings.record_purge_interval_seconds))
     app = kit.build_app(http.ROUTERS)
     app.state.directory = directory
     return app

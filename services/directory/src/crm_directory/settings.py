@@ -59,6 +59,18 @@ class DirectorySettings(ServiceSettings):
 
     default_phone_region: str = "CN"
 
+    # Retention of the source records (sign-in attempts here, export and import records in the
+    # customers service): kept until the audit service has long consumed their events, then deleted.
+    record_retention_days: float = Field(
+        default=90,
+        ge=1,
+        description="Source records (whose events the audit log keeps) older than this many days are deleted, "
+        "once their events are published.",
+    )
+    record_purge_enabled: bool = Field(default=True, description="Run the source records' retention purge.")
+    record_purge_interval_seconds: float = Field(default=3600.0, gt=0, description="How often that purge runs.")
+    record_purge_batch_size: int = Field(default=500, ge=1, le=10000, description="Records deleted per store command.")
+
     @model_validator(mode="after")
     def _forwarded_for_needs_named_proxies(self) -> DirectorySettings:
         # The old switch believed X-Forwarded-For from any peer, so a client could name a new

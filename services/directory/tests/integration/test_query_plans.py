@@ -287,3 +287,28 @@ async def test_counting_active_admins_is_index_lookups(
     # roles array with a subquery: a row filter no index serves.
     row_filters = [s for s in capture.scans(row_filters=True) if not bounded(s)]
     assert not row_filters, "\n".join(s.describe() for s in row_filters)
+
+
+async def test_the_sign_in_records_retention_purge_is_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: str, db: Any, traced_store: TracedStore
+) -> None:
+    """The retention purge of the sign-in records (CRM_RECORD_RETENTION_DAYS): a record past the
+    retention, once its event has left, is deleted, a recent one kept; a range on ``at_ms``'s
+    index and a delete by ``_id`` per batch."""
+    user = await post(client, "/v1/users", user_body(filled))
+    for _ in range(3):
+        await post(client, "/v1/auth/token", {"email": user["email"], "password": PASSWORD})
+    await app.state.kit.relay.drain()
+    records = db["sign_in_events"]
+    mine = [doc async for doc in records.find({"outcome": "signed_in"}).sort("at_ms", -1).limit(3)]
+    assert len(mine) == 3 and not any("outbox_pending_ms" in doc for doc in mine)
+    for doc in mine[1:]:  # written 100 days ago, as far as the purge can tell
+        await records.update_one({"_id": doc["_id"]}, {"$inc": {"at_ms": -100 * 86_400_000}})
+    with traced_store.capture() as capture:
+        deleted = await app.state.directory.repo.purge_sign_in_records(retention_days=90, batch_size=1)
+    assert deleted >= 2
+    left = {doc["_id"] async for doc in records.find({"_id": {"$in": [d["_id"] for d in mine]}})}
+    assert left == {mine[0]["_id"]}
+    assert_indexed(capture, sorted_results=True)
+    ranges = [s for s in capture.statements if "json_extract(data, '$.at_ms') <" in s.sql]
+    assert ranges and all(any("USING INDEX idx_sign_in_events_at_ms" in line for line in s.plan) for s in ranges)

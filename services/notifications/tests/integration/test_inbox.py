@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from notifications_testkit import World, customer, feedback, move, opportunity, task
 
 from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.contracts import export_approval as exports
 from crm_platform.testing.fixtures import auth, unique
 
 
@@ -204,3 +206,63 @@ async def test_feedback_handler_change_tells_the_new_handler(client: httpx.Async
     )
     [item] = await world.inbox(client, handler, 1)
     assert item["title"] == "客户需求分配给您处理：发票金额有误"
+
+
+async def test_export_approval_tells_the_managers_above_then_the_requester(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """A held export tells every manager above the requester (not the requester, not twice); the
+    answer tells the requester, with the approver's comment and, when approved, until when."""
+    root, team = unique("hq"), unique("team")
+    boss = await world.person("en", f"/{root}", ["manager"])
+    lead = await world.person("zh-CN", f"/{root}/{team}", ["manager"])
+    rep = await world.person("en", f"/{root}/{team}")
+    await world.department(root, f"/{root}", boss.id)
+    await world.department(team, f"/{root}/{team}", lead.id)
+    now = datetime.now(UTC)
+    request = exports.ExportRequestSnapshot(
+        request_id=unique("xr"),
+        requester_id=rep.id,
+        requester_department_path=rep.department_path,
+        filter={"tags_all": "华东"},
+        rows=1500,
+        threshold=1000,
+        status="pending",
+        requested_at=now,
+    )
+    await world.emit(
+        exports.EXPORT_REQUESTED, request.request_id, exports.ExportRequested(request=request), actor=rep.id
+    )
+    [boss_item] = await world.inbox(client, boss, 1)
+    [lead_item] = await world.inbox(client, lead, 1)
+    assert boss_item["kind"] == lead_item["kind"] == "export_approval_requested"
+    assert boss_item["link"] == f"/export-requests/{request.request_id}"
+    assert boss_item["title"] == f"Export awaiting approval: Name {rep.id}, 1500 rows"
+    assert lead_item["title"] == f"客户导出待审批：Name {rep.id}，1500 行" and "1000" in lead_item["body"]
+
+    approved = request.model_copy(
+        update={
+            "status": "approved",
+            "decided_by": lead.id,
+            "decided_at": now,
+            "comment": "季度复盘",
+            "valid_until": now + timedelta(hours=24),
+        }
+    )
+    await world.emit(
+        exports.EXPORT_APPROVED,
+        request.request_id,
+        exports.ExportRequestDecided(request=approved),
+        actor=lead.id,
+        version=2,
+    )
+    [answer] = await world.inbox(client, rep, 1)
+    assert answer["kind"] == "export_approved" and answer["title"] == "Export approved (1500 rows)"
+    assert f"Name {lead.id}" in answer["body"] and "季度复盘" in answer["body"]
+    rejected = request.model_copy(update={"request_id": unique("xr"), "status": "rejected", "decided_by": boss.id})
+    await world.emit(
+        exports.EXPORT_REJECTED, rejected.request_id, exports.ExportRequestDecided(request=rejected), actor=boss.id
+    )
+    items = await world.inbox(client, rep, 2)
+    assert {i["kind"] for i in items} == {"export_approved", "export_rejected"}
+    assert next(i for i in items if i["kind"] == "export_rejected")["body"].endswith(f"Name {boss.id}: -.")

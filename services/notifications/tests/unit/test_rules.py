@@ -32,6 +32,12 @@ PARAMS = {
     "priority": "high",
     "url": "https://x",
     "failures": "20",
+    "requester_name": "R",
+    "approver_name": "A",
+    "rows": "1200",
+    "threshold": "1000",
+    "comment": "c",
+    "valid_until_at": "2026-12-02T09:30:00+00:00",
     **feedback_kind_params("complaint"),
 }
 

@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 Document = dict[str, Any]
 
 #: The fields a search filters on by equality; each has an index (field, k).
-FILTER_FIELDS = ("actor_id", "action", "target_type", "target_id")
+FILTER_FIELDS = ("actor_id", "action", "target_type", "target_id", "client_address")
 
 ENTRY_INDEXES = [
     IndexModel([("k", ASCENDING)], name="idx_k"),

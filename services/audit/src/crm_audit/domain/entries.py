@@ -20,9 +20,11 @@ from typing import Any
 
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import directory as dev
+from crm_platform.contracts import export_approval as xev
 from crm_platform.events import EventEnvelope
 
 Document = dict[str, Any]
+Rule = Callable[[EventEnvelope], tuple[str, Document] | None]
 #: A generic entry keeps at most this many characters of the event's data (as JSON-ready values).
 MAX_GENERIC_TEXT = 2000
 #: Event types the audit log takes generically (role events of the directory, whatever their verb).
@@ -85,6 +87,31 @@ def _customer_exported(e: EventEnvelope) -> tuple[str, Document]:
     return "customer.exported", {"filter": e.data.get("filter", {}), "rows": e.data.get("rows")}
 
 
+def _export_policy_changed(e: EventEnvelope) -> tuple[str, Document]:
+    return "customer.export_policy_changed", {
+        "approval_above_rows": e.data.get("approval_above_rows"),
+        "previous": e.data.get("previous"),
+    }
+
+
+def _export_request(verb: str) -> Rule:
+    """An export request's steps: the filter and rows asked for, who asked, the decision and its comment."""
+
+    def rule(e: EventEnvelope) -> tuple[str, Document]:
+        request = e.data.get("request") or {}
+        details: Document = {
+            "requester_id": request.get("requester_id"),
+            "filter": request.get("filter", {}),
+            "rows": e.data.get("rows", request.get("rows")),
+            "threshold": request.get("threshold"),
+        }
+        if verb in ("approved", "rejected"):
+            details |= {"comment": request.get("comment"), "valid_until": request.get("valid_until")}
+        return f"customer.export_{verb}", details
+
+    return rule
+
+
 def _user(verb: str) -> Callable[[EventEnvelope], tuple[str, Document] | None]:
     def rule(e: EventEnvelope) -> tuple[str, Document] | None:
         user = e.data.get("user") or {}
@@ -143,14 +170,17 @@ def _sign_in_failed(e: EventEnvelope) -> tuple[str, Document]:
     return "auth.sign_in_failed", {"email": e.data.get("email"), "reason": e.data.get("reason")}
 
 
-Rule = Callable[[EventEnvelope], tuple[str, Document] | None]
-
 #: Event type -> (target type, rule). A rule answers None for an event of its type that is not audited.
 RULES: Mapping[str, tuple[str, Rule]] = {
     "crm.customer.merged": ("customer", _customer_merged),
     "crm.customer.purged": ("customer", _customer_purged),
     cev.CUSTOMERS_IMPORTED.name: ("customers_import", _customers_imported),
     cev.CUSTOMERS_EXPORTED.name: ("customers_export", _customer_exported),
+    xev.EXPORT_POLICY_CHANGED.name: ("export_policy", _export_policy_changed),
+    xev.EXPORT_REQUESTED.name: ("export_request", _export_request("requested")),
+    xev.EXPORT_APPROVED.name: ("export_request", _export_request("approved")),
+    xev.EXPORT_REJECTED.name: ("export_request", _export_request("rejected")),
+    xev.EXPORT_DOWNLOADED.name: ("export_request", _export_request("downloaded")),
     **{f"crm.user.{v}": ("user", _user(v)) for v in ("created", "updated", "deactivated", "reactivated")},
     "crm.user.password_changed": ("user", _user("password_changed")),
     **{

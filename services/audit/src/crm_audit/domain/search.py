@@ -31,6 +31,7 @@ class Search:
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
     cursor: str | None = None
+    client_address: str | None = None  # from where: the client address the owning service saw
 
     def filters(self) -> Document:
         """What the search asked for, as an export's entry records it."""
@@ -39,6 +40,7 @@ class Search:
             "action": self.action,
             "target_type": self.target_type,
             "target_id": self.target_id,
+            "client_address": self.client_address,
             "from": self.start.isoformat() if self.start else None,
             "to": self.end.isoformat() if self.end else None,
         }
@@ -53,7 +55,7 @@ class Search:
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise SearchError("to", "must be after from")
         query: Document = {}
-        for name in ("actor_id", "action", "target_type", "target_id"):
+        for name in ("actor_id", "action", "target_type", "target_id", "client_address"):
             value = getattr(self, name)
             if value is not None:
                 query[name] = value

@@ -45,11 +45,23 @@ class AuditFilter(BaseModel):
     )
     target_type: str | None = Field(default=None, max_length=50, description="customer, user, webhook, ...")
     target_id: str | None = Field(default=None, max_length=200, description="The record acted on.")
+    address: str | None = Field(
+        default=None, max_length=100, description="Only what was done from this client address (exactly as shown)."
+    )
     start: datetime | None = Field(default=None, alias="from", description="From this moment (inclusive).")
     end: datetime | None = Field(default=None, alias="to", description="Before this moment (exclusive).")
 
     def search(self, cursor: str | None = None) -> Search:
-        return Search(self.actor, self.action, self.target_type, self.target_id, self.start, self.end, cursor)
+        return Search(
+            self.actor,
+            self.action,
+            self.target_type,
+            self.target_id,
+            self.start,
+            self.end,
+            cursor,
+            client_address=self.address,
+        )
 
 
 class AuditPageParams(AuditFilter):

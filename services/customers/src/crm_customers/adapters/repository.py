@@ -27,6 +27,7 @@ from crm_platform.events import EventEnvelope
 from crm_platform.indexes import drop_replaced
 from crm_platform.leases import release_in_background, release_soon
 from crm_platform.listing import count
+from crm_platform.retention import ensure_record_index, purge_records
 from crm_platform.store import Change, Decide, VersionedStore
 
 Document = dict[str, Any]
@@ -180,6 +181,9 @@ class CustomerRepository:
         # write) once their successors exist.
         await drop_replaced(self.collection, INDEXES, REPLACED_INDEXES)
         await self.tags.ensure_indexes()
+        # The source records' retention purge walks them by age.
+        await ensure_record_index(self.exports)
+        await ensure_record_index(self.import_records)
         # A person's saved views: listed by owner, and one name once per owner (the API's 409).
         views_index = [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], name="owner_name", unique=True)]
         try:
@@ -190,6 +194,12 @@ class CustomerRepository:
             # Saved before names were unique per owner: number the later ones, then index.
             await self._rename_duplicate_views()
             await self.views.create_indexes(views_index)
+
+    async def purge_records(self, retention_days: float, batch_size: int) -> int:
+        """Export and import records older than the retention whose events have left: deleted."""
+        now = self.clock.now()
+        exports = await purge_records(self.exports, now, retention_days, batch_size)
+        return exports + await purge_records(self.import_records, now, retention_days, batch_size)
 
     async def _rename_duplicate_views(self) -> None:
         seen: set[tuple[str, str]] = set()

@@ -551,13 +551,16 @@ def export_row(doc: Document, columns: list[str] = EXPORT_COLUMNS) -> list[str]:
     return [_cell(values[c] if c in values else doc.get(c)) for c in columns]
 
 
-async def record_export(customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None) -> int:
-    """Record an export before its first row leaves: who, the filter, how many customers match.
+async def record_export(
+    customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None, rows: int | None = None
+) -> int:
+    """Record an export before its first row leaves: who, the filter, how many customers match
+    (``rows`` when the caller has just counted them).
 
     The record and its event (``crm.customer_export.created``, for the audit log) are one write,
     like every event; an export that is cut short later is recorded all the same. Returns the rows.
     """
-    rows = await _count_ids(customers, principal, filters)
+    rows = await count_export_rows(customers, principal, filters) if rows is None else rows
     export_id = str(uuid.uuid4())
     data = ev.CustomersExported(
         export_id=export_id, filter=filters.model_dump(mode="json", exclude_none=True), sort=sort, rows=rows
@@ -568,7 +571,7 @@ async def record_export(customers: Customers, principal: Principal, filters: Cus
     return rows
 
 
-async def _count_ids(customers: Customers, principal: Principal, filters: CustomerFilter) -> int:
+async def count_export_rows(customers: Customers, principal: Principal, filters: CustomerFilter) -> int:
     """How many customers the export will send, from their ids: one indexed query per alternative,
     on the tag memberships for a tag filter (as the list pages them; ``$in`` on the tags array
     reads every customer on the embedded store).

@@ -21,6 +21,7 @@ from crm_customers.domain.fields import ensure_query_visible, redact_customer
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
+from crm_customers.entrypoints import export_approval
 from crm_customers.entrypoints.schemas import (
     AssignIn,
     BulkAssignIn,
@@ -196,18 +197,27 @@ class ExportParams(CustomerFilter):
 
 @router.get(
     "/customers/export.csv",
-    summary="Export any list view as CSV (UTF-8 with BOM, opens in Excel)",
+    summary="Export any list view as CSV (UTF-8 with BOM, opens in Excel); 202 when it needs approval",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        202: {
+            "model": export_approval.ExportRequestOut,
+            "description": "Above the export policy's threshold: held as an export request (Location) for approval.",
+        },
+    },
 )
 async def export(
-    params: Annotated[ExportParams, Query()], principal: CurrentPrincipal, service: Service
-) -> StreamingResponse:
+    params: Annotated[ExportParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
+) -> Response:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
     ensure_query_visible(principal, filters.model_dump(), params.sort)
-    await record_export(service, principal, filters, params.sort)  # for the audit log, before any row leaves
+    held, rows = await export_approval.hold_if_needed(request, principal, service, filters, params.sort)
+    if held is not None:
+        return held  # not sent: an export request awaits approval
+    await record_export(service, principal, filters, params.sort, rows)  # for the audit log, before any row leaves
     return StreamingResponse(
         export_csv(service, principal, filters, params.sort),
         media_type="text/csv; charset=utf-8",

@@ -24,6 +24,7 @@ from crm_platform.clock import Clock, as_utc
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.leases import release_in_background, release_soon
 from crm_platform.listing import count
+from crm_platform.retention import ensure_record_index, purge_records
 from crm_platform.sortkeys import upgrade_sort_keys
 from crm_platform.store import VersionedStore
 
@@ -129,7 +130,13 @@ class DirectoryRepository:
         await self.tree_jobs.create_index([("created_at", ASCENDING)], name="created_at")
         await self.roles.create_indexes(ROLE_INDEXES)
         await self.role_holders.create_indexes(ROLE_HOLDER_INDEXES)
+        # The sign-in records' retention purge walks them by age.
+        await ensure_record_index(self.sign_in_events)
         await self.backfill_role_holders()
+
+    async def purge_sign_in_records(self, retention_days: float, batch_size: int) -> int:
+        """Sign-in records older than the retention whose events have left: deleted."""
+        return await purge_records(self.sign_in_events, self._clock.now(), retention_days, batch_size)
 
     # --- users -------------------------------------------------------------------------
 

@@ -15,6 +15,9 @@ class Kind(StrEnum):
     big_deal_won = "big_deal_won"
     feedback_assigned = "feedback_assigned"
     webhook_disabled = "webhook_disabled"
+    export_approval_requested = "export_approval_requested"
+    export_approved = "export_approved"
+    export_rejected = "export_rejected"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -29,6 +32,10 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     Kind.big_deal_won: False,
     Kind.feedback_assigned: False,
     Kind.webhook_disabled: True,
+    # Export approval: the approvers' request and the requester's answer stay in the inbox.
+    Kind.export_approval_requested: False,
+    Kind.export_approved: False,
+    Kind.export_rejected: False,
 }
 
 

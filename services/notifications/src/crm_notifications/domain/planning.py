@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from crm_notifications.domain.kinds import Kind
 from crm_notifications.domain.templates import feedback_kind_params
 from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.contracts import export_approval as exports
 
 
 @dataclass(frozen=True)
@@ -141,3 +142,38 @@ def webhook_disabled(owner_id: str, subscription_id: str, url: str, failures: in
     return [
         Intent(owner_id, Kind.webhook_disabled, f"/webhooks/{subscription_id}", {"url": url, "failures": str(failures)})
     ]
+
+
+def _export_link(request: exports.ExportRequestSnapshot) -> str:
+    return f"/export-requests/{request.request_id}"  # the console's page of the request
+
+
+def export_requested(request: exports.ExportRequestSnapshot, requester_name: str, managers: list[str]) -> list[Intent]:
+    """One intent per manager above the requester (administrators, who may answer any request,
+    find it on their pending list)."""
+    params = {"requester_name": requester_name, "rows": str(request.rows), "threshold": str(request.threshold)}
+    seen: set[str] = set()
+    out: list[Intent] = []
+    for manager in managers:
+        if manager == request.requester_id or manager in seen:
+            continue
+        seen.add(manager)
+        out.append(Intent(manager, Kind.export_approval_requested, _export_link(request), params))
+    return out
+
+
+def export_answered(request: exports.ExportRequestSnapshot, approver_name: str) -> list[Intent]:
+    """The requester learns the answer, the approver's comment and, if approved, until when to download."""
+    params = {"approver_name": approver_name, "rows": str(request.rows), "comment": request.comment or "-"}
+    if request.status == "approved" and request.valid_until is not None:
+        return [
+            Intent(
+                request.requester_id,
+                Kind.export_approved,
+                _export_link(request),
+                {**params, "valid_until_at": when(request.valid_until)},
+            )
+        ]
+    if request.status == "rejected":
+        return [Intent(request.requester_id, Kind.export_rejected, _export_link(request), params)]
+    return []

@@ -81,6 +81,31 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
             "enable it again and replay the dead deliveries.",
         ),
     },
+    Kind.export_approval_requested: {
+        "zh-CN": (
+            "客户导出待审批：$requester_name，$rows 行",
+            "$requester_name 申请导出 $rows 行客户数据（超过审批阈值 $threshold 行），请审批。",
+        ),
+        "en": (
+            "Export awaiting approval: $requester_name, $rows rows",
+            "$requester_name asked to export $rows customer rows (above the approval threshold of $threshold): "
+            "approve or reject it.",
+        ),
+    },
+    Kind.export_approved: {
+        "zh-CN": (
+            "客户导出已批准（$rows 行）",
+            "您的客户导出申请已由 $approver_name 批准：$comment。请在 $valid_until_at 前下载。",
+        ),
+        "en": (
+            "Export approved ($rows rows)",
+            "Your customer export was approved by $approver_name: $comment. Download it before $valid_until_at.",
+        ),
+    },
+    Kind.export_rejected: {
+        "zh-CN": ("客户导出被拒绝（$rows 行）", "您的客户导出申请被 $approver_name 拒绝：$comment。"),
+        "en": ("Export rejected ($rows rows)", "Your customer export was rejected by $approver_name: $comment."),
+    },
 }
 
 _LINK_LABEL = {"zh-CN": "查看详情：", "en": "Open: "}

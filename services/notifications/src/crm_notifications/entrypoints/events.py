@@ -17,6 +17,7 @@ from crm_notifications.domain.planning import Intent
 from crm_platform.catalogue import event_types, load_contracts
 from crm_platform.consumer import Handler
 from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.contracts import export_approval as exports
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
 
@@ -73,6 +74,19 @@ def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount:
             return []
         return planning.feedback_assigned(data.feedback, e.actor)
 
+    async def name_of(user_id: str | None) -> str:
+        user = await directory.user(user_id) if user_id else None
+        return str((user or {}).get("name") or user_id or "-")
+
+    async def export_requested(e: EventEnvelope) -> list[Intent]:
+        request = exports.EXPORT_REQUESTED.parse(e).request
+        path = request.requester_department_path
+        return planning.export_requested(request, await name_of(request.requester_id), await managers_above(path))
+
+    async def export_answered(e: EventEnvelope) -> list[Intent]:
+        request = exports.EXPORT_APPROVED.parse(e).request  # approved and rejected carry the same data
+        return planning.export_answered(request, await name_of(request.decided_by))
+
     planners: dict[str, Planner] = {
         interactions.TASK_REMINDER_DUE.name: task_reminder,
         interactions.TASK_OVERDUE.name: task_overdue,
@@ -84,6 +98,9 @@ def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount:
         pipeline.OPPORTUNITY_WON.name: opportunity_won,
         interactions.FEEDBACK_OPENED.name: feedback_opened,
         interactions.FEEDBACK_UPDATED.name: feedback_updated,
+        exports.EXPORT_REQUESTED.name: export_requested,
+        exports.EXPORT_APPROVED.name: export_answered,
+        exports.EXPORT_REJECTED.name: export_answered,
     }
 
     def handler(plan: Planner) -> Handler:

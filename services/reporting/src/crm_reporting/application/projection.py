@@ -125,7 +125,14 @@ class Projection:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
         # Sign-ins, exports and imports are the audit log's, and role definitions the permission
         # table's, not activity: left out of every report.
-        audit_only = ("crm.directory.", "crm.customer_export.", "crm.customer_import.", "crm.role.")
+        audit_only = (
+            "crm.directory.",
+            "crm.customer_export.",
+            "crm.customer_import.",
+            "crm.role.",
+            "crm.customer_export_policy.",
+            "crm.customer_export_request.",
+        )
         return {
             n: self.apply
             for n in names

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from crm_console.pages.customers import create, transfer, views
 from crm_console.pages.customers.listing import fetch_page, list_context, render_list
@@ -46,9 +46,12 @@ async def more_rows(
 
 @router.get("/export.csv", include_in_schema=False)
 async def export(client: Annotated[Api, Depends(api)], query: Annotated[ListQuery, Depends()]) -> Response:
-    """The list's filters and sort as the service's CSV export (UTF-8 with BOM, opens in Excel)."""
+    """The list's filters and sort as the service's CSV export (UTF-8 with BOM, opens in Excel); an
+    export held for approval (202) shows the person their export request instead."""
     query = query.with_zone(client.session.timezone)
     answer = await client.send("customers", "GET", "/v1/customers/export.csv", params=query.api_filters())
+    if answer.status_code == 202:
+        return RedirectResponse(f"/export-requests/{answer.json()['id']}?held=1", status_code=303)
     return Response(
         answer.content,
         media_type="text/csv; charset=utf-8",

@@ -34,6 +34,9 @@ KINDS = (
     "big_deal_won",
     "feedback_assigned",
     "webhook_disabled",
+    "export_approval_requested",
+    "export_approved",
+    "export_rejected",
 )
 CHANGED = {"HX-Trigger": "inbox-changed"}
 
