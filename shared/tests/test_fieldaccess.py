@@ -20,7 +20,15 @@ def test_the_widest_access_over_the_roles_wins() -> None:
     # amount: hidden + read -> read; probability: read + hidden -> read; description: one role
     # does not restrict it -> writable.
     assert policy.hidden == frozenset()
-    assert policy.read_only == {"amount", "probability"}
+    # ... and what is computed from them goes with them (the weighted amount, the products' prices).
+    assert policy.read_only == {
+        "amount",
+        "probability",
+        "weighted_amount",
+        "quotation_amount",
+        "products",
+        "probability_overridden",
+    }
     assert FieldPolicy.combine("customers", []).unrestricted
     assert FieldPolicy.combine("customers", [{"phones": "hidden"}, {}]).unrestricted
 
