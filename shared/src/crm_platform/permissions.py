@@ -39,6 +39,7 @@ class Permission(StrEnum):
     departments_view = "departments:view"
     departments_manage = "departments:manage"
     roles_manage = "roles:manage"  # define roles (permissions and data scopes); admins
+    fields_manage = "fields:manage"  # define, change and archive custom fields of any module; admins
     # customers
     customers_view = "customers:view"  # lists, records, history, duplicate checks, saved views, timelines
     customers_create = "customers:create"
@@ -242,6 +243,13 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/customer-views": P.customers_view,
         "POST /v1/customer-views": P.customers_view,
         "DELETE /v1/customer-views/{view_id}": P.customers_view,
+        # Custom fields of the modules the customers service owns: reading them is part of viewing.
+        "GET /v1/fields/customers": P.customers_view,
+        "POST /v1/fields/customers": P.fields_manage,
+        "GET /v1/fields/customers/{key}": P.customers_view,
+        "PATCH /v1/fields/customers/{key}": P.fields_manage,
+        "DELETE /v1/fields/customers/{key}": P.fields_manage,
+        "GET /v1/fields/customers/{key}/history": P.customers_view,
     },
     "directory": {
         "POST /v1/auth/token": PUBLIC,

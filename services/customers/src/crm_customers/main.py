@@ -5,17 +5,24 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
-from crm_customers.adapters.repository import CustomerRepository
-from crm_customers.application.customers import Customers
+from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes
+from crm_customers.application.customers import MODULE, Customers
 from crm_customers.application.restore import restater
 from crm_customers.domain import rules
 from crm_customers.entrypoints import events, http
+from crm_customers.entrypoints.schemas import CustomerOut
 from crm_customers.settings import CustomersSettings
+from crm_platform import customfield_store
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
 from crm_platform.contracts import directory, interactions, pool
+from crm_platform.customfield_http import fields_router
+from crm_platform.customfield_store import CustomFields
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
+
+#: Names a custom field of customers may not take: the record's own fields.
+BUILTIN_FIELDS = frozenset(CustomerOut.model_fields) | {"contacts", "s", "status", "version", "outbox", "custom"}
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
 ("first entered owns"), ownership and the public pool (公海), locks, field-level history and the
@@ -37,10 +44,26 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
-    service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
+    # Administrators' custom fields of customers: definitions in this database, so every write
+    # validates against them synchronously; filterable ones get an index on the customers.
+    fields = CustomFields(
+        kit.db[customfield_store.COLLECTION],
+        kit.event_log,
+        {MODULE: repo.collection},
+        {MODULE: BUILTIN_FIELDS},
+        kit.clock,
+        kit.source,
+        kit.wake_relay,
+        settings.custom_fields_reload_seconds,
+        {MODULE: custom_field_indexes},
+    )
+    kit.outbox(fields.collection)
+    kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
+    service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy, fields)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
+        await fields.ensure_indexes()
         await directory_copy.ensure_indexes()
         # Documents written by an older version get today's sort keys (a no-op once done).
         await repo.upgrade_sort_keys(rules.sort_keys, rules.SORT_KEYS_VERSION)
@@ -56,6 +79,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
         {**events.handlers(service, claim_rules), **directory_copy.handlers()},
     )
-    app = kit.build_app([http.router, http.views_router])
+    app = kit.build_app([http.router, http.views_router, fields_router(MODULE)])
     app.state.customers = service
+    app.state.custom_fields = fields
     return app

@@ -315,3 +315,43 @@ async def test_an_export_is_recorded_with_index_lookups(
             assert await service.repo.exports.count_documents({"by": principal.user_id}) == before + 1
             assert_indexed(capture)
             assert not capture.scans(row_filters=True), principal.user_id  # no test of the tags array per row
+
+
+async def test_custom_field_filters_use_the_fields_index(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore
+) -> None:
+    """``custom.<key>=<value>`` on a filterable field: a search of the field's own index
+    (``custom.<key>``, made when the field became filterable) in every scope, never a scan."""
+    key = f"lvl{uuid.uuid4().hex[:6]}"
+    admin = auth(unique("admin"), ["admin"], department_path="/hq")
+    options = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("high", "low")]
+    r = await plans_client.post(
+        "/v1/fields/customers",
+        json={
+            "key": key,
+            "type": "choice",
+            "labels": {"zh-CN": "级别", "en": "Level"},
+            "options": options,
+            "filterable": True,
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    rep = auth("fill-rep-3", department_path="/hq/d0")
+    for i in range(6):
+        await _create(plans_client, rep, custom={key: "high" if i % 2 else "low"})
+    for headers in (rep, auth(unique("mgr"), ["manager"], department_path="/hq"), admin):
+        with traced_store.capture() as capture:
+            r = await plans_client.get("/v1/customers", params={f"custom.{key}": "high", "limit": 2}, headers=headers)
+            assert r.status_code == 200, r.text
+            assert all(c["custom"][key] == "high" for c in r.json()["items"])
+            cursor = r.json()["next_cursor"]
+            if cursor:
+                r = await plans_client.get(
+                    "/v1/customers", params={f"custom.{key}": "high", "limit": 2, "cursor": cursor}, headers=headers
+                )
+                assert r.status_code == 200, r.text
+        assert_indexed(capture)
+        assert any(key in " ".join(s.plan) for s in capture.statements if "FROM customers " in s.sql), "\n".join(
+            s.describe() for s in capture.statements
+        )

@@ -61,6 +61,9 @@ class CustomerSnapshot(BaseModel):
     contact_count: int = 0
     # Added in schema 1 without a version bump (additive): None in events published before it.
     contacts: list[ContactSummary] | None = None
+    # Added in schema 1 without a version bump (additive): the values of administrators' custom
+    # fields by key (GET /v1/fields/customers); None in events published before it.
+    custom: dict[str, Any] | None = None
 
 
 class ContactData(BaseModel):

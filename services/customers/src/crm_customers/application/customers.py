@@ -27,6 +27,8 @@ from crm_platform.auth import Principal, Role
 from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
+from crm_platform.customfield_store import CustomFields
+from crm_platform.customfields import FieldSet
 from crm_platform.errors import (
     Conflict,
     Duplicate,
@@ -43,6 +45,8 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
 Document = dict[str, Any]
+#: The module of custom fields this service validates customers against.
+MODULE = "customers"
 #: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
 JUST_CLAIMED = timedelta(minutes=10)
 #: What "copy" carries over to the new customer: the profile, never what identifies the original.
@@ -68,8 +72,11 @@ class Customers:
         source: str,
         claim_rules: ClaimRulesCopy | None = None,
         directory: DirectoryReadModel | None = None,
+        fields: CustomFields | None = None,
     ) -> None:
         self.repo = repo
+        #: Administrators' custom fields of customers (module ``customers``); None: none defined anywhere.
+        self.fields = fields
         self.claim_rules = claim_rules
         self.directory = directory
         self.clock = clock
@@ -116,6 +123,10 @@ class Customers:
             errors=[FieldError(field=field, reason="already used by another active customer")],
         )
 
+    async def fieldset(self) -> FieldSet:
+        """The customers module's custom fields as writes validate against them."""
+        return await self.fields.fieldset(MODULE) if self.fields is not None else FieldSet({})
+
     # --- create and read -------------------------------------------------------------
 
     async def create(
@@ -127,7 +138,8 @@ class Customers:
         idempotency: IdempotencyKey | None = None,
     ) -> Document:
         now = self.clock.now()
-        doc = rules.new_customer(data, principal, now, idempotency.record_id if idempotency else None)
+        custom = (await self.fieldset()).validate(data.custom)
+        doc = rules.new_customer(data, principal, now, idempotency.record_id if idempotency else None, custom)
         if idempotency is not None:
             idempotency.stamp(doc)
         # No duplicate lookup up front: claiming the keys in insert_new is the check (a key held by
@@ -180,7 +192,10 @@ class Customers:
         """A new customer with this one's profile (not its identity: USCC, phones, emails, contacts)."""
         original = await self._visible(principal, customer_id)
         profile = {f: original.get(f) for f in COPIED_FIELDS if original.get(f) is not None}
-        fields = {"kind": original["kind"], **profile, **overrides}
+        # Custom values of fields still active are copied like the profile (archived ones take no new values).
+        active = (await self.fieldset()).active
+        custom = {k: v for k, v in (original.get("custom") or {}).items() if k in active}
+        fields = {"kind": original["kind"], **profile, **({"custom": custom} if custom else {}), **overrides}
         try:
             data = CustomerCreate.model_validate(fields)
         except PydanticValidationError as exc:
@@ -234,10 +249,15 @@ class Customers:
     async def update(
         self, principal: Principal, customer_id: str, patch: CustomerPatch, expected_version: int | None
     ) -> Document:
+        fieldset = await self.fieldset()
+
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
             changes = rules.apply_patch(doc, patch)
+            if "custom" in patch.model_fields_set and patch.custom is not None:
+                # Validated against the stored values (a deactivated option a record holds may stay).
+                changes += rules.apply_custom(doc, fieldset.validate(patch.custom, doc.get("custom") or {}))
             if not changes:
                 return Change(None)
             rules.touch(doc, principal, self.clock.now())

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -21,6 +21,7 @@ from crm_customers.domain import rules
 from crm_customers.domain.model import CustomerCreate
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
+from crm_platform.customfields import FieldSet, InvalidValue, from_text, to_text
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.idempotency import IdempotencyKey
 from crm_platform.listing import PageParams, or_branches
@@ -58,6 +59,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "department_id": ("department_id", "部门"),
     "department_path": ("department_path", "部门路径"),
 }
+#: The header of a custom field's column: ``custom.<key>`` (import and export).
+CUSTOM_COLUMN = "custom."
 _HEADER_TO_COLUMN = {alias.lower(): column for column, aliases in COLUMNS.items() for alias in aliases}
 _LIST_SPLIT = re.compile(r"[;；|,，]")
 
@@ -145,7 +148,37 @@ def row_to_payload(row: dict[str, str]) -> dict[str, Any]:
     return payload
 
 
-def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
+def _column(header: str, custom: Collection[str]) -> str | None:
+    """A header's column: a built-in one (English or Chinese name), or ``custom.<key>`` of an
+    active custom field (the key as defined, not its label: labels change, keys do not)."""
+    name = header.strip()
+    if name.lower().startswith(CUSTOM_COLUMN) and name[len(CUSTOM_COLUMN) :] in custom:
+        return CUSTOM_COLUMN + name[len(CUSTOM_COLUMN) :]
+    return _HEADER_TO_COLUMN.get(name.lower())
+
+
+def custom_cells(fields: FieldSet, row: dict[str, str]) -> dict[str, Any]:
+    """A row's ``custom.<key>`` cells as the API's ``custom`` (empty cells left out, so defaults
+    apply); a cell that cannot be read is a 422 naming its column."""
+    out: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for column, text in row.items():
+        if not column.startswith(CUSTOM_COLUMN):
+            continue
+        key = column[len(CUSTOM_COLUMN) :]
+        try:
+            value = from_text(fields.active[key], text or "")
+        except InvalidValue as exc:
+            errors.append(FieldError(field=column, reason=exc.reason, code=exc.code))
+            continue
+        if value is not None:
+            out[key] = value
+    if errors:
+        raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+    return out
+
+
+def _rows(text: str, max_rows: int, custom: Collection[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
@@ -153,11 +186,12 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
         raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
     except csv.Error as exc:
         raise _unreadable(text, reader.line_num, exc, None) from exc
-    columns: list[str | None] = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
+    columns: list[str | None] = [_column(h, custom) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
     if unknown:
+        known = [*COLUMNS, *(CUSTOM_COLUMN + k for k in custom)]
         raise ValidationFailed.for_field(
-            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)}"
+            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(known)}"
         )
     if "name" not in columns:
         raise ValidationFailed.for_field("header", "a 'name' (名称) column is required")
@@ -248,7 +282,8 @@ class Importer:
         parsed: list[tuple[int, CustomerCreate, Document]] = []
         total = 0
         now = self._customers.clock.now()
-        for line, row in _rows(text, self._customers.settings.import_max_rows):
+        fields = await self._customers.fieldset()
+        for line, row in _rows(text, self._customers.settings.import_max_rows, list(fields.active)):
             total += 1
             # The API refuses control characters in every JSON field (crm_platform.text_input);
             # a file is held to the same rule, one row error per cell.
@@ -262,7 +297,8 @@ class Importer:
                 continue
             try:
                 data = CustomerCreate.model_validate(row_to_payload(row))
-                doc = rules.new_customer(data, principal, now, str(key.uuid(f"line {line}")) if key else None)
+                custom = fields.validate(custom_cells(fields, row))  # defaults and required, as the API
+                doc = rules.new_customer(data, principal, now, str(key.uuid(f"line {line}")) if key else None, custom)
             except ValidationError as exc:
                 errors += [
                     RowError(line=line, field=e.field, reason=e.reason)
@@ -517,7 +553,8 @@ def _cell(value: Any) -> str:
     return text
 
 
-def export_row(doc: Document) -> list[str]:
+def export_row(doc: Document, custom: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """One customer as a CSV row: the built-in columns, then one per active custom field (``custom``)."""
     address = doc.get("address") or {}
     values = {
         "id": doc["_id"],
@@ -525,7 +562,10 @@ def export_row(doc: Document) -> list[str]:
         "locked": bool(doc.get("locked")),
         **{k: address.get(k) for k in ("province", "city", "district", "street")},
     }
-    return [_cell(values[c] if c in values else doc.get(c)) for c in EXPORT_COLUMNS]
+    values_ = doc.get("custom") or {}
+    return [_cell(values[c] if c in values else doc.get(c)) for c in EXPORT_COLUMNS] + [
+        _cell(to_text(d, values_.get(d["key"])) or None) for d in custom
+    ]
 
 
 async def record_export(customers: Customers, principal: Principal, filters: CustomerFilter, sort: str | None) -> int:
@@ -537,7 +577,13 @@ async def record_export(customers: Customers, principal: Principal, filters: Cus
     rows = await _count_ids(customers, principal, filters)
     export_id = str(uuid.uuid4())
     data = ev.CustomersExported(
-        export_id=export_id, filter=filters.model_dump(mode="json", exclude_none=True), sort=sort, rows=rows
+        export_id=export_id,
+        filter={
+            **filters.model_dump(mode="json", exclude_none=True),
+            **{f"custom.{k}": v for k, v in filters.custom.items()},
+        },
+        sort=sort,
+        rows=rows,
     )
     event = customers.events(ev.CUSTOMERS_EXPORTED, export_id, data, 1, principal.user_id)
     state = {"_id": export_id, "by": principal.user_id, "rows": rows, "at_ms": epoch_ms(customers.clock.now())}
@@ -578,7 +624,8 @@ async def export_csv(
     its own indexed query) one after another, each written out as it arrives."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
+    custom = (await customers.fieldset()).ordered()  # a column per active custom field: custom.<key>
+    writer.writerow([*EXPORT_COLUMNS, *(CUSTOM_COLUMN + d["key"] for d in custom)])
     yield b"\xef\xbb\xbf" + buffer.getvalue().encode()  # BOM: Excel then reads UTF-8 Chinese correctly
     paging = PageParams(sort=sort, limit=EXPORT_PAGE)
     while True:
@@ -586,7 +633,7 @@ async def export_csv(
         buffer.seek(0)
         buffer.truncate()
         for doc in page.items:
-            writer.writerow(export_row(doc))
+            writer.writerow(export_row(doc, custom))
         yield buffer.getvalue().encode()
         if page.next_cursor is None:
             return

@@ -164,7 +164,14 @@ def new_contact(data: ContactIn, now: datetime, actor: str) -> Document:
     }
 
 
-def new_customer(data: CustomerCreate, principal: Principal, now: datetime, customer_id: str | None = None) -> Document:
+def new_customer(
+    data: CustomerCreate,
+    principal: Principal,
+    now: datetime,
+    customer_id: str | None = None,
+    custom: Document | None = None,
+) -> Document:
+    """``custom``: the custom field values as validated against the definitions (defaults applied)."""
     owner_id, department_id, department_path = principal.user_id, principal.department_id, principal.department_path
     if data.owner_id:
         if not (principal.is_admin or principal.is_manager):
@@ -174,7 +181,9 @@ def new_customer(data: CustomerCreate, principal: Principal, now: datetime, cust
         owner_id, department_id, department_path = data.owner_id, data.department_id, data.department_path
     contacts = [new_contact(c, now, principal.user_id) for c in data.contacts]
     _one_primary(contacts)
-    profile = data.model_dump(mode="json", exclude={"contacts", "owner_id", "department_id", "department_path"})
+    profile = data.model_dump(
+        mode="json", exclude={"contacts", "owner_id", "department_id", "department_path", "custom"}
+    )
     doc: Document = {
         "_id": customer_id or str(uuid.uuid4()),
         **profile,
@@ -192,6 +201,7 @@ def new_customer(data: CustomerCreate, principal: Principal, now: datetime, cust
         "updated_by": principal.user_id,
         "last_followed_up_at": None,
         "merged_from": [],
+        "custom": custom or {},
     }
     return refresh_derived(doc)
 
@@ -239,6 +249,7 @@ def snapshot(doc: Document) -> CustomerSnapshot:
             )
             for c in doc.get("contacts") or []
         ],
+        custom=dict(doc.get("custom") or {}),
     )
 
 
@@ -336,6 +347,19 @@ def apply_patch(doc: Document, patch: CustomerPatch) -> list[FieldChange]:
         if old != new:
             changes.append(FieldChange(field=name, old=_jsonable(old), new=new))
             doc[name] = new
+    return changes
+
+
+def apply_custom(doc: Document, custom: Document) -> list[FieldChange]:
+    """Set the record's custom field values (validated already); return what changed, each as
+    ``custom.<key>``."""
+    old = doc.get("custom") or {}
+    changes = [
+        FieldChange(field=f"custom.{key}", old=old.get(key), new=custom.get(key))
+        for key in sorted(set(old) | set(custom))
+        if old.get(key) != custom.get(key)
+    ]
+    doc["custom"] = custom
     return changes
 
 

@@ -13,7 +13,13 @@ from pymongo.errors import DuplicateKeyError
 from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
-from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, neighbours
+from crm_customers.application.queries import (
+    DEFAULT_SORT,
+    CustomerFilter,
+    custom_filters,
+    list_customers,
+    neighbours,
+)
 from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
 from crm_customers.domain.rules import SORT_FIELDS
@@ -66,6 +72,11 @@ class ListParams(CustomerFilter, PageParams):
 def _split(params: ListParams) -> tuple[CustomerFilter, PageParams]:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
     return filters, PageParams.model_validate(params.model_dump(include=set(PageParams.model_fields)))
+
+
+async def _with_custom(filters: CustomerFilter, request: Request, service: Customers) -> CustomerFilter:
+    """``filters`` with the query's ``custom.<key>=<value>`` filters, checked against the definitions."""
+    return filters.with_custom(custom_filters(await service.fieldset(), request.query_params.multi_items()))
 
 
 def _respond(
@@ -143,8 +154,11 @@ async def duplicate_check(body: DuplicateCheckIn, principal: CurrentPrincipal, s
     response_model=CustomerPage,
     summary="List customers: filter on any field, sort on up to four keys, page with a cursor",
 )
-async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> CustomerPage:
-    page = await list_customers(service.repo, principal, *_split(params))
+async def list_(
+    params: Annotated[ListParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
+) -> CustomerPage:
+    filters, paging = _split(params)
+    page = await list_customers(service.repo, principal, await _with_custom(filters, request, service), paging)
     now = service.clock.now()
     return CustomerPage(
         items=[customer_out(d, now) for d in page.items], next_cursor=page.next_cursor, total=page.total
@@ -164,9 +178,10 @@ class ExportParams(CustomerFilter):
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def export(
-    params: Annotated[ExportParams, Query()], principal: CurrentPrincipal, service: Service
+    params: Annotated[ExportParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
 ) -> StreamingResponse:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
+    filters = await _with_custom(filters, request, service)
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
     await record_export(service, principal, filters, params.sort)  # for the audit log, before any row leaves
@@ -217,10 +232,15 @@ class NeighbourParams(CustomerFilter):
     summary="The previous and next record in a list view (pass the list's filters and sort)",
 )
 async def get_neighbours(
-    customer_id: str, params: Annotated[NeighbourParams, Query()], principal: CurrentPrincipal, service: Service
+    customer_id: str,
+    params: Annotated[NeighbourParams, Query()],
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
 ) -> Neighbours:
     doc = await service.get(principal, customer_id)
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
+    filters = await _with_custom(filters, request, service)
     before, after = await neighbours(service.repo, principal, filters, params.sort, doc)
     return Neighbours(
         previous=NeighbourOut.model_validate(before) if before else None,

@@ -123,9 +123,15 @@ class Projection:
 
     def handlers(self) -> Mapping[str, Handler]:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
-        # Sign-ins, exports and imports are the audit log's, and role definitions the permission
-        # table's, not activity: left out of every report.
-        audit_only = ("crm.directory.", "crm.customer_export.", "crm.customer_import.", "crm.role.")
+        # Sign-ins, exports and imports are the audit log's, role definitions the permission
+        # table's and custom field definitions configuration, not activity: left out of every report.
+        audit_only = (
+            "crm.directory.",
+            "crm.customer_export.",
+            "crm.customer_import.",
+            "crm.role.",
+            "crm.custom_field.",
+        )
         return {
             n: self.apply
             for n in names
