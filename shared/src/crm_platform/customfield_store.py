@@ -31,7 +31,7 @@ from crm_platform.customfields import (
     check_definition,
     definition_id,
 )
-from crm_platform.errors import Conflict, NotFound
+from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.history import HistoryEntry
 from crm_platform.history import history as platform_history
@@ -102,7 +102,12 @@ class CustomFields:
         wake_relay: Any,
         reload_seconds: float = RELOAD_SECONDS,
         index_models: dict[str, IndexModels] | None = None,
+        topic: str | None = None,
+        filterable_modules: Iterable[str] | None = None,
     ) -> None:
+        """``topic``: where this service publishes the definitions' events (its own topic; the
+        contracts declare them once, on the customers topic). ``filterable_modules``: the modules
+        whose lists filter on custom fields (default: all); others refuse ``filterable``."""
         self.collection = collection
         self.event_log = event_log
         self.records = records
@@ -115,6 +120,17 @@ class CustomFields:
         self.reload_seconds = reload_seconds
         self._cache: dict[str, tuple[float, FieldSet]] = {}
         self._index_models = index_models or {}
+        self._topic = topic
+        self._filterable = set(self.records if filterable_modules is None else filterable_modules)
+
+    def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
+        topic, envelope = self.events(event_type, subject, data, version, actor)
+        return self._topic or topic, envelope
+
+    def _check(self, module: str, fields: Document, previous: Document | None = None) -> None:
+        check_definition(fields, self.builtin[module], previous)
+        if fields.get("filterable") and module not in self._filterable:
+            raise ValidationFailed.for_field("filterable", f"lists of {module} do not filter on custom fields yet")
 
     @property
     def modules(self) -> list[str]:
@@ -155,7 +171,7 @@ class CustomFields:
 
     async def define(self, principal: Principal, module: str, body: DefinitionIn) -> Document:
         fields = _stored(body.model_dump(mode="json", by_alias=True))
-        check_definition(fields, self.builtin[module])
+        self._check(module, fields)
         now = self.clock.now()
         doc: Document = {
             "_id": definition_id(module, body.key),
@@ -169,7 +185,7 @@ class CustomFields:
         }
         if await self.store.get(doc["_id"]) is not None:
             raise Conflict(f"{module} already has a field '{body.key}' (an archived field's key is not reused).")
-        event = self.events(ev.FIELD_DEFINED, doc["_id"], ev.FieldDefined(field=snapshot(doc)), 1, principal.user_id)
+        event = self._event(ev.FIELD_DEFINED, doc["_id"], ev.FieldDefined(field=snapshot(doc)), 1, principal.user_id)
         try:
             stored = await self.store.insert(doc, [event])
         except DuplicateKeyError as exc:  # defined by someone else at the same moment
@@ -192,7 +208,7 @@ class CustomFields:
                 if name in sent:
                     proposed[name] = values[name]
             proposed = _stored(proposed)
-            check_definition(proposed, self.builtin[module], previous=doc)
+            self._check(module, proposed, previous=doc)
             changes = [
                 {"field": name, "old": before[name], "new": proposed.get(name)}
                 for name in CHANGEABLE
@@ -203,7 +219,7 @@ class CustomFields:
             proposed["updated_at"] = self.clock.now()
             proposed["updated_by"] = principal.user_id
             data = ev.FieldChanged(field=snapshot(proposed), changes=changes)
-            return Change(proposed, [self.events(ev.FIELD_CHANGED, doc["_id"], data, version, principal.user_id)])
+            return Change(proposed, [self._event(ev.FIELD_CHANGED, doc["_id"], data, version, principal.user_id)])
 
         doc = await self.store.mutate(definition_id(module, key), decide, expected_version=expected_version)
         await self._changed(doc)
@@ -217,7 +233,7 @@ class CustomFields:
             doc["updated_at"] = self.clock.now()
             doc["updated_by"] = principal.user_id
             data = ev.FieldArchived(field=snapshot(doc))
-            return Change(doc, [self.events(ev.FIELD_ARCHIVED, doc["_id"], data, version, principal.user_id)])
+            return Change(doc, [self._event(ev.FIELD_ARCHIVED, doc["_id"], data, version, principal.user_id)])
 
         doc = await self.store.mutate(definition_id(module, key), decide, expected_version=expected_version)
         await self._changed(doc)

@@ -311,6 +311,13 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/targets": P.targets_view,
         "GET /v1/forecast": P.opportunities_view,
         "GET /v1/funnel": P.opportunities_view,
+        # Custom fields of opportunities (stages may require them): reading them is part of viewing.
+        "GET /v1/fields/opportunities": P.opportunities_view,
+        "POST /v1/fields/opportunities": P.fields_manage,
+        "GET /v1/fields/opportunities/{key}": P.opportunities_view,
+        "PATCH /v1/fields/opportunities/{key}": P.fields_manage,
+        "DELETE /v1/fields/opportunities/{key}": P.fields_manage,
+        "GET /v1/fields/opportunities/{key}/history": P.opportunities_view,
     },
     "interactions": {
         "POST /v1/interactions": P.interactions_log,
