@@ -401,21 +401,27 @@ class FieldSet:
         return sorted(self.active.values(), key=lambda d: (d.get("position", 0), d["key"]))
 
     def validate(
-        self, values: Mapping[str, Any] | None, current: Mapping[str, Any] | None = None, *, location: str = "body"
+        self,
+        values: Mapping[str, Any] | None,
+        current: Mapping[str, Any] | None = None,
+        *,
+        location: str = "body",
+        prefix: str = "",
     ) -> dict[str, Any]:
         """The record's ``custom`` after a write that sends ``values``.
 
         On create (``current`` None): every key must be an active field, defaults fill what is not
         given, and every required field must have a value. On a change, only the keys sent change;
         null clears a value, except of a required field. Values of archived fields stay as stored
-        and cannot be written. Every problem is reported at once, each naming ``custom.<key>``.
+        and cannot be written. Every problem is reported at once, each naming ``custom.<key>``
+        (after ``prefix``: ``contacts[0].`` for a contact in a customer's body).
         """
         creating = current is None
         out: dict[str, Any] = dict(current or {})
         errors: list[FieldError] = []
         sent = dict(values or {})
         for key, raw in sent.items():
-            name = field_name(key)
+            name = prefix + field_name(key)
             definition = self.active.get(key)
             if definition is None:
                 reason = (
@@ -443,7 +449,7 @@ class FieldSet:
                     out[key] = coerce(definition, definition["default"])
                 elif definition.get("required"):
                     errors.append(
-                        FieldError(field=field_name(key), reason="required", location=location, code="missing")
+                        FieldError(field=prefix + field_name(key), reason="required", location=location, code="missing")
                     )
         if errors:
             raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)

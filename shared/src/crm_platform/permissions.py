@@ -250,6 +250,12 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PATCH /v1/fields/customers/{key}": P.fields_manage,
         "DELETE /v1/fields/customers/{key}": P.fields_manage,
         "GET /v1/fields/customers/{key}/history": P.customers_view,
+        "GET /v1/fields/contacts": P.customers_view,
+        "POST /v1/fields/contacts": P.fields_manage,
+        "GET /v1/fields/contacts/{key}": P.customers_view,
+        "PATCH /v1/fields/contacts/{key}": P.fields_manage,
+        "DELETE /v1/fields/contacts/{key}": P.fields_manage,
+        "GET /v1/fields/contacts/{key}/history": P.customers_view,
     },
     "directory": {
         "POST /v1/auth/token": PUBLIC,

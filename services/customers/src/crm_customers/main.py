@@ -6,11 +6,11 @@ from fastapi import FastAPI
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes
-from crm_customers.application.customers import MODULE, Customers
+from crm_customers.application.customers import CONTACTS, MODULE, Customers
 from crm_customers.application.restore import restater
 from crm_customers.domain import rules
 from crm_customers.entrypoints import events, http
-from crm_customers.entrypoints.schemas import CustomerOut
+from crm_customers.entrypoints.schemas import ContactOut, CustomerOut
 from crm_customers.settings import CustomersSettings
 from crm_platform import customfield_store
 from crm_platform.clock import Clock
@@ -23,6 +23,7 @@ from crm_platform.service import ServiceKit
 
 #: Names a custom field of customers may not take: the record's own fields.
 BUILTIN_FIELDS = frozenset(CustomerOut.model_fields) | {"contacts", "s", "status", "version", "outbox", "custom"}
+BUILTIN_CONTACT_FIELDS = frozenset(ContactOut.model_fields) | {"created_by", "custom"}
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
 ("first entered owns"), ownership and the public pool (公海), locks, field-level history and the
@@ -49,13 +50,14 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     fields = CustomFields(
         kit.db[customfield_store.COLLECTION],
         kit.event_log,
-        {MODULE: repo.collection},
-        {MODULE: BUILTIN_FIELDS},
+        {MODULE: repo.collection, CONTACTS: repo.collection},
+        {MODULE: BUILTIN_FIELDS, CONTACTS: BUILTIN_CONTACT_FIELDS},
         kit.clock,
         kit.source,
         kit.wake_relay,
         settings.custom_fields_reload_seconds,
         {MODULE: custom_field_indexes},
+        filterable_modules=(MODULE,),  # contacts are listed with their customer, not filtered on
     )
     kit.outbox(fields.collection)
     kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
@@ -79,7 +81,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
         {**events.handlers(service, claim_rules), **directory_copy.handlers()},
     )
-    app = kit.build_app([http.router, http.views_router, fields_router(MODULE)])
+    app = kit.build_app([http.router, http.views_router, fields_router(MODULE), fields_router(CONTACTS)])
     app.state.customers = service
     app.state.custom_fields = fields
     return app

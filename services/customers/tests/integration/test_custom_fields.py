@@ -297,3 +297,43 @@ async def test_csv_import_and_export_have_a_column_per_field(client: httpx.Async
         for row in lines[1:]
     )
     assert cells == [("", "1"), ("high", "7")]
+
+
+async def test_contacts_have_custom_fields_of_their_own(client: httpx.AsyncClient, events: EventCollector) -> None:
+    level, wx = key(), key()
+    for body in ({"key": level, "type": "choice", "options": CHOICES, "required": True}, {"key": wx, "type": "text"}):
+        r = await client.post("/v1/fields/contacts", json={"labels": labels(body["key"]), **body}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    r = await client.post(
+        "/v1/fields/contacts",
+        json={"key": key(), "type": "boolean", "labels": labels("x"), "filterable": True},
+        headers=ADMIN,
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "filterable"
+    rep = auth(unique("rep"))
+    # A customer's contacts are validated with it: every error names the contact.
+    r = await create(client, rep, contacts=[{"name": "张三"}, {"name": "李四", "custom": {level: "x"}}])
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {f"contacts[0].custom.{level}", f"contacts[1].custom.{level}"}
+    r = await create(client, rep, contacts=[{"name": "张三", "custom": {level: "high"}}])
+    assert r.status_code == 201, r.text
+    customer = r.json()
+    assert customer["contacts"][0]["custom"] == {level: "high"}
+    created = await events.wait_for(type="crm.customer.created", subject=customer["id"])
+    assert created[0].event["data"]["contacts"][0]["custom"] == {level: "high"}
+    url = f"/v1/customers/{customer['id']}/contacts"
+    r = await client.post(url, json={"name": "王五"}, headers=rep)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"custom.{level}"
+    r = await client.post(url, json={"name": "王五", "custom": {level: "low", wx: "wang5"}}, headers=rep)
+    assert r.status_code == 201, r.text
+    contact = r.json()
+    assert contact["custom"] == {level: "low", wx: "wang5"}
+    r = await client.patch(
+        f"{url}/{contact['contact_id']}", json={"custom": {wx: None}}, headers={**rep, "If-Match": r.headers["ETag"]}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["custom"] == {level: "low"}
+    changed = await events.wait_for(type="crm.customer.contact_changed", subject=customer["id"])
+    assert changed[0].event["data"]["changes"] == [{"field": f"custom.{wx}", "old": "wang5", "new": None}]
+    r = await client.delete(f"/v1/fields/contacts/{level}", headers=ADMIN)  # no required field left behind
+    assert r.status_code == 200

@@ -74,6 +74,8 @@ class ContactData(BaseModel):
     phones: list[str] = Field(default_factory=list)
     emails: list[str] = Field(default_factory=list)
     is_primary: bool = False
+    # Added in schema 1 (additive): the contact's custom field values (GET /v1/fields/contacts).
+    custom: dict[str, Any] | None = None
 
 
 class FieldChange(BaseModel):

@@ -45,8 +45,9 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 
 Document = dict[str, Any]
-#: The module of custom fields this service validates customers against.
+#: The modules of custom fields this service validates against: customers, and their contacts.
 MODULE = "customers"
+CONTACTS = "contacts"
 #: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
 JUST_CLAIMED = timedelta(minutes=10)
 #: What "copy" carries over to the new customer: the profile, never what identifies the original.
@@ -123,9 +124,24 @@ class Customers:
             errors=[FieldError(field=field, reason="already used by another active customer")],
         )
 
-    async def fieldset(self) -> FieldSet:
-        """The customers module's custom fields as writes validate against them."""
-        return await self.fields.fieldset(MODULE) if self.fields is not None else FieldSet({})
+    async def fieldset(self, module: str = MODULE) -> FieldSet:
+        """A module's custom fields (customers, contacts) as writes validate against them."""
+        return await self.fields.fieldset(module) if self.fields is not None else FieldSet({})
+
+    async def contacts_custom(self, data: CustomerCreate) -> list[Document]:
+        """The custom values of each contact a new customer comes with, as validated (errors name
+        ``contacts[i].custom.<key>``, all of them at once)."""
+        fields = await self.fieldset(CONTACTS)
+        out: list[Document] = []
+        errors: list[FieldError] = []
+        for i, contact in enumerate(data.contacts):
+            try:
+                out.append(fields.validate(contact.custom, prefix=f"contacts[{i}]."))
+            except ValidationFailed as exc:
+                errors += exc.errors
+        if errors:
+            raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+        return out
 
     # --- create and read -------------------------------------------------------------
 
@@ -139,7 +155,10 @@ class Customers:
     ) -> Document:
         now = self.clock.now()
         custom = (await self.fieldset()).validate(data.custom)
-        doc = rules.new_customer(data, principal, now, idempotency.record_id if idempotency else None, custom)
+        contact_custom = await self.contacts_custom(data)
+        doc = rules.new_customer(
+            data, principal, now, idempotency.record_id if idempotency else None, custom, contact_custom
+        )
         if idempotency is not None:
             idempotency.stamp(doc)
         # No duplicate lookup up front: claiming the keys in insert_new is the check (a key held by
@@ -298,7 +317,8 @@ class Customers:
         key: IdempotencyKey | None = None,
     ) -> tuple[Document, Document]:
         """Add a contact; with a key its id comes from the key, so a retry finds it instead of adding another."""
-        contact = rules.new_contact(data, self.clock.now(), principal.user_id)
+        custom = (await self.fieldset(CONTACTS)).validate(data.custom)
+        contact = rules.new_contact(data, self.clock.now(), principal.user_id, custom)
         if key is not None:
             contact["contact_id"] = key.record_id
             key.stamp(contact)
@@ -342,10 +362,12 @@ class Customers:
     async def update_contact(
         self, principal: Principal, customer_id: str, contact_id: str, patch: ContactPatch, expected_version: int | None
     ) -> tuple[Document, Document]:
+        fields = await self.fieldset(CONTACTS)
+
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
-            contact, changes = rules.apply_contact_patch(doc, contact_id, patch, self.clock.now())
+            contact, changes = rules.apply_contact_patch(doc, contact_id, patch, self.clock.now(), fields)
             if not changes:
                 return Change(None)
             rules.touch(doc, principal, self.clock.now())

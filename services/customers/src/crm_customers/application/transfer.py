@@ -298,7 +298,9 @@ class Importer:
             try:
                 data = CustomerCreate.model_validate(row_to_payload(row))
                 custom = fields.validate(custom_cells(fields, row))  # defaults and required, as the API
-                doc = rules.new_customer(data, principal, now, str(key.uuid(f"line {line}")) if key else None, custom)
+                contact_custom = await self._customers.contacts_custom(data)  # the file's contact: defaults
+                row_id = str(key.uuid(f"line {line}")) if key else None
+                doc = rules.new_customer(data, principal, now, row_id, custom, contact_custom)
             except ValidationError as exc:
                 errors += [
                     RowError(line=line, field=e.field, reason=e.reason)

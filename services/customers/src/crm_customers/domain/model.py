@@ -146,6 +146,9 @@ class ContactIn(BaseModel):
     emails: Annotated[list[Email], Field(max_length=10)] = []
     is_primary: bool = False
     notes: Annotated[str, Field(max_length=2000)] | None = None
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Values of the contacts' custom fields (GET /v1/fields/contacts), by key."
+    )
 
     _dedupe = field_validator("phones", "emails")(_unique)
 
@@ -160,6 +163,9 @@ class ContactPatch(BaseModel):
     emails: Annotated[list[Email], Field(max_length=10)] | None = None
     is_primary: bool | None = None
     notes: Annotated[str, Field(max_length=2000)] | None = None
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values to change, by key (others stay); null clears one."
+    )
 
 
 class ProfileFields(BaseModel):

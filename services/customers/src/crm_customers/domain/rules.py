@@ -15,6 +15,7 @@ from crm_customers.domain.names import normalise_name
 from crm_platform.auth import Principal
 from crm_platform.contracts.customers import Address as AddressData
 from crm_platform.contracts.customers import ContactData, ContactSummary, CustomerSnapshot, FieldChange
+from crm_platform.customfields import FieldSet
 from crm_platform.errors import Conflict, FieldError, Forbidden, Locked, NotFound, ValidationFailed
 
 Document = dict[str, Any]
@@ -154,10 +155,12 @@ def identity_keys(doc: Document | None) -> set[str]:
     return set(match_keys(doc))
 
 
-def new_contact(data: ContactIn, now: datetime, actor: str) -> Document:
+def new_contact(data: ContactIn, now: datetime, actor: str, custom: Document | None = None) -> Document:
+    """``custom``: the contact's custom field values as validated (defaults applied)."""
     return {
         "contact_id": str(uuid.uuid4()),
-        **data.model_dump(mode="json"),
+        **data.model_dump(mode="json", exclude={"custom"}),
+        "custom": custom or {},
         "created_at": now,
         "created_by": actor,
         "updated_at": now,
@@ -170,8 +173,10 @@ def new_customer(
     now: datetime,
     customer_id: str | None = None,
     custom: Document | None = None,
+    contact_custom: list[Document] | None = None,
 ) -> Document:
-    """``custom``: the custom field values as validated against the definitions (defaults applied)."""
+    """``custom``: the custom field values as validated against the definitions (defaults applied);
+    ``contact_custom``: the same for each of ``data.contacts``."""
     owner_id, department_id, department_path = principal.user_id, principal.department_id, principal.department_path
     if data.owner_id:
         if not (principal.is_admin or principal.is_manager):
@@ -179,7 +184,10 @@ def new_customer(
         if not (principal.is_admin or principal.manages_path(data.department_path)):
             raise Forbidden("You may only give customers to people in your department.")
         owner_id, department_id, department_path = data.owner_id, data.department_id, data.department_path
-    contacts = [new_contact(c, now, principal.user_id) for c in data.contacts]
+    contacts = [
+        new_contact(c, now, principal.user_id, (contact_custom or [])[i] if contact_custom else None)
+        for i, c in enumerate(data.contacts)
+    ]
     _one_primary(contacts)
     profile = data.model_dump(
         mode="json", exclude={"contacts", "owner_id", "department_id", "department_path", "custom"}
@@ -262,6 +270,7 @@ def contact_data(contact: Document) -> ContactData:
         phones=list(contact.get("phones") or []),
         emails=list(contact.get("emails") or []),
         is_primary=bool(contact.get("is_primary")),
+        custom=dict(contact.get("custom") or {}),
     )
 
 
@@ -372,12 +381,16 @@ def find_contact(doc: Document, contact_id: str) -> Document:
 
 
 def apply_contact_patch(
-    doc: Document, contact_id: str, patch: ContactPatch, now: datetime
+    doc: Document, contact_id: str, patch: ContactPatch, now: datetime, fields: FieldSet | None = None
 ) -> tuple[Document, list[FieldChange]]:
+    """``fields``: the contacts' custom fields, to validate ``patch.custom`` against the contact's values."""
     contact = find_contact(doc, contact_id)
+    custom = None
+    if "custom" in patch.model_fields_set and patch.custom is not None:
+        custom = (fields or FieldSet({})).validate(patch.custom, contact.get("custom") or {})
     values = patch.model_dump(mode="json")
     changes: list[FieldChange] = []
-    for name in patch.model_fields_set:
+    for name in patch.model_fields_set - {"custom"}:  # custom values: apply_custom, validated
         new = values[name]
         if name == "name" and new is None:
             raise ValidationFailed.for_field("name", "a contact must have a name")
@@ -386,6 +399,8 @@ def apply_contact_patch(
         if contact.get(name) != new:
             changes.append(FieldChange(field=name, old=contact.get(name), new=new))
             contact[name] = new
+    if custom is not None:
+        changes += apply_custom(contact, custom)
     if changes:
         contact["updated_at"] = now
         if contact.get("is_primary"):
