@@ -336,6 +336,15 @@ def coerce(definition: Mapping[str, Any], value: Any, kept: Any = None) -> Any:
     raise InvalidValue(f"unknown field type {type_}")
 
 
+def value_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``[{field: custom.<key>, old, new}]`` of the values that differ, for a record's change event."""
+    return [
+        {"field": field_name(key), "old": old.get(key), "new": new.get(key)}
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
 _TRUE = {"true", "1", "yes", "y", "是", "真"}
 _FALSE = {"false", "0", "no", "n", "否", "假"}
 
