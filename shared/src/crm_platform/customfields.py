@@ -49,6 +49,8 @@ TEXT_MAX_DEFAULT = 1000
 TEXT_MAX_LIMIT = 10000
 MAX_OPTIONS = 200
 MONEY_DECIMALS = 2
+#: Numbers and amounts stay below this in size: a double holds every integer up to it exactly.
+LARGEST = 10**15
 #: Where a record keeps its values, and the prefix of their names in errors and filters.
 PREFIX = "custom"
 
@@ -259,6 +261,9 @@ def _decimal(value: Any, what: str) -> Decimal:
         raise InvalidValue(f"'{value}' is not {what}", "decimal_parsing") from exc
     if not number.is_finite():
         raise InvalidValue(f"'{value}' is not {what}", "decimal_parsing")
+    if abs(number) >= LARGEST:
+        # Beyond what a 64-bit integer or a double holds exactly (and what the stores keep).
+        raise InvalidValue(f"must be below {LARGEST:,} in size", "less_than")
     return number
 
 
