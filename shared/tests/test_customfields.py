@@ -217,3 +217,19 @@ def test_bad_keys_and_labels_are_refused_by_the_model() -> None:
         DefinitionIn.model_validate({"key": "b", "type": "text", "labels": {"zh-CN": "预算"}})
     with pytest.raises(ValueError, match="labels cannot be null"):
         DefinitionPatch.model_validate({"labels": None})
+
+
+def test_number_and_date_filters_take_ranges() -> None:
+    fields = FieldSet.of(
+        [
+            {**definition("size", "number", filterable=True), "status": "active"},
+            {**definition("due", "date", filterable=True), "status": "active"},
+        ]
+    )
+    assert fields.filter_value("size", "10..100") == {"$gte": 10, "$lte": 100}
+    assert fields.filter_value("size", "..2.5") == {"$lte": 2.5}
+    assert fields.filter_value("due", "2026-01-01..") == {"$gte": "2026-01-01"}
+    for key, text in (("size", ".."), ("size", "a..b"), ("due", "2026-13-01..")):
+        with pytest.raises(ValidationFailed) as caught:
+            fields.filter_value(key, text)
+        assert caught.value.errors[0].field == f"custom.{key}" and caught.value.errors[0].location == "query"

@@ -2,8 +2,10 @@
 
 Definitions are versioned records like any other (:class:`VersionedStore`, the event in the same
 write as the change); their history is their own events. A service's writes validate against a
-cached copy (:meth:`CustomFields.fieldset`): read again after :data:`RELOAD_SECONDS` and at once
-after a change made through this process, so a change reaches the other replicas within seconds.
+copy kept in memory (:meth:`CustomFields.fieldset`), so a request reads no definition: refreshed
+at once by a change made through this process, and by :meth:`CustomFields.reload`, which the
+service runs every ``CRM_CUSTOM_FIELDS_RELOAD_SECONDS`` in the background, so a change made
+through another replica reaches this one within that time.
 A field flagged ``filterable`` gets an index on the records' ``custom.<key>`` (made when the flag
 is set, dropped when it is cleared or the field archived; made again at start-up if a crash came
 between the definition's write and the index).
@@ -39,8 +41,6 @@ from crm_platform.indexes import drop_replaced
 from crm_platform.store import Change, VersionedStore
 
 Document = dict[str, Any]
-#: How long a replica trusts its cached definitions before reading them again.
-RELOAD_SECONDS = 5.0
 COLLECTION = "custom_fields"
 #: The attributes a change may touch, in the order history shows them.
 CHANGEABLE = ("labels", "help", "required", "default", "validation", "options", "filterable", "position")
@@ -100,7 +100,6 @@ class CustomFields:
         clock: Clock,
         source: str,
         wake_relay: Any,
-        reload_seconds: float = RELOAD_SECONDS,
         index_models: dict[str, IndexModels] | None = None,
         topic: str | None = None,
         filterable_modules: Iterable[str] | None = None,
@@ -117,7 +116,6 @@ class CustomFields:
         self.store = VersionedStore(
             collection, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No custom field {i}.")
         )
-        self.reload_seconds = reload_seconds
         self._cache: dict[str, tuple[float, FieldSet]] = {}
         self._index_models = index_models or {}
         self._topic = topic
@@ -156,13 +154,22 @@ class CustomFields:
         return doc
 
     async def fieldset(self, module: str) -> FieldSet:
-        """The module's definitions as writes validate against them (cached, see the module doc)."""
+        """The module's definitions as writes validate against them: the copy in memory (read on
+        first use, then kept fresh by :meth:`reload` and by this process's own changes)."""
         cached = self._cache.get(module)
-        if cached is not None and time.monotonic() - cached[0] < self.reload_seconds:
-            return cached[1]
+        if cached is None:
+            return await self._load(module)
+        return cached[1]
+
+    async def _load(self, module: str) -> FieldSet:
         fields = FieldSet.of(await self.definitions(module, include_archived=True))
         self._cache[module] = (time.monotonic(), fields)
         return fields
+
+    async def reload(self) -> None:
+        """Read every module's definitions again (run periodically: what other replicas changed)."""
+        for module in self.modules:
+            await self._load(module)
 
     async def history(self, module: str, key: str) -> list[HistoryEntry]:
         return await platform_history(self.event_log, await self.get(module, key), _summary)
@@ -240,7 +247,7 @@ class CustomFields:
         return doc
 
     async def _changed(self, doc: Document) -> None:
-        self._cache.pop(doc["module"], None)
+        await self._load(doc["module"])
         await self._sync_index(doc)
 
     async def _sync_index(self, doc: Document) -> None:

@@ -393,6 +393,34 @@ def to_text(definition: Mapping[str, Any], value: Any) -> str:
     return str(value)
 
 
+#: Types a list filter may give a range for, and how: ``<low>..<high>``.
+RANGE_TYPES = frozenset({"number", "date"})
+RANGE = ".."
+
+
+def _bound(type_: str, text: str) -> Any:
+    if type_ == "date":
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError as exc:
+            raise InvalidValue(f"'{text}' is not an ISO date (YYYY-MM-DD)", "date_parsing") from exc
+    number = _decimal(text, "a number")
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _range(type_: str, text: str) -> dict[str, Any]:
+    """``<low>..<high>`` as a store query (either end may be left open, not both)."""
+    low, _, high = (part.strip() for part in text.partition(RANGE))
+    bounds: dict[str, Any] = {}
+    if low:
+        bounds["$gte"] = _bound(type_, low)
+    if high:
+        bounds["$lte"] = _bound(type_, high)
+    if not bounds:
+        raise InvalidValue("give at least one end of the range, e.g. 10..100 or ..100", "missing")
+    return bounds
+
+
 @dataclass(frozen=True)
 class FieldSet:
     """A module's definitions as a write sees them: the active ones by key, and the archived keys."""
@@ -470,7 +498,10 @@ class FieldSet:
         return out
 
     def filter_value(self, key: str, text: str) -> Any:
-        """A list filter ``custom.<key>=<text>``: the stored value to match, or 422 naming it."""
+        """A list filter ``custom.<key>=<text>``: the stored value to match, or 422 naming it.
+
+        A number or date field also takes a range, ``<low>..<high>`` with either end left open
+        (``10..100``, ``..100``, ``2026-01-01..2026-03-31``): both ends included."""
         name = field_name(key)
         definition = self.active.get(key)
         if definition is None:
@@ -478,6 +509,8 @@ class FieldSet:
         if not definition.get("filterable"):
             raise ValidationFailed.for_field(name, "this field is not filterable", "query")
         try:
+            if definition["type"] in RANGE_TYPES and RANGE in text:
+                return _range(definition["type"], text)
             raw = from_text(definition, text)
             if raw is None:
                 raise InvalidValue("give a value")

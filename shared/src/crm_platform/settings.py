@@ -93,8 +93,8 @@ class ServiceSettings(BaseSettings):
     custom_fields_reload_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="How long a replica trusts its cached custom field definitions before reading them again: "
-        "a definition changed through another replica reaches this one's writes within this time.",
+        description="How often a replica reloads the custom field definitions it keeps in memory (a request "
+        "reads none): a definition changed through another replica reaches this one's writes within this time.",
     )
     roles_reload_seconds: float = Field(
         default=5.0,

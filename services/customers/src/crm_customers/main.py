@@ -19,7 +19,7 @@ from crm_platform.contracts import directory, interactions, pool
 from crm_platform.customfield_http import fields_router
 from crm_platform.customfield_store import CustomFields
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 
 #: Names a custom field of customers may not take: the record's own fields.
 BUILTIN_FIELDS = frozenset(CustomerOut.model_fields) | {"contacts", "s", "status", "version", "outbox", "custom"}
@@ -55,11 +55,12 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         kit.clock,
         kit.source,
         kit.wake_relay,
-        settings.custom_fields_reload_seconds,
         {MODULE: custom_field_indexes},
         filterable_modules=(MODULE,),  # contacts are listed with their customer, not filtered on
     )
     kit.outbox(fields.collection)
+    # What other replicas change reaches this one's validation within the interval.
+    kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))
     kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
     service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy, fields)
 

@@ -243,6 +243,14 @@ async def test_lists_filter_on_filterable_fields_through_their_index(
         assert r.status_code == 422, r.text
         error = r.json()["errors"][0]
         assert error["field"] == next(iter(params)) and reason in error["reason"] and error["location"] == "query"
+    # A number field takes a range (both ends included, either left open).
+    size = key()
+    await define(client, key=size, type="number", filterable=True)
+    sized = {n: (await create(client, rep, custom={size: n})).json()["id"] for n in (1, 5, 9)}
+    r = await client.get("/v1/customers", params={f"custom.{size}": "2..9"}, headers=rep)
+    assert sorted(c["id"] for c in r.json()["items"]) == sorted([sized[5], sized[9]])
+    r = await client.get("/v1/customers", params={f"custom.{size}": "..1"}, headers=rep)
+    assert [c["id"] for c in r.json()["items"]] == [sized[1]]
     # The export takes the same filter.
     r = await client.get("/v1/customers/export.csv", params={f"custom.{level}": "high"}, headers=rep)
     assert r.status_code == 200 and len(r.text.strip().splitlines()) == 3  # header + 2

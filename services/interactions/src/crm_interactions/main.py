@@ -62,11 +62,12 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         kit.clock,
         kit.source,
         kit.wake_relay,
-        settings.custom_fields_reload_seconds,
         topic=kit.topic,
         filterable_modules=(),
     )
     kit.outbox(fields.collection)
+    # What other replicas change reaches this one's validation within the interval.
+    kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))
     kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
     interactions = Interactions(repo, refs, kit.clock, settings, event, fields)
     tasks = Tasks(repo, refs, kit.clock, settings, event, fields)

@@ -21,7 +21,7 @@ from crm_platform.customfield_store import CustomFields
 from crm_platform.events import EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 
 #: Names a custom field of opportunities may not take: the record's own fields (and stored ones).
 BUILTIN_FIELDS = frozenset(OpportunityOut.model_fields) | {
@@ -60,11 +60,12 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         kit.clock,
         kit.source,
         kit.wake_relay,
-        settings.custom_fields_reload_seconds,
         topic=kit.topic,
         filterable_modules=(),
     )
     kit.outbox(fields.collection)
+    # What other replicas change reaches this one's validation within the interval.
+    kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))
     kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
     pipelines = Pipelines(repo, kit.clock, factory, fields)
     opportunities = Opportunities(repo, pipelines, read_model, kit.clock, settings, factory)
