@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
+from crm_platform.consumer import apply_versioned
 from crm_platform.contracts import custom_fields as ev
 from crm_platform.customfields import (
     Definition,
@@ -42,6 +43,8 @@ from crm_platform.store import Change, VersionedStore
 
 Document = dict[str, Any]
 COLLECTION = "custom_fields"
+#: Every module that has custom fields, and the service that owns its definitions.
+MODULES = ("customers", "contacts", "opportunities", "interactions", "tasks", "feedback")
 #: The attributes a change may touch, in the order history shows them.
 CHANGEABLE = ("labels", "help", "required", "default", "validation", "options", "filterable", "position")
 
@@ -317,3 +320,36 @@ def definition_out(doc: Document) -> Document:
 
 
 FIELD_OUT_KEYS = frozenset(Definition.model_fields) | {"created_at", "created_by", "updated_at", "updated_by"}
+
+
+class DefinitionCopy:
+    """A read copy of custom field definitions for a service that consumes them (reporting): kept
+    from the ``crm.custom_field.*`` events by version, and in memory (:meth:`fieldset` reads
+    nothing), reloaded by :meth:`reload` (run periodically) and updated at once by the events
+    this replica applies."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        self._fields: dict[str, FieldSet] = {}
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_indexes([IndexModel([("module", ASCENDING)], name="idx_module")])
+
+    def handlers(self) -> dict[str, Any]:
+        return {event_type.name: self.apply for event_type in ev.FIELD_EVENTS}
+
+    async def apply(self, envelope: EventEnvelope) -> None:
+        field = ev.FieldDefinitionData.model_validate(envelope.data["field"])
+        state = {"_id": field.field_id, **field.model_dump(mode="json", exclude={"field_id"})}
+        if await apply_versioned(self.collection, envelope, state):
+            await self._load(field.module)
+
+    async def _load(self, module: str) -> None:
+        self._fields[module] = FieldSet.of([d async for d in self.collection.find({"module": module})])
+
+    async def reload(self) -> None:
+        for module in MODULES:  # by module: an index search each (reading the whole collection scans)
+            await self._load(module)
+
+    def fieldset(self, module: str) -> FieldSet:
+        return self._fields.get(module) or FieldSet({})
