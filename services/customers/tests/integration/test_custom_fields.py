@@ -345,3 +345,17 @@ async def test_contacts_have_custom_fields_of_their_own(client: httpx.AsyncClien
     assert changed[0].event["data"]["changes"] == [{"field": f"custom.{wx}", "old": "wang5", "new": None}]
     r = await client.delete(f"/v1/fields/contacts/{level}", headers=ADMIN)  # no required field left behind
     assert r.status_code == 200
+
+
+async def test_a_merge_fills_the_survivors_empty_custom_values(client: httpx.AsyncClient) -> None:
+    a, b = key(), key()
+    await define(client, key=a, type="text")
+    await define(client, key=b, type="text")
+    manager = auth(unique("mgr"), ["manager"], department_path="/hq")
+    survivor = (await create(client, manager, custom={a: "mine"})).json()
+    duplicate = (await create(client, manager, custom={a: "theirs", b: "only theirs"})).json()
+    r = await client.post(
+        f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]}, headers=manager
+    )
+    assert r.status_code == 200, r.text
+    assert {k: r.json()["custom"].get(k) for k in (a, b)} == {a: "mine", b: "only theirs"}

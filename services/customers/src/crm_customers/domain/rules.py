@@ -447,6 +447,12 @@ def merge_into(survivor: Document, duplicate: Document) -> list[str]:
         merged = list(survivor.get(name) or [])
         merged += [v for v in duplicate.get(name) or [] if v not in merged]
         survivor[name] = merged
+    # Custom field values the survivor lacks come from the duplicate, like its empty profile fields.
+    custom = dict(survivor.get("custom") or {})
+    for key, value in (duplicate.get("custom") or {}).items():
+        if custom.get(key) in (None, "", []):
+            custom[key] = value
+    survivor["custom"] = custom
     if duplicate.get("last_followed_up_at") and (
         not survivor.get("last_followed_up_at") or duplicate["last_followed_up_at"] > survivor["last_followed_up_at"]
     ):
