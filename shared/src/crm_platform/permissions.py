@@ -44,6 +44,7 @@ class Permission(StrEnum):
     departments_view = "departments:view"
     departments_manage = "departments:manage"
     roles_manage = "roles:manage"  # define roles (permissions and data scopes); admins
+    fields_manage = "fields:manage"  # define, change and archive custom fields of any module; admins
     # customers
     customers_view = "customers:view"  # lists, records, history, duplicate checks, saved views, timelines
     customers_create = "customers:create"
@@ -252,6 +253,19 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/customer-views": P.customers_view,
         "POST /v1/customer-views": P.customers_view,
         "DELETE /v1/customer-views/{view_id}": P.customers_view,
+        # Custom fields of the modules the customers service owns: reading them is part of viewing.
+        "GET /v1/fields/customers": P.customers_view,
+        "POST /v1/fields/customers": P.fields_manage,
+        "GET /v1/fields/customers/{key}": P.customers_view,
+        "PATCH /v1/fields/customers/{key}": P.fields_manage,
+        "DELETE /v1/fields/customers/{key}": P.fields_manage,
+        "GET /v1/fields/customers/{key}/history": P.customers_view,
+        "GET /v1/fields/contacts": P.customers_view,
+        "POST /v1/fields/contacts": P.fields_manage,
+        "GET /v1/fields/contacts/{key}": P.customers_view,
+        "PATCH /v1/fields/contacts/{key}": P.fields_manage,
+        "DELETE /v1/fields/contacts/{key}": P.fields_manage,
+        "GET /v1/fields/contacts/{key}/history": P.customers_view,
     },
     "directory": {
         "POST /v1/auth/token": PUBLIC,
@@ -313,6 +327,13 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/targets": P.targets_view,
         "GET /v1/forecast": P.opportunities_view,
         "GET /v1/funnel": P.opportunities_view,
+        # Custom fields of opportunities (stages may require them): reading them is part of viewing.
+        "GET /v1/fields/opportunities": P.opportunities_view,
+        "POST /v1/fields/opportunities": P.fields_manage,
+        "GET /v1/fields/opportunities/{key}": P.opportunities_view,
+        "PATCH /v1/fields/opportunities/{key}": P.fields_manage,
+        "DELETE /v1/fields/opportunities/{key}": P.fields_manage,
+        "GET /v1/fields/opportunities/{key}/history": P.opportunities_view,
     },
     "interactions": {
         "POST /v1/interactions": P.interactions_log,
@@ -338,6 +359,25 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PATCH /v1/feedback/{feedback_id}": P.feedback_manage,
         "POST /v1/feedback/{feedback_id}/transitions": P.feedback_manage,
         "GET /v1/feedback/{feedback_id}/history": P.feedback_view,
+        # Custom fields of interactions, tasks and feedback: reading them is part of viewing each.
+        "GET /v1/fields/interactions": P.interactions_view,
+        "POST /v1/fields/interactions": P.fields_manage,
+        "GET /v1/fields/interactions/{key}": P.interactions_view,
+        "PATCH /v1/fields/interactions/{key}": P.fields_manage,
+        "DELETE /v1/fields/interactions/{key}": P.fields_manage,
+        "GET /v1/fields/interactions/{key}/history": P.interactions_view,
+        "GET /v1/fields/tasks": P.tasks_view,
+        "POST /v1/fields/tasks": P.fields_manage,
+        "GET /v1/fields/tasks/{key}": P.tasks_view,
+        "PATCH /v1/fields/tasks/{key}": P.fields_manage,
+        "DELETE /v1/fields/tasks/{key}": P.fields_manage,
+        "GET /v1/fields/tasks/{key}/history": P.tasks_view,
+        "GET /v1/fields/feedback": P.feedback_view,
+        "POST /v1/fields/feedback": P.fields_manage,
+        "GET /v1/fields/feedback/{key}": P.feedback_view,
+        "PATCH /v1/fields/feedback/{key}": P.fields_manage,
+        "DELETE /v1/fields/feedback/{key}": P.fields_manage,
+        "GET /v1/fields/feedback/{key}/history": P.feedback_view,
     },
     "pool": {
         "POST /v1/pool/rules": P.pool_rules,

@@ -90,6 +90,12 @@ class ServiceSettings(BaseSettings):
     )
     consumer_backoff_initial_seconds: float = Field(default=0.2, ge=0)
     consumer_backoff_max_seconds: float = Field(default=5.0, ge=0)
+    custom_fields_reload_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a replica reloads the custom field definitions it keeps in memory (a request "
+        "reads none): a definition changed through another replica reaches this one's writes within this time.",
+    )
     roles_reload_seconds: float = Field(
         default=5.0,
         gt=0,

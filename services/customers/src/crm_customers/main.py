@@ -8,19 +8,27 @@ from fastapi import FastAPI
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.export_requests import ExportApprovalStore
-from crm_customers.adapters.repository import CustomerRepository
-from crm_customers.application.customers import Customers
+from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes
+from crm_customers.application.customers import CONTACTS, MODULE, Customers
 from crm_customers.application.export_approval import ExportApprovals
 from crm_customers.application.restore import restater
 from crm_customers.domain import rules
 from crm_customers.entrypoints import events, export_approval, http
+from crm_customers.entrypoints.schemas import ContactOut, CustomerOut
 from crm_customers.settings import CustomersSettings
+from crm_platform import customfield_store
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
 from crm_platform.contracts import directory, interactions, pool
+from crm_platform.customfield_http import fields_router
+from crm_platform.customfield_store import CustomFields
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.retention import purge_records
 from crm_platform.service import Periodic, ServiceKit
+
+#: Names a custom field of customers may not take: the record's own fields.
+BUILTIN_FIELDS = frozenset(CustomerOut.model_fields) | {"contacts", "s", "status", "version", "outbox", "custom"}
+BUILTIN_CONTACT_FIELDS = frozenset(ContactOut.model_fields) | {"created_by", "custom"}
 
 DESCRIPTION = """Customers (客户) and their contacts: validation (USCC, phones, emails), duplicate checks
 ("first entered owns"), ownership and the public pool (公海), locks, field-level history and the
@@ -42,7 +50,24 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     claim_rules = ClaimRulesCopy(kit.db)
     # Who users are (department, active or not) for assignments, fed by the directory's events.
     directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
-    service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy)
+    # Administrators' custom fields of customers: definitions in this database, so every write
+    # validates against them synchronously; filterable ones get an index on the customers.
+    fields = CustomFields(
+        kit.db[customfield_store.COLLECTION],
+        kit.event_log,
+        {MODULE: repo.collection, CONTACTS: repo.collection},
+        {MODULE: BUILTIN_FIELDS, CONTACTS: BUILTIN_CONTACT_FIELDS},
+        kit.clock,
+        kit.source,
+        kit.wake_relay,
+        {MODULE: custom_field_indexes},
+        filterable_modules=(MODULE,),  # contacts are listed with their customer, not filtered on
+    )
+    kit.outbox(fields.collection)
+    # What other replicas change reaches this one's validation within the interval.
+    kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))
+    kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
+    service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy, fields)
     approval_store = ExportApprovalStore(kit.db, kit.clock, kit.wake_relay)
     approvals = ExportApprovals(
         approval_store, kit.clock, service.events, timedelta(hours=settings.export_approval_valid_hours)
@@ -56,6 +81,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
+        await fields.ensure_indexes()
         await approvals.ensure_indexes()
         await directory_copy.ensure_indexes()
         # Documents written by an older version get today's sort keys (a no-op once done).
@@ -80,7 +106,10 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
         {**events.handlers(service, claim_rules), **directory_copy.handlers()},
     )
-    app = kit.build_app([export_approval.router, http.router, http.views_router])  # its paths before /customers/{id}
+    app = kit.build_app(
+        [export_approval.router, http.router, http.views_router, fields_router(MODULE), fields_router(CONTACTS)]
+    )  # export approval's paths before /customers/{id}
     app.state.customers = service
     app.state.export_approvals = approvals
+    app.state.custom_fields = fields
     return app

@@ -8,7 +8,7 @@ async def test_health_readiness_and_catalogue(client):
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]
-    assert set(checks["outbox_pending"]) == {"interactions", "tasks", "feedback"}
+    assert set(checks["outbox_pending"]) == {"interactions", "tasks", "feedback", "custom_fields"}
     catalogue = (await client.get("/asyncapi.json")).json()
     names = str(catalogue)
     for event_type in (

@@ -7,17 +7,34 @@ from fastapi import FastAPI
 from crm_pipeline.adapters.repository import Repository
 from crm_pipeline.application.customer_events import CustomerReactions
 from crm_pipeline.application.opportunities import Opportunities
-from crm_pipeline.application.pipelines import Pipelines
+from crm_pipeline.application.pipelines import MODULE, Pipelines
 from crm_pipeline.application.targets import Targets
 from crm_pipeline.entrypoints import events, http
+from crm_pipeline.entrypoints.schemas import OpportunityOut
 from crm_pipeline.settings import PipelineSettings
+from crm_platform import customfield_store
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory
 from crm_platform.contracts import pipeline as _pipeline_events  # noqa: F401  (registers the event types)
+from crm_platform.customfield_http import fields_router
+from crm_platform.customfield_store import CustomFields
 from crm_platform.events import EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
+
+#: Names a custom field of opportunities may not take: the record's own fields (and stored ones).
+BUILTIN_FIELDS = frozenset(OpportunityOut.model_fields) | {
+    "amount_minor",
+    "quotation_minor",
+    "stage_id",
+    "stage_name",
+    "hidden",
+    "s",
+    "version",
+    "outbox",
+    "custom",
+}
 
 DESCRIPTION = """Pipelines and sales stages (销售阶段) with entry requirements, opportunities (商机) and their
 stage moves, targets and the forecast (目标/预测), and the funnel (销售漏斗). Customers come from the
@@ -33,7 +50,24 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         kit.outbox(collection)
     factory = EventFactory(kit.source, kit.clock)
     read_model = kit.read_copy(CustomerReadModel(repo.customers))
-    pipelines = Pipelines(repo, kit.clock, factory)
+    # Administrators' custom fields of opportunities: definitions in this database, so a write is
+    # validated synchronously; stages may require them. Lists do not filter on them yet.
+    fields = CustomFields(
+        kit.db[customfield_store.COLLECTION],
+        kit.event_log,
+        {MODULE: repo.opportunities},
+        {MODULE: BUILTIN_FIELDS},
+        kit.clock,
+        kit.source,
+        kit.wake_relay,
+        topic=kit.topic,
+        filterable_modules=(),
+    )
+    kit.outbox(fields.collection)
+    # What other replicas change reaches this one's validation within the interval.
+    kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))
+    kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
+    pipelines = Pipelines(repo, kit.clock, factory, fields)
     opportunities = Opportunities(repo, pipelines, read_model, kit.clock, settings, factory)
     # Reps' and departments' paths for targets, fed by the directory's events.
     directory_copy = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
@@ -41,6 +75,7 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
+        await fields.ensure_indexes()
         await read_model.ensure_indexes()
         await directory_copy.ensure_indexes()
         await pipelines.seed_default()
@@ -53,7 +88,8 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
             **directory_copy.handlers(),
         },
     )
-    app = kit.build_app([http.pipelines_router, http.router, http.reports_router])
+    app = kit.build_app([http.pipelines_router, http.router, http.reports_router, fields_router(MODULE)])
+    app.state.custom_fields = fields
     app.state.pipeline = http.Services(pipelines, opportunities, targets, settings)
     app.state.customer_read_model = read_model
     return app

@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from crm_platform.clock import Clock
+from crm_platform.customfield_store import DefinitionCopy
 from crm_platform.replay import caught_up
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 from crm_reporting.adapters.readmodels import Generations, ReadModels
 from crm_reporting.adapters.rebuild_lease import RebuildLease
 from crm_reporting.application.lag import LagTracker, readiness_probe
@@ -36,11 +37,17 @@ def create_app(
     kit = ServiceKit(settings, title="CRM reporting", description=DESCRIPTION, clock=clock)
     generations = Generations(kit.db, settings.generation_refresh_seconds, pinned=generation)
     lag = LagTracker(kit.clock)
-    projection = Projection(generations, lag, settings.required_customer_fields)
+    # Custom fields of customers, learnt from crm.custom_field.* (kept apart from the read models'
+    # generations: configuration, not history), for distributions and completeness.
+    definitions = DefinitionCopy(kit.db["custom_field_definitions"])
+    kit.background(Periodic("custom-fields", definitions.reload, settings.custom_fields_reload_seconds))
+    projection = Projection(generations, lag, settings.required_customer_fields, definitions)
 
     async def setup(_: ServiceKit) -> None:
         models = await generations.current()
         await models.ensure_indexes()
+        await definitions.ensure_indexes()
+        await definitions.reload()
         if generation is None and await models.without_rollups():
             # Read models built before the rollups existed: every report would read zeros.
             log.error(
@@ -49,13 +56,13 @@ def create_app(
 
     kit.on_startup(setup)
     # The projection's own consumers: not the role definitions' group every service has.
-    projection_consumer = kit.consume(TOPICS, projection.handlers())
+    projection_consumer = kit.consume(TOPICS, {**projection.handlers(), **definitions.handlers()})
     kit.readiness("projection_lag", readiness_probe(lag, lambda: [projection_consumer], settings.ready_max_lag_seconds))
     app = kit.build_app([http.router, http.admin])
     app.state.settings = settings
     app.state.generations = generations
     app.state.lag = lag
-    app.state.reports = Reports(settings)
+    app.state.reports = Reports(settings, definitions)
     app.state.rebuild_task = None
     return app
 

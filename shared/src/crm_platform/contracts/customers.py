@@ -61,6 +61,9 @@ class CustomerSnapshot(BaseModel):
     contact_count: int = 0
     # Added in schema 1 without a version bump (additive): None in events published before it.
     contacts: list[ContactSummary] | None = None
+    # Added in schema 1 without a version bump (additive): the values of administrators' custom
+    # fields by key (GET /v1/fields/customers); None in events published before it.
+    custom: dict[str, Any] | None = None
 
 
 class ContactData(BaseModel):
@@ -71,6 +74,8 @@ class ContactData(BaseModel):
     phones: list[str] = Field(default_factory=list)
     emails: list[str] = Field(default_factory=list)
     is_primary: bool = False
+    # Added in schema 1 (additive): the contact's custom field values (GET /v1/fields/contacts).
+    custom: dict[str, Any] | None = None
 
 
 class FieldChange(BaseModel):

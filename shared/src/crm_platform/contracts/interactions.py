@@ -78,6 +78,8 @@ class InteractionSnapshot(BaseModel):
     hidden: bool = Field(default=False, description="True while its customer is deleted or purged.")
     updated_at: datetime
     updated_by: str | None = None
+    # Added in schema 1 without a version bump (additive): custom field values by key.
+    custom: dict[str, Any] | None = None
 
 
 class InteractionLogged(BaseModel):
@@ -127,6 +129,8 @@ class TaskSnapshot(BaseModel):
     hidden: bool = False
     created_at: datetime
     updated_at: datetime
+    # Added in schema 1 without a version bump (additive): custom field values by key.
+    custom: dict[str, Any] | None = None
 
 
 class TaskCreated(BaseModel):
@@ -193,6 +197,8 @@ class FeedbackSnapshot(BaseModel):
     closed_at: datetime | None = None
     hidden: bool = False
     updated_at: datetime
+    # Added in schema 1 without a version bump (additive): custom field values by key.
+    custom: dict[str, Any] | None = None
 
 
 class FeedbackOpened(BaseModel):

@@ -108,6 +108,9 @@ class OpportunitySnapshot(BaseModel):
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime
+    # Added in schema 1 without a version bump (additive): administrators' custom field values by
+    # key (GET /v1/fields/opportunities); None in events published before it.
+    custom: dict[str, Any] | None = None
 
 
 class StageMove(BaseModel):

@@ -133,6 +133,25 @@ INDEXES = [
 ]
 
 
+def custom_field_indexes(key: str) -> list[IndexModel]:
+    """The indexes of a filterable custom field: its value behind each visibility prefix, then the
+    default sort and the tie-breaker, so ``custom.<key>=<value>`` in any scope is an equality
+    search walked in list order; without them the store walked the scope's own list index and
+    tested every row for the value (the whole scope for a rare value). The value alone too, for
+    a filter under another sort. Made when the field becomes filterable, dropped when it stops."""
+    field = f"custom.{key}"
+    return [
+        *(
+            IndexModel(
+                [*prefix, (field, ASCENDING), ("s.updated_at", DESCENDING), ("s.id", DESCENDING)],
+                name=f"{name}_cf_{key}_updated_id",
+            )
+            for name, prefix in _PREFIXES.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
 class DuplicateKeys(Exception):
     """A new customer's key is held by existing customers (first entered owns)."""
 

@@ -28,6 +28,8 @@ from crm_platform.auth import Principal
 from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import customers as ev
 from crm_platform.contracts import pool
+from crm_platform.customfield_store import CustomFields
+from crm_platform.customfields import FieldSet
 from crm_platform.errors import (
     Conflict,
     DomainError,
@@ -46,6 +48,9 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change, Decide
 
 Document = dict[str, Any]
+#: The modules of custom fields this service validates against: customers, and their contacts.
+MODULE = "customers"
+CONTACTS = "contacts"
 #: How long after a claim a rep who lost the race (and can no longer see the customer) is told who won.
 JUST_CLAIMED = timedelta(minutes=10)
 #: What "copy" carries over to the new customer: the profile, never what identifies the original.
@@ -71,8 +76,11 @@ class Customers:
         source: str,
         claim_rules: ClaimRulesCopy | None = None,
         directory: DirectoryReadModel | None = None,
+        fields: CustomFields | None = None,
     ) -> None:
         self.repo = repo
+        #: Administrators' custom fields of customers (module ``customers``); None: none defined anywhere.
+        self.fields = fields
         self.claim_rules = claim_rules
         self.directory = directory
         self.clock = clock
@@ -125,6 +133,25 @@ class Customers:
             errors=[FieldError(field=field, reason="already used by another active customer")],
         )
 
+    async def fieldset(self, module: str = MODULE) -> FieldSet:
+        """A module's custom fields (customers, contacts) as writes validate against them."""
+        return await self.fields.fieldset(module) if self.fields is not None else FieldSet({})
+
+    async def contacts_custom(self, data: CustomerCreate) -> list[Document]:
+        """The custom values of each contact a new customer comes with, as validated (errors name
+        ``contacts[i].custom.<key>``, all of them at once)."""
+        fields = await self.fieldset(CONTACTS)
+        out: list[Document] = []
+        errors: list[FieldError] = []
+        for i, contact in enumerate(data.contacts):
+            try:
+                out.append(fields.validate(contact.custom, prefix=f"contacts[{i}]."))
+            except ValidationFailed as exc:
+                errors += exc.errors
+        if errors:
+            raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+        return out
+
     # --- create and read -------------------------------------------------------------
 
     async def create(
@@ -136,7 +163,11 @@ class Customers:
         idempotency: IdempotencyKey | None = None,
     ) -> Document:
         now = self.clock.now()
-        doc = rules.new_customer(data, principal, now, idempotency.record_id if idempotency else None)
+        custom = (await self.fieldset()).validate(data.custom)
+        contact_custom = await self.contacts_custom(data)
+        doc = rules.new_customer(
+            data, principal, now, idempotency.record_id if idempotency else None, custom, contact_custom
+        )
         if idempotency is not None:
             idempotency.stamp(doc)
         # No duplicate lookup up front: claiming the keys in insert_new is the check (a key held by
@@ -189,7 +220,10 @@ class Customers:
         """A new customer with this one's profile (not its identity: USCC, phones, emails, contacts)."""
         original = await self._visible(principal, customer_id)
         profile = {f: original.get(f) for f in COPIED_FIELDS if original.get(f) is not None}
-        fields = {"kind": original["kind"], **profile, **overrides}
+        # Custom values of fields still active are copied like the profile (archived ones take no new values).
+        active = (await self.fieldset()).active
+        custom = {k: v for k, v in (original.get("custom") or {}).items() if k in active}
+        fields = {"kind": original["kind"], **profile, **({"custom": custom} if custom else {}), **overrides}
         try:
             data = CustomerCreate.model_validate(fields)
         except PydanticValidationError as exc:
@@ -243,10 +277,15 @@ class Customers:
     async def update(
         self, principal: Principal, customer_id: str, patch: CustomerPatch, expected_version: int | None
     ) -> Document:
+        fieldset = await self.fieldset()
+
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc)
             changes = rules.apply_patch(doc, patch)
+            if "custom" in patch.model_fields_set and patch.custom is not None:
+                # Validated against the stored values (a deactivated option a record holds may stay).
+                changes += rules.apply_custom(doc, fieldset.validate(patch.custom, doc.get("custom") or {}))
             if not changes:
                 return Change(None)
             rules.touch(doc, principal, self.clock.now())
@@ -287,7 +326,8 @@ class Customers:
         key: IdempotencyKey | None = None,
     ) -> tuple[Document, Document]:
         """Add a contact; with a key its id comes from the key, so a retry finds it instead of adding another."""
-        contact = rules.new_contact(data, self.clock.now(), principal.user_id)
+        custom = (await self.fieldset(CONTACTS)).validate(data.custom)
+        contact = rules.new_contact(data, self.clock.now(), principal.user_id, custom)
         if key is not None:
             contact["contact_id"] = key.record_id
             key.stamp(contact)
@@ -331,10 +371,12 @@ class Customers:
     async def update_contact(
         self, principal: Principal, customer_id: str, contact_id: str, patch: ContactPatch, expected_version: int | None
     ) -> tuple[Document, Document]:
+        fields = await self.fieldset(CONTACTS)
+
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, customer_id)
             rules.ensure_can_edit(principal, doc, rules.CONTACTS)
-            contact, changes = rules.apply_contact_patch(doc, contact_id, patch, self.clock.now())
+            contact, changes = rules.apply_contact_patch(doc, contact_id, patch, self.clock.now(), fields)
             if not changes:
                 return Change(None)
             rules.touch(doc, principal, self.clock.now())

@@ -43,6 +43,9 @@ def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
         changes = [
             {"field": f, "old": None, "new": customer.get(f)} for f in _PROFILE if customer.get(f) not in (None, [], "")
         ]
+        changes += [
+            {"field": f"custom.{k}", "old": None, "new": v} for k, v in sorted((customer.get("custom") or {}).items())
+        ]
         return f"created ({data.get('via', 'api')})", changes
     if kind == "updated":
         changes = data.get("changes", [])

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crm_customers.adapters.repository import LIST_PROJECTION, CustomerRepository
 from crm_customers.adapters.tag_index import COPIED, in_flight, is_current
@@ -15,6 +15,8 @@ from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import SORT_FIELDS, epoch_ms
 from crm_platform.auth import Principal
+from crm_platform.customfields import FieldSet
+from crm_platform.errors import ValidationFailed
 from crm_platform.listing import (
     Page,
     PageParams,
@@ -29,6 +31,7 @@ from crm_platform.listing import (
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
+CUSTOM_PREFIX = "custom."
 
 
 def list_order(sort: str | None) -> list[SortKey]:
@@ -85,6 +88,26 @@ class CustomerFilter(BaseModel):
     followed_up_from: datetime | None = None
     followed_up_to: datetime | None = None
     never_followed_up: bool | None = None
+    #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
+    _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_apart(cls, data: Any) -> Any:
+        # custom.<key> filters name fields administrators define: checked against the definitions
+        # by the caller (custom_filters), so they are left out here rather than refused as unknown.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith(CUSTOM_PREFIX)}
+        return data
+
+    def with_custom(self, values: dict[str, Any]) -> CustomerFilter:
+        """This filter with ``custom.<key>`` equalities (values already in their stored form)."""
+        self._custom = dict(values)
+        return self
+
+    @property
+    def custom(self) -> dict[str, Any]:
+        return dict(self._custom)
 
     @field_validator("created_from", "created_to", "updated_from", "updated_to", "followed_up_from", "followed_up_to")
     @classmethod
@@ -172,6 +195,9 @@ class CustomerFilter(BaseModel):
                 bounds["$lt"] = epoch_ms(high)
             if bounds:
                 clauses.append({field: bounds})
+        for key, value in self._custom.items():
+            # Served by the field's own index (idx_custom.<key>), kept while it is filterable.
+            clauses.append({f"custom.{key}": value})
         if self.never_followed_up is not None:
             # The never-null sort key (0 when never followed up): indexed, and no null test at all.
             never = {"s.last_followed_up_at": 0}
@@ -187,6 +213,13 @@ async def list_customers(
     status: Literal["active", "deleted"] = "active",
 ) -> Page:
     every, some = filters.tag_lists()
+    if (every or some) and filters.custom:
+        # Tag-filtered lists page on the tag memberships, which hold no custom values.
+        raise ValidationFailed.for_field(
+            CUSTOM_PREFIX + next(iter(filters.custom)),
+            "custom field filters cannot be combined with tag filters",
+            "query",
+        )
     if every or some:
         return await _tagged_page(repo, principal, filters, paging, status)
     return await fetch_page(
@@ -301,3 +334,16 @@ async def list_deleted_by(repo: CustomerRepository, principal: Principal, cursor
     # Deleted customers keep their owner and department, so this drops only what the caller no
     # longer sees because they moved (a shorter page; the cursor goes on past it).
     return Page(items=[d for d in page.items if rules.can_view(principal, d)], next_cursor=page.next_cursor, total=None)
+
+
+def custom_filters(fields: FieldSet, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """The ``custom.<key>=<value>`` filters of a query string, as stored values to match; 422 naming
+    ``custom.<key>`` for a field that is unknown, archived or not filterable, or a value it cannot hold."""
+    out: dict[str, Any] = {}
+    for name, text in query:
+        if name.startswith(CUSTOM_PREFIX):
+            key = name.removeprefix(CUSTOM_PREFIX)
+            if key in out:
+                raise ValidationFailed.for_field(name, "give one value", "query")
+            out[key] = fields.filter_value(key, text)
+    return out

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -22,6 +22,7 @@ from crm_customers.domain.fields import ensure_columns_writable, visible_columns
 from crm_customers.domain.model import CustomerCreate
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
+from crm_platform.customfields import FieldSet, InvalidValue, from_text, to_text
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.idempotency import IdempotencyKey
 from crm_platform.listing import PageParams, or_branches
@@ -59,6 +60,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "department_id": ("department_id", "部门"),
     "department_path": ("department_path", "部门路径"),
 }
+#: The header of a custom field's column: ``custom.<key>`` (import and export).
+CUSTOM_COLUMN = "custom."
 _HEADER_TO_COLUMN = {alias.lower(): column for column, aliases in COLUMNS.items() for alias in aliases}
 _LIST_SPLIT = re.compile(r"[;；|,，]")
 
@@ -150,7 +153,7 @@ def _filled_columns(text: str) -> list[str]:
     """The known columns that hold a value in at least one row (an empty column sets nothing)."""
     try:
         reader = csv.reader(io.StringIO(text))
-        header = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in next(reader, [])]
+        header = [_column(h, (h.strip()[len(CUSTOM_COLUMN) :],)) for h in next(reader, [])]
         filled: set[str] = set()
         for values in reader:
             filled.update(c for c, v in zip(header, values, strict=False) if c and v.strip())
@@ -159,7 +162,37 @@ def _filled_columns(text: str) -> list[str]:
     return sorted(filled)
 
 
-def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
+def _column(header: str, custom: Collection[str]) -> str | None:
+    """A header's column: a built-in one (English or Chinese name), or ``custom.<key>`` of an
+    active custom field (the key as defined, not its label: labels change, keys do not)."""
+    name = header.strip()
+    if name.lower().startswith(CUSTOM_COLUMN) and name[len(CUSTOM_COLUMN) :] in custom:
+        return CUSTOM_COLUMN + name[len(CUSTOM_COLUMN) :]
+    return _HEADER_TO_COLUMN.get(name.lower())
+
+
+def custom_cells(fields: FieldSet, row: dict[str, str]) -> dict[str, Any]:
+    """A row's ``custom.<key>`` cells as the API's ``custom`` (empty cells left out, so defaults
+    apply); a cell that cannot be read is a 422 naming its column."""
+    out: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for column, text in row.items():
+        if not column.startswith(CUSTOM_COLUMN):
+            continue
+        key = column[len(CUSTOM_COLUMN) :]
+        try:
+            value = from_text(fields.active[key], text or "")
+        except InvalidValue as exc:
+            errors.append(FieldError(field=column, reason=exc.reason, code=exc.code))
+            continue
+        if value is not None:
+            out[key] = value
+    if errors:
+        raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+    return out
+
+
+def _rows(text: str, max_rows: int, custom: Collection[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
@@ -167,11 +200,12 @@ def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
         raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
     except csv.Error as exc:
         raise _unreadable(text, reader.line_num, exc, None) from exc
-    columns: list[str | None] = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
+    columns: list[str | None] = [_column(h, custom) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
     if unknown:
+        known = [*COLUMNS, *(CUSTOM_COLUMN + k for k in custom)]
         raise ValidationFailed.for_field(
-            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)}"
+            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(known)}"
         )
     if "name" not in columns:
         raise ValidationFailed.for_field("header", "a 'name' (名称) column is required")
@@ -263,7 +297,8 @@ class Importer:
         parsed: list[tuple[int, CustomerCreate, Document]] = []
         total = 0
         now = self._customers.clock.now()
-        for line, row in _rows(text, self._customers.settings.import_max_rows):
+        fields = await self._customers.fieldset()
+        for line, row in _rows(text, self._customers.settings.import_max_rows, list(fields.active)):
             total += 1
             # The API refuses control characters in every JSON field (crm_platform.text_input);
             # a file is held to the same rule, one row error per cell.
@@ -277,7 +312,10 @@ class Importer:
                 continue
             try:
                 data = CustomerCreate.model_validate(row_to_payload(row))
-                doc = rules.new_customer(data, principal, now, str(key.uuid(f"line {line}")) if key else None)
+                custom = fields.validate(custom_cells(fields, row))  # defaults and required, as the API
+                contact_custom = await self._customers.contacts_custom(data)  # the file's contact: defaults
+                row_id = str(key.uuid(f"line {line}")) if key else None
+                doc = rules.new_customer(data, principal, now, row_id, custom, contact_custom)
             except ValidationError as exc:
                 errors += [
                     RowError(line=line, field=e.field, reason=e.reason)
@@ -540,7 +578,10 @@ def _cell(value: Any) -> str:
     return text
 
 
-def export_row(doc: Document, columns: list[str] = EXPORT_COLUMNS) -> list[str]:
+def export_row(
+    doc: Document, columns: Sequence[str] = EXPORT_COLUMNS, custom: Sequence[Mapping[str, Any]] = ()
+) -> list[str]:
+    """One customer as a CSV row: the built-in ``columns``, then one per custom field in ``custom``."""
     address = doc.get("address") or {}
     values = {
         "id": doc["_id"],
@@ -548,7 +589,10 @@ def export_row(doc: Document, columns: list[str] = EXPORT_COLUMNS) -> list[str]:
         "locked": bool(doc.get("locked")),
         **{k: address.get(k) for k in ("province", "city", "district", "street")},
     }
-    return [_cell(values[c] if c in values else doc.get(c)) for c in columns]
+    values_ = doc.get("custom") or {}
+    return [_cell(values[c] if c in values else doc.get(c)) for c in columns] + [
+        _cell(to_text(d, values_.get(d["key"])) or None) for d in custom
+    ]
 
 
 async def record_export(
@@ -563,7 +607,13 @@ async def record_export(
     rows = await count_export_rows(customers, principal, filters) if rows is None else rows
     export_id = str(uuid.uuid4())
     data = ev.CustomersExported(
-        export_id=export_id, filter=filters.model_dump(mode="json", exclude_none=True), sort=sort, rows=rows
+        export_id=export_id,
+        filter={
+            **filters.model_dump(mode="json", exclude_none=True),
+            **{f"custom.{k}": v for k, v in filters.custom.items()},
+        },
+        sort=sort,
+        rows=rows,
     )
     event = customers.events(ev.CUSTOMERS_EXPORTED, export_id, data, 1, principal.user_id)
     state = {"_id": export_id, "by": principal.user_id, "rows": rows, "at_ms": epoch_ms(customers.clock.now())}
@@ -605,7 +655,10 @@ async def export_csv(
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = visible_columns(principal, EXPORT_COLUMNS)  # a hidden field is not exported
-    writer.writerow(columns)
+    policy = principal.fields("customers")
+    # A column per active custom field the caller may see: custom.<key>.
+    custom = [d for d in (await customers.fieldset()).ordered() if not policy.hides(CUSTOM_COLUMN + d["key"])]
+    writer.writerow([*columns, *(CUSTOM_COLUMN + d["key"] for d in custom)])
     yield b"\xef\xbb\xbf" + buffer.getvalue().encode()  # BOM: Excel then reads UTF-8 Chinese correctly
     paging = PageParams(sort=sort, limit=EXPORT_PAGE)
     while True:
@@ -613,7 +666,7 @@ async def export_csv(
         buffer.seek(0)
         buffer.truncate()
         for doc in page.items:
-            writer.writerow(export_row(doc, columns))
+            writer.writerow(export_row(doc, columns, custom))
         yield buffer.getvalue().encode()
         if page.next_cursor is None:
             return

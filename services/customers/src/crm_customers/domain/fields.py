@@ -63,11 +63,15 @@ def sort_keys(sort: str | None) -> list[str]:
     return [part.strip().lstrip("+-") for part in (sort or "").split(",") if part.strip()]
 
 
-def ensure_query_visible(principal: Principal, filters: Mapping[str, Any], sort: str | None) -> None:
-    """Refuse (403 ``field-hidden``) a filter or sort on a field the caller's roles hide."""
+def ensure_query_visible(
+    principal: Principal, filters: Mapping[str, Any], sort: str | None, custom: Iterable[str] = ()
+) -> None:
+    """Refuse (403 ``field-hidden``) a filter or sort on a field the caller's roles hide
+    (``custom``: the keys of the query's ``custom.<key>`` filters)."""
     customers, contacts = principal.fields("customers"), principal.fields("contacts")
     given = [name for name, value in filters.items() if value is not None]
     customers.ensure_visible([FILTER_FIELD[n] for n in given if n in FILTER_FIELD], "filter")
+    customers.ensure_visible([f"custom.{key}" for key in custom], "filter")
     contacts.ensure_visible([FILTER_CONTACT_FIELD[n] for n in given if n in FILTER_CONTACT_FIELD], "filter")
     customers.ensure_visible([SORT_FIELD[k] for k in sort_keys(sort) if k in SORT_FIELD], "sort")
 
@@ -76,7 +80,9 @@ def ensure_columns_writable(principal: Principal, columns: Iterable[str]) -> Non
     """Refuse (403 ``field-read-only``) an import whose columns set fields the caller may not set."""
     by_module: dict[str, list[str]] = {}
     for column in columns:
-        if column in COLUMN_FIELD:
+        if column.startswith("custom."):  # a custom field's column is the field itself
+            by_module.setdefault("customers", []).append(column)
+        elif column in COLUMN_FIELD:
             module, name = COLUMN_FIELD[column]
             by_module.setdefault(module, []).append(name)
     for module, names in by_module.items():

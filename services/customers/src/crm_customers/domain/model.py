@@ -146,6 +146,9 @@ class ContactIn(BaseModel):
     emails: Annotated[list[Email], Field(max_length=10)] = []
     is_primary: bool = False
     notes: Annotated[str, Field(max_length=2000)] | None = None
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Values of the contacts' custom fields (GET /v1/fields/contacts), by key."
+    )
 
     _dedupe = field_validator("phones", "emails")(_unique)
 
@@ -160,6 +163,9 @@ class ContactPatch(BaseModel):
     emails: Annotated[list[Email], Field(max_length=10)] | None = None
     is_primary: bool | None = None
     notes: Annotated[str, Field(max_length=2000)] | None = None
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values to change, by key (others stay); null clears one."
+    )
 
 
 class ProfileFields(BaseModel):
@@ -195,6 +201,10 @@ class CustomerCreate(ProfileFields):
     department_id: Annotated[str, Field(max_length=100)] | None = None
     # validate_default: the rule below must also run when department_path is left out.
     department_path: Annotated[str, Field(max_length=500)] | None = Field(default=None, validate_default=True)
+    custom: dict[str, Any] | None = Field(
+        default=None,
+        description="Values of the custom fields administrators defined (GET /v1/fields/customers), by key.",
+    )
 
     _dedupe = field_validator("tags", "phones", "emails")(_unique)
 
@@ -223,6 +233,9 @@ class CustomerPatch(ProfileFields):
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     phones: Annotated[list[Phone], Field(max_length=10)] | None = None
     emails: Annotated[list[Email], Field(max_length=10)] | None = None
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values to change, by key (others stay); null clears one."
+    )
 
     @field_validator("tags", "phones", "emails")
     @classmethod

@@ -16,6 +16,7 @@ from crm_customers.domain.names import normalise_name
 from crm_platform.auth import Principal
 from crm_platform.contracts.customers import Address as AddressData
 from crm_platform.contracts.customers import ContactData, ContactSummary, CustomerSnapshot, FieldChange
+from crm_platform.customfields import FieldSet
 from crm_platform.errors import Conflict, FieldError, Forbidden, Locked, NotFound, ValidationFailed
 from crm_platform.permissions import Permission
 
@@ -162,17 +163,28 @@ def identity_keys(doc: Document | None) -> set[str]:
     return set(match_keys(doc))
 
 
-def new_contact(data: ContactIn, now: datetime, actor: str) -> Document:
+def new_contact(data: ContactIn, now: datetime, actor: str, custom: Document | None = None) -> Document:
+    """``custom``: the contact's custom field values as validated (defaults applied)."""
     return {
         "contact_id": str(uuid.uuid4()),
-        **data.model_dump(mode="json"),
+        **data.model_dump(mode="json", exclude={"custom"}),
+        "custom": custom or {},
         "created_at": now,
         "created_by": actor,
         "updated_at": now,
     }
 
 
-def new_customer(data: CustomerCreate, principal: Principal, now: datetime, customer_id: str | None = None) -> Document:
+def new_customer(
+    data: CustomerCreate,
+    principal: Principal,
+    now: datetime,
+    customer_id: str | None = None,
+    custom: Document | None = None,
+    contact_custom: list[Document] | None = None,
+) -> Document:
+    """``custom``: the custom field values as validated against the definitions (defaults applied);
+    ``contact_custom``: the same for each of ``data.contacts``."""
     owner_id, department_id, department_path = principal.user_id, principal.department_id, principal.department_path
     if data.owner_id:
         if not principal.holds(Permission.customers_assign):
@@ -180,9 +192,14 @@ def new_customer(data: CustomerCreate, principal: Principal, now: datetime, cust
         if not principal.reaches_path(data.department_path, CUSTOMERS):
             raise Forbidden("You may only give customers to people in your data scope for customers.")
         owner_id, department_id, department_path = data.owner_id, data.department_id, data.department_path
-    contacts = [new_contact(c, now, principal.user_id) for c in data.contacts]
+    contacts = [
+        new_contact(c, now, principal.user_id, (contact_custom or [])[i] if contact_custom else None)
+        for i, c in enumerate(data.contacts)
+    ]
     _one_primary(contacts)
-    profile = data.model_dump(mode="json", exclude={"contacts", "owner_id", "department_id", "department_path"})
+    profile = data.model_dump(
+        mode="json", exclude={"contacts", "owner_id", "department_id", "department_path", "custom"}
+    )
     doc: Document = {
         "_id": customer_id or str(uuid.uuid4()),
         **profile,
@@ -200,6 +217,7 @@ def new_customer(data: CustomerCreate, principal: Principal, now: datetime, cust
         "updated_by": principal.user_id,
         "last_followed_up_at": None,
         "merged_from": [],
+        "custom": custom or {},
     }
     return refresh_derived(doc)
 
@@ -247,6 +265,7 @@ def snapshot(doc: Document) -> CustomerSnapshot:
             )
             for c in doc.get("contacts") or []
         ],
+        custom=dict(doc.get("custom") or {}),
     )
 
 
@@ -259,6 +278,7 @@ def contact_data(contact: Document) -> ContactData:
         phones=list(contact.get("phones") or []),
         emails=list(contact.get("emails") or []),
         is_primary=bool(contact.get("is_primary")),
+        custom=dict(contact.get("custom") or {}),
     )
 
 
@@ -356,6 +376,19 @@ def apply_patch(doc: Document, patch: CustomerPatch) -> list[FieldChange]:
     return changes
 
 
+def apply_custom(doc: Document, custom: Document) -> list[FieldChange]:
+    """Set the record's custom field values (validated already); return what changed, each as
+    ``custom.<key>``."""
+    old = doc.get("custom") or {}
+    changes = [
+        FieldChange(field=f"custom.{key}", old=old.get(key), new=custom.get(key))
+        for key in sorted(set(old) | set(custom))
+        if old.get(key) != custom.get(key)
+    ]
+    doc["custom"] = custom
+    return changes
+
+
 def find_contact(doc: Document, contact_id: str) -> Document:
     for contact in doc.get("contacts") or []:
         if contact["contact_id"] == contact_id:
@@ -365,12 +398,16 @@ def find_contact(doc: Document, contact_id: str) -> Document:
 
 
 def apply_contact_patch(
-    doc: Document, contact_id: str, patch: ContactPatch, now: datetime
+    doc: Document, contact_id: str, patch: ContactPatch, now: datetime, fields: FieldSet | None = None
 ) -> tuple[Document, list[FieldChange]]:
+    """``fields``: the contacts' custom fields, to validate ``patch.custom`` against the contact's values."""
     contact = find_contact(doc, contact_id)
+    custom = None
+    if "custom" in patch.model_fields_set and patch.custom is not None:
+        custom = (fields or FieldSet({})).validate(patch.custom, contact.get("custom") or {})
     values = patch.model_dump(mode="json")
     changes: list[FieldChange] = []
-    for name in patch.model_fields_set:
+    for name in patch.model_fields_set - {"custom"}:  # custom values: apply_custom, validated
         new = values[name]
         if name == "name" and new is None:
             raise ValidationFailed.for_field("name", "a contact must have a name")
@@ -379,6 +416,8 @@ def apply_contact_patch(
         if contact.get(name) != new:
             changes.append(FieldChange(field=name, old=contact.get(name), new=new))
             contact[name] = new
+    if custom is not None:
+        changes += apply_custom(contact, custom)
     if changes:
         contact["updated_at"] = now
         if contact.get("is_primary"):
@@ -425,6 +464,12 @@ def merge_into(survivor: Document, duplicate: Document) -> list[str]:
         merged = list(survivor.get(name) or [])
         merged += [v for v in duplicate.get(name) or [] if v not in merged]
         survivor[name] = merged
+    # Custom field values the survivor lacks come from the duplicate, like its empty profile fields.
+    custom = dict(survivor.get("custom") or {})
+    for key, value in (duplicate.get("custom") or {}).items():
+        if custom.get(key) in (None, "", []):
+            custom[key] = value
+    survivor["custom"] = custom
     if duplicate.get("last_followed_up_at") and (
         not survivor.get("last_followed_up_at") or duplicate["last_followed_up_at"] > survivor["last_followed_up_at"]
     ):

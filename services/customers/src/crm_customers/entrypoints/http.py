@@ -15,7 +15,14 @@ from crm_customers.application import history as history_
 from crm_customers.application.customers import Customers
 from crm_customers.application.duplicates import DuplicateReport
 from crm_customers.application.history import redact as redact_history
-from crm_customers.application.queries import DEFAULT_SORT, CustomerFilter, list_customers, list_deleted_by, neighbours
+from crm_customers.application.queries import (
+    DEFAULT_SORT,
+    CustomerFilter,
+    custom_filters,
+    list_customers,
+    list_deleted_by,
+    neighbours,
+)
 from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
 from crm_customers.domain.fields import ensure_query_visible, redact_customer
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
@@ -105,6 +112,11 @@ def _split(params: ListParams) -> tuple[CustomerFilter, PageParams]:
     return filters, PageParams.model_validate(params.model_dump(include=set(PageParams.model_fields)))
 
 
+async def _with_custom(filters: CustomerFilter, request: Request, service: Customers) -> CustomerFilter:
+    """``filters`` with the query's ``custom.<key>=<value>`` filters, checked against the definitions."""
+    return filters.with_custom(custom_filters(await service.fieldset(), request.query_params.multi_items()))
+
+
 def _respond(
     principal: Principal, service: Customers, doc: Document, status: int = 200, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -183,9 +195,12 @@ async def duplicate_check(body: DuplicateCheckIn, principal: CurrentPrincipal, s
     response_model=CustomerPage,
     summary="List customers: filter on any field, sort on up to four keys, page with a cursor",
 )
-async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service) -> JSONResponse:
+async def list_(
+    params: Annotated[ListParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
+) -> JSONResponse:
     filters, paging = _split(params)
-    ensure_query_visible(principal, filters.model_dump(), paging.sort)
+    filters = await _with_custom(filters, request, service)
+    ensure_query_visible(principal, filters.model_dump(), paging.sort, filters.custom)
     return _page_json(principal, await list_customers(service.repo, principal, filters, paging), service.clock.now())
 
 
@@ -211,9 +226,10 @@ async def export(
     params: Annotated[ExportParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
 ) -> Response:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
+    filters = await _with_custom(filters, request, service)
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
     parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
-    ensure_query_visible(principal, filters.model_dump(), params.sort)
+    ensure_query_visible(principal, filters.model_dump(), params.sort, filters.custom)
     held, rows = await export_approval.hold_if_needed(request, principal, service, filters, params.sort)
     if held is not None:
         return held  # not sent: an export request awaits approval
@@ -265,11 +281,16 @@ class NeighbourParams(CustomerFilter):
     summary="The previous and next record in a list view (pass the list's filters and sort)",
 )
 async def get_neighbours(
-    customer_id: str, params: Annotated[NeighbourParams, Query()], principal: CurrentPrincipal, service: Service
+    customer_id: str,
+    params: Annotated[NeighbourParams, Query()],
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
 ) -> Neighbours:
     doc = await service.get(principal, customer_id)
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
-    ensure_query_visible(principal, filters.model_dump(), params.sort)
+    filters = await _with_custom(filters, request, service)
+    ensure_query_visible(principal, filters.model_dump(), params.sort, filters.custom)
     before, after = await neighbours(service.repo, principal, filters, params.sort, doc)
     return Neighbours(
         previous=NeighbourOut.model_validate(before) if before else None,

@@ -23,6 +23,9 @@ class ContactOut(BaseModel):
     notes: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    custom: dict[str, Any] = Field(
+        default_factory=dict, description="Custom field values by key (GET /v1/fields/contacts for the definitions)."
+    )
 
 
 class LockOut(BaseModel):
@@ -81,6 +84,9 @@ class CustomerOut(BaseModel):
     updated_by: str | None = None
     last_followed_up_at: datetime | None = None
     last_followed_up_by: str | None = None
+    custom: dict[str, Any] = Field(
+        default_factory=dict, description="Custom field values by key (GET /v1/fields/customers for the definitions)."
+    )
     freshness: Freshness
 
 

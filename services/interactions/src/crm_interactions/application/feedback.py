@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
+from crm_interactions.application.custom import custom_changes, fieldset
 from crm_interactions.application.interactions import owned_customers, sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
@@ -19,6 +20,7 @@ from crm_interactions.domain.model import FeedbackIn, FeedbackPatch, TransitionI
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
+from crm_platform.customfield_store import CustomFields
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.idempotency import IdempotencyKey, create_once
@@ -41,7 +43,10 @@ def involved(principal: Principal, doc: Document) -> bool:
 
 
 class Feedback:
-    def __init__(self, repo: Repository, refs: References, clock: Clock, event: EventFactory) -> None:
+    def __init__(
+        self, repo: Repository, refs: References, clock: Clock, event: EventFactory, fields: CustomFields | None = None
+    ) -> None:
+        self.fields = fields
         self.repo = repo
         self.refs = refs
         self.clock = clock
@@ -62,6 +67,7 @@ class Feedback:
         handler_path = None
         if data.handler_id:
             handler_path = await self.refs.user_department(principal, data.handler_id, "handler_id")
+        custom = (await fieldset(self.fields, FEEDBACK)).validate(data.custom)
         doc = rules.new_feedback(
             key.record_id if key else str(uuid.uuid4()),
             kind=data.kind,
@@ -75,6 +81,7 @@ class Feedback:
             principal=principal,
             now=self.clock.now(),
         )
+        doc["custom"] = custom
         if key is not None:
             key.stamp(doc)
         return await self.repo.feedback_store.insert(doc, [self._event(ev.FEEDBACK_OPENED, doc, 1, principal.user_id)])
@@ -99,7 +106,8 @@ class Feedback:
         self, principal: Principal, feedback_id: str, patch: FeedbackPatch, expected_version: int | None
     ) -> Document:
         current = await self.get(principal, feedback_id)
-        values = patch.model_dump(include=patch.model_fields_set)
+        values = patch.model_dump(include=patch.model_fields_set - {"custom"})  # custom: apart
+        fields = await fieldset(self.fields, FEEDBACK)
         for name in ("kind", "title", "description", "priority"):
             if name in values and values[name] is None:
                 raise ValidationFailed.for_field(name, "cannot be cleared")
@@ -118,6 +126,7 @@ class Feedback:
             self._guard(doc, feedback_id)
             rules.ensure_editable(doc)
             changes = rules.apply_values(doc, values)
+            changes += custom_changes(doc, fields, patch.custom if "custom" in patch.model_fields_set else None)
             if not changes:
                 return Change(None)
             doc["updated_at"] = now

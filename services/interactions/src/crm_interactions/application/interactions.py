@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
+from crm_interactions.application.custom import custom_changes, fieldset
 from crm_interactions.application.references import References
 from crm_interactions.domain import interactions as rules
 from crm_interactions.domain.interactions import INTERACTIONS
@@ -23,6 +24,7 @@ from crm_interactions.settings import InteractionsSettings
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
+from crm_platform.customfield_store import CustomFields
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventFactory
 from crm_platform.idempotency import IdempotencyKey, create_once
@@ -78,7 +80,9 @@ class Interactions:
         clock: Clock,
         settings: InteractionsSettings,
         event: EventFactory,
+        fields: CustomFields | None = None,
     ) -> None:
+        self.fields = fields
         self.repo = repo
         self.refs = refs
         self.clock = clock
@@ -125,7 +129,9 @@ class Interactions:
             await self.refs.opportunity(principal, data.opportunity_id, customer)
         now = self.clock.now()
         interaction_id = key.record_id if key else str(uuid.uuid4())
+        custom = (await fieldset(self.fields, INTERACTIONS)).validate(data.custom)
         doc = rules.new_interaction(interaction_id, data, principal, now, late_after=self.late_after, skew=self.skew)
+        doc["custom"] = custom
         if key is not None:
             key.stamp(doc)
         snap = rules.snapshot(doc)
@@ -186,6 +192,7 @@ class Interactions:
         current = await self.get(principal, interaction_id)
         rules.ensure_can_edit(principal, current)
         values = rules.patch_changes(current, patch)
+        fields = await fieldset(self.fields, INTERACTIONS)
         now = self.clock.now()
         if values.get("occurred_at") is not None:
             rules.check_occurred_at(values["occurred_at"], now, self.skew)
@@ -203,6 +210,7 @@ class Interactions:
                 raise NotFound(f"No interaction with id {interaction_id}.")
             rules.ensure_can_edit(principal, doc)
             changes = rules.apply_values(doc, values, self.late_after)
+            changes += custom_changes(doc, fields, patch.custom if "custom" in patch.model_fields_set else None)
             if not changes:
                 return Change(None)
             doc["updated_at"], doc["updated_by"] = now, principal.user_id

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
+from crm_interactions.application.custom import custom_changes, fieldset
 from crm_interactions.application.references import References
 from crm_interactions.domain import tasks as rules
 from crm_interactions.domain.calendar import to_millis, zone
@@ -21,6 +22,7 @@ from crm_interactions.settings import InteractionsSettings
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import interactions as ev
+from crm_platform.customfield_store import CustomFields
 from crm_platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.idempotency import IdempotencyKey, create_once
@@ -41,7 +43,9 @@ class Tasks:
         clock: Clock,
         settings: InteractionsSettings,
         event: EventFactory,
+        fields: CustomFields | None = None,
     ) -> None:
+        self.fields = fields
         self.repo = repo
         self.refs = refs
         self.clock = clock
@@ -79,6 +83,7 @@ class Tasks:
             customer = await self.refs.customer(principal, customer_id)
             if data.opportunity_id:
                 await self.refs.opportunity(principal, data.opportunity_id, customer)
+        custom = (await fieldset(self.fields, TASKS)).validate(data.custom)
         doc = rules.new_task(
             key.record_id if key else str(uuid.uuid4()),
             title=data.title,
@@ -93,6 +98,7 @@ class Tasks:
             interaction_id=data.interaction_id,
             now=now,
         )
+        doc["custom"] = custom
         if key is not None:
             key.stamp(doc)
         event = self._snapshot_event(ev.TASK_CREATED, doc, 1, principal.user_id)
@@ -112,7 +118,8 @@ class Tasks:
         self, principal: Principal, task_id: str, patch: TaskPatch, expected_version: int | None
     ) -> Document:
         await self.get(principal, task_id)
-        values = patch.model_dump(include=patch.model_fields_set)
+        values = patch.model_dump(include=patch.model_fields_set - {"custom"})  # custom: apart
+        fields = await fieldset(self.fields, TASKS)
         if "title" in values and values["title"] is None:
             raise ValidationFailed.for_field("title", "a task needs a title")
         if "assignee_id" in values:
@@ -126,6 +133,7 @@ class Tasks:
         def decide(doc: Document, version: int) -> Change:
             self._guard(principal, doc, task_id)
             changes = rules.apply_values(doc, values)
+            changes += custom_changes(doc, fields, patch.custom if "custom" in patch.model_fields_set else None)
             if not changes:
                 return Change(None)
             doc["updated_at"] = now

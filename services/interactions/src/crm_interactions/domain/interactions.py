@@ -140,7 +140,7 @@ def patch_changes(doc: Document, patch: InteractionPatch) -> dict[str, Any]:
     channel = doc["channel"]
     allowed = COMMON_FIELDS | CHANNEL_FIELDS[channel]
     required = REQUIRED_COMMON | REQUIRED_FIELDS.get(channel, frozenset())
-    values = patch.model_dump(mode="python", include=patch.model_fields_set)
+    values = patch.model_dump(mode="python", include=patch.model_fields_set - {"custom"})  # custom: apart
     errors: list[FieldError] = []
     for name, value in values.items():
         if name not in allowed:

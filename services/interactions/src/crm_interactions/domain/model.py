@@ -7,7 +7,7 @@ each with its own fields next to the common ones.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -78,6 +78,11 @@ Attendees = Annotated[list[Name], Field(max_length=100)]
 
 class _InteractionBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    custom: dict[str, Any] | None = Field(
+        default=None,
+        description="Custom field values by key (GET /v1/fields/interactions); on a change null clears one.",
+    )
 
     customer_id: Id
     contact_ids: ContactIds = Field(default=[], description="Contacts of that customer who took part.")
@@ -158,6 +163,11 @@ class InteractionPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    custom: dict[str, Any] | None = Field(
+        default=None,
+        description="Custom field values by key (GET /v1/fields/interactions); on a change null clears one.",
+    )
+
     contact_ids: ContactIds | None = None
     opportunity_id: Id | None = None
     occurred_at: AwareDatetime | None = None
@@ -190,6 +200,10 @@ def _not_after_due(remind_at: datetime | None, info: ValidationInfo) -> datetime
 class TaskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values by key (GET /v1/fields/tasks); on a change null clears one."
+    )
+
     title: Title
     notes: LongText | None = None
     due_at: AwareDatetime
@@ -207,6 +221,10 @@ class TaskIn(BaseModel):
 
 class TaskPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values by key (GET /v1/fields/tasks); on a change null clears one."
+    )
 
     title: Title | None = None
     notes: LongText | None = None
@@ -241,6 +259,10 @@ class NoteBody(BaseModel):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values by key (GET /v1/fields/feedback); on a change null clears one."
+    )
+
     kind: FeedbackKind
     title: Title
     description: RequiredText
@@ -252,6 +274,10 @@ class FeedbackIn(BaseModel):
 
 class FeedbackPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values by key (GET /v1/fields/feedback); on a change null clears one."
+    )
 
     kind: FeedbackKind | None = None
     title: Title | None = None

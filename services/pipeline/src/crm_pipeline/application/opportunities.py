@@ -132,6 +132,7 @@ class Opportunities:
         customer = await self._customer_for(principal, data.customer_id)
         pipeline = await self.pipelines.resolve(data.pipeline_id)
         stage = self._stage(pipeline, data.stage_id) if data.stage_id else pl.first_open_stage(pipeline)
+        custom = (await self.pipelines.fieldset()).validate(data.custom)
         doc = rules.new_opportunity(
             data,
             principal,
@@ -141,6 +142,7 @@ class Opportunities:
             self.clock.now(),
             self.zone,
             self.settings.default_currency,
+            custom,
         )
         if key is not None:
             doc["_id"] = key.record_id
@@ -163,11 +165,15 @@ class Opportunities:
         current = await self._visible(principal, opportunity_id)
         customer = await self.customers.get(current["customer_id"]) if "contact_ids" in patch.model_fields_set else None
         pipeline = await self._pipeline_of(current)
+        fieldset = await self.pipelines.fieldset()
 
         def decide(doc: Document, version: int) -> Change:
             rules.ensure_visible(principal, doc, opportunity_id)
             rules.ensure_open(doc)
             changes = rules.apply_patch(doc, patch, CustomerReadModel.contact_ids(customer))
+            if "custom" in patch.model_fields_set and patch.custom is not None:
+                # Validated against the stored values (a deactivated option it holds may stay).
+                changes += rules.apply_custom(doc, fieldset.validate(patch.custom, doc.get("custom") or {}))
             if not changes:
                 return Change(None)
             self._refresh_stage_name(doc, pipeline)

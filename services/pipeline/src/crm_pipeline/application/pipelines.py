@@ -12,7 +12,9 @@ from crm_pipeline.domain.model import PipelineIn
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import pipeline as ev
-from crm_platform.errors import Conflict, NotFound, ValidationFailed
+from crm_platform.customfield_store import CustomFields
+from crm_platform.customfields import FieldSet
+from crm_platform.errors import Conflict, FieldError, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.permissions import Permission
 from crm_platform.store import Change
@@ -21,11 +23,37 @@ Document = dict[str, Any]
 SYSTEM = "system:pipeline"
 
 
+#: The module of custom fields opportunities carry (and stages may require).
+MODULE = "opportunities"
+
+
 class Pipelines:
-    def __init__(self, repo: Repository, clock: Clock, events: EventFactory) -> None:
+    def __init__(
+        self, repo: Repository, clock: Clock, events: EventFactory, fields: CustomFields | None = None
+    ) -> None:
         self.repo = repo
         self.clock = clock
         self.event = events
+        self.fields = fields
+
+    async def fieldset(self) -> FieldSet:
+        """The opportunities' custom fields as writes validate against them."""
+        return await self.fields.fieldset(MODULE) if self.fields is not None else FieldSet({})
+
+    async def _check_custom_requirements(self, data: PipelineIn) -> None:
+        """A stage may require ``custom.<key>`` only of an active custom field of opportunities."""
+        active = (await self.fieldset()).active
+        errors = [
+            FieldError(
+                field=f"stages[{i}].requirements.fields[{j}]",
+                reason=f"no active custom field '{name.removeprefix('custom.')}' of opportunities",
+            )
+            for i, stage in enumerate(data.stages)
+            for j, name in enumerate(stage.requirements.fields)
+            if name.startswith("custom.") and name.removeprefix("custom.") not in active
+        ]
+        if errors:
+            raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
 
     def _configured(
         self, doc: Document, action: str, version: int, actor: str, changes: list[ev.FieldChange] | None = None
@@ -64,6 +92,7 @@ class Pipelines:
 
     async def create(self, principal: Principal, data: PipelineIn) -> Document:
         principal.require(Permission.pipelines_configure)
+        await self._check_custom_requirements(data)
         doc = pl.new_pipeline(data, principal.user_id, self.clock.now())
         return await self.repo.pipeline_store.insert(doc, [self._configured(doc, "created", 1, principal.user_id)])
 
@@ -72,6 +101,7 @@ class Pipelines:
     ) -> Document:
         """Rename, reorder, add, change or remove stages; a stage in use cannot be removed (409)."""
         principal.require(Permission.pipelines_configure)
+        await self._check_custom_requirements(data)
 
         async def decide(doc: Document, version: int) -> Change:
             new_stages = pl.build_stages(data.stages, doc.get("stages") or [])

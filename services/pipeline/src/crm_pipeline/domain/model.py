@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 StageKind = Literal["open", "won", "lost"]
 #: Opportunity fields a stage may require to be filled before it is entered.
-RequirableField = Literal[
+BuiltinRequirableField = Literal[
     "amount", "expected_close_date", "contact_ids", "quotation_amount", "products", "source_campaign", "notes"
 ]
+#: ``custom.<key>``: a custom field of opportunities (GET /v1/fields/opportunities), checked when configured.
+CustomRequirement = Annotated[str, Field(pattern=r"^custom\.[a-z][a-z0-9_]{0,39}$")]
+RequirableField = BuiltinRequirableField | CustomRequirement
 
 
 def _stripped(value: str) -> str:
@@ -120,6 +123,11 @@ class OpportunityFields(BaseModel):
     products: Annotated[list[ProductIn], Field(max_length=100)] | None = None
     notes: LongText | None = None
     quotation_amount: MoneyText | None = None
+    custom: dict[str, Any] | None = Field(
+        default=None,
+        description="Custom field values by key (GET /v1/fields/opportunities); on a change only the keys sent "
+        "change, null clears one.",
+    )
 
 
 class OpportunityCreate(OpportunityFields):

@@ -219,7 +219,9 @@ def new_opportunity(
     now: datetime,
     zone: ZoneInfo,
     default_currency: str,
+    custom: Document | None = None,
 ) -> Document:
+    """``custom``: the custom field values as validated against the definitions (defaults applied)."""
     errors = FieldErrors()
     currency = _currency(errors, data.currency, default_currency)
     amount = _money(errors, "amount", data.amount, currency)
@@ -271,6 +273,7 @@ def new_opportunity(
         "created_by": principal.user_id,
         "updated_at": now,
         "updated_by": principal.user_id,
+        "custom": custom or {},
     }
     skipped = req.check(doc, pipeline, None, stage)
     doc["stage_history"].append(_history_entry("created", None, None, stage, principal.user_id, now, None, skipped))
@@ -608,4 +611,17 @@ def snapshot(doc: Document) -> OpportunitySnapshot:
         created_at=doc["created_at"],
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
+        custom=dict(doc.get("custom") or {}),
     )
+
+
+def apply_custom(doc: Document, custom: Document) -> list[FieldChange]:
+    """Set the custom field values (validated already); what changed, each as ``custom.<key>``."""
+    old = doc.get("custom") or {}
+    changes = [
+        FieldChange(field=f"custom.{key}", old=old.get(key), new=custom.get(key))
+        for key in sorted(set(old) | set(custom))
+        if old.get(key) != custom.get(key)
+    ]
+    doc["custom"] = custom
+    return changes

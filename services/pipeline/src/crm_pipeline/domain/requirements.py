@@ -76,6 +76,9 @@ def path(pipeline: Document, from_stage_id: str | None, target: Document) -> tup
 
 
 def is_filled(opportunity: Document, field: str) -> bool:
+    if field.startswith("custom."):
+        value = (opportunity.get("custom") or {}).get(field.removeprefix("custom."))
+        return value is not None and value != "" and value != []
     stored = {"amount": "amount_minor", "quotation_amount": "quotation_minor"}.get(field, field)
     value = opportunity.get(stored)
     if isinstance(value, str):

@@ -179,6 +179,9 @@ class OpportunityOut(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     updated_by: str | None = None
+    custom: dict[str, Any] = Field(
+        default_factory=dict, description="Custom field values by key (GET /v1/fields/opportunities)."
+    )
 
 
 def _days(seconds: float | None) -> float | None:
@@ -254,6 +257,7 @@ def opportunity_out(doc: Document, pipeline: Document | None, now: datetime, *, 
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
         updated_by=doc.get("updated_by"),
+        custom=dict(doc.get("custom") or {}),
     )
 
 

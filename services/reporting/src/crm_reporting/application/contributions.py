@@ -22,11 +22,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from crm_platform.customfields import FieldSet
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, Batch, Contribution, enc, scaled
 from crm_reporting.domain.money import dec
 
 Document = dict[str, Any]
+#: Custom field types a distribution groups by (each value its own row).
+CUSTOM_DISTRIBUTION_TYPES = frozenset({"choice", "multi_choice", "boolean"})
 DISTRIBUTION_FIELDS = ("industry", "region", "city", "size", "tier", "source", "lifecycle_stage", "tag", "kind")
 QUALITY_CANDIDATES = ("name", "industry", "region", "source", "tier", "size", "lifecycle_stage", "tags", "owner")
 CUSTOMER_UPDATE_TYPES = [
@@ -98,6 +101,10 @@ def _has_field(customer: Document, field: str, has_reach: bool) -> bool:
         return has_reach
     if field == "owner":
         return bool(customer.get("owner_id"))
+    if field.startswith("custom."):
+        custom = customer.get("custom") or {}
+        value = custom.get(field.removeprefix("custom."))
+        return value not in (None, "", [])
     value = customer.get(field)
     return bool(value) if not isinstance(value, str) else bool(value.strip())
 
@@ -129,10 +136,17 @@ def missing_key(missing: list[str]) -> str:
 
 
 class Contributions:
-    def __init__(self, models: ReadModels, required_fields: list[str], batch: Batch) -> None:
+    def __init__(
+        self, models: ReadModels, required_fields: list[str], batch: Batch, custom: FieldSet | None = None
+    ) -> None:
         self.models = models
         self.batch = batch  # the rollup changes of the event being applied
-        self.quality_fields = list(dict.fromkeys([*QUALITY_CANDIDATES, "contact", *required_fields]))
+        custom = custom or FieldSet({})
+        # Required custom fields count towards completeness; choice, multi-choice and boolean ones
+        # are distributions (each value a rollup, as a profile field's).
+        required = [f"custom.{k}" for k, d in custom.active.items() if d.get("required")]
+        self.quality_fields = list(dict.fromkeys([*QUALITY_CANDIDATES, "contact", *required_fields, *required]))
+        self.custom_distributions = [k for k, d in custom.active.items() if d["type"] in CUSTOM_DISTRIBUTION_TYPES]
 
     async def customer(self, doc: Document) -> tuple[Contribution, Document]:
         c = Contribution()
@@ -144,6 +158,17 @@ class Contributions:
             values = (value or ["(none)"]) if name == "tag" else [value if value not in (None, "") else "(none)"]
             for v in values:
                 c.add(CUSTOMERS, {"field": name, "value": str(v), "owner_id": owner, "department_path": path}, "n")
+        custom = doc.get("custom") or {}
+        for cf in self.custom_distributions:
+            value = custom.get(cf)
+            values = value if isinstance(value, list) else [value]
+            for v in values or [None]:
+                text = "(none)" if v is None else (("true" if v else "false") if isinstance(v, bool) else str(v))
+                c.add(
+                    CUSTOMERS,
+                    {"field": f"custom.{cf}", "value": text, "owner_id": owner, "department_path": path},
+                    "n",
+                )
         c.add(CUSTOMERS, {"field": "*", "value": "", "owner_id": owner, "department_path": path}, "n")
         reuse = doc.pop(REUSE, None)  # what the projection knows is unchanged (saves three queries)
         if reuse is not None:

@@ -25,6 +25,7 @@ from crm_platform.contracts import directory as dev
 from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.contracts import pool as poolev
+from crm_platform.customfield_store import DefinitionCopy
 from crm_platform.events import EventEnvelope, registry
 from crm_reporting.adapters.readmodels import Generations, ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, Batch, Contribute, Contribution, Mover, reconcile, write_with_rollups
@@ -83,6 +84,7 @@ def customer_state(c: cev.CustomerSnapshot) -> Document:
         "created_ms": ms(c.created_at),
         "created_by": c.created_by,
         "updated_ms": ms(c.updated_at),
+        "custom": dict(c.custom or {}),
     }
 
 
@@ -116,15 +118,23 @@ def _reach(contact: cev.ContactData) -> Document:
 
 
 class Projection:
-    def __init__(self, generations: Generations, lag: LagTracker, required_fields: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        generations: Generations,
+        lag: LagTracker,
+        required_fields: list[str] | None = None,
+        definitions: DefinitionCopy | None = None,
+    ) -> None:
         self.generations = generations
         self.lag = lag
         self.required_fields = list(required_fields or [])
+        #: Custom fields of customers (learnt from crm.custom_field.*): distribution and completeness.
+        self.definitions = definitions
 
     def handlers(self) -> Mapping[str, Handler]:
         names = [t.name for topic in TOPICS for t in registry.for_topic(topic)]
-        # Sign-ins, exports and imports are the audit log's, and role definitions the permission
-        # table's, not activity: left out of every report.
+        # Sign-ins, exports and imports are the audit log's, role definitions the permission
+        # table's and custom field definitions configuration, not activity: left out of every report.
         audit_only = (
             "crm.directory.",
             "crm.customer_export.",
@@ -132,6 +142,7 @@ class Projection:
             "crm.role.",
             "crm.customer_export_policy.",
             "crm.customer_export_request.",
+            "crm.custom_field.",
         )
         return {
             n: self.apply
@@ -202,7 +213,8 @@ class Projection:
         batch = Batch()
         if await models.add_fact(fact):
             await batch.add(fact_counters(fact).minus(Contribution()))
-        rules = Contributions(models, self.required_fields, batch)
+        custom = self.definitions.fieldset("customers") if self.definitions is not None else None
+        rules = Contributions(models, self.required_fields, batch, custom)
         try:
             if t.startswith("crm.customer."):
                 await self._customer_state(models, rules, envelope, state, fact)

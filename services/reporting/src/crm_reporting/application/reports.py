@@ -19,10 +19,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_platform.customfield_store import DefinitionCopy
+from crm_platform.customfields import FieldSet
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, dec_, enc, timed_counters, unscaled
 from crm_reporting.application.contributions import (
+    CUSTOM_DISTRIBUTION_TYPES,
     CUSTOMERS,
     DEALS,
     DISTRIBUTION_FIELDS,
@@ -68,8 +71,13 @@ async def merged_into(models: ReadModels, customer_ids: list[str]) -> dict[str, 
 
 
 class Reports:
-    def __init__(self, settings: ReportingSettings) -> None:
+    def __init__(self, settings: ReportingSettings, definitions: DefinitionCopy | None = None) -> None:
         self.settings = settings
+        self.definitions = definitions
+
+    def custom_fields(self) -> FieldSet:
+        """The customers' custom fields, as learnt from the crm.custom_field.* events."""
+        return self.definitions.fieldset("customers") if self.definitions is not None else FieldSet({})
 
     # --- 1. funnel ------------------------------------------------------------------------
 
@@ -317,8 +325,13 @@ class Reports:
     # --- 4. distribution ------------------------------------------------------------------
 
     async def distribution(self, models: ReadModels, scope: Scope, field: str) -> Document:
-        if field not in DISTRIBUTION_FIELDS:
-            raise ValidationFailed.for_field("field", f"one of {', '.join(DISTRIBUTION_FIELDS)}", "query")
+        custom = self.custom_fields()
+        distributable = [f"custom.{k}" for k, d in custom.active.items() if d["type"] in CUSTOM_DISTRIBUTION_TYPES]
+        if field not in DISTRIBUTION_FIELDS and field not in distributable:
+            choices = ", ".join([*DISTRIBUTION_FIELDS, *distributable])
+            raise ValidationFailed.for_field(
+                "field", f"one of {choices} (custom: choice, multi-choice, boolean)", "query"
+            )
         # Rollup documents per (field, value, owner, department) of active customers; "*" = the count.
         counts: dict[str, int] = defaultdict(int)
         total = 0
@@ -346,7 +359,11 @@ class Reports:
     # --- 6. data quality and adoption -------------------------------------------------------
 
     async def quality(self, models: ReadModels, scope: Scope, period: Period) -> Document:
-        required = self.settings.required_customer_fields
+        custom = self.custom_fields()
+        required = [
+            *self.settings.required_customer_fields,
+            *(f"custom.{k}" for k, d in custom.active.items() if d.get("required")),
+        ]
         per_rep: dict[str, Document] = defaultdict(lambda: defaultdict(int))
         missing_overall: dict[str, int] = defaultdict(int)
         # Completeness: rollup per (owner, department, the fields an active customer misses).

@@ -177,7 +177,14 @@ async def distribution(
     principal: CurrentPrincipal,
     models: Models,
     reports: ReportsDep,
-    field: Annotated[Literal[DISTRIBUTION_FIELDS], Query(description="The profile field")],  # type: ignore[valid-type]
+    field: Annotated[
+        str,
+        Query(
+            max_length=60,
+            description=f"A profile field ({', '.join(DISTRIBUTION_FIELDS)}) or custom.<key> of a choice, "
+            "multi-choice or boolean custom field of customers",
+        ),
+    ],
     fmt: Format = None,
     owner_id: OwnerId = None,
     department_path: DepartmentPath = None,

@@ -1,0 +1,361 @@
+"""Custom fields of customers: definitions (/v1/fields/customers), values on create and patch,
+their events, list filters with their index, archiving.
+
+The service runs in its own database here: definitions apply to every write of a database, and a
+required field would refuse the creates of every other test sharing the session's service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from crm_customers.main import create_app
+from crm_customers.settings import CustomersSettings
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collecting, running, unique
+
+ADMIN = auth("admin-fields", ["admin"], department_path="/hq")
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+async def events(backend: Backend) -> AsyncIterator[EventCollector]:
+    async with collecting(backend.kafka_bootstrap, ["crm.customers.v1"]) as collector:
+        yield collector
+
+
+@pytest.fixture(scope="module")
+async def app_and_client(backend: Backend, events: EventCollector) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    settings = CustomersSettings(
+        kafka_bootstrap_servers=backend.kafka_bootstrap,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+        mongo_url=backend.mongo_url,
+        mongo_database=f"crm_customers_fields_{uuid.uuid4().hex[:8]}",
+        consumer_group_suffix=f".fields-{uuid.uuid4().hex[:8]}",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        log_format="console",
+        log_level="WARNING",
+    )
+    app = create_app(settings)
+    async with running(app, "http://customers.test") as client:
+        yield app, client
+
+
+@pytest.fixture
+def client(app_and_client: tuple[Any, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return app_and_client[1]
+
+
+def labels(en: str) -> dict[str, str]:
+    return {"zh-CN": f"{en}（中文）", "en": en}
+
+
+CHOICES = [
+    {"key": "high", "labels": {"zh-CN": "高", "en": "High"}},
+    {"key": "low", "labels": {"zh-CN": "低", "en": "Low"}},
+]
+
+
+async def define(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    r = await client.post("/v1/fields/customers", json={"labels": labels(body["key"]), **body}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert r.headers["ETag"] == '"1"'
+    assert r.headers["Location"] == f"/v1/fields/customers/{body['key']}"
+    return dict(r.json())
+
+
+async def create(client: httpx.AsyncClient, headers: dict[str, str], **extra: Any) -> httpx.Response:
+    body = {"kind": "company", "name": f"宁波{uuid.uuid4().hex[:8]}实业有限公司", **extra}
+    return await client.post("/v1/customers", json=body, headers=headers)
+
+
+def key() -> str:
+    return f"f{uuid.uuid4().hex[:8]}"
+
+
+async def test_administrators_define_fields_everyone_reads_them(client: httpx.AsyncClient) -> None:
+    k = key()
+    field = await define(
+        client, key=k, type="choice", options=CHOICES, help={"zh-CN": "帮助", "en": "Help"}, filterable=True
+    )
+    assert field["id"] == f"customers.{k}" and field["status"] == "active" and field["version"] == 1
+    rep = auth(unique("rep"))
+    r = await client.get("/v1/fields/customers", headers=rep)
+    assert r.status_code == 200
+    assert k in [f["key"] for f in r.json()]
+    r = await client.get(f"/v1/fields/customers/{k}", headers=rep)
+    assert r.status_code == 200 and r.json()["options"][0]["labels"] == {"zh-CN": "高", "en": "High"}
+    # Changing definitions needs fields:manage (administrators).
+    r = await client.post(
+        "/v1/fields/customers", json={"key": key(), "type": "text", "labels": labels("x")}, headers=rep
+    )
+    assert r.status_code == 403 and r.json()["permission"] == "fields:manage"
+    # The same key again, a built-in field's name, a bad rule: refused, naming what is wrong.
+    r = await client.post("/v1/fields/customers", json={"key": k, "type": "text", "labels": labels("x")}, headers=ADMIN)
+    assert r.status_code == 409
+    r = await client.post(
+        "/v1/fields/customers", json={"key": "tier", "type": "text", "labels": labels("x")}, headers=ADMIN
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "key"
+    r = await client.post(
+        "/v1/fields/customers",
+        json={"key": key(), "type": "text", "labels": labels("x"), "validation": {"decimals": 2}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "validation.decimals"
+
+
+async def test_values_are_validated_defaulted_and_published(client: httpx.AsyncClient, events: EventCollector) -> None:
+    budget, level, note = key(), key(), key()
+    await define(client, key=budget, type="money", required=True)
+    await define(client, key=level, type="choice", options=CHOICES, default="low")
+    await define(client, key=note, type="text", validation={"max_length": 5})
+    rep = auth(unique("rep"), department_path="/hq/east")
+
+    # Required missing, an unknown key, a bad value: one 422 naming each, and nothing stored.
+    name = f"温州{uuid.uuid4().hex[:8]}有限公司"
+    r = await client.post(
+        "/v1/customers",
+        json={"kind": "company", "name": name, "custom": {"nope": 1, note: "too long"}},
+        headers=rep,
+    )
+    assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
+    fields = {e["field"]: e for e in r.json()["errors"]}
+    assert set(fields) == {f"custom.{budget}", "custom.nope", f"custom.{note}"}
+    assert fields[f"custom.{budget}"]["code"] == "missing"
+    assert fields[f"custom.{note}"]["code"] == "string_too_long"
+    r = await client.get("/v1/customers", params={"q": name}, headers=rep)
+    assert r.json()["items"] == []
+
+    r = await create(client, rep, custom={budget: {"amount": "150000", "currency": "CNY"}})
+    assert r.status_code == 201, r.text
+    customer = r.json()
+    assert customer["custom"] == {budget: {"amount": "150000.00", "currency": "CNY"}, level: "low"}
+    created = await events.wait_for(type="crm.customer.created", subject=customer["id"])
+    assert created[0].event["data"]["customer"]["custom"] == customer["custom"]
+
+    # A patch changes only what it sends; a required field cannot be cleared.
+    url = f"/v1/customers/{customer['id']}"
+    r = await client.patch(url, json={"custom": {budget: None}}, headers={**rep, "If-Match": '"1"'})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"custom.{budget}"
+    r = await client.patch(url, json={"custom": {level: "high", note: "注意"}}, headers={**rep, "If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    assert r.json()["custom"] == {budget: {"amount": "150000.00", "currency": "CNY"}, level: "high", note: "注意"}
+    assert r.headers["ETag"] == '"2"'
+    updated = await events.wait_for(type="crm.customer.updated", subject=customer["id"])
+    changes = {c["field"]: c for c in updated[0].event["data"]["changes"]}
+    assert changes[f"custom.{level}"] == {"field": f"custom.{level}", "old": "low", "new": "high"}
+    r = await client.get(f"{url}/history", headers=rep)
+    assert any(c["field"] == f"custom.{level}" for entry in r.json() for c in entry["changes"])
+    # The module's definitions are shared by this file's tests: no required field is left behind.
+    r = await client.delete(f"/v1/fields/customers/{budget}", headers=ADMIN)
+    assert r.status_code == 200
+
+
+async def test_definition_changes_are_versioned_events_with_history(
+    client: httpx.AsyncClient, events: EventCollector
+) -> None:
+    k = key()
+    await define(client, key=k, type="choice", options=CHOICES)
+    url = f"/v1/fields/customers/{k}"
+    r = await client.patch(url, json={"required": True}, headers=ADMIN)
+    assert r.status_code == 428
+    # Options are never dropped or re-keyed (stored values use them); they may be deactivated.
+    r = await client.patch(url, json={"options": CHOICES[:1]}, headers={**ADMIN, "If-Match": '"1"'})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "options"
+    r = await client.patch(
+        url, json={"options": [CHOICES[0], {**CHOICES[1], "active": False}]}, headers={**ADMIN, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"'
+    r = await client.patch(url, json={"position": 3}, headers={**ADMIN, "If-Match": '"1"'})
+    assert r.status_code == 412
+    r = await client.delete(url, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "archived"
+    subject = f"customers.{k}"
+    for type_, version in (("defined", 1), ("changed", 2), ("archived", 3)):
+        found = await events.wait_for(type=f"crm.custom_field.{type_}", subject=subject)
+        assert found[0].event["aggregateversion"] == version
+        assert found[0].event["data"]["field"]["field_id"] == subject
+    r = await client.get(f"{url}/history", headers=ADMIN)
+    assert [e["type"] for e in r.json()] == [f"crm.custom_field.{t}" for t in ("defined", "changed", "archived")]
+    # Archived: out of the list (unless asked), no longer changeable.
+    r = await client.get("/v1/fields/customers", headers=ADMIN)
+    assert k not in [f["key"] for f in r.json()]
+    r = await client.get("/v1/fields/customers", params={"include_archived": "true"}, headers=ADMIN)
+    assert k in [f["key"] for f in r.json()]
+    r = await client.patch(url, json={"position": 3}, headers={**ADMIN, "If-Match": '"3"'})
+    assert r.status_code == 409
+
+
+async def test_archived_fields_keep_their_values_and_take_no_new_ones(client: httpx.AsyncClient) -> None:
+    k = key()
+    await define(client, key=k, type="number", validation={"min": 0})
+    rep = auth(unique("rep"))
+    r = await create(client, rep, custom={k: 5})
+    assert r.status_code == 201, r.text
+    customer = r.json()
+    r = await client.delete(f"/v1/fields/customers/{k}", headers=ADMIN)
+    assert r.status_code == 200
+    r = await client.get(f"/v1/customers/{customer['id']}", headers=rep)
+    assert r.json()["custom"][k] == 5
+    r = await client.patch(
+        f"/v1/customers/{customer['id']}", json={"custom": {k: 6}}, headers={**rep, "If-Match": '"1"'}
+    )
+    assert r.status_code == 422 and "archived" in r.json()["errors"][0]["reason"]
+    # Other changes still pass: the stored value stays as it is.
+    r = await client.patch(
+        f"/v1/customers/{customer['id']}", json={"industry": "制造"}, headers={**rep, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200 and r.json()["custom"][k] == 5
+
+
+async def test_lists_filter_on_filterable_fields_through_their_index(
+    app_and_client: tuple[Any, httpx.AsyncClient],
+) -> None:
+    app, client = app_and_client
+    level, vip = key(), key()
+    await define(client, key=level, type="choice", options=CHOICES, filterable=True)
+    await define(client, key=vip, type="boolean")
+    collection = app.state.customers.repo.collection
+    indexed = [list(ix["key"]) async for ix in await collection.list_indexes()]
+    # The value alone, and behind each of the four visibility prefixes with the default sort.
+    assert len([fields for fields in indexed if f"custom.{level}" in fields]) == 5, indexed
+    assert not [fields for fields in indexed if f"custom.{vip}" in fields]
+    rep = auth(unique("rep"))
+    high = [(await create(client, rep, custom={level: "high"})).json()["id"] for _ in range(2)]
+    await create(client, rep, custom={level: "low"})
+    await create(client, rep)
+    r = await client.get("/v1/customers", params={f"custom.{level}": "high"}, headers=rep)
+    assert r.status_code == 200, r.text
+    assert sorted(c["id"] for c in r.json()["items"]) == sorted(high)
+    # A field that is not filterable, an unknown one, a value the field cannot hold: 422 naming it.
+    for params, reason in (
+        ({f"custom.{vip}": "true"}, "not filterable"),
+        ({"custom.nope": "x"}, "no such custom field"),
+        ({f"custom.{level}": "medium"}, "not an option"),
+    ):
+        r = await client.get("/v1/customers", params=params, headers=rep)
+        assert r.status_code == 422, r.text
+        error = r.json()["errors"][0]
+        assert error["field"] == next(iter(params)) and reason in error["reason"] and error["location"] == "query"
+    # A number field takes a range (both ends included, either left open).
+    size = key()
+    await define(client, key=size, type="number", filterable=True)
+    sized = {n: (await create(client, rep, custom={size: n})).json()["id"] for n in (1, 5, 9)}
+    r = await client.get("/v1/customers", params={f"custom.{size}": "2..9"}, headers=rep)
+    assert sorted(c["id"] for c in r.json()["items"]) == sorted([sized[5], sized[9]])
+    r = await client.get("/v1/customers", params={f"custom.{size}": "..1"}, headers=rep)
+    assert [c["id"] for c in r.json()["items"]] == [sized[1]]
+    # The export takes the same filter.
+    r = await client.get("/v1/customers/export.csv", params={f"custom.{level}": "high"}, headers=rep)
+    assert r.status_code == 200 and len(r.text.strip().splitlines()) == 3  # header + 2
+    # Not filterable any more: the index goes, and the filter is refused.
+    r = await client.patch(
+        f"/v1/fields/customers/{level}", json={"filterable": False}, headers={**ADMIN, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200
+    indexed = [list(ix["key"]) async for ix in await collection.list_indexes()]
+    assert not [fields for fields in indexed if f"custom.{level}" in fields], indexed
+    r = await client.get("/v1/customers", params={f"custom.{level}": "high"}, headers=rep)
+    assert r.status_code == 422
+
+
+async def test_csv_import_and_export_have_a_column_per_field(client: httpx.AsyncClient) -> None:
+    seg, score = key(), key()
+    await define(client, key=seg, type="choice", options=CHOICES)
+    await define(client, key=score, type="number", default=1, validation={"max": 10})
+    rep = auth(unique("rep"))
+    tag = unique("csv")
+    rows = [
+        f"name,tags,custom.{seg},custom.{score}",
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},high,7",
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},,",  # no values: the default applies
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},medium,11",  # two bad cells
+    ]
+    payload = ("\n".join(rows) + "\n").encode()
+    headers = {**rep, "Content-Type": "text/csv"}
+    r = await client.post("/v1/customers/import", params={"dry_run": "true"}, content=payload, headers=headers)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["valid_rows"] == 2
+    assert sorted((e["line"], e["field"]) for e in report["errors"]) == sorted(
+        [(4, f"custom.{score}"), (4, f"custom.{seg}")]
+    )
+    r = await client.post("/v1/customers/import", params={"dry_run": "false"}, content=payload, headers=headers)
+    assert r.status_code == 200 and r.json()["imported"] == 2, r.text
+    r = await client.get("/v1/customers", params={"tags_any": tag}, headers=rep)
+    assert sorted((c["custom"].get(seg, ""), c["custom"][score]) for c in r.json()["items"]) == [("", 1), ("high", 7)]
+    # An unknown custom column is refused whole, naming the header.
+    bad = f"name,custom.nope\n宁波{uuid.uuid4().hex[:6]}有限公司,x\n".encode()
+    r = await client.post("/v1/customers/import", params={"dry_run": "true"}, content=bad, headers=headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "header"
+    # The export has a column per active field, headed custom.<key>, values as the import takes them.
+    r = await client.get("/v1/customers/export.csv", params={"tags_any": tag}, headers=rep)
+    assert r.status_code == 200
+    lines = r.text.lstrip("\ufeff").strip().splitlines()
+    header = lines[0].split(",")
+    assert f"custom.{seg}" in header and f"custom.{score}" in header
+    cells = sorted(
+        (row.split(",")[header.index(f"custom.{seg}")], row.split(",")[header.index(f"custom.{score}")])
+        for row in lines[1:]
+    )
+    assert cells == [("", "1"), ("high", "7")]
+
+
+async def test_contacts_have_custom_fields_of_their_own(client: httpx.AsyncClient, events: EventCollector) -> None:
+    level, wx = key(), key()
+    for body in ({"key": level, "type": "choice", "options": CHOICES, "required": True}, {"key": wx, "type": "text"}):
+        r = await client.post("/v1/fields/contacts", json={"labels": labels(body["key"]), **body}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    r = await client.post(
+        "/v1/fields/contacts",
+        json={"key": key(), "type": "boolean", "labels": labels("x"), "filterable": True},
+        headers=ADMIN,
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "filterable"
+    rep = auth(unique("rep"))
+    # A customer's contacts are validated with it: every error names the contact.
+    r = await create(client, rep, contacts=[{"name": "张三"}, {"name": "李四", "custom": {level: "x"}}])
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {f"contacts[0].custom.{level}", f"contacts[1].custom.{level}"}
+    r = await create(client, rep, contacts=[{"name": "张三", "custom": {level: "high"}}])
+    assert r.status_code == 201, r.text
+    customer = r.json()
+    assert customer["contacts"][0]["custom"] == {level: "high"}
+    created = await events.wait_for(type="crm.customer.created", subject=customer["id"])
+    assert created[0].event["data"]["contacts"][0]["custom"] == {level: "high"}
+    url = f"/v1/customers/{customer['id']}/contacts"
+    r = await client.post(url, json={"name": "王五"}, headers=rep)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"custom.{level}"
+    r = await client.post(url, json={"name": "王五", "custom": {level: "low", wx: "wang5"}}, headers=rep)
+    assert r.status_code == 201, r.text
+    contact = r.json()
+    assert contact["custom"] == {level: "low", wx: "wang5"}
+    r = await client.patch(
+        f"{url}/{contact['contact_id']}", json={"custom": {wx: None}}, headers={**rep, "If-Match": r.headers["ETag"]}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["custom"] == {level: "low"}
+    changed = await events.wait_for(type="crm.customer.contact_changed", subject=customer["id"])
+    assert changed[0].event["data"]["changes"] == [{"field": f"custom.{wx}", "old": "wang5", "new": None}]
+    r = await client.delete(f"/v1/fields/contacts/{level}", headers=ADMIN)  # no required field left behind
+    assert r.status_code == 200
+
+
+async def test_a_merge_fills_the_survivors_empty_custom_values(client: httpx.AsyncClient) -> None:
+    a, b = key(), key()
+    await define(client, key=a, type="text")
+    await define(client, key=b, type="text")
+    manager = auth(unique("mgr"), ["manager"], department_path="/hq")
+    survivor = (await create(client, manager, custom={a: "mine"})).json()
+    duplicate = (await create(client, manager, custom={a: "theirs", b: "only theirs"})).json()
+    r = await client.post(
+        f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]}, headers=manager
+    )
+    assert r.status_code == 200, r.text
+    assert {k: r.json()["custom"].get(k) for k in (a, b)} == {a: "mine", b: "only theirs"}

@@ -1,0 +1,355 @@
+"""Custom field definitions in the owning service's database: the use cases and their storage.
+
+Definitions are versioned records like any other (:class:`VersionedStore`, the event in the same
+write as the change); their history is their own events. A service's writes validate against a
+copy kept in memory (:meth:`CustomFields.fieldset`), so a request reads no definition: refreshed
+at once by a change made through this process, and by :meth:`CustomFields.reload`, which the
+service runs every ``CRM_CUSTOM_FIELDS_RELOAD_SECONDS`` in the background, so a change made
+through another replica reaches this one within that time.
+A field flagged ``filterable`` gets an index on the records' ``custom.<key>`` (made when the flag
+is set, dropped when it is cleared or the field archived; made again at start-up if a crash came
+between the definition's write and the index).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from crm_platform.auth import Principal
+from crm_platform.clock import Clock
+from crm_platform.consumer import apply_versioned
+from crm_platform.contracts import custom_fields as ev
+from crm_platform.customfields import (
+    Definition,
+    DefinitionIn,
+    DefinitionPatch,
+    FieldSet,
+    check_definition,
+    definition_id,
+)
+from crm_platform.errors import Conflict, NotFound, ValidationFailed
+from crm_platform.events import EventEnvelope, EventFactory
+from crm_platform.history import HistoryEntry
+from crm_platform.history import history as platform_history
+from crm_platform.indexes import drop_replaced
+from crm_platform.store import Change, VersionedStore
+
+Document = dict[str, Any]
+COLLECTION = "custom_fields"
+#: Every module that has custom fields, and the service that owns its definitions.
+MODULES = ("customers", "contacts", "opportunities", "interactions", "tasks", "feedback")
+#: The attributes a change may touch, in the order history shows them.
+CHANGEABLE = ("labels", "help", "required", "default", "validation", "options", "filterable", "position")
+
+
+IndexModels = Callable[[str], list[IndexModel]]
+
+
+def index_name(key: str) -> str:
+    # Named idx_<field>: the embedded store uses a single-field index only when its name ends in _<field>.
+    return f"idx_custom.{key}"
+
+
+def single_field_index(key: str) -> list[IndexModel]:
+    """The default index of a filterable field: its value alone. A service whose lists are scoped
+    and sorted (customers) passes indexes that also hold the scope and the sort."""
+    return [IndexModel([(f"custom.{key}", ASCENDING)], name=index_name(key))]
+
+
+def snapshot(doc: Document) -> ev.FieldDefinitionData:
+    return ev.FieldDefinitionData(
+        field_id=doc["_id"],
+        module=doc["module"],
+        key=doc["key"],
+        type=doc["type"],
+        labels=doc["labels"],
+        help=doc.get("help"),
+        required=bool(doc.get("required")),
+        default=doc.get("default"),
+        validation=doc.get("validation") or {},
+        options=[ev.OptionData(**o) for o in doc.get("options") or []],
+        filterable=bool(doc.get("filterable")),
+        position=int(doc.get("position") or 0),
+        status=doc.get("status", "active"),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+    )
+
+
+def _stored(fields: Document) -> Document:
+    """A definition's attributes as stored: labels by language code, unset rules left out."""
+    out = dict(fields)
+    if out.get("validation") is not None:
+        out["validation"] = {k: v for k, v in out["validation"].items() if v is not None}
+    return out
+
+
+class CustomFields:
+    """The definitions of the modules one service owns, and the records each module's values live in."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        event_log: AsyncCollection[Document],
+        records: dict[str, AsyncCollection[Document]],
+        builtin: dict[str, Iterable[str]],
+        clock: Clock,
+        source: str,
+        wake_relay: Any,
+        index_models: dict[str, IndexModels] | None = None,
+        topic: str | None = None,
+        filterable_modules: Iterable[str] | None = None,
+    ) -> None:
+        """``topic``: where this service publishes the definitions' events (its own topic; the
+        contracts declare them once, on the customers topic). ``filterable_modules``: the modules
+        whose lists filter on custom fields (default: all); others refuse ``filterable``."""
+        self.collection = collection
+        self.event_log = event_log
+        self.records = records
+        self.builtin = {module: frozenset(names) for module, names in builtin.items()}
+        self.clock = clock
+        self.events = EventFactory(source, clock)
+        self.store = VersionedStore(
+            collection, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No custom field {i}.")
+        )
+        self._cache: dict[str, tuple[float, FieldSet]] = {}
+        self._index_models = index_models or {}
+        self._topic = topic
+        self._filterable = set(self.records if filterable_modules is None else filterable_modules)
+
+    def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
+        topic, envelope = self.events(event_type, subject, data, version, actor)
+        return self._topic or topic, envelope
+
+    def _check(self, module: str, fields: Document, previous: Document | None = None) -> None:
+        check_definition(fields, self.builtin[module], previous)
+        if fields.get("filterable") and module not in self._filterable:
+            raise ValidationFailed.for_field("filterable", f"lists of {module} do not filter on custom fields yet")
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.records)
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_indexes([IndexModel([("module", ASCENDING)], name="idx_module")])
+        for module in self.modules:
+            for definition in await self.definitions(module, include_archived=True):
+                await self._sync_index(definition)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def definitions(self, module: str, *, include_archived: bool = False) -> list[Document]:
+        docs = [d async for d in self.collection.find({"module": module})]
+        docs.sort(key=lambda d: (d.get("position", 0), d["key"]))
+        return [d for d in docs if include_archived or d.get("status") == "active"]
+
+    async def get(self, module: str, key: str) -> Document:
+        doc = await self.store.get(definition_id(module, key))
+        if doc is None:
+            raise NotFound(f"No custom field '{key}' in {module}.")
+        return doc
+
+    async def fieldset(self, module: str) -> FieldSet:
+        """The module's definitions as writes validate against them: the copy in memory (read on
+        first use, then kept fresh by :meth:`reload` and by this process's own changes)."""
+        cached = self._cache.get(module)
+        if cached is None:
+            return await self._load(module)
+        return cached[1]
+
+    async def _load(self, module: str) -> FieldSet:
+        fields = FieldSet.of(await self.definitions(module, include_archived=True))
+        self._cache[module] = (time.monotonic(), fields)
+        return fields
+
+    async def reload(self) -> None:
+        """Read every module's definitions again (run periodically: what other replicas changed)."""
+        for module in self.modules:
+            await self._load(module)
+
+    async def history(self, module: str, key: str) -> list[HistoryEntry]:
+        return await platform_history(self.event_log, await self.get(module, key), _summary)
+
+    # --- changes -------------------------------------------------------------------------------
+
+    async def define(self, principal: Principal, module: str, body: DefinitionIn) -> Document:
+        fields = _stored(body.model_dump(mode="json", by_alias=True))
+        self._check(module, fields)
+        now = self.clock.now()
+        doc: Document = {
+            "_id": definition_id(module, body.key),
+            "module": module,
+            **fields,
+            "status": "active",
+            "created_at": now,
+            "created_by": principal.user_id,
+            "updated_at": now,
+            "updated_by": principal.user_id,
+        }
+        if await self.store.get(doc["_id"]) is not None:
+            raise Conflict(f"{module} already has a field '{body.key}' (an archived field's key is not reused).")
+        event = self._event(ev.FIELD_DEFINED, doc["_id"], ev.FieldDefined(field=snapshot(doc)), 1, principal.user_id)
+        try:
+            stored = await self.store.insert(doc, [event])
+        except DuplicateKeyError as exc:  # defined by someone else at the same moment
+            raise Conflict(f"{module} already has a field '{body.key}'.") from exc
+        await self._changed(stored)
+        return stored
+
+    async def change(
+        self, principal: Principal, module: str, key: str, patch: DefinitionPatch, expected_version: int | None
+    ) -> Document:
+        sent = patch.model_fields_set
+        values = patch.model_dump(mode="json", by_alias=True)
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc.get("status") != "active":
+                raise Conflict(f"The field '{key}' is archived; archived fields do not change.")
+            before = {name: doc.get(name) for name in CHANGEABLE}
+            proposed = dict(doc)
+            for name in CHANGEABLE:
+                if name in sent:
+                    proposed[name] = values[name]
+            proposed = _stored(proposed)
+            self._check(module, proposed, previous=doc)
+            changes = [
+                {"field": name, "old": before[name], "new": proposed.get(name)}
+                for name in CHANGEABLE
+                if proposed.get(name) != before[name]
+            ]
+            if not changes:
+                return Change(None)
+            proposed["updated_at"] = self.clock.now()
+            proposed["updated_by"] = principal.user_id
+            data = ev.FieldChanged(field=snapshot(proposed), changes=changes)
+            return Change(proposed, [self._event(ev.FIELD_CHANGED, doc["_id"], data, version, principal.user_id)])
+
+        doc = await self.store.mutate(definition_id(module, key), decide, expected_version=expected_version)
+        await self._changed(doc)
+        return doc
+
+    async def archive(self, principal: Principal, module: str, key: str, expected_version: int | None) -> Document:
+        def decide(doc: Document, version: int) -> Change:
+            if doc.get("status") == "archived":
+                return Change(None)
+            doc["status"] = "archived"
+            doc["updated_at"] = self.clock.now()
+            doc["updated_by"] = principal.user_id
+            data = ev.FieldArchived(field=snapshot(doc))
+            return Change(doc, [self._event(ev.FIELD_ARCHIVED, doc["_id"], data, version, principal.user_id)])
+
+        doc = await self.store.mutate(definition_id(module, key), decide, expected_version=expected_version)
+        await self._changed(doc)
+        return doc
+
+    async def _changed(self, doc: Document) -> None:
+        await self._load(doc["module"])
+        await self._sync_index(doc)
+
+    async def _sync_index(self, doc: Document) -> None:
+        """The records' index on ``custom.<key>``: there exactly while the field is active and filterable."""
+        records = self.records[doc["module"]]
+        models = self._index_models.get(doc["module"], single_field_index)(doc["key"])
+        if doc.get("status") == "active" and doc.get("filterable"):
+            await records.create_indexes(models)
+            return
+        # Recognised by name (MongoDB) or by fields (the embedded store names indexes itself).
+        try:
+            await drop_replaced(records, [], models)
+        except OperationFailure:  # another replica dropped it first
+            pass
+
+
+def _summary(event: EventEnvelope) -> tuple[str, list[dict[str, Any]]]:
+    data = event.data
+    field = data.get("field") or {}
+    verb = event.type.removeprefix("crm.custom_field.")
+    if verb == "defined":
+        return f"defined ({field.get('type')})", [{"field": "type", "old": None, "new": field.get("type")}]
+    if verb == "changed":
+        changes = data.get("changes") or []
+        return "changed " + ", ".join(c["field"] for c in changes), changes
+    if verb == "archived":
+        return "archived", [{"field": "status", "old": "active", "new": "archived"}]
+    return verb, []
+
+
+def restater(source: str) -> Any:
+    """How a restore (``crm restore``) restates a definition the topic shows newer than the backup:
+    the backup's definition is kept (or, for one defined after the backup, the last one published,
+    since stored values may use it), republished at a version past the topic's."""
+
+    class _At:
+        def __init__(self, now: datetime) -> None:
+            self._now = now
+
+        def now(self) -> datetime:
+            return self._now
+
+    def restate(
+        restored: Document | None, published: Document, version: int, now: datetime
+    ) -> tuple[Document, Sequence[tuple[str, EventEnvelope]]]:
+        events = EventFactory(source, _At(now))
+        if restored is None:
+            field = (published.get("data") or {}).get("field") or {}
+            data = ev.FieldDefinitionData.model_validate(field)
+            restored = {
+                "_id": data.field_id,
+                **data.model_dump(mode="json", exclude={"field_id", "created_at", "updated_at"}),
+                "created_at": data.created_at,
+                "updated_at": data.updated_at,
+            }
+        state = dict(restored)
+        changed = ev.FieldChanged(field=snapshot(state), changes=[])
+        return state, [events(ev.FIELD_CHANGED, state["_id"], changed, version, "system:restore")]
+
+    return restate
+
+
+def definition_out(doc: Document) -> Document:
+    """A stored definition as the API returns it (:class:`FieldOut`)."""
+    out = {k: v for k, v in doc.items() if k in FIELD_OUT_KEYS}
+    return {**out, "id": doc["_id"], "version": doc.get("version", 1)}
+
+
+FIELD_OUT_KEYS = frozenset(Definition.model_fields) | {"created_at", "created_by", "updated_at", "updated_by"}
+
+
+class DefinitionCopy:
+    """A read copy of custom field definitions for a service that consumes them (reporting): kept
+    from the ``crm.custom_field.*`` events by version, and in memory (:meth:`fieldset` reads
+    nothing), reloaded by :meth:`reload` (run periodically) and updated at once by the events
+    this replica applies."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        self._fields: dict[str, FieldSet] = {}
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_indexes([IndexModel([("module", ASCENDING)], name="idx_module")])
+
+    def handlers(self) -> dict[str, Any]:
+        return {event_type.name: self.apply for event_type in ev.FIELD_EVENTS}
+
+    async def apply(self, envelope: EventEnvelope) -> None:
+        field = ev.FieldDefinitionData.model_validate(envelope.data["field"])
+        state = {"_id": field.field_id, **field.model_dump(mode="json", exclude={"field_id"})}
+        if await apply_versioned(self.collection, envelope, state):
+            await self._load(field.module)
+
+    async def _load(self, module: str) -> None:
+        self._fields[module] = FieldSet.of([d async for d in self.collection.find({"module": module})])
+
+    async def reload(self) -> None:
+        for module in MODULES:  # by module: an index search each (reading the whole collection scans)
+            await self._load(module)
+
+    def fieldset(self, module: str) -> FieldSet:
+        return self._fields.get(module) or FieldSet({})

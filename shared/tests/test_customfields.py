@@ -1,0 +1,235 @@
+"""Custom field definitions and values (crm_platform.customfields): every type valid, invalid,
+coerced, defaulted; definitions that cannot work are refused naming the attribute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crm_platform.customfields import (
+    DefinitionIn,
+    DefinitionPatch,
+    FieldSet,
+    InvalidValue,
+    check_definition,
+    coerce,
+    from_text,
+    to_text,
+)
+from crm_platform.errors import ValidationFailed
+
+LABELS = {"zh-CN": "预算", "en": "Budget"}
+
+
+def definition(key: str, type_: str, **extra: Any) -> dict[str, Any]:
+    body = DefinitionIn.model_validate({"key": key, "type": type_, "labels": LABELS, **extra})
+    return body.model_dump(mode="json", by_alias=True)
+
+
+CHOICES = [
+    {"key": "high", "labels": {"zh-CN": "高", "en": "High"}},
+    {"key": "low", "labels": {"zh-CN": "低", "en": "Low"}},
+    {"key": "legacy", "labels": {"zh-CN": "旧", "en": "Legacy"}, "active": False},
+]
+
+
+@pytest.mark.parametrize(
+    ("type_", "extra", "value", "stored"),
+    [
+        ("text", {}, "上海", "上海"),
+        ("text", {"validation": {"pattern": r"[A-Z]{2}\d{4}"}}, "AB1234", "AB1234"),
+        ("number", {}, 42, 42),
+        ("number", {}, "42", 42),
+        ("number", {"validation": {"decimals": 2, "min": 0, "max": 100}}, 12.5, 12.5),
+        ("money", {}, {"amount": "1234.5", "currency": "CNY"}, {"amount": "1234.50", "currency": "CNY"}),
+        ("money", {}, {"amount": 1000, "currency": "USD"}, {"amount": "1000.00", "currency": "USD"}),
+        ("date", {}, "2026-12-31", "2026-12-31"),
+        ("choice", {"options": CHOICES}, "high", "high"),
+        ("multi_choice", {"options": CHOICES}, ["high", "low", "high"], ["high", "low"]),
+        ("user", {}, " rep-li ", "rep-li"),
+        ("boolean", {}, True, True),
+    ],
+)
+def test_valid_values_are_stored_in_their_form(type_: str, extra: dict[str, Any], value: Any, stored: Any) -> None:
+    assert coerce(definition("f", type_, **extra), value) == stored
+
+
+@pytest.mark.parametrize(
+    ("type_", "extra", "value", "code"),
+    [
+        ("text", {}, 5, "string_type"),
+        ("text", {"validation": {"max_length": 3}}, "abcd", "string_too_long"),
+        ("text", {"validation": {"pattern": r"[A-Z]{2}\d{4}"}}, "AB12345", "string_pattern_mismatch"),
+        ("number", {}, True, "decimal_type"),
+        ("number", {}, "abc", "decimal_parsing"),
+        ("number", {}, 1.5, "decimal_max_places"),
+        ("number", {"validation": {"min": 10}}, 9, "greater_than_equal"),
+        ("number", {"validation": {"max": 10}}, 11, "less_than_equal"),
+        ("number", {}, "NaN", "decimal_parsing"),
+        ("number", {}, "1e400", "less_than"),
+        ("number", {}, -(10**15), "less_than"),
+        ("money", {}, {"amount": 12.5, "currency": "CNY"}, "decimal_type"),  # never a float
+        ("money", {}, {"amount": "1.234", "currency": "CNY"}, "decimal_max_places"),
+        ("money", {}, {"amount": "1", "currency": "rmb"}, "string_pattern_mismatch"),
+        ("money", {"validation": {"currencies": ["CNY"]}}, {"amount": "1", "currency": "USD"}, "enum"),
+        ("money", {}, "100 CNY", "model_type"),
+        ("money", {}, {"amount": "1e400", "currency": "CNY"}, "less_than"),
+        ("date", {}, "2026-02-30", "date_parsing"),
+        ("date", {}, 20261231, "date_type"),
+        ("choice", {"options": CHOICES}, "medium", "enum"),
+        ("choice", {"options": CHOICES}, "legacy", "enum"),  # deactivated: no new writes pick it
+        ("multi_choice", {"options": CHOICES}, "high", "list_type"),
+        ("multi_choice", {"options": CHOICES}, ["high", "nope"], "enum"),
+        ("user", {}, "", "string_type"),
+        ("boolean", {}, "yes", "bool_type"),
+    ],
+)
+def test_invalid_values_are_refused_with_a_reason(type_: str, extra: dict[str, Any], value: Any, code: str) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        coerce(definition("f", type_, **extra), value)
+    assert caught.value.code == code
+    assert caught.value.reason
+
+
+def test_a_deactivated_option_a_record_holds_may_stay() -> None:
+    d = definition("f", "choice", options=CHOICES)
+    assert coerce(d, "legacy", kept="legacy") == "legacy"
+    multi = definition("g", "multi_choice", options=CHOICES)
+    assert coerce(multi, ["legacy", "high"], kept=["legacy"]) == ["legacy", "high"]
+
+
+@pytest.mark.parametrize(
+    ("type_", "extra", "text", "stored"),
+    [
+        ("boolean", {}, "是", True),
+        ("boolean", {}, "false", False),
+        ("number", {}, " 7 ", 7),
+        ("multi_choice", {"options": CHOICES}, "high; low", ["high", "low"]),
+        ("money", {}, "99.9 cny", {"amount": "99.90", "currency": "CNY"}),
+        ("date", {}, "2027-01-02", "2027-01-02"),
+    ],
+)
+def test_text_as_people_type_it_round_trips(type_: str, extra: dict[str, Any], text: str, stored: Any) -> None:
+    d = definition("f", type_, **extra)
+    value = coerce(d, from_text(d, text))
+    assert value == stored
+    assert coerce(d, from_text(d, to_text(d, value))) == stored
+
+
+def test_an_empty_cell_is_no_value() -> None:
+    assert from_text(definition("f", "number"), "  ") is None
+
+
+def fieldset() -> FieldSet:
+    return FieldSet.of(
+        [
+            {**definition("budget", "money", required=True), "status": "active"},
+            {**definition("stage", "choice", options=CHOICES, default="low"), "status": "active"},
+            {**definition("vip", "boolean"), "status": "active"},
+            {**definition("old", "text"), "status": "archived"},
+        ]
+    )
+
+
+def test_create_applies_defaults_and_requires_required_fields() -> None:
+    fields = fieldset()
+    assert fields.validate({"budget": {"amount": "10", "currency": "CNY"}}) == {
+        "budget": {"amount": "10.00", "currency": "CNY"},
+        "stage": "low",
+    }
+    with pytest.raises(ValidationFailed) as caught:
+        fields.validate({"vip": "no", "nope": 1, "old": "x"})
+    errors = {e.field: e.reason for e in caught.value.errors}
+    assert set(errors) == {"custom.budget", "custom.vip", "custom.nope", "custom.old"}
+    assert errors["custom.budget"] == "required"
+    assert "archived" in errors["custom.old"]
+    assert "no such custom field" in errors["custom.nope"]
+
+
+def test_a_change_touches_only_what_is_sent_and_never_clears_a_required_field() -> None:
+    fields = fieldset()
+    current = {"budget": {"amount": "10.00", "currency": "CNY"}, "stage": "low", "old": "kept"}
+    assert fields.validate({"vip": True}, current) == {**current, "vip": True}
+    assert fields.validate({"stage": None}, current) == {"budget": current["budget"], "old": "kept"}
+    with pytest.raises(ValidationFailed) as caught:
+        fields.validate({"budget": None}, current)
+    assert [e.field for e in caught.value.errors] == ["custom.budget"]
+
+
+def test_filters_need_a_filterable_field_and_a_value_it_can_hold() -> None:
+    fields = FieldSet.of(
+        [
+            {**definition("stage", "choice", options=CHOICES, filterable=True), "status": "active"},
+            {**definition("vip", "boolean"), "status": "active"},
+        ]
+    )
+    assert fields.filter_value("stage", "legacy") == "legacy"  # records may still hold it
+    for key, text, reason in (
+        ("vip", "true", "not filterable"),
+        ("stage", "medium", "not an option"),
+        ("nope", "1", "no such custom field"),
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            fields.filter_value(key, text)
+        assert caught.value.errors[0].field == f"custom.{key}"
+        assert reason in caught.value.errors[0].reason
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"key": "name", "type": "text"}, "key"),  # a built-in field's name
+        ({"key": "f", "type": "text", "validation": {"min": 1}}, "validation.min"),
+        ({"key": "f", "type": "number", "validation": {"min": 5, "max": 1}}, "validation.max"),
+        ({"key": "f", "type": "choice"}, "options"),
+        ({"key": "f", "type": "text", "options": CHOICES}, "options"),
+        ({"key": "f", "type": "choice", "options": [*CHOICES, CHOICES[0]]}, "options[3].key"),
+        ({"key": "f", "type": "multi_choice", "options": CHOICES, "filterable": True}, "filterable"),
+        ({"key": "f", "type": "number", "default": "x"}, "default"),
+    ],
+)
+def test_definitions_that_cannot_work_are_refused(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        check_definition(_full(body), {"name", "tier"})
+    assert field in [e.field for e in caught.value.errors]
+
+
+def _full(body: dict[str, Any]) -> dict[str, Any]:
+    return DefinitionIn.model_validate({"labels": LABELS, **body}).model_dump(mode="json", by_alias=True)
+
+
+def test_options_are_never_dropped_or_rekeyed() -> None:
+    previous = _full({"key": "f", "type": "choice", "options": CHOICES})
+    renamed = {**previous, "options": [{**CHOICES[0], "key": "higher"}, *CHOICES[1:]]}
+    with pytest.raises(ValidationFailed) as caught:
+        check_definition(renamed, set(), previous=previous)
+    assert caught.value.errors[0].field == "options"
+    assert "high" in caught.value.errors[0].reason
+    added = {**previous, "options": [*CHOICES, {"key": "mid", "labels": {"zh-CN": "中", "en": "Mid"}}]}
+    check_definition(added, set(), previous=previous)
+
+
+def test_bad_keys_and_labels_are_refused_by_the_model() -> None:
+    with pytest.raises(ValueError, match="key"):
+        DefinitionIn.model_validate({"key": "Budget!", "type": "text", "labels": LABELS})
+    with pytest.raises(ValueError, match="en"):
+        DefinitionIn.model_validate({"key": "b", "type": "text", "labels": {"zh-CN": "预算"}})
+    with pytest.raises(ValueError, match="labels cannot be null"):
+        DefinitionPatch.model_validate({"labels": None})
+
+
+def test_number_and_date_filters_take_ranges() -> None:
+    fields = FieldSet.of(
+        [
+            {**definition("size", "number", filterable=True), "status": "active"},
+            {**definition("due", "date", filterable=True), "status": "active"},
+        ]
+    )
+    assert fields.filter_value("size", "10..100") == {"$gte": 10, "$lte": 100}
+    assert fields.filter_value("size", "..2.5") == {"$lte": 2.5}
+    assert fields.filter_value("due", "2026-01-01..") == {"$gte": "2026-01-01"}
+    for key, text in (("size", ".."), ("size", "a..b"), ("due", "2026-13-01..")):
+        with pytest.raises(ValidationFailed) as caught:
+            fields.filter_value(key, text)
+        assert caught.value.errors[0].field == f"custom.{key}" and caught.value.errors[0].location == "query"
