@@ -195,6 +195,22 @@ class FieldPolicy:
             )
 
 
+def written_fields(values: Mapping[str, Any], *, creating: bool) -> list[str]:
+    """The fields a create or patch body sets, as field rules name them: a custom value is
+    ``custom.<key>``. On a create only those given a value count (an empty one sets nothing)."""
+
+    def given(value: Any) -> bool:
+        return not creating or value not in (None, "", [], {})
+
+    out: list[str] = []
+    for name, value in values.items():
+        if name == "custom" and isinstance(value, Mapping):
+            out.extend(f"custom.{key}" for key, item in value.items() if given(item))
+        elif given(value):
+            out.append(name)
+    return out
+
+
 def redact_history(entries: list[HistoryEntry], policy: FieldPolicy) -> list[HistoryEntry]:
     """A record's history without changes to fields ``policy`` hides.
 

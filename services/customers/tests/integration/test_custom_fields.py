@@ -18,6 +18,7 @@ from crm_customers.main import create_app
 from crm_customers.settings import CustomersSettings
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collecting, running, unique
+from crm_platform.testing.roles import role_event
 
 ADMIN = auth("admin-fields", ["admin"], department_path="/hq")
 PROBLEM = "application/problem+json"
@@ -359,3 +360,40 @@ async def test_a_merge_fills_the_survivors_empty_custom_values(client: httpx.Asy
     )
     assert r.status_code == 200, r.text
     assert {k: r.json()["custom"].get(k) for k in (a, b)} == {a: "mine", b: "only theirs"}
+
+
+async def test_field_rules_apply_to_custom_fields(app_and_client: tuple[Any, httpx.AsyncClient]) -> None:
+    """A role hides one custom field and makes another read-only, as it would a built-in field."""
+    app, client = app_and_client
+    secret, grade = key(), key()
+    await define(client, key=secret, type="number", filterable=True)
+    await define(client, key=grade, type="choice", options=CHOICES, filterable=True)
+    role = f"staff-{uuid.uuid4().hex[:6]}"
+    permissions = ["customers:view", "customers:create", "customers:edit", "customers:export"]
+    rules = {"customers": {f"custom.{secret}": "hidden", f"custom.{grade}": "read"}}
+    await app.state.kit.roles.apply(role_event(role, 1, permissions=permissions, fields=rules))
+    staff_id, dept = unique("staff"), f"/hq/{unique('d')}"
+    staff = auth(staff_id, [role], department_path=dept)
+    made = await create(client, ADMIN, owner_id=staff_id, department_path=dept, custom={secret: 42, grade: "high"})
+    assert made.status_code == 201, made.text
+
+    got = await client.get(f"/v1/customers/{made.json()['id']}", headers=staff)
+    assert got.status_code == 200, got.text
+    assert got.json()["custom"][grade] == "high" and secret not in got.json()["custom"]
+    listed = await client.get("/v1/customers", params={f"custom.{grade}": "high"}, headers=staff)
+    assert [c["id"] for c in listed.json()["items"]] == [made.json()["id"]]
+    refused = await client.get("/v1/customers", params={f"custom.{secret}": "42"}, headers=staff)
+    assert refused.status_code == 403, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == [f"custom.{secret}"]
+    exported = await client.get("/v1/customers/export.csv", headers=staff)
+    header = exported.content.decode("utf-8-sig").splitlines()[0].split(",")
+    assert f"custom.{grade}" in header and f"custom.{secret}" not in header
+
+    patched = await client.patch(
+        f"/v1/customers/{made.json()['id']}",
+        json={"custom": {grade: "low"}},
+        headers={**staff, "If-Match": got.headers["ETag"]},
+    )
+    assert patched.status_code == 403 and patched.json()["errors"][0]["field"] == f"custom.{grade}", patched.text
+    created = await create(client, staff, custom={secret: 7})
+    assert created.status_code == 403 and created.json()["errors"][0]["field"] == f"custom.{secret}", created.text

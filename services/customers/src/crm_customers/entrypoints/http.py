@@ -54,6 +54,7 @@ from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
+from crm_platform.fieldaccess import written_fields
 from crm_platform.history import HistoryEntry
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.listing import PageParams, parse_sort
@@ -94,11 +95,9 @@ def _ensure_writable(principal: Principal, body: CustomerCreate | CustomerPatch,
 
 
 def _writes(body: BaseModel, *, creating: bool) -> list[str]:
-    """The fields a create or patch body sets (on a create, only those given a value)."""
-    values = body.model_dump(exclude_unset=True)
-    if creating:
-        return [name for name, value in values.items() if value not in (None, "", [], {})]
-    return list(values)
+    """The fields a create or patch body sets (on a create, only those given a value; a custom
+    value as ``custom.<key>``)."""
+    return written_fields(body.model_dump(exclude_unset=True), creating=creating)
 
 
 class ListParams(CustomerFilter, PageParams):

@@ -45,7 +45,7 @@ from crm_pipeline.entrypoints.schemas import (
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
-from crm_platform.fieldaccess import redact_history
+from crm_platform.fieldaccess import redact_history, written_fields
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.openapi import problems
@@ -121,10 +121,8 @@ def _ensure_query_visible(principal: Principal, filters: OpportunityFilter, sort
 
 def _ensure_writable(principal: Principal, body: BaseModel, *, creating: bool) -> None:
     """Refuse (403 ``field-read-only``) a create or patch that sets fields the caller's roles protect."""
-    values = body.model_dump(exclude_unset=True)
-    if creating:
-        values = {k: v for k, v in values.items() if v not in (None, "", [], {})}
-    principal.fields("opportunities").ensure_writable(list(values))
+    written = written_fields(body.model_dump(exclude_unset=True), creating=creating)
+    principal.fields("opportunities").ensure_writable(written)
 
 
 # --- pipelines ---------------------------------------------------------------------------------
