@@ -198,6 +198,11 @@ class DirectoryRepository:
         await self.role_holders.delete_one({"_id": holding["_id"], "nonce": holding.get("nonce")})
         return None
 
+    async def holder_ids(self, role_id: str) -> list[str]:
+        """Ids of the users a holding names for ``role_id`` (on its index; not checked against the
+        users: the caller's query does that)."""
+        return [h["user_id"] async for h in self.role_holders.find({"role_id": role_id}, projection={"user_id": 1})]
+
     async def holders(self, role_id: str, *, active_only: bool = False, excluding: str | None = None) -> list[str]:
         """Ids of the users holding ``role_id`` (each checked against the user's own record)."""
         out: list[str] = []

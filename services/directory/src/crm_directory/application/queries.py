@@ -11,7 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from crm_directory.adapters.repository import PUBLIC_PROJECTION, DirectoryRepository
 from crm_directory.domain import departments as dept_rules
 from crm_directory.domain import users as user_rules
-from crm_platform.auth import Principal, Role
+from crm_platform.auth import ROLE_ID, Principal
 from crm_platform.contracts.directory import Language
 from crm_platform.errors import Forbidden, ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page, parse_sort
@@ -54,7 +54,9 @@ class UserFilter(BaseModel):
 
     department_id: str | None = Field(default=None, max_length=63, description="Users of this department ...")
     subtree: bool = Field(default=True, description="... and of every department below it (false: only it).")
-    role: Role | None = None
+    role: str | None = Field(
+        default=None, pattern=ROLE_ID.pattern, description="Users holding this role (built-in or defined)."
+    )
     active: bool | None = Field(default=None, description="true: active only; false: deactivated only.")
     language: Language | None = None
     q: str | None = Field(default=None, max_length=100, description="Name or email contains (case-insensitive).")
@@ -92,15 +94,23 @@ async def list_users(
         else:
             clauses.append({"department_id": department["_id"]})
     if filters.role is not None:
-        # $in, not equality: the embedded store's equality on an array field can miss elements.
-        clauses.append({"roles": {"$in": [filters.role.value]}})
+        # The role's holders, from their own index (a test of the roles array would read every
+        # user on the embedded store). A holding is written just before the user's roles change
+        # and settled just after; one a crash left behind is dropped from the page below.
+        holders = await repo.holder_ids(filters.role)
+        if not holders:
+            return Page(items=[], next_cursor=None, total=0 if with_total else None)
+        clauses.append({"_id": {"$in": holders}})
     if filters.active is not None:
         clauses.append({"status": "active" if filters.active else "deactivated"})
     if filters.language is not None:
         clauses.append({"language": filters.language})
     if filters.q:
         clauses.append({"search": {"$regex": re.escape(filters.q.strip().casefold())}})
-    return await _page(repo.users, clauses, user_rules.SORT_FIELDS, "name", PUBLIC_PROJECTION, paging)
+    page = await _page(repo.users, clauses, user_rules.SORT_FIELDS, "name", PUBLIC_PROJECTION, paging)
+    if filters.role is not None:
+        page.items = [u for u in page.items if filters.role in (u.get("roles") or [])]
+    return page
 
 
 class DepartmentFilter(BaseModel):
