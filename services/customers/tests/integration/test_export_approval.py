@@ -227,3 +227,49 @@ async def test_a_rejected_request_is_not_downloadable_and_approvers_are_not_held
     await set_threshold(client, None)
     r = await client.get("/v1/customers/export.csv", params={"tags_all": tag}, headers=rep_headers)
     assert r.status_code == 200 and len(csv_rows(r.text)) == 3
+
+
+async def test_a_held_export_downloads_with_its_custom_field_filters(client: httpx.AsyncClient) -> None:
+    """The request keeps the ``custom.<key>`` filters as asked, and the download applies them again:
+    the approved list, not every customer the requester sees."""
+    key = f"f{uuid.uuid4().hex[:8]}"
+    options = [
+        {"key": "high", "labels": {"zh-CN": "高", "en": "High"}},
+        {"key": "low", "labels": {"zh-CN": "低", "en": "Low"}},
+    ]
+    r = await client.post(
+        "/v1/fields/customers",
+        json={
+            "key": key,
+            "type": "choice",
+            "options": options,
+            "filterable": True,
+            "labels": {"zh-CN": "级", "en": "L"},
+        },
+        headers=ADMIN,
+    )
+    assert r.status_code == 201, r.text
+    department = f"/hq/{unique('d')}"
+    rep_headers = auth(unique("rep"), ["rep"], department)
+    for grade in ("high", "high", "high", "low", "low"):
+        body = {"kind": "company", "name": f"定制{uuid.uuid4().hex[:8]}有限公司", "custom": {key: grade}}
+        made = await client.post("/v1/customers", json=body, headers=rep_headers)
+        assert made.status_code == 201, made.text
+    await set_threshold(client, 2)
+    try:
+        r = await client.get("/v1/customers/export.csv", params={f"custom.{key}": "high"}, headers=rep_headers)
+        assert r.status_code == 202, r.text
+        request = r.json()
+        assert request["rows"] == 3 and request["filter"] == {f"custom.{key}": "high"}
+        manager = auth(unique("mgr"), ["manager"], department)
+        approved = await client.post(
+            f"/v1/customers/export-requests/{request['id']}/approve", json={"comment": "ok"}, headers=manager
+        )
+        assert approved.status_code == 200, approved.text
+        downloaded = await client.get(approved.json()["download_url"], headers=rep_headers)
+        assert downloaded.status_code == 200, downloaded.text
+        rows = csv_rows(downloaded.text)
+        header = next(csv.reader(io.StringIO(downloaded.text.lstrip("\ufeff"))))
+        assert len(rows) == 3 and {row[header.index(f"custom.{key}")] for row in rows} == {"high"}
+    finally:
+        await set_threshold(client, None)

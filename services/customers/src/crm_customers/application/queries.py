@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -90,6 +91,9 @@ class CustomerFilter(BaseModel):
     never_followed_up: bool | None = None
     #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
     _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: The same filters as the query gave them (``custom.<key>``, text): what a record of the list
+    #: keeps, so that a held export's download filters again exactly as asked.
+    _custom_query: list[tuple[str, str]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -100,10 +104,17 @@ class CustomerFilter(BaseModel):
             return {k: v for k, v in data.items() if not str(k).startswith(CUSTOM_PREFIX)}
         return data
 
-    def with_custom(self, values: dict[str, Any]) -> CustomerFilter:
-        """This filter with ``custom.<key>`` equalities (values already in their stored form)."""
+    def with_custom(self, values: dict[str, Any], query: Iterable[tuple[str, str]] = ()) -> CustomerFilter:
+        """This filter with ``custom.<key>`` equalities (values already in their stored form), and
+        the query's own ``(custom.<key>, text)`` pairs they were read from."""
         self._custom = dict(values)
+        self._custom_query = [(name, text) for name, text in query if name.startswith(CUSTOM_PREFIX)]
         return self
+
+    def described(self) -> dict[str, Any]:
+        """The filter as a record keeps it (an export request): the built-in filters and the query's
+        ``custom.<key>`` texts, which :func:`custom_filters` reads again."""
+        return {**self.model_dump(mode="json", exclude_none=True), **dict(self._custom_query)}
 
     @property
     def custom(self) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crm_customers.application.customers import Customers
 from crm_customers.application.export_approval import ExportApprovals
-from crm_customers.application.queries import CustomerFilter
+from crm_customers.application.queries import CustomerFilter, custom_filters
 from crm_customers.application.transfer import count_export_rows, export_csv
 from crm_customers.domain.export_approval import needs_approval
+from crm_customers.domain.fields import ensure_query_visible
 from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.contracts.export_approval import ExportRequestStatus
@@ -232,8 +233,15 @@ async def download(
     request_id: str, principal: CurrentPrincipal, service: Approvals, customers_service: Service
 ) -> StreamingResponse:
     request = await service.downloadable(principal, request_id)
-    filters = CustomerFilter.model_validate(request.get("filter") or {})
+    asked: dict[str, Any] = request.get("filter") or {}
+    # The custom.<key> filters as asked, read again against today's definitions (a field archived
+    # since is a 422 naming it: the approved list cannot be rebuilt), and still visible to the caller.
+    custom = [(name, str(text)) for name, text in asked.items() if name.startswith("custom.")]
+    filters = CustomerFilter.model_validate(asked).with_custom(
+        custom_filters(await customers_service.fieldset(), custom), custom
+    )
     sort = request.get("sort")
+    ensure_query_visible(principal, filters.model_dump(), sort, filters.custom)
     rows = await count_export_rows(customers_service, principal, filters)
     await service.download(principal, request_id, rows)  # for the audit log, before any row leaves
     return StreamingResponse(
@@ -256,5 +264,5 @@ async def hold_if_needed(
     rows = await count_export_rows(customers_service, principal, filters)
     if not needs_approval(threshold, rows, exempt=False):
         return None, rows
-    doc = await service.hold(principal, filters.model_dump(mode="json", exclude_none=True), sort, rows, threshold)
+    doc = await service.hold(principal, filters.described(), sort, rows, threshold)
     return held(doc), rows

@@ -113,7 +113,8 @@ def _split(params: ListParams) -> tuple[CustomerFilter, PageParams]:
 
 async def _with_custom(filters: CustomerFilter, request: Request, service: Customers) -> CustomerFilter:
     """``filters`` with the query's ``custom.<key>=<value>`` filters, checked against the definitions."""
-    return filters.with_custom(custom_filters(await service.fieldset(), request.query_params.multi_items()))
+    query = request.query_params.multi_items()
+    return filters.with_custom(custom_filters(await service.fieldset(), query), query)
 
 
 def _respond(
