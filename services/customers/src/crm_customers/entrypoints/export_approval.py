@@ -232,8 +232,11 @@ async def download(
     request_id: str, principal: CurrentPrincipal, service: Approvals, customers_service: Service
 ) -> StreamingResponse:
     request = await service.downloadable(principal, request_id)
-    filters = CustomerFilter.model_validate(request.get("filter") or {})
     sort = request.get("sort")
+    # A custom field sort as requested, checked again: the field may have stopped being sortable.
+    filters = CustomerFilter.model_validate(request.get("filter") or {}).with_sorts(
+        await customers_service.fieldset(), sort
+    )
     rows = await count_export_rows(customers_service, principal, filters)
     await service.download(principal, request_id, rows)  # for the audit log, before any row leaves
     return StreamingResponse(
