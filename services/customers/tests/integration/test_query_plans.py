@@ -572,7 +572,7 @@ async def test_custom_field_sorts_walk_the_fields_sort_index(
         assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
         assert any(f"cf_{key}" in " ".join(s.plan) for s in capture.statements if "FROM customers " in s.sql)
     with traced_store.capture() as capture:
-        r = await plans_client.get(f"/v1/customers/{made[2]['id']}/neighbours", params={"sort": sort}, headers=rep)
+        r = await plans_client.get(f"/v1/customers/{made[1]['id']}/neighbours", params={"sort": sort}, headers=rep)
         assert r.status_code == 200, r.text
         assert r.json()["previous"] and r.json()["next"]
     assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
