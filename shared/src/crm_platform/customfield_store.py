@@ -65,8 +65,9 @@ CHANGEABLE = (
 
 
 IndexModels = Callable[[str], list[IndexModel]]
-#: A module's records' sort copies of one field brought up to date (the definition): how many rewritten.
-Backfill = Callable[[Document], Awaitable[int]]
+#: A module's records' sort copies of one field brought up to date (the definition; True: again,
+#: even if recorded done): how many rewritten.
+Backfill = Callable[[Document, bool], Awaitable[int]]
 
 
 def index_name(key: str) -> str:
@@ -205,9 +206,20 @@ class CustomFields:
         return fields
 
     async def reload(self) -> None:
-        """Read every module's definitions again (run periodically: what other replicas changed)."""
+        """Read every module's definitions again (run periodically: what other replicas changed).
+
+        A field another replica made sortable is backfilled again here: this replica's writes
+        until now kept no sort copy of it (the other replica's backfill may have passed them)."""
         for module in self.modules:
-            await self._load(module)
+            before = self._cache.get(module)
+            fields = await self._load(module)
+            sorting = self._sorting.get(module)
+            if before is None or sorting is None:
+                continue
+            known = {d["key"] for d in before[1].sortable()}
+            for definition in fields.sortable():
+                if definition["key"] not in known:
+                    await sorting[1](dict(definition), True)
 
     async def history(self, module: str, key: str) -> list[HistoryEntry]:
         return await platform_history(self.event_log, await self.get(module, key), _summary)
@@ -305,7 +317,7 @@ class CustomFields:
             sortable = active and bool(doc.get("sortable"))
             await self._keep(records, sort_models(doc["key"]), sortable)
             if sortable:
-                await backfill(doc)
+                await backfill(doc, False)
 
     @staticmethod
     async def _keep(records: AsyncCollection[Document], models: list[IndexModel], wanted: bool) -> None:

@@ -232,3 +232,26 @@ async def test_a_hidden_field_cannot_be_sorted_on(app_and_client: tuple[Any, htt
         assert r.status_code == 403, (path, r.text)
         assert [e["field"] for e in r.json()["errors"]] == [f"custom.{secret}"]
     assert (await flag(client, secret, False)).status_code == 200
+
+
+async def test_a_replica_that_learns_of_the_flag_late_backfills_its_own_writes(
+    app_and_client: tuple[Any, httpx.AsyncClient],
+) -> None:
+    """Another replica set the flag and backfilled; this one, still holding the definitions from
+    before (up to CRM_CUSTOM_FIELDS_RELOAD_SECONDS), wrote a customer without the copy. Its next
+    reload sees the field newly sortable and backfills again, so the customer is listed in order."""
+    app, client = app_and_client
+    fields = app.state.custom_fields
+    rank = key()
+    assert (await define(client, key=rank, type="number")).status_code == 201
+    before = fields._cache["customers"]  # the definitions as a replica that has not reloaded holds them
+    assert (await flag(client, rank, True)).status_code == 200
+    fields._cache["customers"] = before
+    rep = auth(unique("rep"))
+    late = await create(client, rep, custom={rank: 2})
+    stored = await app.state.customers.repo.get(late)
+    assert f"cf_{rank}" not in stored["s"]  # written as the stale replica would
+    await fields.reload()
+    first = await create(client, rep, custom={rank: 1})
+    assert await listed(client, rep, f"-custom.{rank}") == [[late, first]]
+    assert (await flag(client, rank, False)).status_code == 200

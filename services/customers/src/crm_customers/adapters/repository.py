@@ -297,19 +297,20 @@ class CustomerRepository:
             await self.migrations.insert_one({"_id": marker, "documents": upgraded})
         return upgraded
 
-    async def backfill_sort_copy(self, definition: Document, batch_size: int = 500) -> int:
+    async def backfill_sort_copy(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
         """Write the sort copy of a custom field just made sortable (``s.cf_<key>``) on every
         customer whose copy is missing or stale, in guarded batches of ``batch_size``; returns
         how many were rewritten.
 
         Resumable: it skips customers already right, and a marker in ``migrations`` (per field and
         definition version) records it done; start-up runs it again for a sortable field without
-        one. Each write is guarded by the customer's version and outbox revision, so a change
+        one (``again``: run even so, for a replica that wrote without the copy until it learned of
+        the flag). Each write is guarded by the customer's version and outbox revision, so a change
         made meanwhile wins (and wrote the copy itself, from the definitions it validated with);
         a later pass picks up the rest."""
         key = definition["key"]
         marker = f"custom_sort:{key}:v{definition.get('version', 1)}"
-        if await self.migrations.find_one({"_id": marker}) is not None:
+        if not again and await self.migrations.find_one({"_id": marker}) is not None:
             return 0
         name = SORT_COPY_PREFIX + key
         written = 0
