@@ -255,3 +255,35 @@ async def test_a_replica_that_learns_of_the_flag_late_backfills_its_own_writes(
     first = await create(client, rep, custom={rank: 1})
     assert await listed(client, rep, f"-custom.{rank}") == [[late, first]]
     assert (await flag(client, rank, False)).status_code == 200
+
+
+async def test_an_approved_export_downloads_in_the_custom_order(app_and_client: tuple[Any, httpx.AsyncClient]) -> None:
+    """An export held for approval keeps its custom sort; the download checks it again."""
+    _, client = app_and_client
+    rank = key()
+    assert (await define(client, key=rank, type="number", sortable=True)).status_code == 201
+    rep = auth(unique("rep"), ["rep"], "/hq/east")
+    made = {n: await create(client, rep, custom={rank: n}) for n in (2, 3, 1)}
+    r = await client.put("/v1/customers/export-policy", json={"approval_above_rows": 1}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    try:
+        r = await client.get("/v1/customers/export.csv", params={"sort": f"-custom.{rank}"}, headers=rep)
+        assert r.status_code == 202, r.text
+        request_id = r.json()["id"]
+        r = await client.post(f"/v1/customers/export-requests/{request_id}/approve", json={}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        r = await client.get(f"/v1/customers/export-requests/{request_id}/download", headers=rep)
+        assert r.status_code == 200, r.text
+        rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+        assert [row["id"] for row in rows] == [made[3], made[2], made[1]]
+        # No longer sortable: the download is refused before any row leaves.
+        assert (await flag(client, rank, False)).status_code == 200
+        r = await client.get(f"/v1/customers/export-requests/{request_id}/download", headers=rep)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sort", r.text
+    finally:
+        current = await client.get("/v1/customers/export-policy", headers=ADMIN)
+        await client.put(
+            "/v1/customers/export-policy",
+            json={"approval_above_rows": None},
+            headers={**ADMIN, "If-Match": current.headers["ETag"]},
+        )
