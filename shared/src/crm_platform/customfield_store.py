@@ -217,9 +217,13 @@ class CustomFields:
             if before is None or sorting is None:
                 continue
             known = {d["key"] for d in before[1].sortable()}
-            for definition in fields.sortable():
-                if definition["key"] not in known:
-                    await sorting[1](dict(definition), True)
+            try:
+                for definition in fields.sortable():
+                    if definition["key"] not in known:
+                        await sorting[1](dict(definition), True)
+            except BaseException:
+                self._cache[module] = before  # so the next reload sees the field as new, and tries again
+                raise
 
     async def history(self, module: str, key: str) -> list[HistoryEntry]:
         return await platform_history(self.event_log, await self.get(module, key), _summary)
