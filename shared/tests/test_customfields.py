@@ -233,3 +233,36 @@ def test_number_and_date_filters_take_ranges() -> None:
         with pytest.raises(ValidationFailed) as caught:
             fields.filter_value(key, text)
         assert caught.value.errors[0].field == f"custom.{key}" and caught.value.errors[0].location == "query"
+
+
+def test_sort_copies_are_never_null_and_value_less_records_sort_first() -> None:
+    from crm_platform.customfields import NO_SORT_VALUE, sort_copy
+
+    number = {"key": "n", "type": "number", "sortable": True}
+    boolean = {"key": "b", "type": "boolean", "sortable": True}
+    text = {"key": "t", "type": "text", "sortable": True}
+    date_ = {"key": "d", "type": "date"}  # not sortable: no copy
+    fields = FieldSet.of([number, boolean, text, date_])
+    assert fields.sort_copies({"n": -(10**15), "b": False, "t": "甲"}) == {"cf_b": 0, "cf_n": -(10**15), "cf_t": "甲"}
+    empty = fields.sort_copies(None)
+    assert empty == {"cf_b": -1, "cf_n": NO_SORT_VALUE["number"], "cf_t": ""}
+    # Below every value the field can hold: first ascending, last descending.
+    assert empty["cf_n"] < -(10**15) and empty["cf_b"] < sort_copy(boolean, False)
+    assert sort_copy(number, True) == NO_SORT_VALUE["number"]  # a boolean is not a number
+
+
+def test_sort_field_names_sort_for_what_cannot_be_sorted() -> None:
+    fields = FieldSet.of([{"key": "a", "type": "text", "sortable": True}, {"key": "b", "type": "text"}])
+    assert fields.sort_field("a") == "s.cf_a"
+    for key, reason in (("b", "not sortable"), ("zz", "no custom field")):
+        with pytest.raises(ValidationFailed) as raised:
+            fields.sort_field(key)
+        error = raised.value.errors[0]
+        assert error.field == "sort" and reason in error.reason and error.location == "query"
+
+
+def test_money_and_multi_choice_are_not_sortable() -> None:
+    for type_, extra in (("money", {}), ("multi_choice", {"options": [{"key": "x", "labels": {}}]})):
+        with pytest.raises(ValidationFailed) as raised:
+            check_definition({"key": "k", "type": type_, "sortable": True, **extra}, ())
+        assert [e.field for e in raised.value.errors] == ["sortable"]

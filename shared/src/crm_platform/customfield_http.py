@@ -40,6 +40,7 @@ class FieldOut(BaseModel):
     validation: dict[str, Any] = {}
     options: list[OptionOut] = []
     filterable: bool = False
+    sortable: bool = False
     position: int = 0
     status: str
     version: int
@@ -95,7 +96,7 @@ def fields_router(module: str) -> APIRouter:
     @router.patch(
         "/{key}",
         response_model=FieldOut,
-        summary="Change a definition: labels, help, required, default, rules, options, filterable (send If-Match)",
+        summary="Change a definition: labels, help, required, default, rules, options, filter, sort (send If-Match)",
         responses=problems(404, 409, 412, 428),
     )
     async def change(

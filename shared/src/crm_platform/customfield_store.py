@@ -9,12 +9,16 @@ through another replica reaches this one within that time.
 A field flagged ``filterable`` gets an index on the records' ``custom.<key>`` (made when the flag
 is set, dropped when it is cleared or the field archived; made again at start-up if a crash came
 between the definition's write and the index).
+A field flagged ``sortable`` (modules whose lists sort on custom fields, at most
+:data:`~crm_platform.customfields.MAX_SORTABLE` per module) gets the service's sort indexes and a
+backfill of the records' sort copies (``s.cf_<key>``), made when the flag is set and again at
+start-up until the backfill is recorded done; the indexes are dropped when it is cleared.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +31,7 @@ from crm_platform.clock import Clock
 from crm_platform.consumer import apply_versioned
 from crm_platform.contracts import custom_fields as ev
 from crm_platform.customfields import (
+    MAX_SORTABLE,
     Definition,
     DefinitionIn,
     DefinitionPatch,
@@ -46,10 +51,23 @@ COLLECTION = "custom_fields"
 #: Every module that has custom fields, and the service that owns its definitions.
 MODULES = ("customers", "contacts", "opportunities", "interactions", "tasks", "feedback")
 #: The attributes a change may touch, in the order history shows them.
-CHANGEABLE = ("labels", "help", "required", "default", "validation", "options", "filterable", "position")
+CHANGEABLE = (
+    "labels",
+    "help",
+    "required",
+    "default",
+    "validation",
+    "options",
+    "filterable",
+    "sortable",
+    "position",
+)
 
 
 IndexModels = Callable[[str], list[IndexModel]]
+#: A module's records' sort copies of one field brought up to date (the definition; True: again,
+#: even if recorded done): how many rewritten.
+Backfill = Callable[[Document, bool], Awaitable[int]]
 
 
 def index_name(key: str) -> str:
@@ -76,6 +94,7 @@ def snapshot(doc: Document) -> ev.FieldDefinitionData:
         validation=doc.get("validation") or {},
         options=[ev.OptionData(**o) for o in doc.get("options") or []],
         filterable=bool(doc.get("filterable")),
+        sortable=bool(doc.get("sortable")),
         position=int(doc.get("position") or 0),
         status=doc.get("status", "active"),
         created_at=doc["created_at"],
@@ -106,10 +125,13 @@ class CustomFields:
         index_models: dict[str, IndexModels] | None = None,
         topic: str | None = None,
         filterable_modules: Iterable[str] | None = None,
+        sorting: dict[str, tuple[IndexModels, Backfill]] | None = None,
     ) -> None:
         """``topic``: where this service publishes the definitions' events (its own topic; the
         contracts declare them once, on the customers topic). ``filterable_modules``: the modules
-        whose lists filter on custom fields (default: all); others refuse ``filterable``."""
+        whose lists filter on custom fields (default: all); others refuse ``filterable``.
+        ``sorting``: the modules whose lists sort on custom fields, each with the indexes of a
+        sortable field and the backfill of its records' sort copies; others refuse ``sortable``."""
         self.collection = collection
         self.event_log = event_log
         self.records = records
@@ -123,6 +145,7 @@ class CustomFields:
         self._index_models = index_models or {}
         self._topic = topic
         self._filterable = set(self.records if filterable_modules is None else filterable_modules)
+        self._sorting = sorting or {}
 
     def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
         topic, envelope = self.events(event_type, subject, data, version, actor)
@@ -132,6 +155,19 @@ class CustomFields:
         check_definition(fields, self.builtin[module], previous)
         if fields.get("filterable") and module not in self._filterable:
             raise ValidationFailed.for_field("filterable", f"lists of {module} do not filter on custom fields yet")
+        if fields.get("sortable") and module not in self._sorting:
+            raise ValidationFailed.for_field("sortable", f"lists of {module} do not sort on custom fields yet")
+
+    async def _check_room(self, module: str, fields: Document, previous: Document | None = None) -> None:
+        """409 when a field becoming sortable would pass the module's cap."""
+        if not fields.get("sortable") or (previous is not None and previous.get("sortable")):
+            return
+        others = [d["key"] for d in await self.definitions(module) if d.get("sortable") and d["key"] != fields["key"]]
+        if len(others) >= MAX_SORTABLE:
+            raise Conflict(
+                f"{module} already has {len(others)} sortable fields ({', '.join(others)}), the most allowed "
+                f"is {MAX_SORTABLE}: clear sortable on one first."
+            )
 
     @property
     def modules(self) -> list[str]:
@@ -170,9 +206,24 @@ class CustomFields:
         return fields
 
     async def reload(self) -> None:
-        """Read every module's definitions again (run periodically: what other replicas changed)."""
+        """Read every module's definitions again (run periodically: what other replicas changed).
+
+        A field another replica made sortable is backfilled again here: this replica's writes
+        until now kept no sort copy of it (the other replica's backfill may have passed them)."""
         for module in self.modules:
-            await self._load(module)
+            before = self._cache.get(module)
+            fields = await self._load(module)
+            sorting = self._sorting.get(module)
+            if before is None or sorting is None:
+                continue
+            known = {d["key"] for d in before[1].sortable()}
+            try:
+                for definition in fields.sortable():
+                    if definition["key"] not in known:
+                        await sorting[1](dict(definition), True)
+            except BaseException:
+                self._cache[module] = before  # so the next reload sees the field as new, and tries again
+                raise
 
     async def history(self, module: str, key: str) -> list[HistoryEntry]:
         return await platform_history(self.event_log, await self.get(module, key), _summary)
@@ -195,6 +246,7 @@ class CustomFields:
         }
         if await self.store.get(doc["_id"]) is not None:
             raise Conflict(f"{module} already has a field '{body.key}' (an archived field's key is not reused).")
+        await self._check_room(module, fields)
         event = self._event(ev.FIELD_DEFINED, doc["_id"], ev.FieldDefined(field=snapshot(doc)), 1, principal.user_id)
         try:
             stored = await self.store.insert(doc, [event])
@@ -208,6 +260,8 @@ class CustomFields:
     ) -> Document:
         sent = patch.model_fields_set
         values = patch.model_dump(mode="json", by_alias=True)
+        if values.get("sortable"):
+            await self._check_room(module, {"key": key, "sortable": True}, await self.get(module, key))
 
         def decide(doc: Document, version: int) -> Change:
             if doc.get("status") != "active":
@@ -254,10 +308,24 @@ class CustomFields:
         await self._sync_index(doc)
 
     async def _sync_index(self, doc: Document) -> None:
-        """The records' index on ``custom.<key>``: there exactly while the field is active and filterable."""
+        """The records' index on ``custom.<key>``: there exactly while the field is active and
+        filterable; the sort indexes while it is active and sortable, with the records' sort
+        copies backfilled."""
         records = self.records[doc["module"]]
         models = self._index_models.get(doc["module"], single_field_index)(doc["key"])
-        if doc.get("status") == "active" and doc.get("filterable"):
+        active = doc.get("status") == "active"
+        await self._keep(records, models, active and bool(doc.get("filterable")))
+        sorting = self._sorting.get(doc["module"])
+        if sorting is not None:
+            sort_models, backfill = sorting
+            sortable = active and bool(doc.get("sortable"))
+            await self._keep(records, sort_models(doc["key"]), sortable)
+            if sortable:
+                await backfill(doc, False)
+
+    @staticmethod
+    async def _keep(records: AsyncCollection[Document], models: list[IndexModel], wanted: bool) -> None:
+        if wanted:
             await records.create_indexes(models)
             return
         # Recognised by name (MongoDB) or by fields (the embedded store names indexes itself).

@@ -42,6 +42,16 @@ FIELD_TYPES: tuple[FieldType, ...] = ("text", "number", "money", "date", "choice
 #: Types a list can filter on by equality (a multi-choice is an array: equality on an array field
 #: scans on the embedded store, so it is not offered; money is a pair, not one value).
 FILTERABLE_TYPES: frozenset[str] = frozenset({"text", "number", "date", "choice", "user", "boolean"})
+#: Types a list can sort on: one scalar each (a multi-choice is a list, money a pair).
+SORTABLE_TYPES: frozenset[str] = FILTERABLE_TYPES
+#: At most this many active sortable fields per module: each costs every write of a record an
+#: index per visibility scope (409 beyond).
+MAX_SORTABLE = 5
+#: Where a record's sort copy of a sortable field lives (``s.cf_<key>``), and what a record
+#: without a value holds there, per type: below every value, so value-less records sort first
+#: ascending and last descending, for every type.
+SORT_COPY_PREFIX = "cf_"
+NO_SORT_VALUE: dict[str, Any] = {"number": -(10**16), "boolean": -1}
 Status = Literal["active", "archived"]
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -132,6 +142,9 @@ class DefinitionFields(BaseModel):
     validation: Validation = Validation()
     options: Annotated[list[Option], Field(max_length=MAX_OPTIONS)] = []
     filterable: bool = Field(default=False, description="Lists may filter on it (an index is kept for it).")
+    sortable: bool = Field(
+        default=False, description=f"Lists may sort on it (indexes are kept for it; at most {MAX_SORTABLE} per module)."
+    )
     position: int = Field(default=0, ge=0, le=10000, description="Order in forms (then the key).")
 
 
@@ -154,11 +167,12 @@ class DefinitionPatch(BaseModel):
     validation: Validation | None = None
     options: Annotated[list[Option], Field(max_length=MAX_OPTIONS)] | None = None
     filterable: bool | None = None
+    sortable: bool | None = None
     position: int | None = Field(default=None, ge=0, le=10000)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> DefinitionPatch:
-        for name in ("labels", "required", "validation", "options", "filterable", "position"):
+        for name in ("labels", "required", "validation", "options", "filterable", "sortable", "position"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -218,6 +232,8 @@ def check_definition(
         errors.append(FieldError(field="options", reason=f"a {type_} field has no options"))
     if definition.get("filterable") and type_ not in FILTERABLE_TYPES:
         errors.append(FieldError(field="filterable", reason=f"a {type_} field cannot be filtered on"))
+    if definition.get("sortable") and type_ not in SORTABLE_TYPES:
+        errors.append(FieldError(field="sortable", reason=f"a {type_} field cannot be sorted on"))
     if errors:
         raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
     if definition.get("default") is not None:
@@ -352,6 +368,19 @@ def value_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[s
 
 _TRUE = {"true", "1", "yes", "y", "是", "真"}
 _FALSE = {"false", "0", "no", "n", "否", "假"}
+
+
+def sort_copy(definition: Mapping[str, Any], value: Any) -> Any:
+    """A value as a list sorts on it, never null: the value itself (text, date, option key, user
+    id, number), a boolean as 0 or 1; a missing value (or one of another type, stored before a
+    change of rules) is :data:`NO_SORT_VALUE` of the type ("" for the text-like ones)."""
+    type_ = definition["type"]
+    if type_ == "boolean":
+        return int(value) if isinstance(value, bool) else NO_SORT_VALUE["boolean"]
+    if type_ == "number":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return value if ok else NO_SORT_VALUE["number"]
+    return value if isinstance(value, str) else ""
 
 
 def from_text(definition: Mapping[str, Any], text: str) -> Any:
@@ -496,6 +525,24 @@ class FieldSet:
         if errors:
             raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
         return out
+
+    def sortable(self) -> list[Mapping[str, Any]]:
+        """The active fields lists may sort on."""
+        return [d for d in self.ordered() if d.get("sortable")]
+
+    def sort_copies(self, values: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A record's sort copies (``cf_<key>``, under its ``s``) of every sortable field."""
+        return {SORT_COPY_PREFIX + d["key"]: sort_copy(d, (values or {}).get(d["key"])) for d in self.sortable()}
+
+    def sort_field(self, key: str) -> str:
+        """The stored sort copy of ``sort=custom.<key>``, or 422 naming ``sort`` for a field that is
+        unknown, archived or not sortable."""
+        definition = self.active.get(key)
+        if definition is None:
+            raise ValidationFailed.for_field("sort", f"no custom field '{key}' to sort on", "query")
+        if not definition.get("sortable"):
+            raise ValidationFailed.for_field("sort", f"the custom field '{key}' is not sortable", "query")
+        return f"s.{SORT_COPY_PREFIX}{key}"
 
     def filter_value(self, key: str, text: str) -> Any:
         """A list filter ``custom.<key>=<text>``: the stored value to match, or 422 naming it.

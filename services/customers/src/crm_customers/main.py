@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.export_requests import ExportApprovalStore
-from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes
+from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes, custom_sort_indexes
 from crm_customers.application.customers import CONTACTS, MODULE, Customers
 from crm_customers.application.export_approval import ExportApprovals
 from crm_customers.application.restore import restater
@@ -62,7 +62,11 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         kit.wake_relay,
         {MODULE: custom_field_indexes},
         filterable_modules=(MODULE,),  # contacts are listed with their customer, not filtered on
+        # Sortable ones get sort indexes behind each scope, and every customer's copy backfilled.
+        sorting={MODULE: (custom_sort_indexes, repo.backfill_sort_copy)},
     )
+    # Every customer write keeps the sortable fields' sort copies (s.cf_<key>) from the definitions.
+    repo.fieldset = lambda: fields.fieldset(MODULE)
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.
     kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))

@@ -533,3 +533,46 @@ async def test_custom_field_ranges_use_the_fields_index(
         assert_indexed(capture)
         plans = [" ".join(s.plan) for s in capture.statements if "FROM customers " in s.sql]
         assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+@pytest.mark.parametrize("direction", ["", "-"])
+async def test_custom_field_sorts_walk_the_fields_sort_index(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore, direction: str
+) -> None:
+    """``sort=custom.<key>`` (and ``-custom.<key>``) on a sortable field: page 1, the page after
+    it and a record's neighbours walk the field's sort index behind each scope (its sort copy
+    ``s.cf_<key>`` then the id), never a sort of the scope or of a tie group, for a rep, a
+    manager, an admin and a department role. Most customers have no value (one big tie group)."""
+    key = f"rank{uuid.uuid4().hex[:6]}"
+    admin = auth(unique("admin"), ["admin"], department_path="/hq")
+    r = await plans_client.post(
+        "/v1/fields/customers",
+        json={"key": key, "type": "number", "labels": {"zh-CN": "排名", "en": "Rank"}, "sortable": True},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    rep = auth("fill-rep-3", department_path="/hq/d0")
+    made = [await _create(plans_client, rep, custom={key: i % 3}) for i in range(6)]
+    sort = f"{direction}custom.{key}"
+    for headers in (
+        rep,
+        auth(unique("mgr"), ["manager"], department_path="/hq"),
+        admin,
+        auth(unique("dept"), [DEPT_ROLE], department_path="/hq/d1"),
+    ):
+        with traced_store.capture() as capture:
+            r = await plans_client.get("/v1/customers", params={"sort": sort, "limit": 10}, headers=headers)
+            assert r.status_code == 200, r.text
+            cursor = r.json()["next_cursor"]
+            assert cursor
+            r = await plans_client.get(
+                "/v1/customers", params={"sort": sort, "limit": 10, "cursor": cursor}, headers=headers
+            )
+            assert r.status_code == 200, r.text
+        assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
+        assert any(f"cf_{key}" in " ".join(s.plan) for s in capture.statements if "FROM customers " in s.sql)
+    with traced_store.capture() as capture:
+        r = await plans_client.get(f"/v1/customers/{made[1]['id']}/neighbours", params={"sort": sort}, headers=rep)
+        assert r.status_code == 200, r.text
+        assert r.json()["previous"] and r.json()["next"]
+    assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)

@@ -38,6 +38,7 @@ class FieldDefinitionData(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict)
     options: list[OptionData] = Field(default_factory=list)
     filterable: bool = False
+    sortable: bool = False
     position: int = 0
     status: str = Field(description="active or archived")
     created_at: datetime
@@ -67,7 +68,7 @@ FIELD_CHANGED = define(
     "crm.custom_field.changed",
     FieldChanged,
     CUSTOMERS_TOPIC,
-    description="A custom field's definition changed (labels, rules, options, required, filterable...).",
+    description="A custom field's definition changed (labels, rules, options, required, filterable, sortable...).",
 )
 FIELD_ARCHIVED = define(
     "crm.custom_field.archived",

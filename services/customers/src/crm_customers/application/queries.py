@@ -35,12 +35,13 @@ DEFAULT_SORT = "-updated_at"
 CUSTOM_PREFIX = "custom."
 
 
-def list_order(sort: str | None) -> list[SortKey]:
+def list_order(sort: str | None, sort_fields: dict[str, str] = SORT_FIELDS) -> list[SortKey]:
     """A list's sort keys as the store is asked for them (ties broken by ``s.id`` the last key's way,
-    a mixed order on the reversed copies): the list, its neighbours and its export agree."""
+    a mixed order on the reversed copies): the list, its neighbours and its export agree.
+    ``sort_fields``: :attr:`CustomerFilter.sort_fields` when the sort names custom fields."""
     return parse_sort(
         sort,
-        SORT_FIELDS,
+        sort_fields,
         DEFAULT_SORT,
         rules.TIEBREAK,
         tie_follows_last=True,
@@ -94,6 +95,8 @@ class CustomerFilter(BaseModel):
     #: The same filters as the query gave them (``custom.<key>``, text): what a record of the list
     #: keeps, so that a held export's download filters again exactly as asked.
     _custom_query: list[tuple[str, str]] = PrivateAttr(default_factory=list)
+    #: ``sort=custom.<key>`` keys, as their stored sort copies (see :meth:`with_sorts`).
+    _sorts: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +122,26 @@ class CustomerFilter(BaseModel):
     @property
     def custom(self) -> dict[str, Any]:
         return dict(self._custom)
+
+    def with_sorts(self, fields: FieldSet, sort: str | None) -> CustomerFilter:
+        """This filter with the ``custom.<key>`` keys of ``sort`` it may sort on: 422 naming
+        ``sort`` for a custom field that is unknown, archived or not sortable."""
+        self._sorts = {
+            name: fields.sort_field(name.removeprefix(CUSTOM_PREFIX))
+            for name in (part.strip().lstrip("+-") for part in (sort or "").split(","))
+            if name.startswith(CUSTOM_PREFIX)
+        }
+        return self
+
+    @property
+    def custom_sorts(self) -> list[str]:
+        """The keys of the custom fields the list sorts on."""
+        return [name.removeprefix(CUSTOM_PREFIX) for name in self._sorts]
+
+    @property
+    def sort_fields(self) -> dict[str, str]:
+        """The sort keys this list accepts: the built-in ones and its sortable custom fields'."""
+        return {**SORT_FIELDS, **self._sorts}
 
     @field_validator("created_from", "created_to", "updated_from", "updated_to", "followed_up_from", "followed_up_to")
     @classmethod
@@ -231,13 +254,15 @@ async def list_customers(
             "custom field filters cannot be combined with tag filters",
             "query",
         )
+    if (every or some) and filters.custom_sorts:
+        _no_tagged_custom_sort()
     if every or some:
         return await _tagged_page(repo, principal, filters, paging, status)
     return await fetch_page(
         repo.collection,
         filters.to_mongo(principal, status),
         paging,
-        sort_fields=SORT_FIELDS,
+        sort_fields=filters.sort_fields,
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
         tiebreak=rules.TIEBREAK,
@@ -254,10 +279,12 @@ async def neighbours(
     The detail view's "previous / next record": the same keyset as the list's cursor, one row in
     each direction (the reverse order for "previous"), so it costs two indexed queries.
     """
-    keys = list_order(sort)
+    keys = list_order(sort, filters.sort_fields)
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]
     every, some = filters.tag_lists()
+    if (every or some) and filters.custom_sorts:
+        _no_tagged_custom_sort()
     if not (every or some):
         base = filters.to_mongo(principal, "active")
         after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
@@ -279,6 +306,11 @@ async def neighbours(
         )
         found.append(await repo.collection.find_one({"_id": rows[0]["cid"]}, LIST_PROJECTION) if rows else None)
     return found[0], found[1]
+
+
+def _no_tagged_custom_sort() -> None:
+    # Tag-filtered lists page on the tag memberships, which hold no custom fields' sort copies.
+    raise ValidationFailed.for_field("sort", "a custom field sort cannot be combined with tag filters", "query")
 
 
 async def _tagged_page(

@@ -74,6 +74,8 @@ def ensure_query_visible(
     customers.ensure_visible([f"custom.{key}" for key in custom], "filter")
     contacts.ensure_visible([FILTER_CONTACT_FIELD[n] for n in given if n in FILTER_CONTACT_FIELD], "filter")
     customers.ensure_visible([SORT_FIELD[k] for k in sort_keys(sort) if k in SORT_FIELD], "sort")
+    # A custom field's sort key is the field itself (custom.<key>).
+    customers.ensure_visible([k for k in sort_keys(sort) if k.startswith("custom.")], "sort")
 
 
 def ensure_columns_writable(principal: Principal, columns: Iterable[str]) -> None:

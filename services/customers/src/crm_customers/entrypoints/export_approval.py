@@ -234,13 +234,17 @@ async def download(
 ) -> StreamingResponse:
     request = await service.downloadable(principal, request_id)
     asked: dict[str, Any] = request.get("filter") or {}
-    # The custom.<key> filters as asked, read again against today's definitions (a field archived
-    # since is a 422 naming it: the approved list cannot be rebuilt), and still visible to the caller.
-    custom = [(name, str(text)) for name, text in asked.items() if name.startswith("custom.")]
-    filters = CustomerFilter.model_validate(asked).with_custom(
-        custom_filters(await customers_service.fieldset(), custom), custom
-    )
     sort = request.get("sort")
+    # The custom.<key> filters as asked and a custom field sort, read again against today's
+    # definitions (a field archived or no longer sortable since is a 422 naming it: the approved
+    # list cannot be rebuilt), and still visible to the caller.
+    fields = await customers_service.fieldset()
+    custom = [(name, str(text)) for name, text in asked.items() if name.startswith("custom.")]
+    filters = (
+        CustomerFilter.model_validate(asked)
+        .with_custom(custom_filters(fields, custom), custom)
+        .with_sorts(fields, sort)
+    )
     ensure_query_visible(principal, filters.model_dump(), sort, filters.custom)
     rows = await count_export_rows(customers_service, principal, filters)
     await service.download(principal, request_id, rows)  # for the audit log, before any row leaves

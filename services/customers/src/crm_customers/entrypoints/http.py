@@ -26,7 +26,6 @@ from crm_customers.application.queries import (
 from crm_customers.application.transfer import Importer, ImportReport, export_csv, record_export
 from crm_customers.domain.fields import ensure_query_visible, redact_customer
 from crm_customers.domain.model import ContactIn, ContactPatch, CustomerCreate, CustomerPatch
-from crm_customers.domain.rules import SORT_FIELDS
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
 from crm_customers.entrypoints import export_approval
 from crm_customers.entrypoints.schemas import (
@@ -111,10 +110,14 @@ def _split(params: ListParams) -> tuple[CustomerFilter, PageParams]:
     return filters, PageParams.model_validate(params.model_dump(include=set(PageParams.model_fields)))
 
 
-async def _with_custom(filters: CustomerFilter, request: Request, service: Customers) -> CustomerFilter:
-    """``filters`` with the query's ``custom.<key>=<value>`` filters, checked against the definitions."""
+async def _with_custom(
+    filters: CustomerFilter, request: Request, service: Customers, sort: str | None = None
+) -> CustomerFilter:
+    """``filters`` with the query's ``custom.<key>=<value>`` filters and the ``custom.<key>`` keys
+    of ``sort``, checked against the definitions."""
+    fields = await service.fieldset()
     query = request.query_params.multi_items()
-    return filters.with_custom(custom_filters(await service.fieldset(), query), query)
+    return filters.with_custom(custom_filters(fields, query), query).with_sorts(fields, sort)
 
 
 def _respond(
@@ -199,7 +202,7 @@ async def list_(
     params: Annotated[ListParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
     filters, paging = _split(params)
-    filters = await _with_custom(filters, request, service)
+    filters = await _with_custom(filters, request, service, paging.sort)
     ensure_query_visible(principal, filters.model_dump(), paging.sort, filters.custom)
     return _page_json(principal, await list_customers(service.repo, principal, filters, paging), service.clock.now())
 
@@ -226,9 +229,9 @@ async def export(
     params: Annotated[ExportParams, Query()], request: Request, principal: CurrentPrincipal, service: Service
 ) -> Response:
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
-    filters = await _with_custom(filters, request, service)
+    filters = await _with_custom(filters, request, service, params.sort)
     # Validate the sort before the response starts: an error after the first byte cannot be a problem+json.
-    parse_sort(params.sort, SORT_FIELDS, DEFAULT_SORT)
+    parse_sort(params.sort, filters.sort_fields, DEFAULT_SORT)
     ensure_query_visible(principal, filters.model_dump(), params.sort, filters.custom)
     held, rows = await export_approval.hold_if_needed(request, principal, service, filters, params.sort)
     if held is not None:
@@ -289,7 +292,7 @@ async def get_neighbours(
 ) -> Neighbours:
     doc = await service.get(principal, customer_id)
     filters = CustomerFilter.model_validate(params.model_dump(include=set(CustomerFilter.model_fields)))
-    filters = await _with_custom(filters, request, service)
+    filters = await _with_custom(filters, request, service, params.sort)
     ensure_query_visible(principal, filters.model_dump(), params.sort, filters.custom)
     before, after = await neighbours(service.repo, principal, filters, params.sort, doc)
     return Neighbours(
