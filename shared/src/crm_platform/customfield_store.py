@@ -106,10 +106,13 @@ class CustomFields:
         index_models: dict[str, IndexModels] | None = None,
         topic: str | None = None,
         filterable_modules: Iterable[str] | None = None,
+        unfilterable_types: Iterable[str] = (),
     ) -> None:
         """``topic``: where this service publishes the definitions' events (its own topic; the
         contracts declare them once, on the customers topic). ``filterable_modules``: the modules
-        whose lists filter on custom fields (default: all); others refuse ``filterable``."""
+        whose lists filter on custom fields (default: all); others refuse ``filterable``.
+        ``unfilterable_types``: types this service's lists cannot filter on through an index (a
+        ``date``: the embedded store compares ISO date strings through a function, which scans)."""
         self.collection = collection
         self.event_log = event_log
         self.records = records
@@ -123,6 +126,7 @@ class CustomFields:
         self._index_models = index_models or {}
         self._topic = topic
         self._filterable = set(self.records if filterable_modules is None else filterable_modules)
+        self._unfilterable_types = frozenset(unfilterable_types)
 
     def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
         topic, envelope = self.events(event_type, subject, data, version, actor)
@@ -132,6 +136,10 @@ class CustomFields:
         check_definition(fields, self.builtin[module], previous)
         if fields.get("filterable") and module not in self._filterable:
             raise ValidationFailed.for_field("filterable", f"lists of {module} do not filter on custom fields yet")
+        if fields.get("filterable") and fields.get("type") in self._unfilterable_types:
+            raise ValidationFailed.for_field(
+                "filterable", f"lists of {module} cannot filter on a {fields['type']} field yet"
+            )
 
     @property
     def modules(self) -> list[str]:
