@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crm_interactions.adapters.repository import Repository
+from crm_interactions.adapters.repository import Repository, interaction_custom_field_indexes
 from crm_interactions.application.custom import MODULES
 from crm_interactions.application.customer_events import CustomerReactions
 from crm_interactions.application.feedback import Feedback
@@ -50,7 +50,9 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
     refs = References(customer_copy, opportunity_copy, directory_copy)
     # Administrators' custom fields of interactions, tasks and feedback: definitions in this database,
-    # so a write is validated synchronously. Lists do not filter on them yet.
+    # so a write is validated synchronously. Interaction lists filter on the filterable ones (each
+    # with its indexes behind the list prefixes, made and dropped with the flag); tasks' and
+    # feedback's lists do not yet.
     fields = CustomFields(
         kit.db[customfield_store.COLLECTION],
         kit.event_log,
@@ -63,8 +65,11 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         kit.clock,
         kit.source,
         kit.wake_relay,
+        index_models={INTERACTIONS: interaction_custom_field_indexes},
         topic=kit.topic,
-        filterable_modules=(),
+        filterable_modules=(INTERACTIONS,),
+        # A date's filter would scan on the embedded store (ISO strings compared through datetime()).
+        unfilterable_types=("date",),
     )
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.

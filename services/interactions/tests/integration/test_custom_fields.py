@@ -85,3 +85,72 @@ async def test_records_carry_validated_custom_values(
     assert {c["field"] for c in change.event["data"]["changes"]} == {f"custom.{mood}", f"custom.{vip}"}
     defined = await events.wait_for(type="crm.custom_field.defined", subject=f"{module}.{mood}")
     assert defined[0].topic == "crm.interactions.v1"
+
+
+async def test_interaction_lists_filter_on_filterable_fields_through_their_indexes(
+    client: httpx.AsyncClient, interactions_app: Any, world: Any, team: Any, log: Any, expect_problem: Any
+) -> None:
+    """``custom.<key>=<value>`` (a number also a range) on ``GET /v1/interactions`` and a customer's
+    history for a field flagged filterable; its indexes exist exactly while it is flagged."""
+    mood, vip, size, due = key(), key(), key(), key()
+    await define(client, team.admin, "interactions", key=mood, type="choice", options=CHOICES, filterable=True)
+    await define(client, team.admin, "interactions", key=vip, type="boolean")
+    await define(client, team.admin, "interactions", key=size, type="number", filterable=True)
+    collection = interactions_app.state.services.interactions.repo.interactions
+
+    async def indexed(k: str) -> list[list[str]]:
+        return [list(ix["key"]) async for ix in await collection.list_indexes() if f"custom.{k}" in ix["key"]]
+
+    # The value alone, and behind each of the four list prefixes with the default sort.
+    assert len(await indexed(mood)) == 5 and not await indexed(vip)
+    customer = await world.customer(team.rep)
+    made = [
+        (await log(team.rep, customer, custom={mood: m, size: n}))["id"]
+        for m, n in (("hot", 1), ("hot", 5), ("cold", 9))
+    ]
+    await log(team.rep, customer)  # no values: matches no filter
+
+    async def listed(url: str, **params: str) -> list[str]:
+        r = await client.get(url, params=params, headers=team.rep.headers)
+        assert r.status_code == 200, r.text
+        return sorted(i["id"] for i in r.json()["items"])
+
+    history = f"/v1/customers/{customer.id}/interactions"
+    assert await listed(history, **{f"custom.{mood}": "hot"}) == sorted(made[:2])
+    assert await listed("/v1/interactions", customer_id=customer.id, **{f"custom.{mood}": "hot"}) == sorted(made[:2])
+    assert await listed(history, **{f"custom.{mood}": "hot", f"custom.{size}": "2.."}) == [made[1]]
+    assert await listed(history, **{f"custom.{size}": "..9"}) == sorted(made)
+    # Another team's rep does not see them, whatever the filter.
+    r = await client.get("/v1/interactions", params={f"custom.{mood}": "hot"}, headers=team.stranger.headers)
+    assert r.status_code == 200 and not {i["id"] for i in r.json()["items"]} & set(made), r.text
+    # Not filterable, unknown, a value the field cannot hold, twice: 422 naming custom.<key>.
+    for params, reason in (
+        ([(f"custom.{vip}", "true")], "not filterable"),
+        ([("custom.nope", "x")], "no such custom field"),
+        ([(f"custom.{mood}", "warm")], "not an option"),
+        ([(f"custom.{mood}", "hot"), (f"custom.{mood}", "cold")], "give one value"),
+    ):
+        for url in ("/v1/interactions", history):
+            r = await client.get(url, params=params, headers=team.rep.headers)
+            error = expect_problem(r, 422)["errors"][0]
+            assert error["field"] == params[0][0] and reason in error["reason"] and error["location"] == "query"
+    # A date, and any field of tasks or feedback, cannot be flagged filterable (yet): 422 naming the flag.
+    for module, body in (
+        ("interactions", {"key": due, "type": "date"}),
+        ("tasks", {"key": key(), "type": "boolean"}),
+        ("feedback", {"key": key(), "type": "boolean"}),
+    ):
+        r = await client.post(
+            f"/v1/fields/{module}",
+            json={"labels": {"zh-CN": "x", "en": "x"}, "filterable": True, **body},
+            headers=team.admin.headers,
+        )
+        assert expect_problem(r, 422)["errors"][0]["field"] == "filterable"
+    # Flag cleared: the indexes go and the filter is refused.
+    r = await client.patch(
+        f"/v1/fields/interactions/{mood}", json={"filterable": False}, headers={**team.admin.headers, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200, r.text
+    assert not await indexed(mood)
+    r = await client.get(history, params={f"custom.{mood}": "hot"}, headers=team.rep.headers)
+    assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{mood}"

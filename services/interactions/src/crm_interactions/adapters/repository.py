@@ -65,6 +65,32 @@ INTERACTION_INDEXES = [
     IndexModel([("status", ASCENDING)], name="idx_status"),
 ]
 
+
+def interaction_custom_field_indexes(key: str) -> list[IndexModel]:
+    """The indexes of a filterable custom field of interactions: its value behind each list prefix
+    (everyone's, a customer's history, an author's, a department's), then the default sort
+    (``-occurred_at``) and the tie-breaker, so ``custom.<key>=<value>`` is an equality search
+    walked in list order; the value alone too, for a filter under another sort. Made when the
+    field becomes filterable, dropped when the flag is cleared or the field archived."""
+    field = f"custom.{key}"
+    prefixes = {
+        "active": [("status", ASCENDING), ("hidden", ASCENDING)],
+        "customer_active": [("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+        "author_active": [("author_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+        "dept_active": [("author_department_path", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+    }
+    return [
+        *(
+            IndexModel(
+                [*prefix, (field, ASCENDING), ("s.occurred_at", ASCENDING), ("s.id", ASCENDING)],
+                name=f"{name}_cf_{key}",
+            )
+            for name, prefix in prefixes.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
 TASK_INDEXES = [
     # The scheduler's query: armed notices whose time has come (epoch ms, see tasks.sort_keys).
     IndexModel([("s.fire_at", ASCENDING)], name="s_fire_at"),

@@ -10,11 +10,13 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from crm_interactions.application import history as history_
+from crm_interactions.application.custom import fieldset
 from crm_interactions.application.feedback import Feedback
 from crm_interactions.application.interactions import Interactions
 from crm_interactions.application.stats import Stats, interaction_stats
 from crm_interactions.application.tasks import Tasks
 from crm_interactions.domain.calendar import GroupBy, zone
+from crm_interactions.domain.interactions import INTERACTIONS
 from crm_interactions.domain.model import (
     FeedbackIn,
     FeedbackPatch,
@@ -43,6 +45,7 @@ from crm_interactions.entrypoints.schemas import (
 from crm_interactions.settings import InteractionsSettings
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
+from crm_platform.customfields import query_filters
 from crm_platform.errors import ValidationFailed
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
@@ -72,6 +75,12 @@ Reason = Annotated[str | None, Query(max_length=500)]
 interactions_router = APIRouter(prefix="/v1", tags=["interactions"])
 tasks_router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 feedback_router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+
+
+async def _with_custom(params: InteractionFilter, request: Request, app: Services) -> InteractionFilter:
+    """``params`` with the query's ``custom.<key>=<value>`` filters, checked against the definitions."""
+    fields = await fieldset(app.interactions.fields, INTERACTIONS)
+    return params.with_custom(query_filters(fields, request.query_params.multi_items()))
 
 
 def _respond(body: Any, version: int, status: int = 200, location: str | None = None) -> JSONResponse:
@@ -128,8 +137,11 @@ async def log_interaction(
     summary="Interactions across customers: yours, your team's (managers), those of customers you own",
 )
 async def list_interactions(
-    params: Annotated[InteractionFilter, Query()], principal: CurrentPrincipal, app: App
+    params: Annotated[InteractionFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
 ) -> InteractionPage:
+    """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
+    params = await _with_custom(params, request, app)
     items, cursor = await app.interactions.search(
         principal, params.to_mongo(), params.sort, params.cursor, params.limit
     )
@@ -218,8 +230,13 @@ async def interaction_history(interaction_id: str, principal: CurrentPrincipal, 
     summary="A customer's full interaction history in time order (what a rep reads before a visit)",
 )
 async def customer_interactions(
-    customer_id: str, params: Annotated[InteractionFilter, Query()], principal: CurrentPrincipal, app: App
+    customer_id: str,
+    params: Annotated[InteractionFilter, Query()],
+    request: Request,
+    principal: CurrentPrincipal,
+    app: App,
 ) -> InteractionPage:
+    params = await _with_custom(params, request, app)
     items, cursor = await app.interactions.customer_history(
         principal, customer_id, params.to_mongo(), params.sort, params.cursor, params.limit
     )

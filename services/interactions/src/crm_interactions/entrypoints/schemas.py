@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from crm_interactions.domain import feedback as feedback_rules
 from crm_interactions.domain import interactions as interaction_rules
@@ -19,6 +19,7 @@ from crm_platform.contracts.interactions import (
     InteractionSnapshot,
     TaskSnapshot,
 )
+from crm_platform.customfields import field_name
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import all_of
 from crm_platform.sortkeys import epoch_ms
@@ -116,6 +117,22 @@ class InteractionFilter(Paging):
     recorded_late: bool | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
+    _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_apart(cls, data: Any) -> Any:
+        # custom.<key> filters name fields administrators define: checked against the definitions
+        # by the caller (crm_platform.customfields.query_filters), so left out here, not refused.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith(field_name(""))}
+        return data
+
+    def with_custom(self, values: dict[str, Any]) -> InteractionFilter:
+        """This filter with ``custom.<key>`` equalities or ranges (values already in their stored form)."""
+        self._custom = dict(values)
+        return self
 
     def channels(self) -> list[str]:
         allowed = set(Channel.__args__)  # type: ignore[attr-defined]
@@ -147,6 +164,10 @@ class InteractionFilter(Paging):
             clauses.append({"s.occurred_at": bounds})
         if self.recorded_late is not None:
             clauses.append({"recorded_late": self.recorded_late})
+        for key, value in self._custom.items():
+            # Served by the field's indexes behind each list prefix (repository
+            # interaction_custom_field_indexes), kept while the field is active and filterable.
+            clauses.append({field_name(key): value})
         return all_of(*clauses)
 
 
