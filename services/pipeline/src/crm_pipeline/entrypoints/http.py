@@ -233,7 +233,7 @@ async def list_(
     params: Annotated[ListParams, Query()], request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
-    ``filterable`` (a number or a date also ``<low>..<high>``, either end left open)."""
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
     filters = OpportunityFilter.model_validate(params.model_dump(include=set(OpportunityFilter.model_fields)))
     custom = query_filters(await svc.pipelines.fieldset(), request.query_params.multi_items())
     filters = filters.with_custom(custom)
