@@ -134,18 +134,13 @@ async def test_interaction_lists_filter_on_filterable_fields_through_their_index
             r = await client.get(url, params=params, headers=team.rep.headers)
             error = expect_problem(r, 422)["errors"][0]
             assert error["field"] == params[0][0] and reason in error["reason"] and error["location"] == "query"
-    # A date, and any field of tasks or feedback, cannot be flagged filterable (yet): 422 naming the flag.
-    for module, body in (
-        ("interactions", {"key": due, "type": "date"}),
-        ("tasks", {"key": key(), "type": "boolean"}),
-        ("feedback", {"key": key(), "type": "boolean"}),
-    ):
-        r = await client.post(
-            f"/v1/fields/{module}",
-            json={"labels": {"zh-CN": "x", "en": "x"}, "filterable": True, **body},
-            headers=team.admin.headers,
-        )
-        assert expect_problem(r, 422)["errors"][0]["field"] == "filterable"
+    # A date cannot be flagged filterable (its filter would scan the embedded store): 422 naming the flag.
+    r = await client.post(
+        "/v1/fields/interactions",
+        json={"key": due, "type": "date", "labels": {"zh-CN": "x", "en": "x"}, "filterable": True},
+        headers=team.admin.headers,
+    )
+    assert "cannot filter on a date" in expect_problem(r, 422)["errors"][0]["reason"]
     # Flag cleared: the indexes go and the filter is refused.
     r = await client.patch(
         f"/v1/fields/interactions/{mood}", json={"filterable": False}, headers={**team.admin.headers, "If-Match": '"1"'}
@@ -154,3 +149,54 @@ async def test_interaction_lists_filter_on_filterable_fields_through_their_index
     assert not await indexed(mood)
     r = await client.get(history, params={f"custom.{mood}": "hot"}, headers=team.rep.headers)
     assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{mood}"
+
+
+@pytest.mark.parametrize("module", ["tasks", "feedback"])
+async def test_task_and_feedback_lists_filter_on_filterable_fields(
+    client: httpx.AsyncClient,
+    interactions_app: Any,
+    world: Any,
+    team: Any,
+    clock: Any,
+    expect_problem: Any,
+    module: str,
+) -> None:
+    """``custom.<key>=<value>`` on ``GET /v1/tasks`` and ``GET /v1/feedback``, with the field's
+    indexes made with the flag and dropped with it."""
+    mood, vip = key(), key()
+    await define(client, team.admin, module, key=mood, type="choice", options=CHOICES, filterable=True)
+    await define(client, team.admin, module, key=vip, type="boolean")
+    repo = interactions_app.state.services.interactions.repo
+    collection = repo.tasks if module == "tasks" else repo.feedback
+
+    async def indexed(k: str) -> int:
+        return len([ix async for ix in await collection.list_indexes() if f"custom.{k}" in ix["key"]])
+
+    assert await indexed(mood) == (5 if module == "tasks" else 7) and not await indexed(vip)
+    customer = await world.customer(team.rep)
+    base: dict[str, Any] = {
+        "tasks": {"title": "回访", "due_at": (clock.now() + timedelta(days=1)).isoformat(), "customer_id": customer.id},
+        "feedback": {"kind": "request", "title": "需要发票", "description": "请开专票", "customer_id": customer.id},
+    }[module]
+    made = {}
+    for value in ("hot", "cold", None):
+        body = {**base, "custom": {mood: value} if value else {}}
+        r = await client.post(f"/v1/{module}", json=body, headers=team.rep.headers)
+        assert r.status_code == 201, r.text
+        made[value] = r.json()["id"]
+    r = await client.get(
+        f"/v1/{module}", params={"customer_id": customer.id, f"custom.{mood}": "hot"}, headers=team.rep.headers
+    )
+    assert r.status_code == 200, r.text
+    assert [i["id"] for i in r.json()["items"]] == [made["hot"]]
+    for params, reason in (
+        ({f"custom.{vip}": "true"}, "not filterable"),
+        ({f"custom.{mood}": "warm"}, "not an option"),
+        ({"custom.nope": "x"}, "no such custom field"),
+    ):
+        r = await client.get(f"/v1/{module}", params=params, headers=team.rep.headers)
+        error = expect_problem(r, 422)["errors"][0]
+        assert error["field"] == next(iter(params)) and reason in error["reason"] and error["location"] == "query"
+    r = await client.delete(f"/v1/fields/{module}/{mood}", headers=team.admin.headers)
+    assert r.status_code == 200, r.text
+    assert not await indexed(mood)

@@ -418,3 +418,47 @@ async def test_interaction_custom_field_ranges_use_the_fields_index(
         assert_indexed(capture)
         plans = [" ".join(s.plan) for s in capture.statements if "FROM interactions " in s.sql]
         assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def _filterable_field(client: httpx.AsyncClient, module: str) -> str:
+    """A choice field of ``module`` flagged filterable (its indexes are made with the flag)."""
+    key = f"cf{uuid.uuid4().hex[:6]}"
+    options = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("hot", "cold")]
+    body = {"key": key, "type": "choice", "options": options, "labels": {"zh-CN": key, "en": key}, "filterable": True}
+    r = await client.post(f"/v1/fields/{module}", json=body, headers=ADMIN_HEADERS)
+    assert r.status_code == 201, r.text
+    return key
+
+
+@pytest.mark.parametrize("collection", ["tasks", "feedback"])
+async def test_task_and_feedback_custom_field_filters_use_the_fields_index(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, collection: str
+) -> None:
+    """``custom.<key>=<value>`` on ``GET /v1/tasks`` and ``GET /v1/feedback``: page 1 and the page
+    after it, in every scope, are searches of the field's own index behind the list's prefix."""
+    key = await _filterable_field(client, collection)
+    seed = await db[collection].find_one({"created_by" if collection == "tasks" else "reported_by": REP})
+    copies = clones(seed, ROWS // 2)
+    for i, copy in enumerate(copies):
+        copy["_id"] = f"{seed['_id']}-{key}-{i}"
+        copy["s"] = {**copy["s"], "id": copy["_id"]}
+        copy["custom"] = {key: ("hot", "cold")[i % 10]} if i % 10 < 2 else {}
+    await db[collection].insert_many(copies)
+    url = f"/v1/{collection}"
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+        params: dict[str, Any] = {f"custom.{key}": "hot", "limit": 5}
+        if collection == "tasks":
+            team = headers is MANAGER_HEADERS or headers is DEPT_HEADERS
+            params["scope"] = "all" if headers is ADMIN_HEADERS else "team" if team else "mine"
+        with traced_store.capture() as capture:
+            first = await client.get(url, params=params, headers=headers)
+            assert first.status_code == 200, first.text
+            cursor = first.json()["next_cursor"]
+            assert cursor, "a second page exists"
+            second = await client.get(url, params={**params, "cursor": cursor}, headers=headers)
+            assert second.status_code == 200, second.text
+        items = first.json()["items"] + second.json()["items"]
+        assert len(items) == 10 and all(i["custom"][key] == "hot" for i in items)
+        assert_indexed(capture)
+        plans = [" ".join(s.plan) for s in capture.statements if f"FROM {collection} " in s.sql]
+        assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
