@@ -15,6 +15,7 @@ from crm_platform.customfields import (
     check_definition,
     coerce,
     from_text,
+    query_filters,
     to_text,
 )
 from crm_platform.errors import ValidationFailed
@@ -174,6 +175,20 @@ def test_filters_need_a_filterable_field_and_a_value_it_can_hold() -> None:
             fields.filter_value(key, text)
         assert caught.value.errors[0].field == f"custom.{key}"
         assert reason in caught.value.errors[0].reason
+
+
+def test_a_query_strings_custom_filters_are_checked_and_the_rest_left_alone() -> None:
+    fields = FieldSet.of(
+        [
+            {**definition("stage", "choice", options=CHOICES, filterable=True), "status": "active"},
+            {**definition("size", "number", filterable=True), "status": "active"},
+        ]
+    )
+    query = [("status", "open"), ("custom.stage", "legacy"), ("custom.size", "10..")]
+    assert query_filters(fields, query) == {"stage": "legacy", "size": {"$gte": 10}}
+    with pytest.raises(ValidationFailed) as caught:
+        query_filters(fields, [("custom.stage", "legacy"), ("custom.stage", "legacy")])
+    assert caught.value.errors[0].field == "custom.stage" and caught.value.errors[0].location == "query"
 
 
 @pytest.mark.parametrize(

@@ -126,12 +126,16 @@ class CustomFields:
         topic: str | None = None,
         filterable_modules: Iterable[str] | None = None,
         sorting: dict[str, tuple[IndexModels, Backfill]] | None = None,
+        unfilterable_types: Iterable[str] = (),
     ) -> None:
         """``topic``: where this service publishes the definitions' events (its own topic; the
         contracts declare them once, on the customers topic). ``filterable_modules``: the modules
         whose lists filter on custom fields (default: all); others refuse ``filterable``.
         ``sorting``: the modules whose lists sort on custom fields, each with the indexes of a
-        sortable field and the backfill of its records' sort copies; others refuse ``sortable``."""
+        sortable field and the backfill of its records' sort copies; others refuse ``sortable``.
+
+        ``unfilterable_types``: types this service's lists cannot filter on through an index (a
+        ``date``: the embedded store compares ISO date strings through a function, which scans)."""
         self.collection = collection
         self.event_log = event_log
         self.records = records
@@ -146,6 +150,7 @@ class CustomFields:
         self._topic = topic
         self._filterable = set(self.records if filterable_modules is None else filterable_modules)
         self._sorting = sorting or {}
+        self._unfilterable_types = frozenset(unfilterable_types)
 
     def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
         topic, envelope = self.events(event_type, subject, data, version, actor)
@@ -157,6 +162,10 @@ class CustomFields:
             raise ValidationFailed.for_field("filterable", f"lists of {module} do not filter on custom fields yet")
         if fields.get("sortable") and module not in self._sorting:
             raise ValidationFailed.for_field("sortable", f"lists of {module} do not sort on custom fields yet")
+        if fields.get("filterable") and fields.get("type") in self._unfilterable_types:
+            raise ValidationFailed.for_field(
+                "filterable", f"lists of {module} cannot filter on a {fields['type']} field yet"
+            )
 
     async def _check_room(self, module: str, fields: Document, previous: Document | None = None) -> None:
         """409 when a field becoming sortable would pass the module's cap."""

@@ -568,3 +568,18 @@ class FieldSet:
                 f"{name}: {exc.reason}",
                 errors=[FieldError(field=name, reason=exc.reason, location="query", code=exc.code)],
             ) from exc
+
+
+def query_filters(fields: FieldSet, query: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The ``custom.<key>=<value>`` filters of a list's query string, by key, as the stored values
+    (or ranges) to match; 422 naming ``custom.<key>`` for a field that is unknown, archived or not
+    filterable, a value it cannot hold, or a key given twice. Other parameters are left alone."""
+    prefix = field_name("")
+    out: dict[str, Any] = {}
+    for name, text in query:
+        if name.startswith(prefix):
+            key = name.removeprefix(prefix)
+            if key in out:
+                raise ValidationFailed.for_field(name, "give one value", "query")
+            out[key] = fields.filter_value(key, text)
+    return out

@@ -62,6 +62,8 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         kit.wake_relay,
         {MODULE: custom_field_indexes},
         filterable_modules=(MODULE,),  # contacts are listed with their customer, not filtered on
+        # A date filter compares ISO strings through a function on the embedded store: no index serves it.
+        unfilterable_types=("date",),
         # Sortable ones get sort indexes behind each scope, and every customer's copy backfilled.
         sorting={MODULE: (custom_sort_indexes, repo.backfill_sort_copy)},
     )

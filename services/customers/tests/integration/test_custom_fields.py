@@ -348,6 +348,60 @@ async def test_contacts_have_custom_fields_of_their_own(client: httpx.AsyncClien
     assert r.status_code == 200
 
 
+async def test_csv_columns_for_the_contacts_custom_fields(client: httpx.AsyncClient) -> None:
+    """``contact.custom.<key>`` columns: the row's contact's values on import, checked in the dry
+    run as the API checks them (each bad cell a row error naming its column); the primary
+    contact's values on export."""
+    level, wx, score = key(), key(), key()
+    for body in (
+        {"key": level, "type": "choice", "options": CHOICES},
+        {"key": wx, "type": "text"},
+        {"key": score, "type": "number", "default": 3, "validation": {"max": 5}},
+    ):
+        r = await client.post("/v1/fields/contacts", json={"labels": labels(body["key"]), **body}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    rep = auth(unique("rep"))
+    tag = unique("csv")
+    rows = [
+        f"name,tags,contact_name,contact.custom.{level},contact.custom.{wx},contact.custom.{score}",
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},张三,high,wang3,5",
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},李四,,,",  # no values: the default applies
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},王五,medium,,6",  # two bad cells
+        f"宁波{uuid.uuid4().hex[:6]}有限公司,{tag},,low,,",  # a contact's value without a contact
+    ]
+    payload = ("\n".join(rows) + "\n").encode()
+    headers = {**rep, "Content-Type": "text/csv"}
+    r = await client.post("/v1/customers/import", params={"dry_run": "true"}, content=payload, headers=headers)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["valid_rows"] == 2
+    assert sorted((e["line"], e["field"]) for e in report["errors"]) == sorted(
+        [(4, f"contact.custom.{level}"), (4, f"contact.custom.{score}"), (5, f"contact.custom.{level}")]
+    )
+    assert "contact_name" in next(e["reason"] for e in report["errors"] if e["line"] == 5)
+    r = await client.post("/v1/customers/import", params={"dry_run": "false"}, content=payload, headers=headers)
+    assert r.status_code == 200 and r.json()["imported"] == 2, r.text
+    r = await client.get("/v1/customers", params={"tags_any": tag}, headers=rep)
+    contacts = sorted((c["contacts"][0]["name"], c["contacts"][0]["custom"]) for c in r.json()["items"])
+    assert contacts == [("张三", {level: "high", wx: "wang3", score: 5}), ("李四", {score: 3})]
+    # An unknown contact custom column is refused whole, naming the header.
+    bad = f"name,contact_name,contact.custom.nope\n宁波{uuid.uuid4().hex[:6]}有限公司,张三,x\n".encode()
+    r = await client.post("/v1/customers/import", params={"dry_run": "true"}, content=bad, headers=headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "header", r.text
+    # The export: a column per active contact field, the primary (here: only) contact's values.
+    r = await client.get("/v1/customers/export.csv", params={"tags_any": tag}, headers=rep)
+    assert r.status_code == 200
+    lines = r.text.lstrip("\ufeff").strip().splitlines()
+    header = lines[0].split(",")
+    columns = [header.index(f"contact.custom.{k}") for k in (level, wx, score)]
+    assert sorted(tuple(row.split(",")[i] for i in columns) for row in lines[1:]) == [
+        ("", "", "3"),
+        ("high", "wang3", "5"),
+    ]
+    for k in (level, wx, score):  # leave no field behind for the other tests' contacts
+        assert (await client.delete(f"/v1/fields/contacts/{k}", headers=ADMIN)).status_code == 200
+
+
 async def test_a_merge_fills_the_survivors_empty_custom_values(client: httpx.AsyncClient) -> None:
     a, b = key(), key()
     await define(client, key=a, type="text")
@@ -397,3 +451,32 @@ async def test_field_rules_apply_to_custom_fields(app_and_client: tuple[Any, htt
     assert patched.status_code == 403 and patched.json()["errors"][0]["field"] == f"custom.{grade}", patched.text
     created = await create(client, staff, custom={secret: 7})
     assert created.status_code == 403 and created.json()["errors"][0]["field"] == f"custom.{secret}", created.text
+
+
+async def test_field_rules_apply_to_the_contacts_custom_columns(app_and_client: tuple[Any, httpx.AsyncClient]) -> None:
+    """A contact custom field hidden from a role is not exported to it; one read-only for it
+    cannot be imported by it (403 naming the field), as on the contact routes."""
+    app, client = app_and_client
+    secret, grade = key(), key()
+    for body in ({"key": secret, "type": "text"}, {"key": grade, "type": "choice", "options": CHOICES}):
+        r = await client.post("/v1/fields/contacts", json={"labels": labels(body["key"]), **body}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    role = f"staff-{uuid.uuid4().hex[:6]}"
+    permissions = ["customers:view", "customers:create", "customers:import", "customers:export"]
+    rules = {"contacts": {f"custom.{secret}": "hidden", f"custom.{grade}": "read"}}
+    await app.state.kit.roles.apply(role_event(role, 1, permissions=permissions, fields=rules))
+    staff = auth(unique("staff"), [role], department_path=f"/hq/{unique('d')}")
+    exported = await client.get("/v1/customers/export.csv", headers=staff)
+    assert exported.status_code == 200, exported.text
+    header = exported.content.decode("utf-8-sig").splitlines()[0].split(",")
+    assert f"contact.custom.{grade}" in header and f"contact.custom.{secret}" not in header
+    csv = f"name,contact_name,contact.custom.{grade}\n宁波{uuid.uuid4().hex[:6]}有限公司,张三,high\n".encode()
+    r = await client.post(
+        "/v1/customers/import",
+        params={"dry_run": "true"},
+        content=csv,
+        headers={**staff, "Content-Type": "text/csv"},
+    )
+    assert r.status_code == 403 and r.json()["errors"][0]["field"] == f"custom.{grade}", r.text
+    for k in (secret, grade):
+        assert (await client.delete(f"/v1/fields/contacts/{k}", headers=ADMIN)).status_code == 200

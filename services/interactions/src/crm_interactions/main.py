@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crm_interactions.adapters.repository import Repository
+from crm_interactions.adapters.repository import (
+    Repository,
+    feedback_custom_field_indexes,
+    interaction_custom_field_indexes,
+    task_custom_field_indexes,
+)
 from crm_interactions.application.custom import MODULES
 from crm_interactions.application.customer_events import CustomerReactions
 from crm_interactions.application.feedback import Feedback
@@ -50,7 +55,8 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
     refs = References(customer_copy, opportunity_copy, directory_copy)
     # Administrators' custom fields of interactions, tasks and feedback: definitions in this database,
-    # so a write is validated synchronously. Lists do not filter on them yet.
+    # so a write is validated synchronously. Their lists filter on the filterable ones (each with
+    # its indexes behind the list prefixes, made and dropped with the flag).
     fields = CustomFields(
         kit.db[customfield_store.COLLECTION],
         kit.event_log,
@@ -63,8 +69,15 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         kit.clock,
         kit.source,
         kit.wake_relay,
+        index_models={
+            INTERACTIONS: interaction_custom_field_indexes,
+            TASKS: task_custom_field_indexes,
+            FEEDBACK: feedback_custom_field_indexes,
+        },
         topic=kit.topic,
-        filterable_modules=(),
+        filterable_modules=MODULES,
+        # A date's filter would scan on the embedded store (ISO strings compared through datetime()).
+        unfilterable_types=("date",),
     )
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.

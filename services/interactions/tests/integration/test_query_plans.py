@@ -352,3 +352,113 @@ async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
             if cursor is None:
                 break
         assert sorted(seen) == sorted(ids), sort
+
+
+async def _filterable_interaction_field(client: httpx.AsyncClient, **definition: Any) -> str:
+    """A custom field of interactions flagged filterable (its indexes are made with the flag)."""
+    key = f"cf{uuid.uuid4().hex[:6]}"
+    body = {"key": key, "labels": {"zh-CN": key, "en": key}, "filterable": True, **definition}
+    r = await client.post("/v1/fields/interactions", json=body, headers=ADMIN_HEADERS)
+    assert r.status_code == 201, r.text
+    return key
+
+
+async def _interactions_with(db: Any, filled: FedCustomer, key: str, values: list[Any]) -> None:
+    """A few hundred of the rep's interactions of the customer, ``values`` spread over them (most holding none)."""
+    seed = await db["interactions"].find_one({"customer_id": filled.id, "author_id": REP})
+    copies = clones(seed, ROWS // 2)
+    for i, copy in enumerate(copies):
+        copy["_id"] = f"{seed['_id']}-{key}-{i}"
+        copy["s"] = {**copy["s"], "id": copy["_id"]}
+        copy["custom"] = {key: values[i % 10]} if i % 10 < len(values) else {}
+    await db["interactions"].insert_many(copies)
+
+
+@pytest.mark.parametrize("sort", [None, "-recorded_at"])
+async def test_interaction_custom_field_filters_use_the_fields_index(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, sort: str | None
+) -> None:
+    """``custom.<key>=<value>`` on a filterable field of interactions, across customers and in a
+    customer's history, under the default sort and another: page 1 and the page after it, in
+    every scope, are index searches, never a scan (under the default sort: of the field's own
+    index behind the list prefix)."""
+    choices = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("hot", "cold")]
+    key = await _filterable_interaction_field(client, type="choice", options=choices)
+    await _interactions_with(db, filled, key, ["hot", "cold"])
+    params: dict[str, Any] = {f"custom.{key}": "hot", "limit": 5, **({"sort": sort} if sort else {})}
+    for url in ("/v1/interactions", f"/v1/customers/{filled.id}/interactions"):
+        for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+            with traced_store.capture() as capture:
+                first = await client.get(url, params=params, headers=headers)
+                assert first.status_code == 200, first.text
+                cursor = first.json()["next_cursor"]
+                assert cursor, "a second page exists"
+                second = await client.get(url, params={**params, "cursor": cursor}, headers=headers)
+                assert second.status_code == 200, second.text
+            items = first.json()["items"] + second.json()["items"]
+            assert len(items) == 10 and all(i["custom"][key] == "hot" for i in items)
+            assert_indexed(capture)
+            if sort is None:
+                plans = [" ".join(s.plan) for s in capture.statements if "FROM interactions " in s.sql]
+                assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def test_interaction_custom_field_ranges_use_the_fields_index(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    """``custom.<key>=<low>..<high>`` on a filterable number of interactions: a range search of the
+    field's index in every scope (the matches sorted, not the scope walked)."""
+    key = await _filterable_interaction_field(client, type="number")
+    await _interactions_with(db, filled, key, [1, 5, 9])
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+        with traced_store.capture() as capture:
+            r = await client.get("/v1/interactions", params={f"custom.{key}": "2..9", "limit": 100}, headers=headers)
+            assert r.status_code == 200, r.text
+        assert {i["custom"][key] for i in r.json()["items"]} == {5, 9}
+        assert_indexed(capture)
+        plans = [" ".join(s.plan) for s in capture.statements if "FROM interactions " in s.sql]
+        assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def _filterable_field(client: httpx.AsyncClient, module: str) -> str:
+    """A choice field of ``module`` flagged filterable (its indexes are made with the flag)."""
+    key = f"cf{uuid.uuid4().hex[:6]}"
+    options = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("hot", "cold")]
+    body = {"key": key, "type": "choice", "options": options, "labels": {"zh-CN": key, "en": key}, "filterable": True}
+    r = await client.post(f"/v1/fields/{module}", json=body, headers=ADMIN_HEADERS)
+    assert r.status_code == 201, r.text
+    return key
+
+
+@pytest.mark.parametrize("collection", ["tasks", "feedback"])
+async def test_task_and_feedback_custom_field_filters_use_the_fields_index(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, collection: str
+) -> None:
+    """``custom.<key>=<value>`` on ``GET /v1/tasks`` and ``GET /v1/feedback``: page 1 and the page
+    after it, in every scope, are searches of the field's own index behind the list's prefix."""
+    key = await _filterable_field(client, collection)
+    seed = await db[collection].find_one({"created_by" if collection == "tasks" else "reported_by": REP})
+    copies = clones(seed, ROWS // 2)
+    for i, copy in enumerate(copies):
+        copy["_id"] = f"{seed['_id']}-{key}-{i}"
+        copy["s"] = {**copy["s"], "id": copy["_id"]}
+        copy["custom"] = {key: ("hot", "cold")[i % 10]} if i % 10 < 2 else {}
+    await db[collection].insert_many(copies)
+    url = f"/v1/{collection}"
+    for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+        params: dict[str, Any] = {f"custom.{key}": "hot", "limit": 5}
+        if collection == "tasks":
+            team = headers is MANAGER_HEADERS or headers is DEPT_HEADERS
+            params["scope"] = "all" if headers is ADMIN_HEADERS else "team" if team else "mine"
+        with traced_store.capture() as capture:
+            first = await client.get(url, params=params, headers=headers)
+            assert first.status_code == 200, first.text
+            cursor = first.json()["next_cursor"]
+            assert cursor, "a second page exists"
+            second = await client.get(url, params={**params, "cursor": cursor}, headers=headers)
+            assert second.status_code == 200, second.text
+        items = first.json()["items"] + second.json()["items"]
+        assert len(items) == 10 and all(i["custom"][key] == "hot" for i in items)
+        assert_indexed(capture)
+        plans = [" ".join(s.plan) for s in capture.statements if f"FROM {collection} " in s.sql]
+        assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crm_pipeline.adapters.repository import Repository
+from crm_pipeline.adapters.repository import Repository, custom_field_indexes
 from crm_pipeline.application.customer_events import CustomerReactions
 from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import MODULE, Pipelines
@@ -51,7 +51,8 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
     factory = EventFactory(kit.source, kit.clock)
     read_model = kit.read_copy(CustomerReadModel(repo.customers))
     # Administrators' custom fields of opportunities: definitions in this database, so a write is
-    # validated synchronously; stages may require them. Lists do not filter on them yet.
+    # validated synchronously; stages may require them, lists filter on the filterable ones (each
+    # with its indexes behind the list's visibility prefixes, made and dropped with the flag).
     fields = CustomFields(
         kit.db[customfield_store.COLLECTION],
         kit.event_log,
@@ -60,8 +61,11 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         kit.clock,
         kit.source,
         kit.wake_relay,
+        index_models={MODULE: custom_field_indexes},
         topic=kit.topic,
-        filterable_modules=(),
+        filterable_modules=(MODULE,),
+        # A date's filter would scan on the embedded store (ISO strings compared through datetime()).
+        unfilterable_types=("date",),
     )
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.

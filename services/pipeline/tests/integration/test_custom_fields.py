@@ -103,10 +103,10 @@ async def test_values_are_validated_on_create_and_patch(
         headers={**team.rep.headers, "If-Match": f'"{opp["version"]}"'},
     )
     assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{size}"
-    # Lists of opportunities do not filter on custom fields yet: the flag is refused, naming it.
+    # A type lists cannot filter on cannot be flagged filterable, naming the flag.
     r = await client.post(
         "/v1/fields/opportunities",
-        json={"key": key(), "type": "boolean", "labels": {"zh-CN": "x", "en": "x"}, "filterable": True},
+        json={"key": key(), "type": "money", "labels": {"zh-CN": "x", "en": "x"}, "filterable": True},
         headers=team.admin.headers,
     )
     assert expect_problem(r, 422)["errors"][0]["field"] == "filterable"
@@ -115,3 +115,76 @@ async def test_values_are_validated_on_create_and_patch(
     assert [e["type"] for e in r.json()] == ["crm.custom_field.defined"]
     defined = await pipeline_events.wait_for(type="crm.custom_field.defined", subject=f"opportunities.{size}")
     assert defined[0].topic == "crm.pipeline.v1" and defined[0].event["data"]["field"]["type"] == "number"
+
+
+async def test_lists_filter_on_filterable_fields_through_their_indexes(
+    client: httpx.AsyncClient, pipeline_app: Any, team: Any, customer_of: Any, new_opportunity: Any, expect_problem: Any
+) -> None:
+    """``custom.<key>=<value>`` (and a number's or a date's range) on ``GET /v1/opportunities`` for a
+    field flagged filterable; its indexes exist exactly while it is flagged and active."""
+    level, vip, size, due = key(), key(), key(), key()
+    options = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("high", "low")]
+    await define(client, team.admin, key=level, type="choice", options=options, filterable=True)
+    await define(client, team.admin, key=vip, type="boolean")
+    await define(client, team.admin, key=size, type="number", filterable=True)
+    await define(client, team.admin, key=due, type="date")
+    # A date is not filterable on opportunities (its filter would scan the embedded store): 422.
+    r = await client.patch(
+        f"/v1/fields/opportunities/{due}", json={"filterable": True}, headers={**team.admin.headers, "If-Match": '"1"'}
+    )
+    assert "cannot filter on a date" in expect_problem(r, 422)["errors"][0]["reason"]
+    collection = pipeline_app.state.pipeline.opportunities.repo.opportunities
+
+    async def indexed(k: str) -> list[list[str]]:
+        return [list(ix["key"]) async for ix in await collection.list_indexes() if f"custom.{k}" in ix["key"]]
+
+    # The value alone, and behind each of the three visibility prefixes with the default sort.
+    assert len(await indexed(level)) == 4 and not await indexed(vip)
+    customer = await customer_of(team.rep)
+    made = [
+        await new_opportunity(team.rep, customer, custom={level: lv, size: n, due: f"2026-12-{n:02d}"})
+        for lv, n in (("high", 1), ("high", 5), ("low", 9))
+    ]
+    await new_opportunity(team.rep, customer)  # no values: matches no filter
+    ids = [o["id"] for o in made]
+
+    async def listed(**params: str) -> list[str]:
+        r = await client.get(
+            "/v1/opportunities", params={"customer_id": customer.id, **params}, headers=team.rep.headers
+        )
+        assert r.status_code == 200, r.text
+        return sorted(o["id"] for o in r.json()["items"])
+
+    assert await listed(**{f"custom.{level}": "high"}) == sorted(ids[:2])
+    assert await listed(**{f"custom.{level}": "high", f"custom.{size}": "2..9"}) == [ids[1]]
+    assert await listed(**{f"custom.{size}": "..1"}) == [ids[0]]
+    # Another rep's list does not show the rep's opportunities, whatever the filter.
+    r = await client.get("/v1/opportunities", params={f"custom.{level}": "high"}, headers=team.rep2.headers)
+    assert r.status_code == 200 and not {o["id"] for o in r.json()["items"]} & set(ids), r.text
+    # Not filterable, unknown, a value the field cannot hold, twice: 422 naming custom.<key>.
+    for params, reason in (
+        ([(f"custom.{vip}", "true")], "not filterable"),
+        ([(f"custom.{due}", "2026-12-05")], "not filterable"),
+        ([("custom.nope", "x")], "no such custom field"),
+        ([(f"custom.{level}", "medium")], "not an option"),
+        ([(f"custom.{size}", "..")], "give at least one end"),
+        ([(f"custom.{level}", "high"), (f"custom.{level}", "low")], "give one value"),
+    ):
+        r = await client.get("/v1/opportunities", params=params, headers=team.rep.headers)
+        error = expect_problem(r, 422)["errors"][0]
+        assert error["field"] == params[0][0] and reason in error["reason"] and error["location"] == "query"
+    # Flag cleared: the indexes go and the filter is refused; archived: the same.
+    r = await client.patch(
+        f"/v1/fields/opportunities/{level}",
+        json={"filterable": False},
+        headers={**team.admin.headers, "If-Match": '"1"'},
+    )
+    assert r.status_code == 200, r.text
+    assert not await indexed(level)
+    r = await client.get("/v1/opportunities", params={f"custom.{level}": "high"}, headers=team.rep.headers)
+    assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{level}"
+    r = await client.delete(f"/v1/fields/opportunities/{size}", headers=team.admin.headers)
+    assert r.status_code in (200, 204), r.text
+    assert not await indexed(size)
+    r = await client.get("/v1/opportunities", params={f"custom.{size}": "1"}, headers=team.rep.headers)
+    assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{size}"

@@ -134,3 +134,26 @@ async def test_queries_on_a_hidden_field_and_writes_to_a_read_only_one_are_refus
     assert stages and all("amount" not in s and "reached" in s for s in stages)
     full = await client.get("/v1/funnel", headers=team.manager.headers)
     assert all("amount" in s for s in full.json()["stages"])
+
+
+async def test_a_filter_on_a_hidden_custom_field_is_refused(
+    client: Any, pipeline_app: FastAPI, team: Any, expect_problem: Any
+) -> None:
+    """A custom field hidden from a role (``custom.<key>``) cannot be filtered on by it: 403
+    ``field-hidden`` naming ``custom.<key>``; a role that sees it filters as usual."""
+    key = f"f{uuid.uuid4().hex[:8]}"
+    r = await client.post(
+        "/v1/fields/opportunities",
+        json={"key": key, "type": "text", "labels": {"zh-CN": key, "en": key}, "filterable": True},
+        headers=team.admin.headers,
+    )
+    assert r.status_code == 201, r.text
+    role = f"no-{key}"
+    fields = {"opportunities": {f"custom.{key}": "hidden"}}
+    await pipeline_app.state.kit.roles.apply(role_event(role, 1, permissions=PERMISSIONS, fields=fields))
+    hidden_from = auth(unique("staff"), [role], department_path=team.rep.dept)
+    r = await client.get("/v1/opportunities", params={f"custom.{key}": "x"}, headers=hidden_from)
+    problem = expect_problem(r, 403)
+    assert problem["type"].endswith("field-hidden") and [e["field"] for e in problem["errors"]] == [f"custom.{key}"]
+    r = await client.get("/v1/opportunities", params={f"custom.{key}": "x"}, headers=team.rep.headers)
+    assert r.status_code == 200, r.text

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -14,7 +14,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from crm_customers.adapters.repository import DuplicateKeys
-from crm_customers.application.customers import Customers
+from crm_customers.application.customers import CONTACTS, Customers
 from crm_customers.application.duplicates import describe_match
 from crm_customers.application.queries import CustomerFilter, list_customers
 from crm_customers.domain import rules
@@ -62,6 +62,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 #: The header of a custom field's column: ``custom.<key>`` (import and export).
 CUSTOM_COLUMN = "custom."
+#: The header of a contact custom field's column: ``contact.custom.<key>`` (the row's contact on
+#: import, the primary contact, else the first, on export).
+CONTACT_CUSTOM_COLUMN = "contact.custom."
 _HEADER_TO_COLUMN = {alias.lower(): column for column, aliases in COLUMNS.items() for alias in aliases}
 _LIST_SPLIT = re.compile(r"[;；|,，]")
 
@@ -153,7 +156,7 @@ def _filled_columns(text: str) -> list[str]:
     """The known columns that hold a value in at least one row (an empty column sets nothing)."""
     try:
         reader = csv.reader(io.StringIO(text))
-        header = [_column(h, (h.strip()[len(CUSTOM_COLUMN) :],)) for h in next(reader, [])]
+        header = [_column(h, _ANY_KEY, _ANY_KEY) for h in next(reader, [])]
         filled: set[str] = set()
         for values in reader:
             filled.update(c for c, v in zip(header, values, strict=False) if c and v.strip())
@@ -162,24 +165,37 @@ def _filled_columns(text: str) -> list[str]:
     return sorted(filled)
 
 
-def _column(header: str, custom: Collection[str]) -> str | None:
-    """A header's column: a built-in one (English or Chinese name), or ``custom.<key>`` of an
-    active custom field (the key as defined, not its label: labels change, keys do not)."""
+class _AnyKey:
+    """Every key: the columns of any custom field, whether defined or not (which columns are filled)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+_ANY_KEY = _AnyKey()
+
+
+def _column(header: str, custom: Container[str], contact_custom: Container[str] = ()) -> str | None:
+    """A header's column: a built-in one (English or Chinese name), ``custom.<key>`` of an active
+    custom field of customers or ``contact.custom.<key>`` of one of contacts (the key as defined,
+    not its label: labels change, keys do not)."""
     name = header.strip()
-    if name.lower().startswith(CUSTOM_COLUMN) and name[len(CUSTOM_COLUMN) :] in custom:
-        return CUSTOM_COLUMN + name[len(CUSTOM_COLUMN) :]
+    for prefix, keys in ((CONTACT_CUSTOM_COLUMN, contact_custom), (CUSTOM_COLUMN, custom)):
+        if name.lower().startswith(prefix) and name[len(prefix) :] in keys:
+            return prefix + name[len(prefix) :]
     return _HEADER_TO_COLUMN.get(name.lower())
 
 
-def custom_cells(fields: FieldSet, row: dict[str, str]) -> dict[str, Any]:
-    """A row's ``custom.<key>`` cells as the API's ``custom`` (empty cells left out, so defaults
-    apply); a cell that cannot be read is a 422 naming its column."""
+def custom_cells(fields: FieldSet, row: dict[str, str], prefix: str = CUSTOM_COLUMN) -> dict[str, Any]:
+    """A row's ``custom.<key>`` cells (``prefix``: ``contact.custom.`` for the contact's) as the
+    API's ``custom`` (empty cells left out, so defaults apply); a cell that cannot be read is a
+    422 naming its column."""
     out: dict[str, Any] = {}
     errors: list[FieldError] = []
     for column, text in row.items():
-        if not column.startswith(CUSTOM_COLUMN):
+        if not column.startswith(prefix):
             continue
-        key = column[len(CUSTOM_COLUMN) :]
+        key = column[len(prefix) :]
         try:
             value = from_text(fields.active[key], text or "")
         except InvalidValue as exc:
@@ -192,7 +208,9 @@ def custom_cells(fields: FieldSet, row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _rows(text: str, max_rows: int, custom: Collection[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(
+    text: str, max_rows: int, custom: Collection[str] = (), contact_custom: Collection[str] = ()
+) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
@@ -200,10 +218,10 @@ def _rows(text: str, max_rows: int, custom: Collection[str] = ()) -> Iterator[tu
         raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
     except csv.Error as exc:
         raise _unreadable(text, reader.line_num, exc, None) from exc
-    columns: list[str | None] = [_column(h, custom) for h in header]
+    columns: list[str | None] = [_column(h, custom, contact_custom) for h in header]
     unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
     if unknown:
-        known = [*COLUMNS, *(CUSTOM_COLUMN + k for k in custom)]
+        known = [*COLUMNS, *(CUSTOM_COLUMN + k for k in custom), *(CONTACT_CUSTOM_COLUMN + k for k in contact_custom)]
         raise ValidationFailed.for_field(
             "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(known)}"
         )
@@ -273,10 +291,38 @@ def _cell_at_fault(text: str, line: int, faulty: Callable[[int, int, int | None]
     return None
 
 
+def _with_contact_custom(payload: Document, cells: Document) -> None:
+    """The row's ``contact.custom.<key>`` cells on the row's contact; cells without a contact
+    (no ``contact_name``) are a 422 naming each column."""
+    if not cells:
+        return
+    contacts = payload.get("contacts")
+    if not contacts:
+        reason = "a contact's field needs the row's contact: give contact_name (联系人)"
+        errors = [FieldError(field=CONTACT_CUSTOM_COLUMN + key, reason=reason) for key in cells]
+        raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+    contacts[0]["custom"] = cells
+
+
 class Importer:
     def __init__(self, customers: Customers) -> None:
         self._customers = customers
         self._repo = customers.repo
+
+    async def _contacts_custom(self, data: CustomerCreate) -> list[Document]:
+        """The row's contact's custom values validated as the API does (defaults, required), each
+        error naming its column, ``contact.custom.<key>``, rather than ``contacts[0].custom.<key>``."""
+        try:
+            return await self._customers.contacts_custom(data)
+        except ValidationFailed as exc:
+            inside = "contacts[0].custom."
+            errors = [
+                e.model_copy(update={"field": CONTACT_CUSTOM_COLUMN + e.field.removeprefix(inside)})
+                if e.field.startswith(inside)
+                else e
+                for e in exc.errors
+            ]
+            raise ValidationFailed("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors) from exc
 
     async def run(
         self, principal: Principal, raw: bytes, *, dry_run: bool, key: IdempotencyKey | None = None
@@ -298,7 +344,9 @@ class Importer:
         total = 0
         now = self._customers.clock.now()
         fields = await self._customers.fieldset()
-        for line, row in _rows(text, self._customers.settings.import_max_rows, list(fields.active)):
+        contact_fields = await self._customers.fieldset(CONTACTS)
+        max_rows = self._customers.settings.import_max_rows
+        for line, row in _rows(text, max_rows, list(fields.active), list(contact_fields.active)):
             total += 1
             # The API refuses control characters in every JSON field (crm_platform.text_input);
             # a file is held to the same rule, one row error per cell.
@@ -311,9 +359,11 @@ class Importer:
                 errors += unclean
                 continue
             try:
-                data = CustomerCreate.model_validate(row_to_payload(row))
+                payload = row_to_payload(row)
+                _with_contact_custom(payload, custom_cells(contact_fields, row, CONTACT_CUSTOM_COLUMN))
+                data = CustomerCreate.model_validate(payload)
                 custom = fields.validate(custom_cells(fields, row))  # defaults and required, as the API
-                contact_custom = await self._customers.contacts_custom(data)  # the file's contact: defaults
+                contact_custom = await self._contacts_custom(data)  # the row's contact: as the API
                 row_id = str(key.uuid(f"line {line}")) if key else None
                 doc = rules.new_customer(data, principal, now, row_id, custom, contact_custom)
             except ValidationError as exc:
@@ -579,9 +629,14 @@ def _cell(value: Any) -> str:
 
 
 def export_row(
-    doc: Document, columns: Sequence[str] = EXPORT_COLUMNS, custom: Sequence[Mapping[str, Any]] = ()
+    doc: Document,
+    columns: Sequence[str] = EXPORT_COLUMNS,
+    custom: Sequence[Mapping[str, Any]] = (),
+    contact_custom: Sequence[Mapping[str, Any]] = (),
 ) -> list[str]:
-    """One customer as a CSV row: the built-in ``columns``, then one per custom field in ``custom``."""
+    """One customer as a CSV row: the built-in ``columns``, then one per custom field in ``custom``,
+    then one per contact custom field in ``contact_custom`` (the primary contact's values, else
+    the first contact's)."""
     address = doc.get("address") or {}
     values = {
         "id": doc["_id"],
@@ -590,9 +645,14 @@ def export_row(
         **{k: address.get(k) for k in ("province", "city", "district", "street")},
     }
     values_ = doc.get("custom") or {}
-    return [_cell(values[c] if c in values else doc.get(c)) for c in columns] + [
-        _cell(to_text(d, values_.get(d["key"])) or None) for d in custom
-    ]
+    contacts = doc.get("contacts") or []
+    contact = next((c for c in contacts if c.get("is_primary")), contacts[0] if contacts else {})
+    contact_values = contact.get("custom") or {}
+    return (
+        [_cell(values[c] if c in values else doc.get(c)) for c in columns]
+        + [_cell(to_text(d, values_.get(d["key"])) or None) for d in custom]
+        + [_cell(to_text(d, contact_values.get(d["key"])) or None) for d in contact_custom]
+    )
 
 
 async def record_export(
@@ -658,7 +718,18 @@ async def export_csv(
     policy = principal.fields("customers")
     # A column per active custom field the caller may see: custom.<key>.
     custom = [d for d in (await customers.fieldset()).ordered() if not policy.hides(CUSTOM_COLUMN + d["key"])]
-    writer.writerow([*columns, *(CUSTOM_COLUMN + d["key"] for d in custom)])
+    # Then one per active contact custom field the caller may see: contact.custom.<key>.
+    contact_policy = principal.fields(CONTACTS)
+    contact_custom = [
+        d for d in (await customers.fieldset(CONTACTS)).ordered() if not contact_policy.hides(CUSTOM_COLUMN + d["key"])
+    ]
+    writer.writerow(
+        [
+            *columns,
+            *(CUSTOM_COLUMN + d["key"] for d in custom),
+            *(CONTACT_CUSTOM_COLUMN + d["key"] for d in contact_custom),
+        ]
+    )
     yield b"\xef\xbb\xbf" + buffer.getvalue().encode()  # BOM: Excel then reads UTF-8 Chinese correctly
     paging = PageParams(sort=sort, limit=EXPORT_PAGE)
     while True:
@@ -666,7 +737,7 @@ async def export_csv(
         buffer.seek(0)
         buffer.truncate()
         for doc in page.items:
-            writer.writerow(export_row(doc, columns, custom))
+            writer.writerow(export_row(doc, columns, custom, contact_custom))
         yield buffer.getvalue().encode()
         if page.next_cursor is None:
             return

@@ -82,7 +82,9 @@ def ensure_columns_writable(principal: Principal, columns: Iterable[str]) -> Non
     """Refuse (403 ``field-read-only``) an import whose columns set fields the caller may not set."""
     by_module: dict[str, list[str]] = {}
     for column in columns:
-        if column.startswith("custom."):  # a custom field's column is the field itself
+        if column.startswith("contact.custom."):  # a contact custom field's column: the contact's field
+            by_module.setdefault("contacts", []).append(column.removeprefix("contact."))
+        elif column.startswith("custom."):  # a custom field's column is the field itself
             by_module.setdefault("customers", []).append(column)
         elif column in COLUMN_FIELD:
             module, name = COLUMN_FIELD[column]

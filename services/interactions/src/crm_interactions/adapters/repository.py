@@ -65,6 +65,65 @@ INTERACTION_INDEXES = [
     IndexModel([("status", ASCENDING)], name="idx_status"),
 ]
 
+
+def _custom_field_indexes(prefixes: dict[str, list[tuple[str, int]]], sort_key: str, key: str) -> list[IndexModel]:
+    """The indexes of a filterable custom field of one list: its value behind each of the list's
+    prefixes, then the list's default sort key and the tie-breaker, so ``custom.<key>=<value>``
+    is an equality search walked in list order; the value alone too, for a filter under another
+    sort. Made when the field becomes filterable, dropped when the flag is cleared or the field
+    archived (crm_platform.customfield_store)."""
+    field = f"custom.{key}"
+    return [
+        *(
+            IndexModel(
+                [*prefix, (field, ASCENDING), (f"s.{sort_key}", ASCENDING), ("s.id", ASCENDING)],
+                name=f"{name}_cf_{key}",
+            )
+            for name, prefix in prefixes.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
+#: Each list's prefixes (the status and hidden filters every list page has, behind the
+#: visibility alternatives' fields), as the list indexes below have them.
+INTERACTION_PREFIXES = {
+    "active": [("status", ASCENDING), ("hidden", ASCENDING)],
+    "customer_active": [("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+    "author_active": [("author_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+    "dept_active": [("author_department_path", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+}
+TASK_PREFIXES = {
+    "open": [("hidden", ASCENDING), ("status", ASCENDING)],
+    "assignee_open": [("assignee_id", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+    "creator_open": [("created_by", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+    "dept_open": [("assignee_department_path", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+}
+FEEDBACK_PREFIXES = {
+    "visible": [("hidden", ASCENDING)],
+    "customer_visible": [("customer_id", ASCENDING), ("hidden", ASCENDING)],
+    "reporter_visible": [("reported_by", ASCENDING), ("hidden", ASCENDING)],
+    "handler_visible": [("handler_id", ASCENDING), ("hidden", ASCENDING)],
+    "reporter_dept_visible": [("reporter_department_path", ASCENDING), ("hidden", ASCENDING)],
+    "handler_dept_visible": [("handler_department_path", ASCENDING), ("hidden", ASCENDING)],
+}
+
+
+def interaction_custom_field_indexes(key: str) -> list[IndexModel]:
+    """A filterable custom field of interactions: behind each list prefix, in ``-occurred_at`` order."""
+    return _custom_field_indexes(INTERACTION_PREFIXES, "occurred_at", key)
+
+
+def task_custom_field_indexes(key: str) -> list[IndexModel]:
+    """A filterable custom field of tasks: behind each list prefix, in ``due_at`` order."""
+    return _custom_field_indexes(TASK_PREFIXES, "due_at", key)
+
+
+def feedback_custom_field_indexes(key: str) -> list[IndexModel]:
+    """A filterable custom field of feedback: behind each list prefix, in ``-opened_at`` order."""
+    return _custom_field_indexes(FEEDBACK_PREFIXES, "opened_at", key)
+
+
 TASK_INDEXES = [
     # The scheduler's query: armed notices whose time has come (epoch ms, see tasks.sort_keys).
     IndexModel([("s.fire_at", ASCENDING)], name="s_fire_at"),

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from crm_interactions.application import history as history_
+from crm_interactions.application.custom import fieldset
 from crm_interactions.application.feedback import Feedback
 from crm_interactions.application.interactions import Interactions
 from crm_interactions.application.stats import Stats, interaction_stats
 from crm_interactions.application.tasks import Tasks
 from crm_interactions.domain.calendar import GroupBy, zone
+from crm_interactions.domain.interactions import FEEDBACK, INTERACTIONS, TASKS
 from crm_interactions.domain.model import (
     FeedbackIn,
     FeedbackPatch,
@@ -33,6 +35,7 @@ from crm_interactions.entrypoints.schemas import (
     InteractionFilter,
     InteractionOut,
     InteractionPage,
+    Paging,
     TaskFilter,
     TaskOut,
     TaskPage,
@@ -43,6 +46,7 @@ from crm_interactions.entrypoints.schemas import (
 from crm_interactions.settings import InteractionsSettings
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
+from crm_platform.customfields import query_filters
 from crm_platform.errors import ValidationFailed
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
@@ -50,6 +54,7 @@ from crm_platform.openapi import problems
 from crm_platform.service import ServiceKit
 
 Document = dict[str, Any]
+P = TypeVar("P", bound=Paging)
 
 
 @dataclass
@@ -72,6 +77,12 @@ Reason = Annotated[str | None, Query(max_length=500)]
 interactions_router = APIRouter(prefix="/v1", tags=["interactions"])
 tasks_router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 feedback_router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+
+
+async def _with_custom(params: P, request: Request, app: Services, module: str = INTERACTIONS) -> P:
+    """``params`` with the query's ``custom.<key>=<value>`` filters, checked against ``module``'s definitions."""
+    fields = await fieldset(app.interactions.fields, module)
+    return params.with_custom(query_filters(fields, request.query_params.multi_items()))
 
 
 def _respond(body: Any, version: int, status: int = 200, location: str | None = None) -> JSONResponse:
@@ -128,8 +139,11 @@ async def log_interaction(
     summary="Interactions across customers: yours, your team's (managers), those of customers you own",
 )
 async def list_interactions(
-    params: Annotated[InteractionFilter, Query()], principal: CurrentPrincipal, app: App
+    params: Annotated[InteractionFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
 ) -> InteractionPage:
+    """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
+    params = await _with_custom(params, request, app)
     items, cursor = await app.interactions.search(
         principal, params.to_mongo(), params.sort, params.cursor, params.limit
     )
@@ -218,8 +232,13 @@ async def interaction_history(interaction_id: str, principal: CurrentPrincipal, 
     summary="A customer's full interaction history in time order (what a rep reads before a visit)",
 )
 async def customer_interactions(
-    customer_id: str, params: Annotated[InteractionFilter, Query()], principal: CurrentPrincipal, app: App
+    customer_id: str,
+    params: Annotated[InteractionFilter, Query()],
+    request: Request,
+    principal: CurrentPrincipal,
+    app: App,
 ) -> InteractionPage:
+    params = await _with_custom(params, request, app)
     items, cursor = await app.interactions.customer_history(
         principal, customer_id, params.to_mongo(), params.sort, params.cursor, params.limit
     )
@@ -241,7 +260,12 @@ async def create_task(body: TaskIn, principal: CurrentPrincipal, app: App, key: 
     response_model=TaskPage,
     summary="Tasks: mine / created by me / my team's / all, overdue / today / this week (in a time zone)",
 )
-async def list_tasks(params: Annotated[TaskFilter, Query()], principal: CurrentPrincipal, app: App) -> TaskPage:
+async def list_tasks(
+    params: Annotated[TaskFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
+) -> TaskPage:
+    """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
+    params = await _with_custom(params, request, app, TASKS)
     items, cursor = await app.tasks.list(
         principal,
         view=params.view,
@@ -338,8 +362,11 @@ async def open_feedback(
 
 @feedback_router.get("", response_model=FeedbackPage, summary="Feedback you recorded, handle, or may see")
 async def list_feedback(
-    params: Annotated[FeedbackFilter, Query()], principal: CurrentPrincipal, app: App
+    params: Annotated[FeedbackFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
 ) -> FeedbackPage:
+    """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
+    params = await _with_custom(params, request, app, FEEDBACK)
     items, cursor = await app.feedback.list(principal, params.to_mongo(), params.sort, params.cursor, params.limit)
     return FeedbackPage(items=[feedback_out(d) for d in items], next_cursor=cursor)
 

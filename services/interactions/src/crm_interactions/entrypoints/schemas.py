@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from crm_interactions.domain import feedback as feedback_rules
 from crm_interactions.domain import interactions as interaction_rules
@@ -19,6 +19,7 @@ from crm_platform.contracts.interactions import (
     InteractionSnapshot,
     TaskSnapshot,
 )
+from crm_platform.customfields import field_name
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import all_of
 from crm_platform.sortkeys import epoch_ms
@@ -98,11 +99,34 @@ def feedback_out(doc: Document) -> FeedbackOut:
 
 
 class Paging(BaseModel):
+    """A list's paging, and its ``custom.<key>=<value>`` filters (see :meth:`with_custom`)."""
+
     model_config = ConfigDict(extra="forbid")
 
     sort: str | None = None
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
+    #: ``custom.<key>=<value>`` filters, as the stored values to match.
+    _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_apart(cls, data: Any) -> Any:
+        # custom.<key> filters name fields administrators define: checked against the definitions
+        # by the caller (crm_platform.customfields.query_filters), so left out here, not refused.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith(field_name(""))}
+        return data
+
+    def with_custom(self, values: dict[str, Any]) -> Self:
+        """These parameters with ``custom.<key>`` equalities or ranges (values in their stored form)."""
+        self._custom = dict(values)
+        return self
+
+    def custom_clauses(self) -> list[Document]:
+        # Served by the field's indexes behind each list prefix (repository
+        # custom_field_indexes), kept while the field is active and filterable.
+        return [{field_name(key): value} for key, value in self._custom.items()]
 
 
 class InteractionFilter(Paging):
@@ -147,7 +171,7 @@ class InteractionFilter(Paging):
             clauses.append({"s.occurred_at": bounds})
         if self.recorded_late is not None:
             clauses.append({"recorded_late": self.recorded_late})
-        return all_of(*clauses)
+        return all_of(*clauses, *self.custom_clauses())
 
 
 class TaskFilter(Paging):
@@ -171,7 +195,7 @@ class TaskFilter(Paging):
             for name in ("assignee_id", "customer_id", "opportunity_id")
             if getattr(self, name)
         ]
-        return all_of(*clauses)
+        return all_of(*clauses, *self.custom_clauses())
 
 
 class FeedbackFilter(Paging):
@@ -194,4 +218,4 @@ class FeedbackFilter(Paging):
             value = getattr(self, name)
             if value:
                 clauses.append({name: value})
-        return all_of(*clauses)
+        return all_of(*clauses, *self.custom_clauses())

@@ -91,6 +91,25 @@ LEGACY_OPPORTUNITY_INDEXES = (
     *(f"idx_s.{key}" for key in SORT_KEYS),
 )
 
+
+def custom_field_indexes(key: str) -> list[IndexModel]:
+    """The indexes of a filterable custom field of opportunities: its value behind each visibility
+    prefix, then the default sort (``-updated_at``) and the tie-breaker, so ``custom.<key>=<value>``
+    in any scope is an equality search walked in list order (not the scope's list index walked and
+    every row tested); the value alone too, for a filter under another sort. Made when the field
+    becomes filterable, dropped when the flag is cleared or the field archived."""
+    field = f"custom.{key}"
+    return [
+        *(
+            IndexModel(
+                [*prefix, (field, ASCENDING), ("s.updated_at", ASCENDING), ("s.id", ASCENDING)], name=f"{name}_cf_{key}"
+            )
+            for name, prefix in VISIBILITY_PREFIXES.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
 TARGET_INDEXES = [
     IndexModel([("scope", ASCENDING), ("scope_id", ASCENDING), ("year", ASCENDING)], name="scope_year"),
     IndexModel([("department_path", ASCENDING), ("year", ASCENDING)], name="dept_year"),

@@ -6,18 +6,20 @@ import re
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from crm_pipeline.adapters.repository import LIST_PROJECTION, Repository
 from crm_pipeline.domain import money
 from crm_pipeline.domain.opportunities import OPPORTUNITIES, SORT_FIELDS
 from crm_platform.auth import Principal
+from crm_platform.customfields import field_name
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.sortkeys import TIEBREAK
 
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
+CUSTOM_PREFIX = field_name("")
 
 
 def subtree(path: str) -> Document:
@@ -46,6 +48,26 @@ class OpportunityFilter(BaseModel):
     q: str | None = Field(default=None, max_length=100, description="Name contains (case-insensitive).")
     pending_approval: bool | None = Field(default=None, description="Waiting for a manager's approval.")
     source_campaign: str | None = None
+    #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
+    _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_apart(cls, data: Any) -> Any:
+        # custom.<key> filters name fields administrators define: checked against the definitions
+        # by the caller (crm_platform.customfields.query_filters), so left out here, not refused.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith(CUSTOM_PREFIX)}
+        return data
+
+    def with_custom(self, values: dict[str, Any]) -> OpportunityFilter:
+        """This filter with ``custom.<key>`` equalities or ranges (values already in their stored form)."""
+        self._custom = dict(values)
+        return self
+
+    @property
+    def custom(self) -> dict[str, Any]:
+        return dict(self._custom)
 
     def to_mongo(self, principal: Principal, default_currency: str) -> Document:
         clauses: list[Document] = [{"hidden": False}]
@@ -88,6 +110,10 @@ class OpportunityFilter(BaseModel):
             if not self.currency:
                 clauses.append({"currency": currency})
             clauses.append({"amount_minor": amounts})
+        for key, value in self._custom.items():
+            # Served by the field's indexes behind each visibility prefix (repository
+            # custom_field_indexes), kept while the field is active and filterable.
+            clauses.append({CUSTOM_PREFIX + key: value})
         # One flat document: the embedded store indexes top-level fields only, never a literal $and;
         # visibility stays an $or that fetch_page runs as one indexed query per alternative.
         return all_of(*clauses)

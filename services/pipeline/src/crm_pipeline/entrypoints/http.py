@@ -45,6 +45,7 @@ from crm_pipeline.entrypoints.schemas import (
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
+from crm_platform.customfields import field_name, query_filters
 from crm_platform.fieldaccess import redact_history, written_fields
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
@@ -111,10 +112,12 @@ _SORT_FIELD = {
 
 
 def _ensure_query_visible(principal: Principal, filters: OpportunityFilter, sort: str | None) -> None:
-    """Refuse (403 ``field-hidden``) a filter or sort on a field the caller's roles hide."""
+    """Refuse (403 ``field-hidden``) a filter or sort on a field the caller's roles hide (a custom
+    field's filter is on ``custom.<key>``)."""
     policy = principal.fields("opportunities")
     given = [name for name, value in filters.model_dump().items() if value is not None]
     policy.ensure_visible([_FILTER_FIELD[n] for n in given if n in _FILTER_FIELD], "filter")
+    policy.ensure_visible([field_name(key) for key in filters.custom], "filter")
     keys = [part.strip().lstrip("+-") for part in (sort or "").split(",") if part.strip()]
     policy.ensure_visible([_SORT_FIELD[k] for k in keys if k in _SORT_FIELD], "sort")
 
@@ -226,8 +229,14 @@ async def create_opportunity(
 @router.get(
     "", response_model=OpportunityPage, summary="List opportunities: filters, sort on up to four keys, cursor pages"
 )
-async def list_(params: Annotated[ListParams, Query()], principal: CurrentPrincipal, svc: Svc) -> JSONResponse:
+async def list_(
+    params: Annotated[ListParams, Query()], request: Request, principal: CurrentPrincipal, svc: Svc
+) -> JSONResponse:
+    """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
     filters = OpportunityFilter.model_validate(params.model_dump(include=set(OpportunityFilter.model_fields)))
+    custom = query_filters(await svc.pipelines.fieldset(), request.query_params.multi_items())
+    filters = filters.with_custom(custom)
     _ensure_query_visible(principal, filters, params.sort)
     page = await list_opportunities(
         svc.opportunities.repo,
