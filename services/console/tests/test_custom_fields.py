@@ -1,0 +1,144 @@
+"""Custom fields in the console, against the real customers service: a rep sets custom values on
+a new customer (a refused value shown at its field, the rest kept), sees them on the customer
+page with the fields' labels, and changes one in the edit form (only what changed is sent)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from playwright.async_api import expect
+
+from crm_console.testing import Stack, User, screenshot
+from crm_platform.testing.fixtures import unique
+
+
+def key(prefix: str) -> str:
+    """A field key no other test uses (keys are a-z, 0-9 and _)."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def define(stack: Stack, module: str, body: dict[str, Any]) -> dict[str, Any]:
+    service = {"customers": "customers", "opportunities": "pipeline"}[module]
+    async with httpx.AsyncClient(base_url=stack.urls[service], headers=stack.admin_headers) as client:
+        answer = await client.post(f"/v1/fields/{module}", json=body)
+    assert answer.status_code == 201, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+async def test_a_rep_sets_custom_values_sees_them_on_the_customer_page_and_changes_one(
+    stack: Stack, signed_in_page: Any, user: User
+) -> None:
+    page = signed_in_page
+    seats, segment, renewal = key("seats"), key("segment"), key("renewal")
+    tag = uuid.uuid4().hex[:6]
+    await define(
+        stack,
+        "customers",
+        {
+            "key": seats,
+            "type": "number",
+            "labels": {"zh-CN": f"席位数 {tag}", "en": f"Seats {tag}"},
+            "help": {"zh-CN": "购买的席位", "en": "Seats bought"},
+            "validation": {"min": 1, "max": 1000},
+        },
+    )
+    await define(
+        stack,
+        "customers",
+        {
+            "key": segment,
+            "type": "choice",
+            "labels": {"zh-CN": f"细分 {tag}", "en": f"Segment {tag}"},
+            "options": [
+                {"key": "smb", "labels": {"zh-CN": "中小企业", "en": "Small business"}},
+                {"key": "ent", "labels": {"zh-CN": "大型企业", "en": "Enterprise"}},
+            ],
+        },
+    )
+    await define(
+        stack,
+        "customers",
+        {"key": renewal, "type": "date", "labels": {"zh-CN": f"续约日 {tag}", "en": f"Renewal {tag}"}},
+    )
+
+    await page.goto("/customers/new")
+    name = unique("星河软件")
+    await page.get_by_label("Name", exact=True).fill(name)
+    seats_input = page.get_by_label(f"Seats {tag}")
+    await seats_input.fill("5000")
+    await page.get_by_label(f"Segment {tag}").select_option(label="Enterprise")
+    await page.get_by_role("button", name="Create customer").click()
+    # Refused at the field, with the service's reason; what was typed is kept.
+    await expect(seats_input).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(f"[id='e-custom.{seats}']")).to_contain_text("1000")
+    await expect(page.get_by_label(f"Segment {tag}")).to_have_value("ent")
+    await expect(page.get_by_label("Name", exact=True)).to_have_value(name)
+    await screenshot(page, "customers-custom-refused")
+    await seats_input.fill("120")
+    await page.get_by_role("button", name="Create customer").click()
+    await page.wait_for_url("**/customers/*?created=1")
+
+    profile = page.locator("#profile")
+    await expect(profile.get_by_text(f"Seats {tag}")).to_be_visible()
+    await expect(page.locator(f"#p-custom-{seats}")).to_have_text("120")
+    await expect(page.locator(f"#p-custom-{segment}")).to_have_text("Enterprise")  # the option's label
+    await expect(page.locator(f"#p-custom-{renewal}")).to_have_count(0)  # no value: nothing shown
+
+    await page.get_by_role("button", name="Edit").click()
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_value("120")
+    await page.get_by_label(f"Renewal {tag}").fill("2027-03-31")
+    await page.get_by_label(f"Segment {tag}").select_option(label="Small business")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#notice")).to_contain_text("Profile saved.")
+    await expect(page.locator(f"#p-custom-{segment}")).to_have_text("Small business")
+    await expect(page.locator(f"#p-custom-{renewal}")).to_have_text("2027-03-31")
+    await expect(page.locator(f"#p-custom-{seats}")).to_have_text("120")
+    await screenshot(page, "customers_detail-custom")
+
+    # The service holds what the page shows; the untouched value was not re-sent.
+    token = await stack.token_for(user)
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+        cid = page.url.split("/customers/")[1].split("?")[0]
+        answer = await client.get(f"/v1/customers/{cid}", headers={"Authorization": f"Bearer {token}"})
+        history = await client.get(f"/v1/customers/{cid}/history", headers={"Authorization": f"Bearer {token}"})
+    assert answer.json()["custom"] == {seats: 120, segment: "smb", renewal: "2027-03-31"}
+    changed = {c["field"] for entry in history.json() if entry["version"] > 1 for c in entry.get("changes") or []}
+    assert f"custom.{segment}" in changed and f"custom.{renewal}" in changed
+    assert f"custom.{seats}" not in changed
+
+
+async def test_the_customer_page_shows_labels_in_chinese(stack: Stack, page: Any) -> None:
+    from crm_console.testing import sign_in
+
+    rep = await stack.new_user(language="zh-CN")
+    await sign_in(page, rep)
+    await page.wait_for_url("**/")
+    tier = key("tier")
+    tag = uuid.uuid4().hex[:6]
+    await define(
+        stack,
+        "customers",
+        {
+            "key": tier,
+            "type": "multi_choice",
+            "labels": {"zh-CN": f"产品线 {tag}", "en": f"Product lines {tag}"},
+            "options": [
+                {"key": "erp", "labels": {"zh-CN": "企业资源", "en": "ERP"}},
+                {"key": "crm", "labels": {"zh-CN": "客户管理", "en": "CRM"}},
+            ],
+        },
+    )
+    token = await stack.token_for(rep)
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+        made = await client.post(
+            "/v1/customers",
+            json={"kind": "company", "name": unique("中文测试"), "custom": {tier: ["erp", "crm"]}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert made.status_code == 201, made.text
+    await page.goto(f"/customers/{made.json()['id']}")
+    await expect(page.locator("#profile").get_by_text(f"产品线 {tag}")).to_be_visible()
+    await expect(page.locator(f"#p-custom-{tier}")).to_have_text("企业资源、客户管理")
