@@ -142,3 +142,79 @@ async def test_the_customer_page_shows_labels_in_chinese(stack: Stack, page: Any
     await page.goto(f"/customers/{made.json()['id']}")
     await expect(page.locator("#profile").get_by_text(f"产品线 {tag}")).to_be_visible()
     await expect(page.locator(f"#p-custom-{tier}")).to_have_text("企业资源、客户管理")
+
+
+async def test_an_admin_defines_changes_and_archives_a_field(stack: Stack, page: Any) -> None:
+    from crm_console.testing import sign_in
+
+    admin = await stack.new_user(roles=["admin"])
+    await sign_in(page, admin)
+    await page.wait_for_url("**/")
+    level, tag = key("level"), uuid.uuid4().hex[:6]
+
+    await page.goto("/admin")
+    sections = page.get_by_role("navigation", name="Administration sections")
+    await sections.get_by_role("link", name="Custom fields").click()
+    await expect(page.get_by_role("heading", name="Custom fields")).to_be_visible()
+    await page.get_by_role("navigation", name="Modules").get_by_role("link", name="Contacts").click()
+    await expect(page.get_by_role("table", name="Custom fields of Contacts")).to_be_attached()
+    await page.get_by_role("navigation", name="Modules").get_by_role("link", name="Customers").click()
+    await page.get_by_role("button", name="New field").click()
+    await page.get_by_label("Key", exact=True).fill(level)
+    await page.get_by_label("Type", exact=True).select_option(label="Choice")
+    await page.get_by_label("Label (Chinese)").fill(f"级别 {tag}")
+    await page.get_by_label("Label (English)").fill(f"Level {tag}")
+    await page.get_by_label("Help (English)").fill("How big the account is")
+    await page.get_by_label("Text: maximum length").fill("20")  # a rule for another type
+    options = page.get_by_label("Options (choice types)")
+    await options.fill("gold | 金牌 | Gold\nsilver | 银牌 | Silver\ngold | 重复 | Again")
+    await page.get_by_role("button", name="Define field").click()
+    # Each refusal at its input; what was typed is kept.
+    await expect(page.get_by_label("Text: maximum length")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("[id='e-validation.max_length']")).to_contain_text("does not apply")
+    await expect(page.locator("#e-options")).to_contain_text("gold")
+    await expect(page.get_by_label("Label (English)")).to_have_value(f"Level {tag}")
+    await page.get_by_label("Text: maximum length").fill("")
+    await page.get_by_label("Options (choice types)").fill("gold | 金牌 | Gold\nsilver | 银牌 | Silver")
+    await page.get_by_role("button", name="Define field").click()
+    await expect(page.get_by_role("status")).to_have_text("Created.")
+    await expect(page.get_by_role("heading", name=f"Level {tag}")).to_be_visible()
+    await screenshot(page, "admin-field-edit")
+
+    # Change it: a new option, the old ones deactivated or kept; sent with If-Match.
+    await page.get_by_label("Label (English)").fill(f"Account level {tag}")
+    await page.get_by_label("Options (choice types)").fill(
+        "gold | 金牌 | Gold\nsilver | 银牌 | Silver | inactive\nbronze | 铜牌 | Bronze"
+    )
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_have_text("Saved.")
+    await expect(page.get_by_label("Options (choice types)")).to_have_value(
+        "gold | 金牌 | Gold\nsilver | 银牌 | Silver | inactive\nbronze | 铜牌 | Bronze"
+    )
+    # Dropping an option is refused at the options.
+    await page.get_by_label("Options (choice types)").fill("gold | 金牌 | Gold")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#e-options")).to_contain_text("never removed")
+
+    # The new-customer form offers the active options only.
+    await page.goto("/customers/new")
+    select = page.get_by_label(f"Account level {tag}")
+    await expect(select.locator("option")).to_have_text(["— not set —", "Gold", "Bronze"])
+    await expect(page.get_by_text("How big the account is")).to_be_visible()
+
+    await page.goto("/admin/fields?module=customers")
+    row = page.locator(f"#field-{level}")
+    await expect(row).to_contain_text("Choice")
+    await expect(row).to_contain_text("Active")
+    await screenshot(page, "admin-fields")
+    await row.get_by_role("link").click()
+    await page.get_by_role("button", name="Archive field").click()
+    await expect(page.get_by_role("status")).to_have_text("The field is archived.")
+    await expect(page.locator(f"#field-{level}")).to_contain_text("Archived")
+    await page.goto("/customers/new")
+    await expect(page.get_by_label(f"Account level {tag}")).to_have_count(0)
+
+
+async def test_a_rep_cannot_open_the_fields_page(signed_in_page: Any) -> None:
+    response = await signed_in_page.goto("/admin/fields")
+    assert response.status == 403
