@@ -218,3 +218,51 @@ async def test_an_admin_defines_changes_and_archives_a_field(stack: Stack, page:
 async def test_a_rep_cannot_open_the_fields_page(signed_in_page: Any) -> None:
     response = await signed_in_page.goto("/admin/fields")
     assert response.status == 403
+
+
+async def test_kanban_cards_show_the_opportunities_custom_values(stack: Stack, page: Any) -> None:
+    from crm_console.testing import sign_in
+    from crm_platform.testing.fixtures import eventually
+
+    rep = await stack.new_user()
+    region, budget, tag = key("region"), key("budget"), uuid.uuid4().hex[:6]
+    await define(
+        stack,
+        "opportunities",
+        {
+            "key": region,
+            "type": "choice",
+            "labels": {"zh-CN": f"大区 {tag}", "en": f"Region {tag}"},
+            "options": [{"key": "east", "labels": {"zh-CN": "华东", "en": "East"}}],
+        },
+    )
+    labels = {"zh-CN": f"预算 {tag}", "en": f"Budget {tag}"}
+    await define(stack, "opportunities", {"key": budget, "type": "money", "labels": labels})
+    token = await stack.token_for(rep)
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as customers:
+        made = await customers.post("/v1/customers", json={"kind": "company", "name": unique("看板客户")}, headers=auth)
+    assert made.status_code == 201, made.text
+    deal = unique("定制项目")
+    body = {
+        "customer_id": made.json()["id"],
+        "name": deal,
+        "custom": {region: "east", budget: {"amount": "80000", "currency": "CNY"}},
+    }
+    async with httpx.AsyncClient(base_url=stack.urls["pipeline"]) as pipeline:
+
+        async def create() -> bool:
+            answer = await pipeline.post("/v1/opportunities", json=body, headers=auth)
+            assert answer.status_code in (201, 404, 409, 422), answer.text  # the customer may not be known yet
+            if answer.status_code == 422:
+                assert '"custom.' not in answer.text, answer.text
+            return answer.status_code == 201
+
+        await eventually(create, timeout=60, interval=0.3, message="opportunity created")
+
+    await sign_in(page, rep)
+    await page.wait_for_url("**/")
+    await page.goto("/pipeline")
+    card = page.locator("#board li.card", has=page.locator(".card-name", has_text=deal))
+    await expect(card.locator(f"[data-field='{region}']")).to_have_text(f"Region {tag}: East")
+    await expect(card.locator(f"[data-field='{budget}']")).to_have_text(f"Budget {tag}: 80000.00 CNY")
