@@ -171,12 +171,12 @@ async def fields(
     return render(request, "admin/fields.html", context)
 
 
-@router.get("/{module}/new", include_in_schema=False)
+@router.get("/new/{module}", include_in_schema=False)
 async def new_field(request: Request, module: str) -> HTMLResponse:
     return await _form(request, _module(module), None, {"type": "text", "position": 0})
 
 
-@router.post("/{module}/new", include_in_schema=False)
+@router.post("/new/{module}", include_in_schema=False)
 async def define(request: Request, module: str, client: Annotated[Api, Depends(api)]) -> Response:
     module = _module(module)
     form = await form_of(request)
