@@ -266,3 +266,49 @@ async def test_kanban_cards_show_the_opportunities_custom_values(stack: Stack, p
     card = page.locator("#board li.card", has=page.locator(".card-name", has_text=deal))
     await expect(card.locator(f"[data-field='{region}']")).to_have_text(f"Region {tag}: East")
     await expect(card.locator(f"[data-field='{budget}']")).to_have_text(f"Budget {tag}: 80000.00 CNY")
+
+
+async def test_a_custom_field_the_role_hides_is_not_on_the_customer_page(stack: Stack, page: Any) -> None:
+    from crm_console.testing import sign_in
+    from crm_platform.testing.fixtures import eventually
+
+    shown_key, secret, tag = key("shown"), key("secret"), uuid.uuid4().hex[:6]
+    for field_key, word in ((shown_key, "Shown"), (secret, "Secret")):
+        labels = {"zh-CN": f"{word} {tag}", "en": f"{word} {tag}"}
+        await define(stack, "customers", {"key": field_key, "type": "text", "labels": labels})
+    role_id = unique("viewer").lower()
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        made = await directory.post(
+            "/v1/roles",
+            json={
+                "id": role_id,
+                "names": {"zh-CN": "只读", "en": f"Viewer {role_id}"},
+                "permissions": ["account:self", "customers:view"],
+                "scopes": {"customers": "all"},
+                "fields": {"customers": {f"custom.{secret}": "hidden"}},
+            },
+        )
+        assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
+        created = await customers.post(
+            "/v1/customers",
+            json={"kind": "company", "name": unique("保密客户"), "custom": {shown_key: "公开值", secret: "机密值"}},
+        )
+    assert created.status_code == 201, created.text
+    cid = created.json()["id"]
+    viewer = await stack.new_user(roles=[role_id])
+    token = await stack.token_for(viewer)
+
+    async def hidden_by_the_service() -> bool:
+        async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+            answer = await client.get(f"/v1/customers/{cid}", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code == 200 and secret not in (answer.json().get("custom") or {})
+
+    await eventually(hidden_by_the_service, timeout=30, interval=0.3, message="the role's field rule applies")
+    await sign_in(page, viewer)
+    await page.wait_for_url("**/")
+    await page.goto(f"/customers/{cid}")
+    await expect(page.locator(f"#p-custom-{shown_key}")).to_have_text("公开值")
+    await expect(page.locator(f"#p-custom-{secret}")).to_have_count(0)
+    await expect(page.locator("#profile")).not_to_contain_text(f"Secret {tag}")
+    await expect(page.locator("body")).not_to_contain_text("机密值")
