@@ -312,3 +312,58 @@ async def test_a_custom_field_the_role_hides_is_not_on_the_customer_page(stack: 
     await expect(page.locator(f"#p-custom-{secret}")).to_have_count(0)
     await expect(page.locator("#profile")).not_to_contain_text(f"Secret {tag}")
     await expect(page.locator("body")).not_to_contain_text("机密值")
+
+
+async def test_a_read_only_custom_field_does_not_block_a_save_and_a_change_to_it_is_refused_at_the_field(
+    stack: Stack, page: Any
+) -> None:
+    from crm_console.testing import sign_in
+    from crm_platform.testing.fixtures import eventually
+
+    locked_key, tag = key("locked"), uuid.uuid4().hex[:6]
+    labels = {"zh-CN": f"锁定 {tag}", "en": f"Locked {tag}"}
+    await define(stack, "customers", {"key": locked_key, "type": "text", "labels": labels})
+    role_id = unique("editor").lower()
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        made = await directory.post(
+            "/v1/roles",
+            json={
+                "id": role_id,
+                "names": {"zh-CN": "编辑", "en": f"Editor {role_id}"},
+                "permissions": ["account:self", "customers:view", "customers:edit"],
+                "scopes": {"customers": "all"},
+                "fields": {"customers": {f"custom.{locked_key}": "read"}},
+            },
+        )
+        assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
+        created = await customers.post(
+            "/v1/customers",
+            json={"kind": "company", "name": unique("只读字段客户"), "custom": {locked_key: "原值"}},
+        )
+    assert created.status_code == 201, created.text
+    cid = created.json()["id"]
+    editor = await stack.new_user(roles=[role_id])
+    token = await stack.token_for(editor)
+
+    async def visible() -> bool:
+        async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+            answer = await client.get(f"/v1/customers/{cid}", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code == 200
+
+    await eventually(visible, timeout=30, interval=0.3, message="the editor sees the customer")
+    await sign_in(page, editor)
+    await page.wait_for_url("**/")
+    await page.goto(f"/customers/{cid}/edit")
+    await expect(page.get_by_label(f"Locked {tag}")).to_have_value("原值")
+    await page.get_by_label("Industry").fill("制造")
+    await page.get_by_role("button", name="Save").click()  # the read-only value is not sent
+    await expect(page.locator("#notice")).to_contain_text("Profile saved.")
+    await expect(page.locator("#p-industry")).to_have_text("制造")
+
+    await page.goto(f"/customers/{cid}/edit")
+    await page.get_by_label(f"Locked {tag}").fill("新值")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_label(f"Locked {tag}")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(f"[id='e-custom.{locked_key}']")).to_contain_text("read-only")
+    await expect(page.get_by_label(f"Locked {tag}")).to_have_value("新值")

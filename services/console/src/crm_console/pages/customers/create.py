@@ -127,7 +127,8 @@ async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Resp
     try:
         answer = await client.send("customers", "POST", "/v1/customers", json=body, headers=headers)
     except UpstreamProblem as problem:
-        if problem.status not in (409, 422):
+        # A 403 naming fields: a value the user's role may only read (or not see): at the field.
+        if problem.status not in (409, 422) and not (problem.status == 403 and problem.errors):
             raise
         context = form_context(values, field_errors(problem), fields) | {"problem": problem}
         if problem.status == 409:

@@ -365,7 +365,8 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
     try:
         await client.send("customers", "PATCH", f"/v1/customers/{customer_id}", json=patch, headers={"If-Match": etag})
     except UpstreamProblem as problem:
-        if problem.status not in (409, 412, 422, 423):
+        # A 403 naming fields: a value the user's role may only read (or not see) was changed: at the field.
+        if problem.status not in (409, 412, 422, 423) and not (problem.status == 403 and problem.errors):
             raise
         values: dict[str, Any] = {k: str(v) for k, v in form.items()} | typed
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
