@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console import customfields
 from crm_console.pages.customers.people import owner_names
 from crm_console.pages.customers.query import KINDS, SIZES, SOURCES, STAGES, TIERS
 from crm_console.upstreams import UpstreamProblem
@@ -54,7 +56,7 @@ def form_values(customer: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-def payload(form: dict[str, str], *, for_patch: bool = False) -> dict[str, Any]:
+def payload(form: Mapping[str, Any], *, for_patch: bool = False) -> dict[str, Any]:
     """The form as the API's JSON body. A create leaves blank fields out; a patch clears them
     (null, or an empty list), since the edit form shows every field."""
     body: dict[str, Any] = {}
@@ -84,9 +86,12 @@ def field_errors(problem: UpstreamProblem) -> dict[str, str]:
     return out
 
 
-def form_context(values: dict[str, str], errors: dict[str, str] | None = None) -> dict[str, Any]:
+def form_context(
+    values: dict[str, Any], errors: dict[str, str] | None = None, fields: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "values": values,
+        "custom_fields": fields or [],
         "field_errors": errors or {},
         "kinds": KINDS,
         "tiers": TIERS,
@@ -104,27 +109,35 @@ async def _form(request: Request) -> dict[str, str]:
 @router.get("/new", include_in_schema=False)
 async def new(request: Request, client: Annotated[Api, Depends(api)]) -> HTMLResponse:
     values = {"kind": "company", "lifecycle_stage": "prospect", "idempotency_key": str(uuid.uuid4())}
-    return render(request, "customers/new.html", form_context(values))
+    fields = await customfields.definitions(client, "customers")
+    return render(request, "customers/new.html", form_context(values, fields=fields))
 
 
 @router.post("/new", include_in_schema=False)
 async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Response:
-    values = await _form(request)
+    values: dict[str, Any] = dict(await _form(request))
     # One key per form shown: a double click or a resent form creates the customer once.
     headers = {"Idempotency-Key": values["idempotency_key"]} if values["idempotency_key"] else {}
+    fields = await customfields.definitions(client, "customers")
+    values |= customfields.posted(fields, await request.form())
+    body = payload(values)
+    custom = customfields.body(fields, values, for_patch=False)
+    if custom:
+        body["custom"] = custom
     try:
-        answer = await client.send("customers", "POST", "/v1/customers", json=payload(values), headers=headers)
+        answer = await client.send("customers", "POST", "/v1/customers", json=body, headers=headers)
     except UpstreamProblem as problem:
-        if problem.status not in (409, 422):
+        # A 403 naming fields: a value the user's role may only read (or not see): at the field.
+        if problem.status not in (409, 422) and not (problem.status == 403 and problem.errors):
             raise
-        context = form_context(values, field_errors(problem)) | {"problem": problem}
+        context = form_context(values, field_errors(problem), fields) | {"problem": problem}
         if problem.status == 409:
             context |= await duplicate_report(client, values)
         return render(request, "customers/new.html", context, status_code=problem.status)
     return RedirectResponse(f"/customers/{answer.json()['id']}?created=1", status_code=303)
 
 
-async def duplicate_report(client: Api, values: dict[str, str]) -> dict[str, Any]:
+async def duplicate_report(client: Api, values: Mapping[str, Any]) -> dict[str, Any]:
     """What the service's duplicate check finds for the form's name, USCC, phones and emails."""
     body: dict[str, Any] = {
         "kind": values.get("kind") or None,

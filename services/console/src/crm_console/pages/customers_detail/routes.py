@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console import customfields
 from crm_console.pages.customers.query import api_list_params
 from crm_console.pages.customers_detail import forms, panels
 from crm_console.records import complete_customer
@@ -132,12 +133,19 @@ async def detail_page(
             return {"previous": None, "next": None}
         return found
 
-    related, around = await asyncio.gather(panels.load(client, customer_id, timezone), neighbours())
+    related, around, fields = await asyncio.gather(
+        panels.load(client, customer_id, timezone),
+        neighbours(),
+        customfields.definitions(client, "customers", include_archived=True),
+    )
+    custom_values = customer.get("custom") or {}
+    custom_shown = customfields.shown(fields, custom_values)
     people = [customer.get("owner_id"), customer.get("created_by"), customer.get("updated_by")]
     people += [(customer.get("locked") or {}).get("by"), (customer.get("deleted") or {}).get("by")]
     people += [entry.get("actor") for entry in related["history"].items]
     people += [task.get("assignee_id") for task in related["tasks"].items]
     people += [item.get("author_id") for item in related["followups"].items]
+    people += [custom_values[d["key"]] for d in custom_shown if d["type"] == "user"]
     who = await panels.names(client, people)
     done = request.query_params.get("done", "")
     if notice is None and done in DONE:
@@ -147,6 +155,14 @@ async def detail_page(
         "customer": customer,
         "etag": etag,
         "source": source,
+        "custom": [
+            {
+                "key": d["key"],
+                "label": customfields.text_in(d["labels"], client.session.language),
+                "text": customfields.display(d, custom_values[d["key"]], client.session.language, who),
+            }
+            for d in custom_shown
+        ],
         "list_url": "/customers" + (f"?{source}" if source else ""),
         "around": around,
         "panels": related,
@@ -304,12 +320,14 @@ def edit_page(
     customer: dict[str, Any],
     etag: str,
     source: str,
-    values: dict[str, str],
+    values: dict[str, Any],
+    fields: list[dict[str, Any]],
     errors: dict[str, str] | None = None,
     notice: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     context = {
+        "custom_fields": fields,
         "customer": customer,
         "etag": etag,
         "source": source,
@@ -329,7 +347,9 @@ def edit_page(
 async def edit(request: Request, customer_id: str, client: Client) -> HTMLResponse:
     customer, etag = await read_customer(client, customer_id)
     source = request.query_params.get("from", "")
-    return edit_page(request, customer, etag, source, forms.profile_values(customer))
+    fields = await customfields.definitions(client, "customers")
+    values: dict[str, Any] = forms.profile_values(customer) | customfields.form_values(fields, customer.get("custom"))
+    return edit_page(request, customer, etag, source, values | customfields.was(values), fields)
 
 
 @router.post("/{customer_id}/edit", include_in_schema=False)
@@ -337,15 +357,21 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source, etag, kind = str(form.get("from") or ""), str(form.get("etag") or ""), str(form.get("kind") or "")
     patch = forms.profile_patch(form, kind)
+    fields = await customfields.definitions(client, "customers")
+    typed = customfields.posted(fields, form)
+    custom = customfields.body(fields, typed, for_patch=True)
+    if custom:
+        patch["custom"] = custom
     try:
         await client.send("customers", "PATCH", f"/v1/customers/{customer_id}", json=patch, headers={"If-Match": etag})
     except UpstreamProblem as problem:
-        if problem.status not in (409, 412, 422, 423):
+        # A 403 naming fields: a value the user's role may only read (or not see) was changed: at the field.
+        if problem.status not in (409, 412, 422, 423) and not (problem.status == 403 and problem.errors):
             raise
-        values = {k: str(v) for k, v in form.items()}
+        values: dict[str, Any] = {k: str(v) for k, v in form.items()} | typed
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
         notice = refusal(client, problem)
-        return edit_page(request, customer, etag, source, values, field_errors(problem), notice, problem.status)
+        return edit_page(request, customer, etag, source, values, fields, field_errors(problem), notice, problem.status)
     return back(customer_id, source, "saved")
 
 

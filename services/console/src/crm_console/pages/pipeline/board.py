@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console import customfields
 from crm_console.customer_names import customer_names
 from crm_console.records import complete_opportunities, complete_opportunity
 from crm_console.upstreams import UpstreamProblem
@@ -113,6 +114,30 @@ def chosen(all_pipelines: list[Document], wanted: str | None) -> Document | None
     return next((p for p in all_pipelines if p.get("is_default")), all_pipelines[0] if all_pipelines else None)
 
 
+def custom_lines(definitions: list[Document], language: str) -> Any:
+    """For a card: ``[(key, label, text)]`` of the custom values the opportunity holds (a field
+    the user's roles hide is not in the record, so not on the card)."""
+
+    def lines(opportunity: Document) -> list[tuple[str, str, str]]:
+        values = opportunity.get("custom") or {}
+        shown = customfields.shown(definitions, values)
+        return [
+            (
+                d["key"],
+                customfields.text_in(d["labels"], language),
+                customfields.display(d, values[d["key"]], language, {}),
+            )
+            for d in shown
+        ]
+
+    return lines
+
+
+def custom_labels(definitions: list[Document], language: str) -> dict[str, str]:
+    """``custom.<key>`` → the field's label, for a stage requirement on a custom field."""
+    return {customfields.PREFIX + d["key"]: customfields.text_in(d["labels"], language) for d in definitions}
+
+
 async def board_context(request: Request, client: Api, pipeline_id: str | None) -> dict[str, Any]:
     language = client.session.language
     found = await pipelines(client)
@@ -124,6 +149,7 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
         "moved": None,
         "focus_id": "",
         "clear_dialog": False,
+        "custom_lines": lambda opportunity: [],
     }
     if pipeline is None:
         return defaults | {
@@ -138,7 +164,9 @@ async def board_context(request: Request, client: Api, pipeline_id: str | None) 
         await client.get("pipeline", "/v1/opportunities", params={"pipeline_id": pipeline["id"], "limit": BOARD_LIMIT})
     )
     items: list[Document] = page["items"]
+    definitions = await customfields.definitions(client, "opportunities", include_archived=True)
     return defaults | {
+        "custom_lines": custom_lines(definitions, language),
         "pipelines": [(p["id"], stage_label(p, language)) for p in found],
         "pipeline": pipeline,
         "columns": columns(pipeline, items, language),
@@ -341,6 +369,8 @@ async def _answer(request: Request, client: Api, form: MoveForm, dialog: dict[st
     """The dialog: into the page's dialog slot (htmx), or the whole board with the dialog open."""
     dialog.setdefault("version", form.version)
     dialog["fillable"] = FILLABLE_FIELDS
+    definitions = await customfields.definitions(client, "opportunities", include_archived=True)
+    dialog["custom_labels"] = custom_labels(definitions, client.session.language)
     if is_htmx(request):
         return render(request, "pipeline/dialog.html", dialog)
     context = await board_context(request, client, form.pipeline_id or None)
