@@ -13,7 +13,7 @@ from crm_customers.application.customers import Customers
 from crm_customers.application.export_approval import ExportApprovals
 from crm_customers.application.queries import CustomerFilter, custom_filters
 from crm_customers.application.transfer import count_export_rows, export_csv
-from crm_customers.domain.export_approval import needs_approval
+from crm_customers.domain.export_approval import needs_approval, snapshot
 from crm_customers.domain.fields import ensure_query_visible
 from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
@@ -147,22 +147,11 @@ class AnswerIn(BaseModel):
 
 
 def request_out(doc: Document) -> ExportRequestOut:
+    """The request as the API shows it: its event snapshot, and where to download it once approved."""
     approved = doc["status"] == "approved"
     return ExportRequestOut(
         id=doc["_id"],
-        requester_id=doc["requester_id"],
-        requester_department_path=doc.get("requester_department_path"),
-        filter=doc.get("filter") or {},
-        sort=doc.get("sort"),
-        rows=doc["rows"],
-        threshold=doc["threshold"],
-        status=doc["status"],
-        requested_at=_moment(doc["at_ms"]) or datetime.fromtimestamp(0, UTC),
-        decided_by=doc.get("decided_by"),
-        decided_at=_moment(doc.get("decided_at_ms")),
-        comment=doc.get("comment"),
-        valid_until=_moment(doc.get("valid_until_ms")),
-        downloads=int(doc.get("downloads", 0)),
+        **snapshot(doc).model_dump(exclude={"request_id"}),
         download_url=f"/v1/customers/export-requests/{doc['_id']}/download" if approved else None,
     )
 
