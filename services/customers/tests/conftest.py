@@ -15,6 +15,21 @@ from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, collecting, database
 
 
+def isolated_settings(backend: Backend, name: str) -> CustomersSettings:
+    """Settings for a service of its own (its database and consumer group), for a test module whose
+    definitions (custom fields, policies) must not reach the session's shared service."""
+    return CustomersSettings(
+        kafka_bootstrap_servers=backend.kafka_bootstrap,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+        mongo_url=backend.mongo_url,
+        mongo_database=f"crm_customers_{name}_{uuid.uuid4().hex[:8]}",
+        consumer_group_suffix=f".{name}-{uuid.uuid4().hex[:8]}",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        log_format="console",
+        log_level="WARNING",
+    )
+
+
 @pytest.fixture(scope="session")
 def customers_settings(backend: Backend) -> CustomersSettings:
     return CustomersSettings(

@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from crm_customers.main import create_app
-from crm_customers.settings import CustomersSettings
 from crm_platform.customfields import MAX_SORTABLE
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import TEST_JWT_SECRET, EventCollector, auth, collecting, running, unique
+from crm_platform.testing.fixtures import EventCollector, auth, collecting, running, unique
 from crm_platform.testing.roles import role_event
+
+from ..conftest import isolated_settings
 
 ADMIN = auth("admin-sorts", ["admin"], department_path="/hq")
 
@@ -35,16 +36,7 @@ async def events(backend: Backend) -> AsyncIterator[EventCollector]:
 
 @pytest.fixture(scope="module")
 async def app_and_client(backend: Backend, events: EventCollector) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    settings = CustomersSettings(
-        kafka_bootstrap_servers=backend.kafka_bootstrap,
-        kafka_enable_idempotence=backend.kafka_enable_idempotence,
-        mongo_url=backend.mongo_url,
-        mongo_database=f"crm_customers_sorts_{uuid.uuid4().hex[:8]}",
-        consumer_group_suffix=f".sorts-{uuid.uuid4().hex[:8]}",
-        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
-        log_format="console",
-        log_level="WARNING",
-    )
+    settings = isolated_settings(backend, "sorts")
     app = create_app(settings)
     async with running(app, "http://customers.test") as client:
         yield app, client
