@@ -243,8 +243,13 @@ def test_number_and_date_filters_take_ranges() -> None:
     )
     assert fields.filter_value("size", "10..100") == {"$gte": 10, "$lte": 100}
     assert fields.filter_value("size", "..2.5") == {"$lte": 2.5}
-    assert fields.filter_value("due", "2026-01-01..") == {"$gte": "2026-01-01"}
-    for key, text in (("size", ".."), ("size", "a..b"), ("due", "2026-13-01..")):
+    # A date matches its copy, the integer YYYYMMDD (an ISO string's range scans on the embedded store).
+    assert fields.filter_value("due", "2026-01-01..") == {"$gte": 20260101}
+    assert fields.filter_value("due", "2026-01-01..2026-03-31") == {"$gte": 20260101, "$lte": 20260331}
+    assert fields.filter_value("due", " 2026-02-03") == 20260203
+    assert fields.filter_path("due") == "s.cfq_due" and fields.filter_path("size") == "custom.size"
+    assert fields.conditions({"due": 20260203, "size": 5}) == {"s.cfq_due": 20260203, "custom.size": 5}
+    for key, text in (("size", ".."), ("size", "a..b"), ("due", "2026-13-01.."), ("due", "tomorrow")):
         with pytest.raises(ValidationFailed) as caught:
             fields.filter_value(key, text)
         assert caught.value.errors[0].field == f"custom.{key}" and caught.value.errors[0].location == "query"
@@ -256,13 +261,20 @@ def test_sort_copies_are_never_null_and_value_less_records_sort_first() -> None:
     number = {"key": "n", "type": "number", "sortable": True}
     boolean = {"key": "b", "type": "boolean", "sortable": True}
     text = {"key": "t", "type": "text", "sortable": True}
-    date_ = {"key": "d", "type": "date"}  # not sortable: no copy
-    fields = FieldSet.of([number, boolean, text, date_])
-    assert fields.sort_copies({"n": -(10**15), "b": False, "t": "甲"}) == {"cf_b": 0, "cf_n": -(10**15), "cf_t": "甲"}
-    empty = fields.sort_copies(None)
-    assert empty == {"cf_b": -1, "cf_n": NO_SORT_VALUE["number"], "cf_t": ""}
+    date_ = {"key": "d", "type": "date"}  # neither sortable nor filterable: no copy
+    day = {"key": "day", "type": "date", "sortable": True}
+    fields = FieldSet.of([number, boolean, text, date_, day])
+    assert fields.copies({"n": -(10**15), "b": False, "t": "甲", "d": "2026-01-01", "day": "2026-12-31"}) == {
+        "cf_b": 0,
+        "cf_n": -(10**15),
+        "cf_t": "甲",
+        "cf_day": 20261231,  # a date sorts as YYYYMMDD: a page after the first is an integer range
+    }
+    empty = fields.copies(None)
+    assert empty == {"cf_b": -1, "cf_n": NO_SORT_VALUE["number"], "cf_t": "", "cf_day": -1}
     # Below every value the field can hold: first ascending, last descending.
     assert empty["cf_n"] < -(10**15) and empty["cf_b"] < sort_copy(boolean, False)
+    assert empty["cf_day"] < sort_copy(day, "0001-01-01")
     assert sort_copy(number, True) == NO_SORT_VALUE["number"]  # a boolean is not a number
 
 
@@ -281,3 +293,48 @@ def test_money_and_multi_choice_are_not_sortable() -> None:
         with pytest.raises(ValidationFailed) as raised:
             check_definition({"key": "k", "type": type_, "sortable": True, **extra}, ())
         assert [e.field for e in raised.value.errors] == ["sortable"]
+
+
+def test_filterable_dates_and_money_keep_filter_copies_that_order_as_the_values() -> None:
+    from crm_platform.customfields import copies, filter_copy
+
+    due = {"key": "due", "type": "date", "filterable": True}
+    budget = {"key": "budget", "type": "money", "filterable": True, "validation": {"currencies": ["CNY", "USD"]}}
+    plain = {"key": "plain", "type": "money"}  # not filterable: no copy
+    fields = FieldSet.of([due, budget, plain])
+    money = {"amount": "1234.50", "currency": "CNY"}
+    assert fields.copies({"due": "2026-03-01", "budget": money, "plain": money}) == {
+        "cfq_due": 20260301,
+        "cfq_budget": "CNY:1000000000000123450",
+    }
+    # Without a value: None, which no equality or range matches.
+    assert fields.copies(None) == {"cfq_due": None, "cfq_budget": None}
+    assert copies({**due, "sortable": True}, "2026-03-01") == {"cf_due": 20260301, "cfq_due": 20260301}
+    # Amounts order as numbers within a currency, negative ones and cents included.
+    amounts = ["-100000.00", "-5.01", "-5.00", "0.00", "0.01", "9.99", "10.00", "999999999999.99"]
+    keys = [filter_copy(budget, {"amount": a, "currency": "CNY"}) for a in amounts]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_money_filters_name_a_currency_and_stay_within_it() -> None:
+    budget = {"key": "budget", "type": "money", "filterable": True, "validation": {"currencies": ["CNY", "USD"]}}
+    fields = FieldSet.of([budget])
+    key = FieldSet.of([budget]).filter_value
+    assert fields.filter_path("budget") == "s.cfq_budget"
+    assert key("budget", "1234.5 cny") == "CNY:1000000000000123450"
+    assert key("budget", "1000..5000 CNY") == {"$gte": "CNY:1000000000000100000", "$lte": "CNY:1000000000000500000"}
+    # An open end stays inside the currency: no USD amount is between the bounds.
+    low = key("budget", "1000.. USD")
+    assert low == {"$gte": "USD:1000000000000100000", "$lte": "USD:" + "9" * 19}
+    assert "CNY:1000000000000100000" < key("budget", "..5000 CNY")["$lte"] < "USD:"
+    for text, reason in (
+        ("1000", "amount and a currency"),
+        ("1000..5000", "amount and a currency"),
+        ("1000 EUR", "currency must be one of CNY, USD"),
+        (".. CNY", "at least one end"),
+        ("abc CNY", "not an amount"),
+    ):
+        with pytest.raises(ValidationFailed) as raised:
+            key("budget", text)
+        error = raised.value.errors[0]
+        assert error.field == "custom.budget" and error.location == "query" and reason in error.reason, (text, error)

@@ -6,13 +6,16 @@ copy kept in memory (:meth:`CustomFields.fieldset`), so a request reads no defin
 at once by a change made through this process, and by :meth:`CustomFields.reload`, which the
 service runs every ``CRM_CUSTOM_FIELDS_RELOAD_SECONDS`` in the background, so a change made
 through another replica reaches this one within that time.
-A field flagged ``filterable`` gets an index on the records' ``custom.<key>`` (made when the flag
-is set, dropped when it is cleared or the field archived; made again at start-up if a crash came
-between the definition's write and the index).
-A field flagged ``sortable`` (modules whose lists sort on custom fields, at most
-:data:`~crm_platform.customfields.MAX_SORTABLE` per module) gets the service's sort indexes and a
-backfill of the records' sort copies (``s.cf_<key>``), made when the flag is set and again at
-start-up until the backfill is recorded done; the indexes are dropped when it is cleared.
+A field flagged ``filterable`` gets an index on where its filter looks
+(:func:`~crm_platform.customfields.filter_path`: the records' ``custom.<key>``, or for a date or
+money field its copy ``s.cfq_<key>``), made when the flag is set, dropped when it is cleared or
+the field archived, made again at start-up if a crash came between the definition's write and
+the index.
+A field flagged ``sortable`` (at most :data:`~crm_platform.customfields.MAX_SORTABLE` per module)
+gets the service's sort indexes. The records' copies (``s.cf_<key>`` of a sortable field,
+``s.cfq_<key>`` of a filterable date or money field) are backfilled when a flag that needs them
+is set, and again at start-up until the backfill is recorded done. Only modules whose service
+keeps copies (it passes ``copying``) take those flags.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ from crm_platform.consumer import apply_versioned
 from crm_platform.contracts import custom_fields as ev
 from crm_platform.customfields import (
     MAX_SORTABLE,
+    SORT_COPY_PREFIX,
     Definition,
     DefinitionIn,
     DefinitionPatch,
     FieldSet,
     check_definition,
+    copies,
     definition_id,
+    filter_path,
+    has_copies,
+    needs_filter_copy,
 )
 from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
@@ -64,21 +72,22 @@ CHANGEABLE = (
 )
 
 
+#: The indexes of a filterable field, given the path its filter looks at.
 IndexModels = Callable[[str], list[IndexModel]]
-#: A module's records' sort copies of one field brought up to date (the definition; True: again,
+#: A module's records' copies of one field brought up to date (the definition; True: again,
 #: even if recorded done): how many rewritten.
 Backfill = Callable[[Document, bool], Awaitable[int]]
 
 
-def index_name(key: str) -> str:
+def index_name(path: str) -> str:
     # Named idx_<field>: the embedded store uses a single-field index only when its name ends in _<field>.
-    return f"idx_custom.{key}"
+    return f"idx_{path}"
 
 
-def single_field_index(key: str) -> list[IndexModel]:
-    """The default index of a filterable field: its value alone. A service whose lists are scoped
-    and sorted (customers) passes indexes that also hold the scope and the sort."""
-    return [IndexModel([(f"custom.{key}", ASCENDING)], name=index_name(key))]
+def single_field_index(path: str) -> list[IndexModel]:
+    """The default index of a filterable field: where its filter looks, alone. A service whose
+    lists are scoped and sorted (customers) passes indexes that also hold the scope and the sort."""
+    return [IndexModel([(path, ASCENDING)], name=index_name(path))]
 
 
 def snapshot(doc: Document) -> ev.FieldDefinitionData:
@@ -125,17 +134,17 @@ class CustomFields:
         index_models: dict[str, IndexModels] | None = None,
         topic: str | None = None,
         filterable_modules: Iterable[str] | None = None,
-        sorting: dict[str, tuple[IndexModels, Backfill]] | None = None,
-        unfilterable_types: Iterable[str] = (),
+        sorting: dict[str, IndexModels] | None = None,
+        copying: dict[str, Backfill] | None = None,
     ) -> None:
         """``topic``: where this service publishes the definitions' events (its own topic; the
         contracts declare them once, on the customers topic). ``filterable_modules``: the modules
         whose lists filter on custom fields (default: all); others refuse ``filterable``.
         ``sorting``: the modules whose lists sort on custom fields, each with the indexes of a
-        sortable field and the backfill of its records' sort copies; others refuse ``sortable``.
-
-        ``unfilterable_types``: types this service's lists cannot filter on through an index (a
-        ``date``: the embedded store compares ISO date strings through a function, which scans)."""
+        sortable field (given its sort copy's path); others refuse ``sortable``. ``copying``: the
+        modules whose records keep copies (:func:`~crm_platform.customfields.copies`), each with
+        the backfill of one field's copies; needed for ``sortable`` and for a filterable date or
+        money field (the embedded store serves no index for a range on an ISO date string)."""
         self.collection = collection
         self.event_log = event_log
         self.records = records
@@ -150,7 +159,7 @@ class CustomFields:
         self._topic = topic
         self._filterable = set(self.records if filterable_modules is None else filterable_modules)
         self._sorting = sorting or {}
-        self._unfilterable_types = frozenset(unfilterable_types)
+        self._copying = copying or {}
 
     def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
         topic, envelope = self.events(event_type, subject, data, version, actor)
@@ -160,9 +169,9 @@ class CustomFields:
         check_definition(fields, self.builtin[module], previous)
         if fields.get("filterable") and module not in self._filterable:
             raise ValidationFailed.for_field("filterable", f"lists of {module} do not filter on custom fields yet")
-        if fields.get("sortable") and module not in self._sorting:
+        if fields.get("sortable") and (module not in self._sorting or module not in self._copying):
             raise ValidationFailed.for_field("sortable", f"lists of {module} do not sort on custom fields yet")
-        if fields.get("filterable") and fields.get("type") in self._unfilterable_types:
+        if needs_filter_copy(fields) and module not in self._copying:
             raise ValidationFailed.for_field(
                 "filterable", f"lists of {module} cannot filter on a {fields['type']} field yet"
             )
@@ -217,19 +226,20 @@ class CustomFields:
     async def reload(self) -> None:
         """Read every module's definitions again (run periodically: what other replicas changed).
 
-        A field another replica made sortable is backfilled again here: this replica's writes
-        until now kept no sort copy of it (the other replica's backfill may have passed them)."""
+        A field another replica flagged so that records keep a copy of it (sortable, or a
+        filterable date or money) is backfilled again here: this replica's writes until now kept
+        no such copy (the other replica's backfill may have passed them)."""
         for module in self.modules:
             before = self._cache.get(module)
             fields = await self._load(module)
-            sorting = self._sorting.get(module)
-            if before is None or sorting is None:
+            backfill = self._copying.get(module)
+            if before is None or backfill is None:
                 continue
-            known = {d["key"] for d in before[1].sortable()}
+            known = {(d["key"], tuple(copies(d, None))) for d in before[1].ordered() if has_copies(d)}
             try:
-                for definition in fields.sortable():
-                    if definition["key"] not in known:
-                        await sorting[1](dict(definition), True)
+                for definition in fields.ordered():
+                    if has_copies(definition) and (definition["key"], tuple(copies(definition, None))) not in known:
+                        await backfill(dict(definition), True)
             except BaseException:
                 self._cache[module] = before  # so the next reload sees the field as new, and tries again
                 raise
@@ -317,20 +327,21 @@ class CustomFields:
         await self._sync_index(doc)
 
     async def _sync_index(self, doc: Document) -> None:
-        """The records' index on ``custom.<key>``: there exactly while the field is active and
-        filterable; the sort indexes while it is active and sortable, with the records' sort
-        copies backfilled."""
-        records = self.records[doc["module"]]
-        models = self._index_models.get(doc["module"], single_field_index)(doc["key"])
+        """The records' index on where the field's filter looks: there exactly while the field is
+        active and filterable; the sort indexes while it is active and sortable; the records'
+        copies backfilled while it is active and keeps any."""
+        module = doc["module"]
+        records = self.records[module]
+        models = self._index_models.get(module, single_field_index)(filter_path(doc))
         active = doc.get("status") == "active"
         await self._keep(records, models, active and bool(doc.get("filterable")))
-        sorting = self._sorting.get(doc["module"])
-        if sorting is not None:
-            sort_models, backfill = sorting
+        sort_models = self._sorting.get(module)
+        if sort_models is not None:
             sortable = active and bool(doc.get("sortable"))
-            await self._keep(records, sort_models(doc["key"]), sortable)
-            if sortable:
-                await backfill(doc, False)
+            await self._keep(records, sort_models(f"s.{SORT_COPY_PREFIX}{doc['key']}"), sortable)
+        backfill = self._copying.get(module)
+        if backfill is not None and active and has_copies(doc):
+            await backfill(doc, False)
 
     @staticmethod
     async def _keep(records: AsyncCollection[Document], models: list[IndexModel], wanted: bool) -> None:

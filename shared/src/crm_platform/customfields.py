@@ -39,11 +39,19 @@ from crm_platform.errors import FieldError, ValidationFailed
 
 FieldType = Literal["text", "number", "money", "date", "choice", "multi_choice", "user", "boolean"]
 FIELD_TYPES: tuple[FieldType, ...] = ("text", "number", "money", "date", "choice", "multi_choice", "user", "boolean")
-#: Types a list can filter on by equality (a multi-choice is an array: equality on an array field
-#: scans on the embedded store, so it is not offered; money is a pair, not one value).
-FILTERABLE_TYPES: frozenset[str] = frozenset({"text", "number", "date", "choice", "user", "boolean"})
+#: Types a list can filter on (a multi-choice is an array: equality on an array field scans on the
+#: embedded store, so it is not offered).
+FILTERABLE_TYPES: frozenset[str] = frozenset({"text", "number", "money", "date", "choice", "user", "boolean"})
 #: Types a list can sort on: one scalar each (a multi-choice is a list, money a pair).
-SORTABLE_TYPES: frozenset[str] = FILTERABLE_TYPES
+SORTABLE_TYPES: frozenset[str] = frozenset({"text", "number", "date", "choice", "user", "boolean"})
+#: Types a list filters on through a copy kept beside the sort keys (``s.cfq_<key>``), not the
+#: value itself: the embedded store compares an ISO date string through a function no index
+#: serves, so a date is copied as the integer ``YYYYMMDD``; money is a pair, copied as one string
+#: that orders by amount within a currency (:func:`filter_copy`).
+COPIED_FILTER_TYPES: frozenset[str] = frozenset({"date", "money"})
+FILTER_COPY_PREFIX = "cfq_"
+#: The copies' format: a marker of a backfill done names it, so a change of format backfills again.
+COPY_FORMAT = 2  # 1: sort copies only, a date as its ISO string; 2: a date as YYYYMMDD, filter copies
 #: At most this many active sortable fields per module: each costs every write of a record an
 #: index per visibility scope (409 beyond).
 MAX_SORTABLE = 5
@@ -51,7 +59,7 @@ MAX_SORTABLE = 5
 #: without a value holds there, per type: below every value, so value-less records sort first
 #: ascending and last descending, for every type.
 SORT_COPY_PREFIX = "cf_"
-NO_SORT_VALUE: dict[str, Any] = {"number": -(10**16), "boolean": -1}
+NO_SORT_VALUE: dict[str, Any] = {"number": -(10**16), "boolean": -1, "date": -1}
 Status = Literal["active", "archived"]
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -370,17 +378,86 @@ _TRUE = {"true", "1", "yes", "y", "是", "真"}
 _FALSE = {"false", "0", "no", "n", "否", "假"}
 
 
+def day_number(value: Any) -> int | None:
+    """An ISO date as the integer ``YYYYMMDD`` (which orders as the dates do), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+#: Cents are offset by this before they are written out, so negative amounts order too.
+_CENTS_OFFSET = 10**18
+_CENTS_DIGITS = 19
+
+
+def money_key(currency: str, amount: Decimal) -> str:
+    """An amount as one string that orders by amount within its currency: ``CNY:`` and the cents,
+    offset and zero-padded to a fixed width."""
+    cents = int((amount * 100).to_integral_value())
+    return f"{currency}:{cents + _CENTS_OFFSET:0{_CENTS_DIGITS}d}"
+
+
 def sort_copy(definition: Mapping[str, Any], value: Any) -> Any:
-    """A value as a list sorts on it, never null: the value itself (text, date, option key, user
-    id, number), a boolean as 0 or 1; a missing value (or one of another type, stored before a
-    change of rules) is :data:`NO_SORT_VALUE` of the type ("" for the text-like ones)."""
+    """A value as a list sorts on it, never null: the value itself (text, option key, user id,
+    number), a date as the integer ``YYYYMMDD`` (a range on an ISO date string is not index-served
+    on the embedded store, and a page after the first is a range), a boolean as 0 or 1; a missing
+    value (or one of another type, stored before a change of rules) is :data:`NO_SORT_VALUE` of
+    the type ("" for the text-like ones)."""
     type_ = definition["type"]
     if type_ == "boolean":
         return int(value) if isinstance(value, bool) else NO_SORT_VALUE["boolean"]
+    if type_ == "date":
+        day = day_number(value)
+        return NO_SORT_VALUE["date"] if day is None else day
     if type_ == "number":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         return value if ok else NO_SORT_VALUE["number"]
     return value if isinstance(value, str) else ""
+
+
+def filter_copy(definition: Mapping[str, Any], value: Any) -> Any:
+    """What a list filters on for a field of :data:`COPIED_FILTER_TYPES`: a date as ``YYYYMMDD``,
+    money as :func:`money_key`; None without a value (which no filter matches)."""
+    if definition["type"] == "date":
+        return day_number(value)
+    if definition["type"] == "money" and isinstance(value, Mapping):
+        try:
+            return money_key(str(value["currency"]), Decimal(str(value["amount"])))
+        except (KeyError, InvalidOperation):
+            return None
+    return None
+
+
+def copies(definition: Mapping[str, Any], value: Any) -> dict[str, Any]:
+    """The copies a record keeps beside its sort keys (under ``s``) of one field's value: the sort
+    copy (``cf_<key>``) of a sortable field, the filter copy (``cfq_<key>``) of a filterable one
+    of :data:`COPIED_FILTER_TYPES`."""
+    out: dict[str, Any] = {}
+    if definition.get("sortable"):
+        out[SORT_COPY_PREFIX + definition["key"]] = sort_copy(definition, value)
+    if needs_filter_copy(definition):
+        out[FILTER_COPY_PREFIX + definition["key"]] = filter_copy(definition, value)
+    return out
+
+
+def needs_filter_copy(definition: Mapping[str, Any]) -> bool:
+    return bool(definition.get("filterable")) and definition["type"] in COPIED_FILTER_TYPES
+
+
+def has_copies(definition: Mapping[str, Any]) -> bool:
+    """Whether records keep a copy of the field's values (and so need a backfill when it is flagged)."""
+    return bool(definition.get("sortable")) or needs_filter_copy(definition)
+
+
+def filter_path(definition: Mapping[str, Any]) -> str:
+    """Where a list's filter on the field looks: the value (``custom.<key>``), or its copy."""
+    if definition["type"] in COPIED_FILTER_TYPES:
+        return f"s.{FILTER_COPY_PREFIX}{definition['key']}"
+    return field_name(definition["key"])
 
 
 def from_text(definition: Mapping[str, Any], text: str) -> Any:
@@ -422,31 +499,53 @@ def to_text(definition: Mapping[str, Any], value: Any) -> str:
     return str(value)
 
 
-#: Types a list filter may give a range for, and how: ``<low>..<high>``.
-RANGE_TYPES = frozenset({"number", "date"})
+#: Types a list filter may give a range for, and how: ``<low>..<high>`` (money: ``<low>..<high> CNY``).
+RANGE_TYPES = frozenset({"number", "date", "money"})
 RANGE = ".."
 
 
-def _bound(type_: str, text: str) -> Any:
+def _day(text: str) -> int:
+    day = day_number(text)
+    if day is None:
+        raise InvalidValue(f"'{text}' is not an ISO date (YYYY-MM-DD)", "date_parsing")
+    return day
+
+
+def _currency(definition: Mapping[str, Any], text: str) -> tuple[str, str]:
+    """``<amounts> <currency>`` split; the currency must be one the field allows."""
+    amounts, _, currency = text.strip().rpartition(" ")
+    currency = currency.upper()
+    if not amounts.strip() or not re.fullmatch(r"[A-Z]{3}", currency):
+        raise InvalidValue(f"'{text}' needs an amount and a currency, e.g. 1000..5000 CNY", "model_type")
+    allowed = (definition.get("validation") or {}).get("currencies")
+    if allowed and currency not in allowed:
+        raise InvalidValue(f"currency must be one of {', '.join(allowed)}", "enum")
+    return amounts.strip(), currency
+
+
+def _bound(type_: str, text: str, currency: str = "") -> Any:
     if type_ == "date":
-        try:
-            return date.fromisoformat(text).isoformat()
-        except ValueError as exc:
-            raise InvalidValue(f"'{text}' is not an ISO date (YYYY-MM-DD)", "date_parsing") from exc
+        return _day(text)
+    if type_ == "money":
+        return money_key(currency, _decimal(text, "an amount"))
     number = _decimal(text, "a number")
     return int(number) if number == number.to_integral_value() else float(number)
 
 
-def _range(type_: str, text: str) -> dict[str, Any]:
-    """``<low>..<high>`` as a store query (either end may be left open, not both)."""
+def _range(type_: str, text: str, currency: str = "") -> dict[str, Any]:
+    """``<low>..<high>`` as a store query (either end may be left open, not both). A money range
+    stays within its currency: an open end is the currency's first or last key."""
     low, _, high = (part.strip() for part in text.partition(RANGE))
     bounds: dict[str, Any] = {}
     if low:
-        bounds["$gte"] = _bound(type_, low)
+        bounds["$gte"] = _bound(type_, low, currency)
     if high:
-        bounds["$lte"] = _bound(type_, high)
+        bounds["$lte"] = _bound(type_, high, currency)
     if not bounds:
         raise InvalidValue("give at least one end of the range, e.g. 10..100 or ..100", "missing")
+    if type_ == "money":
+        bounds.setdefault("$gte", f"{currency}:")
+        bounds.setdefault("$lte", f"{currency}:{'9' * _CENTS_DIGITS}")
     return bounds
 
 
@@ -530,9 +629,21 @@ class FieldSet:
         """The active fields lists may sort on."""
         return [d for d in self.ordered() if d.get("sortable")]
 
-    def sort_copies(self, values: Mapping[str, Any] | None) -> dict[str, Any]:
-        """A record's sort copies (``cf_<key>``, under its ``s``) of every sortable field."""
-        return {SORT_COPY_PREFIX + d["key"]: sort_copy(d, (values or {}).get(d["key"])) for d in self.sortable()}
+    def copies(self, values: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A record's copies (under its ``s``) of every field that keeps them (:func:`copies`)."""
+        out: dict[str, Any] = {}
+        for definition in self.ordered():
+            out.update(copies(definition, (values or {}).get(definition["key"])))
+        return out
+
+    def filter_path(self, key: str) -> str:
+        """Where a filter on ``custom.<key>`` looks (see :func:`filter_path`)."""
+        definition = self.active.get(key)
+        return field_name(key) if definition is None else filter_path(definition)
+
+    def conditions(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """A list's ``custom.<key>`` filters (as :func:`query_filters` read them) as store conditions."""
+        return {self.filter_path(key): value for key, value in filters.items()}
 
     def sort_field(self, key: str) -> str:
         """The stored sort copy of ``sort=custom.<key>``, or 422 naming ``sort`` for a field that is
@@ -548,16 +659,26 @@ class FieldSet:
         """A list filter ``custom.<key>=<text>``: the stored value to match, or 422 naming it.
 
         A number or date field also takes a range, ``<low>..<high>`` with either end left open
-        (``10..100``, ``..100``, ``2026-01-01..2026-03-31``): both ends included."""
+        (``10..100``, ``..100``, ``2026-01-01..2026-03-31``): both ends included. Money is an
+        amount or a range and its currency (``1000 CNY``, ``1000..5000 CNY``, ``..5000 CNY``). A
+        date or money filter matches the records' copies (:meth:`filter_path`)."""
         name = field_name(key)
         definition = self.active.get(key)
         if definition is None:
             raise ValidationFailed.for_field(name, "no such custom field for this module", "query")
         if not definition.get("filterable"):
             raise ValidationFailed.for_field(name, "this field is not filterable", "query")
+        type_ = definition["type"]
         try:
-            if definition["type"] in RANGE_TYPES and RANGE in text:
-                return _range(definition["type"], text)
+            if type_ == "money":
+                amounts, currency = _currency(definition, text)
+                if RANGE in amounts:
+                    return _range(type_, amounts, currency)
+                return money_key(currency, _decimal(amounts, "an amount"))
+            if type_ in RANGE_TYPES and RANGE in text:
+                return _range(type_, text)
+            if type_ == "date":
+                return _day(text.strip())
             raw = from_text(definition, text)
             if raw is None:
                 raise InvalidValue("give a value")

@@ -62,12 +62,13 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         kit.wake_relay,
         {MODULE: custom_field_indexes},
         filterable_modules=(MODULE,),  # contacts are listed with their customer, not filtered on
-        # A date filter compares ISO strings through a function on the embedded store: no index serves it.
-        unfilterable_types=("date",),
-        # Sortable ones get sort indexes behind each scope, and every customer's copy backfilled.
-        sorting={MODULE: (custom_sort_indexes, repo.backfill_sort_copy)},
+        # Sortable ones get sort indexes behind each scope.
+        sorting={MODULE: custom_sort_indexes},
+        # Sortable fields and filterable dates and money keep copies beside the sort keys,
+        # backfilled on every customer when the flag is set.
+        copying={MODULE: repo.backfill_copies},
     )
-    # Every customer write keeps the sortable fields' sort copies (s.cf_<key>) from the definitions.
+    # Every customer write keeps the fields' copies (s.cf_<key>, s.cfq_<key>) from the definitions.
     repo.fieldset = lambda: fields.fieldset(MODULE)
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.

@@ -509,50 +509,72 @@ async def test_custom_field_filters_use_the_fields_index(
         )
 
 
+def _value(type_: str, i: int) -> Any:
+    """The i-th of a few ordered values of a field of ``type_``."""
+    if type_ == "date":
+        return f"2026-01-{i + 1:02d}"
+    if type_ == "money":
+        return {"amount": f"{i * 100}.50", "currency": "CNY"}
+    return i
+
+
+#: Per type, a range that matches values 2, 3 and 4 of :func:`_value`, and one of another currency.
+RANGES = {"number": "2..4", "date": "2026-01-03..2026-01-05", "money": "200..400.50 CNY"}
+
+
+@pytest.mark.parametrize("type_", ["number", "date", "money"])
 async def test_custom_field_ranges_use_the_fields_index(
-    plans_client: httpx.AsyncClient, traced_store: TracedStore
+    plans_client: httpx.AsyncClient, traced_store: TracedStore, type_: str
 ) -> None:
-    """``custom.<key>=<low>..<high>`` on a filterable number: a range search of the field's index
-    behind the scope (the matches sorted, not the scope walked), in every scope."""
+    """``custom.<key>=<low>..<high>`` on a filterable number, date or money: a range search of the
+    field's index behind the scope (the matches sorted, not the scope walked), in every scope. A
+    date or money is matched on its copy (``s.cfq_<key>``: an integer day, an amount key), since a
+    range on an ISO date string is compared through a function no index serves."""
     key = f"size{uuid.uuid4().hex[:6]}"
     admin = auth(unique("admin"), ["admin"], department_path="/hq")
     r = await plans_client.post(
         "/v1/fields/customers",
-        json={"key": key, "type": "number", "labels": {"zh-CN": "规模", "en": "Size"}, "filterable": True},
+        json={"key": key, "type": type_, "labels": {"zh-CN": "规模", "en": "Size"}, "filterable": True},
         headers=admin,
     )
     assert r.status_code == 201, r.text
     rep = auth("fill-rep-3", department_path="/hq/d0")
     for i in range(6):
-        await _create(plans_client, rep, custom={key: i})
+        await _create(plans_client, rep, custom={key: _value(type_, i)})
+    if type_ == "money":  # the same amount in another currency is not in a CNY range
+        await _create(plans_client, rep, custom={key: {"amount": "300.50", "currency": "USD"}})
     for headers in (rep, auth(unique("mgr"), ["manager"], department_path="/hq"), admin):
         with traced_store.capture() as capture:
-            r = await plans_client.get("/v1/customers", params={f"custom.{key}": "2..4", "limit": 10}, headers=headers)
+            r = await plans_client.get(
+                "/v1/customers", params={f"custom.{key}": RANGES[type_], "limit": 10}, headers=headers
+            )
             assert r.status_code == 200, r.text
-            assert sorted(c["custom"][key] for c in r.json()["items"]) == [2, 3, 4]
+            got = [c["custom"][key] for c in r.json()["items"]]
+            assert sorted(got, key=str) == sorted((_value(type_, i) for i in (2, 3, 4)), key=str), got
         assert_indexed(capture)
         plans = [" ".join(s.plan) for s in capture.statements if "FROM customers " in s.sql]
         assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
 
 
-@pytest.mark.parametrize("direction", ["", "-"])
+@pytest.mark.parametrize(("direction", "type_"), [("", "number"), ("-", "number"), ("", "date"), ("-", "date")])
 async def test_custom_field_sorts_walk_the_fields_sort_index(
-    plans_client: httpx.AsyncClient, traced_store: TracedStore, direction: str
+    plans_client: httpx.AsyncClient, traced_store: TracedStore, direction: str, type_: str
 ) -> None:
     """``sort=custom.<key>`` (and ``-custom.<key>``) on a sortable field: page 1, the page after
     it and a record's neighbours walk the field's sort index behind each scope (its sort copy
     ``s.cf_<key>`` then the id), never a sort of the scope or of a tie group, for a rep, a
-    manager, an admin and a department role. Most customers have no value (one big tie group)."""
+    manager, an admin and a department role. Most customers have no value (one big tie group). A
+    date's copy is the integer day: the page after the first is a range on it, index-served."""
     key = f"rank{uuid.uuid4().hex[:6]}"
     admin = auth(unique("admin"), ["admin"], department_path="/hq")
     r = await plans_client.post(
         "/v1/fields/customers",
-        json={"key": key, "type": "number", "labels": {"zh-CN": "排名", "en": "Rank"}, "sortable": True},
+        json={"key": key, "type": type_, "labels": {"zh-CN": "排名", "en": "Rank"}, "sortable": True},
         headers=admin,
     )
     assert r.status_code == 201, r.text
     rep = auth("fill-rep-3", department_path="/hq/d0")
-    made = [await _create(plans_client, rep, custom={key: i % 3}) for i in range(6)]
+    made = [await _create(plans_client, rep, custom={key: _value(type_, i % 3)}) for i in range(6)]
     sort = f"{direction}custom.{key}"
     for headers in (
         rep,

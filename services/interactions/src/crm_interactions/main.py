@@ -76,8 +76,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         },
         topic=kit.topic,
         filterable_modules=MODULES,
-        # A date's filter would scan on the embedded store (ISO strings compared through datetime()).
-        unfilterable_types=("date",),
+        # No copies kept (copying): a date or money filter is refused, as is sorting.
     )
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.

@@ -64,8 +64,7 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         index_models={MODULE: custom_field_indexes},
         topic=kit.topic,
         filterable_modules=(MODULE,),
-        # A date's filter would scan on the embedded store (ISO strings compared through datetime()).
-        unfilterable_types=("date",),
+        # No copies kept (copying): a date or money filter is refused, as is sorting.
     )
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.

@@ -22,7 +22,7 @@ from crm_customers.adapters.tag_index import CustomerTags
 from crm_customers.domain.rules import identity_keys, match_keys
 from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
-from crm_platform.customfields import SORT_COPY_PREFIX, FieldSet, sort_copy
+from crm_platform.customfields import COPY_FORMAT, SORT_COPY_PREFIX, FieldSet, copies
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventEnvelope
 from crm_platform.indexes import drop_replaced
@@ -134,13 +134,14 @@ INDEXES = [
 ]
 
 
-def custom_field_indexes(key: str) -> list[IndexModel]:
+def custom_field_indexes(field: str) -> list[IndexModel]:
     """The indexes of a filterable custom field: its value behind each visibility prefix, then the
     default sort and the tie-breaker, so ``custom.<key>=<value>`` in any scope is an equality
     search walked in list order; without them the store walked the scope's own list index and
     tested every row for the value (the whole scope for a rare value). The value alone too, for
-    a filter under another sort. Made when the field becomes filterable, dropped when it stops."""
-    field = f"custom.{key}"
+    a filter under another sort. Made when the field becomes filterable, dropped when it stops.
+    ``field``: where the filter looks, ``custom.<key>`` or a date's or money's copy ``s.cfq_<key>``."""
+    key = field.removeprefix("custom.").removeprefix("s.")
     return [
         *(
             IndexModel(
@@ -153,12 +154,13 @@ def custom_field_indexes(key: str) -> list[IndexModel]:
     ]
 
 
-def custom_sort_indexes(key: str) -> list[IndexModel]:
+def custom_sort_indexes(field: str) -> list[IndexModel]:
     """The indexes of a sortable custom field: its sort copy behind each visibility prefix, the
     customer's id last (so ``sort=custom.<key>`` either way walks an index in order, ties
     included), and the copy alone (a cursor's tie branch is an equality on it: named
-    ``idx_<field>`` or it scans). Made when the field becomes sortable, dropped when it stops."""
-    field = f"s.{SORT_COPY_PREFIX}{key}"
+    ``idx_<field>`` or it scans). Made when the field becomes sortable, dropped when it stops.
+    ``field``: the sort copy, ``s.cf_<key>``."""
+    key = field.removeprefix(f"s.{SORT_COPY_PREFIX}")
     return [
         *(
             IndexModel([*prefix, (field, ASCENDING), ("s.id", ASCENDING)], name=f"{name}_cfs_{key}_id")
@@ -210,16 +212,16 @@ class CustomerRepository:
         self.export_store = VersionedStore(self.exports, clock, wake_relay=wake_relay)
         self.import_store = VersionedStore(self.import_records, clock, wake_relay=wake_relay)
         #: The customers' custom field definitions (set by the service): every write keeps the
-        #: sort copies of the sortable ones (``s.cf_<key>``).
+        #: copies of the sortable ones (``s.cf_<key>``) and of filterable dates and money (``s.cfq_<key>``).
         self.fieldset: Callable[[], Awaitable[FieldSet]] | None = None
 
-    async def _sort_copies(self) -> Callable[[Document], Document]:
-        """What adds the sortable custom fields' copies to a customer's sort keys, as now defined."""
+    async def _field_copies(self) -> Callable[[Document], Document]:
+        """What adds the custom fields' copies to a customer's sort keys, as now defined."""
         fields = await self.fieldset() if self.fieldset is not None else FieldSet({})
 
         def add(doc: Document) -> Document:
             if isinstance(doc.get("s"), dict):
-                doc["s"].update(fields.sort_copies(doc.get("custom")))
+                doc["s"].update(fields.copies(doc.get("custom")))
             return doc
 
         return add
@@ -274,7 +276,7 @@ class CustomerRepository:
         if await self.migrations.find_one({"_id": marker}) is not None:
             return 0
         upgraded = 0
-        copies = await self._sort_copies()
+        add_copies = await self._field_copies()
         for _ in range(5):  # again for documents another writer replaced under us (the relay, a change)
             stale = 0
             batch: list[ReplaceOne[Document]] = []
@@ -285,7 +287,7 @@ class CustomerRepository:
                 guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
                 if "outbox_rev" in doc:
                     guard["outbox_rev"] = doc["outbox_rev"]
-                batch.append(ReplaceOne(guard, copies({**doc, "s": sort_keys(doc)})))
+                batch.append(ReplaceOne(guard, add_copies({**doc, "s": sort_keys(doc)})))
                 if len(batch) >= 500:
                     upgraded += (await self.collection.bulk_write(batch, ordered=False)).matched_count
                     batch = []
@@ -297,22 +299,21 @@ class CustomerRepository:
             await self.migrations.insert_one({"_id": marker, "documents": upgraded})
         return upgraded
 
-    async def backfill_sort_copy(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
-        """Write the sort copy of a custom field just made sortable (``s.cf_<key>``) on every
-        customer whose copy is missing or stale, in guarded batches of ``batch_size``; returns
-        how many were rewritten.
+    async def backfill_copies(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
+        """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
+        a date or money (``s.cfq_<key>``) on every customer whose copies are missing or stale, in
+        guarded batches of ``batch_size``; returns how many were rewritten.
 
-        Resumable: it skips customers already right, and a marker in ``migrations`` (per field and
-        definition version) records it done; start-up runs it again for a sortable field without
-        one (``again``: run even so, for a replica that wrote without the copy until it learned of
-        the flag). Each write is guarded by the customer's version and outbox revision, so a change
+        Resumable: it skips customers already right, and a marker in ``migrations`` (per field,
+        definition version and copy format) records it done; start-up runs it again for a field
+        without one (``again``: run even so, for a replica that wrote without the copy until it
+        learned of the flag). Each write is guarded by the customer's version and outbox revision, so a change
         made meanwhile wins (and wrote the copy itself, from the definitions it validated with);
         a later pass picks up the rest."""
         key = definition["key"]
-        marker = f"custom_sort:{key}:v{definition.get('version', 1)}"
+        marker = f"custom_copies:{key}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
         if not again and await self.migrations.find_one({"_id": marker}) is not None:
             return 0
-        name = SORT_COPY_PREFIX + key
         written = 0
         for _ in range(5):  # again for customers another writer replaced under us
             stale = 0
@@ -321,14 +322,14 @@ class CustomerRepository:
                 sort = doc.get("s")
                 if not isinstance(sort, dict):
                     continue  # not a stored customer's shape (upgrade_sort_keys writes them)
-                wanted = sort_copy(definition, (doc.get("custom") or {}).get(key))
-                if name in sort and sort[name] == wanted and type(sort[name]) is type(wanted):
+                wanted = copies(definition, (doc.get("custom") or {}).get(key))
+                if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
                     continue
                 stale += 1
                 guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
                 if "outbox_rev" in doc:
                     guard["outbox_rev"] = doc["outbox_rev"]
-                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": wanted}}))
+                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": v for name, v in wanted.items()}}))
                 if len(batch) >= batch_size:
                     written += (await self.collection.bulk_write(batch, ordered=False)).matched_count
                     batch = []
@@ -396,7 +397,7 @@ class CustomerRepository:
     async def insert_new(self, doc: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
         """Insert a new customer after claiming its keys; :class:`DuplicateKeys` names the holders
         if another customer holds one (stale holders are taken over instead)."""
-        (await self._sort_copies())(doc)
+        (await self._field_copies())(doc)
         keys = identity_keys(doc)
         try:
             await self.keys.claim(keys, doc["_id"])
@@ -438,7 +439,7 @@ class CustomerRepository:
     async def replace_guarded(self, guard: Document, doc: Document) -> bool:
         """A guarded replace of a whole customer outside :meth:`mutate` (derived fields, no new
         version), its tag memberships kept in step; False when the guard no longer matches."""
-        (await self._sort_copies())(doc)
+        (await self._field_copies())(doc)
         if not doc.get("tags"):
             # Derived fields only: the tags are those of the state the guard names, none here, so
             # the customer has no memberships to rewrite (a follow-up costs no extra command).
@@ -456,7 +457,7 @@ class CustomerRepository:
         write and those it drops removed after it."""
         before: dict[str, set[str]] = {}
         noted: list[bool] = []  # the tag memberships' note taken (once, before the first write that needs it)
-        copies = await self._sort_copies()
+        add_copies = await self._field_copies()
 
         async def decide_and_add_keys(doc: Document, version: int) -> Change:
             before["keys"] = identity_keys(doc)  # decide changes doc in place: read its keys first
@@ -464,7 +465,7 @@ class CustomerRepository:
             decided = decide(doc, version)
             change = await decided if isinstance(decided, Awaitable) else decided
             if change.state is not None:
-                copies(change.state)
+                add_copies(change.state)
                 added = identity_keys(change.state) - before["keys"]
                 if added:
                     await self.keys.add(added, customer_id)

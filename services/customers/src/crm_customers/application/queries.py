@@ -16,7 +16,7 @@ from crm_customers.domain.model import Kind, LifecycleStage, Size, Source, Tier
 from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import SORT_FIELDS, epoch_ms
 from crm_platform.auth import Principal
-from crm_platform.customfields import FieldSet
+from crm_platform.customfields import FieldSet, query_filters
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import (
     Page,
@@ -92,6 +92,8 @@ class CustomerFilter(BaseModel):
     never_followed_up: bool | None = None
     #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
     _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: The same as store conditions, on where each looks (the value, or a date's or money's copy).
+    _conditions: dict[str, Any] = PrivateAttr(default_factory=dict)
     #: The same filters as the query gave them (``custom.<key>``, text): what a record of the list
     #: keeps, so that a held export's download filters again exactly as asked.
     _custom_query: list[tuple[str, str]] = PrivateAttr(default_factory=list)
@@ -102,21 +104,24 @@ class CustomerFilter(BaseModel):
     @classmethod
     def _custom_apart(cls, data: Any) -> Any:
         # custom.<key> filters name fields administrators define: checked against the definitions
-        # by the caller (custom_filters), so they are left out here rather than refused as unknown.
+        # by with_custom, so they are left out here rather than refused as unknown.
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not str(k).startswith(CUSTOM_PREFIX)}
         return data
 
-    def with_custom(self, values: dict[str, Any], query: Iterable[tuple[str, str]] = ()) -> CustomerFilter:
-        """This filter with ``custom.<key>`` equalities (values already in their stored form), and
-        the query's own ``(custom.<key>, text)`` pairs they were read from."""
-        self._custom = dict(values)
+    def with_custom(self, fields: FieldSet, query: Iterable[tuple[str, str]]) -> CustomerFilter:
+        """This filter with the query's ``custom.<key>=<value>`` filters, read against the
+        definitions (422 naming ``custom.<key>`` for a field that is unknown, archived or not
+        filterable, a value it cannot hold, or a key given twice), and the query's own
+        ``(custom.<key>, text)`` pairs they were read from."""
         self._custom_query = [(name, text) for name, text in query if name.startswith(CUSTOM_PREFIX)]
+        self._custom = query_filters(fields, self._custom_query)
+        self._conditions = fields.conditions(self._custom)
         return self
 
     def described(self) -> dict[str, Any]:
         """The filter as a record keeps it (an export request): the built-in filters and the query's
-        ``custom.<key>`` texts, which :func:`custom_filters` reads again."""
+        ``custom.<key>`` texts, which :meth:`with_custom` reads again."""
         return {**self.model_dump(mode="json", exclude_none=True), **dict(self._custom_query)}
 
     @property
@@ -229,9 +234,9 @@ class CustomerFilter(BaseModel):
                 bounds["$lt"] = epoch_ms(high)
             if bounds:
                 clauses.append({field: bounds})
-        for key, value in self._custom.items():
-            # Served by the field's own index (idx_custom.<key>), kept while it is filterable.
-            clauses.append({f"custom.{key}": value})
+        for path, value in self._conditions.items():
+            # Served by the field's own indexes (custom_field_indexes), kept while it is filterable.
+            clauses.append({path: value})
         if self.never_followed_up is not None:
             # The never-null sort key (0 when never followed up): indexed, and no null test at all.
             never = {"s.last_followed_up_at": 0}
@@ -377,16 +382,3 @@ async def list_deleted_by(repo: CustomerRepository, principal: Principal, cursor
     # Deleted customers keep their owner and department, so this drops only what the caller no
     # longer sees because they moved (a shorter page; the cursor goes on past it).
     return Page(items=[d for d in page.items if rules.can_view(principal, d)], next_cursor=page.next_cursor, total=None)
-
-
-def custom_filters(fields: FieldSet, query: list[tuple[str, str]]) -> dict[str, Any]:
-    """The ``custom.<key>=<value>`` filters of a query string, as stored values to match; 422 naming
-    ``custom.<key>`` for a field that is unknown, archived or not filterable, or a value it cannot hold."""
-    out: dict[str, Any] = {}
-    for name, text in query:
-        if name.startswith(CUSTOM_PREFIX):
-            key = name.removeprefix(CUSTOM_PREFIX)
-            if key in out:
-                raise ValidationFailed.for_field(name, "give one value", "query")
-            out[key] = fields.filter_value(key, text)
-    return out

@@ -668,10 +668,7 @@ async def record_export(
     export_id = str(uuid.uuid4())
     data = ev.CustomersExported(
         export_id=export_id,
-        filter={
-            **filters.model_dump(mode="json", exclude_none=True),
-            **{f"custom.{k}": v for k, v in filters.custom.items()},
-        },
+        filter=filters.described(),  # custom.<key> filters as asked, not as the store matches them
         sort=sort,
         rows=rows,
     )

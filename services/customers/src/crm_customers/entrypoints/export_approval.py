@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crm_customers.application.customers import Customers
 from crm_customers.application.export_approval import ExportApprovals
-from crm_customers.application.queries import CustomerFilter, custom_filters
+from crm_customers.application.queries import CustomerFilter
 from crm_customers.application.transfer import count_export_rows, export_csv
 from crm_customers.domain.export_approval import needs_approval, snapshot
 from crm_customers.domain.fields import ensure_query_visible
@@ -229,11 +229,7 @@ async def download(
     # list cannot be rebuilt), and still visible to the caller.
     fields = await customers_service.fieldset()
     custom = [(name, str(text)) for name, text in asked.items() if name.startswith("custom.")]
-    filters = (
-        CustomerFilter.model_validate(asked)
-        .with_custom(custom_filters(fields, custom), custom)
-        .with_sorts(fields, sort)
-    )
+    filters = CustomerFilter.model_validate(asked).with_custom(fields, custom).with_sorts(fields, sort)
     ensure_query_visible(principal, filters.model_dump(), sort, filters.custom)
     rows = await count_export_rows(customers_service, principal, filters)
     await service.download(principal, request_id, rows)  # for the audit log, before any row leaves

@@ -18,7 +18,6 @@ from crm_customers.application.history import redact as redact_history
 from crm_customers.application.queries import (
     DEFAULT_SORT,
     CustomerFilter,
-    custom_filters,
     list_customers,
     list_deleted_by,
     neighbours,
@@ -117,7 +116,7 @@ async def _with_custom(
     of ``sort``, checked against the definitions."""
     fields = await service.fieldset()
     query = request.query_params.multi_items()
-    return filters.with_custom(custom_filters(fields, query), query).with_sorts(fields, sort)
+    return filters.with_custom(fields, query).with_sorts(fields, sort)
 
 
 def _respond(

@@ -66,13 +66,14 @@ INTERACTION_INDEXES = [
 ]
 
 
-def _custom_field_indexes(prefixes: dict[str, list[tuple[str, int]]], sort_key: str, key: str) -> list[IndexModel]:
+def _custom_field_indexes(prefixes: dict[str, list[tuple[str, int]]], sort_key: str, field: str) -> list[IndexModel]:
     """The indexes of a filterable custom field of one list: its value behind each of the list's
     prefixes, then the list's default sort key and the tie-breaker, so ``custom.<key>=<value>``
     is an equality search walked in list order; the value alone too, for a filter under another
     sort. Made when the field becomes filterable, dropped when the flag is cleared or the field
-    archived (crm_platform.customfield_store)."""
-    field = f"custom.{key}"
+    archived (crm_platform.customfield_store). ``field``: where the filter looks (``custom.<key>``,
+    or a copy ``s.cfq_<key>``)."""
+    key = field.removeprefix("custom.").removeprefix("s.")
     return [
         *(
             IndexModel(
@@ -109,19 +110,19 @@ FEEDBACK_PREFIXES = {
 }
 
 
-def interaction_custom_field_indexes(key: str) -> list[IndexModel]:
+def interaction_custom_field_indexes(field: str) -> list[IndexModel]:
     """A filterable custom field of interactions: behind each list prefix, in ``-occurred_at`` order."""
-    return _custom_field_indexes(INTERACTION_PREFIXES, "occurred_at", key)
+    return _custom_field_indexes(INTERACTION_PREFIXES, "occurred_at", field)
 
 
-def task_custom_field_indexes(key: str) -> list[IndexModel]:
+def task_custom_field_indexes(field: str) -> list[IndexModel]:
     """A filterable custom field of tasks: behind each list prefix, in ``due_at`` order."""
-    return _custom_field_indexes(TASK_PREFIXES, "due_at", key)
+    return _custom_field_indexes(TASK_PREFIXES, "due_at", field)
 
 
-def feedback_custom_field_indexes(key: str) -> list[IndexModel]:
+def feedback_custom_field_indexes(field: str) -> list[IndexModel]:
     """A filterable custom field of feedback: behind each list prefix, in ``-opened_at`` order."""
-    return _custom_field_indexes(FEEDBACK_PREFIXES, "opened_at", key)
+    return _custom_field_indexes(FEEDBACK_PREFIXES, "opened_at", field)
 
 
 TASK_INDEXES = [

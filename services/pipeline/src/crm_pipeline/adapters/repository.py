@@ -92,13 +92,14 @@ LEGACY_OPPORTUNITY_INDEXES = (
 )
 
 
-def custom_field_indexes(key: str) -> list[IndexModel]:
+def custom_field_indexes(field: str) -> list[IndexModel]:
     """The indexes of a filterable custom field of opportunities: its value behind each visibility
     prefix, then the default sort (``-updated_at``) and the tie-breaker, so ``custom.<key>=<value>``
     in any scope is an equality search walked in list order (not the scope's list index walked and
     every row tested); the value alone too, for a filter under another sort. Made when the field
-    becomes filterable, dropped when the flag is cleared or the field archived."""
-    field = f"custom.{key}"
+    becomes filterable, dropped when the flag is cleared or the field archived. ``field``: where
+    the filter looks (``custom.<key>``, or a copy ``s.cfq_<key>``)."""
+    key = field.removeprefix("custom.").removeprefix("s.")
     return [
         *(
             IndexModel(
