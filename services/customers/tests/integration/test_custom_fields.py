@@ -258,6 +258,88 @@ async def test_lists_filter_on_filterable_fields_through_their_index(
     assert r.status_code == 422
 
 
+async def test_date_and_money_fields_filter_through_copies_backfilled_when_flagged(
+    app_and_client: tuple[Any, httpx.AsyncClient], events: EventCollector
+) -> None:
+    """Values stored before a date or money field became filterable are found once it is: the
+    flag backfills each customer's copy (``s.cfq_<key>``) and indexes it; later writes keep it,
+    and a changed or cleared value moves or leaves the filter's matches. Money ranges stay within
+    the currency asked for. The export record keeps the filter as asked."""
+    app, client = app_and_client
+    renewal, budget = key(), key()
+    await define(client, key=renewal, type="date")
+    await define(client, key=budget, type="money", validation={"currencies": ["CNY", "USD"]})
+    rep_id = unique("rep")
+    rep = auth(rep_id)
+
+    async def made(**custom: Any) -> str:
+        r = await create(client, rep, custom=custom)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    jan = await made(**{renewal: "2026-01-15", budget: {"amount": "800", "currency": "CNY"}})
+    mar = await made(**{renewal: "2026-03-01", budget: {"amount": "5000.50", "currency": "CNY"}})
+    dec = await made(**{renewal: "2026-12-31", budget: {"amount": "5000.50", "currency": "USD"}})
+    none = await made()
+    # Not filterable yet: refused, naming the field.
+    r = await client.get("/v1/customers", params={f"custom.{renewal}": "2026-01-01.."}, headers=rep)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"custom.{renewal}", r.text
+
+    for field in (renewal, budget):
+        r = await client.patch(
+            f"/v1/fields/customers/{field}", json={"filterable": True}, headers={**ADMIN, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text
+    collection = app.state.customers.repo.collection
+    stored = await collection.find_one({"_id": jan})
+    assert stored is not None
+    assert stored["s"][f"cfq_{renewal}"] == 20260115 and stored["s"][f"cfq_{budget}"].startswith("CNY:")
+    indexed = [list(ix["key"]) async for ix in await collection.list_indexes()]
+    assert len([f for f in indexed if f"s.cfq_{renewal}" in f]) == 5, indexed
+
+    async def ids(text: str, field: str = renewal) -> list[str]:
+        r = await client.get("/v1/customers", params={f"custom.{field}": text, "limit": 100}, headers=rep)
+        assert r.status_code == 200, r.text
+        return sorted(c["id"] for c in r.json()["items"])
+
+    assert await ids("2026-01-01..2026-03-01") == sorted([jan, mar])  # both ends included
+    assert await ids("2026-03-02..") == [dec]
+    assert await ids("..2026-01-15") == [jan]
+    assert await ids("2026-12-31") == [dec]
+    assert await ids("1000..5000.50 CNY", budget) == [mar]
+    assert await ids("..10000 CNY", budget) == sorted([jan, mar])
+    assert await ids("5000.5 usd", budget) == [dec]
+    assert none not in await ids("..2099-12-31")
+    for text, reason in (("2026-02-30", "not an ISO date"), ("2026-01-01...", "not an ISO date")):
+        r = await client.get("/v1/customers", params={f"custom.{renewal}": text}, headers=rep)
+        assert r.status_code == 422 and reason in r.json()["errors"][0]["reason"], r.text
+    r = await client.get("/v1/customers", params={f"custom.{budget}": "1000..5000"}, headers=rep)
+    assert r.status_code == 422 and "currency" in r.json()["errors"][0]["reason"], r.text
+
+    # Later writes keep the copies: a moved date, a cleared one, a new customer.
+    got = await client.get(f"/v1/customers/{jan}", headers=rep)
+    r = await client.patch(
+        f"/v1/customers/{jan}",
+        json={"custom": {renewal: "2026-12-01"}},
+        headers={**rep, "If-Match": got.headers["ETag"]},
+    )
+    assert r.status_code == 200, r.text
+    got = await client.get(f"/v1/customers/{mar}", headers=rep)
+    r = await client.patch(
+        f"/v1/customers/{mar}", json={"custom": {renewal: None}}, headers={**rep, "If-Match": got.headers["ETag"]}
+    )
+    assert r.status_code == 200, r.text
+    late = await made(**{renewal: "2026-12-15"})
+    assert await ids("2026-12-01..") == sorted([jan, dec, late])
+    assert await ids("..2026-06-30") == []
+
+    # The export takes the filter, and its record keeps it as asked (not as the store matched it).
+    r = await client.get("/v1/customers/export.csv", params={f"custom.{renewal}": "2026-12-01.."}, headers=rep)
+    assert r.status_code == 200 and len(r.text.strip().splitlines()) == 4, r.text  # header + 3
+    exported = await events.wait_for(type="crm.customer_export.created", actor=rep_id)
+    assert exported[-1].event["data"]["filter"][f"custom.{renewal}"] == "2026-12-01.."
+
+
 async def test_csv_import_and_export_have_a_column_per_field(client: httpx.AsyncClient) -> None:
     seg, score = key(), key()
     await define(client, key=seg, type="choice", options=CHOICES)
