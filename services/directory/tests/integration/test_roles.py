@@ -273,3 +273,69 @@ async def test_nobody_is_locked_out_of_managing_roles(lone: httpx.AsyncClient) -
     assert (await _patch(lone, f"/v1/users/{first}", {"roles": ["admin"]}, admin)).status_code == 200
     r = await _patch(lone, f"/v1/roles/{security}", {"permissions": ["users:view"]}, admin)
     assert r.status_code == 200, r.text
+
+
+async def test_a_start_adds_new_defaults_to_built_in_roles_and_keeps_administrators_changes(backend: Backend) -> None:
+    """Built-in definitions stored by an older version (before ``defaults_seen``, before
+    ``fields:manage`` and the export-approval permissions existed, without a scope for a module
+    that came later) gain what this version grants them by default, at the next start, with a
+    ``crm.role.updated`` by ``system:upgrade``; a permission an administrator took away stays
+    away; a second start changes nothing. The directory runs without its relay here (the events
+    stay in the outbox): an upgraded built-in must not reach the session's other services."""
+    from crm_directory.application.directory import Directory
+    from crm_platform.clock import SystemClock
+    from crm_platform.testing.fixtures import database
+
+    settings = directory_settings_for(backend)
+    async with database(backend.mongo_url, settings.mongo_database) as db:
+        directory = Directory(db, SystemClock(), settings, "/crm/directory")
+        await directory.ensure_indexes()
+        await directory.roles.seed()
+        later = ["fields:manage", "customers:export_policy", "customers:export_approve"]
+        roles = db["roles"]
+        # As an older version left them: admin untouched; rep edited by an administrator, who
+        # took customers:export away; no definition has recorded the defaults it has seen.
+        admin_old = sorted(set((await roles.find_one({"_id": "admin"}))["permissions"]) - set(later))
+        rep_perms = (await roles.find_one({"_id": "rep"}))["permissions"]
+        rep_old = [p for p in rep_perms if p not in (*later, "customers:export")]
+        rep_scopes = dict((await roles.find_one({"_id": "rep"}))["scopes"])
+        dropped_module = sorted(rep_scopes)[-1]
+        del rep_scopes[dropped_module]
+        await roles.update_one(
+            {"_id": "admin"}, {"$set": {"permissions": admin_old, "outbox": []}, "$unset": {"defaults_seen": ""}}
+        )
+        await roles.update_one(
+            {"_id": "rep"},
+            {
+                "$set": {"permissions": rep_old, "scopes": rep_scopes, "updated_by": "admin-1", "outbox": []},
+                "$unset": {"defaults_seen": ""},
+            },
+        )
+        for role_id in ("manager", "integrator"):
+            await roles.update_one({"_id": role_id}, {"$set": {"outbox": []}, "$unset": {"defaults_seen": ""}})
+        versions = {doc["_id"]: doc["version"] async for doc in roles.find({})}
+
+        await directory.roles.seed()  # the next start
+
+        admin = await roles.find_one({"_id": "admin"})
+        assert set(admin["permissions"]) == {p.value for p in ROLE_PERMISSIONS[Role.admin]}
+        assert admin["version"] == versions["admin"] + 1 and admin["updated_by"] == "system:upgrade"
+        [entry] = admin["outbox"]
+        event = entry["envelope"]
+        assert entry["topic"] == "crm.directory.v1" and event["type"] == "crm.role.updated" and event["actor"] == "system:upgrade"
+        assert event["data"]["changes"] == [{"field": "permissions", "old": admin_old, "new": admin["permissions"]}]
+        rep = await roles.find_one({"_id": "rep"})
+        assert "customers:export" not in rep["permissions"], "an administrator's removal stays"
+        assert set(rep["permissions"]) == set(rep_old) | ({p.value for p in ROLE_PERMISSIONS[Role.rep]} & set(later))
+        assert rep["scopes"][dropped_module] == BUILTIN_SCOPES[Role.rep]
+        assert {c["field"] for c in rep["outbox"][0]["envelope"]["data"]["changes"]} >= {"scopes"}
+        for role_id in ("manager", "integrator"):  # recorded what they have seen; no grant changed, no event
+            doc = await roles.find_one({"_id": role_id})
+            assert doc["defaults_seen"] == sorted(p.value for p in ROLE_PERMISSIONS[Role(role_id)])
+            assert doc["outbox"] == [] and doc["updated_by"] == "system:seed"
+            if not {p.value for p in ROLE_PERMISSIONS[Role(role_id)]} & set(later):
+                assert set(doc["permissions"]) == {p.value for p in ROLE_PERMISSIONS[Role(role_id)]}
+
+        versions = {doc["_id"]: doc["version"] async for doc in roles.find({})}
+        await directory.roles.seed()  # and the one after: nothing left to do
+        assert {doc["_id"]: doc["version"] async for doc in roles.find({})} == versions

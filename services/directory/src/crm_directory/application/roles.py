@@ -2,8 +2,9 @@
 
 Each stores the new state with its events in one guarded write (the versioned store), so
 a refused change writes nothing and publishes nothing. The built-in roles are seeded at
-start (:meth:`Roles.seed`): the first start publishes their definitions, later starts find
-them and do nothing.
+start (:meth:`Roles.seed`): the first start publishes their definitions; a later start adds
+what a newer version grants them by default and they have not seen yet (an administrator's own
+changes stay), publishing ``crm.role.updated`` by ``system:upgrade``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from crm_platform.store import Change
 
 Document = dict[str, Any]
 MANAGE = Permission.roles_manage
+#: Who a start-up's upgrade of the built-in roles is recorded as.
+UPGRADER = "system:upgrade"
 
 
 class LockOutGuard:
@@ -76,9 +79,11 @@ class Roles:
     # --- the built-in roles ----------------------------------------------------------------
 
     async def seed(self) -> None:
-        """Define the built-in roles that are not defined yet (the first start: all four)."""
+        """Define the built-in roles that are not defined yet (the first start: all four), and
+        upgrade those that are (:func:`~crm_directory.domain.roles.upgrade_builtin`)."""
         for role in Role:
             if await self.repo.role(role.value) is not None:
+                await self._upgrade(role)
                 continue
             doc = rules.builtin_role(role, self.clock.now())
             event = self.events(
@@ -88,6 +93,21 @@ class Roles:
                 await self.repo.role_store.insert(doc, [event])
             except DuplicateKeyError:
                 pass  # another replica seeded it first
+
+    async def _upgrade(self, role: Role) -> None:
+        def decide(doc: Document, version: int) -> Change:
+            if doc.get("status") != "active":
+                return Change(None)
+            changes, changed = rules.upgrade_builtin(doc, role)
+            if not changed:
+                return Change(None)
+            if not changes:  # only the defaults seen recorded: no grant changed, nothing to tell
+                return Change(doc)
+            rules.touch(doc, UPGRADER, self.clock.now())
+            data = ev.RoleUpdated(role=rules.snapshot(doc), changes=changes)
+            return Change(doc, [self.events(ev.ROLE_UPDATED, role.value, data, version, UPGRADER)])
+
+        await self.repo.role_store.mutate(role.value, decide)
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -118,16 +118,62 @@ def new_role(
 
 def builtin_role(role: Role, now: datetime) -> Document:
     """A built-in role's first definition: what the platform granted it before roles were editable."""
-    return new_role(
+    doc = new_role(
         role_id=role.value,
         names=BUILTIN_NAMES[role],
         description=None,
-        permissions=[p.value for p in ROLE_PERMISSIONS[role]],
+        permissions=defaults(role),
         scopes={module: BUILTIN_SCOPES[role] for module in SCOPE_MODULES},
         builtin=True,
         actor="system:seed",
         now=now,
     )
+    doc["defaults_seen"] = defaults(role)
+    return doc
+
+
+#: Default permissions of built-in roles that came after the built-in definitions were first
+#: seeded (roles:manage came with them): a definition seeded before ``defaults_seen`` was recorded
+#: has seen every default but these.
+ADDED_AFTER_FIRST_SEED: frozenset[str] = frozenset(
+    {
+        Permission.fields_manage.value,
+        Permission.customers_export_policy.value,
+        Permission.customers_export_approve.value,
+    }
+)
+
+
+def defaults(role: Role) -> list[str]:
+    return sorted(p.value for p in ROLE_PERMISSIONS[role])
+
+
+def upgrade_builtin(doc: Document, role: Role) -> tuple[list[FieldChange], bool]:
+    """Bring a stored built-in role up to this version's defaults without undoing an
+    administrator's decisions: a default permission this definition has not seen yet (it came
+    with a later version, so nobody could have taken it away) is added; a module with no scope
+    yet gets the built-in scope. Permissions an administrator removed, scopes they set and field
+    rules stay. ``defaults_seen`` records the defaults the definition has seen.
+
+    Returns the visible changes (each one an entry of ``crm.role.updated``'s ``changes``) and
+    whether the document changed at all (``defaults_seen`` alone changes no grant)."""
+    current = defaults(role)
+    stored_seen = doc.get("defaults_seen")
+    seen = set(stored_seen) if stored_seen is not None else set(current) - ADDED_AFTER_FIRST_SEED
+    granted = list(doc.get("permissions") or [])
+    added = [p for p in current if p not in seen and p not in granted]
+    scopes = dict(doc.get("scopes") or {})
+    missing = {m: BUILTIN_SCOPES[role] for m in SCOPE_MODULES if m not in scopes}
+    values: dict[str, Any] = {}
+    if added:
+        values["permissions"] = sorted(set(granted) | set(added))
+    if missing:
+        values["scopes"] = dict(sorted({**scopes, **missing}.items()))
+    changes = apply_changes(doc, values)
+    seen_now = sorted(seen | set(current))
+    changed = bool(changes) or stored_seen != seen_now
+    doc["defaults_seen"] = seen_now
+    return changes, changed
 
 
 def apply_changes(doc: Document, values: dict[str, Any]) -> list[FieldChange]:
