@@ -651,7 +651,10 @@ class Customers:
             # A scope of own deletes only its own customers, and only where the service allows it.
             if not principal.reaches_beyond_own(rules.CUSTOMERS):
                 if not (self.settings.reps_may_delete and doc.get("owner_id") == principal.user_id):
-                    raise Forbidden("Only managers and admins may delete customers.")
+                    raise Forbidden(
+                        "Your customers scope is your own: deleting customers needs a wider scope"
+                        " (or, where CRM_REPS_MAY_DELETE allows it, one of your own customers)."
+                    )
             else:
                 rules.ensure_manager_of(principal, doc, "delete this customer")
             rules.ensure_unlocked(doc)

@@ -334,7 +334,7 @@ async def patch_customer(
 @router.delete(
     "/customers/{customer_id}",
     response_model=CustomerOut,
-    summary="Move to the recycle bin (managers and admins)",
+    summary="Move to the recycle bin (customers:delete, as far as the customers scope reaches)",
     responses=problems(409, 412, 423),
 )
 async def delete_customer(
@@ -363,7 +363,7 @@ async def restore(customer_id: str, request: Request, principal: CurrentPrincipa
     )
 
 
-@router.get("/recycle-bin", response_model=CustomerPage, summary="Customers in the recycle bin (managers and admins)")
+@router.get("/recycle-bin", response_model=CustomerPage, summary="Customers in the recycle bin (customers:recycle_bin)")
 async def recycle_bin(
     params: Annotated[ListParams, Query()], principal: CurrentPrincipal, service: Service
 ) -> JSONResponse:
@@ -406,7 +406,7 @@ async def restore_own(
 
 
 @router.delete(
-    "/recycle-bin/{customer_id}", status_code=204, summary="Purge for good (admins only)", responses=problems(409)
+    "/recycle-bin/{customer_id}", status_code=204, summary="Purge for good (customers:purge)", responses=problems(409)
 )
 async def purge(customer_id: str, principal: CurrentPrincipal, service: Service) -> Response:
     await service.purge(principal, customer_id)
@@ -490,7 +490,7 @@ async def delete_contact(
 @router.post(
     "/customers/bulk-assign",
     response_model=BulkAssignOut,
-    summary="Give several customers to one owner (managers and admins), each with its own outcome",
+    summary="Give several customers to one owner (customers:assign), each with its own outcome",
     description="Refused whole (409, nothing assigned) when the customers would take the owner past their holding "
     "limit: the problem names the owner, what they hold, the limit, the rule it comes from (limit_rule), how many "
     "of the customers would come to them (requested: assignable, not theirs yet) and how many too many "
@@ -517,7 +517,7 @@ async def bulk_assign(body: BulkAssignIn, principal: CurrentPrincipal, service: 
 @router.post(
     "/customers/{customer_id}/assign",
     response_model=CustomerOut,
-    summary="Give the customer to another owner (managers and admins)",
+    summary="Give the customer to another owner (customers:assign)",
     responses=problems(409, 412, 423),
 )
 async def assign(
@@ -595,7 +595,7 @@ async def unlock(customer_id: str, request: Request, principal: CurrentPrincipal
 @router.post(
     "/customers/{customer_id}/merge",
     response_model=CustomerOut,
-    summary="Merge a duplicate into this customer (managers and admins)",
+    summary="Merge a duplicate into this customer (customers:merge)",
     responses=problems(409, 412, 423),
 )
 async def merge(

@@ -210,7 +210,7 @@ class UserListParams(UserFilter):
 
 
 @users_router.post(
-    "", status_code=201, response_model=UserOut, summary="Create a user (admins)", responses=problems(409)
+    "", status_code=201, response_model=UserOut, summary="Create a user (users:manage)", responses=problems(409)
 )
 async def create_user(
     body: UserCreate, principal: CurrentPrincipal, service: Service, key: IdempotencyKeyHeader
@@ -284,7 +284,7 @@ async def put_user(
 @users_router.post(
     "/{user_id}/deactivate",
     response_model=UserOut,
-    summary="Deactivate (admins): sign-in refused, refresh tokens revoked, records and history kept",
+    summary="Deactivate (users:manage): sign-in refused, refresh tokens revoked, records and history kept",
     responses=problems(409, 412),
 )
 async def deactivate(
@@ -301,7 +301,7 @@ async def deactivate(
 
 
 @users_router.post(
-    "/{user_id}/reactivate", response_model=UserOut, summary="Reactivate (admins)", responses=problems(409, 412)
+    "/{user_id}/reactivate", response_model=UserOut, summary="Reactivate (users:manage)", responses=problems(409, 412)
 )
 async def reactivate(user_id: str, request: Request, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.users.reactivate(principal, user_id, expected_version(request, required=False))
@@ -311,7 +311,7 @@ async def reactivate(user_id: str, request: Request, principal: CurrentPrincipal
 @users_router.post(
     "/{user_id}/password",
     response_model=UserOut,
-    summary="Set a user's password (admins); revokes every refresh token of the user",
+    summary="Set a user's password (users:manage); revokes every refresh token of the user",
     responses=problems(409, 412),
 )
 async def set_password(
@@ -348,7 +348,11 @@ class DepartmentListParams(DepartmentFilter):
 
 
 @departments_router.post(
-    "", status_code=201, response_model=DepartmentOut, summary="Create a department (admins)", responses=problems(409)
+    "",
+    status_code=201,
+    response_model=DepartmentOut,
+    summary="Create a department (departments:manage)",
+    responses=problems(409),
 )
 async def create_department(body: DepartmentCreate, principal: CurrentPrincipal, service: Service) -> JSONResponse:
     doc = await service.departments.create(principal, body)
@@ -402,7 +406,7 @@ async def patch_department(
 @departments_router.post(
     "/{department_id}/move",
     response_model=DepartmentOut,
-    summary="Move under another parent (admins): the paths of every department and user below follow",
+    summary="Move under another parent (departments:manage): the paths of every department and user below follow",
     responses=problems(409, 412),
 )
 async def move_department(

@@ -132,7 +132,10 @@ def can_edit(principal: Principal, doc: Document) -> bool:
 
 def ensure_can_edit(principal: Principal, doc: Document) -> None:
     if not can_edit(principal, doc):
-        raise Forbidden("Only the author, their managers and admins may change this interaction.")
+        raise Forbidden(
+            "Only the author, or someone whose interactions scope reaches the author's department,"
+            " may change this interaction."
+        )
 
 
 def patch_changes(doc: Document, patch: InteractionPatch) -> dict[str, Any]:
