@@ -97,7 +97,8 @@ async def _with_custom(
 
 def _visible(principal: Principal, module: str, body: BaseModel) -> dict[str, Any]:
     """A record as this caller may see it: fields their roles hide are left out, not nulled."""
-    return principal.fields(module).redact(body.model_dump(mode="json"))
+    policy, values = principal.fields(module), body.model_dump(mode="json")
+    return policy.redact(values) if policy.hidden else values
 
 
 def _page(principal: Principal, module: str, page: P_, items: Sequence[BaseModel]) -> P_ | JSONResponse:
