@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from crm_platform.auth import Principal
-from crm_platform.fieldaccess import FieldHidden, FieldPolicy, FieldReadOnly, validate_field_rules
+from crm_platform.fieldaccess import (
+    FieldHidden,
+    FieldPolicy,
+    FieldReadOnly,
+    redact_event_data,
+    validate_field_rules,
+)
 from crm_platform.roles import Definition, RoleBook
 
 
@@ -66,6 +72,53 @@ def test_only_fields_a_service_honours_can_be_restricted() -> None:
         "fields.nowhere",
     ]
     assert validate_field_rules({"customers": {"phones": "hidden", "custom.level_2": "read"}}) == []
+
+
+def test_interactions_tasks_and_feedback_restrict_their_content_not_their_ids_owners_or_statuses() -> None:
+    rules = {
+        "interactions": {"minutes": "hidden", "summary": "read", "custom.mood": "hidden", "author_id": "hidden"},
+        "tasks": {"notes": "hidden", "due_at": "read"},
+        "feedback": {"resolution": "hidden", "satisfaction": "read", "status": "hidden"},
+    }
+    assert sorted(e.field for e in validate_field_rules(rules)) == [
+        "fields.feedback.status",
+        "fields.interactions.author_id",
+        "fields.tasks.due_at",
+    ]
+
+
+def test_an_event_s_interaction_task_or_feedback_loses_what_the_reader_may_not_see() -> None:
+    policies = {
+        "interactions": FieldPolicy("interactions", hidden=frozenset({"minutes", "custom.mood"})),
+        "tasks": FieldPolicy("tasks", hidden=frozenset({"notes"})),
+        "feedback": FieldPolicy("feedback", hidden=frozenset({"resolution"}), read_only=frozenset({"satisfaction"})),
+    }
+
+    def policy(module: str) -> FieldPolicy:
+        return policies.get(module) or FieldPolicy(module)
+
+    updated = {
+        "interaction": {"interaction_id": "i1", "minutes": "底价", "location": "杭州", "custom": {"mood": "hot"}},
+        "changes": [{"field": "minutes", "new": "底价"}, {"field": "custom.mood", "new": "hot"}, {"field": "location"}],
+    }
+    assert redact_event_data("crm.interaction.updated", updated, policy) == {
+        "interaction": {"interaction_id": "i1", "location": "杭州", "custom": {}},
+        "changes": [{"field": "location"}],
+    }
+    task = {"task": {"task_id": "t1", "title": "回访", "notes": "底价"}, "changes": [{"field": "notes"}]}
+    assert redact_event_data("crm.task.updated", task, policy) == {
+        "task": {"task_id": "t1", "title": "回访"},
+        "changes": [],
+    }
+    resolved = {"feedback": {"feedback_id": "f1", "resolution": "退款", "satisfaction": 4}, "resolution": "退款"}
+    resolved |= {"satisfaction": 4, "from_status": "in_progress"}
+    assert redact_event_data("crm.feedback.resolved", resolved, policy) == {
+        "feedback": {"feedback_id": "f1", "satisfaction": 4},
+        "satisfaction": 4,
+        "from_status": "in_progress",
+    }
+    # A reader whose roles restrict nothing gets the data as it was.
+    assert redact_event_data("crm.feedback.resolved", resolved, FieldPolicy) == resolved
 
 
 def test_the_role_book_resolves_a_principal_s_policies_from_the_definitions() -> None:

@@ -412,6 +412,10 @@ async def test_an_admin_defines_a_role_with_scopes_and_field_rules_and_gives_it_
     await page.locator("#f-field\\:customers\\:phones").select_option(label="Hidden")
     await page.locator("#f-field\\:opportunities\\:amount").select_option(label="Hidden")
     await page.locator("#f-field\\:customers\\:tier").select_option(label="Read only")
+    # Interactions, tasks and feedback offer their protectable fields too.
+    await page.locator("#f-field\\:interactions\\:minutes").select_option(label="Hidden")
+    await page.locator("#f-field\\:tasks\\:notes").select_option(label="Read only")
+    await page.locator("#f-field\\:feedback\\:resolution").select_option(label="Hidden")
     await page.get_by_role("button", name="Create").click()
     await expect(page.get_by_role("status")).to_have_text("Created.")
     await expect(page.locator("#f-field\\:customers\\:phones")).to_have_value("hidden")
@@ -423,6 +427,9 @@ async def test_an_admin_defines_a_role_with_scopes_and_field_rules_and_gives_it_
         assert stored["fields"] == {
             "customers": {"phones": "hidden", "tier": "read"},
             "opportunities": {"amount": "hidden"},
+            "interactions": {"minutes": "hidden"},
+            "tasks": {"notes": "read"},
+            "feedback": {"resolution": "hidden"},
         }
         assert stored["scopes"] == {"customers": "department"}
         assert set(stored["permissions"]) == {"account:self", "customers:view", "opportunities:view"}
@@ -446,6 +453,7 @@ async def test_an_admin_defines_a_role_with_scopes_and_field_rules_and_gives_it_
     async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
         stored = (await directory.get(f"/v1/roles/{role_id}")).json()
     assert stored["fields"]["customers"] == {"phones": "hidden", "custom.budget": "hidden"}
+    assert stored["fields"]["feedback"] == {"resolution": "hidden"}
 
     # The same id again is refused on the form, the rest kept.
     await page.goto("/admin/roles/new")

@@ -57,9 +57,40 @@ PROTECTED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "opportunities": frozenset(
         {"amount", "quotation_amount", "probability", "expected_close_date", "source_campaign", "products", "notes"}
     ),
-    # Interactions, tasks and the rest come when their services enforce them: a module is listed
-    # here only once every read, list, filter, sort and export of it honours it.
+    # What was said and agreed: an interaction's text, who took part, where and how long; not
+    # its channel, direction or platform (how the timeline, lists and stats tell them apart).
+    "interactions": frozenset(
+        {
+            "summary",
+            "duration_seconds",
+            "key_points",
+            "objections",
+            "subject",
+            "participants",
+            "body_excerpt",
+            "attendees",
+            "location",
+            "minutes",
+            "content",
+        }
+    ),
+    # A task's title names it (as a customer's name does); its notes are the content.
+    "tasks": frozenset({"notes"}),
+    # Feedback's title names it; what the customer said, how it was resolved and their rating.
+    "feedback": frozenset({"description", "resolution", "satisfaction"}),
+    # Other modules come when their services enforce them: a module is listed here only once
+    # every read, list, filter, sort and export of it honours it.
 }
+
+#: Event type prefix -> the module whose fields its ``changes`` name (the first match wins).
+_CHANGES_MODULE: Final[tuple[tuple[str, str], ...]] = (
+    ("crm.customer.contact_changed", "contacts"),
+    ("crm.customer.", "customers"),
+    ("crm.opportunity.", "opportunities"),
+    ("crm.interaction.", "interactions"),
+    ("crm.task.", "tasks"),
+    ("crm.feedback.", "feedback"),
+)
 
 #: Fields computed from a protected one go with it: hiding an opportunity's amount hides its
 #: weighted amount and its products' prices too.
@@ -233,31 +264,40 @@ def redact_history(entries: list[HistoryEntry], policy: FieldPolicy) -> list[His
 
 def redact_event_data(event_type: str, data: Mapping[str, Any], policy: Callable[[str], FieldPolicy]) -> dict[str, Any]:
     """An event's data as a reader whose roles give ``policy(module)`` may receive it (a webhook
-    subscriber): the customer, contact and opportunity snapshots it carries without their hidden
-    fields, and no change to a hidden field."""
-    customers, contacts, opportunities = policy("customers"), policy("contacts"), policy("opportunities")
+    subscriber, a history): the customer, contact, opportunity, interaction, task and feedback
+    snapshots it carries without their hidden fields, no change to a hidden field, and none of
+    the values a feedback event repeats beside its snapshot (``resolution``, ``satisfaction``)."""
     out = dict(data)
     customer = out.get("customer")
     if isinstance(customer, Mapping):
-        customer = customers.redact(customer)
+        contacts = policy("contacts")
+        customer = policy("customers").redact(customer)
         if isinstance(customer.get("contacts"), list):
             customer["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in customer["contacts"]]
         out["customer"] = customer
     if isinstance(out.get("contacts"), list):
+        contacts = policy("contacts")
         out["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in out["contacts"]]
-    if isinstance(out.get("contact"), Mapping):
-        out["contact"] = contacts.redact(out["contact"])
-    if isinstance(out.get("opportunity"), Mapping):
-        out["opportunity"] = opportunities.redact(out["opportunity"])
+    for key, module in (
+        ("contact", "contacts"),
+        ("opportunity", "opportunities"),
+        ("interaction", "interactions"),
+        ("task", "tasks"),
+        ("feedback", "feedback"),
+    ):
+        if isinstance(out.get(key), Mapping):
+            out[key] = policy(module).redact(out[key])
+    if event_type.startswith("crm.feedback."):
+        # crm.feedback.resolved repeats the resolution and rating next to the snapshot.
+        feedback = policy("feedback")
+        for name in ("resolution", "satisfaction"):
+            if feedback.hides(name):
+                out.pop(name, None)
     if isinstance(out.get("changes"), list):
-        if event_type == "crm.customer.contact_changed":
-            changed = contacts
-        elif event_type.startswith("crm.customer."):
-            changed = customers
-        elif event_type.startswith("crm.opportunity."):
-            changed = opportunities
-        else:
+        changes_of = next((m for prefix, m in _CHANGES_MODULE if event_type.startswith(prefix)), None)
+        if changes_of is None:
             return out
+        changed = policy(changes_of)
         out["changes"] = [
             c for c in out["changes"] if not (isinstance(c, Mapping) and changed.hides(str(c.get("field", ""))))
         ]

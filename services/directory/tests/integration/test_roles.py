@@ -118,6 +118,8 @@ async def test_a_role_is_created_edited_and_deleted_with_history_and_events(api:
         ({"fields": {"customers": {"phones": "invisible"}}}, "fields.customers.phones"),
         ({"fields": {"customers": {"owner_id": "hidden"}}}, "fields.customers.owner_id"),
         ({"fields": {"planets": {"amount": "hidden"}}}, "fields.planets"),
+        ({"fields": {"tasks": {"due_at": "hidden"}}}, "fields.tasks.due_at"),
+        ({"fields": {"interactions": {"author_id": "read"}}}, "fields.interactions.author_id"),
     ],
 )
 async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
@@ -133,7 +135,13 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
 
 
 async def test_field_permissions_are_defined_edited_and_carried_by_the_events(api: Api, directory_events: Any) -> None:
-    fields = {"contacts": {"phones": "hidden"}, "customers": {"phones": "read", "custom.budget": "hidden"}}
+    fields = {
+        "contacts": {"phones": "hidden"},
+        "customers": {"phones": "read", "custom.budget": "hidden"},
+        "interactions": {"minutes": "hidden", "summary": "read", "custom.mood": "hidden"},
+        "tasks": {"notes": "hidden"},
+        "feedback": {"resolution": "hidden", "satisfaction": "read"},
+    }
     created = await create_role(api.client, api.admin, fields=fields)
     assert created["fields"] == fields
     assert (await create_role(api.client, api.admin))["fields"] == {}  # none given: nothing restricted

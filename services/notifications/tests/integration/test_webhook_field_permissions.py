@@ -1,6 +1,7 @@
 """Field-level permissions in webhook payloads (issue 16): a subscription delivers what its owner
-may see. An integration whose role hides customers' industry, contacts' phones and opportunities'
-amounts receives the events without them; an administrator's subscription receives them whole."""
+may see. An integration whose role hides customers' industry, contacts' phones, opportunities'
+amounts, interactions' minutes, tasks' notes and feedback's resolution receives the events without
+them; an administrator's subscription receives them whole."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from notifications_testkit import Receiver, World, customer, move, opportunity
+from notifications_testkit import Receiver, World, customer, feedback, move, now, opportunity, task
 
-from crm_platform.contracts import customers, pipeline
-from crm_platform.testing.fixtures import eventually
+from crm_platform.contracts import customers, interactions, pipeline
+from crm_platform.testing.fixtures import eventually, unique
 from crm_platform.testing.roles import role_event
 
 #: The built-in integrator role, edited by an administrator to hide fields (and restored after).
@@ -22,6 +23,9 @@ FIELDS = {
     "customers": {"industry": "hidden"},
     "contacts": {"phones": "hidden"},
     "opportunities": {"amount": "hidden"},
+    "interactions": {"minutes": "hidden"},
+    "tasks": {"notes": "hidden"},
+    "feedback": {"resolution": "hidden"},
 }
 
 
@@ -39,7 +43,8 @@ async def test_each_subscription_receives_what_its_owner_may_see(
 async def _deliveries_follow_the_owner(client: httpx.AsyncClient, world: World) -> None:
     limited = await world.person("en", roles=[ROLE])
     admin = await world.person("en", roles=["admin"])
-    types = ["crm.customer.created", "crm.customer.updated", "crm.opportunity.won"]
+    types = ["crm.customer.created", "crm.customer.updated", "crm.opportunity.won", "crm.interaction.*"]
+    types += ["crm.task.*", "crm.feedback.*"]
     async with Receiver() as erp, Receiver() as full:
         hooks = []
         for person, receiver in ((limited, erp), (admin, full)):
@@ -70,7 +75,31 @@ async def _deliveries_follow_the_owner(client: httpx.AsyncClient, world: World) 
             won.opportunity_id,
             pipeline.OpportunityWon(opportunity=won, move=move(limited.id), reason="signed"),
         )
-        ids = {created.id, updated.id, won_event.id}
+        visit = interactions.InteractionSnapshot(
+            interaction_id=unique("i"), channel="visit", customer_id=c.customer_id, author_id=limited.id,
+            occurred_at=now(), recorded_at=now(), recorded_late=False, minutes="底价 80 万", location="杭州",
+            updated_at=now(),
+        )  # fmt: skip
+        changes_i = [
+            interactions.FieldChange(field="minutes", old=None, new="底价 80 万"),
+            interactions.FieldChange(field="location", old=None, new="杭州"),
+        ]
+        visit_event = await world.emit(
+            interactions.INTERACTION_UPDATED,
+            visit.interaction_id,
+            interactions.InteractionUpdated(interaction=visit, changes=changes_i),
+        )
+        todo = task(limited.id).model_copy(update={"notes": "底价 80 万"})
+        task_event = await world.emit(interactions.TASK_CREATED, todo.task_id, interactions.TaskCreated(task=todo))
+        fb = feedback(limited.id).model_copy(update={"status": "resolved", "resolution": "退款 5000 元"})
+        fb_event = await world.emit(
+            interactions.FEEDBACK_RESOLVED,
+            fb.feedback_id,
+            interactions.FeedbackResolved(
+                feedback=fb, from_status="in_progress", resolution="退款 5000 元", satisfaction=4
+            ),
+        )
+        ids = {created.id, updated.id, won_event.id, visit_event.id, task_event.id, fb_event.id}
 
         def arrived(receiver: Receiver) -> dict[str, Any] | None:
             got = {r.headers.get("webhook-id"): json.loads(r.body) for r in receiver.received}
@@ -88,8 +117,20 @@ async def _deliveries_follow_the_owner(client: httpx.AsyncClient, world: World) 
     erp_won = to_erp[won_event.id]["data"]["opportunity"]
     assert "amount" not in erp_won and "weighted_amount" not in erp_won and erp_won["probability"] == 100
     assert "880000.00" not in json.dumps(to_erp[won_event.id]) and "+8613800138000" not in json.dumps(to_erp)
+    erp_visit = to_erp[visit_event.id]["data"]
+    assert "minutes" not in erp_visit["interaction"] and erp_visit["interaction"]["location"] == "杭州"
+    assert [c["field"] for c in erp_visit["changes"]] == ["location"]
+    assert "notes" not in to_erp[task_event.id]["data"]["task"]
+    erp_fb = to_erp[fb_event.id]["data"]
+    assert "resolution" not in erp_fb and "resolution" not in erp_fb["feedback"] and erp_fb["satisfaction"] == 4
+    assert "底价" not in json.dumps(to_erp) and "退款" not in json.dumps(to_erp)
 
     assert to_full[created.id]["data"]["customer"]["industry"] == "制造业"
     assert to_full[created.id]["data"]["contacts"][0]["phones"] == ["+8613800138000"]
     assert len(to_full[updated.id]["data"]["changes"]) == 2
     assert to_full[won_event.id]["data"]["opportunity"]["amount"] == "880000.00"
+    assert to_full[visit_event.id]["data"]["interaction"]["minutes"] == "底价 80 万"
+    assert len(to_full[visit_event.id]["data"]["changes"]) == 2
+    assert to_full[task_event.id]["data"]["task"]["notes"] == "底价 80 万"
+    assert to_full[fb_event.id]["data"]["resolution"] == "退款 5000 元"
+    assert to_full[fb_event.id]["data"]["feedback"]["resolution"] == "退款 5000 元"

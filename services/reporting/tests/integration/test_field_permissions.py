@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from crm_platform.contracts import customers as cev
+from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.events import EventEnvelope
 from crm_platform.testing.event_feed import EventFeed, at, customer, opportunity, pipeline
@@ -74,3 +75,62 @@ async def test_reports_leave_out_what_the_role_hides(
     assert all("missing_industry" not in row for row in quality["rows"])
     full_quality = (await client.get("/v1/reports/quality", params={"period": "2026-11"}, headers=rep)).json()
     assert "industry" in full_quality["required_fields"]
+
+
+async def test_the_timeline_leaves_out_interaction_and_feedback_content_the_role_hides(
+    client: Any, reporting_app: FastAPI, feed: EventFeed, wait_applied: Any
+) -> None:
+    role = f"follow-up-{uuid.uuid4().hex[:6]}"
+    fields = {"interactions": {"summary": "hidden", "minutes": "hidden"}, "feedback": {"resolution": "hidden"}}
+    await reporting_app.state.kit.roles.apply(
+        role_event(role, 1, permissions=["account:self", "reports:view", "customers:view"], fields=fields)
+    )
+    dept, a, cid, iid, fid = f"/hq/{unique('d')}", unique("a"), unique("c"), unique("i"), unique("f")
+    day = at("2026-11-05", "09:00")
+    sent: list[EventEnvelope] = [await feed.user(a, "客服乙", dept)]
+    snap = customer(cid, a, dept, day)
+    sent.append(await feed.send(cev.CUSTOMER_CREATED, cid, cev.CustomerCreated(customer=snap, contacts=[]), day, a))
+    met = at("2026-11-05", "10:00")
+    visit = iev.InteractionSnapshot(
+        interaction_id=iid, channel="visit", customer_id=cid, author_id=a, author_department_path=dept,
+        occurred_at=met, recorded_at=met, recorded_late=False, summary="谈妥底价 80 万", minutes="纪要",
+        updated_at=met,
+    )  # fmt: skip
+    logged = iev.InteractionLogged(
+        interaction_id=iid, customer_id=cid, author_id=a, channel="visit", occurred_at=met, interaction=visit
+    )
+    sent.append(await feed.send(iev.INTERACTION_LOGGED, iid, logged, met, a))
+    later = at("2026-11-05", "11:00")
+    changes = [iev.FieldChange(field="minutes", new="新纪要"), iev.FieldChange(field="location", new="杭州")]
+    updated = iev.InteractionUpdated(interaction=visit, changes=changes)
+    sent.append(await feed.send(iev.INTERACTION_UPDATED, iid, updated, later, a))
+    fb = iev.FeedbackSnapshot(
+        feedback_id=fid, kind="complaint", title="发票有误", description="金额不符", customer_id=cid,
+        status="resolved", reported_by=a, reporter_department_path=dept, resolution="退款 5000 元",
+        opened_at=later, updated_at=later,
+    )  # fmt: skip
+    resolved = iev.FeedbackResolved(feedback=fb, from_status="in_progress", resolution="退款 5000 元")
+    sent.append(await feed.send(iev.FEEDBACK_RESOLVED, fid, resolved, at("2026-11-05", "12:00"), a))
+    await wait_applied(sent)
+
+    def lines(body: dict[str, Any]) -> dict[str, str]:
+        return {
+            i["type"]: i["summary"]
+            for i in body["items"]
+            if i["type"].startswith(("crm.interaction.", "crm.feedback."))
+        }
+
+    r = await client.get(f"/v1/customers/{cid}/timeline", headers=auth(a, [role], dept))
+    assert r.status_code == 200, r.text
+    assert "80 万" not in r.text and "5000" not in r.text and "minutes" not in r.text
+    assert lines(r.json()) == {
+        "crm.interaction.logged": "visit logged",
+        "crm.interaction.updated": "visit updated: location",
+        "crm.feedback.resolved": "complaint resolved",
+    }
+    full = await client.get(f"/v1/customers/{cid}/timeline", headers=auth(a, ["rep"], dept))
+    assert lines(full.json()) == {
+        "crm.interaction.logged": "visit logged: 谈妥底价 80 万",
+        "crm.interaction.updated": "visit updated: minutes, location",
+        "crm.feedback.resolved": "complaint resolved: 退款 5000 元",
+    }

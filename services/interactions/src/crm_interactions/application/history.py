@@ -92,9 +92,12 @@ def summarise(event: EventEnvelope) -> tuple[str, list[Change]]:
     if kind == "feedback.resolved":
         changes = [
             {"field": "status", "old": data.get("from_status"), "new": "resolved"},
-            {"field": "resolution", "old": None, "new": data.get("resolution")},
         ]
+        if "resolution" in data:
+            changes.append({"field": "resolution", "old": None, "new": data["resolution"]})
         if data.get("satisfaction") is not None:
             changes.append({"field": "satisfaction", "old": None, "new": data.get("satisfaction")})
-        return f"resolved: {data.get('resolution')}", changes
+        # The resolution is left out of what a reader whose roles hide it receives.
+        resolution = data.get("resolution")
+        return ("resolved: " + resolution if resolution else "resolved"), changes
     return kind, []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from crm_interactions.application import history as history_
 from crm_interactions.application.custom import fieldset
@@ -16,6 +18,7 @@ from crm_interactions.application.interactions import Interactions
 from crm_interactions.application.stats import Stats, interaction_stats
 from crm_interactions.application.tasks import Tasks
 from crm_interactions.domain.calendar import GroupBy, zone
+from crm_interactions.domain.fields import ensure_query_visible, redacting
 from crm_interactions.domain.interactions import FEEDBACK, INTERACTIONS, TASKS
 from crm_interactions.domain.model import (
     FeedbackIn,
@@ -44,10 +47,11 @@ from crm_interactions.entrypoints.schemas import (
     task_out,
 )
 from crm_interactions.settings import InteractionsSettings
-from crm_platform.auth import CurrentPrincipal
+from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.customfields import query_filters
 from crm_platform.errors import ValidationFailed
+from crm_platform.fieldaccess import written_fields
 from crm_platform.history import HistoryEntry, history
 from crm_platform.idempotency import IdempotencyKeyHeader, mark_replayed
 from crm_platform.openapi import problems
@@ -55,6 +59,7 @@ from crm_platform.service import ServiceKit
 
 Document = dict[str, Any]
 P = TypeVar("P", bound=Paging)
+P_ = TypeVar("P_", bound=BaseModel)
 
 
 @dataclass
@@ -79,35 +84,71 @@ tasks_router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 feedback_router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
 
-async def _with_custom(params: P, request: Request, app: Services, module: str = INTERACTIONS) -> P:
-    """``params`` with the query's ``custom.<key>=<value>`` filters, checked against ``module``'s definitions."""
+async def _with_custom(
+    params: P, request: Request, app: Services, principal: Principal, module: str = INTERACTIONS
+) -> P:
+    """``params`` with the query's ``custom.<key>=<value>`` filters, checked against ``module``'s
+    definitions; a filter or sort on a field the caller's roles hide is refused (403 field-hidden)."""
     fields = await fieldset(app.interactions.fields, module)
-    return params.with_custom(query_filters(fields, request.query_params.multi_items()))
+    custom = query_filters(fields, request.query_params.multi_items())
+    ensure_query_visible(principal.fields(module), custom, params.sort)
+    return params.with_custom(custom)
 
 
-def _respond(body: Any, version: int, status: int = 200, location: str | None = None) -> JSONResponse:
+def _visible(principal: Principal, module: str, body: BaseModel) -> dict[str, Any]:
+    """A record as this caller may see it: fields their roles hide are left out, not nulled."""
+    policy, values = principal.fields(module), body.model_dump(mode="json")
+    return policy.redact(values) if policy.hidden else values
+
+
+def _page(principal: Principal, module: str, page: P_, items: Sequence[BaseModel]) -> P_ | JSONResponse:
+    """A list page; while the caller's roles hide none of ``module``'s fields, as it is."""
+    if not principal.fields(module).hidden:
+        return page
+    body = page.model_dump(mode="json")
+    body["items"] = [_visible(principal, module, item) for item in items]
+    return JSONResponse(body)
+
+
+def _ensure_writable(principal: Principal, module: str, body: BaseModel, *, creating: bool) -> None:
+    """Refuse (403 ``field-read-only``) a create or patch that sets fields the caller's roles protect."""
+    policy = principal.fields(module)
+    if not policy.unrestricted:
+        policy.ensure_writable(written_fields(body.model_dump(exclude_unset=True), creating=creating))
+
+
+def _respond(
+    principal: Principal, module: str, body: BaseModel, version: int, status: int = 200, location: str | None = None
+) -> JSONResponse:
     headers = {"ETag": etag(version)}
     if location:
         headers["Location"] = location
-    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+    return JSONResponse(_visible(principal, module, body), status_code=status, headers=headers)
 
 
-def _interaction(doc: Document, status: int = 200, location: str | None = None) -> JSONResponse:
-    return _respond(interaction_out(doc), doc["version"], status, location)
+def _interaction(principal: Principal, doc: Document, status: int = 200, location: str | None = None) -> JSONResponse:
+    return _respond(principal, INTERACTIONS, interaction_out(doc), doc["version"], status, location)
 
 
-def _task(app: App, doc: Document, status: int = 200) -> JSONResponse:
+def _task(app: App, principal: Principal, doc: Document, status: int = 200) -> JSONResponse:
     location = f"/v1/tasks/{doc['_id']}" if status == 201 else None
-    return _respond(task_out(doc, app.interactions.clock.now()), doc["version"], status, location)
+    body = task_out(doc, app.interactions.clock.now())
+    return _respond(principal, TASKS, body, doc["version"], status, location)
 
 
-def _feedback(doc: Document, status: int = 200) -> JSONResponse:
+def _feedback(principal: Principal, doc: Document, status: int = 200) -> JSONResponse:
     location = f"/v1/feedback/{doc['_id']}" if status == 201 else None
-    return _respond(feedback_out(doc), doc["version"], status, location)
+    return _respond(principal, FEEDBACK, feedback_out(doc), doc["version"], status, location)
 
 
-async def _history(app: App, doc: Document) -> list[HistoryEntry]:
-    return await history(app.kit.event_log, doc, history_.summarise)
+async def _history(app: App, principal: Principal, doc: Document) -> list[HistoryEntry]:
+    """The record's history as the caller may read it: no change to, nor value of, a field their
+    roles hide (an entry that changed only hidden fields is left out)."""
+    if not any(principal.fields(m).hidden for m in (INTERACTIONS, TASKS, FEEDBACK)):
+        return await history(app.kit.event_log, doc, history_.summarise)
+    dropped: set[str] = set()
+    entries = await history(app.kit.event_log, doc, redacting(history_.summarise, principal, dropped))
+    return [e for e in entries if e.event_id not in dropped]
 
 
 # --- interactions -------------------------------------------------------------------------------
@@ -129,8 +170,9 @@ async def _history(app: App, doc: Document) -> list[HistoryEntry]:
 async def log_interaction(
     body: Annotated[InteractionIn, Body()], principal: CurrentPrincipal, app: App, key: IdempotencyKeyHeader
 ) -> JSONResponse:
+    _ensure_writable(principal, INTERACTIONS, body, creating=True)
     doc, created = await app.interactions.log(principal, body, key)
-    return mark_replayed(_interaction(doc, 201 if created else 200, f"/v1/interactions/{doc['_id']}"), key)
+    return mark_replayed(_interaction(principal, doc, 201 if created else 200, f"/v1/interactions/{doc['_id']}"), key)
 
 
 @interactions_router.get(
@@ -140,14 +182,15 @@ async def log_interaction(
 )
 async def list_interactions(
     params: Annotated[InteractionFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
-) -> InteractionPage:
+) -> InteractionPage | JSONResponse:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
     ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
-    params = await _with_custom(params, request, app)
+    params = await _with_custom(params, request, app, principal)
     items, cursor = await app.interactions.search(
         principal, params.to_mongo(), params.sort, params.cursor, params.limit
     )
-    return InteractionPage(items=[interaction_out(d) for d in items], next_cursor=cursor)
+    out = [interaction_out(d) for d in items]
+    return _page(principal, INTERACTIONS, InteractionPage(items=out, next_cursor=cursor), out)
 
 
 @interactions_router.get(
@@ -191,7 +234,7 @@ async def stats(
 
 @interactions_router.get("/interactions/{interaction_id}", response_model=InteractionOut, summary="One interaction")
 async def get_interaction(interaction_id: str, principal: CurrentPrincipal, app: App) -> JSONResponse:
-    return _interaction(await app.interactions.get(principal, interaction_id))
+    return _interaction(principal, await app.interactions.get(principal, interaction_id))
 
 
 @interactions_router.patch(
@@ -203,8 +246,9 @@ async def get_interaction(interaction_id: str, principal: CurrentPrincipal, app:
 async def patch_interaction(
     interaction_id: str, body: InteractionPatch, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
+    _ensure_writable(principal, INTERACTIONS, body, creating=False)
     doc = await app.interactions.update(principal, interaction_id, body, expected_version(request, required=True))
-    return _interaction(doc)
+    return _interaction(principal, doc)
 
 
 @interactions_router.delete(
@@ -223,7 +267,7 @@ async def delete_interaction(
     summary="Field-level history: who, when, old and new",
 )
 async def interaction_history(interaction_id: str, principal: CurrentPrincipal, app: App) -> list[HistoryEntry]:
-    return await _history(app, await app.interactions.get(principal, interaction_id))
+    return await _history(app, principal, await app.interactions.get(principal, interaction_id))
 
 
 @interactions_router.get(
@@ -237,12 +281,13 @@ async def customer_interactions(
     request: Request,
     principal: CurrentPrincipal,
     app: App,
-) -> InteractionPage:
-    params = await _with_custom(params, request, app)
+) -> InteractionPage | JSONResponse:
+    params = await _with_custom(params, request, app, principal)
     items, cursor = await app.interactions.customer_history(
         principal, customer_id, params.to_mongo(), params.sort, params.cursor, params.limit
     )
-    return InteractionPage(items=[interaction_out(d) for d in items], next_cursor=cursor)
+    out = [interaction_out(d) for d in items]
+    return _page(principal, INTERACTIONS, InteractionPage(items=out, next_cursor=cursor), out)
 
 
 # --- tasks ----------------------------------------------------------------------------------------
@@ -252,7 +297,8 @@ async def customer_interactions(
     "", status_code=201, response_model=TaskOut, summary="Create a follow-up task", responses=problems(409)
 )
 async def create_task(body: TaskIn, principal: CurrentPrincipal, app: App, key: IdempotencyKeyHeader) -> JSONResponse:
-    return mark_replayed(_task(app, await app.tasks.create(principal, body, key), 201), key)
+    _ensure_writable(principal, TASKS, body, creating=True)
+    return mark_replayed(_task(app, principal, await app.tasks.create(principal, body, key), 201), key)
 
 
 @tasks_router.get(
@@ -262,10 +308,10 @@ async def create_task(body: TaskIn, principal: CurrentPrincipal, app: App, key: 
 )
 async def list_tasks(
     params: Annotated[TaskFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
-) -> TaskPage:
+) -> TaskPage | JSONResponse:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
     ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
-    params = await _with_custom(params, request, app, TASKS)
+    params = await _with_custom(params, request, app, principal, TASKS)
     items, cursor = await app.tasks.list(
         principal,
         view=params.view,
@@ -278,12 +324,13 @@ async def list_tasks(
         limit=params.limit,
     )
     now = app.interactions.clock.now()
-    return TaskPage(items=[task_out(d, now) for d in items], next_cursor=cursor)
+    out = [task_out(d, now) for d in items]
+    return _page(principal, TASKS, TaskPage(items=out, next_cursor=cursor), out)
 
 
 @tasks_router.get("/{task_id}", response_model=TaskOut, summary="One task")
 async def get_task(task_id: str, principal: CurrentPrincipal, app: App) -> JSONResponse:
-    return _task(app, await app.tasks.get(principal, task_id))
+    return _task(app, principal, await app.tasks.get(principal, task_id))
 
 
 @tasks_router.patch(
@@ -295,7 +342,9 @@ async def get_task(task_id: str, principal: CurrentPrincipal, app: App) -> JSONR
 async def patch_task(
     task_id: str, body: TaskPatch, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
-    return _task(app, await app.tasks.update(principal, task_id, body, expected_version(request, required=True)))
+    _ensure_writable(principal, TASKS, body, creating=False)
+    doc = await app.tasks.update(principal, task_id, body, expected_version(request, required=True))
+    return _task(app, principal, doc)
 
 
 @tasks_router.post(
@@ -308,7 +357,7 @@ async def reschedule_task(
     task_id: str, body: RescheduleIn, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
     doc = await app.tasks.reschedule(principal, task_id, body, expected_version(request, required=False))
-    return _task(app, doc)
+    return _task(app, principal, doc)
 
 
 @tasks_router.post("/{task_id}/complete", response_model=TaskOut, summary="Mark done", responses=problems(409, 412))
@@ -316,7 +365,8 @@ async def complete_task(
     task_id: str, request: Request, principal: CurrentPrincipal, app: App, body: NoteBody | None = None
 ) -> JSONResponse:
     note = body.note if body else None
-    return _task(app, await app.tasks.complete(principal, task_id, note, expected_version(request, required=False)))
+    doc = await app.tasks.complete(principal, task_id, note, expected_version(request, required=False))
+    return _task(app, principal, doc)
 
 
 @tasks_router.post(
@@ -326,7 +376,8 @@ async def reopen_task(
     task_id: str, request: Request, principal: CurrentPrincipal, app: App, body: NoteBody | None = None
 ) -> JSONResponse:
     reason = body.note if body else None
-    return _task(app, await app.tasks.reopen(principal, task_id, reason, expected_version(request, required=False)))
+    doc = await app.tasks.reopen(principal, task_id, reason, expected_version(request, required=False))
+    return _task(app, principal, doc)
 
 
 @tasks_router.delete(
@@ -341,7 +392,7 @@ async def delete_task(
 
 @tasks_router.get("/{task_id}/history", response_model=list[HistoryEntry], summary="Every change and notice")
 async def task_history(task_id: str, principal: CurrentPrincipal, app: App) -> list[HistoryEntry]:
-    return await _history(app, await app.tasks.get(principal, task_id))
+    return await _history(app, principal, await app.tasks.get(principal, task_id))
 
 
 # --- feedback -------------------------------------------------------------------------------------
@@ -357,23 +408,25 @@ async def task_history(task_id: str, principal: CurrentPrincipal, app: App) -> l
 async def open_feedback(
     body: FeedbackIn, principal: CurrentPrincipal, app: App, key: IdempotencyKeyHeader
 ) -> JSONResponse:
-    return mark_replayed(_feedback(await app.feedback.open(principal, body, key), 201), key)
+    _ensure_writable(principal, FEEDBACK, body, creating=True)
+    return mark_replayed(_feedback(principal, await app.feedback.open(principal, body, key), 201), key)
 
 
 @feedback_router.get("", response_model=FeedbackPage, summary="Feedback you recorded, handle, or may see")
 async def list_feedback(
     params: Annotated[FeedbackFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
-) -> FeedbackPage:
+) -> FeedbackPage | JSONResponse:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
     ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
-    params = await _with_custom(params, request, app, FEEDBACK)
+    params = await _with_custom(params, request, app, principal, FEEDBACK)
     items, cursor = await app.feedback.list(principal, params.to_mongo(), params.sort, params.cursor, params.limit)
-    return FeedbackPage(items=[feedback_out(d) for d in items], next_cursor=cursor)
+    out = [feedback_out(d) for d in items]
+    return _page(principal, FEEDBACK, FeedbackPage(items=out, next_cursor=cursor), out)
 
 
 @feedback_router.get("/{feedback_id}", response_model=FeedbackOut, summary="One piece of feedback, with its steps")
 async def get_feedback(feedback_id: str, principal: CurrentPrincipal, app: App) -> JSONResponse:
-    return _feedback(await app.feedback.get(principal, feedback_id))
+    return _feedback(principal, await app.feedback.get(principal, feedback_id))
 
 
 @feedback_router.patch(
@@ -385,8 +438,9 @@ async def get_feedback(feedback_id: str, principal: CurrentPrincipal, app: App) 
 async def patch_feedback(
     feedback_id: str, body: FeedbackPatch, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
+    _ensure_writable(principal, FEEDBACK, body, creating=False)
     doc = await app.feedback.update(principal, feedback_id, body, expected_version(request, required=True))
-    return _feedback(doc)
+    return _feedback(principal, doc)
 
 
 @feedback_router.post(
@@ -399,10 +453,14 @@ async def patch_feedback(
 async def transition_feedback(
     feedback_id: str, body: TransitionIn, request: Request, principal: CurrentPrincipal, app: App
 ) -> JSONResponse:
+    # Resolving or closing sets the resolution and the rating: a role that protects them may not.
+    principal.fields(FEEDBACK).ensure_writable(
+        [n for n in ("resolution", "satisfaction") if getattr(body, n) is not None]
+    )
     doc = await app.feedback.transition(principal, feedback_id, body, expected_version(request, required=False))
-    return _feedback(doc)
+    return _feedback(principal, doc)
 
 
 @feedback_router.get("/{feedback_id}/history", response_model=list[HistoryEntry], summary="Every step and change")
 async def feedback_history(feedback_id: str, principal: CurrentPrincipal, app: App) -> list[HistoryEntry]:
-    return await _history(app, await app.feedback.get(principal, feedback_id))
+    return await _history(app, principal, await app.feedback.get(principal, feedback_id))

@@ -3,7 +3,8 @@
 Reports are made of the same fields as the records: a caller whose roles hide a field gets no
 figure made of it. An opportunity's hidden amount leaves the funnel's sums out and refuses the
 forecast (it is nothing but amounts); a customer's hidden field refuses a distribution over it
-and leaves its column out of the data-quality report; the timeline leaves amounts out of its lines.
+and leaves its column out of the data-quality report; the timeline leaves amounts out of its lines,
+and an interaction's or a feedback's hidden content too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ AMOUNT_KEYS = frozenset({"current_amount", "won_amount"})
 #: The timeline's line for a created or won opportunity ends with its amount: ": 120000.00 CNY".
 _AMOUNT_TAIL = re.compile(r": -?\d+(?:\.\d+)?(?: [A-Z]{3})?$")
 _AMOUNT_LINES = frozenset({"crm.opportunity.created", "crm.opportunity.won"})
+#: Lines that repeat an interaction's or a feedback's content (see crm_reporting.domain.summaries).
+_LOGGED, _UPDATED, _RESOLVED = "crm.interaction.logged", "crm.interaction.updated", "crm.feedback.resolved"
 
 
 def _without(value: Any, keys: Iterable[str]) -> Any:
@@ -75,12 +78,30 @@ def quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
 
 
 def timeline(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
-    """The timeline without opportunities' amounts in its lines, for a caller who may not see them."""
-    if not principal.fields("opportunities").hides("amount"):
+    """The timeline without what its lines repeat of fields the caller may not see: opportunities'
+    amounts, an interaction's summary or subject (its "logged" line ends with one of them, and
+    which cannot be told apart: either hidden drops the text), the hidden fields an interaction's
+    "updated" line names, and a feedback's resolution."""
+    hides_amount = principal.fields("opportunities").hides("amount")
+    interactions, feedback = principal.fields("interactions"), principal.fields("feedback")
+    if not (hides_amount or interactions.hidden or feedback.hidden):
         return report
+    hides_text = interactions.hides("summary") or interactions.hides("subject")
+
+    def line(kind: str, summary: str) -> str:
+        if hides_amount and kind in _AMOUNT_LINES:
+            return _AMOUNT_TAIL.sub("", summary)
+        if (kind == _LOGGED and hides_text) or (kind == _RESOLVED and feedback.hides("resolution")):
+            return summary.split(": ", 1)[0]  # "phone logged: <summary>" -> "phone logged"
+        if kind == _UPDATED and interactions.hidden and ": " in summary:
+            head, names = summary.split(": ", 1)  # "phone updated: minutes, location"
+            shown = [n for n in names.split(", ") if not interactions.hides(n)]
+            return f"{head}: {', '.join(shown)}" if shown else head
+        return summary
+
     items = [
-        {**item, "summary": _AMOUNT_TAIL.sub("", item["summary"])}
-        if item.get("type") in _AMOUNT_LINES and isinstance(item.get("summary"), str)
+        {**item, "summary": line(str(item.get("type")), item["summary"])}
+        if isinstance(item.get("summary"), str)
         else item
         for item in report["items"]
     ]
