@@ -34,7 +34,7 @@ def create_app(
     kit.outbox(repo.webhooks)
     people = kit.read_copy(DirectoryReadModel(repo.users, repo.departments))
     preferences = Preferences(repo, kit.clock)
-    inbox = Inbox(repo, people, preferences, kit.clock, settings)
+    inbox = Inbox(repo, people, preferences, kit.clock, settings, kit.roles)
     policy = AddressPolicy(settings.webhook_allow_private, settings.webhook_allowed_networks)
     subscriptions = Subscriptions(repo, kit.clock, EventFactory(kit.source, kit.clock), policy, kit.event_log, resolver)
     worker = DeliveryWorker(repo, subscriptions, inbox, kit.clock, settings, resolver)

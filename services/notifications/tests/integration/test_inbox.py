@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from notifications_testkit import World, customer, feedback, move, opportunity, task
 
 from crm_platform.contracts import customers, interactions, pipeline, pool
 from crm_platform.contracts import export_approval as exports
 from crm_platform.testing.fixtures import auth, unique
+from crm_platform.testing.roles import role_event
 
 
 async def test_customer_assigned_in_chinese_and_recycle_warning_in_english(
@@ -266,3 +268,30 @@ async def test_export_approval_tells_the_managers_above_then_the_requester(
     items = await world.inbox(client, rep, 2)
     assert {i["kind"] for i in items} == {"export_approved", "export_rejected"}
     assert next(i for i in items if i["kind"] == "export_rejected")["body"].endswith(f"Name {boss.id}: -.")
+
+
+async def test_a_notification_leaves_out_what_its_readers_roles_hide(
+    client: httpx.AsyncClient, app: FastAPI, world: World
+) -> None:
+    """An opportunity assigned to someone whose role hides opportunities' amount tells them the
+    name, not the amount (in the inbox and the email alike: both are the same rendering); a
+    reader whose roles hide nothing gets the amount. A custom role, so no other test's readers
+    change."""
+    role = unique("no-amount")
+    fields = {"opportunities": {"amount": "hidden"}}
+    await app.state.kit.roles.apply(role_event(role, 1, permissions=["account:self", "inbox:use"], fields=fields))
+    hidden_from = await world.person("en", roles=[role])
+    shown_to = await world.person("zh-CN")
+    for person in (hidden_from, shown_to):
+        deal = opportunity(person.id, "80000.00", person.department_path)
+        await world.emit(
+            pipeline.OPPORTUNITY_CREATED,
+            deal.opportunity_id,
+            pipeline.OpportunityCreated(opportunity=deal),
+            actor=unique("someone"),
+        )
+    [limited] = await world.inbox(client, hidden_from, 1)
+    assert limited["kind"] == "opportunity_assigned" and limited["title"] == "New opportunity for you: ERP 升级项目"
+    assert "80000" not in limited["body"] and "(—)" in limited["body"], limited["body"]
+    [full] = await world.inbox(client, shown_to, 1)
+    assert "80000.00 CNY" in full["body"], full["body"]

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_notifications.adapters.repository import Repository
 from crm_notifications.application.preferences import Preferences
 from crm_notifications.domain.kinds import email_wanted
-from crm_notifications.domain.planning import Intent
+from crm_notifications.domain.planning import Intent, visible_params
 from crm_notifications.domain.templates import language_of, render, render_email
 from crm_notifications.metrics import NOTIFICATIONS_CREATED
 from crm_notifications.settings import NotificationSettings
@@ -22,6 +22,7 @@ from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
 from crm_platform.listing import Page, PageParams, fetch_page
 from crm_platform.readmodels.directory import DirectoryReadModel
+from crm_platform.roles import RoleBook
 
 Document = dict[str, Any]
 # An integer sort key: keyset paging on a datetime missed rows on the embedded store (see the report).
@@ -41,8 +42,12 @@ class Inbox:
         preferences: Preferences,
         clock: Clock,
         settings: NotificationSettings,
+        roles: RoleBook | None = None,
     ) -> None:
+        """``roles``: the role definitions, so a notification leaves out what its reader's roles
+        hide (the recipient's roles are the directory copy's)."""
         self._repo = repo
+        self._roles = roles
         self._zone = ZoneInfo(settings.display_time_zone)
         self._directory = directory
         self._preferences = preferences
@@ -64,7 +69,7 @@ class Inbox:
         if user is not None and user.get("status") == "deactivated":
             return False  # they cannot sign in to read it
         language = language_of((user or {}).get("language"), self._s.default_language)
-        title, body = render(intent.kind, language, intent.params, self._zone)
+        title, body = render(intent.kind, language, self._params_for(intent, user), self._zone)
         now = self._clock.now()
         doc: Document = {
             "_id": notification_id(event_id, intent.recipient_id),
@@ -91,6 +96,18 @@ class Inbox:
         if user and user.get("email") and email_wanted(intent.kind, await self._preferences.email_choices(user["_id"])):
             await self._queue_email(doc, user, now.timestamp())
         return new
+
+    def _params_for(self, intent: Intent, user: Document | None) -> dict[str, str]:
+        """The intent's params as the recipient may read them; while no role restricts a field,
+        as they are. For a recipient the directory copy does not know yet, what they may see is
+        unknown: protected values are left out."""
+        book = self._roles
+        if book is None or not intent.protected or not book.restricts_fields:
+            return intent.params
+        if user is None:
+            return visible_params(intent, lambda module, name: True)
+        roles = list(user.get("roles") or [])
+        return visible_params(intent, lambda module, name: book.field_policy(roles, module).hides(name))
 
     async def _queue_email(self, notification: Document, user: Document, now_ts: float) -> None:
         link_url = self._s.public_base_url.rstrip("/") + notification["link"]

@@ -7,6 +7,7 @@ Nobody is told about what they did themselves (the actor is skipped).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -23,6 +24,22 @@ class Intent:
     kind: Kind
     link: str
     params: dict[str, str] = field(default_factory=dict)
+    #: Params that show a protected field (param -> (module, field)): left out, as :data:`HIDDEN`,
+    #: for a recipient whose roles hide that field (crm_platform.fieldaccess).
+    protected: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+#: What a notification shows in place of a value its reader's roles hide.
+HIDDEN = "—"
+
+
+def visible_params(intent: Intent, hidden: Callable[[str, str], bool]) -> dict[str, str]:
+    """The intent's params as its recipient may read them: ``hidden(module, field)`` says which
+    protected ones their roles hide."""
+    return {
+        name: HIDDEN if name in intent.protected and hidden(*intent.protected[name]) else value
+        for name, value in intent.params.items()
+    }
 
 
 def when(moment: datetime) -> str:
@@ -96,10 +113,15 @@ def _opportunity_params(o: pipeline.OpportunitySnapshot) -> dict[str, str]:
     return {"opportunity_name": o.name, "amount": money(o.amount, o.currency)}
 
 
+#: The opportunity notifications' params that show a protected field.
+_OPPORTUNITY_PROTECTED = {"amount": ("opportunities", "amount")}
+
+
 def opportunity_assigned(o: pipeline.OpportunitySnapshot, actor: str | None) -> list[Intent]:
     if not _others(o.owner_id, actor):
         return []
-    return [Intent(o.owner_id, Kind.opportunity_assigned, f"/opportunities/{o.opportunity_id}", _opportunity_params(o))]
+    link = f"/opportunities/{o.opportunity_id}"
+    return [Intent(o.owner_id, Kind.opportunity_assigned, link, _opportunity_params(o), _OPPORTUNITY_PROTECTED)]
 
 
 def is_big_deal(o: pipeline.OpportunitySnapshot, threshold: Decimal) -> bool:
@@ -123,7 +145,8 @@ def big_deal_won(o: pipeline.OpportunitySnapshot, managers: list[str]) -> list[I
         if manager == o.owner_id or manager in seen:
             continue
         seen.add(manager)
-        out.append(Intent(manager, Kind.big_deal_won, f"/opportunities/{o.opportunity_id}", _opportunity_params(o)))
+        link = f"/opportunities/{o.opportunity_id}"
+        out.append(Intent(manager, Kind.big_deal_won, link, _opportunity_params(o), _OPPORTUNITY_PROTECTED))
     return out
 
 
