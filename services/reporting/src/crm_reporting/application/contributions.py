@@ -30,6 +30,12 @@ from crm_reporting.domain.money import dec
 Document = dict[str, Any]
 #: Custom field types a distribution groups by (each value its own row).
 CUSTOM_DISTRIBUTION_TYPES = frozenset({"choice", "multi_choice", "boolean"})
+#: Custom field types of opportunities, interactions and tasks a report groups by (a user field's
+#: value is the user's id; a multi-choice field counts a record once under each of its options).
+CUSTOM_GROUP_TYPES = frozenset({"choice", "multi_choice", "user", "boolean"})
+#: The modules whose custom fields reports group by, besides customers (``Contributions.groupable``).
+GROUP_MODULES = ("opportunities", "interactions", "tasks")
+NONE = "(none)"
 DISTRIBUTION_FIELDS = ("industry", "region", "city", "size", "tier", "source", "lifecycle_stage", "tag", "kind")
 QUALITY_CANDIDATES = ("name", "industry", "region", "source", "tier", "size", "lifecycle_stage", "tags", "owner")
 CUSTOMER_UPDATE_TYPES = [
@@ -131,13 +137,31 @@ async def last_touch(models: ReadModels, group: list[str]) -> int:
     return max(times, default=-1)
 
 
+def group_values(value: Any) -> list[str]:
+    """The rows a record's custom value counts under: each option of a multi-choice value,
+    ``true``/``false`` for a boolean, ``(none)`` for no value."""
+    values = value if isinstance(value, list) else [value]
+    out = [NONE if v in (None, "") else (("true" if v else "false") if isinstance(v, bool) else str(v)) for v in values]
+    return list(dict.fromkeys(out)) or [NONE]
+
+
+def group_counter(metric: str, key: str, value: str) -> str:
+    """A custom-field group counter's name: ``<metric>:<key>:<value>`` (each part encoded)."""
+    return f"{metric}:{enc(key)}:{enc(value)}"
+
+
 def missing_key(missing: list[str]) -> str:
     return ",".join(enc(m) for m in missing)
 
 
 class Contributions:
     def __init__(
-        self, models: ReadModels, required_fields: list[str], batch: Batch, custom: FieldSet | None = None
+        self,
+        models: ReadModels,
+        required_fields: list[str],
+        batch: Batch,
+        custom: FieldSet | None = None,
+        groupable: dict[str, FieldSet] | None = None,
     ) -> None:
         self.models = models
         self.batch = batch  # the rollup changes of the event being applied
@@ -147,6 +171,17 @@ class Contributions:
         required = [f"custom.{k}" for k, d in custom.active.items() if d.get("required")]
         self.quality_fields = list(dict.fromkeys([*QUALITY_CANDIDATES, "contact", *required_fields, *required]))
         self.custom_distributions = [k for k, d in custom.active.items() if d["type"] in CUSTOM_DISTRIBUTION_TYPES]
+        # Opportunities', interactions' and tasks' fields reports group by: each record counts
+        # under its value(s) in the rollups it already moves (see group_counter).
+        self.groups = {
+            module: sorted(k for k, d in fields.active.items() if d["type"] in CUSTOM_GROUP_TYPES)
+            for module, fields in (groupable or {}).items()
+        }
+
+    def _grouped(self, module: str, doc: Document) -> list[tuple[str, str]]:
+        """(key, value) of every row ``doc`` counts under, per groupable field of ``module``."""
+        custom = doc.get("custom") or {}
+        return [(k, v) for k in self.groups.get(module, []) for v in group_values(custom.get(k))]
 
     async def customer(self, doc: Document) -> tuple[Contribution, Document]:
         c = Contribution()
@@ -191,6 +226,8 @@ class Contributions:
         c.timed(TIME, owner, path, occurred, "ia")
         if not doc.get("hidden"):
             c.timed(TIME, owner, path, occurred, f"ch:{enc(doc.get('channel') or '')}")
+            for key, value in self._grouped("interactions", doc):
+                c.timed(TIME, owner, path, occurred, group_counter("ic", key, value))
         # Customer id and time window only: the customer index is the one the embedded store can
         # use (the type index would scan every update of every customer).
         window = {"customer_id": doc.get("customer_id") or "", "t": {"$gte": occurred, "$lte": occurred + DAY_MS}}
@@ -209,23 +246,46 @@ class Contributions:
         stage = enc(doc.get("stage_id") or "")
         c.add(DEALS, now, f"n:{stage}")
         c.add(DEALS, now, f"amt:{stage}", amount)
+        status = doc.get("status")
+        groups = self._grouped("opportunities", doc)
+        if status == "open":
+            # Open now, per custom value: ``on:<key>:<value>`` and ``oa:`` (amount) on day 0.
+            for gkey, value in groups:
+                c.add(DEALS, now, group_counter("on", gkey, value))
+                c.add(DEALS, now, group_counter("oa", gkey, value), amount)
 
         def deals(day: str) -> dict[str, Any]:
             return {"pipeline_id": pid, "owner_id": owner, "department_path": path, "day": _ordinal(day)}
 
-        status = doc.get("status")
         if status == "won" and doc.get("won_on"):
             key = deals(doc["won_on"])
             c.add(DEALS, key, "won_n")
             c.add(DEALS, key, "won_amt", amount)
+            for gkey, value in groups:  # won on that day, per custom value: ``wn:``, ``wa:``
+                c.add(DEALS, key, group_counter("wn", gkey, value))
+                c.add(DEALS, key, group_counter("wa", gkey, value), amount)
             if doc.get("created_ms") is not None:
                 c.add(DEALS, key, f"wc:{doc['created_ms'] // QUARTER_MS}")
         elif status == "lost" and doc.get("lost_on"):
             c.add(DEALS, deals(doc["lost_on"]), "lost_n")
+            for gkey, value in groups:
+                c.add(DEALS, deals(doc["lost_on"]), group_counter("ln", gkey, value))
         elif status == "open" and doc.get("expected_close_date"):
             key = deals(doc["expected_close_date"])
             c.add(DEALS, key, "open_n")
             c.add(DEALS, key, "wtd", amount * int(doc.get("probability") or 0))
+        return c, {}
+
+    async def task(self, doc: Document) -> tuple[Contribution, Document]:
+        """A task (not deleted, not hidden) counts under its custom values at its creation, for
+        its assignee: ``tc:<key>:<value>`` in ``roll_time``."""
+        c = Contribution()
+        created = doc.get("created_ms")
+        if doc.get("status") == "deleted" or doc.get("hidden") or created is None:
+            return c, {}
+        owner, path = doc.get("assignee_id") or "", doc.get("assignee_department_path") or ""
+        for key, value in self._grouped("tasks", doc):
+            c.timed(TIME, owner, path, created, group_counter("tc", key, value))
         return c, {}
 
     async def journey(self, doc: Document) -> tuple[Contribution, Document]:
