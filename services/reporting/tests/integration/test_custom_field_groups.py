@@ -387,3 +387,65 @@ async def _story_and_reports(
     assert r.status_code == 403 and r.json()["errors"][0]["field"] == f"custom.{strategic}", r.text
     r = await client.get("/v1/reports/distribution", params={"field": "custom.secret"}, headers=staff)
     assert r.status_code == 403 and r.json()["type"].endswith("field-hidden"), r.text
+
+
+async def test_quality_counts_required_custom_fields_of_opportunities(
+    client: Any, reporting_app: FastAPI, feed: EventFeed, wait_applied: Any
+) -> None:
+    need, other = key("need"), key("opt")
+    fields = [
+        definition("opportunities", need, "text", required=True),
+        definition("opportunities", other, "text"),
+    ]
+    await define(feed, fields)
+    definitions = reporting_app.state.reports.definitions
+    await eventually(lambda: need in definitions.fieldset("opportunities").active, message="definitions learnt")
+    try:
+        dept, pid, rep_a, rep_b = f"/hq/{unique('d')}", unique("p"), unique("a"), unique("b")
+        sent: list[EventEnvelope] = []
+        for rep, custom, hidden in (
+            (rep_a, {need: "已填"}, False),
+            (rep_a, {other: "x"}, False),
+            (rep_b, {}, False),
+            (rep_b, {}, True),  # its customer deleted: out of every report
+        ):
+            oid = unique("o")
+            snap = opportunity(
+                oid, unique("c"), rep, dept, pid, "s1", "1000.00", at("2026-11-02"), at("2026-11-02"), probability=10
+            ).model_copy(update={"custom": custom, "hidden": hidden})
+            created = pev.OpportunityCreated(opportunity=snap)
+            sent.append(await feed.send(pev.OPPORTUNITY_CREATED, oid, created, at("2026-11-02")))
+        await wait_applied(sent)
+        params = {"period": "2026-11", "department_path": dept}
+        r = await client.get("/v1/reports/quality", params=params, headers=auth("boss", ["admin"], "/hq"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["opportunity_required_fields"] == [f"custom.{need}"]
+        assert body["overall"]["opportunity_missing_per_field"] == {f"custom.{need}": 2}
+        figures = {
+            row["rep_id"]: (row["opportunities"], row["opportunities_complete"], row["opportunity_completeness"])
+            for row in body["rows"]
+        }
+        assert figures == {rep_a: (2, 1, 0.5), rep_b: (1, 0, 0.0)}
+        overall = body["overall"]
+        assert (overall["opportunities"], overall["opportunities_complete"], overall["opportunity_completeness"]) == (
+            3,
+            1,
+            0.3333,
+        )
+        # A role that hides the field sees no column of it.
+        role = f"cf-quality-{uuid.uuid4().hex[:6]}"
+        hides = {"opportunities": {f"custom.{need}": "hidden"}}
+        await reporting_app.state.kit.roles.apply(
+            role_event(role, 1, permissions=["account:self", "reports:view"], scopes={"reports": "all"}, fields=hides)
+        )
+        r = await client.get("/v1/reports/quality", params=params, headers=auth(rep_a, [role], dept))
+        assert r.status_code == 200, r.text
+        assert r.json()["opportunity_required_fields"] == []
+        assert r.json()["overall"]["opportunity_missing_per_field"] == {}
+    finally:
+        await archive(feed, fields)
+    # Archived: no longer required, no opportunity columns.
+    await eventually(lambda: need not in definitions.fieldset("opportunities").active, message="archive learnt")
+    r = await client.get("/v1/reports/quality", params=params, headers=auth("boss", ["admin"], "/hq"))
+    assert "opportunity_required_fields" not in r.json() and "opportunities" not in r.json()["overall"]

@@ -55,6 +55,7 @@ ENTRY_TYPES = ["crm.opportunity.created", *MOVE_TYPES]
 # The three rollup collections (fewer collections: fewer writes per event).
 CUSTOMERS = "roll_customers"  # (field, value, owner, department); field "*": count, QUALITY: missing fields
 QUALITY = "*quality"
+OPPORTUNITY_QUALITY = "*opportunity-quality"  # per opportunity (not hidden): the required custom fields it misses
 PLACEHOLDER = "placeholder"  # the status of a customer only referred to so far (projection.note_reference)
 REUSE = "_reuse"  # on a customer copy being written: its reach and last touch, known unchanged
 DEALS = "roll_deals"  # (pipeline, owner, department, calendar day ordinal; 0 = the open stages now)
@@ -177,6 +178,10 @@ class Contributions:
             module: sorted(k for k, d in fields.active.items() if d["type"] in CUSTOM_GROUP_TYPES)
             for module, fields in (groupable or {}).items()
         }
+        opportunity_fields = (groupable or {}).get("opportunities") or FieldSet({})
+        self.opportunity_required = sorted(
+            f"custom.{k}" for k, d in opportunity_fields.active.items() if d.get("required")
+        )
 
     def _grouped(self, module: str, doc: Document) -> list[tuple[str, str]]:
         """(key, value) of every row ``doc`` counts under, per groupable field of ``module``."""
@@ -247,6 +252,15 @@ class Contributions:
         c.add(DEALS, now, f"n:{stage}")
         c.add(DEALS, now, f"amt:{stage}", amount)
         status = doc.get("status")
+        # Completeness: the required custom fields it misses (data quality), like a customer's.
+        missing = [f for f in self.opportunity_required if not _has_field(doc, f, False)]
+        quality = {
+            "field": OPPORTUNITY_QUALITY,
+            "value": missing_key(missing),
+            "owner_id": owner,
+            "department_path": path,
+        }
+        c.add(CUSTOMERS, quality, "n")
         groups = self._grouped("opportunities", doc)
         if status == "open":
             # Open now, per custom value: ``on:<key>:<value>`` and ``oa:`` (amount) on day 0.

@@ -32,6 +32,7 @@ from crm_reporting.application.contributions import (
     CUSTOMERS,
     DEALS,
     DISTRIBUTION_FIELDS,
+    OPPORTUNITY_QUALITY,
     PLACEHOLDER,
     QUALITY,
     TIME,
@@ -505,6 +506,24 @@ class Reports:
                 limit = limits.get(dec_(stage), self.settings.default_stage_time_limit_days)
                 row["stage_moves"] += n
                 row["stage_moves_on_time"] += n if float(dec_(seconds)) <= limit * 86400 else 0
+        # Opportunities (not hidden) missing required custom fields of opportunities: rollup per
+        # (owner, department, the fields missed); read only while such a field is required.
+        opportunity_fields = (
+            self.definitions.fieldset("opportunities") if self.definitions is not None else FieldSet({})
+        )
+        opportunity_required = sorted(f"custom.{k}" for k, d in opportunity_fields.active.items() if d.get("required"))
+        opportunity_missing: dict[str, int] = defaultdict(int)
+        if opportunity_required:
+            async for doc in models.collection(CUSTOMERS).find({**scope.query(), "field": OPPORTUNITY_QUALITY}):
+                n = int(doc.get("n") or 0)
+                if not n:
+                    continue
+                missing = [m for m in (dec_(m) for m in doc["value"].split(",") if m) if m in opportunity_required]
+                row = per_rep[doc.get("owner_id") or ""]
+                row["opportunities"] += n
+                row["opportunities_complete"] += 0 if missing else n
+                for name in missing:
+                    opportunity_missing[name] += n
         per_rep = {rep: r for rep, r in per_rep.items() if any(r.values())}
         names = await user_names(models, set(per_rep))
         rows = [_quality_row(rep, names.get(rep, rep), dict(r), period) for rep, r in sorted(per_rep.items())]
@@ -514,7 +533,20 @@ class Reports:
                 total[k] += v
         overall = _quality_row("", "(all)", dict(total), period)
         overall["missing_per_field"] = {name: missing_overall.get(name, 0) for name in required}
-        return {"period": _period_out(period), "required_fields": required, "overall": overall, "rows": rows}
+        report: Document = {
+            "period": _period_out(period),
+            "required_fields": required,
+            "overall": overall,
+            "rows": rows,
+        }
+        if opportunity_required:
+            report["opportunity_required_fields"] = opportunity_required
+            for row, r in [*zip(rows, [per_rep[rep] for rep in sorted(per_rep)], strict=True), (overall, total)]:
+                row["opportunities"] = int(r.get("opportunities", 0))
+                row["opportunities_complete"] = int(r.get("opportunities_complete", 0))
+                row["opportunity_completeness"] = ratio(row["opportunities_complete"], row["opportunities"])
+            overall["opportunity_missing_per_field"] = {n: opportunity_missing.get(n, 0) for n in opportunity_required}
+        return report
 
 
 #: A funnel's group counters (contributions.Contributions.opportunity) -> the row's figure.

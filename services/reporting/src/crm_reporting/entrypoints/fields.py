@@ -84,6 +84,24 @@ def quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
     return out
 
 
+def opportunity_quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """The data-quality report without the required custom fields of opportunities the caller may not see."""
+    policy = principal.fields("opportunities")
+    hidden = [name for name in report.get("opportunity_required_fields") or [] if policy.hides(name)]
+    if not hidden:
+        return report
+    out = {
+        **report,
+        "opportunity_required_fields": [n for n in report["opportunity_required_fields"] if n not in hidden],
+    }
+    per_field = report["overall"]["opportunity_missing_per_field"]
+    out["overall"] = {
+        **report["overall"],
+        "opportunity_missing_per_field": {k: v for k, v in per_field.items() if k not in hidden},
+    }
+    return out
+
+
 def timeline(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
     """The timeline without opportunities' amounts in its lines, for a caller who may not see them."""
     if not principal.fields("opportunities").hides("amount"):
