@@ -145,7 +145,7 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
     assert min(measured) <= 4, (measured, costs)
 
 
-def definition(module: str, key: str, type_: str, options: list[str]) -> fev.FieldDefined:
+def definition(module: str, key: str, type_: str, options: list[str], required: bool = False) -> fev.FieldDefined:
     return fev.FieldDefined(
         field=fev.FieldDefinitionData(
             field_id=f"{module}.{key}",
@@ -155,6 +155,7 @@ def definition(module: str, key: str, type_: str, options: list[str]) -> fev.Fie
             labels={"zh-CN": key, "en": key},
             options=[fev.OptionData(key=o, labels={"zh-CN": o, "en": o}) for o in options],
             status="active",
+            required=required,
             created_at=NOW,
             updated_at=NOW,
         )
@@ -164,7 +165,8 @@ def definition(module: str, key: str, type_: str, options: list[str]) -> fev.Fie
 async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, traced_store: TracedStore) -> None:
     """The funnel by an opportunity custom field and the activity report by an interaction and a
     task custom field read the rollups they read without one (by ``day``, within the caller's scope):
-    the counters per value are fields of those documents, so no query shape is added."""
+    the counters per value are fields of those documents, so no query shape is added. Data quality
+    with a required custom field of opportunities reads its rollup by ``field``, as for customers."""
     feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
     fields = [
         ("opportunities", "plan_seg", "choice", ["big", "small"]),
@@ -172,9 +174,10 @@ async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, 
         ("tasks", "plan_kind", "user", []),
     ]
     for module, key, type_, options in fields:
-        await deliver(
-            app, await feed.send(fev.FIELD_DEFINED, f"{module}.{key}", definition(module, key, type_, options), NOW)
-        )
+        defined = definition(module, key, type_, options)
+        await deliver(app, await feed.send(fev.FIELD_DEFINED, f"{module}.{key}", defined, NOW))
+    required = definition("opportunities", "plan_need", "text", [], required=True)
+    await deliver(app, await feed.send(fev.FIELD_DEFINED, "opportunities.plan_need", required, NOW))
     configured = pev.PipelineConfigured(pipeline=pipeline("plans"), action="created")
     await deliver(app, await feed.send(pev.PIPELINE_CONFIGURED, "plans", configured, NOW))
     for n in range(30):
@@ -209,4 +212,8 @@ async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, 
                 assert r.status_code == 200, r.text
                 assert {x["value"]: x["count"] for x in r.json()["interactions_by_field"]}["visit"] == 10
                 assert {x["value"]: x["count"] for x in r.json()["tasks_by_field"]}[REP] == 30
+                # Data quality with a required custom field of opportunities: one more rollup query.
+                r = await client.get("/v1/reports/quality", params={"period": month}, headers=headers)
+                assert r.status_code == 200, r.text
+                assert r.json()["overall"]["opportunity_missing_per_field"] == {"custom.plan_need": 30}
     assert_indexed(capture)
