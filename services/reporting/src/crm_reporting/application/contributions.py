@@ -8,9 +8,15 @@ gives the figures a scan of every state and fact would:
   a counter, ``touch_ms``: its last active interaction (or that of a customer merged
   into it), -1 for none, indexed for "not followed up";
 - an interaction (active): ``ia`` (quality), ``if`` when a customer update followed
-  within 24 h, ``ch:<channel>`` unless hidden (activity), in ``roll_time``;
+  within 24 h, ``ch:<channel>`` and ``ic:<key>:<value>`` per value of its groupable custom
+  fields unless hidden (activity), in ``roll_time``;
 - an opportunity (not hidden): its stage (``n:``/``amt:`` on day 0); won/lost on its
-  day, or open with its expected close day and weighted amount, in ``roll_deals``;
+  day, or open with its expected close day and weighted amount, in ``roll_deals``; per value
+  of its groupable custom fields ``on:``/``oa:`` (open, day 0), ``wn:``/``wa:`` (won) and
+  ``ln:`` (lost) on those documents; under field ``*opportunity-quality`` in ``roll_customers``
+  the required custom fields it misses;
+- a task (not deleted, not hidden): ``tc:<key>:<value>`` per value of its groupable custom
+  fields at its creation, for its assignee, in ``roll_time``;
 - a journey (the stage entries of one opportunity, from its facts, kept in its document):
   ``en:<pipeline>:...`` per entry in ``roll_time``;
 - facts, once when inserted: ``new``/``upd``/``mrg``/``mv:...`` and the time spent in the
