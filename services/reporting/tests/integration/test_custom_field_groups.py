@@ -25,10 +25,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from crm_platform.contracts import custom_fields as fev
+from crm_platform.contracts import customers as cev
 from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.events import EventEnvelope
-from crm_platform.testing.event_feed import EventFeed, at, opportunity, pipeline
+from crm_platform.testing.event_feed import EventFeed, at, customer, opportunity, pipeline
 from crm_platform.testing.fixtures import auth, eventually, unique
 from crm_platform.testing.roles import role_event
 
@@ -449,3 +450,76 @@ async def test_quality_counts_required_custom_fields_of_opportunities(
     await eventually(lambda: need not in definitions.fieldset("opportunities").active, message="archive learnt")
     r = await client.get("/v1/reports/quality", params=params, headers=auth("boss", ["admin"], "/hq"))
     assert "opportunity_required_fields" not in r.json() and "opportunities" not in r.json()["overall"]
+
+
+async def test_quality_counts_required_custom_fields_of_contacts(
+    client: Any, reporting_app: FastAPI, feed: EventFeed, wait_applied: Any
+) -> None:
+    """Contacts' values come from the contact events (created with the customer, added, changed);
+    a customer counts its current contacts, and a profile change keeps what they miss."""
+    need = key("cneed")
+    fields = [definition("contacts", need, "text", required=True)]
+    await define(feed, fields)
+    definitions = reporting_app.state.reports.definitions
+    await eventually(lambda: need in definitions.fieldset("contacts").active, message="definitions learnt")
+    dept, rep_a, rep_b = f"/hq/{unique('d')}", unique("a"), unique("b")
+    params = {"period": "2026-11", "department_path": dept}
+    admin = auth("boss", ["admin"], "/hq")
+    try:
+        day = at("2026-11-02")
+        c1, c2 = unique("c"), unique("c")
+        k1 = cev.ContactData(contact_id=unique("k"), name="张三", phones=["13800000000"], custom={need: "已填"})
+        k2 = cev.ContactData(contact_id=unique("k"), name="李四")
+        k3 = cev.ContactData(contact_id=unique("k"), name="王五")
+        snap1 = customer(c1, rep_a, dept, day, contacts=[k1, k2])
+        snap2 = customer(c2, rep_b, dept, day, contacts=[k3])
+        sent = [
+            await feed.send(cev.CUSTOMER_CREATED, c1, cev.CustomerCreated(customer=snap1, contacts=[k1, k2]), day),
+            await feed.send(cev.CUSTOMER_CREATED, c2, cev.CustomerCreated(customer=snap2, contacts=[k3]), day),
+        ]
+        await wait_applied(sent)
+        r = await client.get("/v1/reports/quality", params=params, headers=admin)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["contact_required_fields"] == [f"custom.{need}"]
+        assert body["overall"]["contact_missing_per_field"] == {f"custom.{need}": 2}
+        assert (body["overall"]["contacts"], body["overall"]["contacts_complete"]) == (3, 1)
+
+        # k2 gets the value (a contact change); c2's profile changes (its contacts' figures kept).
+        k2_done = k2.model_copy(update={"custom": {need: "补上"}})
+        changes = [cev.FieldChange(field=f"custom.{need}", old=None, new="补上")]
+        later = at("2026-11-03")
+        snap2_tier = snap2.model_copy(update={"tier": "A", "updated_at": later})
+        sent = [
+            await feed.send(
+                cev.CONTACT_CHANGED, c1, cev.ContactChanged(customer=snap1, contact=k2_done, changes=changes), later
+            ),
+            await feed.send(
+                cev.CUSTOMER_UPDATED,
+                c2,
+                cev.CustomerUpdated(customer=snap2_tier, changes=[cev.FieldChange(field="tier", old=None, new="A")]),
+                later,
+            ),
+        ]
+        await wait_applied(sent)
+        body = (await client.get("/v1/reports/quality", params=params, headers=admin)).json()
+        assert body["overall"]["contact_missing_per_field"] == {f"custom.{need}": 1}
+        figures = {
+            row["rep_id"]: (row["contacts"], row["contacts_complete"], row["contact_completeness"])
+            for row in body["rows"]
+        }
+        assert figures == {rep_a: (2, 2, 1.0), rep_b: (1, 0, 0.0)}
+
+        # A role that hides the contacts' field sees no column of it.
+        role = f"cf-contacts-{uuid.uuid4().hex[:6]}"
+        hides = {"contacts": {f"custom.{need}": "hidden"}}
+        await reporting_app.state.kit.roles.apply(
+            role_event(role, 1, permissions=["account:self", "reports:view"], scopes={"reports": "all"}, fields=hides)
+        )
+        hidden = (await client.get("/v1/reports/quality", params=params, headers=auth(rep_a, [role], dept))).json()
+        assert hidden["contact_required_fields"] == [] and hidden["overall"]["contact_missing_per_field"] == {}
+    finally:
+        await archive(feed, fields)
+    await eventually(lambda: need not in definitions.fieldset("contacts").active, message="archive learnt")
+    body = (await client.get("/v1/reports/quality", params=params, headers=admin)).json()
+    assert "contact_required_fields" not in body and "contacts" not in body["overall"]

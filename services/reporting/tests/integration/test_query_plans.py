@@ -166,7 +166,8 @@ async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, 
     """The funnel by an opportunity custom field and the activity report by an interaction and a
     task custom field read the rollups they read without one (by ``day``, within the caller's scope):
     the counters per value are fields of those documents, so no query shape is added. Data quality
-    with a required custom field of opportunities reads its rollup by ``field``, as for customers."""
+    with a required custom field of opportunities and of contacts reads their rollups by ``field``,
+    as for customers."""
     feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
     fields = [
         ("opportunities", "plan_seg", "choice", ["big", "small"]),
@@ -176,8 +177,9 @@ async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, 
     for module, key, type_, options in fields:
         defined = definition(module, key, type_, options)
         await deliver(app, await feed.send(fev.FIELD_DEFINED, f"{module}.{key}", defined, NOW))
-    required = definition("opportunities", "plan_need", "text", [], required=True)
-    await deliver(app, await feed.send(fev.FIELD_DEFINED, "opportunities.plan_need", required, NOW))
+    for module in ("opportunities", "contacts"):
+        required = definition(module, "plan_need", "text", [], required=True)
+        await deliver(app, await feed.send(fev.FIELD_DEFINED, f"{module}.plan_need", required, NOW))
     configured = pev.PipelineConfigured(pipeline=pipeline("plans"), action="created")
     await deliver(app, await feed.send(pev.PIPELINE_CONFIGURED, "plans", configured, NOW))
     for n in range(30):
@@ -216,4 +218,5 @@ async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, 
                 r = await client.get("/v1/reports/quality", params={"period": month}, headers=headers)
                 assert r.status_code == 200, r.text
                 assert r.json()["overall"]["opportunity_missing_per_field"] == {"custom.plan_need": 30}
+                assert "custom.plan_need" in r.json()["overall"]["contact_missing_per_field"]
     assert_indexed(capture)

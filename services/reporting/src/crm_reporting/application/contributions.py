@@ -62,6 +62,7 @@ ENTRY_TYPES = ["crm.opportunity.created", *MOVE_TYPES]
 CUSTOMERS = "roll_customers"  # (field, value, owner, department); field "*": count, QUALITY: missing fields
 QUALITY = "*quality"
 OPPORTUNITY_QUALITY = "*opportunity-quality"  # per opportunity (not hidden): the required custom fields it misses
+CONTACT_QUALITY = "*contact-quality"  # per current contact of an active customer: the required custom fields it misses
 PLACEHOLDER = "placeholder"  # the status of a customer only referred to so far (projection.note_reference)
 REUSE = "_reuse"  # on a customer copy being written: its reach and last touch, known unchanged
 DEALS = "roll_deals"  # (pipeline, owner, department, calendar day ordinal; 0 = the open stages now)
@@ -122,20 +123,22 @@ def _has_field(customer: Document, field: str, has_reach: bool) -> bool:
     return bool(value) if not isinstance(value, str) else bool(value.strip())
 
 
-async def _has_reach(models: ReadModels, customer: Document, group: list[str]) -> bool:
-    """At least one current contact whose latest known data has a phone or an email."""
+async def _contacts(models: ReadModels, customer: Document, group: list[str]) -> tuple[bool, list[Document]]:
+    """Whether at least one current contact's latest known data has a phone or an email, and the
+    latest known custom values of each current contact."""
     # By customer only: the embedded store may pick the far less selective type index otherwise.
     facts = await find_in(models.facts, "customer_id", group, {"type": 1, "contacts": 1, "t": 1})
-    reach: dict[str, tuple[int, bool]] = {}
+    latest: dict[str, tuple[int, bool, Document]] = {}
     for f in facts:
         if f["type"] not in CONTACT_FACT_TYPES:
             continue
         for c in f.get("contacts") or []:
-            seen = reach.get(c["contact_id"])
+            seen = latest.get(c["contact_id"])
             if seen is None or seen[0] <= f["t"]:
-                reach[c["contact_id"]] = (f["t"], bool(c["reach"]))
+                latest[c["contact_id"]] = (f["t"], bool(c["reach"]), c.get("custom") or {})
     current = customer.get("contact_ids")
-    return any(ok for cid, (_, ok) in reach.items() if current is None or cid in current)
+    mine = [(ok, custom) for cid, (_, ok, custom) in latest.items() if current is None or cid in current]
+    return any(ok for ok, _ in mine), [custom for _, custom in mine]
 
 
 async def last_touch(models: ReadModels, group: list[str]) -> int:
@@ -183,7 +186,10 @@ class Contributions:
         self.groups = {
             module: sorted(k for k, d in fields.active.items() if d["type"] in CUSTOM_GROUP_TYPES)
             for module, fields in (groupable or {}).items()
+            if module in GROUP_MODULES
         }
+        contact_fields = (groupable or {}).get("contacts") or FieldSet({})
+        self.contact_required = sorted(f"custom.{k}" for k, d in contact_fields.active.items() if d.get("required"))
         opportunity_fields = (groupable or {}).get("opportunities") or FieldSet({})
         self.opportunity_required = sorted(
             f"custom.{k}" for k, d in opportunity_fields.active.items() if d.get("required")
@@ -219,14 +225,31 @@ class Contributions:
         reuse = doc.pop(REUSE, None)  # what the projection knows is unchanged (saves three queries)
         if reuse is not None:
             reach, touch = bool(reuse["reach"]), int(reuse["touch_ms"])
+            if "contact_missing" in reuse:
+                contact_missing = [list(pair) for pair in reuse["contact_missing"]]
+            else:
+                contact_missing = self._contact_missing(reuse.get("contacts") or [])
         else:
             group = await merged_group(self.models, doc["_id"])
-            reach = await _has_reach(self.models, doc, group)
+            reach, contacts = await _contacts(self.models, doc, group)
             touch = await last_touch(self.models, group)
+            contact_missing = self._contact_missing(contacts)
         missing = [f for f in self.quality_fields if not _has_field(doc, f, reach)]
         key = {"field": QUALITY, "value": missing_key(missing), "owner_id": owner, "department_path": path}
         c.add(CUSTOMERS, key, "n")
-        return c, {"touch_ms": touch, "reach": reach}
+        # Its current contacts, each under the required custom fields of contacts it misses.
+        for value, n in contact_missing:
+            contact = {"field": CONTACT_QUALITY, "value": value, "owner_id": owner, "department_path": path}
+            c.add(CUSTOMERS, contact, "n", n)
+        return c, {"touch_ms": touch, "reach": reach, "contact_missing": contact_missing}
+
+    def _contact_missing(self, contacts: list[Document]) -> list[list[Any]]:
+        """[missing_key, how many contacts] of contacts' custom values (a list: a key may be empty)."""
+        counts: dict[str, int] = {}
+        for custom in contacts:
+            value = missing_key([f for f in self.contact_required if not _has_field({"custom": custom}, f, False)])
+            counts[value] = counts.get(value, 0) + 1
+        return [[value, n] for value, n in sorted(counts.items())]
 
     async def interaction(self, doc: Document) -> tuple[Contribution, Document]:
         c = Contribution()

@@ -121,7 +121,12 @@ def opportunity_state(o: pev.OpportunitySnapshot) -> Document:
 
 
 def _reach(contact: cev.ContactData) -> Document:
-    return {"contact_id": contact.contact_id, "reach": bool(contact.phones or contact.emails)}
+    # Its custom values too: data quality counts contacts missing a required custom field.
+    return {
+        "contact_id": contact.contact_id,
+        "reach": bool(contact.phones or contact.emails),
+        "custom": dict(contact.custom or {}),
+    }
 
 
 class Projection:
@@ -223,7 +228,10 @@ class Projection:
         if await models.add_fact(fact):
             await batch.add(fact_counters(fact).minus(Contribution()))
         custom = self.definitions.fieldset("customers") if self.definitions is not None else None
-        groupable = {m: self.definitions.fieldset(m) for m in GROUP_MODULES} if self.definitions is not None else None
+        # Other modules' definitions: groups (opportunities, interactions, tasks) and the
+        # required custom fields of opportunities and contacts (data quality).
+        modules = (*GROUP_MODULES, "contacts")
+        groupable = {m: self.definitions.fieldset(m) for m in modules} if self.definitions is not None else None
         rules = Contributions(models, self.required_fields, batch, custom, groupable)
         try:
             if t.startswith("crm.customer."):
@@ -311,10 +319,9 @@ class Projection:
                 # (no interaction, no customer merged into it), so its reach is that of the
                 # contacts it was created with and it has no interaction: nothing to gather.
                 current = doc.get("contact_ids")
-                reach = any(
-                    c["reach"] for c in fact.get("contacts") or [] if current is None or c["contact_id"] in current
-                )
-                doc[REUSE] = {"reach": reach, "touch_ms": -1}
+                mine = [c for c in fact.get("contacts") or [] if current is None or c["contact_id"] in current]
+                reach = any(c["reach"] for c in mine)
+                doc[REUSE] = {"reach": reach, "touch_ms": -1, "contacts": [c.get("custom") or {} for c in mine]}
                 return
             # A profile change keeps the customer's reach (its contacts) and last interaction.
             if (
@@ -323,9 +330,11 @@ class Projection:
                 and prev.get("status") == "active"
                 and "reach" in prev
                 and "touch_ms" in prev
+                and "contact_missing" in prev
                 and prev.get("contact_ids") == doc.get("contact_ids")
             ):
-                doc[REUSE] = {"reach": prev["reach"], "touch_ms": prev["touch_ms"]}
+                reused = ("reach", "touch_ms", "contact_missing")
+                doc[REUSE] = {k: prev[k] for k in reused}
 
         _, new = await self._versioned(
             models,

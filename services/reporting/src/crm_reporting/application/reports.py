@@ -27,6 +27,7 @@ from crm_platform.errors import NotFound, ValidationFailed
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, dec_, enc, timed_counters, unscaled
 from crm_reporting.application.contributions import (
+    CONTACT_QUALITY,
     CUSTOM_DISTRIBUTION_TYPES,
     CUSTOM_GROUP_TYPES,
     CUSTOMERS,
@@ -506,24 +507,28 @@ class Reports:
                 limit = limits.get(dec_(stage), self.settings.default_stage_time_limit_days)
                 row["stage_moves"] += n
                 row["stage_moves_on_time"] += n if float(dec_(seconds)) <= limit * 86400 else 0
-        # Opportunities (not hidden) missing required custom fields of opportunities: rollup per
-        # (owner, department, the fields missed); read only while such a field is required.
-        opportunity_fields = (
-            self.definitions.fieldset("opportunities") if self.definitions is not None else FieldSet({})
-        )
-        opportunity_required = sorted(f"custom.{k}" for k, d in opportunity_fields.active.items() if d.get("required"))
-        opportunity_missing: dict[str, int] = defaultdict(int)
-        if opportunity_required:
-            async for doc in models.collection(CUSTOMERS).find({**scope.query(), "field": OPPORTUNITY_QUALITY}):
+        # Opportunities (not hidden) and the current contacts of active customers missing required
+        # custom fields of their module: rollups per (owner, department, the fields missed); read
+        # only while such a field is required.
+        other_required: dict[str, list[str]] = {}
+        other_missing: dict[str, dict[str, int]] = {}
+        for module, rollup in (("opportunities", OPPORTUNITY_QUALITY), ("contacts", CONTACT_QUALITY)):
+            defined = self.definitions.fieldset(module) if self.definitions is not None else FieldSet({})
+            needed = sorted(f"custom.{k}" for k, d in defined.active.items() if d.get("required"))
+            if not needed:
+                continue
+            other_required[module] = needed
+            other_missing[module] = dict.fromkeys(needed, 0)
+            async for doc in models.collection(CUSTOMERS).find({**scope.query(), "field": rollup}):
                 n = int(doc.get("n") or 0)
                 if not n:
                     continue
-                missing = [m for m in (dec_(m) for m in doc["value"].split(",") if m) if m in opportunity_required]
+                missing = [m for m in (dec_(m) for m in doc["value"].split(",") if m) if m in needed]
                 row = per_rep[doc.get("owner_id") or ""]
-                row["opportunities"] += n
-                row["opportunities_complete"] += 0 if missing else n
+                row[module] += n
+                row[f"{module}_complete"] += 0 if missing else n
                 for name in missing:
-                    opportunity_missing[name] += n
+                    other_missing[module][name] += n
         per_rep = {rep: r for rep, r in per_rep.items() if any(r.values())}
         names = await user_names(models, set(per_rep))
         rows = [_quality_row(rep, names.get(rep, rep), dict(r), period) for rep, r in sorted(per_rep.items())]
@@ -539,15 +544,19 @@ class Reports:
             "overall": overall,
             "rows": rows,
         }
-        if opportunity_required:
-            report["opportunity_required_fields"] = opportunity_required
+        for module, needed in other_required.items():
+            one = OTHER_QUALITY[module]
+            report[f"{one}_required_fields"] = needed
             for row, r in [*zip(rows, [per_rep[rep] for rep in sorted(per_rep)], strict=True), (overall, total)]:
-                row["opportunities"] = int(r.get("opportunities", 0))
-                row["opportunities_complete"] = int(r.get("opportunities_complete", 0))
-                row["opportunity_completeness"] = ratio(row["opportunities_complete"], row["opportunities"])
-            overall["opportunity_missing_per_field"] = {n: opportunity_missing.get(n, 0) for n in opportunity_required}
+                row[module] = int(r.get(module, 0))
+                row[f"{module}_complete"] = int(r.get(f"{module}_complete", 0))
+                row[f"{one}_completeness"] = ratio(row[f"{module}_complete"], row[module])
+            overall[f"{one}_missing_per_field"] = other_missing[module]
         return report
 
+
+#: Data quality of other modules' required custom fields: module -> the prefix of its figures.
+OTHER_QUALITY = {"opportunities": "opportunity", "contacts": "contact"}
 
 #: A funnel's group counters (contributions.Contributions.opportunity) -> the row's figure.
 GROUP_COUNTERS = {

@@ -84,21 +84,25 @@ def quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
     return out
 
 
-def opportunity_quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
-    """The data-quality report without the required custom fields of opportunities the caller may not see."""
-    policy = principal.fields("opportunities")
-    hidden = [name for name in report.get("opportunity_required_fields") or [] if policy.hides(name)]
-    if not hidden:
-        return report
-    out = {
-        **report,
-        "opportunity_required_fields": [n for n in report["opportunity_required_fields"] if n not in hidden],
-    }
-    per_field = report["overall"]["opportunity_missing_per_field"]
-    out["overall"] = {
-        **report["overall"],
-        "opportunity_missing_per_field": {k: v for k, v in per_field.items() if k not in hidden},
-    }
+def other_quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """The data-quality report without the required custom fields of opportunities and contacts
+    the caller may not see."""
+    out = report
+    for module, one in (("opportunities", "opportunity"), ("contacts", "contact")):
+        policy = principal.fields(module)
+        required = out.get(f"{one}_required_fields") or []
+        hidden = [name for name in required if policy.hides(name)]
+        if not hidden:
+            continue
+        per_field = out["overall"][f"{one}_missing_per_field"]
+        out = {
+            **out,
+            f"{one}_required_fields": [n for n in required if n not in hidden],
+            "overall": {
+                **out["overall"],
+                f"{one}_missing_per_field": {k: v for k, v in per_field.items() if k not in hidden},
+            },
+        }
     return out
 
 

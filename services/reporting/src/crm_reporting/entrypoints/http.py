@@ -257,7 +257,7 @@ async def quality(
 ) -> Response:
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, start, end, _tz(tz, settings))
-    report = fields.opportunity_quality(fields.quality(await reports.quality(models, scope, p), principal), principal)
+    report = fields.other_quality(fields.quality(await reports.quality(models, scope, p), principal), principal)
     return respond(request, fmt, report, [*report["rows"], report["overall"]], "quality")
 
 
