@@ -11,18 +11,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from crm_platform.clock import SystemClock
+from crm_platform.contracts import custom_fields as fev
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.events import EventEnvelope
 from crm_platform.testing.backends import Backend
-from crm_platform.testing.event_feed import EventFeed, customer, opportunity
-from crm_platform.testing.fixtures import TEST_JWT_SECRET
+from crm_platform.testing.event_feed import EventFeed, customer, opportunity, pipeline
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth
 from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver, origin_commands
 from crm_platform.testing.query_plans import TracedStore
 from crm_reporting.main import create_app
@@ -52,7 +55,7 @@ async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[Fast
         yield application
 
 
-def interaction(iid: str, cid: str) -> iev.InteractionLogged:
+def interaction(iid: str, cid: str, custom: dict[str, Any] | None = None) -> iev.InteractionLogged:
     snap = iev.InteractionSnapshot(
         interaction_id=iid,
         channel="phone",
@@ -64,6 +67,7 @@ def interaction(iid: str, cid: str) -> iev.InteractionLogged:
         recorded_late=False,
         summary="跟进",
         updated_at=NOW,
+        custom=custom,
     )
     return iev.InteractionLogged(
         interaction_id=iid, customer_id=cid, author_id=REP, channel="phone", occurred_at=NOW, interaction=snap
@@ -89,7 +93,24 @@ async def one_of_each(feed: EventFeed) -> list[EventEnvelope]:
     events.append(
         await feed.send(iev.INTERACTION_LOGGED, str(uuid.uuid4()), interaction(str(uuid.uuid4()), cid), NOW, REP)
     )
+    tid = str(uuid.uuid4())
+    events.append(await feed.send(iev.TASK_CREATED, tid, iev.TaskCreated(task=task(tid, cid)), NOW, REP))
     return events
+
+
+def task(tid: str, cid: str, custom: dict[str, Any] | None = None) -> iev.TaskSnapshot:
+    return iev.TaskSnapshot(
+        task_id=tid,
+        title="回访",
+        due_at=NOW,
+        assignee_id=REP,
+        assignee_department_path=DEPT,
+        created_by=REP,
+        customer_id=cid,
+        created_at=NOW,
+        updated_at=NOW,
+        custom=custom,
+    )
 
 
 def snap_contacts(snap: cev.CustomerSnapshot) -> list[cev.ContactData]:
@@ -122,3 +143,80 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
         assert await deliver(app, envelope, origin="plan-reporting"), envelope.type
         measured.append(origin_commands("plan-reporting") - before)
     assert min(measured) <= 4, (measured, costs)
+
+
+def definition(module: str, key: str, type_: str, options: list[str], required: bool = False) -> fev.FieldDefined:
+    return fev.FieldDefined(
+        field=fev.FieldDefinitionData(
+            field_id=f"{module}.{key}",
+            module=module,
+            key=key,
+            type=type_,
+            labels={"zh-CN": key, "en": key},
+            options=[fev.OptionData(key=o, labels={"zh-CN": o, "en": o}) for o in options],
+            status="active",
+            required=required,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+    )
+
+
+async def test_reports_grouped_by_custom_fields_are_index_lookups(app: FastAPI, traced_store: TracedStore) -> None:
+    """The funnel by an opportunity custom field and the activity report by an interaction and a
+    task custom field read the rollups they read without one (by ``day``, within the caller's scope):
+    the counters per value are fields of those documents, so no query shape is added. Data quality
+    with a required custom field of opportunities and of contacts reads their rollups by ``field``,
+    as for customers."""
+    feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    fields = [
+        ("opportunities", "plan_seg", "choice", ["big", "small"]),
+        ("interactions", "plan_purpose", "multi_choice", ["demo", "visit"]),
+        ("tasks", "plan_kind", "user", []),
+    ]
+    for module, key, type_, options in fields:
+        defined = definition(module, key, type_, options)
+        await deliver(app, await feed.send(fev.FIELD_DEFINED, f"{module}.{key}", defined, NOW))
+    for module in ("opportunities", "contacts"):
+        required = definition(module, "plan_need", "text", [], required=True)
+        await deliver(app, await feed.send(fev.FIELD_DEFINED, f"{module}.plan_need", required, NOW))
+    configured = pev.PipelineConfigured(pipeline=pipeline("plans"), action="created")
+    await deliver(app, await feed.send(pev.PIPELINE_CONFIGURED, "plans", configured, NOW))
+    for n in range(30):
+        cid, oid, iid, tid = (str(uuid.uuid4()) for _ in range(4))
+        opp = opportunity(oid, cid, REP, DEPT, "plans", "s1", "1000.00", NOW, NOW, probability=10)
+        opp = opp.model_copy(update={"custom": {"plan_seg": ["big", "small"][n % 2]}})
+        await deliver(app, await feed.send(pev.OPPORTUNITY_CREATED, oid, pev.OpportunityCreated(opportunity=opp), NOW))
+        logged = interaction(iid, cid, {"plan_purpose": ["demo", "visit"][: n % 3]})
+        await deliver(app, await feed.send(iev.INTERACTION_LOGGED, iid, logged, NOW, REP))
+        created = iev.TaskCreated(task=task(tid, cid, {"plan_kind": REP}))
+        await deliver(app, await feed.send(iev.TASK_CREATED, tid, created, NOW, REP))
+    month = NOW.strftime("%Y-%m")
+    admin, rep = auth("boss", ["admin"], "/hq"), auth(REP, ["rep"], DEPT)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting.test") as client:
+        with traced_store.capture() as capture:
+            for headers in (admin, rep):
+                params = {"period": month, "pipeline_id": "plans", "custom_field": "custom.plan_seg"}
+                r = await client.get("/v1/reports/funnel", params=params, headers=headers)
+                assert r.status_code == 200, r.text
+                assert {x["value"]: x["open_count"] for x in r.json()["by_custom_field"]["rows"]} == {
+                    "big": 15,
+                    "small": 15,
+                }
+                params = {
+                    "period": month,
+                    # the rep's own scope, the admin's a department subtree
+                    **({"owner_id": REP} if headers is rep else {"department_path": DEPT}),
+                    "interaction_field": "custom.plan_purpose",
+                    "task_field": "custom.plan_kind",
+                }
+                r = await client.get("/v1/reports/activity", params=params, headers=headers)
+                assert r.status_code == 200, r.text
+                assert {x["value"]: x["count"] for x in r.json()["interactions_by_field"]}["visit"] == 10
+                assert {x["value"]: x["count"] for x in r.json()["tasks_by_field"]}[REP] == 30
+                # Data quality with a required custom field of opportunities: one more rollup query.
+                r = await client.get("/v1/reports/quality", params={"period": month}, headers=headers)
+                assert r.status_code == 200, r.text
+                assert r.json()["overall"]["opportunity_missing_per_field"] == {"custom.plan_need": 30}
+                assert "custom.plan_need" in r.json()["overall"]["contact_missing_per_field"]
+    assert_indexed(capture)

@@ -12,6 +12,8 @@ from crm_reporting.adapters.rollups import (
     scaled,
     unscaled,
 )
+from crm_reporting.application.contributions import group_counter, group_values
+from crm_reporting.application.reports import GroupBy
 from crm_reporting.domain.money import dec
 
 
@@ -42,3 +44,16 @@ def test_quarter_hours_and_money() -> None:
     assert quarter_field("ch:phone", t) == "ch:phone@54"  # 13:30 is the 54th quarter hour
     assert (t % DAY_MS) // QUARTER_MS * QUARTER_MS == 13 * 3_600_000 + 30 * 60_000
     assert unscaled(scaled(dec("100000.05")) * 60) / 100 == dec("60000.03")
+
+
+def test_custom_value_counters_read_back_whatever_the_value_holds() -> None:
+    assert group_values(["a", "b", "a"]) == ["a", "b"]  # a multi-choice value: once per option
+    assert group_values([]) == ["(none)"] and group_values(None) == ["(none)"] and group_values("") == ["(none)"]
+    assert group_values(True) == ["true"] and group_values(False) == ["false"]
+    group = GroupBy("opportunities", "seg", "choice")
+    for value in ("a.b", "x:y", "50%", "u@corp", "1,2", "$v", "行业"):
+        name = group_counter("on", "seg", value)
+        assert "." not in name and "@" not in name and "$" not in name  # a safe rollup field name
+        assert group.value_of(name, "on") == value
+        assert group.value_of(name, "oa") is None  # another figure
+        assert GroupBy("opportunities", "segment", "choice").value_of(name, "on") is None  # another field

@@ -8,9 +8,15 @@ gives the figures a scan of every state and fact would:
   a counter, ``touch_ms``: its last active interaction (or that of a customer merged
   into it), -1 for none, indexed for "not followed up";
 - an interaction (active): ``ia`` (quality), ``if`` when a customer update followed
-  within 24 h, ``ch:<channel>`` unless hidden (activity), in ``roll_time``;
+  within 24 h, ``ch:<channel>`` and ``ic:<key>:<value>`` per value of its groupable custom
+  fields unless hidden (activity), in ``roll_time``;
 - an opportunity (not hidden): its stage (``n:``/``amt:`` on day 0); won/lost on its
-  day, or open with its expected close day and weighted amount, in ``roll_deals``;
+  day, or open with its expected close day and weighted amount, in ``roll_deals``; per value
+  of its groupable custom fields ``on:``/``oa:`` (open, day 0), ``wn:``/``wa:`` (won) and
+  ``ln:`` (lost) on those documents; under field ``*opportunity-quality`` in ``roll_customers``
+  the required custom fields it misses;
+- a task (not deleted, not hidden): ``tc:<key>:<value>`` per value of its groupable custom
+  fields at its creation, for its assignee, in ``roll_time``;
 - a journey (the stage entries of one opportunity, from its facts, kept in its document):
   ``en:<pipeline>:...`` per entry in ``roll_time``;
 - facts, once when inserted: ``new``/``upd``/``mrg``/``mv:...`` and the time spent in the
@@ -30,6 +36,12 @@ from crm_reporting.domain.money import dec
 Document = dict[str, Any]
 #: Custom field types a distribution groups by (each value its own row).
 CUSTOM_DISTRIBUTION_TYPES = frozenset({"choice", "multi_choice", "boolean"})
+#: Custom field types of opportunities, interactions and tasks a report groups by (a user field's
+#: value is the user's id; a multi-choice field counts a record once under each of its options).
+CUSTOM_GROUP_TYPES = frozenset({"choice", "multi_choice", "user", "boolean"})
+#: The modules whose custom fields reports group by, besides customers (``Contributions.groupable``).
+GROUP_MODULES = ("opportunities", "interactions", "tasks")
+NONE = "(none)"
 DISTRIBUTION_FIELDS = ("industry", "region", "city", "size", "tier", "source", "lifecycle_stage", "tag", "kind")
 QUALITY_CANDIDATES = ("name", "industry", "region", "source", "tier", "size", "lifecycle_stage", "tags", "owner")
 CUSTOMER_UPDATE_TYPES = [
@@ -49,6 +61,8 @@ ENTRY_TYPES = ["crm.opportunity.created", *MOVE_TYPES]
 # The three rollup collections (fewer collections: fewer writes per event).
 CUSTOMERS = "roll_customers"  # (field, value, owner, department); field "*": count, QUALITY: missing fields
 QUALITY = "*quality"
+OPPORTUNITY_QUALITY = "*opportunity-quality"  # per opportunity (not hidden): the required custom fields it misses
+CONTACT_QUALITY = "*contact-quality"  # per current contact of an active customer: the required custom fields it misses
 PLACEHOLDER = "placeholder"  # the status of a customer only referred to so far (projection.note_reference)
 REUSE = "_reuse"  # on a customer copy being written: its reach and last touch, known unchanged
 DEALS = "roll_deals"  # (pipeline, owner, department, calendar day ordinal; 0 = the open stages now)
@@ -109,20 +123,22 @@ def _has_field(customer: Document, field: str, has_reach: bool) -> bool:
     return bool(value) if not isinstance(value, str) else bool(value.strip())
 
 
-async def _has_reach(models: ReadModels, customer: Document, group: list[str]) -> bool:
-    """At least one current contact whose latest known data has a phone or an email."""
+async def _contacts(models: ReadModels, customer: Document, group: list[str]) -> tuple[bool, list[Document]]:
+    """Whether at least one current contact's latest known data has a phone or an email, and the
+    latest known custom values of each current contact."""
     # By customer only: the embedded store may pick the far less selective type index otherwise.
     facts = await find_in(models.facts, "customer_id", group, {"type": 1, "contacts": 1, "t": 1})
-    reach: dict[str, tuple[int, bool]] = {}
+    latest: dict[str, tuple[int, bool, Document]] = {}
     for f in facts:
         if f["type"] not in CONTACT_FACT_TYPES:
             continue
         for c in f.get("contacts") or []:
-            seen = reach.get(c["contact_id"])
+            seen = latest.get(c["contact_id"])
             if seen is None or seen[0] <= f["t"]:
-                reach[c["contact_id"]] = (f["t"], bool(c["reach"]))
+                latest[c["contact_id"]] = (f["t"], bool(c["reach"]), c.get("custom") or {})
     current = customer.get("contact_ids")
-    return any(ok for cid, (_, ok) in reach.items() if current is None or cid in current)
+    mine = [(ok, custom) for cid, (_, ok, custom) in latest.items() if current is None or cid in current]
+    return any(ok for ok, _ in mine), [custom for _, custom in mine]
 
 
 async def last_touch(models: ReadModels, group: list[str]) -> int:
@@ -131,13 +147,31 @@ async def last_touch(models: ReadModels, group: list[str]) -> int:
     return max(times, default=-1)
 
 
+def group_values(value: Any) -> list[str]:
+    """The rows a record's custom value counts under: each option of a multi-choice value,
+    ``true``/``false`` for a boolean, ``(none)`` for no value."""
+    values = value if isinstance(value, list) else [value]
+    out = [NONE if v in (None, "") else (("true" if v else "false") if isinstance(v, bool) else str(v)) for v in values]
+    return list(dict.fromkeys(out)) or [NONE]
+
+
+def group_counter(metric: str, key: str, value: str) -> str:
+    """A custom-field group counter's name: ``<metric>:<key>:<value>`` (each part encoded)."""
+    return f"{metric}:{enc(key)}:{enc(value)}"
+
+
 def missing_key(missing: list[str]) -> str:
     return ",".join(enc(m) for m in missing)
 
 
 class Contributions:
     def __init__(
-        self, models: ReadModels, required_fields: list[str], batch: Batch, custom: FieldSet | None = None
+        self,
+        models: ReadModels,
+        required_fields: list[str],
+        batch: Batch,
+        custom: FieldSet | None = None,
+        groupable: dict[str, FieldSet] | None = None,
     ) -> None:
         self.models = models
         self.batch = batch  # the rollup changes of the event being applied
@@ -147,6 +181,24 @@ class Contributions:
         required = [f"custom.{k}" for k, d in custom.active.items() if d.get("required")]
         self.quality_fields = list(dict.fromkeys([*QUALITY_CANDIDATES, "contact", *required_fields, *required]))
         self.custom_distributions = [k for k, d in custom.active.items() if d["type"] in CUSTOM_DISTRIBUTION_TYPES]
+        # Opportunities', interactions' and tasks' fields reports group by: each record counts
+        # under its value(s) in the rollups it already moves (see group_counter).
+        self.groups = {
+            module: sorted(k for k, d in fields.active.items() if d["type"] in CUSTOM_GROUP_TYPES)
+            for module, fields in (groupable or {}).items()
+            if module in GROUP_MODULES
+        }
+        contact_fields = (groupable or {}).get("contacts") or FieldSet({})
+        self.contact_required = sorted(f"custom.{k}" for k, d in contact_fields.active.items() if d.get("required"))
+        opportunity_fields = (groupable or {}).get("opportunities") or FieldSet({})
+        self.opportunity_required = sorted(
+            f"custom.{k}" for k, d in opportunity_fields.active.items() if d.get("required")
+        )
+
+    def _grouped(self, module: str, doc: Document) -> list[tuple[str, str]]:
+        """(key, value) of every row ``doc`` counts under, per groupable field of ``module``."""
+        custom = doc.get("custom") or {}
+        return [(k, v) for k in self.groups.get(module, []) for v in group_values(custom.get(k))]
 
     async def customer(self, doc: Document) -> tuple[Contribution, Document]:
         c = Contribution()
@@ -173,14 +225,31 @@ class Contributions:
         reuse = doc.pop(REUSE, None)  # what the projection knows is unchanged (saves three queries)
         if reuse is not None:
             reach, touch = bool(reuse["reach"]), int(reuse["touch_ms"])
+            if "contact_missing" in reuse:
+                contact_missing = [list(pair) for pair in reuse["contact_missing"]]
+            else:
+                contact_missing = self._contact_missing(reuse.get("contacts") or [])
         else:
             group = await merged_group(self.models, doc["_id"])
-            reach = await _has_reach(self.models, doc, group)
+            reach, contacts = await _contacts(self.models, doc, group)
             touch = await last_touch(self.models, group)
+            contact_missing = self._contact_missing(contacts)
         missing = [f for f in self.quality_fields if not _has_field(doc, f, reach)]
         key = {"field": QUALITY, "value": missing_key(missing), "owner_id": owner, "department_path": path}
         c.add(CUSTOMERS, key, "n")
-        return c, {"touch_ms": touch, "reach": reach}
+        # Its current contacts, each under the required custom fields of contacts it misses.
+        for value, n in contact_missing:
+            contact = {"field": CONTACT_QUALITY, "value": value, "owner_id": owner, "department_path": path}
+            c.add(CUSTOMERS, contact, "n", n)
+        return c, {"touch_ms": touch, "reach": reach, "contact_missing": contact_missing}
+
+    def _contact_missing(self, contacts: list[Document]) -> list[list[Any]]:
+        """[missing_key, how many contacts] of contacts' custom values (a list: a key may be empty)."""
+        counts: dict[str, int] = {}
+        for custom in contacts:
+            value = missing_key([f for f in self.contact_required if not _has_field({"custom": custom}, f, False)])
+            counts[value] = counts.get(value, 0) + 1
+        return [[value, n] for value, n in sorted(counts.items())]
 
     async def interaction(self, doc: Document) -> tuple[Contribution, Document]:
         c = Contribution()
@@ -191,6 +260,8 @@ class Contributions:
         c.timed(TIME, owner, path, occurred, "ia")
         if not doc.get("hidden"):
             c.timed(TIME, owner, path, occurred, f"ch:{enc(doc.get('channel') or '')}")
+            for key, value in self._grouped("interactions", doc):
+                c.timed(TIME, owner, path, occurred, group_counter("ic", key, value))
         # Customer id and time window only: the customer index is the one the embedded store can
         # use (the type index would scan every update of every customer).
         window = {"customer_id": doc.get("customer_id") or "", "t": {"$gte": occurred, "$lte": occurred + DAY_MS}}
@@ -209,23 +280,55 @@ class Contributions:
         stage = enc(doc.get("stage_id") or "")
         c.add(DEALS, now, f"n:{stage}")
         c.add(DEALS, now, f"amt:{stage}", amount)
+        status = doc.get("status")
+        # Completeness: the required custom fields it misses (data quality), like a customer's.
+        missing = [f for f in self.opportunity_required if not _has_field(doc, f, False)]
+        quality = {
+            "field": OPPORTUNITY_QUALITY,
+            "value": missing_key(missing),
+            "owner_id": owner,
+            "department_path": path,
+        }
+        c.add(CUSTOMERS, quality, "n")
+        groups = self._grouped("opportunities", doc)
+        if status == "open":
+            # Open now, per custom value: ``on:<key>:<value>`` and ``oa:`` (amount) on day 0.
+            for gkey, value in groups:
+                c.add(DEALS, now, group_counter("on", gkey, value))
+                c.add(DEALS, now, group_counter("oa", gkey, value), amount)
 
         def deals(day: str) -> dict[str, Any]:
             return {"pipeline_id": pid, "owner_id": owner, "department_path": path, "day": _ordinal(day)}
 
-        status = doc.get("status")
         if status == "won" and doc.get("won_on"):
             key = deals(doc["won_on"])
             c.add(DEALS, key, "won_n")
             c.add(DEALS, key, "won_amt", amount)
+            for gkey, value in groups:  # won on that day, per custom value: ``wn:``, ``wa:``
+                c.add(DEALS, key, group_counter("wn", gkey, value))
+                c.add(DEALS, key, group_counter("wa", gkey, value), amount)
             if doc.get("created_ms") is not None:
                 c.add(DEALS, key, f"wc:{doc['created_ms'] // QUARTER_MS}")
         elif status == "lost" and doc.get("lost_on"):
             c.add(DEALS, deals(doc["lost_on"]), "lost_n")
+            for gkey, value in groups:
+                c.add(DEALS, deals(doc["lost_on"]), group_counter("ln", gkey, value))
         elif status == "open" and doc.get("expected_close_date"):
             key = deals(doc["expected_close_date"])
             c.add(DEALS, key, "open_n")
             c.add(DEALS, key, "wtd", amount * int(doc.get("probability") or 0))
+        return c, {}
+
+    async def task(self, doc: Document) -> tuple[Contribution, Document]:
+        """A task (not deleted, not hidden) counts under its custom values at its creation, for
+        its assignee: ``tc:<key>:<value>`` in ``roll_time``."""
+        c = Contribution()
+        created = doc.get("created_ms")
+        if doc.get("status") == "deleted" or doc.get("hidden") or created is None:
+            return c, {}
+        owner, path = doc.get("assignee_id") or "", doc.get("assignee_department_path") or ""
+        for key, value in self._grouped("tasks", doc):
+            c.timed(TIME, owner, path, created, group_counter("tc", key, value))
         return c, {}
 
     async def journey(self, doc: Document) -> tuple[Contribution, Document]:

@@ -32,6 +32,7 @@ from crm_reporting.adapters.rollups import DAY_MS, Batch, Contribute, Contributi
 from crm_reporting.application.contributions import (
     CUSTOMER_UPDATE_TYPES,
     ENTRY_TYPES,
+    GROUP_MODULES,
     PLACEHOLDER,
     REUSE,
     Contributions,
@@ -46,7 +47,12 @@ TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC]
 POOL_TYPES = (poolev.RECYCLE_WARNING.name, poolev.RELEASE_DECIDED.name)
 CONTACT_TYPES = (cev.CUSTOMER_CREATED.name, cev.CONTACT_ADDED.name, cev.CONTACT_CHANGED.name)
 #: Each record's first event: its copy is almost never there yet (see write_with_rollups' likely_new).
-FIRST_EVENTS = (cev.CUSTOMER_CREATED.name, pev.OPPORTUNITY_CREATED.name, iev.INTERACTION_LOGGED.name)
+FIRST_EVENTS = (
+    cev.CUSTOMER_CREATED.name,
+    pev.OPPORTUNITY_CREATED.name,
+    iev.INTERACTION_LOGGED.name,
+    iev.TASK_CREATED.name,
+)
 # Customer events after which reach and last interaction are derived afresh.
 KEEPS_NOTHING = (*CONTACT_TYPES, cev.CONTACT_REMOVED.name, cev.MERGED.name, cev.PURGED.name)
 
@@ -110,11 +116,17 @@ def opportunity_state(o: pev.OpportunitySnapshot) -> Document:
         "department_path": o.department_path or "",
         "hidden": o.hidden,
         "created_ms": ms(o.created_at),
+        "custom": dict(o.custom or {}),
     }
 
 
 def _reach(contact: cev.ContactData) -> Document:
-    return {"contact_id": contact.contact_id, "reach": bool(contact.phones or contact.emails)}
+    # Its custom values too: data quality counts contacts missing a required custom field.
+    return {
+        "contact_id": contact.contact_id,
+        "reach": bool(contact.phones or contact.emails),
+        "custom": dict(contact.custom or {}),
+    }
 
 
 class Projection:
@@ -194,7 +206,9 @@ class Projection:
                 "status": task.status,
                 "hidden": task.hidden,
                 "due_ms": ms(task.due_at),
+                "created_ms": ms(task.created_at),
                 "title": task.title,
+                "custom": dict(task.custom or {}),
             }
             fact.update(customer_id=task.customer_id or "", owner_id=task.assignee_id)
             fact["department_path"] = task.assignee_department_path or ""
@@ -214,7 +228,11 @@ class Projection:
         if await models.add_fact(fact):
             await batch.add(fact_counters(fact).minus(Contribution()))
         custom = self.definitions.fieldset("customers") if self.definitions is not None else None
-        rules = Contributions(models, self.required_fields, batch, custom)
+        # Other modules' definitions: groups (opportunities, interactions, tasks) and the
+        # required custom fields of opportunities and contacts (data quality).
+        modules = (*GROUP_MODULES, "contacts")
+        groupable = {m: self.definitions.fieldset(m) for m in modules} if self.definitions is not None else None
+        rules = Contributions(models, self.required_fields, batch, custom, groupable)
         try:
             if t.startswith("crm.customer."):
                 await self._customer_state(models, rules, envelope, state, fact)
@@ -226,7 +244,7 @@ class Projection:
                 await self._interaction_state(models, rules, envelope, state)
             elif t.startswith("crm.task."):
                 assert state is not None
-                await apply_versioned(models.tasks, envelope, state)
+                await self._versioned(models, models.tasks, envelope, state, rules.task, rules.batch.add)
             if t in CUSTOMER_UPDATE_TYPES and fact.get("customer_id"):
                 await self._followed_by_update(models, rules, fact["customer_id"], int(fact["t"]))
         finally:
@@ -301,10 +319,9 @@ class Projection:
                 # (no interaction, no customer merged into it), so its reach is that of the
                 # contacts it was created with and it has no interaction: nothing to gather.
                 current = doc.get("contact_ids")
-                reach = any(
-                    c["reach"] for c in fact.get("contacts") or [] if current is None or c["contact_id"] in current
-                )
-                doc[REUSE] = {"reach": reach, "touch_ms": -1}
+                mine = [c for c in fact.get("contacts") or [] if current is None or c["contact_id"] in current]
+                reach = any(c["reach"] for c in mine)
+                doc[REUSE] = {"reach": reach, "touch_ms": -1, "contacts": [c.get("custom") or {} for c in mine]}
                 return
             # A profile change keeps the customer's reach (its contacts) and last interaction.
             if (
@@ -313,9 +330,11 @@ class Projection:
                 and prev.get("status") == "active"
                 and "reach" in prev
                 and "touch_ms" in prev
+                and "contact_missing" in prev
                 and prev.get("contact_ids") == doc.get("contact_ids")
             ):
-                doc[REUSE] = {"reach": prev["reach"], "touch_ms": prev["touch_ms"]}
+                reused = ("reach", "touch_ms", "contact_missing")
+                doc[REUSE] = {k: prev[k] for k in reused}
 
         _, new = await self._versioned(
             models,
@@ -417,6 +436,7 @@ class Projection:
                 "occurred_ms": ms(i.occurred_at),
                 "status": i.status,
                 "hidden": i.hidden,
+                "custom": dict(i.custom or {}),
             }
         fact.update(
             customer_id=state["customer_id"],

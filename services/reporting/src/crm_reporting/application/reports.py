@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,10 +27,13 @@ from crm_platform.errors import NotFound, ValidationFailed
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.adapters.rollups import DAY_MS, QUARTER_MS, dec_, enc, timed_counters, unscaled
 from crm_reporting.application.contributions import (
+    CONTACT_QUALITY,
     CUSTOM_DISTRIBUTION_TYPES,
+    CUSTOM_GROUP_TYPES,
     CUSTOMERS,
     DEALS,
     DISTRIBUTION_FIELDS,
+    OPPORTUNITY_QUALITY,
     PLACEHOLDER,
     QUALITY,
     TIME,
@@ -70,6 +75,36 @@ async def merged_into(models: ReadModels, customer_ids: list[str]) -> dict[str, 
     return found
 
 
+@dataclass(frozen=True)
+class GroupBy:
+    """A custom field of opportunities, interactions or tasks a report groups by."""
+
+    module: str
+    key: str
+    type: str
+
+    @property
+    def name(self) -> str:
+        return f"custom.{self.key}"
+
+    def value_of(self, counter: str, metric: str) -> str | None:
+        """The value of a group counter ``<metric>:<key>:<value>`` of this field, else None."""
+        kind, _, rest = counter.partition(":")
+        if kind != metric:
+            return None
+        key, _, value = rest.partition(":")
+        return dec_(value) if key == enc(self.key) else None
+
+
+async def _group_rows(models: ReadModels, group: GroupBy, counts: Mapping[str, Document]) -> list[Document]:
+    """One row per value (``name`` too for a user field), most counted first; all-zero rows left out."""
+    rows = [{"value": v, **c} for v, c in counts.items() if any(c.values())]
+    if group.type == "user":
+        names = await user_names(models, {r["value"] for r in rows})
+        rows = [{"value": r["value"], "name": names.get(r["value"]), **r} for r in rows]
+    return sorted(rows, key=lambda r: (-sum(v for v in r.values() if isinstance(v, int)), r["value"]))
+
+
 class Reports:
     def __init__(self, settings: ReportingSettings, definitions: DefinitionCopy | None = None) -> None:
         self.settings = settings
@@ -79,9 +114,29 @@ class Reports:
         """The customers' custom fields, as learnt from the crm.custom_field.* events."""
         return self.definitions.fieldset("customers") if self.definitions is not None else FieldSet({})
 
+    def group_by(self, module: str, name: str, parameter: str) -> GroupBy:
+        """The active choice, multi-choice, user or boolean custom field ``custom.<key>`` of
+        ``module`` a report groups by; else a 422 naming ``parameter`` and why."""
+        fields = self.definitions.fieldset(module) if self.definitions is not None else FieldSet({})
+        kinds = ", ".join(sorted(CUSTOM_GROUP_TYPES))
+        if not name.startswith("custom.") or not name.removeprefix("custom."):
+            raise ValidationFailed.for_field(parameter, f"custom.<key> of a custom field of {module}", "query")
+        key = name.removeprefix("custom.")
+        definition = fields.active.get(key)
+        if definition is None:
+            reason = "is archived" if key in fields.archived else "is not a custom field"
+            raise ValidationFailed.for_field(parameter, f"{name} {reason} of {module}", "query")
+        if definition["type"] not in CUSTOM_GROUP_TYPES:
+            raise ValidationFailed.for_field(
+                parameter, f"{name} is a {definition['type']} field: a report groups by {kinds} fields", "query"
+            )
+        return GroupBy(module, key, str(definition["type"]))
+
     # --- 1. funnel ------------------------------------------------------------------------
 
-    async def funnel(self, models: ReadModels, scope: Scope, period: Period, pipeline_id: str | None) -> Document:
+    async def funnel(
+        self, models: ReadModels, scope: Scope, period: Period, pipeline_id: str | None, group: GroupBy | None = None
+    ) -> Document:
         if pipeline_id:
             pipeline = await models.pipelines.find_one({"_id": pipeline_id})
         else:
@@ -95,6 +150,8 @@ class Reports:
         # Open opportunities now: rollup per (pipeline, stage, owner, department).
         current_n: dict[str, int] = defaultdict(int)
         current_amount: dict[str, int] = defaultdict(int)
+        # Per value of the custom field grouped by: open now (day 0), won and lost in the period.
+        grouped: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(GROUP_COUNTERS.values(), 0))
         async for doc in models.collection(DEALS).find({**scope.query(), "pipeline_id": pid, "day": 0}):
             for name, value in doc.items():
                 kind, _, stage = name.partition(":")
@@ -102,6 +159,8 @@ class Reports:
                     current_n[dec_(stage)] += int(value)
                 elif kind == "amt":
                     current_amount[dec_(stage)] += int(value)
+                elif group is not None and kind in ("on", "oa"):
+                    _count(grouped, group, name, kind, value)
         # Stage entries and times in stage in the period: rollup per (pipeline, owner, department,
         # UTC day), one counter per quarter hour (see contributions.Contributions.journey).
         entered: dict[str, int] = defaultdict(int)
@@ -171,11 +230,13 @@ class Reports:
             won_amount += int(doc.get("won_amt") or 0)
             won_day = date.fromordinal(int(doc["day"]))
             for name, value in doc.items():
+                if group is not None and name[:3] in ("wn:", "wa:", "ln:"):
+                    _count(grouped, group, name, name[:2], value)
                 if name.startswith("wc:") and value:
                     created = local_day(int(name[3:]) * QUARTER_MS, period.tz)
                     cycle_days += (won_day - created).days * int(value)
                     cycle_n += int(value)
-        return {
+        report: Document = {
             "pipeline_id": pid,
             "pipeline_name": pipeline.get("name"),
             "period": _period_out(period),
@@ -188,6 +249,14 @@ class Reports:
             },
             "rows": rows,
         }
+        if group is not None:
+            counts = {
+                v: {k: money(unscaled(n)) if k.endswith("_amount") else n for k, n in c.items()}
+                for v, c in grouped.items()
+            }
+            rows_by = await _group_rows(models, group, {v: c for v, c in counts.items() if any(grouped[v].values())})
+            report["by_custom_field"] = {"field": group.name, "type": group.type, "rows": rows_by}
+        return report
 
     # --- 2. forecast ----------------------------------------------------------------------
 
@@ -240,13 +309,23 @@ class Reports:
     # --- 3. activity ----------------------------------------------------------------------
 
     async def activity(
-        self, models: ReadModels, scope: Scope, period: Period, bucket: Bucket, stale_days: int, now: datetime
+        self,
+        models: ReadModels,
+        scope: Scope,
+        period: Period,
+        bucket: Bucket,
+        stale_days: int,
+        now: datetime,
+        interaction_group: GroupBy | None = None,
+        task_group: GroupBy | None = None,
     ) -> Document:
         tz = period.tz
         # Interactions (active, not hidden) and new customers: rollup per (owner, department,
         # UTC day), one counter per quarter hour, bucketed here in the report's time zone.
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
         new_customers: dict[str, int] = defaultdict(int)
+        by_interaction: dict[tuple[str, str], int] = defaultdict(int)
+        by_task: dict[tuple[str, str], int] = defaultdict(int)
         async for doc, metric, instant, value in timed_counters(
             models.collection(TIME), scope.query(), period.start_ms, period.end_ms
         ):
@@ -254,6 +333,15 @@ class Reports:
                 counts[(doc["owner_id"], dec_(metric[3:]), bucket_of(instant, bucket, tz))] += int(value)
             elif metric == "new":
                 new_customers[doc.get("owner_id") or ""] += int(value)
+            else:
+                # Interactions (by occurrence, author) and tasks (by creation, assignee) per custom value.
+                for group, metric_name, into in (
+                    (interaction_group, "ic", by_interaction),
+                    (task_group, "tc", by_task),
+                ):
+                    found = group.value_of(metric, metric_name) if group is not None else None
+                    if found is not None:
+                        into[(doc.get("owner_id") or "", found)] += int(value)
         counts = defaultdict(int, {k: n for k, n in counts.items() if n})
         new_customers = defaultdict(int, {k: n for k, n in new_customers.items() if n})
         stale = await self._not_followed_up(models, scope, stale_days, now)
@@ -268,13 +356,16 @@ class Reports:
         for task in tasks:
             if not task.get("hidden") and task["due_ms"] < now_ms:
                 overdue[task["assignee_id"]] += 1
+        by_interaction = {k: n for k, n in by_interaction.items() if n}
+        by_task = {k: n for k, n in by_task.items() if n}
         people = {k[0] for k in counts} | set(new_customers) | set(overdue) | {s["owner_id"] for s in stale}
+        people |= {k[0] for k in (*by_interaction, *by_task)}
         names = await user_names(models, people)
         stale_per_owner: dict[str, int] = defaultdict(int)
         for s in stale:
             stale_per_owner[s["owner_id"]] += 1
             s["owner_name"] = names.get(s["owner_id"], s["owner_id"])
-        return {
+        report: Document = {
             "period": _period_out(period),
             "bucket": bucket,
             "time_zone": str(tz),
@@ -294,6 +385,22 @@ class Reports:
                 {"rep_id": r, "rep_name": names.get(r, r), "count": n} for r, n in sorted(overdue.items())
             ],
         }
+        for group, per_rep, section in (
+            (interaction_group, by_interaction, "interactions_by_field"),
+            (task_group, by_task, "tasks_by_field"),
+        ):
+            if group is None:
+                continue
+            totals: dict[str, dict[str, int]] = defaultdict(lambda: {"count": 0})
+            for (_, v), n in per_rep.items():
+                totals[v]["count"] += n
+            report.setdefault("custom_fields", {})[group.module] = {"field": group.name, "type": group.type}
+            report[section] = await _group_rows(models, group, totals)
+            report[f"{section}_per_rep"] = [
+                {"rep_id": r, "rep_name": names.get(r, r), "value": v, "count": n}
+                for (r, v), n in sorted(per_rep.items())
+            ]
+        return report
 
     async def _not_followed_up(self, models: ReadModels, scope: Scope, days: int, now: datetime) -> list[Document]:
         # ``touch_ms``: the customer's last active interaction, or of one merged into it (-1: none),
@@ -400,6 +507,28 @@ class Reports:
                 limit = limits.get(dec_(stage), self.settings.default_stage_time_limit_days)
                 row["stage_moves"] += n
                 row["stage_moves_on_time"] += n if float(dec_(seconds)) <= limit * 86400 else 0
+        # Opportunities (not hidden) and the current contacts of active customers missing required
+        # custom fields of their module: rollups per (owner, department, the fields missed); read
+        # only while such a field is required.
+        other_required: dict[str, list[str]] = {}
+        other_missing: dict[str, dict[str, int]] = {}
+        for module, rollup in (("opportunities", OPPORTUNITY_QUALITY), ("contacts", CONTACT_QUALITY)):
+            defined = self.definitions.fieldset(module) if self.definitions is not None else FieldSet({})
+            needed = sorted(f"custom.{k}" for k, d in defined.active.items() if d.get("required"))
+            if not needed:
+                continue
+            other_required[module] = needed
+            other_missing[module] = dict.fromkeys(needed, 0)
+            async for doc in models.collection(CUSTOMERS).find({**scope.query(), "field": rollup}):
+                n = int(doc.get("n") or 0)
+                if not n:
+                    continue
+                missing = [m for m in (dec_(m) for m in doc["value"].split(",") if m) if m in needed]
+                row = per_rep[doc.get("owner_id") or ""]
+                row[module] += n
+                row[f"{module}_complete"] += 0 if missing else n
+                for name in missing:
+                    other_missing[module][name] += n
         per_rep = {rep: r for rep, r in per_rep.items() if any(r.values())}
         names = await user_names(models, set(per_rep))
         rows = [_quality_row(rep, names.get(rep, rep), dict(r), period) for rep, r in sorted(per_rep.items())]
@@ -409,7 +538,40 @@ class Reports:
                 total[k] += v
         overall = _quality_row("", "(all)", dict(total), period)
         overall["missing_per_field"] = {name: missing_overall.get(name, 0) for name in required}
-        return {"period": _period_out(period), "required_fields": required, "overall": overall, "rows": rows}
+        report: Document = {
+            "period": _period_out(period),
+            "required_fields": required,
+            "overall": overall,
+            "rows": rows,
+        }
+        for module, needed in other_required.items():
+            one = OTHER_QUALITY[module]
+            report[f"{one}_required_fields"] = needed
+            for row, r in [*zip(rows, [per_rep[rep] for rep in sorted(per_rep)], strict=True), (overall, total)]:
+                row[module] = int(r.get(module, 0))
+                row[f"{module}_complete"] = int(r.get(f"{module}_complete", 0))
+                row[f"{one}_completeness"] = ratio(row[f"{module}_complete"], row[module])
+            overall[f"{one}_missing_per_field"] = other_missing[module]
+        return report
+
+
+#: Data quality of other modules' required custom fields: module -> the prefix of its figures.
+OTHER_QUALITY = {"opportunities": "opportunity", "contacts": "contact"}
+
+#: A funnel's group counters (contributions.Contributions.opportunity) -> the row's figure.
+GROUP_COUNTERS = {
+    "on": "open_count",
+    "oa": "open_amount",
+    "wn": "won",
+    "wa": "won_amount",
+    "ln": "lost",
+}
+
+
+def _count(grouped: dict[str, dict[str, int]], group: GroupBy, name: str, metric: str, value: float) -> None:
+    found = group.value_of(name, metric)
+    if found is not None:
+        grouped[found][GROUP_COUNTERS[metric]] += int(value)
 
 
 def _quality_row(rep: str, name: str, r: Document, period: Period) -> Document:

@@ -1,10 +1,12 @@
 """Field-level permissions in reports (:mod:`crm_platform.fieldaccess`).
 
 Reports are made of the same fields as the records: a caller whose roles hide a field gets no
-figure made of it. An opportunity's hidden amount leaves the funnel's sums out and refuses the
-forecast (it is nothing but amounts); a customer's hidden field refuses a distribution over it
-and leaves its column out of the data-quality report; the timeline leaves amounts out of its lines,
-and an interaction's or a feedback's hidden content too.
+figure made of it. An opportunity's hidden amount leaves the funnel's sums out (those per custom
+value too) and refuses the forecast (it is nothing but amounts); a customer's hidden field (a
+custom one too) refuses a distribution over it and leaves its column out of the data-quality
+report; a hidden custom field of opportunities, interactions or tasks refuses a report grouped by
+it; the timeline leaves amounts out of its lines, and an interaction's or a feedback's hidden
+content too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ DISTRIBUTION_FIELD = {
 #: A data-quality field -> the customer field behind it.
 QUALITY_FIELD = {**DISTRIBUTION_FIELD, "tags": "tags"}
 #: The funnel's figures made of opportunities' amounts.
-AMOUNT_KEYS = frozenset({"current_amount", "won_amount"})
+AMOUNT_KEYS = frozenset({"current_amount", "won_amount", "open_amount"})
 #: The timeline's line for a created or won opportunity ends with its amount: ": 120000.00 CNY".
 _AMOUNT_TAIL = re.compile(r": -?\d+(?:\.\d+)?(?: [A-Z]{3})?$")
 _AMOUNT_LINES = frozenset({"crm.opportunity.created", "crm.opportunity.won"})
@@ -61,6 +63,14 @@ def funnel(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
 def ensure_distribution_visible(principal: Principal, field: str) -> None:
     if field in DISTRIBUTION_FIELD:
         principal.fields("customers").ensure_visible([DISTRIBUTION_FIELD[field]], "see a distribution")
+    elif field.startswith("custom."):
+        principal.fields("customers").ensure_visible([field], "see a distribution")
+
+
+def ensure_group_visible(principal: Principal, module: str, field: str | None) -> None:
+    """A report grouped by ``custom.<key>`` of ``module`` is refused (403) to a role that hides it."""
+    if field is not None:
+        principal.fields(module).ensure_visible([field], "group a report")
 
 
 def quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
@@ -74,6 +84,28 @@ def quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
     per_field = out.get("overall", {}).get("missing_per_field")
     if isinstance(per_field, dict):
         out["overall"]["missing_per_field"] = {k: v for k, v in per_field.items() if k not in hidden}
+    return out
+
+
+def other_quality(report: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """The data-quality report without the required custom fields of opportunities and contacts
+    the caller may not see."""
+    out = report
+    for module, one in (("opportunities", "opportunity"), ("contacts", "contact")):
+        policy = principal.fields(module)
+        required = out.get(f"{one}_required_fields") or []
+        hidden = [name for name in required if policy.hides(name)]
+        if not hidden:
+            continue
+        per_field = out["overall"][f"{one}_missing_per_field"]
+        out = {
+            **out,
+            f"{one}_required_fields": [n for n in required if n not in hidden],
+            "overall": {
+                **out["overall"],
+                f"{one}_missing_per_field": {k: v for k, v in per_field.items() if k not in hidden},
+            },
+        }
     return out
 
 

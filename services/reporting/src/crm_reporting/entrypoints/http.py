@@ -102,11 +102,24 @@ async def funnel(
     owner_id: OwnerId = None,
     department_path: DepartmentPath = None,
     pipeline_id: Annotated[str | None, Query(max_length=200, description="Default: the default pipeline")] = None,
+    custom_field: Annotated[
+        str | None,
+        Query(
+            max_length=80,
+            description="custom.<key> of an active choice, multi_choice, user or boolean custom field of "
+            "opportunities: adds by_custom_field, one row per value (each option of a multi_choice; (none) "
+            "without a value) with open_count/open_amount now and won/won_amount/lost in the period; the "
+            "CSV download holds those rows. 422 for an unknown, archived or other type of field",
+        ),
+    ] = None,
 ) -> Response:
+    fields.ensure_group_visible(principal, "opportunities", custom_field)
+    group = reports.group_by("opportunities", custom_field, "custom_field") if custom_field else None
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, start, end, _tz(tz, settings))
-    report = fields.funnel(await reports.funnel(models, scope, p, pipeline_id), principal)
-    return respond(request, fmt, report, report["rows"], "funnel")
+    report = fields.funnel(await reports.funnel(models, scope, p, pipeline_id, group), principal)
+    rows = report["by_custom_field"]["rows"] if group is not None else report["rows"]
+    return respond(request, fmt, report, rows, "funnel")
 
 
 @router.get(
@@ -134,8 +147,25 @@ async def forecast(
 
 
 ActivitySection = Literal[
-    "interactions", "new_customers", "not_followed_up", "not_followed_up_per_rep", "overdue_tasks"
+    "interactions",
+    "new_customers",
+    "not_followed_up",
+    "not_followed_up_per_rep",
+    "overdue_tasks",
+    "interactions_by_field",
+    "interactions_by_field_per_rep",
+    "tasks_by_field",
+    "tasks_by_field_per_rep",
 ]
+
+
+def _group_param(module: str, counted: str) -> Any:
+    return Query(
+        max_length=80,
+        description=f"custom.<key> of an active choice, multi_choice, user or boolean custom field of {module}: "
+        f"adds {module}_by_field ({counted} in the period per value; each option of a multi_choice, (none) "
+        f"without a value) and {module}_by_field_per_rep. 422 for an unknown, archived or other type of field",
+    )
 
 
 @router.get(
@@ -159,11 +189,26 @@ async def activity(
     bucket: Annotated[Bucket, Query()] = "day",
     stale_days: Annotated[int, Query(ge=1, le=3650, description="N: not followed up for N days")] = 14,
     section: Annotated[ActivitySection, Query(description="The table a CSV download holds")] = "interactions",
+    interaction_field: Annotated[
+        str | None, _group_param("interactions", "active interactions by occurrence and author")
+    ] = None,
+    task_field: Annotated[str | None, _group_param("tasks", "tasks not deleted by creation and assignee")] = None,
 ) -> Response:
+    fields.ensure_group_visible(principal, "interactions", interaction_field)
+    fields.ensure_group_visible(principal, "tasks", task_field)
+    by_interaction = (
+        reports.group_by("interactions", interaction_field, "interaction_field") if interaction_field else None
+    )
+    by_task = reports.group_by("tasks", task_field, "task_field") if task_field else None
+    if section not in ("interactions", "new_customers", "not_followed_up", "not_followed_up_per_rep", "overdue_tasks"):
+        needed = "interaction_field" if section.startswith("interactions") else "task_field"
+        if (by_interaction if needed == "interaction_field" else by_task) is None:
+            raise ValidationFailed.for_field("section", f"{section} needs {needed}", "query")
     scope = _scope(principal, owner_id, department_path)
     zone = _tz(tz, settings)
     p = _period(request, period, start, end, zone)
-    report = await reports.activity(models, scope, p, bucket, stale_days, request.app.state.kit.clock.now())
+    now = request.app.state.kit.clock.now()
+    report = await reports.activity(models, scope, p, bucket, stale_days, now, by_interaction, by_task)
     return respond(request, fmt, report, report[section], f"activity-{section}")
 
 
@@ -212,7 +257,7 @@ async def quality(
 ) -> Response:
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, start, end, _tz(tz, settings))
-    report = fields.quality(await reports.quality(models, scope, p), principal)
+    report = fields.other_quality(fields.quality(await reports.quality(models, scope, p), principal), principal)
     return respond(request, fmt, report, [*report["rows"], report["overall"]], "quality")
 
 
