@@ -388,3 +388,61 @@ async def test_only_administrators_read_the_audit_log(client: httpx.AsyncClient)
             assert r.status_code == 403, (role, path, r.text)
             assert r.json()["permission"] == "audit:view"
     assert (await client.get("/v1/audit")).status_code == 401
+
+
+async def test_custom_field_definitions_are_audited_from_every_owning_services_topic(
+    producer: AIOKafkaProducer, client: httpx.AsyncClient, stored: Any
+) -> None:
+    """Administrators' custom field changes are entries: a customers' field defined (customers
+    topic), an opportunities' field changed on the pipeline's topic and an interactions' field
+    archived on the interactions' topic, each with the module, key, type and what changed."""
+    from crm_platform.contracts import custom_fields as fev
+    from crm_platform.contracts import interactions as iev
+    from crm_platform.contracts import pipeline as pev
+
+    key = f"k{uuid.uuid4().hex[:8]}"
+    sent = []
+    for module, event_type, topic, data_of in (
+        ("customers", fev.FIELD_DEFINED, cev.TOPIC, lambda d: fev.FieldDefined(field=d)),
+        (
+            "opportunities",
+            fev.FIELD_CHANGED,
+            pev.TOPIC,
+            lambda d: fev.FieldChanged(field=d, changes=[{"field": "required", "old": False, "new": True}]),
+        ),
+        ("interactions", fev.FIELD_ARCHIVED, iev.TOPIC, lambda d: fev.FieldArchived(field=d)),
+    ):
+        definition = fev.FieldDefinitionData(
+            field_id=f"{module}.{key}",
+            module=module,
+            key=key,
+            type="choice",
+            labels={"zh-CN": "级别", "en": "Level"},
+            status="active",
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        envelope = event_type.build(
+            source="/crm/x",
+            subject=f"{module}.{key}",
+            data=data_of(definition),
+            aggregate_version=1,
+            time=NOW,
+            actor="admin-fields",
+        ).model_copy(update={"clientaddress": "203.0.113.9"})
+        k, value, headers = to_kafka(envelope.model_dump(mode="json"))
+        await producer.send_and_wait(topic, value, key=k, headers=[(h, v.encode()) for h, v in headers.items()])
+        sent.append(envelope)
+    for envelope in sent:
+        await stored(envelope.id)
+    found = {}
+    for module in ("customers", "opportunities", "interactions"):
+        [found[module]] = await entries(client, target_id=f"{module}.{key}")
+    defined = found["customers"]
+    assert (defined["action"], defined["target_type"]) == ("custom_field.defined", "custom_field")
+    assert defined["client_address"] == "203.0.113.9"
+    assert defined["details"]["module"] == "customers" and defined["details"]["type"] == "choice"
+    changed = found["opportunities"]
+    assert changed["action"] == "custom_field.changed"
+    assert changed["details"]["changes"] == [{"field": "required", "old": False, "new": True}]
+    assert found["interactions"]["action"] == "custom_field.archived"

@@ -3,7 +3,8 @@
 An entry says who (the actor's id, and name when the directory knows it), when (the event's
 time), from where (the client address the owning service saw, through its trusted proxies),
 what (an action, the target's type and id) and the details that matter for that action (a
-merge's two customers, a role change's old and new roles, a webhook's URL and changes...).
+merge's two customers, a role change's old and new roles, a webhook's URL and changes, a custom
+field definition's changes...).
 
 Which events are audited, and how each becomes an entry, is the table :data:`RULES`; events on
 the directory topic that it does not name but whose type is ``crm.role.*`` (administrator-defined
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from crm_platform.contracts import custom_fields as fev
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import directory as dev
 from crm_platform.contracts import export_approval as xev
@@ -162,6 +164,22 @@ def _webhook(verb: str) -> Callable[[EventEnvelope], tuple[str, Document] | None
     return rule
 
 
+def _custom_field(verb: str) -> Rule:
+    """A custom field definition defined, changed or archived by an administrator (whatever the
+    owning service's topic): the module, key and type, and what changed."""
+
+    def rule(e: EventEnvelope) -> tuple[str, Document]:
+        definition = e.data.get("field") or {}
+        details: Document = {k: definition.get(k) for k in ("module", "key", "type")}
+        if verb == "changed":
+            details["changes"] = e.data.get("changes", [])
+        elif verb == "defined":
+            details |= {k: definition.get(k) for k in ("required", "filterable", "sortable", "labels")}
+        return f"custom_field.{verb}", details
+
+    return rule
+
+
 def _signed_in(e: EventEnvelope) -> tuple[str, Document]:
     return "auth.signed_in", {"email": e.data.get("email")}
 
@@ -191,6 +209,7 @@ RULES: Mapping[str, tuple[str, Rule]] = {
         f"crm.webhook.subscription_{v}": ("webhook", _webhook(f"subscription_{v}"))
         for v in ("created", "changed", "disabled", "deleted")
     },
+    **{t.name: ("custom_field", _custom_field(t.name.rsplit(".", 1)[1])) for t in fev.FIELD_EVENTS},
     dev.SIGNED_IN.name: ("user", _signed_in),
     dev.SIGN_IN_FAILED.name: ("sign_in", _sign_in_failed),
 }

@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from crm_audit.application.log import AuditLog
 from crm_audit.domain.entries import RULES
 from crm_platform.consumer import Handler
-from crm_platform.contracts import customers, directory, notifications
+from crm_platform.contracts import customers, directory, interactions, notifications, pipeline
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
 
-TOPICS = [customers.TOPIC, directory.TOPIC, notifications.TOPIC]
+#: The pipeline's and interactions' topics for their custom field definitions' events (the
+#: catalogue declares those on the customers topic, but each owning service publishes its own).
+TOPICS = [customers.TOPIC, directory.TOPIC, notifications.TOPIC, pipeline.TOPIC, interactions.TOPIC]
 
 
 def handlers(audit: AuditLog, users: DirectoryReadModel) -> tuple[Mapping[str, Handler], Handler]:
