@@ -80,8 +80,7 @@ feedback_router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
 
 async def _with_custom(params: P, request: Request, app: Services, module: str = INTERACTIONS) -> P:
-    """``params`` with the query's ``custom.<key>=<value>`` filters, checked against ``module``'s
-    definitions, as store conditions (a date or money filter matches the records' copies)."""
+    """``params`` with the query's ``custom.<key>=<value>`` filters, checked against ``module``'s definitions."""
     fields = await fieldset(app.interactions.fields, module)
     return params.with_custom(fields.conditions(query_filters(fields, request.query_params.multi_items())))
 
@@ -143,9 +142,7 @@ async def list_interactions(
     params: Annotated[InteractionFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
 ) -> InteractionPage:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
-    ``filterable`` (a number or date also ``<low>..<high>``, either end left open; money
-    ``<low>..<high> CNY``); ``sort=custom.<key>`` (or ``-custom.<key>``) sorts on one flagged
-    ``sortable``."""
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
     params = await _with_custom(params, request, app)
     items, cursor = await app.interactions.search(
         principal, params.to_mongo(), params.sort, params.cursor, params.limit
@@ -267,9 +264,7 @@ async def list_tasks(
     params: Annotated[TaskFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
 ) -> TaskPage:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
-    ``filterable`` (a number or date also ``<low>..<high>``, either end left open; money
-    ``<low>..<high> CNY``); ``sort=custom.<key>`` (or ``-custom.<key>``) sorts on one flagged
-    ``sortable``."""
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
     params = await _with_custom(params, request, app, TASKS)
     items, cursor = await app.tasks.list(
         principal,
@@ -370,9 +365,7 @@ async def list_feedback(
     params: Annotated[FeedbackFilter, Query()], request: Request, principal: CurrentPrincipal, app: App
 ) -> FeedbackPage:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
-    ``filterable`` (a number or date also ``<low>..<high>``, either end left open; money
-    ``<low>..<high> CNY``); ``sort=custom.<key>`` (or ``-custom.<key>``) sorts on one flagged
-    ``sortable``."""
+    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
     params = await _with_custom(params, request, app, FEEDBACK)
     items, cursor = await app.feedback.list(principal, params.to_mongo(), params.sort, params.cursor, params.limit)
     return FeedbackPage(items=[feedback_out(d) for d in items], next_cursor=cursor)

@@ -103,7 +103,12 @@ class Paging(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sort: str | None = None
+    sort: str | None = Field(
+        default=None,
+        description="Comma-separated keys, '-' for descending; custom.<key> (or -custom.<key>) sorts on a "
+        "custom field flagged sortable. custom.<key>=<value> filters on one flagged filterable (a number "
+        "or date also <low>..<high>, either end left open; money <low>..<high> CNY).",
+    )
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
     #: ``custom.<key>=<value>`` filters, as store conditions: where each looks (the value
