@@ -7,8 +7,11 @@ from fastapi import FastAPI
 from crm_interactions.adapters.repository import (
     Repository,
     feedback_custom_field_indexes,
+    feedback_custom_sort_indexes,
     interaction_custom_field_indexes,
+    interaction_custom_sort_indexes,
     task_custom_field_indexes,
+    task_custom_sort_indexes,
 )
 from crm_interactions.application.custom import MODULES
 from crm_interactions.application.customer_events import CustomerReactions
@@ -55,8 +58,10 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
     refs = References(customer_copy, opportunity_copy, directory_copy)
     # Administrators' custom fields of interactions, tasks and feedback: definitions in this database,
-    # so a write is validated synchronously. Their lists filter on the filterable ones (each with
-    # its indexes behind the list prefixes, made and dropped with the flag).
+    # so a write is validated synchronously. Their lists filter on the filterable ones and sort on
+    # the sortable ones (each with its indexes behind the list prefixes, made and dropped with the
+    # flag); every write of a record keeps its copies (s.cf_<key>, s.cfq_<key>), backfilled per
+    # module when a flag that needs them is set.
     fields = CustomFields(
         kit.db[customfield_store.COLLECTION],
         kit.event_log,
@@ -76,8 +81,18 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         },
         topic=kit.topic,
         filterable_modules=MODULES,
-        # No copies kept (copying): a date or money filter is refused, as is sorting.
+        sorting={
+            INTERACTIONS: interaction_custom_sort_indexes,
+            TASKS: task_custom_sort_indexes,
+            FEEDBACK: feedback_custom_sort_indexes,
+        },
+        copying={
+            INTERACTIONS: lambda definition, again: repo.backfill_copies(repo.interactions, definition, again),
+            TASKS: lambda definition, again: repo.backfill_copies(repo.tasks, definition, again),
+            FEEDBACK: lambda definition, again: repo.backfill_copies(repo.feedback, definition, again),
+        },
     )
+    repo.fieldsets = fields.fieldset
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.
     kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))

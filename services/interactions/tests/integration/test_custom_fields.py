@@ -92,7 +92,7 @@ async def test_interaction_lists_filter_on_filterable_fields_through_their_index
 ) -> None:
     """``custom.<key>=<value>`` (a number also a range) on ``GET /v1/interactions`` and a customer's
     history for a field flagged filterable; its indexes exist exactly while it is flagged."""
-    mood, vip, size, due = key(), key(), key(), key()
+    mood, vip, size = key(), key(), key()
     await define(client, team.admin, "interactions", key=mood, type="choice", options=CHOICES, filterable=True)
     await define(client, team.admin, "interactions", key=vip, type="boolean")
     await define(client, team.admin, "interactions", key=size, type="number", filterable=True)
@@ -134,13 +134,6 @@ async def test_interaction_lists_filter_on_filterable_fields_through_their_index
             r = await client.get(url, params=params, headers=team.rep.headers)
             error = expect_problem(r, 422)["errors"][0]
             assert error["field"] == params[0][0] and reason in error["reason"] and error["location"] == "query"
-    # A date cannot be flagged filterable (its filter would scan the embedded store): 422 naming the flag.
-    r = await client.post(
-        "/v1/fields/interactions",
-        json={"key": due, "type": "date", "labels": {"zh-CN": "x", "en": "x"}, "filterable": True},
-        headers=team.admin.headers,
-    )
-    assert "cannot filter on a date" in expect_problem(r, 422)["errors"][0]["reason"]
     # Flag cleared: the indexes go and the filter is refused.
     r = await client.patch(
         f"/v1/fields/interactions/{mood}", json={"filterable": False}, headers={**team.admin.headers, "If-Match": '"1"'}
@@ -200,3 +193,111 @@ async def test_task_and_feedback_lists_filter_on_filterable_fields(
     r = await client.delete(f"/v1/fields/{module}/{mood}", headers=team.admin.headers)
     assert r.status_code == 200, r.text
     assert not await indexed(mood)
+
+
+def record_body(module: str, customer: Any, clock: Any, **custom: Any) -> dict[str, Any]:
+    now = clock.now()
+    base: dict[str, Any] = {
+        "interactions": {
+            "channel": "note",
+            "customer_id": customer.id,
+            "occurred_at": (now - timedelta(hours=1)).isoformat(),
+            "content": "客户来电",
+        },
+        "tasks": {"title": "回访", "due_at": (now + timedelta(days=1)).isoformat(), "customer_id": customer.id},
+        "feedback": {"kind": "request", "title": "需要发票", "description": "请开专票", "customer_id": customer.id},
+    }[module]
+    return {**base, "custom": custom}
+
+
+@pytest.mark.parametrize("module", ["interactions", "tasks", "feedback"])
+async def test_date_and_money_filters_match_through_the_copies(
+    client: httpx.AsyncClient,
+    interactions_app: Any,
+    world: Any,
+    team: Any,
+    clock: Any,
+    expect_problem: Any,
+    module: str,
+) -> None:
+    """``custom.<key>=2026-01-01..2026-03-31`` on a filterable date and ``custom.<key>=1000..5000 CNY``
+    on a filterable money field, on each list: matched on the records' copies (``s.cfq_<key>``),
+    written by every create and change, and backfilled for records stored before the flag."""
+    due, budget = key(), key()
+    await define(client, team.admin, module, key=due, type="date")
+    await define(client, team.admin, module, key=budget, type="money", validation={"currencies": ["CNY", "USD"]})
+    customer = await world.customer(team.rep)
+    values = {
+        "jan": ("2026-01-15", {"amount": "1000", "currency": "CNY"}),
+        "mar": ("2026-03-31", {"amount": "4999.99", "currency": "CNY"}),
+        "apr": ("2026-04-01", {"amount": "5000.01", "currency": "CNY"}),
+        "usd": ("2025-12-31", {"amount": "2000", "currency": "USD"}),
+    }
+    made: dict[str, str] = {}
+    for name, (day, money) in values.items():
+        r = await client.post(
+            f"/v1/{module}",
+            json=record_body(module, customer, clock, **{due: day, budget: money}),
+            headers=team.rep.headers,
+        )
+        assert r.status_code == 201, r.text
+        made[name] = r.json()["id"]
+    # Stored before the flags: the flags backfill their copies.
+    for field in (due, budget):
+        r = await client.patch(
+            f"/v1/fields/{module}/{field}", json={"filterable": True}, headers={**team.admin.headers, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/{module}", json=record_body(module, customer, clock), headers=team.rep.headers)
+    assert r.status_code == 201, r.text
+    made["none"] = r.json()["id"]  # no values: matches no filter
+
+    async def listed(**params: str) -> set[str]:
+        r = await client.get(f"/v1/{module}", params={"customer_id": customer.id, **params}, headers=team.rep.headers)
+        assert r.status_code == 200, r.text
+        return {i["id"] for i in r.json()["items"]}
+
+    def ids(*names: str) -> set[str]:
+        return {made[n] for n in names}
+
+    assert await listed(**{f"custom.{due}": "2026-01-01..2026-03-31"}) == ids("jan", "mar")
+    assert await listed(**{f"custom.{due}": "..2026-01-15"}) == ids("jan", "usd")
+    assert await listed(**{f"custom.{due}": "2026-04-01"}) == ids("apr")
+    assert await listed(**{f"custom.{budget}": "1000..5000 CNY"}) == ids("jan", "mar")
+    assert await listed(**{f"custom.{budget}": "5000.01.. CNY"}) == ids("apr")
+    assert await listed(**{f"custom.{budget}": "..5000 USD"}) == ids("usd")
+    assert await listed(**{f"custom.{budget}": "1000 cny"}) == ids("jan")
+    both = {f"custom.{due}": "2026-01-01..", f"custom.{budget}": "..5000 CNY"}
+    assert await listed(**both) == ids("jan", "mar")
+    # A change of value moves the copy with it.
+    url = f"/v1/{module}/{made['apr']}"
+    current = await client.get(url, headers=team.rep.headers)
+    r = await client.patch(
+        url,
+        json={"custom": {due: "2026-02-01", budget: {"amount": "3000", "currency": "CNY"}}},
+        headers={**team.rep.headers, "If-Match": current.headers["ETag"]},
+    )
+    assert r.status_code == 200, r.text
+    assert await listed(**{f"custom.{due}": "2026-01-01..2026-03-31"}) == ids("jan", "mar", "apr")
+    assert await listed(**{f"custom.{budget}": "1000..5000 CNY"}) == ids("jan", "mar", "apr")
+    # A date or amount the field cannot hold, a currency it does not allow: 422 naming the filter.
+    for name, text in (
+        (due, "2026-02-30..2026-03-01"),
+        (due, "last week"),
+        (budget, "1000..5000"),
+        (budget, "1000..5000 EUR"),
+        (budget, "abc..5000 CNY"),
+    ):
+        r = await client.get(f"/v1/{module}", params={f"custom.{name}": text}, headers=team.rep.headers)
+        error = expect_problem(r, 422)["errors"][0]
+        assert error["field"] == f"custom.{name}" and error["location"] == "query", error
+    # The filter's indexes are on the copy; archiving the field drops them.
+    repo = interactions_app.state.services.interactions.repo
+    collection = getattr(repo, module)
+    indexed = [list(ix["key"]) async for ix in await collection.list_indexes()]
+    assert any(f"s.cfq_{due}" in fields for fields in indexed), indexed
+    for field in (due, budget):
+        r = await client.delete(f"/v1/fields/{module}/{field}", headers=team.admin.headers)
+        assert r.status_code == 200, r.text
+    indexed = [list(ix["key"]) async for ix in await collection.list_indexes()]
+    assert not any(f"s.cfq_{due}" in fields or f"s.cfq_{budget}" in fields for fields in indexed), indexed

@@ -8,23 +8,31 @@ read copies of other services' aggregates, fed by their events.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from crm_interactions.domain import feedback as feedback_rules
 from crm_interactions.domain import interactions as interaction_rules
 from crm_interactions.domain import tasks as task_rules
 from crm_platform.clock import Clock
+from crm_platform.customfields import COPY_FORMAT, SORT_COPY_PREFIX, FieldSet, copies
 from crm_platform.errors import NotFound
+from crm_platform.events import EventEnvelope
 from crm_platform.listing import or_branches
 from crm_platform.sortkeys import epoch_ms, upgrade_sort_keys
-from crm_platform.store import VersionedStore
+from crm_platform.store import Change, Decide, VersionedStore
 
 Document = dict[str, Any]
+#: A module's custom field definitions as writes see them (set by the service: the definitions
+#: live in crm_platform.customfield_store.CustomFields, made after the repository).
+FieldSets = Callable[[str], Awaitable[FieldSet]]
 
 
 def _sort_indexes(prefixes: dict[str, list[tuple[str, int]]], keys: tuple[str, ...]) -> list[IndexModel]:
@@ -110,6 +118,34 @@ FEEDBACK_PREFIXES = {
 }
 
 
+def _custom_sort_indexes(prefixes: dict[str, list[tuple[str, int]]], field: str) -> list[IndexModel]:
+    """The indexes of a sortable custom field of one list: its sort copy behind each of the list's
+    prefixes, the record's id last (``sort=custom.<key>`` either way walks one in order, ties
+    included: the id then runs the way the custom key does), and the copy alone (a cursor's tie
+    branch is an equality on it: named ``idx_<field>`` or it scans). Made when the field becomes
+    sortable, dropped when the flag is cleared or the field archived. ``field``: ``s.cf_<key>``."""
+    key = field.removeprefix(f"s.{SORT_COPY_PREFIX}")
+    return [
+        *(
+            IndexModel([*prefix, (field, ASCENDING), ("s.id", ASCENDING)], name=f"{name}_cfs_{key}_id")
+            for name, prefix in prefixes.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
+def interaction_custom_sort_indexes(field: str) -> list[IndexModel]:
+    return _custom_sort_indexes(INTERACTION_PREFIXES, field)
+
+
+def task_custom_sort_indexes(field: str) -> list[IndexModel]:
+    return _custom_sort_indexes(TASK_PREFIXES, field)
+
+
+def feedback_custom_sort_indexes(field: str) -> list[IndexModel]:
+    return _custom_sort_indexes(FEEDBACK_PREFIXES, field)
+
+
 def interaction_custom_field_indexes(field: str) -> list[IndexModel]:
     """A filterable custom field of interactions: behind each list prefix, in ``-occurred_at`` order."""
     return _custom_field_indexes(INTERACTION_PREFIXES, "occurred_at", field)
@@ -193,6 +229,77 @@ LEGACY_INDEXES = {
 LIST_PROJECTION = {"outbox": 0}
 
 
+def copier(fields: FieldSet) -> Callable[[Document], Document]:
+    """What adds a record's custom field copies (:meth:`FieldSet.copies`: ``s.cf_<key>`` of the
+    sortable fields, ``s.cfq_<key>`` of filterable dates and money) to its sort keys."""
+
+    def add(doc: Document) -> Document:
+        if isinstance(doc.get("s"), dict):
+            doc["s"].update(fields.copies(doc.get("custom")))
+        return doc
+
+    return add
+
+
+def _with_copies(
+    sort_keys: Callable[[Document], Document], add: Callable[[Document], Document]
+) -> Callable[[Document], Document]:
+    """``sort_keys`` of a record, with its custom field copies."""
+
+    def keys(doc: Document) -> Document:
+        s: Document = add({"custom": doc.get("custom"), "s": sort_keys(doc)})["s"]
+        return s
+
+    return keys
+
+
+class CopyingStore(VersionedStore):
+    """A :class:`VersionedStore` whose every write keeps the record's custom field copies in step
+    with its values, as the module's definitions stand: creates, changes, the scheduler's notices
+    and the customer events' moves and hides all write through one of these, so none can leave a
+    copy behind its value (or a record without the copy a list sorts or filters on)."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        clock: Clock,
+        module: str,
+        fieldsets: Callable[[], FieldSets | None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(collection, clock, **kwargs)
+        self.module = module
+        self._fieldsets = fieldsets
+
+    async def copier(self) -> Callable[[Document], Document]:
+        fieldsets = self._fieldsets()
+        return copier(await fieldsets(self.module) if fieldsets is not None else FieldSet({}))
+
+    async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
+        return await super().insert((await self.copier())(state), events)
+
+    async def mutate(
+        self,
+        aggregate_id: str,
+        decide: Decide,
+        *,
+        expected_version: int | None = None,
+        current: Document | None = None,
+    ) -> Document:
+        add = await self.copier()
+
+        async def decide_with_copies(doc: Document, version: int) -> Change:
+            decided = decide(doc, version)
+            change = await decided if isinstance(decided, Awaitable) else decided
+            if change.state is not None:
+                add(change.state)
+            return change
+
+        return await super().mutate(
+            aggregate_id, decide_with_copies, expected_version=expected_version, current=current
+        )
+
+
 class Repository:
     def __init__(self, db: AsyncDatabase[Document], clock: Clock, wake_relay: Any) -> None:
         self.interactions: AsyncCollection[Document] = db["interactions"]
@@ -203,17 +310,33 @@ class Repository:
         self.opportunities: AsyncCollection[Document] = db["opportunities"]
         self.directory_users: AsyncCollection[Document] = db["directory_users"]
         self.directory_departments: AsyncCollection[Document] = db["directory_departments"]
-        self.interaction_store = VersionedStore(
+        self.migrations: AsyncCollection[Document] = db["migrations"]
+        #: The modules' custom field definitions (set by the service): every write of a record keeps
+        #: its copies (crm_platform.customfields.copies), and lists sort and filter on them.
+        self.fieldsets: FieldSets | None = None
+        self.interaction_store = CopyingStore(
             self.interactions,
             clock,
+            "interactions",
+            lambda: self.fieldsets,
             wake_relay=wake_relay,
             not_found=lambda i: NotFound(f"No interaction with id {i}."),
         )
-        self.task_store = VersionedStore(
-            self.tasks, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No task with id {i}.")
+        self.task_store = CopyingStore(
+            self.tasks,
+            clock,
+            "tasks",
+            lambda: self.fieldsets,
+            wake_relay=wake_relay,
+            not_found=lambda i: NotFound(f"No task with id {i}."),
         )
-        self.feedback_store = VersionedStore(
-            self.feedback, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No feedback with id {i}.")
+        self.feedback_store = CopyingStore(
+            self.feedback,
+            clock,
+            "feedback",
+            lambda: self.fieldsets,
+            wake_relay=wake_relay,
+            not_found=lambda i: NotFound(f"No feedback with id {i}."),
         )
 
     async def ensure_indexes(self) -> None:
@@ -222,10 +345,58 @@ class Repository:
         await self.interactions.create_indexes(INTERACTION_INDEXES)
         await self.tasks.create_indexes(TASK_INDEXES)
         await self.feedback.create_indexes(FEEDBACK_INDEXES)
-        # Once per database: records stored with datetime sort keys get the integer ones.
-        await upgrade_sort_keys(self.interactions, interaction_rules.sort_keys, interaction_rules.SORT_KEYS_VERSION)
-        await upgrade_sort_keys(self.tasks, task_rules.sort_keys, task_rules.SORT_KEYS_VERSION)
-        await upgrade_sort_keys(self.feedback, feedback_rules.sort_keys, feedback_rules.SORT_KEYS_VERSION)
+        # Once per database: records stored with datetime sort keys get the integer ones (and the
+        # custom field copies the new keys would otherwise lose).
+        for store, rules in (
+            (self.interaction_store, interaction_rules),
+            (self.task_store, task_rules),
+            (self.feedback_store, feedback_rules),
+        ):
+            keys = _with_copies(rules.sort_keys, await store.copier())
+            await upgrade_sort_keys(store.collection, keys, rules.SORT_KEYS_VERSION)
+
+    async def backfill_copies(
+        self, collection: AsyncCollection[Document], definition: Document, again: bool = False, batch_size: int = 500
+    ) -> int:
+        """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
+        a date or money (``s.cfq_<key>``) on every record of ``collection`` whose copies are missing
+        or stale, in guarded batches of ``batch_size``; returns how many were rewritten.
+
+        Resumable: it skips records already right, and a marker in ``migrations`` (per module,
+        field, definition version and copy format) records it done; start-up runs it again for a
+        field without one (``again``: run even so, for a replica that wrote without the copy until
+        it learned of the flag). Each write is guarded by the record's version and outbox revision,
+        so a change made meanwhile wins (and wrote the copy itself); a later pass picks up the rest."""
+        key = definition["key"]
+        marker = f"custom_copies:{collection.name}:{key}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
+        if not again and await self.migrations.find_one({"_id": marker}) is not None:
+            return 0
+        written = 0
+        for _ in range(5):  # again for records another writer replaced under us
+            stale = 0
+            batch: list[UpdateOne] = []
+            async for doc in collection.find({}, projection={"outbox": 0}):
+                sort = doc.get("s")
+                if not isinstance(sort, dict):
+                    continue  # not a stored record's shape (upgrade_sort_keys writes them)
+                wanted = copies(definition, (doc.get("custom") or {}).get(key))
+                if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
+                    continue
+                stale += 1
+                guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
+                if "outbox_rev" in doc:
+                    guard["outbox_rev"] = doc["outbox_rev"]
+                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": v for name, v in wanted.items()}}))
+                if len(batch) >= batch_size:
+                    written += (await collection.bulk_write(batch, ordered=False)).matched_count
+                    batch = []
+            if batch:
+                written += (await collection.bulk_write(batch, ordered=False)).matched_count
+            if stale == 0:
+                break
+        with contextlib.suppress(DuplicateKeyError):  # another replica finished first
+            await self.migrations.insert_one({"_id": marker, "documents": written})
+        return written
 
     async def interaction_by_message(self, message_id: str) -> Document | None:
         return await self.interactions.find_one({"message_key": message_id})

@@ -7,7 +7,7 @@ from typing import Any
 from crm_interactions.domain.interactions import FEEDBACK, INTERACTIONS, TASKS
 from crm_platform.contracts.interactions import FieldChange
 from crm_platform.customfield_store import CustomFields
-from crm_platform.customfields import FieldSet, value_changes
+from crm_platform.customfields import FieldSet, field_name, value_changes
 
 Document = dict[str, Any]
 
@@ -27,3 +27,22 @@ def custom_changes(doc: Document, fields: FieldSet, sent: dict[str, Any] | None)
     old = dict(doc.get("custom") or {})
     doc["custom"] = fields.validate(sent, old)
     return [FieldChange(**c) for c in value_changes(old, doc["custom"])]
+
+
+#: How a list's ``sort`` names a custom field: ``custom.<key>`` (``-custom.<key>`` descending).
+CUSTOM_SORT = field_name("")
+
+
+async def list_sorts(
+    fields: CustomFields | None, module: str, builtin: dict[str, str], sort: str | None
+) -> tuple[dict[str, str], bool]:
+    """The sort keys a list of ``module`` accepts for ``sort``: the built-in ones, and the sort
+    copies (``s.cf_<key>``) of the custom fields it names, each of which must be active and
+    flagged sortable (422 naming ``sort`` otherwise); and whether it names any. A custom sort
+    breaks ties by the id in the last key's direction, as its indexes (key, id) are walked."""
+    names = [part.strip().lstrip("+-") for part in (sort or "").split(",")]
+    custom = [name for name in names if name.startswith(CUSTOM_SORT)]
+    if not custom:
+        return builtin, False
+    defined = await fieldset(fields, module)
+    return {**builtin, **{name: defined.sort_field(name.removeprefix(CUSTOM_SORT)) for name in custom}}, True

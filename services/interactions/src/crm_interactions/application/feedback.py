@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
-from crm_interactions.application.custom import custom_changes, fieldset
+from crm_interactions.application.custom import custom_changes, fieldset, list_sorts
 from crm_interactions.application.interactions import owned_customers, sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
@@ -188,14 +188,16 @@ class Feedback:
             unique = list({repr(sorted(o.items())): o for o in options}.values())
             clauses.append({"$or": unique})
             alternatives = len(unique)
+        sort_fields, custom = await list_sorts(self.fields, FEEDBACK, rules.SORT_FIELDS, sort)
         page = await fetch_page(
             self.repo.feedback,
             all_of(*clauses),
             PageParams(sort=sort, cursor=cursor, limit=limit),
-            sort_fields=rules.SORT_FIELDS,
+            sort_fields=sort_fields,
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
             tiebreak=TIEBREAK,
             max_alternatives=alternatives,
+            tie_follows_last=custom,
         )
         return page.items, page.next_cursor

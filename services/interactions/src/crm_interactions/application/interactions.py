@@ -15,7 +15,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
-from crm_interactions.application.custom import custom_changes, fieldset
+from crm_interactions.application.custom import custom_changes, fieldset, list_sorts
 from crm_interactions.application.references import References
 from crm_interactions.domain import interactions as rules
 from crm_interactions.domain.interactions import INTERACTIONS
@@ -283,14 +283,16 @@ class Interactions:
     async def _page(
         self, query: Document, sort: str | None, cursor: str | None, limit: int, *, alternatives: int | None = None
     ) -> tuple[list[Document], str | None]:
+        sort_fields, custom = await list_sorts(self.fields, INTERACTIONS, rules.SORT_FIELDS, sort)
         page = await fetch_page(
             self.repo.interactions,
             all_of(query, {"status": "active", "hidden": False}),
             PageParams(sort=sort, cursor=cursor, limit=limit),
-            sort_fields=rules.SORT_FIELDS,
+            sort_fields=sort_fields,
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
             tiebreak=TIEBREAK,
             max_alternatives=alternatives,
+            tie_follows_last=custom,
         )
         return page.items, page.next_cursor

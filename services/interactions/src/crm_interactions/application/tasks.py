@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
-from crm_interactions.application.custom import custom_changes, fieldset
+from crm_interactions.application.custom import custom_changes, fieldset, list_sorts
 from crm_interactions.application.references import References
 from crm_interactions.domain import tasks as rules
 from crm_interactions.domain.calendar import to_millis, zone
@@ -246,13 +246,15 @@ class Tasks:
         elif not principal.reaches_all(TASKS):
             raise Forbidden("Every task (scope=all) needs a tasks scope of all.")
         clauses.append(rules.view_filter(view, self.clock.now(), zone(tz or self.settings.default_timezone)))
+        sort_fields, custom = await list_sorts(self.fields, TASKS, rules.SORT_FIELDS, sort)
         page = await fetch_page(
             self.repo.tasks,
             all_of(*clauses),
             PageParams(sort=sort, cursor=cursor, limit=limit),
-            sort_fields=rules.SORT_FIELDS,
+            sort_fields=sort_fields,
             default_sort=rules.DEFAULT_SORT,
             projection=LIST_PROJECTION,
             tiebreak=TIEBREAK,
+            tie_follows_last=custom,
         )
         return page.items, page.next_cursor

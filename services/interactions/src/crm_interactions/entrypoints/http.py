@@ -92,7 +92,7 @@ async def _with_custom(
     fields = await fieldset(app.interactions.fields, module)
     custom = query_filters(fields, request.query_params.multi_items())
     ensure_query_visible(principal.fields(module), custom, params.sort)
-    return params.with_custom(custom)
+    return params.with_custom(fields.conditions(custom))
 
 
 def _visible(principal: Principal, module: str, body: BaseModel) -> dict[str, Any]:

@@ -103,10 +103,16 @@ class Paging(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sort: str | None = None
+    sort: str | None = Field(
+        default=None,
+        description="Comma-separated keys, '-' for descending; custom.<key> (or -custom.<key>) sorts on a "
+        "custom field flagged sortable. custom.<key>=<value> filters on one flagged filterable (a number "
+        "or date also <low>..<high>, either end left open; money <low>..<high> CNY).",
+    )
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    #: ``custom.<key>=<value>`` filters, as the stored values to match.
+    #: ``custom.<key>=<value>`` filters, as store conditions: where each looks (the value
+    #: ``custom.<key>``, or a date's or money's copy ``s.cfq_<key>``) and what it matches there.
     _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -118,15 +124,16 @@ class Paging(BaseModel):
             return {k: v for k, v in data.items() if not str(k).startswith(field_name(""))}
         return data
 
-    def with_custom(self, values: dict[str, Any]) -> Self:
-        """These parameters with ``custom.<key>`` equalities or ranges (values in their stored form)."""
-        self._custom = dict(values)
+    def with_custom(self, conditions: dict[str, Any]) -> Self:
+        """These parameters with the ``custom.<key>`` filters' store conditions, as
+        :meth:`crm_platform.customfields.FieldSet.conditions` makes them (equalities or ranges)."""
+        self._custom = dict(conditions)
         return self
 
     def custom_clauses(self) -> list[Document]:
         # Served by the field's indexes behind each list prefix (repository
-        # custom_field_indexes), kept while the field is active and filterable.
-        return [{field_name(key): value} for key, value in self._custom.items()]
+        # custom_field_indexes, on the field's filter path), kept while it is active and filterable.
+        return [{path: value} for path, value in self._custom.items()]
 
 
 class InteractionFilter(Paging):
