@@ -336,3 +336,123 @@ async def test_custom_field_ranges_use_the_fields_index(
             assert_indexed(capture)
             plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
             assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def _dated(db: Any, tag: str) -> None:
+    """Half as many opportunities again of the rep, with expected close, creation and (every other
+    one) won days spread over 2026, their sort keys (the days' integer copies) as the service
+    writes them."""
+    seed = await db["opportunities"].find_one({"owner_id": REP})
+    copies = clones(seed, ROWS // 2)
+    for i, copy in enumerate(copies):
+        copy["_id"] = f"{seed['_id']}-{tag}-{i}"
+        day = f"2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}"
+        copy.update(expected_close_date=day, created_on=day)
+        if i % 2:
+            copy.update(status="won", won_on=day, probability=100)
+        copy["s"] = opportunity_rules.sort_keys(copy)
+    await db["opportunities"].insert_many(copies)
+
+
+@pytest.mark.parametrize("sort", [None, "expected_close_date", "-expected_close_date"])
+async def test_expected_close_ranges_are_index_searches(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, sort: str | None
+) -> None:
+    """``expected_close_from``/``expected_close_to`` (issue 13): a range on the close day's integer
+    copy (``s.close_day``), page 1 and the page after it in every scope, under the default sort
+    and sorted on the close date; an ISO date string's range was compared through datetime() and
+    read every opportunity."""
+    await _dated(db, f"close{uuid.uuid4().hex[:4]}")
+    params: dict[str, Any] = {
+        "expected_close_from": "2026-03-01",
+        "expected_close_to": "2026-06-30",
+        "limit": 5,
+        **({"sort": sort} if sort else {}),
+    }
+    # A manager's list of a department in their subtree too (two subtree regexes did not merge).
+    for headers, scope in (
+        (REP_HEADERS, {}),
+        (MANAGER_HEADERS, {}),
+        (MANAGER_HEADERS, {"department": DEPT}),
+        (ADMIN_HEADERS, {}),
+        (DEPT_HEADERS, {}),
+    ):
+        with traced_store.capture() as capture:
+            first = await client.get("/v1/opportunities", params={**params, **scope}, headers=headers)
+            assert first.status_code == 200, first.text
+            cursor = first.json()["next_cursor"]
+            assert cursor, "a second page exists"
+            second = await client.get(
+                "/v1/opportunities", params={**params, **scope, "cursor": cursor}, headers=headers
+            )
+            assert second.status_code == 200, second.text
+        items = first.json()["items"] + second.json()["items"]
+        assert len(items) == 10 and len({o["id"] for o in items}) == 10
+        assert all("2026-03-01" <= o["expected_close_date"] <= "2026-06-30" for o in items), items
+        if sort:
+            days = [o["expected_close_date"] for o in items]
+            assert days == sorted(days, reverse=sort.startswith("-"))
+        assert_indexed(capture, sorted_results=sort is not None)
+        plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
+        assert any("close_day" in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def test_forecast_and_funnel_ranges_are_index_searches(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    """The forecast (won in the period, open closing in it) and the funnel (created in the period)
+    range over the days' integer copies (``s.won_day``, ``s.close_day``, ``s.created_day``), for a
+    rep, a manager's department and an admin: index searches, never a scan of the opportunities."""
+    await _dated(db, f"fc{uuid.uuid4().hex[:4]}")
+    for headers, scope in (
+        (REP_HEADERS, {}),
+        (MANAGER_HEADERS, {"department": DEPT}),
+        (ADMIN_HEADERS, {"rep": REP}),
+    ):
+        with traced_store.capture() as capture:
+            r = await client.get("/v1/forecast", params={"period": "2026-Q2", **scope}, headers=headers)
+            assert r.status_code == 200, r.text
+            forecast = r.json()
+            r = await client.get(
+                "/v1/funnel", params={"from": "2026-04-01", "to": "2026-06-30", **scope}, headers=headers
+            )
+            assert r.status_code == 200, r.text
+            funnel = r.json()
+        assert forecast["won_count"] > 0 and forecast["open_count"] > 0, forecast
+        assert funnel["total"] > 0, funnel
+        assert_indexed(capture)
+        plans = " ".join(" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql)
+        for day in ("won_day", "close_day", "created_day"):
+            assert day in plans, "\n".join(s.describe() for s in capture.statements)
+
+
+async def test_start_up_gives_version_2_sort_keys_the_day_copies(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
+) -> None:
+    """An opportunity stored with version 2 sort keys (the expected close day as an ISO string, no
+    integer day copies) gets ``s.close_day``, ``s.won_day`` and ``s.created_day`` at start-up, so
+    the expected-close filter and sort find it again."""
+    customer = await new_customer(app, feed)
+    r = await client.post(
+        "/v1/opportunities",
+        json={"customer_id": customer.id, "name": "旧键", "amount": "100", "expected_close_date": "2026-05-20"},
+        headers=REP_HEADERS,
+    )
+    assert r.status_code == 201, r.text
+    stored = await db["opportunities"].find_one({"_id": r.json()["id"]})
+    old = {k: v for k, v in stored["s"].items() if not k.endswith("_day")}
+    await db["opportunities"].update_one(
+        {"_id": stored["_id"]}, {"$set": {"s": {**old, "v": 2, "expected_close_date": "2026-05-20"}}}
+    )
+    params = {"customer_id": customer.id, "expected_close_from": "2026-05-01", "expected_close_to": "2026-05-31"}
+    r = await client.get("/v1/opportunities", params=params, headers=REP_HEADERS)
+    assert r.json()["items"] == []  # without the copy, not found
+    await db["migrations"].delete_many({})  # a database from before version 3
+
+    await start_and_stop(create_app(app.state.kit.settings, SystemClock()))
+
+    upgraded = await db["opportunities"].find_one({"_id": stored["_id"]})
+    assert upgraded["s"] == opportunity_rules.sort_keys(upgraded) and upgraded["s"]["close_day"] == 20260520
+    assert upgraded["version"] == stored["version"]
+    r = await client.get("/v1/opportunities", params={**params, "sort": "-expected_close_date"}, headers=REP_HEADERS)
+    assert [o["id"] for o in r.json()["items"]] == [stored["_id"]], r.text

@@ -28,7 +28,7 @@ SORT_KEYS = (
     "amount",
     "weighted",
     "probability",
-    "expected_close_date",
+    "close_day",
     "created_at",
     "updated_at",
     "stage_entered_at",
@@ -53,8 +53,8 @@ OPPORTUNITY_INDEXES = [
         for name, prefix in VISIBILITY_PREFIXES.items()
     ),
     IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)], name="pipeline_stage"),
-    # The funnel (cohort by creation day).
-    IndexModel([("pipeline_id", ASCENDING), ("created_on", ASCENDING)], name="pipeline_created_on"),
+    # The funnel (cohort by creation day: its integer copy, see domain.opportunities.sort_keys).
+    IndexModel([("pipeline_id", ASCENDING), ("s.created_day", ASCENDING)], name="pipeline_created_day"),
     # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
     # ends in _<field> (a naming choice that costs nothing on MongoDB). List filters first.
     IndexModel([("owner_id", ASCENDING)], name="idx_owner_id"),
@@ -65,9 +65,10 @@ OPPORTUNITY_INDEXES = [
     IndexModel([("stage_id", ASCENDING)], name="idx_stage_id"),
     IndexModel([("pending_approval", ASCENDING)], name="idx_pending_approval"),
     IndexModel([("source_campaign", ASCENDING)], name="idx_source_campaign"),
-    # The forecast (won day, expected close day).
-    IndexModel([("won_on", ASCENDING)], name="idx_won_on"),
-    IndexModel([("expected_close_date", ASCENDING)], name="idx_expected_close_date"),
+    # The forecast (won day, expected close day), on the days' integer copies: a range on an ISO
+    # date string is compared through datetime() on the embedded store, which no index serves.
+    IndexModel([("status", ASCENDING), ("s.won_day", ASCENDING)], name="status_won_day"),
+    IndexModel([("status", ASCENDING), ("s.close_day", ASCENDING)], name="status_close_day"),
     # Every list filters on hidden = false: without an index named _hidden the embedded store
     # turns that equality into an array-aware OR that no index serves, and scans.
     IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
@@ -89,6 +90,13 @@ LEGACY_OPPORTUNITY_INDEXES = (
     "dept_updated",
     "status_updated",
     *(f"idx_s.{key}" for key in SORT_KEYS),
+    # Sort keys version 3: days as integers (s.close_day, s.won_day, s.created_day) replaced the
+    # ISO date strings the expected-close sort, the forecast and the funnel ranged over.
+    *(f"{name}_expected_close_date" for name in VISIBILITY_PREFIXES),
+    "idx_s.expected_close_date",
+    "idx_won_on",
+    "idx_expected_close_date",
+    "pipeline_created_on",
 )
 
 

@@ -12,7 +12,7 @@ from crm_pipeline.adapters.repository import LIST_PROJECTION, Repository
 from crm_pipeline.domain import money
 from crm_pipeline.domain.opportunities import OPPORTUNITIES, SORT_FIELDS
 from crm_platform.auth import Principal
-from crm_platform.customfields import field_name
+from crm_platform.customfields import day_number, field_name
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.sortkeys import TIEBREAK
@@ -20,6 +20,25 @@ from crm_platform.sortkeys import TIEBREAK
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
 CUSTOM_PREFIX = field_name("")
+
+
+def day_range(start: date | None, end: date | None, *, end_exclusive: bool = False) -> Document:
+    """A range of days on their integer copies (``YYYYMMDD``, see domain.opportunities.sort_keys):
+    from ``start`` (or the first day) to ``end``; day 0 (no date) is never in it."""
+    bounds: Document = {"$gte": day_number(start.isoformat()) if start else 1}
+    if end:
+        bounds["$lt" if end_exclusive else "$lte"] = day_number(end.isoformat())
+    return bounds
+
+
+def visibility_within(principal: Principal, department: str | None) -> Document:
+    """The caller's visibility condition on opportunities, for a query already limited to the
+    subtree of ``department`` (None: not limited): nothing when that subtree lies wholly in the
+    caller's subtree scope. Both are anchored regexes on ``department_path``, which do not merge
+    into one condition: the embedded store then filtered every opportunity in Python."""
+    if department and principal.scope(OPPORTUNITIES) == "subtree" and principal.reaches_path(department, OPPORTUNITIES):
+        return {}
+    return principal.mongo_visibility(module=OPPORTUNITIES)
 
 
 def subtree(path: str) -> Document:
@@ -71,7 +90,7 @@ class OpportunityFilter(BaseModel):
 
     def to_mongo(self, principal: Principal, default_currency: str) -> Document:
         clauses: list[Document] = [{"hidden": False}]
-        visibility = principal.mongo_visibility(module=OPPORTUNITIES)
+        visibility = visibility_within(principal, self.department)
         if visibility:
             clauses.append(visibility)
         for name in ("pipeline_id", "stage_id", "status", "owner_id", "customer_id", "source_campaign"):
@@ -84,14 +103,12 @@ class OpportunityFilter(BaseModel):
             clauses.append({"pending_approval": self.pending_approval})
         if self.q:
             clauses.append({"name": {"$regex": re.escape(self.q.strip()), "$options": "i"}})
-        dates: Document = {}
-        if self.expected_close_from:
-            dates["$gte"] = self.expected_close_from.isoformat()
-        if self.expected_close_to:
-            dates["$lte"] = self.expected_close_to.isoformat()
-        if dates:
-            # ISO dates compare as text; an opportunity without one is a null and matches no range.
-            clauses.append({"expected_close_date": dates})
+        if self.expected_close_from or self.expected_close_to:
+            # On the day's integer copy, served by the expected-close sort index behind each scope
+            # (an ISO date string's range scans on the embedded store); an opportunity without a
+            # date has day 0 and matches no range.
+            days = day_range(self.expected_close_from, self.expected_close_to)
+            clauses.append({SORT_FIELDS["expected_close_date"]: days})
         currency = None
         if self.currency:
             currency = self._currency(self.currency)
