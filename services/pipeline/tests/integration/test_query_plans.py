@@ -23,6 +23,7 @@ from crm_pipeline.domain.opportunities import SORT_FIELDS
 from crm_pipeline.main import create_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import SystemClock
+from crm_platform.customfields import copies as field_copies
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_platform.testing.event_feed import EventFeed
@@ -270,23 +271,34 @@ async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
 
 async def _filterable(client: httpx.AsyncClient, **definition: Any) -> str:
     """A custom field of opportunities flagged filterable (its indexes are made with the flag)."""
+    return (await _defined(client, filterable=True, **definition))["key"]
+
+
+async def _defined(client: httpx.AsyncClient, **definition: Any) -> dict[str, Any]:
+    """A custom field of opportunities (its indexes are made with its flags); its definition."""
     key = f"cf{uuid.uuid4().hex[:6]}"
     labels = {"zh-CN": key, "en": key}
-    body = {"key": key, "labels": labels, "filterable": True, **definition}
-    r = await client.post("/v1/fields/opportunities", json=body, headers=ADMIN_HEADERS)
+    r = await client.post(
+        "/v1/fields/opportunities", json={"key": key, "labels": labels, **definition}, headers=ADMIN_HEADERS
+    )
     assert r.status_code == 201, r.text
-    return key
+    return dict(r.json())
 
 
 async def _with_values(client: httpx.AsyncClient, db: Any, key: str, values: list[Any]) -> None:
-    """A few hundred opportunities of the rep, ``values`` spread over them (most holding none)."""
+    """A few hundred opportunities of the rep, ``values`` spread over them (most holding none),
+    with the copies the service writes beside their sort keys (a date's or money's filter copy,
+    a sortable field's sort copy)."""
+    r = await client.get(f"/v1/fields/opportunities/{key}", headers=ADMIN_HEADERS)
+    assert r.status_code == 200, r.text
+    definition = r.json()
     seed = await db["opportunities"].find_one({"owner_id": REP})
-    copies = clones(seed, ROWS // 2)
-    for i, copy in enumerate(copies):
+    made = clones(seed, ROWS // 2)
+    for i, copy in enumerate(made):
         copy["_id"] = f"{seed['_id']}-{key}-{i}"
-        copy["s"] = {**copy["s"], "id": copy["_id"]}
         copy["custom"] = {key: values[i % 10]} if i % 10 < len(values) else {}
-    await db["opportunities"].insert_many(copies)
+        copy["s"] = {**copy["s"], "id": copy["_id"], **field_copies(definition, copy["custom"].get(key))}
+    await db["opportunities"].insert_many(made)
 
 
 @pytest.mark.parametrize("sort", [None, "-amount"])
@@ -322,17 +334,26 @@ async def test_custom_field_filters_use_the_fields_index(
 async def test_custom_field_ranges_use_the_fields_index(
     client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore
 ) -> None:
-    """``custom.<key>=<low>..<high>`` on a filterable number: a range search of the field's index
-    in every scope (the matches sorted, not the scope walked). A date is not filterable on
-    opportunities: the embedded store compares ISO date strings through datetime(), which scans."""
-    for definition, values, text in (({"type": "number"}, [1, 5, 9], "2..9"), ({"type": "number"}, [0, 10, 20], "5..")):
+    """``custom.<key>=<low>..<high>`` on a filterable number, date or money: a range search of the
+    field's index in every scope (the matches sorted, not the scope walked). A date or money is
+    matched on its copy (``s.cfq_<key>``: the integer day, an amount key within its currency),
+    since the embedded store compares ISO date strings through datetime(), which no index serves."""
+    money = [{"amount": f"{n}.00", "currency": "CNY"} for n in (100, 500, 900)]
+    for definition, values, text in (
+        ({"type": "number"}, [1, 5, 9], "2..9"),
+        ({"type": "number"}, [0, 10, 20], "5.."),
+        ({"type": "date"}, ["2026-01-05", "2026-02-10", "2026-03-15"], "2026-02-01..2026-03-31"),
+        ({"type": "date"}, ["2025-12-31", "2026-01-01", "2027-06-01"], "2026-01-01.."),
+        ({"type": "money"}, money, "200..900 CNY"),
+    ):
         key = await _filterable(client, **definition)
         await _with_values(client, db, key, values)
         for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
             with traced_store.capture() as capture:
                 r = await client.get("/v1/opportunities", params={f"custom.{key}": text, "limit": 100}, headers=headers)
                 assert r.status_code == 200, r.text
-            assert {o["custom"][key] for o in r.json()["items"]} == set(values[1:])
+            got = sorted(json.dumps(o["custom"][key]) for o in r.json()["items"])
+            assert sorted(set(got)) == sorted(json.dumps(v) for v in values[1:]), got
             assert_indexed(capture)
             plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
             assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)

@@ -12,7 +12,7 @@ from crm_pipeline.adapters.repository import LIST_PROJECTION, Repository
 from crm_pipeline.domain import money
 from crm_pipeline.domain.opportunities import OPPORTUNITIES, SORT_FIELDS
 from crm_platform.auth import Principal
-from crm_platform.customfields import day_number, field_name
+from crm_platform.customfields import FieldSet, day_number, field_name
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.sortkeys import TIEBREAK
@@ -69,6 +69,10 @@ class OpportunityFilter(BaseModel):
     source_campaign: str | None = None
     #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
     _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: The same as store conditions: ``custom.<key>``, or a date's or money's copy ``s.cfq_<key>``.
+    _conditions: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: ``sort=custom.<key>`` keys, as their stored sort copies (see :meth:`with_sorts`).
+    _sorts: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -79,10 +83,32 @@ class OpportunityFilter(BaseModel):
             return {k: v for k, v in data.items() if not str(k).startswith(CUSTOM_PREFIX)}
         return data
 
-    def with_custom(self, values: dict[str, Any]) -> OpportunityFilter:
-        """This filter with ``custom.<key>`` equalities or ranges (values already in their stored form)."""
+    def with_custom(self, fields: FieldSet, values: dict[str, Any]) -> OpportunityFilter:
+        """This filter with ``custom.<key>`` equalities or ranges (as :func:`query_filters` read
+        them against ``fields``), matched where each field's filter looks (a date or money on its
+        copy: :meth:`FieldSet.conditions`)."""
         self._custom = dict(values)
+        self._conditions = fields.conditions(self._custom)
         return self
+
+    def with_sorts(self, fields: FieldSet, sort: str | None) -> OpportunityFilter:
+        """This filter with the ``custom.<key>`` keys of ``sort`` it may sort on: 422 naming
+        ``sort`` for a custom field that is unknown, archived or not sortable."""
+        self._sorts = {
+            name: fields.sort_field(name.removeprefix(CUSTOM_PREFIX))
+            for name in (part.strip().lstrip("+-") for part in (sort or "").split(","))
+            if name.startswith(CUSTOM_PREFIX)
+        }
+        return self
+
+    @property
+    def sort_fields(self) -> dict[str, str]:
+        """The sort keys this list accepts: the built-in ones and its sortable custom fields'."""
+        return {**SORT_FIELDS, **self._sorts}
+
+    @property
+    def sorts_on_custom(self) -> bool:
+        return bool(self._sorts)
 
     @property
     def custom(self) -> dict[str, Any]:
@@ -127,10 +153,10 @@ class OpportunityFilter(BaseModel):
             if not self.currency:
                 clauses.append({"currency": currency})
             clauses.append({"amount_minor": amounts})
-        for key, value in self._custom.items():
+        for path, value in self._conditions.items():
             # Served by the field's indexes behind each visibility prefix (repository
             # custom_field_indexes), kept while the field is active and filterable.
-            clauses.append({CUSTOM_PREFIX + key: value})
+            clauses.append({path: value})
         # One flat document: the embedded store indexes top-level fields only, never a literal $and;
         # visibility stays an $or that fetch_page runs as one indexed query per alternative.
         return all_of(*clauses)
@@ -165,9 +191,13 @@ async def list_opportunities(
         repo.opportunities,
         filters.to_mongo(principal, default_currency),
         paging,
-        sort_fields=SORT_FIELDS,
+        sort_fields=filters.sort_fields,
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
         tiebreak=TIEBREAK,
+        # A custom field's sort index carries the id last (its ties are most opportunities, those
+        # without a value): the tie-breaker runs the last key's way, so a descending sort walks
+        # the index backwards instead of sorting the tie group. Built-in sorts keep theirs.
+        tie_follows_last=filters.sorts_on_custom,
     )
     return Page(items=page.items, next_cursor=page.next_cursor, total=page.total)
