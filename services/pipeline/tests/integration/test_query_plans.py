@@ -234,6 +234,12 @@ async def test_cursor_of_the_datetime_sort_keys_is_refused(client: httpx.AsyncCl
     assert r.status_code == 422, r.text
 
 
+async def _keys_with_copies(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
+    """The sort keys the service writes for ``doc``: its own and the custom fields' copies."""
+    fields = await app.state.custom_fields.fieldset("opportunities")
+    return {**opportunity_rules.sort_keys(doc), **fields.copies(doc.get("custom"))}
+
+
 async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
     app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
 ) -> None:
@@ -254,7 +260,7 @@ async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
     await start_and_stop(create_app(app.state.kit.settings, SystemClock()))
 
     upgraded = await db["opportunities"].find_one({"_id": ids[0]})
-    assert upgraded["s"] == opportunity_rules.sort_keys(upgraded)
+    assert upgraded["s"] == await _keys_with_copies(app, upgraded)
     assert upgraded["version"] == stored["version"]  # not a change of the opportunity
     for sort in ("-updated_at", "created_at", "name"):
         seen, cursor = [], None
@@ -473,7 +479,47 @@ async def test_start_up_gives_version_2_sort_keys_the_day_copies(
     await start_and_stop(create_app(app.state.kit.settings, SystemClock()))
 
     upgraded = await db["opportunities"].find_one({"_id": stored["_id"]})
-    assert upgraded["s"] == opportunity_rules.sort_keys(upgraded) and upgraded["s"]["close_day"] == 20260520
+    assert upgraded["s"] == await _keys_with_copies(app, upgraded) and upgraded["s"]["close_day"] == 20260520
     assert upgraded["version"] == stored["version"]
     r = await client.get("/v1/opportunities", params={**params, "sort": "-expected_close_date"}, headers=REP_HEADERS)
     assert [o["id"] for o in r.json()["items"]] == [stored["_id"]], r.text
+
+
+@pytest.mark.parametrize(("direction", "type_"), [("", "number"), ("-", "number"), ("", "date"), ("-", "date")])
+async def test_custom_field_sorts_walk_the_fields_sort_index(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, direction: str, type_: str
+) -> None:
+    """``sort=custom.<key>`` (and ``-custom.<key>``) on a sortable field: page 1 and the page after
+    it walk the field's sort index behind each scope (its sort copy ``s.cf_<key>`` then the id's
+    copy), never a sort of the scope or of a tie group, for a rep, a manager, an admin and a
+    department role. Most opportunities hold no value (one big tie group). A date's copy is the
+    integer day: the page after the first is a range on it, index-served."""
+    definition = await _defined(client, type=type_, sortable=True)
+    key = definition["key"]
+    values = [3, 1, 2] if type_ == "number" else ["2026-03-01", "2026-01-01", "2026-02-01"]
+    await _with_values(client, db, key, values)
+    sort = f"{direction}custom.{key}"
+    try:
+        for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+            with traced_store.capture() as capture:
+                first = await client.get("/v1/opportunities", params={"sort": sort, "limit": 20}, headers=headers)
+                assert first.status_code == 200, first.text
+                cursor = first.json()["next_cursor"]
+                assert cursor, "a second page exists"
+                second = await client.get(
+                    "/v1/opportunities", params={"sort": sort, "limit": 20, "cursor": cursor}, headers=headers
+                )
+                assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+            items = first.json()["items"] + second.json()["items"]
+            assert len({o["id"] for o in items}) == 40
+            # In order, those without a value first ascending and last descending.
+            got = [(key in o["custom"], o["custom"].get(key) or 0) for o in items]
+            assert got == sorted(got, reverse=bool(direction)), got
+            assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
+            plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
+            assert any(f"cf_{key}" in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+    finally:  # the cap on sortable fields counts this module's fields
+        r = await client.patch(
+            f"/v1/fields/opportunities/{key}", json={"sortable": False}, headers={**ADMIN_HEADERS, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text
