@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crm_pipeline.adapters.repository import Repository, custom_field_indexes
+from crm_pipeline.adapters.repository import Repository, custom_field_indexes, custom_sort_indexes
 from crm_pipeline.application.customer_events import CustomerReactions
 from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import MODULE, Pipelines
@@ -64,8 +64,14 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         index_models={MODULE: custom_field_indexes},
         topic=kit.topic,
         filterable_modules=(MODULE,),
-        # No copies kept (copying): a date or money filter is refused, as is sorting.
+        # Sortable ones get sort indexes behind each list visibility prefix.
+        sorting={MODULE: custom_sort_indexes},
+        # Sortable fields and filterable dates and money keep copies beside the sort keys,
+        # backfilled on every opportunity when the flag is set.
+        copying={MODULE: repo.backfill_copies},
     )
+    # Every opportunity write keeps the fields' copies (s.cf_<key>, s.cfq_<key>) from the definitions.
+    repo.opportunity_store.fieldset = lambda: fields.fieldset(MODULE)
     kit.outbox(fields.collection)
     # What other replicas change reaches this one's validation within the interval.
     kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))

@@ -106,7 +106,13 @@ async def test_values_are_validated_on_create_and_patch(
     # A type lists cannot filter on cannot be flagged filterable, naming the flag.
     r = await client.post(
         "/v1/fields/opportunities",
-        json={"key": key(), "type": "money", "labels": {"zh-CN": "x", "en": "x"}, "filterable": True},
+        json={
+            "key": key(),
+            "type": "multi_choice",
+            "options": [{"key": "x", "labels": {"zh-CN": "x", "en": "x"}}],
+            "labels": {"zh-CN": "x", "en": "x"},
+            "filterable": True,
+        },
         headers=team.admin.headers,
     )
     assert expect_problem(r, 422)["errors"][0]["field"] == "filterable"
@@ -120,19 +126,14 @@ async def test_values_are_validated_on_create_and_patch(
 async def test_lists_filter_on_filterable_fields_through_their_indexes(
     client: httpx.AsyncClient, pipeline_app: Any, team: Any, customer_of: Any, new_opportunity: Any, expect_problem: Any
 ) -> None:
-    """``custom.<key>=<value>`` (and a number's or a date's range) on ``GET /v1/opportunities`` for a
-    field flagged filterable; its indexes exist exactly while it is flagged and active."""
+    """``custom.<key>=<value>`` (and a number's range) on ``GET /v1/opportunities`` for a field
+    flagged filterable; its indexes exist exactly while it is flagged and active."""
     level, vip, size, due = key(), key(), key(), key()
     options = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("high", "low")]
     await define(client, team.admin, key=level, type="choice", options=options, filterable=True)
     await define(client, team.admin, key=vip, type="boolean")
     await define(client, team.admin, key=size, type="number", filterable=True)
     await define(client, team.admin, key=due, type="date")
-    # A date is not filterable on opportunities (its filter would scan the embedded store): 422.
-    r = await client.patch(
-        f"/v1/fields/opportunities/{due}", json={"filterable": True}, headers={**team.admin.headers, "If-Match": '"1"'}
-    )
-    assert "cannot filter on a date" in expect_problem(r, 422)["errors"][0]["reason"]
     collection = pipeline_app.state.pipeline.opportunities.repo.opportunities
 
     async def indexed(k: str) -> list[list[str]]:
@@ -164,7 +165,7 @@ async def test_lists_filter_on_filterable_fields_through_their_indexes(
     # Not filterable, unknown, a value the field cannot hold, twice: 422 naming custom.<key>.
     for params, reason in (
         ([(f"custom.{vip}", "true")], "not filterable"),
-        ([(f"custom.{due}", "2026-12-05")], "not filterable"),
+        ([(f"custom.{due}", "2026-12-05")], "not filterable"),  # a date not flagged
         ([("custom.nope", "x")], "no such custom field"),
         ([(f"custom.{level}", "medium")], "not an option"),
         ([(f"custom.{size}", "..")], "give at least one end"),
@@ -188,3 +189,102 @@ async def test_lists_filter_on_filterable_fields_through_their_indexes(
     assert not await indexed(size)
     r = await client.get("/v1/opportunities", params={f"custom.{size}": "1"}, headers=team.rep.headers)
     assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{size}"
+
+
+async def test_lists_filter_on_date_and_money_fields_through_their_copies(
+    client: httpx.AsyncClient, pipeline_app: Any, team: Any, customer_of: Any, new_opportunity: Any, expect_problem: Any
+) -> None:
+    """``custom.<key>=2026-01-01..2026-03-31`` on a date and ``custom.<key>=1000..5000 CNY`` on money:
+    flagging them filterable backfills their copies (``s.cfq_<key>``: the integer day, an amount
+    key that orders within its currency) on the opportunities stored before, every later write
+    keeps them, the ranges and single values match on them (both ends included, either open), and
+    clearing the flag drops the indexes."""
+    due, budget = key(), key()
+    await define(client, team.admin, key=due, type="date")
+    await define(client, team.admin, key=budget, type="money")
+    customer = await customer_of(team.rep)
+    made = [
+        await new_opportunity(team.rep, customer, custom={due: day, budget: {"amount": amount, "currency": cur}})
+        for day, amount, cur in (
+            ("2026-01-01", "1000", "CNY"),
+            ("2026-03-31", "5000.00", "CNY"),
+            ("2026-04-01", "3000", "USD"),
+        )
+    ]
+    await new_opportunity(team.rep, customer)  # no values: matches no filter
+    ids = [o["id"] for o in made]
+    collection = pipeline_app.state.pipeline.opportunities.repo.opportunities
+
+    async def indexed(k: str) -> list[list[str]]:
+        return [list(ix["key"]) async for ix in await collection.list_indexes() if f"s.cfq_{k}" in ix["key"]]
+
+    # Flagged after the values were stored: the copies are backfilled before the PATCH answers.
+    for field in (due, budget):
+        r = await client.patch(
+            f"/v1/fields/opportunities/{field}",
+            json={"filterable": True},
+            headers={**team.admin.headers, "If-Match": '"1"'},
+        )
+        assert r.status_code == 200, r.text
+        assert len(await indexed(field)) == 4  # behind each visibility prefix, and alone
+    stored = await collection.find_one({"_id": ids[1]})
+    assert stored["s"][f"cfq_{due}"] == 20260331 and stored["s"][f"cfq_{budget}"].startswith("CNY:")
+
+    async def listed(**params: str) -> list[str]:
+        r = await client.get(
+            "/v1/opportunities", params={"customer_id": customer.id, **params}, headers=team.rep.headers
+        )
+        assert r.status_code == 200, r.text
+        return sorted(o["id"] for o in r.json()["items"])
+
+    assert await listed(**{f"custom.{due}": "2026-01-01..2026-03-31"}) == sorted(ids[:2])
+    assert await listed(**{f"custom.{due}": "2026-02-01.."}) == sorted(ids[1:])
+    assert await listed(**{f"custom.{due}": "..2026-01-01"}) == [ids[0]]
+    assert await listed(**{f"custom.{due}": "2026-04-01"}) == [ids[2]]
+    assert await listed(**{f"custom.{budget}": "1000..5000 CNY"}) == sorted(ids[:2])
+    assert await listed(**{f"custom.{budget}": "1000.01.. CNY"}) == [ids[1]]
+    assert await listed(**{f"custom.{budget}": "..5000 usd"}) == [ids[2]]  # within its currency only
+    assert await listed(**{f"custom.{budget}": "1000 CNY"}) == [ids[0]]
+    assert await listed(**{f"custom.{due}": "2026-01-01..2026-12-31", f"custom.{budget}": "..2000 CNY"}) == [ids[0]]
+
+    # Every later write keeps the copies: a changed value, a cleared one, a new opportunity.
+    r = await client.patch(
+        f"/v1/opportunities/{ids[0]}",
+        json={"custom": {due: "2026-06-15", budget: None}},
+        headers={**team.rep.headers, "If-Match": f'"{made[0]["version"]}"'},
+    )
+    assert r.status_code == 200, r.text
+    later = await new_opportunity(
+        team.rep, customer, custom={due: "2026-03-01", budget: {"amount": "2000", "currency": "CNY"}}
+    )
+    r = await client.post(
+        f"/v1/opportunities/{ids[1]}/stage", json={"stage_id": "needs_confirmed"}, headers=team.rep.headers
+    )
+    assert r.status_code == 200, r.text
+    assert await listed(**{f"custom.{due}": "2026-01-01..2026-03-31"}) == sorted([ids[1], later["id"]])
+    assert await listed(**{f"custom.{due}": "2026-06-15"}) == [ids[0]]
+    assert await listed(**{f"custom.{budget}": "1000..5000 CNY"}) == sorted([ids[1], later["id"]])
+
+    # A value the field cannot hold, a money filter without its currency or in one the field
+    # refuses: 422 naming custom.<key>.
+    for params, reason in (
+        ({f"custom.{due}": "2026-13-01"}, "not an ISO date"),
+        ({f"custom.{due}": "2026-01-01..soon"}, "not an ISO date"),
+        ({f"custom.{budget}": "1000..5000"}, "amount and a currency"),
+        ({f"custom.{budget}": "lots CNY"}, "amount"),
+    ):
+        r = await client.get("/v1/opportunities", params=params, headers=team.rep.headers)
+        error = expect_problem(r, 422)["errors"][0]
+        assert error["field"] == next(iter(params)) and reason in error["reason"], error
+
+    # Flag cleared: the indexes go and the filter is refused.
+    for field in (due, budget):
+        r = await client.patch(
+            f"/v1/fields/opportunities/{field}",
+            json={"filterable": False},
+            headers={**team.admin.headers, "If-Match": '"2"'},
+        )
+        assert r.status_code == 200, r.text
+        assert not await indexed(field)
+    r = await client.get("/v1/opportunities", params={f"custom.{due}": "2026-04-01"}, headers=team.rep.headers)
+    assert expect_problem(r, 422)["errors"][0]["field"] == f"custom.{due}"

@@ -23,6 +23,7 @@ from crm_pipeline.domain.opportunities import SORT_FIELDS
 from crm_pipeline.main import create_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import SystemClock
+from crm_platform.customfields import copies as field_copies
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_platform.testing.event_feed import EventFeed
@@ -233,6 +234,12 @@ async def test_cursor_of_the_datetime_sort_keys_is_refused(client: httpx.AsyncCl
     assert r.status_code == 422, r.text
 
 
+async def _keys_with_copies(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
+    """The sort keys the service writes for ``doc``: its own and the custom fields' copies."""
+    fields = await app.state.custom_fields.fieldset("opportunities")
+    return {**opportunity_rules.sort_keys(doc), **fields.copies(doc.get("custom"))}
+
+
 async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
     app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
 ) -> None:
@@ -253,7 +260,7 @@ async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
     await start_and_stop(create_app(app.state.kit.settings, SystemClock()))
 
     upgraded = await db["opportunities"].find_one({"_id": ids[0]})
-    assert upgraded["s"] == opportunity_rules.sort_keys(upgraded)
+    assert upgraded["s"] == await _keys_with_copies(app, upgraded)
     assert upgraded["version"] == stored["version"]  # not a change of the opportunity
     for sort in ("-updated_at", "created_at", "name"):
         seen, cursor = [], None
@@ -270,23 +277,34 @@ async def test_start_up_rewrites_sort_keys_stored_in_the_old_shape(
 
 async def _filterable(client: httpx.AsyncClient, **definition: Any) -> str:
     """A custom field of opportunities flagged filterable (its indexes are made with the flag)."""
+    return (await _defined(client, filterable=True, **definition))["key"]
+
+
+async def _defined(client: httpx.AsyncClient, **definition: Any) -> dict[str, Any]:
+    """A custom field of opportunities (its indexes are made with its flags); its definition."""
     key = f"cf{uuid.uuid4().hex[:6]}"
     labels = {"zh-CN": key, "en": key}
-    body = {"key": key, "labels": labels, "filterable": True, **definition}
-    r = await client.post("/v1/fields/opportunities", json=body, headers=ADMIN_HEADERS)
+    r = await client.post(
+        "/v1/fields/opportunities", json={"key": key, "labels": labels, **definition}, headers=ADMIN_HEADERS
+    )
     assert r.status_code == 201, r.text
-    return key
+    return dict(r.json())
 
 
 async def _with_values(client: httpx.AsyncClient, db: Any, key: str, values: list[Any]) -> None:
-    """A few hundred opportunities of the rep, ``values`` spread over them (most holding none)."""
+    """A few hundred opportunities of the rep, ``values`` spread over them (most holding none),
+    with the copies the service writes beside their sort keys (a date's or money's filter copy,
+    a sortable field's sort copy)."""
+    r = await client.get(f"/v1/fields/opportunities/{key}", headers=ADMIN_HEADERS)
+    assert r.status_code == 200, r.text
+    definition = r.json()
     seed = await db["opportunities"].find_one({"owner_id": REP})
-    copies = clones(seed, ROWS // 2)
-    for i, copy in enumerate(copies):
+    made = clones(seed, ROWS // 2)
+    for i, copy in enumerate(made):
         copy["_id"] = f"{seed['_id']}-{key}-{i}"
-        copy["s"] = {**copy["s"], "id": copy["_id"]}
         copy["custom"] = {key: values[i % 10]} if i % 10 < len(values) else {}
-    await db["opportunities"].insert_many(copies)
+        copy["s"] = {**copy["s"], "id": copy["_id"], **field_copies(definition, copy["custom"].get(key))}
+    await db["opportunities"].insert_many(made)
 
 
 @pytest.mark.parametrize("sort", [None, "-amount"])
@@ -322,17 +340,186 @@ async def test_custom_field_filters_use_the_fields_index(
 async def test_custom_field_ranges_use_the_fields_index(
     client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore
 ) -> None:
-    """``custom.<key>=<low>..<high>`` on a filterable number: a range search of the field's index
-    in every scope (the matches sorted, not the scope walked). A date is not filterable on
-    opportunities: the embedded store compares ISO date strings through datetime(), which scans."""
-    for definition, values, text in (({"type": "number"}, [1, 5, 9], "2..9"), ({"type": "number"}, [0, 10, 20], "5..")):
+    """``custom.<key>=<low>..<high>`` on a filterable number, date or money: a range search of the
+    field's index in every scope (the matches sorted, not the scope walked). A date or money is
+    matched on its copy (``s.cfq_<key>``: the integer day, an amount key within its currency),
+    since the embedded store compares ISO date strings through datetime(), which no index serves."""
+    money = [{"amount": f"{n}.00", "currency": "CNY"} for n in (100, 500, 900)]
+    for definition, values, text in (
+        ({"type": "number"}, [1, 5, 9], "2..9"),
+        ({"type": "number"}, [0, 10, 20], "5.."),
+        ({"type": "date"}, ["2026-01-05", "2026-02-10", "2026-03-15"], "2026-02-01..2026-03-31"),
+        ({"type": "date"}, ["2025-12-31", "2026-01-01", "2027-06-01"], "2026-01-01.."),
+        ({"type": "money"}, money, "200..900 CNY"),
+    ):
         key = await _filterable(client, **definition)
         await _with_values(client, db, key, values)
         for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
             with traced_store.capture() as capture:
                 r = await client.get("/v1/opportunities", params={f"custom.{key}": text, "limit": 100}, headers=headers)
                 assert r.status_code == 200, r.text
-            assert {o["custom"][key] for o in r.json()["items"]} == set(values[1:])
+            got = sorted(json.dumps(o["custom"][key]) for o in r.json()["items"])
+            assert sorted(set(got)) == sorted(json.dumps(v) for v in values[1:]), got
             assert_indexed(capture)
             plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
             assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def _dated(db: Any, tag: str) -> None:
+    """Half as many opportunities again of the rep, with expected close, creation and (every other
+    one) won days spread over 2026, their sort keys (the days' integer copies) as the service
+    writes them."""
+    seed = await db["opportunities"].find_one({"owner_id": REP})
+    copies = clones(seed, ROWS // 2)
+    for i, copy in enumerate(copies):
+        copy["_id"] = f"{seed['_id']}-{tag}-{i}"
+        day = f"2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}"
+        copy.update(expected_close_date=day, created_on=day)
+        if i % 2:
+            copy.update(status="won", won_on=day, probability=100)
+        copy["s"] = opportunity_rules.sort_keys(copy)
+    await db["opportunities"].insert_many(copies)
+
+
+@pytest.mark.parametrize("sort", [None, "expected_close_date", "-expected_close_date"])
+async def test_expected_close_ranges_are_index_searches(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, sort: str | None
+) -> None:
+    """``expected_close_from``/``expected_close_to`` (issue 13): a range on the close day's integer
+    copy (``s.close_day``), page 1 and the page after it in every scope, under the default sort
+    and sorted on the close date; an ISO date string's range was compared through datetime() and
+    read every opportunity."""
+    await _dated(db, f"close{uuid.uuid4().hex[:4]}")
+    params: dict[str, Any] = {
+        "expected_close_from": "2026-03-01",
+        "expected_close_to": "2026-06-30",
+        "limit": 5,
+        **({"sort": sort} if sort else {}),
+    }
+    # A manager's list of a department in their subtree too (two subtree regexes did not merge).
+    for headers, scope in (
+        (REP_HEADERS, {}),
+        (MANAGER_HEADERS, {}),
+        (MANAGER_HEADERS, {"department": DEPT}),
+        (ADMIN_HEADERS, {}),
+        (DEPT_HEADERS, {}),
+    ):
+        with traced_store.capture() as capture:
+            first = await client.get("/v1/opportunities", params={**params, **scope}, headers=headers)
+            assert first.status_code == 200, first.text
+            cursor = first.json()["next_cursor"]
+            assert cursor, "a second page exists"
+            second = await client.get(
+                "/v1/opportunities", params={**params, **scope, "cursor": cursor}, headers=headers
+            )
+            assert second.status_code == 200, second.text
+        items = first.json()["items"] + second.json()["items"]
+        assert len(items) == 10 and len({o["id"] for o in items}) == 10
+        assert all("2026-03-01" <= o["expected_close_date"] <= "2026-06-30" for o in items), items
+        if sort:
+            days = [o["expected_close_date"] for o in items]
+            assert days == sorted(days, reverse=sort.startswith("-"))
+        assert_indexed(capture, sorted_results=sort is not None)
+        plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
+        assert any("close_day" in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+
+
+async def test_forecast_and_funnel_ranges_are_index_searches(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    """The forecast (won in the period, open closing in it) and the funnel (created in the period)
+    range over the days' integer copies (``s.won_day``, ``s.close_day``, ``s.created_day``), for a
+    rep, a manager's department and an admin: index searches, never a scan of the opportunities."""
+    await _dated(db, f"fc{uuid.uuid4().hex[:4]}")
+    for headers, scope in (
+        (REP_HEADERS, {}),
+        (MANAGER_HEADERS, {"department": DEPT}),
+        (ADMIN_HEADERS, {"rep": REP}),
+    ):
+        with traced_store.capture() as capture:
+            r = await client.get("/v1/forecast", params={"period": "2026-Q2", **scope}, headers=headers)
+            assert r.status_code == 200, r.text
+            forecast = r.json()
+            r = await client.get(
+                "/v1/funnel", params={"from": "2026-04-01", "to": "2026-06-30", **scope}, headers=headers
+            )
+            assert r.status_code == 200, r.text
+            funnel = r.json()
+        assert forecast["won_count"] > 0 and forecast["open_count"] > 0, forecast
+        assert funnel["total"] > 0, funnel
+        assert_indexed(capture)
+        plans = " ".join(" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql)
+        for day in ("won_day", "close_day", "created_day"):
+            assert day in plans, "\n".join(s.describe() for s in capture.statements)
+
+
+async def test_start_up_gives_version_2_sort_keys_the_day_copies(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, feed: CustomerFeed
+) -> None:
+    """An opportunity stored with version 2 sort keys (the expected close day as an ISO string, no
+    integer day copies) gets ``s.close_day``, ``s.won_day`` and ``s.created_day`` at start-up, so
+    the expected-close filter and sort find it again."""
+    customer = await new_customer(app, feed)
+    r = await client.post(
+        "/v1/opportunities",
+        json={"customer_id": customer.id, "name": "旧键", "amount": "100", "expected_close_date": "2026-05-20"},
+        headers=REP_HEADERS,
+    )
+    assert r.status_code == 201, r.text
+    stored = await db["opportunities"].find_one({"_id": r.json()["id"]})
+    old = {k: v for k, v in stored["s"].items() if not k.endswith("_day")}
+    await db["opportunities"].update_one(
+        {"_id": stored["_id"]}, {"$set": {"s": {**old, "v": 2, "expected_close_date": "2026-05-20"}}}
+    )
+    params = {"customer_id": customer.id, "expected_close_from": "2026-05-01", "expected_close_to": "2026-05-31"}
+    r = await client.get("/v1/opportunities", params=params, headers=REP_HEADERS)
+    assert r.json()["items"] == []  # without the copy, not found
+    await db["migrations"].delete_many({})  # a database from before version 3
+
+    await start_and_stop(create_app(app.state.kit.settings, SystemClock()))
+
+    upgraded = await db["opportunities"].find_one({"_id": stored["_id"]})
+    assert upgraded["s"] == await _keys_with_copies(app, upgraded) and upgraded["s"]["close_day"] == 20260520
+    assert upgraded["version"] == stored["version"]
+    r = await client.get("/v1/opportunities", params={**params, "sort": "-expected_close_date"}, headers=REP_HEADERS)
+    assert [o["id"] for o in r.json()["items"]] == [stored["_id"]], r.text
+
+
+@pytest.mark.parametrize(("direction", "type_"), [("", "number"), ("-", "number"), ("", "date"), ("-", "date")])
+async def test_custom_field_sorts_walk_the_fields_sort_index(
+    client: httpx.AsyncClient, db: Any, filled: FedCustomer, traced_store: TracedStore, direction: str, type_: str
+) -> None:
+    """``sort=custom.<key>`` (and ``-custom.<key>``) on a sortable field: page 1 and the page after
+    it walk the field's sort index behind each scope (its sort copy ``s.cf_<key>`` then the id's
+    copy), never a sort of the scope or of a tie group, for a rep, a manager, an admin and a
+    department role. Most opportunities hold no value (one big tie group). A date's copy is the
+    integer day: the page after the first is a range on it, index-served."""
+    definition = await _defined(client, type=type_, sortable=True)
+    key = definition["key"]
+    values = [3, 1, 2] if type_ == "number" else ["2026-03-01", "2026-01-01", "2026-02-01"]
+    await _with_values(client, db, key, values)
+    sort = f"{direction}custom.{key}"
+    try:
+        for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+            with traced_store.capture() as capture:
+                first = await client.get("/v1/opportunities", params={"sort": sort, "limit": 20}, headers=headers)
+                assert first.status_code == 200, first.text
+                cursor = first.json()["next_cursor"]
+                assert cursor, "a second page exists"
+                second = await client.get(
+                    "/v1/opportunities", params={"sort": sort, "limit": 20, "cursor": cursor}, headers=headers
+                )
+                assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+            items = first.json()["items"] + second.json()["items"]
+            assert len({o["id"] for o in items}) == 40
+            # In order, those without a value first ascending and last descending.
+            got = [(key in o["custom"], o["custom"].get(key) or 0) for o in items]
+            assert got == sorted(got, reverse=bool(direction)), got
+            assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
+            plans = [" ".join(s.plan) for s in capture.statements if "FROM opportunities " in s.sql]
+            assert any(f"cf_{key}" in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+    finally:  # the cap on sortable fields counts this module's fields
+        r = await client.patch(
+            f"/v1/fields/opportunities/{key}", json={"sortable": False}, headers={**ADMIN_HEADERS, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text

@@ -69,23 +69,20 @@ async def test_stored_shapes_the_queries_rely_on(client, team, new_opportunity, 
     assert isinstance(doc["stage_entered_at"], datetime)
     # Sort keys hold moments as epoch ms: an integer range is an index search on the embedded store.
     assert doc["s"]["updated_at"] == int(doc["updated_at"].timestamp() * 1000) and doc["s"]["id"] == opp["id"]
-    # Never-null flags and day strings: equality and text ranges behave the same on both stores.
+    # Never-null flags; days are ISO strings with integer copies (YYYYMMDD, 0: none) in the sort
+    # keys, which the ranges use: an ISO date string's range is not index-served on the embedded store.
     assert doc["hidden"] is False and doc["pending_approval"] is False and doc["won_on"] == ""
+    assert doc["s"]["close_day"] == 20261130 and doc["s"]["won_day"] == 0
+    assert doc["s"]["created_day"] == int(doc["created_on"].replace("-", ""))
     ids = {
         d["_id"]
-        async for d in pipeline_db["opportunities"].find(
-            {"_id": opp["id"], "won_on": {"$gte": "2000-01-01", "$lt": "2100-01-01"}}
-        )
+        async for d in pipeline_db["opportunities"].find({"_id": opp["id"], "s.won_day": {"$gte": 1, "$lt": 21000101}})
     }
-    assert ids == set()  # "" is outside every day range
-    ranged = pipeline_db["opportunities"].find(
-        {"_id": opp["id"], "expected_close_date": {"$gte": "2026-11-01", "$lt": "2026-12-01"}}
-    )
+    assert ids == set()  # day 0 is outside every day range
+    ranged = pipeline_db["opportunities"].find({"_id": opp["id"], "s.close_day": {"$gte": 20261101, "$lt": 20261201}})
     assert [d["_id"] async for d in ranged] == [opp["id"]]
     undated = await new_opportunity(team.rep)
-    in_range = pipeline_db["opportunities"].find(
-        {"_id": undated["id"], "expected_close_date": {"$gte": "2000-01-01", "$lt": "2100-01-01"}}
-    )
-    assert [d async for d in in_range] == []  # a null date matches no range
+    in_range = pipeline_db["opportunities"].find({"_id": undated["id"], "s.close_day": {"$gte": 1, "$lt": 21000101}})
+    assert [d async for d in in_range] == []  # no date matches no range
     sort_key = (await pipeline_db["opportunities"].find_one({"_id": undated["id"]}))["s"]
-    assert sort_key["expected_close_date"] == "" and sort_key["amount"] == -1  # sortable, never null
+    assert sort_key["close_day"] == 0 and sort_key["amount"] == -1  # sortable, never null

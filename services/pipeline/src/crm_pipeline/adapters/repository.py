@@ -7,18 +7,24 @@ Every aggregate (pipeline, opportunity, target) is written through a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from crm_pipeline.domain.opportunities import SORT_KEYS_VERSION, sort_keys
 from crm_platform.clock import Clock
+from crm_platform.customfields import COPY_FORMAT, SORT_COPY_PREFIX, FieldSet, copies
 from crm_platform.errors import NotFound
+from crm_platform.events import EventEnvelope
 from crm_platform.listing import or_branches
+from crm_platform.outbox import REV
 from crm_platform.sortkeys import upgrade_sort_keys
-from crm_platform.store import VersionedStore
+from crm_platform.store import Change, Decide, VersionedStore
 
 Document = dict[str, Any]
 
@@ -28,7 +34,7 @@ SORT_KEYS = (
     "amount",
     "weighted",
     "probability",
-    "expected_close_date",
+    "close_day",
     "created_at",
     "updated_at",
     "stage_entered_at",
@@ -53,8 +59,8 @@ OPPORTUNITY_INDEXES = [
         for name, prefix in VISIBILITY_PREFIXES.items()
     ),
     IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)], name="pipeline_stage"),
-    # The funnel (cohort by creation day).
-    IndexModel([("pipeline_id", ASCENDING), ("created_on", ASCENDING)], name="pipeline_created_on"),
+    # The funnel (cohort by creation day: its integer copy, see domain.opportunities.sort_keys).
+    IndexModel([("pipeline_id", ASCENDING), ("s.created_day", ASCENDING)], name="pipeline_created_day"),
     # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
     # ends in _<field> (a naming choice that costs nothing on MongoDB). List filters first.
     IndexModel([("owner_id", ASCENDING)], name="idx_owner_id"),
@@ -65,9 +71,10 @@ OPPORTUNITY_INDEXES = [
     IndexModel([("stage_id", ASCENDING)], name="idx_stage_id"),
     IndexModel([("pending_approval", ASCENDING)], name="idx_pending_approval"),
     IndexModel([("source_campaign", ASCENDING)], name="idx_source_campaign"),
-    # The forecast (won day, expected close day).
-    IndexModel([("won_on", ASCENDING)], name="idx_won_on"),
-    IndexModel([("expected_close_date", ASCENDING)], name="idx_expected_close_date"),
+    # The forecast (won day, expected close day), on the days' integer copies: a range on an ISO
+    # date string is compared through datetime() on the embedded store, which no index serves.
+    IndexModel([("status", ASCENDING), ("s.won_day", ASCENDING)], name="status_won_day"),
+    IndexModel([("status", ASCENDING), ("s.close_day", ASCENDING)], name="status_close_day"),
     # Every list filters on hidden = false: without an index named _hidden the embedded store
     # turns that equality into an array-aware OR that no index serves, and scans.
     IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
@@ -89,6 +96,13 @@ LEGACY_OPPORTUNITY_INDEXES = (
     "dept_updated",
     "status_updated",
     *(f"idx_s.{key}" for key in SORT_KEYS),
+    # Sort keys version 3: days as integers (s.close_day, s.won_day, s.created_day) replaced the
+    # ISO date strings the expected-close sort, the forecast and the funnel ranged over.
+    *(f"{name}_expected_close_date" for name in VISIBILITY_PREFIXES),
+    "idx_s.expected_close_date",
+    "idx_won_on",
+    "idx_expected_close_date",
+    "pipeline_created_on",
 )
 
 
@@ -109,6 +123,72 @@ def custom_field_indexes(field: str) -> list[IndexModel]:
         ),
         IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
     ]
+
+
+def custom_sort_indexes(field: str) -> list[IndexModel]:
+    """The indexes of a sortable custom field of opportunities: its sort copy behind each
+    visibility prefix, the id's copy last (so ``sort=custom.<key>`` either way walks an index in
+    order, its ties included: most opportunities may hold no value), and the copy alone (a
+    cursor's tie branch is an equality on it: named ``idx_<field>`` or it scans). Made when the
+    field becomes sortable, dropped when the flag is cleared or the field archived. ``field``: the
+    sort copy, ``s.cf_<key>``."""
+    key = field.removeprefix(f"s.{SORT_COPY_PREFIX}")
+    return [
+        *(
+            IndexModel([*prefix, (field, ASCENDING), ("s.id", ASCENDING)], name=f"{name}_cfs_{key}_id")
+            for name, prefix in VISIBILITY_PREFIXES.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
+FieldSetSource = Callable[[], Awaitable[FieldSet]]
+
+
+class CopyingStore(VersionedStore):
+    """The opportunities' :class:`VersionedStore`: every write (create, change, stage move, owner
+    change, a consumer's rewrite) also writes the custom fields' copies beside the sort keys
+    (``s.cf_<key>`` of sortable fields, ``s.cfq_<key>`` of filterable dates and money), from the
+    definitions as the write sees them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The opportunities' custom field definitions (set by the service; none: no copies).
+        self.fieldset: FieldSetSource | None = None
+
+    async def field_copies(self) -> Callable[[Document], Document]:
+        """What adds the custom fields' copies to an opportunity's sort keys, as now defined."""
+        fields = await self.fieldset() if self.fieldset is not None else FieldSet({})
+
+        def add(doc: Document) -> Document:
+            if isinstance(doc.get("s"), dict):
+                doc["s"].update(fields.copies(doc.get("custom")))
+            return doc
+
+        return add
+
+    async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
+        (await self.field_copies())(state)
+        return await super().insert(state, events)
+
+    async def mutate(
+        self,
+        aggregate_id: str,
+        decide: Decide,
+        *,
+        expected_version: int | None = None,
+        current: Document | None = None,
+    ) -> Document:
+        add_copies = await self.field_copies()
+
+        async def decide_and_copy(doc: Document, version: int) -> Change:
+            decided = decide(doc, version)
+            change = await decided if isinstance(decided, Awaitable) else decided
+            if change.state is not None:
+                add_copies(change.state)
+            return change
+
+        return await super().mutate(aggregate_id, decide_and_copy, expected_version=expected_version, current=current)
 
 
 TARGET_INDEXES = [
@@ -138,7 +218,8 @@ class Repository:
         self.pipeline_store = VersionedStore(
             self.pipelines, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No pipeline with id {i}.")
         )
-        self.opportunity_store = VersionedStore(
+        self.migrations: AsyncCollection[Document] = db["migrations"]
+        self.opportunity_store = CopyingStore(
             self.opportunities,
             clock,
             wake_relay=wake_relay,
@@ -151,10 +232,56 @@ class Repository:
     async def ensure_indexes(self) -> None:
         await drop_indexes_named(self.opportunities, LEGACY_OPPORTUNITY_INDEXES)
         await self.opportunities.create_indexes(OPPORTUNITY_INDEXES)
-        # Once per database: opportunities stored with datetime sort keys get the integer ones.
-        await upgrade_sort_keys(self.opportunities, sort_keys, SORT_KEYS_VERSION)
+        # Once per database: opportunities stored with older sort keys get the current ones, and
+        # the custom fields' copies with them.
+        add_copies = await self.opportunity_store.field_copies()
+        await upgrade_sort_keys(
+            self.opportunities, lambda doc: add_copies({**doc, "s": sort_keys(doc)})["s"], SORT_KEYS_VERSION
+        )
         await self.targets.create_indexes(TARGET_INDEXES)
         await self.pipelines.create_indexes(PIPELINE_INDEXES)
+
+    async def backfill_copies(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
+        """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
+        a date or money (``s.cfq_<key>``) on every opportunity whose copies are missing or stale,
+        in guarded batches of ``batch_size``; returns how many were rewritten.
+
+        Resumable: it skips opportunities already right, and a marker in ``migrations`` (per
+        field, definition version and copy format) records it done; start-up runs it again for a
+        field without one (``again``: run even so, for a replica that wrote without the copy
+        until it learned of the flag). Each write is guarded by the opportunity's version and
+        outbox revision, so a change made meanwhile wins (and wrote the copy itself); a later pass
+        picks up the rest."""
+        key = definition["key"]
+        marker = f"custom_copies:{key}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
+        if not again and await self.migrations.find_one({"_id": marker}) is not None:
+            return 0
+        written = 0
+        for _ in range(5):  # again for opportunities another writer replaced under us
+            stale = 0
+            batch: list[UpdateOne] = []
+            async for doc in self.opportunities.find({}, projection={"outbox": 0, "stage_history": 0}):
+                sort = doc.get("s")
+                if not isinstance(sort, dict):
+                    continue  # not a stored opportunity's shape (upgrade_sort_keys writes them)
+                wanted = copies(definition, (doc.get("custom") or {}).get(key))
+                if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
+                    continue
+                stale += 1
+                guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
+                if REV in doc:
+                    guard[REV] = doc[REV]
+                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": v for name, v in wanted.items()}}))
+                if len(batch) >= batch_size:
+                    written += (await self.opportunities.bulk_write(batch, ordered=False)).matched_count
+                    batch = []
+            if batch:
+                written += (await self.opportunities.bulk_write(batch, ordered=False)).matched_count
+            if stale == 0:
+                break
+        with contextlib.suppress(DuplicateKeyError):  # another replica finished first
+            await self.migrations.insert_one({"_id": marker, "documents": written})
+        return written
 
     # --- pipelines ----------------------------------------------------------------------------
 

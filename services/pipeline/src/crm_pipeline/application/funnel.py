@@ -12,7 +12,7 @@ from typing import Any
 
 from crm_pipeline.adapters.repository import Repository
 from crm_pipeline.application.pipelines import Pipelines
-from crm_pipeline.application.queries import subtree
+from crm_pipeline.application.queries import day_range, subtree, visibility_within
 from crm_pipeline.application.targets import currency_from
 from crm_pipeline.domain import funnel as fn
 from crm_pipeline.domain.opportunities import OPPORTUNITIES
@@ -48,13 +48,9 @@ async def funnel(
     except ValidationFailed as exc:
         raise ValidationFailed.for_field("pipeline", exc.errors[0].reason if exc.errors else str(exc), "query") from exc
     clauses: list[Document] = [{"pipeline_id": pipeline["_id"]}, {"hidden": False}]
-    created: Document = {}
-    if date_from:
-        created["$gte"] = date_from.isoformat()
-    if date_to:
-        created["$lte"] = date_to.isoformat()
-    if created:
-        clauses.append({"created_on": created})
+    if date_from or date_to:
+        # On the creation day's integer copy: a range on an ISO date string scans on the embedded store.
+        clauses.append({"s.created_day": day_range(date_from, date_to)})
     if rep:
         if rep != principal.user_id and not principal.reaches_beyond_own(OPPORTUNITIES):
             raise Forbidden("An opportunities scope of own sees its own funnel only.")
@@ -63,7 +59,7 @@ async def funnel(
         if not principal.reaches_path(department, OPPORTUNITIES):
             raise Forbidden("A department's funnel is for those whose opportunities scope reaches it.")
         clauses.append({"department_path": subtree(department)})
-    visibility = principal.mongo_visibility(module=OPPORTUNITIES)
+    visibility = visibility_within(principal, department)
     if visibility:
         clauses.append(visibility)
     cohort = await repo.opportunities_where(all_of(*clauses), projection=PROJECTION)

@@ -12,7 +12,7 @@ from crm_pipeline.adapters.repository import LIST_PROJECTION, Repository
 from crm_pipeline.domain import money
 from crm_pipeline.domain.opportunities import OPPORTUNITIES, SORT_FIELDS
 from crm_platform.auth import Principal
-from crm_platform.customfields import field_name
+from crm_platform.customfields import FieldSet, day_number, field_name
 from crm_platform.errors import ValidationFailed
 from crm_platform.listing import PageParams, all_of, fetch_page
 from crm_platform.sortkeys import TIEBREAK
@@ -20,6 +20,25 @@ from crm_platform.sortkeys import TIEBREAK
 Document = dict[str, Any]
 DEFAULT_SORT = "-updated_at"
 CUSTOM_PREFIX = field_name("")
+
+
+def day_range(start: date | None, end: date | None, *, end_exclusive: bool = False) -> Document:
+    """A range of days on their integer copies (``YYYYMMDD``, see domain.opportunities.sort_keys):
+    from ``start`` (or the first day) to ``end``; day 0 (no date) is never in it."""
+    bounds: Document = {"$gte": day_number(start.isoformat()) if start else 1}
+    if end:
+        bounds["$lt" if end_exclusive else "$lte"] = day_number(end.isoformat())
+    return bounds
+
+
+def visibility_within(principal: Principal, department: str | None) -> Document:
+    """The caller's visibility condition on opportunities, for a query already limited to the
+    subtree of ``department`` (None: not limited): nothing when that subtree lies wholly in the
+    caller's subtree scope. Both are anchored regexes on ``department_path``, which do not merge
+    into one condition: the embedded store then filtered every opportunity in Python."""
+    if department and principal.scope(OPPORTUNITIES) == "subtree" and principal.reaches_path(department, OPPORTUNITIES):
+        return {}
+    return principal.mongo_visibility(module=OPPORTUNITIES)
 
 
 def subtree(path: str) -> Document:
@@ -50,6 +69,10 @@ class OpportunityFilter(BaseModel):
     source_campaign: str | None = None
     #: ``custom.<key>=<value>`` filters, as the stored values to match (see :meth:`with_custom`).
     _custom: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: The same as store conditions: ``custom.<key>``, or a date's or money's copy ``s.cfq_<key>``.
+    _conditions: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: ``sort=custom.<key>`` keys, as their stored sort copies (see :meth:`with_sorts`).
+    _sorts: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -60,10 +83,32 @@ class OpportunityFilter(BaseModel):
             return {k: v for k, v in data.items() if not str(k).startswith(CUSTOM_PREFIX)}
         return data
 
-    def with_custom(self, values: dict[str, Any]) -> OpportunityFilter:
-        """This filter with ``custom.<key>`` equalities or ranges (values already in their stored form)."""
+    def with_custom(self, fields: FieldSet, values: dict[str, Any]) -> OpportunityFilter:
+        """This filter with ``custom.<key>`` equalities or ranges (as :func:`query_filters` read
+        them against ``fields``), matched where each field's filter looks (a date or money on its
+        copy: :meth:`FieldSet.conditions`)."""
         self._custom = dict(values)
+        self._conditions = fields.conditions(self._custom)
         return self
+
+    def with_sorts(self, fields: FieldSet, sort: str | None) -> OpportunityFilter:
+        """This filter with the ``custom.<key>`` keys of ``sort`` it may sort on: 422 naming
+        ``sort`` for a custom field that is unknown, archived or not sortable."""
+        self._sorts = {
+            name: fields.sort_field(name.removeprefix(CUSTOM_PREFIX))
+            for name in (part.strip().lstrip("+-") for part in (sort or "").split(","))
+            if name.startswith(CUSTOM_PREFIX)
+        }
+        return self
+
+    @property
+    def sort_fields(self) -> dict[str, str]:
+        """The sort keys this list accepts: the built-in ones and its sortable custom fields'."""
+        return {**SORT_FIELDS, **self._sorts}
+
+    @property
+    def sorts_on_custom(self) -> bool:
+        return bool(self._sorts)
 
     @property
     def custom(self) -> dict[str, Any]:
@@ -71,7 +116,7 @@ class OpportunityFilter(BaseModel):
 
     def to_mongo(self, principal: Principal, default_currency: str) -> Document:
         clauses: list[Document] = [{"hidden": False}]
-        visibility = principal.mongo_visibility(module=OPPORTUNITIES)
+        visibility = visibility_within(principal, self.department)
         if visibility:
             clauses.append(visibility)
         for name in ("pipeline_id", "stage_id", "status", "owner_id", "customer_id", "source_campaign"):
@@ -84,14 +129,12 @@ class OpportunityFilter(BaseModel):
             clauses.append({"pending_approval": self.pending_approval})
         if self.q:
             clauses.append({"name": {"$regex": re.escape(self.q.strip()), "$options": "i"}})
-        dates: Document = {}
-        if self.expected_close_from:
-            dates["$gte"] = self.expected_close_from.isoformat()
-        if self.expected_close_to:
-            dates["$lte"] = self.expected_close_to.isoformat()
-        if dates:
-            # ISO dates compare as text; an opportunity without one is a null and matches no range.
-            clauses.append({"expected_close_date": dates})
+        if self.expected_close_from or self.expected_close_to:
+            # On the day's integer copy, served by the expected-close sort index behind each scope
+            # (an ISO date string's range scans on the embedded store); an opportunity without a
+            # date has day 0 and matches no range.
+            days = day_range(self.expected_close_from, self.expected_close_to)
+            clauses.append({SORT_FIELDS["expected_close_date"]: days})
         currency = None
         if self.currency:
             currency = self._currency(self.currency)
@@ -110,10 +153,10 @@ class OpportunityFilter(BaseModel):
             if not self.currency:
                 clauses.append({"currency": currency})
             clauses.append({"amount_minor": amounts})
-        for key, value in self._custom.items():
+        for path, value in self._conditions.items():
             # Served by the field's indexes behind each visibility prefix (repository
             # custom_field_indexes), kept while the field is active and filterable.
-            clauses.append({CUSTOM_PREFIX + key: value})
+            clauses.append({path: value})
         # One flat document: the embedded store indexes top-level fields only, never a literal $and;
         # visibility stays an $or that fetch_page runs as one indexed query per alternative.
         return all_of(*clauses)
@@ -148,9 +191,13 @@ async def list_opportunities(
         repo.opportunities,
         filters.to_mongo(principal, default_currency),
         paging,
-        sort_fields=SORT_FIELDS,
+        sort_fields=filters.sort_fields,
         default_sort=DEFAULT_SORT,
         projection=LIST_PROJECTION,
         tiebreak=TIEBREAK,
+        # A custom field's sort index carries the id last (its ties are most opportunities, those
+        # without a value): the tie-breaker runs the last key's way, so a descending sort walks
+        # the index backwards instead of sorting the tie group. Built-in sorts keep theirs.
+        tie_follows_last=filters.sorts_on_custom,
     )
     return Page(items=page.items, next_cursor=page.next_cursor, total=page.total)

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from crm_pipeline.adapters.repository import Repository
-from crm_pipeline.application.queries import subtree
+from crm_pipeline.application.queries import day_range, subtree, visibility_within
 from crm_pipeline.domain import forecast as fc
 from crm_pipeline.domain import money
 from crm_pipeline.domain.model import TargetIn
@@ -246,7 +246,7 @@ class Targets:
             )
             targets = [t for t in targets if can_see_target(principal, t)]
             resolved = fc.resolve(period, {t["period"]: t["amount_minor"] for t in targets})
-        visibility = principal.mongo_visibility(module=OPPORTUNITIES)
+        visibility = visibility_within(principal, department)
         start, end = period.start.isoformat(), period.end.isoformat()
 
         async def query(*clauses: Document) -> list[Document]:
@@ -256,8 +256,10 @@ class Targets:
                 wanted, projection={"amount_minor": 1, "currency": 1, "probability": 1, "status": 1}
             )
 
-        won = await query({"status": "won"}, {"won_on": {"$gte": start, "$lt": end}})
-        open_ = await query({"status": "open"}, {"expected_close_date": {"$gte": start, "$lt": end}})
+        # On the days' integer copies: a range on an ISO date string scans on the embedded store.
+        days = day_range(period.start, period.end, end_exclusive=True)
+        won = await query({"status": "won"}, {"s.won_day": days})
+        open_ = await query({"status": "open"}, {"s.close_day": days})
         others: dict[str, int] = {}
         for doc in won + open_:
             if doc["currency"] != currency:

@@ -27,6 +27,7 @@ from crm_pipeline.domain.model import DocumentIn, OpportunityCreate, Opportunity
 from crm_platform.auth import Principal
 from crm_platform.clock import as_utc
 from crm_platform.contracts.pipeline import FieldChange, OpportunitySnapshot, StageMove
+from crm_platform.customfields import day_number
 from crm_platform.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.permissions import Permission
 from crm_platform.sortkeys import epoch_ms
@@ -44,7 +45,9 @@ SORT_FIELDS = {
     "amount": "s.amount",
     "weighted_amount": "s.weighted",
     "probability": "s.probability",
-    "expected_close_date": "s.expected_close_date",
+    # The day as an integer (YYYYMMDD): a range on an ISO date string is not index-served on the
+    # embedded store, and every cursor page after the first is such a range.
+    "expected_close_date": "s.close_day",
     "created_at": "s.created_at",
     "updated_at": "s.updated_at",
     "stage_entered_at": "s.stage_entered_at",
@@ -96,7 +99,7 @@ def refresh(doc: Document) -> Document:
 
 
 #: The shape of the sort keys; documents stored with another are rewritten once at start-up.
-SORT_KEYS_VERSION = 2  # 2: moments as epoch ms, the id's copy (s.id) as the last key
+SORT_KEYS_VERSION = 3  # 2: moments as epoch ms, the id's copy (s.id) as the last key; 3: days as YYYYMMDD
 
 
 def sort_keys(doc: Document) -> Document:
@@ -107,6 +110,12 @@ def sort_keys(doc: Document) -> Document:
     range on a date or on ``_id``, and every cursor page after the first is such a range. The
     stored field names stay ``s.<key>``, so an older cursor (its values dates, its last key
     ``_id``) no longer names this sort and gets a 422 instead of a wrong page.
+
+    Days (the expected close, won and creation days, stored as ISO date strings) are copied as the
+    integer ``YYYYMMDD`` (0: none): the embedded store compares a string that looks like a date
+    through ``datetime()``, which no index serves, so the list's expected-close filter and sort,
+    the forecast and the funnel range over these copies instead (``s.close_day`` is a new name,
+    so a cursor of the ISO-string sort gets a 422 too).
     """
     amount = doc.get("amount_minor")
     weighted = doc.get("weighted_minor")
@@ -116,7 +125,9 @@ def sort_keys(doc: Document) -> Document:
         "amount": -1 if amount is None else amount,
         "weighted": -1 if weighted is None else weighted,
         "probability": doc["probability"],
-        "expected_close_date": doc.get("expected_close_date") or "",
+        "close_day": day_number(doc.get("expected_close_date")) or 0,
+        "won_day": day_number(doc.get("won_on")) or 0,
+        "created_day": day_number(doc.get("created_on")) or 0,
         "created_at": epoch_ms(doc["created_at"]),
         "updated_at": epoch_ms(doc["updated_at"]),
         "stage_entered_at": epoch_ms(doc["stage_entered_at"]),

@@ -120,6 +120,8 @@ def _ensure_query_visible(principal: Principal, filters: OpportunityFilter, sort
     policy.ensure_visible([field_name(key) for key in filters.custom], "filter")
     keys = [part.strip().lstrip("+-") for part in (sort or "").split(",") if part.strip()]
     policy.ensure_visible([_SORT_FIELD[k] for k in keys if k in _SORT_FIELD], "sort")
+    # A custom field's sort key is the field itself (custom.<key>).
+    policy.ensure_visible([k for k in keys if k.startswith("custom.")], "sort")
 
 
 def _ensure_writable(principal: Principal, body: BaseModel, *, creating: bool) -> None:
@@ -202,7 +204,9 @@ class ListParams(OpportunityFilter):
     model_config = ConfigDict(extra="forbid")
 
     sort: str | None = Field(
-        default=None, description="Up to four keys, '-' for descending: e.g. expected_close_date,-amount."
+        default=None,
+        description="Up to four keys, '-' for descending: e.g. expected_close_date,-amount; a sortable custom "
+        "field as custom.<key>.",
     )
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
@@ -233,10 +237,12 @@ async def list_(
     params: Annotated[ListParams, Query()], request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
-    ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
+    ``filterable`` (a number or date also ``<low>..<high>``, either end left open; money as
+    ``1000..5000 CNY``); ``sort=custom.<key>`` (or ``-custom.<key>``) on one flagged ``sortable``."""
     filters = OpportunityFilter.model_validate(params.model_dump(include=set(OpportunityFilter.model_fields)))
-    custom = query_filters(await svc.pipelines.fieldset(), request.query_params.multi_items())
-    filters = filters.with_custom(custom)
+    fieldset = await svc.pipelines.fieldset()
+    custom = query_filters(fieldset, request.query_params.multi_items())
+    filters = filters.with_custom(fieldset, custom).with_sorts(fieldset, params.sort)
     _ensure_query_visible(principal, filters, params.sort)
     page = await list_opportunities(
         svc.opportunities.repo,
