@@ -12,7 +12,7 @@ import httpx
 from playwright.async_api import expect
 
 from crm_console.testing import Stack, User, sign_in
-from crm_platform.testing.fixtures import unique
+from crm_platform.testing.fixtures import eventually, unique
 
 OWNER = {"customers": "customers", "contacts": "customers", "opportunities": "pipeline"}
 OWNER |= {"interactions": "interactions", "tasks": "interactions", "feedback": "interactions"}
@@ -156,3 +156,81 @@ async def test_contacts_custom_labels_in_chinese(stack: Stack, page: Any) -> Non
     await page.locator("#add-contact summary").click()
     options = page.locator("#add-contact").get_by_label(f"级别 {tag}").locator("option")
     await expect(options).to_have_text(["— 未填写 —", "金牌", "银牌"])
+
+
+async def test_opportunities_custom_values_on_the_customer_page_and_in_the_new_and_edit_forms(
+    stack: Stack, signed_in_page: Any, user: User
+) -> None:
+    page = signed_in_page
+    tag = uuid.uuid4().hex[:6]
+    seats, level = await seats_and_level(stack, "opportunities", tag)
+    cid = await customer_of(stack, user, unique("商机字段客户"))
+    first = unique("首个商机")
+    token = await stack.token_for(user)
+    body = {"customer_id": cid, "name": first, "custom": {level: "gold"}}
+    async with httpx.AsyncClient(base_url=stack.urls["pipeline"]) as pipeline:
+
+        async def create() -> bool:  # the pipeline service learns of the customer from its event
+            answer = await pipeline.post("/v1/opportunities", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code in (201, 404, 409, 422), answer.text
+            if answer.status_code == 422:
+                assert '"custom.' not in answer.text, answer.text
+            return answer.status_code == 201
+
+        await eventually(create, timeout=60, interval=0.3, message="opportunity created")
+
+    await page.goto(f"/customers/{cid}")
+    panel = page.locator("#opportunities")
+    await expect(panel.locator(f"[data-field='{level}']")).to_have_text(f"Level {tag}: Gold")
+
+    # New: a refused value at its field, what was typed kept; then created, back on the customer page.
+    await panel.get_by_role("button", name="New opportunity").click()
+    second = unique("第二商机")
+    await page.get_by_label("Opportunity name").fill(second)
+    await expect(page.get_by_label(f"Level {tag}").locator("option")).to_have_text(["— not set —", "Gold", "Silver"])
+    await page.get_by_label(f"Seats {tag}").fill("500")
+    await page.get_by_label(f"Level {tag}").select_option(label="Silver")
+    await page.get_by_role("button", name="Create the opportunity").click()
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(f"[id='e-custom.{seats}']")).to_contain_text("100")
+    await expect(page.get_by_label(f"Level {tag}")).to_have_value("silver")
+    await expect(page.get_by_label("Opportunity name")).to_have_value(second)
+    await page.get_by_label(f"Seats {tag}").fill("40")
+    await page.get_by_role("button", name="Create the opportunity").click()
+    await expect(page.locator("#notice")).to_contain_text("Opportunity created.")
+    row = page.locator("#opportunities tr", has_text=second)
+    await expect(row.locator(f"[data-field='{seats}']")).to_have_text(f"Seats {tag}: 40")
+    await expect(row.locator(f"[data-field='{level}']")).to_have_text(f"Level {tag}: Silver")
+
+    # Edit the first one: its values shown, a refusal at the field, then a save of what changed.
+    await page.get_by_role("link", name=f"Edit opportunity {first}").click()
+    await expect(page.get_by_label(f"Level {tag}")).to_have_value("gold")
+    await expect(page.get_by_label("Opportunity name")).to_have_value(first)
+    await page.get_by_label(f"Seats {tag}").fill("0")
+    await page.get_by_role("button", name="Save the opportunity").click()
+    await expect(page.locator(f"[id='e-custom.{seats}']")).to_be_visible()
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_value("0")
+    await expect(page.get_by_role("alert")).to_contain_text("Not saved.")
+    await page.get_by_label(f"Seats {tag}").fill("7")
+    await page.get_by_role("button", name="Save the opportunity").click()
+    await expect(page.locator("#notice")).to_contain_text("Opportunity saved.")
+    row = page.locator("#opportunities tr", has_text=first)
+    await expect(row.locator(f"[data-field='{seats}']")).to_have_text(f"Seats {tag}: 7")
+    await expect(row.locator(f"[data-field='{level}']")).to_have_text(f"Level {tag}: Gold")
+
+    async with httpx.AsyncClient(base_url=stack.urls["pipeline"]) as pipeline:
+        found = await pipeline.get(
+            "/v1/opportunities", params={"customer_id": cid}, headers={"Authorization": f"Bearer {token}"}
+        )
+    by_name = {o["name"]: o for o in found.json()["items"]}
+    assert by_name[first]["custom"] == {level: "gold", seats: 7}
+    assert by_name[second]["custom"] == {level: "silver", seats: 40}
+    assert by_name[first]["amount"] is None  # the untouched standard fields were not sent
+
+    # The board's card opens the same form.
+    await page.goto("/pipeline")
+    card = page.locator("#board li.card", has=page.locator(".card-name", has_text=first))
+    await expect(card.locator(f"[data-field='{seats}']")).to_have_text(f"Seats {tag}: 7")
+    await card.get_by_role("link", name=f"Edit “{first}”").click()
+    await expect(page.get_by_role("heading", name=f"Edit “{first}”")).to_be_visible()
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_value("7")

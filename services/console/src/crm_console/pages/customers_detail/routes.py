@@ -47,6 +47,8 @@ DONE = frozenset(
         "merged",
         "logged",
         "task_created",
+        "opportunity_created",
+        "opportunity_saved",
     }
 )
 # History fields whose values are codes, and the message prefix that names each code.
