@@ -6,7 +6,9 @@ that works, a refused save re-rendered with the message at the field and what wa
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from playwright.async_api import expect
@@ -234,3 +236,64 @@ async def test_opportunities_custom_values_on_the_customer_page_and_in_the_new_a
     await card.get_by_role("link", name=f"Edit “{first}”").click()
     await expect(page.get_by_role("heading", name=f"Edit “{first}”")).to_be_visible()
     await expect(page.get_by_label(f"Seats {tag}")).to_have_value("7")
+
+
+async def test_follow_ups_tasks_and_feedback_custom_values_on_the_customer_page_and_the_tasks_page(
+    stack: Stack, signed_in_page: Any, user: User
+) -> None:
+    page = signed_in_page
+    log_tag, task_tag, feedback_tag = (uuid.uuid4().hex[:6] for _ in range(3))
+    log_seats, log_level = await seats_and_level(stack, "interactions", log_tag)
+    task_seats, _ = await seats_and_level(stack, "tasks", task_tag)
+    _, feedback_level = await seats_and_level(stack, "feedback", feedback_tag)
+    cid = await customer_of(stack, user, unique("跟进字段客户"))
+    headers = {"Authorization": f"Bearer {await stack.token_for(user)}"}
+    feedback = {"kind": "request", "title": "要发票", "description": "月底前", "customer_id": cid}
+    async with httpx.AsyncClient(base_url=stack.urls["interactions"], headers=headers) as interactions:
+
+        async def known() -> bool:  # the interactions service learns of the customer from its event
+            answer = await interactions.post("/v1/feedback", json=feedback | {"custom": {feedback_level: "gold"}})
+            assert answer.status_code in (201, 404, 409, 422), answer.text
+            return answer.status_code == 201
+
+        await eventually(known, timeout=60, interval=0.3, message="feedback created")
+
+    await page.goto(f"/customers/{cid}")
+    await expect(page.locator(f"#feedback [data-field='{feedback_level}']")).to_have_text(f"Level {feedback_tag}: Gold")
+
+    # A follow-up: the quick form has the interactions' fields; a refusal at the field, then saved.
+    await page.get_by_role("button", name="Call").click()
+    form = page.locator("#log-form")
+    await form.get_by_label(f"Seats {log_tag}").fill("500")
+    await form.get_by_label(f"Level {log_tag}").select_option(label="Silver")
+    await form.get_by_role("button", name="Save the follow-up").click()
+    form = page.locator("#log-form")
+    await expect(form.get_by_label(f"Seats {log_tag}")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(f"[id='e-log-custom.{log_seats}']")).to_contain_text("100")
+    await expect(form.get_by_label(f"Seats {log_tag}")).to_have_value("500")
+    await expect(form.get_by_label(f"Level {log_tag}")).to_have_value("silver")
+    await form.get_by_label(f"Seats {log_tag}").fill("3")
+    await form.get_by_role("button", name="Save the follow-up").click()
+    await expect(page.locator("#notice")).to_contain_text("Follow-up saved.")
+    await expect(page.locator(f"#followup-list [data-field='{log_seats}']")).to_have_text(f"Seats {log_tag}: 3")
+    await expect(page.locator(f"#followup-list [data-field='{log_level}']")).to_have_text(f"Level {log_tag}: Silver")
+
+    # A task: the same in the task form (ids task-…), shown in the panel and on the tasks page.
+    await page.get_by_role("button", name="New task").click()
+    task_form = page.locator("#task-form")
+    await task_form.get_by_label("Task", exact=True).fill("回访")
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()  # the user's zone (the default)
+    await task_form.get_by_label("Due").fill(f"{today}T23:59")  # due today: on the tasks page's today view
+    await task_form.get_by_label(f"Seats {task_tag}").fill("0")
+    await task_form.get_by_role("button", name="Create the task").click()
+    task_form = page.locator("#task-form")
+    await expect(page.locator(f"[id='e-task-custom.{task_seats}']")).to_be_visible()
+    await expect(task_form.get_by_label(f"Seats {task_tag}")).to_have_value("0")
+    await expect(task_form.get_by_label("Task", exact=True)).to_have_value("回访")
+    await task_form.get_by_label(f"Seats {task_tag}").fill("9")
+    await task_form.get_by_role("button", name="Create the task").click()
+    await expect(page.locator("#notice")).to_contain_text("Task created.")
+    await expect(page.locator(f"#task-list [data-field='{task_seats}']")).to_have_text(f"Seats {task_tag}: 9")
+
+    await page.goto("/tasks?view=today")
+    await expect(page.locator(f"#task-list [data-field='{task_seats}']")).to_have_text(f"Seats {task_tag}: 9")

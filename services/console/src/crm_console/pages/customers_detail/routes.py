@@ -113,6 +113,18 @@ async def definitions_or_none(client: Api, module: str) -> list[dict[str, Any]]:
         return []
 
 
+async def related_definitions(client: Api) -> list[list[dict[str, Any]]]:
+    """The definitions (archived too) of customers, contacts, opportunities, follow-ups, tasks and
+    feedback: those of the customer page's panels may fail on their own, as the panels do."""
+    return list(
+        await asyncio.gather(
+            customfields.definitions(client, "customers", include_archived=True),
+            customfields.definitions(client, "contacts", include_archived=True),
+            *(definitions_or_none(client, m) for m in ("opportunities", "interactions", "tasks", "feedback")),
+        )
+    )
+
+
 async def form_of(request: Request) -> Any:
     return await request.form()
 
@@ -144,13 +156,10 @@ async def detail_page(
             return {"previous": None, "next": None}
         return found
 
-    related, around, fields, contact_fields, opportunity_fields = await asyncio.gather(
-        panels.load(client, customer_id, timezone),
-        neighbours(),
-        customfields.definitions(client, "customers", include_archived=True),
-        customfields.definitions(client, "contacts", include_archived=True),
-        definitions_or_none(client, "opportunities"),
+    related, around, defined = await asyncio.gather(
+        panels.load(client, customer_id, timezone), neighbours(), related_definitions(client)
     )
+    fields, contact_fields, opportunity_fields, followup_fields, task_fields, feedback_fields = defined
     custom_values = customer.get("custom") or {}
     custom_shown = customfields.shown(fields, custom_values)
     people = [customer.get("owner_id"), customer.get("created_by"), customer.get("updated_by")]
@@ -159,9 +168,16 @@ async def detail_page(
     people += [task.get("assignee_id") for task in related["tasks"].items]
     people += [item.get("author_id") for item in related["followups"].items]
     people += [custom_values[d["key"]] for d in custom_shown if d["type"] == "user"]
-    for contact in customer.get("contacts") or []:
-        held = contact.get("custom") or {}
-        people += [held[d["key"]] for d in customfields.shown(contact_fields, held) if d["type"] == "user"]
+    for records, defined in (
+        (customer.get("contacts") or [], contact_fields),
+        (related["opportunities"].items, opportunity_fields),
+        (related["followups"].items, followup_fields),
+        (related["tasks"].items, task_fields),
+        (related["feedback"].items, feedback_fields),
+    ):
+        for record in records:
+            held = record.get("custom") or {}
+            people += [held[d["key"]] for d in customfields.shown(defined, held) if d["type"] == "user"]
     who = await panels.names(client, people)
     language = client.session.language
     done = request.query_params.get("done", "")
@@ -195,6 +211,11 @@ async def detail_page(
         "contact_fields": customfields.active(contact_fields),
         "contact_lines": lambda contact: customfields.lines(contact_fields, contact.get("custom"), language, who),
         "opportunity_lines": lambda opp: customfields.lines(opportunity_fields, opp.get("custom"), language, who),
+        "followup_lines": lambda item: customfields.lines(followup_fields, item.get("custom"), language, who),
+        "task_lines": lambda task: customfields.lines(task_fields, task.get("custom"), language, who),
+        "feedback_lines": lambda item: customfields.lines(feedback_fields, item.get("custom"), language, who),
+        "followup_fields": customfields.active(followup_fields),
+        "task_fields": customfields.active(task_fields),
         "contact_values": forms_state.pop("contact_values", {}),
         "contact_errors": forms_state.pop("contact_errors", {}),
         "task_values": forms_state.pop("task_values", {}),
@@ -288,6 +309,7 @@ async def log_form(request: Request, customer_id: str, channel: str, client: Cli
         "source": source,
         "channels": forms.CHANNELS,
         "log_channel": channel if channel in forms.CHANNELS else "note",
+        "followup_fields": customfields.active(await definitions_or_none(client, "interactions")),
         "log_values": {},
         "log_errors": {},
         "now_local": forms.local_input(datetime.now(UTC), timezone_of(client)),
@@ -300,6 +322,11 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
     form = await form_of(request)
     source = str(form.get("from") or "")
     body = forms.interaction_body(customer_id, form, timezone_of(client))
+    fields = await customfields.definitions(client, "interactions")
+    typed = customfields.posted(fields, form)
+    custom = customfields.body(fields, typed, for_patch=False)
+    if custom:
+        body["custom"] = custom
     return await change_or_refusal(
         request,
         client,
@@ -310,7 +337,7 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
         FORM_REFUSALS,
         lambda problem: {
             "log_channel": body["channel"],
-            "log_values": dict(form),
+            "log_values": {k: str(v) for k, v in form.items()} | typed,
             "log_errors": field_errors(problem),
         },
     )
@@ -320,15 +347,25 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
 async def create_task(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source = str(form.get("from") or "")
+    body = forms.task_body(customer_id, form, timezone_of(client))
+    fields = await customfields.definitions(client, "tasks")
+    typed = customfields.posted(fields, form)
+    custom = customfields.body(fields, typed, for_patch=False)
+    if custom:
+        body["custom"] = custom
     return await change_or_refusal(
         request,
         client,
         customer_id,
         source,
         "task_created",
-        client.send("interactions", "POST", "/v1/tasks", json=forms.task_body(customer_id, form, timezone_of(client))),
+        client.send("interactions", "POST", "/v1/tasks", json=body),
         FORM_REFUSALS,
-        lambda problem: {"task_values": dict(form), "task_errors": field_errors(problem), "open_task": True},
+        lambda problem: {
+            "task_values": {k: str(v) for k, v in form.items()} | typed,
+            "task_errors": field_errors(problem),
+            "open_task": True,
+        },
     )
 
 
