@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from crm_console import customfields
+from crm_console import customfields, fieldrules
 from crm_console.pages.customers.query import api_list_params
 from crm_console.pages.customers_detail import forms, panels
 from crm_console.records import complete_customer
@@ -156,8 +156,11 @@ async def detail_page(
             return {"previous": None, "next": None}
         return found
 
-    related, around, defined = await asyncio.gather(
-        panels.load(client, customer_id, timezone), neighbours(), related_definitions(client)
+    related, around, defined, roles_rules = await asyncio.gather(
+        panels.load(client, customer_id, timezone),
+        neighbours(),
+        related_definitions(client),
+        fieldrules.role_rules(client),
     )
     fields, contact_fields, opportunity_fields, followup_fields, task_fields, feedback_fields = defined
     custom_values = customer.get("custom") or {}
@@ -215,6 +218,9 @@ async def detail_page(
         "task_lines": lambda task: customfields.lines(task_fields, task.get("custom"), language, who),
         "feedback_lines": lambda item: customfields.lines(feedback_fields, item.get("custom"), language, who),
         "followup_fields": customfields.active(followup_fields),
+        "followup_rules": fieldrules.for_module(roles_rules, "interactions"),
+        "task_rules": fieldrules.for_module(roles_rules, "tasks"),
+        "contact_rules": fieldrules.for_module(roles_rules, "contacts"),
         "task_fields": customfields.active(task_fields),
         "contact_values": forms_state.pop("contact_values", {}),
         "contact_errors": forms_state.pop("contact_errors", {}),
@@ -310,6 +316,7 @@ async def log_form(request: Request, customer_id: str, channel: str, client: Cli
         "channels": forms.CHANNELS,
         "log_channel": channel if channel in forms.CHANNELS else "note",
         "followup_fields": customfields.active(await definitions_or_none(client, "interactions")),
+        "followup_rules": await fieldrules.form_rules(client, "interactions"),
         "log_values": {},
         "log_errors": {},
         "now_local": forms.local_input(datetime.now(UTC), timezone_of(client)),
@@ -382,8 +389,10 @@ def edit_page(
     errors: dict[str, str] | None = None,
     notice: dict[str, str] | None = None,
     status_code: int = 200,
+    rules: fieldrules.FormRules = fieldrules.NO_RULES,
 ) -> HTMLResponse:
     context = {
+        "custom_rules": rules,
         "custom_fields": fields,
         "customer": customer,
         "etag": etag,
@@ -406,7 +415,8 @@ async def edit(request: Request, customer_id: str, client: Client) -> HTMLRespon
     source = request.query_params.get("from", "")
     fields = await customfields.definitions(client, "customers")
     values: dict[str, Any] = forms.profile_values(customer) | customfields.form_values(fields, customer.get("custom"))
-    return edit_page(request, customer, etag, source, values | customfields.was(values), fields)
+    rules = await fieldrules.form_rules(client, "customers")
+    return edit_page(request, customer, etag, source, values | customfields.was(values), fields, rules=rules)
 
 
 @router.post("/{customer_id}/edit", include_in_schema=False)
@@ -428,7 +438,9 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
         values: dict[str, Any] = {k: str(v) for k, v in form.items()} | typed
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
         notice = refusal(client, problem)
-        return edit_page(request, customer, etag, source, values, fields, field_errors(problem), notice, problem.status)
+        rules = await fieldrules.form_rules(client, "customers")
+        errors = field_errors(problem)
+        return edit_page(request, customer, etag, source, values, fields, errors, notice, problem.status, rules)
     return back(customer_id, source, "saved")
 
 
@@ -471,9 +483,11 @@ def contact_page(
     errors: dict[str, str] | None = None,
     notice: dict[str, str] | None = None,
     status_code: int = 200,
+    rules: fieldrules.FormRules = fieldrules.NO_RULES,
 ) -> HTMLResponse:
     """``contact``: the form's values, custom ones as ``custom.<key>`` (and ``was.custom.<key>``)."""
     context = {
+        "custom_rules": rules,
         "custom_fields": fields,
         "customer": customer,
         "etag": etag,
@@ -502,7 +516,8 @@ async def edit_contact(request: Request, customer_id: str, contact_id: str, clie
         **custom,
         **customfields.was(custom),
     }
-    return contact_page(request, customer, etag, request.query_params.get("from", ""), values, fields)
+    rules = await fieldrules.form_rules(client, "contacts")
+    return contact_page(request, customer, etag, request.query_params.get("from", ""), values, fields, rules=rules)
 
 
 @router.post("/{customer_id}/contacts/{contact_id}", include_in_schema=False)
@@ -535,6 +550,7 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
             field_errors(problem),
             refusal(client, problem),
             problem.status,
+            await fieldrules.form_rules(client, "contacts"),
         )
     return back(customer_id, source, "contact_saved")
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from crm_console import customfields
+from crm_console import customfields, fieldrules
 from crm_console.records import complete_opportunity
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
@@ -68,8 +68,10 @@ def form_page(
     errors: dict[str, str] | None = None,
     refused: str = "",
     status_code: int = 200,
+    rules: fieldrules.FormRules = fieldrules.NO_RULES,
 ) -> HTMLResponse:
     context = {
+        "custom_rules": rules,
         "editing": opportunity is not None,
         "customer_id": customer_id,
         "opportunity": opportunity,
@@ -89,7 +91,8 @@ def back_to_customer(customer_id: str, done: str) -> RedirectResponse:
 async def new(request: Request, client: Client, customer_id: str) -> HTMLResponse:
     fields = await customfields.definitions(client, "opportunities")
     values: dict[str, Any] = dict.fromkeys(FIELDS, "") | customfields.form_values(fields, {})
-    return form_page(request, customer_id=customer_id, opportunity=None, fields=fields, values=values)
+    rules = await fieldrules.form_rules(client, "opportunities")
+    return form_page(request, customer_id=customer_id, opportunity=None, fields=fields, values=values, rules=rules)
 
 
 @opportunity_router.post("/new", include_in_schema=False)
@@ -114,6 +117,7 @@ async def create(request: Request, client: Client) -> Response:
             errors=errors,
             refused=client.problem_text(problem),
             status_code=problem.status,
+            rules=await fieldrules.form_rules(client, "opportunities"),
         )
     return back_to_customer(customer_id, "opportunity_created")
 
@@ -126,7 +130,12 @@ async def edit(request: Request, opportunity_id: str, client: Client) -> HTMLRes
     values: dict[str, Any] = standard_values(opportunity) | customfields.form_values(fields, opportunity.get("custom"))
     values |= customfields.was(values) | {customfields.WAS + n: v for n, v in standard_values(opportunity).items()}
     return form_page(
-        request, customer_id=opportunity["customer_id"], opportunity=opportunity, fields=fields, values=values
+        request,
+        customer_id=opportunity["customer_id"],
+        opportunity=opportunity,
+        fields=fields,
+        values=values,
+        rules=await fieldrules.form_rules(client, "opportunities"),
     )
 
 
@@ -155,5 +164,6 @@ async def save(request: Request, opportunity_id: str, client: Client) -> Respons
             errors=errors,
             refused=client.problem_text(problem),
             status_code=problem.status,
+            rules=await fieldrules.form_rules(client, "opportunities"),
         )
     return back_to_customer(customer_id, "opportunity_saved")
