@@ -333,14 +333,27 @@ async def test_the_edit_form_shows_a_read_only_custom_field_as_text_and_leaves_o
                 "names": {"zh-CN": "编辑", "en": f"Editor {role_id}"},
                 "permissions": ["account:self", "users:view", "customers:view", "customers:create", "customers:edit"],
                 "scopes": {"customers": "all"},
-                "fields": {"customers": {f"custom.{locked_key}": "read", f"custom.{secret}": "hidden"}},
+                "fields": {
+                    "customers": {
+                        f"custom.{locked_key}": "read",
+                        f"custom.{secret}": "hidden",
+                        "website": "read",
+                        "description": "hidden",
+                    }
+                },
             },
         )
         assert made.status_code == 201, made.text
     async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
         created = await customers.post(
             "/v1/customers",
-            json={"kind": "company", "name": unique("只读字段客户"), "custom": {locked_key: "原值", secret: "机密"}},
+            json={
+                "kind": "company",
+                "name": unique("只读字段客户"),
+                "website": "https://readonly.example.com",
+                "description": "内部备注",
+                "custom": {locked_key: "原值", secret: "机密"},
+            },
         )
     assert created.status_code == 201, created.text
     cid = created.json()["id"]
@@ -364,6 +377,10 @@ async def test_the_edit_form_shows_a_read_only_custom_field_as_text_and_leaves_o
     await expect(page.locator(f"[name='custom.{locked_key}']")).to_have_count(0)
     await expect(page.locator("#edit-form")).not_to_contain_text(f"Secret {tag}")
     await expect(page.locator(f"[name='custom.{secret}']")).to_have_count(0)
+    # The standard fields too: the website as text, the description left out.
+    await expect(page.locator("[data-read-only='website']")).to_contain_text("https://readonly.example.com")
+    await expect(page.locator("[name='website']")).to_have_count(0)
+    await expect(page.locator("[name='description']")).to_have_count(0)
     await page.get_by_label(f"Open {tag}").fill("可改")
     await page.get_by_label("Industry").fill("制造")
     await page.get_by_role("button", name="Save").click()
@@ -379,3 +396,5 @@ async def test_the_edit_form_shows_a_read_only_custom_field_as_text_and_leaves_o
     async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
         stored = await customers.get(f"/v1/customers/{cid}")
     assert stored.json()["custom"] == {locked_key: "原值", secret: "机密", open_key: "可改"}
+    assert stored.json()["website"] == "https://readonly.example.com"
+    assert stored.json()["description"] == "内部备注"

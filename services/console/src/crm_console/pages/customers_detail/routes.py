@@ -423,7 +423,9 @@ async def edit(request: Request, customer_id: str, client: Client) -> HTMLRespon
 async def save(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source, etag, kind = str(form.get("from") or ""), str(form.get("etag") or ""), str(form.get("kind") or "")
-    patch = forms.profile_patch(form, kind)
+    rules = await fieldrules.form_rules(client, "customers")
+    # A field the person's roles protect had no input: not sent (sending it would be refused).
+    patch = {k: v for k, v in forms.profile_patch(form, kind).items() if k not in rules.hidden | rules.read_only}
     fields = await customfields.definitions(client, "customers")
     typed = customfields.posted(fields, form)
     custom = customfields.body(fields, typed, for_patch=True)
@@ -438,7 +440,6 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
         values: dict[str, Any] = {k: str(v) for k, v in form.items()} | typed
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
         notice = refusal(client, problem)
-        rules = await fieldrules.form_rules(client, "customers")
         errors = field_errors(problem)
         return edit_page(request, customer, etag, source, values, fields, errors, notice, problem.status, rules)
     return back(customer_id, source, "saved")
@@ -527,7 +528,9 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
     path = f"/v1/customers/{customer_id}/contacts/{contact_id}"
     fields = await customfields.definitions(client, "contacts")
     typed = customfields.posted(fields, form)
-    body = forms.contact_body(form)
+    rules = await fieldrules.form_rules(client, "contacts")
+    # A field the person's roles protect had no input: not sent (sending it would be refused).
+    body = {k: v for k, v in forms.contact_body(form).items() if k not in rules.hidden | rules.read_only}
     custom = customfields.body(fields, typed, for_patch=True)
     if custom:
         body["custom"] = custom
@@ -550,7 +553,7 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
             field_errors(problem),
             refusal(client, problem),
             problem.status,
-            await fieldrules.form_rules(client, "contacts"),
+            rules,
         )
     return back(customer_id, source, "contact_saved")
 

@@ -48,10 +48,16 @@ def create_body(customer_id: str, values: dict[str, Any], custom: dict[str, Any]
     return body
 
 
-def patch_body(values: dict[str, Any], custom: dict[str, Any]) -> dict[str, Any]:
-    """Only what changed from what the form showed (empty clears it)."""
+def patch_body(
+    values: dict[str, Any], custom: dict[str, Any], rules: fieldrules.FormRules = fieldrules.NO_RULES
+) -> dict[str, Any]:
+    """Only what changed from what the form showed (empty clears it); a field the person's roles
+    protect had no input, so it is not sent."""
+    protected = rules.hidden | rules.read_only
     body: dict[str, Any] = {
-        name: values[name] or None for name in FIELDS if values[name] != values.get(customfields.WAS + name, "")
+        name: values[name] or None
+        for name in FIELDS
+        if name not in protected and values[name] != values.get(customfields.WAS + name, "")
     }
     if custom:
         body["custom"] = custom
@@ -145,7 +151,8 @@ async def save(request: Request, opportunity_id: str, client: Client) -> Respons
     customer_id, etag = str(form.get("customer_id") or ""), str(form.get("etag") or "")
     fields = await customfields.definitions(client, "opportunities")
     typed = posted(form) | customfields.posted(fields, form)
-    body = patch_body(typed, customfields.body(fields, typed, for_patch=True))
+    rules = await fieldrules.form_rules(client, "opportunities")
+    body = patch_body(typed, customfields.body(fields, typed, for_patch=True), rules)
     try:
         await client.send(
             "pipeline", "PATCH", f"/v1/opportunities/{opportunity_id}", json=body, headers={"If-Match": etag}
@@ -164,6 +171,6 @@ async def save(request: Request, opportunity_id: str, client: Client) -> Respons
             errors=errors,
             refused=client.problem_text(problem),
             status_code=problem.status,
-            rules=await fieldrules.form_rules(client, "opportunities"),
+            rules=rules,
         )
     return back_to_customer(customer_id, "opportunity_saved")
