@@ -1,7 +1,9 @@
 """Custom values of the other modules in the console, against the real services: contacts' on the
 customer page (cards, the add-contact and edit-contact forms), opportunities' on the customer
-page's panel and in the opportunity's custom-values form. Each form: the values shown, a save
-that works, a refused save re-rendered with the message at the field and what was typed kept."""
+page's panel and in the new/edit opportunity form, follow-ups', tasks' and feedback's in the
+customer page's panels and its quick follow-up and task forms, and the tasks page. Each form: the
+values shown, a save that works, a refused save re-rendered with the message at the field and what
+was typed kept; and the contact edit form under a role's field rules."""
 
 from __future__ import annotations
 
@@ -297,3 +299,56 @@ async def test_follow_ups_tasks_and_feedback_custom_values_on_the_customer_page_
 
     await page.goto("/tasks?view=today")
     await expect(page.locator(f"#task-list [data-field='{task_seats}']")).to_have_text(f"Seats {task_tag}: 9")
+
+
+async def test_the_contact_edit_form_follows_the_roles_field_rules(stack: Stack, page: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    seats, level = await seats_and_level(stack, "contacts", tag)
+    role_id = unique("contacts").lower()
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
+        made = await directory.post(
+            "/v1/roles",
+            json={
+                "id": role_id,
+                "names": {"zh-CN": "联系人编辑", "en": f"Contact editor {role_id}"},
+                "permissions": ["account:self", "users:view", "customers:view", "customers:edit"],
+                "scopes": {"customers": "all", "contacts": "all"},
+                "fields": {"contacts": {"title": "read", f"custom.{level}": "hidden"}},
+            },
+        )
+    assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
+        created = await customers.post(
+            "/v1/customers",
+            json={
+                "kind": "company",
+                "name": unique("联系人规则客户"),
+                "contacts": [{"name": "周经理", "title": "采购经理", "custom": {seats: 5, level: "gold"}}],
+            },
+        )
+    assert created.status_code == 201, created.text
+    cid, contact = created.json()["id"], created.json()["contacts"][0]
+    editor = await stack.new_user(roles=[role_id])
+    token = await stack.token_for(editor)
+
+    async def rule_applies() -> bool:  # the customers service learns the role from the directory's event
+        async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
+            answer = await client.get(f"/v1/customers/{cid}", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code == 200 and level not in (answer.json()["contacts"][0].get("custom") or {})
+
+    await eventually(rule_applies, timeout=30, interval=0.3, message="the role's field rules apply")
+    await sign_in(page, editor)
+    await page.wait_for_url("**/")
+    await page.goto(f"/customers/{cid}/contacts/{contact['contact_id']}/edit")
+    await expect(page.locator("[data-read-only='title']")).to_contain_text("采购经理")
+    await expect(page.locator("[name='title']")).to_have_count(0)
+    await expect(page.locator(f"[name='custom.{level}']")).to_have_count(0)
+    await expect(page.locator("#contact-form")).not_to_contain_text(f"Level {tag}")
+    await expect(page.get_by_label(f"Seats {tag}")).to_have_value("5")
+    await page.get_by_label(f"Seats {tag}").fill("6")
+    await page.get_by_role("button", name="Save the contact").click()
+    await expect(page.locator("#notice")).to_contain_text("Contact saved.")
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
+        stored = (await customers.get(f"/v1/customers/{cid}")).json()["contacts"][0]
+    assert stored["title"] == "采购经理"
+    assert stored["custom"] == {seats: 6, level: "gold"}
