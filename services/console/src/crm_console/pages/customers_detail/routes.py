@@ -171,7 +171,7 @@ async def detail_page(
     people += [task.get("assignee_id") for task in related["tasks"].items]
     people += [item.get("author_id") for item in related["followups"].items]
     people += [custom_values[d["key"]] for d in custom_shown if d["type"] == "user"]
-    for records, defined in (
+    for records, module_fields in (
         (customer.get("contacts") or [], contact_fields),
         (related["opportunities"].items, opportunity_fields),
         (related["followups"].items, followup_fields),
@@ -180,7 +180,7 @@ async def detail_page(
     ):
         for record in records:
             held = record.get("custom") or {}
-            people += [held[d["key"]] for d in customfields.shown(defined, held) if d["type"] == "user"]
+            people += [held[d["key"]] for d in customfields.shown(module_fields, held) if d["type"] == "user"]
     who = await panels.names(client, people)
     language = client.session.language
     done = request.query_params.get("done", "")
