@@ -314,15 +314,16 @@ async def test_a_custom_field_the_role_hides_is_not_on_the_customer_page(stack: 
     await expect(page.locator("body")).not_to_contain_text("机密值")
 
 
-async def test_a_read_only_custom_field_does_not_block_a_save_and_a_change_to_it_is_refused_at_the_field(
+async def test_the_edit_form_shows_a_read_only_custom_field_as_text_and_leaves_out_a_hidden_one(
     stack: Stack, page: Any
 ) -> None:
     from crm_console.testing import sign_in
     from crm_platform.testing.fixtures import eventually
 
-    locked_key, tag = key("locked"), uuid.uuid4().hex[:6]
-    labels = {"zh-CN": f"锁定 {tag}", "en": f"Locked {tag}"}
-    await define(stack, "customers", {"key": locked_key, "type": "text", "labels": labels})
+    locked_key, secret, open_key, tag = key("locked"), key("secret"), key("open"), uuid.uuid4().hex[:6]
+    for field_key, word in ((locked_key, "Locked"), (secret, "Secret"), (open_key, "Open")):
+        labels = {"zh-CN": f"{word} {tag}", "en": f"{word} {tag}"}
+        await define(stack, "customers", {"key": field_key, "type": "text", "labels": labels})
     role_id = unique("editor").lower()
     async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=stack.admin_headers) as directory:
         made = await directory.post(
@@ -330,16 +331,29 @@ async def test_a_read_only_custom_field_does_not_block_a_save_and_a_change_to_it
             json={
                 "id": role_id,
                 "names": {"zh-CN": "编辑", "en": f"Editor {role_id}"},
-                "permissions": ["account:self", "customers:view", "customers:edit"],
+                "permissions": ["account:self", "users:view", "customers:view", "customers:create", "customers:edit"],
                 "scopes": {"customers": "all"},
-                "fields": {"customers": {f"custom.{locked_key}": "read"}},
+                "fields": {
+                    "customers": {
+                        f"custom.{locked_key}": "read",
+                        f"custom.{secret}": "hidden",
+                        "website": "read",
+                        "description": "hidden",
+                    }
+                },
             },
         )
         assert made.status_code == 201, made.text
     async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
         created = await customers.post(
             "/v1/customers",
-            json={"kind": "company", "name": unique("只读字段客户"), "custom": {locked_key: "原值"}},
+            json={
+                "kind": "company",
+                "name": unique("只读字段客户"),
+                "website": "https://readonly.example.com",
+                "description": "内部备注",
+                "custom": {locked_key: "原值", secret: "机密"},
+            },
         )
     assert created.status_code == 201, created.text
     cid = created.json()["id"]
@@ -349,21 +363,38 @@ async def test_a_read_only_custom_field_does_not_block_a_save_and_a_change_to_it
     async def visible() -> bool:
         async with httpx.AsyncClient(base_url=stack.urls["customers"]) as client:
             answer = await client.get(f"/v1/customers/{cid}", headers={"Authorization": f"Bearer {token}"})
-        return answer.status_code == 200
+        return answer.status_code == 200 and secret not in (answer.json().get("custom") or {})
 
-    await eventually(visible, timeout=30, interval=0.3, message="the editor sees the customer")
+    await eventually(visible, timeout=30, interval=0.3, message="the editor sees the customer, without the secret")
     await sign_in(page, editor)
     await page.wait_for_url("**/")
     await page.goto(f"/customers/{cid}/edit")
-    await expect(page.get_by_label(f"Locked {tag}")).to_have_value("原值")
+    # Read-only: its value as text, no input; hidden: not in the form at all; the rest: inputs.
+    read_only = page.locator(f"[data-read-only='{locked_key}']")
+    await expect(read_only).to_contain_text(f"Locked {tag}")
+    await expect(read_only).to_contain_text("原值")
+    await expect(read_only).to_contain_text("read-only for your role")
+    await expect(page.locator(f"[name='custom.{locked_key}']")).to_have_count(0)
+    await expect(page.locator("#edit-form")).not_to_contain_text(f"Secret {tag}")
+    await expect(page.locator(f"[name='custom.{secret}']")).to_have_count(0)
+    # The standard fields too: the website as text, the description left out.
+    await expect(page.locator("[data-read-only='website']")).to_contain_text("https://readonly.example.com")
+    await expect(page.locator("[name='website']")).to_have_count(0)
+    await expect(page.locator("[name='description']")).to_have_count(0)
+    await page.get_by_label(f"Open {tag}").fill("可改")
     await page.get_by_label("Industry").fill("制造")
-    await page.get_by_role("button", name="Save").click()  # the read-only value is not sent
+    await page.get_by_role("button", name="Save").click()
     await expect(page.locator("#notice")).to_contain_text("Profile saved.")
     await expect(page.locator("#p-industry")).to_have_text("制造")
-
-    await page.goto(f"/customers/{cid}/edit")
-    await page.get_by_label(f"Locked {tag}").fill("新值")
-    await page.get_by_role("button", name="Save").click()
-    await expect(page.get_by_label(f"Locked {tag}")).to_have_attribute("aria-invalid", "true")
-    await expect(page.locator(f"[id='e-custom.{locked_key}']")).to_contain_text("read-only")
-    await expect(page.get_by_label(f"Locked {tag}")).to_have_value("新值")
+    await expect(page.locator(f"#p-custom-{open_key}")).to_have_text("可改")
+    await expect(page.locator(f"#p-custom-{locked_key}")).to_have_text("原值")
+    # The new-customer form follows the same rules.
+    await page.goto("/customers/new")
+    await expect(page.locator(f"[data-read-only='{locked_key}']")).to_be_visible()
+    await expect(page.locator(f"[name='custom.{secret}']")).to_have_count(0)
+    await expect(page.get_by_label(f"Open {tag}")).to_be_visible()
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=stack.admin_headers) as customers:
+        stored = await customers.get(f"/v1/customers/{cid}")
+    assert stored.json()["custom"] == {locked_key: "原值", secret: "机密", open_key: "可改"}
+    assert stored.json()["website"] == "https://readonly.example.com"
+    assert stored.json()["description"] == "内部备注"

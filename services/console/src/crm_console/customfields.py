@@ -65,6 +65,26 @@ def display(definition: Mapping[str, Any], value: Any, language: str, names: Map
     return to_text(definition, value)
 
 
+def active(definitions: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The definitions a form offers: archived fields take no new values, so they get no input."""
+    return [d for d in definitions if d.get("status", "active") == "active"]
+
+
+def lines(
+    definitions: Iterable[Mapping[str, Any]],
+    custom: Mapping[str, Any] | None,
+    language: str,
+    names: Mapping[str, str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """``[(key, label, text)]`` of the custom values a record holds, as a card or a row shows them
+    (archived fields too: their values stay on the record; a hidden one is not in the record)."""
+    custom = custom or {}
+    return [
+        (d["key"], text_in(d["labels"], language), display(d, custom[d["key"]], language, names or {}))
+        for d in shown(definitions, custom)
+    ]
+
+
 def shown(definitions: Iterable[Mapping[str, Any]], custom: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     """The definitions of the values a record holds, in the definitions' order. A field the
     caller's roles hide is absent from the record, so it is absent here too."""

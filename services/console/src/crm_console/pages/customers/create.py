@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from crm_console import customfields
+from crm_console import customfields, fieldrules
 from crm_console.pages.customers.people import owner_names
 from crm_console.pages.customers.query import KINDS, SIZES, SOURCES, STAGES, TIERS
 from crm_console.upstreams import UpstreamProblem
@@ -87,9 +87,13 @@ def field_errors(problem: UpstreamProblem) -> dict[str, str]:
 
 
 def form_context(
-    values: dict[str, Any], errors: dict[str, str] | None = None, fields: list[dict[str, Any]] | None = None
+    values: dict[str, Any],
+    errors: dict[str, str] | None = None,
+    fields: list[dict[str, Any]] | None = None,
+    rules: fieldrules.FormRules = fieldrules.NO_RULES,
 ) -> dict[str, Any]:
     return {
+        "custom_rules": rules,
         "values": values,
         "custom_fields": fields or [],
         "field_errors": errors or {},
@@ -110,7 +114,8 @@ async def _form(request: Request) -> dict[str, str]:
 async def new(request: Request, client: Annotated[Api, Depends(api)]) -> HTMLResponse:
     values = {"kind": "company", "lifecycle_stage": "prospect", "idempotency_key": str(uuid.uuid4())}
     fields = await customfields.definitions(client, "customers")
-    return render(request, "customers/new.html", form_context(values, fields=fields))
+    rules = await fieldrules.form_rules(client, "customers")
+    return render(request, "customers/new.html", form_context(values, fields=fields, rules=rules))
 
 
 @router.post("/new", include_in_schema=False)
@@ -130,7 +135,8 @@ async def create(request: Request, client: Annotated[Api, Depends(api)]) -> Resp
         # A 403 naming fields: a value the user's role may only read (or not see): at the field.
         if problem.status not in (409, 422) and not (problem.status == 403 and problem.errors):
             raise
-        context = form_context(values, field_errors(problem), fields) | {"problem": problem}
+        rules = await fieldrules.form_rules(client, "customers")
+        context = form_context(values, field_errors(problem), fields, rules) | {"problem": problem}
         if problem.status == 409:
             context |= await duplicate_report(client, values)
         return render(request, "customers/new.html", context, status_code=problem.status)

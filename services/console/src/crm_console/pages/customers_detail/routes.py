@@ -22,12 +22,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from crm_console import customfields
+from crm_console import customfields, fieldrules
 from crm_console.pages.customers.query import api_list_params
 from crm_console.pages.customers_detail import forms, panels
 from crm_console.records import complete_customer
 from crm_console.registry import may
-from crm_console.upstreams import UpstreamProblem
+from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api, api, render
 from crm_platform.permissions import Permission
 
@@ -47,6 +47,8 @@ DONE = frozenset(
         "merged",
         "logged",
         "task_created",
+        "opportunity_created",
+        "opportunity_saved",
     }
 )
 # History fields whose values are codes, and the message prefix that names each code.
@@ -102,6 +104,27 @@ async def read_customer(client: Api, customer_id: str) -> tuple[dict[str, Any], 
     return complete_customer(response.json()), response.headers.get("ETag", "")
 
 
+async def definitions_or_none(client: Api, module: str) -> list[dict[str, Any]]:
+    """A module's definitions (archived too, for the values they left) for showing values in a
+    panel; none when the owning service is down or refuses, so that panel's failure stays its own."""
+    try:
+        return await customfields.definitions(client, module, include_archived=True)
+    except (UpstreamProblem, UpstreamUnavailable):
+        return []
+
+
+async def related_definitions(client: Api) -> list[list[dict[str, Any]]]:
+    """The definitions (archived too) of customers, contacts, opportunities, follow-ups, tasks and
+    feedback: those of the customer page's panels may fail on their own, as the panels do."""
+    return list(
+        await asyncio.gather(
+            customfields.definitions(client, "customers", include_archived=True),
+            customfields.definitions(client, "contacts", include_archived=True),
+            *(definitions_or_none(client, m) for m in ("opportunities", "interactions", "tasks", "feedback")),
+        )
+    )
+
+
 async def form_of(request: Request) -> Any:
     return await request.form()
 
@@ -133,11 +156,13 @@ async def detail_page(
             return {"previous": None, "next": None}
         return found
 
-    related, around, fields = await asyncio.gather(
+    related, around, defined, roles_rules = await asyncio.gather(
         panels.load(client, customer_id, timezone),
         neighbours(),
-        customfields.definitions(client, "customers", include_archived=True),
+        related_definitions(client),
+        fieldrules.role_rules(client),
     )
+    fields, contact_fields, opportunity_fields, followup_fields, task_fields, feedback_fields = defined
     custom_values = customer.get("custom") or {}
     custom_shown = customfields.shown(fields, custom_values)
     people = [customer.get("owner_id"), customer.get("created_by"), customer.get("updated_by")]
@@ -146,7 +171,18 @@ async def detail_page(
     people += [task.get("assignee_id") for task in related["tasks"].items]
     people += [item.get("author_id") for item in related["followups"].items]
     people += [custom_values[d["key"]] for d in custom_shown if d["type"] == "user"]
+    for records, module_fields in (
+        (customer.get("contacts") or [], contact_fields),
+        (related["opportunities"].items, opportunity_fields),
+        (related["followups"].items, followup_fields),
+        (related["tasks"].items, task_fields),
+        (related["feedback"].items, feedback_fields),
+    ):
+        for record in records:
+            held = record.get("custom") or {}
+            people += [held[d["key"]] for d in customfields.shown(module_fields, held) if d["type"] == "user"]
     who = await panels.names(client, people)
+    language = client.session.language
     done = request.query_params.get("done", "")
     if notice is None and done in DONE:
         notice = {"kind": "ok", "key": f"customers_detail.done.{done}", "detail": ""}
@@ -175,6 +211,17 @@ async def detail_page(
         "log_errors": forms_state.pop("log_errors", {}),
         "now_local": forms.local_input(datetime.now(UTC), timezone),
         "due_default": forms.default_due(datetime.now(UTC), timezone),
+        "contact_fields": customfields.active(contact_fields),
+        "contact_lines": lambda contact: customfields.lines(contact_fields, contact.get("custom"), language, who),
+        "opportunity_lines": lambda opp: customfields.lines(opportunity_fields, opp.get("custom"), language, who),
+        "followup_lines": lambda item: customfields.lines(followup_fields, item.get("custom"), language, who),
+        "task_lines": lambda task: customfields.lines(task_fields, task.get("custom"), language, who),
+        "feedback_lines": lambda item: customfields.lines(feedback_fields, item.get("custom"), language, who),
+        "followup_fields": customfields.active(followup_fields),
+        "followup_rules": fieldrules.for_module(roles_rules, "interactions"),
+        "task_rules": fieldrules.for_module(roles_rules, "tasks"),
+        "contact_rules": fieldrules.for_module(roles_rules, "contacts"),
+        "task_fields": customfields.active(task_fields),
         "contact_values": forms_state.pop("contact_values", {}),
         "contact_errors": forms_state.pop("contact_errors", {}),
         "task_values": forms_state.pop("task_values", {}),
@@ -268,6 +315,8 @@ async def log_form(request: Request, customer_id: str, channel: str, client: Cli
         "source": source,
         "channels": forms.CHANNELS,
         "log_channel": channel if channel in forms.CHANNELS else "note",
+        "followup_fields": customfields.active(await definitions_or_none(client, "interactions")),
+        "followup_rules": await fieldrules.form_rules(client, "interactions"),
         "log_values": {},
         "log_errors": {},
         "now_local": forms.local_input(datetime.now(UTC), timezone_of(client)),
@@ -280,6 +329,11 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
     form = await form_of(request)
     source = str(form.get("from") or "")
     body = forms.interaction_body(customer_id, form, timezone_of(client))
+    fields = await customfields.definitions(client, "interactions")
+    typed = customfields.posted(fields, form)
+    custom = customfields.body(fields, typed, for_patch=False)
+    if custom:
+        body["custom"] = custom
     return await change_or_refusal(
         request,
         client,
@@ -290,7 +344,7 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
         FORM_REFUSALS,
         lambda problem: {
             "log_channel": body["channel"],
-            "log_values": dict(form),
+            "log_values": {k: str(v) for k, v in form.items()} | typed,
             "log_errors": field_errors(problem),
         },
     )
@@ -300,15 +354,25 @@ async def log_interaction(request: Request, customer_id: str, client: Client) ->
 async def create_task(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source = str(form.get("from") or "")
+    body = forms.task_body(customer_id, form, timezone_of(client))
+    fields = await customfields.definitions(client, "tasks")
+    typed = customfields.posted(fields, form)
+    custom = customfields.body(fields, typed, for_patch=False)
+    if custom:
+        body["custom"] = custom
     return await change_or_refusal(
         request,
         client,
         customer_id,
         source,
         "task_created",
-        client.send("interactions", "POST", "/v1/tasks", json=forms.task_body(customer_id, form, timezone_of(client))),
+        client.send("interactions", "POST", "/v1/tasks", json=body),
         FORM_REFUSALS,
-        lambda problem: {"task_values": dict(form), "task_errors": field_errors(problem), "open_task": True},
+        lambda problem: {
+            "task_values": {k: str(v) for k, v in form.items()} | typed,
+            "task_errors": field_errors(problem),
+            "open_task": True,
+        },
     )
 
 
@@ -325,8 +389,10 @@ def edit_page(
     errors: dict[str, str] | None = None,
     notice: dict[str, str] | None = None,
     status_code: int = 200,
+    rules: fieldrules.FormRules = fieldrules.NO_RULES,
 ) -> HTMLResponse:
     context = {
+        "custom_rules": rules,
         "custom_fields": fields,
         "customer": customer,
         "etag": etag,
@@ -349,14 +415,17 @@ async def edit(request: Request, customer_id: str, client: Client) -> HTMLRespon
     source = request.query_params.get("from", "")
     fields = await customfields.definitions(client, "customers")
     values: dict[str, Any] = forms.profile_values(customer) | customfields.form_values(fields, customer.get("custom"))
-    return edit_page(request, customer, etag, source, values | customfields.was(values), fields)
+    rules = await fieldrules.form_rules(client, "customers")
+    return edit_page(request, customer, etag, source, values | customfields.was(values), fields, rules=rules)
 
 
 @router.post("/{customer_id}/edit", include_in_schema=False)
 async def save(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source, etag, kind = str(form.get("from") or ""), str(form.get("etag") or ""), str(form.get("kind") or "")
-    patch = forms.profile_patch(form, kind)
+    rules = await fieldrules.form_rules(client, "customers")
+    # A field the person's roles protect had no input: not sent (sending it would be refused).
+    patch = {k: v for k, v in forms.profile_patch(form, kind).items() if k not in rules.hidden | rules.read_only}
     fields = await customfields.definitions(client, "customers")
     typed = customfields.posted(fields, form)
     custom = customfields.body(fields, typed, for_patch=True)
@@ -371,7 +440,8 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
         values: dict[str, Any] = {k: str(v) for k, v in form.items()} | typed
         customer = {"id": customer_id, "kind": kind, "name": str(form.get("original_name") or "")}
         notice = refusal(client, problem)
-        return edit_page(request, customer, etag, source, values, fields, field_errors(problem), notice, problem.status)
+        errors = field_errors(problem)
+        return edit_page(request, customer, etag, source, values, fields, errors, notice, problem.status, rules)
     return back(customer_id, source, "saved")
 
 
@@ -382,15 +452,25 @@ async def save(request: Request, customer_id: str, client: Client) -> Response:
 async def add_contact(request: Request, customer_id: str, client: Client) -> Response:
     form = await form_of(request)
     source = str(form.get("from") or "")
+    fields = await customfields.definitions(client, "contacts")
+    typed = customfields.posted(fields, form)
+    body = forms.contact_body(form)
+    custom = customfields.body(fields, typed, for_patch=False)
+    if custom:
+        body["custom"] = custom
     return await change_or_refusal(
         request,
         client,
         customer_id,
         source,
         "contact_added",
-        client.send("customers", "POST", f"/v1/customers/{customer_id}/contacts", json=forms.contact_body(form)),
+        client.send("customers", "POST", f"/v1/customers/{customer_id}/contacts", json=body),
         FORM_REFUSALS,
-        lambda problem: {"contact_values": dict(form), "contact_errors": field_errors(problem), "open_contact": True},
+        lambda problem: {
+            "contact_values": {k: str(v) for k, v in form.items()} | typed,
+            "contact_errors": field_errors(problem),
+            "open_contact": True,
+        },
     )
 
 
@@ -400,11 +480,16 @@ def contact_page(
     etag: str,
     source: str,
     contact: dict[str, Any],
+    fields: list[dict[str, Any]],
     errors: dict[str, str] | None = None,
     notice: dict[str, str] | None = None,
     status_code: int = 200,
+    rules: fieldrules.FormRules = fieldrules.NO_RULES,
 ) -> HTMLResponse:
+    """``contact``: the form's values, custom ones as ``custom.<key>`` (and ``was.custom.<key>``)."""
     context = {
+        "custom_rules": rules,
+        "custom_fields": fields,
         "customer": customer,
         "etag": etag,
         "source": source,
@@ -423,12 +508,17 @@ async def edit_contact(request: Request, customer_id: str, contact_id: str, clie
     contact = next((c for c in customer.get("contacts") or [] if c["contact_id"] == contact_id), None)
     if contact is None:
         raise UpstreamProblem("customers", 404, "Not Found")
+    fields = await customfields.definitions(client, "contacts")
+    custom = customfields.form_values(fields, contact.get("custom"))
     values = {
         **contact,
         "phones": "\n".join(contact.get("phones") or []),
         "emails": "\n".join(contact.get("emails") or []),
+        **custom,
+        **customfields.was(custom),
     }
-    return contact_page(request, customer, etag, request.query_params.get("from", ""), values)
+    rules = await fieldrules.form_rules(client, "contacts")
+    return contact_page(request, customer, etag, request.query_params.get("from", ""), values, fields, rules=rules)
 
 
 @router.post("/{customer_id}/contacts/{contact_id}", include_in_schema=False)
@@ -436,15 +526,34 @@ async def save_contact(request: Request, customer_id: str, contact_id: str, clie
     form = await form_of(request)
     source, etag = str(form.get("from") or ""), str(form.get("etag") or "")
     path = f"/v1/customers/{customer_id}/contacts/{contact_id}"
+    fields = await customfields.definitions(client, "contacts")
+    typed = customfields.posted(fields, form)
+    rules = await fieldrules.form_rules(client, "contacts")
+    # A field the person's roles protect had no input: not sent (sending it would be refused).
+    body = {k: v for k, v in forms.contact_body(form).items() if k not in rules.hidden | rules.read_only}
+    custom = customfields.body(fields, typed, for_patch=True)
+    if custom:
+        body["custom"] = custom
     try:
-        await client.send("customers", "PATCH", path, json=forms.contact_body(form), headers={"If-Match": etag})
+        await client.send("customers", "PATCH", path, json=body, headers={"If-Match": etag})
     except UpstreamProblem as problem:
-        if problem.status not in (409, 412, 422, 423):
+        # A 403 naming fields: a value the user's role may only read (or not see) was changed: at the field.
+        if problem.status not in (409, 412, 422, 423) and not (problem.status == 403 and problem.errors):
             raise
         customer = {"id": customer_id, "name": str(form.get("customer_name") or "")}
-        values = {**dict(form), "contact_id": contact_id, "is_primary": form.get("is_primary") == "on"}
+        values = {k: str(v) for k, v in form.items()} | typed
+        values |= {"contact_id": contact_id, "is_primary": form.get("is_primary") == "on"}
         return contact_page(
-            request, customer, etag, source, values, field_errors(problem), refusal(client, problem), problem.status
+            request,
+            customer,
+            etag,
+            source,
+            values,
+            fields,
+            field_errors(problem),
+            refusal(client, problem),
+            problem.status,
+            rules,
         )
     return back(customer_id, source, "contact_saved")
 

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console import customfields
 from crm_console.customer_names import customer_names
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, is_htmx, render, zone
@@ -40,7 +41,13 @@ async def _tasks(client: Api, view: View) -> list[Document]:
 async def _list_context(client: Api, view: View) -> dict[str, Any]:
     tz = client.session.timezone
     items = await _tasks(client, view)
+    language = client.session.language
+    try:
+        fields = await customfields.definitions(client, "tasks", include_archived=True)
+    except UpstreamProblem:  # the list itself came back: its custom values are only extra lines
+        fields = []
     return {
+        "task_lines": lambda task: customfields.lines(fields, task.get("custom"), language),
         "view": view,
         "views": VIEWS,
         "items": items,
