@@ -46,7 +46,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, DeleteMany, IndexModel, ReplaceOne, UpdateMany
+from pymongo import ASCENDING, DESCENDING, DeleteMany, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -298,10 +298,12 @@ class CustomerTags:
         one from an older state gets the copies too, and stays stale for a page to resync.
         Idempotent; written before the customers, so a backfill cut short between the two finds the
         customers still stale and writes both again."""
+        # By _id (the customer's id and each of its tags): an update on ``cid`` scans on the store.
         ops = [
-            UpdateMany({"cid": doc["_id"], "at": {"$lte": written_at(doc)}}, {"$set": values})
+            UpdateOne({"_id": membership_id(doc["_id"], tag), "at": {"$lte": written_at(doc)}}, {"$set": values})
             for doc, values in customers
-            if values and doc.get("tags") and doc.get("status") in LISTED
+            if values and doc.get("status") in LISTED
+            for tag in dict.fromkeys(doc.get("tags") or [])
         ]
         if not ops:
             return 0
