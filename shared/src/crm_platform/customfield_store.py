@@ -15,7 +15,9 @@ A field flagged ``sortable`` (at most :data:`~crm_platform.customfields.MAX_SORT
 gets the service's sort indexes. The records' copies (``s.cf_<key>`` of a sortable field,
 ``s.cfq_<key>`` of a filterable date or money field) are backfilled when a flag that needs them
 is set, and again at start-up until the backfill is recorded done. Only modules whose service
-keeps copies (it passes ``copying``) take those flags.
+keeps copies (it passes ``copying``) take those flags. A module whose lists also run on another
+collection (customers: the tag memberships, which copy ``custom`` and ``s``) passes that
+collection's index builders in ``extra_indexes``: made and dropped there with the same flags.
 """
 
 from __future__ import annotations
