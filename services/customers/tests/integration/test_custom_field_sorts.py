@@ -323,6 +323,11 @@ async def test_tag_lists_sort_on_a_sortable_field_after_its_backfill(
     assert r.status_code == 200, r.text
     order = [i for page in await listed(client, rep, f"custom.{score}", limit=3, tags_any=tag) for i in page]
     assert order == [none, ids[30], ids[10], ids[20]] and untagged not in order
+    # A membership whose sort copy is stale is dropped from the page and resynced, the page asked again.
+    await memberships.update_one({"_id": f"{ids[20]}:{tag}"}, {"$set": {f"s.cf_{score}": 1}})
+    assert await listed(client, rep, f"custom.{score}", limit=3, tags_any=tag) == [[none, ids[30], ids[10]], [ids[20]]]
+    fixed = await memberships.find_one({"_id": f"{ids[20]}:{tag}"})
+    assert fixed is not None and fixed["s"][f"cf_{score}"] == 20, fixed
     r = await client.get(
         f"/v1/customers/{ids[10]}/neighbours", params={"sort": f"-custom.{score}", "tags_any": tag}, headers=rep
     )

@@ -438,6 +438,23 @@ async def test_tag_lists_filter_on_custom_fields(
     assert await ids(level, "low") == sorted([b, c])
     assert await ids(renewal, "2026-12-01..") == sorted([b, c])
 
+    # A membership whose copied value is stale (a write cut short before its resync) is dropped
+    # from the page and resynced: the list shows what the customer says.
+    await memberships.update_one({"_id": f"{c}:{tag}"}, {"$set": {f"custom.{level}": "high"}})
+    assert await ids(level, "high") == [a]
+    fixed = await memberships.find_one({"_id": f"{c}:{tag}"})
+    assert fixed is not None and fixed["custom"][level] == "low", fixed
+    # A rebuild (the first start after an upgrade) writes memberships with the values and copies.
+    await memberships.delete_one({"_id": f"{a}:{tag}"})
+    assert await ids(level, "high") == []
+    repo = app.state.customers.repo
+    assert await repo.tags.rebuild(repo.collection, unique("test")) > 0
+    rebuilt = await memberships.find_one({"_id": f"{a}:{tag}"})
+    assert rebuilt is not None and rebuilt["custom"][level] == "high", rebuilt
+    assert rebuilt["s"][f"cfq_{renewal}"] == 20260115, rebuilt
+    assert await ids(level, "high") == [a]
+    assert await ids(renewal, "..2026-01-31") == [a]
+
     # The export takes the same filters.
     r = await client.get("/v1/customers/export.csv", params={"tags_any": tag, f"custom.{level}": "low"}, headers=rep)
     assert r.status_code == 200 and len(r.text.strip().splitlines()) == 3, r.text  # header + 2
