@@ -611,8 +611,8 @@ async def test_tag_and_custom_field_filters_use_the_memberships_index(
     """``tags_any`` with ``custom.<key>=`` (an equality on a choice; a range on a number, a date or
     a money): a search of the field's index on the tag memberships (the tag, the visibility prefix,
     where the filter looks, then the default sort) in every scope, page 1 and the page after it,
-    with no per-row test of the tags array. An equality walks the index in list order; a range
-    sorts its matches (not the scope)."""
+    with no per-row test of the tags array, and the export with the same filters (its count and its
+    pages). An equality walks the index in list order; a range sorts its matches (not the scope)."""
     key = f"tf{uuid.uuid4().hex[:6]}"
     admin = auth(unique("admin"), ["admin"], department_path="/hq")
     body: dict[str, Any] = {"key": key, "type": type_, "labels": {"zh-CN": "标签筛选", "en": "Tagged"}}
@@ -640,6 +640,13 @@ async def test_tag_and_custom_field_filters_use_the_memberships_index(
         assert not scans, f"{scope}: statements that scan:\n" + "\n".join(s.describe() for s in scans)
         plans = [" ".join(s.plan) for s in capture.statements if "FROM customer_tags " in s.sql]
         assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+        # The export: its count (ids from the same memberships' indexes) and its pages.
+        with traced_store.capture() as capture:
+            export = {k: v for k, v in params.items() if k != "limit"}
+            r = await plans_client.get("/v1/customers/export.csv", params=export, headers=headers)
+            assert r.status_code == 200, r.text
+        scans = capture.scans(sorted_results=equality, row_filters=True)
+        assert not scans, f"{scope} export: statements that scan:\n" + "\n".join(s.describe() for s in scans)
 
 
 @pytest.mark.parametrize(("direction", "type_"), [("", "number"), ("-", "date")])
