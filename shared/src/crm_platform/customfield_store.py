@@ -15,7 +15,9 @@ A field flagged ``sortable`` (at most :data:`~crm_platform.customfields.MAX_SORT
 gets the service's sort indexes. The records' copies (``s.cf_<key>`` of a sortable field,
 ``s.cfq_<key>`` of a filterable date or money field) are backfilled when a flag that needs them
 is set, and again at start-up until the backfill is recorded done. Only modules whose service
-keeps copies (it passes ``copying``) take those flags.
+keeps copies (it passes ``copying``) take those flags. A module whose lists also run on another
+collection (customers: the tag memberships, which copy ``custom`` and ``s``) passes that
+collection's index builders in ``extra_indexes``: made and dropped there with the same flags.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ IndexModels = Callable[[str], list[IndexModel]]
 #: A module's records' copies of one field brought up to date (the definition; True: again,
 #: even if recorded done): how many rewritten.
 Backfill = Callable[[Document, bool], Awaitable[int]]
+#: Another collection a module's lists run on (beside its records), with the indexes there of a
+#: filterable field (given its filter's path) and of a sortable one (given its sort copy's path).
+ExtraIndexes = tuple[AsyncCollection[Document], IndexModels, IndexModels]
 
 
 def index_name(path: str) -> str:
@@ -136,6 +141,7 @@ class CustomFields:
         filterable_modules: Iterable[str] | None = None,
         sorting: dict[str, IndexModels] | None = None,
         copying: dict[str, Backfill] | None = None,
+        extra_indexes: dict[str, list[ExtraIndexes]] | None = None,
     ) -> None:
         """``topic``: where this service publishes the definitions' events (its own topic; the
         contracts declare them once, on the customers topic). ``filterable_modules``: the modules
@@ -144,7 +150,10 @@ class CustomFields:
         sortable field (given its sort copy's path); others refuse ``sortable``. ``copying``: the
         modules whose records keep copies (:func:`~crm_platform.customfields.copies`), each with
         the backfill of one field's copies; needed for ``sortable`` and for a filterable date or
-        money field (the embedded store serves no index for a range on an ISO date string)."""
+        money field (the embedded store serves no index for a range on an ISO date string).
+        ``extra_indexes``: per module, other collections its lists filter and sort on (customers:
+        the tag memberships), each with its own builders of a filterable and of a sortable
+        field's indexes, made and dropped with the flags like those on the records."""
         self.collection = collection
         self.event_log = event_log
         self.records = records
@@ -160,6 +169,7 @@ class CustomFields:
         self._filterable = set(self.records if filterable_modules is None else filterable_modules)
         self._sorting = sorting or {}
         self._copying = copying or {}
+        self._extra_indexes = extra_indexes or {}
 
     def _event(self, event_type: Any, subject: str, data: Any, version: int, actor: str) -> tuple[str, EventEnvelope]:
         topic, envelope = self.events(event_type, subject, data, version, actor)
@@ -328,17 +338,22 @@ class CustomFields:
 
     async def _sync_index(self, doc: Document) -> None:
         """The records' index on where the field's filter looks: there exactly while the field is
-        active and filterable; the sort indexes while it is active and sortable; the records'
-        copies backfilled while it is active and keeps any."""
+        active and filterable; the sort indexes while it is active and sortable (the same on the
+        module's ``extra_indexes`` collections); the records' copies backfilled while it is active
+        and keeps any."""
         module = doc["module"]
         records = self.records[module]
         models = self._index_models.get(module, single_field_index)(filter_path(doc))
         active = doc.get("status") == "active"
         await self._keep(records, models, active and bool(doc.get("filterable")))
         sort_models = self._sorting.get(module)
+        sort_path = f"s.{SORT_COPY_PREFIX}{doc['key']}"
+        sortable = active and bool(doc.get("sortable"))
         if sort_models is not None:
-            sortable = active and bool(doc.get("sortable"))
-            await self._keep(records, sort_models(f"s.{SORT_COPY_PREFIX}{doc['key']}"), sortable)
+            await self._keep(records, sort_models(sort_path), sortable)
+        for collection, filter_models, extra_sort_models in self._extra_indexes.get(module, []):
+            await self._keep(collection, filter_models(filter_path(doc)), active and bool(doc.get("filterable")))
+            await self._keep(collection, extra_sort_models(sort_path), sortable)
         backfill = self._copying.get(module)
         if backfill is not None and active and has_copies(doc):
             await backfill(doc, False)

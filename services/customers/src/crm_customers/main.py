@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from crm_customers.adapters import tag_index
 from crm_customers.adapters.claim_rules import ClaimRulesCopy
 from crm_customers.adapters.export_requests import ExportApprovalStore
 from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes, custom_sort_indexes
@@ -67,6 +68,8 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         # Sortable fields and filterable dates and money keep copies beside the sort keys,
         # backfilled on every customer when the flag is set.
         copying={MODULE: repo.backfill_copies},
+        # Tag-filtered lists run on the tag memberships: the same flags index them too.
+        extra_indexes={MODULE: [(repo.tags.collection, tag_index.custom_field_indexes, tag_index.custom_sort_indexes)]},
     )
     # Every customer write keeps the fields' copies (s.cf_<key>, s.cfq_<key>) from the definitions.
     repo.fieldset = lambda: fields.fieldset(MODULE)
@@ -97,7 +100,7 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         await repo.rebuild_keys()
         # Tag memberships (what tag-filtered lists page on): built once for customers stored
         # before they existed or before today's sort keys, then those of writes a crash cut short.
-        await repo.tags.rebuild(repo.collection, f"v1_s{rules.SORT_KEYS_VERSION}")
+        await repo.tags.rebuild(repo.collection, f"v{tag_index.VERSION}_s{rules.SORT_KEYS_VERSION}")
         await repo.tags.resync_pending(repo.collection)
 
     async def purge_source_records() -> None:

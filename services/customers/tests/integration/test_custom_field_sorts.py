@@ -1,7 +1,8 @@
 """Sortable custom fields of customers: the ``sortable`` flag (validated, capped, in history and
 events), the sort copies ``s.cf_<key>`` every write keeps and a backfill writes when the flag is
 set, ``sort=custom.<key>`` in lists (both ways, paged by cursor), the export and the neighbours,
-and the refusals: not sortable (422 naming ``sort``), combined with tags (422), hidden (403).
+tag-filtered lists sorted on a custom field (on the tag memberships, which carry the copies), and
+the refusals: not sortable (422 naming ``sort``), hidden (403).
 
 The service runs in its own database: the cap on sortable fields counts a module's fields.
 """
@@ -61,10 +62,12 @@ async def create(client: httpx.AsyncClient, headers: dict[str, str], **extra: An
     return str(r.json()["id"])
 
 
-async def listed(client: httpx.AsyncClient, headers: dict[str, str], sort: str, limit: int = 2) -> list[list[str]]:
-    """Every page of the list in ``sort``, followed by cursor."""
+async def listed(
+    client: httpx.AsyncClient, headers: dict[str, str], sort: str, limit: int = 2, **filters: str
+) -> list[list[str]]:
+    """Every page of the list in ``sort`` (with ``filters``), followed by cursor."""
     pages: list[list[str]] = []
-    params: dict[str, Any] = {"sort": sort, "limit": limit}
+    params: dict[str, Any] = {"sort": sort, "limit": limit, **filters}
     while True:
         r = await client.get("/v1/customers", params=params, headers=headers)
         assert r.status_code == 200, r.text
@@ -149,10 +152,6 @@ async def test_sorting_on_a_sortable_field_pages_both_ways_after_a_backfill(
     r = await client.get("/v1/customers", params={"sort": f"custom.{score},-name"}, headers=rep)
     assert r.status_code == 200, r.text
 
-    # Tag-filtered lists cannot sort on a custom field (yet): 422 naming sort.
-    r = await client.get("/v1/customers", params={"sort": f"custom.{score}", "tags_any": "vip"}, headers=rep)
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sort", r.text
-
     # Flag off: the indexes dropped, the sort refused again.
     assert (await flag(client, score, False)).status_code == 200
     indexed = [list(ix["key"]) async for ix in await collection.list_indexes()]
@@ -220,9 +219,10 @@ async def test_a_hidden_field_cannot_be_sorted_on(app_and_client: tuple[Any, htt
     staff = auth(staff_id, [role], department_path=dept)
     made = await create(client, ADMIN, owner_id=staff_id, department_path=dept, custom={secret: 1})
     for path in ("/v1/customers", "/v1/customers/export.csv", f"/v1/customers/{made}/neighbours"):
-        r = await client.get(path, params={"sort": f"-custom.{secret}"}, headers=staff)
-        assert r.status_code == 403, (path, r.text)
-        assert [e["field"] for e in r.json()["errors"]] == [f"custom.{secret}"]
+        for tags in ({}, {"tags_any": "vip"}, {"tags_all": "vip"}):  # tag lists sort on it too
+            r = await client.get(path, params={"sort": f"-custom.{secret}", **tags}, headers=staff)
+            assert r.status_code == 403, (path, tags, r.text)
+            assert [e["field"] for e in r.json()["errors"]] == [f"custom.{secret}"]
     assert (await flag(client, secret, False)).status_code == 200
 
 
@@ -279,3 +279,68 @@ async def test_an_approved_export_downloads_in_the_custom_order(app_and_client: 
             json={"approval_above_rows": None},
             headers={**ADMIN, "If-Match": current.headers["ETag"]},
         )
+
+
+def tag_sort_indexes(indexed: list[list[str]], field: str) -> list[list[str]]:
+    return [fields for fields in indexed if f"s.cf_{field}" in fields]
+
+
+async def test_tag_lists_sort_on_a_sortable_field_after_its_backfill(
+    app_and_client: tuple[Any, httpx.AsyncClient],
+) -> None:
+    """A tag-filtered list (``tags_any``, ``tags_all``) sorted on a custom field pages on the tag
+    memberships: the flag indexes them, the backfill writes the copies on the memberships of the
+    customers stored before it, and a later change of the value moves the customer in the list."""
+    app, client = app_and_client
+    score = key()
+    assert (await define(client, key=score, type="number")).status_code == 201
+    rep = auth(unique("rep"))
+    tag, other = unique("tag"), unique("other")
+    ids = {n: await create(client, rep, tags=[tag, other], custom={score: n}) for n in (30, 10, 20)}
+    none = await create(client, rep, tags=[tag])  # no value: first ascending, last descending
+    untagged = await create(client, rep, tags=[other], custom={score: 15})  # not under the tag
+
+    # Flag on: the memberships are indexed, and the backfill wrote their copies (not a page's resync).
+    assert (await flag(client, score, True)).status_code == 200
+    memberships = app.state.customers.repo.tags.collection
+    indexed = [list(ix["key"]) async for ix in await memberships.list_indexes()]
+    assert len(tag_sort_indexes(indexed, score)) == 4, indexed  # behind each of the 3 prefixes, and alone
+    stored = await memberships.find_one({"_id": f"{ids[30]}:{tag}"})
+    assert stored is not None and stored["s"][f"cf_{score}"] == 30, stored
+
+    for tags in ({"tags_any": tag}, {"tags_all": f"{tag},{other}"}, {"tags_any": f"{tag},{unique('x')}"}):
+        with_none = "tags_all" not in tags  # the customer without a value lacks the other tag
+        up = [[none, ids[10]], [ids[20], ids[30]]] if with_none else [[ids[10], ids[20]], [ids[30]]]
+        assert await listed(client, rep, f"custom.{score}", **tags) == up, tags
+        down = [i for page in up for i in page][::-1]
+        assert [i for page in await listed(client, rep, f"-custom.{score}", **tags) for i in page] == down, tags
+
+    # A changed value moves the customer; its neighbours in the tag list follow the same order.
+    got = await client.get(f"/v1/customers/{ids[30]}", headers=rep)
+    r = await client.patch(
+        f"/v1/customers/{ids[30]}", json={"custom": {score: 5}}, headers={**rep, "If-Match": got.headers["ETag"]}
+    )
+    assert r.status_code == 200, r.text
+    order = [i for page in await listed(client, rep, f"custom.{score}", limit=3, tags_any=tag) for i in page]
+    assert order == [none, ids[30], ids[10], ids[20]] and untagged not in order
+    # A membership whose sort copy is stale is dropped from the page and resynced, the page asked again.
+    await memberships.update_one({"_id": f"{ids[20]}:{tag}"}, {"$set": {f"s.cf_{score}": 1}})
+    assert await listed(client, rep, f"custom.{score}", limit=3, tags_any=tag) == [[none, ids[30], ids[10]], [ids[20]]]
+    fixed = await memberships.find_one({"_id": f"{ids[20]}:{tag}"})
+    assert fixed is not None and fixed["s"][f"cf_{score}"] == 20, fixed
+    r = await client.get(
+        f"/v1/customers/{ids[10]}/neighbours", params={"sort": f"-custom.{score}", "tags_any": tag}, headers=rep
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["previous"]["id"], r.json()["next"]["id"]) == (ids[20], ids[30])
+    r = await client.get("/v1/customers/export.csv", params={"sort": f"-custom.{score}", "tags_any": tag}, headers=rep)
+    assert r.status_code == 200, r.text
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [row["id"] for row in rows] == [ids[20], ids[10], ids[30], none]
+
+    # Flag off: the memberships' indexes dropped, the sort refused again.
+    assert (await flag(client, score, False)).status_code == 200
+    indexed = [list(ix["key"]) async for ix in await memberships.list_indexes()]
+    assert not tag_sort_indexes(indexed, score), indexed
+    r = await client.get("/v1/customers", params={"sort": f"custom.{score}", "tags_any": tag}, headers=rep)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sort", r.text

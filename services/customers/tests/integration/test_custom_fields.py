@@ -1,5 +1,5 @@
 """Custom fields of customers: definitions (/v1/fields/customers), values on create and patch,
-their events, list filters with their index, archiving.
+their events, list filters with their index (with tag filters too), archiving.
 
 The service runs in its own database here: definitions apply to every write of a database, and a
 required field would refuse the creates of every other test sharing the session's service.
@@ -340,6 +340,139 @@ async def test_date_and_money_fields_filter_through_copies_backfilled_when_flagg
     assert exported[-1].event["data"]["filter"][f"custom.{renewal}"] == "2026-12-01.."
 
 
+async def test_tag_lists_filter_on_custom_fields(
+    app_and_client: tuple[Any, httpx.AsyncClient],
+) -> None:
+    """A tag filter (``tags_any``, ``tags_all``) with ``custom.<key>=`` filters gives exactly the
+    customers under the tag that match: equality on a choice, ranges on a number, a date and a
+    money. Tag lists page on the tag memberships: the flags index them too, and a date's or
+    money's copies, backfilled when the flag is set, reach the memberships of customers stored
+    before it. A changed value moves the customer in or out of the tag list's matches."""
+    app, client = app_and_client
+    level, size, renewal, budget = key(), key(), key(), key()
+    await define(client, key=level, type="choice", options=CHOICES, filterable=True)
+    await define(client, key=size, type="number", filterable=True)
+    await define(client, key=renewal, type="date")
+    await define(client, key=budget, type="money", validation={"currencies": ["CNY", "USD"]})
+    rep = auth(unique("rep"))
+    tag, other = unique("tag"), unique("other")
+
+    async def made(tags: list[str], **custom: Any) -> str:
+        r = await create(client, rep, tags=tags, custom=custom)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def money(amount: str, currency: str = "CNY") -> dict[str, str]:
+        return {"amount": amount, "currency": currency}
+
+    a = await made([tag, other], **{level: "high", size: 1, renewal: "2026-01-15", budget: money("800")})
+    b = await made([tag], **{level: "high", size: 5, renewal: "2026-03-01", budget: money("5000.50")})
+    c = await made([tag, other], **{level: "low", size: 9, renewal: "2026-12-31", budget: money("5000.50", "USD")})
+    d = await made([tag])
+    # The same values without the tag: never in a tag list.
+    await made([other], **{level: "high", size: 5, renewal: "2026-03-01", budget: money("5000.50")})
+    await made([], **{level: "high", size: 5, renewal: "2026-03-01", budget: money("5000.50")})
+
+    for field in (renewal, budget):  # stored before the flag: the backfill writes the copies
+        r = await client.patch(
+            f"/v1/fields/customers/{field}", json={"filterable": True}, headers={**ADMIN, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text
+    memberships = app.state.customers.repo.tags.collection
+    stored = await memberships.find_one({"_id": f"{a}:{tag}"})
+    assert stored is not None and stored["s"][f"cfq_{renewal}"] == 20260115, stored  # by the backfill
+    assert stored["custom"][level] == "high"
+    indexed = [list(ix["key"]) async for ix in await memberships.list_indexes()]
+    for path in (f"custom.{level}", f"custom.{size}", f"s.cfq_{renewal}", f"s.cfq_{budget}"):
+        # Behind the tag and each of the 3 visibility prefixes, and alone.
+        assert len([fields for fields in indexed if path in fields]) == 4, (path, indexed)
+
+    async def ids(field: str, text: str, tags: dict[str, str] | None = None) -> list[str]:
+        params = {f"custom.{field}": text, "limit": 100, **(tags or {"tags_any": tag})}
+        r = await client.get("/v1/customers", params=params, headers=rep)
+        assert r.status_code == 200, r.text
+        return sorted(c["id"] for c in r.json()["items"])
+
+    assert await ids(level, "high") == sorted([a, b])
+    assert await ids(level, "high", {"tags_all": f"{tag},{other}"}) == [a]
+    assert await ids(level, "low", {"tags_any": f"{tag},{unique('x')}"}) == [c]
+    assert await ids(size, "2..9") == sorted([b, c])
+    assert await ids(size, "..1") == [a]
+    assert await ids(renewal, "2026-01-01..2026-03-01") == sorted([a, b])
+    assert await ids(renewal, "2026-03-02..", {"tags_all": f"{other},{tag}"}) == [c]
+    assert await ids(budget, "1000..5000.50 CNY") == [b]
+    assert await ids(budget, "..10000 CNY") == sorted([a, b])
+    assert await ids(budget, "5000.5 usd") == [c]
+    assert d not in await ids(renewal, "..2099-12-31")
+    # Two custom filters and a built-in one together, paged by cursor.
+    r = await client.get(
+        "/v1/customers",
+        params={"tags_any": tag, f"custom.{level}": "high", f"custom.{size}": "..5", "kind": "company", "limit": 1},
+        headers=rep,
+    )
+    assert r.status_code == 200 and r.json()["next_cursor"], r.text
+    first = r.json()["items"][0]["id"]
+    r = await client.get(
+        "/v1/customers",
+        params={
+            "tags_any": tag,
+            f"custom.{level}": "high",
+            f"custom.{size}": "..5",
+            "kind": "company",
+            "limit": 1,
+            "cursor": r.json()["next_cursor"],
+        },
+        headers=rep,
+    )
+    assert sorted([first, r.json()["items"][0]["id"]]) == sorted([a, b]) and not r.json()["next_cursor"], r.text
+
+    # A changed value moves the customer in the tag list's matches (its memberships resynced).
+    got = await client.get(f"/v1/customers/{b}", headers=rep)
+    r = await client.patch(
+        f"/v1/customers/{b}",
+        json={"custom": {level: "low", renewal: "2026-12-01"}},
+        headers={**rep, "If-Match": got.headers["ETag"]},
+    )
+    assert r.status_code == 200, r.text
+    assert await ids(level, "high") == [a]
+    assert await ids(level, "low") == sorted([b, c])
+    assert await ids(renewal, "2026-12-01..") == sorted([b, c])
+
+    # A membership whose copied value is stale (a write cut short before its resync) is dropped
+    # from the page and resynced: the list shows what the customer says.
+    await memberships.update_one({"_id": f"{c}:{tag}"}, {"$set": {f"custom.{level}": "high"}})
+    assert await ids(level, "high") == [a]
+    fixed = await memberships.find_one({"_id": f"{c}:{tag}"})
+    assert fixed is not None and fixed["custom"][level] == "low", fixed
+    # A rebuild (the first start after an upgrade) writes memberships with the values and copies.
+    await memberships.delete_one({"_id": f"{a}:{tag}"})
+    assert await ids(level, "high") == []
+    repo = app.state.customers.repo
+    assert await repo.tags.rebuild(repo.collection, unique("test")) > 0
+    rebuilt = await memberships.find_one({"_id": f"{a}:{tag}"})
+    assert rebuilt is not None and rebuilt["custom"][level] == "high", rebuilt
+    assert rebuilt["s"][f"cfq_{renewal}"] == 20260115, rebuilt
+    assert await ids(level, "high") == [a]
+    assert await ids(renewal, "..2026-01-31") == [a]
+
+    # The export takes the same filters.
+    r = await client.get("/v1/customers/export.csv", params={"tags_any": tag, f"custom.{level}": "low"}, headers=rep)
+    assert r.status_code == 200 and len(r.text.strip().splitlines()) == 3, r.text  # header + 2
+
+    # Not filterable any more: the memberships' indexes go too, and the filter is refused.
+    current = await client.get(f"/v1/fields/customers/{level}", headers=ADMIN)
+    r = await client.patch(
+        f"/v1/fields/customers/{level}",
+        json={"filterable": False},
+        headers={**ADMIN, "If-Match": current.headers["ETag"]},
+    )
+    assert r.status_code == 200, r.text
+    indexed = [list(ix["key"]) async for ix in await memberships.list_indexes()]
+    assert not [fields for fields in indexed if f"custom.{level}" in fields], indexed
+    r = await client.get("/v1/customers", params={"tags_any": tag, f"custom.{level}": "high"}, headers=rep)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"custom.{level}", r.text
+
+
 async def test_csv_import_and_export_have_a_column_per_field(client: httpx.AsyncClient) -> None:
     seg, score = key(), key()
     await define(client, key=seg, type="choice", options=CHOICES)
@@ -510,9 +643,10 @@ async def test_field_rules_apply_to_custom_fields(app_and_client: tuple[Any, htt
     assert got.json()["custom"][grade] == "high" and secret not in got.json()["custom"]
     listed = await client.get("/v1/customers", params={f"custom.{grade}": "high"}, headers=staff)
     assert [c["id"] for c in listed.json()["items"]] == [made.json()["id"]]
-    refused = await client.get("/v1/customers", params={f"custom.{secret}": "42"}, headers=staff)
-    assert refused.status_code == 403, refused.text
-    assert [e["field"] for e in refused.json()["errors"]] == [f"custom.{secret}"]
+    for tags in ({}, {"tags_any": "vip"}, {"tags_all": "vip"}):  # tag lists filter on it too
+        refused = await client.get("/v1/customers", params={f"custom.{secret}": "42", **tags}, headers=staff)
+        assert refused.status_code == 403, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == [f"custom.{secret}"]
     exported = await client.get("/v1/customers/export.csv", headers=staff)
     header = exported.content.decode("utf-8-sig").splitlines()[0].split(",")
     assert f"custom.{grade}" in header and f"custom.{secret}" not in header

@@ -598,3 +598,111 @@ async def test_custom_field_sorts_walk_the_fields_sort_index(
         assert r.status_code == 200, r.text
         assert r.json()["previous"] and r.json()["next"]
     assert_indexed(capture, sorted_results=True, unkeyed_sorts=True)
+
+
+#: Per type, a filter on the tag list: an equality, or a range matching values 2, 3 and 4 of :func:`_value`.
+TAG_FILTERS = {"choice": "high", **RANGES}
+
+
+@pytest.mark.parametrize("type_", ["choice", "number", "date", "money"])
+async def test_tag_and_custom_field_filters_use_the_memberships_index(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore, type_: str
+) -> None:
+    """``tags_any`` with ``custom.<key>=`` (an equality on a choice; a range on a number, a date or
+    a money): a search of the field's index on the tag memberships (the tag, the visibility prefix,
+    where the filter looks, then the default sort) in every scope, page 1 and the page after it,
+    with no per-row test of the tags array, and the export with the same filters (its count and its
+    pages). An equality walks the index in list order; a range sorts its matches (not the scope)."""
+    key = f"tf{uuid.uuid4().hex[:6]}"
+    admin = auth(unique("admin"), ["admin"], department_path="/hq")
+    body: dict[str, Any] = {"key": key, "type": type_, "labels": {"zh-CN": "标签筛选", "en": "Tagged"}}
+    if type_ == "choice":
+        body["options"] = [{"key": k, "labels": {"zh-CN": k, "en": k}} for k in ("high", "low")]
+    r = await plans_client.post("/v1/fields/customers", json={**body, "filterable": True}, headers=admin)
+    assert r.status_code == 201, r.text
+    rep = auth("fill-rep-3", department_path="/hq/d0")
+    for i in range(8):
+        value = ("high" if i % 2 else "low") if type_ == "choice" else _value(type_, i % 6)
+        await _create(plans_client, rep, tags=["华东", "t3"], custom={key: value})
+    equality = type_ == "choice"
+    for scope, headers in _tag_scopes():
+        params: dict[str, Any] = {"tags_any": "华东", f"custom.{key}": TAG_FILTERS[type_], "limit": 2}
+        with traced_store.capture() as capture:
+            r = await plans_client.get("/v1/customers", params=params, headers=headers)
+            assert r.status_code == 200, r.text
+            cursor = r.json()["next_cursor"]
+            if scope in ("rep", "admin"):  # the rep's own customers: more than a page
+                assert cursor, scope
+            if cursor:
+                r = await plans_client.get("/v1/customers", params={**params, "cursor": cursor}, headers=headers)
+                assert r.status_code == 200, r.text
+        scans = capture.scans(sorted_results=equality, row_filters=True)
+        assert not scans, f"{scope}: statements that scan:\n" + "\n".join(s.describe() for s in scans)
+        plans = [" ".join(s.plan) for s in capture.statements if "FROM customer_tags " in s.sql]
+        assert any(key in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+        # The export: its count (ids from the same memberships' indexes) and its pages.
+        with traced_store.capture() as capture:
+            export = {k: v for k, v in params.items() if k != "limit"}
+            r = await plans_client.get("/v1/customers/export.csv", params=export, headers=headers)
+            assert r.status_code == 200, r.text
+        scans = capture.scans(sorted_results=equality, row_filters=True)
+        assert not scans, f"{scope} export: statements that scan:\n" + "\n".join(s.describe() for s in scans)
+
+
+@pytest.mark.parametrize(("direction", "type_"), [("", "number"), ("-", "date")])
+async def test_tag_and_custom_field_sorts_walk_the_memberships_sort_index(
+    plans_client: httpx.AsyncClient, traced_store: TracedStore, direction: str, type_: str
+) -> None:
+    """``tags_any`` (or ``tags_all``) with ``sort=custom.<key>`` either way: page 1, the page after
+    it and a record's neighbours walk the field's sort index on the tag memberships (the tag, the
+    visibility prefix, the sort copy, the id) in every scope, never a sort of the tag's scope or of
+    a tie group (most memberships have no value). The flag's backfill writes the copies on the
+    tagged customers' memberships by ``_id`` (and reads the customers whole, by design)."""
+    key = f"ts{uuid.uuid4().hex[:6]}"
+    admin = auth(unique("admin"), ["admin"], department_path="/hq")
+    body = {"key": key, "type": type_, "labels": {"zh-CN": "标签排序", "en": "Tag rank"}}
+    r = await plans_client.post("/v1/fields/customers", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    rep = auth("fill-rep-3", department_path="/hq/d0")
+    made = [await _create(plans_client, rep, tags=["t3", "华东"], custom={key: _value(type_, i % 3)}) for i in range(6)]
+    with traced_store.capture() as capture:
+        r = await plans_client.patch(
+            f"/v1/fields/customers/{key}", json={"sortable": True}, headers={**admin, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text
+    writes = [s for s in capture.statements if "customer_tags" in s.sql]
+    assert writes, "the backfill wrote no memberships"
+    scans = [s for s in writes if s.full_scans or s.index_walks]
+    assert not scans, "statements that scan:\n" + "\n".join(s.describe() for s in scans)
+    sort = f"{direction}custom.{key}"
+    try:
+        for tags in ({"tags_any": "t3"}, {"tags_all": "t3,华东"}):
+            for scope, headers in _tag_scopes():
+                params: dict[str, Any] = {**tags, "sort": sort, "limit": 5}
+                with traced_store.capture() as capture:
+                    r = await plans_client.get("/v1/customers", params=params, headers=headers)
+                    assert r.status_code == 200, r.text
+                    cursor = r.json()["next_cursor"]
+                    assert cursor, scope
+                    r = await plans_client.get("/v1/customers", params={**params, "cursor": cursor}, headers=headers)
+                    assert r.status_code == 200, r.text
+                scans = capture.scans(sorted_results=True, unkeyed_sorts=True, row_filters="tags_all" not in tags)
+                assert not scans, f"{scope} {tags}: statements that scan:\n" + "\n".join(s.describe() for s in scans)
+                plans = [" ".join(s.plan) for s in capture.statements if "FROM customer_tags " in s.sql]
+                assert any(f"cf_{key}" in plan for plan in plans), "\n".join(s.describe() for s in capture.statements)
+        with traced_store.capture() as capture:
+            r = await plans_client.get(
+                f"/v1/customers/{made[1]['id']}/neighbours", params={"tags_any": "t3", "sort": sort}, headers=rep
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["previous"] and r.json()["next"]
+        scans = capture.scans(sorted_results=True, unkeyed_sorts=True, row_filters=True)
+        assert not scans, "statements that scan:\n" + "\n".join(s.describe() for s in scans)
+    finally:  # room under the module's cap on sortable fields for the other tests
+        current = await plans_client.get(f"/v1/fields/customers/{key}", headers=admin)
+        r = await plans_client.patch(
+            f"/v1/fields/customers/{key}",
+            json={"sortable": False},
+            headers={**admin, "If-Match": current.headers["ETag"]},
+        )
+        assert r.status_code == 200, r.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_customers.adapters import tag_index
 from crm_customers.adapters.tag_index import ORPHAN_AFTER_MS, memberships_of
 from crm_customers.domain import rules
 from crm_customers.main import create_app
@@ -182,7 +183,7 @@ async def test_stale_and_missing_memberships_are_repaired(
     # Customers stored before memberships existed: built once at start-up.
     await memberships.delete_many({"cid": c["id"]})
     assert await listed(client, rep, tags_any=added) == set()
-    marker = f"customer_tags_v1_s{rules.SORT_KEYS_VERSION}"
+    marker = f"customer_tags_v{tag_index.VERSION}_s{rules.SORT_KEYS_VERSION}"
     await customers_db["migrations"].delete_one({"_id": marker})
     # A start before it was killed mid-build had got past customers sorting before this one.
     before = f"{c['id'][:1]}"  # ids are uuids: every id sorts after its first character alone

@@ -302,7 +302,8 @@ class CustomerRepository:
     async def backfill_copies(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
         """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
         a date or money (``s.cfq_<key>``) on every customer whose copies are missing or stale, in
-        guarded batches of ``batch_size``; returns how many were rewritten.
+        guarded batches of ``batch_size``, and on those customers' tag memberships (what tag lists
+        filter and sort on); returns how many customers were rewritten.
 
         Resumable: it skips customers already right, and a marker in ``migrations`` (per field,
         definition version and copy format) records it done; start-up runs it again for a field
@@ -318,6 +319,7 @@ class CustomerRepository:
         for _ in range(5):  # again for customers another writer replaced under us
             stale = 0
             batch: list[UpdateOne] = []
+            tagged: list[tuple[Document, Document]] = []
             async for doc in self.collection.find({}, projection={"outbox": 0}):
                 sort = doc.get("s")
                 if not isinstance(sort, dict):
@@ -329,17 +331,27 @@ class CustomerRepository:
                 guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
                 if "outbox_rev" in doc:
                     guard["outbox_rev"] = doc["outbox_rev"]
-                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": v for name, v in wanted.items()}}))
+                values = {f"s.{name}": v for name, v in wanted.items()}
+                batch.append(UpdateOne(guard, {"$set": values}))
+                tagged.append((doc, values))
                 if len(batch) >= batch_size:
-                    written += (await self.collection.bulk_write(batch, ordered=False)).matched_count
-                    batch = []
+                    written += await self._write_copies(batch, tagged)
+                    batch, tagged = [], []
             if batch:
-                written += (await self.collection.bulk_write(batch, ordered=False)).matched_count
+                written += await self._write_copies(batch, tagged)
             if stale == 0:
                 break
         with contextlib.suppress(DuplicateKeyError):  # another replica finished first
             await self.migrations.insert_one({"_id": marker, "documents": written})
         return written
+
+    async def _write_copies(self, batch: list[UpdateOne], customers: list[tuple[Document, Document]]) -> int:
+        """One batch of a backfill: the copies on the customers' tag memberships (guarded by each
+        customer's state, see :meth:`CustomerTags.copy_set`), then on the customers themselves.
+        Memberships first: a backfill cut short between the two finds these customers still stale
+        and writes both again, where the other order would leave memberships without the copies."""
+        await self.tags.copy_set(customers)
+        return int((await self.collection.bulk_write(batch, ordered=False)).matched_count)
 
     async def get(self, customer_id: str) -> Document | None:
         return await self.collection.find_one({"_id": customer_id})

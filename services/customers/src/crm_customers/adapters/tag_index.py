@@ -26,7 +26,18 @@ The customer document stays the truth; these are derived from it:
   position it no longer has. Writes are guarded by the customer's state (:func:`written_at`),
   so an older state synced late never removes what a newer one wrote.
 * the first start-up after this shipped builds the memberships of every stored customer
-  (:meth:`rebuild`, once, recorded in ``migrations``).
+  (:meth:`rebuild`, once per :data:`VERSION`, recorded in ``migrations``).
+
+Custom fields: a membership carries its customer's ``custom`` values and whole ``s`` (with the
+copies of sortable fields, ``s.cf_<key>``, and of filterable dates and money, ``s.cfq_<key>``), so a
+tag-filtered list filters and sorts on custom fields with the same query as an untagged one.
+A filterable field gets indexes here too (:func:`custom_field_indexes`: the tag, the visibility
+prefix, where its filter looks, the default sort, the id) and a sortable one
+(:func:`custom_sort_indexes`: the tag, the prefix, its sort copy, the id), made and dropped with the
+flags by :class:`~crm_platform.customfield_store.CustomFields` (``extra_indexes``). A backfill of a
+field's copies writes the same ``$set`` on the memberships of each customer it rewrites, guarded by
+the customer's state (:meth:`CustomerTags.copy_set`); a membership it missed is stale by
+:func:`is_current` (``listed`` compares ``s`` and ``custom``), so a page drops and resyncs it.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, DeleteMany, IndexModel, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, DeleteMany, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -45,7 +56,9 @@ from crm_platform.indexes import drop_replaced
 Document = dict[str, Any]
 
 #: Customer fields a list filters or sorts on, copied onto each membership (same names, so the
-#: list's query runs unchanged on either collection). ``tags`` too, for ``tags_all``'s other tags.
+#: list's query runs unchanged on either collection). ``tags`` too, for ``tags_all``'s other tags;
+#: ``s`` whole, with the custom fields' copies (``s.cf_<key>`` sorts, ``s.cfq_<key>`` date and money
+#: filters); ``custom`` whole, for ``custom.<key>=`` filters on the values themselves.
 COPIED = (
     "status",
     "owner_id",
@@ -65,7 +78,10 @@ COPIED = (
     "name_normalised",
     "tags",
     "s",
+    "custom",
 )
+#: The memberships' shape: a start-up with a newer one rebuilds every membership once (2: ``custom``).
+VERSION = 2
 #: Statuses listed (the active list and the recycle bin); merged and purged customers have no memberships.
 LISTED = ("active", "deleted")
 
@@ -134,6 +150,39 @@ INDEXES = [
     ),
     *(IndexModel([(field, ASCENDING)], name=f"idx_{field}") for field in EQUALITY_FIELDS),
 ]
+
+
+def custom_field_indexes(field: str) -> list[IndexModel]:
+    """The memberships' indexes of a filterable custom field (``field``: where its filter looks,
+    ``custom.<key>`` or a date's or money's copy ``s.cfq_<key>``): the tag, each visibility prefix,
+    the field, then the default sort and the id, so a tag list's ``custom.<key>=`` filter is an
+    equality (or range) search in every scope; and the field alone (an equality must name an
+    ``idx_<field>`` index, see :data:`EQUALITY_FIELDS`)."""
+    key = field.removeprefix("custom.").removeprefix("s.")
+    return [
+        *(
+            IndexModel(
+                [*prefix, (field, ASCENDING), ("s.updated_at", DESCENDING), ("s.id", DESCENDING)],
+                name=f"{p}_cf_{key}_updated_id",
+            )
+            for p, prefix in PREFIXES.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
+
+
+def custom_sort_indexes(field: str) -> list[IndexModel]:
+    """The memberships' indexes of a sortable custom field (``field``: its sort copy ``s.cf_<key>``):
+    the tag, each visibility prefix, the copy, the id (a tag list's ``sort=custom.<key>`` either way
+    walks one in order), and the copy alone (a cursor's tie branch is an equality on it)."""
+    key = field.removeprefix("s.cf_")
+    return [
+        *(
+            IndexModel([*prefix, (field, ASCENDING), ("s.id", ASCENDING)], name=f"{p}_cfs_{key}_id")
+            for p, prefix in PREFIXES.items()
+        ),
+        IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
+    ]
 
 
 def membership_id(customer_id: str, tag: str) -> str:
@@ -240,6 +289,25 @@ class CustomerTags:
                 raise
             return len(ops) - len(errors)
         return len(ops)
+
+    async def copy_set(self, customers: Sequence[tuple[Document, Document]]) -> int:
+        """A backfill's ``$set`` of copies (``s.<name>``) on the memberships of each customer it is
+        about to rewrite, given as (stored customer, ``$set``). Guarded like :meth:`sync` by the
+        customer's state (:func:`written_at`; the relay's publishing raises it past the memberships'
+        own): a membership a newer state wrote is left alone (that writer added the copies itself);
+        one from an older state gets the copies too, and stays stale for a page to resync.
+        Idempotent; written before the customers, so a backfill cut short between the two finds the
+        customers still stale and writes both again."""
+        # By _id (the customer's id and each of its tags): an update on ``cid`` scans on the store.
+        ops = [
+            UpdateOne({"_id": membership_id(doc["_id"], tag), "at": {"$lte": written_at(doc)}}, {"$set": values})
+            for doc, values in customers
+            if values and doc.get("status") in LISTED
+            for tag in dict.fromkeys(doc.get("tags") or [])
+        ]
+        if not ops:
+            return 0
+        return (await self.collection.bulk_write(ops, ordered=False)).modified_count
 
     async def resync(self, customers: AsyncCollection[Document], customer_ids: Sequence[str]) -> None:
         for customer_id in customer_ids:

@@ -17,7 +17,6 @@ from crm_customers.domain.names import normalise_name
 from crm_customers.domain.rules import SORT_FIELDS, epoch_ms
 from crm_platform.auth import Principal
 from crm_platform.customfields import FieldSet, query_filters
-from crm_platform.errors import ValidationFailed
 from crm_platform.listing import (
     Page,
     PageParams,
@@ -139,11 +138,6 @@ class CustomerFilter(BaseModel):
         return self
 
     @property
-    def custom_sorts(self) -> list[str]:
-        """The keys of the custom fields the list sorts on."""
-        return [name.removeprefix(CUSTOM_PREFIX) for name in self._sorts]
-
-    @property
     def sort_fields(self) -> dict[str, str]:
         """The sort keys this list accepts: the built-in ones and its sortable custom fields'."""
         return {**SORT_FIELDS, **self._sorts}
@@ -235,7 +229,8 @@ class CustomerFilter(BaseModel):
             if bounds:
                 clauses.append({field: bounds})
         for path, value in self._conditions.items():
-            # Served by the field's own indexes (custom_field_indexes), kept while it is filterable.
+            # Served by the field's own indexes (custom_field_indexes, on customers and on the tag
+            # memberships, which copy ``custom`` and ``s``), kept while it is filterable.
             clauses.append({path: value})
         if self.never_followed_up is not None:
             # The never-null sort key (0 when never followed up): indexed, and no null test at all.
@@ -252,15 +247,6 @@ async def list_customers(
     status: Literal["active", "deleted"] = "active",
 ) -> Page:
     every, some = filters.tag_lists()
-    if (every or some) and filters.custom:
-        # Tag-filtered lists page on the tag memberships, which hold no custom values.
-        raise ValidationFailed.for_field(
-            CUSTOM_PREFIX + next(iter(filters.custom)),
-            "custom field filters cannot be combined with tag filters",
-            "query",
-        )
-    if (every or some) and filters.custom_sorts:
-        _no_tagged_custom_sort()
     if every or some:
         return await _tagged_page(repo, principal, filters, paging, status)
     return await fetch_page(
@@ -288,8 +274,6 @@ async def neighbours(
     values = values_of(doc, keys)
     reverse = [SortKey(k.field, -k.direction) for k in keys]
     every, some = filters.tag_lists()
-    if (every or some) and filters.custom_sorts:
-        _no_tagged_custom_sort()
     if not (every or some):
         base = filters.to_mongo(principal, "active")
         after = await find_sorted(repo.collection, all_of(base, keyset_filter(keys, values)), keys, 1, LIST_PROJECTION)
@@ -313,11 +297,6 @@ async def neighbours(
     return found[0], found[1]
 
 
-def _no_tagged_custom_sort() -> None:
-    # Tag-filtered lists page on the tag memberships, which hold no custom fields' sort copies.
-    raise ValidationFailed.for_field("sort", "a custom field sort cannot be combined with tag filters", "query")
-
-
 async def _tagged_page(
     repo: CustomerRepository,
     principal: Principal,
@@ -337,7 +316,7 @@ async def _tagged_page(
             repo.tags.collection,
             query,
             paging,
-            sort_fields=SORT_FIELDS,
+            sort_fields=filters.sort_fields,  # custom sorts too: memberships copy ``s`` whole
             default_sort=DEFAULT_SORT,
             projection={"_id": 1, "tag": 1, "cid": 1, **dict.fromkeys(COPIED, 1)},
             tiebreak=rules.TIEBREAK,
