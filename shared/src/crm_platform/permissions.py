@@ -91,6 +91,14 @@ class Permission(StrEnum):
     system_operate = "system:operate"
     # the audit log: sign-ins, permission changes, exports, imports, purges, merges, webhooks (admins)
     audit_view = "audit:view"
+    # leads (线索): prospects before they are customers, and the lead pool
+    leads_view = "leads:view"  # lists, records, history
+    leads_create = "leads:create"
+    leads_edit = "leads:edit"  # fields and status (contacted, qualified, disqualified)
+    leads_delete = "leads:delete"
+    leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
+    leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
+    leads_assign = "leads:assign"  # give a lead to someone
 
 
 PUBLIC: Final = "public"
@@ -128,6 +136,10 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.feedback_manage,
         P.inbox_use,
         P.reports_view,
+        P.leads_view,
+        P.leads_create,
+        P.leads_edit,
+        P.leads_claim,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -139,6 +151,9 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.opportunities_assign,
     P.opportunities_approve,
     P.targets_set,
+    P.leads_delete,
+    P.leads_import,
+    P.leads_assign,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -165,6 +180,7 @@ SCOPE_MODULES: tuple[str, ...] = (
     "webhooks",
     "targets",
     "users",
+    "leads",
 )
 
 
@@ -425,6 +441,17 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
     "audit": {
         "GET /v1/audit": P.audit_view,
         "GET /v1/audit/export.csv": P.audit_view,
+    },
+    "leads": {
+        "POST /v1/leads": P.leads_create,
+        "GET /v1/leads": P.leads_view,
+        "GET /v1/leads/{lead_id}": P.leads_view,
+        "PATCH /v1/leads/{lead_id}": P.leads_edit,
+        "DELETE /v1/leads/{lead_id}": P.leads_delete,
+        "GET /v1/leads/{lead_id}/history": P.leads_view,
+        "POST /v1/leads/{lead_id}/claim": P.leads_claim,
+        "POST /v1/leads/{lead_id}/release": P.leads_claim,
+        "POST /v1/leads/{lead_id}/assign": P.leads_assign,
     },
 }
 
