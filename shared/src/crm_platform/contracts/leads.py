@@ -92,4 +92,3 @@ LEAD_OWNER_CHANGED = define(
     description="A lead changed hands: claimed from the lead pool, released to it (with a reason), or assigned.",
 )
 LEAD_DELETED = define("crm.lead.deleted", LeadDeleted, TOPIC, description="A lead was deleted.")
-
