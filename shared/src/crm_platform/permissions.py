@@ -99,6 +99,8 @@ class Permission(StrEnum):
     leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
+    campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
+    campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
 
 
 PUBLIC: Final = "public"
@@ -140,6 +142,7 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.leads_create,
         P.leads_edit,
         P.leads_claim,
+        P.campaigns_view,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -154,6 +157,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.leads_delete,
     P.leads_import,
     P.leads_assign,
+    P.campaigns_manage,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -452,6 +456,12 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/leads/{lead_id}/claim": P.leads_claim,
         "POST /v1/leads/{lead_id}/release": P.leads_claim,
         "POST /v1/leads/{lead_id}/assign": P.leads_assign,
+        "POST /v1/campaigns": P.campaigns_manage,
+        "GET /v1/campaigns": P.campaigns_view,
+        "GET /v1/campaigns/{campaign_id}": P.campaigns_view,
+        "PATCH /v1/campaigns/{campaign_id}": P.campaigns_manage,
+        "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
+        "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
     },
 }
 

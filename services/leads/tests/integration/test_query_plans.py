@@ -202,3 +202,58 @@ async def test_list_pages_are_index_lookups(
         assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
         assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
         assert_indexed(capture, sorted_results=True)
+
+
+MANAGER_OWNER = "lead-mgr-plans"
+
+
+def campaign_body() -> dict[str, Any]:
+    return {
+        "name": f"计划活动 {uuid.uuid4().hex[:6]}",
+        "channel": "event",
+        "budget": {"amount": "50000.00", "currency": "CNY"},
+        "start_date": "2026-04-01",
+        "end_date": "2026-04-30",
+    }
+
+
+@pytest.fixture(scope="module")
+async def campaigns_filled(client: httpx.AsyncClient, db: Any) -> None:
+    created = await post(client, "/v1/campaigns", campaign_body(), MANAGER_HEADERS)
+    doc = await db["campaigns"].find_one({"_id": created["id"]})
+    await db["campaigns"].insert_many(clones(doc, ROWS))
+
+
+async def test_campaign_writes_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, campaigns_filled: None, traced_store: TracedStore
+) -> None:
+    with traced_store.capture() as capture:
+        campaign = await post(client, "/v1/campaigns", campaign_body(), MANAGER_HEADERS)
+        url = f"/v1/campaigns/{campaign['id']}"
+        r = await client.patch(url, json={"status": "active"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
+        assert r.status_code == 200, r.text
+        await post(client, f"{url}/costs", {"amount": "1200.00", "date": "2026-04-02"}, MANAGER_HEADERS)
+        assert (await client.get(url, headers=REP_HEADERS)).status_code == 200
+        assert (await client.get(f"{url}/history", headers=REP_HEADERS)).status_code == 200
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
+CAMPAIGN_FILTERS: list[dict[str, Any]] = [{}, {"status": "planned"}, {"channel": "event"}, {"owner_id": MANAGER_OWNER}]
+
+
+@pytest.mark.parametrize("sort", ["created_at", "-created_at", "start_date", "-start_date"])
+@pytest.mark.parametrize("filters", CAMPAIGN_FILTERS, ids=lambda f: ",".join(f) or "none")
+async def test_campaign_list_pages_are_index_lookups(
+    client: httpx.AsyncClient, campaigns_filled: None, traced_store: TracedStore, filters: dict[str, Any], sort: str
+) -> None:
+    params: dict[str, Any] = {**filters, "sort": sort, "limit": 20}
+    with traced_store.capture() as capture:
+        first = await client.get("/v1/campaigns", params=params, headers=REP_HEADERS)
+        assert first.status_code == 200, first.text
+        cursor = first.json()["next_cursor"]
+        assert cursor, first.text[:300]
+        second = await client.get("/v1/campaigns", params={**params, "cursor": cursor}, headers=REP_HEADERS)
+    assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+    assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
+    assert_indexed(capture, sorted_results=True)

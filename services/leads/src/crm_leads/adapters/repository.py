@@ -1,6 +1,6 @@
 """The leads service's collections, their indexes, and the key documents of its duplicate check.
 
-``leads`` are aggregates written only through a :class:`VersionedStore` (state, version and
+``leads`` and ``campaigns`` are aggregates written only through a :class:`VersionedStore` (state, version and
 outbox events in one guarded write). ``lead_keys`` and ``customer_keys`` are the keys leads
 and customers hold (normalised company name, phones, emails) as documents keyed by ``_id``
 (:mod:`crm_platform.keydocs`): a check is one ``_id`` lookup per key, where ``$in`` on the
@@ -59,6 +59,26 @@ def list_indexes() -> list[IndexModel]:
     return out
 
 
+#: Campaign lists: every one is ``live`` (always true: the prefix that lets an unfiltered page walk an
+#: index), then an optional equality filter, then the sort key and the id.
+CAMPAIGN_FILTERS = ("status", "channel", "owner_id")
+
+
+def campaign_indexes() -> list[IndexModel]:
+    out: list[IndexModel] = []
+    for key in ("created_at", "start_date"):
+        sort = [(f"s.{key}", ASCENDING), ("s.id", ASCENDING)]
+        out.append(IndexModel([("live", ASCENDING), *sort], name=f"live_{key}"))
+        out += [
+            IndexModel([("live", ASCENDING), (field, ASCENDING), *sort], name=f"live_{field}_{key}")
+            for field in CAMPAIGN_FILTERS
+        ]
+    # Single fields named idx_<field>: the embedded store turns an equality into a plain (indexable)
+    # comparison only for a field with an index so named, else into an array-aware OR that scans.
+    out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", *CAMPAIGN_FILTERS)]
+    return out
+
+
 class LeadRepository:
     def __init__(self, db: AsyncDatabase[Document], clock: Clock, wake_relay: Callable[[], None]) -> None:
         self.leads = db["leads"]
@@ -66,6 +86,10 @@ class LeadRepository:
             self.leads, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No lead with id {i}.")
         )
         self.lead_keys = KeyDocuments(db["lead_keys"])
+        self.campaigns = db["campaigns"]
+        self.campaign_store = VersionedStore(
+            self.campaigns, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No campaign with id {i}.")
+        )
         self.customers = db["customers"]
         self.customer_keys = KeyDocuments(db["customer_keys"])
         self.directory_users = db["directory_users"]
@@ -73,6 +97,7 @@ class LeadRepository:
 
     async def ensure_indexes(self) -> None:
         await self.leads.create_indexes(list_indexes())
+        await self.campaigns.create_indexes(campaign_indexes())
 
     async def get(self, lead_id: str) -> Document | None:
         return await self.store.get(lead_id)
