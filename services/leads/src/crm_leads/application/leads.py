@@ -24,7 +24,7 @@ from crm_leads.domain.model import AssignIn, LeadIn, LeadPatch, LeadSource, Lead
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import leads as ev
-from crm_platform.errors import Conflict, Duplicate, FieldError, NotFound, ValidationFailed
+from crm_platform.errors import Conflict, Duplicate, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.events import EventFactory
 from crm_platform.history import HistoryEntry, history
 from crm_platform.keydocs import KeysTaken
@@ -243,7 +243,7 @@ class Leads:
 
     async def create(self, principal: Principal, data: LeadIn) -> Document:
         if principal.scope(MODULE) is None:
-            raise ValidationFailed.for_field("owner_id", "your roles give no data scope for leads")
+            raise Forbidden("Your roles give no data scope for leads: a lead you entered would be out of your reach.")
         lead_id = str(uuid.uuid4())
         doc = rules.new_lead(lead_id, data, principal, self.clock.now())
         keys = rules.keys_of(doc)
