@@ -19,6 +19,8 @@ from crm_directory.main import create_app as directory_app
 from crm_directory.settings import DirectorySettings
 from crm_interactions.main import create_app as interactions_app
 from crm_interactions.settings import InteractionsSettings
+from crm_leads.main import create_app as leads_app
+from crm_leads.settings import LeadsSettings
 from crm_notifications.main import create_app as notifications_app
 from crm_notifications.settings import NotificationSettings
 from crm_pipeline.main import create_app as pipeline_app
@@ -45,12 +47,13 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
     "notifications": (notifications_app, NotificationSettings, {"email_enabled": False, "webhooks_enabled": False}),
     "reporting": (reporting_app, ReportingSettings, {}),
     "audit": (audit_app, AuditSettings, {"audit_purge_enabled": False}),
+    "leads": (leads_app, LeadsSettings, {}),
 }
 
 
 @pytest.fixture(scope="session")
 async def service_apps(backend: Backend) -> AsyncIterator[dict[str, FastAPI]]:
-    """The eight apps, started (lifespans entered) and with their consumers caught up."""
+    """The nine apps, started (lifespans entered) and with their consumers caught up."""
     async with AsyncExitStack() as stack:
         apps: dict[str, FastAPI] = {}
         for name, (create, settings_type, extra) in SERVICES.items():

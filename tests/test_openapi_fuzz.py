@@ -25,8 +25,18 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 
 from crm_platform.testing.fixtures import auth
 
-SERVICES = ["customers", "directory", "pipeline", "interactions", "pool", "notifications", "reporting", "audit"]
-# A few per operation keeps the run for all eight services near a minute; raise it locally
+SERVICES = [
+    "customers",
+    "directory",
+    "pipeline",
+    "interactions",
+    "pool",
+    "notifications",
+    "reporting",
+    "audit",
+    "leads",
+]
+# A few per operation keeps the run for all nine services near a minute; raise it locally
 # (CRM_FUZZ_EXAMPLES=50) for a deeper search, and CRM_FUZZ_MODE=negative for invalid input.
 EXAMPLES_PER_OPERATION = int(os.environ.get("CRM_FUZZ_EXAMPLES", "4"))
 MODE = GenerationMode(os.environ.get("CRM_FUZZ_MODE", "positive"))

@@ -30,7 +30,17 @@ from crm_platform.testing.fixtures import auth
 
 DENIED = "urn:crm:problem:permission-denied"
 METHODS = ("get", "post", "put", "patch", "delete")
-SERVICES = ["customers", "directory", "pipeline", "interactions", "pool", "notifications", "reporting", "audit"]
+SERVICES = [
+    "customers",
+    "directory",
+    "pipeline",
+    "interactions",
+    "pool",
+    "notifications",
+    "reporting",
+    "audit",
+    "leads",
+]
 #: A role an administrator defined: every other permission (so each service has routes it allows and
 #: routes it refuses), with data scopes of its own.
 CUSTOM = f"matrix-custom-{uuid.uuid4().hex[:6]}"

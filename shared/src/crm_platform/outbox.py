@@ -110,6 +110,10 @@ async def _upgrade_legacy_markers(collection: AsyncCollection[Document]) -> None
 
 async def ensure_event_log_indexes(event_log: AsyncCollection[Document]) -> None:
     await event_log.create_index([("subject", ASCENDING), ("time", ASCENDING)], name="subject_time")
+    # A record's history reads its events by subject (crm_platform.history): the embedded store
+    # serves an equality only from an index whose name ends in _<field>, else it reads the whole
+    # log (every event the service ever published) for each history page.
+    await event_log.create_index([("subject", ASCENDING)], name="idx_subject")
 
 
 class _Hold(enum.Enum):

@@ -91,6 +91,16 @@ class Permission(StrEnum):
     system_operate = "system:operate"
     # the audit log: sign-ins, permission changes, exports, imports, purges, merges, webhooks (admins)
     audit_view = "audit:view"
+    # leads (线索): prospects before they are customers, and the lead pool
+    leads_view = "leads:view"  # lists, records, history
+    leads_create = "leads:create"
+    leads_edit = "leads:edit"  # fields and status (contacted, qualified, disqualified)
+    leads_delete = "leads:delete"
+    leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
+    leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
+    leads_assign = "leads:assign"  # give a lead to someone
+    campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
+    campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
 
 
 PUBLIC: Final = "public"
@@ -128,6 +138,11 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.feedback_manage,
         P.inbox_use,
         P.reports_view,
+        P.leads_view,
+        P.leads_create,
+        P.leads_edit,
+        P.leads_claim,
+        P.campaigns_view,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -139,6 +154,10 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.opportunities_assign,
     P.opportunities_approve,
     P.targets_set,
+    P.leads_delete,
+    P.leads_import,
+    P.leads_assign,
+    P.campaigns_manage,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -165,6 +184,7 @@ SCOPE_MODULES: tuple[str, ...] = (
     "webhooks",
     "targets",
     "users",
+    "leads",
 )
 
 
@@ -425,6 +445,23 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
     "audit": {
         "GET /v1/audit": P.audit_view,
         "GET /v1/audit/export.csv": P.audit_view,
+    },
+    "leads": {
+        "POST /v1/leads": P.leads_create,
+        "GET /v1/leads": P.leads_view,
+        "GET /v1/leads/{lead_id}": P.leads_view,
+        "PATCH /v1/leads/{lead_id}": P.leads_edit,
+        "DELETE /v1/leads/{lead_id}": P.leads_delete,
+        "GET /v1/leads/{lead_id}/history": P.leads_view,
+        "POST /v1/leads/{lead_id}/claim": P.leads_claim,
+        "POST /v1/leads/{lead_id}/release": P.leads_claim,
+        "POST /v1/leads/{lead_id}/assign": P.leads_assign,
+        "POST /v1/campaigns": P.campaigns_manage,
+        "GET /v1/campaigns": P.campaigns_view,
+        "GET /v1/campaigns/{campaign_id}": P.campaigns_view,
+        "PATCH /v1/campaigns/{campaign_id}": P.campaigns_manage,
+        "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
+        "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
     },
 }
 

@@ -64,6 +64,11 @@ class CustomerSnapshot(BaseModel):
     # Added in schema 1 without a version bump (additive): the values of administrators' custom
     # fields by key (GET /v1/fields/customers); None in events published before it.
     custom: dict[str, Any] | None = None
+    # Added in schema 1 without a version bump (additive): every phone (E.164) and email (lower-cased)
+    # of the customer and of its contacts, what a duplicate check compares (the leads service keeps
+    # them to check new leads against customers); None in events published before it.
+    match_phones: list[str] | None = None
+    match_emails: list[str] | None = None
 
 
 class ContactData(BaseModel):

@@ -266,6 +266,8 @@ def snapshot(doc: Document) -> CustomerSnapshot:
             for c in doc.get("contacts") or []
         ],
         custom=dict(doc.get("custom") or {}),
+        match_phones=list(doc.get("match_phones") or []),
+        match_emails=list(doc.get("match_emails") or []),
     )
 
 

@@ -1,0 +1,66 @@
+"""What the leads API answers with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from crm_leads.domain.model import LeadSource, LeadStatus
+
+Document = dict[str, Any]
+
+
+class LeadOut(BaseModel):
+    id: str
+    company_name: str
+    contact_name: str | None = None
+    phones: list[str]
+    emails: list[str]
+    source: LeadSource | None = None
+    campaign_id: str | None = None
+    region: str | None = None
+    industry: str | None = None
+    owner_id: str | None = None
+    in_pool: bool
+    department_id: str | None = None
+    department_path: str | None = None
+    status: LeadStatus
+    disqualified_reason: str | None = None
+    notes: str | None = None
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+    version: int
+
+
+class LeadPage(BaseModel):
+    items: list[LeadOut]
+    next_cursor: str | None = None
+    total: int | None = None
+
+
+def lead_out(doc: Document) -> LeadOut:
+    return LeadOut(
+        id=doc["_id"],
+        company_name=doc["company_name"],
+        contact_name=doc.get("contact_name"),
+        phones=list(doc.get("phones") or []),
+        emails=list(doc.get("emails") or []),
+        source=doc.get("source"),
+        campaign_id=doc.get("campaign_id"),
+        region=doc.get("region"),
+        industry=doc.get("industry"),
+        owner_id=doc.get("owner_id"),
+        in_pool=bool(doc.get("in_pool")),
+        department_id=doc.get("department_id"),
+        department_path=doc.get("department_path"),
+        status=doc["status"],
+        disqualified_reason=doc.get("disqualified_reason"),
+        notes=doc.get("notes"),
+        created_at=doc["created_at"],
+        created_by=doc.get("created_by"),
+        updated_at=doc["updated_at"],
+        version=int(doc["version"]),
+    )

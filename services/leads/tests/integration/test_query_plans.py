@@ -1,0 +1,259 @@
+"""Every write path, consumer handler, look-up and list page of the leads service is index lookups
+on the embedded store (its SQLite query plans, see crm_platform.testing.query_plans).
+
+The service runs against the traced store with a few hundred leads already stored (owned ones
+and some in the lead pool, so SQLite prefers a good index to a scan); each path runs inside a
+capture, and any statement whose cost grows with the collection fails the test. The duplicate
+check looks keys up by ``_id`` (``lead_keys``, ``customer_keys``), never with ``$in`` on the
+leads' array fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from crm_leads.main import create_app
+from crm_leads.settings import LeadsSettings
+from crm_platform.clock import SystemClock
+from crm_platform.contracts import customers as cev
+from crm_platform.testing.backends import Backend
+from crm_platform.testing.event_feed import EventFeed
+from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
+from crm_platform.testing.plans import KeepingProducer, assert_indexed, deliver
+from crm_platform.testing.query_plans import TracedStore
+from crm_platform.testing.roles import define_role
+
+ROWS = 150
+DEPT = "/hq/plans"
+REP = "lead-rep-plans"
+REP_HEADERS = auth(REP, ["rep"], department_path=DEPT)
+MANAGER_HEADERS = auth("lead-mgr-plans", ["manager"], department_path="/hq")
+ADMIN_HEADERS = auth("lead-admin-plans", ["admin"], department_path="/hq")
+#: A custom role whose leads scope is "department": the path's equality must be index-served too.
+DEPT_ROLE = "plans-leads-department"
+DEPT_HEADERS = auth("lead-dept-plans", [DEPT_ROLE], department_path=DEPT)
+CAMPAIGN = "camp-plans"
+STARTED = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+
+
+@pytest.fixture(scope="module")
+async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[FastAPI]:
+    suffix = uuid.uuid4().hex[:8]
+    settings = LeadsSettings(
+        kafka_bootstrap_servers=backend.kafka_bootstrap,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+        mongo_url=traced_store.url,
+        mongo_database=f"crm_leads_plans_{suffix}",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        log_format="console",
+        log_level="WARNING",
+        consumer_group_suffix=f".plans-{suffix}",
+    )
+    application = create_app(settings, SystemClock())
+    async with application.router.lifespan_context(application):
+        await define_role(application, DEPT_ROLE, ["leads:view", "leads:claim"], {"leads": "department"})
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://leads.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def db(app: FastAPI, traced_store: TracedStore) -> AsyncIterator[Any]:
+    async with database(traced_store.url, app.state.kit.settings.mongo_database) as db_:
+        yield db_
+
+
+def lead_body(**fields: Any) -> dict[str, Any]:
+    return {
+        "company_name": f"查询计划{uuid.uuid4().hex[:10]}有限公司",
+        "phones": [f"+86139{uuid.uuid4().int % 10**8:08d}"],
+        "emails": [f"{uuid.uuid4().hex[:8]}@plans.example"],
+        "campaign_id": CAMPAIGN,
+        "source": "web",
+        **fields,
+    }
+
+
+async def post(client: httpx.AsyncClient, url: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    r = await client.post(url, json=body, headers=headers)
+    assert r.status_code in (200, 201), r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def clones(doc: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """``count`` copies of a stored lead under new ids (the stored shape, without pending events)."""
+    base = {k: v for k, v in doc.items() if not k.startswith("outbox")}
+    return [{**base, "_id": f"{doc['_id']}-{i}", "s": {**doc["s"], "id": f"{doc['_id']}-{i}"}} for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> None:
+    """A few hundred leads in their stored shape: the rep's own, and as many in the lead pool."""
+    for body in (lead_body(), lead_body(in_pool=True)):
+        created = await post(client, "/v1/leads", body, REP_HEADERS)
+        await db["leads"].insert_many(clones(await db["leads"].find_one({"_id": created["id"]}), ROWS))
+
+
+def customer_created(name: str) -> tuple[str, cev.CustomerCreated]:
+    now = datetime.now(UTC)
+    customer_id = str(uuid.uuid4())
+    snapshot = cev.CustomerSnapshot(
+        customer_id=customer_id,
+        kind="company",
+        name=name,
+        owner_id=REP,
+        department_path=DEPT,
+        created_at=now,
+        updated_at=now,
+        match_phones=[f"+86138{uuid.uuid4().int % 10**8:08d}"],
+        match_emails=[f"{uuid.uuid4().hex[:8]}@customer.example"],
+    )
+    return customer_id, cev.CustomerCreated(customer=snapshot)
+
+
+async def test_writes_and_lookups_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: None, traced_store: TracedStore
+) -> None:
+    with traced_store.capture() as capture:
+        lead = await post(client, "/v1/leads", lead_body(), REP_HEADERS)
+        url = f"/v1/leads/{lead['id']}"
+        r = await client.post("/v1/leads", json={"company_name": lead["company_name"]}, headers=REP_HEADERS)
+        assert r.status_code == 409
+        assert (await client.get(url, headers=REP_HEADERS)).status_code == 200
+        patch = {"phones": [f"+86139{uuid.uuid4().int % 10**8:08d}"], "status": "contacted"}
+        r = await client.patch(url, json=patch, headers={**REP_HEADERS, "If-Match": '"1"'})
+        assert r.status_code == 200, r.text
+        await post(client, f"{url}/release", {"reason": "不是目标客户"}, REP_HEADERS)
+        await post(client, f"{url}/claim", {}, DEPT_HEADERS)
+        assert (await client.get(f"{url}/history", headers=MANAGER_HEADERS)).status_code == 200
+        assert (await client.delete(url, headers=MANAGER_HEADERS)).status_code == 204
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
+async def test_consumed_customer_events_are_index_lookups(
+    app: FastAPI, filled: None, traced_store: TracedStore
+) -> None:
+    feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    for i in range(ROWS):  # a few hundred customers' keys first, so the store prefers its indexes
+        customer_id, data = customer_created(f"计划客户{i}{uuid.uuid4().hex[:6]}有限公司")
+        await deliver(app, await feed.send(cev.CUSTOMER_CREATED, customer_id, data, now))
+    customer_id, data = customer_created(f"计划客户{uuid.uuid4().hex[:8]}有限公司")
+    envelopes = [await feed.send(cev.CUSTOMER_CREATED, customer_id, data, now)]
+    snapshot = data.customer.model_copy(update={"match_phones": ["+8613800138000"], "owner_id": "someone-else"})
+    envelopes.append(
+        await feed.send(cev.CUSTOMER_UPDATED, customer_id, cev.CustomerUpdated(customer=snapshot, changes=[]), now)
+    )
+    envelopes.append(await feed.send(cev.PURGED, customer_id, cev.Purged(customer_id=customer_id), now))
+    envelopes.append(await feed.user("lead-rep-new", "新人", DEPT))
+    with traced_store.capture() as capture:
+        for envelope in envelopes:
+            assert await deliver(app, envelope), envelope.type
+    assert_indexed(capture)
+
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"status": "new"},
+    {"campaign_id": CAMPAIGN},
+    {"source": "web"},
+    {"in_pool": "true"},
+    {"in_pool": "false"},
+    {"owner_id": REP},
+    {"created_from": STARTED},
+    {"status": "new", "created_from": STARTED},
+]
+SORTS = ["created_at", "-created_at", "updated_at", "-updated_at"]
+
+
+@pytest.mark.parametrize("sort", SORTS)
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: ",".join(f) or "none")
+async def test_list_pages_are_index_lookups(
+    client: httpx.AsyncClient, filled: None, traced_store: TracedStore, filters: dict[str, Any], sort: str
+) -> None:
+    """Page 1 and the page after it, for every sort and filter, as a rep (own scope), a custom role
+    with a department scope, a manager (subtree) and an admin (all): each an index walk in sort
+    order (no scan, no sort of every match). A created range pages in created order only."""
+    if "created_from" in filters and "updated_at" in sort:
+        r = await client.get("/v1/leads", params={**filters, "sort": sort}, headers=REP_HEADERS)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sort", r.text
+        return
+    for headers in (REP_HEADERS, DEPT_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS):
+        params: dict[str, Any] = {**filters, "sort": sort, "limit": 20}
+        with traced_store.capture() as capture:
+            first = await client.get("/v1/leads", params=params, headers=headers)
+            assert first.status_code == 200, first.text
+            cursor = first.json()["next_cursor"]
+            assert cursor, f"a second page exists: {first.text[:300]}"
+            second = await client.get("/v1/leads", params={**params, "cursor": cursor}, headers=headers)
+        assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+        assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
+        assert_indexed(capture, sorted_results=True)
+
+
+MANAGER_OWNER = "lead-mgr-plans"
+
+
+def campaign_body() -> dict[str, Any]:
+    return {
+        "name": f"计划活动 {uuid.uuid4().hex[:6]}",
+        "channel": "event",
+        "budget": {"amount": "50000.00", "currency": "CNY"},
+        "start_date": "2026-04-01",
+        "end_date": "2026-04-30",
+    }
+
+
+@pytest.fixture(scope="module")
+async def campaigns_filled(client: httpx.AsyncClient, db: Any) -> None:
+    created = await post(client, "/v1/campaigns", campaign_body(), MANAGER_HEADERS)
+    doc = await db["campaigns"].find_one({"_id": created["id"]})
+    await db["campaigns"].insert_many(clones(doc, ROWS))
+
+
+async def test_campaign_writes_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, campaigns_filled: None, traced_store: TracedStore
+) -> None:
+    with traced_store.capture() as capture:
+        campaign = await post(client, "/v1/campaigns", campaign_body(), MANAGER_HEADERS)
+        url = f"/v1/campaigns/{campaign['id']}"
+        r = await client.patch(url, json={"status": "active"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
+        assert r.status_code == 200, r.text
+        await post(client, f"{url}/costs", {"amount": "1200.00", "date": "2026-04-02"}, MANAGER_HEADERS)
+        assert (await client.get(url, headers=REP_HEADERS)).status_code == 200
+        assert (await client.get(f"{url}/history", headers=REP_HEADERS)).status_code == 200
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
+CAMPAIGN_FILTERS: list[dict[str, Any]] = [{}, {"status": "planned"}, {"channel": "event"}, {"owner_id": MANAGER_OWNER}]
+
+
+@pytest.mark.parametrize("sort", ["created_at", "-created_at", "start_date", "-start_date"])
+@pytest.mark.parametrize("filters", CAMPAIGN_FILTERS, ids=lambda f: ",".join(f) or "none")
+async def test_campaign_list_pages_are_index_lookups(
+    client: httpx.AsyncClient, campaigns_filled: None, traced_store: TracedStore, filters: dict[str, Any], sort: str
+) -> None:
+    params: dict[str, Any] = {**filters, "sort": sort, "limit": 20}
+    with traced_store.capture() as capture:
+        first = await client.get("/v1/campaigns", params=params, headers=REP_HEADERS)
+        assert first.status_code == 200, first.text
+        cursor = first.json()["next_cursor"]
+        assert cursor, first.text[:300]
+        second = await client.get("/v1/campaigns", params={**params, "cursor": cursor}, headers=REP_HEADERS)
+    assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+    assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
+    assert_indexed(capture, sorted_results=True)
