@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from crm_platform.auth import Principal
@@ -134,11 +136,43 @@ def test_the_role_book_resolves_a_principal_s_policies_from_the_definitions() ->
         )
     )
     staff = book.resolve(Principal(user_id="u1", roles=frozenset({"service"})))
-    assert staff.fields("customers").hidden == {"phones"}
+    assert staff.fields("customers").hidden == {"phones", "match_phones"}
     assert staff.fields("contacts").unrestricted
     # With a built-in role that restricts nothing, the phones are visible again.
     both = book.resolve(Principal(user_id="u2", roles=frozenset({"service", "rep"})))
     assert both.fields("customers").unrestricted
     # An unknown role cannot widen access; a deleted one restricts and grants nothing.
     odd = book.resolve(Principal(user_id="u3", roles=frozenset({"service", "no-such-role"})))
-    assert odd.fields("customers").hidden == {"phones"}
+    assert odd.fields("customers").hidden == {"phones", "match_phones"}
+
+
+def test_a_customer_snapshot_s_merged_phones_and_emails_go_with_the_hidden_phones_and_emails() -> None:
+    """``match_phones``/``match_emails`` (every phone and email of the customer and its contacts,
+    in customer events for duplicate checks) leave a payload with the customer's phones or
+    emails, and with the contacts' too."""
+    from crm_platform.fieldaccess import redact_event_data
+
+    snapshot = {
+        "customer_id": "c1",
+        "phones": ["+8613800138000"],
+        "emails": ["a@x.cn"],
+        "match_phones": ["+8613800138000", "+8613900139000"],
+        "match_emails": ["a@x.cn", "b@x.cn"],
+        "contacts": [{"contact_id": "k1", "phones": ["+8613900139000"], "emails": ["b@x.cn"]}],
+    }
+
+    def policies(rules: dict[str, dict[str, str]]) -> Callable[[str], FieldPolicy]:
+        return lambda module: FieldPolicy.combine(module, [rules.get(module, {})])
+
+    out = redact_event_data(
+        "crm.customer.updated", {"customer": snapshot}, policies({"customers": {"phones": "hidden"}})
+    )
+    assert "match_phones" not in out["customer"] and "phones" not in out["customer"]
+    assert out["customer"]["match_emails"] == ["a@x.cn", "b@x.cn"]
+    out = redact_event_data(
+        "crm.customer.updated", {"customer": snapshot}, policies({"contacts": {"emails": "hidden"}})
+    )
+    assert "match_emails" not in out["customer"] and out["customer"]["emails"] == ["a@x.cn"]
+    assert out["customer"]["match_phones"] == snapshot["match_phones"]
+    assert "emails" not in out["customer"]["contacts"][0]
+    assert redact_event_data("crm.customer.updated", {"customer": snapshot}, policies({}))["customer"] == snapshot

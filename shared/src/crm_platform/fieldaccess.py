@@ -95,6 +95,9 @@ _CHANGES_MODULE: Final[tuple[tuple[str, str], ...]] = (
 #: Fields computed from a protected one go with it: hiding an opportunity's amount hides its
 #: weighted amount and its products' prices too.
 DERIVED: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
+    # A customer event's snapshot lists every phone and email of the customer and its contacts
+    # (what duplicate checks compare): hidden with the customer's (and, below, the contacts').
+    "customers": {"phones": ("match_phones",), "emails": ("match_emails",)},
     "opportunities": {
         "amount": ("weighted_amount", "quotation_amount", "products"),
         "probability": ("weighted_amount", "probability_overridden"),
@@ -272,6 +275,9 @@ def redact_event_data(event_type: str, data: Mapping[str, Any], policy: Callable
     if isinstance(customer, Mapping):
         contacts = policy("contacts")
         customer = policy("customers").redact(customer)
+        for name, merged in (("phones", "match_phones"), ("emails", "match_emails")):
+            if contacts.hides(name):  # the merged list holds the contacts' values too
+                customer.pop(merged, None)
         if isinstance(customer.get("contacts"), list):
             customer["contacts"] = [contacts.redact(c) if isinstance(c, Mapping) else c for c in customer["contacts"]]
         out["customer"] = customer

@@ -291,6 +291,7 @@ async def test_a_start_adds_new_defaults_to_built_in_roles_and_keeps_administrat
     away; a second start changes nothing. The directory runs without its relay here (the events
     stay in the outbox): an upgraded built-in must not reach the session's other services."""
     from crm_directory.application.directory import Directory
+    from crm_directory.domain.roles import ADDED_AFTER_FIRST_SEED
     from crm_platform.clock import SystemClock
     from crm_platform.testing.fixtures import database
 
@@ -299,7 +300,7 @@ async def test_a_start_adds_new_defaults_to_built_in_roles_and_keeps_administrat
         directory = Directory(db, SystemClock(), settings, "/crm/directory")
         await directory.ensure_indexes()
         await directory.roles.seed()
-        later = ["fields:manage", "customers:export_policy", "customers:export_approve"]
+        later = sorted(ADDED_AFTER_FIRST_SEED)  # fields:manage, the export-approval pair, leads
         roles = db["roles"]
         # As an older version left them: admin untouched; rep edited by an administrator, who
         # took customers:export away; no definition has recorded the defaults it has seen.

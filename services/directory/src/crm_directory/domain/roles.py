@@ -140,6 +140,8 @@ ADDED_AFTER_FIRST_SEED: frozenset[str] = frozenset(
         Permission.fields_manage.value,
         Permission.customers_export_policy.value,
         Permission.customers_export_approve.value,
+        # The leads service's, which came in the same version as defaults_seen.
+        *(p.value for p in Permission if p.value.startswith(("leads:", "campaigns:"))),
     }
 )
 
