@@ -22,12 +22,13 @@ collection's index builders in ``extra_indexes``: made and dropped there with th
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -36,6 +37,7 @@ from crm_platform.clock import Clock
 from crm_platform.consumer import apply_versioned
 from crm_platform.contracts import custom_fields as ev
 from crm_platform.customfields import (
+    COPY_FORMAT,
     MAX_SORTABLE,
     SORT_COPY_PREFIX,
     Definition,
@@ -54,7 +56,8 @@ from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.history import HistoryEntry
 from crm_platform.history import history as platform_history
 from crm_platform.indexes import drop_replaced
-from crm_platform.store import Change, VersionedStore
+from crm_platform.outbox import REV
+from crm_platform.store import Change, Decide, VersionedStore
 
 Document = dict[str, Any]
 COLLECTION = "custom_fields"
@@ -93,6 +96,138 @@ def single_field_index(path: str) -> list[IndexModel]:
     """The default index of a filterable field: where its filter looks, alone. A service whose
     lists are scoped and sorted (customers) passes indexes that also hold the scope and the sort."""
     return [IndexModel([(path, ASCENDING)], name=index_name(path))]
+
+
+# --- the records' copies ----------------------------------------------------------------------
+
+
+def copier(fields: FieldSet) -> Callable[[Document], Document]:
+    """What adds a record's custom field copies (:meth:`FieldSet.copies`: ``s.cf_<key>`` of the
+    sortable fields, ``s.cfq_<key>`` of filterable dates and money) to its sort keys ``s``."""
+
+    def add(doc: Document) -> Document:
+        if isinstance(doc.get("s"), dict):
+            doc["s"].update(fields.copies(doc.get("custom")))
+        return doc
+
+    return add
+
+
+class CopyingStore(VersionedStore):
+    """A :class:`VersionedStore` whose every write (create, change, a consumer's rewrite) keeps the
+    record's custom field copies in step with its values, as the module's definitions stand, so
+    no write can leave a copy behind its value (or a record without the copy a list sorts or
+    filters on). ``fieldset``: the module's definitions (set by the service; None: no copies)."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        clock: Clock,
+        *,
+        fieldset: Callable[[], Awaitable[FieldSet]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(collection, clock, **kwargs)
+        self.fieldset = fieldset
+
+    async def copier(self) -> Callable[[Document], Document]:
+        return copier(await self.fieldset() if self.fieldset is not None else FieldSet({}))
+
+    async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
+        return await super().insert((await self.copier())(state), events)
+
+    async def mutate(
+        self,
+        aggregate_id: str,
+        decide: Decide,
+        *,
+        expected_version: int | None = None,
+        current: Document | None = None,
+    ) -> Document:
+        add = await self.copier()
+
+        async def decide_with_copies(doc: Document, version: int) -> Change:
+            decided = decide(doc, version)
+            change = await decided if isinstance(decided, Awaitable) else decided
+            if change.state is not None:
+                add(change.state)
+            return change
+
+        return await super().mutate(
+            aggregate_id, decide_with_copies, expected_version=expected_version, current=current
+        )
+
+
+def copies_marker(definition: Document, scope: str | None = None) -> str:
+    """The ``migrations`` marker of a field's backfill done: per field (within ``scope``, for a
+    service whose modules could share a key), definition version and copy format."""
+    where = f"{scope}:" if scope else ""
+    return f"custom_copies:{where}{definition['key']}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
+
+
+#: A batch of a backfill's records and the ``$set`` each gets, before the batch is written.
+BeforeBatch = Callable[[list[tuple[Document, Document]]], Awaitable[object]]
+
+
+async def backfill_copies(
+    records: AsyncCollection[Document],
+    migrations: AsyncCollection[Document],
+    definition: Document,
+    marker: str,
+    *,
+    again: bool = False,
+    batch_size: int = 500,
+    projection: Document | None = None,
+    before_batch: BeforeBatch | None = None,
+) -> int:
+    """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as a
+    date or money (``s.cfq_<key>``) on every record whose copies are missing or stale, in guarded
+    batches of ``batch_size``; returns how many were rewritten.
+
+    Resumable: it skips records already right, and ``marker`` in ``migrations``
+    (:func:`copies_marker`) records it done; start-up runs it again for a field without one
+    (``again``: run even so, for a replica that wrote without the copy until it learned of the
+    flag). Each write is guarded by the record's version and outbox revision, so a change made
+    meanwhile wins (and wrote the copy itself); a later pass picks up the rest. ``before_batch``:
+    what else a batch's records need first (customers: their tag memberships)."""
+    if not again and await migrations.find_one({"_id": marker}) is not None:
+        return 0
+    key = definition["key"]
+    written = 0
+
+    async def write(batch: list[UpdateOne], pending: list[tuple[Document, Document]]) -> int:
+        if before_batch is not None:
+            await before_batch(pending)
+        return int((await records.bulk_write(batch, ordered=False)).matched_count)
+
+    for _ in range(5):  # again for records another writer replaced under us
+        stale = 0
+        batch: list[UpdateOne] = []
+        pending: list[tuple[Document, Document]] = []
+        async for doc in records.find({}, projection=projection or {"outbox": 0}):
+            sort = doc.get("s")
+            if not isinstance(sort, dict):
+                continue  # not a stored record's shape (the sort keys' upgrade writes them)
+            wanted = copies(definition, (doc.get("custom") or {}).get(key))
+            if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
+                continue
+            stale += 1
+            guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
+            if REV in doc:
+                guard[REV] = doc[REV]
+            values = {f"s.{name}": v for name, v in wanted.items()}
+            batch.append(UpdateOne(guard, {"$set": values}))
+            pending.append((doc, values))
+            if len(batch) >= batch_size:
+                written += await write(batch, pending)
+                batch, pending = [], []
+        if batch:
+            written += await write(batch, pending)
+        if stale == 0:
+            break
+    with contextlib.suppress(DuplicateKeyError):  # another replica finished first
+        await migrations.insert_one({"_id": marker, "documents": written})
+    return written
 
 
 def snapshot(doc: Document) -> ev.FieldDefinitionData:

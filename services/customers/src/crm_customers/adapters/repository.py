@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
@@ -22,7 +22,8 @@ from crm_customers.adapters.tag_index import CustomerTags
 from crm_customers.domain.rules import identity_keys, match_keys
 from crm_platform.availability import store_unavailable
 from crm_platform.clock import Clock
-from crm_platform.customfields import COPY_FORMAT, SORT_COPY_PREFIX, FieldSet, copies
+from crm_platform.customfield_store import backfill_copies, copier, copies_marker
+from crm_platform.customfields import SORT_COPY_PREFIX, FieldSet
 from crm_platform.errors import Conflict, NotFound
 from crm_platform.events import EventEnvelope
 from crm_platform.indexes import drop_replaced
@@ -217,14 +218,7 @@ class CustomerRepository:
 
     async def _field_copies(self) -> Callable[[Document], Document]:
         """What adds the custom fields' copies to a customer's sort keys, as now defined."""
-        fields = await self.fieldset() if self.fieldset is not None else FieldSet({})
-
-        def add(doc: Document) -> Document:
-            if isinstance(doc.get("s"), dict):
-                doc["s"].update(fields.copies(doc.get("custom")))
-            return doc
-
-        return add
+        return copier(await self.fieldset() if self.fieldset is not None else FieldSet({}))
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_indexes(INDEXES)
@@ -300,58 +294,21 @@ class CustomerRepository:
         return upgraded
 
     async def backfill_copies(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
-        """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
-        a date or money (``s.cfq_<key>``) on every customer whose copies are missing or stale, in
-        guarded batches of ``batch_size``, and on those customers' tag memberships (what tag lists
-        filter and sort on); returns how many customers were rewritten.
-
-        Resumable: it skips customers already right, and a marker in ``migrations`` (per field,
-        definition version and copy format) records it done; start-up runs it again for a field
-        without one (``again``: run even so, for a replica that wrote without the copy until it
-        learned of the flag). Each write is guarded by the customer's version and outbox revision, so a change
-        made meanwhile wins (and wrote the copy itself, from the definitions it validated with);
-        a later pass picks up the rest."""
-        key = definition["key"]
-        marker = f"custom_copies:{key}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
-        if not again and await self.migrations.find_one({"_id": marker}) is not None:
-            return 0
-        written = 0
-        for _ in range(5):  # again for customers another writer replaced under us
-            stale = 0
-            batch: list[UpdateOne] = []
-            tagged: list[tuple[Document, Document]] = []
-            async for doc in self.collection.find({}, projection={"outbox": 0}):
-                sort = doc.get("s")
-                if not isinstance(sort, dict):
-                    continue  # not a stored customer's shape (upgrade_sort_keys writes them)
-                wanted = copies(definition, (doc.get("custom") or {}).get(key))
-                if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
-                    continue
-                stale += 1
-                guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
-                if "outbox_rev" in doc:
-                    guard["outbox_rev"] = doc["outbox_rev"]
-                values = {f"s.{name}": v for name, v in wanted.items()}
-                batch.append(UpdateOne(guard, {"$set": values}))
-                tagged.append((doc, values))
-                if len(batch) >= batch_size:
-                    written += await self._write_copies(batch, tagged)
-                    batch, tagged = [], []
-            if batch:
-                written += await self._write_copies(batch, tagged)
-            if stale == 0:
-                break
-        with contextlib.suppress(DuplicateKeyError):  # another replica finished first
-            await self.migrations.insert_one({"_id": marker, "documents": written})
-        return written
-
-    async def _write_copies(self, batch: list[UpdateOne], customers: list[tuple[Document, Document]]) -> int:
-        """One batch of a backfill: the copies on the customers' tag memberships (guarded by each
-        customer's state, see :meth:`CustomerTags.copy_set`), then on the customers themselves.
-        Memberships first: a backfill cut short between the two finds these customers still stale
-        and writes both again, where the other order would leave memberships without the copies."""
-        await self.tags.copy_set(customers)
-        return int((await self.collection.bulk_write(batch, ordered=False)).matched_count)
+        """The copies of a custom field just flagged (:func:`crm_platform.customfield_store.backfill_copies`)
+        on every customer whose copies are missing or stale, and on those customers' tag
+        memberships (what tag lists filter and sort on), each batch's memberships first: a
+        backfill cut short between the two finds these customers still stale and writes both
+        again, where the other order would leave memberships without the copies. Returns how many
+        customers were rewritten."""
+        return await backfill_copies(
+            self.collection,
+            self.migrations,
+            definition,
+            copies_marker(definition),
+            again=again,
+            batch_size=batch_size,
+            before_batch=self.tags.copy_set,
+        )
 
     async def get(self, customer_id: str) -> Document | None:
         return await self.collection.find_one({"_id": customer_id})

@@ -8,26 +8,23 @@ read copies of other services' aggregates, fed by their events.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from crm_interactions.domain import feedback as feedback_rules
 from crm_interactions.domain import interactions as interaction_rules
 from crm_interactions.domain import tasks as task_rules
 from crm_platform.clock import Clock
-from crm_platform.customfields import COPY_FORMAT, SORT_COPY_PREFIX, FieldSet, copies
+from crm_platform.customfield_store import CopyingStore, backfill_copies, copies_marker
+from crm_platform.customfields import SORT_COPY_PREFIX, FieldSet
 from crm_platform.errors import NotFound
-from crm_platform.events import EventEnvelope
 from crm_platform.listing import or_branches
 from crm_platform.sortkeys import epoch_ms, upgrade_sort_keys
-from crm_platform.store import Change, Decide, VersionedStore
 
 Document = dict[str, Any]
 #: A module's custom field definitions as writes see them (set by the service: the definitions
@@ -229,18 +226,6 @@ LEGACY_INDEXES = {
 LIST_PROJECTION = {"outbox": 0}
 
 
-def copier(fields: FieldSet) -> Callable[[Document], Document]:
-    """What adds a record's custom field copies (:meth:`FieldSet.copies`: ``s.cf_<key>`` of the
-    sortable fields, ``s.cfq_<key>`` of filterable dates and money) to its sort keys."""
-
-    def add(doc: Document) -> Document:
-        if isinstance(doc.get("s"), dict):
-            doc["s"].update(fields.copies(doc.get("custom")))
-        return doc
-
-    return add
-
-
 def _with_copies(
     sort_keys: Callable[[Document], Document], add: Callable[[Document], Document]
 ) -> Callable[[Document], Document]:
@@ -251,53 +236,6 @@ def _with_copies(
         return s
 
     return keys
-
-
-class CopyingStore(VersionedStore):
-    """A :class:`VersionedStore` whose every write keeps the record's custom field copies in step
-    with its values, as the module's definitions stand: creates, changes, the scheduler's notices
-    and the customer events' moves and hides all write through one of these, so none can leave a
-    copy behind its value (or a record without the copy a list sorts or filters on)."""
-
-    def __init__(
-        self,
-        collection: AsyncCollection[Document],
-        clock: Clock,
-        module: str,
-        fieldsets: Callable[[], FieldSets | None],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(collection, clock, **kwargs)
-        self.module = module
-        self._fieldsets = fieldsets
-
-    async def copier(self) -> Callable[[Document], Document]:
-        fieldsets = self._fieldsets()
-        return copier(await fieldsets(self.module) if fieldsets is not None else FieldSet({}))
-
-    async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
-        return await super().insert((await self.copier())(state), events)
-
-    async def mutate(
-        self,
-        aggregate_id: str,
-        decide: Decide,
-        *,
-        expected_version: int | None = None,
-        current: Document | None = None,
-    ) -> Document:
-        add = await self.copier()
-
-        async def decide_with_copies(doc: Document, version: int) -> Change:
-            decided = decide(doc, version)
-            change = await decided if isinstance(decided, Awaitable) else decided
-            if change.state is not None:
-                add(change.state)
-            return change
-
-        return await super().mutate(
-            aggregate_id, decide_with_copies, expected_version=expected_version, current=current
-        )
 
 
 class Repository:
@@ -317,24 +255,21 @@ class Repository:
         self.interaction_store = CopyingStore(
             self.interactions,
             clock,
-            "interactions",
-            lambda: self.fieldsets,
+            fieldset=self._fieldset_of("interactions"),
             wake_relay=wake_relay,
             not_found=lambda i: NotFound(f"No interaction with id {i}."),
         )
         self.task_store = CopyingStore(
             self.tasks,
             clock,
-            "tasks",
-            lambda: self.fieldsets,
+            fieldset=self._fieldset_of("tasks"),
             wake_relay=wake_relay,
             not_found=lambda i: NotFound(f"No task with id {i}."),
         )
         self.feedback_store = CopyingStore(
             self.feedback,
             clock,
-            "feedback",
-            lambda: self.fieldsets,
+            fieldset=self._fieldset_of("feedback"),
             wake_relay=wake_relay,
             not_found=lambda i: NotFound(f"No feedback with id {i}."),
         )
@@ -355,48 +290,24 @@ class Repository:
             keys = _with_copies(rules.sort_keys, await store.copier())
             await upgrade_sort_keys(store.collection, keys, rules.SORT_KEYS_VERSION)
 
+    def _fieldset_of(self, module: str) -> Callable[[], Awaitable[FieldSet]]:
+        """``module``'s definitions as :attr:`fieldsets` gives them (none set yet: no fields)."""
+
+        async def fieldset() -> FieldSet:
+            return await self.fieldsets(module) if self.fieldsets is not None else FieldSet({})
+
+        return fieldset
+
     async def backfill_copies(
         self, collection: AsyncCollection[Document], definition: Document, again: bool = False, batch_size: int = 500
     ) -> int:
-        """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
-        a date or money (``s.cfq_<key>``) on every record of ``collection`` whose copies are missing
-        or stale, in guarded batches of ``batch_size``; returns how many were rewritten.
-
-        Resumable: it skips records already right, and a marker in ``migrations`` (per module,
-        field, definition version and copy format) records it done; start-up runs it again for a
-        field without one (``again``: run even so, for a replica that wrote without the copy until
-        it learned of the flag). Each write is guarded by the record's version and outbox revision,
-        so a change made meanwhile wins (and wrote the copy itself); a later pass picks up the rest."""
-        key = definition["key"]
-        marker = f"custom_copies:{collection.name}:{key}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
-        if not again and await self.migrations.find_one({"_id": marker}) is not None:
-            return 0
-        written = 0
-        for _ in range(5):  # again for records another writer replaced under us
-            stale = 0
-            batch: list[UpdateOne] = []
-            async for doc in collection.find({}, projection={"outbox": 0}):
-                sort = doc.get("s")
-                if not isinstance(sort, dict):
-                    continue  # not a stored record's shape (upgrade_sort_keys writes them)
-                wanted = copies(definition, (doc.get("custom") or {}).get(key))
-                if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
-                    continue
-                stale += 1
-                guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
-                if "outbox_rev" in doc:
-                    guard["outbox_rev"] = doc["outbox_rev"]
-                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": v for name, v in wanted.items()}}))
-                if len(batch) >= batch_size:
-                    written += (await collection.bulk_write(batch, ordered=False)).matched_count
-                    batch = []
-            if batch:
-                written += (await collection.bulk_write(batch, ordered=False)).matched_count
-            if stale == 0:
-                break
-        with contextlib.suppress(DuplicateKeyError):  # another replica finished first
-            await self.migrations.insert_one({"_id": marker, "documents": written})
-        return written
+        """The copies of a custom field just flagged (:func:`crm_platform.customfield_store.backfill_copies`)
+        on every record of ``collection`` whose copies are missing or stale (the marker per module:
+        two modules may have a field of the same key); returns how many were rewritten."""
+        marker = copies_marker(definition, collection.name)
+        return await backfill_copies(
+            collection, self.migrations, definition, marker, again=again, batch_size=batch_size
+        )
 
     async def interaction_by_message(self, message_id: str) -> Document | None:
         return await self.interactions.find_one({"message_key": message_id})

@@ -7,24 +7,20 @@ Every aggregate (pipeline, opportunity, target) is written through a
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from crm_pipeline.domain.opportunities import SORT_KEYS_VERSION, sort_keys
 from crm_platform.clock import Clock
-from crm_platform.customfields import COPY_FORMAT, SORT_COPY_PREFIX, FieldSet, copies
+from crm_platform.customfield_store import CopyingStore, backfill_copies, copies_marker
+from crm_platform.customfields import SORT_COPY_PREFIX
 from crm_platform.errors import NotFound
-from crm_platform.events import EventEnvelope
 from crm_platform.listing import or_branches
-from crm_platform.outbox import REV
 from crm_platform.sortkeys import upgrade_sort_keys
-from crm_platform.store import Change, Decide, VersionedStore
+from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
 
@@ -142,55 +138,6 @@ def custom_sort_indexes(field: str) -> list[IndexModel]:
     ]
 
 
-FieldSetSource = Callable[[], Awaitable[FieldSet]]
-
-
-class CopyingStore(VersionedStore):
-    """The opportunities' :class:`VersionedStore`: every write (create, change, stage move, owner
-    change, a consumer's rewrite) also writes the custom fields' copies beside the sort keys
-    (``s.cf_<key>`` of sortable fields, ``s.cfq_<key>`` of filterable dates and money), from the
-    definitions as the write sees them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: The opportunities' custom field definitions (set by the service; none: no copies).
-        self.fieldset: FieldSetSource | None = None
-
-    async def field_copies(self) -> Callable[[Document], Document]:
-        """What adds the custom fields' copies to an opportunity's sort keys, as now defined."""
-        fields = await self.fieldset() if self.fieldset is not None else FieldSet({})
-
-        def add(doc: Document) -> Document:
-            if isinstance(doc.get("s"), dict):
-                doc["s"].update(fields.copies(doc.get("custom")))
-            return doc
-
-        return add
-
-    async def insert(self, state: Document, events: Sequence[tuple[str, EventEnvelope]]) -> Document:
-        (await self.field_copies())(state)
-        return await super().insert(state, events)
-
-    async def mutate(
-        self,
-        aggregate_id: str,
-        decide: Decide,
-        *,
-        expected_version: int | None = None,
-        current: Document | None = None,
-    ) -> Document:
-        add_copies = await self.field_copies()
-
-        async def decide_and_copy(doc: Document, version: int) -> Change:
-            decided = decide(doc, version)
-            change = await decided if isinstance(decided, Awaitable) else decided
-            if change.state is not None:
-                add_copies(change.state)
-            return change
-
-        return await super().mutate(aggregate_id, decide_and_copy, expected_version=expected_version, current=current)
-
-
 TARGET_INDEXES = [
     IndexModel([("scope", ASCENDING), ("scope_id", ASCENDING), ("year", ASCENDING)], name="scope_year"),
     IndexModel([("department_path", ASCENDING), ("year", ASCENDING)], name="dept_year"),
@@ -234,7 +181,7 @@ class Repository:
         await self.opportunities.create_indexes(OPPORTUNITY_INDEXES)
         # Once per database: opportunities stored with older sort keys get the current ones, and
         # the custom fields' copies with them.
-        add_copies = await self.opportunity_store.field_copies()
+        add_copies = await self.opportunity_store.copier()
         await upgrade_sort_keys(
             self.opportunities, lambda doc: add_copies({**doc, "s": sort_keys(doc)})["s"], SORT_KEYS_VERSION
         )
@@ -242,46 +189,17 @@ class Repository:
         await self.pipelines.create_indexes(PIPELINE_INDEXES)
 
     async def backfill_copies(self, definition: Document, again: bool = False, batch_size: int = 500) -> int:
-        """Write the copies of a custom field just made sortable (``s.cf_<key>``) or filterable as
-        a date or money (``s.cfq_<key>``) on every opportunity whose copies are missing or stale,
-        in guarded batches of ``batch_size``; returns how many were rewritten.
-
-        Resumable: it skips opportunities already right, and a marker in ``migrations`` (per
-        field, definition version and copy format) records it done; start-up runs it again for a
-        field without one (``again``: run even so, for a replica that wrote without the copy
-        until it learned of the flag). Each write is guarded by the opportunity's version and
-        outbox revision, so a change made meanwhile wins (and wrote the copy itself); a later pass
-        picks up the rest."""
-        key = definition["key"]
-        marker = f"custom_copies:{key}:v{definition.get('version', 1)}:f{COPY_FORMAT}"
-        if not again and await self.migrations.find_one({"_id": marker}) is not None:
-            return 0
-        written = 0
-        for _ in range(5):  # again for opportunities another writer replaced under us
-            stale = 0
-            batch: list[UpdateOne] = []
-            async for doc in self.opportunities.find({}, projection={"outbox": 0, "stage_history": 0}):
-                sort = doc.get("s")
-                if not isinstance(sort, dict):
-                    continue  # not a stored opportunity's shape (upgrade_sort_keys writes them)
-                wanted = copies(definition, (doc.get("custom") or {}).get(key))
-                if all(name in sort and sort[name] == v and type(sort[name]) is type(v) for name, v in wanted.items()):
-                    continue
-                stale += 1
-                guard: Document = {"_id": doc["_id"], "version": doc.get("version")}
-                if REV in doc:
-                    guard[REV] = doc[REV]
-                batch.append(UpdateOne(guard, {"$set": {f"s.{name}": v for name, v in wanted.items()}}))
-                if len(batch) >= batch_size:
-                    written += (await self.opportunities.bulk_write(batch, ordered=False)).matched_count
-                    batch = []
-            if batch:
-                written += (await self.opportunities.bulk_write(batch, ordered=False)).matched_count
-            if stale == 0:
-                break
-        with contextlib.suppress(DuplicateKeyError):  # another replica finished first
-            await self.migrations.insert_one({"_id": marker, "documents": written})
-        return written
+        """The copies of a custom field just flagged (:func:`crm_platform.customfield_store.backfill_copies`)
+        on every opportunity whose copies are missing or stale; returns how many were rewritten."""
+        return await backfill_copies(
+            self.opportunities,
+            self.migrations,
+            definition,
+            copies_marker(definition),
+            again=again,
+            batch_size=batch_size,
+            projection={"outbox": 0, "stage_history": 0},
+        )
 
     # --- pipelines ----------------------------------------------------------------------------
 
