@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -20,6 +20,7 @@ from phonenumbers import (
     PhoneNumberType,
     ValidationResult,
 )
+from pydantic import AfterValidator, Field
 
 __all__ = [
     "InvalidEmail",
@@ -186,3 +187,22 @@ def normalise_email(raw: str) -> str:
     # email_validator already lower-cases and IDNA-normalises the domain.
     # lower(), not casefold(): casefold turns "ß" into "ss", a different mailbox.
     return f"{validated.local_part.lower()}@{validated.domain}"
+
+
+def _phone_field(value: str) -> str:
+    try:
+        return normalise_phone(value)
+    except InvalidPhone as exc:
+        raise ValueError(f"'{value}' is not a valid phone number: {exc}") from exc
+
+
+def _email_field(value: str) -> str:
+    try:
+        return normalise_email(value)
+    except InvalidEmail as exc:
+        raise ValueError(f"'{value}' is not a valid email address: {exc}") from exc
+
+
+#: A phone or an email in a request body: normalised (E.164; lower-cased), or a 422 naming it and why.
+Phone = Annotated[str, Field(min_length=3, max_length=40), AfterValidator(_phone_field)]
+Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email_field)]

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from crm_customers.domain.names import display_name
 from crm_customers.domain.uscc import InvalidUSCC, validate_uscc
-from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
+from crm_platform.contact_points import Email, Phone
 
 
 class Kind(StrEnum):
@@ -80,20 +80,6 @@ def _uscc(value: str | None) -> str | None:
         raise ValueError(str(exc)) from exc
 
 
-def _phone(value: str) -> str:
-    try:
-        return normalise_phone(value)
-    except InvalidPhone as exc:
-        raise ValueError(f"'{value}' is not a valid phone number: {exc}") from exc
-
-
-def _email(value: str) -> str:
-    try:
-        return normalise_email(value)
-    except InvalidEmail as exc:
-        raise ValueError(f"'{value}' is not a valid email address: {exc}") from exc
-
-
 def _name(value: str) -> str:
     cleaned = display_name(value)
     if not cleaned:
@@ -117,8 +103,6 @@ def _unique(values: list[Any]) -> list[Any]:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_name)]
-Phone = Annotated[str, Field(min_length=3, max_length=40), AfterValidator(_phone)]
-Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
 Tag = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(_tag)]
 ShortText = Annotated[str, Field(max_length=200)]
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from crm_platform.company_names import display_name
-from crm_platform.contact_points import InvalidEmail, InvalidPhone, normalise_email, normalise_phone
+from crm_platform.contact_points import Email, Phone
 
 
 class LeadStatus(StrEnum):
@@ -33,20 +33,6 @@ class LeadSource(StrEnum):
     purchased_list = "purchased_list"
     partner = "partner"
     other = "other"
-
-
-def _phone(value: str) -> str:
-    try:
-        return normalise_phone(value)
-    except InvalidPhone as exc:
-        raise ValueError(f"'{value}' is not a valid phone number: {exc}") from exc
-
-
-def _email(value: str) -> str:
-    try:
-        return normalise_email(value)
-    except InvalidEmail as exc:
-        raise ValueError(f"'{value}' is not a valid email address: {exc}") from exc
 
 
 def _company(value: str) -> str:
@@ -68,8 +54,6 @@ def _unique(values: list[Any] | None) -> list[Any] | None:
 
 
 CompanyName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_company)]
-Phone = Annotated[str, Field(min_length=3, max_length=40), AfterValidator(_phone)]
-Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_text)]
 Notes = Annotated[str, Field(max_length=5000)]
 
