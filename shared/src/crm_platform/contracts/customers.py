@@ -92,7 +92,31 @@ class FieldChange(BaseModel):
 class CustomerCreated(BaseModel):
     customer: CustomerSnapshot
     contacts: list[ContactData] = Field(default_factory=list)
-    via: Literal["api", "import"] = "api"
+    via: Literal["api", "import", "lead"] = "api"
+    # Added in schema 1 (additive): the lead it was converted from (``via="lead"``).
+    lead_id: str | None = None
+
+
+class LeadLinked(BaseModel):
+    """The customers service's answer to ``crm.lead.conversion_requested``: the customer (made now, or
+    existing) and the contact are there."""
+
+    customer: CustomerSnapshot
+    lead_id: str
+    conversion_id: str
+    contact_id: str | None = None
+    created: bool = Field(description="True: the customer was made for this lead; false: an existing one was linked.")
+
+
+class LeadRefused(BaseModel):
+    """The customers service's answer when it cannot do what a conversion asks (subject: the customer id
+    the conversion named; nothing was written)."""
+
+    customer_id: str
+    lead_id: str
+    conversion_id: str
+    reason: str
+    errors: list[dict[str, Any]] = Field(default_factory=list, description="Field errors (field, reason, code).")
 
 
 class CustomerUpdated(BaseModel):
@@ -171,6 +195,19 @@ class MergedAway(BaseModel):
     survivor_id: str
 
 
+LEAD_LINKED = define(
+    "crm.customer.lead_linked",
+    LeadLinked,
+    TOPIC,
+    description="A lead's conversion made this customer (and contact) or linked the lead to it.",
+)
+LEAD_REFUSED = define(
+    "crm.customer.lead_refused",
+    LeadRefused,
+    TOPIC,
+    description="A lead's conversion could not make or link the customer (e.g. a duplicate, a deleted customer); "
+    "nothing was written.",
+)
 CUSTOMER_CREATED = define(
     "crm.customer.created", CustomerCreated, TOPIC, description="A customer was created (by hand or by an import)."
 )

@@ -18,7 +18,9 @@ from crm_platform.events import define
 
 TOPIC = "crm.leads.v1"
 
-LeadStatus = Literal["new", "contacted", "qualified", "disqualified"]
+#: ``converting`` while the customer (and opportunity) a conversion asked for are being made by their
+#: own services; ``converted`` once they are (the lead then links to them and changes no more).
+LeadStatus = Literal["new", "contacted", "qualified", "disqualified", "converting", "converted"]
 
 
 class LeadSnapshot(BaseModel):
@@ -41,6 +43,11 @@ class LeadSnapshot(BaseModel):
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime
+    # Added in schema 1 without a version bump (additive): what a conversion made of the lead
+    # (None before it is converted, and in events published before conversion existed).
+    customer_id: str | None = Field(default=None, description="The customer the lead became or was linked to.")
+    contact_id: str | None = Field(default=None, description="The contact made from the lead, if any.")
+    opportunity_id: str | None = Field(default=None, description="The opportunity made from the lead, if any.")
 
 
 class FieldChange(BaseModel):
@@ -94,6 +101,125 @@ LEAD_OWNER_CHANGED = define(
     description="A lead changed hands: claimed from the lead pool, released to it (with a reason), or assigned.",
 )
 LEAD_DELETED = define("crm.lead.deleted", LeadDeleted, TOPIC, description="A lead was deleted.")
+
+
+# --- conversion: a qualified lead becomes a customer + contact (+ opportunity) ------------------
+#
+# The leads service never writes another service's database. It asks by events, and each step's
+# owner answers on its own topic:
+#
+# 1. ``crm.lead.conversion_requested`` (leads): the lead is ``converting``; ``conversion`` says what
+#    to make, with every id chosen up front (so a redelivered command makes nothing twice).
+# 2. The customers service creates the customer (``crm.customer.created`` with ``via="lead"`` and
+#    ``lead_id``) and the contact, or, for ``existing_customer``, adds the contact to that customer;
+#    then it answers ``crm.customer.lead_linked`` (done) or ``crm.customer.lead_refused`` (why not).
+# 3. With an opportunity asked for, the leads service publishes ``crm.lead.conversion_progressed``
+#    (step ``customer``); the pipeline service creates the opportunity (``crm.opportunity.created``,
+#    its snapshot's ``lead_id`` set) or answers ``crm.opportunity.lead_refused``.
+# 4. The leads service ends it: ``crm.lead.converted`` (the lead links to what it became), or
+#    ``crm.lead.conversion_failed`` (the lead is ``qualified`` again; what was made stays made).
+
+
+class ConversionContact(BaseModel):
+    contact_id: str = Field(description="Chosen by the leads service; the customers service creates it under this id.")
+    name: str
+    title: str | None = None
+    phones: list[str] = Field(default_factory=list, description="E.164.")
+    emails: list[str] = Field(default_factory=list, description="Lower-cased.")
+
+
+class ConversionOpportunity(BaseModel):
+    opportunity_id: str = Field(
+        description="Chosen by the leads service; the pipeline service creates it under this id."
+    )
+    name: str
+    amount: str | None = Field(default=None, description="Decimal string, e.g. '125000.00' (never a float).")
+    currency: str = "CNY"
+    expected_close_date: date | None = None
+    pipeline_id: str | None = Field(default=None, description="None: the default pipeline.")
+
+
+class Conversion(BaseModel):
+    conversion_id: str = Field(description="One per attempt: '<lead id>:<attempt number>'.")
+    customer_id: str = Field(description="The customer to create under this id, or the existing one to link to.")
+    existing_customer: bool = Field(description="True: link to customer_id (add the contact), create nothing else.")
+    customer_kind: Literal["company", "person"] = "company"
+    customer_name: str
+    phones: list[str] = Field(default_factory=list, description="The new customer's phones (E.164).")
+    emails: list[str] = Field(default_factory=list, description="The new customer's emails.")
+    industry: str | None = None
+    region: str | None = None
+    source: str | None = None
+    campaign_id: str | None = None
+    owner_id: str = Field(description="Who owns what is made: the lead's owner, or whom the converter named.")
+    department_id: str | None = None
+    department_path: str | None = None
+    contact: ConversionContact | None = None
+    opportunity: ConversionOpportunity | None = None
+    requested_by: str
+    requested_at: datetime
+
+
+class LeadConversionRequested(BaseModel):
+    lead: LeadSnapshot
+    conversion: Conversion
+
+
+class LeadConversionProgressed(BaseModel):
+    lead: LeadSnapshot
+    conversion: Conversion
+    step: Literal["customer"] = Field(
+        description="The step that is done: 'customer' (customer and contact made or linked)."
+    )
+    customer_id: str
+    contact_id: str | None = None
+
+
+class LeadConverted(BaseModel):
+    lead: LeadSnapshot = Field(description="Status converted, with customer_id, contact_id and opportunity_id set.")
+    conversion_id: str
+    customer_id: str
+    contact_id: str | None = None
+    opportunity_id: str | None = None
+    existing_customer: bool
+
+
+class LeadConversionFailed(BaseModel):
+    lead: LeadSnapshot = Field(description="Status qualified again.")
+    conversion_id: str
+    step: Literal["customer", "opportunity"]
+    reason: str
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="Field errors as the refusing service gave them."
+    )
+
+
+LEAD_CONVERSION_REQUESTED = define(
+    "crm.lead.conversion_requested",
+    LeadConversionRequested,
+    TOPIC,
+    description="A qualified lead is being converted: the customers (and pipeline) services are asked to make "
+    "what `conversion` names, under the ids it gives.",
+)
+LEAD_CONVERSION_PROGRESSED = define(
+    "crm.lead.conversion_progressed",
+    LeadConversionProgressed,
+    TOPIC,
+    description="A conversion's customer step is done; the pipeline service is asked for the opportunity.",
+)
+LEAD_CONVERTED = define(
+    "crm.lead.converted",
+    LeadConverted,
+    TOPIC,
+    description="A lead became a customer (+ contact, + opportunity) or was linked to an existing customer.",
+)
+LEAD_CONVERSION_FAILED = define(
+    "crm.lead.conversion_failed",
+    LeadConversionFailed,
+    TOPIC,
+    description="A conversion was refused by the service of one step (reason and field errors); the lead is "
+    "qualified again.",
+)
 
 
 # --- campaigns (市场活动), on the same topic: the leads service owns them ------------------------

@@ -111,6 +111,8 @@ class OpportunitySnapshot(BaseModel):
     # Added in schema 1 without a version bump (additive): administrators' custom field values by
     # key (GET /v1/fields/opportunities); None in events published before it.
     custom: dict[str, Any] | None = None
+    # Added in schema 1 without a version bump (additive): the lead it was converted from, if any.
+    lead_id: str | None = None
 
 
 class StageMove(BaseModel):
@@ -176,6 +178,17 @@ class CustomerChanged(BaseModel):
     previous_customer_id: str
     customer_id: str
     reason: Literal["merged"] = "merged"
+
+
+class LeadRefused(BaseModel):
+    """The pipeline service's answer when it cannot make the opportunity a lead's conversion asks for
+    (subject: that opportunity id; nothing was written)."""
+
+    opportunity_id: str
+    lead_id: str
+    conversion_id: str
+    reason: str
+    errors: list[dict[str, Any]] = Field(default_factory=list, description="Field errors (field, reason, code).")
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -245,6 +258,12 @@ OPPORTUNITY_CUSTOMER_CHANGED = define(
     CustomerChanged,
     TOPIC,
     description="The opportunity moved to another customer because its customer was merged into that one.",
+)
+OPPORTUNITY_LEAD_REFUSED = define(
+    "crm.opportunity.lead_refused",
+    LeadRefused,
+    TOPIC,
+    description="A lead's conversion could not make its opportunity (e.g. an unknown pipeline); nothing was written.",
 )
 TARGET_SET = define(
     "crm.target.set",
