@@ -99,6 +99,7 @@ class Permission(StrEnum):
     leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
+    leads_convert = "leads:convert"  # convert a qualified lead into a customer (+ contact, + opportunity)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
 
@@ -142,6 +143,7 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.leads_create,
         P.leads_edit,
         P.leads_claim,
+        P.leads_convert,
         P.campaigns_view,
     }
 )
@@ -456,6 +458,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/leads/{lead_id}/claim": P.leads_claim,
         "POST /v1/leads/{lead_id}/release": P.leads_claim,
         "POST /v1/leads/{lead_id}/assign": P.leads_assign,
+        "POST /v1/leads/{lead_id}/convert": P.leads_convert,
         "POST /v1/campaigns": P.campaigns_manage,
         "GET /v1/campaigns": P.campaigns_view,
         "GET /v1/campaigns/{campaign_id}": P.campaigns_view,

@@ -6,13 +6,15 @@ from fastapi import FastAPI
 
 from crm_leads.adapters.repository import LeadRepository
 from crm_leads.application.campaigns import Campaigns
+from crm_leads.application.conversion import Conversions
 from crm_leads.application.customer_keys import CustomerKeysCopy
 from crm_leads.application.leads import Leads
 from crm_leads.entrypoints import campaigns as campaigns_http
+from crm_leads.entrypoints import conversion as conversion_http
 from crm_leads.entrypoints import http
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers, directory
+from crm_platform.contracts import customers, directory, pipeline
 from crm_platform.contracts import leads as _lead_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
@@ -36,16 +38,22 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     customer_keys = CustomerKeysCopy(repo)
     service = Leads(repo, kit.clock, kit.source)
     campaigns = Campaigns(repo, kit.clock, kit.source)
+    conversions = Conversions(repo, service, kit.clock, kit.source)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await directory_copy.ensure_indexes()
 
     kit.on_startup(setup)
-    kit.consume([customers.TOPIC, directory.TOPIC], {**customer_keys.handlers(), **directory_copy.handlers()})
-    app = kit.build_app([http.router, campaigns_http.router])
+    # The answers to conversions come from the customers and pipeline services (crm_leads.application.conversion).
+    kit.consume(
+        [customers.TOPIC, directory.TOPIC, pipeline.TOPIC],
+        {**customer_keys.handlers(), **directory_copy.handlers(), **conversions.handlers()},
+    )
+    app = kit.build_app([http.router, campaigns_http.router, conversion_http.router])
     app.state.leads = service
     app.state.campaigns = campaigns
+    app.state.conversions = conversions
     app.state.repo = repo
     app.state.customer_keys = customer_keys
     return app

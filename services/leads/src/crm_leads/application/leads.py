@@ -258,6 +258,7 @@ class Leads:
         self, principal: Principal, lead_id: str, patch: LeadPatch, expected_version: int | None
     ) -> Document:
         current = await self.get(principal, lead_id)
+        rules.ensure_open(current)
         values = patch.model_dump(mode="json", include=patch.model_fields_set - {"status", "reason"})
         if "reason" in patch.model_fields_set and patch.status is None:
             raise ValidationFailed.for_field("reason", "only with a status (disqualified)")
@@ -272,6 +273,7 @@ class Leads:
         def decide(doc: Document, version: int) -> Change:
             if doc.get("deleted"):
                 raise NotFound(f"No lead with id {lead_id}.")
+            rules.ensure_open(doc)
             before.clear()
             before.update(rules.keys_of(doc))
             events = []
@@ -313,6 +315,7 @@ class Leads:
         def decide(doc: Document, version: int) -> Change:
             if doc.get("deleted"):
                 raise NotFound(f"No lead with id {lead_id}.")
+            rules.ensure_open(doc)
             doc["deleted"] = True
             doc["updated_at"] = now
             rules.refresh(doc)
@@ -341,6 +344,7 @@ class Leads:
         def decide(doc: Document, version: int) -> Change:
             if doc.get("deleted"):
                 raise NotFound(f"No lead with id {lead_id}.")
+            rules.ensure_open(doc)
             check(doc)
             previous = doc.get("owner_id")
             rules.set_owner(doc, *owner)
@@ -428,4 +432,32 @@ def summarise(envelope: Any) -> tuple[str, list[dict[str, Any]]]:
         return f"Lead {data.get('how')}{reason}", [change]
     if envelope.type == ev.LEAD_DELETED.name:
         return "Lead deleted", []
+    if envelope.type in CONVERSION_EVENTS:
+        return summarise_conversion(envelope)
     return envelope.type, []
+
+
+CONVERSION_EVENTS = {
+    t.name
+    for t in (ev.LEAD_CONVERSION_REQUESTED, ev.LEAD_CONVERSION_PROGRESSED, ev.LEAD_CONVERTED, ev.LEAD_CONVERSION_FAILED)
+}
+
+
+def summarise_conversion(envelope: Any) -> tuple[str, list[dict[str, Any]]]:
+    data = envelope.data
+    lead = data.get("lead") or {}
+    if envelope.type == ev.LEAD_CONVERSION_REQUESTED.name:
+        conversion = data.get("conversion") or {}
+        into = "existing customer" if conversion.get("existing_customer") else "new customer"
+        change = {"field": "status", "old": "qualified", "new": lead.get("status")}
+        return f"Conversion {conversion.get('conversion_id')} requested ({into} {conversion.get('customer_id')})", [
+            change
+        ]
+    if envelope.type == ev.LEAD_CONVERSION_PROGRESSED.name:
+        return f"Conversion: customer {data.get('customer_id')} done, opportunity asked for", []
+    if envelope.type == ev.LEAD_CONVERTED.name:
+        changes: list[dict[str, Any]] = [{"field": "status", "old": "converting", "new": "converted"}]
+        changes += [{"field": f, "old": None, "new": data[f]} for f in ("customer_id", "contact_id", "opportunity_id")]
+        return f"Converted into customer {data.get('customer_id')}", [c for c in changes if c["new"] is not None]
+    change = {"field": "status", "old": "converting", "new": lead.get("status")}
+    return f"Conversion failed at the {data.get('step')} step: {data.get('reason')}", [change]

@@ -32,7 +32,14 @@ MOVES: dict[LeadStatus, set[LeadStatus]] = {
     LeadStatus.contacted: {LeadStatus.qualified, LeadStatus.disqualified},
     LeadStatus.qualified: {LeadStatus.disqualified},
     LeadStatus.disqualified: {LeadStatus.new},
+    # Conversion (crm_leads.domain.conversion): only a qualified lead converts; a conversion ends in
+    # converted, or back in qualified when a step is refused. Converted is final.
+    LeadStatus.converting: {LeadStatus.converted, LeadStatus.qualified},
+    LeadStatus.converted: set(),
 }
+MOVES[LeadStatus.qualified] = MOVES[LeadStatus.qualified] | {LeadStatus.converting}
+#: Statuses only a conversion sets (POST /v1/leads/{id}/convert and its answers), never a PATCH.
+CONVERSION_STATUSES = frozenset({LeadStatus.converting, LeadStatus.converted})
 
 #: Fields a PATCH may set directly (status goes through :func:`move`).
 EDITABLE = ("company_name", "contact_name", "phones", "emails", "source", "campaign_id", "region", "industry", "notes")
@@ -137,6 +144,9 @@ def apply_values(doc: Document, values: Document) -> list[ev.FieldChange]:
 def move(doc: Document, to: LeadStatus, reason: str | None) -> LeadStatus:
     """Move ``doc`` to status ``to``; the status it had. 409 for a move the lifecycle does not allow."""
     current = LeadStatus(doc["status"])
+    if current in CONVERSION_STATUSES or to in CONVERSION_STATUSES:
+        ensure_open(doc)
+        raise Conflict(f"A lead becomes {to.value} only by POST /v1/leads/{doc['_id']}/convert.")
     if to == current:
         raise Conflict(f"The lead is already {to.value}.")
     if to not in MOVES[current]:
@@ -147,6 +157,16 @@ def move(doc: Document, to: LeadStatus, reason: str | None) -> LeadStatus:
     doc["status"] = to.value
     doc["disqualified_reason"] = reason if to == LeadStatus.disqualified else None
     return current
+
+
+def ensure_open(doc: Document) -> None:
+    """409 for a lead a conversion holds: being converted (until it ends), or converted (final:
+    no edit, status move, release, claim, assignment or delete)."""
+    if doc.get("status") == LeadStatus.converted.value:
+        raise Conflict(f"The lead was converted into customer {doc.get('customer_id')}: it changes no more.")
+    if doc.get("status") == LeadStatus.converting.value:
+        conversion_id = (doc.get("conversion") or {}).get("conversion_id")
+        raise Conflict(f"The lead is being converted ({conversion_id}): it changes no more until that ends.")
 
 
 def set_owner(doc: Document, owner_id: str | None, department_id: str | None, department_path: str | None) -> None:
@@ -178,4 +198,7 @@ def snapshot(doc: Document) -> ev.LeadSnapshot:
         created_at=doc["created_at"],
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
+        customer_id=doc.get("customer_id"),
+        contact_id=doc.get("contact_id"),
+        opportunity_id=doc.get("opportunity_id"),
     )

@@ -22,6 +22,9 @@ class LeadStatus(StrEnum):
     contacted = "contacted"
     qualified = "qualified"
     disqualified = "disqualified"
+    #: Set by POST /v1/leads/{id}/convert only (never by a PATCH): see crm_leads.domain.conversion.
+    converting = "converting"
+    converted = "converted"
 
 
 class LeadSource(StrEnum):

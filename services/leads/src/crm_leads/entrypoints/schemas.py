@@ -12,6 +12,22 @@ from crm_leads.domain.model import LeadSource, LeadStatus
 Document = dict[str, Any]
 
 
+class ConversionOut(BaseModel):
+    """A lead's current (or last) conversion: see crm_leads.domain.conversion."""
+
+    conversion_id: str
+    state: str
+    step: str | None = None
+    reason: str | None = None
+    errors: list[dict[str, Any]] = []
+    customer_id: str | None = None
+    existing_customer: bool = False
+    contact_id: str | None = None
+    opportunity_id: str | None = None
+    requested_by: str | None = None
+    requested_at: datetime | None = None
+
+
 class LeadOut(BaseModel):
     id: str
     company_name: str
@@ -33,6 +49,10 @@ class LeadOut(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     version: int
+    customer_id: str | None = None
+    contact_id: str | None = None
+    opportunity_id: str | None = None
+    conversion: ConversionOut | None = None
 
 
 class LeadPage(BaseModel):
@@ -63,4 +83,10 @@ def lead_out(doc: Document) -> LeadOut:
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
         version=int(doc["version"]),
+        customer_id=doc.get("customer_id"),
+        contact_id=doc.get("contact_id"),
+        opportunity_id=doc.get("opportunity_id"),
+        conversion=ConversionOut.model_validate({k: v for k, v in doc["conversion"].items() if k != "command"})
+        if doc.get("conversion")
+        else None,
     )
