@@ -12,6 +12,8 @@ from crm_customers.adapters.export_requests import ExportApprovalStore
 from crm_customers.adapters.repository import CustomerRepository, custom_field_indexes, custom_sort_indexes
 from crm_customers.application.customers import CONTACTS, MODULE, Customers
 from crm_customers.application.export_approval import ExportApprovals
+from crm_customers.application.lead_conversion import COLLECTION as LEAD_CONVERSIONS
+from crm_customers.application.lead_conversion import LeadConversions
 from crm_customers.application.restore import restater
 from crm_customers.domain import rules
 from crm_customers.entrypoints import events, export_approval, http
@@ -20,7 +22,7 @@ from crm_customers.settings import CustomersSettings
 from crm_platform import customfield_store
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as _customer_events  # noqa: F401  (registers the event types)
-from crm_platform.contracts import directory, interactions, pool
+from crm_platform.contracts import directory, interactions, leads, pool
 from crm_platform.customfield_http import fields_router
 from crm_platform.customfield_store import CustomFields
 from crm_platform.readmodels.directory import DirectoryReadModel
@@ -78,6 +80,9 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
     kit.background(Periodic("custom-fields", fields.reload, settings.custom_fields_reload_seconds))
     kit.restate(fields.collection, "crm.custom_field.", customfield_store.restater(kit.source))
     service = Customers(repo, kit.clock, settings, kit.source, claim_rules, directory_copy, fields)
+    # Leads' conversions into customers: commands on crm.leads.v1, refusals in a collection of their own.
+    lead_conversions = LeadConversions(service, kit.db[LEAD_CONVERSIONS], kit.wake_relay)
+    kit.outbox(lead_conversions.collection)
     approval_store = ExportApprovalStore(kit.db, kit.clock, kit.wake_relay)
     approvals = ExportApprovals(
         approval_store, kit.clock, service.events, timedelta(hours=settings.export_approval_valid_hours)
@@ -113,13 +118,14 @@ def create_app(settings: CustomersSettings | None = None, clock: Clock | None = 
         # Export and import records, once the audit log has long had their events (CRM_RECORD_RETENTION_DAYS).
         kit.background(Periodic("record-retention-purge", purge_source_records, settings.record_purge_interval_seconds))
     kit.consume(
-        [interactions.TOPIC, pool.TOPIC, directory.TOPIC],
-        {**events.handlers(service, claim_rules), **directory_copy.handlers()},
+        [interactions.TOPIC, pool.TOPIC, directory.TOPIC, leads.TOPIC],
+        {**events.handlers(service, claim_rules), **directory_copy.handlers(), **lead_conversions.handlers()},
     )
     app = kit.build_app(
         [export_approval.router, http.router, http.views_router, fields_router(MODULE), fields_router(CONTACTS)]
     )  # export approval's paths before /customers/{id}
     app.state.customers = service
+    app.state.lead_conversions = lead_conversions
     app.state.export_approvals = approvals
     app.state.custom_fields = fields
     return app
