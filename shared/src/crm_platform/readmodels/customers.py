@@ -173,7 +173,12 @@ class CustomerReadModel:
         Taken from the contracts module's registrations, so a type added there later is
         applied too (any new type carries the snapshot under ``customer``).
         """
-        return {t.name: self.handle for t in registry.for_topic(ev.TOPIC) if t.name.startswith("crm.customer.")}
+        # A conversion's refusal (lead_refused) changed no customer and carries no snapshot.
+        return {
+            t.name: self.handle
+            for t in registry.for_topic(ev.TOPIC)
+            if t.name.startswith("crm.customer.") and t.name != ev.LEAD_REFUSED.name
+        }
 
     async def handle(self, envelope: EventEnvelope) -> None:
         await self.apply(envelope)

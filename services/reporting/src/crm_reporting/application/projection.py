@@ -181,6 +181,8 @@ class Projection:
             target = pev.TARGET_SET.parse(envelope).target
             await apply_versioned(models.targets, envelope, {"_id": target.target_id, **target.model_dump(mode="json")})
             return
+        if t == cev.LEAD_REFUSED.name:
+            return  # a lead's conversion refused: no customer changed (the event has no snapshot)
         fact: Document = {
             "_id": envelope.id,
             "type": t,
