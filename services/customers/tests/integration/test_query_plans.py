@@ -706,3 +706,47 @@ async def test_tag_and_custom_field_sorts_walk_the_memberships_sort_index(
             headers={**admin, "If-Match": current.headers["ETag"]},
         )
         assert r.status_code == 200, r.text
+
+
+async def test_a_leads_conversion_is_index_lookups(plans_client: httpx.AsyncClient, traced_store: TracedStore) -> None:
+    """Making, linking and refusing a lead's conversion (and each delivered again) find the customer
+    and the refusal by ``_id``; the duplicate check and the holding limit are the create's."""
+    from datetime import UTC, datetime
+
+    from crm_platform.contracts import leads as lev
+
+    app = plans_client._transport.app  # type: ignore[attr-defined]
+    service = app.state.lead_conversions
+    now = datetime.now(UTC)
+    headers = auth(unique("rep"), department_path="/hq/d1")
+    r = await plans_client.post(
+        "/v1/customers", json={"kind": "company", "name": f"{unique('链接')}有限公司"}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+
+    def conversion(**fields: Any) -> lev.Conversion:
+        lead_id = str(uuid.uuid4())
+        values: dict[str, Any] = {
+            "conversion_id": f"{lead_id}:1",
+            "customer_id": str(uuid.uuid4()),
+            "existing_customer": False,
+            "customer_name": f"{unique('转化')}有限公司",
+            "owner_id": unique("conv-rep"),
+            "department_path": "/hq/d1",
+            "contact": lev.ConversionContact(
+                contact_id=str(uuid.uuid4()), name="计划", phones=[f"+86135{uuid.uuid4().int % 10**8:08d}"]
+            ),
+            "requested_by": "plans",
+            "requested_at": now,
+            **fields,
+        }
+        return lev.Conversion(**values)
+
+    made = conversion()
+    linked = conversion(customer_id=r.json()["id"], existing_customer=True)
+    refused = conversion(customer_id=str(uuid.uuid4()), existing_customer=True)
+    with traced_store.capture() as capture:
+        for command in (made, linked, refused):
+            await service.convert(command.conversion_id.split(":")[0], command)
+            await service.convert(command.conversion_id.split(":")[0], command)
+    assert_indexed(capture)

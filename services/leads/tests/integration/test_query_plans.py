@@ -257,3 +257,73 @@ async def test_campaign_list_pages_are_index_lookups(
     assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
     assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
     assert_indexed(capture, sorted_results=True)
+
+
+async def test_a_conversion_and_its_answers_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: None, traced_store: TracedStore
+) -> None:
+    """Converting reads the lead, the customers' copy and keys by ``_id``; each answer finds the
+    lead by ``_id`` (the conversion id names it), never by a query on the conversion."""
+    from crm_platform.contracts import leads as lev
+    from crm_platform.contracts import pipeline as pev
+
+    feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    customer_id, data = customer_created(f"计划转化{uuid.uuid4().hex[:8]}有限公司")
+    assert await deliver(app, await feed.send(cev.CUSTOMER_CREATED, customer_id, data, now))
+    leads = []
+    for _ in range(3):
+        lead = await post(client, "/v1/leads", lead_body(contact_name="计划"), REP_HEADERS)
+        r = await client.patch(
+            f"/v1/leads/{lead['id']}", json={"status": "qualified"}, headers={**REP_HEADERS, "If-Match": '"1"'}
+        )
+        assert r.status_code == 200, r.text
+        leads.append(lead["id"])
+    with traced_store.capture() as capture:
+        body = {"opportunity": {"name": "计划商机"}}
+        r = await client.post(f"/v1/leads/{leads[0]}/convert", json=body, headers=REP_HEADERS)
+        assert r.status_code == 202, r.text
+        first = r.json()["conversion"]
+        r = await client.post(f"/v1/leads/{leads[1]}/convert", json={"customer_id": customer_id}, headers=REP_HEADERS)
+        assert r.status_code == 202, r.text
+        second = r.json()["conversion"]
+        r = await client.post(f"/v1/leads/{leads[2]}/convert", json={}, headers=REP_HEADERS)
+        assert r.status_code == 202, r.text
+        third = r.json()["conversion"]
+        linked = cev.LeadLinked(
+            customer=data.customer, lead_id=leads[0], conversion_id=first["conversion_id"], created=True
+        )
+        assert await deliver(app, await feed.send(cev.LEAD_LINKED, customer_id, linked, now))
+        linked2 = linked.model_copy(update={"lead_id": leads[1], "conversion_id": second["conversion_id"]})
+        assert await deliver(app, await feed.send(cev.LEAD_LINKED, customer_id, linked2, now))
+        refused = cev.LeadRefused(
+            customer_id=third["customer_id"], lead_id=leads[2], conversion_id=third["conversion_id"], reason="no"
+        )
+        assert await deliver(app, await feed.send(cev.LEAD_REFUSED, third["customer_id"], refused, now))
+        lead_doc = await app.state.repo.get(leads[0])
+        command = lev.Conversion.model_validate(lead_doc["conversion"]["command"])
+        assert command.opportunity is not None
+        opportunity = pev.OpportunitySnapshot(
+            opportunity_id=command.opportunity.opportunity_id,
+            name="计划商机",
+            customer_id=command.customer_id,
+            currency="CNY",
+            probability=10,
+            pipeline_id="p",
+            stage_id="s",
+            stage_name="s",
+            stage_kind="open",
+            stage_entered_at=now,
+            status="open",
+            owner_id=REP,
+            created_at=now,
+            updated_at=now,
+            lead_id=leads[0],
+        )
+        created = pev.OpportunityCreated(opportunity=opportunity)
+        assert await deliver(app, await feed.send(pev.OPPORTUNITY_CREATED, opportunity.opportunity_id, created, now))
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+    assert (await app.state.repo.get(leads[0]))["status"] == "converted"
+    assert (await app.state.repo.get(leads[1]))["status"] == "converted"
+    assert (await app.state.repo.get(leads[2]))["status"] == "qualified"
