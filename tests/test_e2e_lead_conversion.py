@@ -127,6 +127,9 @@ async def test_a_lead_becomes_a_customer_with_its_contact_once_even_when_the_com
     assert done["status"] == "converted", done
     assert done["customer_id"] == conversion["customer_id"] and done["contact_id"] == conversion["contact_id"]
     assert done["conversion"]["state"] == "converted"
+    repo = customers_app.state.customers.repo
+    # (Another customers app of the session may have answered first: wait for this one's customer.)
+    await eventually(lambda: repo.get(done["customer_id"]), timeout=30, message="the customer made")
     r = await customers.get(f"/v1/customers/{done['customer_id']}", headers=rep)
     assert r.status_code == 200, r.text
     customer = r.json()
@@ -135,7 +138,6 @@ async def test_a_lead_becomes_a_customer_with_its_contact_once_even_when_the_com
     (contact,) = customer["contacts"]
     assert contact["contact_id"] == done["contact_id"] and contact["name"] == "赵经理"
     assert contact["phones"] == [mobile] and contact["emails"] == [mail]
-    repo = customers_app.state.customers.repo
     stored = await repo.get(done["customer_id"])
     assert stored["lead_ids"] == [lead["id"]] and stored["version"] == 1
 
@@ -246,8 +248,9 @@ async def test_a_refused_conversion_leaves_the_lead_qualified_with_the_reason(
     assert [e["field"] for e in conversion["errors"]] == ["phones"], conversion
     # Nothing was made; the refusal is a record of its own.
     assert await customers_app.state.customers.repo.get(planned["customer_id"]) is None
-    record = await customers_app.state.lead_conversions.store.get(planned["conversion_id"])
-    assert record is not None and record["outcome"] == "refused"
+    store = customers_app.state.lead_conversions.store
+    record = await eventually(lambda: store.get(planned["conversion_id"]), timeout=30, message="the refusal")
+    assert record["outcome"] == "refused"
     history = (await leads.get(f"/v1/leads/{lead['id']}/history", headers=rep)).json()
     assert history[-1]["summary"].startswith("Conversion failed at the customer step: ")
     # A new attempt is a new conversion.
