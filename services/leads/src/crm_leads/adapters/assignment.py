@@ -24,6 +24,8 @@ from crm_platform.store import VersionedStore
 
 Document = dict[str, Any]
 POOL_SETTINGS_ID = "pool"
+#: The most open leads counted for one user (a rule without a capacity compares loads up to here).
+COUNT_CAP = 10_000
 
 
 class AssignmentRepository:
@@ -58,12 +60,18 @@ class AssignmentRepository:
         )
         return int(doc["n"]) - 1
 
-    async def open_leads(self, user_id: str) -> int:
-        """The open leads (new, contacted, qualified) ``user_id`` owns: one equality count per status,
-        each an index search of ``open_status``."""
+    async def open_leads(self, user_id: str, up_to: int = COUNT_CAP) -> int:
+        """The open leads (new, contacted, qualified) ``user_id`` owns, counted up to ``up_to`` (a capacity
+        needs no more): per status an index range of ``open_status`` read for ids only, so the cost
+        follows the user's own leads, never the collection (the store's ``count`` command and
+        ``count_documents`` read every lead here)."""
         total = 0
         for status in OPEN_STATUSES:
-            total += await self.leads.count_documents({"owner_id": user_id, "deleted": False, "status": status})
+            query = {"owner_id": user_id, "deleted": False, "status": status}
+            async for _ in self.leads.find(query, {"_id": 1}).limit(max(up_to - total, 1)):
+                total += 1
+            if total >= up_to:
+                break
         return total
 
     async def take_lease(self, user_id: str, holder: str, now_ms: int, ttl_ms: int) -> bool:

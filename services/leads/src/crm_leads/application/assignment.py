@@ -250,7 +250,8 @@ class AssignmentRules:
                 return "full"  # busy for too long: treat as no room this time
             await asyncio.sleep(0.01)
         try:
-            if not rules.has_room(await self.repo.open_leads(user_id), rule.get("capacity")):
+            capacity = rule.get("capacity")
+            if capacity is not None and not rules.has_room(await self.repo.open_leads(user_id, capacity), capacity):
                 return "full"
             user = await self.repo.user(user_id)
             if user is None:
