@@ -58,7 +58,7 @@ class AssignmentRepository:
         doc = await self.turns.find_one_and_update(
             {"_id": rule_id}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
-        return int(doc["n"]) - 1
+        return int((doc or {}).get("n", 1)) - 1
 
     async def open_leads(self, user_id: str, up_to: int = COUNT_CAP) -> int:
         """The open leads (new, contacted, qualified) ``user_id`` owns, counted up to ``up_to`` (a capacity

@@ -153,7 +153,7 @@ class AssignmentRules:
             raise NotFound(f"No assignment rule with id {rule_id}.")
         return doc
 
-    async def list(self) -> list[Document]:
+    async def all_rules(self) -> list[Document]:
         found = await self.repo.live_rules()
         return sorted(found, key=lambda r: (int(r["position"]), r.get("created_ms", 0), r["_id"]))
 

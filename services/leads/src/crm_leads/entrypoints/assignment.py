@@ -128,7 +128,7 @@ async def put_pool_settings(
 
 @router.get("/assignment-rules", response_model=RuleList, summary="The assignment rules, in the order they are tried")
 async def list_rules(app: App) -> RuleList:
-    return RuleList(items=[rule_out(d) for d in await app.list()])
+    return RuleList(items=[rule_out(d) for d in await app.all_rules()])
 
 
 @router.post(
