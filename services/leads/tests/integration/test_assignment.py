@@ -273,3 +273,25 @@ async def test_a_department_pool_is_its_own(client: httpx.AsyncClient, feed: Eve
     assert r.status_code == 200 and r.json()["department_path"] == west.path and r.json()["in_pool"], r.text
     assert (await client.get(url, headers=east.rep(2))).status_code == 404
     assert (await client.post(f"{url}/claim", headers=west.rep(1))).status_code == 200
+
+
+async def test_a_released_lead_is_offered_to_the_rules(
+    client: httpx.AsyncClient, feed: EventFeed, leads_app: FastAPI
+) -> None:
+    """crm.lead.owner_changed into the pool (a release here; recycling the same way) brings the rules in."""
+    org = Org(feed, leads_app)
+    await org.department()
+    (user,) = await org.users(1)
+    r = await client.post("/v1/leads", json={"company_name": company()}, headers=org.rep(9))
+    assert r.status_code == 201
+    lead = r.json()
+    rule = await make_rule(client, org, [user])
+    r = await client.post(f"/v1/leads/{lead['id']}/release", json={"reason": "换人跟进"}, headers=org.rep(9))
+    assert r.status_code == 200 and r.json()["in_pool"]
+
+    async def assigned() -> bool:
+        return await owners(leads_app, [lead["id"]]) == [user]
+
+    await eventually(assigned, timeout=30, message="the released lead went to the rule's user")
+    history = (await client.get(f"/v1/leads/{lead['id']}/history", headers=org.manager)).json()
+    assert history[-1]["actor"] == f"rule:{rule['id']}"
