@@ -98,11 +98,15 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
     conversions = LeadConversions(
         repo, opportunities, pipelines, read_model, refusals, kit.clock, settings, factory, kit.wake_relay
     )
+    # Its own group: a command waiting for its customer (a long retry budget) holds up no customer
+    # event. One topic is fewer partitions than replicas may be: a replica without any still serves
+    # (the others make the opportunities), so readiness does not wait for this group.
     kit.consume(
         [leads.TOPIC],
         conversions.handlers(),
         group_suffix=".leads",
         max_attempts=settings.lead_conversion_max_attempts,
+        needed_for_readiness=False,
     )
 
     kit.on_startup(setup)
