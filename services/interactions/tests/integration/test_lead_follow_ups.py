@@ -104,6 +104,17 @@ async def test_a_follow_up_on_a_lead_is_seen_as_the_lead_is(interactions_app, cl
     assert (await client.get(f"/v1/interactions/{created['id']}", headers=team.stranger.headers)).status_code == 404
     assert (await client.get("/v1/leads/no-such-lead/interactions", headers=team.admin.headers)).status_code == 404
 
+    # A lead has no contacts yet: a change that names one is refused, naming the field.
+    etag = (await client.get(f"/v1/interactions/{created['id']}", headers=team.rep.headers)).headers["etag"]
+    r = await client.patch(
+        f"/v1/interactions/{created['id']}", json={"contact_ids": ["c-1"]}, headers=team.rep.match(etag)
+    )
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["contact_ids"], r.text
+    r = await client.patch(
+        f"/v1/interactions/{created['id']}", json={"summary": "已联系"}, headers=team.rep.match(etag)
+    )
+    assert r.status_code == 200 and r.json()["lead_id"] == lead.id, r.text
+
     [logged] = await events.wait_for(type="crm.interaction.logged", subject=created["id"])
     data = logged.event["data"]
     assert data["lead_id"] == lead.id and data["customer_id"] is None
