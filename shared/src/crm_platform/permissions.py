@@ -366,6 +366,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "DELETE /v1/interactions/{interaction_id}": P.interactions_log,
         "GET /v1/interactions/{interaction_id}/history": P.interactions_view,
         "GET /v1/customers/{customer_id}/interactions": P.interactions_view,
+        "GET /v1/leads/{lead_id}/interactions": P.interactions_view,
         "POST /v1/tasks": P.tasks_manage,
         "GET /v1/tasks": P.tasks_view,
         "GET /v1/tasks/{task_id}": P.tasks_view,
