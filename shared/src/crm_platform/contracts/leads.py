@@ -248,7 +248,6 @@ class CampaignSegment(BaseModel):
     lifecycle_stage: str | None = None
     province: str | None = None
     city: str | None = None
-    district: str | None = None
     owner_id: str | None = None
     department_id: str | None = None
 

@@ -48,7 +48,6 @@ FILTERS = (
     "lifecycle_stage",
     "province",
     "city",
-    "district",
     "owner_id",
     "department_id",
 )
@@ -91,7 +90,6 @@ class SegmentIn(BaseModel):
     lifecycle_stage: LifecycleStage | None = None
     province: Text | None = None
     city: Text | None = None
-    district: Text | None = None
     owner_id: Text | None = None
     department_id: Text | None = None
 
