@@ -105,6 +105,27 @@ async def test_claiming_from_the_lead_pool_losing_a_race_and_qualifying(page: An
     await expect(page.locator("#history")).to_contain_text("status")
     await screenshot(page, "leads-detail")
 
+    # The convert form's post, as the form sends it: the conversion endpoint is another branch's
+    # work; whatever the leads service answers (404 without it, 403 for a rep without
+    # leads:convert), the console shows the refusal, never a 500, and the lead stays qualified.
+    lead_id = page.url.split("/leads/", 1)[1].split("?", 1)[0]
+    form = {
+        "csrf_token": await page.locator("input[name=csrf_token]").first.input_value(),
+        "version": await page.locator("input[name=version]").first.input_value(),
+        "contact_name": "王经理",
+        "phones": "",
+        "with_opportunity": "1",
+        "opportunity_name": mine,
+        "amount": "125000.00",
+        "currency": "CNY",
+    }
+    answer = await page.request.post(f"/leads/{lead_id}/convert", form=form)
+    assert answer.status in (403, 404, 405), answer.status
+    if answer.status != 403:
+        assert 'id="problem"' in await answer.text()
+    await page.reload()
+    await expect(page.locator("#lead-status")).to_have_text("Qualified")
+
 
 async def test_a_campaign_with_costs_and_a_segment_listing_its_customers(page: Any, stack: Stack) -> None:
     manager = await stack.new_user(roles=["manager"])
