@@ -191,7 +191,12 @@ def form_values(lead: Document) -> dict[str, str]:
 
 @router.get("/new", include_in_schema=False)
 async def new_lead_form(request: Request, client: Annotated[Api, Depends(api)]) -> HTMLResponse:
-    context: dict[str, Any] = {"values": {}, "field_errors": {}, "problem": None, "campaigns": await campaign_names(client)}
+    context: dict[str, Any] = {
+        "values": {},
+        "field_errors": {},
+        "problem": None,
+        "campaigns": await campaign_names(client),
+    }
     return render(request, "leads/new.html", context | {"sources": SOURCES})
 
 
