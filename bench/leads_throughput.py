@@ -115,6 +115,24 @@ def clones(template: Document, run: str, n: int) -> list[Document]:
     return out
 
 
+def relay_writes(counters: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    return {k: v for k, v in counters.items() if k[0] == "relay" and k[1] != "find"}
+
+
+async def settled(client: httpx.AsyncClient, quiet: float = 3.0, within: float = 120.0) -> dict[tuple[str, str], float]:
+    """The store-command counters once the relay is done: its writes (the event log's inserts, the
+    outbox removals) unchanged over ``quiet`` seconds (its idle polls are finds)."""
+    deadline = time.monotonic() + within
+    last = await store_commands(client)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet)
+        now = await store_commands(client)
+        if relay_writes(now) == relay_writes(last):
+            return now
+        last = now
+    return last
+
+
 def row(label: str, run: Run) -> str:
     lat = run.latencies
     return (
@@ -150,8 +168,8 @@ async def measure(args: argparse.Namespace, url: str, mongo_url: str, database: 
                 await asyncio.sleep(2)  # the relay has published the previous phase's events
                 before = await store_commands(client)
                 api = await api_creates(client, run, args.n, concurrency)
-                await asyncio.sleep(6)  # and this phase's (its commands count per create)
-                commands = commands_rows(before, await store_commands(client), api.ok)
+                # This phase's events published too: its relay commands count per create.
+                commands = commands_rows(before, await settled(client), api.ok)
                 raw_run = await raw_inserts(raw, clones(template, f"raw{run}", args.n), concurrency)
                 lines += [
                     "",
