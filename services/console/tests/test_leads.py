@@ -175,3 +175,17 @@ async def test_a_campaign_with_costs_and_a_segment_listing_its_customers(page: A
     await expect(page).to_have_url(re.compile(r"/customers\?tags_all=VIP"))
     await expect(page.get_by_role("link", name=f"嘉定精密 {marker}")).to_be_visible()
     await expect(page.get_by_role("link", name=f"松江模具 {marker}")).to_have_count(0)
+
+
+async def test_the_pages_in_chinese_and_buttons_only_for_who_may(page: Any, stack: Stack) -> None:
+    rep = await stack.new_user(language="zh-CN")
+    await sign_in(page, rep)
+    await page.wait_for_url("**/")
+    menu = page.get_by_role("navigation", name=re.compile("."))
+    await menu.get_by_role("link", name="线索", exact=True).first.click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("线索")
+    await expect(page.get_by_role("button", name="新建线索")).to_be_visible()
+    await page.goto("/campaigns")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("市场活动")
+    # A rep sees campaigns but may not plan one: no button.
+    await expect(page.locator("#new-campaign")).to_have_count(0)
