@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
 
@@ -103,7 +104,7 @@ async def field_errors(client: Api, problem: UpstreamProblem) -> dict[str, str]:
 
 async def campaign_names(client: Api) -> list[tuple[str, str]]:
     """Campaigns to pick from (the 100 newest), or none when the user may not see campaigns."""
-    if "campaigns:view" not in set((client.session.user.permissions or []) if client.session.user else []):
+    if not may(client.session.user, "campaigns:view"):
         return []
     try:
         page = await client.get("leads", "/v1/campaigns", params={"limit": 100})
@@ -232,9 +233,8 @@ async def _detail(request: Request, client: Api, lead_id: str, status_code: int 
         history = await client.get("leads", f"/v1/leads/{lead_id}/history")
     except UpstreamProblem:
         history = []
-    campaign = None
-    if lead.get("campaign_id"):
-        campaign = dict(await campaign_names(client)).get(lead["campaign_id"])
+    campaigns = await campaign_names(client)
+    campaign = dict(campaigns).get(lead["campaign_id"]) if lead.get("campaign_id") else None
     context: dict[str, Any] = {
         "lead": lead,
         "owner_name": await display_name(client, lead.get("owner_id") or ""),
@@ -246,7 +246,7 @@ async def _detail(request: Request, client: Api, lead_id: str, status_code: int 
         "problem": None,
         "form": None,
         "sources": SOURCES,
-        "campaigns": await campaign_names(client),
+        "campaigns": campaigns,
         "done": request.query_params.get("done", ""),
         "convert": {
             "contact_name": lead.get("contact_name") or "",
