@@ -475,6 +475,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PATCH /v1/campaigns/{campaign_id}": P.campaigns_manage,
         "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
         "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
+        "GET /v1/campaigns/{campaign_id}/segment": P.campaigns_view,
     },
 }
 
