@@ -99,6 +99,7 @@ class Permission(StrEnum):
     leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
+    leads_rules = "leads:rules"  # the lead pool's assignment rules and settings (company-wide: leads scope all)
     leads_convert = "leads:convert"  # convert a qualified lead into a customer (+ contact, + opportunity)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
@@ -159,6 +160,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.leads_delete,
     P.leads_import,
     P.leads_assign,
+    P.leads_rules,
     P.campaigns_manage,
 }
 
@@ -366,6 +368,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "DELETE /v1/interactions/{interaction_id}": P.interactions_log,
         "GET /v1/interactions/{interaction_id}/history": P.interactions_view,
         "GET /v1/customers/{customer_id}/interactions": P.interactions_view,
+        "GET /v1/leads/{lead_id}/interactions": P.interactions_view,
         "POST /v1/tasks": P.tasks_manage,
         "GET /v1/tasks": P.tasks_view,
         "GET /v1/tasks/{task_id}": P.tasks_view,
@@ -458,6 +461,16 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/leads/{lead_id}/claim": P.leads_claim,
         "POST /v1/leads/{lead_id}/release": P.leads_claim,
         "POST /v1/leads/{lead_id}/assign": P.leads_assign,
+        "POST /v1/leads/{lead_id}/auto-assign": P.leads_assign,
+        "GET /v1/leads/pool-settings": P.leads_rules,
+        "PUT /v1/leads/pool-settings": P.leads_rules,
+        "GET /v1/leads/assignment-rules": P.leads_rules,
+        "POST /v1/leads/assignment-rules": P.leads_rules,
+        "POST /v1/leads/assignment-rules/run": P.leads_rules,
+        "GET /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
+        "PATCH /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
+        "DELETE /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
+        "GET /v1/leads/assignment-rules/{rule_id}/history": P.leads_rules,
         "POST /v1/leads/{lead_id}/convert": P.leads_convert,
         "POST /v1/campaigns": P.campaigns_manage,
         "GET /v1/campaigns": P.campaigns_view,
@@ -465,6 +478,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PATCH /v1/campaigns/{campaign_id}": P.campaigns_manage,
         "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
         "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
+        "GET /v1/campaigns/{campaign_id}/segment": P.campaigns_view,
     },
 }
 

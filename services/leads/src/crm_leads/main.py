@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from crm_leads.adapters.assignment import AssignmentRepository
 from crm_leads.adapters.repository import LeadRepository
+from crm_leads.application.assignment import AssignmentRules
 from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.conversion import Conversions
 from crm_leads.application.customer_keys import CustomerKeysCopy
 from crm_leads.application.leads import Leads
+from crm_leads.entrypoints import assignment as assignment_http
 from crm_leads.entrypoints import campaigns as campaigns_http
 from crm_leads.entrypoints import conversion as conversion_http
 from crm_leads.entrypoints import http
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory, pipeline
-from crm_platform.contracts import leads as _lead_events  # noqa: F401  (registers the event types)
+from crm_platform.contracts import leads as _lead_events  # (also registers the event types)
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
 
@@ -39,10 +42,15 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     service = Leads(repo, kit.clock, kit.source)
     campaigns = Campaigns(repo, kit.clock, kit.source)
     conversions = Conversions(repo, service, kit.clock, kit.source)
+    assignment_repo = AssignmentRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(assignment_repo.rules)
+    kit.outbox(assignment_repo.settings)
+    assignment = AssignmentRules(assignment_repo, service, kit.clock, kit.source)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await directory_copy.ensure_indexes()
+        await assignment_repo.ensure_indexes()
 
     kit.on_startup(setup)
     # The answers to conversions come from the customers and pipeline services (crm_leads.application.conversion).
@@ -50,9 +58,19 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
         [customers.TOPIC, directory.TOPIC, pipeline.TOPIC],
         {**customer_keys.handlers(), **directory_copy.handlers(), **conversions.handlers()},
     )
-    app = kit.build_app([http.router, campaigns_http.router, conversion_http.router])
+    # A lead entering the pool (created in it, released to it, by any path) is offered to the
+    # assignment rules: this service reacts to its own events, in a consumer group of its own.
+    kit.consume(
+        [_lead_events.TOPIC],
+        {t.name: assignment.on_pool_entry for t in (_lead_events.LEAD_CREATED, _lead_events.LEAD_OWNER_CHANGED)},
+        group_suffix=".assignment",
+        needed_for_readiness=False,
+    )
+    # The assignment router first: its paths (/v1/leads/pool-settings, ...) are not lead ids.
+    app = kit.build_app([assignment_http.router, http.router, campaigns_http.router, conversion_http.router])
     app.state.leads = service
     app.state.campaigns = campaigns
+    app.state.assignment = assignment
     app.state.conversions = conversions
     app.state.repo = repo
     app.state.customer_keys = customer_keys

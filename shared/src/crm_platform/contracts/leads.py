@@ -233,6 +233,25 @@ class Money(BaseModel):
     currency: str = Field(description="ISO 4217, e.g. CNY.")
 
 
+class CampaignSegment(BaseModel):
+    """A campaign's target segment: customer tags and the customers list's filters, by the names
+    ``GET /v1/customers`` takes (the leads service's ``GET /v1/campaigns/{id}/segment`` gives the
+    query string)."""
+
+    tags_all: list[str] = Field(default_factory=list, description="Customers with every one of these tags.")
+    tags_any: list[str] = Field(default_factory=list, description="Customers with at least one of these tags.")
+    kind: str | None = None
+    industry: str | None = None
+    size: str | None = None
+    source: str | None = None
+    tier: str | None = None
+    lifecycle_stage: str | None = None
+    province: str | None = None
+    city: str | None = None
+    owner_id: str | None = None
+    department_id: str | None = None
+
+
 class CampaignSnapshot(BaseModel):
     campaign_id: str
     name: str
@@ -249,6 +268,7 @@ class CampaignSnapshot(BaseModel):
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime
+    segment: CampaignSegment | None = Field(default=None, description="The target segment, if one is set.")
 
 
 #: ``date`` under another name, for models with a field called ``date``.
@@ -290,4 +310,67 @@ CAMPAIGN_COST_ADDED = define(
     CampaignCostAdded,
     TOPIC,
     description="A cost entry was recorded on a campaign; the snapshot carries the new total.",
+)
+
+
+# --- the lead pool per department and assignment rules -----------------------------------------
+
+
+class AssignmentCondition(BaseModel):
+    field: Literal["any", "region", "industry", "source", "campaign_id"] = Field(
+        description="The lead field the rule looks at; 'any' matches every lead in the rule's scope."
+    )
+    values: list[str] = Field(default_factory=list, description="The lead matches when its field is one of these.")
+
+
+class AssignmentRuleSnapshot(BaseModel):
+    rule_id: str
+    name: str
+    position: int = Field(description="Rules are tried in ascending position; the first that matches decides.")
+    department_id: str = Field(description="The rule's scope: pool leads of this department and those below it.")
+    department_path: str
+    condition: AssignmentCondition
+    method: Literal["round_robin", "least_loaded"]
+    users: list[str] = Field(description="The users the rule gives leads to (in round-robin order).")
+    capacity: int | None = Field(
+        default=None, description="Most open leads (new, contacted, qualified) a user may own; None: no limit."
+    )
+    enabled: bool = True
+    deleted: bool = False
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+
+
+class LeadRuleChanged(BaseModel):
+    rule: AssignmentRuleSnapshot
+    action: Literal["created", "updated", "deleted"]
+    changes: list[FieldChange] = Field(default_factory=list, description="Each field changed (old and new).")
+
+
+class LeadPoolSettings(BaseModel):
+    claim_scope: Literal["department", "company"] = Field(
+        description="department: a pool lead is for its department (and whoever's leads scope reaches it); "
+        "company: for everyone with a leads scope."
+    )
+    updated_at: datetime
+    updated_by: str | None = None
+
+
+class LeadPoolSettingsChanged(BaseModel):
+    settings: LeadPoolSettings
+    changes: list[FieldChange]
+
+
+LEAD_RULE_CHANGED = define(
+    "crm.lead_rule.changed",
+    LeadRuleChanged,
+    TOPIC,
+    description="An assignment rule of the lead pool was created, changed or deleted (keyed by the rule id).",
+)
+LEAD_POOL_SETTINGS_CHANGED = define(
+    "crm.lead_pool.settings_changed",
+    LeadPoolSettingsChanged,
+    TOPIC,
+    description="The lead pool's settings changed (claim_scope: department or company), keyed by 'pool'.",
 )
