@@ -19,7 +19,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from crm_leads.domain.campaigns import CampaignIn, new_campaign
 from crm_leads.main import create_app
+from crm_platform.auth import Principal
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import customers as cev
@@ -101,6 +103,10 @@ def clones(doc: dict[str, Any], count: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> None:
     """A few hundred leads in their stored shape: the rep's own, and as many in the lead pool."""
+    # The campaign the leads name (a lead's campaign_id must be a campaign the service knows).
+    plan = CampaignIn.model_validate(campaign_body())
+    campaign = new_campaign(CAMPAIGN, plan, Principal(user_id=MANAGER_OWNER, department_path="/hq"), datetime.now(UTC))
+    await app.state.repo.campaign_store.insert({**campaign, "live": True}, [])
     for body in (lead_body(), lead_body(in_pool=True)):
         created = await post(client, "/v1/leads", body, REP_HEADERS)
         await db["leads"].insert_many(clones(await db["leads"].find_one({"_id": created["id"]}), ROWS))
