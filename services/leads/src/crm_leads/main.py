@@ -8,8 +8,9 @@ from crm_leads.adapters.repository import LeadRepository
 from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.customer_keys import CustomerKeysCopy
 from crm_leads.application.leads import Leads
+from crm_leads.application.webform import WebForms
 from crm_leads.entrypoints import campaigns as campaigns_http
-from crm_leads.entrypoints import http
+from crm_leads.entrypoints import http, imports, webform
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory
@@ -30,6 +31,7 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     repo = LeadRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.leads)
     kit.outbox(repo.campaigns)
+    kit.outbox(repo.imports)
     # A restore (crm restore leads) cannot restate a lead the topic shows newer than the backup
     # yet: such a restore is refused (see crm_platform.backup) rather than guessed.
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
@@ -43,9 +45,11 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
 
     kit.on_startup(setup)
     kit.consume([customers.TOPIC, directory.TOPIC], {**customer_keys.handlers(), **directory_copy.handlers()})
-    app = kit.build_app([http.router, campaigns_http.router])
+    # The import's fixed path before the lead routes' /{lead_id}.
+    app = kit.build_app([imports.router, http.router, campaigns_http.router, webform.staff, webform.public])
     app.state.leads = service
     app.state.campaigns = campaigns
     app.state.repo = repo
     app.state.customer_keys = customer_keys
+    app.state.web_forms = WebForms(repo, service, campaigns, settings)
     return app

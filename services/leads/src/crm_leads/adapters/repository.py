@@ -94,10 +94,21 @@ class LeadRepository:
         self.customer_keys = KeyDocuments(db["customer_keys"])
         self.directory_users = db["directory_users"]
         self.directory_departments = db["directory_departments"]
+        # Intake: CSV import records (with their summary event), the campaigns' web-form keys (the
+        # key's hash as ``_id``), the web form's per-campaign counts, and rate-limit counters
+        # (``_id`` "addr:<ip>:<window>" or "key:<hash>:<window>", expiring with their window).
+        self.imports = db["lead_imports"]
+        self.import_store = VersionedStore(
+            self.imports, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No import with id {i}.")
+        )
+        self.web_form_keys = db["web_form_keys"]
+        self.web_form_stats = db["web_form_stats"]
+        self.rate_counters = db["rate_counters"]
 
     async def ensure_indexes(self) -> None:
         await self.leads.create_indexes(list_indexes())
         await self.campaigns.create_indexes(campaign_indexes())
+        await self.rate_counters.create_index([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)
 
     async def get(self, lead_id: str) -> Document | None:
         return await self.store.get(lead_id)
