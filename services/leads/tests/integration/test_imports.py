@@ -45,7 +45,9 @@ async def new_campaign(client: httpx.AsyncClient, status: str | None = None) -> 
     assert r.status_code == 201, r.text
     campaign_id: str = r.json()["id"]
     if status is not None:
-        r = await client.patch(f"/v1/campaigns/{campaign_id}", json={"status": status}, headers={**ADMIN, "If-Match": '"1"'})
+        r = await client.patch(
+            f"/v1/campaigns/{campaign_id}", json={"status": status}, headers={**ADMIN, "If-Match": '"1"'}
+        )
         assert r.status_code == 200, r.text
     return campaign_id
 
@@ -207,7 +209,9 @@ async def test_import_refusals_name_what_is_wrong(client: httpx.AsyncClient) -> 
     text = f"公司名称\n{company()}\n"
     r = await run_import(client, text, campaign_id=cancelled)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "campaign_id", r.text
-    r = await run_import(client, f"公司名称,市场活动\n{company()},{cancelled}\n{company()},nope-{uuid.uuid4().hex[:4]}\n")
+    r = await run_import(
+        client, f"公司名称,市场活动\n{company()},{cancelled}\n{company()},nope-{uuid.uuid4().hex[:4]}\n"
+    )
     assert r.status_code == 200, r.text
     assert [(e["line"], e["field"]) for e in r.json()["errors"]] == [(2, "campaign_id"), (3, "campaign_id")]
     r = await run_import(client, text, source="tv")

@@ -263,3 +263,49 @@ async def test_campaign_list_pages_are_index_lookups(
     assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
     assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
     assert_indexed(capture, sorted_results=True)
+
+
+async def test_intake_is_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: None, campaigns_filled: None, traced_store: TracedStore
+) -> None:
+    """The campaign check (one ``_id`` read), the CSV import (dry run and real, with a row a stored
+    lead holds), the web form's key (make, rotate, read, turn off) and public posts (made, duplicate,
+    honeypot, unknown key, past the address's limit): every statement an ``_id`` or index lookup."""
+    campaign = await post(client, "/v1/campaigns", campaign_body(), MANAGER_HEADERS)
+    url = f"/v1/campaigns/{campaign['id']}"
+    r = await client.patch(url, json={"status": "active"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    held = lead_body()
+    await post(client, "/v1/leads", held, REP_HEADERS)
+    rows = [lead_body() for _ in range(3)]
+    csv_text = "公司名称,电话,邮箱,市场活动\n" + "".join(
+        f"{b['company_name']},{b['phones'][0]},{b['emails'][0]},{CAMPAIGN}\n" for b in [*rows, held]
+    )
+    with traced_store.capture() as capture:
+        r = await client.post("/v1/leads", json=lead_body(campaign_id="camp-none"), headers=REP_HEADERS)
+        assert r.status_code == 422, r.text
+        for dry_run in ("true", "false"):
+            r = await client.post(
+                "/v1/leads/import",
+                content=csv_text.encode(),
+                params={"dry_run": dry_run, "campaign_id": campaign["id"]},
+                headers={**MANAGER_HEADERS, "Content-Type": "text/csv"},
+            )
+            assert r.status_code == 200 and len(r.json()["duplicates"]) == 1, r.text
+        key = (await post(client, f"{url}/web-form", {}, MANAGER_HEADERS))["key"]
+        key = (await post(client, f"{url}/web-form", {}, MANAGER_HEADERS))["key"]
+        assert (await client.get(f"{url}/web-form", headers=REP_HEADERS)).status_code == 200
+        fresh = lead_body()
+        posts = [
+            {"company": fresh["company_name"], "phone": fresh["phones"][0]},  # made
+            {"company": held["company_name"], "phone": held["phones"][0]},  # duplicate
+            {"company": "蜜罐", "phone": "+8613800138000", "website_url": "x"},  # honeypot
+        ]
+        for form in posts:
+            assert (await client.post(f"/v1/web-to-lead/{key}", data=form)).status_code == 202
+        assert (await client.post(f"/v1/web-to-lead/{uuid.uuid4().hex}", data=posts[0])).status_code == 404
+        for _ in range(10):  # past the address's limit (or into the next window: the same statements)
+            assert (await client.post(f"/v1/web-to-lead/{key}", data=posts[2])).status_code in (202, 429)
+        assert (await client.delete(f"{url}/web-form", headers=MANAGER_HEADERS)).status_code == 204
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)

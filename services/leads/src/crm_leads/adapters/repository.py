@@ -96,7 +96,7 @@ class LeadRepository:
         self.directory_departments = db["directory_departments"]
         # Intake: CSV import records (with their summary event), the campaigns' web-form keys (the
         # key's hash as ``_id``), the web form's per-campaign counts, and rate-limit counters
-        # (``_id`` "addr:<ip>:<window>" or "key:<hash>:<window>", expiring with their window).
+        # (``_id`` "addr:<ip>:<window>" or "key:<hash>:<window>", deleted once their window is over).
         self.imports = db["lead_imports"]
         self.import_store = VersionedStore(
             self.imports, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No import with id {i}.")
@@ -108,7 +108,9 @@ class LeadRepository:
     async def ensure_indexes(self) -> None:
         await self.leads.create_indexes(list_indexes())
         await self.campaigns.create_indexes(campaign_indexes())
-        await self.rate_counters.create_index([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)
+        # Not a TTL index: with one in the database the embedded store reads its TTL table on every
+        # statement; spent counters are deleted by an index range on their end (application/webform.py).
+        await self.rate_counters.create_index([("expires_ms", ASCENDING)], name="idx_expires_ms")
 
     async def get(self, lead_id: str) -> Document | None:
         return await self.store.get(lead_id)
