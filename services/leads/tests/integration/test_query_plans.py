@@ -21,8 +21,8 @@ from fastapi import FastAPI
 
 from crm_leads.domain.campaigns import CampaignIn, new_campaign
 from crm_leads.main import create_app
-from crm_platform.auth import Principal
 from crm_leads.settings import LeadsSettings
+from crm_platform.auth import Principal
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import customers as cev
 from crm_platform.testing.backends import Backend

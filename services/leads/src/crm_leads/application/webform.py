@@ -10,10 +10,11 @@ a planned, completed or cancelled campaign all answer 404, like an unknown key.
 Posts. Rate-limited per client address and per key in fixed windows, each counter a document
 ``addr:<ip>:<window>`` / ``key:<hash>:<window>`` incremented by ``_id`` (constant cost, the same
 count for every replica); a counter whose window is over is deleted when the next counter starts
-(an index range on ``expires_ms``: no TTL index, which the embedded store pays for on every statement). The honeypot field filled: answered exactly as a
-success, nothing stored, counted. A lead whose company, phone or email a lead or customer holds
-already: answered as a success too (the public learns nothing of who holds it), not created, and
-counted on the campaign's web-form counts, which staff read at ``GET /v1/campaigns/{id}/web-form``.
+(an index range on ``expires_ms``: no TTL index, which the embedded store pays for on every
+statement). The honeypot field filled: answered exactly as a success, nothing stored, counted.
+A lead whose company, phone or email a lead or customer holds already: answered as a success
+too (the public learns nothing of who holds it), not created, and counted on the campaign's
+web-form counts, which staff read at ``GET /v1/campaigns/{id}/web-form``.
 """
 
 from __future__ import annotations
