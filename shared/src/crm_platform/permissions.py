@@ -99,6 +99,7 @@ class Permission(StrEnum):
     leads_import = "leads:import"  # CSV import (POST /v1/leads/import)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
+    leads_rules = "leads:rules"  # the lead pool's assignment rules and settings (company-wide: leads scope all)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
 
@@ -157,6 +158,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.leads_delete,
     P.leads_import,
     P.leads_assign,
+    P.leads_rules,
     P.campaigns_manage,
 }
 
@@ -456,6 +458,16 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/leads/{lead_id}/claim": P.leads_claim,
         "POST /v1/leads/{lead_id}/release": P.leads_claim,
         "POST /v1/leads/{lead_id}/assign": P.leads_assign,
+        "POST /v1/leads/{lead_id}/auto-assign": P.leads_assign,
+        "GET /v1/leads/pool-settings": P.leads_rules,
+        "PUT /v1/leads/pool-settings": P.leads_rules,
+        "GET /v1/leads/assignment-rules": P.leads_rules,
+        "POST /v1/leads/assignment-rules": P.leads_rules,
+        "POST /v1/leads/assignment-rules/run": P.leads_rules,
+        "GET /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
+        "PATCH /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
+        "DELETE /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
+        "GET /v1/leads/assignment-rules/{rule_id}/history": P.leads_rules,
         "POST /v1/campaigns": P.campaigns_manage,
         "GET /v1/campaigns": P.campaigns_view,
         "GET /v1/campaigns/{campaign_id}": P.campaigns_view,

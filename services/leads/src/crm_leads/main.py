@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from crm_leads.adapters.assignment import AssignmentRepository
 from crm_leads.adapters.repository import LeadRepository
+from crm_leads.application.assignment import AssignmentRules
 from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.customer_keys import CustomerKeysCopy
 from crm_leads.application.leads import Leads
 from crm_leads.application.webform import WebForms
+from crm_leads.entrypoints import assignment as assignment_http
 from crm_leads.entrypoints import campaigns as campaigns_http
 from crm_leads.entrypoints import http, imports, webform
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory
-from crm_platform.contracts import leads as _lead_events  # noqa: F401  (registers the event types)
+from crm_platform.contracts import leads as _lead_events  # (also registers the event types)
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
 
@@ -38,17 +41,34 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     customer_keys = CustomerKeysCopy(repo)
     service = Leads(repo, kit.clock, kit.source)
     campaigns = Campaigns(repo, kit.clock, kit.source)
+    assignment_repo = AssignmentRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(assignment_repo.rules)
+    kit.outbox(assignment_repo.settings)
+    assignment = AssignmentRules(assignment_repo, service, kit.clock, kit.source)
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await directory_copy.ensure_indexes()
+        await assignment_repo.ensure_indexes()
 
     kit.on_startup(setup)
     kit.consume([customers.TOPIC, directory.TOPIC], {**customer_keys.handlers(), **directory_copy.handlers()})
-    # The import's fixed path before the lead routes' /{lead_id}.
-    app = kit.build_app([imports.router, http.router, campaigns_http.router, webform.staff, webform.public])
+    # A lead entering the pool (created in it, released to it, by any path) is offered to the
+    # assignment rules: this service reacts to its own events, in a consumer group of its own.
+    kit.consume(
+        [_lead_events.TOPIC],
+        {t.name: assignment.on_pool_entry for t in (_lead_events.LEAD_CREATED, _lead_events.LEAD_OWNER_CHANGED)},
+        group_suffix=".assignment",
+        needed_for_readiness=False,
+    )
+    # The assignment router first: its paths (/v1/leads/pool-settings, ...) are not lead ids.
+    # The import's fixed path (/v1/leads/import) before the lead routes' /{lead_id} too.
+    app = kit.build_app(
+        [assignment_http.router, imports.router, http.router, campaigns_http.router, webform.staff, webform.public]
+    )
     app.state.leads = service
     app.state.campaigns = campaigns
+    app.state.assignment = assignment
     app.state.repo = repo
     app.state.customer_keys = customer_keys
     app.state.web_forms = WebForms(repo, service, campaigns, settings)

@@ -230,7 +230,8 @@ async def test_scopes_a_rep_sees_own_a_manager_their_subtree(client: httpx.Async
     mine = await create(client, REP, campaign_id=campaign)
     theirs = await create(client, REP2, campaign_id=campaign)
     west = await create(client, WEST, campaign_id=campaign)
-    pooled = await create(client, WEST, campaign_id=campaign, in_pool=True)
+    pooled = await create(client, REP, campaign_id=campaign, in_pool=True)  # the pool of /hq/east/t1
+    pooled_west = await create(client, WEST, campaign_id=campaign, in_pool=True)  # the pool of /hq/west
 
     async def ids(headers: dict[str, str], **params: Any) -> set[str]:
         r = await client.get("/v1/leads", params={"campaign_id": campaign, **params}, headers=headers)
@@ -238,8 +239,10 @@ async def test_scopes_a_rep_sees_own_a_manager_their_subtree(client: httpx.Async
         return {i["id"] for i in r.json()["items"]}
 
     assert await ids(REP) == {mine["id"], pooled["id"]}
+    assert await ids(REP2) == {theirs["id"]}  # another department's pool is not theirs
     assert await ids(MANAGER) == {mine["id"], theirs["id"], pooled["id"]}
-    assert await ids(ADMIN) == {mine["id"], theirs["id"], west["id"], pooled["id"]}
+    assert await ids(WEST) == {west["id"], pooled_west["id"]}
+    assert await ids(ADMIN) == {mine["id"], theirs["id"], west["id"], pooled["id"], pooled_west["id"]}
     assert await ids(MANAGER, in_pool="false") == {mine["id"], theirs["id"]}
     assert await ids(MANAGER, owner_id="lead-rep-2") == {theirs["id"]}
     assert await ids(REP, owner_id="lead-rep-2") == set()
@@ -276,7 +279,7 @@ async def test_list_pages_and_filters(client: httpx.AsyncClient) -> None:
 
 
 async def test_twenty_concurrent_claims_have_one_winner(client: httpx.AsyncClient, leads_app: FastAPI) -> None:
-    lead = await create(client, WEST, in_pool=True)
+    lead = await create(client, REP, in_pool=True)  # the claimers' department's pool
     assert lead["in_pool"] and lead["owner_id"] is None
     claimers = [auth(f"claimer-{i}", ["rep"], "/hq/east/t1") for i in range(20)]
     answers = await asyncio.gather(*(client.post(f"/v1/leads/{lead['id']}/claim", headers=h) for h in claimers))

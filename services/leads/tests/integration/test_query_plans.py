@@ -25,6 +25,7 @@ from crm_leads.settings import LeadsSettings
 from crm_platform.auth import Principal
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import customers as cev
+from crm_platform.contracts import directory as dev
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
@@ -181,6 +182,8 @@ FILTERS: list[dict[str, Any]] = [
     {"owner_id": REP},
     {"created_from": STARTED},
     {"status": "new", "created_from": STARTED},
+    {"department_id": "plans"},
+    {"in_pool": "true", "department_id": "plans"},
 ]
 SORTS = ["created_at", "-created_at", "updated_at", "-updated_at"]
 
@@ -263,6 +266,80 @@ async def test_campaign_list_pages_are_index_lookups(
     assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
     assert not {i["id"] for i in first.json()["items"]} & {i["id"] for i in second.json()["items"]}
     assert_indexed(capture, sorted_results=True)
+
+
+# --- the pool per department and the assignment rules ------------------------------------------
+
+
+@pytest.mark.parametrize("sort", ["created_at", "-updated_at"])
+async def test_company_wide_pool_pages_are_index_lookups(
+    client: httpx.AsyncClient, filled: None, traced_store: TracedStore, sort: str
+) -> None:
+    """With the pool opened company-wide the pool branch is the whole pool (the ``pool`` prefix)."""
+    r = await client.put("/v1/leads/pool-settings", json={"claim_scope": "company"}, headers=ADMIN_HEADERS)
+    assert r.status_code == 200, r.text
+    try:
+        for headers in (REP_HEADERS, DEPT_HEADERS, MANAGER_HEADERS):
+            for filters in ({}, {"in_pool": "true"}, {"in_pool": "true", "department_id": "plans"}):
+                params: dict[str, Any] = {**filters, "sort": sort, "limit": 20}
+                with traced_store.capture() as capture:
+                    first = await client.get("/v1/leads", params=params, headers=headers)
+                    cursor = first.json()["next_cursor"]
+                    assert cursor, first.text[:300]
+                    second = await client.get("/v1/leads", params={**params, "cursor": cursor}, headers=headers)
+                assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+                assert_indexed(capture, sorted_results=True)
+    finally:
+        r = await client.put("/v1/leads/pool-settings", json={"claim_scope": "department"}, headers=ADMIN_HEADERS)
+        assert r.status_code == 200, r.text
+
+
+async def test_assignment_rules_and_runs_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: None, db: Any, traced_store: TracedStore
+) -> None:
+    """Rule writes and reads, the directory look-ups, a round-robin turn, a user's lease and open-lead
+    count (equality on owner, deleted, status: the ``open_status`` index), a run over the pool as it
+    stands and an auto-assign: each an index lookup."""
+    feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    department = dev.DepartmentSnapshot(
+        department_id="plans", name="计划部", parent_id="hq", path=DEPT, created_at=now, updated_at=now
+    )
+    assert await deliver(
+        app, await feed.send(dev.DEPARTMENT_CREATED, "plans", dev.DepartmentCreated(department=department), now)
+    )
+    users = [f"lead-assignee-plans-{i}" for i in range(3)]
+    for user_id in users:
+        assert await deliver(app, await feed.user(user_id, user_id, DEPT))
+    region = f"计划区{uuid.uuid4().hex[:6]}"
+    body = {
+        "name": "计划规则",
+        "department_id": "plans",
+        "users": users,
+        "capacity": 1,
+        "condition": {"field": "region", "values": [region]},
+    }
+    created = await post(client, "/v1/leads/assignment-rules", body, MANAGER_HEADERS)
+    stored = await db["assignment_rules"].find_one({"_id": created["id"]})
+    copies = clones({**stored, "s": {}}, ROWS)
+    await db["assignment_rules"].insert_many([{**c, "live": False, "deleted": True} for c in copies])
+    pooled = [await post(client, "/v1/leads", lead_body(in_pool=True, region=region), REP_HEADERS) for _ in range(2)]
+    with traced_store.capture() as capture:
+        url = f"/v1/leads/assignment-rules/{created['id']}"
+        r = await client.patch(url, json={"method": "least_loaded"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
+        assert r.status_code == 200, r.text
+        r = await client.patch(url, json={"method": "round_robin"}, headers={**MANAGER_HEADERS, "If-Match": '"2"'})
+        assert r.status_code == 200, r.text
+        assert (await client.get(url, headers=MANAGER_HEADERS)).status_code == 200
+        assert (await client.get("/v1/leads/assignment-rules", headers=MANAGER_HEADERS)).status_code == 200
+        assert (await client.get(f"{url}/history", headers=MANAGER_HEADERS)).status_code == 200
+        assert (await client.get("/v1/leads/pool-settings", headers=MANAGER_HEADERS)).status_code == 200
+        r = await client.post(f"/v1/leads/{pooled[0]['id']}/auto-assign", headers=MANAGER_HEADERS)
+        assert r.status_code == 200 and r.json()["assignment"], r.text
+        r = await client.post("/v1/leads/assignment-rules/run", headers=MANAGER_HEADERS)
+        assert r.status_code == 200 and r.json()["examined"] > ROWS, r.text
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
 
 
 async def test_intake_is_index_lookups(

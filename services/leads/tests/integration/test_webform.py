@@ -30,7 +30,7 @@ WINDOW = 60
 PER_ADDRESS = 3
 PER_KEY = 5
 MANAGER = auth("webform-mgr", ["manager"], "/hq/mkt")
-REP = auth("webform-rep", ["rep"], "/hq/mkt/t1")
+REP = auth("webform-rep", ["rep"], "/hq/mkt")
 
 
 @pytest.fixture(scope="module")

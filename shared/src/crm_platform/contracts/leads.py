@@ -300,6 +300,69 @@ CAMPAIGN_COST_ADDED = define(
 )
 
 
+# --- the lead pool per department and assignment rules -----------------------------------------
+
+
+class AssignmentCondition(BaseModel):
+    field: Literal["any", "region", "industry", "source", "campaign_id"] = Field(
+        description="The lead field the rule looks at; 'any' matches every lead in the rule's scope."
+    )
+    values: list[str] = Field(default_factory=list, description="The lead matches when its field is one of these.")
+
+
+class AssignmentRuleSnapshot(BaseModel):
+    rule_id: str
+    name: str
+    position: int = Field(description="Rules are tried in ascending position; the first that matches decides.")
+    department_id: str = Field(description="The rule's scope: pool leads of this department and those below it.")
+    department_path: str
+    condition: AssignmentCondition
+    method: Literal["round_robin", "least_loaded"]
+    users: list[str] = Field(description="The users the rule gives leads to (in round-robin order).")
+    capacity: int | None = Field(
+        default=None, description="Most open leads (new, contacted, qualified) a user may own; None: no limit."
+    )
+    enabled: bool = True
+    deleted: bool = False
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+
+
+class LeadRuleChanged(BaseModel):
+    rule: AssignmentRuleSnapshot
+    action: Literal["created", "updated", "deleted"]
+    changes: list[FieldChange] = Field(default_factory=list, description="Each field changed (old and new).")
+
+
+class LeadPoolSettings(BaseModel):
+    claim_scope: Literal["department", "company"] = Field(
+        description="department: a pool lead is for its department (and whoever's leads scope reaches it); "
+        "company: for everyone with a leads scope."
+    )
+    updated_at: datetime
+    updated_by: str | None = None
+
+
+class LeadPoolSettingsChanged(BaseModel):
+    settings: LeadPoolSettings
+    changes: list[FieldChange]
+
+
+LEAD_RULE_CHANGED = define(
+    "crm.lead_rule.changed",
+    LeadRuleChanged,
+    TOPIC,
+    description="An assignment rule of the lead pool was created, changed or deleted (keyed by the rule id).",
+)
+LEAD_POOL_SETTINGS_CHANGED = define(
+    "crm.lead_pool.settings_changed",
+    LeadPoolSettingsChanged,
+    TOPIC,
+    description="The lead pool's settings changed (claim_scope: department or company), keyed by 'pool'.",
+)
+
+
 class CampaignWebFormChanged(BaseModel):
     """The campaign's public web-to-lead form was turned on, its key rotated, or turned off. The key
     itself is never in an event (it is a secret shown once to whoever made it)."""

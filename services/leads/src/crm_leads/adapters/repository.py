@@ -34,10 +34,12 @@ PREFIXES: dict[str, list[tuple[str, int]]] = {
     "owner": [("owner_id", ASCENDING), ("deleted", ASCENDING)],
     "dept": [("department_path", ASCENDING), ("deleted", ASCENDING)],
     "pool": [("in_pool", ASCENDING), ("deleted", ASCENDING)],
+    # One department's pool (a rep's own department: see crm_leads.domain.assignment.pool_branch).
+    "pooldept": [("in_pool", ASCENDING), ("department_path", ASCENDING), ("deleted", ASCENDING)],
 }
 #: Equality filters of the list, each with an index behind every prefix so that a filtered page
 #: is an index search walked in sort order, not a walk of the whole scope testing each row.
-FILTERS = ("status", "campaign_id", "source")
+FILTERS = ("status", "campaign_id", "source", "department_id")
 
 
 def list_indexes() -> list[IndexModel]:
@@ -56,6 +58,8 @@ def list_indexes() -> list[IndexModel]:
                 )
     # Single fields, named so the embedded store uses them (its planner wants a name ending in _<field>).
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("owner_id", "deleted", "in_pool", "status")]
+    # A user's open leads (the assignment rules' capacity): counted from this index alone.
+    out.append(IndexModel([("owner_id", ASCENDING), ("deleted", ASCENDING), ("status", ASCENDING)], name="open_status"))
     return out
 
 
@@ -94,6 +98,7 @@ class LeadRepository:
         self.customer_keys = KeyDocuments(db["customer_keys"])
         self.directory_users = db["directory_users"]
         self.directory_departments = db["directory_departments"]
+        self.lead_settings = db["lead_settings"]  # the pool's settings (crm_leads.application.assignment)
         # Intake: CSV import records (with their summary event), the campaigns' web-form keys (the
         # key's hash as ``_id``), the web form's per-campaign counts, and rate-limit counters
         # (``_id`` "addr:<ip>:<window>" or "key:<hash>:<window>", deleted once their window is over).

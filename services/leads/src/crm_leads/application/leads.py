@@ -20,6 +20,7 @@ from pydantic import Field
 
 from crm_leads.adapters.repository import LeadRepository
 from crm_leads.domain import leads as rules
+from crm_leads.domain.assignment import pool_branch, pool_visible
 from crm_leads.domain.model import AssignIn, LeadIn, LeadPatch, LeadSource, LeadStatus, ReleaseIn
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
@@ -46,12 +47,13 @@ class LeadFilter(PageParams):
     campaign_id: str | None = Field(default=None, max_length=200)
     source: LeadSource | None = None
     in_pool: bool | None = Field(default=None, description="true: only the lead pool; false: only owned leads.")
+    department_id: str | None = Field(default=None, max_length=200, description="Only leads of this department.")
     created_from: datetime | None = Field(default=None, description="Entered at or after this moment.")
     created_to: datetime | None = Field(default=None, description="Entered before this moment.")
 
     def conditions(self) -> Document:
         out: Document = {}
-        for name in ("status", "owner_id", "campaign_id", "source", "in_pool"):
+        for name in ("status", "owner_id", "campaign_id", "source", "in_pool", "department_id"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.value if isinstance(value, LeadStatus | LeadSource) else value
@@ -99,16 +101,26 @@ class Leads:
     # --- reading -------------------------------------------------------------------------------
 
     @staticmethod
-    def visible(principal: Principal, doc: Document) -> bool:
+    def visible(principal: Principal, doc: Document, company_wide: bool = False) -> bool:
         if doc.get("deleted") or principal.scope(MODULE) is None:
             return False
         if doc.get("in_pool"):
-            return True
+            # The pool is per department unless an administrator opened it company-wide.
+            return pool_visible(principal, doc, company_wide)
         return principal.can_see_owned(doc.get("owner_id"), doc.get("department_path"), module=MODULE)
+
+    async def company_wide_pool(self) -> bool:
+        settings = await self.repo.lead_settings.find_one({"_id": "pool"})
+        return bool(settings and settings.get("claim_scope") == "company")
+
+    async def _sees(self, principal: Principal, doc: Document) -> bool:
+        if self.visible(principal, doc):
+            return True
+        return bool(doc.get("in_pool")) and self.visible(principal, doc, await self.company_wide_pool())
 
     async def get(self, principal: Principal, lead_id: str) -> Document:
         doc = await self.repo.get(lead_id)
-        if doc is None or not self.visible(principal, doc):
+        if doc is None or not await self._sees(principal, doc):
             raise NotFound(f"No lead with id {lead_id}.")
         return doc
 
@@ -124,7 +136,8 @@ class Leads:
             branches: list[Document] = [{}]
         else:
             scope = principal.mongo_visibility(module=MODULE)
-            branches = [*scope.get("$or", [scope]), {"in_pool": True}]
+            pool = {"in_pool": True} if await self.company_wide_pool() else pool_branch(principal)
+            branches = [*scope.get("$or", [scope]), *([pool] if pool else [])]
         narrowed = [b for b in (_narrowed({**b, "deleted": False}, conditions) for b in branches) if b is not None]
         if not narrowed:
             return Page(items=[], next_cursor=None, total=0 if filters.include_total else None)
@@ -395,6 +408,9 @@ class Leads:
             raise NotFound(f"No lead with id {lead_id}.")
         if not current.get("in_pool") and not self.visible(principal, current):
             check(current)
+        if current.get("in_pool") and not await self._sees(principal, current):
+            # Another department's pool (and the pool is not company-wide): not the caller's to see.
+            raise NotFound(f"No lead with id {lead_id}.")
         owner = (principal.user_id, principal.department_id, principal.department_path)
         return await self._change_owner(principal, lead_id, expected_version, "claimed", check, owner, current=current)
 
@@ -405,9 +421,25 @@ class Leads:
             if doc.get("in_pool"):
                 raise Conflict("The lead is in the lead pool already.")
 
-        return await self._change_owner(
-            principal, lead_id, expected_version, "released", check, (None, None, None), data.reason
-        )
+        target: tuple[str | None, str | None, str | None] = (None, None, None)
+        if data.department_id is not None:
+            department = await self.repo.directory_departments.find_one({"_id": data.department_id})
+            if department is None or department.get("status", "active") != "active":
+                raise ValidationFailed.for_field("department_id", f"no active department {data.department_id}")
+            target = (None, data.department_id, department.get("path"))
+        return await self._change_owner(principal, lead_id, expected_version, "released", check, target, data.reason)
+
+    async def assign_by_rule(self, lead: Document, user: Document, rule_id: str, reason: str) -> Document:
+        """Give the pool lead ``lead`` to ``user`` for assignment rule ``rule_id`` (actor ``rule:<id>``);
+        409 when it is no longer in the pool (claimed or assigned meanwhile)."""
+        actor = Principal(user_id=f"rule:{rule_id}")
+
+        def check(doc: Document) -> None:
+            if not doc.get("in_pool"):
+                raise Conflict("The lead is no longer in the lead pool.")
+
+        owner = (user["_id"], user.get("department_id"), user.get("department_path"))
+        return await self._change_owner(actor, lead["_id"], None, "assigned", check, owner, reason, current=lead)
 
     async def assign(
         self, principal: Principal, lead_id: str, data: AssignIn, expected_version: int | None

@@ -152,7 +152,7 @@ def move(doc: Document, to: LeadStatus, reason: str | None) -> LeadStatus:
 def set_owner(doc: Document, owner_id: str | None, department_id: str | None, department_path: str | None) -> None:
     doc["owner_id"] = owner_id
     doc["in_pool"] = owner_id is None
-    if owner_id is not None:
+    if owner_id is not None or department_id is not None:  # an owner's department, or a pool's (release to)
         doc["department_id"] = department_id
         doc["department_path"] = department_path
 

@@ -102,6 +102,9 @@ class ReleaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: ShortText
+    department_id: ShortText | None = Field(
+        default=None, description="Send the lead to this department's pool (default: the lead's own department's)."
+    )
 
 
 class AssignIn(BaseModel):
