@@ -319,11 +319,13 @@ async def test_assignment_rules_and_runs_are_index_lookups(
         "capacity": 1,
         "condition": {"field": "region", "values": [region]},
     }
+    # The pool leads first: entered after the rule, the assignment consumer (reacting to their
+    # crm.lead.created) could take one before the auto-assign below does (a race seen in full runs).
+    pooled = [await post(client, "/v1/leads", lead_body(in_pool=True, region=region), REP_HEADERS) for _ in range(2)]
     created = await post(client, "/v1/leads/assignment-rules", body, MANAGER_HEADERS)
     stored = await db["assignment_rules"].find_one({"_id": created["id"]})
     copies = clones({**stored, "s": {}}, ROWS)
     await db["assignment_rules"].insert_many([{**c, "live": False, "deleted": True} for c in copies])
-    pooled = [await post(client, "/v1/leads", lead_body(in_pool=True, region=region), REP_HEADERS) for _ in range(2)]
     with traced_store.capture() as capture:
         url = f"/v1/leads/assignment-rules/{created['id']}"
         r = await client.patch(url, json={"method": "least_loaded"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
