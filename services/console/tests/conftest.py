@@ -37,6 +37,8 @@ from crm_directory.main import create_app as directory_app
 from crm_directory.settings import DirectorySettings
 from crm_interactions.main import create_app as interactions_app
 from crm_interactions.settings import InteractionsSettings
+from crm_leads.main import create_app as leads_app
+from crm_leads.settings import LeadsSettings
 from crm_notifications.main import create_app as notifications_app
 from crm_notifications.settings import NotificationSettings
 from crm_pipeline.main import create_app as pipeline_app
@@ -71,6 +73,7 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
         },
     ),
     "audit": (audit_app, AuditSettings, {"audit_purge_enabled": False}),
+    "leads": (leads_app, LeadsSettings, {}),
 }
 
 

@@ -223,14 +223,17 @@ class ServiceKit:
         group_suffix: str = "",
         fallback: Handler | None = None,
         needed_for_readiness: bool = True,
+        max_attempts: int | None = None,
     ) -> EventConsumer:
+        """``max_attempts``: this group's own budget of attempts (default: the settings'), e.g. for a
+        command that waits on another topic's events to arrive first."""
         s = self.settings
         consumer = EventConsumer(
             self.broker,
             group_id=f"crm.{s.service_name}{s.consumer_group_suffix}{group_suffix}",
             topics=topics,
             handlers=handlers,
-            max_attempts=s.consumer_max_attempts,
+            max_attempts=max_attempts or s.consumer_max_attempts,
             backoff_initial=s.consumer_backoff_initial_seconds,
             backoff_max=s.consumer_backoff_max_seconds,
             batch_size=s.consumer_batch_size,

@@ -10,7 +10,17 @@ from pydantic import Field
 
 from crm_platform.settings import ServiceSettings
 
-UPSTREAMS = ("customers", "pipeline", "interactions", "pool", "notifications", "reporting", "directory", "audit")
+UPSTREAMS = (
+    "customers",
+    "pipeline",
+    "interactions",
+    "pool",
+    "notifications",
+    "reporting",
+    "directory",
+    "audit",
+    "leads",
+)
 
 
 class ConsoleSettings(ServiceSettings):
@@ -27,6 +37,7 @@ class ConsoleSettings(ServiceSettings):
     console_reporting_url: str = "http://127.0.0.1:8006"
     console_directory_url: str = "http://127.0.0.1:8007"
     console_audit_url: str = "http://127.0.0.1:8008"
+    console_leads_url: str = "http://127.0.0.1:8009"
     console_upstream_timeout_seconds: float = Field(default=10.0, gt=0, description="Longest wait for one API call.")
 
     # Sessions: a random id in an HttpOnly, SameSite=Lax cookie; the tokens stay on the server.

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from crm_platform.contracts.interactions import INTERACTION_LOGGED, TOPIC, InteractionLogged
+from crm_platform.contracts.interactions import (
+    INTERACTION_LOGGED,
+    INTERACTION_UPDATED,
+    TOPIC,
+    FieldChange,
+    InteractionLogged,
+    InteractionSnapshot,
+    InteractionUpdated,
+)
 from crm_platform.events import to_kafka
 from crm_platform.metrics import EVENTS_CONSUMED
 from crm_platform.testing.fixtures import auth, eventually, unique
@@ -210,3 +218,69 @@ async def test_list_never_followed_up_and_sort_by_last_follow_up(client, produce
     assert seen == [customers[1]["id"], customers[2]["id"], customers[0]["id"], customers[3]["id"]]
     freshness = {c["id"]: c["freshness"]["days_since_follow_up"] for c in await listed()}
     assert freshness == {customers[0]["id"]: 3, customers[1]["id"]: 1, customers[2]["id"]: 2, customers[3]["id"]: None}
+
+
+def _handled_updates() -> float:
+    outcomes = ("ok", "dead_lettered")
+    return sum(EVENTS_CONSUMED.labels(GROUP, INTERACTION_UPDATED.name, o)._value.get() for o in outcomes)
+
+
+async def test_a_follow_up_on_a_lead_counts_once_its_conversion_moves_it(
+    client, producer, consumer_ready, customers_db
+):
+    """A lead's follow-up has no customer (``customer_id`` null, ``lead_id`` set): ignored, never a
+    dead letter. When the lead's conversion moves it to the customer (``crm.interaction.updated``,
+    customer_id None -> id) it follows that customer up."""
+    rep = User()
+    c = await create(client, rep)
+    occurred = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    interaction_id, lead_id = str(uuid.uuid4()), f"lead-{uuid.uuid4().hex[:8]}"
+    dead_before = dead_lettered()
+    on_lead = INTERACTION_LOGGED.build(
+        source="/crm/interactions",
+        subject=interaction_id,
+        data=InteractionLogged(
+            interaction_id=interaction_id,
+            customer_id=None,
+            lead_id=lead_id,
+            author_id=rep.id,
+            channel="phone",
+            occurred_at=occurred,
+        ),
+        aggregate_version=1,
+        time=datetime.now(UTC),
+        actor=rep.id,
+    )
+    await send_and_wait_handled(producer, on_lead.model_dump(mode="json"))
+    assert dead_lettered() == dead_before
+    assert (await customers_db["customers"].find_one({"_id": c["id"]}))["last_followed_up_at"] is None
+
+    now = datetime.now(UTC)
+    snapshot = InteractionSnapshot(
+        interaction_id=interaction_id,
+        channel="phone",
+        customer_id=c["id"],
+        lead_id=lead_id,
+        author_id=rep.id,
+        occurred_at=occurred,
+        recorded_at=occurred,
+        recorded_late=False,
+        updated_at=now,
+    )
+    moved = INTERACTION_UPDATED.build(
+        source="/crm/interactions",
+        subject=interaction_id,
+        data=InteractionUpdated(
+            interaction=snapshot,
+            changes=[FieldChange(field="customer_id", old=None, new=c["id"])],
+            reason="lead converted",
+        ),
+        aggregate_version=2,
+        time=now,
+        actor="system:interactions",
+    )
+    before = _handled_updates()
+    await send(producer, moved.model_dump(mode="json"))
+    await eventually(lambda: _handled_updates() >= before + 1, timeout=20, message="update handled")
+    stored = await customers_db["customers"].find_one({"_id": c["id"]})
+    assert stored["last_followed_up_at"] == occurred and stored["last_followed_up_by"] == rep.id

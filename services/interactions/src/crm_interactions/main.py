@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from crm_interactions.adapters.leads import LeadReadModel
 from crm_interactions.adapters.repository import (
     Repository,
     feedback_custom_field_indexes,
@@ -17,6 +18,7 @@ from crm_interactions.application.custom import MODULES
 from crm_interactions.application.customer_events import CustomerReactions
 from crm_interactions.application.feedback import Feedback
 from crm_interactions.application.interactions import Interactions
+from crm_interactions.application.lead_events import LeadConversions
 from crm_interactions.application.references import References
 from crm_interactions.application.scheduler import TaskScheduler
 from crm_interactions.application.tasks import Tasks
@@ -26,7 +28,7 @@ from crm_interactions.entrypoints.schemas import FeedbackOut, InteractionOut, Ta
 from crm_interactions.settings import InteractionsSettings
 from crm_platform import customfield_store
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers, directory, pipeline
+from crm_platform.contracts import customers, directory, leads, pipeline
 from crm_platform.contracts import interactions as _interaction_events  # noqa: F401  (registers the event types)
 from crm_platform.customfield_http import fields_router
 from crm_platform.customfield_store import CustomFields
@@ -56,7 +58,9 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     customer_copy = kit.read_copy(CustomerReadModel(repo.customers))
     opportunity_copy = kit.read_copy(OpportunityReadModel(repo.opportunities))
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
-    refs = References(customer_copy, opportunity_copy, directory_copy)
+    # Leads, for follow-ups on them (lead_id) and for moving those to the customer on conversion.
+    lead_copy = LeadReadModel(repo.leads)
+    refs = References(customer_copy, opportunity_copy, directory_copy, lead_copy)
     # Administrators' custom fields of interactions, tasks and feedback: definitions in this database,
     # so a write is validated synchronously. Their lists filter on the filterable ones and sort on
     # the sortable ones (each with its indexes behind the list prefixes, made and dropped with the
@@ -113,8 +117,11 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
 
     kit.on_startup(setup)
     kit.consume(
-        [customers.TOPIC, pipeline.TOPIC, directory.TOPIC],
-        events.handlers(customer_copy, CustomerReactions(repo, event), opportunity_copy, directory_copy),
+        [customers.TOPIC, pipeline.TOPIC, directory.TOPIC, leads.TOPIC],
+        {
+            **events.handlers(customer_copy, CustomerReactions(repo, event), opportunity_copy, directory_copy),
+            **LeadConversions(repo, lead_copy, event, settings.lead_move_batch_size).handlers(),
+        },
     )
     if settings.scheduler_enabled:
         kit.background(periodic)
@@ -126,4 +133,5 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
     app.state.scheduler = periodic
     app.state.task_scheduler = scheduler  # one pass on demand (tests)
     app.state.repo = repo
+    app.state.lead_copy = lead_copy
     return app

@@ -37,6 +37,8 @@ class InteractionsSettings(ServiceSettings):
     )
     scheduler_poll_seconds: float = Field(default=5.0, gt=0, description="How often the scheduler looks for due tasks.")
     scheduler_batch_size: int = Field(default=200, gt=0)
+    #: How many of a converted lead's follow-ups are read per batch when they move to its customer.
+    lead_move_batch_size: int = Field(default=100, gt=0)
 
     @field_validator("default_timezone")
     @classmethod

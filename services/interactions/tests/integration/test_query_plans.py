@@ -23,6 +23,7 @@ from crm_interactions.domain import tasks as tasks_domain
 from crm_interactions.main import create_app
 from crm_interactions.settings import InteractionsSettings
 from crm_platform.clock import SystemClock
+from crm_platform.contracts import leads as lev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
@@ -588,3 +589,111 @@ async def test_custom_field_sorts_walk_the_fields_sort_index(
         f"/v1/fields/{collection}/{key}", json={"sortable": False}, headers={**ADMIN_HEADERS, "If-Match": '"1"'}
     )
     assert r.status_code == 200, r.text  # room under the cap for the next case
+
+
+# --- follow-ups on leads ----------------------------------------------------------------------
+
+
+def _lead_envelope(event_type: Any, lead_id: str, version: int, **changes: Any) -> Any:
+    now = datetime.now(UTC)
+    lead = lev.LeadSnapshot(
+        lead_id=lead_id,
+        company_name=f"线索 {lead_id}",
+        owner_id=REP,
+        department_path=DEPT,
+        status="new",
+        created_at=now,
+        updated_at=now,
+    ).model_copy(update=changes)
+    data: Any = (
+        lev.LeadConverted(
+            lead=lead, conversion_id=f"{lead_id}:1", customer_id=lead.customer_id or "", existing_customer=False
+        )
+        if event_type is lev.LEAD_CONVERTED
+        else event_type.data_model(lead=lead)
+    )
+    return event_type.build(
+        source="/crm/leads", subject=lead_id, data=data, aggregate_version=version, time=now, actor=REP
+    )
+
+
+async def _lead_with_records(app: FastAPI, client: httpx.AsyncClient, db: Any, rows: int) -> str:
+    """A lead of the rep's with one follow-up and one task logged over HTTP, and ``rows`` clones of each."""
+    lead_id = f"lead-plans-{uuid.uuid4().hex[:8]}"
+    assert await deliver(app, _lead_envelope(lev.LEAD_CREATED, lead_id, 1)) == 1
+    body = {k: v for k, v in interaction_body("").items() if k != "customer_id"} | {"lead_id": lead_id}
+    for url, payload, collection in (
+        ("/v1/interactions", body, "interactions"),
+        ("/v1/tasks", {**task_body(), "lead_id": lead_id}, "tasks"),
+    ):
+        created = await post(client, url, payload, REP_HEADERS)
+        if rows:
+            await db[collection].insert_many(clones(await db[collection].find_one({"_id": created["id"]}), rows))
+    return lead_id
+
+
+@pytest.fixture(scope="module")
+async def lead_filled(app: FastAPI, client: httpx.AsyncClient, db: Any, filled: FedCustomer) -> str:
+    return await _lead_with_records(app, client, db, ROWS)
+
+
+@pytest.mark.parametrize("sort", [f"{d}{s}" for s in interactions_domain.SORT_FIELDS for d in ("", "-")])
+async def test_a_leads_history_pages_are_index_lookups(
+    client: httpx.AsyncClient, lead_filled: str, traced_store: TracedStore, sort: str
+) -> None:
+    """A lead's follow-ups, by path and by the list's filter, page 1 and the page after it, for whoever
+    sees the lead (rep, manager, admin) and for one who sees only what their scope's authors wrote."""
+    for url, extra in ((f"/v1/leads/{lead_filled}/interactions", {}), ("/v1/interactions", {"lead_id": lead_filled})):
+        for headers in (REP_HEADERS, MANAGER_HEADERS, ADMIN_HEADERS, DEPT_HEADERS):
+            params: dict[str, Any] = {"sort": sort, "limit": 20, **extra}
+            with traced_store.capture() as capture:
+                first = await client.get(url, params=params, headers=headers)
+                assert first.status_code == 200, first.text
+                cursor = first.json()["next_cursor"]
+                assert cursor, "a second page exists"
+                second = await client.get(url, params={**params, "cursor": cursor}, headers=headers)
+            assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+            assert {i["lead_id"] for i in first.json()["items"] + second.json()["items"]} == {lead_filled}
+            assert_indexed(capture, sorted_results=True)
+
+
+@pytest.mark.parametrize("sort", [f"{d}{s}" for s in tasks_domain.SORT_FIELDS for d in ("", "-")])
+async def test_a_leads_task_pages_are_index_lookups(
+    client: httpx.AsyncClient, lead_filled: str, traced_store: TracedStore, sort: str
+) -> None:
+    for headers, scope in (
+        (REP_HEADERS, "mine"),
+        (MANAGER_HEADERS, "team"),
+        (ADMIN_HEADERS, "all"),
+        (DEPT_HEADERS, "team"),
+    ):
+        params: dict[str, Any] = {"sort": sort, "limit": 20, "scope": scope, "lead_id": lead_filled}
+        with traced_store.capture() as capture:
+            first = await client.get("/v1/tasks", params=params, headers=headers)
+            assert first.status_code == 200, first.text
+            cursor = first.json()["next_cursor"]
+            assert cursor, "a second page exists"
+            second = await client.get("/v1/tasks", params={**params, "cursor": cursor}, headers=headers)
+        assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
+        assert_indexed(capture, sorted_results=True)
+
+
+async def test_a_leads_conversion_is_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, lead_filled: str, feed: CustomerFeed, traced_store: TracedStore
+) -> None:
+    """Logging on a lead, and crm.lead.converted moving its follow-ups (the others' and its own copy)."""
+    customer = await new_customer(app, feed)
+    lead_id = await _lead_with_records(app, client, db, 0)
+    for _ in range(2):  # logged (not cloned: a move is a guarded write of what the service stored)
+        body = {k: v for k, v in interaction_body("").items() if k != "customer_id"} | {"lead_id": lead_id}
+        await post(client, "/v1/interactions", body, REP_HEADERS)
+        await post(client, "/v1/tasks", {**task_body(), "lead_id": lead_id}, REP_HEADERS)
+    with traced_store.capture() as capture:
+        body = {k: v for k, v in interaction_body("").items() if k != "customer_id"} | {"lead_id": lead_id}
+        await post(client, "/v1/interactions", body, REP_HEADERS)
+        converted = _lead_envelope(lev.LEAD_CONVERTED, lead_id, 2, status="converted", customer_id=customer.id)
+        assert await deliver(app, converted) == 1
+        await app.state.services.kit.relay.drain()
+    assert_indexed(capture)
+    assert await db["interactions"].count_documents({"lead_id": lead_id, "customer_id": customer.id}) == 4
+    assert await db["tasks"].count_documents({"lead_id": lead_id, "customer_id": customer.id}) == 3

@@ -6,6 +6,8 @@ from fastapi import FastAPI
 
 from crm_pipeline.adapters.repository import Repository, custom_field_indexes, custom_sort_indexes
 from crm_pipeline.application.customer_events import CustomerReactions
+from crm_pipeline.application.lead_conversions import COLLECTION as LEAD_CONVERSIONS
+from crm_pipeline.application.lead_conversions import LeadConversions
 from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import MODULE, Pipelines
 from crm_pipeline.application.targets import Targets
@@ -14,7 +16,7 @@ from crm_pipeline.entrypoints.schemas import OpportunityOut
 from crm_pipeline.settings import PipelineSettings
 from crm_platform import customfield_store
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers, directory
+from crm_platform.contracts import customers, directory, leads
 from crm_platform.contracts import pipeline as _pipeline_events  # noqa: F401  (registers the event types)
 from crm_platform.customfield_http import fields_router
 from crm_platform.customfield_store import CustomFields
@@ -88,6 +90,24 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         await read_model.ensure_indexes()
         await directory_copy.ensure_indexes()
         await pipelines.seed_default()
+
+    # A lead's conversion asks for an opportunity (crm.lead.conversion_progressed); a refusal is a
+    # document of its own (keyed by conversion id) with its event in its own outbox.
+    refusals = kit.outbox(kit.db[LEAD_CONVERSIONS])
+    kit.restate(refusals, "crm.opportunity.lead_refused", None)
+    conversions = LeadConversions(
+        repo, opportunities, pipelines, read_model, refusals, kit.clock, settings, factory, kit.wake_relay
+    )
+    # Its own group: a command waiting for its customer (a long retry budget) holds up no customer
+    # event. One topic is fewer partitions than replicas may be: a replica without any still serves
+    # (the others make the opportunities), so readiness does not wait for this group.
+    kit.consume(
+        [leads.TOPIC],
+        conversions.handlers(),
+        group_suffix=".leads",
+        max_attempts=settings.lead_conversion_max_attempts,
+        needed_for_readiness=False,
+    )
 
     kit.on_startup(setup)
     kit.consume(

@@ -19,6 +19,12 @@ class PipelineSettings(ServiceSettings):
         default="Asia/Shanghai",
         description="Where the day a deal is won, and the months of targets, begin and end.",
     )
+    lead_conversion_max_attempts: int = Field(
+        default=30,
+        gt=0,
+        description="Attempts at a lead conversion's opportunity while the customer has not reached this "
+        "service yet (with the consumer's backoff, up to its maximum delay each: about two minutes).",
+    )
 
     @field_validator("business_timezone")
     @classmethod

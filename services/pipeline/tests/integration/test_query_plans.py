@@ -12,6 +12,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from crm_pipeline.domain.opportunities import SORT_FIELDS
 from crm_pipeline.main import create_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import SystemClock
+from crm_platform.contracts import leads as lev
 from crm_platform.customfields import copies as field_copies
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
@@ -523,3 +525,48 @@ async def test_custom_field_sorts_walk_the_fields_sort_index(
             f"/v1/fields/opportunities/{key}", json={"sortable": False}, headers={**ADMIN_HEADERS, "If-Match": '"1"'}
         )
         assert r.status_code == 200, r.text
+
+
+def _conversion(customer_id: str, **asked: Any) -> Any:
+    """crm.lead.conversion_progressed asking for an opportunity for ``customer_id`` (owned by the rep)."""
+    now = datetime.now(UTC)
+    lead_id = f"lead-{uuid.uuid4().hex[:10]}"
+    lead = lev.LeadSnapshot(
+        lead_id=lead_id,
+        company_name=lead_id,
+        owner_id=REP,
+        department_path=DEPT,
+        status="converting",
+        created_at=now,
+        updated_at=now,
+    )
+    conversion = lev.Conversion(
+        conversion_id=f"{lead_id}:1",
+        customer_id=customer_id,
+        existing_customer=False,
+        customer_name=lead_id,
+        owner_id=REP,
+        department_path=DEPT,
+        opportunity=lev.ConversionOpportunity(opportunity_id=str(uuid.uuid4()), **{"name": "转化", **asked}),
+        requested_by=REP,
+        requested_at=now,
+    )
+    data = lev.LeadConversionProgressed(lead=lead, conversion=conversion, step="customer", customer_id=customer_id)
+    return lev.LEAD_CONVERSION_PROGRESSED.build(
+        source="/crm/leads", subject=lead_id, data=data, aggregate_version=3, time=now, actor=REP
+    )
+
+
+async def test_a_lead_conversions_opportunity_is_index_lookups(
+    app: FastAPI, db: Any, filled: FedCustomer, traced_store: TracedStore
+) -> None:
+    """Made (default pipeline), made again (a redelivery), refused (unknown pipeline), refused again."""
+    made = _conversion(filled.id, amount="5000.00")
+    refused = _conversion(filled.id, pipeline_id="no-such-pipeline")
+    with traced_store.capture() as capture:
+        for envelope in (made, made, refused, refused):
+            assert await deliver(app, envelope) == 1
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+    assert await db["opportunities"].count_documents({"lead_id": made.subject}) == 1
+    assert await db["lead_conversions"].count_documents({"_id": f"{refused.subject}:1"}) == 1

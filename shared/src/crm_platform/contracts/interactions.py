@@ -47,7 +47,9 @@ class InteractionSnapshot(BaseModel):
 
     interaction_id: str
     channel: Channel
-    customer_id: str
+    customer_id: str | None = Field(
+        default=None, description="None for a follow-up on a lead (lead_id) until the lead is converted."
+    )
     contact_ids: list[str] = Field(default_factory=list)
     opportunity_id: str | None = None
     author_id: str
@@ -80,11 +82,14 @@ class InteractionSnapshot(BaseModel):
     updated_by: str | None = None
     # Added in schema 1 without a version bump (additive): custom field values by key.
     custom: dict[str, Any] | None = None
+    # Added in schema 1 without a version bump (additive): the lead it follows up, if any (kept after
+    # the lead's conversion moved it to the customer).
+    lead_id: str | None = None
 
 
 class InteractionLogged(BaseModel):
     interaction_id: str
-    customer_id: str
+    customer_id: str | None = Field(default=None, description="None for a follow-up on a lead (see lead_id).")
     author_id: str
     channel: str
     occurred_at: datetime
@@ -92,6 +97,8 @@ class InteractionLogged(BaseModel):
     opportunity_id: str | None = None
     recorded_late: bool | None = None
     interaction: InteractionSnapshot | None = None
+    # Added in schema 1 without a version bump (additive): the lead it follows up, if any.
+    lead_id: str | None = None
 
 
 class InteractionUpdated(BaseModel):
@@ -131,6 +138,8 @@ class TaskSnapshot(BaseModel):
     updated_at: datetime
     # Added in schema 1 without a version bump (additive): custom field values by key.
     custom: dict[str, Any] | None = None
+    # Added in schema 1 without a version bump (additive): the lead it follows up, if any.
+    lead_id: str | None = None
 
 
 class TaskCreated(BaseModel):

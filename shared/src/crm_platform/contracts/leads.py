@@ -238,6 +238,25 @@ class Money(BaseModel):
     currency: str = Field(description="ISO 4217, e.g. CNY.")
 
 
+class CampaignSegment(BaseModel):
+    """A campaign's target segment: customer tags and the customers list's filters, by the names
+    ``GET /v1/customers`` takes (the leads service's ``GET /v1/campaigns/{id}/segment`` gives the
+    query string)."""
+
+    tags_all: list[str] = Field(default_factory=list, description="Customers with every one of these tags.")
+    tags_any: list[str] = Field(default_factory=list, description="Customers with at least one of these tags.")
+    kind: str | None = None
+    industry: str | None = None
+    size: str | None = None
+    source: str | None = None
+    tier: str | None = None
+    lifecycle_stage: str | None = None
+    province: str | None = None
+    city: str | None = None
+    owner_id: str | None = None
+    department_id: str | None = None
+
+
 class CampaignSnapshot(BaseModel):
     campaign_id: str
     name: str
@@ -254,6 +273,7 @@ class CampaignSnapshot(BaseModel):
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime
+    segment: CampaignSegment | None = Field(default=None, description="The target segment, if one is set.")
     # Added in schema 1 without a version bump (additive).
     web_form_enabled: bool = Field(default=False, description="The campaign takes public web-to-lead posts.")
 

@@ -68,6 +68,12 @@ INTERACTION_INDEXES = [
     # equality only from an index named _<field>, else it emits an array-aware OR and scans.
     IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
     IndexModel([("status", ASCENDING)], name="idx_status"),
+    # A lead's follow-ups: its history (in either sort order) and the move on its conversion.
+    IndexModel([("lead_id", ASCENDING)], name="idx_lead_id"),
+    *_sort_indexes(
+        {"lead_active": [("lead_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)]},
+        ("occurred_at", "recorded_at"),
+    ),
 ]
 
 
@@ -181,6 +187,12 @@ TASK_INDEXES = [
     # equality only from an index named _<field>, else it emits an array-aware OR and scans.
     IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
     IndexModel([("status", ASCENDING)], name="idx_status"),
+    # A lead's tasks (?lead_id=, in every sort) and the move on its conversion.
+    IndexModel([("lead_id", ASCENDING)], name="idx_lead_id"),
+    *_sort_indexes(
+        {"lead_open": [("lead_id", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)]},
+        ("due_at", "created_at", "remind_at"),
+    ),
 ]
 
 FEEDBACK_INDEXES = [
@@ -245,6 +257,7 @@ class Repository:
         self.feedback: AsyncCollection[Document] = db["feedback"]
         # Read copies of other services' aggregates.
         self.customers: AsyncCollection[Document] = db["customers"]
+        self.leads: AsyncCollection[Document] = db["leads"]
         self.opportunities: AsyncCollection[Document] = db["opportunities"]
         self.directory_users: AsyncCollection[Document] = db["directory_users"]
         self.directory_departments: AsyncCollection[Document] = db["directory_departments"]
@@ -315,6 +328,12 @@ class Repository:
     async def records_of_customer(self, collection: AsyncCollection[Document], customer_id: str) -> list[Document]:
         """The customer's records whole (with their outbox): a change can start from them without reading each."""
         return [d async for d in collection.find({"customer_id": customer_id})]
+
+    async def lead_records_without_customer(
+        self, collection: AsyncCollection[Document], lead_id: str, limit: int
+    ) -> list[Document]:
+        """Up to ``limit`` records of the lead not yet moved to a customer, whole (a change starts from them)."""
+        return [d async for d in collection.find({"lead_id": lead_id, "customer_id": None}).limit(limit)]
 
     async def customer_ids_owned_by(self, user_id: str, limit: int = 2000) -> list[str]:
         """Customers the read copy says this user owns (a rep holds a few hundred at most)."""

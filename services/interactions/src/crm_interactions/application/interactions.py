@@ -14,8 +14,10 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from crm_interactions.adapters.leads import LeadReadModel
 from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
 from crm_interactions.application.custom import custom_changes, fieldset, list_sorts
+from crm_interactions.application.lead_follow_ups import lead_follow_up, no_customer_yet, sees_lead_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import interactions as rules
 from crm_interactions.domain.interactions import INTERACTIONS
@@ -123,10 +125,13 @@ class Interactions:
             existing = await self.repo.interaction_by_message(data.message_id)
             if existing is not None:
                 return await self._already_logged(principal, existing), False
-        customer = await self.refs.customer(principal, data.customer_id)
-        self.refs.contacts(customer, data.contact_ids)
-        if data.opportunity_id:
-            await self.refs.opportunity(principal, data.opportunity_id, customer)
+        if data.customer_id is None or data.lead_id is not None:
+            await lead_follow_up(self.refs, principal, data)  # on a lead, or exactly-one refused
+        else:
+            customer = await self.refs.customer(principal, data.customer_id)
+            self.refs.contacts(customer, data.contact_ids)
+            if data.opportunity_id:
+                await self.refs.opportunity(principal, data.opportunity_id, customer)
         now = self.clock.now()
         interaction_id = key.record_id if key else str(uuid.uuid4())
         custom = (await fieldset(self.fields, INTERACTIONS)).validate(data.custom)
@@ -145,6 +150,7 @@ class Interactions:
             opportunity_id=doc["opportunity_id"],
             recorded_late=doc["recorded_late"],
             interaction=snap,
+            lead_id=doc.get("lead_id"),
         )
         try:
             stored = await self.repo.interaction_store.insert(
@@ -176,6 +182,8 @@ class Interactions:
     async def _visible(self, principal: Principal, doc: Document) -> bool:
         if rules.can_edit(principal, doc):
             return True
+        if doc.get("customer_id") is None:
+            return await sees_lead_records(self.refs, principal, doc.get("lead_id"))
         return sees_customer_records(principal, await self.refs.customers.get(doc["customer_id"]))
 
     async def get(self, principal: Principal, interaction_id: str) -> Document:
@@ -196,7 +204,9 @@ class Interactions:
         now = self.clock.now()
         if values.get("occurred_at") is not None:
             rules.check_occurred_at(values["occurred_at"], now, self.skew)
-        if values.get("contact_ids") or values.get("opportunity_id"):
+        if current.get("customer_id") is None:
+            no_customer_yet(values)
+        elif values.get("contact_ids") or values.get("opportunity_id"):
             customer = await self.refs.customers.get(current["customer_id"])
             if customer is None:
                 raise NotFound(f"No interaction with id {interaction_id}.")
@@ -264,6 +274,28 @@ class Interactions:
         if not items and cursor is None and not sees_customer_records(principal, customer):
             if not CustomerReadModel.visible_to(principal, customer):
                 raise NotFound(f"No customer with id {customer_id}.")
+        return items, next_cursor
+
+    async def lead_history(
+        self,
+        principal: Principal,
+        lead_id: str,
+        filters: Document,
+        sort: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Document], str | None]:
+        """Every follow-up on a lead, in time order (also after its conversion moved them to the customer)."""
+        lead = await self.refs.leads.get(lead_id) if self.refs.leads is not None else None
+        if lead is None:
+            raise NotFound(f"No lead with id {lead_id}.")
+        sees_lead = LeadReadModel.visible_to(principal, lead)
+        clauses = [{"lead_id": lead_id}, filters]
+        if not sees_lead:
+            clauses.append(author_visibility(principal))
+        items, next_cursor = await self._page(all_of(*clauses), sort, cursor, limit)
+        if not items and cursor is None and not sees_lead:
+            raise NotFound(f"No lead with id {lead_id}.")
         return items, next_cursor
 
     async def search(

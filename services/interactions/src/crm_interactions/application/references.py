@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from crm_interactions.adapters.leads import LeadReadModel
 from crm_platform.auth import Principal
 from crm_platform.errors import FieldError, ValidationFailed
 from crm_platform.readmodels.customers import CustomerReadModel
@@ -24,11 +25,30 @@ Document = dict[str, Any]
 
 class References:
     def __init__(
-        self, customers: CustomerReadModel, opportunities: OpportunityReadModel, directory: DirectoryReadModel
+        self,
+        customers: CustomerReadModel,
+        opportunities: OpportunityReadModel,
+        directory: DirectoryReadModel,
+        leads: LeadReadModel | None = None,
     ) -> None:
         self.customers = customers
         self.opportunities = opportunities
         self.directory = directory
+        self.leads = leads
+
+    async def lead(self, principal: Principal, lead_id: str, field: str = "lead_id") -> Document:
+        """A lead one may follow up: known here, visible, not deleted and not converted yet (its
+        follow-ups then belong to the customer it became)."""
+        copy = await self.leads.get(lead_id) if self.leads is not None else None
+        if copy is None or not LeadReadModel.visible_to(principal, copy):
+            raise ValidationFailed.for_field(
+                field, f"no lead {lead_id} that you may see (a new lead takes a moment to arrive)"
+            )
+        if copy.get("status") == "converted":
+            raise ValidationFailed.for_field(
+                field, f"lead {lead_id} was converted into customer {copy.get('customer_id')}; use customer_id"
+            )
+        return copy
 
     async def customer(self, principal: Principal, customer_id: str, field: str = "customer_id") -> Document:
         copy = await self.customers.get(customer_id)

@@ -70,19 +70,27 @@ class Tasks:
         assignee_path = await self.refs.user_department(principal, assignee_id, "assignee_id")
         rules.ensure_may_assign(principal, assignee_id, assignee_path)
         customer_id = data.customer_id
+        lead_id = data.lead_id
+        if customer_id is not None and lead_id is not None:
+            raise ValidationFailed.for_field("lead_id", "give customer_id or lead_id, not both")
         if data.interaction_id:
             source = await self.repo.interaction_store.get(data.interaction_id)
             if source is None or source.get("status") != "active" or source.get("hidden"):
                 raise ValidationFailed.for_field("interaction_id", f"no interaction {data.interaction_id}")
             if customer_id and customer_id != source["customer_id"]:
                 raise ValidationFailed.for_field("interaction_id", "belongs to another customer")
+            if lead_id and lead_id != source.get("lead_id"):
+                raise ValidationFailed.for_field("interaction_id", "belongs to another lead")
             customer_id = source["customer_id"]
+            lead_id = source.get("lead_id")
         if data.opportunity_id and not customer_id:
             raise ValidationFailed.for_field("customer_id", "give the customer of the opportunity")
         if customer_id:
             customer = await self.refs.customer(principal, customer_id)
             if data.opportunity_id:
                 await self.refs.opportunity(principal, data.opportunity_id, customer)
+        elif lead_id:
+            await self.refs.lead(principal, lead_id)
         custom = (await fieldset(self.fields, TASKS)).validate(data.custom)
         doc = rules.new_task(
             key.record_id if key else str(uuid.uuid4()),
@@ -99,6 +107,7 @@ class Tasks:
             now=now,
         )
         doc["custom"] = custom
+        doc["lead_id"] = lead_id
         if key is not None:
             key.stamp(doc)
         event = self._snapshot_event(ev.TASK_CREATED, doc, 1, principal.user_id)

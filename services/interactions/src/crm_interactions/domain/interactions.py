@@ -77,6 +77,7 @@ def new_interaction(
         "_id": interaction_id,
         "channel": data.channel,
         "customer_id": data.customer_id,
+        "lead_id": data.lead_id,
         "contact_ids": list(data.contact_ids),
         "opportunity_id": data.opportunity_id,
         "author_id": principal.user_id,

@@ -84,7 +84,8 @@ class _InteractionBase(BaseModel):
         description="Custom field values by key (GET /v1/fields/interactions); on a change null clears one.",
     )
 
-    customer_id: Id
+    customer_id: Id | None = Field(default=None, description="The customer; or give lead_id (exactly one of them).")
+    lead_id: Id | None = Field(default=None, description="A lead (线索) followed up before it is a customer.")
     contact_ids: ContactIds = Field(default=[], description="Contacts of that customer who took part.")
     opportunity_id: Id | None = Field(default=None, description="The opportunity (商机) it moved forward.")
     occurred_at: AwareDatetime = Field(description="When it happened, with a time zone.")
@@ -210,6 +211,7 @@ class TaskIn(BaseModel):
     remind_at: AwareDatetime | None = Field(default=None, description="When to remind the assignee; not after due_at.")
     assignee_id: Id | None = Field(default=None, description="Default: you.")
     customer_id: Id | None = None
+    lead_id: Id | None = Field(default=None, description="A lead (线索) instead of a customer (not both).")
     opportunity_id: Id | None = None
     interaction_id: Id | None = Field(default=None, description="The interaction this follow-up comes from.")
 

@@ -186,9 +186,14 @@ async def list_interactions(
     """Filters combine with AND; ``custom.<key>=<value>`` filters on a custom field flagged
     ``filterable`` (a number also ``<low>..<high>``, either end left open)."""
     params = await _with_custom(params, request, app, principal)
-    items, cursor = await app.interactions.search(
-        principal, params.to_mongo(), params.sort, params.cursor, params.limit
-    )
+    if params.lead_id:  # a lead's history: who sees the lead sees it all (as GET /v1/leads/{id}/interactions)
+        items, cursor = await app.interactions.lead_history(
+            principal, params.lead_id, params.to_mongo(), params.sort, params.cursor, params.limit
+        )
+    else:
+        items, cursor = await app.interactions.search(
+            principal, params.to_mongo(), params.sort, params.cursor, params.limit
+        )
     out = [interaction_out(d) for d in items]
     return _page(principal, INTERACTIONS, InteractionPage(items=out, next_cursor=cursor), out)
 
@@ -285,6 +290,26 @@ async def customer_interactions(
     params = await _with_custom(params, request, app, principal)
     items, cursor = await app.interactions.customer_history(
         principal, customer_id, params.to_mongo(), params.sort, params.cursor, params.limit
+    )
+    out = [interaction_out(d) for d in items]
+    return _page(principal, INTERACTIONS, InteractionPage(items=out, next_cursor=cursor), out)
+
+
+@interactions_router.get(
+    "/leads/{lead_id}/interactions",
+    response_model=InteractionPage,
+    summary="A lead's follow-ups in time order (kept after its conversion moved them to the customer)",
+)
+async def lead_interactions(
+    lead_id: str,
+    params: Annotated[InteractionFilter, Query()],
+    request: Request,
+    principal: CurrentPrincipal,
+    app: App,
+) -> InteractionPage | JSONResponse:
+    params = await _with_custom(params, request, app, principal)
+    items, cursor = await app.interactions.lead_history(
+        principal, lead_id, params.to_mongo(), params.sort, params.cursor, params.limit
     )
     out = [interaction_out(d) for d in items]
     return _page(principal, INTERACTIONS, InteractionPage(items=out, next_cursor=cursor), out)

@@ -142,6 +142,7 @@ class InteractionFilter(Paging):
     contact_id: str | None = None
     author_id: str | None = None
     customer_id: str | None = None
+    lead_id: str | None = Field(default=None, description="A lead's follow-ups (as /v1/leads/{lead_id}/interactions).")
     occurred_from: AwareDatetime | None = Field(default=None, alias="from", description="Happened at or after.")
     occurred_to: AwareDatetime | None = Field(default=None, alias="to", description="Happened before.")
     recorded_late: bool | None = None
@@ -162,7 +163,7 @@ class InteractionFilter(Paging):
         clauses: list[Document] = []
         if channels := self.channels():
             clauses.append({"channel": {"$in": channels}})
-        for name in ("opportunity_id", "author_id", "customer_id"):
+        for name in ("opportunity_id", "author_id", "customer_id", "lead_id"):
             value = getattr(self, name)
             if value:
                 clauses.append({name: value})
@@ -195,11 +196,12 @@ class TaskFilter(Paging):
     assignee_id: str | None = None
     customer_id: str | None = None
     opportunity_id: str | None = None
+    lead_id: str | None = Field(default=None, description="The tasks of a lead (kept after its conversion).")
 
     def to_mongo(self) -> Document:
         clauses = [
             {name: getattr(self, name)}
-            for name in ("assignee_id", "customer_id", "opportunity_id")
+            for name in ("assignee_id", "customer_id", "opportunity_id", "lead_id")
             if getattr(self, name)
         ]
         return all_of(*clauses, *self.custom_clauses())

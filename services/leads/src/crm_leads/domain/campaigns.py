@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from crm_leads.domain.segments import SegmentIn, empty
 from crm_platform.auth import Principal
 from crm_platform.contracts import leads as ev
 from crm_platform.errors import Conflict, ValidationFailed
@@ -85,6 +86,12 @@ Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(str.st
 Note = Annotated[str, Field(max_length=1000)]
 
 
+def _not_empty(segment: SegmentIn | None) -> SegmentIn | None:
+    if segment is not None and empty(segment.stored()):
+        raise ValueError("give at least one tag or filter (or no segment)")
+    return segment
+
+
 class MoneyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,6 +108,12 @@ class CampaignIn(BaseModel):
     start_date: date
     end_date: date
     owner_id: Name | None = Field(default=None, description="Default: you.")
+    segment: SegmentIn | None = Field(default=None, description="The target segment (customer tags and list filters).")
+
+    @field_validator("segment")
+    @classmethod
+    def _segment_not_empty(cls, value: SegmentIn | None) -> SegmentIn | None:
+        return _not_empty(value)
 
     @field_validator("end_date")
     @classmethod
@@ -123,6 +136,12 @@ class CampaignPatch(BaseModel):
     end_date: date | None = None
     owner_id: Name | None = None
     status: CampaignStatus | None = None
+    segment: SegmentIn | None = Field(default=None, description="The target segment; null removes it.")
+
+    @field_validator("segment")
+    @classmethod
+    def _segment_not_empty(cls, value: SegmentIn | None) -> SegmentIn | None:
+        return _not_empty(value)
 
 
 class CostIn(BaseModel):
@@ -150,6 +169,7 @@ def new_campaign(campaign_id: str, data: CampaignIn, principal: Principal, now: 
         "start_date": data.start_date.isoformat(),
         "end_date": data.end_date.isoformat(),
         "owner_id": data.owner_id or principal.user_id,
+        "segment": data.segment.stored() if data.segment is not None else None,
         "department_id": principal.department_id,
         "department_path": principal.department_path,
         "status": CampaignStatus.planned.value,
@@ -166,6 +186,8 @@ def new_campaign(campaign_id: str, data: CampaignIn, principal: Principal, now: 
 def apply_patch(doc: Document, patch: CampaignPatch) -> list[ev.FieldChange]:
     """Apply ``patch`` to ``doc``; the changes (old and new). 422/409 for what the rules refuse."""
     values = patch.model_dump(mode="json", include=patch.model_fields_set)
+    if "segment" in values:  # as stored: the filters given only (null removes the segment)
+        values["segment"] = patch.segment.stored() if patch.segment is not None else None
     for name in ("name", "channel", "budget", "start_date", "end_date", "owner_id", "status"):
         if name in values and values[name] is None:
             raise ValidationFailed.for_field(name, "cannot be cleared")
@@ -229,6 +251,7 @@ def snapshot(doc: Document) -> ev.CampaignSnapshot:
         status=doc["status"],
         cost_total=ev.Money(**doc["cost_total"]),
         cost_count=len(doc.get("costs") or []),
+        segment=ev.CampaignSegment(**doc["segment"]) if doc.get("segment") else None,
         created_at=doc["created_at"],
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crm_leads.application.campaigns import CampaignFilter, Campaigns
 from crm_leads.domain.campaigns import CampaignIn, CampaignPatch, CampaignStatus, Channel, CostIn
+from crm_leads.domain.segments import customers_query
 from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
-from crm_platform.contracts.leads import Money
+from crm_platform.contracts.leads import CampaignSegment, Money
 from crm_platform.history import HistoryEntry
 from crm_platform.openapi import problems
 
@@ -42,10 +43,20 @@ class CampaignOut(BaseModel):
     status: CampaignStatus
     cost_total: Money
     costs: list[CostOut] | None = None
+    segment: CampaignSegment | None = None
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime
     version: int
+
+
+class SegmentOut(BaseModel):
+    campaign_id: str
+    segment: CampaignSegment | None = Field(description="null: the campaign has no segment.")
+    customers_query: str | None = Field(
+        description="The query string of GET /v1/customers listing the segment's customers "
+        "(as the viewer sees them); null without a segment."
+    )
 
 
 class CampaignPage(BaseModel):
@@ -68,6 +79,7 @@ def campaign_out(doc: Document, *, with_costs: bool = True) -> CampaignOut:
         status=doc["status"],
         cost_total=Money(**doc["cost_total"]),
         costs=[CostOut(**c) for c in doc.get("costs") or []] if with_costs else None,
+        segment=CampaignSegment(**doc["segment"]) if doc.get("segment") else None,
         created_at=doc["created_at"],
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
@@ -109,6 +121,19 @@ async def list_campaigns(params: Annotated[CampaignFilter, Query()], app: App) -
 @router.get("/{campaign_id}", response_model=CampaignOut, summary="One campaign with its cost entries")
 async def get_campaign(campaign_id: str, app: App) -> JSONResponse:
     return _campaign(await app.get(campaign_id))
+
+
+@router.get("/{campaign_id}/segment", response_model=SegmentOut, summary="A campaign's target segment")
+async def campaign_segment(campaign_id: str, app: App) -> SegmentOut:
+    """The definition and ``customers_query``: append it to ``GET /v1/customers?`` to list exactly
+    the segment's customers; the customers service answers with what the caller may see."""
+    doc = await app.get(campaign_id)
+    segment = doc.get("segment")
+    return SegmentOut(
+        campaign_id=doc["_id"],
+        segment=CampaignSegment(**segment) if segment else None,
+        customers_query=customers_query(segment) if segment else None,
+    )
 
 
 @router.patch(

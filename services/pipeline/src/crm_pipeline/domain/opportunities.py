@@ -623,6 +623,7 @@ def snapshot(doc: Document) -> OpportunitySnapshot:
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
         custom=dict(doc.get("custom") or {}),
+        lead_id=doc.get("lead_id"),
     )
 
 

@@ -155,20 +155,33 @@ class ClockProjection:
 
     async def on_interaction_logged(self, envelope: EventEnvelope) -> None:
         data = interactions.INTERACTION_LOGGED.parse(envelope)
-        at = ms(as_utc(data.occurred_at))
+        if data.customer_id is None:
+            return  # a follow-up on a lead: it counts for the customer once the conversion moves it
+        await self._followed_up(data.customer_id, data.author_id, data.occurred_at, envelope.id)
+
+    async def on_interaction_updated(self, envelope: EventEnvelope) -> None:
+        """A lead's follow-up moved to the customer the lead became (customer_id None -> id): it
+        counts from now on, as if logged for that customer. Other updates change no clock here."""
+        data = interactions.INTERACTION_UPDATED.parse(envelope)
+        moved = any(c.field == "customer_id" and c.old is None and c.new for c in data.changes)
+        snapshot = data.interaction
+        if not moved or snapshot.customer_id is None or snapshot.status != "active":
+            return
+        await self._followed_up(snapshot.customer_id, snapshot.author_id, snapshot.occurred_at, envelope.id)
+
+    async def _followed_up(self, customer_id: str, author_id: str, occurred_at: datetime, event_id: str) -> None:
+        at = ms(as_utc(occurred_at))
 
         def change(clock: Document) -> Document | None:
             entries = list(clock.get("interactions_by_author") or [])
-            mine = next((e for e in entries if e["author_id"] == data.author_id), None)
+            mine = next((e for e in entries if e["author_id"] == author_id), None)
             if mine is not None and ms(mine["at"]) >= at:
                 return None  # an older follow-up changes nothing
-            entries = [e for e in entries if e["author_id"] != data.author_id] + [
-                {"author_id": data.author_id, "at": at}
-            ]
+            entries = [e for e in entries if e["author_id"] != author_id] + [{"author_id": author_id, "at": at}]
             clock["interactions_by_author"] = entries
             return clock
 
-        await self._apply(data.customer_id, envelope.id, change)
+        await self._apply(customer_id, event_id, change)
 
     # --- pipeline ------------------------------------------------------------------------------
 

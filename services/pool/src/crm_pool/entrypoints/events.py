@@ -16,4 +16,5 @@ def handlers(clocks: ClockProjection, customers: CustomerReadModel) -> Mapping[s
     out.update({t.name: clocks.on_opportunity for t in pipeline.OPPORTUNITY_EVENTS})
     out[pipeline.PIPELINE_CONFIGURED.name] = clocks.on_pipeline_configured
     out[interactions.INTERACTION_LOGGED.name] = clocks.on_interaction_logged
+    out[interactions.INTERACTION_UPDATED.name] = clocks.on_interaction_updated
     return out

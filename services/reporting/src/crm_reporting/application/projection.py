@@ -501,4 +501,6 @@ async def note_reference(models: ReadModels, customer_id: str) -> None:
 def _touch(doc: Document | None) -> tuple[str, int] | None:
     if doc is None or doc.get("status") != "active" or doc.get("occurred_ms") is None:
         return None
+    if not doc.get("customer_id"):
+        return None  # a follow-up on a lead: it touches its customer once the conversion moves it
     return str(doc.get("customer_id") or ""), int(doc["occurred_ms"])
