@@ -96,7 +96,7 @@ class Permission(StrEnum):
     leads_create = "leads:create"
     leads_edit = "leads:edit"  # fields and status (contacted, qualified, disqualified)
     leads_delete = "leads:delete"
-    leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
+    leads_import = "leads:import"  # CSV import (POST /v1/leads/import)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
     leads_rules = "leads:rules"  # the lead pool's assignment rules and settings (company-wide: leads scope all)
@@ -479,6 +479,13 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
         "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
         "GET /v1/campaigns/{campaign_id}/segment": P.campaigns_view,
+        "POST /v1/leads/import": P.leads_import,
+        "POST /v1/campaigns/{campaign_id}/web-form": P.campaigns_manage,
+        "DELETE /v1/campaigns/{campaign_id}/web-form": P.campaigns_manage,
+        "GET /v1/campaigns/{campaign_id}/web-form": P.campaigns_view,
+        # Web-to-lead: a customer's website posts it (the campaign's form key in the path; rate limited).
+        "POST /v1/web-to-lead/{key}": PUBLIC,
+        "OPTIONS /v1/web-to-lead/{key}": PUBLIC,
     },
 }
 

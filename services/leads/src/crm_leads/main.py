@@ -11,10 +11,11 @@ from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.conversion import Conversions
 from crm_leads.application.customer_keys import CustomerKeysCopy
 from crm_leads.application.leads import Leads
+from crm_leads.application.webform import WebForms
 from crm_leads.entrypoints import assignment as assignment_http
 from crm_leads.entrypoints import campaigns as campaigns_http
 from crm_leads.entrypoints import conversion as conversion_http
-from crm_leads.entrypoints import http
+from crm_leads.entrypoints import http, imports, webform
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory, pipeline
@@ -35,6 +36,7 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     repo = LeadRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.leads)
     kit.outbox(repo.campaigns)
+    kit.outbox(repo.imports)
     # A restore (crm restore leads) cannot restate a lead the topic shows newer than the backup
     # yet: such a restore is refused (see crm_platform.backup) rather than guessed.
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
@@ -67,11 +69,23 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
         needed_for_readiness=False,
     )
     # The assignment router first: its paths (/v1/leads/pool-settings, ...) are not lead ids.
-    app = kit.build_app([assignment_http.router, http.router, campaigns_http.router, conversion_http.router])
+    # The import's fixed path (/v1/leads/import) before the lead routes' /{lead_id} too.
+    app = kit.build_app(
+        [
+            assignment_http.router,
+            imports.router,
+            http.router,
+            campaigns_http.router,
+            conversion_http.router,
+            webform.staff,
+            webform.public,
+        ]
+    )
     app.state.leads = service
     app.state.campaigns = campaigns
     app.state.assignment = assignment
     app.state.conversions = conversions
     app.state.repo = repo
     app.state.customer_keys = customer_keys
+    app.state.web_forms = WebForms(repo, service, campaigns, settings)
     return app

@@ -19,8 +19,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from crm_leads.domain.campaigns import CampaignIn, new_campaign
 from crm_leads.main import create_app
 from crm_leads.settings import LeadsSettings
+from crm_platform.auth import Principal
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import directory as dev
@@ -102,6 +104,10 @@ def clones(doc: dict[str, Any], count: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> None:
     """A few hundred leads in their stored shape: the rep's own, and as many in the lead pool."""
+    # The campaign the leads name (a lead's campaign_id must be a campaign the service knows).
+    plan = CampaignIn.model_validate(campaign_body())
+    campaign = new_campaign(CAMPAIGN, plan, Principal(user_id=MANAGER_OWNER, department_path="/hq"), datetime.now(UTC))
+    await app.state.repo.campaign_store.insert({**campaign, "live": True}, [])
     for body in (lead_body(), lead_body(in_pool=True)):
         created = await post(client, "/v1/leads", body, REP_HEADERS)
         await db["leads"].insert_many(clones(await db["leads"].find_one({"_id": created["id"]}), ROWS))
@@ -313,11 +319,13 @@ async def test_assignment_rules_and_runs_are_index_lookups(
         "capacity": 1,
         "condition": {"field": "region", "values": [region]},
     }
+    # The pool leads first: entered after the rule, the assignment consumer (reacting to their
+    # crm.lead.created) could take one before the auto-assign below does (a race seen in full runs).
+    pooled = [await post(client, "/v1/leads", lead_body(in_pool=True, region=region), REP_HEADERS) for _ in range(2)]
     created = await post(client, "/v1/leads/assignment-rules", body, MANAGER_HEADERS)
     stored = await db["assignment_rules"].find_one({"_id": created["id"]})
     copies = clones({**stored, "s": {}}, ROWS)
     await db["assignment_rules"].insert_many([{**c, "live": False, "deleted": True} for c in copies])
-    pooled = [await post(client, "/v1/leads", lead_body(in_pool=True, region=region), REP_HEADERS) for _ in range(2)]
     with traced_store.capture() as capture:
         url = f"/v1/leads/assignment-rules/{created['id']}"
         r = await client.patch(url, json={"method": "least_loaded"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
@@ -404,3 +412,49 @@ async def test_a_conversion_and_its_answers_are_index_lookups(
     assert (await app.state.repo.get(leads[0]))["status"] == "converted"
     assert (await app.state.repo.get(leads[1]))["status"] == "converted"
     assert (await app.state.repo.get(leads[2]))["status"] == "qualified"
+
+
+async def test_intake_is_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: None, campaigns_filled: None, traced_store: TracedStore
+) -> None:
+    """The campaign check (one ``_id`` read), the CSV import (dry run and real, with a row a stored
+    lead holds), the web form's key (make, rotate, read, turn off) and public posts (made, duplicate,
+    honeypot, unknown key, past the address's limit): every statement an ``_id`` or index lookup."""
+    campaign = await post(client, "/v1/campaigns", campaign_body(), MANAGER_HEADERS)
+    url = f"/v1/campaigns/{campaign['id']}"
+    r = await client.patch(url, json={"status": "active"}, headers={**MANAGER_HEADERS, "If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    held = lead_body()
+    await post(client, "/v1/leads", held, REP_HEADERS)
+    rows = [lead_body() for _ in range(3)]
+    csv_text = "公司名称,电话,邮箱,市场活动\n" + "".join(
+        f"{b['company_name']},{b['phones'][0]},{b['emails'][0]},{CAMPAIGN}\n" for b in [*rows, held]
+    )
+    with traced_store.capture() as capture:
+        r = await client.post("/v1/leads", json=lead_body(campaign_id="camp-none"), headers=REP_HEADERS)
+        assert r.status_code == 422, r.text
+        for dry_run in ("true", "false"):
+            r = await client.post(
+                "/v1/leads/import",
+                content=csv_text.encode(),
+                params={"dry_run": dry_run, "campaign_id": campaign["id"]},
+                headers={**MANAGER_HEADERS, "Content-Type": "text/csv"},
+            )
+            assert r.status_code == 200 and len(r.json()["duplicates"]) == 1, r.text
+        key = (await post(client, f"{url}/web-form", {}, MANAGER_HEADERS))["key"]
+        key = (await post(client, f"{url}/web-form", {}, MANAGER_HEADERS))["key"]
+        assert (await client.get(f"{url}/web-form", headers=REP_HEADERS)).status_code == 200
+        fresh = lead_body()
+        posts = [
+            {"company": fresh["company_name"], "phone": fresh["phones"][0]},  # made
+            {"company": held["company_name"], "phone": held["phones"][0]},  # duplicate
+            {"company": "蜜罐", "phone": "+8613800138000", "website_url": "x"},  # honeypot
+        ]
+        for form in posts:
+            assert (await client.post(f"/v1/web-to-lead/{key}", data=form)).status_code == 202
+        assert (await client.post(f"/v1/web-to-lead/{uuid.uuid4().hex}", data=posts[0])).status_code == 404
+        for _ in range(10):  # past the address's limit (or into the next window: the same statements)
+            assert (await client.post(f"/v1/web-to-lead/{key}", data=posts[2])).status_code in (202, 429)
+        assert (await client.delete(f"{url}/web-form", headers=MANAGER_HEADERS)).status_code == 204
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)

@@ -58,6 +58,11 @@ class FieldChange(BaseModel):
 
 class LeadCreated(BaseModel):
     lead: LeadSnapshot
+    # Added in schema 1 without a version bump (additive): how the lead came in (None: by the API,
+    # and in events published before it existed).
+    via: Literal["import", "web_form"] | None = Field(
+        default=None, description="'import': a CSV import; 'web_form': the public web-to-lead form; None: the API."
+    )
 
 
 class LeadUpdated(BaseModel):
@@ -269,6 +274,8 @@ class CampaignSnapshot(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     segment: CampaignSegment | None = Field(default=None, description="The target segment, if one is set.")
+    # Added in schema 1 without a version bump (additive).
+    web_form_enabled: bool = Field(default=False, description="The campaign takes public web-to-lead posts.")
 
 
 #: ``date`` under another name, for models with a field called ``date``.
@@ -373,4 +380,47 @@ LEAD_POOL_SETTINGS_CHANGED = define(
     LeadPoolSettingsChanged,
     TOPIC,
     description="The lead pool's settings changed (claim_scope: department or company), keyed by 'pool'.",
+)
+
+
+class CampaignWebFormChanged(BaseModel):
+    """The campaign's public web-to-lead form was turned on, its key rotated, or turned off. The key
+    itself is never in an event (it is a secret shown once to whoever made it)."""
+
+    campaign: CampaignSnapshot
+    action: Literal["enabled", "rotated", "disabled"]
+
+
+CAMPAIGN_WEB_FORM_CHANGED = define(
+    "crm.campaign.web_form_changed",
+    CampaignWebFormChanged,
+    TOPIC,
+    description="A campaign's public web-to-lead form was enabled, its key rotated, or disabled (never the key).",
+)
+
+
+# --- CSV import --------------------------------------------------------------------------------
+
+
+class LeadsImported(BaseModel):
+    """Someone imported leads from a CSV file (subject: the import's id; actor: who).
+
+    One event per import (each imported lead also has its ``crm.lead.created`` with
+    ``via: import``); a dry run imports nothing and makes none.
+    """
+
+    import_id: str
+    total_rows: int = Field(description="Rows in the file.")
+    valid_rows: int = Field(description="Rows that passed every check.")
+    imported: int = Field(description="Leads created.")
+    errors: int = Field(description="Row errors (a row may have several).")
+    duplicates: int = Field(description="Rows refused as duplicates (inside the file, of a lead or of a customer).")
+    campaign_id: str | None = Field(default=None, description="The campaign given for every row, if any.")
+
+
+LEADS_IMPORTED = define(
+    "crm.lead_import.completed",
+    LeadsImported,
+    TOPIC,
+    description="Leads were imported from CSV: who (actor) and the counts (for the audit log).",
 )
