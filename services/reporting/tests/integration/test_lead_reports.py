@@ -13,6 +13,7 @@ from crm_platform.contracts import pipeline as pev
 from crm_platform.events import EventEnvelope
 from crm_platform.testing.event_feed import NOW, EventFeed, opportunity
 from crm_platform.testing.fixtures import auth
+from crm_platform.testing.roles import role_event
 
 T0 = NOW - timedelta(days=3)
 
@@ -231,3 +232,28 @@ async def test_sources_and_funnel(client: httpx.AsyncClient, feed: EventFeed, wa
         "/v1/reports/lead-funnel", params={"from": "2026-11-05", "to": "2026-11-01"}, headers=manager
     )
     assert bad.status_code == 422 and "to" in bad.text
+
+
+async def test_hidden_amounts_are_left_out(
+    client: httpx.AsyncClient, reporting_app: Any, feed: EventFeed, wait_applied: Any
+) -> None:
+    role = f"marketing-{uuid.uuid4().hex[:6]}"
+    await reporting_app.state.kit.roles.apply(
+        role_event(
+            role,
+            1,
+            permissions=["account:self", "reports:view"],
+            scopes={"leads": "subtree", "reports": "subtree"},
+            fields={"opportunities": {"amount": "hidden"}},
+        )
+    )
+    w = await _world(feed, wait_applied)
+    c1 = w["c"][0]
+    marketing = auth(f"mkt-{w['dept']}", [role], w["dept"])
+    rows = _rows(await client.get("/v1/reports/campaigns", headers=marketing), "campaign_id")
+    one = rows[c1]
+    assert (one["won"], one["cost"], one["cost_per_lead"]) == (1, "1000.00", "250.00")
+    assert not {"won_amount", "won_amounts_other", "roi"} & set(one)
+    funnel = await client.get("/v1/reports/lead-funnel", params={"campaign_id": c1}, headers=marketing)
+    assert "won_amounts" not in funnel.json() and funnel.json()["rows"][-1]["count"] == 1
+    assert "5000.00" not in (await client.get("/v1/reports/lead-sources", headers=marketing)).text
