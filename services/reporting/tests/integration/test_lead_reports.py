@@ -232,6 +232,8 @@ async def test_sources_and_funnel(client: httpx.AsyncClient, feed: EventFeed, wa
         "/v1/reports/lead-funnel", params={"from": "2026-11-05", "to": "2026-11-01"}, headers=manager
     )
     assert bad.status_code == 422 and "to" in bad.text
+    far = await client.get("/v1/reports/campaigns", params={"to": "9999-12-31"}, headers=manager)
+    assert far.status_code == 422 and "to" in far.text
 
 
 async def test_hidden_amounts_are_left_out(

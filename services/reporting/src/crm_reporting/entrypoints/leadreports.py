@@ -36,6 +36,9 @@ def _filter(
     channel: str | None = None,
 ) -> LeadFilter:
     zone = _tz(tz, settings)
+    for name, day in (("from", start), ("to", end)):
+        if day is not None and not 1900 <= day.year <= 9998:
+            raise ValidationFailed.for_field(name, "must be a day between the years 1900 and 9998", "query")
     if start is not None and end is not None and end < start:
         raise ValidationFailed.for_field("to", "must not be before from", "query")
     end_ms = None if end is None else to_ms(date.fromordinal(end.toordinal() + 1), zone)
