@@ -18,6 +18,8 @@ class Kind(StrEnum):
     export_approval_requested = "export_approval_requested"
     export_approved = "export_approved"
     export_rejected = "export_rejected"
+    lead_assigned = "lead_assigned"
+    lead_conversion_failed = "lead_conversion_failed"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -36,6 +38,9 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     Kind.export_approval_requested: False,
     Kind.export_approved: False,
     Kind.export_rejected: False,
+    # Leads: a lead given to someone, a conversion that was refused: the inbox.
+    Kind.lead_assigned: False,
+    Kind.lead_conversion_failed: False,
 }
 
 

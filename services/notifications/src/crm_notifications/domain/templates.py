@@ -106,6 +106,20 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
         "zh-CN": ("客户导出被拒绝（$rows 行）", "您的客户导出申请被 $approver_name 拒绝：$comment。"),
         "en": ("Export rejected ($rows rows)", "Your customer export was rejected by $approver_name: $comment."),
     },
+    Kind.lead_assigned: {
+        "zh-CN": ("新线索分配给您：$lead_name", "线索「$lead_name」已分配给您跟进。"),
+        "en": ("New lead for you: $lead_name", 'The lead "$lead_name" has been assigned to you.'),
+    },
+    Kind.lead_conversion_failed: {
+        "zh-CN": (
+            "线索转化失败：$lead_name",
+            "线索「$lead_name」未能转化（$reason），已恢复为合格状态，请修正后重试。",
+        ),
+        "en": (
+            "Lead conversion failed: $lead_name",
+            'The lead "$lead_name" could not be converted ($reason); it is qualified again: fix it and retry.',
+        ),
+    },
 }
 
 _LINK_LABEL = {"zh-CN": "查看详情：", "en": "Open: "}

@@ -37,6 +37,8 @@ KINDS = (
     "export_approval_requested",
     "export_approved",
     "export_rejected",
+    "lead_assigned",
+    "lead_conversion_failed",
 )
 CHANGED = {"HX-Trigger": "inbox-changed"}
 
