@@ -7,12 +7,14 @@ from fastapi import FastAPI
 from crm_leads.adapters.repository import LeadRepository
 from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.customer_keys import CustomerKeysCopy
+from crm_leads.application.followups import Followups
 from crm_leads.application.leads import Leads
+from crm_leads.application.recycling import Recycling
 from crm_leads.entrypoints import campaigns as campaigns_http
 from crm_leads.entrypoints import http
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers, directory
+from crm_platform.contracts import customers, directory, interactions, pool
 from crm_platform.contracts import leads as _lead_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
@@ -43,9 +45,18 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
 
     kit.on_startup(setup)
     kit.consume([customers.TOPIC, directory.TOPIC], {**customer_keys.handlers(), **directory_copy.handlers()})
+    # Follow-ups logged on leads (crm.interactions.v1) and the pool's decisions to recycle leads nobody
+    # works (crm.pool.v1): both change leads, through the lead's guarded write.
+    followups = Followups(repo, kit.clock, kit.source)
+    recycling = Recycling(repo, kit.clock, kit.source)
+    kit.consume(
+        [interactions.TOPIC, pool.TOPIC], {**followups.handlers(), **recycling.handlers()}, group_suffix=".followups"
+    )
     app = kit.build_app([http.router, campaigns_http.router])
     app.state.leads = service
     app.state.campaigns = campaigns
     app.state.repo = repo
     app.state.customer_keys = customer_keys
+    app.state.followups = followups
+    app.state.recycling = recycling
     return app

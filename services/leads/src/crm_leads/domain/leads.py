@@ -178,4 +178,6 @@ def snapshot(doc: Document) -> ev.LeadSnapshot:
         created_at=doc["created_at"],
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
+        followup_count=int(doc.get("followup_count") or 0),
+        last_followup_at=doc.get("last_followup_at"),
     )

@@ -33,6 +33,8 @@ class LeadOut(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     version: int
+    followup_count: int = 0
+    last_followup_at: datetime | None = None
 
 
 class LeadPage(BaseModel):
@@ -63,4 +65,6 @@ def lead_out(doc: Document) -> LeadOut:
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
         version=int(doc["version"]),
+        followup_count=int(doc.get("followup_count") or 0),
+        last_followup_at=doc.get("last_followup_at"),
     )
