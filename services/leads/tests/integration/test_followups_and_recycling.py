@@ -109,6 +109,10 @@ async def test_followups_count_once_each(
     data = lev.LEAD_FOLLOWED_UP.parse(followed[0])
     assert data.interaction_id == first.data["interaction_id"] and data.lead.followup_count == 1
     assert followed[1].aggregateversion == 3 and followed[1].data["lead"]["followup_count"] == 2
+    r = await client.get(f"/v1/leads/{lead['id']}/history", headers=REP)
+    assert r.status_code == 200, r.text
+    logged = [e for e in r.json() if e["summary"] == "Follow-up logged"]
+    assert sorted(c["new"] for e in logged for c in e["changes"]) == [1, 2], r.json()
 
 
 async def test_followups_of_customers_unknown_or_deleted_leads_change_nothing(

@@ -428,4 +428,7 @@ def summarise(envelope: Any) -> tuple[str, list[dict[str, Any]]]:
         return f"Lead {data.get('how')}{reason}", [change]
     if envelope.type == ev.LEAD_DELETED.name:
         return "Lead deleted", []
+    if envelope.type == ev.LEAD_FOLLOWED_UP.name:
+        count = (data.get("lead") or {}).get("followup_count")
+        return "Follow-up logged", [{"field": "followup_count", "old": (count or 1) - 1, "new": count}]
     return envelope.type, []
