@@ -10,15 +10,17 @@ from crm_leads.application.assignment import AssignmentRules
 from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.conversion import Conversions
 from crm_leads.application.customer_keys import CustomerKeysCopy
+from crm_leads.application.followups import Followups
 from crm_leads.application.leads import Leads
 from crm_leads.application.webform import WebForms
 from crm_leads.entrypoints import assignment as assignment_http
+from crm_leads.application.recycling import Recycling
 from crm_leads.entrypoints import campaigns as campaigns_http
 from crm_leads.entrypoints import conversion as conversion_http
 from crm_leads.entrypoints import http, imports, webform
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers, directory, pipeline
+from crm_platform.contracts import customers, directory, interactions, pipeline, pool
 from crm_platform.contracts import leads as _lead_events  # (also registers the event types)
 from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import ServiceKit
@@ -70,6 +72,13 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     )
     # The assignment router first: its paths (/v1/leads/pool-settings, ...) are not lead ids.
     # The import's fixed path (/v1/leads/import) before the lead routes' /{lead_id} too.
+    # Follow-ups logged on leads (crm.interactions.v1) and the pool's decisions to recycle leads nobody
+    # works (crm.pool.v1): both change leads, through the lead's guarded write.
+    followups = Followups(repo, kit.clock, kit.source)
+    recycling = Recycling(repo, kit.clock, kit.source)
+    kit.consume(
+        [interactions.TOPIC, pool.TOPIC], {**followups.handlers(), **recycling.handlers()}, group_suffix=".followups"
+    )
     app = kit.build_app(
         [
             assignment_http.router,
@@ -88,4 +97,6 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     app.state.repo = repo
     app.state.customer_keys = customer_keys
     app.state.web_forms = WebForms(repo, service, campaigns, settings)
+    app.state.followups = followups
+    app.state.recycling = recycling
     return app

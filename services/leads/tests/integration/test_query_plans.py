@@ -458,3 +458,31 @@ async def test_intake_is_index_lookups(
         assert (await client.delete(f"{url}/web-form", headers=MANAGER_HEADERS)).status_code == 204
         await app.state.kit.relay.drain()
     assert_indexed(capture)
+
+
+async def test_followups_and_recycling_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: None, traced_store: TracedStore
+) -> None:
+    """A follow-up counted (crm.interactions.v1) and a pool decision applied (crm.pool.v1): ``_id``
+    look-ups and the lead's guarded write, redelivered or not."""
+    from crm_platform.contracts import pool as pev
+
+    lead = await post(client, "/v1/leads", lead_body(), REP_HEADERS)
+    now = datetime.now(UTC)
+    decision = pev.LeadReleaseDecided(
+        lead_id=lead["id"],
+        owner_id=REP,
+        lead_version=2,
+        last_worked_at=now,
+        reason_text="not worked by the owner for 30 days (rule plans)",
+        rule_id="rule-plans",
+        deadline=now,
+    )
+    with traced_store.capture() as capture:
+        for _ in range(2):  # the second time: a redelivery, nothing changes
+            await app.state.followups.count(lead["id"], "interaction-plans", now, author_id=REP)
+        await app.state.followups.count(str(uuid.uuid4()), "interaction-plans", now)  # an unknown lead
+        assert await app.state.recycling.apply(decision)
+        assert not await app.state.recycling.apply(decision)
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)

@@ -23,6 +23,7 @@ PARAMS = {
     "task_title": "T",
     "due_at": "2026-12-01T09:30:00+00:00",
     "customer_name": "C",
+    "company_name": "L",
     "days_left": "3",
     "recycle_at": "2026-12-01T09:30:00+00:00",
     "reason": "r",

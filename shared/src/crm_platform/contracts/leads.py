@@ -48,6 +48,10 @@ class LeadSnapshot(BaseModel):
     customer_id: str | None = Field(default=None, description="The customer the lead became or was linked to.")
     contact_id: str | None = Field(default=None, description="The contact made from the lead, if any.")
     opportunity_id: str | None = Field(default=None, description="The opportunity made from the lead, if any.")
+    # Added in schema 1 without a version bump (additive): follow-ups logged on the lead (interactions
+    # with its lead_id, from crm.interactions.v1), each counted once.
+    followup_count: int = Field(default=0, description="How many follow-ups were logged on the lead.")
+    last_followup_at: datetime | None = Field(default=None, description="When the latest follow-up happened.")
 
 
 class FieldChange(BaseModel):
@@ -81,12 +85,22 @@ class LeadOwnerChanged(BaseModel):
     lead: LeadSnapshot
     previous_owner_id: str | None
     owner_id: str | None
-    how: Literal["claimed", "released", "assigned"]
+    how: Literal["claimed", "released", "assigned", "recycled"] = Field(
+        description="'recycled' (added without a version bump): the pool's rules released a lead nobody worked."
+    )
     reason: str | None = None
 
 
 class LeadDeleted(BaseModel):
     lead: LeadSnapshot
+
+
+class LeadFollowedUp(BaseModel):
+    lead: LeadSnapshot = Field(description="With the new followup_count and last_followup_at.")
+    interaction_id: str
+    author_id: str | None = None
+    channel: str | None = None
+    occurred_at: datetime
 
 
 LEAD_CREATED = define("crm.lead.created", LeadCreated, TOPIC, description="A lead was entered.")
@@ -106,6 +120,13 @@ LEAD_OWNER_CHANGED = define(
     description="A lead changed hands: claimed from the lead pool, released to it (with a reason), or assigned.",
 )
 LEAD_DELETED = define("crm.lead.deleted", LeadDeleted, TOPIC, description="A lead was deleted.")
+LEAD_FOLLOWED_UP = define(
+    "crm.lead.followed_up",
+    LeadFollowedUp,
+    TOPIC,
+    description="A follow-up (an interaction on crm.interactions.v1 with this lead_id) was counted on the lead, "
+    "once per interaction.",
+)
 
 
 # --- conversion: a qualified lead becomes a customer + contact (+ opportunity) ------------------

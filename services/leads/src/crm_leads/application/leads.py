@@ -481,6 +481,9 @@ def summarise(envelope: Any) -> tuple[str, list[dict[str, Any]]]:
         return "Lead deleted", []
     if envelope.type in CONVERSION_EVENTS:
         return summarise_conversion(envelope)
+    if envelope.type == ev.LEAD_FOLLOWED_UP.name:
+        count = (data.get("lead") or {}).get("followup_count")
+        return "Follow-up logged", [{"field": "followup_count", "old": (count or 1) - 1, "new": count}]
     return envelope.type, []
 
 

@@ -201,4 +201,6 @@ def snapshot(doc: Document) -> ev.LeadSnapshot:
         customer_id=doc.get("customer_id"),
         contact_id=doc.get("contact_id"),
         opportunity_id=doc.get("opportunity_id"),
+        followup_count=int(doc.get("followup_count") or 0),
+        last_followup_at=doc.get("last_followup_at"),
     )

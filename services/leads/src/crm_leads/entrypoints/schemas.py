@@ -53,6 +53,8 @@ class LeadOut(BaseModel):
     contact_id: str | None = None
     opportunity_id: str | None = None
     conversion: ConversionOut | None = None
+    followup_count: int = 0
+    last_followup_at: datetime | None = None
 
 
 class LeadPage(BaseModel):
@@ -89,4 +91,6 @@ def lead_out(doc: Document) -> LeadOut:
         conversion=ConversionOut.model_validate({k: v for k, v in doc["conversion"].items() if k != "command"})
         if doc.get("conversion")
         else None,
+        followup_count=int(doc.get("followup_count") or 0),
+        last_followup_at=doc.get("last_followup_at"),
     )

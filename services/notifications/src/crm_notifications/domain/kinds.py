@@ -10,6 +10,7 @@ class Kind(StrEnum):
     task_overdue = "task_overdue"
     customer_assigned = "customer_assigned"
     customer_recycle_warning = "customer_recycle_warning"
+    lead_recycle_warning = "lead_recycle_warning"
     customer_released = "customer_released"
     opportunity_assigned = "opportunity_assigned"
     big_deal_won = "big_deal_won"
@@ -29,6 +30,7 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     Kind.task_overdue: True,
     Kind.customer_assigned: False,
     Kind.customer_recycle_warning: True,
+    Kind.lead_recycle_warning: True,
     Kind.customer_released: False,
     Kind.opportunity_assigned: False,
     Kind.big_deal_won: False,

@@ -109,6 +109,21 @@ def recycle_warning(data: pool.RecycleWarning) -> list[Intent]:
     ]
 
 
+def lead_recycle_warning(data: pool.LeadRecycleWarning) -> list[Intent]:
+    return [
+        Intent(
+            data.owner_id,
+            Kind.lead_recycle_warning,
+            f"/leads/{data.lead_id}",
+            {
+                "company_name": data.company_name or data.lead_id,
+                "days_left": str(data.days_left),
+                "recycle_at": when(data.recycle_at),
+            },
+        )
+    ]
+
+
 def _opportunity_params(o: pipeline.OpportunitySnapshot) -> dict[str, str]:
     return {"opportunity_name": o.name, "amount": money(o.amount, o.currency)}
 

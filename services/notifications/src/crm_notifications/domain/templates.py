@@ -39,6 +39,17 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
             "unless you follow up.",
         ),
     },
+    Kind.lead_recycle_warning: {
+        "zh-CN": (
+            "线索即将回收至线索池：$company_name",
+            "线索「$company_name」将在 $days_left 天后（$recycle_at）回收至线索池，请及时跟进。",
+        ),
+        "en": (
+            "Lead returns to the lead pool soon: $company_name",
+            'The lead "$company_name" returns to the lead pool in $days_left day(s), on $recycle_at, '
+            "unless you work it.",
+        ),
+    },
     Kind.customer_released: {
         "zh-CN": ("客户已回收至公海：$customer_name", "客户「$customer_name」已回收至公海（$reason），不再由您负责。"),
         "en": (

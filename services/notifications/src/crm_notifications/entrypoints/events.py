@@ -55,6 +55,9 @@ def inbox_handlers(
     async def recycle_warning(e: EventEnvelope) -> list[Intent]:
         return planning.recycle_warning(pool.RECYCLE_WARNING.parse(e))
 
+    async def lead_recycle_warning(e: EventEnvelope) -> list[Intent]:
+        return planning.lead_recycle_warning(pool.LEAD_RECYCLE_WARNING.parse(e))
+
     async def opportunity_created(e: EventEnvelope) -> list[Intent]:
         return planning.opportunity_assigned(pipeline.OPPORTUNITY_CREATED.parse(e).opportunity, e.actor)
 
@@ -99,6 +102,7 @@ def inbox_handlers(
         customers.OWNER_CHANGED.name: customer_owner_changed,
         customers.RELEASED.name: customer_released,
         pool.RECYCLE_WARNING.name: recycle_warning,
+        pool.LEAD_RECYCLE_WARNING.name: lead_recycle_warning,
         pipeline.OPPORTUNITY_CREATED.name: opportunity_created,
         pipeline.OPPORTUNITY_OWNER_CHANGED.name: opportunity_owner_changed,
         pipeline.OPPORTUNITY_WON.name: opportunity_won,

@@ -29,6 +29,7 @@ KINDS = (
     "task_overdue",
     "customer_assigned",
     "customer_recycle_warning",
+    "lead_recycle_warning",
     "customer_released",
     "opportunity_assigned",
     "big_deal_won",
