@@ -99,6 +99,7 @@ class Permission(StrEnum):
     leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
+    leads_scoring = "leads:scoring"  # set the lead scoring rules and retrain the scoring model (admins)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
 
@@ -456,6 +457,12 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/leads/{lead_id}/claim": P.leads_claim,
         "POST /v1/leads/{lead_id}/release": P.leads_claim,
         "POST /v1/leads/{lead_id}/assign": P.leads_assign,
+        "GET /v1/leads/{lead_id}/score": P.leads_view,
+        "GET /v1/leads/scoring/rules": P.leads_view,
+        "PUT /v1/leads/scoring/rules": P.leads_scoring,
+        "GET /v1/leads/scoring/rules/history": P.leads_view,
+        "GET /v1/leads/scoring/model": P.leads_view,
+        "POST /v1/leads/scoring/model/train": P.leads_scoring,
         "POST /v1/campaigns": P.campaigns_manage,
         "GET /v1/campaigns": P.campaigns_view,
         "GET /v1/campaigns/{campaign_id}": P.campaigns_view,

@@ -5,17 +5,20 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from crm_leads.adapters.repository import LeadRepository
+from crm_leads.adapters.scoring_store import ScoredStore, ScoringRepository
 from crm_leads.application.campaigns import Campaigns
 from crm_leads.application.customer_keys import CustomerKeysCopy
 from crm_leads.application.leads import Leads
+from crm_leads.application.scoring import Scoring
 from crm_leads.entrypoints import campaigns as campaigns_http
 from crm_leads.entrypoints import http
+from crm_leads.entrypoints import scoring as scoring_http
 from crm_leads.settings import LeadsSettings
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers, directory
 from crm_platform.contracts import leads as _lead_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.directory import DirectoryReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 
 DESCRIPTION = """Leads (线索): prospects before they are customers. Entry with validation (phones to E.164,
 emails), a duplicate check against other leads and against customers ("first entered owns"; the customers'
@@ -30,12 +33,28 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     repo = LeadRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(repo.leads)
     kit.outbox(repo.campaigns)
+    scoring_repo = ScoringRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(scoring_repo.collection)
+    # Every lead written carries its score, computed with the rules and model in force (lead scoring).
+    repo.store = ScoredStore(repo.leads, kit.clock, scoring_repo.scorer, wake_relay=kit.wake_relay)
     # A restore (crm restore leads) cannot restate a lead the topic shows newer than the backup
     # yet: such a restore is refused (see crm_platform.backup) rather than guessed.
     directory_copy = kit.read_copy(DirectoryReadModel(repo.directory_users, repo.directory_departments))
     customer_keys = CustomerKeysCopy(repo)
     service = Leads(repo, kit.clock, kit.source)
     campaigns = Campaigns(repo, kit.clock, kit.source)
+    scoring = Scoring(
+        repo,
+        scoring_repo,
+        service,
+        kit.clock,
+        kit.source,
+        min_per_class=settings.scoring_min_per_class,
+        max_history=settings.scoring_max_history,
+        rescore_page=settings.scoring_rescore_page,
+        rescore_pages_per_tick=settings.scoring_rescore_pages_per_tick,
+    )
+    kit.background(Periodic("lead-rescore", scoring.rescore_tick, settings.scoring_rescore_interval_seconds))
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
@@ -43,9 +62,10 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
 
     kit.on_startup(setup)
     kit.consume([customers.TOPIC, directory.TOPIC], {**customer_keys.handlers(), **directory_copy.handlers()})
-    app = kit.build_app([http.router, campaigns_http.router])
+    app = kit.build_app([scoring_http.router, http.router, campaigns_http.router])
     app.state.leads = service
     app.state.campaigns = campaigns
+    app.state.scoring = scoring
     app.state.repo = repo
     app.state.customer_keys = customer_keys
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crm_leads.domain.model import LeadSource, LeadStatus
 
@@ -33,6 +33,7 @@ class LeadOut(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     version: int
+    score: int | None = Field(default=None, description="0..100, as of the lead's last change or re-score.")
 
 
 class LeadPage(BaseModel):
@@ -63,4 +64,5 @@ def lead_out(doc: Document) -> LeadOut:
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
         version=int(doc["version"]),
+        score=doc.get("score"),
     )
