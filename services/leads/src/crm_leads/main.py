@@ -53,6 +53,7 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
         max_history=settings.scoring_max_history,
         rescore_page=settings.scoring_rescore_page,
         rescore_pages_per_tick=settings.scoring_rescore_pages_per_tick,
+        history_page=settings.scoring_history_page,
     )
     kit.background(Periodic("lead-rescore", scoring.rescore_tick, settings.scoring_rescore_interval_seconds))
 

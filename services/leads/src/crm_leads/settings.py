@@ -13,6 +13,8 @@ class LeadsSettings(ServiceSettings):
     scoring_min_per_class: int = 30
     #: At most this many leads of each class are read for a training.
     scoring_max_history: int = 20_000
+    #: Leads read per page of that history.
+    scoring_history_page: int = 500
     #: The background re-score: leads per page, pages per tick, seconds between ticks.
     scoring_rescore_page: int = 200
     scoring_rescore_pages_per_tick: int = 25

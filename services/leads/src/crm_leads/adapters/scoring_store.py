@@ -2,7 +2,7 @@
 
 ``lead_scoring`` holds three documents under fixed ids: the rule set and the trained model (each an
 aggregate written through a :class:`VersionedStore`, its events in its own outbox) and the
-re-score job (a cursor over the leads by ``_id``, with a lease so that one replica works it at a
+re-score job (a list cursor over the live leads, with a lease so that one replica works it at a
 time). The model is data (coefficients, intercept, feature names), never a pickle.
 
 :class:`ScoredStore` is the leads' :class:`VersionedStore` that sets ``score``, ``s.score`` and

@@ -1,12 +1,13 @@
 """Use cases of lead scoring: the rule set (read, replace, history), training the model on the
 organisation's own history, a lead's score with its reasons, and the background re-score.
 
-Every lead written carries its score (:class:`crm_leads.adapters.scoring_store.ScoredStore`). After
-the rules change or the model is retrained, the re-score job walks every lead by ``_id``, a page at
-a time, and stores the new score where it differs from the basis the lead was scored on; its cursor
-is stored after each page, so a restart resumes where it stopped, and a lease keeps it to one
-replica at a time. A score is stored without a new version or event (it is derived, not a change
-of the lead), guarded by the lead's version: a lead changed meanwhile was scored by that change.
+Every lead written carries its score (:class:`crm_leads.adapters.scoring_store.ScoredStore`).
+After the rules change or the model is retrained, the re-score job walks every live lead in the
+order they were entered (the admin list's index), a page at a time, and stores the new score where
+the lead was scored on another basis; its cursor is stored after each page, so a restart resumes
+where it stopped, and a lease keeps it to one replica at a time. A score is stored without a new
+version or event (it is derived, not a change of the lead), guarded by the lead's version: a lead
+changed meanwhile was scored by that change.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from crm_platform.sortkeys import TIEBREAK, epoch_ms
 from crm_platform.store import Change
 
 Document = dict[str, Any]
-HISTORY_PAGE = 500
 
 
 class Scoring:
@@ -62,6 +62,7 @@ class Scoring:
         max_history: int,
         rescore_page: int,
         rescore_pages_per_tick: int,
+        history_page: int = 500,
     ) -> None:
         self.repo = repo
         self.store = store
@@ -72,6 +73,7 @@ class Scoring:
         self.max_history = max_history
         self.rescore_page = rescore_page
         self.rescore_pages_per_tick = rescore_pages_per_tick
+        self.history_page = history_page
 
     # --- rules -------------------------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Scoring:
             page = await fetch_page(
                 self.repo.leads,
                 {"deleted": False, "status": status},
-                PageParams(sort="created_at", cursor=cursor, limit=HISTORY_PAGE),
+                PageParams(sort="created_at", cursor=cursor, limit=self.history_page),
                 sort_fields=lead_rules.SORT_FIELDS,
                 default_sort=lead_rules.DEFAULT_SORT,
                 projection={"outbox": 0},
@@ -196,21 +198,23 @@ class Scoring:
             current = await self.store.job()
             return current is None or bool(current.get("done"))
         scorer = await self.store.scorer()
-        basis, after = job["basis"], job.get("after") or ""
+        basis, after = job["basis"], job.get("after") or None
         for _ in range(self.rescore_pages_per_tick):
-            rows = [
-                d
-                async for d in self.repo.leads.find(
-                    {"_id": {"$gt": after}},
-                    {"outbox": 0},
-                    sort=[("_id", 1)],
-                    limit=self.rescore_page,
-                )
-            ]
+            # The live leads in the order they were entered, along the same index as the admin's list.
+            page = await fetch_page(
+                self.repo.leads,
+                {"deleted": False},
+                PageParams(sort="created_at", cursor=after, limit=self.rescore_page),
+                sort_fields=lead_rules.SORT_FIELDS,
+                default_sort=lead_rules.DEFAULT_SORT,
+                projection={"outbox": 0},
+                tiebreak=TIEBREAK,
+                tie_follows_last=True,
+            )
             scored = 0
             now = self.clock.now()
-            for doc in rows:
-                if doc.get("deleted") or doc.get("score_basis") == scorer.basis:
+            for doc in page.items:
+                if doc.get("score_basis") == scorer.basis:
                     continue
                 value, _, _ = scorer.score(doc, now)
                 result = await self.repo.leads.update_one(
@@ -218,9 +222,11 @@ class Scoring:
                     {"$set": {"score": value, "s.score": value, "score_basis": scorer.basis}},
                 )
                 scored += result.modified_count
-            done = len(rows) < self.rescore_page
-            after = rows[-1]["_id"] if rows else after
-            if not await self.store.advance(basis, after, scored, done, epoch_ms(self.clock.now()), lease_seconds):
+            done = page.next_cursor is None
+            after = page.next_cursor or after
+            if not await self.store.advance(
+                basis, after or "", scored, done, epoch_ms(self.clock.now()), lease_seconds
+            ):
                 return False  # restarted for newer rules or model: the next tick starts over
             if done:
                 return True
