@@ -60,6 +60,7 @@ def create_app(settings: LeadsSettings | None = None, clock: Clock | None = None
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await directory_copy.ensure_indexes()
+        await scoring.start_if_never_scored()
 
     kit.on_startup(setup)
     kit.consume([customers.TOPIC, directory.TOPIC], {**customer_keys.handlers(), **directory_copy.handlers()})

@@ -189,6 +189,11 @@ class Scoring:
         scorer = await self.store.scorer()
         await self.store.start_job(scorer.basis, epoch_ms(self.clock.now()))
 
+    async def start_if_never_scored(self) -> None:
+        """At startup: leads stored before scoring existed carry no score; a first re-score gives them one."""
+        if await self.store.job() is None:
+            await self._restart_rescore()
+
     async def rescore_tick(self) -> bool:
         """Work the re-score job for at most ``rescore_pages_per_tick`` pages (if no other replica
         holds it); True when it is done (or there is none)."""
