@@ -109,6 +109,8 @@ class Scoring:
                 return Change({**doc, **fields}, [event(previous, version)])
 
             doc = await self.store.store.mutate(ev.SCORING_RULES_ID, decide, expected_version=expected_version)
+            if doc["version"] == current["version"]:
+                return doc  # the same rules again: nothing changed, nothing to re-score
         await self._restart_rescore()
         return doc
 
