@@ -104,6 +104,8 @@ def test_a_rule_whose_op_or_value_does_not_fit_its_field_is_named() -> None:
             rule("industry", "exists", "yes", 1),
             rule("has_phone", "eq", 1, 1),
             rule("followup_count", "eq", True, 1),
+            rule("followup_count", "lte", 10**30, 1),
+            rule("region", "in", ["x" * 201], 1),
         ]
     )
     assert [e.field for e in errors] == [
@@ -114,6 +116,8 @@ def test_a_rule_whose_op_or_value_does_not_fit_its_field_is_named() -> None:
         "rules[5].value",
         "rules[6].value",
         "rules[7].value",
+        "rules[8].value",
+        "rules[9].value",
     ]
     assert "allowed: eq, in, exists" in errors[0].reason
 

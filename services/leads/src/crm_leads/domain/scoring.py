@@ -108,8 +108,19 @@ class RulesIn(BaseModel):
     rules: list[Rule] = Field(max_length=MAX_RULES)
 
 
+MAX_NUMBER = 1_000_000_000
+MAX_TEXT = 200
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a rule may compare with (bounded: the rule set is stored, and BSON's integers are 64-bit)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) <= MAX_NUMBER if isinstance(value, int) else math.isfinite(value) and abs(value) <= MAX_NUMBER
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_TEXT
 
 
 def _value_error(rule: Rule) -> str | None:
@@ -120,14 +131,14 @@ def _value_error(rule: Rule) -> str | None:
     if rule.op == "in":
         if not isinstance(v, list) or not v or len(v) > 100:
             return "must be a list of 1 to 100 texts with op in"
-        if not all(isinstance(x, str) and x.strip() for x in v):
-            return "every item must be a non-blank text"
+        if not all(_is_text(x) for x in v):
+            return f"every item must be a non-blank text of at most {MAX_TEXT} characters"
         return None
     if rule.field in CATEGORICAL:
-        return None if isinstance(v, str) and v.strip() else "must be a non-blank text"
+        return None if _is_text(v) else f"must be a non-blank text of at most {MAX_TEXT} characters"
     if rule.field in BOOLEAN:
         return None if isinstance(v, bool) else "must be true or false"
-    return None if _is_number(v) else "must be a number"
+    return None if _is_number(v) else f"must be a number between -{MAX_NUMBER} and {MAX_NUMBER}"
 
 
 def rule_errors(rules: Sequence[Rule]) -> list[FieldError]:

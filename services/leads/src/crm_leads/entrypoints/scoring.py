@@ -122,7 +122,9 @@ async def train_model(principal: CurrentPrincipal, app: App) -> ModelOut:
     return model_out(await app.train(principal))
 
 
-@router.get("/{lead_id}/score", response_model=ScoreOut, summary="A lead's score, with the reasons")
+@router.get(
+    "/{lead_id}/score", response_model=ScoreOut, summary="A lead's score, with the reasons", responses=problems(404)
+)
 async def lead_score(lead_id: str, principal: CurrentPrincipal, app: App) -> ScoreOut:
     score, by_rules, by_model, now = await app.score(principal, lead_id)
     return ScoreOut(score=score, rules=by_rules, model=by_model, computed_at=now)
