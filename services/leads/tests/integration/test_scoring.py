@@ -226,3 +226,29 @@ async def train_and_explain(client: httpx.AsyncClient, app: FastAPI, db: Any, te
     worse = (await client.get(f"/v1/leads/{listed['id']}/score", headers=REP)).json()["model"]
     assert worse["probability"] < 0.5 and worse["reasons"][0]["feature"] == "source=purchased_list"
     assert worse["reasons"][0]["contribution"] < 0
+
+
+async def test_the_rescore_goes_page_by_page_from_its_stored_cursor(
+    client: httpx.AsyncClient, app: FastAPI, db: Any
+) -> None:
+    scoring = app.state.scoring
+    for _ in range(3):
+        await create(client, region="华南")
+    points = random.randint(1, 99)
+    r = await put_rules(client, [{"field": "region", "op": "eq", "value": "华南", "points": points, "label": "South"}])
+    assert r.status_code == 200, r.text
+    size = (scoring.rescore_page, scoring.rescore_pages_per_tick)
+    scoring.rescore_page, scoring.rescore_pages_per_tick = 1, 1
+    try:
+        assert await scoring.rescore_tick() is False  # one page of one lead, then the tick ends
+        first = await db["lead_scoring"].find_one({"_id": "lead-rescore"})
+        assert not first["done"] and first["after"] and first["lease_until_ms"] == 0
+        assert await scoring.rescore_tick() is False
+        second = await db["lead_scoring"].find_one({"_id": "lead-rescore"})
+        assert second["after"] != first["after"]  # went on from the stored cursor
+    finally:
+        scoring.rescore_page, scoring.rescore_pages_per_tick = size
+    await scoring.rescore_until_done()
+    basis = (await scoring.store.scorer()).basis
+    live = [d async for d in db["leads"].find({"deleted": False, "region": "华南"})]
+    assert live and all(d["score_basis"] == basis and d["score"] == points == d["s"]["score"] for d in live)

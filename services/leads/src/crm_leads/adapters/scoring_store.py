@@ -61,8 +61,16 @@ class ScoringRepository:
         await self.collection.update_one(
             {"_id": RESCORE_ID},
             {
-                "$set": {"basis": basis, "after": "", "done": False, "started_at_ms": now_ms, "scored": 0},
-                "$setOnInsert": {"lease_until_ms": 0},
+                # The lease is freed too: a pass still working the old basis stops at its next page
+                # (its progress no longer matches), and the next tick of any replica starts over.
+                "$set": {
+                    "basis": basis,
+                    "after": "",
+                    "done": False,
+                    "started_at_ms": now_ms,
+                    "scored": 0,
+                    "lease_until_ms": 0,
+                },
             },
             upsert=True,
         )

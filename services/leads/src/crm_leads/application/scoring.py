@@ -246,6 +246,7 @@ class Scoring:
         for _ in range(max_ticks):
             if await self.rescore_tick():
                 return
+            await asyncio.sleep(0.01)  # another pass may hold the lease: let it work
 
 
 def summarise(envelope: Any) -> tuple[str, list[dict[str, Any]]]:
