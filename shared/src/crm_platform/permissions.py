@@ -101,6 +101,7 @@ class Permission(StrEnum):
     leads_assign = "leads:assign"  # give a lead to someone
     leads_rules = "leads:rules"  # the lead pool's assignment rules and settings (company-wide: leads scope all)
     leads_convert = "leads:convert"  # convert a qualified lead into a customer (+ contact, + opportunity)
+    leads_scoring = "leads:scoring"  # set the lead scoring rules and retrain the scoring model (admins)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
 
@@ -475,6 +476,12 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "DELETE /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
         "GET /v1/leads/assignment-rules/{rule_id}/history": P.leads_rules,
         "POST /v1/leads/{lead_id}/convert": P.leads_convert,
+        "GET /v1/leads/{lead_id}/score": P.leads_view,
+        "GET /v1/leads/scoring/rules": P.leads_view,
+        "PUT /v1/leads/scoring/rules": P.leads_scoring,
+        "GET /v1/leads/scoring/rules/history": P.leads_view,
+        "GET /v1/leads/scoring/model": P.leads_view,
+        "POST /v1/leads/scoring/model/train": P.leads_scoring,
         "POST /v1/campaigns": P.campaigns_manage,
         "GET /v1/campaigns": P.campaigns_view,
         "GET /v1/campaigns/{campaign_id}": P.campaigns_view,

@@ -445,3 +445,55 @@ LEADS_IMPORTED = define(
     TOPIC,
     description="Leads were imported from CSV: who (actor) and the counts (for the audit log).",
 )
+
+
+# --- lead scoring: the administrator's rules and the model trained on the organisation's history ----
+
+#: The fixed ids these events are keyed by (one rule set and one model per organisation).
+SCORING_RULES_ID = "lead-scoring-rules"
+SCORING_MODEL_ID = "lead-scoring-model"
+
+
+class ScoringRule(BaseModel):
+    field: str = Field(
+        description="source, campaign_id, region, industry, status, has_phone, has_email, "
+        "has_contact_name, followup_count, days_since_last_followup, days_since_created."
+    )
+    op: Literal["eq", "in", "exists", "gte", "lte"]
+    value: Any = None
+    points: int
+    label: str
+
+
+class ScoringRulesChanged(BaseModel):
+    rules: list[ScoringRule] = Field(description="The whole rule set now in force.")
+    previous: list[ScoringRule] = Field(default_factory=list, description="The rule set it replaced.")
+
+
+class ScoringModelTrained(BaseModel):
+    feature_names: list[str]
+    coefficients: list[float] = Field(description="One per feature, in log-odds.")
+    intercept: float
+    classes: list[str] = Field(description="[negative, positive]: disqualified, converted.")
+    samples: dict[str, int] = Field(description="Leads trained on, per class.")
+    cv_auc: float = Field(description="Cross-validated ROC AUC.")
+    cv_accuracy: float
+    folds: int
+    trained_at: datetime
+    trained_by: str | None = None
+
+
+SCORING_RULES_CHANGED = define(
+    "crm.lead_scoring.rules_changed",
+    ScoringRulesChanged,
+    TOPIC,
+    description="An administrator replaced the lead scoring rules (keyed by 'lead-scoring-rules'); leads are "
+    "re-scored in the background.",
+)
+SCORING_MODEL_TRAINED = define(
+    "crm.lead_scoring.model_trained",
+    ScoringModelTrained,
+    TOPIC,
+    description="The lead scoring model was retrained on the organisation's converted and disqualified leads "
+    "(keyed by 'lead-scoring-model'); leads are re-scored in the background.",
+)

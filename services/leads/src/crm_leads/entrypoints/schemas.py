@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crm_leads.domain.model import LeadSource, LeadStatus
 
@@ -55,6 +55,7 @@ class LeadOut(BaseModel):
     conversion: ConversionOut | None = None
     followup_count: int = 0
     last_followup_at: datetime | None = None
+    score: int | None = Field(default=None, description="0..100, as of the lead's last change or re-score.")
 
 
 class LeadPage(BaseModel):
@@ -93,4 +94,5 @@ def lead_out(doc: Document) -> LeadOut:
         else None,
         followup_count=int(doc.get("followup_count") or 0),
         last_followup_at=doc.get("last_followup_at"),
+        score=doc.get("score"),
     )
