@@ -34,7 +34,9 @@ from crm_platform.testing.query_plans import TracedStore
 from crm_platform.testing.roles import define_role
 
 ROWS = 150
-DEPT = "/hq/plans"
+#: Its own department id (the last segment): the directory's plan test makes a department "plans" on the
+#: shared broker, which this service's directory copy would take in a full run.
+DEPT = "/hq/leads-plans"
 REP = "lead-rep-plans"
 REP_HEADERS = auth(REP, ["rep"], department_path=DEPT)
 MANAGER_HEADERS = auth("lead-mgr-plans", ["manager"], department_path="/hq")
@@ -185,8 +187,8 @@ FILTERS: list[dict[str, Any]] = [
     {"owner_id": REP},
     {"created_from": STARTED},
     {"status": "new", "created_from": STARTED},
-    {"department_id": "plans"},
-    {"in_pool": "true", "department_id": "plans"},
+    {"department_id": "leads-plans"},
+    {"in_pool": "true", "department_id": "leads-plans"},
 ]
 SORTS = ["created_at", "-created_at", "updated_at", "-updated_at", "score", "-score"]
 
@@ -283,7 +285,7 @@ async def test_company_wide_pool_pages_are_index_lookups(
     assert r.status_code == 200, r.text
     try:
         for headers in (REP_HEADERS, DEPT_HEADERS, MANAGER_HEADERS):
-            for filters in ({}, {"in_pool": "true"}, {"in_pool": "true", "department_id": "plans"}):
+            for filters in ({}, {"in_pool": "true"}, {"in_pool": "true", "department_id": "leads-plans"}):
                 params: dict[str, Any] = {**filters, "sort": sort, "limit": 20}
                 with traced_store.capture() as capture:
                     first = await client.get("/v1/leads", params=params, headers=headers)
@@ -306,10 +308,10 @@ async def test_assignment_rules_and_runs_are_index_lookups(
     feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
     now = datetime.now(UTC)
     department = dev.DepartmentSnapshot(
-        department_id="plans", name="计划部", parent_id="hq", path=DEPT, created_at=now, updated_at=now
+        department_id="leads-plans", name="计划部", parent_id="hq", path=DEPT, created_at=now, updated_at=now
     )
     assert await deliver(
-        app, await feed.send(dev.DEPARTMENT_CREATED, "plans", dev.DepartmentCreated(department=department), now)
+        app, await feed.send(dev.DEPARTMENT_CREATED, "leads-plans", dev.DepartmentCreated(department=department), now)
     )
     users = [f"lead-assignee-plans-{i}" for i in range(3)]
     for user_id in users:
@@ -317,7 +319,7 @@ async def test_assignment_rules_and_runs_are_index_lookups(
     region = f"计划区{uuid.uuid4().hex[:6]}"
     body = {
         "name": "计划规则",
-        "department_id": "plans",
+        "department_id": "leads-plans",
         "users": users,
         "capacity": 1,
         "condition": {"field": "region", "values": [region]},
@@ -528,7 +530,8 @@ async def scoring_paths(
         assert (await client.get(f"{rules_url}/history", headers=REP_HEADERS)).status_code == 200
         assert (await client.get(f"/v1/leads/{created['id']}/score", headers=REP_HEADERS)).status_code == 200
         r = await client.post("/v1/leads/scoring/model/train", headers=ADMIN_HEADERS)
-        assert r.status_code == 409 and r.json()["converted"] == 20, r.text
+        # 20 of each made here, and the leads the conversion test converted.
+        assert r.status_code == 409 and 20 <= r.json()["converted"] < 30 and r.json()["disqualified"] >= 20, r.text
         await app.state.scoring.rescore_until_done()
         await app.state.kit.relay.drain()
     assert_indexed(capture)
