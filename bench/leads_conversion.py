@@ -503,19 +503,24 @@ def latency_lines(run: Conversions) -> list[str]:
     return lines
 
 
-def retries_in_logs(log_dir: Path) -> dict[str, Tally[str]]:
-    """Handler failures retried, per service and event type (the consumers' warning lines)."""
+def warnings_in_logs(log_dir: Path) -> dict[str, Tally[str]]:
+    """The services' warning and error lines, per service: a consumer's retries by event type and
+    error, the rest by message (ids left out, so lines of one kind count together)."""
     found: dict[str, Tally[str]] = {}
     for log in sorted(log_dir.glob("*.log")):
         tally: Tally[str] = Tally()
         for raw in log.read_text(errors="replace").splitlines():
-            if "event handler failed; retrying" not in raw:
-                continue
             line = ANSI.sub("", raw)
-            kind = re.search(r"type=(\S+)", line)
-            error = re.search(r"error=('[^']*'|\"[^\"]*\"|\S+)", line)
-            reason = UUID.sub("<id>", error[1] if error else "?")
-            tally[f"{kind[1] if kind else '?'}: {reason[:100]}"] += 1
+            level = re.search(r"\[(warning|error|critical)\s*\] (.*?)(?:\s{2,}|\s\w+=|$)", line)
+            if level is None:
+                continue
+            if "event handler failed; retrying" in line:
+                kind = re.search(r"type=(\S+)", line)
+                error = re.search(r"error=('[^']*'|\"[^\"]*\"|\S+)", line)
+                what = f"retried {kind[1] if kind else '?'}: {error[1] if error else '?'}"
+            else:
+                what = f"{level[1]}: {level[2]}"
+            tally[UUID.sub("<id>", what)[:140]] += 1
         if tally:
             found[log.stem] = tally
     return found
@@ -577,12 +582,12 @@ async def measure(
                     ]
                     print("\n".join(lines), flush=True)
                     lines = []
-    retried = retries_in_logs(log_dir)
-    lines += ["", "consumer retries in the services' logs (whole run, warm-up included):"]
-    if not retried:
+    logged = warnings_in_logs(log_dir)
+    lines += ["", "warnings and errors in the services' logs (whole run, warm-up included):"]
+    if not logged:
         lines.append("  none")
-    for service, tally in retried.items():
-        lines += [f"  {service}: {count} x {what}" for what, count in tally.most_common(5)]
+    for service, tally in logged.items():
+        lines += [f"  {service}: {count} x {what}" for what, count in tally.most_common(8)]
     return lines
 
 
