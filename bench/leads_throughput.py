@@ -13,7 +13,7 @@ process (``python -m crm_leads``), for each concurrency in turn:
 (c) store commands per create: the leads process's ``crm_store_commands_total`` (its PyMongo
     CommandListener), by origin (http: the request; relay: publishing the outbox) and command.
 
-Warm-up writes are excluded. Lead conversion is benchmarked later (see bench/README.md).
+Warm-up writes are excluded. Lead conversion: bench/leads_conversion.py.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ async def measure(args: argparse.Namespace, url: str, mongo_url: str, database: 
                     lines.append(f"API failures: {len(api.failures)}, first: {api.failures[0]}")
     finally:
         await mongo.close()
-    lines += ["", "lead conversion (POST /v1/leads/{id}/convert to converted): not measured yet (see README)"]
+    lines += ["", "lead conversion (POST /v1/leads/{id}/convert to converted): bench/leads_conversion.py"]
     return "\n".join(lines)
 
 
