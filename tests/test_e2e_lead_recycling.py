@@ -141,7 +141,8 @@ async def test_an_idle_lead_is_recycled_and_a_followed_up_one_stays(
         return bool(r.json()["in_pool"])
 
     await eventually(released, timeout=30, message="the idle lead back in the lead pool")
-    [changed] = events.matching(type="crm.lead.owner_changed", subject=ids["idle"])
+    # The API reads the release as soon as it is written; its event reaches Kafka a moment later.
+    [changed] = await events.wait_for(1, 30, type="crm.lead.owner_changed", subject=ids["idle"])
     data = changed.event["data"]
     assert (data["how"], data["previous_owner_id"], data["owner_id"]) == ("recycled", owner_id, None)
     assert "线索回收" in data["reason"] and changed.event["actor"] == "system:pool"
