@@ -103,6 +103,9 @@ class Permission(StrEnum):
     leads_convert = "leads:convert"  # convert a qualified lead into a customer (+ contact, + opportunity)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
+    # sales: the product catalogue and its price lists (company-wide, no data scope)
+    products_view = "products:view"  # products, price lists, the price that applies
+    products_manage = "products:manage"  # add, change, deactivate products; price lists and their prices
 
 
 PUBLIC: Final = "public"
@@ -146,6 +149,7 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.leads_claim,
         P.leads_convert,
         P.campaigns_view,
+        P.products_view,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -162,6 +166,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.leads_assign,
     P.leads_rules,
     P.campaigns_manage,
+    P.products_manage,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -479,6 +484,21 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
         "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
         "GET /v1/campaigns/{campaign_id}/segment": P.campaigns_view,
+    },
+    "sales": {
+        "POST /v1/products": P.products_manage,
+        "GET /v1/products": P.products_view,
+        "GET /v1/products/{product_id}": P.products_view,
+        "PATCH /v1/products/{product_id}": P.products_manage,
+        "POST /v1/products/{product_id}/deactivate": P.products_manage,
+        "POST /v1/products/{product_id}/activate": P.products_manage,
+        "POST /v1/price-lists": P.products_manage,
+        "GET /v1/price-lists": P.products_view,
+        "GET /v1/price-lists/{price_list_id}": P.products_view,
+        "PATCH /v1/price-lists/{price_list_id}": P.products_manage,
+        "PUT /v1/price-lists/{price_list_id}/entries/{product_id}": P.products_manage,
+        "DELETE /v1/price-lists/{price_list_id}/entries/{product_id}": P.products_manage,
+        "GET /v1/prices": P.products_view,
     },
 }
 
