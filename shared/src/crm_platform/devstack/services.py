@@ -62,6 +62,7 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
     ServiceSpec(name="audit", module="crm_audit", http_port=8008, database="crm_audit"),
     ServiceSpec(name="leads", module="crm_leads", http_port=8009, database="crm_leads"),
+    ServiceSpec(name="sales", module="crm_sales", http_port=8010, database="crm_sales"),
     # Last: `crm up` starts it once the services it calls are ready.
     ServiceSpec(name="console", module="crm_console", http_port=8000, database="crm_console", web=True),
 ]
