@@ -210,8 +210,14 @@ async def test_the_list_filters_and_pages(client: httpx.AsyncClient) -> None:
             params["cursor"] = r.json()["next_cursor"]
         assert [s["id"] for s in seen] == [made[i]["id"] for i in order], sort
         assert all(s["entries"] is None and s["entry_count"] == 0 for s in seen)
+    default = await new_list(client, name=f"{tier} default")
+    r = await client.get("/v1/price-lists", params={"tier": "default", "sort": "-created_at"}, headers=REP)
+    assert r.status_code == 200 and r.json()["items"][0]["id"] == default["id"], r.text
+    assert all(item["tier"] is None for item in r.json()["items"])
     r = await client.get("/v1/price-lists", params={"currency": "xyz"}, headers=REP)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "currency"
+    r = await client.get("/v1/price-lists", params={"tier": "a\x01b"}, headers=REP)
+    assert r.status_code == 422, r.text
 
 
 async def test_the_price_that_applies(client: httpx.AsyncClient) -> None:

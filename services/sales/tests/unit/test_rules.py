@@ -88,7 +88,7 @@ def test_amounts_that_are_not_prices_are_refused_with_a_reason(text: str, curren
         money.to_minor(text, currency)
 
 
-@given(st.integers(min_value=0, max_value=10**17), st.sampled_from(sorted(money.CURRENCY_EXPONENTS)))
+@given(st.integers(min_value=0, max_value=10**15 - 1), st.sampled_from(sorted(money.CURRENCY_EXPONENTS)))
 def test_formatting_and_parsing_minor_units_round_trip(minor: int, currency: str) -> None:
     assert money.to_minor(money.format_minor(minor, currency), currency) == minor
 

@@ -2,7 +2,7 @@
 
 Adding a service to the local stack (and to the compose checks) is one line in
 SERVICES. Ports: customers 8001, pipeline 8002, interactions 8003,
-pool 8004, notifications 8005, reporting 8006, directory 8007, audit 8008, leads 8009, and the web
+pool 8004, notifications 8005, reporting 8006, directory 8007, audit 8008, leads 8009, sales 8010, and the web
 console 8000 (a front end over the others' APIs: no topics, no API docs; it
 starts last, once the services it calls answer).
 """

@@ -45,13 +45,20 @@ class PriceListFilter(PageParams):
         except InvalidMoney as exc:
             raise ValueError(str(exc)) from exc
 
+    @field_validator("tier")
+    @classmethod
+    def _tier(cls, value: str | None) -> str | None:
+        """As stored: a tier code upper-cased, or "" for the default lists ("default" or blank)."""
+        if value is None:
+            return None
+        return rules.DEFAULT_TIER if value.strip().lower() == "default" else (rules.normalise_tier(value) or "")
+
     def conditions(self) -> Document:
         out: Document = {"live": True}
         if self.currency is not None:
             out["currency"] = self.currency
         if self.tier is not None:
-            tier = self.tier.strip()
-            out["tier"] = rules.DEFAULT_TIER if tier.lower() == "default" else (rules.normalise_tier(tier) or "")
+            out["tier"] = self.tier
         if self.active is not None:
             out["active"] = self.active
         return out
