@@ -176,3 +176,27 @@ def test_a_customer_snapshot_s_merged_phones_and_emails_go_with_the_hidden_phone
     assert out["customer"]["match_phones"] == snapshot["match_phones"]
     assert "emails" not in out["customer"]["contacts"][0]
     assert redact_event_data("crm.customer.updated", {"customer": snapshot}, policies({}))["customer"] == snapshot
+
+
+def test_a_lead_event_loses_the_phones_and_emails_the_customers_rules_hide() -> None:
+    policies = {
+        "customers": FieldPolicy("customers", hidden=frozenset({"phones"})),
+        "contacts": FieldPolicy("contacts", hidden=frozenset({"emails"})),
+    }
+
+    def policy(module: str) -> FieldPolicy:
+        return policies.get(module) or FieldPolicy(module)
+
+    lead = {"lead_id": "l1", "phones": ["+8613800138000"], "emails": ["a@b.cn"]}
+    updated = {"lead": lead, "changes": [{"field": "phones"}, {"field": "emails"}]}
+    assert redact_event_data("crm.lead.updated", updated, policy) == {
+        "lead": {"lead_id": "l1", "emails": ["a@b.cn"]},
+        "changes": [{"field": "emails"}],
+    }
+    contact = {"contact_id": "k1", "phones": ["+8613800138000"], "emails": ["a@b.cn"]}
+    asked = {"lead": lead, "conversion": {"conversion_id": "l1:1", "phones": ["+8613800138000"], "contact": contact}}
+    assert redact_event_data("crm.lead.conversion_requested", asked, policy)["conversion"] == {
+        "conversion_id": "l1:1",
+        "contact": {"contact_id": "k1", "phones": ["+8613800138000"]},
+    }
+    assert redact_event_data("crm.lead.updated", updated, FieldPolicy) == updated

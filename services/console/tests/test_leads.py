@@ -1,7 +1,8 @@
 """Browser journeys of the leads and campaigns pages against the real leads, customers and
 directory services: a new lead and a duplicate refused at the field naming whose it is, claiming
 from the lead pool (and losing a race), moving a lead on to qualified (a disqualification without
-a reason refused at its field), and a campaign planned with costs (running total) and a target
+a reason refused at its field) and converting it with an opportunity until it links the customer it
+became, and a campaign planned with costs (running total) and a target
 segment whose link lists exactly the segment's customers."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import httpx
 from playwright.async_api import expect
 
 from crm_console.testing import Stack, User, screenshot, sign_in
-from crm_platform.testing.fixtures import unique
+from crm_platform.testing.fixtures import eventually, unique
 
 
 def phone() -> str:
@@ -100,31 +101,29 @@ async def test_claiming_from_the_lead_pool_losing_a_race_and_qualifying(page: An
     await expect(page.locator("#e-reason-dq")).to_be_visible()
     await page.get_by_role("button", name="Mark qualified").click()
     await expect(page.locator("#lead-status")).to_have_text("Qualified")
-    # A rep holds no leads:convert: no Convert form.
-    await expect(page.locator("#convert-form")).to_have_count(0)
     await expect(page.locator("#history")).to_contain_text("status")
     await screenshot(page, "leads-detail")
 
-    # The convert form's post, as the form sends it: the conversion endpoint is another branch's
-    # work; whatever the leads service answers (404 without it, 403 for a rep without
-    # leads:convert), the console shows the refusal, never a 500, and the lead stays qualified.
-    lead_id = page.url.split("/leads/", 1)[1].split("?", 1)[0]
-    form = {
-        "csrf_token": await page.locator("input[name=csrf_token]").first.input_value(),
-        "version": await page.locator("input[name=version]").first.input_value(),
-        "contact_name": "王经理",
-        "phones": "",
-        "with_opportunity": "1",
-        "opportunity_name": mine,
-        "amount": "125000.00",
-        "currency": "CNY",
-    }
-    answer = await page.request.post(f"/leads/{lead_id}/convert", form=form)
-    assert answer.status in (403, 404, 405), answer.status
-    if answer.status != 403:
-        assert 'id="problem"' in await answer.text()
-    await page.reload()
-    await expect(page.locator("#lead-status")).to_have_text("Qualified")
+    # Converting: the form is prefilled from the lead; with an opportunity, the customers and
+    # pipeline services make customer, contact and opportunity from the events, and the lead links them.
+    convert = page.locator("#convert-form")
+    await convert.get_by_label("Contact", exact=True).fill("王经理")
+    await convert.get_by_label("Also create an opportunity").check()
+    await convert.get_by_label("Amount").fill("125000.00")
+    await convert.get_by_role("button", name="Convert").click()
+    await expect(page.locator("#done")).to_have_text("Conversion requested: the customer is being created.")
+    await expect(page.locator("#convert-form")).to_have_count(0)
+
+    async def converted() -> bool:
+        await page.reload()
+        return await page.locator("#lead-status").inner_text() == "Converted"
+
+    await eventually(converted, timeout=60, interval=0.5, message="the lead reads Converted")
+    await expect(page.locator("#to-customer")).to_be_visible()
+    await expect(page.locator("#to-opportunity")).to_be_visible()
+    await screenshot(page, "leads-converted")
+    await page.locator("#to-customer").click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text(mine)
 
 
 async def test_a_campaign_with_costs_and_a_segment_listing_its_customers(page: Any, stack: Stack) -> None:

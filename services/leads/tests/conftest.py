@@ -24,7 +24,11 @@ from crm_platform.testing.fixtures import service_settings
 @pytest.fixture(scope="session")
 def leads_settings(backend: Backend) -> LeadsSettings:
     return LeadsSettings(
-        **service_settings(backend, "leads"), consumer_backoff_initial_seconds=0.05, consumer_max_attempts=3
+        **service_settings(backend, "leads"),
+        consumer_backoff_initial_seconds=0.05,
+        consumer_max_attempts=3,
+        import_max_rows=50,  # small, so a test reaches the import's limits
+        import_max_bytes=64 * 1024,
     )
 
 

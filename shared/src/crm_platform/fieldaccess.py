@@ -299,6 +299,8 @@ def redact_event_data(event_type: str, data: Mapping[str, Any], policy: Callable
         for name in ("resolution", "satisfaction"):
             if feedback.hides(name):
                 out.pop(name, None)
+    if event_type.startswith("crm.lead."):
+        return _redact_lead_event(out, policy)
     if isinstance(out.get("changes"), list):
         changes_of = next((m for prefix, m in _CHANGES_MODULE if event_type.startswith(prefix)), None)
         if changes_of is None:
@@ -306,6 +308,34 @@ def redact_event_data(event_type: str, data: Mapping[str, Any], policy: Callable
         changed = policy(changes_of)
         out["changes"] = [
             c for c in out["changes"] if not (isinstance(c, Mapping) and changed.hides(str(c.get("field", ""))))
+        ]
+    return out
+
+
+#: A lead's phones and emails (its snapshot, a conversion's, changes to them) follow the customers'
+#: field rules (a lead is a customer to be), the contact a conversion makes the contacts' rules.
+_LEAD_REACH: Final = ("phones", "emails")
+
+
+def _without_hidden(values: Mapping[str, Any], policy: FieldPolicy) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if not (k in _LEAD_REACH and policy.hides(k))}
+
+
+def _redact_lead_event(out: dict[str, Any], policy: Callable[[str], FieldPolicy]) -> dict[str, Any]:
+    customers = policy("customers")
+    if isinstance(out.get("lead"), Mapping):
+        out["lead"] = _without_hidden(out["lead"], customers)
+    conversion = out.get("conversion")
+    if isinstance(conversion, Mapping):
+        conversion = _without_hidden(conversion, customers)
+        if isinstance(conversion.get("contact"), Mapping):
+            conversion["contact"] = _without_hidden(conversion["contact"], policy("contacts"))
+        out["conversion"] = conversion
+    if isinstance(out.get("changes"), list):
+        out["changes"] = [
+            c
+            for c in out["changes"]
+            if not (isinstance(c, Mapping) and c.get("field") in _LEAD_REACH and customers.hides(str(c["field"])))
         ]
     return out
 

@@ -96,11 +96,12 @@ class Permission(StrEnum):
     leads_create = "leads:create"
     leads_edit = "leads:edit"  # fields and status (contacted, qualified, disqualified)
     leads_delete = "leads:delete"
-    leads_import = "leads:import"  # CSV import (not built yet: no route needs it so far)
+    leads_import = "leads:import"  # CSV import (POST /v1/leads/import)
     leads_claim = "leads:claim"  # take a lead from the lead pool, and give one's own back
     leads_assign = "leads:assign"  # give a lead to someone
     leads_rules = "leads:rules"  # the lead pool's assignment rules and settings (company-wide: leads scope all)
     leads_convert = "leads:convert"  # convert a qualified lead into a customer (+ contact, + opportunity)
+    leads_scoring = "leads:scoring"  # set the lead scoring rules and retrain the scoring model (admins)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
     # sales: the product catalogue and its price lists (company-wide, no data scope)
@@ -447,6 +448,9 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/reports/activity": P.reports_view,
         "GET /v1/reports/distribution": P.reports_view,
         "GET /v1/reports/quality": P.reports_view,
+        "GET /v1/reports/campaigns": P.reports_view,
+        "GET /v1/reports/lead-sources": P.reports_view,
+        "GET /v1/reports/lead-funnel": P.reports_view,
         "GET /v1/customers/{customer_id}/timeline": P.customers_view,
         "GET /v1/admin/lag": P.system_operate,
         "GET /v1/admin/rebuild": P.system_operate,
@@ -477,6 +481,12 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "DELETE /v1/leads/assignment-rules/{rule_id}": P.leads_rules,
         "GET /v1/leads/assignment-rules/{rule_id}/history": P.leads_rules,
         "POST /v1/leads/{lead_id}/convert": P.leads_convert,
+        "GET /v1/leads/{lead_id}/score": P.leads_view,
+        "GET /v1/leads/scoring/rules": P.leads_view,
+        "PUT /v1/leads/scoring/rules": P.leads_scoring,
+        "GET /v1/leads/scoring/rules/history": P.leads_view,
+        "GET /v1/leads/scoring/model": P.leads_view,
+        "POST /v1/leads/scoring/model/train": P.leads_scoring,
         "POST /v1/campaigns": P.campaigns_manage,
         "GET /v1/campaigns": P.campaigns_view,
         "GET /v1/campaigns/{campaign_id}": P.campaigns_view,
@@ -484,6 +494,13 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/campaigns/{campaign_id}/history": P.campaigns_view,
         "POST /v1/campaigns/{campaign_id}/costs": P.campaigns_manage,
         "GET /v1/campaigns/{campaign_id}/segment": P.campaigns_view,
+        "POST /v1/leads/import": P.leads_import,
+        "POST /v1/campaigns/{campaign_id}/web-form": P.campaigns_manage,
+        "DELETE /v1/campaigns/{campaign_id}/web-form": P.campaigns_manage,
+        "GET /v1/campaigns/{campaign_id}/web-form": P.campaigns_view,
+        # Web-to-lead: a customer's website posts it (the campaign's form key in the path; rate limited).
+        "POST /v1/web-to-lead/{key}": PUBLIC,
+        "OPTIONS /v1/web-to-lead/{key}": PUBLIC,
     },
     "sales": {
         "POST /v1/products": P.products_manage,

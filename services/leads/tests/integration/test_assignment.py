@@ -230,7 +230,17 @@ async def test_a_department_pool_is_its_own(client: httpx.AsyncClient, feed: Eve
     east, west = Org(feed, leads_app), Org(feed, leads_app)
     await east.department()
     await west.department()
-    lead = await pool_lead(client, east.rep(1), campaign_id=f"c-{east.key}")
+    plan = {
+        "name": f"分配活动 {east.key}",
+        "channel": "event",
+        "budget": {"amount": "1.00", "currency": "CNY"},
+        "start_date": "2026-04-01",
+        "end_date": "2026-04-30",
+    }
+    r = await client.post("/v1/campaigns", json=plan, headers=ADMIN)  # a lead's campaign must exist
+    assert r.status_code == 201, r.text
+    campaign_id = r.json()["id"]
+    lead = await pool_lead(client, east.rep(1), campaign_id=campaign_id)
     url = f"/v1/leads/{lead['id']}"
 
     async def ids(headers: dict[str, str], **params: Any) -> set[str]:
@@ -255,11 +265,11 @@ async def test_a_department_pool_is_its_own(client: httpx.AsyncClient, feed: Eve
             "/v1/leads/pool-settings", json={"claim_scope": "company"}, headers={**ADMIN, "If-Match": '"0"'}
         )
         assert r.status_code == 412
-        assert lead["id"] in await ids(west.rep(1), campaign_id=f"c-{east.key}")
+        assert lead["id"] in await ids(west.rep(1), campaign_id=campaign_id)
     finally:
         r = await client.put("/v1/leads/pool-settings", json={"claim_scope": settings["claim_scope"]}, headers=ADMIN)
         assert r.status_code == 200
-    assert lead["id"] not in await ids(west.rep(1), campaign_id=f"c-{east.key}")
+    assert lead["id"] not in await ids(west.rep(1), campaign_id=campaign_id)
 
     # Claimed in the east, then sent to the west's pool: now the west's, and no longer the east reps'.
     assert (await client.post(f"{url}/claim", headers=east.rep(2))).status_code == 200

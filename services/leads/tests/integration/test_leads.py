@@ -49,6 +49,21 @@ async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: A
     return data
 
 
+async def new_campaign(client: httpx.AsyncClient) -> str:
+    """A campaign of this test's own: a lead's campaign_id must name one the service knows."""
+    plan = {
+        "name": f"线索活动 {uuid.uuid4().hex[:6]}",
+        "channel": "event",
+        "budget": {"amount": "1000.00", "currency": "CNY"},
+        "start_date": "2026-04-01",
+        "end_date": "2026-04-30",
+    }
+    r = await client.post("/v1/campaigns", json=plan, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    campaign_id: str = r.json()["id"]
+    return campaign_id
+
+
 async def test_create_normalises_and_publishes(client: httpx.AsyncClient, leads_app: FastAPI) -> None:
     bootstrap = leads_app.state.kit.settings.kafka_bootstrap_servers
     # A number and an address of this test's own: customers of other tests in the session hold keys too.
@@ -211,7 +226,7 @@ async def test_a_patch_that_brings_a_taken_phone_is_409_and_changes_nothing(clie
 
 
 async def test_scopes_a_rep_sees_own_a_manager_their_subtree(client: httpx.AsyncClient) -> None:
-    campaign = f"camp-{uuid.uuid4().hex[:8]}"
+    campaign = await new_campaign(client)
     mine = await create(client, REP, campaign_id=campaign)
     theirs = await create(client, REP2, campaign_id=campaign)
     west = await create(client, WEST, campaign_id=campaign)
@@ -237,7 +252,7 @@ async def test_scopes_a_rep_sees_own_a_manager_their_subtree(client: httpx.Async
 
 
 async def test_list_pages_and_filters(client: httpx.AsyncClient) -> None:
-    campaign = f"camp-{uuid.uuid4().hex[:8]}"
+    campaign = await new_campaign(client)
     made = [await create(client, REP, campaign_id=campaign, source="web") for _ in range(5)]
     seen: list[str] = []
     cursor = None

@@ -46,7 +46,9 @@ def create_app(
         await people.ensure_indexes()
 
     kit.on_startup(setup)
-    kit.consume([directory.TOPIC, *events.INBOX_TOPICS], events.inbox_handlers(inbox, people, settings.big_deal_amount))
+    conversions = kit.db["lead_conversions"]  # who asked for each lead conversion (entrypoints/leads.py)
+    handlers = events.inbox_handlers(inbox, people, settings.big_deal_amount, conversions)
+    kit.consume([directory.TOPIC, *events.INBOX_TOPICS], handlers)
     if settings.webhooks_enabled:
         # Its own consumer group: a flood of events for webhooks never delays the inbox.
         kit.consume(

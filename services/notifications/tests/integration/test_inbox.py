@@ -55,6 +55,24 @@ async def test_customer_assigned_in_chinese_and_recycle_warning_in_english(
     assert forbidden.status_code == 404
 
 
+async def test_lead_recycle_warning_names_the_lead(client: httpx.AsyncClient, world: World) -> None:
+    zh = await world.person("zh-CN")
+    lead_id = unique("lead")
+    warning = pool.LeadRecycleWarning(
+        lead_id=lead_id,
+        company_name="示例线索有限公司",
+        owner_id=zh.id,
+        recycle_at=datetime.now(UTC) + timedelta(days=3),
+        rule_id="r-leads",
+        days_left=3,
+    )
+    await world.emit(pool.LEAD_RECYCLE_WARNING, lead_id, warning, actor=pool.SYSTEM_ACTOR)
+    [item] = await world.inbox(client, zh)
+    assert item["kind"] == "lead_recycle_warning"
+    assert item["title"] == "线索即将回收至线索池：示例线索有限公司"
+    assert "3 天后" in item["body"] and item["link"] == f"/leads/{lead_id}"
+
+
 async def test_unread_filter_count_paging_and_marking_read(client: httpx.AsyncClient, world: World) -> None:
     rep = await world.person("en")
     for n in range(3):

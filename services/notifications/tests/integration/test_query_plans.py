@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from crm_notifications.main import create_app
 from crm_notifications.settings import NotificationSettings
-from crm_platform.contracts import customers, interactions
+from crm_platform.contracts import customers, interactions, leads
 from crm_platform.contracts import directory as directory_ev
 from crm_platform.events import EventEnvelope, EventType
 from crm_platform.testing.backends import Backend
@@ -131,3 +131,34 @@ async def test_inbox_pages_are_index_lookups(
     # That needs a change in listing.py; every other statement must be a lookup.
     scans = [s for s in capture.scans() if not ("FROM notifications ORDER BY" in s.sql and " WHERE " not in s.sql)]
     assert not scans, "\n".join(s.describe() for s in scans)
+
+
+def lead_events() -> list[EventEnvelope]:
+    """A lead assigned to the rep, its conversion asked for, and refused (crm.leads.v1)."""
+    now = datetime.now(UTC)
+    snap = leads.LeadSnapshot(
+        lead_id=f"lead-{now.timestamp()}", company_name="杭州云帆", owner_id=REP, department_path=DEPT,
+        status="qualified", created_at=now, updated_at=now,
+    )  # fmt: skip
+    conversion = leads.Conversion(
+        conversion_id=f"{snap.lead_id}:1", customer_id=f"c-{snap.lead_id}", existing_customer=False,
+        customer_name=snap.company_name, owner_id=REP, requested_by=REP, requested_at=now,
+    )  # fmt: skip
+    assigned = leads.LeadOwnerChanged(lead=snap, previous_owner_id=None, owner_id=REP, how="assigned")
+    failed = leads.LeadConversionFailed(lead=snap, conversion_id=conversion.conversion_id, step="customer", reason="x")
+    return [
+        build(leads.LEAD_OWNER_CHANGED, snap.lead_id, assigned),
+        build(
+            leads.LEAD_CONVERSION_REQUESTED,
+            snap.lead_id,
+            leads.LeadConversionRequested(lead=snap, conversion=conversion),
+        ),
+        build(leads.LEAD_CONVERSION_FAILED, snap.lead_id, failed),
+    ]
+
+
+async def test_lead_events_are_index_lookups(app: FastAPI, filled: None, traced_store: TracedStore) -> None:
+    with traced_store.capture() as capture:
+        for envelope in lead_events():
+            assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
+    assert_indexed(capture)

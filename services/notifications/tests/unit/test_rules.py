@@ -15,7 +15,7 @@ from crm_notifications.domain import planning
 from crm_notifications.domain.kinds import DEFAULT_EMAIL, Kind, email_wanted
 from crm_notifications.domain.templates import LANGUAGES, feedback_kind_params, render, render_email
 from crm_notifications.domain.webhooks import AddressPolicy, matches, next_delay, sign, valid_patterns, verify
-from crm_platform.contracts import customers, directory, pipeline
+from crm_platform.contracts import customers, directory, leads, pipeline
 from crm_platform.errors import ValidationFailed
 from crm_platform.events import registry
 
@@ -23,6 +23,7 @@ PARAMS = {
     "task_title": "T",
     "due_at": "2026-12-01T09:30:00+00:00",
     "customer_name": "C",
+    "company_name": "L",
     "days_left": "3",
     "recycle_at": "2026-12-01T09:30:00+00:00",
     "reason": "r",
@@ -38,6 +39,7 @@ PARAMS = {
     "threshold": "1000",
     "comment": "c",
     "valid_until_at": "2026-12-02T09:30:00+00:00",
+    "lead_name": "L",
     **feedback_kind_params("complaint"),
 }
 
@@ -245,3 +247,17 @@ def test_moments_are_shown_in_the_readers_zone_with_the_offset() -> None:
     assert "2026-12-01 17:30 (UTC+08:00)" in title + body
     title, body = render(Kind.task_overdue, "en", PARAMS)
     assert "2026-12-01 09:30 (UTC+00:00)" in title + body
+
+
+def test_a_lead_tells_its_new_owner_unless_they_took_it_themselves() -> None:
+    now = datetime.now(UTC)
+    lead = leads.LeadSnapshot(
+        lead_id="l1", company_name="L", owner_id="u1", status="new", created_at=now, updated_at=now
+    )
+    [intent] = planning.lead_assigned(lead, "u-manager", "assigned")
+    assert (intent.recipient_id, intent.kind, intent.link) == ("u1", Kind.lead_assigned, "/leads/l1")
+    assert planning.lead_assigned(lead, "u1", "assigned") == []  # assigned to themselves
+    assert planning.lead_assigned(lead, "u-x", "claimed") == []
+    assert planning.lead_assigned(lead.model_copy(update={"owner_id": None}), "u-x", "released") == []
+    assert planning.lead_assigned(lead, "u-importer")[0].recipient_id == "u1"  # created for them
+    assert planning.lead_assigned(lead, "u1") == []  # their own entry

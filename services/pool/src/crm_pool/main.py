@@ -10,14 +10,17 @@ from fastapi import FastAPI
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as customer_events
 from crm_platform.contracts import interactions, pipeline
+from crm_platform.contracts import leads as lead_events
 from crm_platform.contracts import pool as _pool_events  # noqa: F401  (registers the event types)
 from crm_platform.listing import count
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.replay import caught_up
 from crm_platform.service import Periodic, ServiceKit
+from crm_pool.adapters.lead_clocks import LeadClocks
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.application.clocks import ClockProjection
+from crm_pool.application.leads import LeadRecycling
 from crm_pool.application.rebuilds import Rebuilds
 from crm_pool.application.recompute import Recomputes
 from crm_pool.application.recycler import Recycler
@@ -51,16 +54,24 @@ def create_app(settings: PoolSettings | None = None, clock: Clock | None = None)
         lease_seconds=settings.rebuild_timeout_seconds + 60,
     )
     kit.background(rebuilds)
-    recycler = Recycler(repo, kit.clock, kit.source, settings.scheduler_batch_size, paused=rebuilds.in_progress)
+    lead_clocks = LeadClocks(kit.db)
+    lead_recycling = LeadRecycling(repo, lead_clocks, kit.clock, kit.source, settings.scheduler_batch_size)
+    recycler = Recycler(
+        repo, kit.clock, kit.source, settings.scheduler_batch_size, paused=rebuilds.in_progress, leads=lead_recycling
+    )
 
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
         await customers.ensure_indexes()
         await opportunities.ensure_indexes()
+        await lead_clocks.ensure_indexes()
         await recomputes.request(None)  # redoes a recompute a crash may have cut short
 
     kit.on_startup(setup)
-    kit.consume([customer_events.TOPIC, pipeline.TOPIC, interactions.TOPIC], events.handlers(clocks, customers))
+    kit.consume(
+        [customer_events.TOPIC, pipeline.TOPIC, interactions.TOPIC, lead_events.TOPIC],
+        {**events.handlers(clocks, customers), **lead_recycling.handlers()},
+    )
     if settings.scheduler_enabled:
         kit.background(Periodic("pool-recycler", recycler.run, settings.scheduler_interval_seconds))
     app = kit.build_app([http.router])
@@ -68,6 +79,7 @@ def create_app(settings: PoolSettings | None = None, clock: Clock | None = None)
     app.state.recycler = recycler
     app.state.clocks = clocks
     app.state.repo = repo
+    app.state.lead_recycling = lead_recycling
     app.state.recomputes = recomputes
     app.state.rebuilds = rebuilds
     return app

@@ -125,3 +125,54 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
     # 2: the clock's insert and the read copy's upsert; plus, when its 2-second cache has run
     # out (a full test run is slow enough), the live rules and stage positions read again (2).
     assert created <= 4, (created, costs)
+
+
+async def test_lead_clocks_and_the_lead_sweep_are_index_lookups(app: FastAPI, traced_store: TracedStore) -> None:
+    """Lead events applied to their clocks, and a run's lead sweep (one ``work_ms`` range per rule with lead
+    settings, read page by page through a cursor), with a few hundred lead clocks stored."""
+    from datetime import timedelta
+
+    from crm_platform.contracts import leads as lev
+    from crm_pool.domain.model import RuleCreate
+
+    feed = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    dept = f"{DEPT}/leads"
+    long_ago = NOW - timedelta(days=60)
+
+    def lead(lead_id: str, at: datetime, **fields: object) -> lev.LeadSnapshot:
+        return lev.LeadSnapshot(
+            lead_id=lead_id,
+            company_name=f"计划线索{lead_id[:8]}",
+            owner_id=REP,
+            department_path=dept,
+            status="new",
+            created_at=at,
+            updated_at=at,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    for i in range(ROWS):  # most worked recently, a few long ago
+        lead_id = str(uuid.uuid4())
+        at = long_ago if i % 30 == 0 else NOW
+        await deliver(app, await feed.send(lev.LEAD_CREATED, lead_id, lev.LeadCreated(lead=lead(lead_id, at)), at))
+    lead_id = str(uuid.uuid4())
+    envelopes = [await feed.send(lev.LEAD_CREATED, lead_id, lev.LeadCreated(lead=lead(lead_id, NOW)), NOW)]
+    followed = lev.LeadFollowedUp(
+        lead=lead(lead_id, NOW, followup_count=1, last_followup_at=NOW), interaction_id="i-1", occurred_at=NOW
+    )
+    envelopes.append(await feed.send(lev.LEAD_FOLLOWED_UP, lead_id, followed, NOW))
+    rule = {
+        **RuleCreate(name="plans leads", department_path=dept, lead_no_work_days=30, lead_warn_days=3).model_dump(),
+        "rule_id": "plans-leads",
+        "deleted": False,
+    }
+    sweep = app.state.lead_recycling
+    with traced_store.capture() as capture:
+        for envelope in envelopes:
+            assert await deliver(app, envelope), envelope.type
+        assert await deliver(app, envelopes[-1])  # redelivered: stale by version, nothing written
+        found = await sweep.candidates([rule], NOW, parked=False)
+        warned, decided, _ = await sweep.run([rule], NOW)
+        await sweep.run([rule], NOW)  # the second run finds them parked
+    assert_indexed(capture)
+    assert len(found) == len(range(0, ROWS, 30)) and warned == len(found) and decided == 0

@@ -48,6 +48,10 @@ class LeadSnapshot(BaseModel):
     customer_id: str | None = Field(default=None, description="The customer the lead became or was linked to.")
     contact_id: str | None = Field(default=None, description="The contact made from the lead, if any.")
     opportunity_id: str | None = Field(default=None, description="The opportunity made from the lead, if any.")
+    # Added in schema 1 without a version bump (additive): follow-ups logged on the lead (interactions
+    # with its lead_id, from crm.interactions.v1), each counted once.
+    followup_count: int = Field(default=0, description="How many follow-ups were logged on the lead.")
+    last_followup_at: datetime | None = Field(default=None, description="When the latest follow-up happened.")
 
 
 class FieldChange(BaseModel):
@@ -58,6 +62,11 @@ class FieldChange(BaseModel):
 
 class LeadCreated(BaseModel):
     lead: LeadSnapshot
+    # Added in schema 1 without a version bump (additive): how the lead came in (None: by the API,
+    # and in events published before it existed).
+    via: Literal["import", "web_form"] | None = Field(
+        default=None, description="'import': a CSV import; 'web_form': the public web-to-lead form; None: the API."
+    )
 
 
 class LeadUpdated(BaseModel):
@@ -76,12 +85,22 @@ class LeadOwnerChanged(BaseModel):
     lead: LeadSnapshot
     previous_owner_id: str | None
     owner_id: str | None
-    how: Literal["claimed", "released", "assigned"]
+    how: Literal["claimed", "released", "assigned", "recycled"] = Field(
+        description="'recycled' (added without a version bump): the pool's rules released a lead nobody worked."
+    )
     reason: str | None = None
 
 
 class LeadDeleted(BaseModel):
     lead: LeadSnapshot
+
+
+class LeadFollowedUp(BaseModel):
+    lead: LeadSnapshot = Field(description="With the new followup_count and last_followup_at.")
+    interaction_id: str
+    author_id: str | None = None
+    channel: str | None = None
+    occurred_at: datetime
 
 
 LEAD_CREATED = define("crm.lead.created", LeadCreated, TOPIC, description="A lead was entered.")
@@ -101,6 +120,13 @@ LEAD_OWNER_CHANGED = define(
     description="A lead changed hands: claimed from the lead pool, released to it (with a reason), or assigned.",
 )
 LEAD_DELETED = define("crm.lead.deleted", LeadDeleted, TOPIC, description="A lead was deleted.")
+LEAD_FOLLOWED_UP = define(
+    "crm.lead.followed_up",
+    LeadFollowedUp,
+    TOPIC,
+    description="A follow-up (an interaction on crm.interactions.v1 with this lead_id) was counted on the lead, "
+    "once per interaction.",
+)
 
 
 # --- conversion: a qualified lead becomes a customer + contact (+ opportunity) ------------------
@@ -269,6 +295,8 @@ class CampaignSnapshot(BaseModel):
     created_by: str | None = None
     updated_at: datetime
     segment: CampaignSegment | None = Field(default=None, description="The target segment, if one is set.")
+    # Added in schema 1 without a version bump (additive).
+    web_form_enabled: bool = Field(default=False, description="The campaign takes public web-to-lead posts.")
 
 
 #: ``date`` under another name, for models with a field called ``date``.
@@ -373,4 +401,99 @@ LEAD_POOL_SETTINGS_CHANGED = define(
     LeadPoolSettingsChanged,
     TOPIC,
     description="The lead pool's settings changed (claim_scope: department or company), keyed by 'pool'.",
+)
+
+
+class CampaignWebFormChanged(BaseModel):
+    """The campaign's public web-to-lead form was turned on, its key rotated, or turned off. The key
+    itself is never in an event (it is a secret shown once to whoever made it)."""
+
+    campaign: CampaignSnapshot
+    action: Literal["enabled", "rotated", "disabled"]
+
+
+CAMPAIGN_WEB_FORM_CHANGED = define(
+    "crm.campaign.web_form_changed",
+    CampaignWebFormChanged,
+    TOPIC,
+    description="A campaign's public web-to-lead form was enabled, its key rotated, or disabled (never the key).",
+)
+
+
+# --- CSV import --------------------------------------------------------------------------------
+
+
+class LeadsImported(BaseModel):
+    """Someone imported leads from a CSV file (subject: the import's id; actor: who).
+
+    One event per import (each imported lead also has its ``crm.lead.created`` with
+    ``via: import``); a dry run imports nothing and makes none.
+    """
+
+    import_id: str
+    total_rows: int = Field(description="Rows in the file.")
+    valid_rows: int = Field(description="Rows that passed every check.")
+    imported: int = Field(description="Leads created.")
+    errors: int = Field(description="Row errors (a row may have several).")
+    duplicates: int = Field(description="Rows refused as duplicates (inside the file, of a lead or of a customer).")
+    campaign_id: str | None = Field(default=None, description="The campaign given for every row, if any.")
+
+
+LEADS_IMPORTED = define(
+    "crm.lead_import.completed",
+    LeadsImported,
+    TOPIC,
+    description="Leads were imported from CSV: who (actor) and the counts (for the audit log).",
+)
+
+
+# --- lead scoring: the administrator's rules and the model trained on the organisation's history ----
+
+#: The fixed ids these events are keyed by (one rule set and one model per organisation).
+SCORING_RULES_ID = "lead-scoring-rules"
+SCORING_MODEL_ID = "lead-scoring-model"
+
+
+class ScoringRule(BaseModel):
+    field: str = Field(
+        description="source, campaign_id, region, industry, status, has_phone, has_email, "
+        "has_contact_name, followup_count, days_since_last_followup, days_since_created."
+    )
+    op: Literal["eq", "in", "exists", "gte", "lte"]
+    value: Any = None
+    points: int
+    label: str
+
+
+class ScoringRulesChanged(BaseModel):
+    rules: list[ScoringRule] = Field(description="The whole rule set now in force.")
+    previous: list[ScoringRule] = Field(default_factory=list, description="The rule set it replaced.")
+
+
+class ScoringModelTrained(BaseModel):
+    feature_names: list[str]
+    coefficients: list[float] = Field(description="One per feature, in log-odds.")
+    intercept: float
+    classes: list[str] = Field(description="[negative, positive]: disqualified, converted.")
+    samples: dict[str, int] = Field(description="Leads trained on, per class.")
+    cv_auc: float = Field(description="Cross-validated ROC AUC.")
+    cv_accuracy: float
+    folds: int
+    trained_at: datetime
+    trained_by: str | None = None
+
+
+SCORING_RULES_CHANGED = define(
+    "crm.lead_scoring.rules_changed",
+    ScoringRulesChanged,
+    TOPIC,
+    description="An administrator replaced the lead scoring rules (keyed by 'lead-scoring-rules'); leads are "
+    "re-scored in the background.",
+)
+SCORING_MODEL_TRAINED = define(
+    "crm.lead_scoring.model_trained",
+    ScoringModelTrained,
+    TOPIC,
+    description="The lead scoring model was retrained on the organisation's converted and disqualified leads "
+    "(keyed by 'lead-scoring-model'); leads are re-scored in the background.",
 )

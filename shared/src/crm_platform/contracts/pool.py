@@ -66,6 +66,12 @@ class PoolRuleSnapshot(BaseModel):
     deleted: bool = False
     updated_at: datetime
     updated_by: str
+    # Added without a new schema version (additive): recycling of leads nobody works (unset: not recycled).
+    lead_no_work_days: int | None = Field(
+        default=None,
+        description="Recycle an open lead its owner has not worked (claimed, moved, followed up) for so many days.",
+    )
+    lead_warn_days: int | None = Field(default=None, description="Warn the lead's owner so many days before (None: 0).")
 
 
 class FieldChange(BaseModel):
@@ -111,6 +117,25 @@ class ReleaseDecided(BaseModel):
     deadline: datetime
 
 
+class LeadRecycleWarning(BaseModel):
+    lead_id: str
+    company_name: str | None = None
+    owner_id: str
+    recycle_at: datetime = Field(description="When the lead will return to the lead pool unless someone works it.")
+    rule_id: str
+    days_left: int
+
+
+class LeadReleaseDecided(BaseModel):
+    lead_id: str
+    owner_id: str = Field(description="The owner expected; another owner means the decision is void.")
+    lead_version: int = Field(description="The lead's version the decision was made on: a lead changed since stays.")
+    last_worked_at: datetime = Field(description="When the lead was last worked (claimed, moved, followed up).")
+    reason_text: str
+    rule_id: str
+    deadline: datetime
+
+
 RULES_CHANGED = define(
     "crm.pool.rules_changed",
     RulesChanged,
@@ -136,4 +161,17 @@ RELEASE_DECIDED = define(
     TOPIC,
     description="The pool decided the customer is due for the pool; the customers service applies it only if the "
     "owner and the follow-ups are unchanged since the basis (subject: customer id).",
+)
+LEAD_RECYCLE_WARNING = define(
+    "crm.pool.lead_recycle_warning",
+    LeadRecycleWarning,
+    TOPIC,
+    description="The owner is warned that the lead will return to the lead pool at recycle_at (subject: lead id).",
+)
+LEAD_RELEASE_DECIDED = define(
+    "crm.pool.lead_release_decided",
+    LeadReleaseDecided,
+    TOPIC,
+    description="The pool decided the lead nobody worked is due for the lead pool; the leads service applies it "
+    "only if the lead is still at lead_version (subject: lead id).",
 )

@@ -99,10 +99,23 @@ class LeadRepository:
         self.directory_users = db["directory_users"]
         self.directory_departments = db["directory_departments"]
         self.lead_settings = db["lead_settings"]  # the pool's settings (crm_leads.application.assignment)
+        # Intake: CSV import records (with their summary event), the campaigns' web-form keys (the
+        # key's hash as ``_id``), the web form's per-campaign counts, and rate-limit counters
+        # (``_id`` "addr:<ip>:<window>" or "key:<hash>:<window>", deleted once their window is over).
+        self.imports = db["lead_imports"]
+        self.import_store = VersionedStore(
+            self.imports, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No import with id {i}.")
+        )
+        self.web_form_keys = db["web_form_keys"]
+        self.web_form_stats = db["web_form_stats"]
+        self.rate_counters = db["rate_counters"]
 
     async def ensure_indexes(self) -> None:
         await self.leads.create_indexes(list_indexes())
         await self.campaigns.create_indexes(campaign_indexes())
+        # Not a TTL index: with one in the database the embedded store reads its TTL table on every
+        # statement; spent counters are deleted by an index range on their end (application/webform.py).
+        await self.rate_counters.create_index([("expires_ms", ASCENDING)], name="idx_expires_ms")
 
     async def get(self, lead_id: str) -> Document | None:
         return await self.store.get(lead_id)

@@ -254,15 +254,28 @@ class Leads:
 
     # --- writing -------------------------------------------------------------------------------
 
-    async def create(self, principal: Principal, data: LeadIn) -> Document:
+    async def check_campaign(self, campaign_id: str | None, field: str = "campaign_id") -> None:
+        """A lead's campaign must be one this service knows and not cancelled (422 naming ``field``):
+        one ``_id`` read of the campaign."""
+        if campaign_id is None:
+            return
+        campaign = await self.repo.campaign_store.get(campaign_id)
+        if campaign is None:
+            raise ValidationFailed.for_field(field, f"no campaign with id {campaign_id}")
+        if campaign.get("status") == "cancelled":
+            raise ValidationFailed.for_field(field, f"campaign {campaign_id} is cancelled")
+
+    async def create(self, principal: Principal, data: LeadIn, via: str | None = None) -> Document:
         if principal.scope(MODULE) is None:
             raise Forbidden("Your roles give no data scope for leads: a lead you entered would be out of your reach.")
+        await self.check_campaign(data.campaign_id)
         lead_id = str(uuid.uuid4())
         doc = rules.new_lead(lead_id, data, principal, self.clock.now())
         keys = rules.keys_of(doc)
         await self._take_keys(keys, lead_id)
         try:
-            return await self.repo.store.insert(doc, [self._event(ev.LEAD_CREATED, doc, 1, principal.user_id)])
+            event = self._event(ev.LEAD_CREATED, doc, 1, principal.user_id, via=via)
+            return await self.repo.store.insert(doc, [event])
         except BaseException:
             await self.repo.lead_keys.remove(keys, lead_id)
             raise
@@ -275,6 +288,8 @@ class Leads:
         values = patch.model_dump(mode="json", include=patch.model_fields_set - {"status", "reason"})
         if "reason" in patch.model_fields_set and patch.status is None:
             raise ValidationFailed.for_field("reason", "only with a status (disqualified)")
+        if values.get("campaign_id") is not None and values["campaign_id"] != current.get("campaign_id"):
+            await self.check_campaign(values["campaign_id"])
         preview = dict(current)
         rules.apply_values(preview, values)  # refuses a field that cannot be cleared, before any key is taken
         rules.refresh(preview)
@@ -466,6 +481,9 @@ def summarise(envelope: Any) -> tuple[str, list[dict[str, Any]]]:
         return "Lead deleted", []
     if envelope.type in CONVERSION_EVENTS:
         return summarise_conversion(envelope)
+    if envelope.type == ev.LEAD_FOLLOWED_UP.name:
+        count = (data.get("lead") or {}).get("followup_count")
+        return "Follow-up logged", [{"field": "followup_count", "old": (count or 1) - 1, "new": count}]
     return envelope.type, []
 
 

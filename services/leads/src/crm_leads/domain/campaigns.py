@@ -255,6 +255,7 @@ def snapshot(doc: Document) -> ev.CampaignSnapshot:
         created_at=doc["created_at"],
         created_by=doc.get("created_by"),
         updated_at=doc["updated_at"],
+        web_form_enabled=bool(doc.get("web_form")),
     )
 
 

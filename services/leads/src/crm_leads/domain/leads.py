@@ -22,7 +22,7 @@ from crm_platform.sortkeys import epoch_ms
 Document = dict[str, Any]
 
 #: API sort names -> stored never-null sort keys (moments as epoch ms: see crm_platform.sortkeys).
-SORT_FIELDS = {"created_at": "s.created_at", "updated_at": "s.updated_at"}
+SORT_FIELDS = {"created_at": "s.created_at", "updated_at": "s.updated_at", "score": "s.score"}
 DEFAULT_SORT = "-created_at"
 
 #: Where a status may go next. Qualified and disqualified are ends for now (conversion comes later);
@@ -50,6 +50,7 @@ def sort_keys(doc: Document) -> Document:
     return {
         "created_at": epoch_ms(doc["created_at"]),
         "updated_at": epoch_ms(doc["updated_at"]),
+        "score": int(doc.get("score") or 0),  # lead scoring's (crm_leads.domain.scoring), 0 until scored
         "id": doc["_id"],
     }
 
@@ -201,4 +202,6 @@ def snapshot(doc: Document) -> ev.LeadSnapshot:
         customer_id=doc.get("customer_id"),
         contact_id=doc.get("contact_id"),
         opportunity_id=doc.get("opportunity_id"),
+        followup_count=int(doc.get("followup_count") or 0),
+        last_followup_at=doc.get("last_followup_at"),
     )

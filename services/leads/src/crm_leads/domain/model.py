@@ -36,6 +36,7 @@ class LeadSource(StrEnum):
     purchased_list = "purchased_list"
     partner = "partner"
     other = "other"
+    web_form = "web_form"  # the public web-to-lead form of a campaign
 
 
 def _company(value: str) -> str:

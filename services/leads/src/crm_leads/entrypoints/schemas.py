@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crm_leads.domain.model import LeadSource, LeadStatus
 
@@ -53,6 +53,9 @@ class LeadOut(BaseModel):
     contact_id: str | None = None
     opportunity_id: str | None = None
     conversion: ConversionOut | None = None
+    followup_count: int = 0
+    last_followup_at: datetime | None = None
+    score: int | None = Field(default=None, description="0..100, as of the lead's last change or re-score.")
 
 
 class LeadPage(BaseModel):
@@ -89,4 +92,7 @@ def lead_out(doc: Document) -> LeadOut:
         conversion=ConversionOut.model_validate({k: v for k, v in doc["conversion"].items() if k != "command"})
         if doc.get("conversion")
         else None,
+        followup_count=int(doc.get("followup_count") or 0),
+        last_followup_at=doc.get("last_followup_at"),
+        score=doc.get("score"),
     )

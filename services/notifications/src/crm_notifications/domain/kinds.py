@@ -10,6 +10,7 @@ class Kind(StrEnum):
     task_overdue = "task_overdue"
     customer_assigned = "customer_assigned"
     customer_recycle_warning = "customer_recycle_warning"
+    lead_recycle_warning = "lead_recycle_warning"
     customer_released = "customer_released"
     opportunity_assigned = "opportunity_assigned"
     big_deal_won = "big_deal_won"
@@ -18,6 +19,8 @@ class Kind(StrEnum):
     export_approval_requested = "export_approval_requested"
     export_approved = "export_approved"
     export_rejected = "export_rejected"
+    lead_assigned = "lead_assigned"
+    lead_conversion_failed = "lead_conversion_failed"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -27,6 +30,7 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     Kind.task_overdue: True,
     Kind.customer_assigned: False,
     Kind.customer_recycle_warning: True,
+    Kind.lead_recycle_warning: True,
     Kind.customer_released: False,
     Kind.opportunity_assigned: False,
     Kind.big_deal_won: False,
@@ -36,6 +40,9 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     Kind.export_approval_requested: False,
     Kind.export_approved: False,
     Kind.export_rejected: False,
+    # Leads: a lead given to someone, a conversion that was refused: the inbox.
+    Kind.lead_assigned: False,
+    Kind.lead_conversion_failed: False,
 }
 
 

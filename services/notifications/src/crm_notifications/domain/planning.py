@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from crm_notifications.domain.kinds import Kind
 from crm_notifications.domain.templates import feedback_kind_params
-from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.contracts import customers, interactions, leads, pipeline, pool
 from crm_platform.contracts import export_approval as exports
 
 
@@ -102,6 +102,21 @@ def recycle_warning(data: pool.RecycleWarning) -> list[Intent]:
             f"/customers/{data.customer_id}",
             {
                 "customer_name": data.customer_name or data.customer_id,
+                "days_left": str(data.days_left),
+                "recycle_at": when(data.recycle_at),
+            },
+        )
+    ]
+
+
+def lead_recycle_warning(data: pool.LeadRecycleWarning) -> list[Intent]:
+    return [
+        Intent(
+            data.owner_id,
+            Kind.lead_recycle_warning,
+            f"/leads/{data.lead_id}",
+            {
+                "company_name": data.company_name or data.lead_id,
                 "days_left": str(data.days_left),
                 "recycle_at": when(data.recycle_at),
             },
@@ -200,3 +215,20 @@ def export_answered(request: exports.ExportRequestSnapshot, approver_name: str) 
     if request.status == "rejected":
         return [Intent(request.requester_id, Kind.export_rejected, _export_link(request), params)]
     return []
+
+
+def lead_assigned(lead: leads.LeadSnapshot, actor: str | None, how: str | None = None) -> list[Intent]:
+    """A lead's new owner is told, unless they took it themselves (claimed, or created their own);
+    a release to the lead pool has no new owner."""
+    if how in ("claimed", "released") or lead.owner_id is None or not _others(lead.owner_id, actor) or lead.deleted:
+        return []
+    return [Intent(lead.owner_id, Kind.lead_assigned, f"/leads/{lead.lead_id}", {"lead_name": lead.company_name})]
+
+
+def lead_conversion_failed(data: leads.LeadConversionFailed, requested_by: str | None) -> list[Intent]:
+    """Who asked for the conversion learns why it failed (the lead's owner when that is not known)."""
+    recipient = requested_by or data.lead.owner_id
+    if not recipient:
+        return []
+    params = {"lead_name": data.lead.company_name, "reason": data.reason}
+    return [Intent(recipient, Kind.lead_conversion_failed, f"/leads/{data.lead.lead_id}", params)]

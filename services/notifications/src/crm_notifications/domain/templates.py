@@ -39,6 +39,17 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
             "unless you follow up.",
         ),
     },
+    Kind.lead_recycle_warning: {
+        "zh-CN": (
+            "线索即将回收至线索池：$company_name",
+            "线索「$company_name」将在 $days_left 天后（$recycle_at）回收至线索池，请及时跟进。",
+        ),
+        "en": (
+            "Lead returns to the lead pool soon: $company_name",
+            'The lead "$company_name" returns to the lead pool in $days_left day(s), on $recycle_at, '
+            "unless you work it.",
+        ),
+    },
     Kind.customer_released: {
         "zh-CN": ("客户已回收至公海：$customer_name", "客户「$customer_name」已回收至公海（$reason），不再由您负责。"),
         "en": (
@@ -105,6 +116,20 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
     Kind.export_rejected: {
         "zh-CN": ("客户导出被拒绝（$rows 行）", "您的客户导出申请被 $approver_name 拒绝：$comment。"),
         "en": ("Export rejected ($rows rows)", "Your customer export was rejected by $approver_name: $comment."),
+    },
+    Kind.lead_assigned: {
+        "zh-CN": ("新线索分配给您：$lead_name", "线索「$lead_name」已分配给您跟进。"),
+        "en": ("New lead for you: $lead_name", 'The lead "$lead_name" has been assigned to you.'),
+    },
+    Kind.lead_conversion_failed: {
+        "zh-CN": (
+            "线索转化失败：$lead_name",
+            "线索「$lead_name」未能转化（$reason），已恢复为合格状态，请修正后重试。",
+        ),
+        "en": (
+            "Lead conversion failed: $lead_name",
+            'The lead "$lead_name" could not be converted ($reason); it is qualified again: fix it and retry.',
+        ),
     },
 }
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from typing import Any
 
 from crm_notifications.application.deliveries import Fanout
 from crm_notifications.application.inbox import Inbox
 from crm_notifications.domain import planning
 from crm_notifications.domain.planning import Intent
+from crm_notifications.entrypoints.leads import lead_planners
 from crm_platform.catalogue import event_types, load_contracts
 from crm_platform.consumer import Handler
-from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.contracts import customers, interactions, leads, pipeline, pool
 from crm_platform.contracts import export_approval as exports
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
@@ -24,7 +26,11 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 Planner = Callable[[EventEnvelope], Awaitable[list[Intent]]]
 
 
-def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount: Decimal) -> Mapping[str, Handler]:
+def inbox_handlers(
+    inbox: Inbox, directory: DirectoryReadModel, big_deal_amount: Decimal, conversions: Any = None
+) -> Mapping[str, Handler]:
+    """``conversions``: the collection where who asked for each lead conversion is kept (see entrypoints/leads.py)."""
+
     async def managers_above(department_path: str | None) -> list[str]:
         """Managers of the department and every department above it, nearest first."""
         managers = []
@@ -48,6 +54,9 @@ def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount:
 
     async def recycle_warning(e: EventEnvelope) -> list[Intent]:
         return planning.recycle_warning(pool.RECYCLE_WARNING.parse(e))
+
+    async def lead_recycle_warning(e: EventEnvelope) -> list[Intent]:
+        return planning.lead_recycle_warning(pool.LEAD_RECYCLE_WARNING.parse(e))
 
     async def opportunity_created(e: EventEnvelope) -> list[Intent]:
         return planning.opportunity_assigned(pipeline.OPPORTUNITY_CREATED.parse(e).opportunity, e.actor)
@@ -93,6 +102,7 @@ def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount:
         customers.OWNER_CHANGED.name: customer_owner_changed,
         customers.RELEASED.name: customer_released,
         pool.RECYCLE_WARNING.name: recycle_warning,
+        pool.LEAD_RECYCLE_WARNING.name: lead_recycle_warning,
         pipeline.OPPORTUNITY_CREATED.name: opportunity_created,
         pipeline.OPPORTUNITY_OWNER_CHANGED.name: opportunity_owner_changed,
         pipeline.OPPORTUNITY_WON.name: opportunity_won,
@@ -102,6 +112,8 @@ def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount:
         exports.EXPORT_APPROVED.name: export_answered,
         exports.EXPORT_REJECTED.name: export_answered,
     }
+    if conversions is not None:
+        planners.update(lead_planners(conversions))
 
     def handler(plan: Planner) -> Handler:
         async def handle(envelope: EventEnvelope) -> None:
@@ -114,7 +126,7 @@ def inbox_handlers(inbox: Inbox, directory: DirectoryReadModel, big_deal_amount:
     return out
 
 
-INBOX_TOPICS = [customers.TOPIC, pipeline.TOPIC, interactions.TOPIC, pool.TOPIC]
+INBOX_TOPICS = [customers.TOPIC, pipeline.TOPIC, interactions.TOPIC, pool.TOPIC, leads.TOPIC]
 
 
 def webhook_topics() -> list[str]:

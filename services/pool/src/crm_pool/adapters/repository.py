@@ -30,6 +30,7 @@ class PoolRepository:
         self.notices: AsyncCollection[Document] = db["notices"]
         self.customers: AsyncCollection[Document] = db["customers"]
         self.opportunities: AsyncCollection[Document] = db["opportunities"]
+        self.lead_clocks: AsyncCollection[Document] = db["lead_clocks"]  # see crm_pool.adapters.lead_clocks
         self.rule_store = VersionedStore(
             self.rules, clock, wake_relay=wake_relay, not_found=lambda i: NotFound(f"No pool rule with id {i}.")
         )
@@ -81,3 +82,4 @@ class PoolRepository:
     async def unpark_all(self) -> None:
         """Every parked clock back into the runs (after a rule change): integers, so ``$set`` is safe."""
         await self.clocks.update_many({"parked_until_ms": {"$gt": 0}}, {"$set": {"parked_until_ms": 0}})
+        await self.lead_clocks.update_many({"parked_until_ms": {"$gt": 0}}, {"$set": {"parked_until_ms": 0}})

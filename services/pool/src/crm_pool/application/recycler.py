@@ -30,6 +30,7 @@ from crm_platform.events import EventEnvelope, EventType
 from crm_platform.permissions import Permission
 from crm_platform.tracing import current_traceparent
 from crm_pool.adapters.repository import PoolRepository
+from crm_pool.application.leads import LeadRecycling
 from crm_pool.domain.recycling import (
     NEVER,
     POOL,
@@ -64,6 +65,8 @@ class RunReport:
     decided: int = 0
     skipped: int = 0  # already handled by another replica, or changed meanwhile
     paused: bool = False  # not run: a rebuild of the clocks is under way
+    leads_warned: int = 0
+    leads_decided: int = 0
 
 
 class Recycler:
@@ -74,8 +77,10 @@ class Recycler:
         source: str,
         batch_size: int = 500,
         paused: Callable[[], Awaitable[bool]] | None = None,
+        leads: LeadRecycling | None = None,
     ) -> None:
         self.repo = repo
+        self.leads = leads
         self._paused = paused
         self.clock = clock
         self.source = source
@@ -107,6 +112,9 @@ class Recycler:
         candidates = await self.candidates(live, now, parked=False)
         for i in range(0, len(candidates), self.batch_size):
             await asyncio.gather(*(self._handle(c, now, report) for c in candidates[i : i + self.batch_size]))
+        if self.leads is not None:  # the leads nobody works, under the same rules (crm_pool.application.leads)
+            report.leads_warned, report.leads_decided, skipped = await self.leads.run(live, now)
+            report.skipped += skipped
         if _fingerprint(await self.repo.live_rules()) != fingerprint:
             # The rules changed during the run: what it parked may be wrong under the new ones.
             await self.repo.unpark_all()

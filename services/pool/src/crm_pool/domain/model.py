@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 ClaimScope = Literal["department", "company"]
 
@@ -21,6 +21,8 @@ EDITABLE = (
     "cooldown_days",
     "claim_scope",
     "max_held",
+    "lead_no_work_days",
+    "lead_warn_days",
 )
 CLAIM_FIELDS = ("cooldown_days", "claim_scope", "max_held")
 
@@ -53,6 +55,25 @@ class RuleFields(BaseModel):
         description="How many active customers one owner in this scope may hold (claim, assign, import, restore); "
         "None: the limit of the next rule up, else the customers service's default.",
     )
+    # Leads (additive): unset lead_no_work_days = this rule recycles no lead.
+    lead_no_work_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Recycle an open lead (new, contacted, qualified) its owner has not worked (claimed, moved on, "
+        "followed up) for so many days; None: leads under this rule are not recycled.",
+    )
+    lead_warn_days: int | None = Field(
+        default=None, ge=0, le=365, description="Warn the lead's owner so many days ahead (None: 0)."
+    )
+
+    @field_validator("lead_warn_days")
+    @classmethod
+    def _lead_warning_first(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = info.data.get("lead_no_work_days")
+        if value is not None and limit is not None and value >= limit:
+            raise ValueError("must be less than lead_no_work_days")
+        return value
 
     @field_validator("exempt_tags")
     @classmethod
@@ -81,8 +102,8 @@ class RuleCreate(RuleFields):
 
     @model_validator(mode="after")
     def _needs_a_limit(self) -> RuleCreate:
-        if self.no_interaction_days is None and self.no_won_days is None:
-            raise ValueError("set no_interaction_days and/or no_won_days")
+        if self.no_interaction_days is None and self.no_won_days is None and self.lead_no_work_days is None:
+            raise ValueError("set no_interaction_days and/or no_won_days (or lead_no_work_days)")
         for limit in (self.no_interaction_days, self.no_won_days):
             if limit is not None and self.warn_days >= limit:
                 raise ValueError("warn_days must be less than the recycling days")

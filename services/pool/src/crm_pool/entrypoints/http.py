@@ -19,6 +19,7 @@ from crm_pool.application.recycler import Recycler
 from crm_pool.application.rules import Rules
 from crm_pool.domain.model import DraftPreviewIn, RuleCreate, RulePatch
 from crm_pool.entrypoints.schemas import (
+    LeadPreviewItem,
     MyCustomer,
     MyCustomers,
     Preview,
@@ -126,7 +127,13 @@ async def preview(
 ) -> Preview:
     moment = as_utc(at) if at is not None else recycler.clock.now()
     items = await recycler.preview(principal, moment, department, limit)
-    return Preview(at=moment, department=department, items=[PreviewItem.model_validate(i) for i in items])
+    leads = await recycler.leads.preview(principal, moment, department, limit) if recycler.leads else []
+    return Preview(
+        at=moment,
+        department=department,
+        items=[PreviewItem.model_validate(i) for i in items],
+        leads=[LeadPreviewItem.model_validate(i) for i in leads],
+    )
 
 
 @router.post(
@@ -141,8 +148,14 @@ async def preview_draft(body: DraftPreviewIn, principal: CurrentPrincipal, recyc
     moment = as_utc(body.at) if body.at is not None else recycler.clock.now()
     draft = {**body.rule.model_dump(), "rule_id": "draft", "deleted": False}
     items = await recycler.preview(principal, moment, body.rule.department_path, body.limit, draft=draft)
+    leads = []
+    if recycler.leads is not None:
+        leads = await recycler.leads.preview(principal, moment, body.rule.department_path, body.limit, draft=draft)
     return Preview(
-        at=moment, department=body.rule.department_path, items=[PreviewItem.model_validate(i) for i in items]
+        at=moment,
+        department=body.rule.department_path,
+        items=[PreviewItem.model_validate(i) for i in items],
+        leads=[LeadPreviewItem.model_validate(i) for i in leads],
     )
 
 
@@ -166,7 +179,15 @@ async def run(principal: CurrentPrincipal, recycler: RecyclerService) -> RunOut:
     principal.require(Permission.system_operate)
     now = recycler.clock.now()
     report = await recycler.run(now)
-    return RunOut(at=now, warned=report.warned, decided=report.decided, skipped=report.skipped, paused=report.paused)
+    return RunOut(
+        at=now,
+        warned=report.warned,
+        decided=report.decided,
+        skipped=report.skipped,
+        paused=report.paused,
+        leads_warned=report.leads_warned,
+        leads_decided=report.leads_decided,
+    )
 
 
 def _rebuilds(request: Request) -> Rebuilds:

@@ -21,6 +21,8 @@ class RuleOut(BaseModel):
     cooldown_days: int
     claim_scope: Literal["department", "company"]
     max_held: int | None = Field(description="Holding limit per owner in this scope; None: inherited.")
+    lead_no_work_days: int | None = Field(default=None, description="None: leads are not recycled by this rule.")
+    lead_warn_days: int | None = None
     deleted: bool
     version: int
     created_at: datetime
@@ -51,10 +53,30 @@ class PreviewItem(BaseModel):
     last_won_at: datetime | None
 
 
+class LeadPreviewItem(BaseModel):
+    lead_id: str
+    company_name: str | None
+    owner_id: str | None
+    department_path: str | None
+    status: str | None
+    action: Literal["warn", "recycle"]
+    deadline: datetime
+    recycle_at: datetime
+    rule_id: str | None
+    rule_name: str | None
+    reason_text: str
+    last_worked_at: datetime
+    days_without_work: int
+
+
 class Preview(BaseModel):
     at: datetime
     department: str | None
     items: list[PreviewItem]
+    leads: list[LeadPreviewItem] = Field(
+        default_factory=list,
+        description="Leads nobody works that would be warned or recycled (rules with lead settings).",
+    )
 
 
 class MyCustomer(BaseModel):
@@ -81,6 +103,8 @@ class RunOut(BaseModel):
     decided: int
     skipped: int
     paused: bool = Field(default=False, description="True when the run did nothing because a rebuild is under way.")
+    leads_warned: int = 0
+    leads_decided: int = 0
 
 
 class RebuildOut(BaseModel):

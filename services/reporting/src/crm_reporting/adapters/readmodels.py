@@ -62,6 +62,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     "roll_customers": [_index("field")],
     "roll_deals": [_index("day")],
     "roll_time": [_index("day")],
+    # Leads and campaigns (application/leadfigures.py): leads by creation, opportunities by lead.
+    "leads": [_index("created_ms")],
+    "campaigns": [],
+    "lead_opps": [_index("lead_id")],
 }
 
 

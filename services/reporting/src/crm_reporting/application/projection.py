@@ -23,6 +23,7 @@ from crm_platform.consumer import Handler, apply_versioned
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import directory as dev
 from crm_platform.contracts import interactions as iev
+from crm_platform.contracts import leads as lev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.contracts import pool as poolev
 from crm_platform.customfield_store import DefinitionCopy
@@ -40,10 +41,11 @@ from crm_reporting.application.contributions import (
     survivor,
 )
 from crm_reporting.application.lag import LagTracker
+from crm_reporting.application.leadfigures import apply_lead_event, apply_opportunity
 from crm_reporting.domain.summaries import summarize
 
 Document = dict[str, Any]
-TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC]
+TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC, lev.TOPIC]
 POOL_TYPES = (poolev.RECYCLE_WARNING.name, poolev.RELEASE_DECIDED.name)
 CONTACT_TYPES = (cev.CUSTOMER_CREATED.name, cev.CONTACT_ADDED.name, cev.CONTACT_CHANGED.name)
 #: Each record's first event: its copy is almost never there yet (see write_with_rollups' likely_new).
@@ -181,8 +183,13 @@ class Projection:
             target = pev.TARGET_SET.parse(envelope).target
             await apply_versioned(models.targets, envelope, {"_id": target.target_id, **target.model_dump(mode="json")})
             return
-        if t == cev.LEAD_REFUSED.name:
-            return  # a lead's conversion refused: no customer changed (the event has no snapshot)
+        if t in (cev.LEAD_REFUSED.name, pev.OPPORTUNITY_LEAD_REFUSED.name):
+            return  # answers to a conversion that wrote nothing (and carry no snapshot)
+        if t.startswith(("crm.lead.", "crm.campaign.")):
+            await apply_lead_event(models, envelope)  # leads and campaigns: application/leadfigures.py
+            return
+        if t.startswith("crm.opportunity.") and "opportunity" in envelope.data:
+            await apply_opportunity(models, envelope)  # for the leads it came from
         fact: Document = {
             "_id": envelope.id,
             "type": t,

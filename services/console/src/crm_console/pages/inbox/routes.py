@@ -29,6 +29,7 @@ KINDS = (
     "task_overdue",
     "customer_assigned",
     "customer_recycle_warning",
+    "lead_recycle_warning",
     "customer_released",
     "opportunity_assigned",
     "big_deal_won",
@@ -37,6 +38,8 @@ KINDS = (
     "export_approval_requested",
     "export_approved",
     "export_rejected",
+    "lead_assigned",
+    "lead_conversion_failed",
 )
 CHANGED = {"HX-Trigger": "inbox-changed"}
 
