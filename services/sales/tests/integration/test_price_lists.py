@@ -198,7 +198,9 @@ async def test_entries_set_at_once_on_one_list_are_all_kept(client: httpx.AsyncC
 async def test_the_list_filters_and_pages(client: httpx.AsyncClient) -> None:
     tier = unique_currency_tier()
     made = [await new_list(client, tier=tier, name=f"{tier} {n}", valid_from=f"2026-0{n}-01") for n in (3, 1, 2)]
-    for sort, order in (("name", [1, 2, 0]), ("-valid_from", [0, 2, 1]), ("created_at", [0, 1, 2])):
+    # Two creates in one millisecond tie on created_at: the id breaks the tie.
+    created = sorted(range(3), key=lambda i: (made[i]["created_at"], made[i]["id"]))
+    for sort, order in (("name", [1, 2, 0]), ("-valid_from", [0, 2, 1]), ("created_at", created)):
         seen: list[dict[str, Any]] = []
         params: dict[str, Any] = {"tier": tier.lower(), "sort": sort, "limit": 2}
         while True:
