@@ -32,6 +32,8 @@ from crm_pool.main import create_app as pool_app
 from crm_pool.settings import PoolSettings
 from crm_reporting.main import create_app as reporting_app
 from crm_reporting.settings import ReportingSettings
+from crm_sales.main import create_app as sales_app
+from crm_sales.settings import SalesSettings
 
 SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = {
     "customers": (customers_app, CustomersSettings, {}),
@@ -48,12 +50,13 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
     "reporting": (reporting_app, ReportingSettings, {}),
     "audit": (audit_app, AuditSettings, {"audit_purge_enabled": False}),
     "leads": (leads_app, LeadsSettings, {}),
+    "sales": (sales_app, SalesSettings, {}),
 }
 
 
 @pytest.fixture(scope="session")
 async def service_apps(backend: Backend) -> AsyncIterator[dict[str, FastAPI]]:
-    """The nine apps, started (lifespans entered) and with their consumers caught up."""
+    """The ten apps, started (lifespans entered) and with their consumers caught up."""
     async with AsyncExitStack() as stack:
         apps: dict[str, FastAPI] = {}
         for name, (create, settings_type, extra) in SERVICES.items():

@@ -35,8 +35,9 @@ SERVICES = [
     "reporting",
     "audit",
     "leads",
+    "sales",
 ]
-# A few per operation keeps the run for all nine services near a minute; raise it locally
+# A few per operation keeps the run for all ten services near a minute; raise it locally
 # (CRM_FUZZ_EXAMPLES=50) for a deeper search, and CRM_FUZZ_MODE=negative for invalid input.
 EXAMPLES_PER_OPERATION = int(os.environ.get("CRM_FUZZ_EXAMPLES", "4"))
 MODE = GenerationMode(os.environ.get("CRM_FUZZ_MODE", "positive"))

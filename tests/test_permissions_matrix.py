@@ -40,6 +40,7 @@ SERVICES = [
     "reporting",
     "audit",
     "leads",
+    "sales",
 ]
 #: A role an administrator defined: every other permission (so each service has routes it allows and
 #: routes it refuses), with data scopes of its own.

@@ -104,6 +104,9 @@ class Permission(StrEnum):
     leads_scoring = "leads:scoring"  # set the lead scoring rules and retrain the scoring model (admins)
     campaigns_view = "campaigns:view"  # marketing campaigns (市场活动), their costs and history
     campaigns_manage = "campaigns:manage"  # plan, change and close campaigns, record their costs
+    # sales: the product catalogue and its price lists (company-wide, no data scope)
+    products_view = "products:view"  # products, price lists, the price that applies
+    products_manage = "products:manage"  # add, change, deactivate products; price lists and their prices
 
 
 PUBLIC: Final = "public"
@@ -147,6 +150,7 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.leads_claim,
         P.leads_convert,
         P.campaigns_view,
+        P.products_view,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -163,6 +167,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.leads_assign,
     P.leads_rules,
     P.campaigns_manage,
+    P.products_manage,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -496,6 +501,21 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         # Web-to-lead: a customer's website posts it (the campaign's form key in the path; rate limited).
         "POST /v1/web-to-lead/{key}": PUBLIC,
         "OPTIONS /v1/web-to-lead/{key}": PUBLIC,
+    },
+    "sales": {
+        "POST /v1/products": P.products_manage,
+        "GET /v1/products": P.products_view,
+        "GET /v1/products/{product_id}": P.products_view,
+        "PATCH /v1/products/{product_id}": P.products_manage,
+        "POST /v1/products/{product_id}/deactivate": P.products_manage,
+        "POST /v1/products/{product_id}/activate": P.products_manage,
+        "POST /v1/price-lists": P.products_manage,
+        "GET /v1/price-lists": P.products_view,
+        "GET /v1/price-lists/{price_list_id}": P.products_view,
+        "PATCH /v1/price-lists/{price_list_id}": P.products_manage,
+        "PUT /v1/price-lists/{price_list_id}/entries/{product_id}": P.products_manage,
+        "DELETE /v1/price-lists/{price_list_id}/entries/{product_id}": P.products_manage,
+        "GET /v1/prices": P.products_view,
     },
 }
 

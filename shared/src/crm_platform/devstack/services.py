@@ -2,7 +2,7 @@
 
 Adding a service to the local stack (and to the compose checks) is one line in
 SERVICES. Ports: customers 8001, pipeline 8002, interactions 8003,
-pool 8004, notifications 8005, reporting 8006, directory 8007, audit 8008, leads 8009, and the web
+pool 8004, notifications 8005, reporting 8006, directory 8007, audit 8008, leads 8009, sales 8010, and the web
 console 8000 (a front end over the others' APIs: no topics, no API docs; it
 starts last, once the services it calls answer).
 """
@@ -62,6 +62,7 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(name="directory", module="crm_directory", http_port=8007, database="crm_directory"),
     ServiceSpec(name="audit", module="crm_audit", http_port=8008, database="crm_audit"),
     ServiceSpec(name="leads", module="crm_leads", http_port=8009, database="crm_leads"),
+    ServiceSpec(name="sales", module="crm_sales", http_port=8010, database="crm_sales"),
     # Last: `crm up` starts it once the services it calls are ready.
     ServiceSpec(name="console", module="crm_console", http_port=8000, database="crm_console", web=True),
 ]

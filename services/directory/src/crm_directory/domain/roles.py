@@ -142,6 +142,8 @@ ADDED_AFTER_FIRST_SEED: frozenset[str] = frozenset(
         Permission.customers_export_approve.value,
         # The leads service's, which came in the same version as defaults_seen.
         *(p.value for p in Permission if p.value.startswith(("leads:", "campaigns:"))),
+        # The sales service's (the product catalogue and price lists), which came later.
+        *(p.value for p in Permission if p.value.startswith("products:")),
     }
 )
 

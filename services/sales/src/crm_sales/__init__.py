@@ -1,0 +1,1 @@
+"""The sales service: the product catalogue and its price lists (issue 18's foundation)."""

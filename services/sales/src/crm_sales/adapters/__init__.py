@@ -1,0 +1,1 @@
+"""The sales service's store: collections, indexes, versioned stores."""

@@ -1,0 +1,1 @@
+"""Rules of products, prices and price lists (no I/O)."""

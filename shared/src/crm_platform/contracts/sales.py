@@ -1,0 +1,144 @@
+"""Events of the sales service, on ``crm.sales.v1``: the product catalogue and its price lists (what
+follows a won opportunity is built on them: quotations, contracts, payments, later).
+
+Product events are keyed by the product id and carry the whole :class:`ProductSnapshot` after the
+change. Price list events are keyed by the price list id and carry the list's header
+(:class:`PriceListSnapshot`, without its entries); an entry event carries the entry set or removed
+(and the one it replaced). A consumer keeps a read copy by applying them by ``aggregateversion``.
+Money is a decimal string quantized to the currency's minor unit with an ISO 4217 code, never a float.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from crm_platform.events import define
+
+TOPIC = "crm.sales.v1"
+
+
+class FieldChange(BaseModel):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class ProductSnapshot(BaseModel):
+    product_id: str
+    sku: str = Field(description="Trimmed and upper-cased; unique in the organisation.", examples=["ECS-STD-2C4G"])
+    name: str = Field(examples=["云服务器 标准版 2核4G"])
+    unit: str = Field(description="The unit it is sold in: 个, 台, 套, 年 ... (free text).", examples=["台"])
+    category: str | None = Field(default=None, examples=["云计算"])
+    description: str | None = None
+    active: bool = Field(description="A deactivated product goes on no new price list or line item.")
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+
+
+class ProductCreated(BaseModel):
+    product: ProductSnapshot
+
+
+class ProductUpdated(BaseModel):
+    product: ProductSnapshot
+    changes: list[FieldChange]
+
+
+class ProductDeactivated(BaseModel):
+    product: ProductSnapshot
+
+
+class ProductActivated(BaseModel):
+    product: ProductSnapshot
+
+
+class PriceListSnapshot(BaseModel):
+    price_list_id: str
+    name: str = Field(examples=["2026 年标准价目表"])
+    currency: str = Field(description="ISO 4217, e.g. CNY: every price of the list is in it.")
+    tier: str | None = Field(
+        default=None,
+        description="The customer tier it is for (A, B, VIP ...); null: the default list.",
+        examples=["VIP"],
+    )
+    active: bool
+    valid_from: date | None = Field(default=None, description="First day it applies (null: since always).")
+    valid_to: date | None = Field(default=None, description="Last day it applies (null: open-ended).")
+    entry_count: int = 0
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+
+
+class PriceEntry(BaseModel):
+    product_id: str
+    unit_price: str = Field(
+        description="Decimal string in the list's currency, e.g. '1280.00' (never a float).", examples=["1280.00"]
+    )
+    min_quantity: str | None = Field(
+        default=None, description="Decimal string: the least quantity it is sold at.", examples=["10"]
+    )
+    set_at: datetime
+    set_by: str | None = None
+
+
+class PriceListCreated(BaseModel):
+    price_list: PriceListSnapshot
+
+
+class PriceListUpdated(BaseModel):
+    price_list: PriceListSnapshot
+    changes: list[FieldChange]
+
+
+class PriceListEntrySet(BaseModel):
+    price_list: PriceListSnapshot
+    entry: PriceEntry
+    previous: PriceEntry | None = Field(default=None, description="The entry it replaced (null: a new entry).")
+
+
+class PriceListEntryRemoved(BaseModel):
+    price_list: PriceListSnapshot
+    entry: PriceEntry = Field(description="The entry as it was before it was removed.")
+
+
+PRODUCT_CREATED = define(
+    "crm.product.created", ProductCreated, TOPIC, description="A product was added to the catalogue."
+)
+PRODUCT_UPDATED = define(
+    "crm.product.updated", ProductUpdated, TOPIC, description="A product's fields changed (SKU, name, unit, ...)."
+)
+PRODUCT_DEACTIVATED = define(
+    "crm.product.deactivated",
+    ProductDeactivated,
+    TOPIC,
+    description="A product was taken out of sale: it goes on no new price list or line item.",
+)
+PRODUCT_ACTIVATED = define(
+    "crm.product.activated", ProductActivated, TOPIC, description="A deactivated product is on sale again."
+)
+PRICE_LIST_CREATED = define(
+    "crm.price_list.created", PriceListCreated, TOPIC, description="A price list was created (no entries yet)."
+)
+PRICE_LIST_UPDATED = define(
+    "crm.price_list.updated",
+    PriceListUpdated,
+    TOPIC,
+    description="A price list's name, tier, validity or active flag changed.",
+)
+PRICE_LIST_ENTRY_SET = define(
+    "crm.price_list.entry_set",
+    PriceListEntrySet,
+    TOPIC,
+    description="A product's price on a price list was set (added or changed).",
+)
+PRICE_LIST_ENTRY_REMOVED = define(
+    "crm.price_list.entry_removed",
+    PriceListEntryRemoved,
+    TOPIC,
+    description="A product was taken off a price list.",
+)
