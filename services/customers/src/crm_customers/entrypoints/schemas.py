@@ -78,6 +78,9 @@ class CustomerOut(BaseModel):
     deleted: DeletedOut | None = None
     merged_into: str | None = None
     merged_from: list[str] = []
+    lead_ids: list[str] = Field(
+        default_factory=list, description="The leads converted into this customer or linked to it."
+    )
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime

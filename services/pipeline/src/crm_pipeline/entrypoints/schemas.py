@@ -156,6 +156,7 @@ class OpportunityOut(BaseModel):
     weighted_amount: str | None = None
     expected_close_date: date | None = None
     source_campaign: str | None = None
+    lead_id: str | None = Field(default=None, description="The lead this opportunity was converted from, if any.")
     products: list[ProductOut] = []
     notes: str | None = None
     documents: list[DocumentOut] = []
@@ -231,6 +232,7 @@ def opportunity_out(doc: Document, pipeline: Document | None, now: datetime, *, 
         weighted_amount=money.format_optional(doc.get("weighted_minor"), currency),
         expected_close_date=doc.get("expected_close_date"),
         source_campaign=doc.get("source_campaign"),
+        lead_id=doc.get("lead_id"),
         products=[ProductOut(**rules.product_out(p, currency)) for p in doc.get("products") or []],
         notes=doc.get("notes"),
         documents=[DocumentOut.model_validate(d) for d in doc.get("documents") or []],
