@@ -29,7 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from crm_platform.auth import TokenVerifier
-from crm_platform.availability import install_unavailable_handler, mongo_client
+from crm_platform.availability import install_unavailable_handler, mongo_client, readiness_client
 from crm_platform.backup import Restate, Restater
 from crm_platform.clock import Clock, SystemClock
 from crm_platform.consumer import EventConsumer, Handler
@@ -164,6 +164,7 @@ class ServiceKit:
         # Counted per origin (http, relay, consumer, background) for crm_store_commands_total.
         self.mongo: AsyncMongoClient[Document] = mongo_client(settings, event_listeners=[CommandCounter()])
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_database]
+        self._readiness_mongo: AsyncMongoClient[Document] | None = None  # from start to stop
         self.event_log: AsyncCollection[Document] = self.db["event_log"]
         self.consumers: list[EventConsumer] = []
         self._outbox_collections: list[AsyncCollection[Document]] = []
@@ -320,10 +321,12 @@ class ServiceKit:
         self._relay.start()
         for component in self._background:
             component.start()
+        self._readiness_mongo = readiness_client(s)
         log.info("service started", service=s.service_name, topic=self.topic)
         try:
             yield
         finally:
+            await self._readiness_mongo.close()
             for component in reversed(self._background):
                 await component.stop()
             await self._relay.stop()
@@ -417,14 +420,17 @@ class ServiceKit:
         waited for: crm_platform.readiness). Returns the checks and the names of those failing.
         """
         limit = self.settings.readiness_timeout_seconds
+        # The probe's own connection (crm_platform.availability.readiness_client), not a place in
+        # the queue for the service's pool behind a backlog of writes, relays and consumers.
+        store = self._readiness_mongo or self.mongo
 
         async def ping_store() -> None:
             with pymongo.timeout(limit):
-                await self.mongo.admin.command("ping")
+                await store.admin.command("ping")
 
         async def pending(collection: AsyncCollection[Document]) -> int:
             with pymongo.timeout(limit):
-                return await pending_count(collection)
+                return await pending_count(store[collection.database.name][collection.name])
 
         async def probe(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
             with pymongo.timeout(limit):
