@@ -52,8 +52,8 @@ class ServiceSettings(BaseSettings):
     mongo_max_pool_size: int = Field(default=100, ge=1)
     # Retry-After of the 503 a request gets while the store is unavailable.
     unavailable_retry_after_seconds: int = Field(default=2, ge=0)
-    # Each /readyz check (store ping, broker, outbox backlog, a service's own probes) gets this
-    # long; they run side by side, so /readyz answers within about this even when all hang.
+    # /readyz's deadline: its checks (store ping, broker, outbox backlog, a service's own probes)
+    # run side by side and it answers by then, whatever they still do (crm_platform.readiness).
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
 
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
