@@ -10,7 +10,6 @@ leads service ends the conversion. A redelivered command (a crash midway) makes 
 from __future__ import annotations
 
 import asyncio
-import pathlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,19 +31,6 @@ from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import auth, eventually, running, service_settings, unique
 
 Json = dict[str, Any]
-
-
-def _pipeline_converts() -> bool:
-    """Whether the pipeline service handles ``crm.lead.conversion_progressed`` (built on another branch)."""
-    try:
-        import crm_pipeline
-    except ImportError:
-        return False
-    root = pathlib.Path(crm_pipeline.__file__).parent
-    return any("LEAD_CONVERSION_PROGRESSED" in p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
-
-
-PIPELINE_CONVERTS = _pipeline_converts()
 
 
 def _settings(backend: Backend, service: str) -> Json:
@@ -258,10 +244,6 @@ async def test_a_refused_conversion_leaves_the_lead_qualified_with_the_reason(
     assert r.status_code == 202 and r.json()["conversion"]["conversion_id"] == f"{lead['id']}:2", r.text
 
 
-@pytest.mark.skipif(
-    not PIPELINE_CONVERTS,
-    reason="crm_pipeline has no handler for crm.lead.conversion_progressed yet (branch leadact)",
-)
 async def test_a_lead_becomes_a_customer_and_an_opportunity(
     backend: Backend, customers: httpx.AsyncClient, leads: httpx.AsyncClient
 ) -> None:
