@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crm_console.pages.campaigns import webform  # noqa: F401  (its routes join the group's router)
 from crm_console.pages.campaigns.routes import router
 from crm_console.registry import MenuEntry, PageGroup
 from crm_platform.permissions import Permission

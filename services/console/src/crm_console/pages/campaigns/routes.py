@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console.pages.campaigns.insights import campaign_figures, rate, web_form_status
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
 
@@ -219,6 +220,10 @@ async def _detail(
         "cost_values": {},
         "history": history,
         "done": request.query_params.get("done", ""),
+        "figures": await campaign_figures(client, campaign_id),
+        "web_form": await web_form_status(client, campaign_id),
+        "web_form_new": None,
+        "rate": rate,
     }
     context |= extra
     return render(request, "campaigns/detail.html", context, status_code=status_code)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from crm_console.pages.leads.scoring import SORTS, lead_score, percent
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
@@ -48,6 +49,7 @@ class LeadQuery(BaseModel):
     source: str = ""
     campaign_id: str = ""
     in_pool: str = ""
+    sort: str = ""
     cursor: str = ""
 
     def filters(self) -> dict[str, str]:
@@ -119,6 +121,7 @@ def _list_context(query: LeadQuery, pool: bool) -> dict[str, Any]:
         "statuses": STATUSES,
         "sources": SOURCES,
         "pool": pool,
+        "sorts": SORTS,
         "field_errors": {},
         "problem": None,
         "outcome": None,
@@ -248,6 +251,8 @@ async def _detail(request: Request, client: Api, lead_id: str, status_code: int 
         "sources": SOURCES,
         "campaigns": campaigns,
         "done": request.query_params.get("done", ""),
+        "score": await lead_score(client, lead_id),
+        "score_percent": percent,
         "convert": {
             "contact_name": lead.get("contact_name") or "",
             "phones": "\n".join(lead.get("phones") or []),
