@@ -121,6 +121,7 @@ async def test_lead_events_and_reports_are_index_lookups(app: FastAPI, traced_st
                     ("/v1/reports/campaigns", {"from": "2020-01-01", "channel": "event"}),
                     ("/v1/reports/campaigns", {"department": DEPT}),
                     ("/v1/reports/lead-sources", {"campaign_id": envelopes[0].subject}),
+                    ("/v1/reports/campaigns", {"campaign_id": envelopes[0].subject}),
                     ("/v1/reports/lead-funnel", {"source": "expo", "department": DEPT}),
                 ):
                     if headers is rep and "department" in params:

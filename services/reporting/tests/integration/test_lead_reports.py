@@ -176,6 +176,12 @@ async def test_campaign_report_figures(client: httpx.AsyncClient, feed: EventFee
         "campaign_id",
     )
     assert set(only_ads) == {c2}
+    # One campaign's row (what the console's campaign page asks for).
+    only_c1 = _rows(
+        await client.get("/v1/reports/campaigns", params={"department": w["dept"], "campaign_id": c1}, headers=manager),
+        "campaign_id",
+    )
+    assert set(only_c1) == {c1} and only_c1[c1]["roi"] == "4.0000"
     # A period before the leads: nothing.
     before = {"department": w["dept"], "from": "2020-01-01", "to": "2020-01-31"}
     assert (await client.get("/v1/reports/campaigns", params=before, headers=manager)).json()["rows"] == []

@@ -73,9 +73,10 @@ async def campaigns(
     end: To = None,
     tz: Tz = None,
     channel: Channel = None,
+    campaign_id: CampaignId = None,
     department: Department = None,
 ) -> Response:
-    f = _filter(principal, settings, start, end, tz, department, channel=channel)
+    f = _filter(principal, settings, start, end, tz, department, channel=channel, campaign_id=campaign_id)
     report = await campaign_report(models, f, _amounts(principal))
     return respond(request, fmt, report, report["rows"], "campaigns")
 

@@ -20,12 +20,12 @@ Document = dict[str, Any]
 
 
 async def campaign_figures(client: Api, campaign_id: str) -> Document | None:
-    """The campaign's row of the campaign report (all time), ``{}`` when it has no lead yet, or
-    None when the user may not read reports (the section is left out)."""
+    """The campaign's row of the campaign report (all time, asked for that campaign alone), ``{}``
+    when it has no lead yet, or None when the user may not read reports (the section is left out)."""
     if not may(client.session.user, "reports:view"):
         return None
     try:
-        report = await client.get("reporting", "/v1/reports/campaigns")
+        report = await client.get("reporting", "/v1/reports/campaigns", {"campaign_id": campaign_id})
     except UpstreamProblem as problem:
         if problem.status not in (403, 404, 405, 422):
             raise
