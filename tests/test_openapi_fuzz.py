@@ -86,7 +86,10 @@ def httpx_arguments(case: Any) -> dict[str, Any]:
         out["json"] = kwargs["json"]
     elif "data" in kwargs:
         data = kwargs["data"]
-        out["content"] = data.encode() if isinstance(data, str) else data
+        if isinstance(data, dict):  # a form (application/x-www-form-urlencoded): httpx encodes it
+            out["data"] = data
+        else:
+            out["content"] = data.encode() if isinstance(data, str) else data
     return out
 
 

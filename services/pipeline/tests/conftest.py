@@ -43,7 +43,11 @@ def pipeline_settings(backend: Backend) -> PipelineSettings:
         log_format="console",
         log_level="WARNING",
         consumer_backoff_initial_seconds=0.05,
+        consumer_backoff_max_seconds=1.0,
         consumer_max_attempts=3,
+        # A conversion command of another test's world (a customer this copy never gets) is retried
+        # a few seconds, not minutes, before it goes to the dead-letter topic: it holds its partition.
+        lead_conversion_max_attempts=8,
         consumer_group_suffix=f".test-{uuid.uuid4().hex[:6]}",
     )
 
