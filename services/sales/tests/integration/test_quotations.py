@@ -23,12 +23,14 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from pymongo.errors import AutoReconnect
 
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import sales as sev
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_platform.testing.fixtures import auth, collecting, eventually, running, service_settings, unique
+from crm_sales.domain.quotations import parse_number
 from crm_sales.main import create_app
 from crm_sales.settings import SalesSettings
 
@@ -423,3 +425,38 @@ async def test_a_quotation_past_valid_until_is_expired_and_moves_no_further(
     assert r.status_code == 200 and r.json()["status"] == "draft" and r.json()["revision"] == 2, r.text
     versions = (await own_client.get(f"{url}/versions", headers=team.rep.headers)).json()["items"]
     assert [v["status"] for v in versions] == ["sent", "draft"]
+
+
+async def test_an_insert_that_fails_after_the_number_is_taken_is_retried_with_it(
+    own_client: httpx.AsyncClient, own_app: FastAPI, feed: CustomerFeed, team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's answer is lost once after the write (the insert did happen), once before it (it
+    did not): either way the draft is stored once, under the number it took, and the next draft
+    takes the next number."""
+    customer = await fed_customer(own_app, feed, team.rep)
+    product = await new_product(own_client, team.admin, None)
+    payload = body(customer, [{"product_id": product["id"], "quantity": "1", "unit_price": "10"}])
+    store = own_app.state.quotations.repo.store
+    real_insert = store.insert
+
+    def flaky_insert(calls: list[str], lost_after_write: bool) -> Any:
+        async def insert(state: dict[str, Any], events: Any) -> Any:
+            calls.append(state["number"])
+            if len(calls) == 1:
+                if lost_after_write:
+                    await real_insert(state, events)
+                raise AutoReconnect("connection lost")
+            return await real_insert(state, events)
+
+        return insert
+
+    for lost_after_write in (True, False):
+        calls: list[str] = []
+        flaky = flaky_insert(calls, lost_after_write)
+        monkeypatch.setattr(store, "insert", flaky)
+        made = await draft(own_client, team.rep, payload)
+        monkeypatch.setattr(store, "insert", real_insert)
+        assert calls == [made["number"], made["number"]]  # the retry kept the number
+        assert await own_app.state.kit.db["quotations"].count_documents({"number": made["number"]}) == 1
+        following = await draft(own_client, team.rep, payload)
+        assert parse_number(following["number"])[1] == parse_number(made["number"])[1] + 1
