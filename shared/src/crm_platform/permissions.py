@@ -107,6 +107,10 @@ class Permission(StrEnum):
     # sales: the product catalogue and its price lists (company-wide, no data scope)
     products_view = "products:view"  # products, price lists, the price that applies
     products_manage = "products:manage"  # add, change, deactivate products; price lists and their prices
+    # sales: quotations (报价单), owned like opportunities (owner, customers scope)
+    quotations_view = "quotations:view"  # quotations, their revisions and PDF
+    quotations_manage = "quotations:manage"  # draft, change, revise, submit, send; the customer's answer
+    quotations_approve = "quotations:approve"  # approve or reject a quotation's discounts (not one's own)
 
 
 PUBLIC: Final = "public"
@@ -151,6 +155,8 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.leads_convert,
         P.campaigns_view,
         P.products_view,
+        P.quotations_view,
+        P.quotations_manage,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -168,6 +174,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.leads_rules,
     P.campaigns_manage,
     P.products_manage,
+    P.quotations_approve,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -516,6 +523,18 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PUT /v1/price-lists/{price_list_id}/entries/{product_id}": P.products_manage,
         "DELETE /v1/price-lists/{price_list_id}/entries/{product_id}": P.products_manage,
         "GET /v1/prices": P.products_view,
+        "POST /v1/quotations": P.quotations_manage,
+        "GET /v1/quotations/{quotation_id}": P.quotations_view,
+        "GET /v1/quotations/{quotation_id}.pdf": P.quotations_view,
+        "GET /v1/quotations/{quotation_id}/versions": P.quotations_view,
+        "PATCH /v1/quotations/{quotation_id}": P.quotations_manage,
+        "POST /v1/quotations/{quotation_id}/revise": P.quotations_manage,
+        "POST /v1/quotations/{quotation_id}/submit": P.quotations_manage,
+        "POST /v1/quotations/{quotation_id}/approve": P.quotations_approve,
+        "POST /v1/quotations/{quotation_id}/reject": P.quotations_approve,
+        "POST /v1/quotations/{quotation_id}/send": P.quotations_manage,
+        "POST /v1/quotations/{quotation_id}/accept": P.quotations_manage,
+        "POST /v1/quotations/{quotation_id}/decline": P.quotations_manage,
     },
 }
 

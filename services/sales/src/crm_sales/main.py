@@ -5,20 +5,27 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from crm_platform.clock import Clock
+from crm_platform.contracts import customers as customer_events
 from crm_platform.contracts import sales as _sales_events  # noqa: F401  (registers the event types)
+from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.service import ServiceKit
+from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
+from crm_sales.application.quotations import Quotations
 from crm_sales.entrypoints import price_lists as price_lists_http
 from crm_sales.entrypoints import products as products_http
+from crm_sales.entrypoints import quotations as quotations_http
 from crm_sales.settings import SalesSettings
 
 DESCRIPTION = """Sales (after the deal): the product catalogue (SKU unique in the organisation, unit,
 category, active flag) and price lists per currency and customer tier, valid over a period, with prices
 as decimal strings quantized to the currency's minor unit; the price that applies to a product for a
-currency, a tier and a day. Every change is published on `crm.sales.v1`: see /asyncapi. Quotations,
-contracts, payment plans, payments and service tickets are not built yet."""
+currency, a tier and a day. Every change is published on `crm.sales.v1`: see /asyncapi.
+Quotations (报价单): numbered per year without gaps, revisions, approval of discounts above a threshold,
+sending and the customer's answer, a PDF. Contracts, payment plans, payments and service tickets are not
+built yet."""
 
 
 def create_app(settings: SalesSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -30,13 +37,25 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     products = Products(repo, kit.clock, kit.source)
     price_lists = PriceLists(repo, kit.clock, kit.source)
 
+    # Quotations: their own collections, and a read copy of the customers they are for.
+    quotation_repo = QuotationRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(quotation_repo.quotations)
+    customers = kit.read_copy(CustomerReadModel(quotation_repo.customers))
+    quotations = Quotations(
+        quotation_repo, repo, customers, kit.clock, kit.source, settings.sales_discount_approval_percent
+    )
+    kit.consume([customer_events.TOPIC], customers.handlers())
+
     async def setup(_: ServiceKit) -> None:
         await repo.ensure_indexes()
+        await quotation_repo.ensure_indexes()
+        await customers.ensure_indexes()
 
     kit.on_startup(setup)
-    # No consumers of its own yet: the catalogue needs nothing from other services (the kit still
-    # keeps its read copy of the role definitions, in the group crm.sales.roles).
-    app = kit.build_app([products_http.router, price_lists_http.router])
+    # The catalogue needs nothing from other services; quotations need the customers (above). The
+    # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
+    app = kit.build_app([products_http.router, price_lists_http.router, quotations_http.router])
+    app.state.quotations = quotations
     app.state.products = products
     app.state.price_lists = price_lists
     app.state.repo = repo

@@ -142,3 +142,90 @@ PRICE_LIST_ENTRY_REMOVED = define(
     TOPIC,
     description="A product was taken off a price list.",
 )
+
+
+# --- quotations (报价单) ---------------------------------------------------------------------------
+# Keyed by the quotation id; every event carries the whole quotation as it is after the change
+# (its current revision with its lines and totals). Money: decimal strings in the quotation's currency.
+
+
+class QuotationLine(BaseModel):
+    product_id: str
+    sku: str
+    name: str
+    unit: str
+    quantity: str = Field(description="Decimal string above 0.", examples=["10"])
+    unit_price: str = Field(description="Decimal string in the quotation's currency.", examples=["1280.00"])
+    discount_percent: str = Field(description="Decimal string 0..100.", examples=["5"])
+    gross: str = Field(description="quantity x unit price, quantized to the currency.")
+    discount: str = Field(description="The line's discount amount, quantized to the currency.")
+    amount: str = Field(description="gross - discount: what the line costs.")
+
+
+class QuotationSnapshot(BaseModel):
+    quotation_id: str
+    number: str = Field(description="Per organisation and year, without gaps.", examples=["Q-2026-000123"])
+    revision: int = Field(description="The version of the quotation under this number (1, 2, ...).")
+    status: str = Field(
+        description="draft, pending_approval, approved, rejected, sent, accepted or declined (as stored; "
+        "an open quotation past valid_until is shown as expired by the API)."
+    )
+    customer_id: str
+    customer_name: str | None = None
+    opportunity_id: str | None = None
+    currency: str
+    tier: str | None = None
+    valid_until: date
+    notes: str | None = None
+    lines: list[QuotationLine]
+    subtotal: str = Field(description="Sum of the lines' gross amounts.")
+    discount_total: str
+    total: str
+    needs_approval: bool = Field(description="A line's discount exceeds the approval threshold.")
+    owner_id: str
+    department_path: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class QuotationChanged(BaseModel):
+    quotation: QuotationSnapshot
+    changes: list[FieldChange] = Field(default_factory=list)
+
+
+class QuotationDecided(BaseModel):
+    quotation: QuotationSnapshot
+    comment: str | None = Field(default=None, description="The approver's or the customer's words, if any.")
+
+
+QUOTATION_CREATED = define(
+    "crm.quotation.created", QuotationChanged, TOPIC, description="A quotation was drafted (revision 1)."
+)
+QUOTATION_UPDATED = define(
+    "crm.quotation.updated", QuotationChanged, TOPIC, description="A draft quotation's fields or lines changed."
+)
+QUOTATION_REVISED = define(
+    "crm.quotation.revised",
+    QuotationChanged,
+    TOPIC,
+    description="A new revision of the quotation (same number) was started as a draft; the previous one is kept.",
+)
+QUOTATION_SUBMITTED = define(
+    "crm.quotation.submitted",
+    QuotationDecided,
+    TOPIC,
+    description="A quotation whose discount exceeds the threshold was submitted for a manager's approval.",
+)
+QUOTATION_APPROVED = define(
+    "crm.quotation.approved", QuotationDecided, TOPIC, description="A manager approved the quotation's discounts."
+)
+QUOTATION_REJECTED = define(
+    "crm.quotation.rejected", QuotationDecided, TOPIC, description="A manager rejected the quotation (comment)."
+)
+QUOTATION_SENT = define("crm.quotation.sent", QuotationDecided, TOPIC, description="The quotation was sent.")
+QUOTATION_ACCEPTED = define(
+    "crm.quotation.accepted", QuotationDecided, TOPIC, description="The customer accepted the quotation."
+)
+QUOTATION_DECLINED = define(
+    "crm.quotation.declined", QuotationDecided, TOPIC, description="The customer declined the quotation."
+)

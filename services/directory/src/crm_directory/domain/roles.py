@@ -144,6 +144,8 @@ ADDED_AFTER_FIRST_SEED: frozenset[str] = frozenset(
         *(p.value for p in Permission if p.value.startswith(("leads:", "campaigns:"))),
         # The sales service's (the product catalogue and price lists), which came later.
         *(p.value for p in Permission if p.value.startswith("products:")),
+        # Quotations (sales), later still.
+        *(p.value for p in Permission if p.value.startswith("quotations:")),
     }
 )
 
