@@ -16,6 +16,7 @@ from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import Pipelines
 from crm_pipeline.application.queries import OpportunityFilter, list_opportunities
 from crm_pipeline.application.targets import Forecast, Targets
+from crm_pipeline.domain.lines import without_line_prices
 from crm_pipeline.domain.model import (
     ApprovalIn,
     ApprovalRequestIn,
@@ -92,7 +93,9 @@ async def _opportunity(
 
 def _visible(principal: Principal, body: OpportunityOut) -> dict[str, Any]:
     """The opportunity as this caller may see it: fields their roles hide are left out, not nulled."""
-    return principal.fields("opportunities").redact(body.model_dump(mode="json", by_alias=True))
+    policy = principal.fields("opportunities")
+    shown = policy.redact(body.model_dump(mode="json", by_alias=True))
+    return without_line_prices(shown) if policy.hides("amount") else shown
 
 
 #: List filter -> the opportunity field it reads; sort key -> the field it orders by.
