@@ -268,10 +268,14 @@ async def test_a_role_that_hides_the_amount_sees_no_line_prices(
     assert shown.status_code == 200, shown.text
     assert "lines_total" not in shown.json() and "4321" not in shown.text and "8642" not in shown.text
     assert shown.json()["lines"][0]["quantity"] == "2" and shown.json()["lines"][0]["sku"] == product.sku
-    # The flag decides the amount: a role that may not write the amount may not set it.
+    # Nor in the history (the lines go whole there, as in webhooks: events carry the prices).
+    history = await client.get(f"/v1/opportunities/{opp['id']}/history", headers=staff.headers)
+    assert history.status_code == 200, history.text
+    assert "4321" not in history.text and "8642" not in history.text
+    # The flag sets the amount: a role that may not write the amount may not turn it on.
     r = await client.put(
         f"/v1/opportunities/{opp['id']}/lines",
-        json={"lines": [], "amount_follows_lines": False},
+        json={"lines": [], "amount_follows_lines": True},
         headers={**staff.headers, "If-Match": shown.headers["ETag"]},
     )
     assert r.status_code == 403, r.text

@@ -30,8 +30,8 @@ async def put_lines(
     opportunity_id: str, body: LinesIn, request: Request, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
     policy = principal.fields("opportunities")
-    if body.amount_follows_lines is not None:
-        policy.ensure_writable(["amount"])  # the flag decides what the amount is
+    if body.amount_follows_lines:
+        policy.ensure_writable(["amount"])  # the amount becomes the lines' total
     items: LineItems = request.app.state.line_items
     doc = await items.replace(principal, opportunity_id, body, expected_version(request, required=True))
     return await _opportunity(principal, svc, doc)
