@@ -35,6 +35,8 @@ def test_the_widest_access_over_the_roles_wins() -> None:
         "weighted_amount",
         "quotation_amount",
         "products",
+        "lines",
+        "lines_total",
         "probability_overridden",
     }
     assert FieldPolicy.combine("customers", []).unrestricted

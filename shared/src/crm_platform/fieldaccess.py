@@ -99,7 +99,9 @@ DERIVED: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
     # (what duplicate checks compare): hidden with the customer's (and, below, the contacts').
     "customers": {"phones": ("match_phones",), "emails": ("match_emails",)},
     "opportunities": {
-        "amount": ("weighted_amount", "quotation_amount", "products"),
+        # Line items carry unit prices and totals (lines_total, each line's): hidden with the amount
+        # in events and history; the pipeline's HTTP answer keeps the lines without their prices.
+        "amount": ("weighted_amount", "quotation_amount", "products", "lines", "lines_total"),
         "probability": ("weighted_amount", "probability_overridden"),
     },
 }

@@ -348,6 +348,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/opportunities": P.opportunities_view,
         "GET /v1/opportunities/{opportunity_id}": P.opportunities_view,
         "PATCH /v1/opportunities/{opportunity_id}": P.opportunities_edit,
+        "PUT /v1/opportunities/{opportunity_id}/lines": P.opportunities_edit,
         "GET /v1/opportunities/{opportunity_id}/history": P.opportunities_view,
         "POST /v1/opportunities/{opportunity_id}/stage": P.opportunities_edit,
         "POST /v1/opportunities/{opportunity_id}/win": P.opportunities_edit,

@@ -5,18 +5,21 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from crm_pipeline.adapters.repository import Repository, custom_field_indexes, custom_sort_indexes
+from crm_pipeline.application.catalogue import Catalogue
 from crm_pipeline.application.customer_events import CustomerReactions
 from crm_pipeline.application.lead_conversions import COLLECTION as LEAD_CONVERSIONS
 from crm_pipeline.application.lead_conversions import LeadConversions
+from crm_pipeline.application.lines import LineItems
 from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import MODULE, Pipelines
 from crm_pipeline.application.targets import Targets
 from crm_pipeline.entrypoints import events, http
+from crm_pipeline.entrypoints import lines as lines_http
 from crm_pipeline.entrypoints.schemas import OpportunityOut
 from crm_pipeline.settings import PipelineSettings
 from crm_platform import customfield_store
 from crm_platform.clock import Clock
-from crm_platform.contracts import customers, directory, leads
+from crm_platform.contracts import customers, directory, leads, sales
 from crm_platform.contracts import pipeline as _pipeline_events  # noqa: F401  (registers the event types)
 from crm_platform.customfield_http import fields_router
 from crm_platform.customfield_store import CustomFields
@@ -109,6 +112,13 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         needed_for_readiness=False,
     )
 
+    # The sales service's products and price lists (line items from products): a read copy in its
+    # own group, so a catalogue backlog holds up no customer event; readiness does not wait for it.
+    catalogue = Catalogue(kit.db)
+    kit.on_startup(lambda _: catalogue.ensure_indexes())
+    kit.consume([sales.TOPIC], catalogue.handlers(), group_suffix=".sales", needed_for_readiness=False)
+    line_items = LineItems(opportunities, catalogue)
+
     kit.on_startup(setup)
     kit.consume(
         [customers.TOPIC, directory.TOPIC],
@@ -117,7 +127,10 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
             **directory_copy.handlers(),
         },
     )
-    app = kit.build_app([http.pipelines_router, http.router, http.reports_router, fields_router(MODULE)])
+    app = kit.build_app(
+        [http.pipelines_router, http.router, lines_http.router, http.reports_router, fields_router(MODULE)]
+    )
+    app.state.line_items = line_items
     app.state.custom_fields = fields
     app.state.pipeline = http.Services(pipelines, opportunities, targets, settings)
     app.state.customer_read_model = read_model

@@ -25,6 +25,7 @@ from crm_pipeline.main import create_app
 from crm_pipeline.settings import PipelineSettings
 from crm_platform.clock import SystemClock
 from crm_platform.contracts import leads as lev
+from crm_platform.contracts import sales as sev
 from crm_platform.customfields import copies as field_copies
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
@@ -570,3 +571,64 @@ async def test_a_lead_conversions_opportunity_is_index_lookups(
     assert_indexed(capture)
     assert await db["opportunities"].count_documents({"lead_id": made.subject}) == 1
     assert await db["lead_conversions"].count_documents({"_id": f"{refused.subject}:1"}) == 1
+
+
+async def test_line_items_and_the_catalogue_copy_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, db: Any, filled: FedCustomer, feed: CustomerFeed, traced_store: TracedStore
+) -> None:
+    """Catalogue events (products by _id, price lists' guarded updates by _id) and a PUT of lines
+    (products by _id, price lists by currency: idx_currency), with a few hundred of each stored."""
+    now = datetime.now(UTC)
+    sales = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+
+    def product(name: str) -> sev.ProductSnapshot:
+        return sev.ProductSnapshot(
+            product_id=str(uuid.uuid4()),
+            sku=unique("SKU"),
+            name=name,
+            unit="台",
+            active=True,
+            created_at=now,
+            updated_at=now,
+        )
+
+    seed = product("种子")
+    await deliver(app, await sales.send(sev.PRODUCT_CREATED, seed.product_id, sev.ProductCreated(product=seed), now))
+    stored = await db["sales_products"].find_one({"_id": seed.product_id})
+    await db["sales_products"].insert_many(clones(stored, ROWS))
+    other = {"_id": "x", "name": "x", "currency": "USD", "tier": None, "active": True, "source_version": 1}
+    await db["sales_price_lists"].insert_many(clones(other, ROWS))
+    customer = await new_customer(app, feed)
+    r = await client.post(
+        "/v1/opportunities", json={"customer_id": customer.id, "name": unique("商机")}, headers=REP_HEADERS
+    )
+    assert r.status_code == 201, r.text
+    server = product("服务器")
+    header = sev.PriceListSnapshot(
+        price_list_id=str(uuid.uuid4()), name="标准", currency="CNY", active=True, created_at=now, updated_at=now
+    )
+    entry = sev.PriceEntry(product_id=server.product_id, unit_price="1280.00", set_at=now)
+    with traced_store.capture() as capture:
+        for envelope in (
+            await sales.send(sev.PRODUCT_CREATED, server.product_id, sev.ProductCreated(product=server), now),
+            await sales.send(
+                sev.PRICE_LIST_CREATED, header.price_list_id, sev.PriceListCreated(price_list=header), now
+            ),
+            await sales.send(
+                sev.PRICE_LIST_ENTRY_SET,
+                header.price_list_id,
+                sev.PriceListEntrySet(price_list=header, entry=entry),
+                now,
+            ),
+        ):
+            assert await deliver(app, envelope) == 1
+            assert await deliver(app, envelope) == 1  # a redelivery: the guarded write collides
+        r = await client.put(
+            f"/v1/opportunities/{r.json()['id']}/lines",
+            json={"lines": [{"product_id": server.product_id, "quantity": "2"}], "amount_follows_lines": True},
+            headers={**REP_HEADERS, "If-Match": '"1"'},
+        )
+        assert r.status_code == 200, r.text
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+    assert r.json()["amount"] == "2560.00" and r.json()["lines"][0]["price_list_id"] == header.price_list_id

@@ -75,6 +75,20 @@ class PipelineConfigured(BaseModel):
 # --- opportunities ----------------------------------------------------------------------
 
 
+class OpportunityLine(BaseModel):
+    """A line item: a product as the pipeline's copy of the catalogue knew it, with its price."""
+
+    product_id: str
+    sku: str
+    name: str
+    unit: str
+    quantity: str = Field(description="Decimal string, e.g. '2.5'.")
+    unit_price: str = Field(description="Decimal string in the opportunity's currency.")
+    discount_percent: str = Field(description="Decimal string, 0 to 100.")
+    line_total: str = Field(description="quantity × unit_price × (100 − discount_percent)%, rounded half up.")
+    price_list_id: str | None = Field(default=None, description="The price list the price came from, if defaulted.")
+
+
 class OpportunitySnapshot(BaseModel):
     """The opportunity as it stands after the change."""
 
@@ -113,6 +127,13 @@ class OpportunitySnapshot(BaseModel):
     custom: dict[str, Any] | None = None
     # Added in schema 1 without a version bump (additive): the lead it was converted from, if any.
     lead_id: str | None = None
+    # Added in schema 1 without a version bump (additive): line items from the catalogue's products
+    # (PUT /v1/opportunities/{id}/lines); None in events published before them.
+    lines: list[OpportunityLine] | None = None
+    lines_total: str | None = Field(default=None, description="Sum of the line totals, e.g. '2304.00'.")
+    amount_follows_lines: bool | None = Field(
+        default=None, description="True: the amount is set to lines_total whenever the lines change."
+    )
 
 
 class StageMove(BaseModel):

@@ -123,6 +123,9 @@ class OpportunityFields(BaseModel):
     products: Annotated[list[ProductIn], Field(max_length=100)] | None = None
     notes: LongText | None = None
     quotation_amount: MoneyText | None = None
+    amount_follows_lines: bool | None = Field(
+        default=None, description="True: the amount is the line items' total (PUT .../lines), kept in step."
+    )
     custom: dict[str, Any] | None = Field(
         default=None,
         description="Custom field values by key (GET /v1/fields/opportunities); on a change only the keys sent "
@@ -211,4 +214,33 @@ class TargetIn(BaseModel):
         default=None,
         description="For a department: its path (ending in its id); for a rep: the rep's department path. "
         "Taken from the directory when omitted (required only for those the directory does not know).",
+    )
+
+
+# --- line items from the catalogue's products (PUT /v1/opportunities/{id}/lines) --------------
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: Id
+    quantity: Annotated[str, Field(min_length=1, max_length=40, description="Decimal string > 0, e.g. '2.5'.")]
+    unit_price: MoneyText | None = Field(
+        default=None,
+        description="Default: the product's price on the price list in the opportunity's currency, for the "
+        "customer's tier (else the default list), valid today.",
+    )
+    discount_percent: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        default=None, description="Decimal string from 0 to 100; default 0."
+    )
+
+
+class LinesIn(BaseModel):
+    """The whole list of line items (it replaces the stored one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: Annotated[list[LineIn], Field(max_length=200)]
+    amount_follows_lines: bool | None = Field(
+        default=None, description="Set the flag too (omitted: unchanged). True: the amount becomes the lines' total."
     )

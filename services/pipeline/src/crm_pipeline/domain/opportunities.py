@@ -21,12 +21,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_pipeline.domain import lines as item_lines
 from crm_pipeline.domain import money
 from crm_pipeline.domain import requirements as req
 from crm_pipeline.domain.model import DocumentIn, OpportunityCreate, OpportunityFields, ProductIn
 from crm_platform.auth import Principal
 from crm_platform.clock import as_utc
-from crm_platform.contracts.pipeline import FieldChange, OpportunitySnapshot, StageMove
+from crm_platform.contracts.pipeline import FieldChange, OpportunityLine, OpportunitySnapshot, StageMove
 from crm_platform.customfields import day_number
 from crm_platform.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from crm_platform.permissions import Permission
@@ -242,6 +243,8 @@ def new_opportunity(
     if from_products:
         amount = products_total(products)  # no amount given: the products add up to it
     _check_contacts(errors, data.contact_ids, customer_contacts, data.customer_id)
+    if data.amount_follows_lines and data.amount is not None:
+        errors.add("amount", "the amount follows the line items (amount_follows_lines); leave it out")
     if stage["kind"] != "open":
         errors.add("stage_id", "an opportunity starts in an open stage; win or lose it afterwards")
     errors.raise_any()
@@ -286,6 +289,8 @@ def new_opportunity(
         "updated_by": principal.user_id,
         "custom": custom or {},
     }
+    if data.amount_follows_lines:
+        item_lines.set_lines(doc, [], True)  # no lines yet: the amount is their total, 0
     skipped = req.check(doc, pipeline, None, stage)
     doc["stage_history"].append(_history_entry("created", None, None, stage, principal.user_id, now, None, skipped))
     return refresh(doc)
@@ -339,6 +344,8 @@ def public_value(doc: Document, field: str) -> Any:
         return [product_out(p, currency) for p in doc.get("products") or []]
     if field == "probability":
         return doc.get("probability")
+    if field == "amount_follows_lines":
+        return bool(doc.get("amount_follows_lines"))
     return _jsonable(doc.get(field))
 
 
@@ -363,6 +370,7 @@ PATCH_FIELDS = (
     "notes",
     "quotation_amount",
     "probability_override",
+    "amount_follows_lines",
 )
 
 
@@ -412,6 +420,7 @@ def apply_patch(doc: Document, patch: OpportunityFields, customer_contacts: set[
             doc["amount_minor"] = products_total(products) if products else None
     if "amount" in sent:
         doc["amount_from_products"] = False
+    item_lines.patch_follow(errors, doc, patch, sent, old_currency, currency)
     doc["currency"] = currency
     if "name" in sent:
         if patch.name is None:
@@ -624,6 +633,9 @@ def snapshot(doc: Document) -> OpportunitySnapshot:
         updated_at=doc["updated_at"],
         custom=dict(doc.get("custom") or {}),
         lead_id=doc.get("lead_id"),
+        lines=[OpportunityLine(**line) for line in item_lines.lines_out(doc)],
+        lines_total=item_lines.lines_total_out(doc),
+        amount_follows_lines=bool(doc.get("amount_follows_lines")),
     )
 
 

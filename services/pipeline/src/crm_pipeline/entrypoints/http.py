@@ -16,6 +16,7 @@ from crm_pipeline.application.opportunities import Opportunities
 from crm_pipeline.application.pipelines import Pipelines
 from crm_pipeline.application.queries import OpportunityFilter, list_opportunities
 from crm_pipeline.application.targets import Forecast, Targets
+from crm_pipeline.domain.lines import without_line_prices
 from crm_pipeline.domain.model import (
     ApprovalIn,
     ApprovalRequestIn,
@@ -92,7 +93,12 @@ async def _opportunity(
 
 def _visible(principal: Principal, body: OpportunityOut) -> dict[str, Any]:
     """The opportunity as this caller may see it: fields their roles hide are left out, not nulled."""
-    return principal.fields("opportunities").redact(body.model_dump(mode="json", by_alias=True))
+    policy = principal.fields("opportunities")
+    full = body.model_dump(mode="json", by_alias=True)
+    shown = policy.redact(full)
+    if policy.hides("amount"):  # the lines stay, without their prices (redact took them whole)
+        shown["lines"] = without_line_prices(full)["lines"]
+    return shown
 
 
 #: List filter -> the opportunity field it reads; sort key -> the field it orders by.
@@ -127,6 +133,8 @@ def _ensure_query_visible(principal: Principal, filters: OpportunityFilter, sort
 def _ensure_writable(principal: Principal, body: BaseModel, *, creating: bool) -> None:
     """Refuse (403 ``field-read-only``) a create or patch that sets fields the caller's roles protect."""
     written = written_fields(body.model_dump(exclude_unset=True), creating=creating)
+    if getattr(body, "amount_follows_lines", None):
+        written.append("amount")  # the amount becomes the lines' total
     principal.fields("opportunities").ensure_writable(written)
 
 

@@ -7,12 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from crm_pipeline.domain import lines as item_lines
 from crm_pipeline.domain import money
 from crm_pipeline.domain import opportunities as rules
 from crm_pipeline.domain import pipelines as pl
 from crm_pipeline.domain import requirements as req
 from crm_pipeline.domain.funnel import Funnel
 from crm_platform.clock import as_utc
+from crm_platform.contracts.pipeline import OpportunityLine
 
 Document = dict[str, Any]
 
@@ -158,6 +160,11 @@ class OpportunityOut(BaseModel):
     source_campaign: str | None = None
     lead_id: str | None = Field(default=None, description="The lead this opportunity was converted from, if any.")
     products: list[ProductOut] = []
+    lines: list[OpportunityLine] = Field(
+        default_factory=list, description="Line items from the catalogue's products (PUT .../lines)."
+    )
+    lines_total: str | None = Field(default=None, description="Sum of the line totals, in the currency.")
+    amount_follows_lines: bool = Field(default=False, description="True: the amount is the lines' total.")
     notes: str | None = None
     documents: list[DocumentOut] = []
     approvals: list[ApprovalOut] = []
@@ -234,6 +241,9 @@ def opportunity_out(doc: Document, pipeline: Document | None, now: datetime, *, 
         source_campaign=doc.get("source_campaign"),
         lead_id=doc.get("lead_id"),
         products=[ProductOut(**rules.product_out(p, currency)) for p in doc.get("products") or []],
+        lines=[OpportunityLine(**line) for line in item_lines.lines_out(doc)],
+        lines_total=item_lines.lines_total_out(doc),
+        amount_follows_lines=bool(doc.get("amount_follows_lines")),
         notes=doc.get("notes"),
         documents=[DocumentOut.model_validate(d) for d in doc.get("documents") or []],
         approvals=[ApprovalOut.model_validate(a) for a in doc.get("approvals") or []],
