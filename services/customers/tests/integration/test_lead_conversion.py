@@ -15,8 +15,10 @@ from fastapi import FastAPI
 
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import leads as lev
+from crm_platform.contracts import pool
 from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import EventCollector, auth, eventually, unique
+from crm_platform.testing.plans import deliver
 
 NOW = datetime.now(UTC)
 
@@ -174,13 +176,28 @@ async def test_an_owner_at_the_holding_limit_gets_nothing_more(
     customers_app: FastAPI, customer_events: EventCollector
 ) -> None:
     service = customers_app.state.lead_conversions
-    # The limit as the service works it out: the pool's claim rules (other tests publish some on the
-    # session's broker) or the setting.
-    limit = (await customers_app.state.customers.holding_limit("/hq/conv")).limit
+    # A department of its own with a pool rule of 3 (handed to this service's copy of the pool's
+    # rules; other tests publish rules on the session's broker, e.g. 100,000 for /hq).
+    path, rule_id = f"/{unique('conv-limit')}", unique("rule")
+    rule = pool.CLAIM_RULES_CHANGED.build(
+        source="/crm/pool",
+        subject=rule_id,
+        data=pool.ClaimRulesChanged(
+            claim_rules=pool.ClaimRules(
+                rule_id=rule_id, department_path=path, cooldown_days=0, claim_scope="company", max_held=3
+            )
+        ),
+        aggregate_version=1,
+        time=NOW,
+        actor="admin-1",
+    )
+    assert await deliver(customers_app, rule)
+    limit = (await customers_app.state.customers.holding_limit(path)).limit
+    assert limit == 3
     owner = unique("conv-full")
     for _ in range(limit):
-        await service.convert("lead", command(owner_id=owner, contact=None))
-    over = command(owner_id=owner, contact=None)
+        await service.convert("lead", command(owner_id=owner, department_path=path, contact=None))
+    over = command(owner_id=owner, department_path=path, contact=None)
     await service.convert(lead_of(over), over)
     (refused,) = await answers(customer_events, over, cev.LEAD_REFUSED.name)
     assert refused["data"]["errors"][0]["field"] == "owner_id" and "limit" in refused["data"]["reason"]
