@@ -389,7 +389,7 @@ def check_move(doc: Document, action: str) -> None:
     if status not in starts:
         raise StatusConflict(
             f"Cannot {action.replace('_', ' ')} a ticket that is {status} (only from {', '.join(starts)}).",
-            extra={"status": status, "action": action},
+            extra={"ticket_status": status, "action": action},
         )
 
 
@@ -426,7 +426,7 @@ def reopen(doc: Document, now: datetime, window: timedelta) -> None:
         raise StatusConflict(
             f"The ticket was resolved on {resolved_at.date().isoformat()}, more than {window.days} days ago: "
             "open a new ticket.",
-            extra={"status": doc["status"], "action": "reopen", "reason": "reopen-window-passed"},
+            extra={"ticket_status": doc["status"], "action": "reopen", "reason": "reopen-window-passed"},
         )
     doc["status"] = "in_progress"
     doc["resolved_at"] = None
@@ -441,7 +441,7 @@ def return_visit(doc: Document, visit: ReturnVisitIn, by: str, now: datetime) ->
     if doc.get("return_visit") is not None:
         raise StatusConflict(
             "This resolution already has its return visit.",
-            extra={"status": doc["status"], "action": "return_visit", "reason": "already-visited"},
+            extra={"ticket_status": doc["status"], "action": "return_visit", "reason": "already-visited"},
         )
     doc["return_visit"] = {
         "satisfaction": visit.satisfaction,
