@@ -33,6 +33,9 @@ def ticket_indexes() -> list[IndexModel]:
     sort = [("s.opened_at", ASCENDING), ("s.id", ASCENDING)]
     out = [IndexModel([("live", ASCENDING), *sort], name="live_opened_at")]
     out += [IndexModel([("live", ASCENDING), (f, ASCENDING), *sort], name=f"live_{f}_opened_at") for f in FILTERS]
+    # The embedded store's planner turns an equality into an indexable comparison only for a field
+    # with a single-field index named idx_<field> (it then knows the field holds no array).
+    out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", *FILTERS)]
     out.append(IndexModel([("number", ASCENDING)], name="idx_number", unique=True))
     out.append(IndexModel([("feedback_id", ASCENDING)], name="idx_feedback_id"))
     out.append(IndexModel([("s.check_at", ASCENDING)], name="s_check_at"))

@@ -102,19 +102,27 @@ class Tickets:
             raise NotFound(f"No ticket with id {ticket_id}.")
         return doc
 
-    def visibility(self, principal: Principal) -> Document:
-        """Assigned to me, opened by me, or in a department my tickets scope reaches."""
+    def visibility(self, principal: Principal) -> list[Document]:
+        """Assigned to me, opened by me, or in a department my tickets scope reaches: the
+        alternatives (an empty list: no condition, the scope is all)."""
         scope = principal.mongo_visibility("owner_id", "department_path", module=MODULE)
         if scope == {}:
-            return {}
+            return []
         mine = {"created_by": principal.user_id}
-        if scope.get("_id", 0) is None:  # no scope at all: what they opened only
-            return mine
-        branches = scope["$or"] if "$or" in scope else [scope]
-        return {"$or": [*branches, mine]}
+        if "_id" in scope:  # no scope at all: what they opened only
+            return [mine]
+        branches: list[Document] = scope["$or"] if "$or" in scope else [scope]
+        return [*branches, mine]
 
     async def page(self, principal: Principal, filters: Document, paging: PageParams) -> Page:
-        query = all_of({"live": True, **filters}, self.visibility(principal))
+        base = {"live": True, **filters}
+        branches = self.visibility(principal)
+        # An alternative that contradicts a filter (assignee_id=X against "assigned to me") matches
+        # nothing: leave it out rather than send the store a query it can only answer by scanning.
+        kept = [b for b in branches if all(k not in filters or filters[k] == v for k, v in b.items())]
+        if branches and not kept:
+            return Page(items=[], next_cursor=None, total=None)
+        query = base if not kept else all_of(base, kept[0] if len(kept) == 1 else {"$or": kept})
         return await fetch_page(
             self.repo.tickets,
             query,
