@@ -385,3 +385,7 @@ async def test_a_complaint_opens_one_ticket(
     suggestion.data["feedback"]["kind"] = "suggestion"
     assert await deliver(app, suggestion) == 1
     assert await tickets.find_one({"_id": complaint_ticket_id(suggestion.subject)}) is None
+    settled = feedback_opened(customer, team.rep, None)
+    settled.data["feedback"]["status"] = "resolved"
+    assert await deliver(app, settled) == 1
+    assert await tickets.find_one({"_id": complaint_ticket_id(settled.subject)}) is None

@@ -174,8 +174,8 @@ class Tickets:
     async def open_from_complaint(self, envelope: EventEnvelope) -> None:
         """A complaint recorded in the interactions service opens a ticket, once per feedback."""
         feedback = iev.FEEDBACK_OPENED.parse(envelope).feedback  # updated carries the same snapshot
-        if feedback.kind != "complaint" or feedback.hidden:
-            return
+        if feedback.kind != "complaint" or feedback.hidden or feedback.status not in ("open", "in_progress"):
+            return  # not a complaint, or one already dealt with (an old one seen by a new group)
         ticket_id = complaint_ticket_id(feedback.feedback_id)
         if await self.repo.get(ticket_id) is not None:
             return  # a redelivery, or the complaint's later events
