@@ -28,8 +28,8 @@ category, active flag) and price lists per currency and customer tier, valid ove
 as decimal strings quantized to the currency's minor unit; the price that applies to a product for a
 currency, a tier and a day. Every change is published on `crm.sales.v1`: see /asyncapi.
 Quotations (报价单): numbered per year without gaps, revisions, approval of discounts above a threshold,
-sending and the customer's answer, a PDF. Contracts, payment plans, payments and service tickets are not
-built yet."""
+sending and the customer's answer, a PDF. Service tickets (工单): SLA targets per priority, escalation,
+return visits, closed loop. Contracts, payment plans and payments are not built yet."""
 
 
 def create_app(settings: SalesSettings | None = None, clock: Clock | None = None) -> FastAPI:

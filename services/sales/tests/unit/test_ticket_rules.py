@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crm_platform.errors import Conflict, ValidationFailed
 from crm_platform.sortkeys import epoch_ms
@@ -146,3 +148,33 @@ def test_closing_without_a_visit_needs_the_reason() -> None:
     rules.resolve(doc, "done", T0 + timedelta(hours=1))
     rules.close(doc, "客户电话无人接听", T0 + timedelta(hours=2))
     assert doc["no_visit_reason"] == "客户电话无人接听" and doc["first_responded_at"] == T0 + timedelta(hours=1)
+
+
+@given(
+    priority=st.sampled_from(rules.PRIORITIES),
+    steps=st.lists(st.integers(min_value=0, max_value=60 * 24 * 10), min_size=1, max_size=12),
+    reply_at=st.one_of(st.none(), st.integers(min_value=0, max_value=60 * 24 * 10)),
+)
+def test_whatever_the_ticks_each_target_escalates_then_breaches_at_most_once(
+    priority: rules.Priority, steps: list[int], reply_at: int | None
+) -> None:
+    doc = ticket(priority)
+    seen: list[rules.Action] = []
+    replied = False
+    for minute in sorted(steps):
+        now = T0 + timedelta(minutes=minute)
+        if reply_at is not None and not replied and reply_at <= minute:
+            rules.add_reply(doc, rules.ReplyIn(body="r"), "u1", T0 + timedelta(minutes=reply_at))
+            rules.refresh(doc)  # as every change does
+            replied = True
+        while (action := rules.due_action(doc, now)) is not None:
+            assert action not in seen
+            assert now >= (rules.warn_at(doc, action[1]) if action[0] == "escalate" else rules.due_at(doc, action[1]))
+            rules.record(doc, action, now)
+            rules.refresh(doc)
+            seen.append(action)
+        # Nothing is due before the moment the scheduler polls for.
+        assert rules.due_action(doc, now) is None and doc["s"]["check_at"] > epoch_ms(now)
+    for target in rules.TARGETS:
+        if ("breach", target) in seen:
+            assert seen.index(("escalate", target)) < seen.index(("breach", target))
