@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from crm_notifications.application.subscriptions import Resolver, check_url
 from crm_notifications.domain import planning
 from crm_notifications.domain.kinds import DEFAULT_EMAIL, Kind, email_wanted
-from crm_notifications.domain.templates import LANGUAGES, feedback_kind_params, render, render_email
+from crm_notifications.domain.templates import LANGUAGES, feedback_kind_params, render, render_email, ticket_params
 from crm_notifications.domain.webhooks import AddressPolicy, matches, next_delay, sign, valid_patterns, verify
-from crm_platform.contracts import customers, directory, leads, pipeline
+from crm_platform.contracts import customers, directory, leads, pipeline, sales
 from crm_platform.errors import ValidationFailed
 from crm_platform.events import registry
 
@@ -41,6 +41,9 @@ PARAMS = {
     "valid_until_at": "2026-12-02T09:30:00+00:00",
     "lead_name": "L",
     **feedback_kind_params("complaint"),
+    "ticket_number": "T-2026-000001",
+    "subject": "S",
+    **ticket_params("first_response", "high"),
 }
 
 
@@ -261,3 +264,29 @@ def test_a_lead_tells_its_new_owner_unless_they_took_it_themselves() -> None:
     assert planning.lead_assigned(lead.model_copy(update={"owner_id": None}), "u-x", "released") == []
     assert planning.lead_assigned(lead, "u-importer")[0].recipient_id == "u1"  # created for them
     assert planning.lead_assigned(lead, "u1") == []  # their own entry
+
+
+def test_an_escalated_ticket_tells_the_assignee_and_the_managers_once_each() -> None:
+    now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    ticket = sales.TicketSnapshot(
+        ticket_id="t1",
+        number="T-2026-000001",
+        customer_id="c1",
+        source="agent",
+        category="fault",
+        priority="high",
+        subject="卡纸",
+        status="in_progress",
+        owner_id="agent",
+        opened_by="agent",
+        opened_at=now,
+        first_response_due_at=now,
+        resolution_due_at=now,
+        version=3,
+    )
+    data = sales.TicketSla(ticket=ticket, target="resolution", due_at=now)
+    intents = planning.ticket_escalated(data, ["m1", "agent", "m1", "m2"])
+    assert [i.recipient_id for i in intents] == ["agent", "m1", "m2"]
+    assert intents[0].params["target_zh"] == "解决" and intents[0].link == "/tickets/t1"
+    closed = data.model_copy(update={"ticket": ticket.model_copy(update={"status": "closed"})})
+    assert planning.ticket_escalated(closed, ["m1"]) == []

@@ -21,6 +21,7 @@ class Kind(StrEnum):
     export_rejected = "export_rejected"
     lead_assigned = "lead_assigned"
     lead_conversion_failed = "lead_conversion_failed"
+    ticket_escalated = "ticket_escalated"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -43,6 +44,9 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     # Leads: a lead given to someone, a conversion that was refused: the inbox.
     Kind.lead_assigned: False,
     Kind.lead_conversion_failed: False,
+    # A service ticket about to break its SLA: the assignee and the department's managers, by email
+    # too (it is the last moment to act).
+    Kind.ticket_escalated: True,
 }
 
 

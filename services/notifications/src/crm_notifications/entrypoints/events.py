@@ -18,7 +18,7 @@ from crm_notifications.domain.planning import Intent
 from crm_notifications.entrypoints.leads import lead_planners
 from crm_platform.catalogue import event_types, load_contracts
 from crm_platform.consumer import Handler
-from crm_platform.contracts import customers, interactions, leads, pipeline, pool
+from crm_platform.contracts import customers, interactions, leads, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
@@ -96,6 +96,14 @@ def inbox_handlers(
         request = exports.EXPORT_APPROVED.parse(e).request  # approved and rejected carry the same data
         return planning.export_answered(request, await name_of(request.decided_by))
 
+    async def ticket_escalated(e: EventEnvelope) -> list[Intent]:
+        data = sales.TICKET_ESCALATED.parse(e)
+        path = data.ticket.department_path
+        if path is None and data.ticket.owner_id:
+            owner = await directory.user(data.ticket.owner_id)
+            path = (owner or {}).get("department_path")
+        return planning.ticket_escalated(data, await managers_above(path))
+
     planners: dict[str, Planner] = {
         interactions.TASK_REMINDER_DUE.name: task_reminder,
         interactions.TASK_OVERDUE.name: task_overdue,
@@ -111,6 +119,7 @@ def inbox_handlers(
         exports.EXPORT_REQUESTED.name: export_requested,
         exports.EXPORT_APPROVED.name: export_answered,
         exports.EXPORT_REJECTED.name: export_answered,
+        sales.TICKET_ESCALATED.name: ticket_escalated,
     }
     if conversions is not None:
         planners.update(lead_planners(conversions))
@@ -126,7 +135,7 @@ def inbox_handlers(
     return out
 
 
-INBOX_TOPICS = [customers.TOPIC, pipeline.TOPIC, interactions.TOPIC, pool.TOPIC, leads.TOPIC]
+INBOX_TOPICS = [customers.TOPIC, pipeline.TOPIC, interactions.TOPIC, pool.TOPIC, leads.TOPIC, sales.TOPIC]
 
 
 def webhook_topics() -> list[str]:
