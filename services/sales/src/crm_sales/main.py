@@ -16,6 +16,7 @@ from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
 from crm_sales.entrypoints import price_lists as price_lists_http
 from crm_sales.entrypoints import products as products_http
+from crm_sales.entrypoints import quotation_list as quotation_list_http
 from crm_sales.entrypoints import quotations as quotations_http
 from crm_sales.settings import SalesSettings
 
@@ -54,7 +55,9 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     kit.on_startup(setup)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
-    app = kit.build_app([products_http.router, price_lists_http.router, quotations_http.router])
+    app = kit.build_app(
+        [products_http.router, price_lists_http.router, quotations_http.router, quotation_list_http.router]
+    )
     app.state.quotations = quotations
     app.state.products = products
     app.state.price_lists = price_lists

@@ -33,6 +33,7 @@ from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.domain import price_lists as price_rules
+from crm_sales.domain import quotation_list as listing
 from crm_sales.domain import quotations as rules
 
 Document = dict[str, Any]
@@ -149,6 +150,7 @@ class Quotations:
         # Every check has passed: only now take the number, then store it (see the module's doc).
         year = now.year
         doc = rules.numbered(draft, year, await self.repo.next_number(rules.counter_id(year)))
+        doc["s"] = listing.sort_keys(doc)
         events = [self._event(ev.QUOTATION_CREATED, doc, 1, principal.user_id)]
         for attempt in range(INSERT_ATTEMPTS):
             try:
@@ -209,6 +211,7 @@ class Quotations:
                 return Change(None)
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
+            doc["s"] = listing.sort_keys(doc)
             return Change(doc, [self._event(ev.QUOTATION_UPDATED, doc, version, principal.user_id, changes=changes)])
 
         return await self.repo.store.mutate(quotation_id, decide, expected_version=expected_version)
@@ -250,6 +253,7 @@ class Quotations:
                 rules.set_lines(doc, lines, self.threshold)
             else:  # the threshold may have changed since
                 doc["needs_approval"] = rules.needs_approval(doc["lines"], self.threshold)
+            doc["s"] = listing.sort_keys(doc)
             return Change(doc, [self._event(ev.QUOTATION_REVISED, doc, version, principal.user_id, changes=changes)])
 
         return await self.repo.store.mutate(quotation_id, decide, expected_version=expected_version)
