@@ -21,6 +21,9 @@ class Kind(StrEnum):
     export_rejected = "export_rejected"
     lead_assigned = "lead_assigned"
     lead_conversion_failed = "lead_conversion_failed"
+    quotation_approval_requested = "quotation_approval_requested"
+    quotation_approved = "quotation_approved"
+    quotation_rejected = "quotation_rejected"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -43,6 +46,10 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     # Leads: a lead given to someone, a conversion that was refused: the inbox.
     Kind.lead_assigned: False,
     Kind.lead_conversion_failed: False,
+    # Quotations: a discount waiting for approval, and the decision: the inbox.
+    Kind.quotation_approval_requested: False,
+    Kind.quotation_approved: False,
+    Kind.quotation_rejected: False,
 }
 
 
