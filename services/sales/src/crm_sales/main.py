@@ -11,6 +11,7 @@ from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.service import ServiceKit
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
+from crm_sales.application.customer_events import CustomerReactions
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
@@ -45,6 +46,9 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     quotations = Quotations(
         quotation_repo, repo, customers, kit.clock, kit.source, settings.sales_discount_approval_percent
     )
+    # Merges move the quotations of the merged-away customer (application/customer_events.py):
+    # one follower per aggregate that names a customer.
+    CustomerReactions(customers, [quotations]).install()
     kit.consume([customer_events.TOPIC], customers.handlers())
 
     async def setup(_: ServiceKit) -> None:

@@ -74,5 +74,9 @@ class QuotationRepository:
         )
         return int((doc or {}).get("value", 1))
 
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        """The quotations of one customer (``idx_customer_id``), for a merge."""
+        return [str(d["_id"]) async for d in self.quotations.find({"customer_id": customer_id}, projection={"_id": 1})]
+
     async def get(self, quotation_id: str) -> Document | None:
         return await self.quotations.find_one({"_id": quotation_id}, projection={"outbox": 0})
