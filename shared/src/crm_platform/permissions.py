@@ -534,6 +534,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/prices": P.products_view,
         "POST /v1/quotations": P.quotations_manage,
         "GET /v1/quotations/{quotation_id}": P.quotations_view,
+        "GET /v1/quotations": P.quotations_view,
         "GET /v1/quotations/{quotation_id}.pdf": P.quotations_view,
         "GET /v1/quotations/{quotation_id}/versions": P.quotations_view,
         "PATCH /v1/quotations/{quotation_id}": P.quotations_manage,

@@ -40,6 +40,9 @@ PARAMS = {
     "comment": "c",
     "valid_until_at": "2026-12-02T09:30:00+00:00",
     "lead_name": "L",
+    "number": "Q-2026-000001",
+    "owner_name": "O",
+    "total": "1 CNY",
     **feedback_kind_params("complaint"),
     "ticket_number": "T-2026-000001",
     "subject": "S",
@@ -290,3 +293,47 @@ def test_an_escalated_ticket_tells_the_assignee_and_the_managers_once_each() -> 
     assert intents[0].params["target_zh"] == "解决" and intents[0].link == "/tickets/t1"
     closed = data.model_copy(update={"ticket": ticket.model_copy(update={"status": "closed"})})
     assert planning.ticket_escalated(closed, ["m1"]) == []
+
+
+def test_quotation_approvers_hold_the_permission_over_the_department_and_are_not_the_owner() -> None:
+    from datetime import UTC, date, datetime
+
+    from crm_notifications.domain import quotations
+    from crm_platform.auth import Principal
+    from crm_platform.contracts import sales
+
+    now = datetime.now(UTC)
+    q = sales.QuotationSnapshot(
+        quotation_id="q1",
+        number="Q-2026-000001",
+        revision=1,
+        status="pending_approval",
+        customer_id="c1",
+        currency="CNY",
+        valid_until=date(2026, 12, 31),
+        lines=[],
+        subtotal="0.00",
+        discount_total="0.00",
+        total="0.00",
+        needs_approval=True,
+        owner_id="owner",
+        department_path="/hq/east",
+        created_at=now,
+        updated_at=now,
+    )
+
+    def user(user_id: str, path: str, scope: str, permissions: frozenset[str]) -> Principal:
+        return Principal(user_id=user_id, department_path=path, scopes={"customers": scope}, permissions=permissions)
+
+    approve = frozenset({"quotations:approve"})
+    people = [
+        user("boss", "/hq", "subtree", approve),
+        user("owner", "/hq/east", "subtree", approve),  # their own quotation
+        user("peer", "/hq/east", "own", approve),  # cannot see it
+        user("rep", "/hq/east", "subtree", frozenset()),  # no permission
+        user("boss", "/hq", "subtree", approve),  # twice: told once
+        user("dept", "/hq", "department", approve),  # department scope of /hq does not reach /hq/east
+    ]
+    assert [i.recipient_id for i in quotations.submitted(q, "O", people)] == ["boss"]
+    [told] = quotations.decided(q, False, "A", None)
+    assert told.recipient_id == "owner" and told.params["comment"] == "-"

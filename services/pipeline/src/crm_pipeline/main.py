@@ -119,7 +119,7 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
 
     # The sales service's products and price lists (line items from products): a read copy in its
     # own group, so a catalogue backlog holds up no customer event; readiness does not wait for it.
-    catalogue = Catalogue(kit.db)
+    catalogue = kit.read_copy(Catalogue(kit.db))  # rebuilt by `crm rebuild-copies pipeline` too
     kit.on_startup(lambda _: catalogue.ensure_indexes())
     kit.consume([sales.TOPIC], catalogue.handlers(), group_suffix=".sales", needed_for_readiness=False)
     line_items = LineItems(opportunities, catalogue)

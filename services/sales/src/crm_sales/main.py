@@ -13,12 +13,14 @@ from crm_platform.service import Periodic, ServiceKit
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.adapters.tickets import TicketRepository
+from crm_sales.application.customer_events import CustomerReactions
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
 from crm_sales.application.tickets import Tickets
 from crm_sales.entrypoints import price_lists as price_lists_http
 from crm_sales.entrypoints import products as products_http
+from crm_sales.entrypoints import quotation_list as quotation_list_http
 from crm_sales.entrypoints import quotations as quotations_http
 from crm_sales.entrypoints import tickets as tickets_http
 from crm_sales.settings import SalesSettings
@@ -48,6 +50,9 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     quotations = Quotations(
         quotation_repo, repo, customers, kit.clock, kit.source, settings.sales_discount_approval_percent
     )
+    # Merges move the quotations of the merged-away customer (application/customer_events.py):
+    # one follower per aggregate that names a customer.
+    CustomerReactions(customers, [quotations]).install()
     kit.consume([customer_events.TOPIC], customers.handlers())
 
     async def setup(_: ServiceKit) -> None:
@@ -59,7 +64,15 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     tickets = add_tickets(kit, settings, quotation_repo, customers)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
-    app = kit.build_app([products_http.router, price_lists_http.router, quotations_http.router, *tickets_http.ROUTERS])
+    app = kit.build_app(
+        [
+            products_http.router,
+            price_lists_http.router,
+            quotations_http.router,
+            quotation_list_http.router,
+            *tickets_http.ROUTERS,
+        ]
+    )
     app.state.quotations = quotations
     app.state.products = products
     app.state.price_lists = price_lists

@@ -22,6 +22,9 @@ class Kind(StrEnum):
     lead_assigned = "lead_assigned"
     lead_conversion_failed = "lead_conversion_failed"
     ticket_escalated = "ticket_escalated"
+    quotation_approval_requested = "quotation_approval_requested"
+    quotation_approved = "quotation_approved"
+    quotation_rejected = "quotation_rejected"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -47,6 +50,10 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     # A service ticket about to break its SLA: the assignee and the department's managers, by email
     # too (it is the last moment to act).
     Kind.ticket_escalated: True,
+    # Quotations: a discount waiting for approval, and the decision: the inbox.
+    Kind.quotation_approval_requested: False,
+    Kind.quotation_approved: False,
+    Kind.quotation_rejected: False,
 }
 
 

@@ -142,6 +142,37 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
             "and about to be missed: it was escalated.",
         ),
     },
+    Kind.quotation_approval_requested: {
+        "zh-CN": (
+            "报价单待审批：$number",
+            "$owner_name 提交的报价单 $number（客户：$customer_name，总额 $total）折扣超过审批阈值，请审批。",
+        ),
+        "en": (
+            "Quotation awaiting approval: $number",
+            "$owner_name submitted the quotation $number for $customer_name ($total): a discount is above the "
+            "approval threshold. Approve or reject it.",
+        ),
+    },
+    Kind.quotation_approved: {
+        "zh-CN": (
+            "报价单已批准：$number",
+            "您的报价单 $number（客户：$customer_name，总额 $total）已由 $approver_name 批准：$comment。",
+        ),
+        "en": (
+            "Quotation approved: $number",
+            "Your quotation $number for $customer_name ($total) was approved by $approver_name: $comment.",
+        ),
+    },
+    Kind.quotation_rejected: {
+        "zh-CN": (
+            "报价单被驳回：$number",
+            "您的报价单 $number（客户：$customer_name，总额 $total）被 $approver_name 驳回：$comment。",
+        ),
+        "en": (
+            "Quotation rejected: $number",
+            "Your quotation $number for $customer_name ($total) was rejected by $approver_name: $comment.",
+        ),
+    },
 }
 
 _LINK_LABEL = {"zh-CN": "查看详情：", "en": "Open: "}

@@ -16,18 +16,24 @@ from crm_notifications.application.inbox import Inbox
 from crm_notifications.domain import planning
 from crm_notifications.domain.planning import Intent
 from crm_notifications.entrypoints.leads import lead_planners
+from crm_notifications.entrypoints.quotations import quotation_planners
 from crm_platform.catalogue import event_types, load_contracts
 from crm_platform.consumer import Handler
 from crm_platform.contracts import customers, interactions, leads, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
+from crm_platform.roles import RoleBook
 
 Planner = Callable[[EventEnvelope], Awaitable[list[Intent]]]
 
 
 def inbox_handlers(
-    inbox: Inbox, directory: DirectoryReadModel, big_deal_amount: Decimal, conversions: Any = None
+    inbox: Inbox,
+    directory: DirectoryReadModel,
+    big_deal_amount: Decimal,
+    conversions: Any = None,
+    roles: RoleBook | None = None,
 ) -> Mapping[str, Handler]:
     """``conversions``: the collection where who asked for each lead conversion is kept (see entrypoints/leads.py)."""
 
@@ -123,6 +129,7 @@ def inbox_handlers(
     }
     if conversions is not None:
         planners.update(lead_planners(conversions))
+    planners.update(quotation_planners(directory, roles))
 
     def handler(plan: Planner) -> Handler:
         async def handle(envelope: EventEnvelope) -> None:
