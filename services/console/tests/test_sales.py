@@ -276,6 +276,9 @@ async def test_a_quotation_through_approval_with_each_refusal_at_its_input(stack
         assert 'id="do-submit"' in page and 'id="do-send"' not in page  # 20% needs approval
         etag = re.search(r'name="etag" value="([^"]+)"', page)
         assert etag
+        early = await client.post(f"{path}/send", data={"csrf_token": csrf})
+        assert early.status_code == 409
+        assert "有折扣超过审批阈值，请先提交经理审批。" in early.text  # the refusal in the rep's language
         submitted = await client.post(f"{path}/submit", data={"csrf_token": csrf, "etag": html.unescape(etag.group(1))})
         assert submitted.status_code == 303
         page = (await client.get(path)).text
@@ -297,6 +300,7 @@ async def test_a_quotation_through_approval_with_each_refusal_at_its_input(stack
         # A move the status no longer allows: 409 on the page, nothing changed.
         again = await client.post(f"{path}/accept", data={"csrf_token": csrf})
         assert again.status_code == 409 and 'role="alert"' in again.text
+        assert "报价单当前状态不允许此操作。" in again.text
         new_day = (date.today() + timedelta(days=40)).isoformat()
         revised = await client.post(f"{path}/revise", data={"csrf_token": csrf, "revise.valid_until": new_day})
         assert revised.status_code == 303

@@ -20,9 +20,7 @@ _INDEXED = re.compile(r"^lines[\[.](\d+)\]?\.?(.*)$")
 def line_rows(form: Any, extra: int = 0) -> list[dict[str, str]]:
     """Every row the form posted (``lines[i].product`` …), in order, blank ones kept (the form
     shows them again as they were)."""
-    indexes = sorted(
-        {int(m.group(1)) for key in form.keys() if (m := _INDEXED.match(str(key))) is not None}
-    )
+    indexes = sorted({int(m.group(1)) for key in form.keys() if (m := _INDEXED.match(str(key))) is not None})
     rows = [{name: str(form.get(f"lines[{i}].{name}") or "").strip() for name in LINE_FIELDS} for i in indexes]
     return rows + [dict.fromkeys(LINE_FIELDS, "") for _ in range(extra)]
 
