@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm_pipeline.domain.money import InvalidMoney, currency_code, format_money, line_total, parse_money, weighted
+from crm_pipeline.domain.money import InvalidMoney, currency_code, format_minor, line_total, to_minor, weighted
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ from crm_pipeline.domain.money import InvalidMoney, currency_code, format_money,
     ],
 )
 def test_parses_decimal_strings_into_minor_units(text, currency, minor):
-    assert parse_money(text, currency) == minor
+    assert to_minor(text, currency) == minor
 
 
 @pytest.mark.parametrize(
@@ -41,19 +41,19 @@ def test_parses_decimal_strings_into_minor_units(text, currency, minor):
 )
 def test_refuses_what_is_not_an_amount_with_a_reason(text, currency, reason):
     with pytest.raises(InvalidMoney, match=reason):
-        parse_money(text, currency)
+        to_minor(text, currency)
 
 
 def test_formats_in_the_currency_precision():
-    assert format_money(12500000, "CNY") == "125000.00"
-    assert format_money(5, "CNY") == "0.05"
-    assert format_money(1000, "JPY") == "1000"
+    assert format_minor(12500000, "CNY") == "125000.00"
+    assert format_minor(5, "CNY") == "0.05"
+    assert format_minor(1000, "JPY") == "1000"
     assert currency_code(" cny ") == "CNY"
 
 
 @given(st.integers(min_value=0, max_value=10**15 - 1), st.sampled_from(["CNY", "USD", "JPY"]))
 def test_format_and_parse_round_trip(minor, currency):
-    assert parse_money(format_money(minor, currency), currency) == minor
+    assert to_minor(format_minor(minor, currency), currency) == minor
 
 
 def test_weighted_and_line_totals_round_half_up():

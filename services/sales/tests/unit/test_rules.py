@@ -80,7 +80,7 @@ def test_amounts_are_quantized_to_the_currencys_minor_unit(text: str, currency: 
         ("1e3", "CNY", "not an amount"),
         ("NaN", "CNY", "not an amount"),
         ("1" * 16, "CNY", "too large"),
-        ("12", "XYZ", "not a currency we know"),
+        ("12", "XYZ", "unknown currency"),
     ],
 )
 def test_amounts_that_are_not_prices_are_refused_with_a_reason(text: str, currency: str, why: str) -> None:

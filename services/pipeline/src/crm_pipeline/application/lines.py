@@ -63,7 +63,7 @@ class LineItems:
             price_list_id: str | None = None
             if line.unit_price is not None:
                 try:
-                    unit_minor = money.parse_money(line.unit_price, currency)
+                    unit_minor = money.to_minor(line.unit_price, currency)
                 except money.InvalidMoney as exc:
                     errors.add(f"lines[{i}].unit_price", str(exc))
                     continue

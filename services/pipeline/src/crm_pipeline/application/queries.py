@@ -146,7 +146,7 @@ class OpportunityFilter(BaseModel):
                 continue
             currency = currency or default_currency
             try:
-                amounts[op] = money.parse_money(text, currency)
+                amounts[op] = money.to_minor(text, currency)
             except money.InvalidMoney as exc:
                 raise ValidationFailed.for_field(field, str(exc), "query") from exc
         if amounts:

@@ -58,7 +58,7 @@ def target_data(doc: Document) -> ev.TargetData:
         period=doc["period"],
         period_start=doc["period_start"],
         period_end=doc["period_end"],
-        amount=money.format_money(doc["amount_minor"], doc["currency"]),
+        amount=money.format_minor(doc["amount_minor"], doc["currency"]),
         currency=doc["currency"],
         set_by=doc["set_by"],
         set_at=doc["set_at"],
@@ -145,7 +145,7 @@ class Targets:
             raise Forbidden("Targets are set within the departments your targets scope reaches.")
         currency = currency_from(data.currency, self.settings.default_currency)
         try:
-            amount = money.parse_money(data.amount, currency)
+            amount = money.to_minor(data.amount, currency)
         except money.InvalidMoney as exc:
             raise ValidationFailed.for_field("amount", str(exc)) from exc
         target_id = f"{scope}:{scope_id}:{period}"
@@ -169,7 +169,7 @@ class Targets:
         def decide(doc: Document, version: int) -> Change:
             if not can_see_target(principal, doc):
                 raise Forbidden("This target belongs to a department your targets scope does not reach.")
-            previous = money.format_money(doc["amount_minor"], doc["currency"])
+            previous = money.format_minor(doc["amount_minor"], doc["currency"])
             if all(doc.get(k) == v for k, v in fields.items() if k not in ("set_by", "set_at")):
                 return Change(None)
             doc.update(fields)
@@ -283,10 +283,10 @@ class Targets:
             target=fmt(figures.target_minor),
             target_source=resolved.source,
             target_parts=resolved.parts,
-            won=money.format_money(figures.won_minor, currency),
+            won=money.format_minor(figures.won_minor, currency),
             won_count=figures.won_count,
-            pipeline=money.format_money(figures.pipeline_minor, currency),
-            weighted_pipeline=money.format_money(figures.weighted_minor, currency),
+            pipeline=money.format_minor(figures.pipeline_minor, currency),
+            weighted_pipeline=money.format_minor(figures.weighted_minor, currency),
             open_count=figures.open_count,
             remaining=fmt(figures.remaining_minor),
             gap=fmt(figures.gap_minor),

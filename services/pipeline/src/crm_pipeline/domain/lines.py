@@ -118,7 +118,7 @@ def price_from(lists: list[Document], product_id: str, currency: str, quantity: 
             if quantity is not None and least is not None and quantity < least:
                 continue
             try:
-                return Price(money.parse_money(entry["unit_price"], currency), price_list["_id"])
+                return Price(money.to_minor(entry["unit_price"], currency), price_list["_id"])
             except money.InvalidMoney:
                 continue  # a price the currency cannot hold: not this list's
     return None
@@ -143,9 +143,9 @@ def lines_out(doc: Document) -> list[Document]:
             "name": line["name"],
             "unit": line["unit"],
             "quantity": line["quantity"],
-            "unit_price": money.format_money(line["unit_price_minor"], currency),
+            "unit_price": money.format_minor(line["unit_price_minor"], currency),
             "discount_percent": line["discount_percent"],
-            "line_total": money.format_money(line["line_total_minor"], currency),
+            "line_total": money.format_minor(line["line_total_minor"], currency),
             "price_list_id": line.get("price_list_id"),
         }
         for line in doc.get("lines") or []
@@ -153,7 +153,7 @@ def lines_out(doc: Document) -> list[Document]:
 
 
 def lines_total_out(doc: Document) -> str:
-    return money.format_money(int(doc.get("lines_total_minor") or 0), doc["currency"])
+    return money.format_minor(int(doc.get("lines_total_minor") or 0), doc["currency"])
 
 
 def set_lines(doc: Document, lines: list[Document], follows: bool | None) -> list[FieldChange]:

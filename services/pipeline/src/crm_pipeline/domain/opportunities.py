@@ -153,7 +153,7 @@ def _money(errors: FieldErrors, field: str, text: str | None, currency: str) -> 
     if text is None:
         return None
     try:
-        return money.parse_money(text, currency)
+        return money.to_minor(text, currency)
     except money.InvalidMoney as exc:
         errors.add(field, str(exc))
         return None
@@ -353,8 +353,8 @@ def product_out(product: Document, currency: str) -> Document:
     return {
         "name": product["name"],
         "quantity": product["quantity"],
-        "unit_price": money.format_money(product["unit_price_minor"], currency),
-        "line_total": money.format_money(product["line_total_minor"], currency),
+        "unit_price": money.format_minor(product["unit_price_minor"], currency),
+        "line_total": money.format_minor(product["line_total_minor"], currency),
     }
 
 
@@ -403,7 +403,7 @@ def apply_patch(doc: Document, patch: OpportunityFields, customer_contacts: set[
                 unit = _money(
                     errors,
                     f"products[{i}].unit_price",
-                    money.format_money(p["unit_price_minor"], old_currency),
+                    money.format_minor(p["unit_price_minor"], old_currency),
                     currency,
                 )
                 if unit is not None:
