@@ -111,6 +111,11 @@ class Permission(StrEnum):
     quotations_view = "quotations:view"  # quotations, their revisions and PDF
     quotations_manage = "quotations:manage"  # draft, change, revise, submit, send; the customer's answer
     quotations_approve = "quotations:approve"  # approve or reject a quotation's discounts (not one's own)
+    # sales: contracts (合同) and receivables (回款), owned like opportunities (owner, contracts scope)
+    contracts_view = "contracts:view"  # contracts, their plans, payments and invoices
+    contracts_manage = "contracts:manage"  # draft, change, submit, sign, execute; plans, payments, invoices
+    contracts_approve = "contracts:approve"  # approve or reject a contract's approval level (not one's own)
+    contracts_approve_major = "contracts:approve_major"  # the level of the bands above the major amount
 
 
 PUBLIC: Final = "public"
@@ -157,6 +162,8 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.products_view,
         P.quotations_view,
         P.quotations_manage,
+        P.contracts_view,
+        P.contracts_manage,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -175,6 +182,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.campaigns_manage,
     P.products_manage,
     P.quotations_approve,
+    P.contracts_approve,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -202,6 +210,7 @@ SCOPE_MODULES: tuple[str, ...] = (
     "targets",
     "users",
     "leads",
+    "contracts",
 )
 
 
@@ -536,6 +545,17 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/quotations/{quotation_id}/send": P.quotations_manage,
         "POST /v1/quotations/{quotation_id}/accept": P.quotations_manage,
         "POST /v1/quotations/{quotation_id}/decline": P.quotations_manage,
+        "POST /v1/contracts": P.contracts_manage,
+        "GET /v1/contracts": P.contracts_view,
+        "GET /v1/contracts/{contract_id}": P.contracts_view,
+        "PATCH /v1/contracts/{contract_id}": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/submit": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/approve": P.contracts_approve,
+        "POST /v1/contracts/{contract_id}/reject": P.contracts_approve,
+        "POST /v1/contracts/{contract_id}/sign": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/start": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/complete": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/terminate": P.contracts_manage,
     },
 }
 

@@ -6,14 +6,19 @@ from fastapi import FastAPI
 
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as customer_events
+from crm_platform.contracts import pipeline as pipeline_events
 from crm_platform.contracts import sales as _sales_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.service import ServiceKit
+from crm_sales.adapters.contracts import ContractRepository
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
+from crm_sales.application.contracts import Contracts
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
+from crm_sales.entrypoints import contracts as contracts_http
 from crm_sales.entrypoints import price_lists as price_lists_http
 from crm_sales.entrypoints import products as products_http
 from crm_sales.entrypoints import quotations as quotations_http
@@ -24,8 +29,8 @@ category, active flag) and price lists per currency and customer tier, valid ove
 as decimal strings quantized to the currency's minor unit; the price that applies to a product for a
 currency, a tier and a day. Every change is published on `crm.sales.v1`: see /asyncapi.
 Quotations (报价单): numbered per year without gaps, revisions, approval of discounts above a threshold,
-sending and the customer's answer, a PDF. Contracts, payment plans, payments and service tickets are not
-built yet."""
+sending and the customer's answer, a PDF. Contracts (合同): numbered per year, approval by amount bands,
+signing and execution; their payment plans and payments received (回款). Service tickets are not built yet."""
 
 
 def create_app(settings: SalesSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -54,9 +59,42 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     kit.on_startup(setup)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
-    app = kit.build_app([products_http.router, price_lists_http.router, quotations_http.router])
+    contracts = add_contracts(kit, settings, quotation_repo, customers)
+    app = kit.build_app(
+        [products_http.router, price_lists_http.router, quotations_http.router, *contracts_http.routers()]
+    )
     app.state.quotations = quotations
     app.state.products = products
     app.state.price_lists = price_lists
     app.state.repo = repo
+    app.state.contracts = contracts
     return app
+
+
+def add_contracts(
+    kit: ServiceKit, settings: SalesSettings, quotation_repo: QuotationRepository, customers: CustomerReadModel
+) -> Contracts:
+    """Contracts and receivables: their collection, and a read copy of the pipeline's opportunities
+    (a contract follows a won one), fed by crm.pipeline.v1 in a group of its own."""
+    contract_repo = ContractRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(contract_repo.contracts)
+    opportunities = kit.read_copy(OpportunityReadModel(contract_repo.opportunities))
+    kit.consume([pipeline_events.TOPIC], opportunities.handlers(), group_suffix=".opportunities")
+    entity = settings.sales_contract_entity or settings.sales_organisation_name
+    contracts = Contracts(
+        contract_repo,
+        quotation_repo,
+        customers,
+        opportunities,
+        kit.clock,
+        kit.source,
+        settings.contract_bands(),
+        entity,
+    )
+
+    async def setup(_: ServiceKit) -> None:
+        await contract_repo.ensure_indexes()
+        await opportunities.ensure_indexes()
+
+    kit.on_startup(setup)
+    return contracts
