@@ -556,6 +556,9 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/contracts/{contract_id}/start": P.contracts_manage,
         "POST /v1/contracts/{contract_id}/complete": P.contracts_manage,
         "POST /v1/contracts/{contract_id}/terminate": P.contracts_manage,
+        "PUT /v1/contracts/{contract_id}/plan": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/payments": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/refunds": P.contracts_manage,
     },
 }
 

@@ -18,6 +18,7 @@ from crm_sales.application.contracts import Contracts
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
+from crm_sales.application.receivables import Receivables
 from crm_sales.entrypoints import contracts as contracts_http
 from crm_sales.entrypoints import price_lists as price_lists_http
 from crm_sales.entrypoints import products as products_http
@@ -68,6 +69,7 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     app.state.price_lists = price_lists
     app.state.repo = repo
     app.state.contracts = contracts
+    app.state.receivables = Receivables(contracts)
     return app
 
 

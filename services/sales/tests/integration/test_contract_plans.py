@@ -170,6 +170,27 @@ async def test_drafting_reading_changing_and_moving_a_contract_are_index_lookups
     assert_indexed(capture)
 
 
+async def test_the_plan_payments_and_refunds_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: dict[str, Any], traced_store: TracedStore
+) -> None:
+    direct = {"title": "回款", "customer_id": filled["customer"], "amount": "1000", "currency": "CNY"}
+    made = await post(client, "/v1/contracts", direct)
+    url = f"/v1/contracts/{made['id']}"
+    await post(client, f"{url}/submit", {})
+    await post(client, f"{url}/approve", {}, APPROVER)
+    signed = await post(client, f"{url}/sign", {"signed_on": date.today().isoformat(), "signed_document": "D"})
+    later = date.today().isoformat()
+    with traced_store.capture() as capture:
+        body = {"instalments": [{"due_date": later, "amount": "400"}, {"due_date": later, "amount": "600"}]}
+        r = await client.put(f"{url}/plan", json=body, headers={**REP, "If-Match": f'"{signed["version"]}"'})
+        assert r.status_code == 200, r.text
+        paid = await post(client, f"{url}/payments", {"amount": "1100", "received_on": later, "method": "cash"})
+        payment = paid["payments"][-1]["id"]
+        await post(client, f"{url}/refunds", {"payment_id": payment, "amount": "150", "reason": "退"})
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+
+
 LIST_FILTERS: list[dict[str, Any]] = [
     {},
     {"customer_id": "C"},

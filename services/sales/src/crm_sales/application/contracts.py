@@ -32,6 +32,7 @@ from crm_sales.adapters.contracts import ContractRepository
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.domain import contracts as rules
 from crm_sales.domain import money
+from crm_sales.domain import receivables as money_rules
 
 Document = dict[str, Any]
 MODULE = "contracts"
@@ -273,6 +274,7 @@ class Contracts:
                 # A draft has received nothing: its plan no longer sums to the amount, so it goes.
                 changes.append(ev.FieldChange(field="plan", old=len(doc["plan"]), new=0))
                 doc["plan"] = []
+            money_rules.refresh(doc)
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
             return Change(doc, [self.changed(doc, version, principal.user_id, changes)])
@@ -342,6 +344,7 @@ class Contracts:
             elif action == "terminate":
                 doc["termination"] = {"by": principal.user_id, "at": now, "reason": text}
             doc["status"] = target
+            money_rules.refresh(doc)  # a closed contract is no longer watched for overdue instalments
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
             return Change(doc, [self.decided(event_type, doc, version, principal.user_id, **fields)])

@@ -13,8 +13,11 @@ from crm_platform.auth import CurrentPrincipal
 from crm_platform.concurrency import etag, expected_version
 from crm_platform.openapi import problems
 from crm_sales.application.contracts import ContractFilter, Contracts
+from crm_sales.application.receivables import Receivables
 from crm_sales.domain import contracts as rules
+from crm_sales.domain import receivables as money_rules
 from crm_sales.domain.contracts import Comment, ContractIn, ContractPatch, SignIn, TerminateIn
+from crm_sales.domain.receivables import PaymentIn, PlanIn, RefundIn
 
 Document = dict[str, Any]
 
@@ -54,6 +57,34 @@ class InstalmentOut(BaseModel):
     overdue: bool = False
 
 
+class AllocationOut(BaseModel):
+    instalment_id: str | None = Field(description="null: the part kept as the contract's credit.")
+    amount: str
+
+
+class PaymentOut(BaseModel):
+    id: str
+    amount: str
+    received_on: date
+    method: str
+    reference: str | None = None
+    instalment_id: str | None = None
+    allocation: list[AllocationOut]
+    refunded: str
+    at: datetime
+    by: str | None = None
+
+
+class RefundOut(BaseModel):
+    id: str
+    payment_id: str
+    amount: str
+    reason: str
+    allocation: list[AllocationOut]
+    at: datetime
+    by: str | None = None
+
+
 class ContractOut(BaseModel):
     id: str
     number: str
@@ -78,6 +109,12 @@ class ContractOut(BaseModel):
     approval: ApprovalOut | None = None
     rejection: DecisionOut | None = None
     termination: DecisionOut | None = None
+    plan: list[InstalmentOut] = Field(default_factory=list, description="The payment plan (回款计划).")
+    received: str = Field(description="Received net of refunds, credit included.")
+    outstanding: str = Field(description="What the plan still waits for (amount - paid on instalments).")
+    credit: str = Field(description="Received beyond the whole plan: kept, not lost.")
+    payments: list[PaymentOut] = Field(default_factory=list, description="Oldest first; a new one is last.")
+    refunds: list[RefundOut] = Field(default_factory=list)
     created_at: datetime
     created_by: str | None = None
     updated_at: datetime
@@ -91,9 +128,51 @@ class ContractPage(BaseModel):
     total: int | None = None
 
 
-def contract_out(doc: Document) -> ContractOut:
+def _parts(parts: list[Document], currency: str) -> list[AllocationOut]:
+    return [AllocationOut(**a.model_dump()) for a in money_rules.allocations(parts, currency)]
+
+
+def contract_out(doc: Document, today: date) -> ContractOut:
     approval = doc.get("approval")
+    currency = doc["currency"]
+    shown = dict(doc)
+    money_rules.refresh(shown)
+    plan = [
+        InstalmentOut(
+            id=state.instalment_id,
+            due_date=state.due_date,
+            amount=state.amount,
+            note=state.note,
+            paid=state.paid,
+            outstanding=state.outstanding,
+            status=state.status,
+            overdue=state.status != "paid" and state.due_date < today,
+        )
+        for state in money_rules.instalment_states(doc)
+    ]
+    payments = [
+        PaymentOut(
+            id=p["id"],
+            amount=p["amount"],
+            received_on=p["received_on"],
+            method=p["method"],
+            reference=p.get("reference"),
+            instalment_id=p.get("instalment_id"),
+            allocation=_parts(p["allocation"], currency),
+            refunded=money_rules.fmt(int(p.get("refunded_minor", 0)), currency),
+            at=p["at"],
+            by=p.get("by"),
+        )
+        for p in doc.get("payments") or []
+    ]
+    refunds = [RefundOut(**{**r, "allocation": _parts(r["allocation"], currency)}) for r in doc.get("refunds") or []]
     return ContractOut(
+        plan=plan,
+        received=shown["totals"]["received"],
+        outstanding=shown["totals"]["outstanding"],
+        credit=shown["totals"]["credit"],
+        payments=payments,
+        refunds=refunds,
         id=doc["_id"],
         number=doc["number"],
         title=doc.get("title"),
@@ -134,11 +213,12 @@ App = Annotated[Contracts, Depends(contracts)]
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 
 
-def answer(doc: Document, status: int = 200) -> JSONResponse:
+def answer(app: Contracts, doc: Document, status: int = 200) -> JSONResponse:
     headers = {"ETag": etag(int(doc["version"]))}
     if status == 201:
         headers["Location"] = f"/v1/contracts/{doc['_id']}"
-    return JSONResponse(contract_out(doc).model_dump(mode="json"), status_code=status, headers=headers)
+    body = contract_out(doc, app.today()).model_dump(mode="json")
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @router.post("", status_code=201, response_model=ContractOut, summary="Draft a contract", responses=problems(422))
@@ -147,7 +227,7 @@ async def create_contract(body: ContractIn, principal: CurrentPrincipal, app: Ap
     not won: 422 at ``opportunity_id``), an accepted quotation (``quotation_id``: its customer,
     currency and total), or directly (``customer_id``, ``amount``, ``currency``). The number
     (``C-<year>-<000123>``) is taken once every check has passed."""
-    return answer(await app.create(principal, body), 201)
+    return answer(app, await app.create(principal, body), 201)
 
 
 @router.get("", response_model=ContractPage, summary="Contracts, filtered and paged")
@@ -158,12 +238,14 @@ async def list_contracts(
     first (``sort=created_at`` for oldest first); ``customer_id``, ``status``, ``owner_id`` filter
     exactly. Pages by cursor (``next_cursor`` -> ``cursor``)."""
     page = await app.page(principal, params)
-    return ContractPage(items=[contract_out(d) for d in page.items], next_cursor=page.next_cursor, total=page.total)
+    return ContractPage(
+        items=[contract_out(d, app.today()) for d in page.items], next_cursor=page.next_cursor, total=page.total
+    )
 
 
 @router.get("/{contract_id}", response_model=ContractOut, summary="One contract", responses=problems(404))
 async def get_contract(contract_id: str, principal: CurrentPrincipal, app: App) -> JSONResponse:
-    return answer(await app.get(principal, contract_id))
+    return answer(app, await app.get(principal, contract_id))
 
 
 @router.patch(
@@ -174,7 +256,7 @@ async def patch_contract(
 ) -> JSONResponse:
     """Only a draft (409 otherwise); ``If-Match`` required."""
     version = expected_version(request, required=True)
-    return answer(await app.update(principal, contract_id, body, version))
+    return answer(app, await app.update(principal, contract_id, body, version))
 
 
 def _move(action: str, summary: str, doc: str) -> None:
@@ -187,7 +269,7 @@ def _move(action: str, summary: str, doc: str) -> None:
     ) -> JSONResponse:
         version = expected_version(request, required=False)
         comment = body.comment if body else None
-        return answer(await app.move(principal, contract_id, action, version, comment=comment))
+        return answer(app, await app.move(principal, contract_id, action, version, comment=comment))
 
     endpoint.__name__ = f"{action}_contract"
     endpoint.__doc__ = doc
@@ -225,7 +307,7 @@ async def sign_contract(
     """under_approval with every level approved -> signed. ``signed_on`` (not in the future) and
     ``signed_document`` (required unless the contract has one)."""
     version = expected_version(request, required=False)
-    return answer(await app.move(principal, contract_id, "sign", version, comment=body.comment, sign=body))
+    return answer(app, await app.move(principal, contract_id, "sign", version, comment=body.comment, sign=body))
 
 
 @router.post(
@@ -239,7 +321,65 @@ async def terminate_contract(
 ) -> JSONResponse:
     """signed or executing -> terminated (final); ``reason`` required."""
     version = expected_version(request, required=False)
-    return answer(await app.move(principal, contract_id, "terminate", version, comment=body.reason))
+    return answer(app, await app.move(principal, contract_id, "terminate", version, comment=body.reason))
+
+
+def receivables(request: Request) -> Receivables:
+    found: Receivables = request.app.state.receivables
+    return found
+
+
+Money = Annotated[Receivables, Depends(receivables)]
+
+
+@router.put(
+    "/{contract_id}/plan",
+    response_model=ContractOut,
+    summary="Set the payment plan (回款计划)",
+    responses=problems(404, 409, 412, 422, 428),
+)
+async def set_plan(
+    contract_id: str, body: PlanIn, request: Request, principal: CurrentPrincipal, app: App, money: Money
+) -> JSONResponse:
+    """Instalments ``[{due_date, amount, note, id?}]`` summing exactly to the contract's amount (422
+    at ``instalments`` saying the difference), due dates ascending; ``If-Match`` required. An
+    instalment that received money keeps its ``id``: removing it (422 at ``instalments``) or setting
+    it below what it received (422 at ``instalments[i].amount``) is refused. Not once the contract
+    is completed or terminated (409)."""
+    version = expected_version(request, required=True)
+    return answer(app, await money.set_plan(principal, contract_id, body, version))
+
+
+@router.post(
+    "/{contract_id}/payments",
+    status_code=201,
+    response_model=ContractOut,
+    summary="Record a payment received (回款)",
+    responses=problems(404, 409, 422),
+)
+async def receive_payment(
+    contract_id: str, body: PaymentIn, principal: CurrentPrincipal, app: App, money: Money
+) -> JSONResponse:
+    """Applied to ``instalment_id`` (if given) first, then to the oldest unpaid instalments; what is
+    beyond the whole plan is kept as the contract's ``credit``. The new payment is the last of
+    ``payments``. Only a signed, executing or completed contract with a plan (409 otherwise);
+    ``received_on`` not in the future."""
+    return answer(app, await money.receive(principal, contract_id, body), 201)
+
+
+@router.post(
+    "/{contract_id}/refunds",
+    status_code=201,
+    response_model=ContractOut,
+    summary="Refund part or all of a payment",
+    responses=problems(404, 422),
+)
+async def refund_payment(
+    contract_id: str, body: RefundIn, principal: CurrentPrincipal, app: App, money: Money
+) -> JSONResponse:
+    """At most what the payment still holds (422 at ``amount``); taken back from the credit it
+    made first, then from the instalments it paid, the latest first. ``reason`` required."""
+    return answer(app, await money.refund(principal, contract_id, body), 201)
 
 
 def routers() -> list[APIRouter]:
