@@ -40,6 +40,11 @@ PARAMS = {
     "comment": "c",
     "valid_until_at": "2026-12-02T09:30:00+00:00",
     "lead_name": "L",
+    "contract_number": "C-2026-000001",
+    "instalment_no": "2",
+    "due_on": "2026-12-01",
+    "days_overdue": "3",
+    "outstanding": "60.00 CNY",
     **feedback_kind_params("complaint"),
 }
 
@@ -81,10 +86,22 @@ def test_actor_is_not_told_about_their_own_action() -> None:
 def test_big_deals_and_the_managers_above() -> None:
     now = datetime.now(UTC)
     o = pipeline.OpportunitySnapshot(
-        opportunity_id="o1", name="O", customer_id="c", amount="1000000.00", currency="CNY", probability=100,
-        pipeline_id="p", stage_id="s", stage_name="s", stage_kind="won", stage_entered_at=now, status="won",
-        owner_id="rep", created_at=now, updated_at=now,
-    )  # fmt: skip
+        opportunity_id="o1",
+        name="O",
+        customer_id="c",
+        amount="1000000.00",
+        currency="CNY",
+        probability=100,
+        pipeline_id="p",
+        stage_id="s",
+        stage_name="s",
+        stage_kind="won",
+        stage_entered_at=now,
+        status="won",
+        owner_id="rep",
+        created_at=now,
+        updated_at=now,
+    )
     assert planning.is_big_deal(o, Decimal("1000000"))
     assert not planning.is_big_deal(o, Decimal("1000000.01"))
     assert not planning.is_big_deal(o.model_copy(update={"amount": None}), Decimal("0"))
@@ -261,3 +278,37 @@ def test_a_lead_tells_its_new_owner_unless_they_took_it_themselves() -> None:
     assert planning.lead_assigned(lead.model_copy(update={"owner_id": None}), "u-x", "released") == []
     assert planning.lead_assigned(lead, "u-importer")[0].recipient_id == "u1"  # created for them
     assert planning.lead_assigned(lead, "u1") == []  # their own entry
+
+
+def test_an_overdue_instalment_is_told_to_the_contracts_owner_unless_it_is_closed() -> None:
+    from datetime import date
+
+    from crm_platform.contracts import sales
+
+    snapshot = sales.ContractSnapshot(
+        contract_id="c1",
+        number="C-2026-000001",
+        customer_id="k1",
+        owner_id="u1",
+        amount="10.00",
+        currency="CNY",
+        status="signed",
+        version=3,
+    )
+    state = sales.InstalmentState(
+        instalment_id="i1",
+        due_date=date(2026, 12, 1),
+        amount="10.00",
+        paid="0.00",
+        outstanding="10.00",
+        status="unpaid",
+    )
+    data = sales.ContractInstalmentOverdue(
+        contract=snapshot, owner_id="u1", instalment=state, instalment_no=1, days_overdue=2
+    )
+    [intent] = planning.contract_instalment_overdue(data, 1)
+    assert (intent.recipient_id, intent.kind, intent.link) == ("u1", Kind.contract_instalment_overdue, "/contracts/c1")
+    assert intent.params["outstanding"] == "10.00 CNY" and intent.params["customer_name"] == "k1"
+    closed = data.model_copy(update={"contract": snapshot.model_copy(update={"status": "terminated"})})
+    assert planning.contract_instalment_overdue(closed, 1) == []
+    assert DEFAULT_EMAIL[Kind.contract_instalment_overdue] is True

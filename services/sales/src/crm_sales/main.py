@@ -10,11 +10,12 @@ from crm_platform.contracts import pipeline as pipeline_events
 from crm_platform.contracts import sales as _sales_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
-from crm_platform.service import ServiceKit
+from crm_platform.service import Periodic, ServiceKit
 from crm_sales.adapters.contracts import ContractRepository
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.application.contracts import Contracts
+from crm_sales.application.overdue import OverdueScheduler
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
@@ -60,7 +61,7 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     kit.on_startup(setup)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
-    contracts = add_contracts(kit, settings, quotation_repo, customers)
+    contracts, overdue = add_contracts(kit, settings, quotation_repo, customers)
     app = kit.build_app(
         [products_http.router, price_lists_http.router, quotations_http.router, *contracts_http.routers()]
     )
@@ -70,12 +71,13 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     app.state.repo = repo
     app.state.contracts = contracts
     app.state.receivables = Receivables(contracts)
+    app.state.overdue_scheduler = overdue  # one pass on demand (tests)
     return app
 
 
 def add_contracts(
     kit: ServiceKit, settings: SalesSettings, quotation_repo: QuotationRepository, customers: CustomerReadModel
-) -> Contracts:
+) -> tuple[Contracts, OverdueScheduler]:
     """Contracts and receivables: their collection, and a read copy of the pipeline's opportunities
     (a contract follows a won one), fed by crm.pipeline.v1 in a group of its own."""
     contract_repo = ContractRepository(kit.db, kit.clock, kit.wake_relay)
@@ -99,4 +101,7 @@ def add_contracts(
         await opportunities.ensure_indexes()
 
     kit.on_startup(setup)
-    return contracts
+    overdue = OverdueScheduler(contract_repo, kit.clock, contracts.event)
+    if settings.sales_overdue_scheduler_enabled:
+        kit.background(Periodic("contract-overdue", overdue.tick, settings.sales_overdue_poll_seconds))
+    return contracts, overdue

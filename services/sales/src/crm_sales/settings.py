@@ -25,6 +25,11 @@ class SalesSettings(ServiceSettings):
     sales_contract_approval_bands: str = contract_rules.DEFAULT_BANDS
     sales_contract_entity: str = ""
 
+    # The overdue scheduler (crm.contract.instalment_overdue, once per instalment; safe in every
+    # replica): CRM_SALES_OVERDUE_SCHEDULER_ENABLED, CRM_SALES_OVERDUE_POLL_SECONDS.
+    sales_overdue_scheduler_enabled: bool = True
+    sales_overdue_poll_seconds: float = Field(default=60.0, gt=0)
+
     @field_validator("sales_contract_approval_bands")
     @classmethod
     def _bands_parse(cls, value: str) -> str:

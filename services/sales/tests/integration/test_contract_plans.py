@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -189,6 +189,34 @@ async def test_the_plan_payments_and_refunds_are_index_lookups(
         await post(client, f"{url}/refunds", {"payment_id": payment, "amount": "150", "reason": "退"})
         await app.state.kit.relay.drain()
     assert_indexed(capture)
+
+
+async def test_the_overdue_schedulers_look_up_and_claim_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: dict[str, Any], traced_store: TracedStore, db: Any
+) -> None:
+    direct = {"title": "逾期", "customer_id": filled["customer"], "amount": "1000", "currency": "CNY"}
+    made = await post(client, "/v1/contracts", direct)
+    url = f"/v1/contracts/{made['id']}"
+    await post(client, f"{url}/submit", {})
+    await post(client, f"{url}/approve", {}, APPROVER)
+    signed = await post(client, f"{url}/sign", {"signed_on": date.today().isoformat(), "signed_document": "D"})
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    body = {"instalments": [{"due_date": yesterday, "amount": "1000"}]}
+    r = await client.put(f"{url}/plan", json=body, headers={**REP, "If-Match": f'"{signed["version"]}"'})
+    assert r.status_code == 200, r.text
+    stored = await db["contracts"].find_one({"_id": made["id"]})
+    base = {k: v for k, v in stored.items() if not k.startswith("outbox") and k != "pending_since"}
+    later = [
+        {**base, "_id": f"{made['id']}-d{i}", "number": f"C-1997-{i + 1:06d}", "next_due_day": 10**6 + i}
+        for i in range(ROWS)
+    ]
+    await db["contracts"].insert_many(later)
+    with traced_store.capture() as capture:
+        await app.state.overdue_scheduler.tick()  # the background one may win the claim: either is fine
+        await app.state.kit.relay.drain()
+    assert_indexed(capture)
+    again = await db["contracts"].find_one({"_id": made["id"]})
+    assert again["plan"][0]["overdue_notified"] is True and again["next_due_day"] is None
 
 
 LIST_FILTERS: list[dict[str, Any]] = [

@@ -355,3 +355,20 @@ CONTRACT_PAYMENT_REFUNDED = define(
     TOPIC,
     description="Part or all of a payment was refunded (taken back from credit first, then instalments).",
 )
+
+
+class ContractInstalmentOverdue(BaseModel):
+    contract: ContractSnapshot
+    owner_id: str = Field(description="Who is reminded (the contract's owner).")
+    customer_name: str | None = None
+    instalment: InstalmentState
+    instalment_no: int = Field(description="Its position in the plan: 1 for the first instalment.")
+    days_overdue: int = Field(description="Whole days since the due date (1 the day after it).")
+
+
+CONTRACT_INSTALMENT_OVERDUE = define(
+    "crm.contract.instalment_overdue",
+    ContractInstalmentOverdue,
+    TOPIC,
+    description="An instalment of the payment plan is past its due date and not fully paid (published once).",
+)

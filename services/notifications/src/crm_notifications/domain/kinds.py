@@ -21,6 +21,7 @@ class Kind(StrEnum):
     export_rejected = "export_rejected"
     lead_assigned = "lead_assigned"
     lead_conversion_failed = "lead_conversion_failed"
+    contract_instalment_overdue = "contract_instalment_overdue"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -43,6 +44,8 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     # Leads: a lead given to someone, a conversion that was refused: the inbox.
     Kind.lead_assigned: False,
     Kind.lead_conversion_failed: False,
+    # Contracts: money that is late costs something, so the owner gets it by email too.
+    Kind.contract_instalment_overdue: True,
 }
 
 

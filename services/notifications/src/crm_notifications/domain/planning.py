@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from crm_notifications.domain.kinds import Kind
 from crm_notifications.domain.templates import feedback_kind_params
-from crm_platform.contracts import customers, interactions, leads, pipeline, pool
+from crm_platform.contracts import customers, interactions, leads, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 
 
@@ -71,6 +71,22 @@ def _task(task: interactions.TaskSnapshot, kind: Kind) -> list[Intent]:
             task.assignee_id, kind, f"/tasks/{task.task_id}", {"task_title": task.title, "due_at": when(task.due_at)}
         )
     ]
+
+
+def contract_instalment_overdue(data: sales.ContractInstalmentOverdue, instalment_no: int) -> list[Intent]:
+    """The contract's owner is reminded of an instalment past due (once: the sales service publishes it once)."""
+    c = data.contract
+    if c.status in ("completed", "terminated"):
+        return []
+    params = {
+        "contract_number": c.number,
+        "customer_name": data.customer_name or c.customer_id,
+        "instalment_no": str(instalment_no),
+        "due_on": data.instalment.due_date.isoformat(),
+        "days_overdue": str(data.days_overdue),
+        "outstanding": money(data.instalment.outstanding, c.currency),
+    }
+    return [Intent(data.owner_id, Kind.contract_instalment_overdue, f"/contracts/{c.contract_id}", params)]
 
 
 def customer_owner_changed(data: customers.OwnerChanged, actor: str | None) -> list[Intent]:

@@ -15,10 +15,11 @@ from crm_notifications.application.deliveries import Fanout
 from crm_notifications.application.inbox import Inbox
 from crm_notifications.domain import planning
 from crm_notifications.domain.planning import Intent
+from crm_notifications.entrypoints.contracts import contract_planners
 from crm_notifications.entrypoints.leads import lead_planners
 from crm_platform.catalogue import event_types, load_contracts
 from crm_platform.consumer import Handler
-from crm_platform.contracts import customers, interactions, leads, pipeline, pool
+from crm_platform.contracts import customers, interactions, leads, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
@@ -114,6 +115,7 @@ def inbox_handlers(
     }
     if conversions is not None:
         planners.update(lead_planners(conversions))
+    planners.update(contract_planners())
 
     def handler(plan: Planner) -> Handler:
         async def handle(envelope: EventEnvelope) -> None:
@@ -126,7 +128,7 @@ def inbox_handlers(
     return out
 
 
-INBOX_TOPICS = [customers.TOPIC, pipeline.TOPIC, interactions.TOPIC, pool.TOPIC, leads.TOPIC]
+INBOX_TOPICS = [customers.TOPIC, pipeline.TOPIC, interactions.TOPIC, pool.TOPIC, leads.TOPIC, sales.TOPIC]
 
 
 def webhook_topics() -> list[str]:

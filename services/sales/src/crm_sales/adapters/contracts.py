@@ -45,6 +45,8 @@ def contract_indexes() -> list[IndexModel]:
     # Named idx_<field>: the embedded store's planner then knows the field is a scalar and turns an
     # equality on it into one the compound indexes above serve (not an array test of every row).
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", *LIST_FIELDS)]
+    # The overdue scheduler's look-up: an integer day (null when nothing is left to report).
+    out.append(IndexModel([("next_due_day", ASCENDING)], name="idx_next_due_day"))
     return out
 
 
@@ -66,6 +68,15 @@ class ContractRepository:
             {"_id": counter_id}, {"$inc": {"value": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
         return int((doc or {}).get("value", 1))
+
+    async def overdue_contracts(self, today_day: int, limit: int) -> list[str]:
+        """Contracts with an instalment due before ``today_day`` not yet reported, oldest first."""
+        cursor = (
+            self.contracts.find({"next_due_day": {"$lt": today_day}}, projection={"_id": 1})
+            .sort([("next_due_day", ASCENDING)])
+            .limit(limit)
+        )
+        return [d["_id"] async for d in cursor]
 
     async def get(self, contract_id: str) -> Document | None:
         return await self.contracts.find_one({"_id": contract_id}, projection={"outbox": 0})

@@ -335,3 +335,27 @@ def allocations(parts: list[Document], currency: str) -> list[ev.Allocation]:
     return [
         ev.Allocation(instalment_id=a["instalment_id"], amount=fmt(int(a["amount_minor"]), currency)) for a in parts
     ]
+
+
+# --- overdue --------------------------------------------------------------------------------------
+
+
+def overdue_now(doc: Document, today: date) -> list[Document]:
+    """Mark (in place) the instalments past due, not fully paid and not yet reported; returns them."""
+    if doc["status"] not in PAYABLE or doc["status"] == "completed":
+        return []
+    today_day = day_number(today)
+    found = [
+        item
+        for item in doc.get("plan") or []
+        if int(item["due_day"]) < today_day and instalment_status(item) != "paid" and not item.get("overdue_notified")
+    ]
+    for item in found:
+        item["overdue_notified"] = True
+    if found:
+        refresh(doc)
+    return found
+
+
+def instalment_state(doc: Document, item: Document) -> ev.InstalmentState:
+    return next(s for s in instalment_states(doc) if s.instalment_id == item["id"])
