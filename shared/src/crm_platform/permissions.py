@@ -559,6 +559,8 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "PUT /v1/contracts/{contract_id}/plan": P.contracts_manage,
         "POST /v1/contracts/{contract_id}/payments": P.contracts_manage,
         "POST /v1/contracts/{contract_id}/refunds": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/invoices": P.contracts_manage,
+        "GET /v1/contracts/{contract_id}/invoices": P.contracts_view,
     },
 }
 

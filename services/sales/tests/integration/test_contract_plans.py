@@ -170,7 +170,7 @@ async def test_drafting_reading_changing_and_moving_a_contract_are_index_lookups
     assert_indexed(capture)
 
 
-async def test_the_plan_payments_and_refunds_are_index_lookups(
+async def test_the_plan_payments_refunds_and_invoices_are_index_lookups(
     app: FastAPI, client: httpx.AsyncClient, filled: dict[str, Any], traced_store: TracedStore
 ) -> None:
     direct = {"title": "回款", "customer_id": filled["customer"], "amount": "1000", "currency": "CNY"}
@@ -187,6 +187,8 @@ async def test_the_plan_payments_and_refunds_are_index_lookups(
         paid = await post(client, f"{url}/payments", {"amount": "1100", "received_on": later, "method": "cash"})
         payment = paid["payments"][-1]["id"]
         await post(client, f"{url}/refunds", {"payment_id": payment, "amount": "150", "reason": "退"})
+        await post(client, f"{url}/invoices", {"payment_id": payment, "tax_rate": "13", "title": "计划客户"})
+        assert (await client.get(f"{url}/invoices", headers=REP)).status_code == 200
         await app.state.kit.relay.drain()
     assert_indexed(capture)
 

@@ -225,3 +225,52 @@ async def test_someone_elses_contract_is_not_found_and_a_closed_plan_is_409(
     assert r.status_code == 200, r.text
     r = await put_plan(client, rep, r.json(), plan((30, "1000")))
     assert r.status_code == 409, r.text
+
+
+async def test_invoices_split_the_tax_never_exceed_the_payment_and_take_numbers_without_gaps(
+    client: httpx.AsyncClient, sales_app: FastAPI, rep: User
+) -> None:
+    contract = await signed_contract(client, sales_app, rep, "3390")
+    r = await put_plan(client, rep, contract, plan((30, "3390")))
+    assert r.status_code == 200, r.text
+    url = f"/v1/contracts/{contract['id']}"
+    payments = []
+    for amount in ("1130", "2260"):
+        r = await client.post(
+            f"{url}/payments",
+            json={"amount": amount, "received_on": TODAY.isoformat(), "method": "bank_transfer"},
+            headers=rep.headers,
+        )
+        assert r.status_code == 201, r.text
+        payments.append(r.json()["payments"][-1]["id"])
+    body = {
+        "payment_id": payments[0],
+        "tax_rate": "13",
+        "title": "上海星辰科技有限公司",
+        "buyer_tax_id": "91310000MA1FL2XQ7X",
+    }
+    for bad, field in (({"tax_rate": "113"}, "tax_rate"), ({"payment_id": "nope"}, "payment_id")):
+        assert field_of(await client.post(f"{url}/invoices", json={**body, **bad}, headers=rep.headers)) == field
+    async with collecting(sales_app.state.kit.settings.kafka_bootstrap_servers, [sev.TOPIC]) as events:
+        answers = await asyncio.gather(
+            *(client.post(f"{url}/invoices", json=body, headers=rep.headers) for _ in range(5))
+        )
+        assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409], [a.text for a in answers]
+        first = next(a for a in answers if a.status_code == 201).json()
+        (got,) = await events.wait_for(subject=contract["id"], type=sev.CONTRACT_INVOICE_ISSUED.name)
+    assert (first["amount"], first["net"], first["tax"], first["tax_rate"]) == ("1130.00", "1000.00", "130.00", "13")
+    assert got.event["data"]["invoice"]["number"] == first["number"]
+    r = await client.post(
+        f"{url}/refunds", json={"payment_id": payments[1], "amount": "1130", "reason": "退款"}, headers=rep.headers
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post(f"{url}/invoices", json={**body, "payment_id": payments[1]}, headers=rep.headers)
+    assert r.status_code == 201, r.text
+    second = r.json()
+    assert second["amount"] == "1130.00"  # what the payment holds after its refund
+    year, seq = first["number"].rsplit("-", 2)[1:]
+    assert second["number"] == f"INV-{year}-{int(seq) + 1:06d}"  # the refused ones took no number
+    r = await client.get(f"{url}/invoices", headers=rep.headers)
+    assert [i["number"] for i in r.json()["items"]] == [first["number"], second["number"]]
+    other = User(f"/{unique('x')}")
+    assert (await client.get(f"{url}/invoices", headers=other.headers)).status_code == 404

@@ -372,3 +372,30 @@ CONTRACT_INSTALMENT_OVERDUE = define(
     TOPIC,
     description="An instalment of the payment plan is past its due date and not fully paid (published once).",
 )
+
+
+class InvoiceSnapshot(BaseModel):
+    invoice_id: str
+    number: str = Field(description="Per organisation and year, without gaps.", examples=["INV-2026-000123"])
+    payment_id: str
+    amount: str = Field(description="Tax included (价税合计), decimal string in the contract's currency.")
+    tax_rate: str = Field(description="Decimal percent, e.g. '13'.", examples=["13"])
+    net: str = Field(description="amount / (1 + tax_rate/100), quantized to the currency.")
+    tax: str = Field(description="amount - net.")
+    currency: str
+    title: str = Field(description="The buyer's name on the invoice (发票抬头).")
+    buyer_tax_id: str | None = None
+    issued_at: datetime
+
+
+class ContractInvoiceIssued(BaseModel):
+    contract: ContractSnapshot
+    invoice: InvoiceSnapshot
+
+
+CONTRACT_INVOICE_ISSUED = define(
+    "crm.contract.invoice_issued",
+    ContractInvoiceIssued,
+    TOPIC,
+    description="An invoice was issued for (part of) a payment received.",
+)

@@ -4,8 +4,11 @@ payments at once both count: the loser of a race re-reads and applies its paymen
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
+
+from pymongo.errors import PyMongoError
 
 from crm_platform.auth import Principal
 from crm_platform.contracts import sales as ev
@@ -13,9 +16,11 @@ from crm_platform.errors import NotFound
 from crm_platform.store import Change
 from crm_sales.application.contracts import Contracts
 from crm_sales.domain import contracts as rules
+from crm_sales.domain import invoices as invoice_rules
 from crm_sales.domain import receivables as money_rules
 
 Document = dict[str, Any]
+INSERT_ATTEMPTS = 5
 
 
 class Receivables:
@@ -126,3 +131,43 @@ class Receivables:
             return Change(doc, [event])
 
         return await self.repo.store.mutate(contract_id, decide)
+
+    async def invoice(
+        self, principal: Principal, contract_id: str, data: invoice_rules.InvoiceIn
+    ) -> tuple[Document, str]:
+        """The contract and the new invoice's id. The invoice is reserved on the contract first (every
+        check, its amount held), then the year's number is taken, then it is issued with the number
+        and its event (see domain/invoices.py)."""
+        current = await self.contracts.visible(principal, contract_id)
+        invoice_id = f"v-{uuid.uuid4().hex[:16]}"
+        now = self.contracts.clock.now()
+        invoice_rules.reserve(current, invoice_id, data, principal.user_id, now)  # the checks, no write
+
+        def reserve(doc: Document, version: int) -> Change:
+            if not self.contracts.sees(principal, doc):
+                raise NotFound(f"No contract with id {contract_id}.")
+            invoice_rules.reserve(doc, invoice_id, data, principal.user_id, now)
+            return Change(doc)
+
+        await self.repo.store.mutate(contract_id, reserve)
+        year = now.year
+        seq = await self.repo.next_number(invoice_rules.counter_id(year))
+
+        def issue(doc: Document, version: int) -> Change:
+            invoice = invoice_rules.issue(doc, invoice_id, year, seq)
+            if invoice is None:
+                return Change(None)  # an earlier attempt issued it
+            payload = ev.ContractInvoiceIssued(
+                contract=rules.snapshot(doc, version), invoice=invoice_rules.snapshot(invoice, doc["currency"])
+            )
+            event = self.event(ev.CONTRACT_INVOICE_ISSUED, doc["_id"], payload, version, principal.user_id)
+            return Change(doc, [event])
+
+        for attempt in range(INSERT_ATTEMPTS):
+            try:
+                return await self.repo.store.mutate(contract_id, issue), invoice_id
+            except PyMongoError:
+                if attempt == INSERT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -17,6 +17,7 @@ from crm_sales.application.receivables import Receivables
 from crm_sales.domain import contracts as rules
 from crm_sales.domain import receivables as money_rules
 from crm_sales.domain.contracts import Comment, ContractIn, ContractPatch, SignIn, TerminateIn
+from crm_sales.domain.invoices import InvoiceIn
 from crm_sales.domain.receivables import PaymentIn, PlanIn, RefundIn
 
 Document = dict[str, Any]
@@ -380,6 +381,61 @@ async def refund_payment(
     """At most what the payment still holds (422 at ``amount``); taken back from the credit it
     made first, then from the instalments it paid, the latest first. ``reason`` required."""
     return answer(app, await money.refund(principal, contract_id, body), 201)
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    number: str
+    payment_id: str
+    amount: str = Field(description="Tax included (价税合计).")
+    tax_rate: str
+    net: str
+    tax: str
+    currency: str
+    title: str
+    buyer_tax_id: str | None = None
+    issued_at: datetime
+    issued_by: str | None = None
+
+
+class InvoiceList(BaseModel):
+    contract_id: str
+    items: list[InvoiceOut] = Field(description="Oldest first.")
+
+
+def invoices_of(doc: Document) -> list[InvoiceOut]:
+    return [
+        InvoiceOut(**{**i, "currency": doc["currency"]})
+        for i in doc.get("invoices") or []
+        if i.get("number")  # a reservation whose number was never given (a crash between) is not an invoice
+    ]
+
+
+@router.post(
+    "/{contract_id}/invoices",
+    status_code=201,
+    response_model=InvoiceOut,
+    summary="Issue an invoice for a payment",
+    responses=problems(404, 409, 422),
+)
+async def issue_invoice(
+    contract_id: str, body: InvoiceIn, principal: CurrentPrincipal, app: App, money: Money
+) -> JSONResponse:
+    """For what ``payment_id`` brought (net of refunds) and is not invoiced yet; ``tax_rate`` a
+    decimal percent (e.g. "13"): ``net = amount / (1 + rate/100)`` quantized to the currency and
+    ``tax = amount - net``. Nothing left to invoice on the payment: 409. Number ``INV-YYYY-NNNNNN``."""
+    doc, invoice_id = await money.invoice(principal, contract_id, body)
+    issued = next(i for i in invoices_of(doc) if i.id == invoice_id)
+    headers = {"ETag": etag(int(doc["version"])), "Location": f"/v1/contracts/{contract_id}/invoices"}
+    return JSONResponse(issued.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+@router.get(
+    "/{contract_id}/invoices", response_model=InvoiceList, summary="The contract's invoices", responses=problems(404)
+)
+async def list_invoices(contract_id: str, principal: CurrentPrincipal, app: App) -> InvoiceList:
+    doc = await app.get(principal, contract_id)
+    return InvoiceList(contract_id=doc["_id"], items=invoices_of(doc))
 
 
 def routers() -> list[APIRouter]:
