@@ -354,7 +354,10 @@ async def test_above_the_major_amount_a_second_level_needs_approve_major_and_ano
 
 async def test_who_sees_and_lists_what(client: httpx.AsyncClient, sales_app: FastAPI, team: Team) -> None:
     customer = await customer_of(sales_app, team.rep)
-    mine = [await draft(client, team.rep, direct(customer)) for _ in range(3)]
+    mine = []
+    for _ in range(3):  # a few ms apart: the list sorts on the creation time in milliseconds
+        mine.append(await draft(client, team.rep, direct(customer)))
+        await asyncio.sleep(0.005)
     other_customer = await customer_of(sales_app, team.rep2)
     theirs = await draft(client, team.rep2, direct(other_customer))
     assert (await client.get(f"/v1/contracts/{theirs['id']}", headers=team.rep.headers)).status_code == 404
