@@ -86,22 +86,10 @@ def test_actor_is_not_told_about_their_own_action() -> None:
 def test_big_deals_and_the_managers_above() -> None:
     now = datetime.now(UTC)
     o = pipeline.OpportunitySnapshot(
-        opportunity_id="o1",
-        name="O",
-        customer_id="c",
-        amount="1000000.00",
-        currency="CNY",
-        probability=100,
-        pipeline_id="p",
-        stage_id="s",
-        stage_name="s",
-        stage_kind="won",
-        stage_entered_at=now,
-        status="won",
-        owner_id="rep",
-        created_at=now,
-        updated_at=now,
-    )
+        opportunity_id="o1", name="O", customer_id="c", amount="1000000.00", currency="CNY", probability=100,
+        pipeline_id="p", stage_id="s", stage_name="s", stage_kind="won", stage_entered_at=now, status="won",
+        owner_id="rep", created_at=now, updated_at=now,
+    )  # fmt: skip
     assert planning.is_big_deal(o, Decimal("1000000"))
     assert not planning.is_big_deal(o, Decimal("1000000.01"))
     assert not planning.is_big_deal(o.model_copy(update={"amount": None}), Decimal("0"))
