@@ -49,6 +49,8 @@ from crm_pool.main import create_app as pool_app
 from crm_pool.settings import PoolSettings
 from crm_reporting.main import create_app as reporting_app
 from crm_reporting.settings import ReportingSettings
+from crm_sales.main import create_app as sales_app
+from crm_sales.settings import SalesSettings
 
 # The services the console's journeys use: name → (app factory, settings class, extra settings).
 SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = {
@@ -74,6 +76,7 @@ SERVICES: dict[str, tuple[Callable[..., FastAPI], type[Any], dict[str, Any]]] = 
     ),
     "audit": (audit_app, AuditSettings, {"audit_purge_enabled": False}),
     "leads": (leads_app, LeadsSettings, {}),
+    "sales": (sales_app, SalesSettings, {}),
 }
 
 

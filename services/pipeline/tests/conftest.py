@@ -45,9 +45,10 @@ def pipeline_settings(backend: Backend) -> PipelineSettings:
         consumer_backoff_initial_seconds=0.05,
         consumer_backoff_max_seconds=1.0,
         consumer_max_attempts=3,
-        # A conversion command of another test's world (a customer this copy never gets) is retried
-        # a few seconds, not minutes, before it goes to the dead-letter topic: it holds its partition.
+        # A conversion command of another test's world (a customer this copy never gets) waits
+        # parked; the parked ones are tried again often, so a test's own command does not wait long.
         lead_conversion_max_attempts=8,
+        lead_conversion_resume_seconds=0.2,
         consumer_group_suffix=f".test-{uuid.uuid4().hex[:6]}",
     )
 

@@ -111,6 +111,10 @@ class Permission(StrEnum):
     quotations_view = "quotations:view"  # quotations, their revisions and PDF
     quotations_manage = "quotations:manage"  # draft, change, revise, submit, send; the customer's answer
     quotations_approve = "quotations:approve"  # approve or reject a quotation's discounts (not one's own)
+    # sales: service tickets (工单), visible by the tickets scope (assignee or opener, department)
+    tickets_view = "tickets:view"  # tickets, their replies, SLA and return visits
+    tickets_manage = "tickets:manage"  # open, reply, resolve, reopen, return visits, close
+    tickets_assign = "tickets:assign"  # give a ticket to someone
     # sales: contracts (合同) and receivables (回款), owned like opportunities (owner, contracts scope)
     contracts_view = "contracts:view"  # contracts, their plans, payments and invoices
     contracts_manage = "contracts:manage"  # draft, change, submit, sign, execute; plans, payments, invoices
@@ -162,6 +166,8 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.products_view,
         P.quotations_view,
         P.quotations_manage,
+        P.tickets_view,
+        P.tickets_manage,
         P.contracts_view,
         P.contracts_manage,
     }
@@ -182,6 +188,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.campaigns_manage,
     P.products_manage,
     P.quotations_approve,
+    P.tickets_assign,
     P.contracts_approve,
 }
 
@@ -210,6 +217,7 @@ SCOPE_MODULES: tuple[str, ...] = (
     "targets",
     "users",
     "leads",
+    "tickets",
     "contracts",
 )
 
@@ -535,6 +543,7 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "GET /v1/prices": P.products_view,
         "POST /v1/quotations": P.quotations_manage,
         "GET /v1/quotations/{quotation_id}": P.quotations_view,
+        "GET /v1/quotations": P.quotations_view,
         "GET /v1/quotations/{quotation_id}.pdf": P.quotations_view,
         "GET /v1/quotations/{quotation_id}/versions": P.quotations_view,
         "PATCH /v1/quotations/{quotation_id}": P.quotations_manage,
@@ -545,6 +554,16 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/quotations/{quotation_id}/send": P.quotations_manage,
         "POST /v1/quotations/{quotation_id}/accept": P.quotations_manage,
         "POST /v1/quotations/{quotation_id}/decline": P.quotations_manage,
+        "POST /v1/tickets": P.tickets_manage,
+        "GET /v1/tickets": P.tickets_view,
+        "GET /v1/tickets/{ticket_id}": P.tickets_view,
+        "GET /v1/customers/{customer_id}/tickets": P.tickets_view,
+        "POST /v1/tickets/{ticket_id}/assign": P.tickets_assign,
+        "POST /v1/tickets/{ticket_id}/replies": P.tickets_manage,
+        "POST /v1/tickets/{ticket_id}/resolve": P.tickets_manage,
+        "POST /v1/tickets/{ticket_id}/reopen": P.tickets_manage,
+        "POST /v1/tickets/{ticket_id}/return-visits": P.tickets_manage,
+        "POST /v1/tickets/{ticket_id}/close": P.tickets_manage,
         "POST /v1/contracts": P.contracts_manage,
         "GET /v1/contracts": P.contracts_view,
         "GET /v1/contracts/{contract_id}": P.contracts_view,

@@ -44,6 +44,10 @@ KNOWN_CODES = frozenset(
         "too-many-attempts",
         "sign-in-external",
         "stage-requirements-not-met",
+        "sku-taken",
+        "product-inactive",
+        "no-price",
+        "quotation-status",
     }
 )
 
@@ -69,6 +73,19 @@ REASONS = (
     Reason("customer_exists", "duplicate", frozenset({"existing"})),
     Reason("stages_in_use", "conflict", frozenset({"stages_in_use"})),
     Reason("wrong_status", "conflict", frozenset({"current_status"})),
+    Reason("quotation_expired", "quotation-status", frozenset({"reason"}), lambda x: x.get("reason") == "expired"),
+    Reason(
+        "quotation_approval_required",
+        "quotation-status",
+        frozenset({"reason"}),
+        lambda x: x.get("reason") == "approval-required",
+    ),
+    Reason(
+        "quotation_approval_not_needed",
+        "quotation-status",
+        frozenset({"reason"}),
+        lambda x: x.get("reason") == "approval-not-needed",
+    ),
 )
 
 

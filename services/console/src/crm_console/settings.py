@@ -20,6 +20,7 @@ UPSTREAMS = (
     "directory",
     "audit",
     "leads",
+    "sales",
 )
 
 
@@ -38,6 +39,7 @@ class ConsoleSettings(ServiceSettings):
     console_directory_url: str = "http://127.0.0.1:8007"
     console_audit_url: str = "http://127.0.0.1:8008"
     console_leads_url: str = "http://127.0.0.1:8009"
+    console_sales_url: str = "http://127.0.0.1:8010"
     console_upstream_timeout_seconds: float = Field(default=10.0, gt=0, description="Longest wait for one API call.")
 
     # Sessions: a random id in an HttpOnly, SameSite=Lax cookie; the tokens stay on the server.

@@ -47,7 +47,7 @@ def create_app(
 
     kit.on_startup(setup)
     conversions = kit.db["lead_conversions"]  # who asked for each lead conversion (entrypoints/leads.py)
-    handlers = events.inbox_handlers(inbox, people, settings.big_deal_amount, conversions)
+    handlers = events.inbox_handlers(inbox, people, settings.big_deal_amount, conversions, kit.roles)
     kit.consume([directory.TOPIC, *events.INBOX_TOPICS], handlers)
     if settings.webhooks_enabled:
         # Its own consumer group: a flood of events for webhooks never delays the inbox.

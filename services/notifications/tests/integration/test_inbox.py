@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from notifications_testkit import World, customer, feedback, move, opportunity, task
 
-from crm_platform.contracts import customers, interactions, pipeline, pool
+from crm_platform.contracts import customers, interactions, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 from crm_platform.testing.fixtures import auth, unique
 from crm_platform.testing.roles import role_event
@@ -313,3 +313,45 @@ async def test_a_notification_leaves_out_what_its_readers_roles_hide(
     assert "80000" not in limited["body"] and "(—)" in limited["body"], limited["body"]
     [full] = await world.inbox(client, shown_to, 1)
     assert "80000.00 CNY" in full["body"], full["body"]
+
+
+async def test_an_escalated_ticket_tells_its_assignee_and_the_managers_above(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """crm.ticket.escalated (the sales service's SLA scheduler) tells the assignee and every manager
+    of the ticket's department and above, once each, in their language."""
+    root, team = unique("hq"), unique("svc")
+    boss = await world.person("en", f"/{root}", ["manager"])
+    lead = await world.person("zh-CN", f"/{root}/{team}", ["manager"])
+    agent = await world.person("zh-CN", f"/{root}/{team}")
+    await world.department(root, f"/{root}", boss.id)
+    await world.department(team, f"/{root}/{team}", lead.id)
+    now = datetime.now(UTC)
+    ticket = sales.TicketSnapshot(
+        ticket_id=unique("tk"),
+        number="T-2026-000042",
+        customer_id=unique("c"),
+        source="phone",
+        category="fault",
+        priority="urgent",
+        subject="打印机卡纸",
+        status="open",
+        owner_id=agent.id,
+        opened_by=lead.id,
+        department_path=agent.department_path,
+        opened_at=now,
+        first_response_due_at=now + timedelta(hours=1),
+        resolution_due_at=now + timedelta(hours=4),
+        escalation_level=1,
+        version=2,
+    )
+    data = sales.TicketSla(ticket=ticket, target="first_response", due_at=ticket.first_response_due_at)
+    await world.emit(sales.TICKET_ESCALATED, ticket.ticket_id, data, actor="system:tickets-scheduler", version=2)
+    [mine] = await world.inbox(client, agent, 1)
+    [boss_item] = await world.inbox(client, boss, 1)
+    [lead_item] = await world.inbox(client, lead, 1)
+    assert mine["kind"] == boss_item["kind"] == lead_item["kind"] == "ticket_escalated"
+    assert mine["link"] == f"/tickets/{ticket.ticket_id}"
+    assert mine["title"] == "工单即将超时：T-2026-000042 打印机卡纸" and "首次响应" in mine["body"]
+    assert boss_item["title"] == "Ticket about to breach its SLA: T-2026-000042 打印机卡纸"
+    assert "first response" in boss_item["body"] and "urgent" in boss_item["body"]

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from crm_notifications.main import create_app
 from crm_notifications.settings import NotificationSettings
-from crm_platform.contracts import customers, interactions, leads
+from crm_platform.contracts import customers, interactions, leads, sales
 from crm_platform.contracts import directory as directory_ev
 from crm_platform.events import EventEnvelope, EventType
 from crm_platform.testing.backends import Backend
@@ -160,5 +160,53 @@ def lead_events() -> list[EventEnvelope]:
 async def test_lead_events_are_index_lookups(app: FastAPI, filled: None, traced_store: TracedStore) -> None:
     with traced_store.capture() as capture:
         for envelope in lead_events():
+            assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
+    assert_indexed(capture)
+
+
+def quotation_events() -> list[EventEnvelope]:
+    now = datetime.now(UTC)
+    line = sales.QuotationLine(
+        product_id="p-plans",
+        sku="P-1",
+        name="产品",
+        unit="套",
+        quantity="1",
+        unit_price="100.00",
+        discount_percent="30",
+        gross="100.00",
+        discount="30.00",
+        amount="70.00",
+    )
+    q = sales.QuotationSnapshot(
+        quotation_id="q-plans",
+        number="Q-2026-000001",
+        revision=1,
+        status="pending_approval",
+        customer_id="c-plans",
+        currency="CNY",
+        valid_until=now.date(),
+        lines=[line],
+        subtotal="100.00",
+        discount_total="30.00",
+        total="70.00",
+        needs_approval=True,
+        owner_id="owner-plans",
+        department_path=DEPT,
+        created_at=now,
+        updated_at=now,
+    )
+    decided = sales.QuotationDecided(quotation=q, comment="ok")
+    return [
+        build(sales.QUOTATION_SUBMITTED, q.quotation_id, decided),
+        build(sales.QUOTATION_APPROVED, q.quotation_id, decided),
+    ]
+
+
+async def test_quotation_events_are_index_lookups(app: FastAPI, filled: None, traced_store: TracedStore) -> None:
+    """The approvers are found by one equality on the directory copy's department_path per
+    department from the quotation's up (the rep of /hq/plans is one candidate, not an approver)."""
+    with traced_store.capture() as capture:
+        for envelope in quotation_events():
             assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
     assert_indexed(capture)

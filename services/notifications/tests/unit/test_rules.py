@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from crm_notifications.application.subscriptions import Resolver, check_url
 from crm_notifications.domain import planning
 from crm_notifications.domain.kinds import DEFAULT_EMAIL, Kind, email_wanted
-from crm_notifications.domain.templates import LANGUAGES, feedback_kind_params, render, render_email
+from crm_notifications.domain.templates import LANGUAGES, feedback_kind_params, render, render_email, ticket_params
 from crm_notifications.domain.webhooks import AddressPolicy, matches, next_delay, sign, valid_patterns, verify
-from crm_platform.contracts import customers, directory, leads, pipeline
+from crm_platform.contracts import customers, directory, leads, pipeline, sales
 from crm_platform.errors import ValidationFailed
 from crm_platform.events import registry
 
@@ -40,12 +40,18 @@ PARAMS = {
     "comment": "c",
     "valid_until_at": "2026-12-02T09:30:00+00:00",
     "lead_name": "L",
+    "number": "Q-2026-000001",
+    "owner_name": "O",
+    "total": "1 CNY",
     "contract_number": "C-2026-000001",
     "instalment_no": "2",
     "due_on": "2026-12-01",
     "days_overdue": "3",
     "outstanding": "60.00 CNY",
     **feedback_kind_params("complaint"),
+    "ticket_number": "T-2026-000001",
+    "subject": "S",
+    **ticket_params("first_response", "high"),
 }
 
 
@@ -266,6 +272,76 @@ def test_a_lead_tells_its_new_owner_unless_they_took_it_themselves() -> None:
     assert planning.lead_assigned(lead.model_copy(update={"owner_id": None}), "u-x", "released") == []
     assert planning.lead_assigned(lead, "u-importer")[0].recipient_id == "u1"  # created for them
     assert planning.lead_assigned(lead, "u1") == []  # their own entry
+
+
+def test_an_escalated_ticket_tells_the_assignee_and_the_managers_once_each() -> None:
+    now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    ticket = sales.TicketSnapshot(
+        ticket_id="t1",
+        number="T-2026-000001",
+        customer_id="c1",
+        source="agent",
+        category="fault",
+        priority="high",
+        subject="卡纸",
+        status="in_progress",
+        owner_id="agent",
+        opened_by="agent",
+        opened_at=now,
+        first_response_due_at=now,
+        resolution_due_at=now,
+        version=3,
+    )
+    data = sales.TicketSla(ticket=ticket, target="resolution", due_at=now)
+    intents = planning.ticket_escalated(data, ["m1", "agent", "m1", "m2"])
+    assert [i.recipient_id for i in intents] == ["agent", "m1", "m2"]
+    assert intents[0].params["target_zh"] == "解决" and intents[0].link == "/tickets/t1"
+    closed = data.model_copy(update={"ticket": ticket.model_copy(update={"status": "closed"})})
+    assert planning.ticket_escalated(closed, ["m1"]) == []
+
+
+def test_quotation_approvers_hold_the_permission_over_the_department_and_are_not_the_owner() -> None:
+    from datetime import UTC, date, datetime
+
+    from crm_notifications.domain import quotations
+    from crm_platform.auth import Principal
+    from crm_platform.contracts import sales
+
+    now = datetime.now(UTC)
+    q = sales.QuotationSnapshot(
+        quotation_id="q1",
+        number="Q-2026-000001",
+        revision=1,
+        status="pending_approval",
+        customer_id="c1",
+        currency="CNY",
+        valid_until=date(2026, 12, 31),
+        lines=[],
+        subtotal="0.00",
+        discount_total="0.00",
+        total="0.00",
+        needs_approval=True,
+        owner_id="owner",
+        department_path="/hq/east",
+        created_at=now,
+        updated_at=now,
+    )
+
+    def user(user_id: str, path: str, scope: str, permissions: frozenset[str]) -> Principal:
+        return Principal(user_id=user_id, department_path=path, scopes={"customers": scope}, permissions=permissions)
+
+    approve = frozenset({"quotations:approve"})
+    people = [
+        user("boss", "/hq", "subtree", approve),
+        user("owner", "/hq/east", "subtree", approve),  # their own quotation
+        user("peer", "/hq/east", "own", approve),  # cannot see it
+        user("rep", "/hq/east", "subtree", frozenset()),  # no permission
+        user("boss", "/hq", "subtree", approve),  # twice: told once
+        user("dept", "/hq", "department", approve),  # department scope of /hq does not reach /hq/east
+    ]
+    assert [i.recipient_id for i in quotations.submitted(q, "O", people)] == ["boss"]
+    [told] = quotations.decided(q, False, "A", None)
+    assert told.recipient_id == "owner" and told.params["comment"] == "-"
 
 
 def test_an_overdue_instalment_is_told_to_the_contracts_owner_unless_it_is_closed() -> None:

@@ -8,6 +8,7 @@ from crm_pipeline.adapters.repository import Repository, custom_field_indexes, c
 from crm_pipeline.application.catalogue import Catalogue
 from crm_pipeline.application.customer_events import CustomerReactions
 from crm_pipeline.application.lead_conversions import COLLECTION as LEAD_CONVERSIONS
+from crm_pipeline.application.lead_conversions import WAITING as LEAD_CONVERSIONS_WAITING
 from crm_pipeline.application.lead_conversions import LeadConversions
 from crm_pipeline.application.lines import LineItems
 from crm_pipeline.application.opportunities import Opportunities
@@ -98,12 +99,16 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
     # document of its own (keyed by conversion id) with its event in its own outbox.
     refusals = kit.outbox(kit.db[LEAD_CONVERSIONS])
     kit.restate(refusals, "crm.opportunity.lead_refused", None)
+    waiting = kit.db[LEAD_CONVERSIONS_WAITING]
     conversions = LeadConversions(
-        repo, opportunities, pipelines, read_model, refusals, kit.clock, settings, factory, kit.wake_relay
+        repo, opportunities, pipelines, read_model, refusals, waiting, kit.clock, settings, factory, kit.wake_relay
     )
-    # Its own group: a command waiting for its customer (a long retry budget) holds up no customer
-    # event. One topic is fewer partitions than replicas may be: a replica without any still serves
-    # (the others make the opportunities), so readiness does not wait for this group.
+    kit.on_startup(lambda _: conversions.ensure_indexes())
+    # A command whose customer has not arrived yet is parked; this pass tries the parked ones again.
+    kit.background(Periodic("lead-conversions", conversions.resume, settings.lead_conversion_resume_seconds))
+    # Its own group: a conversion's failure holds up no customer event. One topic is fewer
+    # partitions than replicas may be: a replica without any still serves (the others make the
+    # opportunities), so readiness does not wait for this group.
     kit.consume(
         [leads.TOPIC],
         conversions.handlers(),
@@ -114,7 +119,7 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
 
     # The sales service's products and price lists (line items from products): a read copy in its
     # own group, so a catalogue backlog holds up no customer event; readiness does not wait for it.
-    catalogue = Catalogue(kit.db)
+    catalogue = kit.read_copy(Catalogue(kit.db))  # rebuilt by `crm rebuild-copies pipeline` too
     kit.on_startup(lambda _: catalogue.ensure_indexes())
     kit.consume([sales.TOPIC], catalogue.handlers(), group_suffix=".sales", needed_for_readiness=False)
     line_items = LineItems(opportunities, catalogue)
@@ -131,6 +136,7 @@ def create_app(settings: PipelineSettings | None = None, clock: Clock | None = N
         [http.pipelines_router, http.router, lines_http.router, http.reports_router, fields_router(MODULE)]
     )
     app.state.line_items = line_items
+    app.state.lead_conversions = conversions
     app.state.custom_fields = fields
     app.state.pipeline = http.Services(pipelines, opportunities, targets, settings)
     app.state.customer_read_model = read_model

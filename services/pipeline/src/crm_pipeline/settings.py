@@ -22,8 +22,20 @@ class PipelineSettings(ServiceSettings):
     lead_conversion_max_attempts: int = Field(
         default=30,
         gt=0,
-        description="Attempts at a lead conversion's opportunity while the customer has not reached this "
-        "service yet (with the consumer's backoff, up to its maximum delay each: about two minutes).",
+        description="Attempts at a lead conversion's command when handling it fails (the store unreachable, "
+        "say), with the consumer's backoff, before it goes to the dead-letter topic. A command whose customer "
+        "has not reached this service yet is not retried this way: it waits, parked.",
+    )
+    lead_conversion_wait_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a parked conversion command waits for its customer's copy before it is refused "
+        "(the lead goes back to qualified, its requester is told why).",
+    )
+    lead_conversion_resume_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often this service looks for parked conversion commands whose next try has come.",
     )
 
     @field_validator("business_timezone")

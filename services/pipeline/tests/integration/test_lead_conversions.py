@@ -1,5 +1,6 @@
 """A lead's conversion asks the pipeline for an opportunity (crm.lead.conversion_progressed): made once,
-refused with field errors (nothing else written), retried while the customer has not arrived yet.
+refused with field errors (nothing else written), parked while the customer has not arrived yet,
+made once it has, refused when it never comes.
 
 The commands are real envelopes (the contracts' ``build``), handed to the handler the service's
 consumer registers, or published on the broker for the consumer itself to take.
@@ -8,13 +9,12 @@ consumer registers, or published on the broker for the consumer itself to take.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from crm_pipeline.application.lead_conversions import CustomerNotYetKnown
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import leads as lev
 from crm_platform.events import EventEnvelope
@@ -141,21 +141,28 @@ async def test_a_customer_in_the_recycle_bin_is_refused(
     assert await pipeline_db["opportunities"].find_one({"_id": asked_id(envelope)}) is None
 
 
-async def test_a_customer_not_known_yet_is_retried_not_refused(
+async def test_a_command_whose_customer_is_not_known_yet_waits_parked_then_is_made(
     pipeline_app, team, pipeline_db, pipeline_events, producer: AIOKafkaProducer
 ):
     customer_id = str(uuid.uuid4())
     envelope = command(customer_id, team.rep)
-    # Handed over directly: the handler raises a retryable error and writes nothing.
-    with pytest.raises(CustomerNotYetKnown):
-        await deliver(pipeline_app, envelope)
+    conversion_id = f"{envelope.subject}:1"
+    # Handed over: acknowledged (it holds up nothing behind it), parked, nothing else written.
+    assert await deliver(pipeline_app, envelope) == 1
+    assert await deliver(pipeline_app, envelope) == 1  # redelivered: parked once
+    parked = await pipeline_db["lead_conversions_waiting"].find_one({"_id": conversion_id})
+    assert parked is not None and parked["customer_id"] == customer_id
+    assert EventEnvelope.model_validate(parked["envelope"]).id == envelope.id
     assert await pipeline_db["opportunities"].find_one({"_id": asked_id(envelope)}) is None
-    assert await pipeline_db["lead_conversions"].find_one({"_id": f"{envelope.subject}:1"}) is None
+    assert await pipeline_db["lead_conversions"].find_one({"_id": conversion_id}) is None
+    # A pass before the customer is here: tried again later, still parked.
+    await pipeline_app.state.lead_conversions.resume()
+    assert await pipeline_db["lead_conversions_waiting"].find_one({"_id": conversion_id}) is not None
 
-    # Through the broker: the command first, the customer after it. The consumer backs off and
-    # tries again until the customer's copy is there, then makes the opportunity.
+    # The customer arrives (through the broker, and handed to the copy directly: in a long session
+    # the app's customers consumer may still be replaying the topic's history). The background pass
+    # makes the opportunity and lets the parked command go.
     feed = EventFeed(producer)
-    await feed.resend(envelope)
     now = datetime.now(UTC)
     created = await feed.send(
         cev.CUSTOMER_CREATED,
@@ -163,12 +170,41 @@ async def test_a_customer_not_known_yet_is_retried_not_refused(
         cev.CustomerCreated(customer=customer(customer_id, team.rep.id, team.rep.dept, now)),
         now,
     )
-    # Also handed to the copy directly (applied once, by version): in a long session the app's
-    # customers consumer may still be replaying the topic's history when the command is retried.
     await deliver(pipeline_app, created)
     await eventually(
         lambda: pipeline_db["opportunities"].find_one({"_id": asked_id(envelope)}),
         timeout=60,
         message="the opportunity made once the customer arrived",
     )
+    await eventually(
+        lambda: _gone(pipeline_db["lead_conversions_waiting"], conversion_id), timeout=30, message="unparked"
+    )
+    [made] = await pipeline_events.wait_for(type="crm.opportunity.created", subject=asked_id(envelope))
+    assert made.event["data"]["opportunity"]["lead_id"] == envelope.subject
     assert not pipeline_events.matching(type="crm.opportunity.lead_refused", subject=asked_id(envelope))
+
+
+async def test_a_parked_command_whose_customer_never_comes_is_refused_once_the_wait_is_over(
+    pipeline_app, team, clock, pipeline_db, pipeline_events
+):
+    envelope = command(str(uuid.uuid4()), team.rep)
+    conversion_id = f"{envelope.subject}:1"
+    assert await deliver(pipeline_app, envelope) == 1
+    conversions = pipeline_app.state.lead_conversions
+    clock.advance(timedelta(seconds=conversions.settings.lead_conversion_wait_seconds + 60))
+    await conversions.resume()
+    [refused] = await pipeline_events.wait_for(type="crm.opportunity.lead_refused", subject=asked_id(envelope))
+    data = refused.event["data"]
+    assert data["conversion_id"] == conversion_id and data["lead_id"] == envelope.subject
+    assert [e["field"] for e in data["errors"]] == ["customer_id"] and "did not reach" in data["reason"]
+    assert await pipeline_db["lead_conversions_waiting"].find_one({"_id": conversion_id}) is None
+    assert await pipeline_db["opportunities"].find_one({"_id": asked_id(envelope)}) is None
+    # Delivered again after that: the refusal stands, nothing is parked or published again.
+    assert await deliver(pipeline_app, envelope) == 1
+    assert await pipeline_db["lead_conversions_waiting"].find_one({"_id": conversion_id}) is None
+    await settle(pipeline_app)
+    assert len(pipeline_events.matching(type="crm.opportunity.lead_refused", subject=asked_id(envelope))) == 1
+
+
+async def _gone(collection: Any, _id: str) -> bool:
+    return await collection.find_one({"_id": _id}) is None

@@ -61,9 +61,17 @@ class Sales:
         await self.feed.send(sev.PRICE_LIST_CREATED, header.price_list_id, sev.PriceListCreated(price_list=header), NOW)
         return header
 
-    async def price(self, header: sev.PriceListSnapshot, product: sev.ProductSnapshot, unit_price: str) -> None:
+    async def price(
+        self,
+        header: sev.PriceListSnapshot,
+        product: sev.ProductSnapshot,
+        unit_price: str,
+        min_quantity: str | None = None,
+    ) -> None:
         header.entry_count += 1
-        entry = sev.PriceEntry(product_id=product.product_id, unit_price=unit_price, set_at=NOW)
+        entry = sev.PriceEntry(
+            product_id=product.product_id, unit_price=unit_price, min_quantity=min_quantity, set_at=NOW
+        )
         data = sev.PriceListEntrySet(price_list=header, entry=entry)
         await self.feed.send(sev.PRICE_LIST_ENTRY_SET, header.price_list_id, data, NOW)
 
@@ -279,3 +287,47 @@ async def test_a_role_that_hides_the_amount_sees_no_line_prices(
         headers={**staff.headers, "If-Match": shown.headers["ETag"]},
     )
     assert r.status_code == 403, r.text
+
+
+async def test_a_price_lists_min_quantity_is_enforced_naming_the_lines_quantity(
+    client: Any, producer: Any, pipeline_db: Any, team: Any, new_opportunity: Any, expect_problem: Any
+) -> None:
+    """A line priced from the lists takes a list whose entry's ``min_quantity`` its quantity
+    reaches (a volume list gives way to the next, as the sales service resolves prices); below every
+    list's minimum it is 422 at ``lines[i].quantity``. A price given with the line is the caller's."""
+    sales = Sales(producer)
+    server = await sales.product("最小量产品")
+    bulk_only = await sales.product("批量产品", unit="箱")
+    regular = await sales.price_list(valid_from=date.today() - timedelta(days=30))
+    volume = await sales.price_list(valid_from=date.today() - timedelta(days=1))  # newer: tried first
+    await sales.price(regular, server, "100.00")
+    await sales.price(volume, server, "90.00", min_quantity="10")
+    await sales.price(volume, bulk_only, "5.00", min_quantity="12.5")
+    await price_list_arrives(pipeline_db, regular, 2)
+    await price_list_arrives(pipeline_db, volume, 3)
+    await product_arrives(pipeline_db, bulk_only, 1)
+    opp = await new_opportunity(team.rep)
+    url = f"/v1/opportunities/{opp['id']}/lines"
+
+    lines = [
+        {"product_id": server.product_id, "quantity": "5"},
+        {"product_id": server.product_id, "quantity": "10"},
+        {"product_id": bulk_only.product_id, "quantity": "12"},
+    ]
+    r = await client.put(url, json={"lines": lines}, headers=team.rep.match(f'"{opp["version"]}"'))
+    [error] = expect_problem(r, 422)["errors"]
+    assert error["field"] == "lines[2].quantity" and "12.5" in error["reason"] and "箱" in error["reason"], error
+    same = await client.get(f"/v1/opportunities/{opp['id']}", headers=team.rep.headers)
+    assert same.json()["version"] == opp["version"] and same.json()["lines"] == []
+
+    lines[2] = {"product_id": bulk_only.product_id, "quantity": "12.5"}
+    lines.append({"product_id": bulk_only.product_id, "quantity": "1", "unit_price": "6.00"})  # negotiated
+    r = await client.put(url, json={"lines": lines}, headers=team.rep.match(f'"{opp["version"]}"'))
+    assert r.status_code == 200, r.text
+    got = [(line["unit_price"], line["price_list_id"]) for line in r.json()["lines"]]
+    assert got == [
+        ("100.00", regular.price_list_id),
+        ("90.00", volume.price_list_id),
+        ("5.00", volume.price_list_id),
+        ("6.00", None),
+    ]

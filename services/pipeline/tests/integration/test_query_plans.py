@@ -573,6 +573,26 @@ async def test_a_lead_conversions_opportunity_is_index_lookups(
     assert await db["lead_conversions"].count_documents({"_id": f"{refused.subject}:1"}) == 1
 
 
+async def test_a_parked_conversion_and_the_resume_pass_are_index_lookups(
+    app: FastAPI, db: Any, traced_store: TracedStore
+) -> None:
+    """A command whose customer is unknown is parked (an insert by conversion id); the resume pass
+    reads the due ones by the integer ``next_at`` (idx_next_at) and reschedules each by ``_id``,
+    with a few hundred other parked commands stored."""
+    waiting = db["lead_conversions_waiting"]
+    parked = _conversion(str(uuid.uuid4()))
+    assert await deliver(app, parked) == 1
+    stored = await waiting.find_one({"_id": f"{parked.subject}:1"})
+    far = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    await waiting.insert_many(clones(stored, ROWS, next_at=far))
+    await waiting.update_one({"_id": stored["_id"]}, {"$set": {"next_at": 0}})
+    with traced_store.capture() as capture:
+        assert await deliver(app, _conversion(str(uuid.uuid4()))) == 1
+        await app.state.lead_conversions.resume()
+    assert_indexed(capture)
+    assert (await waiting.find_one({"_id": stored["_id"]}))["next_at"] > 0  # tried, and put off
+
+
 async def test_line_items_and_the_catalogue_copy_are_index_lookups(
     app: FastAPI, client: httpx.AsyncClient, db: Any, filled: FedCustomer, feed: CustomerFeed, traced_store: TracedStore
 ) -> None:

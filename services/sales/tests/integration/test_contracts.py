@@ -387,3 +387,26 @@ async def test_who_sees_and_lists_what(client: httpx.AsyncClient, sales_app: Fas
     assert r.json()["items"] == []
     r = await client.get("/v1/contracts", params={"status": "nope"}, headers=team.rep.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "status"
+
+
+async def test_a_customer_merge_moves_the_contracts_to_the_survivor_once(
+    client: httpx.AsyncClient, sales_app: FastAPI, team: Team
+) -> None:
+    feed = CustomerFeed(KeepingProducer())  # type: ignore[arg-type]
+    survivor = await feed.created(owner_id=team.rep.id, department_path=team.rep.dept, name=f"存续 {unique('c')}")
+    duplicate = await feed.created(owner_id=team.rep.id, department_path=team.rep.dept)
+    for envelope in feed.published:
+        assert await deliver(sales_app, envelope) >= 1
+    moved = await draft(client, team.rep, direct(duplicate.id))
+    stays = await draft(client, team.rep, direct(survivor.id))
+    envelopes = await feed.merged(survivor, duplicate)
+    for _ in range(2):  # delivered twice (a redelivery): moved once
+        for envelope in envelopes:
+            await deliver(sales_app, envelope)
+    r = await client.get(f"/v1/contracts/{moved['id']}", headers=team.rep.headers)
+    assert (r.json()["customer_id"], r.json()["customer_name"], r.json()["version"]) == (
+        survivor.id,
+        survivor.snapshot.name,
+        2,
+    )
+    assert (await client.get(f"/v1/contracts/{stays['id']}", headers=team.rep.headers)).json()["version"] == 1

@@ -135,3 +135,26 @@ async def test_the_approval_path_is_index_lookups(
         await post(client, f"{url}/accept", {}, REP)
         await app.state.kit.relay.drain()
     assert_indexed(capture)
+
+
+async def test_a_customers_merge_and_deletion_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: dict[str, Any], traced_store: TracedStore
+) -> None:
+    """A merge finds the duplicate's quotations by ``idx_customer_id`` and moves each by ``_id``; a
+    move refused because the customer is in the recycle bin reads its copy by ``_id``."""
+    feed = CustomerFeed(KeepingProducer())  # type: ignore[arg-type]
+    survivor = await feed.created(owner_id=REP_ID, department_path="/hq/plans")
+    duplicate = await feed.created(owner_id=REP_ID, department_path="/hq/plans")
+    for envelope in feed.published:
+        await deliver(app, envelope)
+    made = [await post(client, "/v1/quotations", quotation(duplicate.id, filled["product"]), REP) for _ in range(2)]
+    with traced_store.capture() as capture:
+        for envelope in await feed.merged(survivor, duplicate):
+            assert await deliver(app, envelope) == 1
+        await app.state.kit.relay.drain()
+        await deliver(app, await feed.deleted(survivor))
+        r = await client.post(f"/v1/quotations/{made[0]['id']}/send", headers=REP)
+        assert r.status_code == 409 and r.json()["reason"] == "customer-deleted", r.text
+    assert_indexed(capture)
+    got = await client.get(f"/v1/quotations/{made[1]['id']}", headers=REP)
+    assert got.json()["customer_id"] == survivor.id

@@ -231,6 +231,87 @@ QUOTATION_DECLINED = define(
 )
 
 
+# --- service tickets (工单) ----------------------------------------------------------------------
+
+
+class TicketSnapshot(BaseModel):
+    """A service ticket after the change: enough for reporting to compute SLA attainment and satisfaction."""
+
+    ticket_id: str
+    number: str = Field(description="Per organisation and year, without gaps.", examples=["T-2026-000123"])
+    customer_id: str
+    contract_id: str | None = None
+    contact_id: str | None = None
+    feedback_id: str | None = Field(default=None, description="The complaint it was opened from, if any.")
+    source: str = Field(description="complaint, agent, phone, email, web or wechat.")
+    category: str = Field(examples=["fault"])
+    priority: str = Field(description="urgent, high, normal or low.")
+    subject: str
+    status: str = Field(description="open, in_progress, resolved or closed.")
+    owner_id: str | None = Field(default=None, description="The assignee (who handles it).")
+    opened_by: str
+    department_path: str | None = None
+    opened_at: datetime
+    first_response_due_at: datetime
+    resolution_due_at: datetime
+    first_responded_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    satisfaction: int | None = Field(default=None, ge=1, le=5, description="The return visit's rating.")
+    escalation_level: int = Field(default=0, description="How many SLA targets escalated (0..2).")
+    breached: list[str] = Field(default_factory=list, description="SLA targets breached: first_response, resolution.")
+    version: int
+
+
+class TicketChanged(BaseModel):
+    ticket: TicketSnapshot
+
+
+class TicketAssigned(BaseModel):
+    ticket: TicketSnapshot
+    previous_owner_id: str | None = None
+
+
+class TicketReplied(BaseModel):
+    ticket: TicketSnapshot
+    public: bool = Field(description="Shown to the customer (true) or an internal note (false).")
+    first: bool = Field(description="The first reply: it met or missed the first-response target.")
+
+
+class TicketSla(BaseModel):
+    ticket: TicketSnapshot
+    target: str = Field(description="first_response or resolution.")
+    due_at: datetime
+
+
+class TicketClosed(BaseModel):
+    ticket: TicketSnapshot
+    no_visit_reason: str | None = Field(default=None, description="Why it closed without a return visit.")
+
+
+TICKET_OPENED = define(
+    "crm.ticket.opened", TicketChanged, TOPIC, description="A service ticket was opened (by an agent or a complaint)."
+)
+TICKET_ASSIGNED = define("crm.ticket.assigned", TicketAssigned, TOPIC, description="A ticket got a new assignee.")
+TICKET_REPLIED = define("crm.ticket.replied", TicketReplied, TOPIC, description="A reply was added to a ticket.")
+TICKET_ESCALATED = define(
+    "crm.ticket.escalated",
+    TicketSla,
+    TOPIC,
+    description="An SLA target of the ticket is about to break: its escalation level rose (once per target).",
+)
+TICKET_SLA_BREACHED = define(
+    "crm.ticket.sla_breached", TicketSla, TOPIC, description="An SLA target of the ticket was missed (once per target)."
+)
+TICKET_RESOLVED = define("crm.ticket.resolved", TicketChanged, TOPIC, description="The ticket was resolved.")
+TICKET_REOPENED = define("crm.ticket.reopened", TicketChanged, TOPIC, description="A resolved ticket was reopened.")
+TICKET_RETURN_VISITED = define(
+    "crm.ticket.return_visited",
+    TicketChanged,
+    TOPIC,
+    description="A return visit (回访) after resolution recorded the customer's satisfaction.",
+)
+TICKET_CLOSED = define("crm.ticket.closed", TicketClosed, TOPIC, description="The ticket was closed (final).")
 # --- contracts (合同) and receivables (回款) ---------------------------------------------------------
 # Keyed by the contract id; every event carries the contract as it is after the change
 # (:class:`ContractSnapshot`), so reporting can keep a read copy by ``aggregateversion``. Money:

@@ -15,8 +15,8 @@ their own (``crm-reporting rebuild``, ``crm-pool rebuild``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 from pymongo.asynchronous.collection import AsyncCollection
@@ -31,8 +31,24 @@ from crm_platform.readmodels.opportunities import OpportunityReadModel
 
 log = structlog.get_logger(__name__)
 
-ReadCopy = CustomerReadModel | OpportunityReadModel | DirectoryReadModel
 Document = dict[str, Any]
+
+
+class OwnReadCopy(Protocol):
+    """A read copy a service defines itself (e.g. the pipeline's copy of the sales catalogue),
+    rebuilt like the shared ones: it names its topic and collections and gives a copy of itself
+    without hooks (see :func:`_fresh`)."""
+
+    def handlers(self) -> Mapping[str, Handler]: ...
+
+    async def ensure_indexes(self) -> None: ...
+
+    def rebuild_parts(self) -> tuple[OwnReadCopy, str, list[AsyncCollection[Document]]]:
+        """(a copy without hooks, its topic, its collections)."""
+        ...
+
+
+ReadCopy = CustomerReadModel | OpportunityReadModel | DirectoryReadModel | OwnReadCopy
 
 
 def _fresh(model: ReadCopy) -> tuple[ReadCopy, str, list[AsyncCollection[Document]]]:
@@ -41,7 +57,9 @@ def _fresh(model: ReadCopy) -> tuple[ReadCopy, str, list[AsyncCollection[Documen
         return CustomerReadModel(model.collection), customers.TOPIC, [model.collection]
     if isinstance(model, OpportunityReadModel):
         return OpportunityReadModel(model.collection), pipeline.TOPIC, [model.collection]
-    return DirectoryReadModel(model.users, model.departments), directory.TOPIC, [model.users, model.departments]
+    if isinstance(model, DirectoryReadModel):
+        return DirectoryReadModel(model.users, model.departments), directory.TOPIC, [model.users, model.departments]
+    return model.rebuild_parts()
 
 
 def group_of(model: ReadCopy, consumers: Sequence[EventConsumer]) -> str:

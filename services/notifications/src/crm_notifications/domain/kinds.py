@@ -21,6 +21,10 @@ class Kind(StrEnum):
     export_rejected = "export_rejected"
     lead_assigned = "lead_assigned"
     lead_conversion_failed = "lead_conversion_failed"
+    ticket_escalated = "ticket_escalated"
+    quotation_approval_requested = "quotation_approval_requested"
+    quotation_approved = "quotation_approved"
+    quotation_rejected = "quotation_rejected"
     contract_instalment_overdue = "contract_instalment_overdue"
 
 
@@ -44,6 +48,13 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     # Leads: a lead given to someone, a conversion that was refused: the inbox.
     Kind.lead_assigned: False,
     Kind.lead_conversion_failed: False,
+    # A service ticket about to break its SLA: the assignee and the department's managers, by email
+    # too (it is the last moment to act).
+    Kind.ticket_escalated: True,
+    # Quotations: a discount waiting for approval, and the decision: the inbox.
+    Kind.quotation_approval_requested: False,
+    Kind.quotation_approved: False,
+    Kind.quotation_rejected: False,
     # Contracts: money that is late costs something, so the owner gets it by email too.
     Kind.contract_instalment_overdue: True,
 }

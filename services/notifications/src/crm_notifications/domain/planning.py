@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from crm_notifications.domain.kinds import Kind
-from crm_notifications.domain.templates import feedback_kind_params
+from crm_notifications.domain.templates import feedback_kind_params, ticket_params
 from crm_platform.contracts import customers, interactions, leads, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 
@@ -248,3 +248,25 @@ def lead_conversion_failed(data: leads.LeadConversionFailed, requested_by: str |
         return []
     params = {"lead_name": data.lead.company_name, "reason": data.reason}
     return [Intent(recipient, Kind.lead_conversion_failed, f"/leads/{data.lead.lead_id}", params)]
+
+
+def ticket_escalated(data: sales.TicketSla, managers: list[str]) -> list[Intent]:
+    """A ticket's SLA target is about to break: its assignee and the managers of its department
+    (and the departments above, nearest first), each told once."""
+    t = data.ticket
+    if t.status == "closed":
+        return []
+    params = {
+        "ticket_number": t.number,
+        "subject": t.subject,
+        "due_at": when(data.due_at),
+        **ticket_params(data.target, t.priority),
+    }
+    out: list[Intent] = []
+    seen: set[str] = set()
+    for recipient in [t.owner_id, *managers]:
+        if not recipient or recipient in seen:
+            continue
+        seen.add(recipient)
+        out.append(Intent(recipient, Kind.ticket_escalated, f"/tickets/{t.ticket_id}", params))
+    return out

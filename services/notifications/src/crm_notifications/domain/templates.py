@@ -143,6 +143,48 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
             'The lead "$lead_name" could not be converted ($reason); it is qualified again: fix it and retry.',
         ),
     },
+    Kind.ticket_escalated: {
+        "zh-CN": (
+            "工单即将超时：$ticket_number $subject",
+            "工单 $ticket_number「$subject」（优先级 $priority_zh）的$target_zh时限为 $due_at，即将超时，已升级处理。",
+        ),
+        "en": (
+            "Ticket about to breach its SLA: $ticket_number $subject",
+            'The $target_en of ticket $ticket_number "$subject" (priority $priority) is due at $due_at '
+            "and about to be missed: it was escalated.",
+        ),
+    },
+    Kind.quotation_approval_requested: {
+        "zh-CN": (
+            "报价单待审批：$number",
+            "$owner_name 提交的报价单 $number（客户：$customer_name，总额 $total）折扣超过审批阈值，请审批。",
+        ),
+        "en": (
+            "Quotation awaiting approval: $number",
+            "$owner_name submitted the quotation $number for $customer_name ($total): a discount is above the "
+            "approval threshold. Approve or reject it.",
+        ),
+    },
+    Kind.quotation_approved: {
+        "zh-CN": (
+            "报价单已批准：$number",
+            "您的报价单 $number（客户：$customer_name，总额 $total）已由 $approver_name 批准：$comment。",
+        ),
+        "en": (
+            "Quotation approved: $number",
+            "Your quotation $number for $customer_name ($total) was approved by $approver_name: $comment.",
+        ),
+    },
+    Kind.quotation_rejected: {
+        "zh-CN": (
+            "报价单被驳回：$number",
+            "您的报价单 $number（客户：$customer_name，总额 $total）被 $approver_name 驳回：$comment。",
+        ),
+        "en": (
+            "Quotation rejected: $number",
+            "Your quotation $number for $customer_name ($total) was rejected by $approver_name: $comment.",
+        ),
+    },
 }
 
 _LINK_LABEL = {"zh-CN": "查看详情：", "en": "Open: "}
@@ -155,6 +197,15 @@ _FEEDBACK_KIND = {
     "suggestion": ("客户建议", "suggestion"),
     "complaint": ("客户投诉", "complaint"),
 }
+
+
+_TICKET_TARGET = {"first_response": ("首次响应", "first response"), "resolution": ("解决", "resolution")}
+_PRIORITY_ZH = {"urgent": "紧急", "high": "高", "normal": "普通", "low": "低"}
+
+
+def ticket_params(target: str, priority: str) -> dict[str, str]:
+    zh, en = _TICKET_TARGET.get(target, (target, target))
+    return {"target_zh": zh, "target_en": en, "priority": priority, "priority_zh": _PRIORITY_ZH.get(priority, priority)}
 
 
 def language_of(value: str | None, default: str = "zh-CN") -> str:

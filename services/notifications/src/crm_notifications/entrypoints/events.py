@@ -17,18 +17,24 @@ from crm_notifications.domain import planning
 from crm_notifications.domain.planning import Intent
 from crm_notifications.entrypoints.contracts import contract_planners
 from crm_notifications.entrypoints.leads import lead_planners
+from crm_notifications.entrypoints.quotations import quotation_planners
 from crm_platform.catalogue import event_types, load_contracts
 from crm_platform.consumer import Handler
 from crm_platform.contracts import customers, interactions, leads, pipeline, pool, sales
 from crm_platform.contracts import export_approval as exports
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.directory import DirectoryReadModel
+from crm_platform.roles import RoleBook
 
 Planner = Callable[[EventEnvelope], Awaitable[list[Intent]]]
 
 
 def inbox_handlers(
-    inbox: Inbox, directory: DirectoryReadModel, big_deal_amount: Decimal, conversions: Any = None
+    inbox: Inbox,
+    directory: DirectoryReadModel,
+    big_deal_amount: Decimal,
+    conversions: Any = None,
+    roles: RoleBook | None = None,
 ) -> Mapping[str, Handler]:
     """``conversions``: the collection where who asked for each lead conversion is kept (see entrypoints/leads.py)."""
 
@@ -97,6 +103,14 @@ def inbox_handlers(
         request = exports.EXPORT_APPROVED.parse(e).request  # approved and rejected carry the same data
         return planning.export_answered(request, await name_of(request.decided_by))
 
+    async def ticket_escalated(e: EventEnvelope) -> list[Intent]:
+        data = sales.TICKET_ESCALATED.parse(e)
+        path = data.ticket.department_path
+        if path is None and data.ticket.owner_id:
+            owner = await directory.user(data.ticket.owner_id)
+            path = (owner or {}).get("department_path")
+        return planning.ticket_escalated(data, await managers_above(path))
+
     planners: dict[str, Planner] = {
         interactions.TASK_REMINDER_DUE.name: task_reminder,
         interactions.TASK_OVERDUE.name: task_overdue,
@@ -112,9 +126,11 @@ def inbox_handlers(
         exports.EXPORT_REQUESTED.name: export_requested,
         exports.EXPORT_APPROVED.name: export_answered,
         exports.EXPORT_REJECTED.name: export_answered,
+        sales.TICKET_ESCALATED.name: ticket_escalated,
     }
     if conversions is not None:
         planners.update(lead_planners(conversions))
+    planners.update(quotation_planners(directory, roles))
     planners.update(contract_planners())
 
     def handler(plan: Planner) -> Handler:

@@ -8,6 +8,9 @@
   One guarded update per event: ``{_id, source_version < v}``, so a stale or repeated event
   matches nothing and its upsert collides on ``_id`` (read as "already applied").
 
+``crm rebuild-copies pipeline`` drops and refills both from the topic like the pipeline's other
+read copies (``rebuild_parts``).
+
 Line items read products by ``_id`` and price lists by ``currency`` (index ``idx_currency``);
 the lists of one currency are few, so tier and validity are chosen in memory (domain.lines).
 """
@@ -36,6 +39,11 @@ class Catalogue:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.products: AsyncCollection[Document] = db[PRODUCTS]
         self.price_lists: AsyncCollection[Document] = db[PRICE_LISTS]
+
+    def rebuild_parts(self) -> tuple[Catalogue, str, list[AsyncCollection[Document]]]:
+        """For ``crm rebuild-copies pipeline`` (crm_platform.readmodels.rebuild): the copy has no
+        hooks, so it refills itself; its topic and its two collections."""
+        return self, ev.TOPIC, [self.products, self.price_lists]
 
     async def ensure_indexes(self) -> None:
         # Named idx_<field>: the embedded store's planner uses a single-field index only then.

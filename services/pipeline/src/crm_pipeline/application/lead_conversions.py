@@ -9,8 +9,13 @@ first open stage. It goes through the same rules, custom field checks and event
 (``crm.opportunity.created``) as an opportunity made over HTTP.
 
 * Idempotent: a redelivered command finds the opportunity (or the refusal) and does nothing.
-* The customer's read copy may lag (its events come on ``crm.customers.v1``): the handler then
-  raises :class:`CustomerNotYetKnown`, and the consumer retries it with backoff.
+* The customer's read copy may lag (its events come on ``crm.customers.v1``, in another consumer
+  group that may be replaying a backlog): after a few tries within a second the command is
+  *parked*, a document keyed by the conversion id in ``lead_conversions_waiting`` holding the
+  envelope, and acknowledged, so it holds up neither its partition nor the conversions behind it.
+  :meth:`LeadConversions.resume` (a background pass every few seconds, safe in every replica)
+  tries each parked command again with a growing delay, and refuses it once the customer has not
+  come within ``lead_conversion_wait_seconds`` (the lead then goes back to qualified with the reason).
 * When it cannot be made (unknown pipeline, invalid amount or currency, the customer deleted or
   merged, a required custom field...), the answer is ``crm.opportunity.lead_refused`` with the
   field errors, and nothing else is written. The refusal is a small document keyed by the
@@ -20,6 +25,8 @@ first open stage. It goes through the same rules, custom field checks and event
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -49,6 +56,12 @@ log = structlog.get_logger(__name__)
 Document = dict[str, Any]
 #: The collection of refusals, keyed by conversion id (each with its own outbox).
 COLLECTION = "lead_conversions"
+#: Commands waiting for their customer's copy, keyed by conversion id (no events of their own).
+WAITING = "lead_conversions_waiting"
+#: Seconds between the tries made while the command is in hand, before it is parked.
+INLINE_WAITS = (0.1, 0.2, 0.4)
+#: The delay before a parked command's next try grows from 1 s, doubling, to this cap.
+RESUME_DELAY_CAP = timedelta(seconds=30)
 GONE = ("deleted", "purged")
 
 
@@ -71,6 +84,7 @@ class LeadConversions:
         pipelines: Pipelines,
         customers: CustomerReadModel,
         refusals: AsyncCollection[Document],
+        waiting: AsyncCollection[Document],
         clock: Clock,
         settings: PipelineSettings,
         event: EventFactory,
@@ -84,11 +98,49 @@ class LeadConversions:
         self.settings = settings
         self.event = event
         self.refusals = VersionedStore(refusals, clock, wake_relay=wake_relay)
+        self.waiting = waiting
+
+    async def ensure_indexes(self) -> None:
+        # The resume pass reads the parked commands whose next try has come, oldest first.
+        await self.waiting.create_index("next_at", name="idx_next_at")
 
     def handlers(self) -> dict[str, Handler]:
         return {lev.LEAD_CONVERSION_PROGRESSED.name: self.progressed}
 
     async def progressed(self, envelope: EventEnvelope) -> None:
+        # The copy is usually a moment behind at most: a few short tries before parking.
+        for delay in (*INLINE_WAITS, None):
+            try:
+                await self._attempt(envelope)
+                return
+            except CustomerNotYetKnown:
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+        await self._park(envelope)
+
+    async def resume(self) -> int:
+        """One pass over the parked commands whose next try has come; returns how many ended
+        (made, refused, or found done by another replica)."""
+        now = self.clock.now()
+        due = self.waiting.find({"next_at": {"$lte": _epoch_ms(now)}}).sort("next_at", 1).limit(100)
+        ended = 0
+        async for parked in due:
+            envelope = EventEnvelope.model_validate(parked["envelope"])
+            try:
+                await self._attempt(envelope)
+            except CustomerNotYetKnown:
+                if now - parked["parked_at"] < timedelta(seconds=self.settings.lead_conversion_wait_seconds):
+                    await self._retry_later(parked, now)
+                    continue
+                await self._give_up(envelope, parked)
+            await self.waiting.delete_one({"_id": parked["_id"]})
+            ended += 1
+        return ended
+
+    async def _attempt(self, envelope: EventEnvelope) -> None:
+        """Make the opportunity, or refuse; raises :class:`CustomerNotYetKnown` when its customer's copy
+        is not here yet. Nothing happens for a command already answered."""
         data = lev.LEAD_CONVERSION_PROGRESSED.parse(envelope)
         asked = data.conversion.opportunity
         if data.step != "customer" or asked is None:
@@ -111,6 +163,37 @@ class LeadConversions:
             return  # another delivery of the same command made it a moment ago
         # The customer may have been deleted or merged since the check: follow it once more.
         await self.opportunities.follow_customer(doc["_id"], actor)
+
+    async def _park(self, envelope: EventEnvelope) -> None:
+        data = lev.LEAD_CONVERSION_PROGRESSED.parse(envelope)
+        now = self.clock.now()
+        parked: Document = {
+            "_id": data.conversion.conversion_id,
+            "customer_id": data.customer_id,
+            "envelope": envelope.model_dump(mode="json"),
+            "parked_at": now,
+            "tries": 1,
+            "next_at": _epoch_ms(now + timedelta(seconds=1)),
+        }
+        try:
+            await self.waiting.insert_one(parked)
+        except DuplicateKeyError:
+            return  # parked by an earlier delivery: its tries go on
+        log.info("lead conversion waits for its customer", conversion_id=parked["_id"], customer_id=data.customer_id)
+
+    async def _retry_later(self, parked: Document, now: datetime) -> None:
+        tries = int(parked.get("tries", 1)) + 1
+        delay = min(timedelta(seconds=2 ** min(tries - 1, 10)), RESUME_DELAY_CAP)
+        await self.waiting.update_one(
+            {"_id": parked["_id"]}, {"$set": {"tries": tries, "next_at": _epoch_ms(now + delay)}}
+        )
+
+    async def _give_up(self, envelope: EventEnvelope, parked: Document) -> None:
+        data = lev.LEAD_CONVERSION_PROGRESSED.parse(envelope)
+        waited = self.settings.lead_conversion_wait_seconds
+        reason = f"the customer {data.customer_id} did not reach the pipeline service within {waited:g} s"
+        log.warning("lead conversion gave up waiting for its customer", conversion_id=parked["_id"])
+        await self._refuse(data, Refused(reason, [_customer_error(reason)]), envelope)
 
     async def _decide(self, data: lev.LeadConversionProgressed) -> Document:
         """The new opportunity, checked by the same rules as over HTTP; raises :class:`Refused`."""
@@ -206,3 +289,8 @@ def _pydantic_error(error: Any) -> FieldError:
     """A validation error of the opportunity asked for, named as the conversion's opportunity names it."""
     field = ".".join(str(p) for p in error.get("loc", ())) or "opportunity"
     return FieldError(field=field, reason=str(error.get("msg", "invalid")), code=error.get("type"))
+
+
+def _epoch_ms(moment: datetime) -> int:
+    # Stored as an integer: the embedded store compares a date through a function no index serves.
+    return int(moment.timestamp() * 1000)

@@ -68,7 +68,15 @@ class LineItems:
                     errors.add(f"lines[{i}].unit_price", str(exc))
                     continue
             else:
-                price = item_lines.price_from(price_lists, line.product_id, currency)
+                price = item_lines.price_from(price_lists, line.product_id, currency, quantity)
+                least = item_lines.least_quantity(price_lists, line.product_id)
+                if price is None and least is not None and quantity < least:
+                    errors.add(
+                        f"lines[{i}].quantity",
+                        f"{product['sku']} is sold from {item_lines.plain(least)} {product['unit']} "
+                        f"(the price lists' min_quantity); {item_lines.plain(quantity)} is below it",
+                    )
+                    continue
                 if price is None:
                     errors.add(
                         f"lines[{i}].unit_price",

@@ -98,16 +98,40 @@ def pick_price_list(lists: list[Document], currency: str, tier: str | None, toda
     return [p for p in fitting if p.get("tier") is not None] + [p for p in fitting if p.get("tier") is None]
 
 
-def price_from(lists: list[Document], product_id: str, currency: str) -> Price | None:
-    """The product's price on the first of ``lists`` (best first) that has it."""
+def min_quantity(entry: Document) -> Decimal | None:
+    """An entry's minimum quantity (``crm.price_list.entry_set`` carries it), None when it has none."""
+    raw = entry.get("min_quantity")
+    try:
+        return Decimal(str(raw)) if raw not in (None, "") else None
+    except ArithmeticError:
+        return None
+
+
+def price_from(lists: list[Document], product_id: str, currency: str, quantity: Decimal | None = None) -> Price | None:
+    """The product's price on the first of ``lists`` (best first) that has it for ``quantity``: a
+    list whose entry asks for more than ``quantity`` (``min_quantity``) does not apply, as the sales
+    service resolves prices (a volume price list gives way to the next list)."""
     for price_list in lists:
         entry = (price_list.get("entries") or {}).get(product_id)
         if entry is not None:
+            least = min_quantity(entry)
+            if quantity is not None and least is not None and quantity < least:
+                continue
             try:
                 return Price(money.parse_money(entry["unit_price"], currency), price_list["_id"])
             except money.InvalidMoney:
                 continue  # a price the currency cannot hold: not this list's
     return None
+
+
+def least_quantity(lists: list[Document], product_id: str) -> Decimal | None:
+    """The smallest quantity any of ``lists`` prices the product for (None: no list has it)."""
+    minimums = [
+        min_quantity(entry) or Decimal(0)
+        for entry in ((p.get("entries") or {}).get(product_id) for p in lists)
+        if entry is not None
+    ]
+    return min(minimums) if minimums else None
 
 
 def lines_out(doc: Document) -> list[Document]:

@@ -78,5 +78,9 @@ class ContractRepository:
         )
         return [d["_id"] async for d in cursor]
 
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        """The contracts of one customer (``idx_customer_id``), for a merge."""
+        return [str(d["_id"]) async for d in self.contracts.find({"customer_id": customer_id}, projection={"_id": 1})]
+
     async def get(self, contract_id: str) -> Document | None:
         return await self.contracts.find_one({"_id": contract_id}, projection={"outbox": 0})

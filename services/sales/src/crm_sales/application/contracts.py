@@ -23,7 +23,7 @@ from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import sales as ev
 from crm_platform.errors import NotFound, ValidationFailed
-from crm_platform.events import EventFactory
+from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.listing import Page, PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
@@ -41,6 +41,7 @@ SORT_FIELDS = {"created_at": "s.created"}
 DEFAULT_SORT = "-created_at"
 TIEBREAK = "s.id"
 LIST_PROJECTION = {"outbox": 0}
+SYSTEM_ACTOR = "system:sales"
 
 
 class ContractFilter(BaseModel):
@@ -226,6 +227,39 @@ class Contracts:
             tiebreak=TIEBREAK,
             tie_follows_last=True,
         )
+
+    # --- customer merges (application/customer_events.py) ----------------------------------------
+
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        return await self.repo.ids_of_customer(customer_id)
+
+    async def move_to_survivor(
+        self, record_id: str, duplicate_id: str, survivor_id: str, survivor: Document | None, cause: EventEnvelope
+    ) -> bool:
+        """One contract of a merged-away customer now names the survivor: a new version and
+        ``crm.contract.updated`` with the change; one already moved is left alone (idempotent)."""
+        actor = cause.actor or SYSTEM_ACTOR
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc["customer_id"] != duplicate_id:
+                return Change(None)
+            changes = [ev.FieldChange(field="customer_id", old=duplicate_id, new=survivor_id)]
+            doc["customer_id"] = survivor_id
+            name = (survivor or {}).get("name")
+            if name and name != doc.get("customer_name"):
+                changes.append(ev.FieldChange(field="customer_name", old=doc.get("customer_name"), new=name))
+                doc["customer_name"] = name
+            doc["updated_at"] = now
+            doc["updated_by"] = actor
+            data = ev.ContractChanged(contract=rules.snapshot(doc, version), changes=changes)
+            return Change(doc, [self.event(ev.CONTRACT_UPDATED, doc["_id"], data, version, actor, cause.traceparent)])
+
+        before = await self.repo.get(record_id)
+        if before is None:
+            return False
+        after = await self.repo.store.mutate(record_id, decide)
+        return after.get("version") != before.get("version")
 
     async def update(
         self, principal: Principal, contract_id: str, patch: rules.ContractPatch, expected_version: int | None

@@ -26,18 +26,24 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
 from crm_platform.contracts import sales as ev
-from crm_platform.errors import Forbidden, NotFound, ValidationFailed
-from crm_platform.events import EventFactory
+from crm_platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.domain import price_lists as price_rules
+from crm_sales.domain import quotation_list as listing
 from crm_sales.domain import quotations as rules
 
 Document = dict[str, Any]
+SYSTEM_ACTOR = "system:sales"
 MODULE = "customers"  # quotations follow their customers' data scope
 INSERT_ATTEMPTS = 5
+
+
+class CustomerClosed(Conflict):
+    code, title = "customer-deleted", "The quotation's customer is in the recycle bin"
 
 
 class Quotations:
@@ -124,6 +130,18 @@ class Quotations:
             priced.append(rules.PricedLine(product, line.quantity, price, line.discount_percent))
         return priced
 
+    async def _customer_open(self, doc: Document, action: str) -> None:
+        """A quotation whose customer is in the recycle bin (or purged) stays readable but changes
+        no more until the customer is restored: 409 naming the customer."""
+        copy = await self.customers.get(doc["customer_id"])
+        status = (copy or {}).get("status")
+        if status in ("deleted", "purged"):
+            where = "in the recycle bin: restore it first" if status == "deleted" else "purged"
+            raise CustomerClosed(
+                f"Cannot {action} the quotation: its customer {doc['customer_id']} is {where}.",
+                extra={"action": action, "reason": "customer-deleted", "customer_id": doc["customer_id"]},
+            )
+
     async def _visible(self, principal: Principal, quotation_id: str) -> Document:
         doc = await self.repo.get(quotation_id)
         if doc is None or not self.sees(principal, doc):
@@ -149,6 +167,7 @@ class Quotations:
         # Every check has passed: only now take the number, then store it (see the module's doc).
         year = now.year
         doc = rules.numbered(draft, year, await self.repo.next_number(rules.counter_id(year)))
+        doc["s"] = listing.sort_keys(doc)
         events = [self._event(ev.QUOTATION_CREATED, doc, 1, principal.user_id)]
         for attempt in range(INSERT_ATTEMPTS):
             try:
@@ -172,6 +191,7 @@ class Quotations:
     ) -> Document:
         current = await self._visible(principal, quotation_id)
         rules.check_editable(current, self.today())
+        await self._customer_open(current, "update")
         fields = patch.model_fields_set
         if "valid_until" in fields:
             if patch.valid_until is None:
@@ -209,6 +229,7 @@ class Quotations:
                 return Change(None)
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
+            doc["s"] = listing.sort_keys(doc)
             return Change(doc, [self._event(ev.QUOTATION_UPDATED, doc, version, principal.user_id, changes=changes)])
 
         return await self.repo.store.mutate(quotation_id, decide, expected_version=expected_version)
@@ -219,6 +240,7 @@ class Quotations:
         """Keep the current revision and start the next as a draft (with ``patch`` applied)."""
         current = await self._visible(principal, quotation_id)
         rules.check_revisable(current, self.today())
+        await self._customer_open(current, "revise")
         fields = patch.model_fields_set
         valid_until = patch.valid_until if "valid_until" in fields else None
         if valid_until is not None:
@@ -250,6 +272,7 @@ class Quotations:
                 rules.set_lines(doc, lines, self.threshold)
             else:  # the threshold may have changed since
                 doc["needs_approval"] = rules.needs_approval(doc["lines"], self.threshold)
+            doc["s"] = listing.sort_keys(doc)
             return Change(doc, [self._event(ev.QUOTATION_REVISED, doc, version, principal.user_id, changes=changes)])
 
         return await self.repo.store.mutate(quotation_id, decide, expected_version=expected_version)
@@ -278,6 +301,7 @@ class Quotations:
         if action in ("approve", "reject") and rules.is_owner(principal, current):
             raise Forbidden(f"You cannot {action} your own quotation: another manager decides on its discounts.")
         rules.check_move(current, action, self.today())
+        await self._customer_open(current, action)
         now = self.clock.now()
 
         def decide(doc: Document, version: int) -> Change:
@@ -297,3 +321,37 @@ class Quotations:
             return Change(doc, [self._event(event_type, doc, version, principal.user_id, comment=text)])
 
         return await self.repo.store.mutate(quotation_id, decide, expected_version=expected_version)
+
+    # --- following the customers (application/customer_events.py) ------------------------------
+
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        return await self.repo.ids_of_customer(customer_id)
+
+    async def move_to_survivor(
+        self, record_id: str, duplicate_id: str, survivor_id: str, survivor: Document | None, cause: EventEnvelope
+    ) -> bool:
+        """One quotation of a merged-away customer now names the survivor (its current revision; the
+        kept ones stay as they were offered): a new version and ``crm.quotation.updated`` with the
+        change. One already moved is left alone (a redelivered merge writes nothing)."""
+        actor = cause.actor or SYSTEM_ACTOR
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc["customer_id"] != duplicate_id:
+                return Change(None)
+            changes = [ev.FieldChange(field="customer_id", old=duplicate_id, new=survivor_id)]
+            doc["customer_id"] = survivor_id
+            name = (survivor or {}).get("name")
+            if name and name != doc.get("customer_name"):
+                changes.append(ev.FieldChange(field="customer_name", old=doc.get("customer_name"), new=name))
+                doc["customer_name"] = name
+            doc["updated_at"] = now
+            doc["updated_by"] = actor
+            data = ev.QUOTATION_UPDATED.data_model(quotation=rules.snapshot(doc), changes=changes)
+            return Change(doc, [self.event(ev.QUOTATION_UPDATED, doc["_id"], data, version, actor, cause.traceparent)])
+
+        before = await self.repo.get(record_id)
+        if before is None:
+            return False
+        after = await self.repo.store.mutate(record_id, decide)
+        return after.get("version") != before.get("version")
