@@ -1,7 +1,8 @@
-"""Quotations: create throughput against the raw driver, store commands per create, and list pages
-at N stored, on the embedded default.
+"""Sales: quotations, contracts, payments received and service tickets. Write throughput (quotations
+against the raw driver), store commands per write, and list pages at N stored, on the embedded default.
 
     python bench/sales_throughput.py [--n 500] [--concurrency 1,16] [--prefill 50000] [--rounds 8]
+                                     [--others 300]
 
 One run on the embedded default (Tansu + nx-27017, started here), the sales service as a real
 process (``python -m crm_sales``):
@@ -17,7 +18,13 @@ process (``python -m crm_sales``):
     manager of the whole tree and an administrator, at concurrency 16, ``--rounds`` rounds, first
     with what (b) stored (about a thousand), then again after ``--prefill`` clones of a stored
     quotation were added (own id, number and sort keys, owned by the reps in turn): the ratio of
-    the two is the cost of the data. A page a caller does not reach (fewer pages) shows ``nan``.
+    the two is the cost of the data. A page a caller does not reach (fewer pages) shows ``nan``;
+(d) the other writes at c=16, ``--others`` each, with the sales process's store commands per write:
+    POST /v1/contracts (a draft for a rep's customer); POST /v1/contracts/{id}/payments on contracts
+    already signed with a two-instalment plan (each payment a guarded write of the contract, spread
+    over 20 contracts so some land on the same one at once); POST /v1/tickets;
+(e) GET /v1/contracts and GET /v1/tickets page 1 and page 10 before and after ``--prefill`` clones
+    of each, as in (c).
 
 Warm-up writes are excluded.
 """
@@ -156,8 +163,8 @@ async def api_creates(client: httpx.AsyncClient, reps: Sequence[Rep], product_id
     return run
 
 
-def clones(template: Document, n: int, start: int, reps: Sequence[Rep]) -> list[Document]:
-    """The stored shape of a quotation the API wrote, once per clone: its own id and number (a year no
+def clones(template: Document, n: int, start: int, reps: Sequence[Rep], prefix: str = "Q") -> list[Document]:
+    """The stored shape of a record the API wrote, once per clone: its own id and number (a year no
     real number has), its sort keys following them, owned by the reps in turn."""
     out = []
     old_id, old_number = template["_id"], template.get("number")
@@ -165,7 +172,7 @@ def clones(template: Document, n: int, start: int, reps: Sequence[Rep]) -> list[
         doc = copy.deepcopy(template)
         rep = reps[i % len(reps)]
         doc["_id"] = str(uuid.uuid4())
-        doc["number"] = f"Q-2099-{i:06d}"
+        doc["number"] = f"{prefix}-2099-{i:06d}"
         doc["outbox"] = []
         for field in ("owner_id", "created_by", "updated_by"):
             if field in doc:
@@ -182,7 +189,9 @@ def clones(template: Document, n: int, start: int, reps: Sequence[Rep]) -> list[
     return out
 
 
-async def page_times(client: httpx.AsyncClient, headers: dict[str, str], pages: int, rounds: int) -> list[float]:
+async def page_times(
+    client: httpx.AsyncClient, headers: dict[str, str], pages: int, rounds: int, path: str = "/v1/quotations"
+) -> list[float]:
     """Seconds for page ``pages`` (following ``next_cursor``), 16 readers at once, ``rounds`` times."""
     took: list[float] = []
 
@@ -191,10 +200,10 @@ async def page_times(client: httpx.AsyncClient, headers: dict[str, str], pages: 
         for page in range(pages):
             params = {"limit": "20", **({"cursor": cursor} if cursor else {})}
             started = time.perf_counter()
-            r = await client.get("/v1/quotations", params=params, headers=headers)
+            r = await client.get(path, params=params, headers=headers)
             elapsed = time.perf_counter() - started
             if r.status_code != 200:
-                raise RuntimeError(f"GET /v1/quotations: {r.status_code} {r.text[:300]}")
+                raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:300]}")
             if page == pages - 1:
                 took.append(elapsed)
             cursor = r.json().get("next_cursor")
@@ -205,11 +214,13 @@ async def page_times(client: httpx.AsyncClient, headers: dict[str, str], pages: 
     return took
 
 
-async def list_rows(client: httpx.AsyncClient, reps: Sequence[Rep], rounds: int) -> list[str]:
+async def list_rows(
+    client: httpx.AsyncClient, reps: Sequence[Rep], rounds: int, path: str = "/v1/quotations"
+) -> list[str]:
     lines = [f"  {'who':<34}{'page 1 p50':>12}{'p95':>9}{'page 10 p50':>13}{'p95':>9}"]
     for label, headers in (("rep (own)", reps[0].headers), ("manager (/hq subtree)", MANAGER), ("admin (all)", ADMIN)):
-        first = await page_times(client, headers, 1, rounds)
-        tenth = await page_times(client, headers, 10, rounds)
+        first = await page_times(client, headers, 1, rounds, path)
+        tenth = await page_times(client, headers, 10, rounds, path)
         lines.append(
             f"  {label:<34}{percentile(first, 50) * 1000:>10.1f}ms{percentile(first, 95) * 1000:>7.1f}ms"
             f"{percentile(tenth, 50) * 1000:>11.1f}ms{percentile(tenth, 95) * 1000:>7.1f}ms"
@@ -217,10 +228,124 @@ async def list_rows(client: httpx.AsyncClient, reps: Sequence[Rep], rounds: int)
     return lines
 
 
-def row(label: str, run: Run) -> str:
+async def timed(n: int, concurrency: int, call: Any) -> Run:
+    """``call(i)`` (a request) n times from ``concurrency`` workers; a 2xx counts."""
+    run = Run()
+
+    async def one(i: int) -> None:
+        started = time.perf_counter()
+        response = await call(i)
+        took = time.perf_counter() - started
+        if response.status_code >= 300:
+            run.failures.append(f"{response.status_code} {response.text[:200]}")
+            return
+        run.latencies.append(took)
+        run.finished.append(time.perf_counter())
+
+    run.started = time.perf_counter()
+    run.elapsed = await run_concurrently(n, concurrency, one)
+    return run
+
+
+def contract_body(rep: Rep, i: int) -> Document:
+    return {
+        "title": f"数控机床年度保养合同 {i}",
+        "customer_id": rep.customers[0],
+        "amount": f"{100_000 + i % 900}.00",
+        "currency": "CNY",
+        "start_date": str(date.today()),
+        "end_date": str(date.today() + timedelta(days=365)),
+    }
+
+
+def ticket_body(rep: Rep, i: int) -> Document:
+    return {
+        "customer_id": rep.customers[0],
+        "category": "fault",
+        "priority": ("urgent", "high", "normal", "low")[i % 4],
+        "subject": f"设备报警 E{i % 97:02d}",
+        "description": "主轴异响，需上门检修。",
+    }
+
+
+async def signed_contracts(client: httpx.AsyncClient, reps: Sequence[Rep], count: int) -> list[tuple[Rep, str]]:
+    """``count`` contracts drafted, approved by the manager, signed, started, with a two-instalment plan."""
+    made: list[tuple[Rep, str]] = []
+    for i in range(count):
+        rep = reps[i % len(reps)]
+        r = await client.post("/v1/contracts", json=contract_body(rep, i), headers=rep.headers)
+        r.raise_for_status()
+        contract = r.json()
+        cid, amount = contract["id"], contract["amount"]
+        half = f"{int(float(amount) // 2)}.00"  # the bench's own amounts: whole yuan, no fen lost below
+        rest = f"{int(amount.split('.')[0]) - int(half.split('.')[0])}.00"
+        for step, body, headers in (
+            ("submit", {}, rep.headers),
+            ("approve", {"comment": "同意"}, MANAGER),
+            ("sign", {"signed_on": str(date.today()), "signed_document": f"doc-{cid}"}, rep.headers),
+            ("start", {}, rep.headers),
+        ):
+            r = await client.post(f"/v1/contracts/{cid}/{step}", json=body, headers=headers)
+            if r.status_code >= 300:
+                raise RuntimeError(f"contract {step}: {r.status_code} {r.text[:300]}")
+        plan = {
+            "instalments": [
+                {"due_date": str(date.today() + timedelta(days=30)), "amount": half},
+                {"due_date": str(date.today() + timedelta(days=90)), "amount": rest},
+            ]
+        }
+        r = await client.put(
+            f"/v1/contracts/{cid}/plan", json=plan, headers={**rep.headers, "If-Match": r.headers["etag"]}
+        )
+        if r.status_code >= 300:
+            raise RuntimeError(f"contract plan: {r.status_code} {r.text[:300]}")
+        made.append((rep, cid))
+    return made
+
+
+async def other_writes(client: httpx.AsyncClient, reps: Sequence[Rep], n: int) -> list[str]:
+    lines = [
+        "",
+        f"other writes at c=16, {n} each",
+        f"{'':<34}{'ok':>6}{'secs':>8}{'ops/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}",
+    ]
+    contracts = await signed_contracts(client, reps, 20)
+
+    async def contract(i: int) -> httpx.Response:
+        rep = reps[i % len(reps)]
+        return await client.post("/v1/contracts", json=contract_body(rep, i), headers=rep.headers)
+
+    async def payment(i: int) -> httpx.Response:
+        rep, cid = contracts[i % len(contracts)]
+        body = {"amount": "10.00", "received_on": str(date.today()), "method": "bank_transfer", "reference": f"B{i}"}
+        return await client.post(f"/v1/contracts/{cid}/payments", json=body, headers=rep.headers)
+
+    async def ticket(i: int) -> httpx.Response:
+        rep = reps[i % len(reps)]
+        return await client.post("/v1/tickets", json=ticket_body(rep, i), headers=rep.headers)
+
+    commands: list[str] = []
+    for label, call in (
+        ("POST /v1/contracts", contract),
+        ("POST /v1/contracts/{id}/payments", payment),
+        ("POST /v1/tickets", ticket),
+    ):
+        await asyncio.sleep(2)
+        before = await store_commands(client)
+        run = await timed(n, 16, call)
+        await asyncio.sleep(3)
+        lines.append(row(label, run, 34))
+        if run.failures:
+            lines.append(f"  failures: {len(run.failures)}, first: {run.failures[0]}")
+        per = commands_rows(before, await store_commands(client), run.ok)
+        commands.append(f"{label}: " + per[0].split(": ", 1)[1])
+    return [*lines, "store commands per write, sales process:", *[f"  {c}" for c in commands]]
+
+
+def row(label: str, run: Run, width: int = 28) -> str:
     lat = run.latencies
     return (
-        f"{label:<28}{run.ok:>6}{run.elapsed:>8.2f}{run.per_second:>9.1f}"
+        f"{label:<{width}}{run.ok:>6}{run.elapsed:>8.2f}{run.per_second:>9.1f}"
         f"{percentile(lat, 50) * 1000:>9.1f}{percentile(lat, 95) * 1000:>9.1f}{max(lat, default=0.0) * 1000:>9.1f}"
     )
 
@@ -265,23 +390,25 @@ async def measure(args: argparse.Namespace, url: str, backend: Backend, database
                 if api.failures:
                     lines.append(f"API failures: {len(api.failures)}, first: {api.failures[0]}")
 
-            stored = await mongo[database]["quotations"].estimated_document_count()
-            lines += [
-                "",
-                f"GET /v1/quotations, {stored} stored (c=16, 20 per page)",
-                *await list_rows(client, reps, args.rounds),
-            ]
+            if args.others:
+                lines += await other_writes(client, reps, args.others)
+            collections = [("quotations", "/v1/quotations", "Q")]
+            if args.others:
+                collections += [("contracts", "/v1/contracts", "C"), ("tickets", "/v1/tickets", "T")]
+            for name, path, _ in collections:
+                stored = await mongo[database][name].estimated_document_count()
+                lines += ["", f"GET {path}, {stored} stored (c=16, 20 per page)"]
+                lines += await list_rows(client, reps, args.rounds, path)
             if args.prefill:
-                batch = 5_000
-                for start in range(0, args.prefill, batch):
-                    docs = clones(template, min(batch, args.prefill - start), start, reps)
-                    await mongo[database]["quotations"].insert_many(docs, ordered=False)
-                stored = await mongo[database]["quotations"].estimated_document_count()
-                lines += [
-                    "",
-                    f"GET /v1/quotations, {stored} stored (c=16, 20 per page)",
-                    *await list_rows(client, reps, args.rounds),
-                ]
+                for name, path, prefix in collections:
+                    kept = await mongo[database][name].find_one({}, sort=[("_id", 1)])
+                    assert kept is not None
+                    for start in range(0, args.prefill, 5_000):
+                        docs = clones(kept, min(5_000, args.prefill - start), start, reps, prefix)
+                        await mongo[database][name].insert_many(docs, ordered=False)
+                    stored = await mongo[database][name].estimated_document_count()
+                    lines += ["", f"GET {path}, {stored} stored (c=16, 20 per page)"]
+                    lines += await list_rows(client, reps, args.rounds, path)
     finally:
         await mongo.close()
     return "\n".join(lines)
@@ -296,6 +423,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=50, help="creates before measuring (excluded)")
     parser.add_argument("--prefill", type=int, default=50_000, help="quotations cloned in before the second lists")
     parser.add_argument("--rounds", type=int, default=8, help="rounds of 16 concurrent readers per list figure")
+    parser.add_argument("--others", type=int, default=300, help="contracts, payments and tickets each (0: none)")
     return parser.parse_args(argv)
 
 
