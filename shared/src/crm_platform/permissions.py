@@ -115,6 +115,11 @@ class Permission(StrEnum):
     tickets_view = "tickets:view"  # tickets, their replies, SLA and return visits
     tickets_manage = "tickets:manage"  # open, reply, resolve, reopen, return visits, close
     tickets_assign = "tickets:assign"  # give a ticket to someone
+    # sales: contracts (合同) and receivables (回款), owned like opportunities (owner, contracts scope)
+    contracts_view = "contracts:view"  # contracts, their plans, payments and invoices
+    contracts_manage = "contracts:manage"  # draft, change, submit, sign, execute; plans, payments, invoices
+    contracts_approve = "contracts:approve"  # approve or reject a contract's approval level (not one's own)
+    contracts_approve_major = "contracts:approve_major"  # the level of the bands above the major amount
 
 
 PUBLIC: Final = "public"
@@ -163,6 +168,8 @@ _EVERYONE_HUMAN: frozenset[Permission] = frozenset(
         P.quotations_manage,
         P.tickets_view,
         P.tickets_manage,
+        P.contracts_view,
+        P.contracts_manage,
     }
 )
 _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
@@ -182,6 +189,7 @@ _MANAGER: frozenset[Permission] = _EVERYONE_HUMAN | {
     P.products_manage,
     P.quotations_approve,
     P.tickets_assign,
+    P.contracts_approve,
 }
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -210,6 +218,7 @@ SCOPE_MODULES: tuple[str, ...] = (
     "users",
     "leads",
     "tickets",
+    "contracts",
 )
 
 
@@ -555,6 +564,22 @@ ROUTES: Mapping[str, Mapping[str, Rule]] = {
         "POST /v1/tickets/{ticket_id}/reopen": P.tickets_manage,
         "POST /v1/tickets/{ticket_id}/return-visits": P.tickets_manage,
         "POST /v1/tickets/{ticket_id}/close": P.tickets_manage,
+        "POST /v1/contracts": P.contracts_manage,
+        "GET /v1/contracts": P.contracts_view,
+        "GET /v1/contracts/{contract_id}": P.contracts_view,
+        "PATCH /v1/contracts/{contract_id}": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/submit": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/approve": P.contracts_approve,
+        "POST /v1/contracts/{contract_id}/reject": P.contracts_approve,
+        "POST /v1/contracts/{contract_id}/sign": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/start": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/complete": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/terminate": P.contracts_manage,
+        "PUT /v1/contracts/{contract_id}/plan": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/payments": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/refunds": P.contracts_manage,
+        "POST /v1/contracts/{contract_id}/invoices": P.contracts_manage,
+        "GET /v1/contracts/{contract_id}/invoices": P.contracts_view,
     },
 }
 

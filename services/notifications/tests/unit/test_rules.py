@@ -43,6 +43,11 @@ PARAMS = {
     "number": "Q-2026-000001",
     "owner_name": "O",
     "total": "1 CNY",
+    "contract_number": "C-2026-000001",
+    "instalment_no": "2",
+    "due_on": "2026-12-01",
+    "days_overdue": "3",
+    "outstanding": "60.00 CNY",
     **feedback_kind_params("complaint"),
     "ticket_number": "T-2026-000001",
     "subject": "S",
@@ -87,10 +92,22 @@ def test_actor_is_not_told_about_their_own_action() -> None:
 def test_big_deals_and_the_managers_above() -> None:
     now = datetime.now(UTC)
     o = pipeline.OpportunitySnapshot(
-        opportunity_id="o1", name="O", customer_id="c", amount="1000000.00", currency="CNY", probability=100,
-        pipeline_id="p", stage_id="s", stage_name="s", stage_kind="won", stage_entered_at=now, status="won",
-        owner_id="rep", created_at=now, updated_at=now,
-    )  # fmt: skip
+        opportunity_id="o1",
+        name="O",
+        customer_id="c",
+        amount="1000000.00",
+        currency="CNY",
+        probability=100,
+        pipeline_id="p",
+        stage_id="s",
+        stage_name="s",
+        stage_kind="won",
+        stage_entered_at=now,
+        status="won",
+        owner_id="rep",
+        created_at=now,
+        updated_at=now,
+    )
     assert planning.is_big_deal(o, Decimal("1000000"))
     assert not planning.is_big_deal(o, Decimal("1000000.01"))
     assert not planning.is_big_deal(o.model_copy(update={"amount": None}), Decimal("0"))
@@ -337,3 +354,37 @@ def test_quotation_approvers_hold_the_permission_over_the_department_and_are_not
     assert [i.recipient_id for i in quotations.submitted(q, "O", people)] == ["boss"]
     [told] = quotations.decided(q, False, "A", None)
     assert told.recipient_id == "owner" and told.params["comment"] == "-"
+
+
+def test_an_overdue_instalment_is_told_to_the_contracts_owner_unless_it_is_closed() -> None:
+    from datetime import date
+
+    from crm_platform.contracts import sales
+
+    snapshot = sales.ContractSnapshot(
+        contract_id="c1",
+        number="C-2026-000001",
+        customer_id="k1",
+        owner_id="u1",
+        amount="10.00",
+        currency="CNY",
+        status="signed",
+        version=3,
+    )
+    state = sales.InstalmentState(
+        instalment_id="i1",
+        due_date=date(2026, 12, 1),
+        amount="10.00",
+        paid="0.00",
+        outstanding="10.00",
+        status="unpaid",
+    )
+    data = sales.ContractInstalmentOverdue(
+        contract=snapshot, owner_id="u1", instalment=state, instalment_no=1, days_overdue=2
+    )
+    [intent] = planning.contract_instalment_overdue(data, 1)
+    assert (intent.recipient_id, intent.kind, intent.link) == ("u1", Kind.contract_instalment_overdue, "/contracts/c1")
+    assert intent.params["outstanding"] == "10.00 CNY" and intent.params["customer_name"] == "k1"
+    closed = data.model_copy(update={"contract": snapshot.model_copy(update={"status": "terminated"})})
+    assert planning.contract_instalment_overdue(closed, 1) == []
+    assert DEFAULT_EMAIL[Kind.contract_instalment_overdue] is True

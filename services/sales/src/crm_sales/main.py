@@ -7,17 +7,24 @@ from fastapi import FastAPI
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as customer_events
 from crm_platform.contracts import interactions as interaction_events
+from crm_platform.contracts import pipeline as pipeline_events
 from crm_platform.contracts import sales as _sales_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.service import Periodic, ServiceKit
+from crm_sales.adapters.contracts import ContractRepository
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.adapters.tickets import TicketRepository
+from crm_sales.application.contracts import Contracts
 from crm_sales.application.customer_events import CustomerReactions
+from crm_sales.application.overdue import OverdueScheduler
 from crm_sales.application.price_lists import PriceLists
 from crm_sales.application.products import Products
 from crm_sales.application.quotations import Quotations
+from crm_sales.application.receivables import Receivables
 from crm_sales.application.tickets import Tickets
+from crm_sales.entrypoints import contracts as contracts_http
 from crm_sales.entrypoints import price_lists as price_lists_http
 from crm_sales.entrypoints import products as products_http
 from crm_sales.entrypoints import quotation_list as quotation_list_http
@@ -31,7 +38,8 @@ as decimal strings quantized to the currency's minor unit; the price that applie
 currency, a tier and a day. Every change is published on `crm.sales.v1`: see /asyncapi.
 Quotations (报价单): numbered per year without gaps, revisions, approval of discounts above a threshold,
 sending and the customer's answer, a PDF. Service tickets (工单): SLA targets per priority, escalation,
-return visits, closed loop. Contracts, payment plans and payments are not built yet."""
+return visits, closed loop. Contracts (合同): numbered per year, approval by amount bands,
+signing and execution; their payment plans and payments received (回款)."""
 
 
 def create_app(settings: SalesSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -62,6 +70,7 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
 
     kit.on_startup(setup)
     tickets = add_tickets(kit, settings, quotation_repo, customers)
+    contracts, overdue = add_contracts(kit, settings, quotation_repo, customers)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
     app = kit.build_app(
@@ -71,6 +80,7 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
             quotations_http.router,
             quotation_list_http.router,
             *tickets_http.ROUTERS,
+            *contracts_http.routers(),
         ]
     )
     app.state.quotations = quotations
@@ -79,6 +89,9 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     app.state.repo = repo
     app.state.tickets = tickets
     app.state.ticket_scheduler = tickets.scheduler  # one pass on demand (tests)
+    app.state.contracts = contracts
+    app.state.receivables = Receivables(contracts)
+    app.state.overdue_scheduler = overdue  # one pass on demand (tests)
     return app
 
 
@@ -111,3 +124,35 @@ def add_tickets(
 
     kit.on_startup(setup)
     return tickets
+
+
+def add_contracts(
+    kit: ServiceKit, settings: SalesSettings, quotation_repo: QuotationRepository, customers: CustomerReadModel
+) -> tuple[Contracts, OverdueScheduler]:
+    """Contracts and receivables: their collection, and a read copy of the pipeline's opportunities
+    (a contract follows a won one), fed by crm.pipeline.v1 in a group of its own."""
+    contract_repo = ContractRepository(kit.db, kit.clock, kit.wake_relay)
+    kit.outbox(contract_repo.contracts)
+    opportunities = kit.read_copy(OpportunityReadModel(contract_repo.opportunities))
+    kit.consume([pipeline_events.TOPIC], opportunities.handlers(), group_suffix=".opportunities")
+    entity = settings.sales_contract_entity or settings.sales_organisation_name
+    contracts = Contracts(
+        contract_repo,
+        quotation_repo,
+        customers,
+        opportunities,
+        kit.clock,
+        kit.source,
+        settings.contract_bands(),
+        entity,
+    )
+
+    async def setup(_: ServiceKit) -> None:
+        await contract_repo.ensure_indexes()
+        await opportunities.ensure_indexes()
+
+    kit.on_startup(setup)
+    overdue = OverdueScheduler(contract_repo, kit.clock, contracts.event)
+    if settings.sales_overdue_scheduler_enabled:
+        kit.background(Periodic("contract-overdue", overdue.tick, settings.sales_overdue_poll_seconds))
+    return contracts, overdue

@@ -312,3 +312,171 @@ TICKET_RETURN_VISITED = define(
     description="A return visit (回访) after resolution recorded the customer's satisfaction.",
 )
 TICKET_CLOSED = define("crm.ticket.closed", TicketClosed, TOPIC, description="The ticket was closed (final).")
+# --- contracts (合同) and receivables (回款) ---------------------------------------------------------
+# Keyed by the contract id; every event carries the contract as it is after the change
+# (:class:`ContractSnapshot`), so reporting can keep a read copy by ``aggregateversion``. Money:
+# decimal strings in the contract's currency.
+
+
+class ContractSnapshot(BaseModel):
+    contract_id: str
+    number: str = Field(description="Per organisation and year, without gaps.", examples=["C-2026-000123"])
+    title: str | None = None
+    customer_id: str
+    opportunity_id: str | None = None
+    quotation_id: str | None = None
+    owner_id: str
+    department: str | None = Field(default=None, description="The owner's department id when it was drafted.")
+    department_path: str | None = None
+    amount: str = Field(description="Decimal string, e.g. '125000.00'.", examples=["125000.00"])
+    currency: str
+    status: str = Field(
+        description="draft, under_approval, signed, executing, completed or terminated.", examples=["signed"]
+    )
+    start_date: date | None = None
+    end_date: date | None = None
+    signed_on: date | None = None
+    received: str | None = Field(default=None, description="Money received net of refunds (decimal string).")
+    outstanding: str | None = Field(default=None, description="amount - received, never below 0.")
+    credit: str | None = Field(default=None, description="Received beyond the whole plan: kept, not lost.")
+    version: int = Field(description="The contract's version after the change (its ETag).")
+
+
+class ContractChanged(BaseModel):
+    contract: ContractSnapshot
+    changes: list[FieldChange] = Field(default_factory=list)
+
+
+class ContractDecided(BaseModel):
+    contract: ContractSnapshot
+    comment: str | None = Field(default=None, description="The approver's words or the termination's reason.")
+    level: int | None = Field(default=None, description="The approval level decided (1, 2, ...), for approvals.")
+    permission: str | None = Field(default=None, description="The permission that level needs.")
+
+
+class InstalmentState(BaseModel):
+    instalment_id: str
+    due_date: date
+    amount: str
+    note: str | None = None
+    paid: str = Field(description="Received on it net of refunds.")
+    outstanding: str
+    status: str = Field(description="unpaid, partially_paid or paid.")
+
+
+class ContractPlanSet(BaseModel):
+    contract: ContractSnapshot
+    instalments: list[InstalmentState]
+
+
+class Allocation(BaseModel):
+    instalment_id: str | None = Field(description="null: the part kept as the contract's credit.")
+    amount: str
+
+
+class ContractPayment(BaseModel):
+    contract_id: str
+    payment_id: str
+    refund_id: str | None = Field(default=None, description="The refund, for payment_refunded.")
+    owner_id: str
+    department: str | None = None
+    department_path: str | None = None
+    customer_id: str
+    amount: str = Field(description="The payment's (or the refund's) amount, above 0.")
+    currency: str
+    received_on: date = Field(description="The day the money came in (for a refund: the payment's day).")
+    method: str | None = None
+    reference: str | None = None
+    reason: str | None = Field(default=None, description="Why the money went back, for a refund.")
+    allocation: list[Allocation] = Field(description="Where the money went (a refund: where it was taken from).")
+    contract: ContractSnapshot
+
+
+CONTRACT_CREATED = define("crm.contract.created", ContractChanged, TOPIC, description="A contract was drafted.")
+CONTRACT_UPDATED = define(
+    "crm.contract.updated", ContractChanged, TOPIC, description="A draft contract's fields changed."
+)
+CONTRACT_SUBMITTED = define(
+    "crm.contract.submitted", ContractDecided, TOPIC, description="A contract was submitted for approval."
+)
+CONTRACT_APPROVED = define(
+    "crm.contract.approved",
+    ContractDecided,
+    TOPIC,
+    description="One approval level of the contract was approved (level, permission).",
+)
+CONTRACT_REJECTED = define(
+    "crm.contract.rejected", ContractDecided, TOPIC, description="The contract was rejected: back to draft."
+)
+CONTRACT_SIGNED = define("crm.contract.signed", ContractDecided, TOPIC, description="The contract was signed.")
+CONTRACT_STARTED = define(
+    "crm.contract.started", ContractDecided, TOPIC, description="The contract's execution started."
+)
+CONTRACT_COMPLETED = define(
+    "crm.contract.completed", ContractDecided, TOPIC, description="The contract was completed (final)."
+)
+CONTRACT_TERMINATED = define(
+    "crm.contract.terminated", ContractDecided, TOPIC, description="The contract was terminated (reason; final)."
+)
+CONTRACT_PLAN_SET = define(
+    "crm.contract.plan_set",
+    ContractPlanSet,
+    TOPIC,
+    description="The contract's payment plan (回款计划) was set: every instalment with what it received.",
+)
+CONTRACT_PAYMENT_RECEIVED = define(
+    "crm.contract.payment_received",
+    ContractPayment,
+    TOPIC,
+    description="A payment (回款) was received and allocated to instalments (the rest kept as credit).",
+)
+CONTRACT_PAYMENT_REFUNDED = define(
+    "crm.contract.payment_refunded",
+    ContractPayment,
+    TOPIC,
+    description="Part or all of a payment was refunded (taken back from credit first, then instalments).",
+)
+
+
+class ContractInstalmentOverdue(BaseModel):
+    contract: ContractSnapshot
+    owner_id: str = Field(description="Who is reminded (the contract's owner).")
+    customer_name: str | None = None
+    instalment: InstalmentState
+    instalment_no: int = Field(description="Its position in the plan: 1 for the first instalment.")
+    days_overdue: int = Field(description="Whole days since the due date (1 the day after it).")
+
+
+CONTRACT_INSTALMENT_OVERDUE = define(
+    "crm.contract.instalment_overdue",
+    ContractInstalmentOverdue,
+    TOPIC,
+    description="An instalment of the payment plan is past its due date and not fully paid (published once).",
+)
+
+
+class InvoiceSnapshot(BaseModel):
+    invoice_id: str
+    number: str = Field(description="Per organisation and year, without gaps.", examples=["INV-2026-000123"])
+    payment_id: str
+    amount: str = Field(description="Tax included (价税合计), decimal string in the contract's currency.")
+    tax_rate: str = Field(description="Decimal percent, e.g. '13'.", examples=["13"])
+    net: str = Field(description="amount / (1 + tax_rate/100), quantized to the currency.")
+    tax: str = Field(description="amount - net.")
+    currency: str
+    title: str = Field(description="The buyer's name on the invoice (发票抬头).")
+    buyer_tax_id: str | None = None
+    issued_at: datetime
+
+
+class ContractInvoiceIssued(BaseModel):
+    contract: ContractSnapshot
+    invoice: InvoiceSnapshot
+
+
+CONTRACT_INVOICE_ISSUED = define(
+    "crm.contract.invoice_issued",
+    ContractInvoiceIssued,
+    TOPIC,
+    description="An invoice was issued for (part of) a payment received.",
+)

@@ -148,6 +148,8 @@ ADDED_AFTER_FIRST_SEED: frozenset[str] = frozenset(
         *(p.value for p in Permission if p.value.startswith("quotations:")),
         # Service tickets (sales), later still.
         *(p.value for p in Permission if p.value.startswith("tickets:")),
+        # Contracts and receivables (sales), later still.
+        *(p.value for p in Permission if p.value.startswith("contracts:")),
     }
 )
 

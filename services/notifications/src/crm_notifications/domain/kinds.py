@@ -25,6 +25,7 @@ class Kind(StrEnum):
     quotation_approval_requested = "quotation_approval_requested"
     quotation_approved = "quotation_approved"
     quotation_rejected = "quotation_rejected"
+    contract_instalment_overdue = "contract_instalment_overdue"
 
 
 # Email by default only where missing the message costs something: a customer about to be
@@ -54,6 +55,8 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     Kind.quotation_approval_requested: False,
     Kind.quotation_approved: False,
     Kind.quotation_rejected: False,
+    # Contracts: money that is late costs something, so the owner gets it by email too.
+    Kind.contract_instalment_overdue: True,
 }
 
 

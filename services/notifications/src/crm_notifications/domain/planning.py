@@ -73,6 +73,22 @@ def _task(task: interactions.TaskSnapshot, kind: Kind) -> list[Intent]:
     ]
 
 
+def contract_instalment_overdue(data: sales.ContractInstalmentOverdue, instalment_no: int) -> list[Intent]:
+    """The contract's owner is reminded of an instalment past due (once: the sales service publishes it once)."""
+    c = data.contract
+    if c.status in ("completed", "terminated"):
+        return []
+    params = {
+        "contract_number": c.number,
+        "customer_name": data.customer_name or c.customer_id,
+        "instalment_no": str(instalment_no),
+        "due_on": data.instalment.due_date.isoformat(),
+        "days_overdue": str(data.days_overdue),
+        "outstanding": money(data.instalment.outstanding, c.currency),
+    }
+    return [Intent(data.owner_id, Kind.contract_instalment_overdue, f"/contracts/{c.contract_id}", params)]
+
+
 def customer_owner_changed(data: customers.OwnerChanged, actor: str | None) -> list[Intent]:
     if not _others(data.owner_id, actor) or data.owner_id is None:
         return []

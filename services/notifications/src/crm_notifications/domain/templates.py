@@ -16,6 +16,18 @@ from crm_notifications.domain.kinds import Kind
 LANGUAGES = ("zh-CN", "en")
 
 _T: dict[Kind, dict[str, tuple[str, str]]] = {
+    Kind.contract_instalment_overdue: {
+        "zh-CN": (
+            "回款逾期：$contract_number",
+            "合同 $contract_number（客户「$customer_name」）的回款计划第 $instalment_no 期应于 $due_on 回款，"
+            "已逾期 $days_overdue 天，尚欠 $outstanding。",
+        ),
+        "en": (
+            "Payment overdue: $contract_number",
+            'Instalment $instalment_no of contract $contract_number (customer "$customer_name") was due on '
+            "$due_on and is $days_overdue day(s) overdue: $outstanding outstanding.",
+        ),
+    },
     Kind.task_reminder: {
         "zh-CN": ("待办提醒：$task_title", "您的待办「$task_title」将于 $due_at 到期。"),
         "en": ("Reminder: $task_title", 'Your task "$task_title" is due at $due_at.'),

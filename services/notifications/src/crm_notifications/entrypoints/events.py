@@ -15,6 +15,7 @@ from crm_notifications.application.deliveries import Fanout
 from crm_notifications.application.inbox import Inbox
 from crm_notifications.domain import planning
 from crm_notifications.domain.planning import Intent
+from crm_notifications.entrypoints.contracts import contract_planners
 from crm_notifications.entrypoints.leads import lead_planners
 from crm_notifications.entrypoints.quotations import quotation_planners
 from crm_platform.catalogue import event_types, load_contracts
@@ -130,6 +131,7 @@ def inbox_handlers(
     if conversions is not None:
         planners.update(lead_planners(conversions))
     planners.update(quotation_planners(directory, roles))
+    planners.update(contract_planners())
 
     def handler(plan: Planner) -> Handler:
         async def handle(envelope: EventEnvelope) -> None:
