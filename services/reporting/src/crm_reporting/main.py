@@ -20,7 +20,7 @@ from crm_reporting.application.lag import LagTracker, readiness_probe
 from crm_reporting.application.projection import TOPICS, Projection
 from crm_reporting.application.rebuild import RebuildResult
 from crm_reporting.application.reports import Reports
-from crm_reporting.entrypoints import http, leadreports
+from crm_reporting.entrypoints import http, leadreports, salesreports
 from crm_reporting.settings import ReportingSettings
 
 log = structlog.get_logger(__name__)
@@ -58,7 +58,7 @@ def create_app(
     # The projection's own consumers: not the role definitions' group every service has.
     projection_consumer = kit.consume(TOPICS, {**projection.handlers(), **definitions.handlers()})
     kit.readiness("projection_lag", readiness_probe(lag, lambda: [projection_consumer], settings.ready_max_lag_seconds))
-    app = kit.build_app([http.router, leadreports.router, http.admin])
+    app = kit.build_app([http.router, leadreports.router, salesreports.router, http.admin])
     app.state.settings = settings
     app.state.generations = generations
     app.state.lag = lag
