@@ -18,6 +18,7 @@ Collections of the generation (see ``adapters/readmodels.py``):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -130,7 +131,10 @@ async def _instalments(models: ReadModels, contract: Document) -> None:
             "live": 1 if contract["status"] in LIVE else 0,
         }
         await collection.replace_one({"_id": i["id"]}, {"_id": i["id"], **doc}, upsert=True)
-    await collection.delete_many({"contract_id": contract["_id"], "_id": {"$nin": ids}})
+    # Instalments a new plan dropped (looked up by the indexed contract id, removed by _id).
+    async for old in collection.find({"contract_id": contract["_id"]}, {"_id": 1}):
+        if old["_id"] not in ids:
+            await collection.delete_one({"_id": old["_id"]})
 
 
 async def _payment(models: ReadModels, envelope: EventEnvelope, p: sev.ContractPayment) -> None:
@@ -226,9 +230,26 @@ def ticket_state(t: sev.TicketSnapshot) -> Document:
 # --- the reports ------------------------------------------------------------------------------------
 
 
-def visible(principal: Principal, module: str, *more: Document) -> Document:
-    """The caller's data scope in the sales service's module, as a filter (owner and department path)."""
-    return all_of(principal.mongo_visibility("owner_id", "department_path", module=module), *more)
+def _query(principal: Principal, module: str, *more: Document) -> Document:
+    """The report's index condition, plus the owner for a scope of own. The rest of the caller's scope
+    is checked per document (:func:`_visible`): a manager's "own or department" is an $or, which the
+    embedded store cannot serve from an index next to the range."""
+    clauses = list(more)
+    if not principal.reaches_beyond_own(module):
+        clauses.append({"owner_id": principal.user_id})
+    return all_of(*clauses)
+
+
+def _visible(principal: Principal, module: str, doc: Document) -> bool:
+    return principal.can_see_owned(doc.get("owner_id") or None, doc.get("department_path") or None, module=module)
+
+
+async def _find(
+    models: ReadModels, name: str, principal: Principal, module: str, *more: Document
+) -> AsyncIterator[Document]:
+    async for doc in models.collection(name).find(_query(principal, module, *more)):
+        if _visible(principal, module, doc):
+            yield doc
 
 
 def _group() -> Document:
@@ -243,8 +264,7 @@ async def ageing_report(models: ReadModels, principal: Principal, as_of: date, c
     reps: dict[str, Document] = defaultdict(_group)
     depts: dict[str, Document] = defaultdict(_group)
     total = _group()
-    query = visible(principal, CONTRACTS, {"open": 1}, {"currency": currency})
-    async for i in models.collection("sales_instalments").find(query):
+    async for i in _find(models, "sales_instalments", principal, CONTRACTS, {"open": 1}, {"currency": currency}):
         where = bucket(key_day(int(i["due_day"])), as_of)
         amount = dec(i["outstanding"])
         for g in (reps[i["owner_id"] or NONE], depts[i["department_path"] or NONE], total):
@@ -283,14 +303,15 @@ async def collection_report(
     depts: dict[str, Document] = defaultdict(_collection_group)
     total = _collection_group()
     days = {"$gte": day_key(start), "$lte": day_key(end)}
-    query = visible(principal, CONTRACTS, {"due_day": days}, {"currency": currency}, {"live": 1})
-    async for i in models.collection("sales_instalments").find(query):
+    wanted = ({"due_day": days}, {"currency": currency}, {"live": 1})
+    async for i in _find(models, "sales_instalments", principal, CONTRACTS, *wanted):
         amount, paid = dec(i["amount"]), min(dec(i["paid"]), dec(i["amount"]))
         for g in (reps[i["owner_id"] or NONE], depts[i["department_path"] or NONE], total):
             g["due"] += amount
             g["collected"] += paid
-    query = visible(principal, CONTRACTS, {"received_day": days}, {"currency": currency})
-    async for p in models.collection("sales_payments").find(query):
+    async for p in _find(
+        models, "sales_payments", principal, CONTRACTS, {"received_day": days}, {"currency": currency}
+    ):
         net = dec(p["amount"]) - sum((dec(v) for v in (p.get("refunds") or {}).values()), Decimal(0))
         for g in (reps[p["owner_id"] or NONE], depts[p["department_path"] or NONE], total):
             g["received"] += net
@@ -311,10 +332,8 @@ async def target_report(
     against the targets of the period (``crm.target.set``, rep or department, in that currency)."""
     signed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     paths: dict[str, str] = {}
-    query = visible(
-        principal, CONTRACTS, {"signed_day": {"$gte": day_key(start), "$lt": day_key(end)}}, {"currency": currency}
-    )
-    async for c in models.collection("sales_contracts").find(query, {"instalments": 0}):
+    signed_days = {"signed_day": {"$gte": day_key(start), "$lt": day_key(end)}}
+    async for c in _find(models, "sales_contracts", principal, CONTRACTS, signed_days, {"currency": currency}):
         if c["status"] not in LIVE:
             continue
         signed[("rep", c["owner_id"])] += dec(c["amount"])
@@ -396,9 +415,8 @@ async def sla_report(models: ReadModels, principal: Principal, start_ms: int, en
     assignees: dict[str, Document] = defaultdict(_sla_group)
     by_assignee: dict[str, list[int]] = defaultdict(list)
     by_category: dict[str, list[int]] = defaultdict(list)
-    query = visible(principal, TICKETS, {"opened_ms": {"$gte": start_ms, "$lt": end_ms}})
     tickets = 0
-    async for t in models.collection("sales_tickets").find(query):
+    async for t in _find(models, "sales_tickets", principal, TICKETS, {"opened_ms": {"$gte": start_ms, "$lt": end_ms}}):
         tickets += 1
         for target in ("first_response", "resolution"):
             outcome = sla_outcome(t, target, now_ms)
@@ -437,8 +455,14 @@ async def ltv_page(
 ) -> tuple[list[Document], str | None]:
     """One keyset page of the currency's customers by lifetime value, highest first (``rank`` ascending)."""
     low = cursor if cursor is not None and cursor.startswith(f"{currency}|") else f"{currency}|"
-    query = visible(principal, CONTRACTS, {"rank": {"$gt": low, "$lt": f"{currency}|~"}})
-    docs = await models.collection("sales_ltv").find(query).sort("rank", 1).limit(limit + 1).to_list()
+    docs: list[Document] = []
+    while len(docs) <= limit:  # batches along the index until the page is full or the currency ends
+        query = _query(principal, CONTRACTS, {"rank": {"$gt": low, "$lt": f"{currency}|~"}})
+        batch = await models.collection("sales_ltv").find(query).sort("rank", 1).limit(limit + 1).to_list()
+        docs.extend(d for d in batch if _visible(principal, CONTRACTS, d))
+        if len(batch) <= limit:
+            break
+        low = str(batch[-1]["rank"])
     more = len(docs) > limit
     docs = docs[:limit]
     return [ltv_row(d) for d in docs], (str(docs[-1]["rank"]) if more and docs else None)
