@@ -25,8 +25,9 @@ from crm_reporting.settings import ReportingSettings
 
 log = structlog.get_logger(__name__)
 DESCRIPTION = """Reports and KPIs built only from the other services' events: sales funnel, forecast against
-targets, activity, customer distribution, the customer 360 timeline, data quality and adoption. JSON, or CSV
-with `?format=csv`. Publishes no events."""
+targets, activity, customer distribution, the customer 360 timeline, data quality and adoption; from
+`crm.sales.v1` receivables ageing and collection, contracts against target, ticket SLA and satisfaction,
+customer lifetime value. JSON, or CSV with `?format=csv`. Publishes no events."""
 
 
 def create_app(
