@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from crm_reporting.application.salesfigures import sla_outcome
+from crm_reporting.application.salesfigures import collected_by, sla_outcome
 from crm_reporting.domain.receivables import average, bucket, day_key, key_day, rate, value_rank
 
 AS_OF = date(2026, 12, 10)
@@ -52,3 +52,14 @@ def test_sla_outcome_per_target() -> None:
     assert sla_outcome({**doc, "breached": ["resolution"]}, "resolution", 50) == "breached"
     assert sla_outcome(doc, "resolution", 999) == "open_at_risk"
     assert sla_outcome(doc, "resolution", 1001) == "breached"  # past due, no event yet
+
+
+def test_collected_by_the_end_of_a_day() -> None:
+    i = {
+        "amount": "300.00",
+        "history": [[0, "20.00"], [20261105, "100.00"], [20261120, "250.00"], [20261120, "-30.00"]],
+    }
+    assert collected_by(i, 20261104) == Decimal("20.00")
+    assert collected_by(i, 20261105) == Decimal("120.00")
+    assert collected_by(i, 20261130) == Decimal("300.00")  # 340 received: never more than the amount
+    assert collected_by({"amount": "5", "history": [[1, "-9"]]}, 2) == Decimal(0)

@@ -75,15 +75,33 @@ async def _contract(models: ReadModels, envelope: EventEnvelope) -> None:
         instalments = list(prev.get("instalments") or []) if prev is not None else []
         if envelope.type == sev.CONTRACT_PLAN_SET.name:
             plan = sev.CONTRACT_PLAN_SET.parse(envelope).instalments
+            # What the plan says an instalment received has no day: day 0, before every period.
             instalments = [
-                {"id": i.instalment_id, "due_day": day_key(i.due_date), "amount": i.amount, "paid": i.paid}
+                {
+                    "id": i.instalment_id,
+                    "due_day": day_key(i.due_date),
+                    "amount": i.amount,
+                    "paid": i.paid,
+                    "history": [[0, i.paid]] if dec(i.paid) else [],
+                }
                 for i in plan
             ]
         elif payment is not None:
             sign = 1 if envelope.type == sev.CONTRACT_PAYMENT_RECEIVED.name else -1
-            moved = {a.instalment_id: dec(a.amount) for a in payment.allocation if a.instalment_id}
+            moved: dict[str, Decimal] = defaultdict(Decimal)
+            for a in payment.allocation:
+                if a.instalment_id:
+                    moved[a.instalment_id] += sign * dec(a.amount)
+            day = day_key(payment.received_on)  # a refund: the payment's day
             instalments = [
-                {**i, "paid": str(dec(i["paid"]) + sign * moved.get(i["id"], Decimal(0)))} for i in instalments
+                {
+                    **i,
+                    "paid": str(dec(i["paid"]) + moved[i["id"]]),
+                    "history": [*(i.get("history") or []), [day, str(moved[i["id"]])]],
+                }
+                if i["id"] in moved
+                else i
+                for i in instalments
             ]
         await apply_versioned(contracts, envelope, contract_state(c, instalments))
     stored = await contracts.find_one({"_id": c.contract_id})
@@ -126,6 +144,7 @@ async def _instalments(models: ReadModels, contract: Document) -> None:
             "due_day": i["due_day"],
             "amount": i["amount"],
             "paid": i["paid"],
+            "history": list(i.get("history") or []),
             "outstanding": str(outstanding),
             "open": 1 if outstanding > 0 and contract["status"] in LIVE else 0,
             "live": 1 if contract["status"] in LIVE else 0,
@@ -294,18 +313,25 @@ def _collection_row(key: str, name: str, g: Document) -> Document:
     }
 
 
+def collected_by(instalment: Document, day: int) -> Decimal:
+    """What an instalment had received (net of refunds) by the end of ``day``, at most its amount."""
+    got = sum((dec(v) for d, v in instalment.get("history") or [] if int(d) <= day), Decimal(0))
+    return max(Decimal(0), min(got, dec(instalment["amount"])))
+
+
 async def collection_report(
     models: ReadModels, principal: Principal, start: date, end: date, currency: str
 ) -> Document:
-    """Due in [start, end] (instalments of live contracts), collected against it so far, and every
-    payment received in the period net of its refunds."""
+    """Due in [start, end] (instalments of live contracts), collected against it by the end of the
+    period (payments and refunds by the payment's day), and every payment received in the period net
+    of its refunds."""
     reps: dict[str, Document] = defaultdict(_collection_group)
     depts: dict[str, Document] = defaultdict(_collection_group)
     total = _collection_group()
     days = {"$gte": day_key(start), "$lte": day_key(end)}
     wanted = ({"due_day": days}, {"currency": currency}, {"live": 1})
     async for i in _find(models, "sales_instalments", principal, CONTRACTS, *wanted):
-        amount, paid = dec(i["amount"]), min(dec(i["paid"]), dec(i["amount"]))
+        amount, paid = dec(i["amount"]), collected_by(i, day_key(end))
         for g in (reps[i["owner_id"] or NONE], depts[i["department_path"] or NONE], total):
             g["due"] += amount
             g["collected"] += paid
