@@ -20,13 +20,14 @@ from crm_reporting.application.lag import LagTracker, readiness_probe
 from crm_reporting.application.projection import TOPICS, Projection
 from crm_reporting.application.rebuild import RebuildResult
 from crm_reporting.application.reports import Reports
-from crm_reporting.entrypoints import http, leadreports
+from crm_reporting.entrypoints import http, leadreports, salesreports
 from crm_reporting.settings import ReportingSettings
 
 log = structlog.get_logger(__name__)
 DESCRIPTION = """Reports and KPIs built only from the other services' events: sales funnel, forecast against
-targets, activity, customer distribution, the customer 360 timeline, data quality and adoption. JSON, or CSV
-with `?format=csv`. Publishes no events."""
+targets, activity, customer distribution, the customer 360 timeline, data quality and adoption; from
+`crm.sales.v1` receivables ageing and collection, contracts against target, ticket SLA and satisfaction,
+customer lifetime value. JSON, or CSV with `?format=csv`. Publishes no events."""
 
 
 def create_app(
@@ -58,7 +59,7 @@ def create_app(
     # The projection's own consumers: not the role definitions' group every service has.
     projection_consumer = kit.consume(TOPICS, {**projection.handlers(), **definitions.handlers()})
     kit.readiness("projection_lag", readiness_probe(lag, lambda: [projection_consumer], settings.ready_max_lag_seconds))
-    app = kit.build_app([http.router, leadreports.router, http.admin])
+    app = kit.build_app([http.router, leadreports.router, salesreports.router, http.admin])
     app.state.settings = settings
     app.state.generations = generations
     app.state.lag = lag

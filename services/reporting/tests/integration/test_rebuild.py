@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from crm_platform.contracts import customers as cev
 from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import pipeline as pev
+from crm_platform.contracts import sales as sev
 from crm_platform.testing.event_feed import EventFeed, at, customer, opportunity, pipeline
 from crm_platform.testing.fixtures import auth, eventually, unique
 from crm_reporting.adapters.rebuild_lease import RebuildLease
@@ -49,6 +50,7 @@ async def test_rebuild_gives_the_same_figures(
                                  time_in_previous_stage_seconds=6 * 3600)  # fmt: skip
             data = pev.OpportunityWon(opportunity=won, move=move, reason="ok")
             sent.append(await feed.send(pev.OPPORTUNITY_WON, oid, data, at(day, "18:00"), rep))
+    sent.extend(await _sales(feed, reps[0], dept))
     await wait_applied(sent)
     admin = auth("boss", ["admin"], "/hq")
     first_customer = sent[4].subject
@@ -59,6 +61,11 @@ async def test_rebuild_gives_the_same_figures(
         f"/v1/reports/distribution?field=industry&department_path={dept}",
         f"/v1/reports/quality?period=2026-11&department_path={dept}",
         f"/v1/customers/{first_customer}/timeline",
+        "/v1/reports/receivables/ageing?currency=CNY&as_of=2026-12-10",
+        "/v1/reports/receivables/collection?currency=CNY&from=2026-10-01&to=2026-12-31",
+        "/v1/reports/contracts/target?currency=CNY&period=2026-Q4",
+        "/v1/reports/tickets/sla?from=2026-11-01&to=2026-11-30",
+        "/v1/reports/customers/lifetime-value?currency=CNY&limit=500",
     ]
 
     async def take() -> list[Any]:
@@ -71,6 +78,7 @@ async def test_rebuild_gives_the_same_figures(
 
     before = await take()
     assert before[0]["summary"]["won"] == 3  # n = 0, 4, 8
+    assert before[10]["rows"] and before[9]["tickets"] >= 1
     assert before[3]["customers"] == 12
     generation = (await client.get("/v1/admin/lag", headers=admin)).json()["generation"]
 
@@ -118,3 +126,46 @@ async def test_one_rebuild_at_a_time_on_every_replica(reporting_app: FastAPI, cl
     finally:
         await taken.release()
     assert await RebuildLease.running(db) is None
+
+
+async def _sales(feed: EventFeed, rep: str, dept: str) -> list[Any]:
+    """A contract with a plan, a payment and a refund, and a ticket: the sales reports are rebuilt too."""
+    cid, customer_id, tid = unique("con"), unique("c"), unique("t")
+    c = sev.ContractSnapshot(
+        contract_id=cid, number="C-2026-000009", customer_id=customer_id, owner_id=rep, department="d",
+        department_path=dept, amount="900.00", currency="CNY", status="signed", signed_on=date(2026, 11, 3), version=0,
+    )  # fmt: skip
+    plan = [
+        sev.InstalmentState(
+            instalment_id=f"{cid}-{n}",
+            due_date=date(2026, 10 + n, 1),
+            amount="300.00",
+            paid="0.00",
+            outstanding="300.00",
+            status="unpaid",
+        )
+        for n in range(3)
+    ]
+
+    def pay(amount: str, instalment: str, refund_id: str | None = None) -> sev.ContractPayment:
+        return sev.ContractPayment(
+            contract_id=cid, payment_id=f"{cid}-p", refund_id=refund_id, owner_id=rep, department_path=dept,
+            customer_id=customer_id, amount=amount, currency="CNY", received_on=date(2026, 11, 4),
+            allocation=[sev.Allocation(instalment_id=instalment, amount=amount)], contract=c,
+        )  # fmt: skip
+
+    t = sev.TicketSnapshot(
+        ticket_id=tid, number="T-2026-000009", customer_id=customer_id, source="agent", category="fault",
+        priority="high", subject="S", status="resolved", owner_id=rep, opened_by=rep, department_path=dept,
+        opened_at=at("2026-11-05"), first_response_due_at=at("2026-11-05", "13:00"),
+        resolution_due_at=at("2026-11-05", "20:00"), first_responded_at=at("2026-11-05", "12:30"),
+        resolved_at=at("2026-11-05", "16:00"), satisfaction=4, version=0,
+    )  # fmt: skip
+    when = at("2026-11-04")
+    return [
+        await feed.send(sev.CONTRACT_SIGNED, cid, sev.ContractDecided(contract=c), when, rep),
+        await feed.send(sev.CONTRACT_PLAN_SET, cid, sev.ContractPlanSet(contract=c, instalments=plan), when, rep),
+        await feed.send(sev.CONTRACT_PAYMENT_RECEIVED, cid, pay("300.00", f"{cid}-0"), when, rep),
+        await feed.send(sev.CONTRACT_PAYMENT_REFUNDED, cid, pay("100.00", f"{cid}-0", f"{cid}-r"), when, rep),
+        await feed.send(sev.TICKET_RESOLVED, tid, sev.TicketChanged(ticket=t), at("2026-11-05", "16:00"), rep),
+    ]

@@ -66,6 +66,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     "leads": [_index("created_ms")],
     "campaigns": [],
     "lead_opps": [_index("lead_id")],
+    # Contracts, receivables and tickets (application/salesfigures.py).
+    "sales_contracts": [_index("signed_day")],
+    "sales_instalments": [_index(f) for f in ("contract_id", "open", "due_day")],
+    "sales_payments": [_index("received_day")],
+    "sales_ltv": [_index("rank")],
+    "sales_tickets": [_index("opened_ms")],
 }
 
 

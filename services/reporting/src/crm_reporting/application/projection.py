@@ -26,6 +26,7 @@ from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import leads as lev
 from crm_platform.contracts import pipeline as pev
 from crm_platform.contracts import pool as poolev
+from crm_platform.contracts import sales as sev
 from crm_platform.customfield_store import DefinitionCopy
 from crm_platform.events import EventEnvelope, registry
 from crm_reporting.adapters.readmodels import Generations, ReadModels
@@ -42,10 +43,13 @@ from crm_reporting.application.contributions import (
 )
 from crm_reporting.application.lag import LagTracker
 from crm_reporting.application.leadfigures import apply_lead_event, apply_opportunity
+from crm_reporting.application.salesfigures import apply_sales_event
 from crm_reporting.domain.summaries import summarize
 
 Document = dict[str, Any]
-TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC, lev.TOPIC]
+TOPICS = [cev.TOPIC, pev.TOPIC, iev.TOPIC, poolev.TOPIC, dev.TOPIC, lev.TOPIC, sev.TOPIC]
+#: crm.sales.v1: contracts and tickets feed the sales reports; the catalogue and quotations nothing yet.
+SALES_TYPES = frozenset(e.name for e in registry.for_topic(sev.TOPIC))
 POOL_TYPES = (poolev.RECYCLE_WARNING.name, poolev.RELEASE_DECIDED.name)
 CONTACT_TYPES = (cev.CUSTOMER_CREATED.name, cev.CONTACT_ADDED.name, cev.CONTACT_CHANGED.name)
 #: Each record's first event: its copy is almost never there yet (see write_with_rollups' likely_new).
@@ -187,6 +191,9 @@ class Projection:
             return  # answers to a conversion that wrote nothing (and carry no snapshot)
         if t.startswith(("crm.lead.", "crm.campaign.")):
             await apply_lead_event(models, envelope)  # leads and campaigns: application/leadfigures.py
+            return
+        if t in SALES_TYPES:
+            await apply_sales_event(models, envelope)  # contracts and tickets: application/salesfigures.py
             return
         if t.startswith("crm.opportunity.") and "opportunity" in envelope.data:
             await apply_opportunity(models, envelope)  # for the leads it came from
