@@ -50,9 +50,10 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     quotations = Quotations(
         quotation_repo, repo, customers, kit.clock, kit.source, settings.sales_discount_approval_percent
     )
-    # Merges move the quotations of the merged-away customer (application/customer_events.py):
+    tickets = add_tickets(kit, settings, quotation_repo, customers)
+    # Merges move the quotations and tickets of the merged-away customer (application/customer_events.py):
     # one follower per aggregate that names a customer.
-    CustomerReactions(customers, [quotations]).install()
+    CustomerReactions(customers, [quotations, tickets]).install()
     kit.consume([customer_events.TOPIC], customers.handlers())
 
     async def setup(_: ServiceKit) -> None:
@@ -61,7 +62,6 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
         await customers.ensure_indexes()
 
     kit.on_startup(setup)
-    tickets = add_tickets(kit, settings, quotation_repo, customers)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
     app = kit.build_app(

@@ -196,3 +196,26 @@ async def test_the_scheduler_and_the_complaints_consumer_are_index_lookups(
         assert await app.state.ticket_scheduler.tick() == 0
         await app.state.kit.relay.drain()
     assert_indexed(capture)
+
+
+async def test_a_customers_merge_and_deletion_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: dict[str, Any], traced_store: TracedStore
+) -> None:
+    """A merge finds the duplicate's tickets by ``idx_customer_id`` and moves each by ``_id``; a
+    ticket of a customer in the recycle bin still changes (one look-up of the ticket by ``_id``)."""
+    feed = CustomerFeed(KeepingProducer())  # type: ignore[arg-type]
+    survivor = await feed.created(owner_id=REP_ID, department_path="/hq/plans")
+    duplicate = await feed.created(owner_id=REP_ID, department_path="/hq/plans")
+    for envelope in feed.published:
+        await deliver(app, envelope)
+    made = [await post(client, "/v1/tickets", ticket(duplicate.id)) for _ in range(2)]
+    with traced_store.capture() as capture:
+        assert len(await app.state.tickets.ids_of_customer(duplicate.id)) == 2
+        for envelope in await feed.merged(survivor, duplicate):
+            assert await deliver(app, envelope) == 1
+        await app.state.kit.relay.drain()
+        await deliver(app, await feed.deleted(survivor))
+        await post(client, f"/v1/tickets/{made[0]['id']}/replies", {"body": "仍在处理"})
+    assert_indexed(capture)
+    got = await client.get(f"/v1/tickets/{made[1]['id']}", headers=REP)
+    assert got.json()["customer_id"] == survivor.id

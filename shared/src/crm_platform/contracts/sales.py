@@ -278,6 +278,11 @@ class TicketReplied(BaseModel):
     first: bool = Field(description="The first reply: it met or missed the first-response target.")
 
 
+class TicketUpdated(BaseModel):
+    ticket: TicketSnapshot
+    changes: list[FieldChange] = Field(default_factory=list, description="What changed, e.g. customer_id on a merge.")
+
+
 class TicketSla(BaseModel):
     ticket: TicketSnapshot
     target: str = Field(description="first_response or resolution.")
@@ -312,3 +317,9 @@ TICKET_RETURN_VISITED = define(
     description="A return visit (回访) after resolution recorded the customer's satisfaction.",
 )
 TICKET_CLOSED = define("crm.ticket.closed", TicketClosed, TOPIC, description="The ticket was closed (final).")
+TICKET_UPDATED = define(
+    "crm.ticket.updated",
+    TicketUpdated,
+    TOPIC,
+    description="A ticket's data changed without a status move: its customer was merged into another one.",
+)

@@ -56,6 +56,10 @@ class TicketRepository:
     async def get(self, ticket_id: str) -> Document | None:
         return await self.tickets.find_one({"_id": ticket_id}, projection={"outbox": 0})
 
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        """The tickets of one customer (``idx_customer_id``), for a merge."""
+        return [str(d["_id"]) async for d in self.tickets.find({"customer_id": customer_id}, projection={"_id": 1})]
+
     async def due(self, now: datetime, limit: int) -> list[str]:
         """Tickets with an escalation or a breach whose moment has come (an index range)."""
         cursor = (

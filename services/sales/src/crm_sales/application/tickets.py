@@ -42,6 +42,7 @@ Document = dict[str, Any]
 MODULE = "tickets"
 INSERT_ATTEMPTS = 5
 FROM_COMPLAINT = "system:tickets-from-complaints"
+SYSTEM_ACTOR = "system:sales"
 #: Ticket ids of complaints: the same feedback always gives the same ticket id.
 COMPLAINT_NAMESPACE = uuid.UUID("5b7c1f0e-4d4a-4f0e-9a57-7e1c3b2f9d10")
 LIST_PROJECTION = {"outbox": 0, "replies": 0}
@@ -319,3 +320,37 @@ class Tickets:
             ]
 
         return await self._change(principal, ticket_id, expected_version, apply)
+
+    # --- customers' merges (application/customer_events.py) ------------------------------------
+
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        return await self.repo.ids_of_customer(customer_id)
+
+    async def move_to_survivor(
+        self, record_id: str, duplicate_id: str, survivor_id: str, survivor: Document | None, cause: EventEnvelope
+    ) -> bool:
+        """One ticket of a merged-away customer now names the survivor, whatever its status (a
+        closed one too, so the survivor's history is whole): a new version and
+        ``crm.ticket.updated`` with the change. One already moved is left alone (a redelivered
+        merge writes nothing)."""
+        actor = cause.actor or SYSTEM_ACTOR
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc["customer_id"] != duplicate_id:
+                return Change(None)
+            changes = [ev.FieldChange(field="customer_id", old=duplicate_id, new=survivor_id)]
+            doc["customer_id"] = survivor_id
+            name = (survivor or {}).get("name")
+            if name and name != doc.get("customer_name"):
+                changes.append(ev.FieldChange(field="customer_name", old=doc.get("customer_name"), new=name))
+                doc["customer_name"] = name
+            rules.touch(doc, actor, now)
+            data = ev.TICKET_UPDATED.data_model(ticket=rules.snapshot(doc, version), changes=changes)
+            return Change(doc, [self.event(ev.TICKET_UPDATED, doc["_id"], data, version, actor, cause.traceparent)])
+
+        before = await self.repo.get(record_id)
+        if before is None:
+            return False
+        after = await self.repo.store.mutate(record_id, decide)
+        return after.get("version") != before.get("version")
