@@ -108,7 +108,14 @@ async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> dict[str, 
                 "department_path": f"/hq/other{i % 7}",
                 "customer_id": f"c-{i % 40}",
                 "breached": i % 3 == 0,
-                "s": {**base["s"], "opened_at": base["s"]["opened_at"] - i, "check_at": 10**15 + i, "id": row_id},
+                "s": {
+                    **base["s"],
+                    "opened_at": base["s"]["opened_at"] - i,
+                    "resolution_due_at": base["s"]["resolution_due_at"] + (i * 7919) % 97 * 60_000,
+                    "priority": i % 4,
+                    "check_at": 10**15 + i,
+                    "id": row_id,
+                },
             }
         )
     await db["tickets"].insert_many(rows)
@@ -149,19 +156,22 @@ async def test_every_list_shape_is_an_index_walk(
         "breached=true",
         "breached=false&priority=low",
         "status=resolved&priority=normal",
+        "status=open&breached=false",
+        "status=in_progress&assignee_id=someone-2",
     ]
     with traced_store.capture() as capture:
         for who in (REP, MANAGER, ADMIN):
-            for query in queries:
-                r = await client.get(f"/v1/tickets?limit=3&{query}", headers=who)
-                assert r.status_code == 200, r.text
-                cursor = r.json()["next_cursor"]
-                if cursor:
-                    r = await client.get(f"/v1/tickets?limit=3&{query}&cursor={cursor}", headers=who)
+            for sort in ("-opened_at", "resolution_due", "priority"):
+                for query in queries:
+                    r = await client.get(f"/v1/tickets?limit=3&sort={sort}&{query}", headers=who)
                     assert r.status_code == 200, r.text
-            r = await client.get(f"/v1/customers/{filled['customer']}/tickets?limit=2", headers=who)
-            assert r.status_code == 200, r.text
-    assert_indexed(capture)
+                    cursor = r.json()["next_cursor"]
+                    if cursor:
+                        r = await client.get(f"/v1/tickets?limit=3&sort={sort}&{query}&cursor={cursor}", headers=who)
+                        assert r.status_code == 200, r.text
+                r = await client.get(f"/v1/customers/{filled['customer']}/tickets?limit=2&sort={sort}", headers=who)
+                assert r.status_code == 200, r.text
+    assert_indexed(capture, unkeyed_sorts=True)
 
 
 async def test_the_scheduler_and_the_complaints_consumer_are_index_lookups(

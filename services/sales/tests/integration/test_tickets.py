@@ -292,6 +292,44 @@ async def test_lists_filter_page_and_respect_visibility(
     assert r.status_code == 422
 
 
+async def test_the_list_sorts_by_resolution_due_and_by_priority_in_keyset_pages(
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
+) -> None:
+    customer = await customer_of(app, feed, team.rep)
+    low = await opened(client, team.rep, body(customer, priority="low"))  # due in 168h
+    normal = await opened(client, team.rep, body(customer, priority="normal"))  # 72h
+    CLOCK.advance(timedelta(hours=100))
+    urgent = [await opened(client, team.rep, body(customer, priority="urgent")) for _ in range(2)]  # 104h, a tie
+    high = await opened(client, team.rep, body(customer, priority="high"))  # 124h
+    urgent.sort(key=lambda t: str(t["id"]))  # a tie is broken by the id
+    r = await client.post(f"/v1/tickets/{low['id']}/resolve", json={"resolution": "好了"}, headers=team.rep.headers)
+    assert r.status_code == 200, r.text
+
+    async def listed(query: str) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            url = f"/v1/tickets?customer_id={customer.id}&limit=2&{query}" + (f"&cursor={cursor}" if cursor else "")
+            r = await client.get(url, headers=team.manager.headers)
+            assert r.status_code == 200, r.text
+            seen += [t["id"] for t in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                return seen
+
+    by_due = [normal["id"], *(t["id"] for t in urgent), high["id"], low["id"]]
+    assert await listed("sort=resolution_due") == by_due
+    by_priority = [*(t["id"] for t in urgent), high["id"], normal["id"], low["id"]]
+    assert await listed("sort=priority") == by_priority
+    later = sorted([high["id"], *(t["id"] for t in urgent)], reverse=True)  # one moment: ties by id
+    assert await listed("sort=-opened_at") == later + sorted([normal["id"], low["id"]], reverse=True)
+    assert await listed("sort=resolution_due&status=open") == [normal["id"], *(t["id"] for t in urgent), high["id"]]
+    r = await client.get(f"/v1/customers/{customer.id}/tickets?sort=priority&limit=3", headers=team.manager.headers)
+    assert [t["id"] for t in r.json()["items"]] == by_priority[:3]
+    r = await client.get("/v1/tickets?sort=subject", headers=team.rep.headers)
+    assert field_of(r) == "sort"
+
+
 async def test_the_scheduler_escalates_and_breaches_once_per_target(
     client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
 ) -> None:

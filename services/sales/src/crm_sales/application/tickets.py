@@ -128,7 +128,7 @@ class Tickets:
             self.repo.tickets,
             query,
             paging,
-            sort_fields={"opened_at": "s.opened_at"},
+            sort_fields=rules.SORT_FIELDS,
             default_sort="-opened_at",
             projection=LIST_PROJECTION,
             tiebreak="s.id",
