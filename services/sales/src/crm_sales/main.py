@@ -6,9 +6,11 @@ from fastapi import FastAPI
 
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as customer_events
+from crm_platform.contracts import directory as directory_events
 from crm_platform.contracts import interactions as interaction_events
 from crm_platform.contracts import sales as _sales_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.service import Periodic, ServiceKit
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
@@ -89,6 +91,9 @@ def add_tickets(
     holds the other up), the SLA scheduler (safe in every replica; a setting turns it off)."""
     ticket_repo = TicketRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(ticket_repo.tickets)
+    # The directory's users (an assignee's department and status), in a group of its own.
+    users = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
+    kit.consume([directory_events.TOPIC], users.handlers(), group_suffix=".directory")
     tickets = Tickets(
         ticket_repo,
         counters,
@@ -99,6 +104,7 @@ def add_tickets(
         settings.sales_ticket_escalate_at,
         settings.sales_ticket_reopen_days,
         settings.sales_ticket_scheduler_batch_size,
+        users,
     )
     kit.consume([interaction_events.TOPIC], tickets.handlers(), group_suffix=".tickets")
     if settings.sales_ticket_scheduler_enabled:
@@ -108,6 +114,7 @@ def add_tickets(
 
     async def setup(_: ServiceKit) -> None:
         await ticket_repo.ensure_indexes()
+        await users.ensure_indexes()
 
     kit.on_startup(setup)
     return tickets

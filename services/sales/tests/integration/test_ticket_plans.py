@@ -24,6 +24,7 @@ from crm_platform.clock import ManualClock
 from crm_platform.contracts import interactions as iev
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed
+from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
 from crm_platform.testing.plans import KeepingProducer, assert_indexed, deliver
 from crm_platform.testing.query_plans import TracedStore
@@ -89,6 +90,8 @@ async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> dict[str, 
     for i in range(ROWS):
         await feed.created(owner_id=f"someone-{i}", department_path=f"/hq/other{i % 7}")
         await deliver(app, feed.published[-1])
+    users = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    assert await deliver(app, await users.user(REP_ID + "-2", "接手人", "/hq/plans/field")) == 1
     made = await post(client, "/v1/tickets", ticket(customer.id))
     stored = await db["tickets"].find_one({"_id": made["id"]})
     base = {k: v for k, v in stored.items() if not k.startswith("outbox")}

@@ -32,6 +32,7 @@ from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.listing import Page, PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.tickets import TicketRepository
@@ -64,8 +65,10 @@ class Tickets:
         escalate_share: Decimal,
         reopen_days: int,
         scheduler_batch_size: int = 200,
+        users: DirectoryReadModel | None = None,
     ) -> None:
         self.repo = repo
+        self.users = users
         self.counters = counters
         self.customers = customers
         self.clock = clock
@@ -251,16 +254,36 @@ class Tickets:
     async def assign(
         self, principal: Principal, ticket_id: str, body: rules.AssignIn, expected_version: int | None
     ) -> Document:
+        await self.get(principal, ticket_id)  # 404 before anything is said about the assignee
+        found = await self._assignee_department(body.assignee_id)
+
         def apply(doc: Document, version: int, now: Any) -> list[Any]:
             rules.check_move(doc, "assign")
             previous = doc.get("owner_id")
-            if previous == body.assignee_id:
+            department = doc.get("department_path") if self.users is None else found
+            if previous == body.assignee_id and doc.get("department_path") == department:
                 return []
             doc["owner_id"] = body.assignee_id
+            doc["department_path"] = department  # the department follows the assignee
             rules.refresh(doc)
             return [self._event(ev.TICKET_ASSIGNED, doc, version, principal.user_id, previous_owner_id=previous)]
 
         return await self._change(principal, ticket_id, expected_version, apply)
+
+    async def _assignee_department(self, assignee_id: str) -> str | None:
+        """The department of an active user of the directory's copy (422 at ``assignee_id`` else)."""
+        if self.users is None:
+            return None
+        user = await self.users.user(assignee_id)
+        if user is None:
+            raise ValidationFailed.for_field(
+                "assignee_id",
+                f"no user {assignee_id} (a user created a moment ago may take a second to arrive)",
+            )
+        if user.get("status") != "active":
+            raise ValidationFailed.for_field("assignee_id", f"the user {assignee_id} is deactivated")
+        path: str | None = user.get("department_path")
+        return path
 
     async def reply(
         self, principal: Principal, ticket_id: str, body: rules.ReplyIn, expected_version: int | None
