@@ -1,8 +1,9 @@
 """Every query tickets make is an index lookup or an index range on the embedded store (its SQLite
 query plans, see crm_platform.testing.query_plans): opening one (the customer's read copy, the
-year's counter, the insert), reading one, every guarded write, every list shape (each filter, each
-visibility: own, subtree, all; page 1 and the page after it; a customer's tickets), the SLA
-scheduler's poll and claims, and a ticket opened from a complaint.
+year's counter, the insert), reading one, every guarded write (an assignment's look-up of the
+assignee in the directory's copy too), every list shape (each sort, each filter, each visibility:
+own, subtree, all; page 1 and the page after it; a customer's tickets), the SLA scheduler's poll
+and claims, a ticket opened from a complaint, and a customer's merge (its tickets by customer).
 
 The service runs against the traced store with a few hundred tickets and customers already stored
 (so SQLite prefers a good index to a scan); customers and complaints reach it through its own

@@ -396,6 +396,18 @@ async def test_the_list_sorts_by_resolution_due_and_by_priority_in_keyset_pages(
     assert field_of(r) == "sort"
 
 
+async def test_tickets_stored_before_the_priority_sort_get_its_key_at_start(
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
+) -> None:
+    customer = await customer_of(app, feed, team.rep)
+    made = await opened(client, team.rep, body(customer, priority="high"))
+    tickets = app.state.kit.db["tickets"]
+    await tickets.update_one({"_id": made["id"]}, {"$unset": {"s.priority": ""}})  # as stored before
+    await app.state.tickets.repo.ensure_indexes()  # what the service does at start
+    stored = await tickets.find_one({"_id": made["id"]})
+    assert stored["s"]["priority"] == 1 and stored["version"] == 1
+
+
 async def test_the_scheduler_escalates_and_breaches_once_per_target(
     client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
 ) -> None:
