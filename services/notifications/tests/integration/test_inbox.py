@@ -355,3 +355,64 @@ async def test_an_escalated_ticket_tells_its_assignee_and_the_managers_above(
     assert mine["title"] == "工单即将超时：T-2026-000042 打印机卡纸" and "首次响应" in mine["body"]
     assert boss_item["title"] == "Ticket about to breach its SLA: T-2026-000042 打印机卡纸"
     assert "first response" in boss_item["body"] and "urgent" in boss_item["body"]
+
+
+async def test_a_breached_ticket_tells_the_same_people_and_an_assignment_its_new_assignee(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """crm.ticket.sla_breached tells the assignee and the managers of the ticket's department and
+    above, once each; crm.ticket.assigned tells the new assignee, unless they took it themselves."""
+    root, team = unique("hq"), unique("svc")
+    boss = await world.person("en", f"/{root}", ["manager"])
+    lead = await world.person("zh-CN", f"/{root}/{team}", ["manager"])
+    agent = await world.person("zh-CN", f"/{root}/{team}")
+    await world.department(root, f"/{root}", boss.id)
+    await world.department(team, f"/{root}/{team}", lead.id)
+    now = datetime.now(UTC)
+    ticket = sales.TicketSnapshot(
+        ticket_id=unique("tk"),
+        number="T-2026-000043",
+        customer_id=unique("c"),
+        source="phone",
+        category="fault",
+        priority="high",
+        subject="空调不制冷",
+        status="in_progress",
+        owner_id=agent.id,
+        opened_by=lead.id,
+        department_path=agent.department_path,
+        opened_at=now,
+        first_response_due_at=now + timedelta(hours=4),
+        resolution_due_at=now + timedelta(hours=24),
+        version=2,
+    )
+    await world.emit(
+        sales.TICKET_ASSIGNED,
+        ticket.ticket_id,
+        sales.TicketAssigned(ticket=ticket, previous_owner_id=lead.id),
+        actor=lead.id,
+        version=2,
+    )
+    [mine] = await world.inbox(client, agent, 1)
+    assert mine["kind"] == "ticket_assigned" and mine["link"] == f"/tickets/{ticket.ticket_id}"
+    assert mine["title"] == "工单指派给您：T-2026-000043 空调不制冷" and "优先级 高" in mine["body"]
+
+    # the agent takes it again themselves (after a hand-over): that tells nobody
+    await world.emit(
+        sales.TICKET_ASSIGNED,
+        ticket.ticket_id,
+        sales.TicketAssigned(ticket=ticket.model_copy(update={"version": 3}), previous_owner_id=lead.id),
+        actor=agent.id,
+        version=3,
+    )
+    breached = ticket.model_copy(update={"version": 4, "breached": ["resolution"]})
+    data = sales.TicketSla(ticket=breached, target="resolution", due_at=breached.resolution_due_at)
+    await world.emit(sales.TICKET_SLA_BREACHED, ticket.ticket_id, data, actor="system:tickets-scheduler", version=4)
+    items = await world.inbox(client, agent, 2)
+    [boss_item] = await world.inbox(client, boss, 1)
+    [lead_item] = await world.inbox(client, lead, 1)
+    # same key, so the self-assignment was handled before the breach: nothing came of it
+    assert [i["kind"] for i in items] == ["ticket_sla_breached", "ticket_assigned"]
+    assert boss_item["kind"] == lead_item["kind"] == "ticket_sla_breached"
+    assert items[0]["title"] == "工单已超时：T-2026-000043 空调不制冷" and "解决" in items[0]["body"]
+    assert boss_item["title"] == "Ticket SLA missed: T-2026-000043 空调不制冷" and "resolution" in boss_item["body"]

@@ -300,6 +300,42 @@ def test_an_escalated_ticket_tells_the_assignee_and_the_managers_once_each() -> 
     assert planning.ticket_escalated(closed, ["m1"]) == []
 
 
+def test_a_ticket_breach_and_an_assignment_tell_whom_they_should() -> None:
+    now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    ticket = sales.TicketSnapshot(
+        ticket_id="t2",
+        number="T-2026-000002",
+        customer_id="c1",
+        source="agent",
+        category="fault",
+        priority="urgent",
+        subject="停机",
+        status="in_progress",
+        owner_id="agent",
+        opened_by="lead",
+        opened_at=now,
+        first_response_due_at=now,
+        resolution_due_at=now,
+        version=4,
+    )
+    breach = sales.TicketSla(ticket=ticket, target="first_response", due_at=now)
+    intents = planning.ticket_sla_breached(breach, ["m1", "agent"])
+    assert [(i.recipient_id, i.kind) for i in intents] == [
+        ("agent", Kind.ticket_sla_breached),
+        ("m1", Kind.ticket_sla_breached),
+    ]
+    assert intents[0].params["target_zh"] == "首次响应"
+    closed = breach.model_copy(update={"ticket": ticket.model_copy(update={"status": "closed"})})
+    assert planning.ticket_sla_breached(closed, ["m1"]) == []
+    assigned = sales.TicketAssigned(ticket=ticket, previous_owner_id="lead")
+    [intent] = planning.ticket_assigned(assigned, "lead")
+    assert intent.recipient_id == "agent" and intent.kind == Kind.ticket_assigned and intent.link == "/tickets/t2"
+    assert planning.ticket_assigned(assigned, "agent") == []  # one took it oneself
+    nobody = sales.TicketAssigned(ticket=ticket.model_copy(update={"owner_id": None}))
+    assert planning.ticket_assigned(nobody, "lead") == []
+    assert email_wanted(Kind.ticket_sla_breached, None) is True and email_wanted(Kind.ticket_assigned, None) is False
+
+
 def test_quotation_approvers_hold_the_permission_over_the_department_and_are_not_the_owner() -> None:
     from datetime import UTC, date, datetime
 

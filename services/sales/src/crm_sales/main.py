@@ -6,10 +6,12 @@ from fastapi import FastAPI
 
 from crm_platform.clock import Clock
 from crm_platform.contracts import customers as customer_events
+from crm_platform.contracts import directory as directory_events
 from crm_platform.contracts import interactions as interaction_events
 from crm_platform.contracts import pipeline as pipeline_events
 from crm_platform.contracts import sales as _sales_events  # noqa: F401  (registers the event types)
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.service import Periodic, ServiceKit
 from crm_sales.adapters.contracts import ContractRepository
@@ -58,10 +60,11 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
     quotations = Quotations(
         quotation_repo, repo, customers, kit.clock, kit.source, settings.sales_discount_approval_percent
     )
-    # Merges move the quotations of the merged-away customer (application/customer_events.py):
+    tickets = add_tickets(kit, settings, quotation_repo, customers)
+    # Merges move the quotations, contracts and tickets of the merged-away customer (application/customer_events.py):
     # one follower per aggregate that names a customer.
     contracts, overdue = add_contracts(kit, settings, quotation_repo, customers)
-    CustomerReactions(customers, [quotations, contracts]).install()
+    CustomerReactions(customers, [quotations, contracts, tickets]).install()
     kit.consume([customer_events.TOPIC], customers.handlers())
 
     async def setup(_: ServiceKit) -> None:
@@ -70,7 +73,6 @@ def create_app(settings: SalesSettings | None = None, clock: Clock | None = None
         await customers.ensure_indexes()
 
     kit.on_startup(setup)
-    tickets = add_tickets(kit, settings, quotation_repo, customers)
     # The catalogue needs nothing from other services; quotations need the customers (above). The
     # kit also keeps its read copy of the role definitions, in the group crm.sales.roles.
     app = kit.build_app(
@@ -102,6 +104,9 @@ def add_tickets(
     holds the other up), the SLA scheduler (safe in every replica; a setting turns it off)."""
     ticket_repo = TicketRepository(kit.db, kit.clock, kit.wake_relay)
     kit.outbox(ticket_repo.tickets)
+    # The directory's users (an assignee's department and status), in a group of its own.
+    users = kit.read_copy(DirectoryReadModel(kit.db["directory_users"], kit.db["directory_departments"]))
+    kit.consume([directory_events.TOPIC], users.handlers(), group_suffix=".directory")
     tickets = Tickets(
         ticket_repo,
         counters,
@@ -112,6 +117,7 @@ def add_tickets(
         settings.sales_ticket_escalate_at,
         settings.sales_ticket_reopen_days,
         settings.sales_ticket_scheduler_batch_size,
+        users,
     )
     kit.consume([interaction_events.TOPIC], tickets.handlers(), group_suffix=".tickets")
     if settings.sales_ticket_scheduler_enabled:
@@ -121,6 +127,7 @@ def add_tickets(
 
     async def setup(_: ServiceKit) -> None:
         await ticket_repo.ensure_indexes()
+        await users.ensure_indexes()
 
     kit.on_startup(setup)
     return tickets

@@ -1,8 +1,9 @@
 """Every query tickets make is an index lookup or an index range on the embedded store (its SQLite
 query plans, see crm_platform.testing.query_plans): opening one (the customer's read copy, the
-year's counter, the insert), reading one, every guarded write, every list shape (each filter, each
-visibility: own, subtree, all; page 1 and the page after it; a customer's tickets), the SLA
-scheduler's poll and claims, and a ticket opened from a complaint.
+year's counter, the insert), reading one, every guarded write (an assignment's look-up of the
+assignee in the directory's copy too), every list shape (each sort, each filter, each visibility:
+own, subtree, all; page 1 and the page after it; a customer's tickets), the SLA scheduler's poll
+and claims, a ticket opened from a complaint, and a customer's merge (its tickets by customer).
 
 The service runs against the traced store with a few hundred tickets and customers already stored
 (so SQLite prefers a good index to a scan); customers and complaints reach it through its own
@@ -24,6 +25,7 @@ from crm_platform.clock import ManualClock
 from crm_platform.contracts import interactions as iev
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed
+from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
 from crm_platform.testing.plans import KeepingProducer, assert_indexed, deliver
 from crm_platform.testing.query_plans import TracedStore
@@ -89,6 +91,8 @@ async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> dict[str, 
     for i in range(ROWS):
         await feed.created(owner_id=f"someone-{i}", department_path=f"/hq/other{i % 7}")
         await deliver(app, feed.published[-1])
+    users = EventFeed(KeepingProducer())  # type: ignore[arg-type]
+    assert await deliver(app, await users.user(REP_ID + "-2", "接手人", "/hq/plans/field")) == 1
     made = await post(client, "/v1/tickets", ticket(customer.id))
     stored = await db["tickets"].find_one({"_id": made["id"]})
     base = {k: v for k, v in stored.items() if not k.startswith("outbox")}
@@ -108,7 +112,14 @@ async def filled(app: FastAPI, client: httpx.AsyncClient, db: Any) -> dict[str, 
                 "department_path": f"/hq/other{i % 7}",
                 "customer_id": f"c-{i % 40}",
                 "breached": i % 3 == 0,
-                "s": {**base["s"], "opened_at": base["s"]["opened_at"] - i, "check_at": 10**15 + i, "id": row_id},
+                "s": {
+                    **base["s"],
+                    "opened_at": base["s"]["opened_at"] - i,
+                    "resolution_due_at": base["s"]["resolution_due_at"] + (i * 7919) % 97 * 60_000,
+                    "priority": i % 4,
+                    "check_at": 10**15 + i,
+                    "id": row_id,
+                },
             }
         )
     await db["tickets"].insert_many(rows)
@@ -149,19 +160,22 @@ async def test_every_list_shape_is_an_index_walk(
         "breached=true",
         "breached=false&priority=low",
         "status=resolved&priority=normal",
+        "status=open&breached=false",
+        "status=in_progress&assignee_id=someone-2",
     ]
     with traced_store.capture() as capture:
         for who in (REP, MANAGER, ADMIN):
-            for query in queries:
-                r = await client.get(f"/v1/tickets?limit=3&{query}", headers=who)
-                assert r.status_code == 200, r.text
-                cursor = r.json()["next_cursor"]
-                if cursor:
-                    r = await client.get(f"/v1/tickets?limit=3&{query}&cursor={cursor}", headers=who)
+            for sort in ("-opened_at", "resolution_due", "priority"):
+                for query in queries:
+                    r = await client.get(f"/v1/tickets?limit=3&sort={sort}&{query}", headers=who)
                     assert r.status_code == 200, r.text
-            r = await client.get(f"/v1/customers/{filled['customer']}/tickets?limit=2", headers=who)
-            assert r.status_code == 200, r.text
-    assert_indexed(capture)
+                    cursor = r.json()["next_cursor"]
+                    if cursor:
+                        r = await client.get(f"/v1/tickets?limit=3&sort={sort}&{query}&cursor={cursor}", headers=who)
+                        assert r.status_code == 200, r.text
+                r = await client.get(f"/v1/customers/{filled['customer']}/tickets?limit=2&sort={sort}", headers=who)
+                assert r.status_code == 200, r.text
+    assert_indexed(capture, unkeyed_sorts=True)
 
 
 async def test_the_scheduler_and_the_complaints_consumer_are_index_lookups(
@@ -196,3 +210,26 @@ async def test_the_scheduler_and_the_complaints_consumer_are_index_lookups(
         assert await app.state.ticket_scheduler.tick() == 0
         await app.state.kit.relay.drain()
     assert_indexed(capture)
+
+
+async def test_a_customers_merge_and_deletion_are_index_lookups(
+    app: FastAPI, client: httpx.AsyncClient, filled: dict[str, Any], traced_store: TracedStore
+) -> None:
+    """A merge finds the duplicate's tickets by ``idx_customer_id`` and moves each by ``_id``; a
+    ticket of a customer in the recycle bin still changes (one look-up of the ticket by ``_id``)."""
+    feed = CustomerFeed(KeepingProducer())  # type: ignore[arg-type]
+    survivor = await feed.created(owner_id=REP_ID, department_path="/hq/plans")
+    duplicate = await feed.created(owner_id=REP_ID, department_path="/hq/plans")
+    for envelope in feed.published:
+        await deliver(app, envelope)
+    made = [await post(client, "/v1/tickets", ticket(duplicate.id)) for _ in range(2)]
+    with traced_store.capture() as capture:
+        assert len(await app.state.tickets.ids_of_customer(duplicate.id)) == 2
+        for envelope in await feed.merged(survivor, duplicate):
+            assert await deliver(app, envelope) == 1
+        await app.state.kit.relay.drain()
+        await deliver(app, await feed.deleted(survivor))
+        await post(client, f"/v1/tickets/{made[0]['id']}/replies", {"body": "仍在处理"})
+    assert_indexed(capture)
+    got = await client.get(f"/v1/tickets/{made[1]['id']}", headers=REP)
+    assert got.json()["customer_id"] == survivor.id

@@ -23,11 +23,13 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from crm_platform.clock import ManualClock
+from crm_platform.contracts import directory as dev
 from crm_platform.contracts import interactions as iev
 from crm_platform.contracts import sales as sev
 from crm_platform.events import EventEnvelope, to_kafka
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
+from crm_platform.testing.event_feed import NOW, EventFeed
 from crm_platform.testing.fixtures import auth, collecting, eventually, running, service_settings, unique
 from crm_platform.testing.plans import deliver
 from crm_sales.application.ticket_scheduler import TicketScheduler
@@ -85,6 +87,26 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 def feed(producer: AIOKafkaProducer) -> CustomerFeed:
     return CustomerFeed(producer)
+
+
+@pytest.fixture(scope="module")
+def directory(producer: AIOKafkaProducer) -> EventFeed:
+    return EventFeed(producer)
+
+
+async def in_directory(app: FastAPI, directory: EventFeed, user: User, status: str = "active") -> None:
+    """The user as the directory publishes it, in the service's read copy of the users."""
+    envelope = await directory.user(user.id, f"员工 {user.id[-6:]}", user.dept)
+    if status != "active":
+        snapshot = dev.UserSnapshot.model_validate(envelope.data["user"]).model_copy(
+            update={"status": status, "deactivated_at": NOW}
+        )
+        await directory.send(dev.USER_DEACTIVATED, user.id, dev.UserDeactivated(user=snapshot), NOW, "admin")
+    await eventually(
+        lambda: app.state.kit.db["directory_users"].find_one({"_id": user.id, "status": status}),
+        timeout=30,
+        message=f"user {user.id} in the directory's copy",
+    )
 
 
 async def customer_of(app: FastAPI, feed: CustomerFeed, user: User) -> FedCustomer:
@@ -238,9 +260,10 @@ async def test_reopen_only_within_the_window(
 
 
 async def test_who_sees_and_who_assigns(
-    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, directory: EventFeed, team: Team
 ) -> None:
     customer = await customer_of(app, feed, team.rep)
+    await in_directory(app, directory, team.rep2)
     made = await opened(client, team.rep, body(customer))
     url = f"/v1/tickets/{made['id']}"
     for user in (team.rep2, team.outsider):  # reps see their own only (tickets scope own)
@@ -256,6 +279,49 @@ async def test_who_sees_and_who_assigns(
     r = await client.post(f"{url}/resolve", json={"resolution": "x"}, headers=team.outsider.headers)
     assert r.status_code == 404
     assert (await client.get(url, headers=auth(unique("i"), ["integrator"]))).status_code == 403
+
+
+async def test_the_department_follows_the_assignee(
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, directory: EventFeed
+) -> None:
+    """Assigned to someone of another department, the ticket is that department's: its manager
+    sees it, the old department's manager no more (the opener still does). An unknown or
+    deactivated assignee is a 422 at assignee_id that writes nothing."""
+    east, west = Team(), Team()
+    for user in (west.rep, west.rep2):
+        await in_directory(app, directory, user)
+    customer = await customer_of(app, feed, east.rep)
+    made = await opened(client, east.rep, body(customer))
+    url = f"/v1/tickets/{made['id']}"
+    assert made["department_path"] == east.rep.dept
+    assert (await client.get(url, headers=west.manager.headers)).status_code == 404
+
+    gone = User(west.rep.dept)
+    await in_directory(app, directory, gone, status="deactivated")
+    for assignee, reason in ((f"nobody-{uuid.uuid4().hex}", "no user"), (gone.id, "deactivated")):
+        r = await client.post(f"{url}/assign", json={"assignee_id": assignee}, headers=east.manager.headers)
+        assert field_of(r) == "assignee_id" and reason in r.text, r.text
+    assert (await client.get(url, headers=east.rep.headers)).json()["version"] == 1  # nothing written
+
+    async with collecting(app.state.kit.settings.kafka_bootstrap_servers, [sev.TOPIC]) as events:
+        r = await client.post(f"{url}/assign", json={"assignee_id": west.rep.id}, headers=east.manager.match('"1"'))
+        assert r.status_code == 200, r.text
+        assert r.json()["owner_id"] == west.rep.id and r.json()["department_path"] == west.rep.dept
+        (got,) = await events.wait_for(subject=made["id"], type=sev.TICKET_ASSIGNED.name)
+    assert got.event["data"]["ticket"]["department_path"] == west.rep.dept
+    assert got.event["data"]["previous_owner_id"] == east.rep.id
+    assert (await client.get(url, headers=west.manager.headers)).status_code == 200  # the new department's
+    assert (await client.get(url, headers=east.manager.headers)).status_code == 404  # the old one's: no more
+    assert (await client.get(url, headers=east.rep.headers)).status_code == 200  # the opener still
+    assert (await client.get(url, headers=west.rep2.headers)).status_code == 404  # a rep sees their own only
+    listed = await client.get(f"/v1/tickets?customer_id={customer.id}", headers=west.manager.headers)
+    assert [t["id"] for t in listed.json()["items"]] == [made["id"]]
+    listed = await client.get(f"/v1/tickets?customer_id={customer.id}", headers=east.manager.headers)
+    assert listed.json()["items"] == []
+    # the new department's manager passes it on inside the department
+    r = await client.post(f"{url}/assign", json={"assignee_id": west.rep2.id}, headers=west.manager.headers)
+    assert r.status_code == 200 and r.json()["department_path"] == west.rep2.dept, r.text
+    assert (await client.get(url, headers=west.rep.headers)).status_code == 404  # no longer the assignee
 
 
 async def test_lists_filter_page_and_respect_visibility(
@@ -290,6 +356,56 @@ async def test_lists_filter_page_and_respect_visibility(
     assert await listed(f"/v1/tickets?assignee_id={team.rep.id}", team.outsider) == []
     r = await client.get("/v1/tickets?status=lost", headers=team.rep.headers)
     assert r.status_code == 422
+
+
+async def test_the_list_sorts_by_resolution_due_and_by_priority_in_keyset_pages(
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
+) -> None:
+    customer = await customer_of(app, feed, team.rep)
+    low = await opened(client, team.rep, body(customer, priority="low"))  # due in 168h
+    normal = await opened(client, team.rep, body(customer, priority="normal"))  # 72h
+    CLOCK.advance(timedelta(hours=100))
+    urgent = [await opened(client, team.rep, body(customer, priority="urgent")) for _ in range(2)]  # 104h, a tie
+    high = await opened(client, team.rep, body(customer, priority="high"))  # 124h
+    urgent.sort(key=lambda t: str(t["id"]))  # a tie is broken by the id
+    r = await client.post(f"/v1/tickets/{low['id']}/resolve", json={"resolution": "好了"}, headers=team.rep.headers)
+    assert r.status_code == 200, r.text
+
+    async def listed(query: str) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            url = f"/v1/tickets?customer_id={customer.id}&limit=2&{query}" + (f"&cursor={cursor}" if cursor else "")
+            r = await client.get(url, headers=team.manager.headers)
+            assert r.status_code == 200, r.text
+            seen += [t["id"] for t in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                return seen
+
+    by_due = [normal["id"], *(t["id"] for t in urgent), high["id"], low["id"]]
+    assert await listed("sort=resolution_due") == by_due
+    by_priority = [*(t["id"] for t in urgent), high["id"], normal["id"], low["id"]]
+    assert await listed("sort=priority") == by_priority
+    later = sorted([high["id"], *(t["id"] for t in urgent)], reverse=True)  # one moment: ties by id
+    assert await listed("sort=-opened_at") == later + sorted([normal["id"], low["id"]], reverse=True)
+    assert await listed("sort=resolution_due&status=open") == [normal["id"], *(t["id"] for t in urgent), high["id"]]
+    r = await client.get(f"/v1/customers/{customer.id}/tickets?sort=priority&limit=3", headers=team.manager.headers)
+    assert [t["id"] for t in r.json()["items"]] == by_priority[:3]
+    r = await client.get("/v1/tickets?sort=subject", headers=team.rep.headers)
+    assert field_of(r) == "sort"
+
+
+async def test_tickets_stored_before_the_priority_sort_get_its_key_at_start(
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
+) -> None:
+    customer = await customer_of(app, feed, team.rep)
+    made = await opened(client, team.rep, body(customer, priority="high"))
+    tickets = app.state.kit.db["tickets"]
+    await tickets.update_one({"_id": made["id"]}, {"$unset": {"s.priority": ""}})  # as stored before
+    await app.state.tickets.repo.ensure_indexes()  # what the service does at start
+    stored = await tickets.find_one({"_id": made["id"]})
+    assert stored["s"]["priority"] == 1 and stored["version"] == 1
 
 
 async def test_the_scheduler_escalates_and_breaches_once_per_target(

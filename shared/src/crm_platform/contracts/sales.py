@@ -278,6 +278,11 @@ class TicketReplied(BaseModel):
     first: bool = Field(description="The first reply: it met or missed the first-response target.")
 
 
+class TicketUpdated(BaseModel):
+    ticket: TicketSnapshot
+    changes: list[FieldChange] = Field(default_factory=list, description="What changed, e.g. customer_id on a merge.")
+
+
 class TicketSla(BaseModel):
     ticket: TicketSnapshot
     target: str = Field(description="first_response or resolution.")
@@ -479,4 +484,12 @@ CONTRACT_INVOICE_ISSUED = define(
     ContractInvoiceIssued,
     TOPIC,
     description="An invoice was issued for (part of) a payment received.",
+)
+
+
+TICKET_UPDATED = define(
+    "crm.ticket.updated",
+    TicketUpdated,
+    TOPIC,
+    description="A ticket's data changed without a status move: its customer was merged into another one.",
 )

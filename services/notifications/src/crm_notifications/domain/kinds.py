@@ -22,6 +22,8 @@ class Kind(StrEnum):
     lead_assigned = "lead_assigned"
     lead_conversion_failed = "lead_conversion_failed"
     ticket_escalated = "ticket_escalated"
+    ticket_assigned = "ticket_assigned"
+    ticket_sla_breached = "ticket_sla_breached"
     quotation_approval_requested = "quotation_approval_requested"
     quotation_approved = "quotation_approved"
     quotation_rejected = "quotation_rejected"
@@ -51,6 +53,10 @@ DEFAULT_EMAIL: dict[Kind, bool] = {
     # A service ticket about to break its SLA: the assignee and the department's managers, by email
     # too (it is the last moment to act).
     Kind.ticket_escalated: True,
+    # A ticket given to someone: the inbox (like every other assignment). A target missed: by email
+    # too, to the assignee and the managers (a promise to the customer is already broken).
+    Kind.ticket_assigned: False,
+    Kind.ticket_sla_breached: True,
     # Quotations: a discount waiting for approval, and the decision: the inbox.
     Kind.quotation_approval_requested: False,
     Kind.quotation_approved: False,

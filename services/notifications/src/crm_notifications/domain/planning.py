@@ -253,6 +253,30 @@ def lead_conversion_failed(data: leads.LeadConversionFailed, requested_by: str |
 def ticket_escalated(data: sales.TicketSla, managers: list[str]) -> list[Intent]:
     """A ticket's SLA target is about to break: its assignee and the managers of its department
     (and the departments above, nearest first), each told once."""
+    return _ticket_sla(data, managers, Kind.ticket_escalated)
+
+
+def ticket_sla_breached(data: sales.TicketSla, managers: list[str]) -> list[Intent]:
+    """A ticket's SLA target was missed (by the scheduler at the due moment, or a late answer): the
+    same people as its escalation, each told once; a closed ticket tells nobody."""
+    return _ticket_sla(data, managers, Kind.ticket_sla_breached)
+
+
+def ticket_assigned(data: sales.TicketAssigned, actor: str | None) -> list[Intent]:
+    """The new assignee of a ticket, unless they took it themselves (the actor)."""
+    t = data.ticket
+    if t.owner_id is None or t.status == "closed" or not _others(t.owner_id, actor):
+        return []
+    params = {
+        "ticket_number": t.number,
+        "subject": t.subject,
+        "due_at": when(t.resolution_due_at),
+        **ticket_params("resolution", t.priority),
+    }
+    return [Intent(t.owner_id, Kind.ticket_assigned, f"/tickets/{t.ticket_id}", params)]
+
+
+def _ticket_sla(data: sales.TicketSla, managers: list[str], kind: Kind) -> list[Intent]:
     t = data.ticket
     if t.status == "closed":
         return []
@@ -268,5 +292,5 @@ def ticket_escalated(data: sales.TicketSla, managers: list[str]) -> list[Intent]
         if not recipient or recipient in seen:
             continue
         seen.add(recipient)
-        out.append(Intent(recipient, Kind.ticket_escalated, f"/tickets/{t.ticket_id}", params))
+        out.append(Intent(recipient, kind, f"/tickets/{t.ticket_id}", params))
     return out

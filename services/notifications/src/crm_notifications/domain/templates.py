@@ -154,6 +154,28 @@ _T: dict[Kind, dict[str, tuple[str, str]]] = {
             "and about to be missed: it was escalated.",
         ),
     },
+    Kind.ticket_assigned: {
+        "zh-CN": (
+            "工单指派给您：$ticket_number $subject",
+            "工单 $ticket_number「$subject」（优先级 $priority_zh）已指派给您，解决时限为 $due_at。",
+        ),
+        "en": (
+            "Ticket assigned to you: $ticket_number $subject",
+            'The ticket $ticket_number "$subject" (priority $priority) was assigned to you; '
+            "its resolution is due at $due_at.",
+        ),
+    },
+    Kind.ticket_sla_breached: {
+        "zh-CN": (
+            "工单已超时：$ticket_number $subject",
+            "工单 $ticket_number「$subject」（优先级 $priority_zh）的$target_zh时限 $due_at 已过，未能按时完成。",
+        ),
+        "en": (
+            "Ticket SLA missed: $ticket_number $subject",
+            'The $target_en of ticket $ticket_number "$subject" (priority $priority) was due at $due_at '
+            "and was missed.",
+        ),
+    },
     Kind.quotation_approval_requested: {
         "zh-CN": (
             "报价单待审批：$number",

@@ -103,13 +103,23 @@ def inbox_handlers(
         request = exports.EXPORT_APPROVED.parse(e).request  # approved and rejected carry the same data
         return planning.export_answered(request, await name_of(request.decided_by))
 
+    async def ticket_managers(ticket: sales.TicketSnapshot) -> list[str]:
+        path = ticket.department_path
+        if path is None and ticket.owner_id:
+            owner = await directory.user(ticket.owner_id)
+            path = (owner or {}).get("department_path")
+        return await managers_above(path)
+
     async def ticket_escalated(e: EventEnvelope) -> list[Intent]:
         data = sales.TICKET_ESCALATED.parse(e)
-        path = data.ticket.department_path
-        if path is None and data.ticket.owner_id:
-            owner = await directory.user(data.ticket.owner_id)
-            path = (owner or {}).get("department_path")
-        return planning.ticket_escalated(data, await managers_above(path))
+        return planning.ticket_escalated(data, await ticket_managers(data.ticket))
+
+    async def ticket_sla_breached(e: EventEnvelope) -> list[Intent]:
+        data = sales.TICKET_SLA_BREACHED.parse(e)
+        return planning.ticket_sla_breached(data, await ticket_managers(data.ticket))
+
+    async def ticket_assigned(e: EventEnvelope) -> list[Intent]:
+        return planning.ticket_assigned(sales.TICKET_ASSIGNED.parse(e), e.actor)
 
     planners: dict[str, Planner] = {
         interactions.TASK_REMINDER_DUE.name: task_reminder,
@@ -127,6 +137,8 @@ def inbox_handlers(
         exports.EXPORT_APPROVED.name: export_answered,
         exports.EXPORT_REJECTED.name: export_answered,
         sales.TICKET_ESCALATED.name: ticket_escalated,
+        sales.TICKET_SLA_BREACHED.name: ticket_sla_breached,
+        sales.TICKET_ASSIGNED.name: ticket_assigned,
     }
     if conversions is not None:
         planners.update(lead_planners(conversions))

@@ -32,6 +32,7 @@ from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.listing import Page, PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
+from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.tickets import TicketRepository
@@ -42,6 +43,7 @@ Document = dict[str, Any]
 MODULE = "tickets"
 INSERT_ATTEMPTS = 5
 FROM_COMPLAINT = "system:tickets-from-complaints"
+SYSTEM_ACTOR = "system:sales"
 #: Ticket ids of complaints: the same feedback always gives the same ticket id.
 COMPLAINT_NAMESPACE = uuid.UUID("5b7c1f0e-4d4a-4f0e-9a57-7e1c3b2f9d10")
 LIST_PROJECTION = {"outbox": 0, "replies": 0}
@@ -63,8 +65,10 @@ class Tickets:
         escalate_share: Decimal,
         reopen_days: int,
         scheduler_batch_size: int = 200,
+        users: DirectoryReadModel | None = None,
     ) -> None:
         self.repo = repo
+        self.users = users
         self.counters = counters
         self.customers = customers
         self.clock = clock
@@ -127,7 +131,7 @@ class Tickets:
             self.repo.tickets,
             query,
             paging,
-            sort_fields={"opened_at": "s.opened_at"},
+            sort_fields=rules.SORT_FIELDS,
             default_sort="-opened_at",
             projection=LIST_PROJECTION,
             tiebreak="s.id",
@@ -250,16 +254,36 @@ class Tickets:
     async def assign(
         self, principal: Principal, ticket_id: str, body: rules.AssignIn, expected_version: int | None
     ) -> Document:
+        await self.get(principal, ticket_id)  # 404 before anything is said about the assignee
+        found = await self._assignee_department(body.assignee_id)
+
         def apply(doc: Document, version: int, now: Any) -> list[Any]:
             rules.check_move(doc, "assign")
             previous = doc.get("owner_id")
-            if previous == body.assignee_id:
+            department = doc.get("department_path") if self.users is None else found
+            if previous == body.assignee_id and doc.get("department_path") == department:
                 return []
             doc["owner_id"] = body.assignee_id
+            doc["department_path"] = department  # the department follows the assignee
             rules.refresh(doc)
             return [self._event(ev.TICKET_ASSIGNED, doc, version, principal.user_id, previous_owner_id=previous)]
 
         return await self._change(principal, ticket_id, expected_version, apply)
+
+    async def _assignee_department(self, assignee_id: str) -> str | None:
+        """The department of an active user of the directory's copy (422 at ``assignee_id`` else)."""
+        if self.users is None:
+            return None
+        user = await self.users.user(assignee_id)
+        if user is None:
+            raise ValidationFailed.for_field(
+                "assignee_id",
+                f"no user {assignee_id} (a user created a moment ago may take a second to arrive)",
+            )
+        if user.get("status") != "active":
+            raise ValidationFailed.for_field("assignee_id", f"the user {assignee_id} is deactivated")
+        path: str | None = user.get("department_path")
+        return path
 
     async def reply(
         self, principal: Principal, ticket_id: str, body: rules.ReplyIn, expected_version: int | None
@@ -319,3 +343,37 @@ class Tickets:
             ]
 
         return await self._change(principal, ticket_id, expected_version, apply)
+
+    # --- customers' merges (application/customer_events.py) ------------------------------------
+
+    async def ids_of_customer(self, customer_id: str) -> list[str]:
+        return await self.repo.ids_of_customer(customer_id)
+
+    async def move_to_survivor(
+        self, record_id: str, duplicate_id: str, survivor_id: str, survivor: Document | None, cause: EventEnvelope
+    ) -> bool:
+        """One ticket of a merged-away customer now names the survivor, whatever its status (a
+        closed one too, so the survivor's history is whole): a new version and
+        ``crm.ticket.updated`` with the change. One already moved is left alone (a redelivered
+        merge writes nothing)."""
+        actor = cause.actor or SYSTEM_ACTOR
+        now = self.clock.now()
+
+        def decide(doc: Document, version: int) -> Change:
+            if doc["customer_id"] != duplicate_id:
+                return Change(None)
+            changes = [ev.FieldChange(field="customer_id", old=duplicate_id, new=survivor_id)]
+            doc["customer_id"] = survivor_id
+            name = (survivor or {}).get("name")
+            if name and name != doc.get("customer_name"):
+                changes.append(ev.FieldChange(field="customer_name", old=doc.get("customer_name"), new=name))
+                doc["customer_name"] = name
+            rules.touch(doc, actor, now)
+            data = ev.TICKET_UPDATED.data_model(ticket=rules.snapshot(doc, version), changes=changes)
+            return Change(doc, [self.event(ev.TICKET_UPDATED, doc["_id"], data, version, actor, cause.traceparent)])
+
+        before = await self.repo.get(record_id)
+        if before is None:
+            return False
+        after = await self.repo.store.mutate(record_id, decide)
+        return after.get("version") != before.get("version")

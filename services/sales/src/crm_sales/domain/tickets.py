@@ -351,11 +351,22 @@ def numbered(doc: Document, year: int, seq: int) -> Document:
     return {**doc, "number": format_number(year, seq)}
 
 
+#: The list's sorts (API name -> the stored keys, before the id copy ``s.id``): newest first, the
+#: resolution due soonest first (what breaks next), urgent first then the resolution due soonest.
+SORTS: dict[str, tuple[str, ...]] = {
+    "-opened_at": ("-opened_at",),
+    "resolution_due": ("resolution_due",),
+    "priority": ("priority", "resolution_due"),
+}
+SORT_FIELDS = {"opened_at": "s.opened_at", "resolution_due": "s.resolution_due_at", "priority": "s.priority"}
+
+
 def refresh(doc: Document) -> Document:
     """The sort and scheduler keys (epoch ms; the embedded store indexes integers, not dates)."""
     doc["s"] = {
         "opened_at": epoch_ms(doc["opened_at"]),
         "resolution_due_at": epoch_ms(doc["resolution_due_at"]),
+        "priority": PRIORITIES.index(doc["priority"]),  # urgent 0 .. low 3: the list's priority sort
         "check_at": check_at(doc),
         "id": doc["_id"],
     }

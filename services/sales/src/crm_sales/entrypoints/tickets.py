@@ -19,6 +19,7 @@ from crm_sales.domain.tickets import AssignIn, CloseIn, ReopenIn, ReplyIn, Resol
 
 Document = dict[str, Any]
 SlaState = Literal["on_track", "at_risk", "breached", "met"]
+TicketSort = Literal["-opened_at", "resolution_due", "priority"]
 
 
 class Reply(BaseModel):
@@ -92,6 +93,11 @@ class TicketFilter(BaseModel):
     assignee_id: str | None = Field(default=None, max_length=100)
     customer_id: str | None = Field(default=None, max_length=100)
     breached: bool | None = None
+    sort: TicketSort = Field(
+        default="-opened_at",
+        description="-opened_at (newest first), resolution_due (due soonest first: what breaks next) or "
+        "priority (urgent first, then the resolution due soonest).",
+    )
     cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
     limit: int = Field(default=50, ge=1, le=200)
 
@@ -173,7 +179,7 @@ def _answer(app: Tickets, doc: Document, status: int = 200) -> JSONResponse:
 
 
 async def _page(app: Tickets, principal: Any, params: TicketFilter) -> TicketPage:
-    paging = PageParams(cursor=params.cursor, limit=params.limit)
+    paging = PageParams(sort=",".join(rules.SORTS[params.sort]), cursor=params.cursor, limit=params.limit)
     page = await app.page(principal, params.conditions(), paging)
     now = app.clock.now()
     return TicketPage(items=[ticket_out(d, now, False) for d in page.items], next_cursor=page.next_cursor)
@@ -186,7 +192,7 @@ async def open_ticket(body: TicketIn, principal: CurrentPrincipal, app: App) -> 
     return _answer(app, await app.open(principal, body), 201)
 
 
-@router.get("", response_model=TicketPage, summary="Tickets, filtered and paged (newest first)")
+@router.get("", response_model=TicketPage, summary="Tickets, filtered, sorted and paged")
 async def list_tickets(params: Annotated[TicketFilter, Query()], principal: CurrentPrincipal, app: App) -> TicketPage:
     """Those the caller sees (assigned to or opened by them, or in a department their tickets
     scope reaches), newest first, by cursor."""
@@ -200,8 +206,10 @@ async def customer_tickets(
     app: App,
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    sort: Annotated[TicketSort, Query()] = "-opened_at",
 ) -> TicketPage:
-    return await _page(app, principal, TicketFilter(customer_id=customer_id, cursor=cursor, limit=limit))
+    params = TicketFilter(customer_id=customer_id, sort=sort, cursor=cursor, limit=limit)
+    return await _page(app, principal, params)
 
 
 @router.get("/{ticket_id}", response_model=TicketOut, summary="One ticket", responses=problems(404))
