@@ -118,6 +118,7 @@ def add_tickets(
         settings.sales_ticket_reopen_days,
         settings.sales_ticket_scheduler_batch_size,
         users,
+        kit.db["contracts"],  # read only: the contracts' own collection (add_contracts)
     )
     kit.consume([interaction_events.TOPIC], tickets.handlers(), group_suffix=".tickets")
     if settings.sales_ticket_scheduler_enabled:

@@ -119,6 +119,15 @@ async def customer_of(app: FastAPI, feed: CustomerFeed, user: User) -> FedCustom
     return customer
 
 
+async def contract_of(client: httpx.AsyncClient, user: User, customer: FedCustomer) -> str:
+    """A draft contract of the customer, made through the API."""
+    payload = {"title": "年度维保合同", "customer_id": customer.id, "amount": "36000.00", "currency": "CNY"}
+    r = await client.post("/v1/contracts", json=payload, headers=user.headers)
+    assert r.status_code == 201, r.text
+    contract_id: str = r.json()["id"]
+    return contract_id
+
+
 def body(customer: FedCustomer, **fields: Any) -> dict[str, Any]:
     return {"customer_id": customer.id, "category": "fault", "priority": "normal", "subject": "打印机卡纸", **fields}
 
@@ -145,12 +154,15 @@ async def test_open_a_ticket_with_its_sla_and_event(
     client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
 ) -> None:
     customer = await customer_of(app, feed, team.rep)
+    contract_id = await contract_of(client, team.rep, customer)
     async with collecting(app.state.kit.settings.kafka_bootstrap_servers, [sev.TOPIC]) as events:
-        made = await opened(client, team.rep, body(customer, priority="urgent", contract_id="ct-1", source="phone"))
+        made = await opened(
+            client, team.rep, body(customer, priority="urgent", contract_id=contract_id, source="phone")
+        )
         (got,) = await events.wait_for(subject=made["id"], type=sev.TICKET_OPENED.name)
     assert re.fullmatch(rf"T-{CLOCK.now().year}-\d{{6}}", made["number"]), made["number"]
     assert made["status"] == "open" and made["owner_id"] == team.rep.id and made["opened_by"] == team.rep.id
-    assert made["customer_name"] == customer.snapshot.name and made["contract_id"] == "ct-1"
+    assert made["customer_name"] == customer.snapshot.name and made["contract_id"] == contract_id
     opened_at = moment(made["opened_at"])
     assert moment(made["first_response"]["due_at"]) - opened_at == timedelta(hours=1)
     assert moment(made["resolution_sla"]["due_at"]) - opened_at == timedelta(hours=4)
@@ -161,6 +173,33 @@ async def test_open_a_ticket_with_its_sla_and_event(
     assert snap["first_response_due_at"] and snap["resolution_due_at"] and snap["department_path"] == team.rep.dept
     r = await client.get(f"/v1/tickets/{made['id']}", headers=team.rep.headers)
     assert r.status_code == 200 and r.json()["replies"] == []
+
+
+async def test_the_contract_and_the_contact_must_be_the_customers(
+    client: httpx.AsyncClient, app: FastAPI, feed: CustomerFeed, team: Team
+) -> None:
+    customer = await feed.created(
+        owner_id=team.rep.id, department_path=team.rep.dept, name=f"客户 {uuid.uuid4().hex[:8]}", contacts=["张工"]
+    )
+    await eventually(
+        lambda: app.state.kit.db["customers"].find_one({"_id": customer.id, "source_version": customer.version}),
+        timeout=30,
+        message="the customer in the read copy",
+    )
+    other = await customer_of(app, feed, team.rep)
+    theirs = await contract_of(client, team.rep, other)
+    mine = await contract_of(client, team.rep, customer)
+    for fields, field in (
+        ({"contract_id": "no-such-contract"}, "contract_id"),
+        ({"contract_id": theirs}, "contract_id"),
+        ({"contact_id": "no-such-contact"}, "contact_id"),
+        ({"contact_id": other.contact_ids[0] if other.contact_ids else "x"}, "contact_id"),
+    ):
+        r = await client.post("/v1/tickets", json=body(customer, **fields), headers=team.rep.headers)
+        assert field_of(r) == field, r.text
+    assert await app.state.kit.db["tickets"].count_documents({"customer_id": customer.id}) == 0
+    made = await opened(client, team.rep, body(customer, contract_id=mine, contact_id=customer.contact_ids[0]))
+    assert (made["contract_id"], made["contact_id"]) == (mine, customer.contact_ids[0])
 
 
 async def test_bad_input_is_422_naming_the_field_and_writes_nothing(

@@ -22,6 +22,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_platform.auth import Principal
@@ -66,9 +67,12 @@ class Tickets:
         reopen_days: int,
         scheduler_batch_size: int = 200,
         users: DirectoryReadModel | None = None,
+        contracts: AsyncCollection[Document] | None = None,
     ) -> None:
         self.repo = repo
         self.users = users
+        # The contracts of this service (read only): a ticket's contract must be its customer's.
+        self.contracts = contracts
         self.counters = counters
         self.customers = customers
         self.clock = clock
@@ -159,8 +163,24 @@ class Tickets:
                 await asyncio.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _check_ties(self, data: rules.TicketIn, customer: Document) -> None:
+        """The contract and the contact a ticket names must be its customer's (422 naming the field)."""
+        if data.contract_id is not None and self.contracts is not None:
+            contract = await self.contracts.find_one({"_id": data.contract_id}, projection={"customer_id": 1})
+            if contract is None:
+                raise ValidationFailed.for_field("contract_id", f"no contract {data.contract_id}")
+            if contract.get("customer_id") != data.customer_id:
+                raise ValidationFailed.for_field(
+                    "contract_id", f"the contract {data.contract_id} is another customer's, not {data.customer_id}'s"
+                )
+        if data.contact_id is not None and data.contact_id not in CustomerReadModel.contact_ids(customer):
+            raise ValidationFailed.for_field(
+                "contact_id", f"no contact {data.contact_id} of the customer {data.customer_id}"
+            )
+
     async def open(self, principal: Principal, data: rules.TicketIn) -> Document:
         customer = await self._customer(data.customer_id)
+        await self._check_ties(data, customer)
         now = self.clock.now()
         draft = rules.new_ticket(
             str(uuid.uuid4()),
