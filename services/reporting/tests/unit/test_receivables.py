@@ -63,3 +63,14 @@ def test_collected_by_the_end_of_a_day() -> None:
     assert collected_by(i, 20261105) == Decimal("120.00")
     assert collected_by(i, 20261130) == Decimal("300.00")  # 340 received: never more than the amount
     assert collected_by({"amount": "5", "history": [[1, "-9"]]}, 2) == Decimal(0)
+
+
+def test_sums_are_shown_in_their_currencys_precision() -> None:
+    from decimal import Decimal
+
+    from crm_reporting.domain.money import money_in
+
+    assert money_in(Decimal("1000"), "JPY") == "1000"
+    assert money_in(Decimal("1.234") + Decimal("2.001"), "KWD") == "3.235"
+    assert money_in(Decimal("12.5"), "CNY") == "12.50"
+    assert money_in(Decimal("7"), "XTS") == "7.00"  # a code the platform does not know: two decimals

@@ -29,7 +29,8 @@ from crm_platform.contracts import sales as sev
 from crm_platform.events import EventEnvelope
 from crm_platform.listing import all_of
 from crm_reporting.adapters.readmodels import ReadModels
-from crm_reporting.domain.money import dec, money
+from crm_reporting.domain.money import dec
+from crm_reporting.domain.money import money_in as money
 from crm_reporting.domain.receivables import BUCKETS, NOT_DUE, average, bucket, day_key, key_day, rate, value_rank
 
 Document = dict[str, Any]
@@ -219,7 +220,7 @@ def ltv_figures(doc: Document) -> Document:
     days = sorted(int(p["day"]) for p in payments)
     value = received - refunded
     return {
-        "value": money(value),
+        "value": money(value, str(doc["currency"])),
         "first_day": days[0] if days else None,
         "last_day": days[-1] if days else None,
         "contracts_count": len(doc.get("contracts") or {}),
@@ -275,8 +276,8 @@ def _group() -> Document:
     return {"outstanding": Decimal(0), NOT_DUE: Decimal(0), **{b: Decimal(0) for b in BUCKETS}}
 
 
-def _ageing_row(key: str, name: str, g: Document) -> Document:
-    return {key: name, **{k: money(v) for k, v in g.items()}}
+def _ageing_row(key: str, name: str, g: Document, currency: str) -> Document:
+    return {key: name, **{k: money(v, currency) for k, v in g.items()}}
 
 
 async def ageing_report(models: ReadModels, principal: Principal, as_of: date, currency: str) -> Document:
@@ -293,9 +294,9 @@ async def ageing_report(models: ReadModels, principal: Principal, as_of: date, c
         "as_of": as_of.isoformat(),
         "currency": currency,
         "buckets": [NOT_DUE, *BUCKETS],
-        "rows": [_ageing_row("owner_id", k, reps[k]) for k in sorted(reps)],
-        "departments": [_ageing_row("department_path", k, depts[k]) for k in sorted(depts)],
-        "totals": {k: money(v) for k, v in total.items()},
+        "rows": [_ageing_row("owner_id", k, reps[k], currency) for k in sorted(reps)],
+        "departments": [_ageing_row("department_path", k, depts[k], currency) for k in sorted(depts)],
+        "totals": {k: money(v, currency) for k, v in total.items()},
     }
 
 
@@ -303,13 +304,13 @@ def _collection_group() -> Document:
     return {"due": Decimal(0), "collected": Decimal(0), "received": Decimal(0)}
 
 
-def _collection_row(key: str, name: str, g: Document) -> Document:
+def _collection_row(key: str, name: str, g: Document, currency: str) -> Document:
     return {
         key: name,
-        "due": money(g["due"]),
-        "collected": money(g["collected"]),
+        "due": money(g["due"], currency),
+        "collected": money(g["collected"], currency),
         "rate": rate(g["collected"], g["due"]),
-        "received": money(g["received"]),
+        "received": money(g["received"], currency),
     }
 
 
@@ -345,9 +346,9 @@ async def collection_report(
         "from": start.isoformat(),
         "to": end.isoformat(),
         "currency": currency,
-        "rows": [_collection_row("owner_id", k, reps[k]) for k in sorted(reps)],
-        "departments": [_collection_row("department_path", k, depts[k]) for k in sorted(depts)],
-        "totals": _collection_row("total", "total", total),
+        "rows": [_collection_row("owner_id", k, reps[k], currency) for k in sorted(reps)],
+        "departments": [_collection_row("department_path", k, depts[k], currency) for k in sorted(depts)],
+        "totals": _collection_row("total", "total", total, currency),
     }
 
 
@@ -387,8 +388,8 @@ async def target_report(
                 "scope": scope,
                 "scope_id": scope_id,
                 "department_path": paths.get(scope_id) if scope == "department" else None,
-                "signed": money(amount),
-                "target": None if goal is None else money(goal),
+                "signed": money(amount, currency),
+                "target": None if goal is None else money(goal, currency),
                 "attainment": None if goal is None else rate(amount, goal),
             }
         )

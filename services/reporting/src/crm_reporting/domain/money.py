@@ -1,8 +1,11 @@
-"""Money as Decimal (events carry decimal strings); outputs are strings with two decimals."""
+"""Money as Decimal (events carry decimal strings); outputs are strings with two decimals (`money`) or in
+the currency's own precision (`money_in`)."""
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from crm_platform.money import CURRENCY_EXPONENTS
 
 CENT = Decimal("0.01")
 
@@ -18,6 +21,13 @@ def dec(value: str | None) -> Decimal:
 
 def money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def money_in(value: Decimal, currency: str) -> str:
+    """A sum of amounts of one currency in that currency's precision ('1.234' KWD stays '1.234',
+    '1000' JPY is '1000'); a currency the platform does not know gets two decimals."""
+    places = CURRENCY_EXPONENTS.get(currency, 2)
+    return str(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def ratio(part: float | Decimal, whole: float | Decimal, digits: int = 4) -> float | None:
