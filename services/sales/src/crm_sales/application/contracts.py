@@ -15,12 +15,13 @@ import asyncio
 import uuid
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_platform.auth import Principal
-from crm_platform.clock import Clock
+from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import sales as ev
 from crm_platform.errors import NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
@@ -42,6 +43,12 @@ DEFAULT_SORT = "-created_at"
 TIEBREAK = "s.id"
 LIST_PROJECTION = {"outbox": 0}
 SYSTEM_ACTOR = "system:sales"
+DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def business_day(clock: Clock, zone: ZoneInfo) -> date:
+    """The date it is now in ``zone`` (the setting CRM_SALES_BUSINESS_TIMEZONE)."""
+    return as_utc(clock.now()).astimezone(zone).date()
 
 
 class ContractFilter(BaseModel):
@@ -81,8 +88,10 @@ class Contracts:
         source: str,
         bands: rules.Bands,
         our_entity: str,
+        zone: ZoneInfo = DEFAULT_ZONE,
     ) -> None:
         self.repo = repo
+        self.zone = zone
         self.quotations = quotations
         self.customers = customers
         self.opportunities = opportunities
@@ -92,7 +101,8 @@ class Contracts:
         self.event = EventFactory(source, clock)
 
     def today(self) -> date:
-        return self.clock.now().date()
+        """The business day now: the date in the organisation's time zone (not UTC's)."""
+        return business_day(self.clock, self.zone)
 
     def changed(self, doc: Document, version: int, actor: str | None, changes: list[ev.FieldChange]) -> Any:
         data = ev.ContractChanged(contract=rules.snapshot(doc, version), changes=changes)
