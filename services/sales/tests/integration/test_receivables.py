@@ -142,7 +142,7 @@ async def test_payments_partial_targeted_and_over_payment_as_credit_with_refunds
         body = {"received_on": TODAY.isoformat(), "method": "bank_transfer", **fields}
         return await client.post(f"{url}/payments", json=body, headers=rep.headers)
 
-    tomorrow = (TODAY + timedelta(days=1)).isoformat()
+    tomorrow = (TODAY + timedelta(days=2)).isoformat()  # past Shanghai's date too (UTC+8, the business day)
     for bad, field in (
         ({"amount": "0"}, "amount"),
         ({"amount": "1.001"}, "amount"),

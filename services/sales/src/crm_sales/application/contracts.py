@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import sales as ev
-from crm_platform.errors import NotFound, ValidationFailed
+from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.listing import Page, PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
@@ -44,6 +44,16 @@ TIEBREAK = "s.id"
 LIST_PROJECTION = {"outbox": 0}
 SYSTEM_ACTOR = "system:sales"
 DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+#: What a contract of a customer in the recycle bin (or purged) may no longer do: the moves that
+#: change or advance the agreement. Reading, payments received, refunds, invoices, completing,
+#: terminating and the overdue reminders stay allowed (money that came in or goes back is a fact).
+CLOSED_TO_DELETED = ("update", "plan", "submit", "approve", "reject", "sign", "start")
+
+
+class CustomerClosed(Conflict):
+    code, title = "customer-deleted", "The contract's customer is in the recycle bin"
 
 
 def business_day(clock: Clock, zone: ZoneInfo) -> date:
@@ -121,6 +131,21 @@ class Contracts:
             reason = why.get(str((copy or {}).get("status")), f"no customer {customer_id} that you can see")
             raise ValidationFailed.for_field(field, reason)
         return copy
+
+    async def customer_open(self, doc: Document, action: str) -> None:
+        """409 ``customer-deleted`` when ``action`` is one of :data:`CLOSED_TO_DELETED` and the
+        contract's customer is in the recycle bin or purged (the read copy as it is now decides, so
+        a restore lifts it)."""
+        if action not in CLOSED_TO_DELETED:
+            return
+        copy = await self.customers.get(doc["customer_id"])
+        status = (copy or {}).get("status")
+        if status in ("deleted", "purged"):
+            where = "in the recycle bin: restore it first" if status == "deleted" else "purged"
+            raise CustomerClosed(
+                f"Cannot {action} the contract: its customer {doc['customer_id']} is {where}.",
+                extra={"action": action, "reason": "customer-deleted", "customer_id": doc["customer_id"]},
+            )
 
     async def visible(self, principal: Principal, contract_id: str) -> Document:
         doc = await self.repo.get(contract_id)
@@ -276,6 +301,7 @@ class Contracts:
     ) -> Document:
         current = await self.visible(principal, contract_id)
         rules.check_editable(current)
+        await self.customer_open(current, "update")
         fields = patch.model_fields_set
         for name in ("title", "amount", "currency"):
             if name in fields and getattr(patch, name) is None:
@@ -356,6 +382,7 @@ class Contracts:
             )
         current = await self.visible(principal, contract_id)
         rules.check_move(current, action)
+        await self.customer_open(current, action)
         if action in ("approve", "reject"):
             rules.check_approver(principal, current, action)
         if action == "sign":

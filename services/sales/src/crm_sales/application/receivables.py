@@ -64,6 +64,7 @@ class Receivables:
     ) -> Document:
         current = await self.contracts.visible(principal, contract_id)
         money_rules.new_plan(current, data)  # 422/409 before any write
+        await self.contracts.customer_open(current, "plan")
         now = self.contracts.clock.now()
 
         def decide(doc: Document, version: int) -> Change:
