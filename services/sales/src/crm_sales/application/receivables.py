@@ -72,10 +72,13 @@ class Receivables:
                 raise NotFound(f"No contract with id {contract_id}.")
             doc["plan"] = money_rules.new_plan(doc, data)
             money_rules.refresh(doc)
+            applied = money_rules.apply_credit(doc)  # credit held goes to instalments with room
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
             payload = ev.ContractPlanSet(
-                contract=rules.snapshot(doc, version), instalments=money_rules.instalment_states(doc)
+                contract=rules.snapshot(doc, version),
+                instalments=money_rules.instalment_states(doc),
+                credit_applied=money_rules.allocations(applied, doc["currency"]),
             )
             return Change(doc, [self.event(ev.CONTRACT_PLAN_SET, doc["_id"], payload, version, principal.user_id)])
 
