@@ -159,7 +159,7 @@ def test_a_new_plan_with_room_takes_the_credit_oldest_first_and_the_payments_hol
     pay(doc, "1000", pid="p1")
     pay(doc, "60", pid="p2")
     pay(doc, "40", pid="p3")  # 100 credit, from two payments
-    a, b, c = (p["id"] for p in doc["plan"])
+    a, b, _c = (p["id"] for p in doc["plan"])
     rules.refund(doc, "r1", rules.RefundIn(payment_id="p1", amount="300", reason="退"), "u", NOW)  # from c
     assert [p["paid_minor"] for p in doc["plan"]] == [40000, 30000, 0] and doc["credit_minor"] == 10000
     # c (now unpaid) goes, b is raised to 600: room 300 on b, the credit's 100 goes there
