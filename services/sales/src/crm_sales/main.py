@@ -153,6 +153,7 @@ def add_contracts(
         kit.source,
         settings.contract_bands(),
         entity,
+        settings.business_zone,
     )
 
     async def setup(_: ServiceKit) -> None:
@@ -160,7 +161,7 @@ def add_contracts(
         await opportunities.ensure_indexes()
 
     kit.on_startup(setup)
-    overdue = OverdueScheduler(contract_repo, kit.clock, contracts.event)
+    overdue = OverdueScheduler(contract_repo, kit.clock, contracts.event, zone=settings.business_zone)
     if settings.sales_overdue_scheduler_enabled:
         kit.background(Periodic("contract-overdue", overdue.tick, settings.sales_overdue_poll_seconds))
     return contracts, overdue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -50,6 +51,23 @@ class SalesSettings(ServiceSettings):
     # replica): CRM_SALES_OVERDUE_SCHEDULER_ENABLED, CRM_SALES_OVERDUE_POLL_SECONDS.
     sales_overdue_scheduler_enabled: bool = True
     sales_overdue_poll_seconds: float = Field(default=60.0, gt=0)
+    # The organisation's business day for contracts (CRM_SALES_BUSINESS_TIMEZONE, an IANA zone checked
+    # at start): an instalment due on a day is overdue from the next midnight there, and "today" for
+    # a payment's received_on and a signature's signed_on is that zone's date.
+    sales_business_timezone: str = "Asia/Shanghai"
+
+    @field_validator("sales_business_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)  # an unknown zone stops the start, not the first payment
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise ValueError(f"'{value}' is not an IANA time zone (e.g. Asia/Shanghai)") from exc
+        return value
+
+    @property
+    def business_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.sales_business_timezone)
 
     @field_validator("sales_contract_approval_bands")
     @classmethod

@@ -123,3 +123,41 @@ async def test_an_overdue_instalment_is_reported_once_and_a_paid_one_never(
     assert len(events.matching(subject=late["id"], type=sev.CONTRACT_INSTALMENT_OVERDUE.name)) == 2
     r = await client.get(f"/v1/contracts/{late['id']}", headers=headers)
     assert [i["overdue"] for i in r.json()["plan"]] == [True, True]
+
+
+async def test_the_business_day_turns_at_midnight_in_the_business_time_zone(
+    client: httpx.AsyncClient, app: FastAPI, clock: ManualClock
+) -> None:
+    """Asia/Shanghai (the default) is UTC+8: an instalment due on day D is overdue from D+1 00:00
+    there, i.e. D 16:00 UTC, while UTC's date is still D; a payment received on D+1 is accepted from
+    that moment too, and refused as in the future a second before."""
+    clock.set(START)
+    owner = unique("rep")
+    headers = auth(owner, ["rep"], department_path="/hq/overdue")
+    due = TODAY + timedelta(days=3)
+    contract = await contract_with_plan(client, app, owner, headers, 3)
+    url = f"/v1/contracts/{contract['id']}"
+    scheduler: OverdueScheduler = app.state.overdue_scheduler
+    just_before = datetime(due.year, due.month, due.day, 15, 59, 59, tzinfo=UTC)
+    next_day = {"amount": "10", "received_on": (due + timedelta(days=1)).isoformat(), "method": "cash"}
+    try:
+        clock.set(just_before)  # 23:59:59 in Shanghai on the due day
+        assert await scheduler.tick() == 0
+        r = await client.post(f"{url}/payments", json=next_day, headers=headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == "received_on"
+        assert f"today is {due.isoformat()}" in r.text
+        r = await client.get(url, headers=headers)
+        assert [i["overdue"] for i in r.json()["plan"]] == [False]
+        clock.set(just_before + timedelta(seconds=1))  # 00:00 the next day in Shanghai; UTC still says D
+        assert clock.now().date() == due
+        async with collecting(app.state.kit.settings.kafka_bootstrap_servers, [sev.TOPIC]) as events:
+            assert await scheduler.tick() == 1
+            (got,) = await events.wait_for(subject=contract["id"], type=sev.CONTRACT_INSTALMENT_OVERDUE.name)
+        assert got.event["data"]["days_overdue"] == 1
+        r = await client.get(url, headers=headers)
+        assert [i["overdue"] for i in r.json()["plan"]] == [True]
+        r = await client.post(f"{url}/payments", json=next_day, headers=headers)
+        assert r.status_code == 201, r.text
+    finally:
+        clock.set(START)

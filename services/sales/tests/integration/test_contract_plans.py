@@ -1,7 +1,8 @@
 """Every query contracts make is an index lookup on the embedded store (its SQLite query plans, see
 crm_platform.testing.query_plans): the customer's, opportunity's and quotation's look-ups, the
 year's counter, the insert (and its unique number), the reads, every guarded write (change, the
-approval and status moves), and every page of the list for each filter, sort and scope.
+approval and status moves), and every page of the list for each filter, sort and scope (own, a
+custom role of ``department`` scope, subtree, all).
 
 The service runs against the traced store with a few hundred contracts already stored (so SQLite
 prefers a good index to a scan); customers and opportunities reach it through its own handlers.
@@ -25,6 +26,7 @@ from crm_platform.testing.customer_feed import CustomerFeed
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, database
 from crm_platform.testing.plans import KeepingProducer, assert_indexed, deliver
 from crm_platform.testing.query_plans import TracedStore
+from crm_platform.testing.roles import define_role
 from crm_sales.main import create_app
 from crm_sales.settings import SalesSettings
 
@@ -34,7 +36,11 @@ REP = auth(REP_ID, ["rep"], department_path="/hq/cplans")
 MANAGER = auth("contract-mgr-plans", ["manager"], department_path="/hq/cplans")
 APPROVER = auth("contract-approver-plans", ["manager"], department_path="/hq")
 ADMIN = auth("contract-admin-plans", ["admin"], department_path="/hq")
-SCOPES = {"own": REP, "subtree": MANAGER, "all": ADMIN}
+#: A custom role whose contracts scope is "department": owner or the path's equality, each branch
+#: index-served (live, [filters], owner_id | department_path, s.created, s.id).
+DEPT_ROLE = "cplans-department"
+DEPT_USER = auth("contract-dept-plans", [DEPT_ROLE], department_path="/hq/cplans")
+SCOPES = {"own": REP, "department": DEPT_USER, "subtree": MANAGER, "all": ADMIN}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +58,7 @@ async def app(backend: Backend, traced_store: TracedStore) -> AsyncIterator[Fast
     )
     application = create_app(settings, SystemClock())
     async with application.router.lifespan_context(application):
+        await define_role(application, DEPT_ROLE, ["contracts:view"], {"contracts": "department"})
         yield application
 
 
@@ -273,5 +280,7 @@ async def test_an_owner_filter_outside_ones_own_scope_is_an_empty_page_without_a
         assert r.status_code == 200 and r.json()["items"] == [], r.text
         r = await client.get("/v1/contracts", params={"owner_id": "someone-3"}, headers=MANAGER)
         assert r.status_code == 200 and r.json()["items"] == [], r.text
-    if capture.statements:  # the rep's page asks the store nothing; the manager's is indexed
+        r = await client.get("/v1/contracts", params={"owner_id": "someone-3"}, headers=DEPT_USER)
+        assert r.status_code == 200 and r.json()["items"] == [], r.text
+    if capture.statements:  # the rep's page asks the store nothing; the others' are indexed
         assert_indexed(capture)

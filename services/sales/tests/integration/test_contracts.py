@@ -293,7 +293,7 @@ async def test_approval_signing_and_execution_under_the_lower_band(
         r = await act(client, team.manager, made, "approve", {"comment": "同意"})
         assert r.status_code == 200 and r.json()["approval"]["complete"] is True, r.text
         assert r.json()["approval"]["levels"][0]["approved_by"] == team.manager.id
-        tomorrow = (date.today() + timedelta(days=1)).isoformat()
+        tomorrow = (date.today() + timedelta(days=2)).isoformat()  # past Shanghai's date too (the business day)
         r = await act(client, team.rep, made, "sign", {"signed_on": tomorrow, "signed_document": "doc-1"})
         assert field_of(r) == "signed_on"
         r = await act(client, team.rep, made, "sign", {"signed_on": date.today().isoformat()})

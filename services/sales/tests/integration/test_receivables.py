@@ -142,7 +142,7 @@ async def test_payments_partial_targeted_and_over_payment_as_credit_with_refunds
         body = {"received_on": TODAY.isoformat(), "method": "bank_transfer", **fields}
         return await client.post(f"{url}/payments", json=body, headers=rep.headers)
 
-    tomorrow = (TODAY + timedelta(days=1)).isoformat()
+    tomorrow = (TODAY + timedelta(days=2)).isoformat()  # past Shanghai's date too (UTC+8, the business day)
     for bad, field in (
         ({"amount": "0"}, "amount"),
         ({"amount": "1.001"}, "amount"),
@@ -274,3 +274,48 @@ async def test_invoices_split_the_tax_never_exceed_the_payment_and_take_numbers_
     assert [i["number"] for i in r.json()["items"]] == [first["number"], second["number"]]
     other = User(f"/{unique('x')}")
     assert (await client.get(f"{url}/invoices", headers=other.headers)).status_code == 404
+
+
+async def test_a_new_plan_with_room_takes_the_credit_in_the_same_write_and_says_so(
+    client: httpx.AsyncClient, sales_app: FastAPI, rep: User
+) -> None:
+    contract = await signed_contract(client, sales_app, rep, "1000")
+    r = await put_plan(client, rep, contract, plan((10, "400"), (40, "600")))
+    assert r.status_code == 200, r.text
+    first, second = (i["id"] for i in r.json()["plan"])
+    url = f"/v1/contracts/{contract['id']}"
+
+    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = await client.post(f"{url}/{path}", json=body, headers=rep.headers)
+        assert r.status_code == 201, r.text
+        got: dict[str, Any] = r.json()
+        return got
+
+    whole = await post("payments", {"amount": "1000", "received_on": TODAY.isoformat(), "method": "online"})
+    extra = await post("payments", {"amount": "100", "received_on": TODAY.isoformat(), "method": "cash"})
+    assert extra["credit"] == "100.00"
+    body = await post("refunds", {"payment_id": whole["payments"][0]["id"], "amount": "200", "reason": "折让"})
+    assert (body["outstanding"], body["credit"]) == ("200.00", "100.00")  # the second has room, credit idle
+    # a third instalment is added (the second set down to what it holds): the credit goes to it
+    new_plan = plan((10, "400"), (40, "400"), (70, "200"), ids=[first, second, None])
+    async with collecting(sales_app.state.kit.settings.kafka_bootstrap_servers, [sev.TOPIC]) as events:
+        r = await put_plan(client, rep, body, new_plan)
+        assert r.status_code == 200, r.text
+        plans = await events.wait_for(subject=contract["id"], type=sev.CONTRACT_PLAN_SET.name, count=2)
+    got = plans[-1]  # the first plan's event too: the collector reads the topic from its start
+    after = r.json()
+    third = after["plan"][2]["id"]
+    assert plans[0].event["data"]["credit_applied"] == []
+    assert (after["received"], after["outstanding"], after["credit"]) == ("900.00", "100.00", "0.00")
+    assert [(i["status"], i["paid"]) for i in after["plan"]] == [
+        ("paid", "400.00"),
+        ("paid", "400.00"),
+        ("partially_paid", "100.00"),
+    ]
+    data = got.event["data"]
+    assert data["credit_applied"] == [{"instalment_id": third, "amount": "100.00"}]
+    assert data["contract"]["credit"] == "0.00" and data["instalments"][2]["paid"] == "100.00"
+    # the payment that made the credit now holds the third instalment: its refund takes it back there
+    body = await post("refunds", {"payment_id": extra["payments"][-1]["id"], "amount": "100", "reason": "退回"})
+    assert body["refunds"][-1]["allocation"] == [{"instalment_id": third, "amount": "100.00"}]
+    assert (body["received"], body["outstanding"], body["credit"]) == ("800.00", "200.00", "0.00")

@@ -154,6 +154,45 @@ def test_a_refund_takes_from_the_credit_first_then_the_latest_instalments_and_ne
     assert error_field(exc) == "reason"
 
 
+def test_a_new_plan_with_room_takes_the_credit_oldest_first_and_the_payments_hold_it_there() -> None:
+    doc = planned(contract(), ("2026-07-01", "400"), ("2026-08-01", "300"), ("2026-09-01", "300"))
+    pay(doc, "1000", pid="p1")
+    pay(doc, "60", pid="p2")
+    pay(doc, "40", pid="p3")  # 100 credit, from two payments
+    a, b, _c = (p["id"] for p in doc["plan"])
+    rules.refund(doc, "r1", rules.RefundIn(payment_id="p1", amount="300", reason="退"), "u", NOW)  # from c
+    assert [p["paid_minor"] for p in doc["plan"]] == [40000, 30000, 0] and doc["credit_minor"] == 10000
+    # c (now unpaid) goes, b is raised to 600: room 300 on b, the credit's 100 goes there
+    doc["plan"] = rules.new_plan(doc, plan_in(("2026-07-01", "400"), ("2026-08-01", "600"), ids=[a, b]))
+    rules.refresh(doc)
+    applied = rules.apply_credit(doc)
+    assert applied == [{"instalment_id": b, "amount_minor": 10000}]
+    assert [p["paid_minor"] for p in doc["plan"]] == [40000, 40000]
+    assert doc["totals"] == {"received": "800.00", "outstanding": "200.00", "credit": "0.00"}
+    assert [p["held"] for p in doc["payments"][1:]] == [
+        [{"instalment_id": b, "amount_minor": 6000}],
+        [{"instalment_id": b, "amount_minor": 4000}],
+    ]
+    refund, _ = rules.refund(doc, "r2", rules.RefundIn(payment_id="p3", amount="40", reason="退"), "u", NOW)
+    assert refund["allocation"] == [{"instalment_id": b, "amount_minor": 4000}]
+    assert rules.apply_credit(doc) == []  # no credit: nothing moves
+
+
+def test_the_credit_fills_the_oldest_due_instalment_first_then_the_next() -> None:
+    doc = planned(contract(), ("2026-07-01", "500"), ("2026-08-01", "500"))
+    pay(doc, "1000", pid="p1")
+    pay(doc, "300", pid="p2")
+    first, second = (p["id"] for p in doc["plan"])
+    rules.refund(doc, "r1", rules.RefundIn(payment_id="p1", amount="700", reason="退"), "u", NOW)
+    assert [p["paid_minor"] for p in doc["plan"]] == [30000, 0] and doc["credit_minor"] == 30000
+    doc["plan"] = rules.new_plan(doc, plan_in(("2026-07-01", "500"), ("2026-08-01", "500"), ids=[first, second]))
+    assert rules.apply_credit(doc) == [
+        {"instalment_id": first, "amount_minor": 20000},
+        {"instalment_id": second, "amount_minor": 10000},
+    ]
+    assert doc["credit_minor"] == 0 and doc["totals"]["outstanding"] == "400.00"
+
+
 def test_the_overdue_key_is_the_earliest_unpaid_unreported_due_day() -> None:
     doc = planned(contract(), ("2026-07-01", "400"), ("2026-08-01", "600"))
     assert doc["next_due_day"] == doc["plan"][0]["due_day"]

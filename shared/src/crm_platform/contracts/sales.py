@@ -372,6 +372,11 @@ class InstalmentState(BaseModel):
 class ContractPlanSet(BaseModel):
     contract: ContractSnapshot
     instalments: list[InstalmentState]
+    credit_applied: list[Allocation] = Field(
+        default_factory=list,
+        description="The contract's credit the new plan applied to its instalments with room, oldest due "
+        "first (already counted in each instalment's paid); empty when none.",
+    )
 
 
 class Allocation(BaseModel):

@@ -15,14 +15,15 @@ import asyncio
 import uuid
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_platform.auth import Principal
-from crm_platform.clock import Clock
+from crm_platform.clock import Clock, as_utc
 from crm_platform.contracts import sales as ev
-from crm_platform.errors import NotFound, ValidationFailed
+from crm_platform.errors import Conflict, NotFound, ValidationFailed
 from crm_platform.events import EventEnvelope, EventFactory
 from crm_platform.listing import Page, PageParams, all_of, fetch_page
 from crm_platform.readmodels.customers import CustomerReadModel
@@ -42,6 +43,22 @@ DEFAULT_SORT = "-created_at"
 TIEBREAK = "s.id"
 LIST_PROJECTION = {"outbox": 0}
 SYSTEM_ACTOR = "system:sales"
+DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+#: What a contract of a customer in the recycle bin (or purged) may no longer do: the moves that
+#: change or advance the agreement. Reading, payments received, refunds, invoices, completing,
+#: terminating and the overdue reminders stay allowed (money that came in or goes back is a fact).
+CLOSED_TO_DELETED = ("update", "plan", "submit", "approve", "reject", "sign", "start")
+
+
+class CustomerClosed(Conflict):
+    code, title = "customer-deleted", "The contract's customer is in the recycle bin"
+
+
+def business_day(clock: Clock, zone: ZoneInfo) -> date:
+    """The date it is now in ``zone`` (the setting CRM_SALES_BUSINESS_TIMEZONE)."""
+    return as_utc(clock.now()).astimezone(zone).date()
 
 
 class ContractFilter(BaseModel):
@@ -81,8 +98,10 @@ class Contracts:
         source: str,
         bands: rules.Bands,
         our_entity: str,
+        zone: ZoneInfo = DEFAULT_ZONE,
     ) -> None:
         self.repo = repo
+        self.zone = zone
         self.quotations = quotations
         self.customers = customers
         self.opportunities = opportunities
@@ -92,7 +111,8 @@ class Contracts:
         self.event = EventFactory(source, clock)
 
     def today(self) -> date:
-        return self.clock.now().date()
+        """The business day now: the date in the organisation's time zone (not UTC's)."""
+        return business_day(self.clock, self.zone)
 
     def changed(self, doc: Document, version: int, actor: str | None, changes: list[ev.FieldChange]) -> Any:
         data = ev.ContractChanged(contract=rules.snapshot(doc, version), changes=changes)
@@ -111,6 +131,21 @@ class Contracts:
             reason = why.get(str((copy or {}).get("status")), f"no customer {customer_id} that you can see")
             raise ValidationFailed.for_field(field, reason)
         return copy
+
+    async def customer_open(self, doc: Document, action: str) -> None:
+        """409 ``customer-deleted`` when ``action`` is one of :data:`CLOSED_TO_DELETED` and the
+        contract's customer is in the recycle bin or purged (the read copy as it is now decides, so
+        a restore lifts it)."""
+        if action not in CLOSED_TO_DELETED:
+            return
+        copy = await self.customers.get(doc["customer_id"])
+        status = (copy or {}).get("status")
+        if status in ("deleted", "purged"):
+            where = "in the recycle bin: restore it first" if status == "deleted" else "purged"
+            raise CustomerClosed(
+                f"Cannot {action} the contract: its customer {doc['customer_id']} is {where}.",
+                extra={"action": action, "reason": "customer-deleted", "customer_id": doc["customer_id"]},
+            )
 
     async def visible(self, principal: Principal, contract_id: str) -> Document:
         doc = await self.repo.get(contract_id)
@@ -266,6 +301,7 @@ class Contracts:
     ) -> Document:
         current = await self.visible(principal, contract_id)
         rules.check_editable(current)
+        await self.customer_open(current, "update")
         fields = patch.model_fields_set
         for name in ("title", "amount", "currency"):
             if name in fields and getattr(patch, name) is None:
@@ -346,6 +382,7 @@ class Contracts:
             )
         current = await self.visible(principal, contract_id)
         rules.check_move(current, action)
+        await self.customer_open(current, action)
         if action in ("approve", "reject"):
             rules.check_approver(principal, current, action)
         if action == "sign":

@@ -6,19 +6,22 @@ and claims each with a guarded write through the :class:`VersionedStore`: the in
 marked reported together with their events in the outbox, in one replace that only succeeds if
 the contract's version has not moved. Of several schedulers racing (replicas, a restarted process)
 exactly one write wins; the others re-read, find nothing left to report and write nothing. The
-clock is injectable, so tests move it instead of waiting.
+clock is injectable, so tests move it instead of waiting. "Today" is the date in the organisation's
+business time zone (CRM_SALES_BUSINESS_TIMEZONE, default Asia/Shanghai), not UTC's.
 """
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from crm_platform.clock import Clock
 from crm_platform.contracts import sales as ev
 from crm_platform.events import EventFactory
 from crm_platform.store import Change
 from crm_sales.adapters.contracts import ContractRepository
+from crm_sales.application.contracts import DEFAULT_ZONE, business_day
 from crm_sales.domain import contracts as rules
 from crm_sales.domain import receivables as money_rules
 
@@ -27,15 +30,24 @@ ACTOR = "system:sales-overdue-scheduler"
 
 
 class OverdueScheduler:
-    def __init__(self, repo: ContractRepository, clock: Clock, event: EventFactory, *, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        repo: ContractRepository,
+        clock: Clock,
+        event: EventFactory,
+        *,
+        batch_size: int = 200,
+        zone: ZoneInfo = DEFAULT_ZONE,
+    ) -> None:
         self.repo = repo
+        self.zone = zone
         self.clock = clock
         self.event = event
         self.batch_size = batch_size
 
     async def tick(self) -> int:
         """One pass: report every instalment that became overdue; returns how many this one reported."""
-        today = self.clock.now().date()
+        today = business_day(self.clock, self.zone)  # due on day D: overdue from D+1 00:00 there
         sent = 0
         while True:
             due = await self.repo.overdue_contracts(money_rules.day_number(today), self.batch_size)

@@ -64,6 +64,7 @@ class Receivables:
     ) -> Document:
         current = await self.contracts.visible(principal, contract_id)
         money_rules.new_plan(current, data)  # 422/409 before any write
+        await self.contracts.customer_open(current, "plan")
         now = self.contracts.clock.now()
 
         def decide(doc: Document, version: int) -> Change:
@@ -71,10 +72,13 @@ class Receivables:
                 raise NotFound(f"No contract with id {contract_id}.")
             doc["plan"] = money_rules.new_plan(doc, data)
             money_rules.refresh(doc)
+            applied = money_rules.apply_credit(doc)  # credit held goes to instalments with room
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
             payload = ev.ContractPlanSet(
-                contract=rules.snapshot(doc, version), instalments=money_rules.instalment_states(doc)
+                contract=rules.snapshot(doc, version),
+                instalments=money_rules.instalment_states(doc),
+                credit_applied=money_rules.allocations(applied, doc["currency"]),
             )
             return Change(doc, [self.event(ev.CONTRACT_PLAN_SET, doc["_id"], payload, version, principal.user_id)])
 

@@ -6,6 +6,9 @@ instalment has received (no I/O). Money is kept in integer minor units beside it
   (send its ``id``): it cannot be removed nor set below what it received.
 * **Payment**: applied to the instalment named (if any) first, then to the oldest unpaid ones;
   what is left beyond the whole plan is the contract's ``credit`` (reported, never lost).
+* **Credit on a new plan**: a plan that adds or raises instalments while the contract holds credit
+  gets it applied (:func:`apply_credit`), oldest due first, and the payments that made it now hold
+  those instalments instead (a later refund takes it back from there).
 * **Refund**: at most what the payment still holds; taken back from the credit it made first,
   then from the instalments it paid, the latest first.
 """
@@ -220,6 +223,38 @@ def allocate(plan: list[Document], amount_minor: int, instalment_id: str | None)
         allocation.append({"instalment_id": item["id"], "amount_minor": take})
         left -= take
     return allocation, left
+
+
+def apply_credit(doc: Document) -> list[Document]:
+    """Apply the contract's credit (in place) to the instalments of its plan with room, oldest due
+    first; returns where it went, [{instalment_id, amount_minor}] (empty when there is no credit or
+    no room). The payments holding credit, oldest first, now hold those instalments instead, so a
+    refund of one takes its money back from where it went."""
+    credit = int(doc.get("credit_minor", 0))
+    if credit <= 0 or not doc.get("plan"):
+        return []
+    allocation, left = allocate(doc["plan"], credit, None)
+    if not allocation:
+        return []
+    doc["credit_minor"] = left
+    queue = [dict(a) for a in allocation]
+    for payment in doc.get("payments") or []:
+        if not queue:
+            break
+        moved: list[Document] = []
+        for part in payment.get("held") or []:
+            while part["instalment_id"] is None and int(part["amount_minor"]) > 0 and queue:
+                head = queue[0]
+                take = min(int(part["amount_minor"]), int(head["amount_minor"]))
+                part["amount_minor"] = int(part["amount_minor"]) - take
+                head["amount_minor"] = int(head["amount_minor"]) - take
+                moved.append({"instalment_id": head["instalment_id"], "amount_minor": take})
+                if int(head["amount_minor"]) == 0:
+                    queue.pop(0)
+        if moved:
+            payment["held"] = [a for a in payment["held"] if int(a["amount_minor"]) > 0] + moved
+    refresh(doc)
+    return allocation
 
 
 def check_payable(doc: Document) -> None:
