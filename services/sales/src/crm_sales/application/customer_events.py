@@ -8,8 +8,9 @@
   check (a deleted customer's records stay readable, but accept no new record or status move
   until it is restored), so a stale redelivery cannot undo anything.
 
-One entry per aggregate that names a customer (:class:`Follower`): quotations today; contracts,
-tickets and the like are added to the list given in main.py, a line each.
+One entry per aggregate that names a customer (:class:`Follower`): quotations, contracts and
+tickets, listed in main.py, a line each; what a deleted customer still allows is each aggregate's
+own rule (see the README).
 """
 
 from __future__ import annotations
