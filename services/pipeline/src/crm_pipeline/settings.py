@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -41,7 +41,12 @@ class PipelineSettings(ServiceSettings):
     @field_validator("business_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises on an unknown zone: fail at start, not on the first win
+        # Fail at start, not on the first win, and name the setting: ZoneInfoNotFoundError is a
+        # KeyError, which pydantic would let through raw.
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone '{value}'; use an IANA name such as Asia/Shanghai") from exc
         return value
 
     @property
