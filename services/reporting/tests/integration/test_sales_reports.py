@@ -95,7 +95,13 @@ async def _contracts(feed: EventFeed) -> dict[str, Any]:
     )
     paid2 = await send(sev.CONTRACT_PAYMENT_RECEIVED, a, p2)
     r1 = payment(
-        ca, p2.payment_id, "100.00", date(2026, 11, 20), [(None, "50.00"), (ia[2], "50.00")], refund_id=f"ref-{tag}"
+        ca,
+        p2.payment_id,
+        "100.00",
+        date(2026, 11, 20),
+        [(None, "50.00"), (ia[2], "50.00")],
+        refund_id=f"ref-{tag}",
+        refunded_on=date(2026, 12, 3),
     )
     refund = await send(sev.CONTRACT_PAYMENT_REFUNDED, a, r1)
     # B: 2000.00 signed 2026-11-02; four instalments of 500 long past due; 200 paid on the first
@@ -131,7 +137,7 @@ async def _contracts(feed: EventFeed) -> dict[str, Any]:
         await send(pev.TARGET_SET, target.target_id, pev.TargetSet(target=target))
     return {
         "tag": tag, "dept": dept, "dept_id": dept_id, "rep1": rep1, "rep2": rep2, "cust1": cust1,
-        "cust2": cust2, "sent": sent, "again": [paid2, refund],
+        "cust2": cust2, "sent": sent, "again": [paid2, refund], "contract_a": a, "last_instalment_a": ia[2],
     }  # fmt: skip
 
 
@@ -144,6 +150,11 @@ async def test_receivables_targets_and_lifetime_value(
         await deliver(reporting_app, envelope)
     manager = auth(f"mgr-{w['tag']}", ["manager"], w["dept"])
     rep1, rep2 = w["rep1"], w["rep2"]
+    # The refund sits in the instalment's history on its own day, not the payment's.
+    models = await reporting_app.state.generations.current()
+    stored = await models.collection("sales_contracts").find_one({"_id": w["contract_a"]})
+    (last,) = [i for i in stored["instalments"] if i["id"] == w["last_instalment_a"]]
+    assert [entry[0] for entry in last["history"]] == [20261120, 20261203]
 
     r = await client.get(
         "/v1/reports/receivables/ageing", params={"as_of": "2026-12-10", "currency": "CNY"}, headers=manager

@@ -193,6 +193,8 @@ async def test_payments_partial_targeted_and_over_payment_as_credit_with_refunds
     assert data["allocation"][-1] == {"instalment_id": None, "amount": "200.00"}
     assert data["contract"]["credit"] == "200.00" and data["customer_id"] == contract["customer_id"]
     assert refunded.event["data"]["reason"] == "多付" and refunded.event["data"]["amount"] == "250.00"
+    # its own day (the business day now), for the collection report
+    assert refunded.event["data"]["refunded_on"] == sales_app.state.contracts.today().isoformat()
 
 
 async def test_ten_payments_at_once_all_count(client: httpx.AsyncClient, sales_app: FastAPI, rep: User) -> None:

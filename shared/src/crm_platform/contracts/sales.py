@@ -395,6 +395,9 @@ class ContractPayment(BaseModel):
     amount: str = Field(description="The payment's (or the refund's) amount, above 0.")
     currency: str
     received_on: date = Field(description="The day the money came in (for a refund: the payment's day).")
+    refunded_on: date | None = Field(
+        default=None, description="For payment_refunded: the business day the money went back (null before it existed)."
+    )
     method: str | None = None
     reference: str | None = None
     reason: str | None = Field(default=None, description="Why the money went back, for a refund.")

@@ -93,7 +93,8 @@ async def _contract(models: ReadModels, envelope: EventEnvelope) -> None:
             for a in payment.allocation:
                 if a.instalment_id:
                     moved[a.instalment_id] += sign * dec(a.amount)
-            day = day_key(payment.received_on)  # a refund: the payment's day
+            # A refund counts on its own day (events from before refunded_on: the payment's day).
+            day = day_key(payment.refunded_on or payment.received_on)
             instalments = [
                 {
                     **i,
@@ -324,7 +325,7 @@ async def collection_report(
     models: ReadModels, principal: Principal, start: date, end: date, currency: str
 ) -> Document:
     """Due in [start, end] (instalments of live contracts), collected against it by the end of the
-    period (payments and refunds by the payment's day), and every payment received in the period net
+    period (payments on their day, refunds on theirs), and every payment received in the period net
     of its refunds."""
     reps: dict[str, Document] = defaultdict(_collection_group)
     depts: dict[str, Document] = defaultdict(_collection_group)

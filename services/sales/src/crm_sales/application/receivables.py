@@ -54,6 +54,7 @@ class Receivables:
             method=payment.get("method"),
             reference=payment.get("reference"),
             reason=refund["reason"] if refund else None,
+            refunded_on=refund.get("refunded_on") if refund else None,
             allocation=money_rules.allocations(parts, doc["currency"]),
             contract=rules.snapshot(doc, version),
         )
@@ -114,12 +115,14 @@ class Receivables:
         current = await self.contracts.visible(principal, contract_id)
         refund_id = f"r-{uuid.uuid4().hex[:16]}"
         now = self.contracts.clock.now()
+        today = self.contracts.today().isoformat()  # the refund's own day, for the collection report
         money_rules.refund(current, refund_id, data, principal.user_id, now)  # the checks, no write
 
         def decide(doc: Document, version: int) -> Change:
             if not self.contracts.sees(principal, doc):
                 raise NotFound(f"No contract with id {contract_id}.")
             refund, payment = money_rules.refund(doc, refund_id, data, principal.user_id, now)
+            refund["refunded_on"] = today
             doc["updated_at"] = now
             doc["updated_by"] = principal.user_id
             event = self._payment_event(
