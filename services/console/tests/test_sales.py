@@ -1,8 +1,7 @@
 """The sales pages (page group ``sales``) against the real sales, pipeline, customers and directory
 services: products and price lists, a quotation from a customer's page to its PDF (browser), the
 quotation's moves with approval, refusals at their inputs and revisions, an opportunity's line
-items, and the quotations list over ``GET /v1/quotations`` (a test double of the sales service's
-list endpoint, which another branch builds)."""
+items, and the quotations list over ``GET /v1/quotations``."""
 
 from __future__ import annotations
 
@@ -17,15 +16,12 @@ from typing import Any
 import httpx
 from playwright.async_api import expect
 
-from crm_console.main import create_app
 from crm_console.pages.sales.common import form_errors
 from crm_console.registry import discover, menu_for
 from crm_console.sessions import SessionUser
-from crm_console.settings import ConsoleSettings
-from crm_console.testing import Stack, User, screenshot, serving, sign_in
+from crm_console.testing import Stack, User, screenshot, sign_in
 from crm_console.upstreams import UpstreamProblem
-from crm_platform.testing.backends import Backend
-from crm_platform.testing.fixtures import eventually, service_settings, unique
+from crm_platform.testing.fixtures import eventually, unique
 
 
 def sku() -> str:
@@ -370,64 +366,37 @@ async def test_an_opportunitys_line_items_and_the_amount_that_follows_them(stack
         assert 'name="amount_follows_lines" value="true" id="f-amount_follows_lines" checked' in page
 
 
-async def test_the_quotations_list_follows_the_list_endpoint(backend: Backend, stack: Stack, user: User) -> None:
-    """``GET /v1/quotations`` is another branch's: a test double answers it with the documented
-    shape (items as ``GET /v1/quotations/{id}``, ``next_cursor``); everything else is the real stack."""
-    asked: list[dict[str, str]] = []
-    item = {
-        "id": "q-1",
-        "number": "Q-2026-000042",
-        "revision": 2,
-        "status": "expired",
-        "customer_id": "c-1",
-        "customer_name": "上海示例有限公司",
+async def test_the_quotations_list_follows_the_list_endpoint(stack: Stack) -> None:
+    """``GET /v1/quotations`` of the real sales service: the filters passed through, 50 a page and
+    "load more" over ``next_cursor`` until the last page."""
+    rep, manager = await stack.new_user(), await stack.new_user(roles=["manager"])
+    product, _ = await priced_product(stack, manager)
+    customer_id = await customer_known_to_sales(stack, rep)
+    body = {
+        "customer_id": customer_id,
         "currency": "CNY",
-        "valid_until": "2026-01-31",
-        "total": "2048.80",
-        "updated_at": "2026-01-02T03:04:05Z",
+        "valid_until": (date.today() + timedelta(days=10)).isoformat(),
+        "lines": [{"product_id": product["id"], "quantity": "2", "unit_price": "1024.40"}],
     }
-    real = {name: httpx.AsyncClient(base_url=url) for name, url in stack.urls.items()}
-    hosts = {httpx.URL(url).netloc: name for name, url in stack.urls.items()}
-
-    async def upstream(request: httpx.Request) -> httpx.Response:
-        service = hosts.get(request.url.netloc, "")
-        if request.url.netloc == b"sales.double" and request.url.path == "/v1/quotations":
-            asked.append(dict(request.url.params))
-            page = (
-                {"items": [item], "next_cursor": "c2"}
-                if "cursor" not in request.url.params
-                else {"items": [], "next_cursor": None}
-            )
-            return httpx.Response(200, json=page)
-        forwarded = await real[service].request(
-            request.method, request.url.raw_path.decode(), content=request.content, headers=request.headers
-        )
-        return httpx.Response(forwarded.status_code, headers=forwarded.headers, content=forwarded.content)
-
-    settings = ConsoleSettings(
-        **service_settings(backend, "console"),
-        **{f"console_{name}_url": url for name, url in stack.urls.items()},
-    )
-    settings.console_sales_url = "http://sales.double"
-    hosts[b"sales.double"] = "sales"
-    try:
-        async with serving(create_app(settings, upstream_transport=httpx.MockTransport(upstream))) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                await signed_in(client, user)
-                page = await client.get(
-                    "/quotations", params={"status": "expired", "customer_id": "c-1", "owner_id": ""}
-                )
-                assert page.status_code == 200, page.text
-                assert asked[-1] == {"status": "expired", "customer_id": "c-1", "limit": "50"}
-                assert "Q-2026-000042" in page.text and "Expired" in page.text and "2048.80 CNY" in page.text
-                assert 'href="/customers/c-1">上海示例有限公司<' in page.text
-                more = re.search(r'href="/quotations\?([^"]+)" id="load-more"', page.text)
-                assert more and "cursor=c2" in more.group(1)
-                last = await client.get(f"/quotations?{more.group(1).replace('&amp;', '&')}")
-                assert asked[-1]["cursor"] == "c2" and 'id="load-more"' not in last.text
-    finally:
-        for client in real.values():
-            await client.aclose()
+    numbers = []
+    for _ in range(51):
+        made = await api(stack, rep, "sales", "POST", "/v1/quotations", json=body)
+        assert made.status_code == 201, made.text
+        numbers.append(made.json()["number"])
+    async with console_as(stack, rep) as (client, _csrf):
+        page = await client.get("/quotations", params={"status": "draft", "customer_id": customer_id, "owner_id": ""})
+        assert page.status_code == 200, page.text
+        rows = re.findall(r'<tr id="quotation-', page.text)
+        assert len(rows) == 50 and numbers[-1] in page.text and numbers[0] not in page.text  # newest first
+        assert "Draft" in page.text and "2048.80 CNY" in page.text
+        assert f'href="/customers/{customer_id}">' in page.text
+        more = re.search(r'href="/quotations\?([^"]+)" id="load-more"', page.text)
+        assert more and "cursor=" in more.group(1) and f"customer_id={customer_id}" in more.group(1)
+        last = await client.get(f"/quotations?{html.unescape(more.group(1))}")
+        assert last.status_code == 200 and numbers[0] in last.text and 'id="load-more"' not in last.text
+        assert len(re.findall(r'<tr id="quotation-', last.text)) == 1
+        sent = await client.get("/quotations", params={"status": "sent", "customer_id": customer_id})
+        assert not re.findall(r'<tr id="quotation-', sent.text)
 
 
 def test_the_sales_menus_follow_the_permissions() -> None:

@@ -48,6 +48,8 @@ KNOWN_CODES = frozenset(
         "product-inactive",
         "no-price",
         "quotation-status",
+        "contract-status",
+        "ticket-status",
     }
 )
 
@@ -85,6 +87,12 @@ REASONS = (
         "quotation-status",
         frozenset({"reason"}),
         lambda x: x.get("reason") == "approval-not-needed",
+    ),
+    Reason(
+        "contract_plan_required",
+        "conflict",
+        frozenset({"reason", "action"}),
+        lambda x: x.get("reason") == "plan-required",
     ),
 )
 

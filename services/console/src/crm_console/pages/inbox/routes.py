@@ -40,6 +40,13 @@ KINDS = (
     "export_rejected",
     "lead_assigned",
     "lead_conversion_failed",
+    "quotation_approval_requested",
+    "quotation_approved",
+    "quotation_rejected",
+    "contract_instalment_overdue",
+    "ticket_assigned",
+    "ticket_escalated",
+    "ticket_sla_breached",
 )
 CHANGED = {"HX-Trigger": "inbox-changed"}
 

@@ -1,0 +1,196 @@
+"""Service tickets (工单) over the sales service's ``/v1/tickets``.
+
+* ``/tickets``: the tickets the person sees (status, priority, assignee and breached filters; newest
+  first, the one order the API offers; keyset pages over ``next_cursor``).
+* ``/tickets/new?customer_id=``: open one (source, category, priority, subject, description,
+  contract); each refusal at its input.
+* ``/tickets/{id}``: the header with both SLA targets, their state and due moments in the person's
+  time zone, the replies (public or internal) and a reply form, and the moves (assign, resolve,
+  reopen, return visit, close) as forms sending ``If-Match``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from crm_console.registry import may
+from crm_console.upstreams import UpstreamProblem
+from crm_console.web import Api, api, render
+
+router = APIRouter(prefix="/tickets")
+Client = Annotated[Api, Depends(api)]
+PAGE_SIZE = 50
+STATUSES = ("open", "in_progress", "resolved", "closed")
+PRIORITIES = ("urgent", "high", "normal", "low")
+SOURCES = ("agent", "phone", "email", "web", "wechat", "complaint")
+CATEGORIES = ("installation", "fault", "consultation", "complaint", "billing", "maintenance", "other")
+CHANNELS = ("phone", "wechat", "email", "visit", "sms", "other")
+FILTERS = ("status", "priority", "assignee_id", "customer_id", "breached")
+OPEN_FIELDS = ("customer_id", "contract_id", "source", "category", "priority", "subject", "description")
+#: Each action: the API path, the form's inputs (``<action>.<name>``) and the permission it needs.
+ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "reply": ("replies", ("body", "public"), "tickets:manage"),
+    "assign": ("assign", ("assignee_id",), "tickets:assign"),
+    "resolve": ("resolve", ("resolution",), "tickets:manage"),
+    "reopen": ("reopen", ("reason",), "tickets:manage"),
+    "visit": ("return-visits", ("satisfaction", "comment", "channel"), "tickets:manage"),
+    "close": ("close", ("no_visit_reason",), "tickets:manage"),
+}
+
+
+def moves_for(ticket: dict[str, Any], user: Any) -> list[str]:
+    """The forms shown: those the status allows and the person's permissions grant."""
+    status = str(ticket.get("status"))
+    allowed = {
+        "open": ("reply", "assign", "resolve"),
+        "in_progress": ("reply", "assign", "resolve"),
+        "resolved": ("reply", "reopen", "close")
+        if ticket.get("return_visit")
+        else ("reply", "reopen", "visit", "close"),
+    }.get(status, ())
+    return [m for m in allowed if may(user, ACTIONS[m][2])]
+
+
+@router.get("", include_in_schema=False)
+async def tickets(request: Request, client: Client) -> HTMLResponse:
+    query = request.query_params
+    filters = {name: str(query.get(name) or "").strip() for name in FILTERS}
+    filters = {k: v for k, v in filters.items() if v}
+    params: dict[str, Any] = {**filters, "limit": PAGE_SIZE}
+    if query.get("cursor"):
+        params["cursor"] = query["cursor"]
+    errors: dict[str, str] = {}
+    page: dict[str, Any] = {}
+    try:
+        page = await client.get("sales", "/v1/tickets", params=params)
+    except UpstreamProblem as problem:
+        if problem.status != 422:
+            raise
+        errors = problem.field_errors()
+    next_cursor = page.get("next_cursor")
+    context = {
+        "items": page.get("items") or [],
+        "filters": filters,
+        "statuses": STATUSES,
+        "priorities": PRIORITIES,
+        "field_errors": errors,
+        "next_query": urlencode({**filters, "cursor": next_cursor}) if next_cursor else "",
+    }
+    return render(request, "tickets/list.html", context)
+
+
+def _new_form(
+    request: Request, values: dict[str, str], errors: dict[str, str] | None = None, refused: str = "", status: int = 200
+) -> HTMLResponse:
+    context = {
+        "values": values,
+        "sources": SOURCES,
+        "categories": CATEGORIES,
+        "priorities": PRIORITIES,
+        "field_errors": errors or {},
+        "refused": refused,
+    }
+    return render(request, "tickets/new.html", context, status_code=status)
+
+
+def _require(client: Api, permission: str) -> None:
+    if not may(client.session.user, permission):
+        raise UpstreamProblem("console", 403, "Forbidden", "")
+
+
+@router.get("/new", include_in_schema=False)
+async def new_ticket(request: Request, client: Client, customer_id: str = "", contract_id: str = "") -> HTMLResponse:
+    _require(client, "tickets:manage")
+    values = dict.fromkeys(OPEN_FIELDS, "") | {
+        "customer_id": customer_id,
+        "contract_id": contract_id,
+        "source": "agent",
+        "category": "fault",
+        "priority": "normal",
+    }
+    return _new_form(request, values)
+
+
+@router.post("/new", include_in_schema=False)
+async def open_ticket(request: Request, client: Client) -> Response:
+    _require(client, "tickets:manage")
+    form = await request.form()
+    values = {name: str(form.get(name) or "").strip() for name in OPEN_FIELDS}
+    body = {name: value for name, value in values.items() if value}
+    try:
+        answer = await client.send("sales", "POST", "/v1/tickets", json=body)
+    except UpstreamProblem as problem:
+        if problem.status not in (403, 409, 422):
+            raise
+        return _new_form(request, values, problem.field_errors(), client.problem_text(problem), problem.status)
+    return RedirectResponse(f"/tickets/{answer.json()['id']}?done=opened", status_code=303)
+
+
+async def _page(
+    request: Request,
+    client: Api,
+    ticket_id: str,
+    *,
+    done: str = "",
+    errors: dict[str, str] | None = None,
+    refused: str = "",
+    posted: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    answer = await client.send("sales", "GET", f"/v1/tickets/{ticket_id}")
+    ticket = answer.json() | {"etag": answer.headers.get("ETag", "")}
+    context = {
+        "tk": ticket,
+        "moves": moves_for(ticket, client.session.user),
+        "channels": CHANNELS,
+        "posted": posted or {},
+        "done": done,
+        "field_errors": errors or {},
+        "refused": refused,
+    }
+    return render(request, "tickets/detail.html", context, status_code=status_code)
+
+
+@router.get("/{ticket_id}", include_in_schema=False)
+async def ticket(request: Request, ticket_id: str, client: Client, done: str = "") -> HTMLResponse:
+    return await _page(request, client, ticket_id, done=done)
+
+
+@router.post("/{ticket_id}/{action}", include_in_schema=False)
+async def move(request: Request, ticket_id: str, action: str, client: Client) -> Response:
+    """One change with the page's ``If-Match``; a refusal (409 wrong status, 422 at its input,
+    403 without the permission) is shown on the ticket's page at the input it names."""
+    if action not in ACTIONS:
+        return Response(status_code=404)
+    path, fields, _permission = ACTIONS[action]
+    form = await request.form()
+    posted = {f"{action}.{name}": str(form.get(f"{action}.{name}") or "").strip() for name in fields}
+    body: dict[str, Any] = {name: posted[f"{action}.{name}"] for name in fields if posted[f"{action}.{name}"]}
+    if action == "reply":
+        body["public"] = posted["reply.public"] == "true"
+        body.setdefault("body", "")
+    elif action == "resolve":
+        body.setdefault("resolution", "")
+    elif action == "assign":
+        body.setdefault("assignee_id", "")
+    headers = {"If-Match": str(form["etag"])} if form.get("etag") else None
+    try:
+        await client.send("sales", "POST", f"/v1/tickets/{ticket_id}/{path}", json=body or None, headers=headers)
+    except UpstreamProblem as problem:
+        if problem.status not in (403, 409, 422):
+            raise
+        errors = {f"{action}.{name}": reason for name, reason in problem.field_errors().items()}
+        return await _page(
+            request,
+            client,
+            ticket_id,
+            errors=errors,
+            refused=client.problem_text(problem),
+            posted=posted,
+            status_code=problem.status,
+        )
+    return RedirectResponse(f"/tickets/{ticket_id}?done={action}", status_code=303)
