@@ -165,7 +165,8 @@ async def api_creates(client: httpx.AsyncClient, reps: Sequence[Rep], product_id
 
 def clones(template: Document, n: int, start: int, reps: Sequence[Rep], prefix: str = "Q") -> list[Document]:
     """The stored shape of a record the API wrote, once per clone: its own id and number (a year no
-    real number has), its sort keys following them, owned by the reps in turn."""
+    real number has), its sort keys following them (moments one ms apart, before the template's),
+    owned by the reps in turn."""
     out = []
     old_id, old_number = template["_id"], template.get("number")
     for i in range(start, start + n):
@@ -185,6 +186,10 @@ def clones(template: Document, n: int, start: int, reps: Sequence[Rep], prefix: 
                     doc["s"][key] = doc["_id"]
                 elif value == old_number:
                     doc["s"][key] = doc["number"]
+                elif isinstance(value, int) and value > 10**12:
+                    # A moment in epoch ms: one ms apart per clone, as records made over time are
+                    # (identical stamps would make one tie group of the whole prefill).
+                    doc["s"][key] = value - 1 - i
         out.append(doc)
     return out
 
