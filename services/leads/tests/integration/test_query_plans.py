@@ -342,7 +342,11 @@ async def test_assignment_rules_and_runs_are_index_lookups(
         assert (await client.get(f"{url}/history", headers=MANAGER_HEADERS)).status_code == 200
         assert (await client.get("/v1/leads/pool-settings", headers=MANAGER_HEADERS)).status_code == 200
         r = await client.post(f"/v1/leads/{pooled[0]['id']}/auto-assign", headers=MANAGER_HEADERS)
-        assert r.status_code == 200 and r.json()["assignment"], r.text
+        assert r.status_code == 200, r.text
+        # The assignment consumer, taking the leads' crm.lead.created after the rule exists, may have
+        # given this lead to one of the rule's users first (seen in a full CI run): either way the
+        # rule placed it.
+        assert r.json()["assignment"] or r.json()["lead"]["owner_id"] in users, r.text
         r = await client.post("/v1/leads/assignment-rules/run", headers=MANAGER_HEADERS)
         assert r.status_code == 200 and r.json()["examined"] > ROWS, r.text
         await app.state.kit.relay.drain()
