@@ -31,6 +31,7 @@ from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.store import Change
 from crm_sales.adapters.contracts import ContractRepository
 from crm_sales.adapters.quotations import QuotationRepository
+from crm_sales.application.customer_events import refuse_if_customer_closed
 from crm_sales.domain import contracts as rules
 from crm_sales.domain import money
 from crm_sales.domain import receivables as money_rules
@@ -138,14 +139,7 @@ class Contracts:
         a restore lifts it)."""
         if action not in CLOSED_TO_DELETED:
             return
-        copy = await self.customers.get(doc["customer_id"])
-        status = (copy or {}).get("status")
-        if status in ("deleted", "purged"):
-            where = "in the recycle bin: restore it first" if status == "deleted" else "purged"
-            raise CustomerClosed(
-                f"Cannot {action} the contract: its customer {doc['customer_id']} is {where}.",
-                extra={"action": action, "reason": "customer-deleted", "customer_id": doc["customer_id"]},
-            )
+        await refuse_if_customer_closed(self.customers, doc["customer_id"], action, "contract", CustomerClosed)
 
     async def visible(self, principal: Principal, contract_id: str) -> Document:
         doc = await self.repo.get(contract_id)

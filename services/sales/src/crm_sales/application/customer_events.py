@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from crm_platform.errors import Conflict
 from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.customers import CustomerEvent, CustomerReadModel
 
@@ -63,3 +64,18 @@ class CustomerReactions:
         for follower in self.followers:
             for record_id in await follower.ids_of_customer(duplicate_id):
                 await follower.move_to_survivor(record_id, duplicate_id, survivor_id, survivor, event.envelope)
+
+
+async def refuse_if_customer_closed(
+    customers: CustomerReadModel, customer_id: str, action: str, record: str, error: type[Conflict]
+) -> None:
+    """409 ``customer-deleted`` (``error``) when the record's customer is in the recycle bin or purged:
+    the read copy as it is now decides, so a restore lifts it. ``record`` names it ("quotation")."""
+    copy = await customers.get(customer_id)
+    status = (copy or {}).get("status")
+    if status in ("deleted", "purged"):
+        where = "in the recycle bin: restore it first" if status == "deleted" else "purged"
+        raise error(
+            f"Cannot {action} the {record}: its customer {customer_id} is {where}.",
+            extra={"action": action, "reason": "customer-deleted", "customer_id": customer_id},
+        )

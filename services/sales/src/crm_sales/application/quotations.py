@@ -32,6 +32,7 @@ from crm_platform.readmodels.customers import CustomerReadModel
 from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
+from crm_sales.application.customer_events import refuse_if_customer_closed
 from crm_sales.domain import price_lists as price_rules
 from crm_sales.domain import quotation_list as listing
 from crm_sales.domain import quotations as rules
@@ -133,14 +134,7 @@ class Quotations:
     async def _customer_open(self, doc: Document, action: str) -> None:
         """A quotation whose customer is in the recycle bin (or purged) stays readable but changes
         no more until the customer is restored: 409 naming the customer."""
-        copy = await self.customers.get(doc["customer_id"])
-        status = (copy or {}).get("status")
-        if status in ("deleted", "purged"):
-            where = "in the recycle bin: restore it first" if status == "deleted" else "purged"
-            raise CustomerClosed(
-                f"Cannot {action} the quotation: its customer {doc['customer_id']} is {where}.",
-                extra={"action": action, "reason": "customer-deleted", "customer_id": doc["customer_id"]},
-            )
+        await refuse_if_customer_closed(self.customers, doc["customer_id"], action, "quotation", CustomerClosed)
 
     async def _visible(self, principal: Principal, quotation_id: str) -> Document:
         doc = await self.repo.get(quotation_id)
