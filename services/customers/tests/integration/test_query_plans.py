@@ -8,7 +8,6 @@ the statement and its plan, if anything it ran reads a whole collection.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +24,7 @@ from crm_customers.settings import CustomersSettings
 from crm_platform.auth import Principal, Role
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import TEST_JWT_SECRET, auth, eventually, running, unique
-from crm_platform.testing.plans import origin_commands
+from crm_platform.testing.plans import origin_commands, settled_commands
 from crm_platform.testing.query_plans import Capture, TracedStore
 from crm_platform.testing.roles import define_role
 
@@ -63,6 +62,9 @@ async def plans_client(backend: Backend, traced_store: TracedStore) -> AsyncIter
         max_customers_per_rep=1000,
     )
     app = create_app(settings)
+    # The claim rules are read again every 2 s (and after a claim-rules event): a read that a slow
+    # run meets inside a measure below is that cache's, not the create's. Kept for this module.
+    app.state.customers.claim_rules.max_age_seconds = 3600
     async with running(app, "http://customers.test") as client:
         for i in range(FILL):
             body = {
@@ -111,12 +113,11 @@ async def test_what_a_create_costs_in_store_commands(
         assert r.status_code == 201, r.text
 
     await create()  # the owner's first: their lease document is made and their customers counted
-    before = origin_commands("http")
+    # The lease may be given back just after the answer: the count settles before and after.
+    before = await settled_commands("http")
     await create()
-    # The lease may be given back just after the answer: wait for the count to settle.
     await eventually(lambda: origin_commands("http") - before >= commands, timeout=5, message="commands counted")
-    await asyncio.sleep(0.3)
-    assert origin_commands("http") - before == commands
+    assert await settled_commands("http") - before == commands
 
 
 async def _create(client: httpx.AsyncClient, headers: dict[str, str], **extra: Any) -> dict[str, Any]:

@@ -112,8 +112,16 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
             costs[envelope.type] = consumer_commands() - before
     # The rules and the stage positions (a handful of rows each) are read again whenever their
     # 2-second cache runs out, which a slow full test run meets inside this capture: not a scan
-    # that grows with the customers.
-    capture.statements = [s for s in capture.statements if not re.search(r"\bFROM (pool_rules|stages)\b", s.sql)]
+    # that grows with the customers. And the service's own consumers read the real topics, where
+    # a full test run's other tests configure pipelines: new stage positions send every parked
+    # clock back into the runs (``unpark_all``, then every clock recomputed), an administrator's
+    # rare change that is proportional to the clocks by nature.
+    capture.statements = [
+        s
+        for s in capture.statements
+        if not re.search(r"\bFROM (pool_rules|stages)\b", s.sql)
+        and not re.search(r"\bFROM (lead_)?clocks WHERE json_extract\(data, '\$\.parked_until_ms'\) > 0$", s.sql)
+    ]
     assert_indexed(capture)
     print("pool store commands per event:", costs)
     # A new customer's cost, pinned (issue 13 counts every consumer's commands per create), under

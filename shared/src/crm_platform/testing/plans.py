@@ -10,6 +10,8 @@ wants, while the service's own Kafka consumer sees nothing of it.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +59,21 @@ def origin_commands(origin: str) -> float:
             if sample.name.endswith("_total") and sample.labels.get("origin") == origin:
                 total += sample.value
     return total
+
+
+async def settled_commands(origin: str, quiet: float = 0.3, timeout: float = 5.0) -> float:
+    """:func:`origin_commands` once it has not moved for ``quiet`` seconds (at most ``timeout``):
+    work an earlier request left behind (a lease given back just after its answer, a task it
+    started) is counted before a test takes its starting figure, not inside its measure."""
+    deadline = time.monotonic() + timeout
+    value = origin_commands(origin)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet)
+        now = origin_commands(origin)
+        if now == value:
+            return now
+        value = now
+    return value
 
 
 def assert_indexed(
