@@ -46,6 +46,9 @@ def ticket_indexes() -> list[IndexModel]:
     # The embedded store's planner turns an equality into an indexable comparison only for a field
     # with a single-field index named idx_<field> (it then knows the field holds no array).
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", *FILTERS)]
+    # So for the sort keys: a cursor's tie branch (``s.opened_at = v``) is then a scalar comparison
+    # the sort indexes serve, not an array test of every live ticket.
+    out += [IndexModel([(k, ASCENDING)], name=f"idx_{k}") for k in ("s.opened_at", "s.resolution_due_at", "s.priority")]
     out.append(IndexModel([("number", ASCENDING)], name="idx_number", unique=True))
     out.append(IndexModel([("feedback_id", ASCENDING)], name="idx_feedback_id"))
     out.append(IndexModel([("s.check_at", ASCENDING)], name="s_check_at"))
