@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -198,3 +200,28 @@ def test_visibility_follows_the_customers_rules():
     assert CustomerReadModel.visible_to(manager, other) and CustomerReadModel.visible_to(rep, pool)
     assert not CustomerReadModel.visible_to(rep, None)
     assert CustomerReadModel.is_active(owned) and not CustomerReadModel.is_active({**owned, "status": "deleted"})
+
+
+async def test_a_request_waits_a_moment_for_a_customer_on_its_way(running: dict[str, Any]) -> None:
+    """``arrived``: a copy that lands while the request waits is answered; one that never comes is
+    None after the waits, and one already there costs no wait."""
+    model: CustomerReadModel = running["model"]
+    customer = await running["feed"].created(owner_id="rep-arrival", department_path="/hq")
+    await copy_at(model, customer)
+    started = time.monotonic()
+    assert await model.arrived(customer.id, waits=(5.0,)) is not None
+    assert time.monotonic() - started < 1.0  # there already: no wait
+
+    started = time.monotonic()
+    assert await model.arrived(str(uuid.uuid4()), waits=(0.05, 0.1)) is None
+    assert time.monotonic() - started >= 0.15
+
+    late = str(uuid.uuid4())
+
+    async def lands_later() -> None:
+        await asyncio.sleep(0.2)
+        await model.collection.insert_one({"_id": late, "customer_id": late, "status": "active"})
+
+    writer = asyncio.create_task(lands_later())
+    assert (await model.arrived(late, waits=(0.1, 0.2, 0.4))) == {"_id": late, "customer_id": late, "status": "active"}
+    await writer

@@ -25,6 +25,7 @@ that a stale redelivery (say, ``deleted`` after ``restored``) undoes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +40,8 @@ from crm_platform.events import EventEnvelope, registry
 
 Document = dict[str, Any]
 HookName = Literal["merged", "merged_away", "deleted", "restored", "purged", "changed"]
+#: How long a request naming a customer not (yet) in the copy waits for it, look by look: 1.3 s in all.
+ARRIVAL_WAITS = (0.1, 0.2, 0.4, 0.6)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,21 @@ class CustomerReadModel:
 
     async def get(self, customer_id: str) -> Document | None:
         return await self.collection.find_one({"_id": customer_id})
+
+    async def arrived(self, customer_id: str, waits: tuple[float, ...] = ARRIVAL_WAITS) -> Document | None:
+        """:meth:`get`, looked at again after each of ``waits`` (seconds) while the copy is missing.
+
+        For a request naming a customer that someone created a moment ago (the console's "new
+        contract" right after "new customer"): its created event is usually a few hundred ms from
+        this copy, and a short wait answers the request instead of refusing it. Only a missing
+        copy waits (by ``_id``, an index lookup each time); one that is there answers at once."""
+        copy = await self.get(customer_id)
+        for wait in waits:
+            if copy is not None:
+                break
+            await asyncio.sleep(wait)
+            copy = await self.get(customer_id)
+        return copy
 
     @staticmethod
     def is_active(copy: Document | None) -> bool:

@@ -51,7 +51,7 @@ class References:
         return copy
 
     async def customer(self, principal: Principal, customer_id: str, field: str = "customer_id") -> Document:
-        copy = await self.customers.get(customer_id)
+        copy = await self.customers.arrived(customer_id)
         if copy is None or not CustomerReadModel.visible_to(principal, copy):
             raise ValidationFailed.for_field(
                 field, f"no customer {customer_id} that you may see (a new customer takes a moment to arrive)"

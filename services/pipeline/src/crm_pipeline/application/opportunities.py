@@ -77,7 +77,7 @@ class Opportunities:
 
     async def _customer_for(self, principal: Principal, customer_id: str) -> Document:
         """The customer from the read copy: it must exist, be active and be visible to the caller."""
-        copy = await self.customers.get(customer_id)
+        copy = await self.customers.arrived(customer_id)
         if copy is None or not CustomerReadModel.visible_to(principal, copy):
             raise ValidationFailed.for_field(
                 "customer_id",

@@ -126,7 +126,7 @@ class Contracts:
     # --- checks --------------------------------------------------------------------------------
 
     async def _customer(self, principal: Principal, customer_id: str, field: str = "customer_id") -> Document:
-        copy = await self.customers.get(customer_id)
+        copy = await self.customers.arrived(customer_id)
         if copy is None or not CustomerReadModel.visible_to(principal, copy) or copy.get("status") != "active":
             why = {"deleted": "the customer is in the recycle bin", "merged": "the customer was merged; use the other"}
             reason = why.get(str((copy or {}).get("status")), f"no customer {customer_id} that you can see")

@@ -74,7 +74,7 @@ class Quotations:
     # --- checks --------------------------------------------------------------------------------
 
     async def _customer(self, principal: Principal, customer_id: str) -> Document:
-        copy = await self.customers.get(customer_id)
+        copy = await self.customers.arrived(customer_id)
         if copy is None or not CustomerReadModel.visible_to(principal, copy):
             raise ValidationFailed.for_field(
                 "customer_id",

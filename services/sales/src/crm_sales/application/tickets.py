@@ -89,7 +89,7 @@ class Tickets:
     # --- reads ---------------------------------------------------------------------------------
 
     async def _customer(self, customer_id: str) -> Document:
-        copy = await self.customers.get(customer_id)
+        copy = await self.customers.arrived(customer_id)
         if copy is None:
             raise ValidationFailed.for_field(
                 "customer_id",
