@@ -74,6 +74,13 @@ REASONS = (
     Reason("claim_department_only", "forbidden", frozenset({"claim_scope", "department_path"})),
     Reason("customer_exists", "duplicate", frozenset({"existing"})),
     Reason("stages_in_use", "conflict", frozenset({"stages_in_use"})),
+    # Before wrong_status: the payments' plan-required refusal carries current_status too.
+    Reason(
+        "contract_plan_required",
+        "conflict",
+        frozenset({"reason", "action"}),
+        lambda x: x.get("reason") == "plan-required",
+    ),
     Reason("wrong_status", "conflict", frozenset({"current_status"})),
     Reason("quotation_expired", "quotation-status", frozenset({"reason"}), lambda x: x.get("reason") == "expired"),
     Reason(
@@ -87,12 +94,6 @@ REASONS = (
         "quotation-status",
         frozenset({"reason"}),
         lambda x: x.get("reason") == "approval-not-needed",
-    ),
-    Reason(
-        "contract_plan_required",
-        "conflict",
-        frozenset({"reason", "action"}),
-        lambda x: x.get("reason") == "plan-required",
     ),
 )
 

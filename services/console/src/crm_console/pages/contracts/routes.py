@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.pages.customers.people import owner_names
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
@@ -118,6 +119,17 @@ def plan_errors(problem: UpstreamProblem, rows: list[int]) -> dict[str, str]:
     return out
 
 
+def people_of(contract: dict[str, Any], invoices: list[dict[str, Any]]) -> list[str | None]:
+    """Everyone the contract's page names: owner, creator, submitter and approvers, who rejected or
+    terminated it, who recorded each payment and refund, who issued each invoice."""
+    approval = contract.get("approval") or {}
+    people = [contract.get("owner_id"), contract.get("created_by"), approval.get("submitted_by")]
+    people += [level.get("approved_by") for level in approval.get("levels") or []]
+    people += [(contract.get(name) or {}).get("by") for name in ("rejection", "termination")]
+    people += [item.get("by") for name in ("payments", "refunds") for item in contract.get(name) or []]
+    return people + [invoice.get("issued_by") for invoice in invoices]
+
+
 def _require(client: Api, permission: str) -> None:
     if not may(client.session.user, permission):
         raise UpstreamProblem("console", 403, "Forbidden", "")
@@ -140,8 +152,10 @@ async def contracts(request: Request, client: Client) -> HTMLResponse:
             raise
         errors = problem.field_errors()
     next_cursor = page.get("next_cursor")
+    items = page.get("items") or []
     context = {
-        "items": page.get("items") or [],
+        "items": items,
+        "who": await owner_names(client, (c.get("owner_id") for c in items)),
         "filters": filters,
         "statuses": STATUSES,
         "sorts": SORTS,
@@ -203,6 +217,7 @@ async def _page(
     refused: str = "",
     rows: list[dict[str, str]] | None = None,
     posted: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     answer = await client.send("sales", "GET", f"/v1/contracts/{contract_id}")
@@ -218,6 +233,9 @@ async def _page(
         "plan_rows": rows if rows is not None else stored_rows(contract) + plan_rows({}, BLANK_ROWS),
         "can_plan": manage and status in PLANNABLE,
         "can_pay": manage and status in PAYABLE and bool(contract.get("plan")),
+        "needs_plan": manage and status in PAYABLE and not contract.get("plan"),
+        "can_edit": manage and status == "draft",
+        "who": await owner_names(client, people_of(contract, invoices.get("items") or [])),
         "manage": manage,
         "methods": METHODS,
         "today": date.today().isoformat(),
@@ -225,6 +243,9 @@ async def _page(
         "done": done,
         "field_errors": errors or {},
         "refused": refused,
+        "edit_refused": False,
+        "edit_stale": False,
+        **(extra or {}),
     }
     return render(request, "contracts/detail.html", context, status_code=status_code)
 
@@ -296,6 +317,8 @@ async def _post_part(
         await client.send("sales", "POST", f"/v1/contracts/{contract_id}/{path}", json=body)
     except UpstreamProblem as problem:
         errors = {f"{part}.{name}": reason for name, reason in problem.field_errors().items()}
+        if problem.extensions.get("reason") == "plan-required":  # shown where the payment form would be
+            errors[part] = client.problem_text(problem)
         return await _refused(request, client, contract_id, problem, errors, posted=posted)
     return RedirectResponse(f"/contracts/{contract_id}?done={done}", status_code=303)
 

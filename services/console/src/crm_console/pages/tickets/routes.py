@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.pages.customers.people import owner_choices, owner_names
 from crm_console.registry import may
-from crm_console.upstreams import UpstreamProblem
+from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api, api, render
 
 router = APIRouter(prefix="/tickets")
@@ -72,8 +73,10 @@ async def tickets(request: Request, client: Client) -> HTMLResponse:
             raise
         errors = problem.field_errors()
     next_cursor = page.get("next_cursor")
+    items = page.get("items") or []
     context = {
-        "items": page.get("items") or [],
+        "items": items,
+        "who": await owner_names(client, (t.get("owner_id") for t in items)),
         "filters": filters,
         "statuses": STATUSES,
         "priorities": PRIORITIES,
@@ -83,11 +86,29 @@ async def tickets(request: Request, client: Client) -> HTMLResponse:
     return render(request, "tickets/list.html", context)
 
 
-def _new_form(
-    request: Request, values: dict[str, str], errors: dict[str, str] | None = None, refused: str = "", status: int = 200
+async def contract_choices(client: Api, customer_id: str) -> list[tuple[str, str]] | None:
+    """The customer's contracts the person sees, by number and title, for the form's contract
+    picker; None (a free box) when there is no customer yet or the contracts cannot be listed."""
+    if not customer_id or not may(client.session.user, "contracts:view"):
+        return None
+    try:
+        page = await client.get("sales", "/v1/contracts", params={"customer_id": customer_id, "limit": 100})
+    except (UpstreamProblem, UpstreamUnavailable):
+        return None
+    return [(str(c["id"]), f"{c.get('number')} · {c.get('title') or ''}".strip(" ·")) for c in page.get("items") or []]
+
+
+async def _new_form(
+    request: Request,
+    client: Api,
+    values: dict[str, str],
+    errors: dict[str, str] | None = None,
+    refused: str = "",
+    status: int = 200,
 ) -> HTMLResponse:
     context = {
         "values": values,
+        "contracts": await contract_choices(client, values.get("customer_id", "")),
         "sources": SOURCES,
         "categories": CATEGORIES,
         "priorities": PRIORITIES,
@@ -112,7 +133,7 @@ async def new_ticket(request: Request, client: Client, customer_id: str = "", co
         "category": "fault",
         "priority": "normal",
     }
-    return _new_form(request, values)
+    return await _new_form(request, client, values)
 
 
 @router.post("/new", include_in_schema=False)
@@ -126,7 +147,9 @@ async def open_ticket(request: Request, client: Client) -> Response:
     except UpstreamProblem as problem:
         if problem.status not in (403, 409, 422):
             raise
-        return _new_form(request, values, problem.field_errors(), client.problem_text(problem), problem.status)
+        return await _new_form(
+            request, client, values, problem.field_errors(), client.problem_text(problem), problem.status
+        )
     return RedirectResponse(f"/tickets/{answer.json()['id']}?done=opened", status_code=303)
 
 
@@ -143,9 +166,15 @@ async def _page(
 ) -> HTMLResponse:
     answer = await client.send("sales", "GET", f"/v1/tickets/{ticket_id}")
     ticket = answer.json() | {"etag": answer.headers.get("ETag", "")}
+    moves = moves_for(ticket, client.session.user)
+    people = [ticket.get("owner_id"), ticket.get("opened_by"), (ticket.get("return_visit") or {}).get("by")]
+    people += [reply.get("by") for reply in ticket.get("replies") or []]
+    who = await owner_names(client, people)
     context = {
         "tk": ticket,
-        "moves": moves_for(ticket, client.session.user),
+        "who": who,
+        "assignees": await assignee_choices(client, ticket, who) if "assign" in moves else [],
+        "moves": moves,
         "channels": CHANNELS,
         "posted": posted or {},
         "done": done,
@@ -153,6 +182,17 @@ async def _page(
         "refused": refused,
     }
     return render(request, "tickets/detail.html", context, status_code=status_code)
+
+
+async def assignee_choices(client: Api, ticket: dict[str, Any], who: dict[str, str]) -> list[tuple[str, str]]:
+    """The people to assign to, by name (oneself first, then those the directory lists to the
+    person); the current assignee stays offered even when the list leaves them out."""
+    user = client.session.user
+    choices = await owner_choices(client, user.id if user else "", user.name if user else "", True)
+    current = ticket.get("owner_id")
+    if current and current not in {value for value, _label in choices}:
+        choices.append((str(current), who.get(str(current), str(current))))
+    return choices
 
 
 @router.get("/{ticket_id}", include_in_schema=False)
