@@ -38,11 +38,13 @@ DEPT_ROLE = "plans-department"
 SMALL = ("pool_claim_rules",)
 
 
-def assert_indexed(capture: Capture, *, sorted_results: bool = False, unkeyed_sorts: bool = False) -> None:
+def assert_indexed(
+    capture: Capture, *, sorted_results: bool = False, unkeyed_sorts: bool = False, row_filters: bool = True
+) -> None:
     assert capture.statements, "nothing was recorded"
     scans = [
         s
-        for s in capture.scans(sorted_results=sorted_results, unkeyed_sorts=unkeyed_sorts)
+        for s in capture.scans(sorted_results=sorted_results, unkeyed_sorts=unkeyed_sorts, row_filters=row_filters)
         if not any(f"FROM {t} " in s.sql for t in SMALL)
     ]
     assert not scans, "statements that scan:\n" + "\n".join(s.describe() for s in scans)
@@ -245,7 +247,16 @@ async def test_tags_all_of_two_walks_one_tags_memberships(
             r = await plans_client.get("/v1/customers", params=params, headers=headers)
             assert r.status_code == 200, r.text
             assert r.json()["items"], scope
-        assert_indexed(capture, sorted_results=True)
+        # The other tags' test on the memberships walked is a per-row filter on the ``tags`` array,
+        # NOT bounded (it walks the first tag's memberships in scope until a page matches): a known
+        # open problem (an intersection of memberships would need a walk per tag). Every statement
+        # without that test must have no per-row filter; those with it, no scan and no full walk.
+        tagged = Capture([s for s in capture.statements if "json_each(data, '$.tags')" in s.sql])
+        assert tagged.statements, "the other tag is tested on the memberships walked"
+        assert_indexed(tagged, sorted_results=True, row_filters=False)
+        rest = Capture([s for s in capture.statements if s not in tagged.statements])
+        if rest.statements:
+            assert_indexed(rest, sorted_results=True)
 
 
 async def test_neighbours_in_a_tag_list_are_index_lookups(

@@ -72,7 +72,7 @@ def bounded(statement: Statement) -> bool:
 
 def assert_indexed(capture: Capture, *, sorted_results: bool = False) -> None:
     assert capture.statements, "nothing was recorded: the capture did not see the store"
-    scans = [s for s in capture.scans(sorted_results=sorted_results) if not bounded(s)]
+    scans = [s for s in capture.scans(sorted_results=sorted_results, row_filters=True) if not bounded(s)]
     assert not scans, "\n".join(s.describe() for s in scans)
 
 

@@ -49,6 +49,12 @@ KEPT_FIELDS = (
 INDEXES = [
     IndexModel([("customer_id", ASCENDING)], name="customer_id"),
     IndexModel([("owner_id", ASCENDING)], name="owner_id"),
+    # A customer's open, visible opportunities (the pool's clocks): one index search on all three
+    # equalities; idx_status and idx_hidden tell the embedded store the fields are scalars (else
+    # each is compiled as an array test of every row the index finds).
+    IndexModel([("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)], name="customer_open"),
+    IndexModel([("status", ASCENDING)], name="idx_status"),
+    IndexModel([("hidden", ASCENDING)], name="idx_hidden"),
 ]
 
 

@@ -77,8 +77,12 @@ async def settled_commands(origin: str, quiet: float = 0.3, timeout: float = 5.0
 
 
 def assert_indexed(
-    capture: Capture, *, sorted_results: bool = False, row_filters: bool = False, unkeyed_sorts: bool = False
+    capture: Capture, *, sorted_results: bool = False, row_filters: bool = True, unkeyed_sorts: bool = False
 ) -> None:
+    """No statement of ``capture`` grows with its collection: no scan, no whole-index walk, and (by
+    default) no per-row filter, an equality the embedded store compiles as an array test because
+    its field has no ``idx_<field>`` index, which walks every row the index prefix finds (a list
+    page's cost then grows with the data). ``sorted_results``/``unkeyed_sorts`` also refuse sorts."""
     assert capture.statements, "nothing was recorded: the capture did not see the store"
     scans = capture.scans(sorted_results=sorted_results, row_filters=row_filters, unkeyed_sorts=unkeyed_sorts)
     report = capture.report(sorted_results=sorted_results, row_filters=row_filters, unkeyed_sorts=unkeyed_sorts)

@@ -25,6 +25,9 @@ HIDDEN = {"outbox": 0}
 REQUEST_INDEXES = [
     IndexModel([("pending_path", ASCENDING)], name="idx_pending_path", sparse=True),
     IndexModel([("requester_id", ASCENDING), ("at_ms", DESCENDING)], name="idx_requester_id_at_ms"),
+    # The requester's equality is then a scalar comparison that index serves (not a walk of the whole
+    # index testing each row's requester_id as an array).
+    IndexModel([("requester_id", ASCENDING)], name="idx_requester_id"),
 ]
 
 

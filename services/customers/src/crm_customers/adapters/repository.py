@@ -108,6 +108,8 @@ INDEXES = [
         [("deleted.by", ASCENDING), ("status", ASCENDING), ("s.updated_at", DESCENDING), ("s.id", DESCENDING)],
         name="deletedby_status_updated_id",
     ),
+    # ``deleted.by = me`` is then a scalar comparison that index serves, not an array test of each row.
+    IndexModel([("deleted.by", ASCENDING)], name="idx_deleted.by"),
     # A cursor's tie branch is an equality on the sort key: an index named idx_<field>, or it scans.
     *(IndexModel([(f"s.{key}", ASCENDING)], name=f"idx_s.{key}") for key in OTHER_SORT_KEYS if key != "tier"),
     # Tier first, then name (a manager's "A customers first"), behind each visibility prefix: on the

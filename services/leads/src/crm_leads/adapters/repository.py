@@ -58,6 +58,13 @@ def list_indexes() -> list[IndexModel]:
                 )
     # Single fields, named so the embedded store uses them (its planner wants a name ending in _<field>).
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("owner_id", "deleted", "in_pool", "status")]
+    # And every other field a list compares by equality: the department path (a visibility branch),
+    # the filters, and the sort keys a cursor's tie branch pins (``s.created_at = v``). Without its
+    # idx_<field> the embedded store compiles each as an array test of every row the index finds.
+    out += [
+        IndexModel([(f, ASCENDING)], name=f"idx_{f}")
+        for f in ("department_path", "campaign_id", "source", "department_id", *sorts)
+    ]
     # A user's open leads (the assignment rules' capacity): counted from this index alone.
     out.append(IndexModel([("owner_id", ASCENDING), ("deleted", ASCENDING), ("status", ASCENDING)], name="open_status"))
     return out
@@ -80,6 +87,8 @@ def campaign_indexes() -> list[IndexModel]:
     # Single fields named idx_<field>: the embedded store turns an equality into a plain (indexable)
     # comparison only for a field with an index so named, else into an array-aware OR that scans.
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", *CAMPAIGN_FILTERS)]
+    # So for the sort keys: a cursor's tie branch (``s.start_date = v``) is then a scalar comparison.
+    out += [IndexModel([(f"s.{k}", ASCENDING)], name=f"idx_s.{k}") for k in ("created_at", "start_date")]
     return out
 
 

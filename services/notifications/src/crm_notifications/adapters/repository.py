@@ -56,6 +56,11 @@ class Repository:
             [
                 IndexModel([("owner_id", ASCENDING)], name="idx_owner_id"),
                 IndexModel([("status", ASCENDING)], name="idx_status"),
+                # Every consumed event reads the active, enabled subscriptions: idx_enabled makes the
+                # embedded store compare ``enabled`` as a scalar (not an array test of each row) and
+                # status_enabled serves both equalities, so disabled subscriptions are not walked.
+                IndexModel([("enabled", ASCENDING)], name="idx_enabled"),
+                IndexModel([("status", ASCENDING), ("enabled", ASCENDING)], name="status_enabled"),
             ]
         )
         await self.deliveries.create_indexes(

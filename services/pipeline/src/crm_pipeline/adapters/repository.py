@@ -144,6 +144,9 @@ TARGET_INDEXES = [
     # The list of a year's targets filters by year equality plus a path prefix (a regex): the
     # embedded store serves the equality only from an index named _<field>.
     IndexModel([("year", ASCENDING)], name="idx_year"),
+    # A target's look-up (scope, scope_id, year, currency): scope_year serves it once each field
+    # compared by equality has its idx_<field> (else an array test of every row the index finds).
+    *(IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("scope", "scope_id", "currency")),
 ]
 
 PIPELINE_INDEXES = [

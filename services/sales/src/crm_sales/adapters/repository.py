@@ -45,11 +45,18 @@ def _list_indexes(sort_fields: dict[str, str], filters: tuple[tuple[str, ...], .
     return out
 
 
+def _sort_key_indexes(sort_fields: dict[str, str]) -> list[IndexModel]:
+    """The sort keys' own ``idx_<field>``: a cursor's tie branch (``s.name = v``) is then a scalar
+    comparison the list indexes serve, not an array test of every live row the walk finds."""
+    return [IndexModel([(stored, ASCENDING)], name=f"idx_{stored}") for stored in sort_fields.values()]
+
+
 def product_indexes() -> list[IndexModel]:
     out = _list_indexes(products.SORT_FIELDS, PRODUCT_FILTERS)
     # The SKU is unique in the organisation: the index decides between two writers racing.
     out.append(IndexModel([("sku", ASCENDING)], name="idx_sku", unique=True))
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", "category", "active")]
+    out += _sort_key_indexes(products.SORT_FIELDS)
     return out
 
 
@@ -60,6 +67,7 @@ def price_list_indexes() -> list[IndexModel]:
         IndexModel([("currency", ASCENDING), ("tier", ASCENDING), ("active", ASCENDING)], name="lookup_currency_tier")
     )
     out += [IndexModel([(f, ASCENDING)], name=f"idx_{f}") for f in ("live", "currency", "tier", "active")]
+    out += _sort_key_indexes(price_lists.SORT_FIELDS)
     return out
 
 
