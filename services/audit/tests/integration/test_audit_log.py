@@ -25,6 +25,7 @@ from crm_platform.contracts import notifications as nev
 from crm_platform.events import EventEnvelope, EventType, to_kafka
 from crm_platform.testing.event_feed import EventFeed, customer
 from crm_platform.testing.fixtures import auth, eventually, unique
+from crm_platform.testing.roles import role_event
 
 ADMIN = {"Authorization": auth("audit-reader", ["admin"])["Authorization"]}
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -190,24 +191,17 @@ async def test_role_events_of_the_directory_are_kept_generically(
 ) -> None:
     """crm.role.* (administrator-defined roles, another branch) is audited without a rule of its own."""
     role_id = unique("role")
-    envelope = EventEnvelope(
-        id=str(uuid.uuid4()),
-        source="/crm/directory",
-        type="crm.role.created",
-        subject=role_id,
-        time=NOW,
-        schemaversion=1,
-        aggregateversion=1,
-        actor="admin-roles",
-        clientaddress="203.0.113.8",
-        data={"role": {"role_id": role_id, "name": "区域经理", "permissions": ["customers:view"]}},
+    # A whole definition, as the directory publishes it: every service's role consumer reads this
+    # topic in a full run (a partial one would go through their retries to their dead-letter topics).
+    envelope = role_event(role_id, 1, permissions=["customers:view"]).model_copy(
+        update={"actor": "admin-roles", "clientaddress": "203.0.113.8"}
     )
     key, value, headers = to_kafka(envelope.model_dump(mode="json"))
     await producer.send_and_wait(dev.TOPIC, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
     await stored(envelope.id)
     [item] = await entries(client, target_id=role_id)
     assert (item["action"], item["target_type"], item["actor_id"]) == ("role.created", "role", "admin-roles")
-    assert item["details"]["role"]["name"] == "区域经理"
+    assert item["details"]["role"]["names"]["en"] == f"Role {role_id}"
 
 
 async def test_a_repeated_event_and_business_events_make_no_entry(
