@@ -289,6 +289,16 @@ async def test_people_are_shown_by_name_and_assignment_is_offered_by_name(stack:
         assert f'id="t-assignee">{manager.name}<' in page
         listing = (await client.get("/tickets", params={"customer_id": customer_id})).text
         assert f'<td class="assignee">{manager.name}</td>' in listing
+        # The lists filter on people by name: the assignee and the owner are picked, not typed.
+        assert '<select id="f-assignee_id" name="assignee_id"' in listing
+        assert f'<option value="{manager.id}">{manager.name}</option>' in listing
+        filtered = (await client.get("/tickets", params={"customer_id": customer_id, "assignee_id": rep.id})).text
+        assert f'<option value="{rep.id}" selected>{rep.name}</option>' in filtered  # kept, by name
+        assert ticket not in filtered  # assigned to the manager now
+        contracts = (await client.get("/contracts", params={"owner_id": rep.id})).text
+        assert '<select id="f-owner_id" name="owner_id"' in contracts
+        assert f'<option value="{rep.id}" selected>{rep.name}</option>' in contracts
+        assert contract["id"] in contracts
 
 
 async def test_a_payment_without_a_plan_says_to_set_the_plan_first(stack: Stack) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from crm_console.pages.customers.people import owner_names
+from crm_console.pages.customers.people import owner_names, people_filter
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
@@ -156,6 +156,7 @@ async def contracts(request: Request, client: Client) -> HTMLResponse:
     context = {
         "items": items,
         "who": await owner_names(client, (c.get("owner_id") for c in items)),
+        "owners": await people_filter(client, filters.get("owner_id")),
         "filters": filters,
         "statuses": STATUSES,
         "sorts": SORTS,

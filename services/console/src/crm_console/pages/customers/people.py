@@ -54,6 +54,17 @@ async def owner_choices(client: Api, me_id: str, me_name: str, may_list: bool) -
     return choices + [(u["id"], u["name"]) for u in page.get("items", []) if u.get("id") != me_id]
 
 
+async def people_filter(client: Api, selected: str | None) -> list[tuple[str, str]]:
+    """A list filter's people by name (oneself, then whom the directory lists to the person); the
+    person a link filtered on stays offered, by name, even when the directory's page leaves them out."""
+    user = client.session.user
+    choices = await owner_choices(client, user.id if user else "", user.name if user else "", True)
+    if selected and selected not in {value for value, _label in choices}:
+        names = await owner_names(client, [selected])
+        choices.append((selected, names.get(selected, selected)))
+    return choices
+
+
 async def department_choices(client: Api) -> list[tuple[str, str]]:
     """The department filter's choices (empty when the directory will not list them)."""
     try:

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from crm_console.pages.customers.people import owner_choices, owner_names
+from crm_console.pages.customers.people import owner_choices, owner_names, people_filter
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
 from crm_console.web import Api, api, render
@@ -77,6 +77,7 @@ async def tickets(request: Request, client: Client) -> HTMLResponse:
     context = {
         "items": items,
         "who": await owner_names(client, (t.get("owner_id") for t in items)),
+        "assignees": await people_filter(client, filters.get("assignee_id")),
         "filters": filters,
         "statuses": STATUSES,
         "priorities": PRIORITIES,
