@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from crm_pool.domain.recycling import NEVER, applicable_rule, days_left, due, effective_recycle_at, schedule
+from crm_pool.domain.recycling import (
+    NEVER,
+    StagePlace,
+    applicable_rule,
+    days_left,
+    due,
+    effective_recycle_at,
+    schedule,
+)
 
 T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -88,11 +96,19 @@ def test_exemptions_by_tag_and_by_stage_position() -> None:
     r = rule(exempt_tags=["key-account"], exempt_stage_id="s-proposal")
     assert due(clock(tags=["key-account"]), [r], {}).never
     assert due(clock(tags=["key-account"]), [r], {}).exempt == "tag key-account"
-    positions = {"s-initial": 1, "s-proposal": 3, "s-negotiation": 4}
+    positions = {
+        "s-initial": StagePlace("sales", 1),
+        "s-proposal": StagePlace("sales", 3),
+        "s-negotiation": StagePlace("sales", 4),
+        "s-renewal-late": StagePlace("renewals", 5),
+    }
     early = clock(open_opportunities=[{"opportunity_id": "o1", "stage_id": "s-initial"}])
     late = clock(open_opportunities=[{"opportunity_id": "o1", "stage_id": "s-negotiation"}])
     assert not due(early, [r], positions).never
     assert due(late, [r], positions).never
+    # Another pipeline's later position is not "past" this pipeline's stage.
+    elsewhere = clock(open_opportunities=[{"opportunity_id": "o2", "stage_id": "s-renewal-late"}])
+    assert not due(elsewhere, [r], positions).never
 
 
 def test_no_owner_pool_disabled_or_inactive_never_fall_due() -> None:

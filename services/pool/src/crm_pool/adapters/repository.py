@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from crm_platform.clock import Clock
 from crm_platform.errors import NotFound
 from crm_platform.store import VersionedStore
+from crm_pool.domain.recycling import StagePlace
 
 Document = dict[str, Any]
 
@@ -62,8 +63,9 @@ class PoolRepository:
 
     # --- stages -----------------------------------------------------------------------------
 
-    async def stage_positions(self) -> dict[str, int]:
-        return {s["_id"]: int(s["position"]) async for s in self.stages.find({})}
+    async def stage_positions(self) -> dict[str, StagePlace]:
+        stages = self.stages.find({})
+        return {s["_id"]: StagePlace(str(s.get("pipeline_id") or ""), int(s["position"])) async for s in stages}
 
     # --- clocks -----------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.customers import CustomerEvent
 from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_pool.adapters.repository import PoolRepository
-from crm_pool.domain.recycling import due, ms, schedule
+from crm_pool.domain.recycling import StagePlace, due, ms, schedule
 
 Document = dict[str, Any]
 
@@ -100,9 +100,9 @@ class ClockProjection:
     def __init__(self, repo: PoolRepository, opportunities: OpportunityReadModel) -> None:
         self.repo = repo
         self.opportunities = opportunities
-        self._cached: tuple[float, list[Document], dict[str, int]] | None = None
+        self._cached: tuple[float, list[Document], dict[str, StagePlace]] | None = None
 
-    async def _context(self) -> tuple[list[Document], dict[str, int]]:
+    async def _context(self) -> tuple[list[Document], dict[str, StagePlace]]:
         """The rules and stage positions for the stored deadline snapshot, read at most every 2 s.
 
         Only that informational snapshot depends on them (decisions work deadlines out from the

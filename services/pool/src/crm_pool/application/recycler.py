@@ -35,6 +35,7 @@ from crm_pool.domain.recycling import (
     NEVER,
     POOL,
     Due,
+    StagePlace,
     days_left,
     due,
     effective_recycle_at,
@@ -85,7 +86,7 @@ class Recycler:
         self.clock = clock
         self.source = source
         self.batch_size = batch_size
-        self._context: tuple[list[Document], dict[str, int]] = ([], {})
+        self._context: tuple[list[Document], dict[str, StagePlace]] = ([], {})
 
     def _event(self, event_type: EventType[Any], subject: str, data: BaseModel) -> tuple[str, EventEnvelope]:
         return event_type.topic, event_type.build(

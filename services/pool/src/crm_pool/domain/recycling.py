@@ -86,24 +86,37 @@ class Due:
 NOT_DUE = Due(NEVER, NEVER, None, None)
 
 
-def exemption(clock: Document, rule: Document, stage_positions: Mapping[str, int]) -> str | None:
+@dataclass(frozen=True)
+class StagePlace:
+    """Where a stage stands: its pipeline and its position there (from ``crm.pipeline.configured``)."""
+
+    pipeline_id: str
+    position: int
+
+
+def exemption(clock: Document, rule: Document, stages: Mapping[str, StagePlace]) -> str | None:
     tags = set(clock.get("tags") or [])
     hit = sorted(tags.intersection(rule.get("exempt_tags") or []))
     if hit:
         return f"tag {hit[0]}"
     stage_id = rule.get("exempt_stage_id")
     if stage_id:
-        threshold = stage_positions.get(stage_id)
+        threshold = stages.get(stage_id)
         for opp in clock.get("open_opportunities") or []:
-            position = stage_positions.get(opp.get("stage_id") or "")
+            place = stages.get(opp.get("stage_id") or "")
+            # "At or past" the rule's stage: only in that stage's pipeline (positions of different
+            # pipelines do not compare: stage 3 of another pipeline is not past stage 2 of this one).
             if opp.get("stage_id") == stage_id or (
-                threshold is not None and position is not None and position >= threshold
+                threshold is not None
+                and place is not None
+                and place.pipeline_id == threshold.pipeline_id
+                and place.position >= threshold.position
             ):
                 return f"open opportunity {opp['opportunity_id']} at stage {opp.get('stage_name') or opp['stage_id']}"
     return None
 
 
-def due(clock: Document, rules: Iterable[Document], stage_positions: Mapping[str, int]) -> Due:
+def due(clock: Document, rules: Iterable[Document], stage_positions: Mapping[str, StagePlace]) -> Due:
     """When ``clock``'s customer returns to the pool under the applicable rule (NEVER if it does not)."""
     owner, since = clock.get("owner_id"), clock.get("owner_since")
     if not owner or since is None or clock.get("in_pool") or clock.get("status", "active") != "active":
