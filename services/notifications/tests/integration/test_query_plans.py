@@ -23,7 +23,7 @@ from crm_platform.contracts import directory as directory_ev
 from crm_platform.events import EventEnvelope, EventType
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.fixtures import auth, database, service_settings
-from crm_platform.testing.plans import assert_indexed, consumer_commands, deliver
+from crm_platform.testing.plans import assert_indexed, consumer_commands, consumers_paused, deliver
 from crm_platform.testing.query_plans import TracedStore
 
 from ..notifications_testkit import customer, task
@@ -103,25 +103,27 @@ async def filled(app: FastAPI, db: Any) -> None:
 
 async def test_consumed_events_are_index_lookups(app: FastAPI, filled: None, traced_store: TracedStore) -> None:
     costs: dict[str, float] = {}
-    with traced_store.capture() as capture:
-        for envelope in (owner_changed(), reminder()):
-            before = consumer_commands()
-            assert await deliver(app, envelope), envelope.type
-            costs[envelope.type] = consumer_commands() - before
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            for envelope in (owner_changed(), reminder()):
+                before = consumer_commands()
+                assert await deliver(app, envelope), envelope.type
+                costs[envelope.type] = consumer_commands() - before
     assert_indexed(capture)
     print("notifications store commands per event:", costs)
 
 
 async def test_inbox_pages_are_index_lookups(
-    client: httpx.AsyncClient, filled: None, traced_store: TracedStore
+    app: FastAPI, client: httpx.AsyncClient, filled: None, traced_store: TracedStore
 ) -> None:
     first = await client.get("/v1/notifications", params={"limit": 20}, headers=REP_HEADERS)
     assert first.status_code == 200, first.text
     cursor = first.json()["next_cursor"]
     assert cursor, "a second page exists"
-    with traced_store.capture() as capture:
-        second = await client.get("/v1/notifications", params={"limit": 20, "cursor": cursor}, headers=REP_HEADERS)
-        count = await client.get("/v1/notifications/unread-count", headers=REP_HEADERS)
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            second = await client.get("/v1/notifications", params={"limit": 20, "cursor": cursor}, headers=REP_HEADERS)
+            count = await client.get("/v1/notifications/unread-count", headers=REP_HEADERS)
     assert second.status_code == 200 and len(second.json()["items"]) == 20, second.text
     assert count.status_code == 200 and count.json()["unread"] >= ROWS + 1, count.text
     assert capture.statements
@@ -158,9 +160,10 @@ def lead_events() -> list[EventEnvelope]:
 
 
 async def test_lead_events_are_index_lookups(app: FastAPI, filled: None, traced_store: TracedStore) -> None:
-    with traced_store.capture() as capture:
-        for envelope in lead_events():
-            assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            for envelope in lead_events():
+                assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
     assert_indexed(capture)
 
 
@@ -206,7 +209,8 @@ def quotation_events() -> list[EventEnvelope]:
 async def test_quotation_events_are_index_lookups(app: FastAPI, filled: None, traced_store: TracedStore) -> None:
     """The approvers are found by one equality on the directory copy's department_path per
     department from the quotation's up (the rep of /hq/plans is one candidate, not an approver)."""
-    with traced_store.capture() as capture:
-        for envelope in quotation_events():
-            assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            for envelope in quotation_events():
+                assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
     assert_indexed(capture)

@@ -24,7 +24,14 @@ from crm_platform.events import EventEnvelope
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.event_feed import EventFeed, customer, opportunity
 from crm_platform.testing.fixtures import TEST_JWT_SECRET
-from crm_platform.testing.plans import KeepingProducer, assert_indexed, consumer_commands, deliver, origin_commands
+from crm_platform.testing.plans import (
+    KeepingProducer,
+    assert_indexed,
+    consumer_commands,
+    consumers_paused,
+    deliver,
+    origin_commands,
+)
 from crm_platform.testing.query_plans import TracedStore
 from crm_pool.main import create_app
 from crm_pool.settings import PoolSettings
@@ -105,11 +112,12 @@ async def test_projected_events_are_index_lookups(app: FastAPI, traced_store: Tr
             await deliver(app, envelope)
     envelopes = await one_of_each(feed)
     costs: dict[str, float] = {}
-    with traced_store.capture() as capture:
-        for envelope in envelopes:
-            before = consumer_commands()
-            assert await deliver(app, envelope), envelope.type
-            costs[envelope.type] = consumer_commands() - before
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            for envelope in envelopes:
+                before = consumer_commands()
+                assert await deliver(app, envelope), envelope.type
+                costs[envelope.type] = consumer_commands() - before
     # The rules and the stage positions (a handful of rows each) are read again whenever their
     # 2-second cache runs out, which a slow full test run meets inside this capture: not a scan
     # that grows with the customers. And the service's own consumers read the real topics, where
@@ -175,12 +183,13 @@ async def test_lead_clocks_and_the_lead_sweep_are_index_lookups(app: FastAPI, tr
         "deleted": False,
     }
     sweep = app.state.lead_recycling
-    with traced_store.capture() as capture:
-        for envelope in envelopes:
-            assert await deliver(app, envelope), envelope.type
-        assert await deliver(app, envelopes[-1])  # redelivered: stale by version, nothing written
-        found = await sweep.candidates([rule], NOW, parked=False)
-        warned, decided, _ = await sweep.run([rule], NOW)
-        await sweep.run([rule], NOW)  # the second run finds them parked
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            for envelope in envelopes:
+                assert await deliver(app, envelope), envelope.type
+            assert await deliver(app, envelopes[-1])  # redelivered: stale by version, nothing written
+            found = await sweep.candidates([rule], NOW, parked=False)
+            warned, decided, _ = await sweep.run([rule], NOW)
+            await sweep.run([rule], NOW)  # the second run finds them parked
     assert_indexed(capture)
     assert len(found) == len(range(0, ROWS, 30)) and warned == len(found) and decided == 0

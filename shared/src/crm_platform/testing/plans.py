@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +46,27 @@ async def deliver(app: Any, envelope: EventEnvelope, origin: str = "consumer") -
                 ORIGIN.reset(token)
             taken += 1
     return taken
+
+
+@asynccontextmanager
+async def consumers_paused(app: Any, settle: float = 0.5) -> AsyncIterator[None]:
+    """The service's own Kafka consumers fetch nothing while the block runs (their partitions
+    paused, then resumed), so a capture holds what the test hands to the handlers itself and not
+    what other tests of a full run publish on the same topics meanwhile. ``settle``: time for a
+    record already being handled to finish first."""
+    paused: list[tuple[Any, list[Any]]] = []
+    for consumer in app.state.kit.consumers:
+        client = getattr(consumer.subscriber, "consumer", None)
+        if client is not None:
+            partitions = list(client.assignment())
+            client.pause(*partitions)
+            paused.append((client, partitions))
+    await asyncio.sleep(settle)
+    try:
+        yield
+    finally:
+        for client, partitions in paused:
+            client.resume(*partitions)
 
 
 def consumer_commands() -> float:
