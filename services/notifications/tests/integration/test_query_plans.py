@@ -214,3 +214,13 @@ async def test_quotation_events_are_index_lookups(app: FastAPI, filled: None, tr
             for envelope in quotation_events():
                 assert await deliver(app, envelope) == 2, envelope.type  # the inbox's handler and the webhooks'
     assert_indexed(capture)
+
+
+async def test_an_idle_delivery_round_is_index_lookups(app: FastAPI, traced_store: TracedStore) -> None:
+    """The webhook worker's round with nothing due reads no subscription (it read them all,
+    through an empty ``$in``, on every poll)."""
+    async with consumers_paused(app):
+        with traced_store.capture() as capture:
+            assert await app.state.delivery_worker.run() == 0
+    assert_indexed(capture)
+    assert not [s for s in capture.statements if "FROM webhooks" in s.sql], capture.report()

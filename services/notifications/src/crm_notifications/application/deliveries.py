@@ -193,6 +193,8 @@ class DeliveryWorker:
             .sort("due_ts", 1)
             .to_list(self._s.webhook_batch_size)
         )
+        if not due:  # an idle round: no subscription to read (an empty $in read every webhook)
+            return 0
         subscriptions = {
             s["_id"]: s
             async for s in self._repo.webhooks.find(
