@@ -63,6 +63,7 @@ async def move_with_keyboard(page: Any, name: str, stage: str) -> None:
     """Tab to the card's "Move to…" menu, open it with Enter, choose the stage with Enter."""
     await card(page, name).locator("summary").focus()
     await page.keyboard.press("Enter")
+    await expect(card(page, name).locator("details.move")).to_have_attribute("open", "")
     button = card(page, name).get_by_role("button", name=stage, exact=True)
     await button.focus()
     await page.keyboard.press("Enter")
@@ -121,6 +122,9 @@ async def test_the_kanban_moves_cards_by_keyboard_fills_requirements_in_place_an
     await dialog.get_by_label("Amount").fill("118000.00")
     await dialog.get_by_role("button", name="Save and move").click()
     await expect(column(page, "won").locator("li.card")).to_contain_text(deal)
+    # Focus comes back to the moved card's menu once the new board has settled (not before: a
+    # keystroke aimed at another card in between would open this one's menu instead).
+    await expect(card(page, deal).locator("summary")).to_be_focused()
 
     # A refused move that the person cancels leaves the card where it was.
     await move_with_keyboard(page, other, "Negotiation")
