@@ -8,8 +8,6 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,59 +15,8 @@ import httpx
 from playwright.async_api import expect
 
 from crm_console.registry import discover, menu_for
-from crm_console.testing import Stack, User, screenshot, sign_in
+from crm_console.testing import Stack, at_field, console_as, customer_known_to_sales, screenshot, sign_in
 from crm_platform.testing.fixtures import eventually, unique
-
-
-async def signed_in(client: httpx.AsyncClient, user: User) -> str:
-    """Sign in through the login form; the signed-in session's CSRF token."""
-    form = await client.get("/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert csrf, form.text
-    answer = await client.post(
-        "/login", data={"email": user.email, "password": user.password, "next": "/", "csrf_token": csrf.group(1)}
-    )
-    assert answer.status_code == 303, answer.text
-    home = await client.get("/")
-    token = re.search(r'"X-CSRF-Token": "([^"]+)"', home.text)
-    assert token, home.text
-    return token.group(1)
-
-
-@asynccontextmanager
-async def console_as(stack: Stack, user: User) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    async with httpx.AsyncClient(base_url=stack.console_url, follow_redirects=False) as client:
-        yield client, await signed_in(client, user)
-
-
-async def api(stack: Stack, user: User, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {await stack.token_for(user)}", **kwargs.pop("headers", {})}
-    async with httpx.AsyncClient(base_url=stack.urls[service]) as client:
-        return await client.request(method, path, headers=headers, **kwargs)
-
-
-async def customer_known_to_sales(stack: Stack, owner: User) -> str:
-    """A company customer of ``owner``, once the sales service's read copy holds it (a ticket
-    without a subject is refused at the subject only once the customer is known: nothing written)."""
-    made = await api(
-        stack, owner, "customers", "POST", "/v1/customers", json={"kind": "company", "name": unique("合同客户")}
-    )
-    assert made.status_code == 201, made.text
-    customer_id = str(made.json()["id"])
-
-    async def known() -> bool:
-        answer = await api(stack, owner, "sales", "POST", "/v1/tickets", json={"customer_id": customer_id})
-        assert answer.status_code == 422, answer.text
-        return "customer_id" not in {e["field"] for e in answer.json()["errors"]}
-
-    await eventually(known, timeout=60, interval=0.3, message="customer in the sales service's copy")
-    return customer_id
-
-
-def at_field(page: str, name: str) -> str:
-    found = re.search(rf'<small id="e-{re.escape(name)}" class="field-error">([^<]*)</small>', page)
-    assert found, f"no error at {name}"
-    return found.group(1)
 
 
 def etag_of(page: str) -> str:

@@ -8,56 +8,13 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 
-from crm_console.testing import PASSWORD, Stack, User
+from crm_console.testing import PASSWORD, Stack, User, api, at_field, console_as, customer_known_to_sales
 from crm_platform.testing.fixtures import eventually, unique
-
-
-async def signed_in(client: httpx.AsyncClient, user: User) -> str:
-    form = await client.get("/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert csrf, form.text
-    answer = await client.post(
-        "/login", data={"email": user.email, "password": user.password, "next": "/", "csrf_token": csrf.group(1)}
-    )
-    assert answer.status_code == 303, answer.text
-    token = re.search(r'"X-CSRF-Token": "([^"]+)"', (await client.get("/")).text)
-    assert token
-    return token.group(1)
-
-
-@asynccontextmanager
-async def console_as(stack: Stack, user: User) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    async with httpx.AsyncClient(base_url=stack.console_url, follow_redirects=False) as client:
-        yield client, await signed_in(client, user)
-
-
-async def api(stack: Stack, user: User, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {await stack.token_for(user)}", **kwargs.pop("headers", {})}
-    async with httpx.AsyncClient(base_url=stack.urls[service]) as client:
-        return await client.request(method, path, headers=headers, **kwargs)
-
-
-async def customer_of(stack: Stack, owner: User) -> str:
-    """A company customer of ``owner``, once the sales service's read copy holds it."""
-    made = await api(
-        stack, owner, "customers", "POST", "/v1/customers", json={"kind": "company", "name": unique("客户")}
-    )
-    assert made.status_code == 201, made.text
-    customer_id = str(made.json()["id"])
-
-    async def known() -> bool:
-        answer = await api(stack, owner, "sales", "POST", "/v1/tickets", json={"customer_id": customer_id})
-        return "customer_id" not in {e["field"] for e in answer.json()["errors"]}
-
-    await eventually(known, timeout=60, interval=0.3, message="customer in the sales service's copy")
-    return customer_id
 
 
 async def draft(stack: Stack, owner: User, customer_id: str, amount: str = "5000") -> dict[str, Any]:
@@ -113,12 +70,6 @@ async def department(stack: Stack, parent: str) -> str:
     return department_id
 
 
-def at_field(page: str, name: str) -> str:
-    found = re.search(rf'<small id="e-{re.escape(name)}" class="field-error">([^<]*)</small>', page)
-    assert found, f"no error at {name}"
-    return html.unescape(found.group(1))
-
-
 def input_value(page: str, name: str) -> str:
     found = re.search(rf'<input [^>]*name="{re.escape(name)}" value="([^"]*)"', page)
     assert found, f"no input {name}"
@@ -158,7 +109,7 @@ def later(days: int) -> str:
 
 async def test_a_draft_is_edited_on_its_page_and_each_refusal_keeps_what_was_typed(stack: Stack) -> None:
     rep = await stack.new_user()
-    customer_id = await customer_of(stack, rep)
+    customer_id = await customer_known_to_sales(stack, rep)
     contract = await draft(stack, rep, customer_id)
     path = f"/contracts/{contract['id']}"
     async with console_as(stack, rep) as (client, csrf):
@@ -228,7 +179,7 @@ async def test_a_draft_is_edited_on_its_page_and_each_refusal_keeps_what_was_typ
 async def test_people_are_shown_by_name_and_assignment_is_offered_by_name(stack: Stack) -> None:
     rep = await stack.new_user()
     manager = await stack.new_user(roles=["manager"])
-    customer_id = await customer_of(stack, rep)
+    customer_id = await customer_known_to_sales(stack, rep)
     contract = await signed(stack, rep, manager, customer_id)
     instalments = {"instalments": [{"due_date": later(10), "amount": "5000"}]}
     planned = await api(
@@ -304,7 +255,7 @@ async def test_people_are_shown_by_name_and_assignment_is_offered_by_name(stack:
 async def test_a_payment_without_a_plan_says_to_set_the_plan_first(stack: Stack) -> None:
     rep = await stack.new_user(language="zh-CN")
     manager = await stack.new_user(roles=["manager"])
-    customer_id = await customer_of(stack, rep)
+    customer_id = await customer_known_to_sales(stack, rep)
     contract = await signed(stack, rep, manager, customer_id)
     path = f"/contracts/{contract['id']}"
     payment = {"amount": "100", "received_on": today(), "method": "cash"}
@@ -336,7 +287,7 @@ async def test_a_manager_opens_a_ticket_for_a_customer_of_a_rep_of_their_departm
     team = await department(stack, sales)
     manager = await person(stack, ["manager"], sales, language="zh-CN")
     rep = await person(stack, ["rep"], team)
-    customer_id = await customer_of(stack, rep)
+    customer_id = await customer_known_to_sales(stack, rep)
     contract = await draft(stack, rep, customer_id)
     async with console_as(stack, manager) as (client, _csrf):
         customer = (await client.get(f"/customers/{customer_id}")).text

@@ -8,51 +8,21 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from typing import Any
 
-import httpx
 from playwright.async_api import expect
 
 from crm_console.pages.sales.common import form_errors
 from crm_console.registry import discover, menu_for
 from crm_console.sessions import SessionUser
-from crm_console.testing import Stack, User, screenshot, sign_in
+from crm_console.testing import Stack, User, api, at_field, console_as, screenshot, sign_in
 from crm_console.upstreams import UpstreamProblem
 from crm_platform.testing.fixtures import eventually, unique
 
 
 def sku() -> str:
     return f"UI-{uuid.uuid4().hex[:10].upper()}"
-
-
-async def signed_in(client: httpx.AsyncClient, user: User) -> str:
-    """Sign in through the login form; the signed-in session's CSRF token."""
-    form = await client.get("/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert csrf, form.text
-    answer = await client.post(
-        "/login", data={"email": user.email, "password": user.password, "next": "/", "csrf_token": csrf.group(1)}
-    )
-    assert answer.status_code == 303, answer.text
-    home = await client.get("/")
-    token = re.search(r'"X-CSRF-Token": "([^"]+)"', home.text)
-    assert token, home.text
-    return token.group(1)
-
-
-@asynccontextmanager
-async def console_as(stack: Stack, user: User) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    async with httpx.AsyncClient(base_url=stack.console_url, follow_redirects=False) as client:
-        yield client, await signed_in(client, user)
-
-
-async def api(stack: Stack, user: User, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {await stack.token_for(user)}", **kwargs.pop("headers", {})}
-    async with httpx.AsyncClient(base_url=stack.urls[service]) as client:
-        return await client.request(method, path, headers=headers, **kwargs)
 
 
 async def priced_product(stack: Stack, manager: User, price: str = "1280.50") -> tuple[dict[str, Any], str]:
@@ -111,12 +81,6 @@ def quotation_form(csrf: str, customer_id: str, tier: str, rows: list[dict[str, 
     for i, row in enumerate(rows):
         data |= {f"lines[{i}].{name}": value for name, value in row.items()}
     return data
-
-
-def at_field(page: str, name: str) -> str:
-    found = re.search(rf'<small id="e-{re.escape(name)}" class="field-error">([^<]*)</small>', page)
-    assert found, f"no error at {name}"
-    return found.group(1)
 
 
 # --- browser ------------------------------------------------------------------------------------

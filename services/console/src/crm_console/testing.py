@@ -7,7 +7,9 @@ test directory's own modules; Playwright is imported by the fixtures only.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import httpx
 import uvicorn
 
 from crm_platform.devstack.processes import LOOPBACK, free_port
-from crm_platform.testing.fixtures import auth, unique
+from crm_platform.testing.fixtures import auth, eventually, unique
 
 PASSWORD = "a long enough passphrase"
 CHROMIUM = os.environ.get("CRM_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -95,6 +97,60 @@ class Stack:
             answer = await client.post("/v1/auth/token", json={"email": user.email, "password": user.password})
         assert answer.status_code == 200, answer.text
         return str(answer.json()["access_token"])
+
+
+async def signed_in(client: httpx.AsyncClient, user: User) -> str:
+    """Sign ``client`` (the console's base URL) in through the login form, as a browser would; the
+    signed-in session's CSRF token (the one the pages put in ``hx-headers``)."""
+    form = await client.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf, form.text
+    answer = await client.post(
+        "/login", data={"email": user.email, "password": user.password, "next": "/", "csrf_token": csrf.group(1)}
+    )
+    assert answer.status_code == 303, answer.text
+    home = await client.get("/")
+    token = re.search(r'"X-CSRF-Token": "([^"]+)"', home.text)
+    assert token, home.text
+    return token.group(1)
+
+
+@asynccontextmanager
+async def console_as(stack: Stack, user: User) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """An HTTP client signed in to the console as ``user`` (redirects not followed), and its CSRF token."""
+    async with httpx.AsyncClient(base_url=stack.console_url, follow_redirects=False) as client:
+        yield client, await signed_in(client, user)
+
+
+async def api(stack: Stack, user: User, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to a service's API (``stack.urls[service]``) with ``user``'s bearer token."""
+    headers = {"Authorization": f"Bearer {await stack.token_for(user)}", **kwargs.pop("headers", {})}
+    async with httpx.AsyncClient(base_url=stack.urls[service]) as client:
+        return await client.request(method, path, headers=headers, **kwargs)
+
+
+async def customer_known_to_sales(stack: Stack, owner: User, name: str = "客户") -> str:
+    """A company customer of ``owner`` (named ``name`` and a unique tail), once the sales service's
+    read copy holds it. The probe is a ticket without a subject: refused at the customer until the
+    copy knows it, then at the subject only, so nothing is written either way."""
+    made = await api(stack, owner, "customers", "POST", "/v1/customers", json={"kind": "company", "name": unique(name)})
+    assert made.status_code == 201, made.text
+    customer_id = str(made.json()["id"])
+
+    async def known() -> bool:
+        answer = await api(stack, owner, "sales", "POST", "/v1/tickets", json={"customer_id": customer_id})
+        assert answer.status_code == 422, answer.text
+        return "customer_id" not in {e["field"] for e in answer.json()["errors"]}
+
+    await eventually(known, timeout=60, interval=0.3, message="customer in the sales service's copy")
+    return customer_id
+
+
+def at_field(page: str, name: str) -> str:
+    """The error a rendered form shows at input ``name`` (``<small id="e-NAME">``), unescaped."""
+    found = re.search(rf'<small id="e-{re.escape(name)}" class="field-error">([^<]*)</small>', page)
+    assert found, f"no error at {name}"
+    return html.unescape(found.group(1))
 
 
 async def sign_in(page: Any, user: User, password: str | None = None) -> None:
