@@ -13,6 +13,7 @@ from crm_platform.clock import ManualClock
 from crm_platform.contracts import interactions, pipeline
 from crm_platform.events import to_kafka
 from crm_platform.testing.customer_feed import CustomerFeed
+from crm_platform.testing.event_feed import pipeline_configured
 from crm_platform.testing.fixtures import EventCollector, auth, eventually, unique
 from crm_pool.application.recycler import Recycler
 
@@ -225,23 +226,7 @@ async def test_two_schedulers_racing_decide_each_customer_once(
 
 
 async def publish_pipeline(producer: Any, *stage_ids: str) -> None:
-    pipeline_id = unique("pipe")
-    stages = [
-        pipeline.StageData(stage_id=s, name=s, position=i + 1, probability=10 * (i + 1), kind="open")
-        for i, s in enumerate(stage_ids)
-    ]
-    snapshot = pipeline.PipelineSnapshot(
-        pipeline_id=pipeline_id, name="p", is_default=False, stages=stages, updated_at=datetime.now(UTC)
-    )
-    envelope = pipeline.PIPELINE_CONFIGURED.build(
-        source="/crm/pipeline",
-        subject=pipeline_id,
-        data=pipeline.PipelineConfigured(pipeline=snapshot, action="created"),
-        aggregate_version=1,
-        time=datetime.now(UTC),
-        actor="admin",
-    )
-    await send(producer, pipeline.TOPIC, envelope.model_dump(mode="json"))
+    await send(producer, pipeline.TOPIC, pipeline_configured(*stage_ids).model_dump(mode="json"))
 
 
 async def publish_opportunity(

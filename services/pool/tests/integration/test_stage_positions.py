@@ -4,35 +4,14 @@ matter to nothing else, and a recompute reads every clock (about 10 s at 100k)."
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from crm_platform.clock import SystemClock
-from crm_platform.contracts import pipeline
-from crm_platform.events import EventEnvelope
 from crm_platform.readmodels.opportunities import OpportunityReadModel
 from crm_platform.testing.backends import Backend
+from crm_platform.testing.event_feed import pipeline_configured
 from crm_platform.testing.fixtures import database
 from crm_pool.adapters.repository import PoolRepository
 from crm_pool.application.clocks import ClockProjection
-
-
-def configured(*stage_ids: str) -> EventEnvelope:
-    stages = [
-        pipeline.StageData(stage_id=s, name=s, position=i + 1, probability=10 * (i + 1), kind="open")
-        for i, s in enumerate(stage_ids)
-    ]
-    pipeline_id = f"pipe-{uuid.uuid4().hex[:8]}"
-    snapshot = pipeline.PipelineSnapshot(
-        pipeline_id=pipeline_id, name="p", is_default=False, stages=stages, updated_at=datetime.now(UTC)
-    )
-    return pipeline.PIPELINE_CONFIGURED.build(
-        source="/crm/pipeline",
-        subject=pipeline_id,
-        data=pipeline.PipelineConfigured(pipeline=snapshot, action="created"),
-        aggregate_version=1,
-        time=datetime.now(UTC),
-        actor="admin",
-    )
 
 
 async def test_new_stages_recompute_the_clocks_only_when_a_rule_exempts_by_stage(backend: Backend) -> None:
@@ -44,7 +23,7 @@ async def test_new_stages_recompute_the_clocks_only_when_a_rule_exempts_by_stage
         await repo.clocks.insert_one({"_id": "c-1", "parked_until_ms": 4_102_444_800_000, "rev": 3})
         await repo.rules.insert_one({"_id": "r-1", "rule_id": "r-1", "deleted": False, "no_interaction_days": 30})
 
-        await clocks.on_pipeline_configured(configured("s-a", "s-b"))
+        await clocks.on_pipeline_configured(pipeline_configured("s-a", "s-b"))
         assert {s["_id"]: s["position"] async for s in repo.stages.find({})} == {"s-a": 1, "s-b": 2}
         parked = await repo.clocks.find_one({"_id": "c-1"})
         assert parked == {"_id": "c-1", "parked_until_ms": 4_102_444_800_000, "rev": 3}  # not touched
@@ -52,11 +31,11 @@ async def test_new_stages_recompute_the_clocks_only_when_a_rule_exempts_by_stage
         # Once a rule exempts "at or past a stage", new positions may change exemptions: every
         # parked clock goes back into the runs, and every clock is recomputed.
         await repo.rules.insert_one({"_id": "r-2", "rule_id": "r-2", "deleted": False, "exempt_stage_id": "s-b"})
-        await clocks.on_pipeline_configured(configured("s-c"))
+        await clocks.on_pipeline_configured(pipeline_configured("s-c"))
         again = await repo.clocks.find_one({"_id": "c-1"})
         assert again is not None and again["parked_until_ms"] == 0
         # A known stage at its known position changes nothing.
         await repo.clocks.update_one({"_id": "c-1"}, {"$set": {"parked_until_ms": 5}})
-        await clocks.on_pipeline_configured(configured("s-a", "s-b"))
+        await clocks.on_pipeline_configured(pipeline_configured("s-a", "s-b"))
         still = await repo.clocks.find_one({"_id": "c-1"})
         assert still is not None and still["parked_until_ms"] == 5

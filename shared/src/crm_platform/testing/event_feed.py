@@ -9,6 +9,7 @@ defaults. Times: ``at('2026-11-02', '09:30')`` is a Shanghai wall-clock time in 
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -143,6 +144,27 @@ def pipeline(pipeline_id: str) -> pev.PipelineSnapshot:
             for s, n, p, pr, k in stages
         ],
         updated_at=NOW,
+    )
+
+
+def pipeline_configured(*stage_ids: str, pipeline_id: str | None = None) -> EventEnvelope:
+    """A ``crm.pipeline.configured`` (action "created") of a new pipeline whose open stages are
+    ``stage_ids`` at positions 1, 2, … with probabilities 10, 20, …; the pipeline's id is fresh
+    unless given."""
+    pipeline_id = pipeline_id or f"pipe-{uuid.uuid4().hex[:8]}"
+    stages = [
+        pev.StageData(stage_id=s, name=s, position=i + 1, probability=10 * (i + 1), kind="open")
+        for i, s in enumerate(stage_ids)
+    ]
+    now = datetime.now(UTC)
+    snapshot = pev.PipelineSnapshot(pipeline_id=pipeline_id, name="p", is_default=False, stages=stages, updated_at=now)
+    return pev.PIPELINE_CONFIGURED.build(
+        source="/crm/pipeline",
+        subject=pipeline_id,
+        data=pev.PipelineConfigured(pipeline=snapshot, action="created"),
+        aggregate_version=1,
+        time=now,
+        actor="admin",
     )
 
 
