@@ -40,6 +40,7 @@ from pydantic import TypeAdapter
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
+from crm_interactions.adapters.repository import CUSTOMER_OWNER
 from crm_interactions.domain import interactions as interaction_rules
 from crm_interactions.domain.model import InteractionIn
 from crm_interactions.main import create_app as create_interactions
@@ -139,7 +140,8 @@ def interaction(rng: random.Random, i: int, now: datetime) -> Document:
     doc = interaction_rules.new_interaction(
         str(uuid.uuid4()), data, author, recorded, late_after=timedelta(hours=24), skew=timedelta(minutes=5)
     )
-    return {**doc, "version": 1, REV: 1, "outbox": []}
+    # The service keeps the customer's owner on the record (crm_interactions: CUSTOMER_OWNER).
+    return {**doc, CUSTOMER_OWNER: owner(customer_owner(c)).user_id, "version": 1, REV: 1, "outbox": []}
 
 
 def customer_copy(c: int, now: datetime) -> Document:

@@ -24,7 +24,7 @@ from crm_platform.testing.plans import keys_before_epoch_ms
 
 MODULES = ["interactions", "tasks", "feedback"]
 #: How many sort indexes a sortable field gets: behind each list prefix, and the copy alone.
-SORT_INDEXES = {"interactions": 5, "tasks": 5, "feedback": 7}
+SORT_INDEXES = {"interactions": 6, "tasks": 5, "feedback": 8}
 
 
 def key() -> str:

@@ -101,8 +101,8 @@ async def test_interaction_lists_filter_on_filterable_fields_through_their_index
     async def indexed(k: str) -> list[list[str]]:
         return [list(ix["key"]) async for ix in await collection.list_indexes() if f"custom.{k}" in ix["key"]]
 
-    # The value alone, and behind each of the four list prefixes with the default sort.
-    assert len(await indexed(mood)) == 5 and not await indexed(vip)
+    # The value alone, and behind each of the five list prefixes with the default sort.
+    assert len(await indexed(mood)) == 6 and not await indexed(vip)
     customer = await world.customer(team.rep)
     made = [
         (await log(team.rep, customer, custom={mood: m, size: n}))["id"]
@@ -165,7 +165,7 @@ async def test_task_and_feedback_lists_filter_on_filterable_fields(
     async def indexed(k: str) -> int:
         return len([ix async for ix in await collection.list_indexes() if f"custom.{k}" in ix["key"]])
 
-    assert await indexed(mood) == (5 if module == "tasks" else 7) and not await indexed(vip)
+    assert await indexed(mood) == (5 if module == "tasks" else 8) and not await indexed(vip)
     customer = await world.customer(team.rep)
     base: dict[str, Any] = {
         "tasks": {"title": "回访", "due_at": (clock.now() + timedelta(days=1)).isoformat(), "customer_id": customer.id},

@@ -215,6 +215,9 @@ async def test_conversion_moves_a_leads_follow_ups_to_the_customer_in_batches_on
     # Redelivered (through the service's own handler): nothing left to move, no new event.
     assert await deliver(interactions_app, converted) == 1
     assert [await conversions.move(kind, lead.id, customer.id, converted) for kind in conversions.kinds] == [0, 0]
+    # The moved follow-ups took the customer's owner: they are "records of my customers" for its owner.
+    stored = interactions_app.state.repo.interactions.find({"_id": {"$in": interaction_ids}})
+    assert {d["customer_owner_id"] async for d in stored} == {team.rep.id}
 
     history = await client.get(f"/v1/customers/{customer.id}/interactions", headers=team.rep.headers)
     assert {i["id"] for i in history.json()["items"]} == set(interaction_ids)

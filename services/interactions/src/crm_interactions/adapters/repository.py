@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -24,6 +24,7 @@ from crm_platform.customfield_store import CopyingStore, backfill_copies, copies
 from crm_platform.customfields import SORT_COPY_PREFIX, FieldSet
 from crm_platform.errors import NotFound
 from crm_platform.listing import or_branches
+from crm_platform.outbox import REV
 from crm_platform.sortkeys import epoch_ms, upgrade_sort_keys
 
 Document = dict[str, Any]
@@ -42,22 +43,51 @@ def _sort_indexes(prefixes: dict[str, list[tuple[str, int]]], keys: tuple[str, .
     ]
 
 
+#: A record's customer's owner as the customers read copy says (None: in the pool, or no customer),
+#: kept on interactions and feedback so "the records of my customers" is one equality an index
+#: serves, whatever the number of customers (see :meth:`Repository.follow_customer_owner`).
+CUSTOMER_OWNER = "customer_owner_id"
+#: The ``migrations`` marker of :meth:`Repository.fill_customer_owners`.
+OWNERS_MARKER = "customer_owner_id-v1"
+#: How many times :meth:`Repository.follow_customer_owner` goes again while the owner keeps changing
+#: under it (each change runs its own follow after it, so giving up after these is safe).
+OWNER_ROUNDS = 5
+
+#: Each list's prefixes (the status and hidden filters every list page has, behind the
+#: visibility alternatives' fields), as the list indexes below have them.
+INTERACTION_PREFIXES = {
+    "active": [("status", ASCENDING), ("hidden", ASCENDING)],
+    "customer_active": [("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+    "author_active": [("author_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+    "dept_active": [("author_department_path", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+    "owner_active": [(CUSTOMER_OWNER, ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
+}
+TASK_PREFIXES = {
+    "open": [("hidden", ASCENDING), ("status", ASCENDING)],
+    "assignee_open": [("assignee_id", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+    "creator_open": [("created_by", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+    "dept_open": [("assignee_department_path", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
+}
+FEEDBACK_PREFIXES = {
+    "visible": [("hidden", ASCENDING)],
+    "customer_visible": [("customer_id", ASCENDING), ("hidden", ASCENDING)],
+    "reporter_visible": [("reported_by", ASCENDING), ("hidden", ASCENDING)],
+    "handler_visible": [("handler_id", ASCENDING), ("hidden", ASCENDING)],
+    "reporter_dept_visible": [("reporter_department_path", ASCENDING), ("hidden", ASCENDING)],
+    "handler_dept_visible": [("handler_department_path", ASCENDING), ("hidden", ASCENDING)],
+    "owner_visible": [(CUSTOMER_OWNER, ASCENDING), ("hidden", ASCENDING)],
+}
+
+
 # Single-field indexes are named idx_<field>: the embedded store uses one only when its name
 # ends in _<field> (a naming choice that costs nothing on MongoDB). List sort fields are never null.
 INTERACTION_INDEXES = [
     # One email, one interaction: only emails with a Message-ID have the key (sparse).
     IndexModel([("message_key", ASCENDING)], name="message_key", unique=True, sparse=True),
     # Lists (a customer's history, one's own, a team's, everything) filter on status and hidden.
-    *_sort_indexes(
-        {
-            "active": [("status", ASCENDING), ("hidden", ASCENDING)],
-            "customer_active": [("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
-            "author_active": [("author_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
-            "dept_active": [("author_department_path", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
-        },
-        ("occurred_at", "recorded_at"),
-    ),
+    *_sort_indexes(INTERACTION_PREFIXES, ("occurred_at", "recorded_at")),
     IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
+    IndexModel([(CUSTOMER_OWNER, ASCENDING)], name=f"idx_{CUSTOMER_OWNER}"),
     IndexModel([("author_id", ASCENDING)], name="idx_author_id"),
     IndexModel([("author_department_path", ASCENDING)], name="idx_author_department_path"),
     IndexModel([("occurred_at", DESCENDING)], name="idx_occurred_at"),
@@ -95,30 +125,6 @@ def _custom_field_indexes(prefixes: dict[str, list[tuple[str, int]]], sort_key: 
         ),
         IndexModel([(field, ASCENDING)], name=f"idx_{field}"),
     ]
-
-
-#: Each list's prefixes (the status and hidden filters every list page has, behind the
-#: visibility alternatives' fields), as the list indexes below have them.
-INTERACTION_PREFIXES = {
-    "active": [("status", ASCENDING), ("hidden", ASCENDING)],
-    "customer_active": [("customer_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
-    "author_active": [("author_id", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
-    "dept_active": [("author_department_path", ASCENDING), ("status", ASCENDING), ("hidden", ASCENDING)],
-}
-TASK_PREFIXES = {
-    "open": [("hidden", ASCENDING), ("status", ASCENDING)],
-    "assignee_open": [("assignee_id", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
-    "creator_open": [("created_by", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
-    "dept_open": [("assignee_department_path", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
-}
-FEEDBACK_PREFIXES = {
-    "visible": [("hidden", ASCENDING)],
-    "customer_visible": [("customer_id", ASCENDING), ("hidden", ASCENDING)],
-    "reporter_visible": [("reported_by", ASCENDING), ("hidden", ASCENDING)],
-    "handler_visible": [("handler_id", ASCENDING), ("hidden", ASCENDING)],
-    "reporter_dept_visible": [("reporter_department_path", ASCENDING), ("hidden", ASCENDING)],
-    "handler_dept_visible": [("handler_department_path", ASCENDING), ("hidden", ASCENDING)],
-}
 
 
 def _custom_sort_indexes(prefixes: dict[str, list[tuple[str, int]]], field: str) -> list[IndexModel]:
@@ -168,15 +174,7 @@ TASK_INDEXES = [
     # The scheduler's query: armed notices whose time has come (epoch ms, see tasks.sort_keys).
     IndexModel([("s.fire_at", ASCENDING)], name="s_fire_at"),
     # Lists: mine (assignee), created by me, a team (assignee's department), everything.
-    *_sort_indexes(
-        {
-            "open": [("hidden", ASCENDING), ("status", ASCENDING)],
-            "assignee_open": [("assignee_id", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
-            "creator_open": [("created_by", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
-            "dept_open": [("assignee_department_path", ASCENDING), ("hidden", ASCENDING), ("status", ASCENDING)],
-        },
-        ("due_at", "created_at", "remind_at"),
-    ),
+    *_sort_indexes(TASK_PREFIXES, ("due_at", "created_at", "remind_at")),
     IndexModel([("assignee_id", ASCENDING)], name="idx_assignee_id"),
     IndexModel([("assignee_department_path", ASCENDING)], name="idx_assignee_department_path"),
     IndexModel([("created_by", ASCENDING)], name="idx_created_by"),
@@ -198,18 +196,9 @@ TASK_INDEXES = [
 FEEDBACK_INDEXES = [
     IndexModel([("handler_id", ASCENDING), ("status", ASCENDING)], name="handler_status"),
     # Lists: every alternative of a user's visibility is its own indexed query, in sort order.
-    *_sort_indexes(
-        {
-            "visible": [("hidden", ASCENDING)],
-            "customer_visible": [("customer_id", ASCENDING), ("hidden", ASCENDING)],
-            "reporter_visible": [("reported_by", ASCENDING), ("hidden", ASCENDING)],
-            "handler_visible": [("handler_id", ASCENDING), ("hidden", ASCENDING)],
-            "reporter_dept_visible": [("reporter_department_path", ASCENDING), ("hidden", ASCENDING)],
-            "handler_dept_visible": [("handler_department_path", ASCENDING), ("hidden", ASCENDING)],
-        },
-        ("opened_at", "updated_at", "priority"),
-    ),
+    *_sort_indexes(FEEDBACK_PREFIXES, ("opened_at", "updated_at", "priority")),
     IndexModel([("customer_id", ASCENDING)], name="idx_customer_id"),
+    IndexModel([(CUSTOMER_OWNER, ASCENDING)], name=f"idx_{CUSTOMER_OWNER}"),
     IndexModel([("handler_id", ASCENDING)], name="idx_handler_id"),
     IndexModel([("reported_by", ASCENDING)], name="idx_reported_by"),
     IndexModel([("status", ASCENDING)], name="idx_status"),
@@ -302,6 +291,7 @@ class Repository:
         ):
             keys = _with_copies(rules.sort_keys, await store.copier())
             await upgrade_sort_keys(store.collection, keys, rules.SORT_KEYS_VERSION)
+        await self.fill_customer_owners()
 
     def _fieldset_of(self, module: str) -> Callable[[], Awaitable[FieldSet]]:
         """``module``'s definitions as :attr:`fieldsets` gives them (none set yet: no fields)."""
@@ -335,10 +325,102 @@ class Repository:
         """Up to ``limit`` records of the lead not yet moved to a customer, whole (a change starts from them)."""
         return [d async for d in collection.find({"lead_id": lead_id, "customer_id": None}).limit(limit)]
 
-    async def customer_ids_owned_by(self, user_id: str, limit: int = 2000) -> list[str]:
-        """Customers the read copy says this user owns (a rep holds a few hundred at most)."""
-        cursor = self.customers.find({"owner_id": user_id, "status": "active"}, projection={"_id": 1}).limit(limit)
-        return [d["_id"] async for d in cursor]
+    # --- the customer's owner on its records ------------------------------------------------
+
+    async def customer_owner(self, customer_id: str) -> str | None:
+        """The customer's owner as the read copy says now (None: in the pool, or not in the copy)."""
+        copy = await self.customers.find_one({"_id": customer_id}, projection={"owner_id": 1})
+        return copy.get("owner_id") if copy else None
+
+    async def follow_customer_owner(self, customer_id: str) -> int:
+        """Every interaction and feedback of the customer gets its owner as the read copy says now;
+        returns how many changed. Each round reads the customer's records by its index and
+        rewrites, each by ``_id``, those that differ (the embedded store answers an
+        ``update_many`` on a field by reading every row); then the copy is read again, and while
+        the owner changed meanwhile (a writer that read it earlier may have written the old one)
+        the round runs again.
+
+        Not a versioned change (the field is this service's bookkeeping, in no event), but it
+        bumps the outbox revision, so a writer holding an older read of a record retries from
+        the new one instead of writing the old owner back."""
+        owner_id = await self.customer_owner(customer_id)
+        changed = 0
+        for _ in range(OWNER_ROUNDS):
+            for collection in (self.interactions, self.feedback):
+                changed += await self._set_customer_owner(collection, customer_id, owner_id)
+            now = await self.customer_owner(customer_id)
+            if now == owner_id:
+                break
+            owner_id = now
+        return changed
+
+    async def _set_customer_owner(
+        self,
+        collection: AsyncCollection[Document],
+        customer_id: str,
+        owner_id: str | None,
+        only_missing: bool = False,
+    ) -> int:
+        """``owner_id`` on the customer's records of ``collection`` that have another owner or none
+        yet (``only_missing``: those that have none yet, and only while they still have none),
+        one write each by ``_id``; returns how many changed."""
+        records = collection.find({"customer_id": customer_id}, projection={CUSTOMER_OWNER: 1})
+        picked = [
+            r["_id"]
+            async for r in records
+            if CUSTOMER_OWNER not in r or (not only_missing and r[CUSTOMER_OWNER] != owner_id)
+        ]
+        if not picked:
+            return 0
+        update = {"$set": {CUSTOMER_OWNER: owner_id}, "$inc": {REV: 1}}
+        writes = [UpdateOne({"_id": i, CUSTOMER_OWNER: None} if only_missing else {"_id": i}, update) for i in picked]
+        result = await collection.bulk_write(writes, ordered=False)
+        return result.modified_count
+
+    async def recheck_customer_owner(self, collection: AsyncCollection[Document], record: Document) -> None:
+        """After writing ``record`` with its customer's owner as read before: if the owner changed in
+        between, :meth:`follow_customer_owner` may have run before the record existed, so it is set
+        here (guarded on the value written, so a later change is not undone)."""
+        customer_id = record.get("customer_id")
+        if customer_id is None:
+            return
+        owner_id = await self.customer_owner(customer_id)
+        if owner_id != record.get(CUSTOMER_OWNER):
+            await collection.update_one(
+                {"_id": record["_id"], CUSTOMER_OWNER: record.get(CUSTOMER_OWNER)},
+                {"$set": {CUSTOMER_OWNER: owner_id}, "$inc": {REV: 1}},
+            )
+
+    async def fill_customer_owners(self, batch_size: int = 500) -> int:
+        """Once per database: records stored before they kept their customer's owner get it, one
+        customer of the read copy at a time (in ``_id`` order, the place kept in ``migrations`` so a
+        restart goes on where it stopped); returns how many records changed.
+
+        Only records still without the field are written: one that has it was set by a write or
+        an owner change since, which knows better than this pass's earlier read of the copy."""
+        if await self.migrations.find_one({"_id": OWNERS_MARKER}) is not None:
+            return 0
+        progress_id = f"{OWNERS_MARKER}:progress"
+        progress = await self.migrations.find_one({"_id": progress_id})
+        after = progress["after"] if progress else None
+        changed = 0
+        while True:
+            query = {"_id": {"$gt": after}} if after is not None else {}
+            batch = await (
+                self.customers.find(query, projection={"owner_id": 1}).sort("_id", ASCENDING).limit(batch_size)
+            ).to_list()
+            if not batch:
+                break
+            for copy in batch:
+                for collection in (self.interactions, self.feedback):
+                    changed += await self._set_customer_owner(
+                        collection, copy["_id"], copy.get("owner_id"), only_missing=True
+                    )
+            after = batch[-1]["_id"]
+            await self.migrations.replace_one({"_id": progress_id}, {"_id": progress_id, "after": after}, upsert=True)
+        await self.migrations.insert_one({"_id": OWNERS_MARKER, "records": changed})
+        await self.migrations.delete_one({"_id": progress_id})
+        return changed
 
     async def due_tasks(self, now: datetime, limit: int) -> list[str]:
         cursor = (

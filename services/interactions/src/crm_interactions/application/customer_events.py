@@ -10,6 +10,11 @@
   says *now*, so a stale redelivery undoes nothing. Each change is an ``*.updated``
   event with the field ``hidden``.
 
+* created / owner_changed / released / claimed, and both sides of a merge: the customer's
+  interactions and feedback keep its owner as the copy says *now* (``customer_owner_id``,
+  the list's "records of my customers"), one indexed update per collection and no event:
+  the field is bookkeeping of this service, in no snapshot.
+
 Every hook is idempotent: a repeated event finds every record already in line.
 """
 
@@ -26,6 +31,7 @@ from crm_interactions.adapters.repository import Repository
 from crm_interactions.domain import feedback as feedback_rules
 from crm_interactions.domain import interactions as interaction_rules
 from crm_interactions.domain import tasks as task_rules
+from crm_platform.contracts import customers as cev
 from crm_platform.contracts import interactions as ev
 from crm_platform.events import EventEnvelope, EventFactory, EventType
 from crm_platform.readmodels.customers import CustomerEvent
@@ -34,6 +40,11 @@ from crm_platform.store import Change, VersionedStore
 Document = dict[str, Any]
 HIDDEN_STATUSES = ("deleted", "purged")
 ACTOR = "system:interactions"
+#: The customer events after which the customer's records may need its owner again (a created
+#: customer may already have records: a lead's follow-ups, moved before its copy arrived).
+OWNER_EVENTS = frozenset(
+    t.name.removeprefix("crm.customer.") for t in (cev.CUSTOMER_CREATED, cev.OWNER_CHANGED, cev.RELEASED, cev.CLAIMED)
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,12 @@ class CustomerReactions:
         if event.other_id:
             await self._move_all(event.customer_id, event.other_id, event)
 
+    async def changed(self, event: CustomerEvent) -> None:
+        """After an owner's change, the customer's records take its owner as the copy has it now
+        (so a stale redelivery changes nothing)."""
+        if event.type.removeprefix("crm.customer.") in OWNER_EVENTS and event.copy is not None:
+            await self.repo.follow_customer_owner(event.customer_id)
+
     async def visibility(self, event: CustomerEvent) -> None:
         if event.copy is None:
             return
@@ -92,6 +109,8 @@ class CustomerReactions:
                 await self._change(
                     kind, record, event.envelope, "customer merged", move=(duplicate_id, survivor_id), hidden=hidden
                 )
+        # The moved records came with the duplicate's owner: they take the survivor's.
+        await self.repo.follow_customer_owner(survivor_id)
 
     async def _change(
         self,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
+from crm_interactions.adapters.repository import CUSTOMER_OWNER, LIST_PROJECTION, Repository
 from crm_interactions.application.custom import custom_changes, fieldset, list_sorts
-from crm_interactions.application.interactions import owned_customers, sees_customer_records
+from crm_interactions.application.interactions import my_customers, sees_customer_records
 from crm_interactions.application.references import References
 from crm_interactions.domain import feedback as rules
 from crm_interactions.domain.interactions import FEEDBACK
@@ -82,9 +82,14 @@ class Feedback:
             now=self.clock.now(),
         )
         doc["custom"] = custom
+        doc[CUSTOMER_OWNER] = customer.get("owner_id")
         if key is not None:
             key.stamp(doc)
-        return await self.repo.feedback_store.insert(doc, [self._event(ev.FEEDBACK_OPENED, doc, 1, principal.user_id)])
+        stored = await self.repo.feedback_store.insert(
+            doc, [self._event(ev.FEEDBACK_OPENED, doc, 1, principal.user_id)]
+        )
+        await self.repo.recheck_customer_owner(self.repo.feedback, stored)
+        return stored
 
     async def _visible(self, principal: Principal, doc: Document) -> bool:
         if involved(principal, doc):
@@ -183,7 +188,7 @@ class Feedback:
                 reporters = principal.mongo_visibility("reported_by", "reporter_department_path", module=FEEDBACK)
                 handlers = principal.mongo_visibility("handler_id", "handler_department_path", module=FEEDBACK)
                 options += [*reporters.get("$or", [reporters]), *handlers.get("$or", [handlers])]
-            options += owned_customers(await self.repo.customer_ids_owned_by(principal.user_id))
+            options.append(my_customers(principal))
             # Each distinct alternative once: fetch_page runs one indexed query per alternative.
             unique = list({repr(sorted(o.items())): o for o in options}.values())
             clauses.append({"$or": unique})

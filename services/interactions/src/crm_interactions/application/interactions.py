@@ -15,7 +15,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from crm_interactions.adapters.leads import LeadReadModel
-from crm_interactions.adapters.repository import LIST_PROJECTION, Repository
+from crm_interactions.adapters.repository import CUSTOMER_OWNER, LIST_PROJECTION, Repository
 from crm_interactions.application.custom import custom_changes, fieldset, list_sorts
 from crm_interactions.application.lead_follow_ups import lead_follow_up, no_customer_yet, sees_lead_records
 from crm_interactions.application.references import References
@@ -48,25 +48,11 @@ def sees_customer_records(principal: Principal, customer: Document | None, modul
     return principal.can_see_owned(customer.get("owner_id"), customer.get("department_path"), module=module)
 
 
-#: Up to this many owned customers, a list's "records of my customers" is one equality per customer.
-OWNED_ONE_BY_ONE = 32
-
-
-def owned_customers(owned: list[str]) -> list[Document]:
-    """The list alternatives for "records of the customers I own".
-
-    ``customer_id $in [owned]`` is served by no index on the embedded store (it tests each row
-    with a subquery), so the page walked every visible record, and to the end of the collection
-    when the owned customers have few records. One equality per customer walks that customer's
-    index in sort order and stops at the page's size. Past :data:`OWNED_ONE_BY_ONE` customers the
-    queries would cost more than the walk, which then stops early (an owner of many customers
-    has many records among those walked), so the ``$in`` stays.
-    """
-    if not owned:
-        return []
-    if len(owned) <= OWNED_ONE_BY_ONE:
-        return [{"customer_id": customer_id} for customer_id in owned]
-    return [{"customer_id": {"$in": owned}}]
+def my_customers(principal: Principal) -> Document:
+    """The list alternative "records of the customers I own": the customer's owner is kept on each
+    record (``customer_owner_id``, following the customers' events), so it is one equality an index
+    serves in sort order, however many customers one owns."""
+    return {CUSTOMER_OWNER: principal.user_id}
 
 
 def author_visibility(principal: Principal) -> Document:
@@ -125,6 +111,7 @@ class Interactions:
             existing = await self.repo.interaction_by_message(data.message_id)
             if existing is not None:
                 return await self._already_logged(principal, existing), False
+        customer: Document | None = None
         if data.customer_id is None or data.lead_id is not None:
             await lead_follow_up(self.refs, principal, data)  # on a lead, or exactly-one refused
         else:
@@ -137,6 +124,7 @@ class Interactions:
         custom = (await fieldset(self.fields, INTERACTIONS)).validate(data.custom)
         doc = rules.new_interaction(interaction_id, data, principal, now, late_after=self.late_after, skew=self.skew)
         doc["custom"] = custom
+        doc[CUSTOMER_OWNER] = await self._customer_owner(doc.get("customer_id"), customer)
         if key is not None:
             key.stamp(doc)
         snap = rules.snapshot(doc)
@@ -162,7 +150,16 @@ class Interactions:
             if existing is None:
                 raise
             return await self._already_logged(principal, existing), False
+        await self.repo.recheck_customer_owner(self.repo.interactions, stored)
         return stored, True
+
+    async def _customer_owner(self, customer_id: str | None, customer: Document | None) -> str | None:
+        """The owner a new record of ``customer_id`` keeps (from the copy just read, if it was)."""
+        if customer_id is None:
+            return None
+        if customer is not None:
+            return customer.get("owner_id")
+        return await self.repo.customer_owner(customer_id)
 
     async def _already_logged(self, principal: Principal, existing: Document) -> Document:
         if existing.get("status") == "deleted" or existing.get("hidden"):
@@ -304,9 +301,8 @@ class Interactions:
         """Interactions across customers: one's own, those one's scope reaches, one's customers'."""
         clauses = [filters]
         if not principal.reaches_all(INTERACTIONS):
-            owned = await self.repo.customer_ids_owned_by(principal.user_id)
             mine = author_visibility(principal)
-            options = [*mine.get("$or", [mine]), *owned_customers(owned)]
+            options = [*mine.get("$or", [mine]), my_customers(principal)]
             # A real alternative: fetch_page runs each option as its own indexed query.
             clauses.append({"$or": options} if len(options) > 1 else options[0])
             return await self._page(all_of(*clauses), sort, cursor, limit, alternatives=len(options))

@@ -54,6 +54,9 @@ class LeadConversions:
         await self.leads.store(envelope)
         for kind in self.kinds:
             await self.move(kind, data.lead.lead_id, data.customer_id, envelope)
+        # The moved follow-ups take the customer's owner (if its copy is not here yet, its
+        # created event does that when it comes).
+        await self.repo.follow_customer_owner(data.customer_id)
 
     async def move(self, kind: Followed, lead_id: str, customer_id: str, cause: EventEnvelope) -> int:
         """Move the lead's records without a customer to ``customer_id``, a batch at a time; returns how many."""
