@@ -14,28 +14,13 @@ from crm_console.main import _ensure_indexes_when_reachable, catalogue_for
 from crm_console.registry import discover, may, menu_for, reaches_beyond_own
 from crm_console.sessions import SessionUser
 from crm_console.settings import UPSTREAMS
-from crm_console.testing import Stack, User
+from crm_console.testing import Stack, User, signed_in
 from crm_console.web import format_datetime
 from crm_platform.permissions import Permission
 
 
-async def _signed_in(client: httpx.AsyncClient, user: User) -> str:
-    """Sign in through the form; returns the signed-in session's CSRF token."""
-    form = await client.get("/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert csrf, form.text
-    answer = await client.post(
-        "/login", data={"email": user.email, "password": user.password, "next": "/", "csrf_token": csrf.group(1)}
-    )
-    assert answer.status_code == 303, answer.text
-    home = await client.get("/")
-    token = re.search(r'"X-CSRF-Token": "([^"]+)"', home.text)
-    assert token, home.text
-    return token.group(1)
-
-
 async def test_a_form_without_the_csrf_token_is_refused(console_client: httpx.AsyncClient, user: User) -> None:
-    csrf = await _signed_in(console_client, user)
+    csrf = await signed_in(console_client, user)
     refused = await console_client.post("/preferences", data={"language": "zh-CN"})
     assert refused.status_code == 403
     assert "Form expired" in refused.text
@@ -64,7 +49,7 @@ async def test_pages_need_a_signed_in_user(console_client: httpx.AsyncClient) ->
 
 
 async def test_an_unknown_record_is_a_not_found_page(console_client: httpx.AsyncClient, user: User) -> None:
-    await _signed_in(console_client, user)
+    await signed_in(console_client, user)
     answer = await console_client.get("/customers/no-such-customer")
     assert answer.status_code == 404
     assert "Not found" in answer.text
@@ -137,7 +122,7 @@ def test_times_are_shown_in_the_users_zone() -> None:
 async def test_metrics_count_pages_by_route_and_time_the_services(
     console_client: httpx.AsyncClient, user: User
 ) -> None:
-    await _signed_in(console_client, user)
+    await signed_in(console_client, user)
     assert (await console_client.get("/customers/no-such-customer")).status_code == 404
     text = (await console_client.get("/metrics")).text
     # By the route's template, never the raw URL (one series per page, not per record).
@@ -175,7 +160,7 @@ async def test_a_custom_role_sees_the_menus_its_permissions_grant(
         )
         assert r.status_code == 201, r.text
     viewer = await stack.new_user(roles=[role_id])
-    await _signed_in(console_client, viewer)
+    await signed_in(console_client, viewer)
     home = await console_client.get("/")
     assert home.status_code == 200, home.text
     assert 'href="/customers"' in home.text
