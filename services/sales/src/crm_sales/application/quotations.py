@@ -36,6 +36,7 @@ from crm_sales.application.customer_events import refuse_if_customer_closed
 from crm_sales.domain import price_lists as price_rules
 from crm_sales.domain import quotation_list as listing
 from crm_sales.domain import quotations as rules
+from crm_sales.domain.merges import name_the_survivor
 
 Document = dict[str, Any]
 SYSTEM_ACTOR = "system:sales"
@@ -331,14 +332,9 @@ class Quotations:
         now = self.clock.now()
 
         def decide(doc: Document, version: int) -> Change:
-            if doc["customer_id"] != duplicate_id:
+            changes = name_the_survivor(doc, duplicate_id, survivor_id, survivor)
+            if changes is None:
                 return Change(None)
-            changes = [ev.FieldChange(field="customer_id", old=duplicate_id, new=survivor_id)]
-            doc["customer_id"] = survivor_id
-            name = (survivor or {}).get("name")
-            if name and name != doc.get("customer_name"):
-                changes.append(ev.FieldChange(field="customer_name", old=doc.get("customer_name"), new=name))
-                doc["customer_name"] = name
             doc["updated_at"] = now
             doc["updated_by"] = actor
             data = ev.QUOTATION_UPDATED.data_model(quotation=rules.snapshot(doc), changes=changes)

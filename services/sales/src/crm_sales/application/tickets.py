@@ -39,6 +39,7 @@ from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.tickets import TicketRepository
 from crm_sales.application.ticket_scheduler import TicketScheduler
 from crm_sales.domain import tickets as rules
+from crm_sales.domain.merges import name_the_survivor
 
 Document = dict[str, Any]
 MODULE = "tickets"
@@ -380,14 +381,9 @@ class Tickets:
         now = self.clock.now()
 
         def decide(doc: Document, version: int) -> Change:
-            if doc["customer_id"] != duplicate_id:
+            changes = name_the_survivor(doc, duplicate_id, survivor_id, survivor)
+            if changes is None:
                 return Change(None)
-            changes = [ev.FieldChange(field="customer_id", old=duplicate_id, new=survivor_id)]
-            doc["customer_id"] = survivor_id
-            name = (survivor or {}).get("name")
-            if name and name != doc.get("customer_name"):
-                changes.append(ev.FieldChange(field="customer_name", old=doc.get("customer_name"), new=name))
-                doc["customer_name"] = name
             rules.touch(doc, actor, now)
             data = ev.TICKET_UPDATED.data_model(ticket=rules.snapshot(doc, version), changes=changes)
             return Change(doc, [self.event(ev.TICKET_UPDATED, doc["_id"], data, version, actor, cause.traceparent)])
