@@ -11,14 +11,12 @@ idempotent (the id is chosen before the number) and retried, so a taken number e
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock, as_utc
@@ -32,6 +30,7 @@ from crm_platform.store import Change
 from crm_sales.adapters.contracts import ContractRepository
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.application.customer_events import refuse_if_customer_closed
+from crm_sales.application.numbering import insert_numbered
 from crm_sales.domain import contracts as rules
 from crm_sales.domain import money
 from crm_sales.domain import receivables as money_rules
@@ -39,7 +38,6 @@ from crm_sales.domain.merges import name_the_survivor
 
 Document = dict[str, Any]
 MODULE = "contracts"
-INSERT_ATTEMPTS = 5
 SORT_FIELDS = {"created_at": "s.created"}
 DEFAULT_SORT = "-created_at"
 TIEBREAK = "s.id"
@@ -219,19 +217,7 @@ class Contracts:
         doc = rules.numbered(draft, year, await self.repo.next_number(rules.counter_id(year)))
         created = ev.ContractChanged(contract=rules.snapshot(doc, 1))
         events = [self.event(ev.CONTRACT_CREATED, doc["_id"], created, 1, principal.user_id)]
-        for attempt in range(INSERT_ATTEMPTS):
-            try:
-                return await self.repo.store.insert(doc, events)
-            except DuplicateKeyError:
-                stored = await self.repo.get(doc["_id"])
-                if stored is not None and stored.get("number") == doc["number"]:
-                    return stored
-                raise
-            except PyMongoError:
-                if attempt == INSERT_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await insert_numbered(self.repo.store, doc, events, self.repo.get)
 
     async def get(self, principal: Principal, contract_id: str) -> Document:
         return await self.visible(principal, contract_id)

@@ -15,13 +15,10 @@ quotation unless the process itself dies between the two writes.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import date
 from decimal import Decimal
 from typing import Any
-
-from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
@@ -33,6 +30,7 @@ from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.repository import SalesRepository
 from crm_sales.application.customer_events import refuse_if_customer_closed
+from crm_sales.application.numbering import insert_numbered
 from crm_sales.domain import price_lists as price_rules
 from crm_sales.domain import quotation_list as listing
 from crm_sales.domain import quotations as rules
@@ -41,7 +39,6 @@ from crm_sales.domain.merges import name_the_survivor
 Document = dict[str, Any]
 SYSTEM_ACTOR = "system:sales"
 MODULE = "customers"  # quotations follow their customers' data scope
-INSERT_ATTEMPTS = 5
 
 
 class CustomerClosed(Conflict):
@@ -164,19 +161,7 @@ class Quotations:
         doc = rules.numbered(draft, year, await self.repo.next_number(rules.counter_id(year)))
         doc["s"] = listing.sort_keys(doc)
         events = [self._event(ev.QUOTATION_CREATED, doc, 1, principal.user_id)]
-        for attempt in range(INSERT_ATTEMPTS):
-            try:
-                return await self.repo.store.insert(doc, events)
-            except DuplicateKeyError:
-                stored = await self.repo.get(doc["_id"])
-                if stored is not None and stored.get("number") == doc["number"]:
-                    return stored  # an earlier attempt stored it (its answer was lost)
-                raise
-            except PyMongoError:
-                if attempt == INSERT_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await insert_numbered(self.repo.store, doc, events, self.repo.get)
 
     async def get(self, principal: Principal, quotation_id: str) -> Document:
         return await self._visible(principal, quotation_id)

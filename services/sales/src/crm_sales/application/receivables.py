@@ -4,23 +4,20 @@ payments at once both count: the loser of a race re-reads and applies its paymen
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
-
-from pymongo.errors import PyMongoError
 
 from crm_platform.auth import Principal
 from crm_platform.contracts import sales as ev
 from crm_platform.errors import NotFound
 from crm_platform.store import Change
 from crm_sales.application.contracts import Contracts
+from crm_sales.application.numbering import retried
 from crm_sales.domain import contracts as rules
 from crm_sales.domain import invoices as invoice_rules
 from crm_sales.domain import receivables as money_rules
 
 Document = dict[str, Any]
-INSERT_ATTEMPTS = 5
 
 
 class Receivables:
@@ -170,11 +167,4 @@ class Receivables:
             event = self.event(ev.CONTRACT_INVOICE_ISSUED, doc["_id"], payload, version, principal.user_id)
             return Change(doc, [event])
 
-        for attempt in range(INSERT_ATTEMPTS):
-            try:
-                return await self.repo.store.mutate(contract_id, issue), invoice_id
-            except PyMongoError:
-                if attempt == INSERT_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retried(lambda: self.repo.store.mutate(contract_id, issue)), invoice_id

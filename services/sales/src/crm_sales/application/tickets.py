@@ -16,14 +16,13 @@ so a redelivered event finds it stored and makes nothing twice.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from crm_platform.auth import Principal
 from crm_platform.clock import Clock
@@ -37,13 +36,13 @@ from crm_platform.readmodels.directory import DirectoryReadModel
 from crm_platform.store import Change
 from crm_sales.adapters.quotations import QuotationRepository
 from crm_sales.adapters.tickets import TicketRepository
+from crm_sales.application.numbering import insert_numbered
 from crm_sales.application.ticket_scheduler import TicketScheduler
 from crm_sales.domain import tickets as rules
 from crm_sales.domain.merges import name_the_survivor
 
 Document = dict[str, Any]
 MODULE = "tickets"
-INSERT_ATTEMPTS = 5
 FROM_COMPLAINT = "system:tickets-from-complaints"
 SYSTEM_ACTOR = "system:sales"
 #: Ticket ids of complaints: the same feedback always gives the same ticket id.
@@ -150,19 +149,7 @@ class Tickets:
         now = draft["opened_at"]
         doc = rules.numbered(draft, now.year, await self.counters.next_number(rules.counter_id(now.year)))
         events = [self._event(ev.TICKET_OPENED, doc, 1, actor)]
-        for attempt in range(INSERT_ATTEMPTS):
-            try:
-                return await self.repo.store.insert(doc, events)
-            except DuplicateKeyError:
-                stored = await self.repo.get(doc["_id"])
-                if stored is not None and stored.get("number") == doc["number"]:
-                    return stored  # an earlier attempt stored it (its answer was lost)
-                raise
-            except PyMongoError:
-                if attempt == INSERT_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await insert_numbered(self.repo.store, doc, events, self.repo.get)
 
     async def _check_ties(self, data: rules.TicketIn, customer: Document) -> None:
         """The contract and the contact a ticket names must be its customer's (422 naming the field)."""
