@@ -418,7 +418,10 @@ class Repository:
                     )
             after = batch[-1]["_id"]
             await self.migrations.replace_one({"_id": progress_id}, {"_id": progress_id, "after": after}, upsert=True)
-        await self.migrations.insert_one({"_id": OWNERS_MARKER, "records": changed})
+        # Two replicas starting together may both get here: the marker is written, not inserted.
+        await self.migrations.replace_one(
+            {"_id": OWNERS_MARKER}, {"_id": OWNERS_MARKER, "records": changed}, upsert=True
+        )
         await self.migrations.delete_one({"_id": progress_id})
         return changed
 
