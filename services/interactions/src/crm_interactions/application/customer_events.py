@@ -12,8 +12,9 @@
 
 * created / owner_changed / released / claimed, and both sides of a merge: the customer's
   interactions and feedback keep its owner as the copy says *now* (``customer_owner_id``,
-  the list's "records of my customers"), one indexed update per collection and no event:
-  the field is bookkeeping of this service, in no snapshot.
+  the list's "records of my customers"): one indexed read of the customer's records and a
+  write by ``_id`` for each that differs, no new version and no event (the field is bookkeeping
+  of this service, in no snapshot; see ``Repository.follow_customer_owner``).
 
 Every hook is idempotent: a repeated event finds every record already in line.
 """
