@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crm_platform.devstack.processes import free_port, group_is_gone, port_is_free
+from crm_platform.devstack.processes import free_port, free_port_run, group_is_gone
 from crm_platform.devstack.services import SERVICES
 
 pytestmark = pytest.mark.process
@@ -34,12 +33,9 @@ RESTART_BACKOFF = 4
 
 
 def http_port_base() -> int:
-    """A base whose next seven ports are free (the services take base+1 … base+7)."""
-    for _ in range(200):
-        base = random.randrange(20_000, 60_000)
-        if all(port_is_free(base + i) for i in range(1, len(SERVICES) + 1)):
-            return base
-    raise AssertionError("no run of free ports found")
+    """A base whose next seven ports are free (the services take base+1 … base+7), below the
+    kernel's ephemeral range, so no client socket takes one before its service binds it."""
+    return free_port_run(len(SERVICES) + 1)
 
 
 class Stack:

@@ -24,7 +24,7 @@ from crm_platform.devstack import (
     find_weed,
     wait_until,
 )
-from crm_platform.devstack.processes import ensure_ports_free, group_is_gone
+from crm_platform.devstack.processes import ensure_ports_free, ephemeral_ports, free_port, free_port_run, group_is_gone
 from crm_platform.devstack.services import EMBEDDED_STORE_CONNECTIONS, SERVICES, service_env
 from crm_platform.settings import ServiceSettings
 from crm_platform.testing import start_backend
@@ -92,6 +92,20 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     proc.stop(timeout=0.5)
     assert proc.describe_exit() == "killed by SIGKILL"
     wait_until("group gone", lambda: group_is_gone(proc.pid), timeout=5)
+
+
+def test_free_ports_are_below_the_range_outgoing_connections_take_theirs_from() -> None:
+    """A port handed to a server that binds it later is never one the kernel gives a client
+    socket meanwhile (that was a service of `crm up` failing with "address already in use"),
+    and never handed out twice by this process."""
+    low = ephemeral_ports()[0]
+    singles = [free_port() for _ in range(50)]
+    assert all(port < low for port in singles) and len(set(singles)) == 50
+    first = free_port_run(8)
+    assert first + 8 <= low and not set(range(first, first + 8)) & set(singles)
+    for port in range(first, first + 8):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # free indeed
 
 
 def test_a_taken_port_is_named_in_the_error() -> None:

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -93,11 +94,60 @@ def find_nx() -> Path:
 # --- ports --------------------------------------------------------------------
 
 
+#: Where :func:`free_port` looks when the kernel's ephemeral range cannot be read.
+EPHEMERAL_FALLBACK = (32768, 60999)
+#: The lowest port :func:`free_port` hands out (below: well-known and registered services).
+LOWEST_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes the local port of an outgoing connection from (Linux:
+    ``net.ipv4.ip_local_port_range``)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return EPHEMERAL_FALLBACK
+
+
+def free_port_run(count: int = 1) -> int:
+    """The first of ``count`` consecutive ports that are free now, below the kernel's ephemeral
+    range, and not handed out before by this process.
+
+    A port the OS picks (bind to port 0) comes from the ephemeral range, where every outgoing
+    connection takes its local port too: a server that binds it a minute later (a service
+    started after six others) can find a Kafka or MongoDB client's socket on it ("address
+    already in use"). Below that range only listeners take ports."""
+    low = LOWEST_PORT
+    high = ephemeral_ports()[0] - count
+    for _ in range(500):
+        first = random.randrange(low, high) if high > low else 0
+        if first == 0:
+            break
+        run = range(first, first + count)
+        if not _handed_out.intersection(run) and all(_bindable(port) for port in run):
+            _handed_out.update(run)
+            return first
+    if count == 1:  # no room below the ephemeral range on this machine: let the OS pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no run of {count} free ports between {low} and {high + count}")
+
+
 def free_port() -> int:
-    """A port that was free a moment ago (the OS picks it); good enough for tests."""
+    """A port that was free a moment ago, below the ephemeral range (:func:`free_port_run`); for tests."""
+    return free_port_run(1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
