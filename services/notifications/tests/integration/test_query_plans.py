@@ -8,6 +8,7 @@ inbox (so SQLite prefers a good index to a scan); events are handed to its consu
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,10 @@ from ..notifications_testkit import customer, task
 
 ROWS = 300
 DEPT = "/hq/plans"
-REP = "rep-plans"
+#: Its own per run: the module's app consumes the real topics, where other modules' apps publish
+#: events about their "rep-plans" (a pool release notifies that owner), and the fixture below
+#: counts on exactly one notification of its recipient.
+REP = f"rep-plans-{uuid.uuid4().hex[:8]}"
 REP_HEADERS = auth(REP, ["rep"], department_path=DEPT)
 
 
