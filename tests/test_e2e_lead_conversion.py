@@ -29,6 +29,7 @@ from crm_platform.contracts import leads as lev
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.event_feed import EventFeed
 from crm_platform.testing.fixtures import auth, eventually, running, service_settings, unique
+from crm_platform.testing.plans import other_copies_paused
 
 Json = dict[str, Any]
 
@@ -49,6 +50,16 @@ async def customers(customers_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=customers_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://customers.e2e") as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+async def alone(customers_app: FastAPI) -> AsyncIterator[None]:
+    """Every other customers app of the test session (its own database, its own consumer group)
+    would get this module's commands too, and one that refuses (a customer it does not hold, a
+    custom field it requires) might answer first: paused, they leave each command to this one, as
+    a deployment's single consumer group does."""
+    async with other_copies_paused(customers_app):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +125,6 @@ async def test_a_lead_becomes_a_customer_with_its_contact_once_even_when_the_com
     assert done["customer_id"] == conversion["customer_id"] and done["contact_id"] == conversion["contact_id"]
     assert done["conversion"]["state"] == "converted"
     repo = customers_app.state.customers.repo
-    # (Another customers app of the session may have answered first: wait for this one's customer.)
-    await eventually(lambda: repo.get(done["customer_id"]), timeout=30, message="the customer made")
     r = await customers.get(f"/v1/customers/{done['customer_id']}", headers=rep)
     assert r.status_code == 200, r.text
     customer = r.json()
@@ -195,15 +204,9 @@ async def test_a_lead_of_an_existing_customer_links_to_it(
     assert r.status_code == 409, r.text
     assert r.json()["customer_id"] == customer["id"] and r.json()["owner_id"] == rep_id
 
-    # Other customers apps of the test session (their own databases, their own consumer groups)
-    # get the command too and, not knowing this customer, refuse it: should one answer first, the
-    # lead is qualified again and a new attempt goes (what this customers service made stays made).
-    for _ in range(5):
-        r = await leads.post(f"/v1/leads/{lead['id']}/convert", json={"customer_id": customer["id"]}, headers=rep)
-        assert r.status_code == 202, r.text
-        done = await _ended(leads, rep, lead["id"])
-        if done["status"] == "converted" or f"No customer {customer['id']}" not in (done["conversion"]["reason"] or ""):
-            break
+    r = await leads.post(f"/v1/leads/{lead['id']}/convert", json={"customer_id": customer["id"]}, headers=rep)
+    assert r.status_code == 202, r.text
+    done = await _ended(leads, rep, lead["id"])
     assert done["status"] == "converted" and done["customer_id"] == customer["id"], done
     assert done["conversion"]["existing_customer"] is True
     r = await customers.get(f"/v1/customers/{customer['id']}", headers=rep)
@@ -251,7 +254,8 @@ async def test_a_lead_becomes_a_customer_and_an_opportunity(
     from crm_pipeline.settings import PipelineSettings
 
     pipeline_app = create_pipeline_app(PipelineSettings(**_settings(backend, "pipeline")))
-    async with running(pipeline_app, "http://pipeline.e2e") as pipeline:
+    # Other pipeline apps of the session paused too (see alone()): this one makes the opportunity.
+    async with running(pipeline_app, "http://pipeline.e2e") as pipeline, other_copies_paused(pipeline_app):
         rep = auth(unique("rep"), ["rep"], f"/{unique('e2e')}/sales")
         lead = await _qualified(leads, rep, contact_name="周经理", phones=[_mobile()])
         body = {"opportunity": {"name": "首单", "amount": "125000.00", "currency": "CNY"}}
@@ -261,12 +265,22 @@ async def test_a_lead_becomes_a_customer_and_an_opportunity(
         assert done["status"] == "converted", done
         assert done["opportunity_id"] == r.json()["conversion"]["opportunity_id"]
 
-        # The session runs other customers and pipeline services on the same broker, and the
-        # first opportunity made (by any of them) ends the conversion: this pipeline's may come a
-        # moment later, from the same command.
-        async def made() -> bool:
-            r = await pipeline.get(f"/v1/opportunities/{done['opportunity_id']}", headers=rep)
-            return r.status_code == 200 and r.json()["lead_id"] == lead["id"]
-
-        await eventually(made, timeout=60, message="this pipeline's opportunity")
+        r = await pipeline.get(f"/v1/opportunities/{done['opportunity_id']}", headers=rep)
+        assert r.status_code == 200 and r.json()["lead_id"] == lead["id"], r.text
         assert (await customers.get(f"/v1/customers/{done['customer_id']}", headers=rep)).status_code == 200
+
+
+async def test_other_copies_of_the_customers_service_fetch_nothing_while_paused(
+    backend: Backend, customers_app: FastAPI
+) -> None:
+    """What alone() relies on: another in-process copy of the service, started here, has every
+    partition paused in the block and resumed after it; this module's copy fetches on."""
+    other = create_customers_app(CustomersSettings(**_settings(backend, "customers")))
+    async with running(other, "http://customers.other"):
+        clients = [c.subscriber.consumer for c in other.state.kit.consumers]
+        mine = [c.subscriber.consumer for c in customers_app.state.kit.consumers]
+        assert clients and all(c.assignment() for c in clients)
+        async with other_copies_paused(customers_app, settle=0):
+            assert all(c.paused() == c.assignment() for c in clients)
+            assert not any(c.paused() for c in mine)
+        assert not any(c.paused() for c in clients)

@@ -11,6 +11,7 @@ wants, while the service's own Kafka consumer sees nothing of it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,8 +55,34 @@ async def consumers_paused(app: Any, settle: float = 0.5) -> AsyncIterator[None]
     paused, then resumed), so a capture holds what the test hands to the handlers itself and not
     what other tests of a full run publish on the same topics meanwhile. ``settle``: time for a
     record already being handled to finish first."""
+    async with _paused(app.state.kit.consumers, settle):
+        yield
+
+
+@asynccontextmanager
+async def other_copies_paused(app: Any, settle: float = 0.5) -> AsyncIterator[None]:
+    """Every other copy of ``app``'s service in this process fetches nothing while the block runs.
+
+    A test session runs many in-process copies of a service, each with its own database and its
+    own consumer group, so each gets every record. A command that one copy alone can answer (a
+    lead's conversion into a customer only this copy's database holds) would otherwise be
+    answered first, and refused, by another. In a deployment a service's replicas share one
+    consumer group, and one of them takes each command: this gives the test that. The other
+    copies take the records once the block ends; answers that late are stale by then."""
+    from crm_platform.service import ServiceKit
+
+    kit = app.state.kit
+    name = kit.settings.service_name
+    others = [o for o in gc.get_objects() if isinstance(o, ServiceKit) and o is not kit]
+    consumers = [c for other in others if other.settings.service_name == name for c in other.consumers]
+    async with _paused(consumers, settle):
+        yield
+
+
+@asynccontextmanager
+async def _paused(consumers: list[Any], settle: float) -> AsyncIterator[None]:
     paused: list[tuple[Any, list[Any]]] = []
-    for consumer in app.state.kit.consumers:
+    for consumer in consumers:
         client = getattr(consumer.subscriber, "consumer", None)
         if client is not None:
             partitions = list(client.assignment())
@@ -66,7 +93,8 @@ async def consumers_paused(app: Any, settle: float = 0.5) -> AsyncIterator[None]
         yield
     finally:
         for client, partitions in paused:
-            client.resume(*partitions)
+            held = client.assignment()  # a partition the group took away meanwhile is not resumed
+            client.resume(*(p for p in partitions if p in held))
 
 
 def consumer_commands() -> float:
