@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from crm_platform.metrics import EVENTS_CONSUMED
+from crm_platform.outbox import REV
 from crm_platform.testing.fixtures import eventually
 
 
@@ -180,6 +181,18 @@ async def quiet_customer(world, team, db):
     return fed
 
 
+async def published(db, *records) -> None:
+    """Until the relay has published and cleared each record's outbox: a test that then writes to
+    the record by hand does not race the relay's clearing (which, finding a record changed since
+    it read it, reads it again and replaces it whole)."""
+
+    async def cleared() -> bool:
+        found = await db["interactions"].find({"_id": {"$in": [r["id"] for r in records]}}).to_list()
+        return len(found) == len(records) and not any(doc.get("outbox") for doc in found)
+
+    await eventually(cleared, timeout=30, message="the records' events published")
+
+
 async def test_start_up_gives_older_records_their_customers_owner(interactions_app, world, team, log, db, monkeypatch):
     """Records stored before they kept their customer's owner get it once, at start-up; a record
     whose owner was set since is left as it is, and the pass is not run again."""
@@ -189,8 +202,10 @@ async def test_start_up_gives_older_records_their_customers_owner(interactions_a
     customer = await quiet_customer(world, team, db)
     older = await log(team.manager, customer, "note")
     newer = await log(team.manager, customer, "note")
+    await published(db, older, newer)
     await db["interactions"].update_one({"_id": older["id"]}, {"$unset": {"customer_owner_id": ""}})
-    await db["interactions"].update_one({"_id": newer["id"]}, {"$set": {"customer_owner_id": "someone-since"}})
+    since = {"$set": {"customer_owner_id": "someone-since"}, "$inc": {REV: 1}}  # as every writer of it does
+    await db["interactions"].update_one({"_id": newer["id"]}, since)
     await db["migrations"].delete_one({"_id": OWNERS_MARKER})
     assert await repo.fill_customer_owners(batch_size=7) >= 1
     assert (await db["interactions"].find_one({"_id": older["id"]}))["customer_owner_id"] == team.rep.id
@@ -221,12 +236,14 @@ async def test_a_record_written_across_an_owner_change_takes_the_new_owner(inter
     repo = interactions_app.state.repo
     customer = await quiet_customer(world, team, db)
     made = await log(team.rep, customer, "note")
+    await published(db, made)
     stored = await db["interactions"].find_one({"_id": made["id"]})
     # As if written with the owner read before the copy said rep2.
     await db["customers"].update_one({"_id": customer.id}, {"$set": {"owner_id": team.rep2.id}})
     await repo.recheck_customer_owner(repo.interactions, stored)
     assert (await db["interactions"].find_one({"_id": made["id"]}))["customer_owner_id"] == team.rep2.id
     # Guarded on what was written: a later change is not undone by a late look.
-    await db["interactions"].update_one({"_id": made["id"]}, {"$set": {"customer_owner_id": "third"}})
+    later = {"$set": {"customer_owner_id": "third"}, "$inc": {REV: 1}}  # as every writer of it does
+    await db["interactions"].update_one({"_id": made["id"]}, later)
     await repo.recheck_customer_owner(repo.interactions, stored)
     assert (await db["interactions"].find_one({"_id": made["id"]}))["customer_owner_id"] == "third"
