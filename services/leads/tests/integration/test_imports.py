@@ -229,3 +229,16 @@ async def test_import_refusals_name_what_is_wrong(client: httpx.AsyncClient) -> 
     assert r.status_code == 413 and r.json()["max_bytes"] == 64 * 1024, r.text
     r = await client.post("/v1/leads/import", content=text.encode(), headers={**REP, "Content-Type": "text/csv"})
     assert r.status_code == 403, r.text  # a rep has no leads:import
+
+
+async def test_a_line_the_csv_parser_cannot_read_is_named_with_its_column(client: httpx.AsyncClient) -> None:
+    """The customers import's reading (crm_platform.csv_import): the whole file refused, 422 at
+    the column of the line the parser stops on, in words a person can act on."""
+    r = await run_import(client, f"公司名称,联系人\r\n{company()},王\r\n{company()},李\r张\r\n".encode())
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["line"] == 3 and problem["errors"][0]["field"] == "contact_name", problem
+    assert problem["errors"][0]["reason"].startswith("line 3: column '联系人': a bare carriage return"), problem
+    r = await run_import(client, "公司\r名称\n甲\n")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "header", r.text
+    assert r.json()["errors"][0]["reason"].startswith("line 1: a bare carriage return"), r.text

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Container, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -22,6 +22,7 @@ from crm_customers.domain.fields import ensure_columns_writable, visible_columns
 from crm_customers.domain.model import CustomerCreate
 from crm_platform.auth import Principal
 from crm_platform.contracts import customers as ev
+from crm_platform.csv_import import csv_rows
 from crm_platform.customfields import FieldSet, InvalidValue, from_text, to_text
 from crm_platform.errors import Conflict, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.idempotency import IdempotencyKey
@@ -211,84 +212,15 @@ def custom_cells(fields: FieldSet, row: dict[str, str], prefix: str = CUSTOM_COL
 def _rows(
     text: str, max_rows: int, custom: Collection[str] = (), contact_custom: Collection[str] = ()
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration as exc:
-        raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
-    except csv.Error as exc:
-        raise _unreadable(text, reader.line_num, exc, None) from exc
-    columns: list[str | None] = [_column(h, custom, contact_custom) for h in header]
-    unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
-    if unknown:
-        known = [*COLUMNS, *(CUSTOM_COLUMN + k for k in custom), *(CONTACT_CUSTOM_COLUMN + k for k in contact_custom)]
-        raise ValidationFailed.for_field(
-            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(known)}"
-        )
-    if "name" not in columns:
-        raise ValidationFailed.for_field("header", "a 'name' (名称) column is required")
-    count = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise _unreadable(text, reader.line_num, exc, header) from exc
-        if not any(v.strip() for v in values):
-            continue
-        count += 1
-        if count > max_rows:
-            raise ValidationFailed.for_field("body", f"at most {max_rows} rows per import; split the file")
-        yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c is not None}
-
-
-def _unreadable(text: str, line: int, exc: csv.Error, header: list[str] | None) -> ValidationFailed:
-    """A file the CSV parser gives up on: 422 naming the line (and the column when that line
-    shows it), in words a person can act on.
-
-    The whole file is refused (no partial import): the parser cannot tell where the broken
-    row ends, so the rows after it are not trustworthy either.
-    """
-    message = str(exc)
-    limit = csv.field_size_limit()
-    if "new-line character" in message:
-        reason = "a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR"
-        cell = _cell_at_fault(text, line, lambda start, end, cr: cr is not None)
-    elif "field larger than field limit" in message:
-        reason = f"a field is longer than {limit:,} characters"
-        cell = _cell_at_fault(text, line, lambda start, end, cr: end - start > limit)
-    else:
-        reason = f"not readable as CSV ({message})"
-        cell = None
-    field = "header" if header is None else "body"
-    if header is not None and cell is not None and cell < len(header):
-        name = header[cell].strip()
-        field = _HEADER_TO_COLUMN.get(name.lower()) or name or field
-        reason = f"column '{name}': {reason}"
-    detail = f"line {line}: {reason}"
-    return ValidationFailed(detail, errors=[FieldError(field=field, reason=detail)], extra={"line": line})
-
-
-def _cell_at_fault(text: str, line: int, faulty: Callable[[int, int, int | None], bool]) -> int | None:
-    """The index of the first cell on physical line ``line`` for which ``faulty(start, end,
-    position of a bare CR or None)`` holds, reading quotes as the csv module does; None when
-    the line does not show it (a quoted cell spanning lines)."""
-    lines = text.split("\n")  # the reader's lines: StringIO splits at LF only
-    if not 1 <= line <= len(lines):
-        return None
-    row = lines[line - 1].removesuffix("\r")  # CRLF ends a line; only a CR before that is bare
-    cell, start, quoted, bare_cr = 0, 0, False, None
-    for i, char in enumerate([*row, ","]):  # a closing comma ends the last cell
-        if char == '"':
-            quoted = not quoted
-        elif char == "\r" and not quoted and bare_cr is None:
-            bare_cr = i
-        elif char == "," and not quoted:
-            if faulty(start, i, bare_cr):
-                return cell
-            cell, start, bare_cr = cell + 1, i + 1, None
-    return None
+    known = [*COLUMNS, *(CUSTOM_COLUMN + k for k in custom), *(CONTACT_CUSTOM_COLUMN + k for k in contact_custom)]
+    return csv_rows(
+        text,
+        lambda header: _column(header, custom, contact_custom),
+        required=("name", "a 'name' (名称) column"),
+        known=", ".join(known),
+        max_rows=max_rows,
+        too_many=lambda n: ValidationFailed.for_field("body", f"at most {n} rows per import; split the file"),
+    )
 
 
 def _with_contact_custom(payload: Document, cells: Document) -> None:

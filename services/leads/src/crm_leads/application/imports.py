@@ -9,8 +9,6 @@ with ``via: import``), and records the import with one ``crm.lead_import.complet
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import uuid
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from crm_leads.domain import leads as rules
 from crm_leads.domain.model import LeadIn, LeadSource
 from crm_platform.auth import Principal
 from crm_platform.contracts import leads as ev
+from crm_platform.csv_import import csv_rows
 from crm_platform.errors import DomainError, Duplicate, FieldError, ValidationFailed, field_errors_from_pydantic
 from crm_platform.sortkeys import epoch_ms
 from crm_platform.text_input import control_character
@@ -105,40 +104,19 @@ def decode_csv(raw: bytes) -> str:
 
 
 def _rows(text: str, max_rows: int) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration as exc:
-        raise ValidationFailed.for_field("body", "the file is empty; the first line must name the columns") from exc
-    except csv.Error as exc:
-        raise ValidationFailed.for_field("header", f"line 1: not readable as CSV ({exc})") from exc
-    columns = [_HEADER_TO_COLUMN.get(h.strip().lower()) for h in header]
-    unknown = [h for h, c in zip(header, columns, strict=True) if c is None and h.strip()]
-    if unknown:
-        raise ValidationFailed.for_field(
-            "header", f"unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)} (or their Chinese names)"
-        )
-    if "company_name" not in columns:
-        raise ValidationFailed.for_field("header", "a 'company_name' (公司名称) column is required")
-    count = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            detail = f"line {reader.line_num}: not readable as CSV ({exc})"
-            raise ValidationFailed(detail, errors=[FieldError(field="body", reason=detail)]) from exc
-        if not any(v.strip() for v in values):
-            continue
-        count += 1
-        if count > max_rows:
-            raise TooLarge(
-                f"body: at most {max_rows} rows per import; split the file",
-                errors=[FieldError(field="body", reason=f"at most {max_rows} rows per import; split the file")],
-                extra={"max_rows": max_rows},
-            )
-        yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c is not None}
+    return csv_rows(
+        text,
+        lambda header: _HEADER_TO_COLUMN.get(header.strip().lower()),
+        required=("company_name", "a 'company_name' (公司名称) column"),
+        known=f"{', '.join(COLUMNS)} (or their Chinese names)",
+        max_rows=max_rows,
+        too_many=_too_many,
+    )
+
+
+def _too_many(max_rows: int) -> TooLarge:
+    reason = f"at most {max_rows} rows per import; split the file"
+    return TooLarge(f"body: {reason}", errors=[FieldError(field="body", reason=reason)], extra={"max_rows": max_rows})
 
 
 def row_to_payload(row: dict[str, str], options: ImportOptions) -> dict[str, Any]:
