@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -322,3 +323,19 @@ async def test_a_manager_opens_a_ticket_for_a_customer_of_a_rep_of_their_departm
         refused = await client.post("/tickets/new", data=typed)
         assert refused.status_code == 422 and at_field(refused.text, "contract_id")
         assert f'<option value="{contract["id"]}">' in refused.text  # now the customer is known: picked by number
+
+
+async def test_a_filter_the_sales_service_refuses_is_shown_at_its_input(stack: Stack) -> None:
+    """The sales lists (crm_console.lists.list_page): the API's 422 on a filter is an empty list
+    with the reason at that filter's input, not an error page; the other filters stay as asked."""
+    rep = await stack.new_user()
+    customer_id = str(uuid.uuid4())
+    async with console_as(stack, rep) as (client, _csrf):
+        for path, name in (("/contracts", "status"), ("/tickets", "priority"), ("/quotations", "status")):
+            page = await client.get(path, params={name: "bogus", "customer_id": customer_id})
+            assert page.status_code == 200, (path, page.text[:300])
+            assert at_field(page.text, name), path
+            assert f'value="{customer_id}"' in page.text, path
+        products = await client.get("/products", params={"active": "maybe", "q": "打印"})
+        assert products.status_code == 200 and at_field(products.text, "active")
+        assert 'value="打印"' in products.text

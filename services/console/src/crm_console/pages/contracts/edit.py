@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from crm_console.lists import require
 from crm_console.pages.contracts.routes import _page as page_of
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
@@ -53,8 +54,7 @@ def edit_body(posted: dict[str, str]) -> dict[str, Any]:
 
 @router.post("/{contract_id}/edit", include_in_schema=False)
 async def edit_contract(request: Request, contract_id: str, client: Client) -> Response:
-    if not may(client.session.user, "contracts:manage"):
-        raise UpstreamProblem("console", 403, "Forbidden", "")
+    require(client, "contracts:manage")
     form = await request.form()
     posted = {f"edit.{name}": str(form.get(f"edit.{name}") or "").strip() for name in EDIT_FIELDS}
     headers = {"If-Match": str(form.get("etag") or "")}

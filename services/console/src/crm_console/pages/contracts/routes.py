@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.lists import list_page, require
 from crm_console.pages.customers.people import owner_names, people_filter
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
@@ -130,38 +130,14 @@ def people_of(contract: dict[str, Any], invoices: list[dict[str, Any]]) -> list[
     return people + [invoice.get("issued_by") for invoice in invoices]
 
 
-def _require(client: Api, permission: str) -> None:
-    if not may(client.session.user, permission):
-        raise UpstreamProblem("console", 403, "Forbidden", "")
-
-
 @router.get("", include_in_schema=False)
 async def contracts(request: Request, client: Client) -> HTMLResponse:
-    query = request.query_params
-    filters = {name: str(query.get(name) or "").strip() for name in FILTERS}
-    filters = {k: v for k, v in filters.items() if v}
-    params: dict[str, Any] = {**filters, "limit": PAGE_SIZE}
-    if query.get("cursor"):
-        params["cursor"] = query["cursor"]
-    errors: dict[str, str] = {}
-    page: dict[str, Any] = {}
-    try:
-        page = await client.get("sales", "/v1/contracts", params=params)
-    except UpstreamProblem as problem:
-        if problem.status != 422:
-            raise
-        errors = problem.field_errors()
-    next_cursor = page.get("next_cursor")
-    items = page.get("items") or []
-    context = {
-        "items": items,
-        "who": await owner_names(client, (c.get("owner_id") for c in items)),
-        "owners": await people_filter(client, filters.get("owner_id")),
-        "filters": filters,
+    page = await list_page(request, client, "sales", "/v1/contracts", FILTERS, PAGE_SIZE)
+    context = page.context() | {
+        "who": await owner_names(client, (c.get("owner_id") for c in page.items)),
+        "owners": await people_filter(client, page.filters.get("owner_id")),
         "statuses": STATUSES,
         "sorts": SORTS,
-        "field_errors": errors,
-        "next_query": urlencode({**filters, "cursor": next_cursor}) if next_cursor else "",
     }
     return render(request, "contracts/list.html", context)
 
@@ -181,7 +157,7 @@ def _new_form(
 async def new_contract(
     request: Request, client: Client, customer_id: str = "", opportunity_id: str = "", quotation_id: str = ""
 ) -> HTMLResponse:
-    _require(client, "contracts:manage")
+    require(client, "contracts:manage")
     values = dict.fromkeys(DRAFT_FIELDS, "") | {
         "opportunity_id": opportunity_id,
         "quotation_id": quotation_id,
@@ -193,7 +169,7 @@ async def new_contract(
 
 @router.post("/new", include_in_schema=False)
 async def create_contract(request: Request, client: Client) -> Response:
-    _require(client, "contracts:manage")
+    require(client, "contracts:manage")
     form = await request.form()
     values = {name: str(form.get(name) or "").strip() for name in DRAFT_FIELDS}
     body = {name: value for name, value in values.items() if value}

@@ -9,13 +9,12 @@ never numbers. A refusal (422, 409 ``sku-taken`` or ``product-inactive``) is sho
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.lists import list_page, require
 from crm_console.pages.sales.common import product_by_sku
-from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, render
 
@@ -40,19 +39,9 @@ def _refusal(client: Api, problem: UpstreamProblem) -> tuple[dict[str, str], str
 
 
 @catalogue_router.get("/products", include_in_schema=False)
-async def products(request: Request, client: Client, q: str = "", active: str = "", cursor: str = "") -> HTMLResponse:
-    filters = {k: v for k, v in {"q": q.strip(), "active": active}.items() if v}
-    params: dict[str, Any] = {**filters, "limit": PAGE_SIZE}
-    if cursor:
-        params["cursor"] = cursor
-    page = await client.get("sales", "/v1/products", params=params)
-    next_cursor = page.get("next_cursor")
-    context = {
-        "items": page.get("items") or [],
-        "q": q,
-        "active": active,
-        "next_query": urlencode({**filters, "cursor": next_cursor}) if next_cursor else "",
-    }
+async def products(request: Request, client: Client) -> HTMLResponse:
+    page = await list_page(request, client, "sales", "/v1/products", ("q", "active"), PAGE_SIZE)
+    context = page.context() | {"q": page.filters.get("q", ""), "active": page.filters.get("active", "")}
     return render(request, "sales/products.html", context)
 
 
@@ -71,8 +60,7 @@ def _product_form(
 def _managing(client: Api) -> None:
     """The forms that change the catalogue are for ``products:manage`` (the service refuses the
     rest anyway; this gives the 403 page before a form is typed in vain)."""
-    if not may(client.session.user, "products:manage"):
-        raise UpstreamProblem("console", 403, "Forbidden", "")
+    require(client, "products:manage")
 
 
 @catalogue_router.get("/products/new", include_in_schema=False)

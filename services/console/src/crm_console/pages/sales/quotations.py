@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.lists import list_page, require
 from crm_console.pages.sales.common import BLANK_ROWS, catalogue, form_errors, line_rows, posted_lines
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem
@@ -61,29 +61,8 @@ def moves_for(quotation: dict[str, Any], user: Any) -> list[str]:
 
 @quotations_router.get("", include_in_schema=False)
 async def quotations(request: Request, client: Client) -> HTMLResponse:
-    query = request.query_params
-    filters = {name: str(query.get(name) or "").strip() for name in FILTERS}
-    filters = {k: v for k, v in filters.items() if v}
-    params: dict[str, Any] = {**filters, "limit": PAGE_SIZE}
-    if query.get("cursor"):
-        params["cursor"] = query["cursor"]
-    errors: dict[str, str] = {}
-    page: dict[str, Any] = {}
-    try:
-        page = await client.get("sales", "/v1/quotations", params=params)
-    except UpstreamProblem as problem:
-        if problem.status != 422:
-            raise
-        errors = problem.field_errors()
-    next_cursor = page.get("next_cursor")
-    context = {
-        "items": page.get("items") or [],
-        "filters": filters,
-        "statuses": STATUSES,
-        "field_errors": errors,
-        "next_query": urlencode({**filters, "cursor": next_cursor}) if next_cursor else "",
-    }
-    return render(request, "sales/quotations.html", context)
+    page = await list_page(request, client, "sales", "/v1/quotations", FILTERS, PAGE_SIZE)
+    return render(request, "sales/quotations.html", page.context() | {"statuses": STATUSES})
 
 
 async def _new_form(
@@ -109,8 +88,7 @@ async def _new_form(
 async def new_quotation(
     request: Request, client: Client, customer_id: str = "", opportunity_id: str = ""
 ) -> HTMLResponse:
-    if not may(client.session.user, "quotations:manage"):
-        raise UpstreamProblem("console", 403, "Forbidden", "")
+    require(client, "quotations:manage")
     values = dict.fromkeys(HEADER_FIELDS, "") | {
         "customer_id": customer_id,
         "opportunity_id": opportunity_id,

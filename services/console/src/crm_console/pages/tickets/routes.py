@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from crm_console.lists import list_page, require
 from crm_console.pages.customers.people import owner_choices, owner_names, people_filter
 from crm_console.registry import may
 from crm_console.upstreams import UpstreamProblem, UpstreamUnavailable
@@ -58,31 +58,12 @@ def moves_for(ticket: dict[str, Any], user: Any) -> list[str]:
 
 @router.get("", include_in_schema=False)
 async def tickets(request: Request, client: Client) -> HTMLResponse:
-    query = request.query_params
-    filters = {name: str(query.get(name) or "").strip() for name in FILTERS}
-    filters = {k: v for k, v in filters.items() if v}
-    params: dict[str, Any] = {**filters, "limit": PAGE_SIZE}
-    if query.get("cursor"):
-        params["cursor"] = query["cursor"]
-    errors: dict[str, str] = {}
-    page: dict[str, Any] = {}
-    try:
-        page = await client.get("sales", "/v1/tickets", params=params)
-    except UpstreamProblem as problem:
-        if problem.status != 422:
-            raise
-        errors = problem.field_errors()
-    next_cursor = page.get("next_cursor")
-    items = page.get("items") or []
-    context = {
-        "items": items,
-        "who": await owner_names(client, (t.get("owner_id") for t in items)),
-        "assignees": await people_filter(client, filters.get("assignee_id")),
-        "filters": filters,
+    page = await list_page(request, client, "sales", "/v1/tickets", FILTERS, PAGE_SIZE)
+    context = page.context() | {
+        "who": await owner_names(client, (t.get("owner_id") for t in page.items)),
+        "assignees": await people_filter(client, page.filters.get("assignee_id")),
         "statuses": STATUSES,
         "priorities": PRIORITIES,
-        "field_errors": errors,
-        "next_query": urlencode({**filters, "cursor": next_cursor}) if next_cursor else "",
     }
     return render(request, "tickets/list.html", context)
 
@@ -119,14 +100,9 @@ async def _new_form(
     return render(request, "tickets/new.html", context, status_code=status)
 
 
-def _require(client: Api, permission: str) -> None:
-    if not may(client.session.user, permission):
-        raise UpstreamProblem("console", 403, "Forbidden", "")
-
-
 @router.get("/new", include_in_schema=False)
 async def new_ticket(request: Request, client: Client, customer_id: str = "", contract_id: str = "") -> HTMLResponse:
-    _require(client, "tickets:manage")
+    require(client, "tickets:manage")
     values = dict.fromkeys(OPEN_FIELDS, "") | {
         "customer_id": customer_id,
         "contract_id": contract_id,
@@ -139,7 +115,7 @@ async def new_ticket(request: Request, client: Client, customer_id: str = "", co
 
 @router.post("/new", include_in_schema=False)
 async def open_ticket(request: Request, client: Client) -> Response:
-    _require(client, "tickets:manage")
+    require(client, "tickets:manage")
     form = await request.form()
     values = {name: str(form.get(name) or "").strip() for name in OPEN_FIELDS}
     body = {name: value for name, value in values.items() if value}
