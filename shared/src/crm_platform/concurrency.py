@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from crm_platform.errors import FieldError, PreconditionFailed, PreconditionRequired, ValidationFailed
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
+
+
+def versioned(
+    body: BaseModel, doc: Mapping[str, Any], status_code: int = 200, *, location: str | None = None
+) -> JSONResponse:
+    """A record's answer: ``body`` as JSON with the ETag of the record ``doc`` (what a client sends
+    back in If-Match) and, when given, its ``Location`` (a 201's new record)."""
+    headers = {"ETag": etag(int(doc["version"]))}
+    if location is not None:
+        headers["Location"] = location
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
 
 
 def expected_version(request: Request, *, required: bool) -> int | None:

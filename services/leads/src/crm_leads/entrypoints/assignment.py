@@ -15,7 +15,7 @@ from crm_leads.application.assignment import Assignment, AssignmentRules
 from crm_leads.domain.assignment import ClaimScope, Condition, Method, PoolSettingsIn, RuleIn, RulePatch
 from crm_leads.entrypoints.schemas import LeadOut, lead_out
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import etag, expected_version, versioned
 from crm_platform.history import HistoryEntry
 from crm_platform.openapi import problems
 
@@ -90,10 +90,9 @@ def rule_out(doc: Document) -> RuleOut:
 
 
 def _rule(doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/leads/assignment-rules/{doc['_id']}"
-    return JSONResponse(rule_out(doc).model_dump(mode="json"), status_code=status, headers=headers)
+    return versioned(
+        rule_out(doc), doc, status, location=f"/v1/leads/assignment-rules/{doc['_id']}" if status == 201 else None
+    )
 
 
 def _settings(doc: Document) -> JSONResponse:
@@ -198,4 +197,4 @@ async def auto_assign(lead_id: str, principal: CurrentPrincipal, app: App) -> JS
     """The first matching rule gives it to the next user with room; ``assignment`` null: it stays in the pool."""
     doc, done = await app.auto_assign_one(principal, lead_id)
     out = AutoAssignOut(lead=lead_out(doc), assignment=done)
-    return JSONResponse(out.model_dump(mode="json"), headers={"ETag": etag(int(doc["version"]))})
+    return versioned(out, doc)

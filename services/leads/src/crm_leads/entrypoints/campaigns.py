@@ -13,7 +13,7 @@ from crm_leads.application.campaigns import CampaignFilter, Campaigns
 from crm_leads.domain.campaigns import CampaignIn, CampaignPatch, CampaignStatus, Channel, CostIn
 from crm_leads.domain.segments import customers_query
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.contracts.leads import CampaignSegment, Money
 from crm_platform.history import HistoryEntry
 from crm_platform.openapi import problems
@@ -97,10 +97,7 @@ router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
 
 def _campaign(doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/campaigns/{doc['_id']}"
-    return JSONResponse(campaign_out(doc).model_dump(mode="json"), status_code=status, headers=headers)
+    return versioned(campaign_out(doc), doc, status, location=f"/v1/campaigns/{doc['_id']}" if status == 201 else None)
 
 
 @router.post("", status_code=201, response_model=CampaignOut, summary="Plan a campaign")

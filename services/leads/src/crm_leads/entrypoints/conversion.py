@@ -11,7 +11,7 @@ from crm_leads.application.conversion import Conversions
 from crm_leads.domain.conversion import ConvertIn
 from crm_leads.entrypoints.schemas import LeadOut, lead_out
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.openapi import problems
 
 
@@ -40,5 +40,4 @@ async def convert_lead(
     existing customer (no ``customers:create`` needed); 409 when the lead's company is a customer
     already and no ``customer_id`` is given, or the lead is not qualified."""
     doc = await app.convert(principal, lead_id, body, expected_version(request, required=False))
-    headers = {"ETag": etag(int(doc["version"])), "Location": f"/v1/leads/{doc['_id']}"}
-    return JSONResponse(lead_out(doc).model_dump(mode="json"), status_code=202, headers=headers)
+    return versioned(lead_out(doc), doc, 202, location=f"/v1/leads/{doc['_id']}")

@@ -11,7 +11,7 @@ from crm_leads.application.leads import LeadFilter, Leads
 from crm_leads.domain.model import AssignIn, LeadIn, LeadPatch, ReleaseIn
 from crm_leads.entrypoints.schemas import LeadOut, LeadPage, lead_out
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.history import HistoryEntry
 from crm_platform.openapi import problems
 
@@ -28,10 +28,7 @@ router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
 
 def _lead(doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/leads/{doc['_id']}"
-    return JSONResponse(lead_out(doc).model_dump(mode="json"), status_code=status, headers=headers)
+    return versioned(lead_out(doc), doc, status, location=f"/v1/leads/{doc['_id']}" if status == 201 else None)
 
 
 @router.post("", status_code=201, response_model=LeadOut, summary="Enter a lead", responses=problems(409))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.openapi import problems
 from crm_sales.application.contracts import ContractFilter, Contracts
 from crm_sales.application.receivables import Receivables
@@ -215,11 +215,9 @@ router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 
 
 def answer(app: Contracts, doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/contracts/{doc['_id']}"
-    body = contract_out(doc, app.today()).model_dump(mode="json")
-    return JSONResponse(body, status_code=status, headers=headers)
+    return versioned(
+        contract_out(doc, app.today()), doc, status, location=f"/v1/contracts/{doc['_id']}" if status == 201 else None
+    )
 
 
 @router.post("", status_code=201, response_model=ContractOut, summary="Draft a contract", responses=problems(422))
@@ -426,8 +424,7 @@ async def issue_invoice(
     ``tax = amount - net``. Nothing left to invoice on the payment: 409. Number ``INV-YYYY-NNNNNN``."""
     doc, invoice_id = await money.invoice(principal, contract_id, body)
     issued = next(i for i in invoices_of(doc) if i.id == invoice_id)
-    headers = {"ETag": etag(int(doc["version"])), "Location": f"/v1/contracts/{contract_id}/invoices"}
-    return JSONResponse(issued.model_dump(mode="json"), status_code=201, headers=headers)
+    return versioned(issued, doc, 201, location=f"/v1/contracts/{contract_id}/invoices")
 
 
 @router.get(

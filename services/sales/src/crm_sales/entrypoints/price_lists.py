@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.openapi import problems
 from crm_sales.application.price_lists import PriceListFilter, PriceLists
 from crm_sales.domain import money
@@ -113,10 +113,9 @@ router = APIRouter(tags=["price lists"])
 
 
 def _price_list(doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/price-lists/{doc['_id']}"
-    return JSONResponse(price_list_out(doc).model_dump(mode="json"), status_code=status, headers=headers)
+    return versioned(
+        price_list_out(doc), doc, status, location=f"/v1/price-lists/{doc['_id']}" if status == 201 else None
+    )
 
 
 @router.post("/v1/price-lists", status_code=201, response_model=PriceListOut, summary="Create a price list")

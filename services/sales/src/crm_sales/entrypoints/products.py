@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.openapi import problems
 from crm_sales.application.products import ProductFilter, Products
 from crm_sales.domain.products import ProductIn, ProductPatch
@@ -66,10 +66,7 @@ router = APIRouter(prefix="/v1/products", tags=["products"])
 
 
 def _product(doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/products/{doc['_id']}"
-    return JSONResponse(product_out(doc).model_dump(mode="json"), status_code=status, headers=headers)
+    return versioned(product_out(doc), doc, status, location=f"/v1/products/{doc['_id']}" if status == 201 else None)
 
 
 @router.post("", status_code=201, response_model=ProductOut, summary="Add a product", responses=problems(409))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import etag, expected_version, versioned
 from crm_platform.contracts.sales import QuotationLine
 from crm_platform.openapi import problems
 from crm_sales.adapters import quotation_pdf
@@ -121,11 +121,9 @@ router = APIRouter(prefix="/v1/quotations", tags=["quotations"])
 
 
 def _answer(app: Quotations, doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/quotations/{doc['_id']}"
-    body = quotation_out(doc, app.today()).model_dump(mode="json")
-    return JSONResponse(body, status_code=status, headers=headers)
+    return versioned(
+        quotation_out(doc, app.today()), doc, status, location=f"/v1/quotations/{doc['_id']}" if status == 201 else None
+    )
 
 
 @router.post("", status_code=201, response_model=QuotationOut, summary="Draft a quotation", responses=problems(422))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_platform.auth import CurrentPrincipal
-from crm_platform.concurrency import etag, expected_version
+from crm_platform.concurrency import expected_version, versioned
 from crm_platform.listing import PageParams
 from crm_platform.openapi import problems
 from crm_sales.application.tickets import Tickets
@@ -171,11 +171,9 @@ customer_router = APIRouter(prefix="/v1/customers", tags=["tickets"])
 
 
 def _answer(app: Tickets, doc: Document, status: int = 200) -> JSONResponse:
-    headers = {"ETag": etag(int(doc["version"]))}
-    if status == 201:
-        headers["Location"] = f"/v1/tickets/{doc['_id']}"
-    body = ticket_out(doc, app.clock.now()).model_dump(mode="json")
-    return JSONResponse(body, status_code=status, headers=headers)
+    return versioned(
+        ticket_out(doc, app.clock.now()), doc, status, location=f"/v1/tickets/{doc['_id']}" if status == 201 else None
+    )
 
 
 async def _page(app: Tickets, principal: Any, params: TicketFilter) -> TicketPage:
