@@ -123,6 +123,25 @@ def service_on(
         service.stop()
 
 
+@contextlib.contextmanager
+def one_service(name: str, backend: Backend, log_dir: Path, database: str) -> Iterator[str]:
+    """Service ``name`` (``leads``, ``sales``…) as a real process on a free port against ``database``
+    of the backend's store, once ready; its base URL for the block, stopped after."""
+    spec = dataclasses.replace(next(s for s in SERVICES if s.name == name), http_port=free_port(), database=database)
+    env = service_env(
+        spec,
+        kafka_bootstrap=backend.kafka_bootstrap,
+        mongo_url=backend.mongo_url,
+        jwt_secret=BENCH_JWT_SECRET,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+    )
+    process = start_service(spec, env, log_dir, timeout=120)
+    try:
+        yield spec.url()
+    finally:
+        process.stop()
+
+
 def fresh_database(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 

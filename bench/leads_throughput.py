@@ -21,48 +21,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import dataclasses
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from common import BENCH_JWT_SECRET, backend_only, bearer, fresh_database, header, percentile
+from common import backend_only, bearer, fresh_database, header, one_service, percentile
 from customers_throughput import Run, commands_rows, raw_inserts, run_concurrently, store_commands
 from pymongo import AsyncMongoClient
 
 from crm_leads.adapters.repository import list_indexes
-from crm_platform.devstack.processes import free_port
-from crm_platform.devstack.services import SERVICES, service_env, start_service
 from crm_platform.outbox import ensure_outbox_indexes
-from crm_platform.testing.backends import Backend
 
 Document = dict[str, Any]
-LEADS = next(s for s in SERVICES if s.name == "leads")
 OWNERS = 100
 RAW_COLLECTION = "bench_raw_leads"
 CITIES = ["上海", "北京", "深圳", "杭州", "广州", "成都", "南京", "武汉"]
 TRADES = ["精密机械", "电子科技", "物流", "软件", "医疗器械", "新材料", "食品", "纺织"]
 SOURCES = ["web", "campaign", "referral", "exhibition", "cold_call", "partner"]
-
-
-@contextmanager
-def leads_on(backend: Backend, log_dir: Any, database: str) -> Iterator[str]:
-    spec = dataclasses.replace(LEADS, http_port=free_port(), database=database)
-    env = service_env(
-        spec,
-        kafka_bootstrap=backend.kafka_bootstrap,
-        mongo_url=backend.mongo_url,
-        jwt_secret=BENCH_JWT_SECRET,
-        kafka_enable_idempotence=backend.kafka_enable_idempotence,
-    )
-    process = start_service(spec, env, log_dir, timeout=120)
-    try:
-        yield spec.url()
-    finally:
-        process.stop()
 
 
 def reps() -> list[dict[str, str]]:
@@ -204,7 +181,7 @@ def main() -> None:
     args = parse_args()
     with backend_only() as (backend, log_dir):
         database = fresh_database("bench_leads")
-        with leads_on(backend, log_dir, database) as url:
+        with one_service("leads", backend, log_dir, database) as url:
             print(asyncio.run(measure(args, url, backend.mongo_url, database)), flush=True)
 
 

@@ -37,48 +37,27 @@ import copy
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from common import BENCH_JWT_SECRET, backend_only, bearer, fresh_database, header, percentile
+from common import backend_only, bearer, fresh_database, header, one_service, percentile
 from customers_throughput import Run, commands_rows, raw_inserts, run_concurrently, store_commands
 from pymongo import AsyncMongoClient
 
-from crm_platform.devstack.processes import free_port
-from crm_platform.devstack.services import SERVICES, service_env, start_service
 from crm_platform.outbox import ensure_outbox_indexes
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed, FedCustomer
 from crm_sales.adapters.quotations import quotation_indexes
 
 Document = dict[str, Any]
-SALES = next(s for s in SERVICES if s.name == "sales")
 REPS = 100
 DEPARTMENTS = [f"/hq/s{i}" for i in range(1, 6)]
 RAW_COLLECTION = "bench_raw_quotations"
 ADMIN = bearer("bench-sales-admin", ["admin"], "/hq")
 MANAGER = bearer("bench-sales-manager", ["manager"], "/hq")
-
-
-@contextmanager
-def sales_on(backend: Backend, log_dir: Any, database: str) -> Iterator[str]:
-    spec = dataclasses.replace(SALES, http_port=free_port(), database=database)
-    env = service_env(
-        spec,
-        kafka_bootstrap=backend.kafka_bootstrap,
-        mongo_url=backend.mongo_url,
-        jwt_secret=BENCH_JWT_SECRET,
-        kafka_enable_idempotence=backend.kafka_enable_idempotence,
-    )
-    process = start_service(spec, env, log_dir, timeout=120)
-    try:
-        yield spec.url()
-    finally:
-        process.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,7 +415,7 @@ def main() -> None:
     args = parse_args()
     with backend_only() as (backend, log_dir):
         database = fresh_database("bench_sales")
-        with sales_on(backend, log_dir, database) as url:
+        with one_service("sales", backend, log_dir, database) as url:
             print(asyncio.run(measure(args, url, backend, database)), flush=True)
 
 
