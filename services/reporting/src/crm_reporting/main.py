@@ -14,7 +14,7 @@ from crm_platform.clock import Clock
 from crm_platform.customfield_store import DefinitionCopy
 from crm_platform.replay import caught_up
 from crm_platform.service import Periodic, ServiceKit
-from crm_reporting.adapters.readmodels import Generations, ReadModels
+from crm_reporting.adapters.readmodels import ROLLUP_FORMAT, Generations, ReadModels
 from crm_reporting.adapters.rebuild_lease import RebuildLease
 from crm_reporting.application.lag import LagTracker, readiness_probe
 from crm_reporting.application.projection import TOPICS, Projection
@@ -53,6 +53,16 @@ def create_app(
             # Read models built before the rollups existed: every report would read zeros.
             log.error(
                 "the active read models have no rollups: run `crm-reporting rebuild`", generation=models.generation
+            )
+        elif (
+            generation is None
+            and await generations.rollup_format(models.generation) < ROLLUP_FORMAT
+            and await models.collection("roll_deals").find_one({}, {"_id": 1}) is not None
+        ):
+            log.error(
+                "the active read models add every currency's amounts up: run `crm-reporting rebuild` "
+                "(until then the funnel and the forecast show no amounts)",
+                generation=models.generation,
             )
 
     kit.on_startup(setup)

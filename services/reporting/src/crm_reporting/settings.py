@@ -15,6 +15,9 @@ class ReportingSettings(ServiceSettings):
     mongo_database: str = "crm_reporting"
 
     default_time_zone: str = Field(default="Asia/Shanghai", description="Business time zone of day/week/month buckets.")
+    default_currency: str = Field(
+        default="CNY", description="Currency of the funnel's and the forecast's amounts when a request names none."
+    )
     required_customer_fields: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REQUIRED_FIELDS),
         description="Fields a complete customer record has: name, industry, region, source, tier, size, "

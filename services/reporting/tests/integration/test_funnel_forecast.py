@@ -184,3 +184,74 @@ async def test_funnel_and_forecast_match_the_hand_computed_figures(
     assert text.startswith("\ufeffposition,stage_id,stage_name,kind,current_count")
     lines = text.strip().splitlines()
     assert len(lines) == 6 and lines[1].startswith(f"1,{pid}-s1,线索 Lead,open,1,20000.00,4,")
+
+
+async def test_amounts_in_different_currencies_are_never_added_up(
+    client: Any, feed: EventFeed, wait_applied: Any
+) -> None:
+    """The funnel and the forecast give the amounts of one currency (the request's, CNY by
+    default) and count every opportunity; the funnel lists the other currencies' sums apart, each
+    in its own precision; a target in another currency is not this forecast's."""
+    dept, pid, rep = f"/hq/{unique('d')}", unique("p"), unique("r")
+    nov20 = date(2026, 11, 20)
+    target = pev.TargetData(
+        target_id=f"rep:{rep}:2026-11", scope="rep", scope_id=rep, department_path=dept, period="2026-11",
+        period_start=date(2026, 11, 1), period_end=date(2026, 12, 1), amount="200000.00", currency="CNY",
+        set_by="boss", set_at=at("2026-10-30"),
+    )  # fmt: skip
+    sent = [
+        await feed.send(pev.TARGET_SET, target.target_id, pev.TargetSet(target=target), at("2026-10-30")),
+        await feed.send(
+            pev.PIPELINE_CONFIGURED,
+            pid,
+            pev.PipelineConfigured(pipeline=pipeline(pid), action="created"),
+            at("2026-10-01"),
+        ),
+    ]
+    for stage, amount, currency in (
+        ("s1", "100000.00", "CNY"),
+        ("s1", "20000.00", "USD"),
+        ("s3", "10000.00", "USD"),
+        ("won", "50000.00", "CNY"),
+        ("won", "3000000", "JPY"),
+    ):
+        oid, won = unique("o"), stage == "won"
+        snap = opportunity(
+            oid, unique("c"), rep, dept, pid, stage, amount, at("2026-11-02"), at("2026-11-02"),
+            probability=100 if won else 50, status="won" if won else "open", won_on=date(2026, 11, 12) if won else None,
+            expected_close=nov20,
+        ).model_copy(update={"currency": currency})  # fmt: skip
+        created = pev.OpportunityCreated(opportunity=snap)
+        sent.append(await feed.send(pev.OPPORTUNITY_CREATED, oid, created, at("2026-11-02")))
+    await wait_applied(sent)
+    admin = auth("boss", ["admin"], "/hq")
+    asked = {"period": "2026-11", "pipeline_id": pid, "department_path": dept}
+
+    funnel = (await client.get("/v1/reports/funnel", params=asked, headers=admin)).json()
+    stages = {row["stage_id"].removeprefix(f"{pid}-"): row for row in funnel["rows"]}
+    assert funnel["currency"] == "CNY"
+    assert (stages["s1"]["current_count"], stages["s1"]["current_amount"]) == (2, "100000.00")
+    assert (stages["s3"]["current_count"], stages["s3"]["current_amount"]) == (1, "0.00")
+    assert (stages["won"]["current_count"], stages["won"]["current_amount"]) == (2, "50000.00")
+    assert (funnel["summary"]["won"], funnel["summary"]["won_amount"]) == (2, "50000.00")
+    assert funnel["other_currencies"] == [
+        {"currency": "JPY", "current_amount": "3000000", "won_amount": "3000000"},
+        {"currency": "USD", "current_amount": "30000.00", "won_amount": "0.00"},
+    ]
+    usd = (await client.get("/v1/reports/funnel", params={**asked, "currency": "usd"}, headers=admin)).json()
+    assert usd["currency"] == "USD" and usd["summary"]["won_amount"] == "0.00"
+    assert [row["current_amount"] for row in usd["rows"]] == ["20000.00", "0.00", "10000.00", "0.00", "0.00"]
+    assert [c["currency"] for c in usd["other_currencies"]] == ["CNY", "JPY"]
+    r = await client.get("/v1/reports/funnel", params={**asked, "currency": "XYZ"}, headers=admin)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "currency", r.text
+
+    forecast_of = {"period": "2026-11", "department_path": dept}
+    forecast = (await client.get("/v1/reports/forecast", params=forecast_of, headers=admin)).json()
+    (row,) = [r for r in forecast["reps"] if r["scope_id"] == rep]
+    assert forecast["currency"] == "CNY"
+    assert (row["target"], row["won_amount"], row["weighted_pipeline"], row["attainment_pct"]) == (
+        "200000.00", "50000.00", "50000.00", 25.0,
+    )  # fmt: skip
+    jpy = (await client.get("/v1/reports/forecast", params={**forecast_of, "currency": "JPY"}, headers=admin)).json()
+    (row,) = [r for r in jpy["reps"] if r["scope_id"] == rep]
+    assert (row["target"], row["won_amount"], row["weighted_pipeline"]) == (None, "3000000", "0")

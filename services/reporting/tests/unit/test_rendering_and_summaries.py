@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from crm_reporting.application.lag import percentile
-from crm_reporting.domain.money import dec, money, ratio
+from crm_reporting.domain.money import dec, money_in, ratio
 from crm_reporting.domain.summaries import summarize
 from crm_reporting.entrypoints.rendering import to_csv
 
@@ -18,8 +18,9 @@ def test_csv_has_a_bom_a_header_and_quotes_what_needs_it() -> None:
 
 
 def test_money_is_decimal_and_ratios_are_rounded() -> None:
-    assert money(dec("0.1") + dec("0.2")) == "0.30"
-    assert money(Decimal("80000.00") * 60 / 100) == "48000.00"
+    assert money_in(dec("0.1") + dec("0.2"), "CNY") == "0.30"
+    assert money_in(Decimal("80000.00") * 60 / 100, "CNY") == "48000.00"
+    assert money_in(Decimal("80000.5"), "JPY") == "80001" and money_in(Decimal("1.2345"), "KWD") == "1.235"
     assert dec(None) == 0 and dec("garbage") == 0
     assert ratio(2, 3) == 0.6667 and ratio(1, 0) is None
 

@@ -37,6 +37,11 @@ META_ID = "active_generation"
 # not know yet, so a customer created with no copy before has nothing to gather (see
 # Projection._customer_state). A generation built before that keeps the full derivation.
 TRACKED_PREFIX = "references-tracked:"
+# The same document's ``rollup_format``: how that generation's rollups are kept. 2: the deals'
+# amounts per currency (``amt:<stage>:<currency>``…; see application/contributions.py). A
+# generation without it (format 1) added every currency up: its funnel and forecast show no
+# amounts until `crm-reporting rebuild` replays the topics into a new generation.
+ROLLUP_FORMAT = 2
 STATE_NAMES = ("customers", "opportunities", "interactions", "tasks", "pipelines", "targets")
 
 
@@ -218,8 +223,15 @@ class Generations:
 
     async def _mark_tracked(self, generation: int) -> None:
         await self.meta.update_one(
-            {"_id": f"{TRACKED_PREFIX}{generation}"}, {"$set": {"generation": generation}}, upsert=True
+            {"_id": f"{TRACKED_PREFIX}{generation}"},
+            {"$set": {"generation": generation, "rollup_format": ROLLUP_FORMAT}},
+            upsert=True,
         )
+
+    async def rollup_format(self, generation: int) -> int:
+        """How ``generation``'s rollups are kept (``ROLLUP_FORMAT`` when this version filled it from empty)."""
+        marker = await self.meta.find_one({"_id": f"{TRACKED_PREFIX}{generation}"}, {"rollup_format": 1})
+        return int((marker or {}).get("rollup_format") or 1)
 
     async def next_generation(self) -> int:
         """Reserve a new generation number (a counter, so two rebuilds never share one)."""

@@ -10,11 +10,13 @@ gives the figures a scan of every state and fact would:
 - an interaction (active): ``ia`` (quality), ``if`` when a customer update followed
   within 24 h, ``ch:<channel>`` and ``ic:<key>:<value>`` per value of its groupable custom
   fields unless hidden (activity), in ``roll_time``;
-- an opportunity (not hidden): its stage (``n:``/``amt:`` on day 0); won/lost on its
-  day, or open with its expected close day and weighted amount, in ``roll_deals``; per value
-  of its groupable custom fields ``on:``/``oa:`` (open, day 0), ``wn:``/``wa:`` (won) and
-  ``ln:`` (lost) on those documents; under field ``*opportunity-quality`` in ``roll_customers``
-  the required custom fields it misses;
+- an opportunity (not hidden): its stage (``n:<stage>``/``amt:<stage>:<currency>`` on day 0);
+  won/lost on its day (``won_n``, ``won_amt:<currency>``, ``lost_n``), or open with its expected
+  close day and weighted amount (``open_n``, ``wtd:<currency>``), in ``roll_deals``; per value of
+  its groupable custom fields ``on:``/``oa:`` (open, day 0), ``wn:``/``wa:`` (won) and ``ln:``
+  (lost) on those documents, the amounts' with ``:<currency>`` last; under field
+  ``*opportunity-quality`` in ``roll_customers`` the required custom fields it misses. Amounts
+  are kept per currency: a report never adds two currencies up;
 - a task (not deleted, not hidden): ``tc:<key>:<value>`` per value of its groupable custom
   fields at its creation, for its assignee, in ``roll_time``;
 - a journey (the stage entries of one opportunity, from its facts, kept in its document):
@@ -276,10 +278,11 @@ class Contributions:
             return c, {}
         owner, path, pid = doc.get("owner_id") or "", doc.get("department_path") or "", doc.get("pipeline_id") or ""
         amount = scaled(dec(doc.get("amount")))
+        currency = enc(str(doc.get("currency") or ""))
         now = {"pipeline_id": pid, "owner_id": owner, "department_path": path, "day": 0}  # day 0: open now
         stage = enc(doc.get("stage_id") or "")
         c.add(DEALS, now, f"n:{stage}")
-        c.add(DEALS, now, f"amt:{stage}", amount)
+        c.add(DEALS, now, f"amt:{stage}:{currency}", amount)
         status = doc.get("status")
         # Completeness: the required custom fields it misses (data quality), like a customer's.
         missing = [f for f in self.opportunity_required if not _has_field(doc, f, False)]
@@ -295,7 +298,7 @@ class Contributions:
             # Open now, per custom value: ``on:<key>:<value>`` and ``oa:`` (amount) on day 0.
             for gkey, value in groups:
                 c.add(DEALS, now, group_counter("on", gkey, value))
-                c.add(DEALS, now, group_counter("oa", gkey, value), amount)
+                c.add(DEALS, now, f"{group_counter('oa', gkey, value)}:{currency}", amount)
 
         def deals(day: str) -> dict[str, Any]:
             return {"pipeline_id": pid, "owner_id": owner, "department_path": path, "day": _ordinal(day)}
@@ -303,10 +306,10 @@ class Contributions:
         if status == "won" and doc.get("won_on"):
             key = deals(doc["won_on"])
             c.add(DEALS, key, "won_n")
-            c.add(DEALS, key, "won_amt", amount)
+            c.add(DEALS, key, f"won_amt:{currency}", amount)
             for gkey, value in groups:  # won on that day, per custom value: ``wn:``, ``wa:``
                 c.add(DEALS, key, group_counter("wn", gkey, value))
-                c.add(DEALS, key, group_counter("wa", gkey, value), amount)
+                c.add(DEALS, key, f"{group_counter('wa', gkey, value)}:{currency}", amount)
             if doc.get("created_ms") is not None:
                 c.add(DEALS, key, f"wc:{doc['created_ms'] // QUARTER_MS}")
         elif status == "lost" and doc.get("lost_on"):
@@ -316,7 +319,7 @@ class Contributions:
         elif status == "open" and doc.get("expected_close_date"):
             key = deals(doc["expected_close_date"])
             c.add(DEALS, key, "open_n")
-            c.add(DEALS, key, "wtd", amount * int(doc.get("probability") or 0))
+            c.add(DEALS, key, f"wtd:{currency}", amount * int(doc.get("probability") or 0))
         return c, {}
 
     async def task(self, doc: Document) -> tuple[Contribution, Document]:

@@ -32,7 +32,7 @@ from crm_platform.events import EventEnvelope
 from crm_platform.listing import all_of
 from crm_reporting.adapters.readmodels import ReadModels
 from crm_reporting.application.scope import subtree_regex
-from crm_reporting.domain.money import dec, money, ratio
+from crm_reporting.domain.money import dec, money_in, ratio
 
 Document = dict[str, Any]
 #: The data-scope module lead reports honour: a rep sees their own leads, a manager their scope.
@@ -233,7 +233,7 @@ class Tally:
         }
 
     def amounts(self) -> list[Document]:
-        return [{"amount": money(v), "currency": c} for c, v in sorted(self.won_amounts.items())]
+        return [{"amount": money_in(v, c), "currency": c} for c, v in sorted(self.won_amounts.items())]
 
 
 async def _leads(models: ReadModels, f: LeadFilter) -> tuple[list[Document], dict[str, list[Document]]]:
@@ -261,8 +261,8 @@ async def _campaigns(models: ReadModels, ids: Iterable[str]) -> dict[str, Docume
     return found
 
 
-def _per(cost: Decimal, count: int) -> str | None:
-    return money(cost / count) if count else None
+def _per(cost: Decimal, count: int, currency: str) -> str | None:
+    return money_in(cost / count, currency) if count else None
 
 
 def roi(won: Decimal, cost: Decimal) -> str | None:
@@ -290,13 +290,13 @@ async def campaign_report(models: ReadModels, f: LeadFilter, amounts: bool) -> D
             **tally.counts(),
         }
         cost = dec(c["cost_total"]) if c else Decimal(0)
-        row["budget"] = money(dec(c["budget"])) if c else None
-        row["cost"] = money(cost) if c else None
-        row["cost_per_lead"] = _per(cost, tally.leads) if c else None
-        row["cost_per_converted"] = _per(cost, tally.converted) if c else None
+        row["budget"] = money_in(dec(c["budget"]), c["currency"]) if c else None
+        row["cost"] = money_in(cost, c["currency"]) if c else None
+        row["cost_per_lead"] = _per(cost, tally.leads, c["currency"]) if c else None
+        row["cost_per_converted"] = _per(cost, tally.converted, c["currency"]) if c else None
         if amounts:
             same = tally.won_amounts.get(c["currency"], Decimal(0)) if c else Decimal(0)
-            row["won_amount"] = money(same) if c else None
+            row["won_amount"] = money_in(same, c["currency"]) if c else None
             # Won in another currency than the campaign's: listed apart, never summed into ROI.
             row["won_amounts_other"] = [a for a in tally.amounts() if not c or a["currency"] != c["currency"]]
             row["roi"] = roi(same, cost) if c else None

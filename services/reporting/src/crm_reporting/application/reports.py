@@ -40,7 +40,7 @@ from crm_reporting.application.contributions import (
     find_in,
 )
 from crm_reporting.application.scope import REPORTS, Scope
-from crm_reporting.domain.money import dec, money, ratio
+from crm_reporting.domain.money import dec, money_in, ratio
 from crm_reporting.domain.periods import Bucket, Period, bucket_of, local_day
 from crm_reporting.settings import ReportingSettings
 
@@ -135,8 +135,16 @@ class Reports:
     # --- 1. funnel ------------------------------------------------------------------------
 
     async def funnel(
-        self, models: ReadModels, scope: Scope, period: Period, pipeline_id: str | None, group: GroupBy | None = None
+        self,
+        models: ReadModels,
+        scope: Scope,
+        period: Period,
+        pipeline_id: str | None,
+        group: GroupBy | None = None,
+        currency: str = "CNY",
     ) -> Document:
+        """Amounts in ``currency`` only (opportunities in another currency are counted, and their
+        sums listed apart in ``other_currencies``: two currencies are never added up)."""
         if pipeline_id:
             pipeline = await models.pipelines.find_one({"_id": pipeline_id})
         else:
@@ -150,6 +158,7 @@ class Reports:
         # Open opportunities now: rollup per (pipeline, stage, owner, department).
         current_n: dict[str, int] = defaultdict(int)
         current_amount: dict[str, int] = defaultdict(int)
+        others: dict[str, dict[str, int]] = defaultdict(lambda: {"current_amount": 0, "won_amount": 0})
         # Per value of the custom field grouped by: open now (day 0), won and lost in the period.
         grouped: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(GROUP_COUNTERS.values(), 0))
         async for doc in models.collection(DEALS).find({**scope.query(), "pipeline_id": pid, "day": 0}):
@@ -157,10 +166,16 @@ class Reports:
                 kind, _, stage = name.partition(":")
                 if kind == "n":
                     current_n[dec_(stage)] += int(value)
-                elif kind == "amt":
-                    current_amount[dec_(stage)] += int(value)
-                elif group is not None and kind in ("on", "oa"):
+                elif kind == "amt" and (found := in_currency(name, 3)) is not None:
+                    counter, cur = found
+                    if cur == currency:
+                        current_amount[dec_(counter.partition(":")[2])] += int(value)
+                    else:
+                        others[cur]["current_amount"] += int(value)
+                elif group is not None and kind == "on":
                     _count(grouped, group, name, kind, value)
+                elif group is not None and kind == "oa" and (found := in_currency(name, 4)) and found[1] == currency:
+                    _count(grouped, group, found[0], kind, value)
         # Stage entries and times in stage in the period: rollup per (pipeline, owner, department,
         # UTC day), one counter per quarter hour (see contributions.Contributions.journey).
         entered: dict[str, int] = defaultdict(int)
@@ -211,7 +226,7 @@ class Reports:
                     "stage_name": stage["name"],
                     "kind": stage["kind"],
                     "current_count": current_n[sid],
-                    "current_amount": money(unscaled(current_amount[sid])),
+                    "current_amount": money_in(unscaled(current_amount[sid]), currency),
                     "entered_in_period": entered[sid],
                     "next_stage_id": next_stage["stage_id"] if next_stage else None,
                     "conversion_to_next": conversion,
@@ -227,11 +242,18 @@ class Reports:
         async for doc in models.collection(DEALS).find({**scope.query(), "pipeline_id": pid, "day": _ordinals(period)}):
             won += int(doc.get("won_n") or 0)
             lost += int(doc.get("lost_n") or 0)
-            won_amount += int(doc.get("won_amt") or 0)
             won_day = date.fromordinal(int(doc["day"]))
             for name, value in doc.items():
-                if group is not None and name[:3] in ("wn:", "wa:", "ln:"):
+                if name.startswith("won_amt:") and (found := in_currency(name, 2)) is not None:
+                    if found[1] == currency:
+                        won_amount += int(value)
+                    else:
+                        others[found[1]]["won_amount"] += int(value)
+                elif group is not None and name[:3] in ("wn:", "ln:"):
                     _count(grouped, group, name, name[:2], value)
+                elif group is not None and name[:3] == "wa:" and (found := in_currency(name, 4)):
+                    if found[1] == currency:
+                        _count(grouped, group, found[0], "wa", value)
                 if name.startswith("wc:") and value:
                     created = local_day(int(name[3:]) * QUARTER_MS, period.tz)
                     cycle_days += (won_day - created).days * int(value)
@@ -240,18 +262,24 @@ class Reports:
             "pipeline_id": pid,
             "pipeline_name": pipeline.get("name"),
             "period": _period_out(period),
+            "currency": currency,
             "summary": {
                 "won": won,
                 "lost": lost,
-                "won_amount": money(unscaled(won_amount)),
+                "won_amount": money_in(unscaled(won_amount), currency),
                 "win_rate": ratio(won, won + lost),
                 "avg_sales_cycle_days": round(cycle_days / cycle_n, 2) if cycle_n else None,
             },
             "rows": rows,
+            "other_currencies": [
+                {"currency": cur, **{k: money_in(unscaled(n), cur) for k, n in sums.items()}}
+                for cur, sums in sorted(others.items())
+                if any(sums.values())
+            ],
         }
         if group is not None:
             counts = {
-                v: {k: money(unscaled(n)) if k.endswith("_amount") else n for k, n in c.items()}
+                v: {k: money_in(unscaled(n), currency) if k.endswith("_amount") else n for k, n in c.items()}
                 for v, c in grouped.items()
             }
             rows_by = await _group_rows(models, group, {v: c for v, c in counts.items() if any(grouped[v].values())})
@@ -260,7 +288,9 @@ class Reports:
 
     # --- 2. forecast ----------------------------------------------------------------------
 
-    async def forecast(self, models: ReadModels, scope: Scope, period: Period) -> Document:
+    async def forecast(self, models: ReadModels, scope: Scope, period: Period, currency: str = "CNY") -> Document:
+        """Won and weighted open amounts in ``currency`` against the targets set in it (the
+        targets of another currency, and opportunities in one, are not this forecast's)."""
         # Rollup documents per (pipeline, owner, department, calendar day): won on that day,
         # and open with that expected close day (amount x probability).
         won: dict[str, Decimal] = defaultdict(Decimal)
@@ -269,19 +299,22 @@ class Reports:
         weighted_paths: dict[str, Decimal] = defaultdict(Decimal)
         won_raw: dict[tuple[str, str], int] = defaultdict(int)
         weighted_raw: dict[tuple[str, str], int] = defaultdict(int)
+        won_key, weighted_key = f"won_amt:{enc(currency)}", f"wtd:{enc(currency)}"
         async for doc in models.collection(DEALS).find({**scope.query(), "day": _ordinals(period)}):
             key = (doc["owner_id"], doc.get("department_path") or "")
-            if doc.get("won_n"):
-                won_raw[key] += int(doc.get("won_amt") or 0)
-            if doc.get("open_n"):
-                weighted_raw[key] += int(doc.get("wtd") or 0)
+            if doc.get("won_n") and won_key in doc:  # won that day, some of it in this currency
+                won_raw[key] += int(doc[won_key])
+            if doc.get("open_n") and weighted_key in doc:
+                weighted_raw[key] += int(doc[weighted_key])
         for (owner, path), value in won_raw.items():
             won[owner] += unscaled(value)
             opp_paths[path] += unscaled(value)
         for (owner, path), value in weighted_raw.items():
             weighted[owner] += unscaled(value) / Decimal(100)
             weighted_paths[path] += unscaled(value) / Decimal(100)
-        targets = await _all(models.targets.find({"period": period.label}))
+        targets = [
+            t for t in await _all(models.targets.find({"period": period.label})) if t.get("currency") == currency
+        ]
         rep_targets = {
             t["scope_id"]: dec(t["amount"])
             for t in targets
@@ -295,7 +328,8 @@ class Reports:
         names = await user_names(models, set(won) | set(weighted) | set(rep_targets))
         reps = []
         for rep in sorted(set(won) | set(weighted) | set(rep_targets)):
-            reps.append(_forecast_row("rep", rep, names.get(rep, rep), rep_targets.get(rep), won[rep], weighted[rep]))
+            target = rep_targets.get(rep)
+            reps.append(_forecast_row("rep", rep, names.get(rep, rep), target, won[rep], weighted[rep], currency))
         departments = []
         paths = set(dept_targets) | {p for p in (*opp_paths, *weighted_paths) if p}
         for path in sorted(paths):
@@ -303,8 +337,14 @@ class Reports:
             w = sum((opp_paths[p] for p in below), Decimal(0))
             pipe = sum((weighted_paths[p] for p in below), Decimal(0))
             dept_id, target = dept_targets.get(path, (path.rsplit("/", 1)[-1], None))
-            departments.append(_forecast_row("department", dept_id, path, target, w, pipe))
-        return {"period": _period_out(period), "reps": reps, "departments": departments, "rows": reps + departments}
+            departments.append(_forecast_row("department", dept_id, path, target, w, pipe, currency))
+        return {
+            "period": _period_out(period),
+            "currency": currency,
+            "reps": reps,
+            "departments": departments,
+            "rows": reps + departments,
+        }
 
     # --- 3. activity ----------------------------------------------------------------------
 
@@ -558,7 +598,18 @@ class Reports:
 #: Data quality of other modules' required custom fields: module -> the prefix of its figures.
 OTHER_QUALITY = {"opportunities": "opportunity", "contacts": "contact"}
 
+
 #: A funnel's group counters (contributions.Contributions.opportunity) -> the row's figure.
+def in_currency(name: str, parts: int) -> tuple[str, str] | None:
+    """An amount counter ``<counter>:<currency>`` of ``parts`` parts split into the counter and its
+    currency; None for one of another shape (a counter kept before amounts were kept per
+    currency: a generation that needs `crm-reporting rebuild`, see the README)."""
+    if name.count(":") != parts - 1:
+        return None
+    counter, _, currency = name.rpartition(":")
+    return counter, dec_(currency)
+
+
 GROUP_COUNTERS = {
     "on": "open_count",
     "oa": "open_amount",
@@ -605,14 +656,16 @@ def _dept_visible(scope: Scope, path: str | None) -> bool:
     return scope.allows(None, path) if scope.department_path else scope.owner_id is None
 
 
-def _forecast_row(kind: str, key: str, name: str, target: Decimal | None, won: Decimal, weighted: Decimal) -> Document:
+def _forecast_row(
+    kind: str, key: str, name: str, target: Decimal | None, won: Decimal, weighted: Decimal, currency: str
+) -> Document:
     return {
         "scope": kind,
         "scope_id": key,
         "name": name,
-        "target": money(target) if target is not None else None,
-        "won_amount": money(won),
-        "weighted_pipeline": money(weighted),
+        "target": money_in(target, currency) if target is not None else None,
+        "won_amount": money_in(won, currency),
+        "weighted_pipeline": money_in(weighted, currency),
         "attainment_pct": round(float(won / target * 100), 1) if target else None,
     }
 

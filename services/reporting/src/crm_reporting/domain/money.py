@@ -1,13 +1,11 @@
-"""Money as Decimal (events carry decimal strings); outputs are strings with two decimals (`money`) or in
-the currency's own precision (`money_in`)."""
+"""Money as Decimal (events carry decimal strings); outputs are strings in the currency's own
+precision (`money_in`): every amount a report gives is of one currency."""
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from crm_platform.money import CURRENCY_EXPONENTS
-
-CENT = Decimal("0.01")
 
 
 def dec(value: str | None) -> Decimal:
@@ -17,10 +15,6 @@ def dec(value: str | None) -> Decimal:
         return Decimal(value)
     except InvalidOperation:
         return Decimal(0)
-
-
-def money(value: Decimal) -> str:
-    return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def money_in(value: Decimal, currency: str) -> str:

@@ -31,7 +31,7 @@ DISTRIBUTION_FIELD = {
 #: A data-quality field -> the customer field behind it.
 QUALITY_FIELD = {**DISTRIBUTION_FIELD, "tags": "tags"}
 #: The funnel's figures made of opportunities' amounts.
-AMOUNT_KEYS = frozenset({"current_amount", "won_amount", "open_amount"})
+AMOUNT_KEYS = frozenset({"current_amount", "won_amount", "open_amount", "other_currencies"})
 #: The timeline's line for a created or won opportunity ends with its amount: ": 120000.00 CNY".
 _AMOUNT_TAIL = re.compile(r": -?\d+(?:\.\d+)?(?: [A-Z]{3})?$")
 _AMOUNT_LINES = frozenset({"crm.opportunity.created", "crm.opportunity.won"})

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from crm_platform import money
 from crm_platform.auth import CurrentPrincipal, Principal
 from crm_platform.errors import ValidationFailed
 from crm_platform.openapi import problems
@@ -41,6 +42,14 @@ PeriodName = Annotated[
 From = Annotated[date | None, Query(alias="from")]
 To = Annotated[date | None, Query(alias="to", description="Inclusive")]
 Tz = Annotated[str | None, Query(max_length=64, description="IANA time zone of the buckets (default Asia/Shanghai)")]
+Currency = Annotated[
+    str | None,
+    Query(
+        max_length=3,
+        description="ISO 4217 code of the amounts (default CNY, the setting CRM_DEFAULT_CURRENCY): opportunities "
+        "in another currency are not added in",
+    ),
+]
 
 
 def _settings(request: Request) -> ReportingSettings:
@@ -61,6 +70,13 @@ async def _models(request: Request) -> ReadModels:
 Models = Annotated[ReadModels, Depends(_models)]
 ReportsDep = Annotated[Reports, Depends(_reports)]
 SettingsDep = Annotated[ReportingSettings, Depends(_settings)]
+
+
+def _currency(code: str | None, settings: ReportingSettings) -> str:
+    try:
+        return money.currency_code(code or settings.default_currency)
+    except money.InvalidMoney as exc:
+        raise ValidationFailed.for_field("currency", str(exc), "query") from exc
 
 
 def _tz(name: str | None, settings: ReportingSettings) -> ZoneInfo:
@@ -102,6 +118,7 @@ async def funnel(
     owner_id: OwnerId = None,
     department_path: DepartmentPath = None,
     pipeline_id: Annotated[str | None, Query(max_length=200, description="Default: the default pipeline")] = None,
+    currency: Currency = None,
     custom_field: Annotated[
         str | None,
         Query(
@@ -117,7 +134,8 @@ async def funnel(
     group = reports.group_by("opportunities", custom_field, "custom_field") if custom_field else None
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, start, end, _tz(tz, settings))
-    report = fields.funnel(await reports.funnel(models, scope, p, pipeline_id, group), principal)
+    cur = _currency(currency, settings)
+    report = fields.funnel(await reports.funnel(models, scope, p, pipeline_id, group, cur), principal)
     rows = report["by_custom_field"]["rows"] if group is not None else report["rows"]
     return respond(request, fmt, report, rows, "funnel")
 
@@ -138,11 +156,12 @@ async def forecast(
     tz: Tz = None,
     owner_id: OwnerId = None,
     department_path: DepartmentPath = None,
+    currency: Currency = None,
 ) -> Response:
     fields.ensure_forecast_visible(principal)
     scope = _scope(principal, owner_id, department_path)
     p = _period(request, period, None, None, _tz(tz, settings))
-    report = await reports.forecast(models, scope, p)
+    report = await reports.forecast(models, scope, p, _currency(currency, settings))
     return respond(request, fmt, report, report["rows"], "forecast")
 
 
