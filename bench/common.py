@@ -56,6 +56,17 @@ class Stack:
         return self.spec.database
 
 
+def bench_env(spec: ServiceSpec, backend: Backend) -> dict[str, str]:
+    """The environment of ``spec``'s process against the benchmark's backend, with the benchmark's secret."""
+    return service_env(
+        spec,
+        kafka_bootstrap=backend.kafka_bootstrap,
+        mongo_url=backend.mongo_url,
+        jwt_secret=BENCH_JWT_SECRET,
+        kafka_enable_idempotence=backend.kafka_enable_idempotence,
+    )
+
+
 def start_customers(
     backend: Backend, database: str, log_dir: Path, extra_env: Mapping[str, str], *, wait_for_ready: bool = True
 ) -> tuple[ManagedProcess, ServiceSpec]:
@@ -65,13 +76,7 @@ def start_customers(
     longer than the 2 s start_service's probe allows (its outbox count scans the collection).
     """
     spec = dataclasses.replace(CUSTOMERS, http_port=free_port(), database=database)
-    env = service_env(
-        spec,
-        kafka_bootstrap=backend.kafka_bootstrap,
-        mongo_url=backend.mongo_url,
-        jwt_secret=BENCH_JWT_SECRET,
-        kafka_enable_idempotence=backend.kafka_enable_idempotence,
-    )
+    env = bench_env(spec, backend)
     env["CRM_MAX_CUSTOMERS_PER_REP"] = NO_REP_LIMIT
     env.update(extra_env)
     if wait_for_ready:
@@ -128,13 +133,7 @@ def one_service(name: str, backend: Backend, log_dir: Path, database: str) -> It
     """Service ``name`` (``leads``, ``sales``…) as a real process on a free port against ``database``
     of the backend's store, once ready; its base URL for the block, stopped after."""
     spec = dataclasses.replace(next(s for s in SERVICES if s.name == name), http_port=free_port(), database=database)
-    env = service_env(
-        spec,
-        kafka_bootstrap=backend.kafka_bootstrap,
-        mongo_url=backend.mongo_url,
-        jwt_secret=BENCH_JWT_SECRET,
-        kafka_enable_idempotence=backend.kafka_enable_idempotence,
-    )
+    env = bench_env(spec, backend)
     process = start_service(spec, env, log_dir, timeout=120)
     try:
         yield spec.url()

@@ -38,14 +38,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
-from common import BENCH_JWT_SECRET, backend_only, bearer, header, percentile
+from common import backend_only, bearer, bench_env, header, percentile
 from pymongo import AsyncMongoClient
 
 from crm_console.pages.customers.query import ListQuery
 from crm_customers.adapters.tag_index import memberships_of
 from crm_customers.domain import rules
 from crm_platform.devstack.processes import ManagedProcess, free_port, http_status, wait_until
-from crm_platform.devstack.services import SERVICES, ServiceSpec, service_env, start_service
+from crm_platform.devstack.services import SERVICES, ServiceSpec, start_service
 from crm_platform.outbox import LEASE, PENDING, REV
 from crm_platform.testing.backends import Backend
 
@@ -76,13 +76,7 @@ def stack(
         for name in names:
             spec = next(s for s in SERVICES if s.name == name)
             spec = dataclasses.replace(spec, http_port=free_port(), database=f"bench_{name}_{uuid.uuid4().hex[:6]}")
-            env = service_env(
-                spec,
-                kafka_bootstrap=backend.kafka_bootstrap,
-                mongo_url=backend.mongo_url,
-                jwt_secret=BENCH_JWT_SECRET,
-                kafka_enable_idempotence=backend.kafka_enable_idempotence,
-            )
+            env = bench_env(spec, backend)
             env |= {
                 "CRM_LOG_LEVEL": "WARNING",
                 "CRM_MAX_CUSTOMERS_PER_REP": "1000000000",

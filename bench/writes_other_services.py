@@ -38,11 +38,11 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from common import BENCH_JWT_SECRET, backend_only, bearer, header, percentile
+from common import backend_only, bearer, bench_env, header, percentile
 from pymongo import AsyncMongoClient
 
 from crm_platform.devstack.processes import free_port
-from crm_platform.devstack.services import SERVICES, ServiceSpec, service_env, start_service
+from crm_platform.devstack.services import SERVICES, ServiceSpec, start_service
 from crm_platform.testing.backends import Backend
 from crm_platform.testing.customer_feed import CustomerFeed
 from crm_platform.testing.fixtures import eventually
@@ -99,13 +99,7 @@ def services(backend: Backend, log_dir: Path) -> Iterator[dict[str, ServiceSpec]
             spec = dataclasses.replace(
                 spec, http_port=free_port(), database=f"bench_{spec.name}_{uuid.uuid4().hex[:6]}"
             )
-            env = service_env(
-                spec,
-                kafka_bootstrap=backend.kafka_bootstrap,
-                mongo_url=backend.mongo_url,
-                jwt_secret=BENCH_JWT_SECRET,
-                kafka_enable_idempotence=backend.kafka_enable_idempotence,
-            )
+            env = bench_env(spec, backend)
             process = start_service(spec, env, log_dir, timeout=180)
             stack.callback(process.stop)
             specs[spec.name] = spec
