@@ -54,10 +54,11 @@ async def test_reports_leave_out_what_the_role_hides(
     body = r.json()
     assert "won_amount" not in body["summary"] and body["rows"][0]["current_count"] == 1
     assert all("current_amount" not in row for row in body["rows"])
+    assert "other_currencies" not in body and body["currency"] == "CNY"  # the other currencies' sums are amounts too
     csv_text = (await client.get("/v1/reports/funnel", params={**params, "format": "csv"}, headers=staff)).text
     assert "current_amount" not in csv_text and "30000.00" not in csv_text
     full = (await client.get("/v1/reports/funnel", params=params, headers=rep)).json()
-    assert full["rows"][0]["current_amount"] == "30000.00"
+    assert full["rows"][0]["current_amount"] == "30000.00" and full["other_currencies"] == []
 
     r = await client.get("/v1/reports/forecast", params={"period": "2026-11"}, headers=staff)
     assert r.status_code == 403 and r.json()["errors"][0]["field"] == "amount", r.text
