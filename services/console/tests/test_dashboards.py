@@ -5,6 +5,9 @@ rep is refused."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,7 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from playwright.async_api import expect
 
-from crm_console.testing import Stack, User, screenshot, sign_in
+from crm_console.testing import Stack, User, console_as, screenshot, sign_in
 from crm_platform.testing.fixtures import eventually, unique
 
 
@@ -223,3 +226,56 @@ async def test_the_activity_chart_shows_each_reps_logged_interactions_per_channe
     assert per_channel["Phone"][visitor_at] == 0
     assert sum(data[caller_at] for data in per_channel.values()) == 3
     assert sum(data[visitor_at] for data in per_channel.values()) == 1
+
+
+async def test_the_forecast_chart_is_in_the_currency_picked(stack: Stack) -> None:
+    """An opportunity in USD counts in the forecast chart when USD is picked, not in the default
+    currency's (two currencies are never added up); an unknown code is said on the two charts in
+    a currency while the others draw; the CSV follows the pick."""
+    rep, manager = await stack.new_user(), await stack.new_user(roles=["manager"])
+    rep_headers = {"Authorization": f"Bearer {await stack.token_for(rep)}"}
+    async with httpx.AsyncClient(base_url=stack.urls["customers"], headers=rep_headers) as customers:
+        made = await customers.post("/v1/customers", json={"kind": "company", "name": f"外贸客户 {unique('c')}"})
+        assert made.status_code == 201, made.text
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    body = {
+        "customer_id": made.json()["id"],
+        "name": f"出口订单 {unique('o')}",
+        "amount": "70000",
+        "currency": "USD",
+        "expected_close_date": today,
+    }
+    async with httpx.AsyncClient(base_url=stack.urls["pipeline"], headers=rep_headers) as pipeline:
+
+        async def opportunity() -> bool:  # the pipeline learns of the customer through its events
+            answer = await pipeline.post("/v1/opportunities", json=body)
+            assert answer.status_code in (201, 404, 422), answer.text
+            return answer.status_code == 201
+
+        await eventually(opportunity, timeout=30, interval=0.3, message="opportunity created")
+
+    def weighted(page: str) -> float | None:
+        """The rep's weighted pipeline on the forecast chart (None: not on it, or no chart drawn)."""
+        option = re.search(r'<script type="application/json" id="option-forecast">(.*?)</script>', page, re.S)
+        if option is None:
+            assert 'id="empty-forecast"' in page, page
+            return None
+        data = json.loads(html.unescape(option.group(1)))
+        names = data["xAxis"]["data"] if data["series"] else []
+        at = [i for i, name in enumerate(names) if name in (rep.name, rep.id)]
+        return float(data["series"][2]["data"][at[0]]) if at else None
+
+    async with console_as(stack, manager) as (client, _csrf):
+
+        async def in_usd() -> str | None:
+            page = (await client.get("/dashboards", params={"currency": "USD"})).text
+            return page if weighted(page) else None
+
+        page = await eventually(in_usd, timeout=45, interval=0.5, message="the USD opportunity in the forecast")
+        assert re.search(r'<option value="USD"\s+selected>USD</option>', page), "the pick is kept"
+        assert not weighted((await client.get("/dashboards")).text)  # not in the default currency
+        refused = await client.get("/dashboards", params={"currency": "XYZ"})
+        assert refused.status_code == 200 and refused.text.count("unknown currency") == 2, refused.text
+        assert 'id="option-distribution"' in refused.text
+        csv = await client.get("/dashboards/forecast.csv", params={"currency": "USD"})
+        assert csv.status_code == 200 and rep.id in csv.text, csv.text

@@ -17,6 +17,7 @@ from crm_console.pages.admin.access import requires
 from crm_console.pages.dashboards import charts
 from crm_console.upstreams import UpstreamProblem
 from crm_console.web import Api, api, console, render, zone
+from crm_platform.money import CURRENCY_EXPONENTS
 from crm_platform.permissions import Permission
 
 # Dashboards are for managers and administrators. Reps may read reports on their own work (the
@@ -29,6 +30,8 @@ router = APIRouter(prefix="/dashboards", dependencies=[Depends(requires(MANAGERS
 REPORTS = ("funnel", "forecast", "activity", "distribution", "quality")
 FIELDS = ("industry", "region", "city", "size", "tier", "source", "lifecycle_stage", "tag", "kind")
 DEFAULT_FIELD = "industry"
+#: The reports whose amounts are of one currency, the one picked (two currencies are never added up).
+IN_CURRENCY = ("funnel", "forecast")
 
 
 class Filters(BaseModel):
@@ -37,6 +40,7 @@ class Filters(BaseModel):
     period: str = ""
     department: str = ""  # a department path, e.g. /hq/sales ("" = everything I may see)
     field: str = DEFAULT_FIELD
+    currency: str = ""  # of the funnel's and the forecast's amounts ("" = the reporting service's default)
 
     def params(self, report: str, timezone: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -48,6 +52,8 @@ class Filters(BaseModel):
             out["field"] = self.field if self.field in FIELDS else DEFAULT_FIELD
         if self.department:
             out["department_path"] = self.department
+        if self.currency and report in IN_CURRENCY:
+            out["currency"] = self.currency
         return out
 
     def query(self) -> str:
@@ -109,6 +115,7 @@ async def dashboards(
         "periods": periods(datetime.now(zone(session.timezone)).date()),
         "departments": flatten(tree),
         "fields": FIELDS,
+        "currencies": sorted(CURRENCY_EXPONENTS),
         "reports": REPORTS,
         "options": options,
         "problems": problems,
