@@ -60,8 +60,8 @@ def create_app(
             and await models.collection("roll_deals").find_one({}, {"_id": 1}) is not None
         ):
             log.error(
-                "the active read models add every currency's amounts up: run `crm-reporting rebuild` "
-                "(until then the funnel and the forecast show no amounts)",
+                "the active read models add every currency's amounts up: run `crm-reporting rebuild` (until "
+                "then the funnel's and the forecast's amounts count only opportunities changed since the upgrade)",
                 generation=models.generation,
             )
 

@@ -39,8 +39,9 @@ META_ID = "active_generation"
 TRACKED_PREFIX = "references-tracked:"
 # The same document's ``rollup_format``: how that generation's rollups are kept. 2: the deals'
 # amounts per currency (``amt:<stage>:<currency>``…; see application/contributions.py). A
-# generation without it (format 1) added every currency up: its funnel and forecast show no
-# amounts until `crm-reporting rebuild` replays the topics into a new generation.
+# generation without it (format 1) added every currency up: its funnel and forecast read only the
+# amounts of opportunities changed since (each moves its contribution to the new counters) until
+# `crm-reporting rebuild` replays the topics into a new generation.
 ROLLUP_FORMAT = 2
 STATE_NAMES = ("customers", "opportunities", "interactions", "tasks", "pipelines", "targets")
 
